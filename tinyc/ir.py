@@ -1,0 +1,184 @@
+"""The graph IR every frontend produces and every later stage consumes.
+
+Tensors have a name, a static shape, a dtype, optional constant data and optional quantization. Nodes have an
+op, input and output tensor names and attributes. Layout is NHWC throughout (what embedded kernels and TFLite
+use); frontends convert. Batch is 1.
+
+Op vocabulary (attributes in brackets; `activation` is None or a dict, see `tinyc.activations`):
+  Conv2D      x[N,H,W,C], w[O,KH,KW,C/groups], b[O]?  [strides=(sh,sw), dilations=(dh,dw),
+              pads=(top,left,bottom,right), groups, activation]. groups == C gives depthwise (O = C*multiplier).
+  Dense       x[...,K], w[O,K], b[O]?  -> [...,O]     [activation]
+  Add Sub Mul Div  a, b with numpy broadcasting     [activation]
+  Activation  x                                     [fn, params: dict]
+  ScaleShift  x[...,C], scale[C], shift[C]          (a BatchNorm that had no conv to fold into)
+  BatchNorm   x[...,C], gamma, beta, mean, var      [epsilon]  (only before passes: folded away)
+  Softmax     x                                     [axis]
+  MaxPool2D AvgPool2D  x[N,H,W,C]                   [kernel=(kh,kw), strides, pads=(t,l,b,r),
+              count_include_pad (avg only)]
+  Mean        x                                     [axes, keepdims]
+  Reshape     x -> y with the same element count    (a free alias of its input after `alias_reshape`)
+  Transpose   x                                     [perm]
+  Concat      x0, x1, ...                           [axis]
+  Pad         x                                     [pads=((b0,e0),(b1,e1),...), value]
+  Identity    x                                     (Identity / Dropout; dropped by a pass)
+
+Each tensor may record how it maps back to the reference model (`source_name`, `source_perm`) so that
+`tinyc verify --per-layer` can compare intermediates with the reference runtime.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import TinycError
+
+OPS = (
+    "Conv2D", "Dense", "Add", "Sub", "Mul", "Div", "Activation", "ScaleShift", "BatchNorm", "Softmax",
+    "MaxPool2D", "AvgPool2D", "Mean", "Reshape", "Transpose", "Concat", "Pad", "Identity",
+)
+
+
+@dataclass
+class Quant:
+    """Affine quantization: real = scale * (q - zero_point); per-channel along `axis` when arrays are 1-D."""
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int | None = None
+
+
+@dataclass
+class Tensor:
+    name: str
+    shape: tuple
+    dtype: str = "float32"
+    data: np.ndarray | None = None
+    quant: Quant | None = None
+    # How the reference runtime sees this tensor: its name there and the permutation p with
+    # reference_array = our_array.transpose(p) (None: same layout). Used by per-layer verification.
+    source_name: str | None = None
+    source_perm: tuple | None = None
+
+    @property
+    def is_const(self) -> bool:
+        return self.data is not None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(self.dtype).itemsize
+
+
+@dataclass
+class Node:
+    op: str
+    inputs: list
+    outputs: list
+    attrs: dict = field(default_factory=dict)
+    name: str = ""
+
+
+class Graph:
+    """Nodes kept in a valid execution (topological) order; tensors by name."""
+
+    def __init__(self, name: str = "model", source_format: str = ""):
+        self.name = name
+        self.source_format = source_format
+        self.tensors: dict[str, Tensor] = {}
+        self.nodes: list[Node] = []
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+
+    # -- building -------------------------------------------------------------------------------------------
+    def add_tensor(self, name: str, shape, dtype: str = "float32", data=None, **kw) -> Tensor:
+        if name in self.tensors:
+            raise TinycError(f"duplicate tensor name '{name}' in the model; give every tensor a unique name")
+        shape = tuple(int(d) for d in shape)
+        if data is not None:
+            data = np.ascontiguousarray(np.asarray(data, dtype=dtype).reshape(shape))
+        t = Tensor(name, shape, dtype, data, **kw)
+        self.tensors[name] = t
+        return t
+
+    def add_const(self, name: str, data, dtype: str = "float32") -> str:
+        data = np.asarray(data, dtype=dtype)
+        name = self.unique_name(name)
+        self.add_tensor(name, data.shape, dtype, data)
+        return name
+
+    def add_node(self, op: str, inputs, outputs, name: str = "", **attrs) -> Node:
+        node = Node(op, list(inputs), list(outputs), attrs, name or (outputs[0] if outputs else op))
+        self.nodes.append(node)
+        return node
+
+    def unique_name(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.tensors:
+            name, k = f"{base}_{k}", k + 1
+        return name
+
+    # -- queries --------------------------------------------------------------------------------------------
+    def producer(self, tensor: str) -> Node | None:
+        for n in self.nodes:
+            if tensor in n.outputs:
+                return n
+        return None
+
+    def consumers(self, tensor: str) -> list[Node]:
+        return [n for n in self.nodes if tensor in n.inputs]
+
+    def const(self, name: str) -> np.ndarray | None:
+        t = self.tensors.get(name)
+        return None if t is None else t.data
+
+    def copy(self) -> "Graph":
+        return copy.deepcopy(self)
+
+    def remove_unused_tensors(self) -> None:
+        used = set(self.inputs) | set(self.outputs)
+        for n in self.nodes:
+            used.update(n.inputs)
+            used.update(n.outputs)
+        self.tensors = {k: v for k, v in self.tensors.items() if k in used}
+
+    def replace_uses(self, old: str, new: str) -> None:
+        """Every consumer of `old` (and the graph outputs) reads `new` instead."""
+        for n in self.nodes:
+            n.inputs = [new if i == old else i for i in n.inputs]
+        self.outputs = [new if o == old else o for o in self.outputs]
+
+    def validate(self) -> None:
+        """Check what every later stage assumes: known tensors, one producer each, topological order."""
+        available = set(self.inputs) | {k for k, t in self.tensors.items() if t.is_const}
+        for name in list(self.inputs) + list(self.outputs):
+            if name not in self.tensors:
+                raise TinycError(f"graph input/output '{name}' is not a tensor of the model")
+        for n in self.nodes:
+            if n.op not in OPS:
+                raise TinycError(f"internal op '{n.op}' is unknown")
+            for i in n.inputs:
+                if i not in self.tensors:
+                    raise TinycError(f"node '{n.name}' ({n.op}) reads tensor '{i}', which does not exist")
+                if i not in available:
+                    raise TinycError(f"node '{n.name}' ({n.op}) reads '{i}' before it is computed "
+                                     "(the graph has a cycle or a missing producer)")
+            for o in n.outputs:
+                if o in available:
+                    raise TinycError(f"tensor '{o}' is written twice (node '{n.name}'); names must be unique")
+                if o not in self.tensors:
+                    raise TinycError(f"node '{n.name}' writes unknown tensor '{o}'")
+                available.add(o)
+        for o in self.outputs:
+            if o not in available:
+                raise TinycError(f"model output '{o}' is never computed")
+
+    def summary(self) -> str:
+        lines = [f"graph {self.name}: inputs {self.inputs} outputs {self.outputs}"]
+        for n in self.nodes:
+            shapes = [self.tensors[o].shape for o in n.outputs]
+            lines.append(f"  {n.op:<10} {n.name}: {n.inputs} -> {n.outputs} {shapes} {n.attrs}")
+        return "\n".join(lines)
