@@ -1,0 +1,41 @@
+"""Frontends: model files -> IR graph. `load_model` picks one by file extension."""
+from __future__ import annotations
+
+import os
+
+from ..errors import TinycError
+from ..ir import Graph
+
+EXTENSIONS = {".onnx": "onnx", ".keras": "keras", ".h5": "keras", ".hdf5": "keras"}
+
+
+def load_model(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
+    """Read `path` into an IR graph. `input_shapes`: one shape per input in the model's own layout (or None)."""
+    if not os.path.isfile(path):
+        raise TinycError(f"model file '{path}' does not exist")
+    ext = os.path.splitext(path)[1].lower()
+    kind = EXTENSIONS.get(ext)
+    if kind is None:
+        raise TinycError(f"unknown model file extension '{ext or path}'; tinyc reads "
+                         f"{', '.join(sorted(EXTENSIONS))}")
+    if io_layout not in ("nchw", "nhwc"):
+        raise TinycError(f"--io-layout must be nchw or nhwc, not '{io_layout}'")
+    if kind == "onnx":
+        from .onnx_import import load_onnx
+        return load_onnx(path, input_shapes, io_layout)
+    from .keras_import import load_keras
+    return load_keras(path, input_shapes)
+
+
+def supported_ops() -> dict:
+    """{frontend: sorted op names}, for `tinyc ops`."""
+    from .onnx_import import CONST_ONLY_OPS
+    from .onnx_ops import ONNX_OPS
+    ops = {"onnx": sorted(ONNX_OPS),
+           "onnx (constant sub-graphs only, folded at compile time)": sorted(CONST_ONLY_OPS - set(ONNX_OPS))}
+    try:
+        from .keras_import import SUPPORTED_LAYERS
+        ops["keras"] = sorted(SUPPORTED_LAYERS)
+    except ImportError:
+        pass
+    return ops

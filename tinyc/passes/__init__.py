@@ -1,0 +1,39 @@
+"""Graph-to-graph optimizations, each a pure function `Graph -> Graph` in its own module.
+
+`optimize` runs `PIPELINE` in order. The order matters:
+  drop_identity    first, so no Identity hides a pattern from the passes below;
+  fold_constants   before the folds, so weights computed by constant subgraphs are plain constants;
+  fold_batchnorm   before fuse_activation: BatchNorm sits between a conv and its activation;
+  fuse_pad         before fuse_activation (independent of it, but keeps conv rewrites together);
+  fuse_activation  after fold_batchnorm has removed the BatchNorm between conv and activation;
+  alias_reshape    last: it only marks/simplifies Reshapes, which the passes above never look through.
+Every pass deep-copies its input, so the caller's graph is never changed.
+"""
+from __future__ import annotations
+
+from ..ir import Graph
+from .alias_reshape import alias_reshape
+from .drop_identity import drop_identity
+from .fold_batchnorm import fold_batchnorm
+from .fold_constants import fold_constants
+from .fuse_activation import fuse_activation
+from .fuse_pad import fuse_pad
+
+PIPELINE = (drop_identity, fold_constants, fold_batchnorm, fuse_pad, fuse_activation, alias_reshape)
+
+
+def optimize(g: Graph) -> Graph:
+    """Run every pass of PIPELINE in order, drop unused tensors and validate the result."""
+    for p in PIPELINE:
+        g = p(g)
+    g.remove_unused_tensors()
+    g.validate()
+    return g
+
+
+def describe() -> list[tuple[str, str]]:
+    """(name, one-line description) for each pass, in pipeline order (for `tinyc passes` / docs)."""
+    return [(p.__name__, (p.__doc__ or "").strip().split("\n")[0]) for p in PIPELINE]
+
+
+__all__ = ["PIPELINE", "optimize", "describe"] + [p.__name__ for p in PIPELINE]

@@ -1,0 +1,344 @@
+"""The Keras frontend's rules: one small converter per Keras layer class, collected in `SUPPORTED_LAYERS`.
+
+A converter is `fn(cv, layer, cfg, ins)`: `cv` is the conversion context (`keras_import.Ctx`), `cfg` the layer's
+`get_config()`, `ins` the IR names of its inputs. It emits IR nodes through `cv.emit`; the node emitted with
+`final=True` (the default) writes the layer's output tensor. Nothing here imports Keras.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..activations import relu6
+from ..errors import TinycError
+
+# Keras activation name (keras.activations.serialize) -> IR activation dict. softmax is a separate node.
+ACTIVATIONS = {
+    "linear": None,
+    "relu": {"fn": "relu"},
+    "relu6": relu6(),
+    "sigmoid": {"fn": "sigmoid"},
+    "tanh": {"fn": "tanh"},
+    "leaky_relu": {"fn": "leaky_relu", "alpha": 0.2},        # Keras 3 default negative_slope
+    "hard_sigmoid": {"fn": "hard_sigmoid", "alpha": 1 / 6, "beta": 0.5},  # Keras 3: relu6(x + 3) / 6
+    "silu": {"fn": "swish"},
+    "swish": {"fn": "swish"},
+    "hard_silu": {"fn": "hard_swish"},
+    "hard_swish": {"fn": "hard_swish"},
+    "elu": {"fn": "elu", "alpha": 1.0},
+}
+
+
+def activation_of(cv, layer, fn) -> tuple[dict | None, bool]:
+    """(IR activation dict or None, is_softmax) for a Keras activation function."""
+    name = cv.activation_name(fn)
+    if name == "softmax":
+        return None, True
+    if name not in ACTIVATIONS:
+        raise TinycError(f"activation '{name}' of layer '{layer.name}' ({type(layer).__name__}) is not supported; "
+                         f"supported: softmax, {', '.join(sorted(ACTIVATIONS))}")
+    act = ACTIVATIONS[name]
+    return (dict(act) if act else None), False
+
+
+def emit_with_activation(cv, layer, op, inputs, shape, fn=None, **attrs) -> str:
+    """`op` with the layer's activation fused; softmax becomes a separate Softmax node on the last axis."""
+    act, softmax = activation_of(cv, layer, layer.activation if fn is None else fn)
+    if not softmax:
+        return cv.emit(op, inputs, shape, activation=act, **attrs)
+    pre = cv.emit(op, inputs, shape, final=False, tag=op.lower(), activation=None, **attrs)
+    return cv.emit("Softmax", [pre], shape, axis=len(shape) - 1)
+
+
+# -- geometry ------------------------------------------------------------------------------------------------
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (list, tuple)) else (v, v)
+
+
+def conv_geometry(size: int, k: int, s: int, d: int, padding: str) -> tuple[int, int, int]:
+    """(output size, pad before, pad after) along one spatial axis, exactly as TF/Keras compute them."""
+    eff = (k - 1) * d + 1
+    if padding == "valid":
+        return (size - eff) // s + 1, 0, 0
+    if padding == "same":
+        out = math.ceil(size / s)
+        total = max((out - 1) * s + eff - size, 0)
+        return out, total // 2, total - total // 2
+    if padding == "causal":
+        return (size - 1) // s + 1, eff - 1, 0
+    raise TinycError(f"padding '{padding}' is not supported")
+
+
+def _geometry_2d(cv, layer, cfg, x, kernel, strides, dilations):
+    if cfg.get("data_format", "channels_last") != "channels_last":
+        raise TinycError(f"layer '{layer.name}' ({type(layer).__name__}) uses data_format="
+                         f"'{cfg['data_format']}'; only channels_last is supported")
+    n, h, w, c = cv.shape(x)
+    oh, t, b = conv_geometry(h, kernel[0], strides[0], dilations[0], cfg["padding"])
+    ow, lft, r = conv_geometry(w, kernel[1], strides[1], dilations[1], cfg["padding"])
+    if oh <= 0 or ow <= 0:
+        raise TinycError(f"layer '{layer.name}' gets an input {cv.shape(x)} smaller than its window")
+    return (n, oh, ow), (t, lft, b, r)
+
+
+# -- convolutions --------------------------------------------------------------------------------------------
+def _bias(cv, layer):
+    return [cv.const("bias", cv.numpy(layer.bias))] if layer.use_bias else []
+
+
+def conv2d(cv, layer, cfg, ins):
+    k, s, d = _pair(cfg["kernel_size"]), _pair(cfg["strides"]), _pair(cfg["dilation_rate"])
+    nhw, pads = _geometry_2d(cv, layer, cfg, ins[0], k, s, d)
+    w = cv.numpy(layer.kernel).transpose(3, 0, 1, 2)          # [KH,KW,I/g,O] -> [O,KH,KW,I/g]
+    return emit_with_activation(cv, layer, "Conv2D", [ins[0], cv.const("kernel", w)] + _bias(cv, layer),
+                                nhw + (cfg["filters"],), strides=s, dilations=d, pads=pads,
+                                groups=cfg.get("groups", 1))
+
+
+def _depthwise(cv, layer, cfg, x, kernel, final, fuse):
+    k, s, d = _pair(cfg["kernel_size"]), _pair(cfg["strides"]), _pair(cfg["dilation_rate"])
+    nhw, pads = _geometry_2d(cv, layer, cfg, x, k, s, d)
+    kh, kw, c, mult = kernel.shape                          # output channel c*mult + m, as TF
+    w = kernel.transpose(2, 3, 0, 1).reshape(c * mult, kh, kw, 1)
+    inputs = [x, cv.const("depthwise_kernel", w)] + (_bias(cv, layer) if fuse else [])
+    attrs = dict(strides=s, dilations=d, pads=pads, groups=c)
+    if fuse:
+        return emit_with_activation(cv, layer, "Conv2D", inputs, nhw + (c * mult,), **attrs)
+    return cv.emit("Conv2D", inputs, nhw + (c * mult,), final=final, tag="depthwise", activation=None, **attrs)
+
+
+def depthwise_conv2d(cv, layer, cfg, ins):
+    return _depthwise(cv, layer, cfg, ins[0], cv.numpy(layer.kernel), final=True, fuse=True)
+
+
+def separable_conv2d(cv, layer, cfg, ins):
+    dw = _depthwise(cv, layer, cfg, ins[0], cv.numpy(layer.depthwise_kernel), final=False, fuse=False)
+    w = cv.numpy(layer.pointwise_kernel).transpose(3, 0, 1, 2)
+    n, h, wd, _ = cv.shape(dw)
+    return emit_with_activation(cv, layer, "Conv2D", [dw, cv.const("pointwise_kernel", w)] + _bias(cv, layer),
+                                (n, h, wd, cfg["filters"]), strides=(1, 1), dilations=(1, 1), pads=(0, 0, 0, 0),
+                                groups=1)
+
+
+def conv1d(cv, layer, cfg, ins):
+    """[1,L,C] -> Reshape [1,1,L,C] -> Conv2D (kernel 1xK) -> Reshape [1,L',O]."""
+    if cfg.get("data_format", "channels_last") != "channels_last":
+        raise TinycError(f"layer '{layer.name}' (Conv1D) uses data_format='{cfg['data_format']}'; "
+                         "only channels_last is supported")
+    (k,), (s,), (d,) = cfg["kernel_size"], cfg["strides"], cfg["dilation_rate"]
+    n, length, c = cv.shape(ins[0])
+    out, left, right = conv_geometry(length, k, s, d, cfg["padding"])
+    x4 = cv.emit("Reshape", [ins[0]], (n, 1, length, c), final=False, tag="as_2d")
+    w = cv.numpy(layer.kernel).transpose(2, 0, 1)[:, None]   # [K,I/g,O] -> [O,1,K,I/g]
+    act, softmax = activation_of(cv, layer, layer.activation)
+    y4 = cv.emit("Conv2D", [x4, cv.const("kernel", w)] + _bias(cv, layer), (n, 1, out, cfg["filters"]),
+                 final=False, tag="conv2d", strides=(1, s), dilations=(1, d), pads=(0, left, 0, right),
+                 groups=cfg.get("groups", 1), activation=act)
+    shape = (n, out, cfg["filters"])
+    if not softmax:
+        return cv.emit("Reshape", [y4], shape)
+    y3 = cv.emit("Reshape", [y4], shape, final=False, tag="as_1d")
+    return cv.emit("Softmax", [y3], shape, axis=2)
+
+
+def dense(cv, layer, cfg, ins):
+    if getattr(layer, "quantization_mode", None):
+        raise TinycError(f"Dense layer '{layer.name}' is Keras-quantized ({layer.quantization_mode}); "
+                         "export the float model instead")
+    w = cv.numpy(layer.kernel).T                               # [K,O] -> [O,K]
+    shape = cv.shape(ins[0])[:-1] + (cfg["units"],)
+    return emit_with_activation(cv, layer, "Dense", [ins[0], cv.const("kernel", w)] + _bias(cv, layer), shape)
+
+
+def batch_norm(cv, layer, cfg, ins):
+    shape = cv.shape(ins[0])
+    axis = cfg["axis"][0] if isinstance(cfg["axis"], (list, tuple)) and len(cfg["axis"]) == 1 else cfg["axis"]
+    if axis not in (-1, len(shape) - 1):
+        raise TinycError(f"BatchNormalization '{layer.name}' normalizes axis {cfg['axis']}; only the last "
+                         "(channels) axis is supported")
+    c = shape[-1]
+    gamma = cv.numpy(layer.gamma) if layer.scale else np.ones(c, np.float32)
+    beta = cv.numpy(layer.beta) if layer.center else np.zeros(c, np.float32)
+    consts = [cv.const(n, v) for n, v in (("gamma", gamma), ("beta", beta), ("moving_mean", layer.moving_mean),
+                                          ("moving_variance", layer.moving_variance))]
+    return cv.emit("BatchNorm", [ins[0]] + consts, shape, epsilon=float(cfg["epsilon"]))
+
+
+# -- activations ---------------------------------------------------------------------------------------------
+def _act_node(cv, ins, act):
+    if act is None:
+        return cv.emit("Identity", ins, cv.shape(ins[0]))
+    return cv.emit("Activation", ins, cv.shape(ins[0]), **act)
+
+
+def activation(cv, layer, cfg, ins):
+    act, softmax = activation_of(cv, layer, layer.activation)
+    if softmax:
+        return cv.emit("Softmax", ins, cv.shape(ins[0]), axis=len(cv.shape(ins[0])) - 1)
+    return _act_node(cv, ins, act)
+
+
+def relu(cv, layer, cfg, ins):
+    slope, top, thr = float(cfg.get("negative_slope") or 0), cfg.get("max_value"), float(cfg.get("threshold") or 0)
+    if thr != 0:
+        raise TinycError(f"ReLU '{layer.name}' has threshold={thr}; only threshold=0 is supported")
+    if slope and top is not None:
+        raise TinycError(f"ReLU '{layer.name}' combines negative_slope and max_value; not supported")
+    if slope:
+        return _act_node(cv, ins, {"fn": "leaky_relu", "alpha": slope})
+    if top is not None:
+        return _act_node(cv, ins, {"fn": "clip", "lo": 0.0, "hi": float(top)})
+    return _act_node(cv, ins, {"fn": "relu"})
+
+
+def leaky_relu(cv, layer, cfg, ins):
+    return _act_node(cv, ins, {"fn": "leaky_relu", "alpha": float(cfg.get("negative_slope", 0.3))})
+
+
+def softmax(cv, layer, cfg, ins):
+    axis, rank = cfg.get("axis", -1), len(cv.shape(ins[0]))
+    if isinstance(axis, (list, tuple)):
+        if len(axis) != 1:
+            raise TinycError(f"Softmax '{layer.name}' over several axes {axis} is not supported")
+        axis = axis[0]
+    return cv.emit("Softmax", ins, cv.shape(ins[0]), axis=axis % rank)
+
+
+# -- pooling -------------------------------------------------------------------------------------------------
+def _pool(op, **extra):
+    def convert(cv, layer, cfg, ins):
+        k = _pair(cfg["pool_size"])
+        s = _pair(cfg["strides"] if cfg.get("strides") is not None else k)
+        nhw, pads = _geometry_2d(cv, layer, cfg, ins[0], k, s, (1, 1))
+        return cv.emit(op, ins, nhw + (cv.shape(ins[0])[3],), kernel=k, strides=s, pads=pads, **extra)
+    return convert
+
+
+def _check_channels_last(layer, cfg):
+    if cfg.get("data_format", "channels_last") != "channels_last":
+        raise TinycError(f"layer '{layer.name}' ({type(layer).__name__}) uses data_format="
+                         f"'{cfg['data_format']}'; only channels_last is supported")
+
+
+def global_avg_pool(cv, layer, cfg, ins):
+    _check_channels_last(layer, cfg)
+    shape = cv.shape(ins[0])
+    axes = tuple(range(1, len(shape) - 1))
+    keep = bool(cfg.get("keepdims", False))
+    out = tuple(1 if (i in axes) else d for i, d in enumerate(shape) if keep or i not in axes)
+    return cv.emit("Mean", ins, out, axes=axes, keepdims=keep)
+
+
+def global_max_pool_2d(cv, layer, cfg, ins):
+    _check_channels_last(layer, cfg)
+    n, h, w, c = cv.shape(ins[0])
+    attrs = dict(kernel=(h, w), strides=(1, 1), pads=(0, 0, 0, 0))
+    if cfg.get("keepdims", False):
+        return cv.emit("MaxPool2D", ins, (n, 1, 1, c), **attrs)
+    pooled = cv.emit("MaxPool2D", ins, (n, 1, 1, c), final=False, tag="maxpool", **attrs)
+    return cv.emit("Reshape", [pooled], (n, c))
+
+
+# -- shape and merge layers ----------------------------------------------------------------------------------
+def flatten(cv, layer, cfg, ins):
+    shape = cv.shape(ins[0])
+    if cfg.get("data_format", "channels_last") != "channels_last" and len(shape) > 2:
+        raise TinycError(f"Flatten '{layer.name}' uses data_format='channels_first'; not supported")
+    return cv.emit("Reshape", ins, (shape[0], int(np.prod(shape[1:], dtype=np.int64))))
+
+
+def reshape(cv, layer, cfg, ins):
+    shape = cv.shape(ins[0])
+    target = [int(d) for d in cfg["target_shape"]]
+    if -1 in target:
+        known = int(np.prod([d for d in target if d != -1], dtype=np.int64))
+        target[target.index(-1)] = int(np.prod(shape[1:], dtype=np.int64)) // max(known, 1)
+    return cv.emit("Reshape", ins, (shape[0],) + tuple(target))
+
+
+def permute(cv, layer, cfg, ins):
+    perm = (0,) + tuple(int(d) for d in cfg["dims"])
+    shape = cv.shape(ins[0])
+    return cv.emit("Transpose", ins, tuple(shape[p] for p in perm), perm=perm)
+
+
+def _chain(op):
+    def convert(cv, layer, cfg, ins):
+        acc = ins[0]
+        for i, other in enumerate(ins[1:]):
+            shape = tuple(np.broadcast_shapes(cv.shape(acc), cv.shape(other)))
+            last = i == len(ins) - 2
+            acc = cv.emit(op, [acc, other], shape, final=last, tag=op.lower(), activation=None)
+        return acc
+    return convert
+
+
+def concatenate(cv, layer, cfg, ins):
+    shapes = [cv.shape(i) for i in ins]
+    axis = int(cfg.get("axis", -1)) % len(shapes[0])
+    out = list(shapes[0])
+    out[axis] = sum(s[axis] for s in shapes)
+    return cv.emit("Concat", ins, tuple(out), axis=axis)
+
+
+def zero_padding(cv, layer, cfg, ins):
+    _check_channels_last(layer, cfg)
+    shape = cv.shape(ins[0])
+    spatial = cfg["padding"] if len(shape) == 4 else (cfg["padding"],)
+    pads = ((0, 0),) + tuple(tuple(int(v) for v in _pair(p)) for p in spatial) + ((0, 0),)
+    out = tuple(d + b + e for d, (b, e) in zip(shape, pads))
+    return cv.emit("Pad", ins, out, pads=pads, value=0.0)
+
+
+def identity(cv, layer, cfg, ins):
+    return cv.emit("Identity", ins, cv.shape(ins[0]))
+
+
+def rescaling(cv, layer, cfg, ins):
+    shape = cv.shape(ins[0])
+    scale, offset = np.asarray(cfg["scale"], np.float32), np.asarray(cfg["offset"], np.float32)
+    has_offset = bool(np.any(offset != 0))
+    y = cv.emit("Mul", [ins[0], cv.const("scale", scale)], shape, final=not has_offset, tag="scale",
+                activation=None)
+    if has_offset:
+        y = cv.emit("Add", [y, cv.const("offset", offset)], shape, activation=None)
+    return y
+
+
+def input_layer(cv, layer, cfg, ins):
+    raise TinycError(f"InputLayer '{layer.name}' is not one of the model's inputs")
+
+
+_DROPOUT_LIKE = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
+                 "AlphaDropout", "ActivityRegularization")
+
+SUPPORTED_LAYERS = {
+    "InputLayer": input_layer,
+    "Dense": dense,
+    "Conv1D": conv1d,
+    "Conv2D": conv2d,
+    "DepthwiseConv2D": depthwise_conv2d,
+    "SeparableConv2D": separable_conv2d,
+    "BatchNormalization": batch_norm,
+    "Activation": activation,
+    "ReLU": relu,
+    "LeakyReLU": leaky_relu,
+    "Softmax": softmax,
+    "MaxPooling2D": _pool("MaxPool2D"),
+    "AveragePooling2D": _pool("AvgPool2D", count_include_pad=False),  # Keras 'same' excludes the padding
+    "GlobalAveragePooling1D": global_avg_pool,
+    "GlobalAveragePooling2D": global_avg_pool,
+    "GlobalMaxPooling2D": global_max_pool_2d,
+    "Flatten": flatten,
+    "Reshape": reshape,
+    "Permute": permute,
+    "Add": _chain("Add"),
+    "Subtract": _chain("Sub"),
+    "Multiply": _chain("Mul"),
+    "Concatenate": concatenate,
+    "ZeroPadding1D": zero_padding,
+    "ZeroPadding2D": zero_padding,
+    "Rescaling": rescaling,
+    **{name: identity for name in _DROPOUT_LIKE},
+}

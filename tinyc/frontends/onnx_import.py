@@ -1,0 +1,282 @@
+"""ONNX frontend: an .onnx file -> IR graph in NHWC.
+
+Layout: every runtime value carries a `Layout` saying how its ONNX (logical) array relates to the physical array
+we store: logical = physical.transpose(perm). Convolutions and pooling want NHWC physical storage, i.e. NCHW
+logical on perm (0,3,1,2). ONNX Transpose nodes only relabel the perm: no copy. A copy (an IR Transpose) is
+materialized only where an op needs a layout the value does not have, e.g. at an NCHW model input. A Flatten of
+an NCHW value feeding Gemm/MatMul is no copy either: the value is flattened in NHWC order and the Gemm weights are
+permuted at compile time (`Layout.flat`).
+
+Shape sub-graphs (Shape, Gather, Slice, Concat, Unsqueeze, Cast on constants) are evaluated at compile time with
+onnx's reference evaluator and disappear.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import TinycError
+from ..ir import Graph
+
+MIN_OPSET, MAX_OPSET = 11, 23
+
+
+@dataclass(frozen=True)
+class Layout:
+    perm: tuple                    # logical = physical.transpose(perm)
+    flat: tuple | None = None      # for a 2-D [1, K] value: logical[:, j] = physical[:, flat[j]]
+    flat_source: str | None = None  # the 4-D value `flat` came from, to materialize it if needed
+
+    @property
+    def is_plain(self) -> bool:
+        return self.flat is None and self.perm == tuple(range(len(self.perm)))
+
+
+def plain(rank: int) -> Layout:
+    return Layout(tuple(range(rank)))
+
+
+def channels_last(rank: int) -> Layout:
+    """NC... logical stored as N...C physical."""
+    return Layout((0, rank - 1) + tuple(range(1, rank - 1)))
+
+
+def inverse(perm) -> tuple:
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return tuple(inv)
+
+
+class OnnxImporter:
+    """Holds conversion state; the per-op rules live in onnx_ops.py."""
+
+    def __init__(self, model, graph: Graph, io_layout: str):
+        self.model = model
+        self.g = graph
+        self.io_layout = io_layout
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        self.consts: dict[str, np.ndarray] = {}
+        self.values: dict[str, tuple[str, Layout]] = {}   # onnx name -> (ir tensor name, layout)
+        self.shapes: dict[str, tuple] = {}                 # onnx name -> logical shape
+        self._materialized: dict[tuple, str] = {}
+        self.consumers: dict[str, list] = {}
+        for node in model.graph.node:
+            for i in node.input:
+                self.consumers.setdefault(i, []).append(node)
+        self.output_names = {o.name for o in model.graph.output}
+
+    # -- values -----------------------------------------------------------------------------------------------
+    def const(self, name: str, what: str = "") -> np.ndarray:
+        if name not in self.consts:
+            raise TinycError(f"{what or 'this input'} ('{name}') must be a constant in the model; "
+                             "tinyc supports constant weights only")
+        return self.consts[name]
+
+    def opt_const(self, node, i: int):
+        return self.consts.get(node.input[i]) if len(node.input) > i and node.input[i] else None
+
+    def logical_shape(self, name: str) -> tuple:
+        if name in self.consts:
+            return tuple(self.consts[name].shape)
+        if name not in self.shapes:
+            raise TinycError(f"cannot infer a static shape for tensor '{name}'; pass --input-shape or "
+                             "simplify the model (e.g. onnxsim)")
+        return self.shapes[name]
+
+    def layout(self, name: str) -> Layout:
+        return self.values[name][1]
+
+    def define(self, onnx_name: str, layout: Layout, ir_name: str | None = None,
+               source: bool = True) -> str:
+        """Create the IR tensor for ONNX value `onnx_name` stored physically in `layout`."""
+        logical = self.logical_shape(onnx_name)
+        if layout.flat is not None:
+            phys = logical
+        else:
+            inv = inverse(layout.perm)
+            phys = tuple(logical[i] for i in inv)
+        ir_name = self.g.unique_name(ir_name or onnx_name)
+        perm = None if layout.flat is not None or layout.is_plain else layout.perm
+        self.g.add_tensor(ir_name, phys, source_name=onnx_name if source and layout.flat is None else None,
+                          source_perm=perm)
+        self.values[onnx_name] = (ir_name, layout)
+        return ir_name
+
+    def alias(self, out: str, inp: str, layout: Layout | None = None) -> None:
+        """`out` is the same stored data as `inp` (possibly relabelled): no IR node at all."""
+        self.values[out] = (self.values[inp][0], layout or self.values[inp][1])
+
+    def get(self, name: str, want: Layout | None = None) -> str:
+        """The IR tensor for `name` stored in layout `want` (default: as it is), copying once if needed."""
+        if name not in self.values:
+            if name in self.consts:
+                raise TinycError(f"constant '{name}' used where tinyc expects a computed tensor; "
+                                 "fold constants before export (e.g. onnxsim)")
+            raise TinycError(f"tensor '{name}' is used but never defined in the model")
+        ir_name, have = self.values[name]
+        if want is None or want == have:
+            return ir_name
+        key = (name, want)
+        if key not in self._materialized:
+            if have.flat is not None:   # back to the 4-D source first, then a plain flatten
+                src = self.get(have.flat_source, plain(len(self.layout(have.flat_source).perm)))
+                ir_name = self.g.unique_name(name + "_flat")
+                self.g.add_tensor(ir_name, self.logical_shape(name), source_name=name)
+                self.g.add_node("Reshape", [src], [ir_name], name=ir_name)
+                have = plain(2)
+                if want == have:
+                    self._materialized[key] = ir_name
+                    return ir_name
+            if want.flat is not None:
+                raise TinycError(f"internal: cannot store '{name}' in a flattened layout")
+            logical = self.logical_shape(name)
+            phys = tuple(logical[i] for i in inverse(want.perm))
+            out = self.g.unique_name(name + ("_nhwc" if want.perm != tuple(range(len(want.perm))) else "_t"))
+            self.g.add_tensor(out, phys, source_name=name,
+                              source_perm=None if want.is_plain else want.perm)
+            self.g.add_node("Transpose", [ir_name], [out], name=out,
+                            perm=tuple(have.perm[j] for j in inverse(want.perm)))
+            self._materialized[key] = out
+        return self._materialized[key]
+
+    def const_in_layout(self, arr: np.ndarray, rank: int, layout: Layout) -> np.ndarray:
+        """A broadcasting constant operand brought into the physical layout of a rank-`rank` value."""
+        arr = np.asarray(arr, dtype=np.float32)
+        if layout.is_plain:
+            return arr
+        if layout.flat is not None:
+            raise TinycError("internal: elementwise constant on a flattened value")
+        full = arr.reshape((1,) * (rank - arr.ndim) + arr.shape)
+        return np.ascontiguousarray(full.transpose(inverse(layout.perm)))
+
+
+# Ops evaluated at compile time when all their inputs are constants (the shape sub-graphs exporters emit).
+CONST_ONLY_OPS = frozenset({
+    "Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "Reshape", "Constant",
+    "ConstantOfShape", "Range", "Equal", "Where", "Expand", "Floor", "Ceil", "Div", "Mul", "Add", "Sub",
+    "Identity", "Transpose", "Flatten", "Sqrt", "Neg", "Size", "ReduceProd", "Min", "Max", "Not",
+})
+
+
+def _eval_const_node(node, inputs, opset):
+    """Evaluate one ONNX node on constant numpy inputs with onnx's reference evaluator."""
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+    names = [n for n in node.input if n]
+    vi = [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None) for n in names]
+    vo = [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None) for n in node.output]
+    model = helper.make_model(helper.make_graph([node], "fold", vi, vo),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    try:
+        return ReferenceEvaluator(model).run(None, dict(zip(names, inputs)))
+    except Exception as e:  # the model's constants make no sense for this op
+        raise TinycError(f"cannot evaluate constant node '{node.name or node.output[0]}' ({node.op_type}): "
+                         f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}")
+
+
+def _read_model(path: str):
+    import onnx
+    try:
+        model = onnx.load(path)
+    except Exception as e:
+        raise TinycError(f"'{path}' is not a readable ONNX model ({type(e).__name__}); "
+                         "check the file is complete and really .onnx")
+    if not model.graph.node and not model.graph.output:
+        raise TinycError(f"'{path}' holds no ONNX graph; check the file is a model, not another format")
+    return model
+
+
+def _static_inputs(model, input_shapes):
+    """Fix every graph input's shape: batch -> 1, other unknown dims from `input_shapes` (model layout)."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if input_shapes is not None and len(input_shapes) != len(inputs):
+        raise TinycError(f"--input-shape given {len(input_shapes)} time(s) but the model has {len(inputs)} "
+                         "input(s); give one per input, in order")
+    for k, inp in enumerate(inputs):
+        ttype = inp.type.tensor_type
+        if ttype.elem_type != 1:  # FLOAT
+            raise TinycError(f"input '{inp.name}' has element type {ttype.elem_type}; tinyc compiles float32 "
+                             "ONNX models (int8 QDQ models come with the int8 support)")
+        dims = ttype.shape.dim
+        given = input_shapes[k] if input_shapes is not None else None
+        if given is not None and len(given) != len(dims):
+            raise TinycError(f"--input-shape {given} has rank {len(given)} but input '{inp.name}' has rank "
+                             f"{len(dims)}")
+        for j, d in enumerate(dims):
+            if given is not None:
+                d.ClearField("dim_param")
+                d.dim_value = int(given[j])
+            elif not d.HasField("dim_value") or d.dim_value <= 0:
+                if j == 0:
+                    d.ClearField("dim_param")
+                    d.dim_value = 1
+                else:
+                    shape = [x.dim_value if x.HasField("dim_value") else (x.dim_param or "?") for x in dims]
+                    raise TinycError(f"input '{inp.name}' has a dynamic shape {shape}; pass --input-shape "
+                                     "with the full static shape, e.g. --input-shape 1,3,96,96")
+        if dims and dims[0].dim_value != 1:
+            raise TinycError(f"input '{inp.name}' has batch size {dims[0].dim_value}; tinyc compiles batch 1 "
+                             "(export with batch 1 or pass --input-shape)")
+    return inputs
+
+
+def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
+    import onnx
+    from onnx import numpy_helper
+
+    from .onnx_ops import ONNX_OPS
+    model = _read_model(path)
+    importer_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if not MIN_OPSET <= importer_opset <= MAX_OPSET:
+        raise TinycError(f"ONNX opset {importer_opset} is not supported (tinyc reads opsets {MIN_OPSET}-"
+                         f"{MAX_OPSET}); convert it with onnx.version_converter.convert_version(model, 17)")
+    inputs = _static_inputs(model, input_shapes)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as e:
+        raise TinycError(f"the ONNX model is inconsistent: {str(e).splitlines()[0][:300]}")
+    g = Graph(name=model.graph.name or "model", source_format="onnx")
+    imp = OnnxImporter(model, g, io_layout)
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if vi.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+            imp.shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
+    for init in model.graph.initializer:
+        try:
+            imp.consts[init.name] = numpy_helper.to_array(init)
+        except Exception:
+            raise TinycError(f"initializer '{init.name}' cannot be read (external data missing or corrupt)")
+    for inp in inputs:
+        rank = len(imp.logical_shape(inp.name))
+        layout = channels_last(rank) if io_layout == "nhwc" and rank in (3, 4) else plain(rank)
+        g.inputs.append(imp.define(inp.name, layout))
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            raise TinycError(f"ONNX op '{node.domain}.{node.op_type}' (node '{node.name}') is from a custom "
+                             "domain tinyc does not support; run `tinyc ops` to see supported ops")
+        ins = [n for n in node.input if n]
+        if node.op_type == "Constant" or (ins and all(n in imp.consts for n in ins) and
+                                          node.op_type in CONST_ONLY_OPS | set(ONNX_OPS)):
+            values = _eval_const_node(node, [imp.consts[n] for n in ins], importer_opset)
+            imp.consts.update(zip(node.output, values))
+        elif node.op_type == "Shape" and ins[0] in imp.values:
+            shape = np.array(imp.logical_shape(ins[0]), dtype=np.int64)
+            values = _eval_const_node(node, [np.zeros(shape, np.float32)], importer_opset)
+            imp.consts[node.output[0]] = values[0]
+        elif node.op_type in ONNX_OPS:
+            ONNX_OPS[node.op_type](imp, node)
+        else:
+            where = "on computed tensors " if node.op_type in CONST_ONLY_OPS else ""
+            raise TinycError(f"unsupported ONNX op '{node.op_type}' {where}(node '{node.name or node.output[0]}'); "
+                             "run `tinyc ops` to see supported ops")
+    for out in model.graph.output:
+        if out.name in imp.consts and out.name not in imp.values:
+            raise TinycError(f"model output '{out.name}' is a constant; tinyc needs outputs computed from inputs")
+        rank = len(imp.logical_shape(out.name))
+        want = channels_last(rank) if io_layout == "nhwc" and rank == 4 else plain(rank)
+        g.outputs.append(imp.get(out.name, want))
+    g.validate()
+    return g

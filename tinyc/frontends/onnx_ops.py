@@ -1,0 +1,369 @@
+"""ONNX op rules: one small function per ONNX op type, registered in ONNX_OPS (`tinyc ops` lists its keys).
+
+Each rule reads the node through the importer (constants, layouts, logical shapes) and adds IR nodes.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..activations import relu6
+from ..errors import TinycError
+from .onnx_import import Layout, channels_last, inverse, plain
+
+FLOAT_MAX = float(np.finfo(np.float32).max)
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+    out = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+def _name(node) -> str:
+    return node.name or node.output[0]
+
+
+def _spatial_pads(node, a, in_hw, kernel, strides, dilations):
+    """ONNX pads / auto_pad for the spatial axes -> (begins, ends)."""
+    n = len(in_hw)
+    auto = a.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        begins, ends = [], []
+        for i in range(n):
+            out = math.ceil(in_hw[i] / strides[i])
+            total = max((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - in_hw[i], 0)
+            small = total // 2
+            begins.append(small if auto == "SAME_UPPER" else total - small)
+            ends.append(total - begins[-1])
+        return begins, ends
+    if auto == "VALID":
+        return [0] * n, [0] * n
+    pads = list(a.get("pads", [0] * (2 * n)))
+    if any(p < 0 for p in pads):
+        raise TinycError(f"node '{_name(node)}' has negative pads {pads}; tinyc needs pads >= 0")
+    return pads[:n], pads[n:]
+
+
+def _spatial(imp, node, kind: str, weights=None, bias=None):
+    """Conv / pooling on rank-3 (1-D) or rank-4 (2-D) values; 1-D runs as 2-D with H = 1 via free reshapes."""
+    x, y = node.input[0], node.output[0]
+    shape = imp.logical_shape(x)
+    rank = len(shape)
+    if rank not in (3, 4):
+        raise TinycError(f"node '{_name(node)}' ({node.op_type}) has a rank-{rank} input; tinyc supports 1-D and "
+                         "2-D spatial ops")
+    a = _attrs(node)
+    nsp = rank - 2
+    kernel = list(weights.shape[2:]) if weights is not None else list(a["kernel_shape"])
+    strides = list(a.get("strides", [1] * nsp))
+    dil = list(a.get("dilations", [1] * nsp))
+    if any(s <= 0 for s in strides) or any(d <= 0 for d in dil):
+        raise TinycError(f"node '{_name(node)}' has non-positive strides {strides} or dilations {dil}")
+    begins, ends = _spatial_pads(node, a, shape[2:], kernel, strides, dil)
+    out_shape = imp.logical_shape(y)
+    if kind != "conv":
+        if any(d != 1 for d in dil):
+            raise TinycError(f"pooling node '{_name(node)}' uses dilations {dil}; not supported")
+        for i in range(nsp):  # ceil_mode: extra end padding that covers the last partial window
+            need = (out_shape[2 + i] - 1) * strides[i] + kernel[i] - shape[2 + i] - begins[i]
+            if need > ends[i]:
+                if kind == "avg" and a.get("count_include_pad", 0):
+                    raise TinycError(f"AveragePool '{_name(node)}' with ceil_mode and count_include_pad is "
+                                     "not supported")
+                ends[i] = need
+    if nsp == 1:
+        kernel, strides, dil, begins, ends = [1] + kernel, [1] + strides, [1] + dil, [0] + begins, [0] + ends
+    attrs = dict(strides=tuple(strides), pads=(begins[0], begins[1], ends[0], ends[1]))
+    src = imp.get(x, channels_last(rank))
+    if nsp == 1:  # [1, L, C] -> [1, 1, L, C]: a free alias
+        src4 = imp.g.unique_name(f"{y}_in2d")
+        imp.g.add_tensor(src4, (1, 1) + imp.g.tensors[src].shape[1:])
+        imp.g.add_node("Reshape", [src], [src4], name=src4)
+        src = src4
+    if nsp == 1:
+        dst = imp.g.unique_name(f"{y}_2d")
+        imp.g.add_tensor(dst, (1, 1, out_shape[2], out_shape[1]))
+    else:
+        dst = imp.define(y, channels_last(4))
+    if kind == "conv":
+        w = weights if nsp == 2 else weights[:, :, None, :]
+        ins = [src, imp.g.add_const(f"{y}_w", w.transpose(0, 2, 3, 1))]
+        if bias is not None:
+            ins.append(imp.g.add_const(f"{y}_b", bias))
+        imp.g.add_node("Conv2D", ins, [dst], name=_name(node), dilations=tuple(dil), groups=a.get("group", 1),
+                       activation=None, **attrs)
+    else:
+        extra = {"count_include_pad": bool(a.get("count_include_pad", 0))} if kind == "avg" else {}
+        imp.g.add_node("MaxPool2D" if kind == "max" else "AvgPool2D", [src], [dst], name=_name(node),
+                       kernel=tuple(kernel), **attrs, **extra)
+    if nsp == 1:
+        out = imp.define(y, channels_last(3))
+        imp.g.add_node("Reshape", [dst], [out], name=out)
+
+
+def conv(imp, node):
+    w = np.asarray(imp.const(node.input[1], f"Conv '{_name(node)}' weights"), np.float32)
+    b = imp.opt_const(node, 2)
+    if len(node.input) > 2 and node.input[2] and b is None:
+        raise TinycError(f"Conv '{_name(node)}' has a computed bias; tinyc needs constant biases")
+    group = _attrs(node).get("group", 1)
+    cin = imp.logical_shape(node.input[0])[1]
+    if group < 1 or cin % group or w.shape[1] * group != cin or w.shape[0] % group:
+        raise TinycError(f"Conv '{_name(node)}': weights {w.shape} do not match {cin} input channels in "
+                         f"{group} group(s)")
+    _spatial(imp, node, "conv", w, None if b is None else np.asarray(b, np.float32))
+
+
+def pool(kind):
+    return lambda imp, node: _spatial(imp, node, kind)
+
+
+def global_average_pool(imp, node):
+    x, y = node.input[0], node.output[0]
+    rank = len(imp.logical_shape(x))
+    src = imp.get(x, channels_last(rank))
+    out = imp.define(y, channels_last(rank))
+    imp.g.add_node("Mean", [src], [out], name=_name(node), axes=tuple(range(1, rank - 1)), keepdims=True)
+
+
+def reduce_mean(imp, node):
+    x, y = node.input[0], node.output[0]
+    a = _attrs(node)
+    rank = len(imp.logical_shape(x))
+    axes = a.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = imp.const(node.input[1], "ReduceMean axes").tolist()
+    axes = sorted(int(ax) % rank for ax in (axes if axes is not None else range(rank)))
+    keep = bool(a.get("keepdims", 1))
+    lay = imp.layout(x) if imp.layout(x).flat is None else plain(rank)
+    src = imp.get(x, lay)
+    phys_axes = tuple(sorted(lay.perm[ax] for ax in axes))
+    if keep:
+        out_lay = lay
+    else:
+        rest = [lay.perm[r] for r in range(rank) if r not in axes]
+        out_lay = Layout(tuple(sorted(rest).index(p) for p in rest))
+    out = imp.define(y, out_lay)
+    imp.g.add_node("Mean", [src], [out], name=_name(node), axes=phys_axes, keepdims=keep)
+
+
+def _dense_input(imp, x, w):
+    """The IR tensor feeding a Dense and the weights [O, K] matching its physical order."""
+    lay = imp.layout(x)
+    if lay.flat is not None and len(imp.logical_shape(x)) == 2:
+        w_phys = np.empty_like(w)
+        w_phys[:, list(lay.flat)] = w
+        return imp.get(x), w_phys
+    return imp.get(x, plain(len(imp.logical_shape(x)))), w
+
+
+def gemm(imp, node):
+    a = _attrs(node)
+    if a.get("transA", 0):
+        raise TinycError(f"Gemm '{_name(node)}' uses transA=1; not supported (export without transposing A)")
+    b = np.asarray(imp.const(node.input[1], f"Gemm '{_name(node)}' weights"), np.float32)
+    w = (b if a.get("transB", 0) else b.T) * np.float32(a.get("alpha", 1.0))
+    src, w = _dense_input(imp, node.input[0], w)
+    ins = [src, imp.g.add_const(f"{node.output[0]}_w", w)]
+    c = imp.opt_const(node, 2)
+    if len(node.input) > 2 and node.input[2] and c is None:
+        raise TinycError(f"Gemm '{_name(node)}' has a computed C input; tinyc needs a constant bias")
+    if c is not None:
+        bias = np.broadcast_to(np.asarray(c, np.float32) * np.float32(a.get("beta", 1.0)), (1, w.shape[0]))
+        ins.append(imp.g.add_const(f"{node.output[0]}_b", bias.reshape(-1)))
+    out = imp.define(node.output[0], plain(2))
+    imp.g.add_node("Dense", ins, [out], name=_name(node), activation=None)
+
+
+def matmul(imp, node):
+    if node.input[1] not in imp.consts:
+        raise TinycError(f"MatMul '{_name(node)}' multiplies two computed tensors; tinyc supports MatMul with "
+                         "constant weights only")
+    b = np.asarray(imp.consts[node.input[1]], np.float32)
+    if b.ndim != 2:
+        raise TinycError(f"MatMul '{_name(node)}' has {b.ndim}-D weights; tinyc supports 2-D weights")
+    src, w = _dense_input(imp, node.input[0], np.ascontiguousarray(b.T))
+    out = imp.define(node.output[0], plain(len(imp.logical_shape(node.output[0]))))
+    imp.g.add_node("Dense", [src, imp.g.add_const(f"{node.output[0]}_w", w)], [out], name=_name(node),
+                   activation=None)
+
+
+def _reshape(imp, node):
+    """Reshape / Flatten / Squeeze / Unsqueeze: a row-major reinterpretation (free alias later)."""
+    x, y = node.input[0], node.output[0]
+    lay, shape_in = imp.layout(x), imp.logical_shape(x)
+    consumers = imp.consumers.get(y, [])
+    if (lay.flat is None and not lay.is_plain and len(imp.logical_shape(y)) == 2 and consumers and
+            y not in imp.output_names and all(c.op_type in ("Gemm", "MatMul") and c.input[0] == y
+                                              for c in consumers)):
+        # Flatten of an NCHW value feeding Gemm: flatten in NHWC order, permute the weights instead.
+        phys = imp.g.tensors[imp.get(x)].shape
+        flat = np.arange(int(np.prod(phys))).reshape(phys).transpose(lay.perm).ravel()
+        out = imp.define(y, Layout((0, 1), tuple(int(i) for i in flat), x))
+        imp.g.add_node("Reshape", [imp.get(x)], [out], name=_name(node))
+        return
+    keeps_order = lay.flat is None and list(p for p, d in zip(lay.perm, shape_in) if d != 1) == sorted(
+        p for p, d in zip(lay.perm, shape_in) if d != 1)
+    src = imp.get(x) if keeps_order else imp.get(x, plain(len(shape_in)))
+    out = imp.define(y, plain(len(imp.logical_shape(y))))
+    imp.g.add_node("Reshape", [src], [out], name=_name(node))
+
+
+def _same_layout(imp, names, rank):
+    """Physical IR operands for elementwise ops: runtime values share one layout, constants follow it."""
+    lay = next((imp.layout(n) for n in names if n in imp.values and len(imp.logical_shape(n)) == rank), None)
+    if lay is None or lay.flat is not None or any(
+            n in imp.values and len(imp.logical_shape(n)) != rank for n in names):
+        lay = plain(rank)
+    ins = []
+    for n in names:
+        if n in imp.values:
+            ins.append(imp.get(n, lay))
+        else:
+            ins.append(imp.g.add_const(n, imp.const_in_layout(imp.consts[n], rank, lay)))
+    return ins, lay
+
+
+def binary(op):
+    def rule(imp, node):
+        rank = len(imp.logical_shape(node.output[0]))
+        ins, lay = _same_layout(imp, list(node.input[:2]), rank)
+        out = imp.define(node.output[0], lay)
+        imp.g.add_node(op, ins, [out], name=_name(node), activation=None)
+    return rule
+
+
+def concat(imp, node):
+    rank = len(imp.logical_shape(node.output[0]))
+    ins, lay = _same_layout(imp, [n for n in node.input if n], rank)
+    axis = _attrs(node)["axis"] % rank
+    out = imp.define(node.output[0], lay)
+    imp.g.add_node("Concat", ins, [out], name=_name(node), axis=lay.perm[axis])
+
+
+def _unary(imp, node, op, **attrs):
+    lay = imp.layout(node.input[0])
+    src = imp.get(node.input[0])
+    out = imp.define(node.output[0], lay)
+    imp.g.add_node(op, [src], [out], name=_name(node), **attrs)
+
+
+def activation(fn, **defaults):
+    def rule(imp, node):
+        a = _attrs(node)
+        params = {k: float(a.get(k, v)) for k, v in defaults.items()}
+        _unary(imp, node, "Activation", fn=fn, **params)
+    return rule
+
+
+def clip(imp, node):
+    a = _attrs(node)
+    lo, hi = a.get("min", -FLOAT_MAX), a.get("max", FLOAT_MAX)
+    if imp.opt_const(node, 1) is not None:
+        lo = float(imp.opt_const(node, 1))
+    if imp.opt_const(node, 2) is not None:
+        hi = float(imp.opt_const(node, 2))
+    for i in (1, 2):
+        if len(node.input) > i and node.input[i] and node.input[i] not in imp.consts:
+            raise TinycError(f"Clip '{_name(node)}' has computed bounds; tinyc needs constant min/max")
+    act = relu6() if (lo, hi) == (0.0, 6.0) else {"fn": "clip", "lo": max(lo, -FLOAT_MAX), "hi": min(hi, FLOAT_MAX)}
+    if lo == 0.0 and hi >= FLOAT_MAX:
+        act = {"fn": "relu"}
+    _unary(imp, node, "Activation", **act)
+
+
+def softmax(imp, node):
+    x, y = node.input[0], node.output[0]
+    shape = imp.logical_shape(x)
+    rank = len(shape)
+    axis = _attrs(node).get("axis", -1 if imp.opset >= 13 else 1) % rank
+    if imp.opset < 13 and axis < rank - 1 and int(np.prod(shape[axis + 1:])) > 1:
+        # Before opset 13 Softmax works on the input flattened to 2-D at `axis`.
+        src = imp.get(x, plain(rank))
+        flat = imp.g.unique_name(f"{y}_2d")
+        imp.g.add_tensor(flat, (int(np.prod(shape[:axis])), int(np.prod(shape[axis:]))))
+        imp.g.add_node("Reshape", [src], [flat], name=flat)
+        sm = imp.g.unique_name(f"{y}_sm")
+        imp.g.add_tensor(sm, imp.g.tensors[flat].shape)
+        imp.g.add_node("Softmax", [flat], [sm], name=_name(node), axis=1)
+        out = imp.define(y, plain(rank))
+        imp.g.add_node("Reshape", [sm], [out], name=out)
+        return
+    lay = imp.layout(x) if imp.layout(x).flat is None else plain(rank)
+    src = imp.get(x, lay)
+    out = imp.define(y, lay)
+    imp.g.add_node("Softmax", [src], [out], name=_name(node), axis=lay.perm[axis])
+
+
+def transpose(imp, node):
+    x = node.input[0]
+    rank = len(imp.logical_shape(x))
+    q = list(_attrs(node).get("perm", list(reversed(range(rank)))))
+    lay = imp.layout(x) if imp.layout(x).flat is None else plain(rank)
+    # A relabel of the same stored data: no copy.
+    imp.values[node.output[0]] = (imp.get(x, lay), Layout(tuple(lay.perm[i] for i in q)))
+
+
+def pad(imp, node):
+    a = _attrs(node)
+    if a.get("mode", "constant") != "constant":
+        raise TinycError(f"Pad '{_name(node)}' uses mode '{a['mode']}'; tinyc supports constant padding")
+    pads = a.get("pads")
+    if pads is None:
+        pads = imp.const(node.input[1], f"Pad '{_name(node)}' pads").tolist()
+    value = float(imp.opt_const(node, 2)) if imp.opt_const(node, 2) is not None else float(a.get("value", 0.0))
+    rank = len(imp.logical_shape(node.input[0]))
+    if len(pads) != 2 * rank or len(node.input) > 3 and node.input[3]:
+        raise TinycError(f"Pad '{_name(node)}': only pads over all axes are supported")
+    if any(p < 0 for p in pads):
+        raise TinycError(f"Pad '{_name(node)}' has negative pads (cropping); not supported")
+    lay = imp.layout(node.input[0]) if imp.layout(node.input[0]).flat is None else plain(rank)
+    phys = [None] * rank
+    for j in range(rank):
+        phys[lay.perm[j]] = (int(pads[j]), int(pads[j + rank]))
+    src = imp.get(node.input[0], lay)
+    out = imp.define(node.output[0], lay)
+    imp.g.add_node("Pad", [src], [out], name=_name(node), pads=tuple(phys), value=value)
+
+
+def batchnorm(imp, node):
+    a = _attrs(node)
+    if a.get("training_mode", 0):
+        raise TinycError(f"BatchNormalization '{_name(node)}' is in training mode; export the model in eval mode")
+    x = node.input[0]
+    rank = len(imp.logical_shape(x))
+    want = plain(rank) if rank <= 2 else channels_last(rank)
+    lay = imp.layout(x)
+    if lay.flat is None and lay.perm[1 if rank > 1 else 0] == rank - 1:
+        want = lay
+    src = imp.get(x, want)
+    params = [imp.g.add_const(f"{node.output[0]}_{k}",
+                              np.asarray(imp.const(n, f"BatchNormalization '{_name(node)}' {k}"), np.float32))
+              for k, n in zip(("gamma", "beta", "mean", "var"), node.input[1:5])]
+    out = imp.define(node.output[0], want)
+    imp.g.add_node("BatchNorm", [src] + params, [out], name=_name(node), epsilon=float(a.get("epsilon", 1e-5)))
+
+
+def identity(imp, node):
+    if len(node.output) > 1 and node.output[1] and imp.consumers.get(node.output[1]):
+        raise TinycError(f"Dropout '{_name(node)}' mask output is used; not supported")
+    _unary(imp, node, "Identity")
+
+
+ONNX_OPS = {
+    "Conv": conv, "Gemm": gemm, "MatMul": matmul,
+    "Add": binary("Add"), "Sub": binary("Sub"), "Mul": binary("Mul"), "Div": binary("Div"),
+    "Relu": activation("relu"), "Clip": clip, "LeakyRelu": activation("leaky_relu", alpha=0.01),
+    "Sigmoid": activation("sigmoid"), "Tanh": activation("tanh"), "Elu": activation("elu", alpha=1.0),
+    "HardSigmoid": activation("hard_sigmoid", alpha=0.2, beta=0.5), "HardSwish": activation("hard_swish"),
+    "Softmax": softmax, "MaxPool": pool("max"), "AveragePool": pool("avg"),
+    "GlobalAveragePool": global_average_pool, "ReduceMean": reduce_mean,
+    "Flatten": _reshape, "Reshape": _reshape, "Squeeze": _reshape, "Unsqueeze": _reshape,
+    "Transpose": transpose, "Concat": concat, "Pad": pad, "BatchNormalization": batchnorm,
+    "Identity": identity, "Dropout": identity,
+}

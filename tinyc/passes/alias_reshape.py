@@ -1,0 +1,40 @@
+"""alias_reshape: simplify Reshape nodes and mark them as free aliases of their input.
+
+Our Reshape (which also stands for Squeeze, Unsqueeze and Flatten, as the frontends emit them) is a
+row-major reinterpretation of the same bytes, so it never needs to move data. This pass
+  * merges Reshape(Reshape(x)) into one Reshape when the intermediate has no other reader and is not a
+    graph output (only the final shape matters);
+  * removes a Reshape whose output shape equals its input shape, rewiring its readers to the input
+    (kept when its output is a graph output, whose name must survive);
+  * marks every remaining Reshape with attrs["alias"] = True: the scheduler may then let output and input
+    share storage (or copy, where sharing is impossible, e.g. a graph input reshaped into a graph output).
+"""
+from __future__ import annotations
+
+from ..ir import Graph
+
+
+def _reads(g: Graph, tensor: str) -> int:
+    return sum(i == tensor for n in g.nodes for i in n.inputs)
+
+
+def alias_reshape(g: Graph) -> Graph:
+    """Merge Reshape chains, drop no-op Reshapes and mark the rest as aliases (attrs["alias"] = True)."""
+    g = g.copy()
+    for node in list(g.nodes):  # in order: a chain R1 -> R2 -> R3 collapses as we go
+        if node.op != "Reshape":
+            continue
+        x = node.inputs[0]
+        p = g.producer(x)
+        if p is not None and p.op == "Reshape" and x not in g.outputs and _reads(g, x) == 1:
+            node.inputs[0] = p.inputs[0]
+            g.nodes = [n for n in g.nodes if n is not p]
+        y = node.outputs[0]
+        if g.tensors[node.inputs[0]].shape == g.tensors[y].shape and y not in g.outputs:
+            for n in g.nodes:
+                n.inputs = [node.inputs[0] if i == y else i for i in n.inputs]
+            g.nodes = [n for n in g.nodes if n is not node]
+            continue
+        node.attrs["alias"] = True
+    g.remove_unused_tensors()
+    return g

@@ -1,0 +1,48 @@
+"""fuse_pad: fold an explicit zero Pad of H and W into the Conv2D that reads it.
+
+Frontends emit explicit Pad nodes (ONNX Pad, Keras ZeroPadding2D, TF "SAME" padding with asymmetric
+amounts); Conv2D already supports zero padding through its `pads` attribute at no cost, while a Pad node
+costs a copy and a buffer. A Pad is fused when it pads a rank-4 NHWC tensor with the value 0, only along H
+and W (axes 1 and 2; batch and channel pads zero, no negative pads), its output is read only by one Conv2D
+(as the data input) and is not a graph output. Pools are never fused: max pooling pads with -inf and
+average pooling may exclude padded cells from the count, unlike an explicit zero Pad.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph
+
+
+def _hw_pads(g: Graph, pad) -> tuple | None:
+    """(top, left, bottom, right) if `pad` is a fusable zero H/W pad, else None."""
+    x = g.tensors[pad.inputs[0]]
+    pads = [tuple(int(v) for v in p) for p in pad.attrs["pads"]]
+    if len(x.shape) != 4 or len(pads) != 4 or float(pad.attrs.get("value", 0.0)) != 0.0:
+        return None
+    if pads[0] != (0, 0) or pads[3] != (0, 0) or min(min(p) for p in pads) < 0:
+        return None
+    if x.quant is not None and np.any(np.asarray(x.quant.zero_point) != 0):
+        return None  # the padding value 0 is not the real value 0 here
+    return pads[1][0], pads[2][0], pads[1][1], pads[2][1]
+
+
+def fuse_pad(g: Graph) -> Graph:
+    """Fold a zero Pad over H/W into the pads of the single Conv2D consuming it."""
+    g = g.copy()
+    for pad in list(g.nodes):
+        if pad.op != "Pad" or len(pad.inputs) != 1:
+            continue
+        y = pad.outputs[0]
+        readers = [(n, k) for n in g.nodes for k, i in enumerate(n.inputs) if i == y]
+        if y in g.outputs or len(readers) != 1 or readers[0][0].op != "Conv2D" or readers[0][1] != 0:
+            continue
+        extra = _hw_pads(g, pad)
+        if extra is None:
+            continue
+        conv = readers[0][0]
+        conv.attrs["pads"] = tuple(int(a) + b for a, b in zip(conv.attrs["pads"], extra))
+        conv.inputs[0] = pad.inputs[0]
+        g.nodes = [n for n in g.nodes if n is not pad]
+    g.remove_unused_tensors()
+    return g
