@@ -107,7 +107,13 @@ def run_node(g: Graph, node: Node, env: dict) -> list:
     if act is not None and op != "Activation":
         y = activations.apply(act, y)
     out = g.tensors[node.outputs[0]]
-    return [np.asarray(y, dtype=out.dtype).reshape(out.shape)]
+    y = np.asarray(y, dtype=out.dtype)
+    if op in ("Reshape", "Identity"):
+        y = y.reshape(out.shape)
+    elif y.shape != tuple(out.shape):
+        raise TinycError(f"node '{node.name}' ({op}) computes shape {y.shape} but its output is declared "
+                         f"{tuple(out.shape)}")
+    return [y]
 
 
 def run(g: Graph, inputs: dict | list, keep_all: bool = False) -> dict:

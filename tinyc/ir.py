@@ -9,7 +9,7 @@ Op vocabulary (attributes in brackets; `activation` is None or a dict, see `tiny
               pads=(top,left,bottom,right), groups, activation]. groups == C gives depthwise (O = C*multiplier).
   Dense       x[...,K], w[O,K], b[O]?  -> [...,O]     [activation]
   Add Sub Mul Div  a, b with numpy broadcasting     [activation]
-  Activation  x                                     [fn, params: dict]
+  Activation  x                                     [fn, **params] (the activation dict, flat)
   ScaleShift  x[...,C], scale[C], shift[C]          (a BatchNorm that had no conv to fold into)
   BatchNorm   x[...,C], gamma, beta, mean, var      [epsilon]  (only before passes: folded away)
   Softmax     x                                     [axis]

@@ -68,7 +68,7 @@ def fold_batchnorm(g: Graph) -> Graph:
         if bn.op != "BatchNorm" or not all(g.tensors[i].is_const for i in params):
             kept.append(bn)
             continue
-        channels = g.tensors[bn.inputs[0]].shape[-1]
+        channels = (g.tensors[bn.inputs[0]].shape or (1,))[-1]
         gamma, beta, mean, var = (g.tensors[i].data.astype(np.float64).ravel() for i in params)
         if any(v.size not in (1, channels) for v in (gamma, beta, mean, var)):
             kept.append(bn)  # not a per-channel BatchNorm over the last axis: leave it, codegen will say so

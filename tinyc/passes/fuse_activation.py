@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..ir import Graph
 
 FUSABLE = ("Conv2D", "Dense", "Add", "Sub", "Mul", "Div")
+_FLOAT_MAX = float(np.finfo(np.float32).max)
 
 
 def activation_of(node) -> dict | None:
@@ -41,7 +44,7 @@ def compose(first: dict, second: dict) -> dict | None:
     if b1 is None or b2 is None:
         return None
     lo, hi = (min(max(v, b2[0]), b2[1]) for v in b1)  # the composition is clip(x, clamp(lo1), clamp(hi1))
-    if lo == 0.0 and hi == math.inf:
+    if lo == 0.0 and hi >= _FLOAT_MAX:  # frontends write an unbounded clip as +-FLT_MAX
         return {"fn": "relu"}
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return None

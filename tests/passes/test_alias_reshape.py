@@ -1,0 +1,93 @@
+"""alias_reshape: Reshape chains merge, no-op Reshapes vanish, the rest are marked as aliases."""
+import numpy as np
+
+from tinyc import interp
+from tinyc.ir import Graph
+from tinyc.passes.alias_reshape import alias_reshape
+
+
+def snapshot(g):
+    """Everything a pass could mutate: structure and attrs (summary), tensor metadata and constant bytes."""
+    return g.summary(), [(k, t.shape, t.dtype, t.source_name, None if t.data is None else t.data.tobytes())
+                         for k, t in g.tensors.items()]
+
+
+def assert_same_function(before, after, seed=0):
+    rng = np.random.default_rng(seed)
+    for _ in range(3):
+        xs = [rng.standard_normal(before.tensors[i].shape).astype(np.float32) for i in before.inputs]
+        a, b = interp.run(before, xs), interp.run(after, xs)
+        assert list(a) == list(b)
+        for k in a:
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-5 * (1 + np.abs(a[k]).max()))
+
+
+def run_pass(g):
+    before = snapshot(g)
+    out = alias_reshape(g)
+    assert snapshot(g) == before, "the pass mutated its argument"
+    out.validate()
+    assert out.inputs == g.inputs and out.outputs == g.outputs
+    assert_same_function(g, out)
+    return out
+
+
+def chain(*shapes, outputs=None):
+    """x (shapes[0]) -> relu -> r0 -> Reshape -> r1 -> ... ; the last tensor goes through tanh to y."""
+    g = Graph()
+    g.add_tensor("x", shapes[0])
+    names = [f"r{i}" for i in range(len(shapes))]
+    for n, s in zip(names, shapes):
+        g.add_tensor(n, s)
+    g.add_tensor("y", shapes[-1])
+    g.add_node("Activation", ["x"], ["r0"], fn="relu")
+    for a, b in zip(names, names[1:]):
+        g.add_node("Reshape", [a], [b])
+    g.add_node("Activation", [names[-1]], ["y"], fn="tanh")
+    g.inputs, g.outputs = ["x"], outputs or ["y"]
+    return g
+
+
+def test_chain_merges_into_one_alias():
+    out = run_pass(chain((1, 2, 2, 3), (1, 12), (3, 4), (12,)))
+    assert [n.op for n in out.nodes] == ["Activation", "Reshape", "Activation"]
+    r = out.nodes[1]
+    assert r.inputs == ["r0"] and r.outputs == ["r3"] and r.attrs == {"alias": True}
+    assert "r1" not in out.tensors and "r2" not in out.tensors
+
+
+def test_chain_back_to_the_same_shape_disappears():
+    out = run_pass(chain((1, 2, 2, 3), (1, 12), (1, 2, 2, 3)))
+    assert [n.op for n in out.nodes] == ["Activation", "Activation"]
+    assert out.nodes[1].inputs == ["r0"]
+
+
+def test_same_shape_reshape_writing_graph_output_is_kept():
+    out = run_pass(chain((2, 3), (2, 3), outputs=["r1", "y"]))
+    assert [n.op for n in out.nodes] == ["Activation", "Reshape", "Activation"]
+    assert out.nodes[1].attrs["alias"] is True
+
+
+def test_intermediate_graph_output_blocks_merge():
+    out = run_pass(chain((1, 6), (2, 3), (6,), outputs=["y", "r1"]))
+    assert [n.op for n in out.nodes] == ["Activation", "Reshape", "Reshape", "Activation"]
+    assert out.nodes[2].inputs == ["r1"] and all(n.attrs.get("alias") for n in out.nodes[1:3])
+
+
+def test_intermediate_with_two_readers_blocks_merge():
+    g = chain((1, 6), (2, 3), (6,))
+    g.add_tensor("z", (2, 3))
+    g.add_node("Activation", ["r1"], ["z"], fn="sigmoid")
+    g.outputs = ["y", "z"]
+    out = run_pass(g)
+    assert [n.op for n in out.nodes] == ["Activation", "Reshape", "Reshape", "Activation", "Activation"]
+
+
+def test_graph_input_to_graph_output_reshape_is_marked():
+    g = Graph()
+    g.add_tensor("x", (1, 1, 1, 4)); g.add_tensor("y", (1, 4))
+    g.inputs, g.outputs = ["x"], ["y"]
+    g.add_node("Reshape", ["x"], ["y"])
+    (r,) = run_pass(g).nodes
+    assert r.op == "Reshape" and r.attrs == {"alias": True}
+    assert "alias" not in g.nodes[0].attrs

@@ -1,0 +1,205 @@
+"""Keras frontend: a Keras 3 model (.keras or .h5) -> IR Graph.
+
+The model's layer graph is walked in topological order from `model.outputs` back to `model.inputs`; each layer
+is converted by the rule for its class in `keras_layers.SUPPORTED_LAYERS`. Keras is NHWC already, so tensors
+keep their layout (`source_perm` None) and each layer's output tensor is named after the layer
+(`source_name` = layer name, for per-layer verification).
+
+Keras internals used (Keras 3): `KerasTensor._keras_history` (operation, node_index, tensor_index) and
+`operation._inbound_nodes[node_index]` with `.input_tensors` / `.output_tensors`. TensorFlow and Keras are
+imported lazily, inside `load_keras`.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import TinycError
+from ..ir import Graph
+from .keras_layers import SUPPORTED_LAYERS
+
+__all__ = ["load_keras", "SUPPORTED_LAYERS"]
+
+
+def _import_keras():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import keras
+    except ImportError as e:
+        raise TinycError(f"reading Keras models needs TensorFlow/Keras 3 installed ({e}); "
+                         "pip install tensorflow") from None
+    return keras
+
+
+class Ctx:
+    """What a layer converter sees: the graph, tensor shapes, and `emit` to add nodes for the current layer."""
+
+    def __init__(self, keras, graph: Graph):
+        self.keras = keras
+        self.g = graph
+        self.out = ""        # IR name of the current layer's output tensor
+        self.source = None   # its source_name (the Keras layer name, or None)
+
+    def shape(self, name: str) -> tuple:
+        return self.g.tensors[name].shape
+
+    def numpy(self, value) -> np.ndarray:
+        if hasattr(value, "numpy"):  # a Keras variable
+            value = value.numpy()
+        return np.asarray(value, dtype=np.float32)
+
+    def const(self, what: str, value) -> str:
+        return self.g.add_const(f"{self.out}_{what}", self.numpy(value))
+
+    def activation_name(self, fn) -> str:
+        name = self.keras.activations.serialize(fn) if fn is not None else "linear"
+        if isinstance(name, dict):  # a custom (registered) function
+            name = name.get("config", name.get("class_name", "custom"))
+        return str(name)
+
+    def emit(self, op: str, inputs, shape, final: bool = True, tag: str | None = None, **attrs) -> str:
+        """Add one node. `final` writes the layer's output tensor; otherwise a helper tensor named
+        '<layer>_<tag>' with no source_name."""
+        name = self.out if final else self.g.unique_name(f"{self.out}_{tag or op.lower()}")
+        self.g.add_tensor(name, shape, source_name=self.source if final else None)
+        self.g.add_node(op, inputs, [name], name=name, **attrs)
+        return name
+
+
+# -- model walking -------------------------------------------------------------------------------------------
+def _key(t) -> tuple:
+    h = t._keras_history
+    return id(h.operation), h.node_index, h.tensor_index
+
+
+def _topo_nodes(model, known: set) -> list:
+    """(operation, node) pairs needed to compute model.outputs from the `known` tensors, producers first."""
+    order, done = [], set()
+    stack = [(t._keras_history.operation, t._keras_history.node_index, False) for t in reversed(model.outputs)
+             if _key(t) not in known]
+    while stack:
+        op, i, expanded = stack.pop()
+        if (id(op), i) in done:
+            continue
+        node = op._inbound_nodes[i]
+        if expanded:
+            done.add((id(op), i))
+            order.append((op, node))
+            continue
+        stack.append((op, i, True))
+        for t in reversed(node.input_tensors):
+            h = t._keras_history
+            if _key(t) not in known and (id(h.operation), h.node_index) not in done:
+                stack.append((h.operation, h.node_index, False))
+    return order
+
+
+def _check_shape(layer, ours: tuple, theirs) -> None:
+    theirs = tuple(theirs)
+    if len(ours) != len(theirs) or any(t is not None and t != o for o, t in zip(ours[1:], theirs[1:])):
+        raise TinycError(f"internal: layer '{layer.name}' ({type(layer).__name__}) converted to shape {ours} "
+                         f"but Keras says {theirs}; please report this model")
+
+
+def _walk(cv: Ctx, model, names: dict, top: bool) -> list[str]:
+    """Convert the layers of `model` whose inputs are mapped in `names` (key -> IR name); returns the IR
+    names of model.outputs. `top`: layers of the loaded model itself (they get source names)."""
+    keras = cv.keras
+    order = _topo_nodes(model, set(names))
+    uses: dict[int, int] = {}
+    for op, _ in order:
+        uses[id(op)] = uses.get(id(op), 0) + 1
+    for op, node in order:
+        kind = type(op).__name__
+        missing = [t for t in node.input_tensors if _key(t) not in names]
+        if missing:
+            raise TinycError(f"layer '{op.name}' ({kind}) reads a tensor that is not computed from the "
+                             "model's inputs; tinyc supports models whose layers all depend on model.inputs")
+        ins = [names[_key(t)] for t in node.input_tensors]
+        outs = list(node.output_tensors)
+        if isinstance(op, keras.Model):  # a nested model: flatten it into the graph
+            inner = {_key(t): n for t, n in zip(op.inputs, ins)}
+            results = _walk(cv, op, inner, top=False)
+            for t, r in zip(outs, results):
+                names[_key(t)] = r
+                if top and uses[id(op)] == 1 and len(outs) == 1 and r not in ins:
+                    cv.g.tensors[r].source_name = op.name
+            continue
+        if not isinstance(op, keras.layers.Layer):
+            raise TinycError(f"'{op.name}' is a keras.ops operation ({kind}), not a Keras layer; tinyc converts "
+                             "layers only: run `tinyc ops` to see supported layers")
+        rule = SUPPORTED_LAYERS.get(kind)
+        if rule is None:
+            raise TinycError(f"layer '{op.name}' of type {kind} is not supported; "
+                             "run `tinyc ops` to see supported layers")
+        if len(outs) != 1:
+            raise TinycError(f"layer '{op.name}' ({kind}) has {len(outs)} outputs; only single-output layers "
+                             "are supported")
+        cv.out = cv.g.unique_name(op.name)
+        cv.source = op.name if top and uses[id(op)] == 1 else None
+        result = rule(cv, op, op.get_config(), ins)
+        _check_shape(op, cv.shape(result), outs[0].shape)
+        names[_key(outs[0])] = result
+    return [names[_key(t)] for t in model.outputs]
+
+
+# -- inputs --------------------------------------------------------------------------------------------------
+def _static_shape(name: str, shape: tuple, given) -> tuple:
+    if given is not None:
+        given = tuple(None if d is None else int(d) for d in given)
+        if len(given) != len(shape) or any(m is not None and g is not None and m != g and i > 0
+                                           for i, (m, g) in enumerate(zip(shape, given))):
+            raise TinycError(f"--input-shape {given} for input '{name}' does not fit the model's shape {shape}")
+        if given[0] not in (None, 1):
+            raise TinycError(f"input '{name}': batch size {given[0]} is not supported; use batch 1")
+        shape = tuple(m if g is None else g for m, g in zip(shape, given))
+    dims = (1,) + tuple(shape[1:])
+    if any(d is None for d in dims):
+        raise TinycError(f"input '{name}' has a dynamic shape {shape}; pass --input-shape with the static "
+                         "shape of every input (model layout, batch included)")
+    if any(d <= 0 for d in dims):
+        raise TinycError(f"input '{name}' has an empty shape {shape}")
+    return dims
+
+
+def _load_model(keras, path: str):
+    if not os.path.isfile(path):
+        raise TinycError(f"model file '{path}' not found")
+    try:
+        return keras.models.load_model(path, compile=False)  # safe_mode: no arbitrary code from the file
+    except Exception as e:  # Keras raises many kinds; give the user one line
+        msg = " ".join(str(e).split())
+        if "Lambda" in msg or "lambda" in msg:
+            raise TinycError(f"'{path}' contains a Lambda layer (arbitrary Python code), which tinyc cannot "
+                             "convert; run `tinyc ops` to see supported layers") from None
+        raise TinycError(f"cannot load Keras model '{path}': {type(e).__name__}: {msg[:300]}") from None
+
+
+def load_keras(path: str, input_shapes: list[tuple] | None = None) -> Graph:
+    """Load a Keras 3 model (.keras / .h5) as an IR Graph (NHWC, batch 1, float32)."""
+    keras = _import_keras()
+    model = _load_model(keras, path)
+    try:
+        inputs, outputs = list(model.inputs), list(model.outputs)
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise TinycError(f"Keras model '{model.name}' has no defined inputs/outputs (a subclassed or unbuilt "
+                         "model); save a Sequential or functional model built with keras.Input")
+    if input_shapes is not None and len(input_shapes) != len(inputs):
+        raise TinycError(f"the model has {len(inputs)} input(s) but {len(input_shapes)} --input-shape "
+                         "value(s) were given")
+    g = Graph(model.name, source_format="keras")
+    cv = Ctx(keras, g)
+    names = {}
+    for i, t in enumerate(inputs):
+        layer_name = t._keras_history.operation.name
+        shape = _static_shape(layer_name, tuple(t.shape), input_shapes[i] if input_shapes else None)
+        name = g.unique_name(layer_name)
+        g.add_tensor(name, shape, source_name=layer_name)
+        g.inputs.append(name)
+        names[_key(t)] = name
+    g.outputs = _walk(cv, model, names, top=True)
+    g.validate()
+    return g

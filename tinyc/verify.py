@@ -1,0 +1,168 @@
+"""`tinyc verify`: compile the generated C for the host with sanitizers, run it, compare with the reference.
+
+float32 criterion: max |ours - reference| <= 1e-4 * (1 + max |reference|), per output (and per layer).
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .codegen.emit import _env
+from .compiler import Compiled, compile_model, write_library
+from .errors import TinycError
+from .reference import run_reference
+
+HOST_CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wshadow", "-Werror", "-O1", "-g",
+               "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+
+
+def tolerance(ref: np.ndarray) -> float:
+    return 1e-4 * (1.0 + float(np.max(np.abs(ref)))) if ref.size else 1e-4
+
+
+def build_host_runner(compiled: Compiled, build_dir: Path, samples: int, trace: bool) -> Path:
+    lib = compiled.library
+    write_library(lib, str(build_dir), force=True)
+    g = compiled.plan.graph
+    io = lambda names: [dict(size=g.tensors[n].size) for n in names]  # noqa: E731
+    runner = _env().get_template("host_runner.c.j2").render(p=lib.prefix, samples=samples, inputs=io(g.inputs),
+                                                             outputs=io(g.outputs))
+    (build_dir / "runner.c").write_text(runner)
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        raise TinycError("no host C compiler found; install gcc to use `tinyc verify`")
+    exe = build_dir / "runner"
+    cmd = [cc, *HOST_CFLAGS, *(["-DTINYC_TRACE"] if trace else []), "-I", str(build_dir),
+           str(build_dir / f"{lib.prefix}.c"), str(build_dir / "runner.c"), "-o", str(exe), "-lm"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise TinycError(f"generated C failed to compile with gcc (a tinyc bug; please report it): "
+                         f"{res.stderr.strip().splitlines()[0] if res.stderr.strip() else res.returncode}")
+    return exe
+
+
+def _samples_from(arrays, shapes, samples, seed):
+    """Per input, an array [S, *shape]. `arrays`: user arrays (shape, or [S, *shape]) or None (random)."""
+    if arrays is None:
+        rng = np.random.default_rng(seed)
+        return [rng.standard_normal((samples, *s)).astype(np.float32) for s in shapes]
+    if len(arrays) != len(shapes):
+        raise TinycError(f"the model has {len(shapes)} input(s) but {len(arrays)} --input file(s) were given")
+    out = []
+    for a, s in zip(arrays, shapes):
+        a = np.asarray(a, dtype=np.float32)
+        size = int(np.prod(s))
+        if a.size % size:
+            raise TinycError(f"input array of shape {a.shape} does not hold whole samples of shape {s}")
+        out.append(a.reshape((-1, *s)))
+    if len({a.shape[0] for a in out}) != 1:
+        raise TinycError("every --input must hold the same number of samples")
+    return out
+
+
+def _to_reference(compiled, name, arr, io_layout):
+    """Our API layout -> the reference runtime's layout (only differs for ONNX with --io-layout nhwc)."""
+    if io_layout == "nhwc" and compiled.graph.source_format == "onnx" and arr.ndim in (3, 4):
+        return arr.transpose((0, arr.ndim - 1) + tuple(range(1, arr.ndim - 1)))
+    return arr
+
+
+def _from_reference(compiled, arr, io_layout):
+    if io_layout == "nhwc" and compiled.graph.source_format == "onnx" and arr.ndim == 4:
+        return arr.transpose(0, 2, 3, 1)
+    return arr
+
+
+def _read_trace(path: Path, traced: list) -> list:
+    """Records (tensor id, count, floats) -> per sample a {tensor name: flat array}."""
+    data = path.read_bytes()
+    samples, cur, pos = [], {}, 0
+    while pos < len(data):
+        tid, count = np.frombuffer(data, np.int32, 2, pos)
+        pos += 8
+        if tid == 0 and cur:
+            samples.append(cur)
+            cur = {}
+        cur[traced[tid]] = np.frombuffer(data, np.float32, count, pos).copy()
+        pos += 4 * int(count)
+    if cur:
+        samples.append(cur)
+    return samples
+
+
+def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: bool = False, name=None,
+           input_shapes=None, io_layout: str = "nchw", keep_dir: str | None = None) -> dict:
+    compiled = compile_model(path, name, input_shapes, io_layout)
+    g = compiled.plan.graph
+    shapes = [g.tensors[n].shape for n in g.inputs]
+    data = _samples_from(inputs, shapes, samples, seed)
+    n = data[0].shape[0]
+    with tempfile.TemporaryDirectory(prefix="tinyc-verify-") as tmp:
+        build = Path(keep_dir) if keep_dir else Path(tmp)
+        build.mkdir(parents=True, exist_ok=True)
+        exe = build_host_runner(compiled, build, n, per_layer)
+        in_files = []
+        for k, arr in enumerate(data):
+            f = build / f"input{k}.bin"
+            arr.astype("<f4").tofile(f)
+            in_files.append(str(f))
+        out_files = [str(build / f"output{k}.bin") for k in range(len(g.outputs))]
+        trace = build / "trace.bin"
+        res = subprocess.run([str(exe), *in_files, *out_files, str(trace)], capture_output=True, text=True,
+                             timeout=600)
+        if res.returncode != 0:
+            msg = (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[0]
+            raise TinycError(f"the generated code failed at run time under the sanitizers: {msg[:300]}")
+        ours = [np.fromfile(f, "<f4").reshape((n, *g.tensors[o].shape)) for f, o in zip(out_files, g.outputs)]
+        traces = _read_trace(trace, compiled.library.traced) if per_layer else None
+    ref_samples = [[_to_reference(compiled, nm, d[s], io_layout) for nm, d in zip(g.inputs, data)]
+                   for s in range(n)]
+    wanted = sorted({t.source_name for t in g.tensors.values() if t.source_name}) if per_layer else ()
+    ref_outs, ref_inters = run_reference(path, ref_samples, wanted)
+    report = {"model": path, "samples": n, "outputs": []}
+    worst, ok = 0.0, True
+    for k, o in enumerate(g.outputs):
+        ref = np.stack([_from_reference(compiled, r[k], io_layout).reshape(g.tensors[o].shape) for r in ref_outs])
+        err = float(np.max(np.abs(ours[k] - ref))) if ref.size else 0.0
+        tol = tolerance(ref)
+        report["outputs"].append({"index": k, "max_abs_err": err, "tolerance": tol, "ok": err <= tol})
+        worst, ok = max(worst, err), ok and err <= tol
+    report.update(max_abs_err=worst, ok=ok)
+    if per_layer:
+        report["layers"], report["first_divergence"] = _compare_layers(compiled, traces, ref_inters)
+    return report
+
+
+def _compare_layers(compiled, traces, ref_inters):
+    g = compiled.plan.graph
+    rows, first = [], None
+    producers = {o: node for node in g.nodes for o in node.outputs}
+    for tid, tname in enumerate(compiled.library.traced):
+        t = g.tensors[tname]
+        if not t.source_name:
+            continue
+        errs, tols = [], []
+        for s, trace in enumerate(traces):
+            ref = ref_inters[s].get(t.source_name)
+            if ref is None or tname not in trace:
+                break
+            ours = trace[tname].reshape(t.shape)
+            if t.source_perm:
+                ours = ours.transpose(t.source_perm)
+            if ours.size != ref.size:
+                break
+            errs.append(float(np.max(np.abs(ours.reshape(ref.shape) - ref))))
+            tols.append(tolerance(ref))
+        if not errs:
+            continue
+        node = producers[tname]
+        row = {"layer": node.name, "op": node.op, "tensor": t.source_name, "max_abs_err": max(errs),
+               "tolerance": min(tols), "ok": max(errs) <= min(tols)}
+        rows.append(row)
+        if first is None and not row["ok"]:
+            first = node.name
+    return rows, first
