@@ -47,19 +47,24 @@ def run_keras(path: str, samples: list, intermediates=()) -> tuple[list, list]:
     import keras
     model = keras.models.load_model(path, compile=False)
     names = [n for n in intermediates if _has_layer(model, n)]
-    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names]) if names else None
+    probe = keras.Model(_keras_args(model.inputs), [model.get_layer(n).output for n in names]) if names else None
     outs, inters = [], []
     for sample in samples:
-        res = model(sample if len(sample) > 1 else sample[0], training=False)
+        res = model(_keras_args(sample), training=False)
         res = res if isinstance(res, (list, tuple)) else [res]
         outs.append([np.asarray(r) for r in res])
         if probe is not None:
-            vals = probe(sample if len(sample) > 1 else sample[0], training=False)
+            vals = probe(_keras_args(sample), training=False)
             vals = vals if isinstance(vals, (list, tuple)) else [vals]
             inters.append({n: np.asarray(v) for n, v in zip(names, vals)})
         else:
             inters.append({})
     return outs, inters
+
+
+def _keras_args(items):
+    """Keras wants a bare tensor for one input and a list for several (matching how the model was built)."""
+    return items[0] if len(items) == 1 else list(items)
 
 
 def _has_layer(model, name):

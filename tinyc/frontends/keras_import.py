@@ -38,8 +38,10 @@ class Ctx:
     def __init__(self, keras, graph: Graph):
         self.keras = keras
         self.g = graph
-        self.out = ""        # IR name of the current layer's output tensor
-        self.source = None   # its source_name (the Keras layer name, or None)
+        self.layer = None    # the Keras layer being converted
+        self.out = ""        # IR name of its output tensor
+        self.source = None   # that tensor's source_name (the Keras layer name, or None)
+        self._consts = {}    # (id(layer), what) -> const name: a shared layer stores its weights once
 
     def shape(self, name: str) -> tuple:
         return self.g.tensors[name].shape
@@ -50,7 +52,10 @@ class Ctx:
         return np.asarray(value, dtype=np.float32)
 
     def const(self, what: str, value) -> str:
-        return self.g.add_const(f"{self.out}_{what}", self.numpy(value))
+        key = (id(self.layer), what)
+        if key not in self._consts:
+            self._consts[key] = self.g.add_const(f"{self.out}_{what}", self.numpy(value))
+        return self._consts[key]
 
     def activation_name(self, fn) -> str:
         name = self.keras.activations.serialize(fn) if fn is not None else "linear"
@@ -136,7 +141,7 @@ def _walk(cv: Ctx, model, names: dict, top: bool) -> list[str]:
         if len(outs) != 1:
             raise TinycError(f"layer '{op.name}' ({kind}) has {len(outs)} outputs; only single-output layers "
                              "are supported")
-        cv.out = cv.g.unique_name(op.name)
+        cv.layer, cv.out = op, cv.g.unique_name(op.name)
         cv.source = op.name if top and uses[id(op)] == 1 else None
         result = rule(cv, op, op.get_config(), ins)
         _check_shape(op, cv.shape(result), outs[0].shape)

@@ -21,7 +21,7 @@ ACTIVATIONS = {
     "sigmoid": {"fn": "sigmoid"},
     "tanh": {"fn": "tanh"},
     "leaky_relu": {"fn": "leaky_relu", "alpha": 0.2},        # Keras 3 default negative_slope
-    "hard_sigmoid": {"fn": "hard_sigmoid", "alpha": 1 / 6, "beta": 0.4},  # Keras 3: relu6(x + 3) / 6
+    "hard_sigmoid": {"fn": "hard_sigmoid", "alpha": 1 / 6, "beta": 0.5},  # Keras 3: relu6(x + 3) / 6
     "silu": {"fn": "swish"},
     "swish": {"fn": "swish"},
     "hard_silu": {"fn": "hard_swish"},

@@ -1,0 +1,33 @@
+# tinyc — make demo (set up a fresh machine and run the example), make test (the test suite).
+PYTHON ?= python3
+PIP    ?= $(PYTHON) -m pip
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ARM_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+
+.PHONY: setup setup-system setup-python demo test test-full clean
+
+setup: setup-system setup-python
+
+# Cross compiler and emulator: only installed when missing.
+setup-system:
+	@if ! command -v arm-none-eabi-gcc >/dev/null || ! command -v qemu-system-arm >/dev/null || ! command -v gcc >/dev/null; then \
+	  echo "== installing $(ARM_PKGS) gcc"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq gcc $(ARM_PKGS) >/dev/null; \
+	fi
+
+setup-python:
+	@echo "== installing tinyc and its test dependencies"
+	@$(PIP) install -q -e ".[test]"
+
+demo: setup
+	@$(PYTHON) examples/demo.py
+
+test: setup
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+# The longer sweep (more random samples, more hypothesis examples).
+test-full: setup
+	TINYC_FULL=1 $(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf build dist *.egg-info demo-out .pytest_cache .hypothesis

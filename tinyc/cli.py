@@ -1,0 +1,142 @@
+"""`tinyc` command line: thin wrappers over library calls the tests use too.
+
+Errors are one line on stderr and exit code 2 (TINYC_DEBUG=1 shows the traceback).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .errors import TinycError
+
+
+def _shape(text: str) -> tuple:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a shape; write it like 1,3,96,96")
+    if not dims or any(d <= 0 for d in dims):
+        raise click.BadParameter(f"'{text}' is not a shape of positive sizes")
+    return dims
+
+
+def _shapes(values):
+    return [_shape(v) for v in values] if values else None
+
+
+_shape_opt = click.option("--input-shape", "input_shapes", multiple=True, metavar="1,3,96,96",
+                          help="Static shape of an input in the model's layout (repeat per input, in order).")
+_layout_opt = click.option("--io-layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True,
+                           help="Layout of image inputs/outputs in the C API (ONNX models; Keras is always NHWC).")
+_name_opt = click.option("--name", default=None, help="C symbol prefix (default: the model file's stem).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tinyc")
+def main():
+    """tinyc: trained models (Keras, ONNX) to small, fast, dependency-free C for microcontrollers."""
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for the generated C library.")
+@_name_opt
+@_shape_opt
+@_layout_opt
+@click.option("--force", is_flag=True, help="Write into a non-empty directory tinyc did not create.")
+def compile(model, out_dir, name, input_shapes, io_layout, force):
+    """Compile MODEL (.onnx, .keras, .h5) to a C library in OUT."""
+    from .compiler import compile_model, write_library
+    c = compile_model(model, name, _shapes(input_shapes), io_layout)
+    files = write_library(c.library, out_dir, force)
+    lib = c.library
+    click.echo(f"{model}: {len([l for l in lib.layers if not l['alias']])} layers, {lib.macs:,} MACs, "
+               f"arena {lib.arena_bytes:,} bytes (lower bound {c.plan.lower_bound:,}), "
+               f"weights {lib.weight_bytes:,} bytes")
+    for f in files:
+        click.echo(f"  wrote {f}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--input", "inputs", multiple=True, type=click.Path(dir_okay=False),
+              help=".npy file per model input (one sample, or a stack of samples); default: seeded random.")
+@click.option("--samples", default=3, show_default=True, help="Random samples when no --input is given.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--per-layer", is_flag=True, help="Compare every layer's output and name the first that diverges.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--keep", "keep_dir", default=None, type=click.Path(file_okay=False),
+              help="Keep the host build (C files, runner, data) in this directory.")
+@_name_opt
+@_shape_opt
+@_layout_opt
+def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, input_shapes, io_layout):
+    """Compile MODEL for the host (gcc, ASan+UBSan), run it and compare with the reference runtime."""
+    import numpy as np
+
+    from .verify import verify as run_verify
+    arrays = None
+    if inputs:
+        arrays = []
+        for f in inputs:
+            try:
+                arrays.append(np.load(f, allow_pickle=False))
+            except Exception as e:
+                raise TinycError(f"cannot read --input '{f}' as a .npy array ({type(e).__name__})")
+    report = run_verify(model, arrays, samples, seed, per_layer, name, _shapes(input_shapes), io_layout, keep_dir)
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        for o in report["outputs"]:
+            click.echo(f"output {o['index']}: max abs error {o['max_abs_err']:.3g} "
+                       f"(tolerance {o['tolerance']:.3g}) {'ok' if o['ok'] else 'MISMATCH'}")
+        for row in report.get("layers", []):
+            click.echo(f"  {row['op']:<10} {row['layer'][:40]:<40} err {row['max_abs_err']:.3g} "
+                       f"{'ok' if row['ok'] else 'DIVERGES'}")
+        if per_layer:
+            click.echo(f"first diverging layer: {report['first_divergence'] or 'none'}")
+        click.echo(f"{report['model']}: {'ok' if report['ok'] else 'MISMATCH'} on {report['samples']} sample(s)")
+    sys.exit(0 if report["ok"] else 1)
+
+
+@main.command()
+def ops():
+    """List the supported ops per frontend."""
+    from .frontends import supported_ops
+    for frontend, names in supported_ops().items():
+        click.echo(f"{frontend}:")
+        click.echo("  " + ", ".join(names))
+
+
+def run():
+    """Console entry point: one-line errors, exit code 2, no tracebacks."""
+    try:
+        main(standalone_mode=False)
+    except TinycError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else e.format_message())
+        sys.exit(0)
+    except click.ClickException as e:
+        click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+        sys.exit(2)
+    except SystemExit:
+        raise
+    except Exception as e:  # an unforeseen failure is still one line; TINYC_DEBUG=1 shows where
+        if os.environ.get("TINYC_DEBUG"):
+            raise
+        click.echo(f"error: internal error ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+                   "rerun with TINYC_DEBUG=1 and report it", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()
