@@ -27,3 +27,32 @@ class _LazyZoo:
 def zoo(tmp_path_factory):
     """Session-wide lazy model zoo: `zoo.path("cnn_residual", "onnx")` -> a file built once per pytest run."""
     return _LazyZoo(tmp_path_factory.mktemp("zoo"))
+
+import shutil as _shutil
+import subprocess as _subprocess
+
+import pytest as _pytest
+
+WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Wshadow", "-Werror"]
+
+
+@_pytest.fixture
+def c_compile():
+    """Compile a generated library's .c files with the project's warning set (host gcc); returns the objects."""
+    def run(lib, out_dir, cc="gcc", flags=("-O2",)):
+        from tinyc.compiler import write_library
+        write_library(lib, str(out_dir), force=True)
+        objs = []
+        for name in lib.files:
+            if name.endswith(".c"):
+                obj = out_dir / (name[:-2] + ".o")
+                res = _subprocess.run([cc, *WARNINGS, *flags, "-c", str(out_dir / name), "-o", str(obj)],
+                                      capture_output=True, text=True)
+                assert res.returncode == 0, f"{cc} {' '.join(flags)} failed on {name}:\n{res.stderr[:3000]}"
+                objs.append(obj)
+        return objs
+    return run
+
+
+def have(tool):
+    return _shutil.which(tool) is not None

@@ -43,8 +43,8 @@ def run_onnx(path: str, samples: list, intermediates=()) -> tuple[list, list]:
 
 
 def run_keras(path: str, samples: list, intermediates=()) -> tuple[list, list]:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
+    from .keras_runtime import import_keras
+    keras = import_keras()
     model = keras.models.load_model(path, compile=False)
     names = [n for n in intermediates if _has_layer(model, n)]
     probe = keras.Model(_keras_args(model.inputs), [model.get_layer(n).output for n in names]) if names else None

@@ -23,13 +23,8 @@ __all__ = ["load_keras", "SUPPORTED_LAYERS"]
 
 
 def _import_keras():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        import keras
-    except ImportError as e:
-        raise TinycError(f"reading Keras models needs TensorFlow/Keras 3 installed ({e}); "
-                         "pip install tensorflow") from None
-    return keras
+    from ..keras_runtime import import_keras
+    return import_keras()
 
 
 class Ctx:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..activations import relu6
 from ..errors import TinycError
-from .onnx_import import Layout, channels_last, inverse, plain
+from .onnx_import import Layout, channels_last, plain
 
 FLOAT_MAX = float(np.finfo(np.float32).max)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import Graph
-from .lifetimes import Buffer, find_buffers, isolate_io, lower_bound
+from .lifetimes import find_buffers, isolate_io, lower_bound
 from .plan_arena import plan_arena
 
 
