@@ -1,0 +1,135 @@
+"""Generated-C hygiene: the project's warning set on gcc and arm-none-eabi-gcc (Cortex-M0+ and M4) for a model
+that uses every kernel, and the wheel ships what the compiler needs."""
+import os
+import shutil
+import subprocess
+import sys
+import venv
+
+import numpy as np
+import pytest
+
+from tinyc.codegen.float_kernels import KERNELS
+from tinyc.compiler import compile_graph
+from tinyc.ir import Graph
+
+ARM_CPUS = [("cortex-m0plus", []), ("cortex-m4", ["-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"])]
+
+
+def every_kernel_graph() -> Graph:
+    """A small graph in which every float kernel appears at least once (and Reshape as alias and as copy)."""
+    rng = np.random.default_rng(0)
+    g = Graph("all_kernels")
+    g.add_tensor("x", (1, 6, 6, 3))
+    g.inputs = ["x"]
+
+    def t(name, shape):
+        g.add_tensor(name, shape)
+        return name
+
+    def c(name, shape):
+        return g.add_const(name, rng.standard_normal(shape).astype(np.float32))
+
+    g.add_node("Pad", ["x"], [t("pad", (1, 7, 8, 3))], pads=((0, 0), (1, 0), (1, 1), (0, 0)), value=0.5)
+    g.add_node("Conv2D", ["pad", c("w1", (4, 3, 3, 3)), c("b1", (4,))], [t("conv", (1, 3, 4, 4))], strides=(2, 2),
+               dilations=(1, 1), pads=(1, 1, 0, 0), groups=1, activation={"fn": "clip", "lo": 0.0, "hi": 6.0})
+    g.add_node("Conv2D", ["conv", c("w2", (8, 3, 3, 1))], [t("dw", (1, 3, 4, 8))], strides=(1, 1),
+               dilations=(1, 1), pads=(1, 1, 1, 1), groups=4, activation={"fn": "hard_swish"})
+    g.add_node("ScaleShift", ["dw", c("s", (8,)), c("h", (8,))], [t("ss", (1, 3, 4, 8))])
+    g.add_node("MaxPool2D", ["ss"], [t("mp", (1, 2, 2, 8))], kernel=(2, 2), strides=(2, 2), pads=(0, 0, 1, 0))
+    g.add_node("AvgPool2D", ["ss"], [t("ap", (1, 2, 2, 8))], kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1),
+               count_include_pad=False)
+    g.add_node("Add", ["mp", "ap"], [t("sum", (1, 2, 2, 8))], activation={"fn": "leaky_relu", "alpha": 0.1})
+    g.add_node("Mul", ["sum", c("m", (1, 1, 1, 8))], [t("mul", (1, 2, 2, 8))], activation=None)
+    g.add_node("Sub", [c("k", ()), "mul"], [t("sub", (1, 2, 2, 8))], activation={"fn": "tanh"})
+    g.add_node("Div", ["sub", c("d", (2, 1, 1))], [t("div", (1, 2, 2, 8))], activation={"fn": "sigmoid"})
+    g.add_node("Concat", ["div", "mul"], [t("cat", (1, 2, 2, 16))], axis=3)
+    g.add_node("Transpose", ["cat"], [t("tr", (1, 16, 2, 2))], perm=(0, 3, 1, 2))
+    g.add_node("Mean", ["cat"], [t("gap", (1, 1, 1, 16))], axes=(1, 2), keepdims=True)
+    g.add_node("Activation", ["tr"], [t("act", (1, 16, 2, 2))], fn="elu", alpha=1.0)
+    g.add_node("Reshape", ["gap"], [t("flat", (1, 16))])
+    g.add_node("Dense", ["flat", c("wd", (5, 16)), c("bd", (5,))], [t("fc", (1, 5))], activation={"fn": "swish"})
+    g.add_node("Softmax", ["fc"], [t("y", (1, 5))], axis=1)
+    g.add_node("Identity", ["act"], [t("y2", (1, 16, 2, 2))])
+    g.outputs = ["y", "y2", "y"]          # a repeated output needs its own copy
+    g.validate()
+    return g
+
+
+def test_every_kernel_is_exercised():
+    ops = {n.op for n in every_kernel_graph().nodes}
+    assert set(KERNELS) - ops == set(), "add the missing ops to every_kernel_graph"
+
+
+def test_every_kernel_matches_interpreter(tmp_path):
+    """The C of every kernel against the numpy interpreter (the IR's definition), under ASan+UBSan."""
+    from tinyc import interp
+    from tinyc.verify import build_host_runner
+    g = every_kernel_graph()
+    compiled = compile_graph(g, "allk")
+    exe = build_host_runner(compiled, tmp_path, 2, False)
+    x = np.random.default_rng(1).standard_normal((2, 1, 6, 6, 3)).astype(np.float32)
+    x.tofile(tmp_path / "in.bin")
+    outs = [tmp_path / f"o{k}.bin" for k in range(3)]
+    subprocess.run([str(exe), str(tmp_path / "in.bin"), *map(str, outs), str(tmp_path / "t.bin")], check=True)
+    for s in range(2):
+        ref = list(interp.run(g, [x[s]]).values())
+        ref = [interp.run(g, [x[s]])[o] for o in g.outputs]
+        for k, o in enumerate(outs):
+            ours = np.fromfile(o, np.float32).reshape(2, -1)[s]
+            np.testing.assert_allclose(ours, ref[k].ravel(), rtol=1e-5, atol=1e-5 * (1 + np.abs(ref[k]).max()))
+
+
+def test_host_gcc_warning_set(tmp_path, c_compile):
+    c_compile(compile_graph(every_kernel_graph(), "allk").library, tmp_path, "gcc", ("-O2",))
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc not installed")
+@pytest.mark.parametrize("cpu,extra", ARM_CPUS)
+def test_arm_gcc_warning_set(tmp_path, c_compile, cpu, extra):
+    objs = c_compile(compile_graph(every_kernel_graph(), "allk").library, tmp_path, "arm-none-eabi-gcc",
+                     (f"-mcpu={cpu}", "-mthumb", "-O2", "-ffunction-sections", "-fdata-sections", *extra))
+    nm = subprocess.run(["arm-none-eabi-nm", *map(str, objs)], capture_output=True, text=True, check=True).stdout
+    exported = sorted(line.split()[-1] for line in nm.splitlines() if " T " in line)
+    assert exported == ["allk_invoke"]      # everything else is static: several models link together
+    # __aeabi_* are libgcc's soft-float routines (the M0+ has no FPU), not libc.
+    undefined = {line.split()[-1] for line in nm.splitlines() if " U " in line and "__aeabi_" not in line}
+    # Nothing from libc but <math.h>; gcc itself turns copy/fill loops into memcpy/memmove/memset calls,
+    # which GCC requires of every environment, freestanding included.
+    assert undefined <= {"expf", "tanhf", "memcpy", "memmove", "memset"}, undefined
+
+
+def test_two_models_link_into_one_program(tmp_path, c_compile):
+    a = c_compile(compile_graph(every_kernel_graph(), "first").library, tmp_path / "a")
+    b = c_compile(compile_graph(every_kernel_graph(), "second").library, tmp_path / "b")
+    main = tmp_path / "main.c"
+    main.write_text('#include "first.h"\n#include "second.h"\n'
+                    "int main(void) { static float x[108], y[5], y2[64], y3[5];\n"
+                    "  return first_invoke(x, y, y2, y3) | second_invoke(x, y, y2, y3); }\n")
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Werror", "-I", str(tmp_path / "a"), "-I", str(tmp_path / "b"),
+                    str(main), *map(str, a + b), "-o", str(tmp_path / "both"), "-lm"], check=True)
+    assert subprocess.run([str(tmp_path / "both")]).returncode == 0
+
+
+def test_output_is_reproducible():
+    a = compile_graph(every_kernel_graph(), "allk").library.files
+    b = compile_graph(every_kernel_graph(), "allk").library.files
+    assert a == b
+
+
+@pytest.mark.skipif(os.environ.get("TINYC_SKIP_WHEEL") == "1", reason="TINYC_SKIP_WHEEL=1")
+def test_wheel_ships_templates_runtime_and_boards(tmp_path):
+    """`pip install .` (not editable) must work from any directory: non-Python files are inside the wheel."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), root],
+                   check=True, capture_output=True)
+    venv.create(tmp_path / "env", system_site_packages=True, with_pip=True)
+    py = tmp_path / "env" / "bin" / "python"
+    wheel = next((tmp_path / "dist").glob("tinyc-*.whl"))
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
+                   check=True, capture_output=True)
+    code = ("import tinyc, sys; from tinyc.resources import resource_dir as r; "
+            "assert 'site-packages' in tinyc.__file__, tinyc.__file__; "
+            "assert (r('templates') / 'model.c.j2').is_file(); assert (r('runtime_c') / 'tinyc_float.h').is_file()")
+    res = subprocess.run([str(py), "-c", code], cwd=str(tmp_path), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
