@@ -85,6 +85,16 @@ class OnnxImporter:
                              "simplify the model (e.g. onnxsim)")
         return self.shapes[name]
 
+    def forget_shapes_after(self, name: str) -> None:
+        """Drop the inferred shapes of everything computed from `name` (they are inferred again node by node)."""
+        todo = [name]
+        while todo:
+            for node in self.consumers.get(todo.pop(), []):
+                for out in node.output:
+                    if out in self.shapes:
+                        del self.shapes[out]
+                        todo.append(out)
+
     def layout(self, name: str) -> Layout:
         return self.values[name][1]
 
@@ -174,6 +184,34 @@ def _eval_const_node(node, inputs, opset):
     except Exception as e:  # the model's constants make no sense for this op
         raise TinycError(f"cannot evaluate constant node '{node.name or node.output[0]}' ({node.op_type}): "
                          f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}")
+
+
+def _infer_node_shapes(imp, node, opset) -> None:
+    """Fill in static output shapes that the whole-model shape inference left unknown (e.g. a Reshape whose
+    shape input is a Shape->Gather->Unsqueeze->Concat sub-graph that onnx's data propagation cannot follow at
+    some opsets): infer this one node again, now that its shape inputs have been folded to constants."""
+    outs = [o for o in node.output if o]
+    if all(o in imp.shapes for o in outs):
+        return
+    from onnx import TensorProto, helper, numpy_helper, shape_inference
+    names = list(dict.fromkeys(n for n in node.input if n))
+    if any(n not in imp.consts and n not in imp.shapes for n in names):
+        return
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(imp.shapes[n])) for n in names
+          if n not in imp.consts]
+    inits = [numpy_helper.from_array(np.asarray(imp.consts[n]), n) for n in names if n in imp.consts]
+    vo = [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outs]
+    model = helper.make_model(helper.make_graph([node], "infer", vi, vo, inits),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    try:
+        inferred = shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:
+        return   # the caller reports the missing shape
+    for v in inferred.graph.output:
+        dims = v.type.tensor_type.shape.dim
+        if v.name not in imp.shapes and v.type.tensor_type.HasField("shape") and all(
+                d.HasField("dim_value") for d in dims):
+            imp.shapes[v.name] = tuple(int(d.dim_value) for d in dims)
 
 
 def _read_model(path: str):
@@ -267,6 +305,7 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
             values = _eval_const_node(node, [np.zeros(shape, np.float32)], importer_opset)
             imp.consts[node.output[0]] = values[0]
         elif node.op_type in ONNX_OPS:
+            _infer_node_shapes(imp, node, importer_opset)
             ONNX_OPS[node.op_type](imp, node)
         else:
             where = "on computed tensors " if node.op_type in CONST_ONLY_OPS else ""

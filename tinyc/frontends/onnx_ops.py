@@ -49,6 +49,22 @@ def _spatial_pads(node, a, in_hw, kernel, strides, dilations):
     return pads[:n], pads[n:]
 
 
+def _ceil_pool_shape(imp, y, shape, inferred, kernel, strides, begins, ends):
+    """ceil_mode output size as onnxruntime (and PyTorch) compute it: a last window that would start in the end
+    padding is dropped. onnx shape inference keeps it, so on disagreement the shapes after `y` are re-inferred."""
+    sizes = []
+    for i in range(len(kernel)):
+        n = -(-(shape[2 + i] + begins[i] + ends[i] - kernel[i]) // strides[i]) + 1
+        if (n - 1) * strides[i] >= shape[2 + i] + begins[i]:
+            n -= 1
+        sizes.append(n)
+    out_shape = tuple(inferred[:2]) + tuple(sizes)
+    if out_shape != tuple(inferred):
+        imp.forget_shapes_after(y)
+        imp.shapes[y] = out_shape
+    return out_shape
+
+
 def _spatial(imp, node, kind: str, weights=None, bias=None):
     """Conv / pooling on rank-3 (1-D) or rank-4 (2-D) values; 1-D runs as 2-D with H = 1 via free reshapes."""
     x, y = node.input[0], node.output[0]
@@ -66,13 +82,17 @@ def _spatial(imp, node, kind: str, weights=None, bias=None):
         raise TinycError(f"node '{_name(node)}' has non-positive strides {strides} or dilations {dil}")
     begins, ends = _spatial_pads(node, a, shape[2:], kernel, strides, dil)
     out_shape = imp.logical_shape(y)
+    # With no explicit padding, count_include_pad changes nothing: the ceil_mode overhang is never counted.
+    include_pad = bool(a.get("count_include_pad", 0)) and (any(begins) or any(ends))
     if kind != "conv":
         if any(d != 1 for d in dil):
             raise TinycError(f"pooling node '{_name(node)}' uses dilations {dil}; not supported")
+        if a.get("ceil_mode", 0):
+            out_shape = _ceil_pool_shape(imp, y, shape, out_shape, kernel, strides, begins, ends)
         for i in range(nsp):  # ceil_mode: extra end padding that covers the last partial window
             need = (out_shape[2 + i] - 1) * strides[i] + kernel[i] - shape[2 + i] - begins[i]
             if need > ends[i]:
-                if kind == "avg" and a.get("count_include_pad", 0):
+                if kind == "avg" and include_pad:
                     raise TinycError(f"AveragePool '{_name(node)}' with ceil_mode and count_include_pad is "
                                      "not supported")
                 ends[i] = need
@@ -98,7 +118,7 @@ def _spatial(imp, node, kind: str, weights=None, bias=None):
         imp.g.add_node("Conv2D", ins, [dst], name=_name(node), dilations=tuple(dil), groups=a.get("group", 1),
                        activation=None, **attrs)
     else:
-        extra = {"count_include_pad": bool(a.get("count_include_pad", 0))} if kind == "avg" else {}
+        extra = {"count_include_pad": include_pad} if kind == "avg" else {}
         imp.g.add_node("MaxPool2D" if kind == "max" else "AvgPool2D", [src], [dst], name=_name(node),
                        kernel=tuple(kernel), **attrs, **extra)
     if nsp == 1:
