@@ -4,6 +4,7 @@
   drop_identity    first, so no Identity hides a pattern from the passes below;
   fold_constants   before the folds, so weights computed by constant subgraphs are plain constants;
   fold_batchnorm   before fuse_activation: BatchNorm sits between a conv and its activation;
+  fold_affine      the same for constant Mul/Add/Sub/Div after a conv (how tf2onnx exports BatchNorm);
   fuse_pad         before fuse_activation (independent of it, but keeps conv rewrites together);
   fuse_activation  after fold_batchnorm has removed the BatchNorm between conv and activation;
   alias_reshape    last: it only marks/simplifies Reshapes, which the passes above never look through.
@@ -14,12 +15,14 @@ from __future__ import annotations
 from ..ir import Graph
 from .alias_reshape import alias_reshape
 from .drop_identity import drop_identity
+from .fold_affine import fold_affine
 from .fold_batchnorm import fold_batchnorm
 from .fold_constants import fold_constants
 from .fuse_activation import fuse_activation
 from .fuse_pad import fuse_pad
 
-PIPELINE = (drop_identity, fold_constants, fold_batchnorm, fuse_pad, fuse_activation, alias_reshape)
+PIPELINE = (drop_identity, fold_constants, fold_batchnorm, fold_affine, fuse_pad, fuse_activation,
+            alias_reshape)
 
 
 def optimize(g: Graph) -> Graph:
