@@ -4,36 +4,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinyc import interp
 from tinyc.ir import Graph, Quant
 from tinyc.passes import optimize
 from tinyc.passes.fold_affine import fold_affine
-
-
-def snapshot(g):
-    """Everything a pass could mutate: structure and attrs (summary), tensor metadata and constant bytes."""
-    return g.summary(), [(k, t.shape, t.dtype, t.source_name, None if t.data is None else t.data.tobytes())
-                         for k, t in g.tensors.items()]
-
-
-def assert_same_function(before, after, seed=0):
-    rng = np.random.default_rng(seed)
-    for _ in range(2):
-        xs = [rng.standard_normal(before.tensors[i].shape).astype(np.float32) for i in before.inputs]
-        a, b = interp.run(before, xs), interp.run(after, xs)
-        assert list(a) == list(b)
-        for k in a:
-            np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-5 * (1 + np.abs(a[k]).max()))
+from pass_checks import assert_same_function, checked, snapshot
 
 
 def run_pass(g):
-    before = snapshot(g)
-    out = fold_affine(g)
-    assert snapshot(g) == before, "the pass mutated its argument"
-    out.validate()
-    assert out.inputs == g.inputs and out.outputs == g.outputs
-    assert_same_function(g, out)
-    return out
+    return checked(fold_affine, g)
 
 
 def ops(g):

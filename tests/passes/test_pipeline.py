@@ -4,12 +4,7 @@ import numpy as np
 from tinyc import interp
 from tinyc.ir import Graph
 from tinyc.passes import PIPELINE, describe, optimize
-
-
-def snapshot(g):
-    """Everything a pass could mutate: structure and attrs (summary), tensor metadata and constant bytes."""
-    return g.summary(), [(k, t.shape, t.dtype, t.source_name, None if t.data is None else t.data.tobytes())
-                         for k, t in g.tensors.items()]
+from pass_checks import snapshot
 
 
 def model():
