@@ -7,24 +7,11 @@ from keras import layers  # noqa: E402
 
 from tinyc.errors import TinycError  # noqa: E402
 from tinyc.frontends.keras_import import SUPPORTED_LAYERS, load_keras  # noqa: E402
+from model_zoo import randomize  # noqa: E402
 from tinyc.interp import run  # noqa: E402
 
 ACTIVATIONS = ["relu", "relu6", "sigmoid", "tanh", "softmax", "leaky_relu", "hard_sigmoid", "swish", "silu",
                "linear", "elu", "hard_swish", "hard_silu"]
-
-
-def randomize(model, seed=0):
-    """Non-trivial biases and BatchNorm statistics (so BN is not an identity)."""
-    rng = np.random.default_rng(seed)
-    for v in model.weights:
-        leaf = v.path.split("/")[-1]
-        if leaf in ("bias", "beta", "moving_mean"):
-            v.assign(rng.normal(0, 0.5, v.shape).astype("float32"))
-        elif leaf == "gamma":
-            v.assign(rng.uniform(0.5, 1.5, v.shape).astype("float32"))
-        elif leaf == "moving_variance":
-            v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))
-    return model
 
 
 def save_load(model, dirpath, suffix=".keras", **kw):
