@@ -58,7 +58,8 @@ def main():
            "-Werror", "-ffunction-sections", "-fdata-sections", "-c", OUT / "kws" / "kws.c", "-o", obj)
         sh("arm-none-eabi-size", obj)
     print(f"\nAPI: {OUT / 'kws' / 'kws.h'}")
-    print("\n".join(l for l in (OUT / "kws" / "kws.h").read_text().splitlines() if "#define" in l or "invoke" in l))
+    print("\n".join(line for line in (OUT / "kws" / "kws.h").read_text().splitlines()
+                    if (line.startswith("#define") and not line.endswith("_H")) or line.startswith("int ")))
     print(f"\ndemo finished in {time.time() - t0:.0f} s")
 
 
