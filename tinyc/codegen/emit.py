@@ -135,7 +135,7 @@ def generate(plan: MemoryPlan, prefix: str, source: str) -> Library:
                   params=api)
     lib.files[f"{prefix}.h"] = env.get_template("model.h.j2").render(**common)
     lib.files[f"{prefix}.c"] = env.get_template("model.c.j2").render(
-        layers=[l for l in layers], consts=consts, macs=lib.macs, lower_bound=plan.lower_bound, **common)
+        layers=layers, consts=consts, macs=lib.macs, lower_bound=plan.lower_bound, **common)
     for name in RUNTIME_FILES:
         lib.files[name] = (resource_dir("runtime_c") / name).read_text()
     return lib

@@ -37,9 +37,8 @@ def binary(k):
     sym = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}[k.node.op]
     out = k.out_shape
     strides = [row_major_strides(out), broadcast_strides(k.in_shape(0), out), broadcast_strides(k.in_shape(1), out)]
-    body = "{ const float v = %s[{o1}] %s %s[{o2}]; y[{o0}] = %s; }" % (
-        k.expr(0), sym, k.expr(1), k.act("v"))
-    body = body.replace("{ const", "{{ const").replace("; }", "; }}")
+    # Doubled braces survive strided_loops' str.format; {o0}.. become the operands' offsets.
+    body = "{{ const float v = %s[{o1}] %s %s[{o2}]; y[{o0}] = %s; }}" % (k.expr(0), sym, k.expr(1), k.act("v"))
     return "elementwise.c.j2", dict(comment=f"{k.node.op} {k.in_shape(0)} {sym} {k.in_shape(1)} -> {out}",
                                     loops=strided_loops(out, strides, body)), 0
 
@@ -103,11 +102,9 @@ def transpose(k):
 
 def _place(src_shape, out_shape, begin, src_expr):
     """Loops copying a whole `src_shape` block into `out_shape` at corner `begin`."""
-    out_strides = row_major_strides(out_shape)
-    full = [s for s in _dense_strides(out_shape)]
+    full = _dense_strides(out_shape)
     base = sum(b * s for b, s in zip(begin, full))
     body = "y[%d + {o1}] = %s[{o0}];" % (base, src_expr) if base else "y[{o1}] = %s[{o0}];" % src_expr
-    del out_strides
     return strided_loops(src_shape, [row_major_strides(src_shape),
                                      [s if d != 1 else 0 for s, d in zip(full, src_shape)]], body)
 
