@@ -37,7 +37,7 @@ _name_opt = click.option("--name", default=None, help="C symbol prefix (default:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tinyc")
 def main():
-    """tinyc: trained models (Keras, ONNX) to small, fast, dependency-free C for microcontrollers."""
+    """tinyc: trained models (Keras, ONNX, TFLite) to small, fast, dependency-free C for microcontrollers."""
 
 
 @main.command()
@@ -49,7 +49,7 @@ def main():
 @_layout_opt
 @click.option("--force", is_flag=True, help="Write into a non-empty directory tinyc did not create.")
 def compile(model, out_dir, name, input_shapes, io_layout, force):
-    """Compile MODEL (.onnx, .keras, .h5) to a C library in OUT."""
+    """Compile MODEL (.onnx, .keras, .h5, float32 .tflite) to a C library in OUT."""
     from .compiler import compile_model, write_library
     c = compile_model(model, name, _shapes(input_shapes), io_layout)
     files = write_library(c.library, out_dir, force)

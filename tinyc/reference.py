@@ -1,8 +1,10 @@
-"""The oracles: run a model in its reference runtime (onnxruntime for .onnx, Keras for .keras/.h5),
+"""The oracles: run a model in its reference runtime (onnxruntime for .onnx, Keras for .keras/.h5, TFLite's
+reference kernels for .tflite),
 optionally exposing intermediate tensors for per-layer comparison."""
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -62,6 +64,48 @@ def run_keras(path: str, samples: list, intermediates=()) -> tuple[list, list]:
     return outs, inters
 
 
+def run_tflite(path: str, samples: list, intermediates=()) -> tuple[list, list]:
+    """The TFLite interpreter with its reference kernels (BUILTIN_REF) and every intermediate kept, so tensors
+    named in `intermediates` (TFLite tensor names) can be read after each run."""
+    from .keras_runtime import import_keras
+    import_keras()   # imports TensorFlow quietly
+    import tensorflow as tf
+    with warnings.catch_warnings():   # "tf.lite.Interpreter is deprecated": it is still TF's reference
+        warnings.simplefilter("ignore")
+        interp = tf.lite.Interpreter(model_path=path,
+                                     experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
+                                     experimental_preserve_all_tensors=True)
+    ins = interp.get_input_details()
+    if samples:
+        resized = False
+        for d, arr in zip(ins, samples[0]):
+            if tuple(d["shape"]) != tuple(np.shape(arr)):
+                interp.resize_tensor_input(d["index"], list(np.shape(arr)))
+                resized = True
+        if resized:
+            interp.allocate_tensors()
+    interp.allocate_tensors()
+    index = {}
+    for d in interp.get_tensor_details():
+        index.setdefault(d["name"], d["index"])
+    names = [n for n in intermediates if n in index]
+    out_idx = [d["index"] for d in interp.get_output_details()]
+    outs, inters = [], []
+    for sample in samples:
+        for d, arr in zip(ins, sample):
+            interp.set_tensor(d["index"], np.asarray(arr, dtype=d["dtype"]))
+        interp.invoke()
+        outs.append([np.array(interp.get_tensor(i)) for i in out_idx])
+        vals = {}
+        for n in names:
+            try:
+                vals[n] = np.array(interp.get_tensor(index[n]))
+            except ValueError:   # a tensor the interpreter does not keep (e.g. an unused one)
+                pass
+        inters.append(vals)
+    return outs, inters
+
+
 def _keras_args(items):
     """Keras wants a bare tensor for one input and a list for several (matching how the model was built)."""
     return items[0] if len(items) == 1 else list(items)
@@ -80,6 +124,8 @@ def run_reference(path: str, samples: list, intermediates=()) -> tuple[list, lis
     try:
         if ext == ".onnx":
             return run_onnx(path, samples, intermediates)
+        if ext == ".tflite":
+            return run_tflite(path, samples, intermediates)
         return run_keras(path, samples, intermediates)
     except TinycError:
         raise

@@ -6,7 +6,7 @@ import os
 from ..errors import TinycError
 from ..ir import Graph
 
-EXTENSIONS = {".onnx": "onnx", ".keras": "keras", ".h5": "keras", ".hdf5": "keras"}
+EXTENSIONS = {".onnx": "onnx", ".keras": "keras", ".h5": "keras", ".hdf5": "keras", ".tflite": "tflite"}
 
 
 def load_model(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
@@ -23,6 +23,9 @@ def load_model(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
     if kind == "onnx":
         from .onnx_import import load_onnx
         return load_onnx(path, input_shapes, io_layout)
+    if kind == "tflite":
+        from .tflite_import import load_tflite
+        return load_tflite(path, input_shapes)
     from .keras_import import load_keras
     return load_keras(path, input_shapes)
 
@@ -33,6 +36,9 @@ def supported_ops() -> dict:
     from .onnx_ops import ONNX_OPS
     ops = {"onnx": sorted(ONNX_OPS),
            "onnx (constant sub-graphs only, folded at compile time)": sorted(CONST_ONLY_OPS - set(ONNX_OPS))}
+    from .tflite_ops import FOLD_OPS, TFLITE_OPS
+    ops["tflite"] = sorted(TFLITE_OPS)
+    ops["tflite (constant sub-graphs only, folded at compile time)"] = sorted(set(FOLD_OPS) - set(TFLITE_OPS))
     try:
         from .keras_import import SUPPORTED_LAYERS
         ops["keras"] = sorted(SUPPORTED_LAYERS)

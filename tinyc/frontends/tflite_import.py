@@ -1,0 +1,317 @@
+"""TFLite frontend: a float32 .tflite flatbuffer -> IR Graph.
+
+The file is read with TensorFlow's own generated schema module (`tensorflow.lite.python.schema_py_generated`,
+object API), never parsed by hand. TFLite is NHWC already, so tensors keep their layout: every operator output
+becomes an IR tensor with `source_name` = the TFLite tensor name (for per-layer verification) and
+`source_perm` None. Operators are converted in file order (TFLite stores them in execution order) by the rules
+in `tflite_ops.TFLITE_OPS`; constant sub-graphs (the SHAPE -> STRIDED_SLICE -> PACK chain the converter emits
+around Flatten, DEQUANTIZE of float16/int8 weights) are evaluated with numpy by `tflite_ops.FOLD_OPS`.
+
+Quantization parameters are recorded in `Tensor.quant`, but int8 kernels do not exist yet: a model that
+computes on quantized tensors is refused with a clear error.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+
+from ..errors import TinycError
+from ..ir import Graph, Quant
+from .tflite_ops import FOLD_OPS, TFLITE_OPS
+
+__all__ = ["FOLD_OPS", "TFLITE_OPS", "load_tflite"]
+
+IDENTIFIER = b"TFL3"
+QUANTIZED_TYPES = ("INT8", "UINT8", "INT16", "INT4")
+INT8_ERROR = ("int8 TFLite models are not supported yet; convert the model without quantization "
+              "(float32, no `optimizations`) or use the Keras/ONNX model")
+
+
+def _schema():
+    """TensorFlow's generated flatbuffer schema module (object API). The `tflite` PyPI package is not used."""
+    from ..keras_runtime import import_keras
+    try:
+        import_keras()   # imports TensorFlow quietly
+        from tensorflow.lite.python import schema_py_generated
+        return schema_py_generated
+    except (TinycError, ImportError):
+        pass
+    if importlib.util.find_spec("tflite") is None:
+        raise TinycError("reading .tflite models needs TensorFlow (its tensorflow.lite schema module); "
+                         "pip install tensorflow")
+    raise TinycError("reading .tflite models needs TensorFlow's schema module; the `tflite` package alone is "
+                     "not supported")
+
+
+def _enum_names(enum_cls) -> dict:
+    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def _s(b) -> str:
+    return b.decode("utf-8", "replace") if isinstance(b, bytes) else (b or "")
+
+
+class Ctx:
+    """What an operator converter sees: constants, IR names and shapes of TFLite tensors, and `emit`."""
+
+    def __init__(self, S, model, data: bytes, graph: Graph, check_shapes: bool):
+        self.S = S
+        self.model = model
+        self.sg = model.subgraphs[0]
+        self.data = data
+        self.g = graph
+        self.check_shapes = check_shapes
+        self.types = _enum_names(S.TensorType)
+        self.values: dict[int, np.ndarray] = {}    # constant TFLite tensors (buffers and folded results)
+        self.names: dict[int, str] = {}            # runtime TFLite tensors -> IR names
+        self._consts: dict[tuple, str] = {}
+        counts: dict[str, int] = {}
+        for t in self.sg.tensors:
+            counts[_s(t.name)] = counts.get(_s(t.name), 0) + 1
+        self._unique = {n for n, c in counts.items() if c == 1}
+        self.op_name = ""       # builtin name of the operator being converted
+        self.op_index = -1
+        self.out = -1           # its (first) output tensor index
+        for i, t in enumerate(self.sg.tensors):
+            arr = self._buffer(i, t)
+            if arr is not None:
+                self.values[i] = arr
+
+    # -- tensors --------------------------------------------------------------------------------------------
+    def tensor(self, i: int):
+        return self.sg.tensors[i]
+
+    def tname(self, i: int) -> str:
+        return _s(self.sg.tensors[i].name)
+
+    def dtype_name(self, i: int) -> str:
+        return self.types.get(self.sg.tensors[i].type, str(self.sg.tensors[i].type))
+
+    def _np_dtype(self, i: int):
+        name = self.dtype_name(i)
+        try:
+            return np.dtype(name.lower())
+        except TypeError:
+            raise TinycError(f"tensor '{self.tname(i)}' has type {name}, which tinyc cannot read") from None
+
+    def _buffer(self, idx: int, t) -> np.ndarray | None:
+        if not t.buffer or t.buffer >= len(self.model.buffers):
+            return None
+        b = self.model.buffers[t.buffer]
+        if b.offset and b.offset > 1:                      # large models: data after the flatbuffer
+            raw = self.data[b.offset: b.offset + b.size]
+            if len(raw) != b.size:
+                raise TinycError(f"buffer of tensor '{_s(t.name)}' lies outside the file (truncated .tflite?)")
+        elif b.data is not None and len(b.data):
+            raw = bytes(np.asarray(b.data, np.uint8))
+        else:
+            return None
+        dt = self._np_dtype(idx).newbyteorder("<")
+        shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
+        count = int(np.prod(shape, dtype=np.int64))
+        if len(raw) != count * dt.itemsize:
+            raise TinycError(f"constant tensor '{_s(t.name)}' holds {len(raw)} bytes but its shape {list(shape)} "
+                             f"and type need {count * dt.itemsize}; the .tflite file is corrupt")
+        return np.frombuffer(raw, dt).astype(dt.newbyteorder("=")).reshape(shape)
+
+    def is_const(self, i: int) -> bool:
+        return i in self.values
+
+    def value(self, i: int, what: str = "input") -> np.ndarray:
+        if i not in self.values:
+            raise TinycError(f"{self.where()}: its {what} '{self.tname(i)}' must be a constant "
+                             "(computed at run time here, which is not supported)")
+        return self.values[i]
+
+    def shape(self, i: int) -> tuple:
+        if i in self.values:
+            return tuple(self.values[i].shape)
+        return self.g.tensors[self.x(i)].shape
+
+    def x(self, i: int) -> str:
+        """IR name of a TFLite tensor that an IR node reads (a constant is added to the graph as float32)."""
+        if i in self.names:
+            return self.names[i]
+        if i in self.values:
+            return self.const(i)
+        raise TinycError(f"{self.where()}: input '{self.tname(i)}' is neither a model input nor computed by an "
+                         "earlier operator")
+
+    def const(self, i: int, arr: np.ndarray | None = None, key: str = "") -> str:
+        """Add constant tensor `i` (or `arr` derived from it) to the IR as float32 weights."""
+        if (i, key) in self._consts:
+            return self._consts[(i, key)]
+        if arr is None:
+            arr = self.value(i)
+        if not np.issubdtype(arr.dtype, np.floating):
+            if self.dtype_name(i) in QUANTIZED_TYPES:
+                raise TinycError(f"{INT8_ERROR} (constant '{self.tname(i)}' is {self.dtype_name(i)})")
+            raise TinycError(f"{self.where()}: constant '{self.tname(i)}' has type {self.dtype_name(i)}; "
+                             "only float weights are supported")
+        base = self.tname(i).split(";")[0] or f"const{i}"
+        name = self.g.add_const(base + (f"_{key}" if key else ""), arr.astype(np.float32))
+        self._consts[(i, key)] = name
+        return name
+
+    def quant(self, i: int) -> Quant | None:
+        q = self.tensor(i).quantization
+        if q is None or q.scale is None or len(q.scale) == 0:
+            return None
+        scale = np.asarray(q.scale, np.float32)
+        zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else np.zeros(len(scale)), np.int64)
+        if scale.size == 1:
+            return Quant(scale.reshape(()), zp.reshape(()) if zp.size else np.zeros((), np.int64), None)
+        return Quant(scale, zp, int(q.quantizedDimension))
+
+    # -- emitting -------------------------------------------------------------------------------------------
+    def where(self) -> str:
+        out = self.tname(self.out) if self.out >= 0 else "?"
+        return f"TFLite operator #{self.op_index} ({self.op_name}, output '{out}')"
+
+    def emit(self, op: str, inputs, shape, final: bool = True, tag: str | None = None, **attrs) -> str:
+        """Add one node. `final` writes the operator's output tensor (named after the TFLite tensor, with its
+        source name and quantization); otherwise a helper tensor with no source name."""
+        shape = tuple(int(d) for d in shape)
+        base = self.tname(self.out).split(";")[0] or f"t{self.out}"
+        if final:
+            kind = self.dtype_name(self.out)
+            if kind in QUANTIZED_TYPES:
+                raise TinycError(f"{INT8_ERROR} (tensor '{self.tname(self.out)}' is {kind})")
+            if kind != "FLOAT32":
+                raise TinycError(f"{self.where()} computes a {kind} tensor at run time; only float32 is supported")
+            if self.check_shapes and self.tensor(self.out).shape is not None:
+                t = self.tensor(self.out)
+                theirs = tuple(int(d) for d in t.shape)
+                sig = tuple(int(d) for d in t.shapeSignature) if t.shapeSignature is not None else theirs
+                dynamic = {j for j, d in enumerate(sig) if d < 0} if len(sig) == len(theirs) else set()
+                if len(theirs) != len(shape) or any(a != b for j, (a, b) in enumerate(zip(theirs, shape))
+                                                    if j not in dynamic):
+                    raise TinycError(f"internal: {self.where()} converted to shape {shape} but the model says "
+                                     f"{theirs}; please report this model")
+            name = self.g.unique_name(base)
+            full = self.tname(self.out)
+            self.g.add_tensor(name, shape, source_name=full if full in self._unique else None,
+                              quant=self.quant(self.out))
+            self.names[self.out] = name
+        else:
+            name = self.g.unique_name(f"{base}_{tag or op.lower()}")
+            self.g.add_tensor(name, shape)
+        self.g.add_node(op, inputs, [name], name=name, **attrs)
+        return name
+
+
+# -- loading -------------------------------------------------------------------------------------------------
+def _read(S, path: str):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise TinycError(f"cannot read '{path}': {e.strerror}") from None
+    if len(data) < 8 or data[4:8] != IDENTIFIER:
+        raise TinycError(f"'{path}' is not a TFLite model (no '{IDENTIFIER.decode()}' flatbuffer identifier); "
+                         "is the file corrupt or of another format?")
+    try:
+        model = S.ModelT.InitFromObj(S.Model.GetRootAsModel(data, 0))
+    except Exception as e:   # flatbuffers raises struct/index errors on corrupt data
+        raise TinycError(f"cannot parse TFLite model '{path}' ({type(e).__name__}); the file is corrupt or "
+                         "truncated") from None
+    if not model.subgraphs:
+        raise TinycError(f"TFLite model '{path}' has no subgraph")
+    return data, model
+
+
+def _op_name(S, model, op) -> str:
+    if op.opcodeIndex >= len(model.operatorCodes):
+        raise TinycError("TFLite model refers to an operator code that does not exist; the file is corrupt")
+    code = model.operatorCodes[op.opcodeIndex]
+    builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+    name = _enum_names(S.BuiltinOperator).get(builtin, f"builtin {builtin}")
+    if name == "CUSTOM":
+        return f"CUSTOM ({_s(code.customCode)})"
+    return name
+
+
+def _input_shape(name: str, shape: tuple, given) -> tuple:
+    if given is not None:
+        given = tuple(int(d) for d in given)
+        if len(given) != len(shape):
+            raise TinycError(f"--input-shape {given} for input '{name}' does not fit the model's shape {shape}")
+        if given[0] != 1:
+            raise TinycError(f"input '{name}': batch size {given[0]} is not supported; use batch 1")
+        shape = given
+    if any(d <= 0 for d in shape):
+        raise TinycError(f"input '{name}' has a dynamic or empty shape {shape}; pass --input-shape with the "
+                         "static shape of every input (NHWC, batch included)")
+    if shape and shape[0] != 1:
+        raise TinycError(f"input '{name}': batch size {shape[0]} is not supported; use batch 1")
+    return shape
+
+
+def load_tflite(path: str, input_shapes: list[tuple] | None = None) -> Graph:
+    """Load a float32 .tflite model as an IR Graph (NHWC, batch 1)."""
+    if not os.path.isfile(path):
+        raise TinycError(f"model file '{path}' not found")
+    S = _schema()
+    data, model = _read(S, path)
+    sg = model.subgraphs[0]
+    ins = [int(i) for i in (sg.inputs if sg.inputs is not None else [])]
+    outs = [int(i) for i in (sg.outputs if sg.outputs is not None else [])]
+    if not ins or not outs:
+        raise TinycError(f"TFLite model '{path}' has no inputs or no outputs")
+    if input_shapes is not None and len(input_shapes) != len(ins):
+        raise TinycError(f"the model has {len(ins)} input(s) but {len(input_shapes)} --input-shape value(s) "
+                         "were given")
+    name = os.path.splitext(os.path.basename(path))[0]
+    g = Graph(name, source_format="tflite")
+    cv = Ctx(S, model, data, g, check_shapes=input_shapes is None)
+    for k, i in enumerate(ins):
+        t = sg.tensors[i]
+        kind = cv.dtype_name(i)
+        if kind in QUANTIZED_TYPES:
+            raise TinycError(f"{INT8_ERROR} (input '{cv.tname(i)}' is {kind})")
+        if kind != "FLOAT32":
+            raise TinycError(f"input '{cv.tname(i)}' has type {kind}; only float32 inputs are supported")
+        shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
+        sig = tuple(int(d) for d in t.shapeSignature) if t.shapeSignature is not None else shape
+        shape = tuple(1 if (s < 0 and j == 0) else d for j, (d, s) in enumerate(zip(shape, sig))) \
+            if len(sig) == len(shape) else shape
+        shape = _input_shape(cv.tname(i), shape, input_shapes[k] if input_shapes else None)
+        ir = g.unique_name(cv.tname(i).split(";")[0] or f"input{k}")
+        g.add_tensor(ir, shape, source_name=cv.tname(i) if cv.tname(i) in cv._unique else None,
+                     quant=cv.quant(i))
+        g.inputs.append(ir)
+        cv.names[i] = ir
+    for k, op in enumerate(sg.operators or []):
+        kind = _op_name(S, model, op)
+        op_ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
+        op_outs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
+        cv.op_name, cv.op_index, cv.out = kind, k, (op_outs[0] if op_outs else -1)
+        present = [i for i in op_ins if i >= 0]
+        if kind in FOLD_OPS and (kind == "SHAPE" or all(cv.is_const(i) for i in present)):
+            if len(op_outs) != 1:
+                raise TinycError(f"{cv.where()} has {len(op_outs)} outputs; expected one")
+            cv.values[op_outs[0]] = np.asarray(FOLD_OPS[kind](cv, op.builtinOptions, op_ins))
+            continue
+        if kind in ("QUANTIZE", "DEQUANTIZE"):
+            raise TinycError(f"{INT8_ERROR} ({cv.where()})")
+        rule = TFLITE_OPS.get(kind)
+        if rule is None:
+            extra = " on constant inputs only" if kind in FOLD_OPS else ""
+            raise TinycError(f"unsupported TFLite op {kind}{extra} (operator #{k}, output "
+                             f"'{cv.tname(cv.out) if cv.out >= 0 else '?'}'); run `tinyc ops` to see the supported ops")
+        if len(op_outs) != 1:
+            raise TinycError(f"{cv.where()} has {len(op_outs)} outputs; only single-output ops are supported")
+        rule(cv, op.builtinOptions, op_ins)
+        if op_outs[0] not in cv.names:
+            raise TinycError(f"internal: {cv.where()} did not produce its output")
+    for i in outs:
+        if i not in cv.names:
+            if i in cv.values:
+                raise TinycError(f"model output '{cv.tname(i)}' is a constant; tinyc compiles computed outputs only")
+            raise TinycError(f"model output '{cv.tname(i)}' is never computed")
+        g.outputs.append(cv.names[i])
+    g.remove_unused_tensors()
+    g.validate()
+    return g

@@ -1,0 +1,344 @@
+"""The TFLite frontend's rules: one small converter per builtin operator, collected in `TFLITE_OPS`.
+
+A converter is `fn(cv, opts, ins)`: `cv` is the conversion context (`tflite_import.Ctx`), `opts` the operator's
+builtin options object (schema object API, or None), `ins` the TFLite tensor indices of its inputs (-1: absent).
+It emits IR nodes through `cv.emit`; the node emitted with `final=True` (the default) writes the operator's output.
+`FOLD_OPS` evaluate operators whose inputs are all constants (and SHAPE, whose input shape is static) with numpy,
+at compile time; they return the value. Nothing here imports TensorFlow.
+
+Enum values below (Padding, ActivationFunctionType, TensorType) are those of TFLite's schema.fbs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..activations import relu6
+from ..errors import TinycError
+from .keras_layers import conv_geometry
+
+PADDING = {0: "same", 1: "valid"}
+# fused_activation_function -> IR activation dict (5 = SIGN_BIT is not supported)
+FUSED = {0: None, 1: {"fn": "relu"}, 2: {"fn": "clip", "lo": -1.0, "hi": 1.0}, 3: relu6(), 4: {"fn": "tanh"}}
+
+
+def fused_act(cv, opts) -> dict | None:
+    code = int(getattr(opts, "fusedActivationFunction", 0) or 0) if opts is not None else 0
+    if code not in FUSED:
+        raise TinycError(f"{cv.where()}: fused activation {code} (SIGN_BIT) is not supported")
+    return dict(FUSED[code]) if FUSED[code] else None
+
+
+def _then_act(cv, op, inputs, shape, act, **attrs) -> str:
+    """`op` (whose IR node has no `activation` attribute) followed by its fused activation, if any."""
+    if act is None:
+        return cv.emit(op, inputs, shape, **attrs)
+    y = cv.emit(op, inputs, shape, final=False, tag=op.lower(), **attrs)
+    return cv.emit("Activation", [y], shape, **act)
+
+
+def _rank4(cv, i) -> tuple:
+    shape = cv.shape(i)
+    if len(shape) != 4:
+        raise TinycError(f"{cv.where()}: input '{cv.tname(i)}' has shape {shape}; a 4-D NHWC tensor is needed")
+    return shape
+
+
+def _geometry(cv, shape, k, s, d, padding):
+    if padding not in PADDING:
+        raise TinycError(f"{cv.where()}: unknown padding {padding}")
+    n, h, w, _ = shape
+    oh, t, b = conv_geometry(h, k[0], s[0], d[0], PADDING[padding])
+    ow, lft, r = conv_geometry(w, k[1], s[1], d[1], PADDING[padding])
+    if oh <= 0 or ow <= 0:
+        raise TinycError(f"{cv.where()}: input {shape} is smaller than the window {tuple(k)}")
+    return (n, oh, ow), (t, lft, b, r)
+
+
+def _bias(cv, ins) -> list:
+    return [cv.const(ins[2])] if len(ins) > 2 and ins[2] >= 0 else []
+
+
+def _axis(cv, axis: int, rank: int) -> int:
+    if not -rank <= axis < rank:
+        raise TinycError(f"{cv.where()}: axis {axis} is out of range for rank {rank}")
+    return axis % rank
+
+
+# -- convolutions and dense ----------------------------------------------------------------------------------
+def conv_2d(cv, opts, ins):
+    xs = _rank4(cv, ins[0])
+    w = cv.value(ins[1], "filter")                          # [O,KH,KW,I/groups]: the IR layout already
+    o, kh, kw, ci = w.shape
+    if ci <= 0 or xs[3] % ci:
+        raise TinycError(f"{cv.where()}: filter {w.shape} does not fit input channels {xs[3]}")
+    s, d = (opts.strideH, opts.strideW), (opts.dilationHFactor or 1, opts.dilationWFactor or 1)
+    nhw, pads = _geometry(cv, xs, (kh, kw), s, d, opts.padding)
+    return cv.emit("Conv2D", [cv.x(ins[0]), cv.const(ins[1])] + _bias(cv, ins), nhw + (o,), strides=s,
+                   dilations=d, pads=pads, groups=xs[3] // ci, activation=fused_act(cv, opts))
+
+
+def depthwise_conv_2d(cv, opts, ins):
+    xs = _rank4(cv, ins[0])
+    w = cv.value(ins[1], "filter")                          # [1,KH,KW,C*mult], channel c*mult + m
+    _, kh, kw, cm = w.shape
+    c = xs[3]
+    if w.shape[0] != 1 or cm % c:
+        raise TinycError(f"{cv.where()}: depthwise filter {w.shape} does not fit input channels {c}")
+    s, d = (opts.strideH, opts.strideW), (opts.dilationHFactor or 1, opts.dilationWFactor or 1)
+    nhw, pads = _geometry(cv, xs, (kh, kw), s, d, opts.padding)
+    wt = cv.const(ins[1], np.ascontiguousarray(w.transpose(3, 1, 2, 0)), key="ir")   # -> [C*mult,KH,KW,1]
+    return cv.emit("Conv2D", [cv.x(ins[0]), wt] + _bias(cv, ins), nhw + (cm,), strides=s, dilations=d,
+                   pads=pads, groups=c, activation=fused_act(cv, opts))
+
+
+def fully_connected(cv, opts, ins):
+    w = cv.value(ins[1], "weights")                         # [O,K]
+    if w.ndim != 2:
+        raise TinycError(f"{cv.where()}: weights of shape {w.shape} are not 2-D")
+    if opts is not None and int(opts.weightsFormat or 0) != 0:
+        raise TinycError(f"{cv.where()}: shuffled weight formats are not supported")
+    o, k = w.shape
+    xs = cv.shape(ins[0])
+    x = cv.x(ins[0])
+    if opts is not None and opts.keepNumDims:
+        if xs[-1] != k:
+            raise TinycError(f"{cv.where()}: input {xs} does not end in {k} features")
+        out = xs[:-1] + (o,)
+    else:                                                   # the input is read as [size / K, K]
+        size = int(np.prod(xs, dtype=np.int64))
+        if size % k:
+            raise TinycError(f"{cv.where()}: input {xs} does not hold whole rows of {k} features")
+        if xs != (size // k, k):
+            x = cv.emit("Reshape", [x], (size // k, k), final=False, tag="rows")
+        out = (size // k, o)
+    return cv.emit("Dense", [x, cv.const(ins[1])] + _bias(cv, ins), out, activation=fused_act(cv, opts))
+
+
+# -- elementwise ---------------------------------------------------------------------------------------------
+def _binary(op):
+    def convert(cv, opts, ins):
+        a, b = cv.shape(ins[0]), cv.shape(ins[1])
+        try:
+            shape = tuple(np.broadcast_shapes(a, b))
+        except ValueError:
+            raise TinycError(f"{cv.where()}: shapes {a} and {b} do not broadcast") from None
+        return cv.emit(op, [cv.x(ins[0]), cv.x(ins[1])], shape, activation=fused_act(cv, opts))
+    return convert
+
+
+def _activation(act):
+    def convert(cv, opts, ins):
+        return cv.emit("Activation", [cv.x(ins[0])], cv.shape(ins[0]), **act)
+    return convert
+
+
+def leaky_relu(cv, opts, ins):
+    alpha = float(opts.alpha) if opts is not None else 0.2
+    return cv.emit("Activation", [cv.x(ins[0])], cv.shape(ins[0]), fn="leaky_relu", alpha=alpha)
+
+
+def softmax(cv, opts, ins):
+    beta = float(opts.beta) if opts is not None else 1.0
+    if abs(beta - 1.0) > 1e-6:
+        raise TinycError(f"{cv.where()}: SOFTMAX with beta={beta:g} is not supported; only beta=1")
+    shape = cv.shape(ins[0])
+    return cv.emit("Softmax", [cv.x(ins[0])], shape, axis=len(shape) - 1)
+
+
+# -- pooling and reductions ----------------------------------------------------------------------------------
+def _pool(op, **extra):
+    def convert(cv, opts, ins):
+        xs = _rank4(cv, ins[0])
+        k, s = (opts.filterHeight, opts.filterWidth), (opts.strideH, opts.strideW)
+        nhw, pads = _geometry(cv, xs, k, s, (1, 1), opts.padding)
+        return _then_act(cv, op, [cv.x(ins[0])], nhw + (xs[3],), fused_act(cv, opts), kernel=k, strides=s,
+                         pads=pads, **extra)
+    return convert
+
+
+def mean(cv, opts, ins):
+    shape = cv.shape(ins[0])
+    axes = tuple(sorted({_axis(cv, int(a), len(shape)) for a in cv.value(ins[1], "axes").reshape(-1)}))
+    keep = bool(opts.keepDims) if opts is not None else False
+    out = tuple(1 if i in axes else d for i, d in enumerate(shape) if keep or i not in axes)
+    return cv.emit("Mean", [cv.x(ins[0])], out, axes=axes, keepdims=keep)
+
+
+# -- shapes --------------------------------------------------------------------------------------------------
+def _reshape_target(cv, opts, ins, shape) -> tuple:
+    if len(ins) > 1 and ins[1] >= 0:
+        target = [int(v) for v in cv.value(ins[1], "shape").reshape(-1)]
+    elif opts is not None and opts.newShape is not None:
+        target = [int(v) for v in opts.newShape]
+    else:
+        raise TinycError(f"{cv.where()}: RESHAPE without a target shape")
+    size = int(np.prod(shape, dtype=np.int64))
+    if target.count(-1) > 1:
+        raise TinycError(f"{cv.where()}: target shape {target} has more than one -1")
+    if -1 in target:
+        known = int(np.prod([d for d in target if d != -1], dtype=np.int64))
+        if known <= 0 or size % known:
+            raise TinycError(f"{cv.where()}: cannot reshape {tuple(shape)} to {target}")
+        target[target.index(-1)] = size // known
+    if int(np.prod(target, dtype=np.int64)) != size:
+        raise TinycError(f"{cv.where()}: cannot reshape {tuple(shape)} to {target}")
+    return tuple(target)
+
+
+def reshape(cv, opts, ins):
+    return cv.emit("Reshape", [cv.x(ins[0])], _reshape_target(cv, opts, ins, cv.shape(ins[0])))
+
+
+def _squeeze_shape(cv, opts, shape) -> tuple:
+    dims = list(opts.squeezeDims) if opts is not None and opts.squeezeDims is not None else []
+    dims = {_axis(cv, int(d), len(shape)) for d in dims} or {i for i, d in enumerate(shape) if d == 1}
+    if any(shape[i] != 1 for i in dims):
+        raise TinycError(f"{cv.where()}: cannot squeeze axes {sorted(dims)} of shape {shape}")
+    return tuple(d for i, d in enumerate(shape) if i not in dims)
+
+
+def squeeze(cv, opts, ins):
+    return cv.emit("Reshape", [cv.x(ins[0])], _squeeze_shape(cv, opts, cv.shape(ins[0])))
+
+
+def _pads(cv, ins, rank):
+    pads = cv.value(ins[1], "paddings").astype(np.int64)
+    if pads.shape != (rank, 2) or np.any(pads < 0):
+        raise TinycError(f"{cv.where()}: paddings {pads.tolist()} are not [rank, 2] non-negative values")
+    return tuple((int(b), int(e)) for b, e in pads)
+
+
+def pad(cv, opts, ins):
+    shape = cv.shape(ins[0])
+    pads = _pads(cv, ins, len(shape))
+    value = float(cv.value(ins[2], "constant value").reshape(-1)[0]) if len(ins) > 2 and ins[2] >= 0 else 0.0
+    out = tuple(d + b + e for d, (b, e) in zip(shape, pads))
+    return cv.emit("Pad", [cv.x(ins[0])], out, pads=pads, value=value)
+
+
+def concatenation(cv, opts, ins):
+    shapes = [cv.shape(i) for i in ins]
+    axis = _axis(cv, int(opts.axis), len(shapes[0]))
+    if any(len(s) != len(shapes[0]) or any(a != b for j, (a, b) in enumerate(zip(s, shapes[0])) if j != axis)
+           for s in shapes):
+        raise TinycError(f"{cv.where()}: shapes {shapes} cannot be concatenated on axis {axis}")
+    out = list(shapes[0])
+    out[axis] = sum(s[axis] for s in shapes)
+    return _then_act(cv, "Concat", [cv.x(i) for i in ins], tuple(out), fused_act(cv, opts), axis=axis)
+
+
+TFLITE_OPS = {
+    "CONV_2D": conv_2d,
+    "DEPTHWISE_CONV_2D": depthwise_conv_2d,
+    "FULLY_CONNECTED": fully_connected,
+    "ADD": _binary("Add"),
+    "SUB": _binary("Sub"),
+    "MUL": _binary("Mul"),
+    "AVERAGE_POOL_2D": _pool("AvgPool2D", count_include_pad=False),   # TFLite averages over the valid cells
+    "MAX_POOL_2D": _pool("MaxPool2D"),
+    "MEAN": mean,
+    "RESHAPE": reshape,
+    "SQUEEZE": squeeze,
+    "SOFTMAX": softmax,
+    "LOGISTIC": _activation({"fn": "sigmoid"}),
+    "TANH": _activation({"fn": "tanh"}),
+    "RELU": _activation({"fn": "relu"}),
+    "RELU6": _activation(relu6()),
+    "RELU_N1_TO_1": _activation({"fn": "clip", "lo": -1.0, "hi": 1.0}),
+    "LEAKY_RELU": leaky_relu,
+    "HARD_SWISH": _activation({"fn": "hard_swish"}),
+    "PAD": pad,
+    "PADV2": pad,
+    "CONCATENATION": concatenation,
+}
+
+
+# -- compile-time folding of constant sub-graphs -------------------------------------------------------------
+def fold_shape(cv, opts, ins):
+    out_type = int(getattr(opts, "outType", 2) or 2) if opts is not None else 2
+    return np.asarray(cv.shape(ins[0]), np.int64 if out_type == 4 else np.int32)   # 4 = INT64
+
+
+def fold_strided_slice(cv, opts, ins):
+    """TF semantics: per index entry, a bit of begin/end mask means 'from the start'/'to the end', ellipsis
+    and new-axis masks insert `...`/a new axis, shrink-axis takes the single element `begin` and drops the axis
+    (exactly numpy basic indexing)."""
+    x = cv.value(ins[0])
+    begin, end = cv.value(ins[1]).reshape(-1), cv.value(ins[2]).reshape(-1)
+    strides = cv.value(ins[3]).reshape(-1) if len(ins) > 3 and ins[3] >= 0 else np.ones_like(begin)
+    if opts is not None and getattr(opts, "offset", False):
+        raise TinycError(f"{cv.where()}: STRIDED_SLICE with offset=true is not supported")
+    bm, em, elm, nm, sm = ((int(getattr(opts, f, 0) or 0) if opts is not None else 0)
+                           for f in ("beginMask", "endMask", "ellipsisMask", "newAxisMask", "shrinkAxisMask"))
+    index = []
+    for i in range(len(begin)):
+        bit = 1 << i
+        if elm & bit:
+            index.append(Ellipsis)
+        elif nm & bit:
+            index.append(np.newaxis)
+        elif sm & bit:
+            index.append(int(begin[i]))
+        else:
+            if int(strides[i]) == 0:
+                raise TinycError(f"{cv.where()}: STRIDED_SLICE with stride 0")
+            index.append(slice(None if bm & bit else int(begin[i]), None if em & bit else int(end[i]),
+                               int(strides[i])))
+    return np.array(x[tuple(index)])   # (np.ascontiguousarray would turn a 0-d result into 1-d)
+
+
+def fold_pack(cv, opts, ins):
+    vals = [cv.value(i) for i in ins]
+    axis = int(opts.axis) if opts is not None else 0
+    return np.stack(vals, axis=axis % (vals[0].ndim + 1))
+
+
+def fold_dequantize(cv, opts, ins):
+    v = cv.value(ins[0])
+    if v.dtype == np.float16 or np.issubdtype(v.dtype, np.floating):
+        return v.astype(np.float32)
+    q = cv.quant(ins[0])
+    if q is None:
+        raise TinycError(f"{cv.where()}: DEQUANTIZE of '{cv.tname(ins[0])}' without quantization parameters")
+    scale, zp = np.asarray(q.scale, np.float32), np.asarray(q.zero_point, np.float32)
+    if q.axis is not None and scale.ndim == 1:
+        bshape = [1] * v.ndim
+        bshape[q.axis] = -1
+        scale, zp = scale.reshape(bshape), zp.reshape(bshape)
+    return ((v.astype(np.float32) - zp) * scale).astype(np.float32)
+
+
+def fold_reshape(cv, opts, ins):
+    v = cv.value(ins[0])
+    return v.reshape(_reshape_target(cv, opts, ins, v.shape))
+
+
+def fold_squeeze(cv, opts, ins):
+    v = cv.value(ins[0])
+    return v.reshape(_squeeze_shape(cv, opts, v.shape))
+
+
+def fold_concatenation(cv, opts, ins):
+    if fused_act(cv, opts) is not None:
+        raise TinycError(f"{cv.where()}: constant CONCATENATION with a fused activation is not supported")
+    vals = [cv.value(i) for i in ins]
+    return np.concatenate(vals, axis=int(opts.axis) % vals[0].ndim)
+
+
+def fold_pad(cv, opts, ins):
+    v = cv.value(ins[0])
+    value = cv.value(ins[2]).reshape(-1)[0] if len(ins) > 2 and ins[2] >= 0 else 0
+    return np.pad(v, _pads(cv, ins, v.ndim), constant_values=value)
+
+
+FOLD_OPS = {
+    "SHAPE": fold_shape,
+    "STRIDED_SLICE": fold_strided_slice,
+    "PACK": fold_pack,
+    "DEQUANTIZE": fold_dequantize,
+    "RESHAPE": fold_reshape,
+    "SQUEEZE": fold_squeeze,
+    "CONCATENATION": fold_concatenation,
+    "PAD": fold_pad,
+    "PADV2": fold_pad,
+}
