@@ -6,12 +6,12 @@ A converter is `fn(cv, layer, cfg, ins)`: `cv` is the conversion context (`keras
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from ..activations import relu6
 from ..errors import TinycError
+from .geometry import conv_geometry
 
 # Keras activation name (keras.activations.serialize) -> IR activation dict. softmax is a separate node.
 ACTIVATIONS = {
@@ -54,20 +54,6 @@ def emit_with_activation(cv, layer, op, inputs, shape, fn=None, **attrs) -> str:
 # -- geometry ------------------------------------------------------------------------------------------------
 def _pair(v) -> tuple:
     return tuple(v) if isinstance(v, (list, tuple)) else (v, v)
-
-
-def conv_geometry(size: int, k: int, s: int, d: int, padding: str) -> tuple[int, int, int]:
-    """(output size, pad before, pad after) along one spatial axis, exactly as TF/Keras compute them."""
-    eff = (k - 1) * d + 1
-    if padding == "valid":
-        return (size - eff) // s + 1, 0, 0
-    if padding == "same":
-        out = math.ceil(size / s)
-        total = max((out - 1) * s + eff - size, 0)
-        return out, total // 2, total - total // 2
-    if padding == "causal":
-        return (size - 1) // s + 1, eff - 1, 0
-    raise TinycError(f"padding '{padding}' is not supported")
 
 
 def _geometry_2d(cv, layer, cfg, x, kernel, strides, dilations):

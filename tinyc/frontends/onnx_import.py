@@ -170,17 +170,30 @@ CONST_ONLY_OPS = frozenset({
 })
 
 
+def _one_node_model(node, input_infos, initializers, opset):
+    """`node` alone as a model, for onnx's reference evaluator and shape inference."""
+    from onnx import TensorProto, helper
+    outputs = [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in node.output if o]
+    return helper.make_model(helper.make_graph([node], node.op_type, input_infos, outputs, initializers),
+                             opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _static_shape(value_info) -> tuple | None:
+    """The value's shape if every dimension is a known number, else None."""
+    ttype = value_info.type.tensor_type
+    if not ttype.HasField("shape") or not all(d.HasField("dim_value") for d in ttype.shape.dim):
+        return None
+    return tuple(int(d.dim_value) for d in ttype.shape.dim)
+
+
 def _eval_const_node(node, inputs, opset):
     """Evaluate one ONNX node on constant numpy inputs with onnx's reference evaluator."""
     from onnx import TensorProto, helper
     from onnx.reference import ReferenceEvaluator
     names = [n for n in node.input if n]
     vi = [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None) for n in names]
-    vo = [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None) for n in node.output]
-    model = helper.make_model(helper.make_graph([node], "fold", vi, vo),
-                              opset_imports=[helper.make_opsetid("", opset)])
     try:
-        return ReferenceEvaluator(model).run(None, dict(zip(names, inputs)))
+        return ReferenceEvaluator(_one_node_model(node, vi, [], opset)).run(None, dict(zip(names, inputs)))
     except Exception as e:  # the model's constants make no sense for this op
         raise TinycError(f"cannot evaluate constant node '{node.name or node.output[0]}' ({node.op_type}): "
                          f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}")
@@ -200,18 +213,14 @@ def _infer_node_shapes(imp, node, opset) -> None:
     vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(imp.shapes[n])) for n in names
           if n not in imp.consts]
     inits = [numpy_helper.from_array(np.asarray(imp.consts[n]), n) for n in names if n in imp.consts]
-    vo = [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outs]
-    model = helper.make_model(helper.make_graph([node], "infer", vi, vo, inits),
-                              opset_imports=[helper.make_opsetid("", opset)])
     try:
-        inferred = shape_inference.infer_shapes(model, data_prop=True)
+        inferred = shape_inference.infer_shapes(_one_node_model(node, vi, inits, opset), data_prop=True)
     except Exception:
         return   # the caller reports the missing shape
     for v in inferred.graph.output:
-        dims = v.type.tensor_type.shape.dim
-        if v.name not in imp.shapes and v.type.tensor_type.HasField("shape") and all(
-                d.HasField("dim_value") for d in dims):
-            imp.shapes[v.name] = tuple(int(d.dim_value) for d in dims)
+        shape = _static_shape(v)
+        if v.name not in imp.shapes and shape is not None:
+            imp.shapes[v.name] = shape
 
 
 def _read_model(path: str):
@@ -279,9 +288,9 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
     g = Graph(name=model.graph.name or "model", source_format="onnx")
     imp = OnnxImporter(model, g, io_layout)
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        dims = vi.type.tensor_type.shape.dim
-        if vi.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
-            imp.shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
+        shape = _static_shape(vi)
+        if shape is not None:
+            imp.shapes[vi.name] = shape
     for init in model.graph.initializer:
         try:
             imp.consts[init.name] = numpy_helper.to_array(init)

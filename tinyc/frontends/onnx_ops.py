@@ -4,12 +4,12 @@ Each rule reads the node through the importer (constants, layouts, logical shape
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from ..activations import relu6
 from ..errors import TinycError
+from .geometry import conv_geometry
 from .onnx_import import Layout, channels_last, plain
 
 FLOAT_MAX = float(np.finfo(np.float32).max)
@@ -33,14 +33,9 @@ def _spatial_pads(node, a, in_hw, kernel, strides, dilations):
     n = len(in_hw)
     auto = a.get("auto_pad", "NOTSET")
     if auto in ("SAME_UPPER", "SAME_LOWER"):
-        begins, ends = [], []
-        for i in range(n):
-            out = math.ceil(in_hw[i] / strides[i])
-            total = max((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - in_hw[i], 0)
-            small = total // 2
-            begins.append(small if auto == "SAME_UPPER" else total - small)
-            ends.append(total - begins[-1])
-        return begins, ends
+        mode = "same" if auto == "SAME_UPPER" else "same_lower"
+        geo = [conv_geometry(in_hw[i], kernel[i], strides[i], dilations[i], mode) for i in range(n)]
+        return [g[1] for g in geo], [g[2] for g in geo]
     if auto == "VALID":
         return [0] * n, [0] * n
     pads = list(a.get("pads", [0] * (2 * n)))

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..activations import relu6
 from ..errors import TinycError
-from .keras_layers import conv_geometry
+from .geometry import conv_geometry
 
 PADDING = {0: "same", 1: "valid"}
 # fused_activation_function -> IR activation dict (5 = SIGN_BIT is not supported)
