@@ -99,7 +99,19 @@ def test_float16_weights_are_dequantized_at_compile_time(tfl):
     assert report["ok"], report["outputs"]
 
 
-def test_int8_model_is_refused_with_quant_recorded(tmp_path):
+def test_hybrid_model_is_refused(tmp_path):
+    """Dynamic-range quantization (int8 weights, float activations) is not an int8 model: one clear line."""
+    keras, tf = _tf()
+    x = keras.Input((64,))
+    model = keras.Model(x, keras.layers.Dense(64)(x))      # >= 1024 weights: the converter quantizes them
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    path = tmp_path / "hybrid.tflite"
+    path.write_bytes(conv.convert())
+    one_line_error(tinyc("compile", path, "-o", tmp_path / "o"), "hybrid")
+
+
+def test_quantization_parameters_are_read(tmp_path):
     model = BUILDERS["mlp_relu"]()
     rng = np.random.default_rng(0)
 
@@ -108,16 +120,14 @@ def test_int8_model_is_refused_with_quant_recorded(tmp_path):
             yield [rng.standard_normal((1, 12)).astype(np.float32)]
     path = to_tflite(model, tmp_path / "int8.tflite", "int8", representative)
     from tinyc.frontends import tflite_import as ti
-    with pytest.raises(TinycError, match="int8 TFLite models are not supported yet"):
-        ti.load_tflite(path)
-    # quantization parameters are read (for the int8 kernels to come)
-    S = ti._schema()
-    data, m = ti._read(S, path)
-    cv = ti.Ctx(S, m, data, ti.Graph("q"), check_shapes=False)
-    quants = [cv.quant(i) for i in range(len(m.subgraphs[0].tensors))]
-    per_tensor = [q for q in quants if q is not None and q.axis is None]
-    assert per_tensor and all(q.scale.shape == () and q.scale > 0 for q in per_tensor)
-    one_line_error(tinyc("compile", path, "-o", tmp_path / "o"), "int8")
+    g = ti.load_tflite(path)
+    assert g.tensors[g.inputs[0]].dtype == "float32"          # float API, QUANTIZE inside
+    assert [n.op for n in g.nodes][0] == "Quantize" and g.nodes[-1].op == "Dequantize"
+    weights = [t for t in g.tensors.values() if t.is_const and t.dtype == "int8"]
+    assert weights and all(t.quant is not None and t.quant.axis == 0 for t in weights)
+    acts = [t for t in g.tensors.values() if not t.is_const and t.dtype == "int8"]
+    assert acts and all(t.quant.scale.shape == () and t.quant.scale > 0 for t in acts)
+    assert verify(path, samples=10)["ok"]
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 50, b"\x1c\x00\x00\x00TFL3" + bytes(range(256)) * 2])

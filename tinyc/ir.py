@@ -21,6 +21,15 @@ Op vocabulary (attributes in brackets; `activation` is None or a dict, see `tiny
   Concat      x0, x1, ...                           [axis]
   Pad         x                                     [pads=((b0,e0),(b1,e1),...), value]
   Identity    x                                     (Identity / Dropout; dropped by a pass)
+  Quantize    x -> y                                (float32 -> int8, or int8 -> int8 with new parameters)
+  Dequantize  x -> y                                (int8 -> float32)
+
+Quantized (int8) graphs use the same ops with dtypes and `quant` on the tensors, following TFLite's int8 spec:
+activations int8 with a per-tensor scale and zero point; Conv2D/Dense weights int8, symmetric (zero point 0),
+per output channel (`Quant.axis` 0 in the IR weight layout) or per tensor; biases int32 with scale
+input_scale * weight_scale and zero point 0. A fused `activation` becomes a clamp of the int8 output; Pad's
+`value` is the stored int8 value. The fixed-point parameters kernels need are derived at codegen time
+(`tinyc.quant.params`), exactly as TFLite's kernels derive them.
 
 Each tensor may record how it maps back to the reference model (`source_name`, `source_perm`) so that
 `tinyc verify --per-layer` can compare intermediates with the reference runtime.
@@ -37,6 +46,7 @@ from .errors import TinycError
 OPS = (
     "Conv2D", "Dense", "Add", "Sub", "Mul", "Div", "Activation", "ScaleShift", "BatchNorm", "Softmax",
     "MaxPool2D", "AvgPool2D", "Mean", "Reshape", "Transpose", "Concat", "Pad", "Identity",
+    "Quantize", "Dequantize",
 )
 
 

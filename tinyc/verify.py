@@ -1,6 +1,7 @@
 """`tinyc verify`: compile the generated C for the host with sanitizers, run it, compare with the reference.
 
 float32 criterion: max |ours - reference| <= 1e-4 * (1 + max |reference|), per output (and per layer).
+int8 criterion: bit-exact — zero differing bytes (`mismatched_bytes`; `max_abs_diff` in LSBs says how far off).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .codegen.emit import _env
+from .codegen.literals import c_type
+from .quant.params import scale_of, zero_point_of
 from .compiler import Compiled, compile_model, write_library
 from .errors import TinycError
 from .reference import run_reference
@@ -28,7 +31,7 @@ def build_host_runner(compiled: Compiled, build_dir: Path, samples: int, trace: 
     lib = compiled.library
     write_library(lib, str(build_dir), force=True)
     g = compiled.plan.graph
-    io = lambda names: [dict(size=g.tensors[n].size) for n in names]  # noqa: E731
+    io = lambda names: [dict(size=g.tensors[n].size, ctype=c_type(g.tensors[n].dtype)) for n in names]  # noqa: E731
     runner = _env().get_template("host_runner.c.j2").render(p=lib.prefix, samples=samples, inputs=io(g.inputs),
                                                              outputs=io(g.outputs))
     (build_dir / "runner.c").write_text(runner)
@@ -45,16 +48,39 @@ def build_host_runner(compiled: Compiled, build_dir: Path, samples: int, trace: 
     return exe
 
 
-def _samples_from(arrays, shapes, samples, seed):
-    """Per input, an array [S, *shape]. `arrays`: user arrays (shape, or [S, *shape]) or None (random)."""
+def quantize_array(x: np.ndarray, q) -> np.ndarray:
+    """float -> int8 as TFLite's QUANTIZE (and our `<name>_quantize_input`): zp + round(x / scale), halves away
+    from zero, division in float32, saturated."""
+    r = np.asarray(x, np.float32) / np.float32(scale_of(q))
+    r = np.where(np.isnan(r), 0, np.trunc(r + np.copysign(np.float32(0.5), r)))
+    r = np.clip(r, -128 - zero_point_of(q), 127 - zero_point_of(q))
+    return (r + zero_point_of(q)).astype(np.int8)
+
+
+def _samples_from(arrays, tensors, samples, seed):
+    """Per input, an array [S, *shape] of the input's dtype. `arrays`: user arrays (shape, or [S, *shape]);
+    float arrays given for an int8 input are quantized with its scale and zero point. None: random data
+    (standard normal floats; uniform int8 over the whole range)."""
+    shapes = [t.shape for t in tensors]
     if arrays is None:
         rng = np.random.default_rng(seed)
-        return [rng.standard_normal((samples, *s)).astype(np.float32) for s in shapes]
+        return [rng.integers(-128, 128, (samples, *t.shape)).astype(np.int8) if t.dtype == "int8"
+                else rng.standard_normal((samples, *t.shape)).astype(np.float32) for t in tensors]
     if len(arrays) != len(shapes):
         raise TinycError(f"the model has {len(shapes)} input(s) but {len(arrays)} --input file(s) were given")
     out = []
-    for a, s in zip(arrays, shapes):
-        a = np.asarray(a, dtype=np.float32)
+    for a, t in zip(arrays, tensors):
+        s = t.shape
+        a = np.asarray(a)
+        if t.dtype == "int8":
+            if a.dtype.kind == "f":
+                a = quantize_array(a, t.quant)
+            elif a.dtype != np.int8:
+                if a.size and (a.min() < -128 or a.max() > 127):
+                    raise TinycError(f"integer input of type {a.dtype} holds values outside int8's range")
+                a = a.astype(np.int8)
+        else:
+            a = a.astype(np.float32)
         size = int(np.prod(s))
         if a.size % size:
             raise TinycError(f"input array of shape {a.shape} does not hold whole samples of shape {s}")
@@ -77,18 +103,19 @@ def _from_reference(compiled, arr, io_layout):
     return arr
 
 
-def _read_trace(path: Path, traced: list) -> list:
-    """Records (tensor id, count, floats) -> per sample a {tensor name: flat array}."""
+def _read_trace(path: Path, traced: list, g) -> list:
+    """Records (tensor id, byte count, bytes) -> per sample a {tensor name: flat array of its dtype}."""
     data = path.read_bytes()
     samples, cur, pos = [], {}, 0
     while pos < len(data):
-        tid, count = np.frombuffer(data, np.int32, 2, pos)
+        tid, nbytes = np.frombuffer(data, np.int32, 2, pos)
         pos += 8
         if tid == 0 and cur:
             samples.append(cur)
             cur = {}
-        cur[traced[tid]] = np.frombuffer(data, np.float32, count, pos).copy()
-        pos += 4 * int(count)
+        dt = np.dtype(g.tensors[traced[tid]].dtype)
+        cur[traced[tid]] = np.frombuffer(data, dt, int(nbytes) // dt.itemsize, pos).copy()
+        pos += int(nbytes)
     if cur:
         samples.append(cur)
     return samples
@@ -98,8 +125,7 @@ def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: b
            input_shapes=None, io_layout: str = "nchw", keep_dir: str | None = None) -> dict:
     compiled = compile_model(path, name, input_shapes, io_layout)
     g = compiled.plan.graph
-    shapes = [g.tensors[n].shape for n in g.inputs]
-    data = _samples_from(inputs, shapes, samples, seed)
+    data = _samples_from(inputs, [g.tensors[n] for n in g.inputs], samples, seed)
     n = data[0].shape[0]
     with tempfile.TemporaryDirectory(prefix="tinyc-verify-") as tmp:
         build = Path(keep_dir) if keep_dir else Path(tmp)
@@ -108,7 +134,7 @@ def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: b
         in_files = []
         for k, arr in enumerate(data):
             f = build / f"input{k}.bin"
-            arr.astype("<f4").tofile(f)
+            arr.tofile(f)
             in_files.append(str(f))
         out_files = [str(build / f"output{k}.bin") for k in range(len(g.outputs))]
         trace = build / "trace.bin"
@@ -117,24 +143,45 @@ def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: b
         if res.returncode != 0:
             msg = (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[0]
             raise TinycError(f"the generated code failed at run time under the sanitizers: {msg[:300]}")
-        ours = [np.fromfile(f, "<f4").reshape((n, *g.tensors[o].shape)) for f, o in zip(out_files, g.outputs)]
-        traces = _read_trace(trace, compiled.library.traced) if per_layer else None
+        ours = [np.fromfile(f, g.tensors[o].dtype).reshape((n, *g.tensors[o].shape))
+                for f, o in zip(out_files, g.outputs)]
+        traces = _read_trace(trace, compiled.library.traced, g) if per_layer else None
     ref_samples = [[_to_reference(compiled, nm, d[s], io_layout) for nm, d in zip(g.inputs, data)]
                    for s in range(n)]
     wanted = sorted({t.source_name for t in g.tensors.values() if t.source_name}) if per_layer else ()
     ref_outs, ref_inters = run_reference(path, ref_samples, wanted)
     report = {"model": path, "samples": n, "outputs": []}
     worst, ok = 0.0, True
+    mismatched, max_diff, any_int = 0, 0, False
     for k, o in enumerate(g.outputs):
         ref = np.stack([_from_reference(compiled, r[k], io_layout).reshape(g.tensors[o].shape) for r in ref_outs])
-        err = float(np.max(np.abs(ours[k] - ref))) if ref.size else 0.0
-        tol = tolerance(ref)
-        report["outputs"].append({"index": k, "max_abs_err": err, "tolerance": tol, "ok": err <= tol})
-        worst, ok = max(worst, err), ok and err <= tol
+        row = compare(ours[k], ref)
+        row["index"] = k
+        report["outputs"].append(row)
+        if "mismatched_bytes" in row:
+            any_int = True
+            mismatched += row["mismatched_bytes"]
+            max_diff = max(max_diff, row["max_abs_diff"])
+        worst, ok = max(worst, row["max_abs_err"]), ok and row["ok"]
     report.update(max_abs_err=worst, ok=ok)
+    if any_int:
+        report.update(mismatched_bytes=mismatched, max_abs_diff=max_diff)
     if per_layer:
         report["layers"], report["first_divergence"] = _compare_layers(compiled, traces, ref_inters)
     return report
+
+
+def compare(ours: np.ndarray, ref: np.ndarray) -> dict:
+    """One output (or layer) against the reference: float tolerance, or bit-exactness for integers."""
+    if np.issubdtype(ours.dtype, np.integer) or np.issubdtype(np.asarray(ref).dtype, np.integer):
+        diff = np.abs(ours.astype(np.int64) - np.asarray(ref).astype(np.int64))
+        bad = int(np.count_nonzero(diff))
+        worst = int(diff.max()) if diff.size else 0
+        return {"max_abs_err": float(worst), "tolerance": 0.0, "mismatched_bytes": bad, "max_abs_diff": worst,
+                "ok": bad == 0}
+    err = float(np.max(np.abs(ours - ref))) if ref.size else 0.0
+    tol = tolerance(ref)
+    return {"max_abs_err": err, "tolerance": tol, "ok": err <= tol}
 
 
 def _compare_layers(compiled, traces, ref_inters):
@@ -145,7 +192,7 @@ def _compare_layers(compiled, traces, ref_inters):
         t = g.tensors[tname]
         if not t.source_name:
             continue
-        errs, tols = [], []
+        errs = []
         for s, trace in enumerate(traces):
             ref = ref_inters[s].get(t.source_name)
             if ref is None or tname not in trace:
@@ -155,13 +202,15 @@ def _compare_layers(compiled, traces, ref_inters):
                 ours = ours.transpose(t.source_perm)
             if ours.size != ref.size:
                 break
-            errs.append(float(np.max(np.abs(ours.reshape(ref.shape) - ref))))
-            tols.append(tolerance(ref))
+            errs.append(compare(ours.reshape(ref.shape), ref))
         if not errs:
             continue
         node = producers[tname]
-        row = {"layer": node.name, "op": node.op, "tensor": t.source_name, "max_abs_err": max(errs),
-               "tolerance": min(tols), "ok": max(errs) <= min(tols)}
+        row = {"layer": node.name, "op": node.op, "tensor": t.source_name,
+               "max_abs_err": max(e["max_abs_err"] for e in errs), "tolerance": min(e["tolerance"] for e in errs),
+               "ok": all(e["ok"] for e in errs)}
+        if "mismatched_bytes" in errs[0]:
+            row["mismatched_bytes"] = sum(e["mismatched_bytes"] for e in errs)
         rows.append(row)
         if first is None and not row["ok"]:
             first = node.name

@@ -11,34 +11,49 @@ from ..errors import TinycError
 from ..names import comment_text
 from ..resources import resource_dir
 from ..schedule import MemoryPlan
-from .float_kernels import KERNELS
-from .literals import c_float_array
+from ..quant.params import scale_of, zero_point_of
+from . import float_kernels, int8_kernels
+from .literals import c_array_body, c_float, c_type
 
-RUNTIME_FILES = ("tinyc_float.h",)
-
+KERNELS = {"float": float_kernels.KERNELS, "int8": int8_kernels.KERNELS}
 
 @dataclass
 class KernelContext:
     node: object
     plan: MemoryPlan
     exprs: list                       # C expression of each input inside the layer function
+    tables: object = None             # callback(values, dtype, label) -> C name of a derived constant array
+
+    def tensor(self, i):
+        return self.plan.graph.tensors[self.node.inputs[i]]
 
     def in_shape(self, i):
-        return self.plan.graph.tensors[self.node.inputs[i]].shape
+        return self.tensor(i).shape
 
     def in_size(self, i):
-        return self.plan.graph.tensors[self.node.inputs[i]].size
+        return self.tensor(i).size
+
+    @property
+    def out(self):
+        return self.plan.graph.tensors[self.node.outputs[0]]
 
     @property
     def out_shape(self):
-        return self.plan.graph.tensors[self.node.outputs[0]].shape
+        return self.out.shape
 
     @property
     def out_size(self):
-        return self.plan.graph.tensors[self.node.outputs[0]].size
+        return self.out.size
 
     def expr(self, i):
         return self.exprs[i]
+
+    def has_input(self, i):
+        return len(self.node.inputs) > i
+
+    def table(self, values, dtype: str, label: str) -> str:
+        """A constant array derived at compile time (e.g. per-channel multipliers); its C name."""
+        return self.tables(np.asarray(values), dtype, label)
 
     def act(self, x, act=None):
         return activations.c_expr(act if act is not None else self.node.attrs.get("activation"), x)
@@ -66,11 +81,38 @@ def _shape_text(shape) -> str:
     return "x".join(str(d) for d in shape) if shape else "scalar"
 
 
+def kernel_family(g, node) -> str:
+    """'int8' for ops on quantized tensors (and Quantize/Dequantize), 'float' for float32 ops."""
+    if node.op in ("Quantize", "Dequantize"):
+        return "int8"
+    dtypes = {g.tensors[t].dtype for t in node.inputs + node.outputs if not g.tensors[t].is_const}
+    if dtypes == {"float32"}:
+        for t in node.inputs:
+            if g.tensors[t].is_const and g.tensors[t].dtype != "float32":
+                raise TinycError(f"node '{node.name}' ({node.op}) computes in float32 with {g.tensors[t].dtype} "
+                                 f"constant '{t}': hybrid (dynamic-range) quantized models are not supported; use a "
+                                 "fully-integer int8 model or a float32 one")
+        return "float"
+    if dtypes == {"int8"}:
+        return "int8"
+    raise TinycError(f"node '{node.name}' ({node.op}) computes on {sorted(dtypes)} tensors; tinyc supports float32 "
+                     "or int8 (with quantization parameters) models")
+
+
+def _io(g, kind, names):
+    rows = []
+    for k, n in enumerate(names):
+        t = g.tensors[n]
+        row = dict(kind=kind, index=k, comment=comment_text(t.source_name or n), shape=list(t.shape),
+                   shape_text=_shape_text(t.shape), size=t.size, dtype=t.dtype, ctype=c_type(t.dtype), quant=None)
+        if t.dtype == "int8":
+            row["quant"] = dict(scale=c_float(scale_of(t.quant)), zero_point=zero_point_of(t.quant))
+        rows.append(row)
+    return rows
+
+
 def generate(plan: MemoryPlan, prefix: str, source: str) -> Library:
     g = plan.graph
-    for t in g.tensors.values():
-        if t.dtype != "float32":
-            raise TinycError(f"tensor '{t.name}' is {t.dtype}; this build of tinyc generates float32 code only")
     env = _env()
     P = prefix.upper()
 
@@ -80,20 +122,29 @@ def generate(plan: MemoryPlan, prefix: str, source: str) -> Library:
         if buf.pinned:
             kind, k = buf.pinned
             return f"{kind}{k}"
-        return f"(float *)({prefix}_arena.bytes + {buf.offset})"
+        return f"({c_type(g.tensors[name].dtype)} *)({prefix}_arena.bytes + {buf.offset})"
 
-    consts, const_names = [], {}
+    consts, const_names, derived = [], {}, {}
+
+    def add_const(key, data, dtype, comment):
+        if key not in const_names:
+            const_names[key] = f"{prefix}_c{len(consts)}"
+            data = np.asarray(data)
+            consts.append(dict(name=const_names[key], comment=comment, shape_text=_shape_text(data.shape),
+                               size=max(data.size, 1), ctype=c_type(dtype), body=c_array_body(data, dtype),
+                               nbytes=data.size * np.dtype(dtype).itemsize))
+        return const_names[key]
 
     def const_name(name):
-        if name not in const_names:
-            t = g.tensors[name]
-            const_names[name] = f"{prefix}_c{len(consts)}"
-            consts.append(dict(name=const_names[name], comment=comment_text(name), shape_text=_shape_text(t.shape),
-                               size=max(t.size, 1), body=c_float_array(t.data)))
-        return const_names[name]
+        t = g.tensors[name]
+        return add_const(("tensor", name), t.data, t.dtype, comment_text(name))
+
+    def table(values, dtype, label):
+        key = ("table", dtype, values.shape, values.astype(np.int64 if dtype != "float32" else np.float64).tobytes())
+        return add_const(key, values, dtype, label)
 
     lib = Library(prefix, {}, arena_bytes=plan.arena_bytes)
-    layers = []
+    layers, families = [], set()
     for index, node in enumerate(g.nodes):
         out = node.outputs[0]
         alias = node.op in ("Reshape", "Identity") and plan.buffer_of[node.inputs[0]] is plan.buffer_of[out]
@@ -103,42 +154,55 @@ def generate(plan: MemoryPlan, prefix: str, source: str) -> Library:
                 exprs.append(const_name(name))
             else:
                 exprs.append(f"x{len(params)}")
-                params.append(f"const float *restrict x{len(params)}")
+                params.append(f"const {c_type(g.tensors[name].dtype)} *restrict x{len(params)}")
                 args.append(where(name))
-        params.append("float *restrict y")
+        params.append(f"{c_type(g.tensors[out].dtype)} *restrict y")
         args.append(where(out))
         layer = dict(index=index, op=node.op, comment=comment_text(node.name), fn=None, macs=0,
-                     trace_id=len(lib.traced), out_expr=where(out), out_size=g.tensors[out].size)
+                     trace_id=len(lib.traced), out_expr=where(out),
+                     out_bytes=g.tensors[out].nbytes)
         lib.traced.append(out)
         if not alias:
-            rule = KERNELS.get(node.op)
+            family = kernel_family(g, node)
+            rule = KERNELS[family].get(node.op)
             if rule is None:
-                raise TinycError(f"no C kernel for op '{node.op}' (node '{node.name}'); run `tinyc ops`")
-            template, variables, macs = rule(KernelContext(node, plan, exprs))
+                raise TinycError(f"no {family} C kernel for op '{node.op}' (node '{node.name}'); run `tinyc ops`")
+            families.add(family)
+            template, variables, macs = rule(KernelContext(node, plan, exprs, table))
             variables["act"] = lambda x, _node=node: activations.c_expr(_node.attrs.get("activation"), x)
             layer.update(fn=f"{prefix}_l{index}_{node.op.lower()}", params=params, args=args, macs=macs,
-                         body=env.get_template(f"float/{template}").render(**variables).rstrip("\n"))
+                         body=env.get_template(f"{family}/{template}").render(**variables).rstrip("\n"))
             lib.macs += macs
         layers.append(layer)
         lib.layers.append(dict(index=index, op=node.op, name=node.name, macs=layer["macs"], alias=alias))
-    lib.weight_bytes = sum(g.tensors[n].nbytes for n in const_names)
+    lib.weight_bytes = sum(c["nbytes"] for c in consts)
 
-    def io(kind, names):
-        return [dict(kind=kind, index=k, comment=comment_text(g.tensors[n].source_name or n),
-                     shape=list(g.tensors[n].shape), shape_text=_shape_text(g.tensors[n].shape),
-                     size=g.tensors[n].size) for k, n in enumerate(names)]
-
-    api = [f"const float *input{k}" for k in range(len(g.inputs))] + \
-          [f"float *output{k}" for k in range(len(g.outputs))]
+    inputs, outputs = _io(g, "input", g.inputs), _io(g, "output", g.outputs)
+    api = [f"const {i['ctype']} *input{i['index']}" for i in inputs] + \
+          [f"{o['ctype']} *output{o['index']}" for o in outputs]
+    helpers = _conversion_helpers(prefix, inputs, outputs)
     common = dict(p=prefix, P=P, source=comment_text(source), arena_bytes=plan.arena_bytes,
-                  weight_bytes=lib.weight_bytes, inputs=io("input", g.inputs), outputs=io("output", g.outputs),
-                  params=api)
+                  weight_bytes=lib.weight_bytes, inputs=inputs, outputs=outputs, params=api, helpers=helpers)
+    runtime = ["tinyc_float.h"] + (["tinyc_int8.h"] if "int8" in families or helpers else [])
     lib.files[f"{prefix}.h"] = env.get_template("model.h.j2").render(**common)
     lib.files[f"{prefix}.c"] = env.get_template("model.c.j2").render(
-        layers=layers, consts=consts, macs=lib.macs, lower_bound=plan.lower_bound, **common)
-    for name in RUNTIME_FILES:
+        layers=layers, consts=consts, macs=lib.macs, lower_bound=plan.lower_bound, runtime=runtime, **common)
+    for name in runtime:
         lib.files[name] = (resource_dir("runtime_c") / name).read_text()
     return lib
+
+
+def _conversion_helpers(prefix, inputs, outputs) -> list:
+    """`<p>_quantize_input[k]` / `<p>_dequantize_output[k]` for each int8 input/output (no number when the model
+    has one of them)."""
+    out = []
+    for rows, verb in ((inputs, "quantize"), (outputs, "dequantize")):
+        for r in rows:
+            if r["quant"] is None:
+                continue
+            suffix = str(r["index"]) if len(rows) > 1 else ""
+            out.append(dict(verb=verb, fn=f"{prefix}_{verb}_{r['kind']}{suffix}", io=r))
+    return out
 
 
 def weights_are_finite(g) -> None:

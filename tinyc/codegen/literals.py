@@ -23,3 +23,24 @@ def c_float_array(data: np.ndarray, per_line: int = 8) -> str:
     items = ["%.9g" % v for v in flat.tolist()]
     items = [s + "f" if ("." in s or "e" in s) else s + ".0f" for s in items]
     return ",\n".join("  " + ", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line))
+
+
+def c_int_array(data: np.ndarray, per_line: int = 16) -> str:
+    """The body of an integer initializer list. INT32_MIN is written as an expression (no such literal in C)."""
+    flat = np.asarray(data).ravel().astype(np.int64).tolist()
+    items = ["(-2147483647 - 1)" if v == -(1 << 31) else str(v) for v in flat]
+    return ",\n".join("  " + ", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line))
+
+
+# IR dtype -> C element type
+C_TYPES = {"float32": "float", "int8": "int8_t", "int32": "int32_t", "int16": "int16_t", "uint8": "uint8_t"}
+
+
+def c_type(dtype: str) -> str:
+    if dtype not in C_TYPES:
+        raise TinycError(f"tensors of type {dtype} are not supported by the code generator")
+    return C_TYPES[dtype]
+
+
+def c_array_body(data: np.ndarray, dtype: str) -> str:
+    return c_float_array(data) if dtype == "float32" else c_int_array(data)

@@ -1,4 +1,4 @@
-"""TFLite frontend: a float32 .tflite flatbuffer -> IR Graph.
+"""TFLite frontend: a float32 or fully-integer (int8) .tflite flatbuffer -> IR Graph.
 
 The file is read with TensorFlow's own generated schema module (`tensorflow.lite.python.schema_py_generated`,
 object API), never parsed by hand. TFLite is NHWC already, so tensors keep their layout: every operator output
@@ -7,8 +7,10 @@ becomes an IR tensor with `source_name` = the TFLite tensor name (for per-layer 
 in `tflite_ops.TFLITE_OPS`; constant sub-graphs (the SHAPE -> STRIDED_SLICE -> PACK chain the converter emits
 around Flatten, DEQUANTIZE of float16/int8 weights) are evaluated with numpy by `tflite_ops.FOLD_OPS`.
 
-Quantization parameters are recorded in `Tensor.quant`, but int8 kernels do not exist yet: a model that
-computes on quantized tensors is refused with a clear error.
+int8 models keep their integers: activations become int8 IR tensors and weights int8/int32 constants, each with
+its `Tensor.quant` (per-channel parameters re-indexed to the IR weight layout); QUANTIZE/DEQUANTIZE computed at
+run time become Quantize/Dequantize nodes. Other integer activation types (uint8, int16) and hybrid models
+(float activations with int8 weights) are refused with a clear error.
 """
 from __future__ import annotations
 
@@ -24,9 +26,10 @@ from .tflite_ops import FOLD_OPS, TFLITE_OPS
 __all__ = ["FOLD_OPS", "TFLITE_OPS", "load_tflite"]
 
 IDENTIFIER = b"TFL3"
-QUANTIZED_TYPES = ("INT8", "UINT8", "INT16", "INT4")
-INT8_ERROR = ("int8 TFLite models are not supported yet; convert the model without quantization "
-              "(float32, no `optimizations`) or use the Keras/ONNX model")
+RUNTIME_TYPES = {"FLOAT32": "float32", "INT8": "int8"}
+CONST_TYPES = {"FLOAT32": "float32", "INT8": "int8", "INT32": "int32"}
+OTHER_TYPE_HINT = ("tinyc compiles float32 and int8 models; convert with int8 activations "
+                   "(TFLITE_BUILTINS_INT8, inference_input_type=tf.int8) or without quantization")
 
 
 def _schema():
@@ -139,21 +142,34 @@ class Ctx:
         raise TinycError(f"{self.where()}: input '{self.tname(i)}' is neither a model input nor computed by an "
                          "earlier operator")
 
-    def const(self, i: int, arr: np.ndarray | None = None, key: str = "") -> str:
-        """Add constant tensor `i` (or `arr` derived from it) to the IR as float32 weights."""
+    def const(self, i: int, arr: np.ndarray | None = None, key: str = "", axis_map: dict | None = None) -> str:
+        """Add constant tensor `i` (or `arr` derived from it) to the IR: float32 weights, or int8/int32 with
+        their quantization (`axis_map` re-indexes a per-channel axis when `arr` is a transposed view)."""
         if (i, key) in self._consts:
             return self._consts[(i, key)]
         if arr is None:
             arr = self.value(i)
-        if not np.issubdtype(arr.dtype, np.floating):
-            if self.dtype_name(i) in QUANTIZED_TYPES:
-                raise TinycError(f"{INT8_ERROR} (constant '{self.tname(i)}' is {self.dtype_name(i)})")
-            raise TinycError(f"{self.where()}: constant '{self.tname(i)}' has type {self.dtype_name(i)}; "
-                             "only float weights are supported")
+        kind = self.dtype_name(i) if i in self.values and np.issubdtype(arr.dtype, np.integer) else "FLOAT32"
+        if kind not in CONST_TYPES:
+            raise TinycError(f"{self.where()}: constant '{self.tname(i)}' has type {kind}; {OTHER_TYPE_HINT}")
         base = self.tname(i).split(";")[0] or f"const{i}"
-        name = self.g.add_const(base + (f"_{key}" if key else ""), arr.astype(np.float32))
+        name = self.g.add_const(base + (f"_{key}" if key else ""), arr.astype(CONST_TYPES[kind]), CONST_TYPES[kind])
+        q = self.quant(i) if kind != "FLOAT32" else None
+        if q is not None and q.axis is not None and axis_map:
+            q.axis = axis_map[q.axis]
+        self.g.tensors[name].quant = q
         self._consts[(i, key)] = name
         return name
+
+    def runtime_dtype(self, i: int) -> str:
+        kind = self.dtype_name(i)
+        if kind not in RUNTIME_TYPES:
+            raise TinycError(f"tensor '{self.tname(i)}' is {kind} at run time; {OTHER_TYPE_HINT}")
+        if kind == "INT8":
+            q = self.quant(i)
+            if q is None or q.axis is not None:
+                raise TinycError(f"int8 tensor '{self.tname(i)}' lacks per-tensor quantization parameters")
+        return RUNTIME_TYPES[kind]
 
     def quant(self, i: int) -> Quant | None:
         q = self.tensor(i).quantization
@@ -170,17 +186,15 @@ class Ctx:
         out = self.tname(self.out) if self.out >= 0 else "?"
         return f"TFLite operator #{self.op_index} ({self.op_name}, output '{out}')"
 
-    def emit(self, op: str, inputs, shape, final: bool = True, tag: str | None = None, **attrs) -> str:
+    def emit(self, op: str, inputs, shape, final: bool = True, tag: str | None = None, like: str | None = None,
+             **attrs) -> str:
         """Add one node. `final` writes the operator's output tensor (named after the TFLite tensor, with its
-        source name and quantization); otherwise a helper tensor with no source name."""
+        source name and quantization); otherwise a helper tensor with no source name, of the dtype and
+        quantization of IR tensor `like` (default: the operator's output)."""
         shape = tuple(int(d) for d in shape)
         base = self.tname(self.out).split(";")[0] or f"t{self.out}"
         if final:
-            kind = self.dtype_name(self.out)
-            if kind in QUANTIZED_TYPES:
-                raise TinycError(f"{INT8_ERROR} (tensor '{self.tname(self.out)}' is {kind})")
-            if kind != "FLOAT32":
-                raise TinycError(f"{self.where()} computes a {kind} tensor at run time; only float32 is supported")
+            dtype = self.runtime_dtype(self.out)
             if self.check_shapes and self.tensor(self.out).shape is not None:
                 t = self.tensor(self.out)
                 theirs = tuple(int(d) for d in t.shape)
@@ -192,12 +206,18 @@ class Ctx:
                                      f"{theirs}; please report this model")
             name = self.g.unique_name(base)
             full = self.tname(self.out)
-            self.g.add_tensor(name, shape, source_name=full if full in self._unique else None,
-                              quant=self.quant(self.out))
+            self.g.add_tensor(name, shape, dtype, source_name=full if full in self._unique else None,
+                              quant=self.quant(self.out) if dtype == "int8" else None)
             self.names[self.out] = name
         else:
             name = self.g.unique_name(f"{base}_{tag or op.lower()}")
-            self.g.add_tensor(name, shape)
+            if like is not None:
+                ref = self.g.tensors[like]
+                dtype, quant = ref.dtype, ref.quant
+            else:
+                dtype = self.runtime_dtype(self.out)
+                quant = self.quant(self.out) if dtype == "int8" else None
+            self.g.add_tensor(name, shape, dtype, quant=quant)
         self.g.add_node(op, inputs, [name], name=name, **attrs)
         return name
 
@@ -250,7 +270,7 @@ def _input_shape(name: str, shape: tuple, given) -> tuple:
 
 
 def load_tflite(path: str, input_shapes: list[tuple] | None = None) -> Graph:
-    """Load a float32 .tflite model as an IR Graph (NHWC, batch 1)."""
+    """Load a float32 or int8 .tflite model as an IR Graph (NHWC, batch 1)."""
     if not os.path.isfile(path):
         raise TinycError(f"model file '{path}' not found")
     S = _schema()
@@ -268,19 +288,15 @@ def load_tflite(path: str, input_shapes: list[tuple] | None = None) -> Graph:
     cv = Ctx(S, model, data, g, check_shapes=input_shapes is None)
     for k, i in enumerate(ins):
         t = sg.tensors[i]
-        kind = cv.dtype_name(i)
-        if kind in QUANTIZED_TYPES:
-            raise TinycError(f"{INT8_ERROR} (input '{cv.tname(i)}' is {kind})")
-        if kind != "FLOAT32":
-            raise TinycError(f"input '{cv.tname(i)}' has type {kind}; only float32 inputs are supported")
+        dtype = cv.runtime_dtype(i)
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
         sig = tuple(int(d) for d in t.shapeSignature) if t.shapeSignature is not None else shape
         shape = tuple(1 if (s < 0 and j == 0) else d for j, (d, s) in enumerate(zip(shape, sig))) \
             if len(sig) == len(shape) else shape
         shape = _input_shape(cv.tname(i), shape, input_shapes[k] if input_shapes else None)
         ir = g.unique_name(cv.tname(i).split(";")[0] or f"input{k}")
-        g.add_tensor(ir, shape, source_name=cv.tname(i) if cv.tname(i) in cv._unique else None,
-                     quant=cv.quant(i))
+        g.add_tensor(ir, shape, dtype, source_name=cv.tname(i) if cv.tname(i) in cv._unique else None,
+                     quant=cv.quant(i) if dtype == "int8" else None)
         g.inputs.append(ir)
         cv.names[i] = ir
     for k, op in enumerate(sg.operators or []):
@@ -294,8 +310,6 @@ def load_tflite(path: str, input_shapes: list[tuple] | None = None) -> Graph:
                 raise TinycError(f"{cv.where()} has {len(op_outs)} outputs; expected one")
             cv.values[op_outs[0]] = np.asarray(FOLD_OPS[kind](cv, op.builtinOptions, op_ins))
             continue
-        if kind in ("QUANTIZE", "DEQUANTIZE"):
-            raise TinycError(f"{INT8_ERROR} ({cv.where()})")
         rule = TFLITE_OPS.get(kind)
         if rule is None:
             extra = " on constant inputs only" if kind in FOLD_OPS else ""

@@ -29,9 +29,12 @@ def fused_act(cv, opts) -> dict | None:
 
 
 def _then_act(cv, op, inputs, shape, act, **attrs) -> str:
-    """`op` (whose IR node has no `activation` attribute) followed by its fused activation, if any."""
+    """`op` followed by its fused activation, if any. float32: a separate Activation node (the op has no
+    `activation` attribute); int8: the clamp is the op's `activation` attribute, as TFLite applies it."""
     if act is None:
         return cv.emit(op, inputs, shape, **attrs)
+    if cv.runtime_dtype(cv.out) == "int8":
+        return cv.emit(op, inputs, shape, activation=act, **attrs)
     y = cv.emit(op, inputs, shape, final=False, tag=op.lower(), **attrs)
     return cv.emit("Activation", [y], shape, **act)
 
@@ -86,7 +89,8 @@ def depthwise_conv_2d(cv, opts, ins):
         raise TinycError(f"{cv.where()}: depthwise filter {w.shape} does not fit input channels {c}")
     s, d = (opts.strideH, opts.strideW), (opts.dilationHFactor or 1, opts.dilationWFactor or 1)
     nhw, pads = _geometry(cv, xs, (kh, kw), s, d, opts.padding)
-    wt = cv.const(ins[1], np.ascontiguousarray(w.transpose(3, 1, 2, 0)), key="ir")   # -> [C*mult,KH,KW,1]
+    wt = cv.const(ins[1], np.ascontiguousarray(w.transpose(3, 1, 2, 0)), key="ir",   # -> [C*mult,KH,KW,1]
+                  axis_map={3: 0, 0: 3})
     return cv.emit("Conv2D", [cv.x(ins[0]), wt] + _bias(cv, ins), nhw + (cm,), strides=s, dilations=d,
                    pads=pads, groups=c, activation=fused_act(cv, opts))
 
@@ -109,7 +113,7 @@ def fully_connected(cv, opts, ins):
         if size % k:
             raise TinycError(f"{cv.where()}: input {xs} does not hold whole rows of {k} features")
         if xs != (size // k, k):
-            x = cv.emit("Reshape", [x], (size // k, k), final=False, tag="rows")
+            x = cv.emit("Reshape", [x], (size // k, k), final=False, tag="rows", like=x)
         out = (size // k, o)
     return cv.emit("Dense", [x, cv.const(ins[1])] + _bias(cv, ins), out, activation=fused_act(cv, opts))
 
@@ -211,7 +215,13 @@ def _pads(cv, ins, rank):
 def pad(cv, opts, ins):
     shape = cv.shape(ins[0])
     pads = _pads(cv, ins, len(shape))
-    value = float(cv.value(ins[2], "constant value").reshape(-1)[0]) if len(ins) > 2 and ins[2] >= 0 else 0.0
+    if len(ins) > 2 and ins[2] >= 0:
+        v = cv.value(ins[2], "constant value").reshape(-1)[0]
+        value = float(v) if np.issubdtype(v.dtype, np.floating) else int(v)
+    elif cv.runtime_dtype(cv.out) == "int8":
+        value = int(np.asarray(cv.quant(cv.out).zero_point).reshape(-1)[0])   # TFLite pads with the zero point
+    else:
+        value = 0.0
     out = tuple(d + b + e for d, (b, e) in zip(shape, pads))
     return cv.emit("Pad", [cv.x(ins[0])], out, pads=pads, value=value)
 
@@ -225,6 +235,14 @@ def concatenation(cv, opts, ins):
     out = list(shapes[0])
     out[axis] = sum(s[axis] for s in shapes)
     return _then_act(cv, "Concat", [cv.x(i) for i in ins], tuple(out), fused_act(cv, opts), axis=axis)
+
+
+def quantize(cv, opts, ins):
+    return cv.emit("Quantize", [cv.x(ins[0])], cv.shape(ins[0]))
+
+
+def dequantize(cv, opts, ins):
+    return cv.emit("Dequantize", [cv.x(ins[0])], cv.shape(ins[0]))
 
 
 TFLITE_OPS = {
@@ -250,6 +268,8 @@ TFLITE_OPS = {
     "PAD": pad,
     "PADV2": pad,
     "CONCATENATION": concatenation,
+    "QUANTIZE": quantize,
+    "DEQUANTIZE": dequantize,
 }
 
 

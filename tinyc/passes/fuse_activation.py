@@ -64,6 +64,8 @@ def _merge(g: Graph, node) -> bool:
     p = g.producer(x)
     if p is None or x in g.outputs or sum(i == x for n in g.nodes for i in n.inputs) != 1:
         return False
+    if any(g.tensors[t].quant is not None for t in (x, node.outputs[0])):
+        return False  # int8: a standalone activation may rescale; fusing it would change the result
     act, prev = activation_of(node), (activation_of(p) if p.op in FUSABLE + ("Activation",) else None)
     if p.op in FUSABLE and prev is None:
         merged = act

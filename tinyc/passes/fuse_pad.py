@@ -5,7 +5,8 @@ amounts); Conv2D already supports zero padding through its `pads` attribute at n
 costs a copy and a buffer. A Pad is fused when it pads a rank-4 NHWC tensor with the value 0, only along H
 and W (axes 1 and 2; batch and channel pads zero, no negative pads), its output is read only by one Conv2D
 (as the data input) and is not a graph output. Pools are never fused: max pooling pads with -inf and
-average pooling may exclude padded cells from the count, unlike an explicit zero Pad.
+average pooling may exclude padded cells from the count, unlike an explicit zero Pad. On int8 tensors the
+pad value must be the zero point (real 0).
 """
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ def _hw_pads(g: Graph, pad) -> tuple | None:
     """(top, left, bottom, right) if `pad` is a fusable zero H/W pad, else None."""
     x = g.tensors[pad.inputs[0]]
     pads = [tuple(int(v) for v in p) for p in pad.attrs["pads"]]
-    if len(x.shape) != 4 or len(pads) != 4 or float(pad.attrs.get("value", 0.0)) != 0.0:
+    # The pad value must mean real 0: 0.0 for float, the zero point for int8 (the int8 conv skips padded cells,
+    # which is the same as reading the zero point).
+    zero = int(np.asarray(x.quant.zero_point).reshape(-1)[0]) if x.quant is not None else 0.0
+    if len(x.shape) != 4 or len(pads) != 4 or pad.attrs.get("value", 0.0) != zero:
         return None
     if pads[0] != (0, 0) or pads[3] != (0, 0) or min(min(p) for p in pads) < 0:
         return None
-    if x.quant is not None and np.any(np.asarray(x.quant.zero_point) != 0):
-        return None  # the padding value 0 is not the real value 0 here
     return pads[1][0], pads[2][0], pads[1][1], pads[2][1]
 
 

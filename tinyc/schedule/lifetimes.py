@@ -33,7 +33,7 @@ def isolate_io(g: Graph) -> Graph:
         if name in seen or g.tensors[name].is_const:
             t = g.tensors[name]
             new = g.unique_name(f"{name}_out{k}")
-            g.add_tensor(new, t.shape, t.dtype, source_name=t.source_name, source_perm=t.source_perm)
+            g.add_tensor(new, t.shape, t.dtype, quant=t.quant, source_name=t.source_name, source_perm=t.source_perm)
             g.add_node("Reshape", [name], [new], name=new, alias=False)
             g.outputs[k] = new
         seen.add(g.outputs[k])

@@ -1,0 +1,213 @@
+"""int8 kernel rules: IR op on quantized tensors -> (template, variables, MACs), registered in KERNELS.
+
+These are the plain-C reference kernels: each computes exactly what TFLite's reference kernel computes
+(docs/int8-numerics.md), with every zero point, multiplier and clamp baked in as a constant. Fixed-point
+parameters come from `tinyc.quant.params`; per-channel ones become constant tables (`k.table`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TinycError
+from ..quant import params as qp
+from . import float_kernels
+from .loops import broadcast_strides, row_major_strides, strided_loops
+
+
+def _q(t, what):
+    if t.quant is None:
+        raise TinycError(f"int8 tensor '{t.name}' ({what}) has no quantization parameters")
+    return t.quant
+
+
+def _in(k, i=0):
+    return _q(k.tensor(i), "input")
+
+
+def _outq(k):
+    return _q(k.out, "output")
+
+
+def _symmetric_weights(k, i=1):
+    w = k.tensor(i)
+    if w.dtype != "int8" or not w.is_const:
+        raise TinycError(f"node '{k.node.name}': weights '{w.name}' must be constant int8 (found {w.dtype}); "
+                         "hybrid models (float activations, int8 weights) are not supported")
+    q = _q(w, "weights")
+    if np.any(np.asarray(q.zero_point) != 0):
+        raise TinycError(f"node '{k.node.name}': weights '{w.name}' are asymmetric (zero point != 0); TFLite's "
+                         "int8 scheme needs symmetric weights — requantize the model per channel")
+    return q
+
+
+def _bias(k):
+    if not k.has_input(2):
+        return None
+    b = k.tensor(2)
+    if b.dtype != "int32" or not b.is_const:
+        raise TinycError(f"node '{k.node.name}': bias '{b.name}' must be constant int32 (found {b.dtype})")
+    return k.expr(2)
+
+
+def _requant_tables(k, out_channels, product_in_float=False):
+    mults, shifts = qp.conv_multipliers(_in(k), _symmetric_weights(k), _outq(k), out_channels, product_in_float)
+    return mults, shifts
+
+
+def conv2d(k):
+    v, macs = float_kernels.conv2d(k)[1:]
+    mults, shifts = _requant_tables(k, v["oc"])
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), _outq(k))
+    v.update(in_zp=qp.zero_point_of(_in(k)), out_zp=qp.zero_point_of(_outq(k)), lo=lo, hi=hi, bias=_bias(k),
+             mult=k.table(mults, "int32", "requantization multipliers"),
+             shift=k.table(shifts, "int8", "requantization shifts"))
+    return "conv2d.c.j2", v, macs
+
+
+def dense(k):
+    v, macs = float_kernels.dense(k)[1:]
+    wq = _symmetric_weights(k)
+    per_channel = np.asarray(wq.scale).size > 1
+    # Per-tensor FULLY_CONNECTED multiplies input and weight scale in float32 (TFLite's
+    # GetQuantizedConvolutionMultipler); the per-channel path computes in double like convolutions.
+    mults, shifts = _requant_tables(k, v["o"], product_in_float=False)
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), _outq(k))
+    if per_channel:
+        mult, shift = k.table(mults, "int32", "requantization multipliers"), k.table(shifts, "int8", "shifts")
+    else:
+        mult, shift = str(mults[0]), str(shifts[0])
+    v.update(in_zp=qp.zero_point_of(_in(k)), out_zp=qp.zero_point_of(_outq(k)), lo=lo, hi=hi, bias=_bias(k),
+             mult=mult, shift=shift, per_channel=per_channel)
+    return "dense.c.j2", v, macs
+
+
+def pool2d(k):
+    _, v, _ = float_kernels.pool2d(k)
+    if (qp.scale_of(_in(k)), qp.zero_point_of(_in(k))) != (qp.scale_of(_outq(k)), qp.zero_point_of(_outq(k))):
+        raise TinycError(f"node '{k.node.name}': int8 pooling needs the same scale and zero point on input and "
+                         "output (TFLite requires it)")
+    if v["kind"] == "avg" and v["count_include_pad"] and any((v["pt"], v["pl"], v["pb"], v["pr"])):
+        raise TinycError(f"node '{k.node.name}': int8 average pooling that counts padded cells is not supported")
+    v["lo"], v["hi"] = qp.activation_range(k.node.attrs.get("activation"), _outq(k))
+    return "pool2d.c.j2", v, 0
+
+
+def _loop_operands(k):
+    out = k.out_shape
+    return out, [row_major_strides(out), broadcast_strides(k.in_shape(0), out), broadcast_strides(k.in_shape(1), out)]
+
+
+def add_sub(k):
+    """TFLite int8 ADD/SUB: both inputs shifted left by 20 bits and rescaled to twice the larger input scale,
+    added (subtracted), then rescaled to the output."""
+    s1, s2, so = qp.scale_of(_in(k, 0)), qp.scale_of(_in(k, 1)), qp.scale_of(_outq(k))
+    twice_max = 2.0 * max(s1, s2)
+    m1, sh1 = qp.multiplier(s1 / twice_max)
+    m2, sh2 = qp.multiplier(s2 / twice_max)
+    mo, sho = qp.multiplier(twice_max / float(np.float32((1 << 20) * np.float32(so))))
+    z1, z2, zo = qp.zero_point_of(_in(k, 0)), qp.zero_point_of(_in(k, 1)), qp.zero_point_of(_outq(k))
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), _outq(k))
+    sign = "+" if k.node.op == "Add" else "-"
+    body = ("{{ const int32_t a = tinyc_requantize(((int32_t)%s[{o1}] - (%d)) * (1 << 20), %d, %d);\n"
+            "  const int32_t b = tinyc_requantize(((int32_t)%s[{o2}] - (%d)) * (1 << 20), %d, %d);\n"
+            "  y[{o0}] = tinyc_sat8(tinyc_requantize(a %s b, %d, %d) + (%d), %d, %d); }}"
+            % (k.expr(0), z1, m1, sh1, k.expr(1), z2, m2, sh2, sign, mo, sho, zo, lo, hi))
+    out, strides = _loop_operands(k)
+    return "elementwise.c.j2", dict(comment=f"int8 {k.node.op} {k.in_shape(0)} {sign} {k.in_shape(1)} -> {out}",
+                                    loops=strided_loops(out, strides, body)), 0
+
+
+def mul(k):
+    """TFLite int8 MUL: (a - za) * (b - zb) rescaled by sa * sb / so (computed in float32)."""
+    s1, s2, so = (np.float32(qp.scale_of(q)) for q in (_in(k, 0), _in(k, 1), _outq(k)))
+    m, sh = qp.multiplier(float(np.float32(np.float32(s1 * s2) / so)))
+    z1, z2, zo = qp.zero_point_of(_in(k, 0)), qp.zero_point_of(_in(k, 1)), qp.zero_point_of(_outq(k))
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), _outq(k))
+    body = ("y[{o0}] = tinyc_sat8(tinyc_requantize(((int32_t)%s[{o1}] - (%d)) * ((int32_t)%s[{o2}] - (%d)), "
+            "%d, %d) + (%d), %d, %d);" % (k.expr(0), z1, k.expr(1), z2, m, sh, zo, lo, hi))
+    out, strides = _loop_operands(k)
+    return "elementwise.c.j2", dict(comment=f"int8 Mul {k.in_shape(0)} * {k.in_shape(1)} -> {out}",
+                                    loops=strided_loops(out, strides, body)), 0
+
+
+def _same_quant(a, b) -> bool:
+    return qp.scale_of(a) == qp.scale_of(b) and qp.zero_point_of(a) == qp.zero_point_of(b)
+
+
+def _elementwise(k, expr: str, comment: str):
+    body = "{{ const int32_t v = x0[{o0}]; y[{o0}] = %s; }}" % expr
+    return "elementwise.c.j2", dict(comment=comment, loops=strided_loops([k.out_size], [[1]], body)), 0
+
+
+def quantize(k):
+    src = k.tensor(0)
+    oq = _outq(k)
+    if k.out.dtype != "int8":
+        raise TinycError(f"node '{k.node.name}': quantizing to {k.out.dtype} is not supported; only int8")
+    if src.dtype == "float32":
+        body = "y[{o0}] = tinyc_quantize_f32(x0[{o0}], %s, %d);" % (
+            float_kernels.c_float(qp.scale_of(oq)), qp.zero_point_of(oq))
+        return "elementwise.c.j2", dict(comment=f"quantize {k.out_size} floats",
+                                        loops=strided_loops([k.out_size], [[1]], body)), 0
+    m, sh = qp.rescale(_in(k), oq)
+    return _elementwise(k, "tinyc_sat8(tinyc_requantize(v - (%d), %d, %d) + (%d), -128, 127)"
+                        % (qp.zero_point_of(_in(k)), m, sh, qp.zero_point_of(oq)), "int8 requantize")
+
+
+def dequantize(k):
+    q = _in(k)
+    body = "y[{o0}] = %s * (float)((int32_t)x0[{o0}] - (%d));" % (float_kernels.c_float(qp.scale_of(q)),
+                                                                     qp.zero_point_of(q))
+    return "elementwise.c.j2", dict(comment=f"dequantize {k.out_size} values",
+                                    loops=strided_loops([k.out_size], [[1]], body)), 0
+
+
+def clamp_activation(k):
+    """RELU / RELU6 / RELU_N1_TO_1 (and fused-style clips): rescale input to output LSBs, then clamp."""
+    act = dict(k.node.attrs)
+    lo, hi = qp.activation_range(act, _outq(k))
+    m, sh = qp.rescale(_in(k), _outq(k))
+    return _elementwise(k, "tinyc_sat8(tinyc_requantize(v - (%d), %d, %d) + (%d), %d, %d)"
+                        % (qp.zero_point_of(_in(k)), m, sh, qp.zero_point_of(_outq(k)), lo, hi),
+                        f"int8 {act['fn']}")
+
+
+def activation(k):
+    fn = k.node.attrs["fn"]
+    rule = ACTIVATIONS.get(fn)
+    if rule is None:
+        raise TinycError(f"node '{k.node.name}': activation '{fn}' has no int8 kernel; run `tinyc ops`")
+    return rule(k)
+
+
+ACTIVATIONS = {"relu": clamp_activation, "clip": clamp_activation}
+
+
+def same_quant_copy(rule):
+    """Data movement (reshape, transpose, concat): bytes move unchanged, so the parameters must agree."""
+    def convert(k):
+        for i in range(len(k.node.inputs)):
+            if not _same_quant(_in(k, i), _outq(k)):
+                raise TinycError(f"node '{k.node.name}' ({k.node.op}): input '{k.tensor(i).name}' and output have "
+                                 "different quantization parameters, which tinyc does not support here")
+        return rule(k)
+    return convert
+
+
+def pad(k):
+    if not _same_quant(_in(k), _outq(k)):
+        raise TinycError(f"node '{k.node.name}': int8 Pad needs equal input and output quantization")
+    value = int(k.node.attrs.get("value", qp.zero_point_of(_outq(k))))
+    pads = k.node.attrs["pads"]
+    fill = strided_loops([k.out_size], [[1]], "y[{o0}] = %d;" % value)
+    place = float_kernels._place(k.in_shape(0), k.out_shape, [b for b, _ in pads], "x0")
+    return "elementwise.c.j2", dict(comment=f"int8 pad {k.in_shape(0)} by {tuple(pads)} with {value}",
+                                    loops=fill + "\n" + place), 0
+
+
+KERNELS = {
+    "Conv2D": conv2d, "Dense": dense, "MaxPool2D": pool2d, "AvgPool2D": pool2d, "Add": add_sub, "Sub": add_sub,
+    "Mul": mul, "Activation": activation, "Quantize": quantize, "Dequantize": dequantize, "Pad": pad,
+    "Reshape": same_quant_copy(float_kernels.copy), "Identity": same_quant_copy(float_kernels.copy),
+    "Transpose": same_quant_copy(float_kernels.transpose), "Concat": same_quant_copy(float_kernels.concat),
+}

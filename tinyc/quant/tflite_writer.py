@@ -1,0 +1,330 @@
+"""Write a tinyc IR graph (float32 or int8) as a TFLite flatbuffer, so TFLite's reference kernels can run it.
+
+Why: the TFLite converter only makes the int8 models its own quantizer picks, so tests cannot ask it for extreme
+zero points, scales from 1e-6 to 1e2 or per-channel multipliers that shift both ways; and tinyc's own
+post-training quantizer needs an oracle for the int8 IR it produces. Written as .tflite, exactly the graph tinyc
+compiles runs in `tf.lite.Interpreter` (BUILTIN_REF kernels), whose int8 arithmetic is the bit-exact reference.
+
+The file is built with TensorFlow's generated schema module (object API: ModelT, SubGraphT, TensorT, ...) and
+`flatbuffers.Builder`; no bytes are encoded by hand. Tensors keep their IR names and NHWC layout except
+depthwise filters: IR [C*mult,KH,KW,1] becomes TFLite [1,KH,KW,C*mult] (per-channel axis 0 becomes 3).
+TFLite knows only SAME and VALID padding, so explicit IR pads must equal one of them. Every operator is written
+as version 1, which every TFLite op resolver registers; kernels read types and quantization from the tensors.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TinycError
+from ..frontends.geometry import conv_geometry
+from ..ir import Graph, Node, Quant
+from ..passes.fuse_activation import activation_of
+
+__all__ = ["graph_to_tflite", "write_tflite"]
+
+IDENTIFIER = b"TFL3"
+SCHEMA_VERSION = 3
+DEPTHWISE_PERM = (3, 1, 2, 0)   # IR [C*mult,KH,KW,1] <-> TFLite [1,KH,KW,C*mult] (its own inverse)
+LAST_CLASSIC_CODE = 127         # deprecated_builtin_code is an int8: larger codes store 127 there
+# activation key -> TFLite name; the first three are also fused activation codes (ActivationFunctionType)
+CLAMPS = {("relu",): "RELU", ("clip", 0.0, 6.0): "RELU6", ("clip", -1.0, 1.0): "RELU_N1_TO_1",
+          ("clip", 0.0, 1.0): "RELU_0_TO_1"}
+FUSABLE_CLAMPS = ("RELU", "RELU6", "RELU_N1_TO_1")
+PLAIN_ACTIVATIONS = {"sigmoid": "LOGISTIC", "tanh": "TANH", "hard_swish": "HARD_SWISH"}
+
+
+def _schema():
+    """TensorFlow's generated flatbuffer schema module (object API), imported quietly."""
+    from ..keras_runtime import import_keras
+    try:
+        import_keras()
+        from tensorflow.lite.python import schema_py_generated
+    except (TinycError, ImportError):
+        raise TinycError("writing .tflite models needs TensorFlow (its tensorflow.lite schema module); "
+                         "pip install tensorflow") from None
+    return schema_py_generated
+
+
+def _activation_key(act: dict) -> tuple:
+    if act.get("fn") == "clip":
+        return "clip", float(act["lo"]), float(act["hi"])
+    return (act.get("fn"),)
+
+
+def _le_bytes(data: np.ndarray, dtype: str) -> np.ndarray:
+    """Constant data as the little-endian uint8 vector a TFLite buffer holds."""
+    arr = np.ascontiguousarray(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(-1)
+    return arr.view(np.uint8)
+
+
+class _Writer:
+    """Collects TFLite tensors, buffers, operator codes and operators while the IR nodes are written."""
+
+    def __init__(self, S, g: Graph):
+        self.S = S
+        self.g = g
+        self.buffers = [S.BufferT()]            # buffer 0: the empty sentinel TFLite requires
+        self.tensors: list = []
+        self.index: dict[tuple, int] = {}       # (IR name, layout permutation) -> tensor index
+        self.codes: list = []
+        self.code_index: dict[int, int] = {}    # builtin code -> index into operatorCodes
+        self.operators: list = []
+
+    # -- tensors --------------------------------------------------------------------------------------------
+    def _add(self, name: str, shape, dtype: str, data, quant: Quant | None) -> int:
+        S = self.S
+        kind = getattr(S.TensorType, dtype.upper(), None)
+        if kind is None:
+            raise TinycError(f"tensor '{name}' has dtype {dtype}, which cannot be written to TFLite")
+        buf = S.BufferT()
+        if data is not None:
+            buf.data = _le_bytes(data, dtype)
+        t = S.TensorT()
+        t.name, t.type, t.shape = name, kind, [int(d) for d in shape]
+        t.buffer = len(self.buffers)
+        t.quantization = self._quant(quant)
+        self.buffers.append(buf)
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def _quant(self, quant: Quant | None):
+        if quant is None:
+            return None
+        q = self.S.QuantizationParametersT()
+        q.scale = np.asarray(quant.scale, np.float32).reshape(-1)       # the exact dtypes the vectors hold:
+        q.zeroPoint = np.asarray(quant.zero_point, np.int64).reshape(-1)  # numpy arrays are copied raw
+        q.quantizedDimension = int(quant.axis or 0)
+        return q
+
+    def tensor(self, name: str, perm: tuple | None = None) -> int:
+        """Index of IR tensor `name` in the file (added on first use); `perm` stores it transposed."""
+        key = (name, perm)
+        if key not in self.index:
+            t = self.g.tensors[name]
+            shape, data, quant = t.shape, t.data, t.quant
+            if perm is not None:
+                shape = tuple(shape[p] for p in perm)
+                data = None if data is None else data.transpose(perm)
+                if quant is not None and quant.axis is not None:
+                    quant = Quant(quant.scale, quant.zero_point, perm.index(quant.axis))
+            self.index[key] = self._add(name, shape, t.dtype, data, quant)
+        return self.index[key]
+
+    def const(self, name: str, values, dtype: str = "int32") -> int:
+        """A helper constant the IR keeps as an attribute (axes, shapes, paddings, pad values)."""
+        arr = np.asarray(values, dtype)
+        return self._add(name, arr.shape, dtype, arr, None)
+
+    # -- operators ------------------------------------------------------------------------------------------
+    def options(self, kind: str, **fields):
+        """A `<kind>T` builtin options object with `fields` set (each checked to exist in the schema)."""
+        opts = getattr(self.S, kind + "T")()
+        for field, value in fields.items():
+            if not hasattr(opts, field):
+                raise AttributeError(f"{kind} has no field {field}")
+            setattr(opts, field, value)
+        return opts
+
+    def op(self, builtin: str, inputs: list, node: Node, options=None) -> None:
+        S = self.S
+        code = int(getattr(S.BuiltinOperator, builtin))
+        if code not in self.code_index:
+            oc = S.OperatorCodeT()
+            oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, LAST_CLASSIC_CODE), 1
+            self.code_index[code] = len(self.codes)
+            self.codes.append(oc)
+        o = S.OperatorT()
+        o.opcodeIndex = self.code_index[code]
+        o.inputs = [int(i) for i in inputs]
+        o.outputs = [self.tensor(n) for n in node.outputs]
+        if options is not None:   # the union's type tag is the options table's name
+            o.builtinOptionsType = getattr(S.BuiltinOptions, type(options).__name__[:-1])
+            o.builtinOptions = options
+        self.operators.append(o)
+
+    def fused(self, node: Node) -> int:
+        """The fused activation code of `node` (ActivationFunctionType)."""
+        act = node.attrs.get("activation")
+        if act is None:
+            return self.S.ActivationFunctionType.NONE
+        name = CLAMPS.get(_activation_key(act))
+        if name not in FUSABLE_CLAMPS:
+            raise TinycError(f"node '{node.name}' ({node.op}): fused activation {act} has no TFLite fused "
+                             "activation code (only relu, relu6 and clip(-1, 1))")
+        return getattr(self.S.ActivationFunctionType, name)
+
+    def padding(self, node: Node, kernel, dilations=(1, 1)) -> int:
+        """The TFLite padding (SAME or VALID) that reproduces the node's explicit pads."""
+        x = self.g.tensors[node.inputs[0]]
+        strides, pads = node.attrs["strides"], tuple(int(p) for p in node.attrs["pads"])
+        for mode in ("valid", "same"):
+            (_, top, bottom), (_, left, right) = (conv_geometry(x.shape[1 + i], int(kernel[i]), int(strides[i]),
+                                                                int(dilations[i]), mode) for i in (0, 1))
+            if (top, left, bottom, right) == pads:
+                return getattr(self.S.Padding, mode.upper())
+        raise TinycError(f"node '{node.name}' ({node.op}): pads {pads} are neither SAME nor VALID padding, the "
+                         "only ones TFLite has")
+
+    def model(self):
+        S = self.S
+        sg = S.SubGraphT()
+        sg.name = self.g.name
+        sg.inputs = [self.tensor(n) for n in self.g.inputs]
+        sg.outputs = [self.tensor(n) for n in self.g.outputs]
+        sg.tensors, sg.operators = self.tensors, self.operators
+        m = S.ModelT()
+        m.version, m.description = SCHEMA_VERSION, f"tinyc IR graph '{self.g.name}'"
+        m.operatorCodes, m.subgraphs, m.buffers = self.codes, [sg], self.buffers
+        return m
+
+
+# -- one writer per IR op ------------------------------------------------------------------------------------
+def _inputs(w: _Writer, node: Node) -> list:
+    return [w.tensor(n) for n in node.inputs]
+
+
+def _conv(w: _Writer, node: Node) -> None:
+    a = node.attrs
+    x, weights = (w.g.tensors[n] for n in node.inputs[:2])
+    channels, out_channels, groups = x.shape[3], weights.shape[0], int(a.get("groups", 1))
+    dilations = a.get("dilations", (1, 1))
+    common = {"padding": w.padding(node, weights.shape[1:3], dilations), "strideH": int(a["strides"][0]),
+              "strideW": int(a["strides"][1]), "dilationHFactor": int(dilations[0]),
+              "dilationWFactor": int(dilations[1]), "fusedActivationFunction": w.fused(node)}
+    bias = [w.tensor(n) for n in node.inputs[2:]]
+    if groups == 1:
+        w.op("CONV_2D", _inputs(w, node), node, w.options("Conv2DOptions", **common))
+    elif groups == channels and weights.shape[3] == 1 and out_channels % channels == 0:
+        filt = w.tensor(weights.name, DEPTHWISE_PERM)
+        w.op("DEPTHWISE_CONV_2D", [w.tensor(x.name), filt] + bias, node,
+             w.options("DepthwiseConv2DOptions", depthMultiplier=out_channels // channels, **common))
+    else:
+        raise TinycError(f"node '{node.name}': Conv2D with {groups} groups over {channels} channels is neither "
+                         "a plain nor a depthwise convolution; TFLite has no grouped convolution")
+
+
+def _dense(w: _Writer, node: Node) -> None:
+    rank = len(w.g.tensors[node.inputs[0]].shape)   # keepNumDims off flattens the input to [rows, K]
+    opts = w.options("FullyConnectedOptions", fusedActivationFunction=w.fused(node), keepNumDims=rank != 2)
+    w.op("FULLY_CONNECTED", _inputs(w, node), node, opts)
+
+
+def _binary(builtin: str):
+    def write(w: _Writer, node: Node) -> None:
+        opts = w.options(builtin.title() + "Options", fusedActivationFunction=w.fused(node))
+        w.op(builtin, _inputs(w, node), node, opts)
+    return write
+
+
+def _activation(w: _Writer, node: Node) -> None:
+    act = activation_of(node)
+    if act.get("fn") == "leaky_relu":
+        w.op("LEAKY_RELU", _inputs(w, node), node, w.options("LeakyReluOptions", alpha=float(act["alpha"])))
+        return
+    builtin = PLAIN_ACTIVATIONS.get(act.get("fn")) or CLAMPS.get(_activation_key(act))
+    if builtin is None:
+        raise TinycError(f"node '{node.name}': activation {act} has no TFLite builtin")
+    w.op(builtin, _inputs(w, node), node)
+
+
+def _softmax(w: _Writer, node: Node) -> None:
+    rank = len(w.g.tensors[node.inputs[0]].shape)
+    if int(node.attrs.get("axis", -1)) % rank != rank - 1:
+        raise TinycError(f"node '{node.name}': TFLite SOFTMAX works on the last axis only")
+    w.op("SOFTMAX", _inputs(w, node), node, w.options("SoftmaxOptions", beta=1.0))
+
+
+def _pool(builtin: str):
+    def write(w: _Writer, node: Node) -> None:
+        a = node.attrs
+        if a.get("count_include_pad") and any(a["pads"]):
+            raise TinycError(f"node '{node.name}': TFLite AVERAGE_POOL_2D never counts padded cells")
+        opts = w.options("Pool2DOptions", padding=w.padding(node, a["kernel"]), strideH=int(a["strides"][0]),
+                         strideW=int(a["strides"][1]), filterHeight=int(a["kernel"][0]),
+                         filterWidth=int(a["kernel"][1]), fusedActivationFunction=w.fused(node))
+        w.op(builtin, _inputs(w, node), node, opts)
+    return write
+
+
+def _mean(w: _Writer, node: Node) -> None:
+    rank = len(w.g.tensors[node.inputs[0]].shape)
+    axes = w.const(f"{node.name}_axes", [int(ax) % rank for ax in node.attrs["axes"]])
+    opts = w.options("ReducerOptions", keepDims=bool(node.attrs.get("keepdims", False)))
+    w.op("MEAN", [w.tensor(node.inputs[0]), axes], node, opts)
+
+
+def _reshape(w: _Writer, node: Node) -> None:
+    target = [int(d) for d in w.g.tensors[node.outputs[0]].shape]
+    shape = w.const(f"{node.name}_shape", target)
+    w.op("RESHAPE", [w.tensor(node.inputs[0]), shape], node, w.options("ReshapeOptions", newShape=target))
+
+
+def _transpose(w: _Writer, node: Node) -> None:
+    perm = w.const(f"{node.name}_perm", [int(p) for p in node.attrs["perm"]])
+    w.op("TRANSPOSE", [w.tensor(node.inputs[0]), perm], node, w.options("TransposeOptions"))
+
+
+def _pad(w: _Writer, node: Node) -> None:
+    """Float pads with 0.0 (PAD) or a constant (PADV2); int8 always pads with the zero point, so the IR value
+    (raw int8) must be it."""
+    x = w.g.tensors[node.inputs[0]]
+    value = node.attrs.get("value")
+    paddings = w.const(f"{node.name}_paddings", [[int(b), int(e)] for b, e in node.attrs["pads"]])
+    ins = [w.tensor(x.name), paddings]
+    if x.dtype == "float32" and value:
+        fill = w.const(f"{node.name}_value", value, "float32")
+        w.op("PADV2", ins + [fill], node, w.options("PadV2Options"))
+        return
+    if x.dtype != "float32" and value is not None:
+        zero = int(np.asarray(x.quant.zero_point).reshape(-1)[0]) if x.quant is not None else 0
+        if int(value) != zero:
+            raise TinycError(f"node '{node.name}': TFLite pads {x.dtype} tensors with their zero point {zero}, "
+                             f"not {value}")
+    w.op("PAD", ins, node, w.options("PadOptions"))
+
+
+def _concat(w: _Writer, node: Node) -> None:
+    rank = len(w.g.tensors[node.inputs[0]].shape)
+    opts = w.options("ConcatenationOptions", axis=int(node.attrs["axis"]) % rank,
+                     fusedActivationFunction=w.fused(node))
+    w.op("CONCATENATION", _inputs(w, node), node, opts)
+
+
+def _plain(builtin: str):
+    def write(w: _Writer, node: Node) -> None:
+        w.op(builtin, _inputs(w, node), node)
+    return write
+
+
+WRITERS = {
+    "Conv2D": _conv, "Dense": _dense, "Add": _binary("ADD"), "Sub": _binary("SUB"), "Mul": _binary("MUL"),
+    "Div": _binary("DIV"), "Activation": _activation, "Softmax": _softmax,
+    "MaxPool2D": _pool("MAX_POOL_2D"), "AvgPool2D": _pool("AVERAGE_POOL_2D"), "Mean": _mean,
+    "Reshape": _reshape, "Transpose": _transpose, "Pad": _pad, "Concat": _concat,
+    "Quantize": _plain("QUANTIZE"), "Dequantize": _plain("DEQUANTIZE"),
+}
+
+
+def graph_to_tflite(g: Graph) -> bytes:
+    """The .tflite flatbuffer (schema version 3, one subgraph) computing what the IR graph `g` computes."""
+    import flatbuffers
+    g.validate()
+    w = _Writer(_schema(), g)
+    for name in g.inputs:
+        w.tensor(name)          # inputs first, as the converter orders them
+    for node in g.nodes:
+        rule = WRITERS.get(node.op)
+        if rule is None:
+            raise TinycError(f"node '{node.name}': op {node.op} cannot be written to TFLite (supported: "
+                             f"{', '.join(WRITERS)})")
+        rule(w, node)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(w.model().Pack(builder), file_identifier=IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def write_tflite(g: Graph, path: str) -> None:
+    """Write `g` as a .tflite file at `path`."""
+    data = graph_to_tflite(g)
+    with open(path, "wb") as f:
+        f.write(data)
