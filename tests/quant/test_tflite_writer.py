@@ -399,7 +399,6 @@ def _conv_graph(pads=(1, 1, 1, 1), groups=1, channels=4, activation=None):
 
 
 @pytest.mark.parametrize("graph, message", [
-    (lambda: _conv_graph(pads=(1, 1, 0, 0)), "neither SAME nor VALID"),
     (lambda: _conv_graph(groups=2), "grouped convolution"),
     (lambda: _conv_graph(activation={"fn": "sigmoid"}), "fused activation"),
 ])
@@ -408,7 +407,20 @@ def test_unwritable_graphs_raise(graph, message):
         graph_to_tflite(graph())
 
 
+def test_conv_with_asymmetric_pads_gets_an_explicit_pad():
+    g = _conv_graph(pads=(1, 2, 1, 0))
+    inputs = _random_inputs(g, np.random.default_rng(4))
+    got, _, interpreter = run_tflite(graph_to_tflite(g), inputs)
+    assert "PAD" in {d["op_name"] for d in interpreter._get_ops_details()}
+    np.testing.assert_allclose(got[0], interp.run(g, inputs)["y"], rtol=1e-5, atol=1e-5)
+
+
 def test_unwritable_pool_and_pad_raise():
+    b = Float("max")
+    x = b.input("x", (1, 4, 4, 2))
+    y = b.node("MaxPool2D", [x], "y", (1, 4, 4, 2), kernel=(2, 2), strides=(1, 1), pads=(1, 1, 0, 0))
+    with pytest.raises(TinycError, match="neither SAME nor VALID"):
+        graph_to_tflite(b.done(y))
     b = Float("avg")
     x = b.input("x", (1, 4, 4, 2))
     y = b.node("AvgPool2D", [x], "y", (1, 4, 4, 2), kernel=(3, 3), strides=(1, 1), pads=(1, 1, 1, 1),

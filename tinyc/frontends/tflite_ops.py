@@ -205,6 +205,17 @@ def squeeze(cv, opts, ins):
     return cv.emit("Reshape", [cv.x(ins[0])], _squeeze_shape(cv, opts, cv.shape(ins[0])))
 
 
+def _expand_shape(cv, ins, shape) -> tuple:
+    axis = int(cv.value(ins[1], "axis").reshape(-1)[0])
+    axis = _axis(cv, axis, len(shape) + 1)
+    return tuple(shape[:axis]) + (1,) + tuple(shape[axis:])
+
+
+def expand_dims(cv, opts, ins):
+    """EXPAND_DIMS (the converter wraps Conv1D in it): a reshape."""
+    return cv.emit("Reshape", [cv.x(ins[0])], _expand_shape(cv, ins, cv.shape(ins[0])))
+
+
 def _pads(cv, ins, rank):
     pads = cv.value(ins[1], "paddings").astype(np.int64)
     if pads.shape != (rank, 2) or np.any(pads < 0):
@@ -257,6 +268,7 @@ TFLITE_OPS = {
     "MEAN": mean,
     "RESHAPE": reshape,
     "SQUEEZE": squeeze,
+    "EXPAND_DIMS": expand_dims,
     "SOFTMAX": softmax,
     "LOGISTIC": _activation({"fn": "sigmoid"}),
     "TANH": _activation({"fn": "tanh"}),
@@ -338,6 +350,11 @@ def fold_squeeze(cv, opts, ins):
     return v.reshape(_squeeze_shape(cv, opts, v.shape))
 
 
+def fold_expand_dims(cv, opts, ins):
+    v = cv.value(ins[0])
+    return v.reshape(_expand_shape(cv, ins, v.shape))
+
+
 def fold_concatenation(cv, opts, ins):
     if fused_act(cv, opts) is not None:
         raise TinycError(f"{cv.where()}: constant CONCATENATION with a fused activation is not supported")
@@ -358,6 +375,7 @@ FOLD_OPS = {
     "DEQUANTIZE": fold_dequantize,
     "RESHAPE": fold_reshape,
     "SQUEEZE": fold_squeeze,
+    "EXPAND_DIMS": fold_expand_dims,
     "CONCATENATION": fold_concatenation,
     "PAD": fold_pad,
     "PADV2": fold_pad,

@@ -8,7 +8,8 @@ compiles runs in `tf.lite.Interpreter` (BUILTIN_REF kernels), whose int8 arithme
 The file is built with TensorFlow's generated schema module (object API: ModelT, SubGraphT, TensorT, ...) and
 `flatbuffers.Builder`; no bytes are encoded by hand. Tensors keep their IR names and NHWC layout except
 depthwise filters: IR [C*mult,KH,KW,1] becomes TFLite [1,KH,KW,C*mult] (per-channel axis 0 becomes 3).
-TFLite knows only SAME and VALID padding, so explicit IR pads must equal one of them. Every operator is written
+TFLite knows only SAME and VALID padding: a Conv2D whose pads are neither is written as PAD then VALID; pooling
+pads must be SAME or VALID (a PAD would change what an average counts). Every operator is written
 as version 1, which every TFLite op resolver registers; kernels read types and quantization from the tensors.
 """
 from __future__ import annotations
@@ -125,7 +126,7 @@ class _Writer:
             setattr(opts, field, value)
         return opts
 
-    def op(self, builtin: str, inputs: list, node: Node, options=None) -> None:
+    def op(self, builtin: str, inputs: list, node: Node, options=None, outputs: list | None = None) -> None:
         S = self.S
         code = int(getattr(S.BuiltinOperator, builtin))
         if code not in self.code_index:
@@ -136,7 +137,7 @@ class _Writer:
         o = S.OperatorT()
         o.opcodeIndex = self.code_index[code]
         o.inputs = [int(i) for i in inputs]
-        o.outputs = [self.tensor(n) for n in node.outputs]
+        o.outputs = outputs if outputs is not None else [self.tensor(n) for n in node.outputs]
         if options is not None:   # the union's type tag is the options table's name
             o.builtinOptionsType = getattr(S.BuiltinOptions, type(options).__name__[:-1])
             o.builtinOptions = options
@@ -153,8 +154,9 @@ class _Writer:
                              "activation code (only relu, relu6 and clip(-1, 1))")
         return getattr(self.S.ActivationFunctionType, name)
 
-    def padding(self, node: Node, kernel, dilations=(1, 1)) -> int:
-        """The TFLite padding (SAME or VALID) that reproduces the node's explicit pads."""
+    def padding(self, node: Node, kernel, dilations=(1, 1), explicit_ok: bool = False) -> int | None:
+        """The TFLite padding (SAME or VALID) that reproduces the node's explicit pads (None if neither, when
+        `explicit_ok`: the caller then writes a PAD)."""
         x = self.g.tensors[node.inputs[0]]
         strides, pads = node.attrs["strides"], tuple(int(p) for p in node.attrs["pads"])
         for mode in ("valid", "same"):
@@ -162,6 +164,8 @@ class _Writer:
                                                                 int(dilations[i]), mode) for i in (0, 1))
             if (top, left, bottom, right) == pads:
                 return getattr(self.S.Padding, mode.upper())
+        if explicit_ok:
+            return None
         raise TinycError(f"node '{node.name}' ({node.op}): pads {pads} are neither SAME nor VALID padding, the "
                          "only ones TFLite has")
 
@@ -188,19 +192,38 @@ def _conv(w: _Writer, node: Node) -> None:
     x, weights = (w.g.tensors[n] for n in node.inputs[:2])
     channels, out_channels, groups = x.shape[3], weights.shape[0], int(a.get("groups", 1))
     dilations = a.get("dilations", (1, 1))
-    common = {"padding": w.padding(node, weights.shape[1:3], dilations), "strideH": int(a["strides"][0]),
+    padding = w.padding(node, weights.shape[1:3], dilations, explicit_ok=True)
+    x_index = w.tensor(x.name)
+    if padding is None:   # pads TFLite's SAME/VALID cannot express (e.g. a fused asymmetric pad): PAD, then VALID
+        t, left, b, r = (int(p) for p in a["pads"])
+        padded = w._add(f"{node.name}_padded", (x.shape[0], x.shape[1] + t + b, x.shape[2] + left + r, x.shape[3]),
+                        x.dtype, None, x.quant)
+        w.op("PAD", [x_index, w.const(f"{node.name}_paddings", [[0, 0], [t, b], [left, r], [0, 0]])], node,
+             w.options("PadOptions"), outputs=[padded])
+        x_index, padding = padded, w.S.Padding.VALID
+    common = {"padding": padding, "strideH": int(a["strides"][0]),
               "strideW": int(a["strides"][1]), "dilationHFactor": int(dilations[0]),
               "dilationWFactor": int(dilations[1]), "fusedActivationFunction": w.fused(node)}
-    bias = [w.tensor(n) for n in node.inputs[2:]]
+    bias = [w.tensor(n) for n in node.inputs[2:]] or [_zero_bias(w, node, x, weights, out_channels)]
     if groups == 1:
-        w.op("CONV_2D", _inputs(w, node), node, w.options("Conv2DOptions", **common))
+        w.op("CONV_2D", [x_index, w.tensor(weights.name)] + bias, node, w.options("Conv2DOptions", **common))
     elif groups == channels and weights.shape[3] == 1 and out_channels % channels == 0:
         filt = w.tensor(weights.name, DEPTHWISE_PERM)
-        w.op("DEPTHWISE_CONV_2D", [w.tensor(x.name), filt] + bias, node,
+        w.op("DEPTHWISE_CONV_2D", [x_index, filt] + bias, node,
              w.options("DepthwiseConv2DOptions", depthMultiplier=out_channels // channels, **common))
     else:
         raise TinycError(f"node '{node.name}': Conv2D with {groups} groups over {channels} channels is neither "
                          "a plain nor a depthwise convolution; TFLite has no grouped convolution")
+
+
+def _zero_bias(w: _Writer, node: Node, x, weights, channels: int) -> int:
+    """TFLite's CONV_2D insists on a bias tensor: zeros (int32 with scale input * weight scale for int8)."""
+    if x.dtype == "float32":
+        return w._add(f"{node.name}_bias", (channels,), "float32", np.zeros(channels, np.float32), None)
+    ws = np.broadcast_to(np.asarray(weights.quant.scale, np.float32).reshape(-1), (channels,))
+    q = Quant((np.float32(np.asarray(x.quant.scale).reshape(-1)[0]) * ws).astype(np.float32),
+              np.zeros(channels, np.int64), 0)
+    return w._add(f"{node.name}_bias", (channels,), "int32", np.zeros(channels, np.int32), q)
 
 
 def _dense(w: _Writer, node: Node) -> None:

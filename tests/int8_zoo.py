@@ -1,0 +1,185 @@
+"""Fully-integer TFLite models for the int8 test matrix (no tests here).
+
+Each builder returns a seeded Keras model; `to_int8_tflite` converts it the way users do (TFLiteConverter,
+representative dataset, TFLITE_BUILTINS_INT8, int8 input and output unless `float_io`). Together the models
+cover every TFLite op tinyc accepts for int8 (see `OPS_COVERED` checked by the tests): residual Add,
+Concatenate, depthwise with multiplier > 1, strides 1-2, kernels 1-7, same/valid padding, Flatten and Dense
+heads, softmax/logistic/tanh heads.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from model_zoo import randomize
+
+
+def _keras():
+    from tinyc.keras_runtime import import_keras
+    return import_keras()
+
+
+def _conv_bn(L, h, filters, kernel, strides=1, padding="same", act="relu"):
+    h = L.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False)(h)
+    h = L.BatchNormalization()(h)
+    return L.Activation(act)(h) if act else h
+
+
+def residual_cnn():
+    """Conv s2 relu, depthwise relu6, 1x1, residual Add, average and max pooling, Flatten, Dense."""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((16, 16, 3))
+    h = L.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    h = L.DepthwiseConv2D(3, padding="same", activation="relu6")(h)
+    h = L.Add()([h, L.Conv2D(8, 1)(h)])
+    h = L.AveragePooling2D(2)(h)
+    h = L.MaxPooling2D(2, padding="same")(h)
+    return keras.Model(x, L.Dense(10)(L.Flatten()(h)), name="residual_cnn")
+
+
+def depthwise_multiplier():
+    """Depthwise 5x5 valid stride 2 with multiplier 2, conv 7x7 same stride 2, global average (MEAN), softmax."""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((20, 20, 4))
+    h = L.DepthwiseConv2D(5, strides=2, padding="valid", depth_multiplier=2, activation="relu")(x)
+    h = L.Conv2D(12, 7, strides=2, padding="same", activation="relu6")(h)
+    h = L.GlobalAveragePooling2D()(h)
+    return keras.Model(x, L.Dense(5, activation="softmax")(h), name="depthwise_multiplier")
+
+
+def kernels_and_concat():
+    """Branches with kernels 1, 3, 5 valid+pad and 7, concatenated on channels."""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((12, 12, 6))
+    a = L.Conv2D(4, 1, activation="relu")(x)
+    b = L.Conv2D(4, 3, padding="same")(x)
+    c = L.Conv2D(4, 5, padding="valid")(L.ZeroPadding2D(2)(x))
+    d = L.Conv2D(4, 7, padding="same", activation="relu")(x)
+    h = L.Concatenate()([a, b, c, d])
+    h = L.Conv2D(8, 3, strides=2, padding="valid")(h)
+    return keras.Model(x, L.Dense(3)(L.Flatten()(h)), name="kernels_and_concat")
+
+
+def mlp_heads():
+    """Dense trunk with tanh, logistic and softmax heads (three outputs)."""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((24,))
+    h = L.Dense(32, activation="relu")(x)
+    h = L.Dense(16, activation="relu6")(h)
+    return keras.Model(x, [L.Dense(4, activation="tanh")(h), L.Dense(1, activation="sigmoid")(h),
+                           L.Dense(6, activation="softmax")(h)], name="mlp_heads")
+
+
+def activations_cnn():
+    """LeakyReLU and hard-swish as standalone ops, a standalone RELU after a concatenation."""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((10, 10, 3))
+    h = L.LeakyReLU(negative_slope=0.2)(L.Conv2D(6, 3, padding="same")(x))
+    h = L.Activation("hard_swish")(L.Conv2D(6, 3, padding="same")(h))
+    h = L.ReLU()(L.Concatenate()([h, L.Conv2D(2, 1)(x)]))
+    h = L.Activation("tanh")(L.Conv2D(4, 3, strides=2)(h))
+    h = L.Activation("sigmoid")(L.Conv2D(4, 1)(h))
+    return keras.Model(x, L.GlobalAveragePooling2D()(h), name="activations_cnn")
+
+
+def two_inputs_arith():
+    """Two inputs: Subtract, Multiply, broadcast Add of a per-channel vector, Maximum pooling of the result."""
+    keras = _keras()
+    L = keras.layers
+    a, b = keras.Input((8, 8, 4)), keras.Input((8, 8, 4))
+    d = L.Subtract()([L.Conv2D(4, 3, padding="same")(a), b])
+    m = L.Multiply()([d, L.Conv2D(4, 1, activation="sigmoid")(b)])
+    h = L.MaxPooling2D(2)(L.Add()([m, a]))
+    return keras.Model([a, b], L.Dense(4)(L.Flatten()(h)), name="two_inputs_arith")
+
+
+def reshape_squeeze():
+    """Conv1D (RESHAPE/SQUEEZE around a 2-D conv), Reshape layers, relu1-style clip."""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((32, 4))
+    h = L.Conv1D(8, 5, strides=2, padding="same", activation="relu")(x)
+    h = L.Conv1D(8, 3, padding="valid")(h)
+    h = L.Reshape((14, 8, 1))(h)
+    h = L.Conv2D(4, (3, 3), padding="same", activation="relu6")(h)
+    h = L.Reshape((-1,))(L.AveragePooling2D((2, 2), padding="same")(h))
+    return keras.Model(x, L.Dense(6, activation="softmax")(h), name="reshape_squeeze")
+
+
+def ds_cnn():
+    """DS-CNN keyword spotting (MLPerf Tiny style, smaller): 10x4 conv s2, 4 depthwise-separable blocks with
+    BatchNorm, global average pooling, softmax over 12 keywords. Input: 49x10 MFCC frames."""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((49, 10, 1))
+    h = _conv_bn(L, x, 32, (10, 4), strides=2)
+    for _ in range(4):
+        h = L.DepthwiseConv2D(3, padding="same", use_bias=False)(h)
+        h = L.Activation("relu")(L.BatchNormalization()(h))
+        h = _conv_bn(L, h, 32, 1)
+    h = L.GlobalAveragePooling2D()(h)
+    return keras.Model(x, L.Dense(12, activation="softmax")(h), name="ds_cnn")
+
+
+def pad_pool_valid():
+    """Explicit PAD (asymmetric), average pool same with a border, max pool valid stride 1, Dense head."""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((9, 9, 5))
+    h = L.ZeroPadding2D(((1, 2), (0, 1)))(x)
+    h = L.Conv2D(6, 3, activation="relu")(h)
+    h = L.AveragePooling2D(3, strides=2, padding="same")(h)
+    h = L.MaxPooling2D(2, strides=1, padding="valid")(h)
+    return keras.Model(x, L.Dense(7, activation="tanh")(L.Flatten()(h)), name="pad_pool_valid")
+
+
+def mean_keepdims_head():
+    """Squeeze-and-excite style: MEAN keepdims, 1x1 convs, hard sigmoid gate multiplied back (broadcast MUL)."""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((8, 8, 8))
+    h = L.Conv2D(8, 3, padding="same", activation="relu")(x)
+    s = L.GlobalAveragePooling2D(keepdims=True)(h)
+    s = L.Conv2D(4, 1, activation="relu")(s)
+    s = L.Conv2D(8, 1, activation="sigmoid")(s)
+    h = L.Multiply()([h, s])
+    return keras.Model(x, L.Conv2D(3, 1)(h), name="mean_keepdims_head")
+
+
+BUILDERS = {f.__name__: f for f in (residual_cnn, depthwise_multiplier, kernels_and_concat, mlp_heads,
+                                    activations_cnn, two_inputs_arith, reshape_squeeze, ds_cnn, pad_pool_valid,
+                                    mean_keepdims_head)}
+
+
+def build(name: str, seed: int = 0):
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    return randomize(BUILDERS[name](), seed)
+
+
+def representative(model, samples: int = 64, seed: int = 1):
+    shapes = [tuple(i.shape[1:]) for i in model.inputs]
+
+    def gen():
+        rng = np.random.default_rng(seed)
+        for _ in range(samples):
+            yield [rng.standard_normal((1, *s)).astype(np.float32) for s in shapes]
+    return gen
+
+
+def to_int8_tflite(model, path, float_io: bool = False) -> str:
+    _keras()
+    import tensorflow as tf
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative(model)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if not float_io:
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    path.write_bytes(conv.convert())
+    return str(path)

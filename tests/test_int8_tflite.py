@@ -1,0 +1,116 @@
+"""Fully-integer TFLite models made by TFLiteConverter compile to C that is bit-exact with TFLite's reference
+kernels (BUILTIN_REF): zero differing output bytes on 20 random inputs each, and on every layer."""
+import importlib.util
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+if importlib.util.find_spec("tensorflow") is None:
+    pytest.skip("int8 TFLite tests need tensorflow", allow_module_level=True)
+
+import int8_zoo  # noqa: E402
+from conftest import WARNINGS  # noqa: E402
+from test_cli import tinyc  # noqa: E402
+
+from tinyc.frontends.tflite_import import _enum_names, _op_name, _read, _schema  # noqa: E402
+from tinyc.verify import verify  # noqa: E402
+
+SAMPLES = 20
+
+# Every TFLite op the int8 path accepts; the models together must contain each.
+OPS_COVERED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "AVERAGE_POOL_2D",
+               "MAX_POOL_2D", "MEAN", "RESHAPE", "SOFTMAX", "LOGISTIC", "TANH", "RELU", "LEAKY_RELU",
+               "HARD_SWISH", "PAD", "CONCATENATION", "QUANTIZE", "DEQUANTIZE"}
+
+
+@pytest.fixture(scope="module")
+def int8_models(tmp_path_factory):
+    directory, cache = tmp_path_factory.mktemp("int8"), {}
+
+    def get(name, float_io=False):
+        key = (name, float_io)
+        if key not in cache:
+            suffix = "_float_io" if float_io else ""
+            cache[key] = int8_zoo.to_int8_tflite(int8_zoo.build(name), directory / f"{name}{suffix}.tflite",
+                                                 float_io)
+        return cache[key]
+    return get
+
+
+def model_ops(path) -> set:
+    S = _schema()
+    _, m = _read(S, path)
+    return {_op_name(S, m, op) for op in m.subgraphs[0].operators}
+
+
+@pytest.mark.parametrize("name", sorted(int8_zoo.BUILDERS))
+def test_bit_exact_with_tflite_reference(int8_models, name):
+    path = int8_models(name)
+    report = verify(path, samples=SAMPLES, seed=7, per_layer=True)
+    assert report["mismatched_bytes"] == 0, report["outputs"]
+    bad = [row for row in report["layers"] if not row["ok"]]
+    assert not bad, bad
+    assert report["ok"] and len(report["layers"]) >= 3
+
+
+def test_float_io_model_keeps_a_float_api(int8_models, tmp_path):
+    path = int8_models("residual_cnn", float_io=True)
+    assert {"QUANTIZE", "DEQUANTIZE"} <= model_ops(path)
+    report = verify(path, samples=SAMPLES, seed=3)
+    assert report["ok"] and report["max_abs_err"] == 0.0, report
+    res = tinyc("compile", path, "-o", tmp_path / "o")
+    assert res.returncode == 0, res.stderr
+    header = (tmp_path / "o" / "residual_cnn_float_io.h").read_text()
+    assert "const float *input0, float *output0" in header
+
+
+def test_ops_covered(int8_models):
+    seen = set()
+    for name in int8_zoo.BUILDERS:
+        seen |= model_ops(int8_models(name))
+    seen |= model_ops(int8_models("residual_cnn", float_io=True))
+    assert OPS_COVERED <= seen, OPS_COVERED - seen
+
+
+def test_int8_api_and_helpers(int8_models, tmp_path):
+    """The header declares int8 pointers, scale/zero-point macros and the conversion helpers; a C program using
+    the helpers gets the same bytes as the CLI's verify (quantize in C == quantize in Python)."""
+    path = int8_models("residual_cnn")
+    out = tmp_path / "o"
+    assert tinyc("compile", path, "-o", out, "--name", "net").returncode == 0
+    h = (out / "net.h").read_text()
+    for needle in ("int net_invoke(const int8_t *input0, int8_t *output0);", "#define NET_INPUT0_SCALE",
+                   "#define NET_INPUT0_ZERO_POINT", "#define NET_OUTPUT0_SCALE", "#define NET_OUTPUT0_ZERO_POINT",
+                   "void net_quantize_input(const float *x, int8_t *q);",
+                   "void net_dequantize_output(const int8_t *q, float *x);"):
+        assert needle in h, needle
+    main = out / "main.c"
+    main.write_text("""#include <stdio.h>
+#include "net.h"
+int main(void) {
+  static float x[NET_INPUT0_SIZE]; static int8_t q[NET_INPUT0_SIZE]; int8_t y[NET_OUTPUT0_SIZE];
+  float f[NET_OUTPUT0_SIZE];
+  for (int i = 0; i < NET_INPUT0_SIZE; ++i) x[i] = (float)((i * 37) % 101) / 25.0f - 2.0f;
+  net_quantize_input(x, q);
+  if (net_invoke(q, y) != 0) return 1;
+  net_dequantize_output(y, f);
+  for (int i = 0; i < NET_OUTPUT0_SIZE; ++i) printf("%d %.9g\\n", y[i], f[i]);
+  return 0;
+}
+""")
+    exe = tmp_path / "prog"
+    res = subprocess.run(["gcc", *WARNINGS, "-O1", "-fsanitize=address,undefined", "-I", str(out), str(out / "net.c"),
+                          str(main), "-o", str(exe), "-lm"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    lines = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split("\n")
+    got = np.array([int(v.split()[0]) for v in lines if v])
+    x = ((np.arange(16 * 16 * 3) * 37) % 101).astype(np.float32) / np.float32(25.0) - np.float32(2.0)
+    xin = tmp_path / "x.npy"
+    np.save(xin, x.reshape(1, 16, 16, 3))
+    res = tinyc("verify", path, "--input", xin, "--json", "--keep", tmp_path / "k")
+    report = json.loads(res.stdout)
+    assert report["ok"] and report["mismatched_bytes"] == 0
+    ours = np.fromfile(tmp_path / "k" / "output0.bin", np.int8)
+    assert np.array_equal(got, ours)
