@@ -32,6 +32,41 @@ _shape_opt = click.option("--input-shape", "input_shapes", multiple=True, metava
 _layout_opt = click.option("--io-layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True,
                            help="Layout of image inputs/outputs in the C API (ONNX models; Keras is always NHWC).")
 _name_opt = click.option("--name", default=None, help="C symbol prefix (default: the model file's stem).")
+_quantize_opt = click.option("--quantize", type=click.Choice(["int8"]), default=None,
+                             help="Quantize a float model to int8 (TFLite's scheme) with tinyc's own PTQ.")
+_calib_opt = click.option("--calib", default=None, metavar="calib.npy|random",
+                          help="Calibration inputs for --quantize: .npy (N x input shape) or .npz (one array per "
+                               "input); 'random' uses random data (not representative).")
+
+
+def _calibration(model, quantize, calib, name, input_shapes, io_layout):
+    """The calibration arrays for --quantize (None without it), with a progress line on stderr."""
+    if quantize is None:
+        if calib is not None:
+            raise TinycError("--calib is only used with --quantize int8")
+        return None, None
+    if calib is None:
+        raise TinycError("--quantize int8 needs calibration data: --calib calib.npy (N samples of the input, "
+                         "float32) or --calib random")
+    from .frontends import load_model
+    from .quant.calibrate import load_calibration, random_calibration
+    g = load_model(model, input_shapes, io_layout)
+    if calib == "random":
+        click.echo("WARNING: calibrating on random data (--calib random): activation ranges will not match real "
+                   "inputs and int8 accuracy will suffer; pass real samples with --calib calib.npy", err=True)
+        arrays = random_calibration(g)
+    else:
+        arrays = load_calibration(calib, g)
+
+    tty = sys.stderr.isatty()
+
+    def progress(done, total):
+        if not tty and done != total:   # logs get one line, terminals a moving bar
+            return
+        width = 30
+        bar = "#" * (width * done // total) + "." * (width - width * done // total)
+        click.echo(f"\rcalibrating [{bar}] {done}/{total} sample(s)", err=True, nl=done == total)
+    return arrays, progress
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,11 +83,22 @@ def main():
 @_shape_opt
 @_layout_opt
 @click.option("--force", is_flag=True, help="Write into a non-empty directory tinyc did not create.")
-def compile(model, out_dir, name, input_shapes, io_layout, force):
-    """Compile MODEL (.onnx, .keras, .h5, float32 .tflite) to a C library in OUT."""
+@_quantize_opt
+@_calib_opt
+def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, calib):
+    """Compile MODEL (.onnx, .keras, .h5, float32 or int8 .tflite) to a C library in OUT."""
     from .compiler import compile_model, write_library
-    c = compile_model(model, name, _shapes(input_shapes), io_layout)
+    shapes = _shapes(input_shapes)
+    arrays, progress = _calibration(model, quantize, calib, name, shapes, io_layout)
+    c = compile_model(model, name, shapes, io_layout, quantize, arrays, progress)
     files = write_library(c.library, out_dir, force)
+    if c.quantized is not None:
+        from .quant.report import quantization_error
+        for row in quantization_error(c.float_graph, c.quantized, arrays):
+            agree = f", arg-max agrees on {100 * row['argmax_agreement']:.1f}%" if "argmax_agreement" in row else ""
+            click.echo(f"int8 vs float on the {arrays[0].shape[0]} calibration sample(s), output {row['index']}: "
+                       f"max abs error {row['max_abs_err']:.4g}, mean {row['mean_abs_err']:.4g} (output range "
+                       f"{row['output_range']:.4g}, one int8 step {row['output_scale']:.4g}){agree}")
     lib = c.library
     click.echo(f"{model}: {len([l for l in lib.layers if not l['alias']])} layers, {lib.macs:,} MACs, "
                f"arena {lib.arena_bytes:,} bytes (lower bound {c.plan.lower_bound:,}), "
@@ -74,8 +120,12 @@ def compile(model, out_dir, name, input_shapes, io_layout, force):
 @_name_opt
 @_shape_opt
 @_layout_opt
-def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, input_shapes, io_layout):
-    """Compile MODEL for the host (gcc, ASan+UBSan), run it and compare with the reference runtime."""
+@_quantize_opt
+@_calib_opt
+def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, input_shapes, io_layout, quantize,
+           calib):
+    """Compile MODEL for the host (gcc, ASan+UBSan), run it and compare with the reference runtime (for
+    --quantize int8: TFLite's reference kernels on the int8 model tinyc made, bit for bit)."""
     import numpy as np
 
     from .verify import verify as run_verify
@@ -87,11 +137,18 @@ def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, inp
                 arrays.append(np.load(f, allow_pickle=False))
             except Exception as e:
                 raise TinycError(f"cannot read --input '{f}' as a .npy array ({type(e).__name__})")
-    report = run_verify(model, arrays, samples, seed, per_layer, name, _shapes(input_shapes), io_layout, keep_dir)
+    shapes = _shapes(input_shapes)
+    calib_arrays, progress = _calibration(model, quantize, calib, name, shapes, io_layout)
+    report = run_verify(model, arrays, samples, seed, per_layer, name, shapes, io_layout, keep_dir, quantize,
+                        calib_arrays, progress)
     if as_json:
         click.echo(json.dumps(report))
     else:
         for o in report["outputs"]:
+            if "mismatched_bytes" in o:
+                click.echo(f"output {o['index']}: {o['mismatched_bytes']} differing int8 value(s), max difference "
+                           f"{o['max_abs_diff']} LSB {'ok' if o['ok'] else 'MISMATCH'}")
+                continue
             click.echo(f"output {o['index']}: max abs error {o['max_abs_err']:.3g} "
                        f"(tolerance {o['tolerance']:.3g}) {'ok' if o['ok'] else 'MISMATCH'}")
         for row in report.get("layers", []):

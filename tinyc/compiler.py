@@ -11,6 +11,7 @@ from .frontends import load_model
 from .ir import Graph
 from .names import c_identifier
 from .passes import optimize
+from .quant.ptq import quantize_graph
 from .schedule import MemoryPlan, schedule
 
 MARKER = ".tinyc"   # written into every output directory tinyc owns
@@ -22,6 +23,8 @@ class Compiled:
     graph: Graph          # after passes, before scheduling
     plan: MemoryPlan
     library: Library
+    quantized: Graph | None = None     # --quantize int8: the int8 graph tinyc made (its .tflite is the oracle)
+    float_graph: Graph | None = None   # ... and the optimized float graph it was calibrated on
 
 
 def default_name(path: str) -> str:
@@ -35,10 +38,27 @@ def compile_graph(g: Graph, name: str, source: str = "") -> Compiled:
     return Compiled(source, g, plan, generate(plan, name, source or g.name))
 
 
-def compile_model(path: str, name: str | None = None, input_shapes=None, io_layout: str = "nchw") -> Compiled:
+def compile_model(path: str, name: str | None = None, input_shapes=None, io_layout: str = "nchw",
+                  quantize: str | None = None, calib=None, progress=None) -> Compiled:
+    """Load, optimize, schedule and generate. `quantize="int8"` quantizes a float model first, calibrated on
+    `calib` (per input an array [N, ...], e.g. from `quant.calibrate.load_calibration`)."""
     name = c_identifier(name) if name else default_name(path)
     g = load_model(path, input_shapes, io_layout)
-    return compile_graph(g, name, os.path.basename(path))
+    if quantize is None:
+        return compile_graph(g, name, os.path.basename(path))
+    if quantize != "int8":
+        raise TinycError(f"--quantize {quantize} is not supported; use int8")
+    if any(t.dtype != "float32" for t in g.tensors.values() if not t.is_const):
+        raise TinycError(f"'{path}' is already quantized; compile it without --quantize")
+    if calib is None:
+        raise TinycError("--quantize int8 needs calibration data: --calib calib.npy (N samples of the input) "
+                         "or --calib random")
+    weights_are_finite(g)
+    float_graph = optimize(g)
+    q = quantize_graph(float_graph, calib, progress)
+    c = compile_graph(q, name, os.path.basename(path))
+    c.quantized, c.float_graph = q, float_graph
+    return c
 
 
 def write_library(lib: Library, out_dir: str, force: bool = False) -> list:

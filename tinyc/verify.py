@@ -15,6 +15,7 @@ import numpy as np
 from .codegen.emit import _env
 from .codegen.literals import c_type
 from .quant.params import scale_of, zero_point_of
+from .quant.tflite_writer import write_tflite
 from .compiler import Compiled, compile_model, write_library
 from .errors import TinycError
 from .reference import run_reference
@@ -122,8 +123,11 @@ def _read_trace(path: Path, traced: list, g) -> list:
 
 
 def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: bool = False, name=None,
-           input_shapes=None, io_layout: str = "nchw", keep_dir: str | None = None) -> dict:
-    compiled = compile_model(path, name, input_shapes, io_layout)
+           input_shapes=None, io_layout: str = "nchw", keep_dir: str | None = None, quantize: str | None = None,
+           calib=None, progress=None) -> dict:
+    """Compile, run on the host, compare with the reference. With `quantize`, the reference is TFLite's
+    reference kernels running the int8 graph tinyc made (written as .tflite): bit-exact."""
+    compiled = compile_model(path, name, input_shapes, io_layout, quantize, calib, progress)
     g = compiled.plan.graph
     data = _samples_from(inputs, [g.tensors[n] for n in g.inputs], samples, seed)
     n = data[0].shape[0]
@@ -138,6 +142,11 @@ def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: b
             in_files.append(str(f))
         out_files = [str(build / f"output{k}.bin") for k in range(len(g.outputs))]
         trace = build / "trace.bin"
+        ref_path = path
+        if compiled.quantized is not None:
+            ref_path = str(build / "quantized.tflite")
+            write_tflite(compiled.quantized, ref_path)
+            io_layout = "nhwc"   # the exported model takes the IR's own layout
         res = subprocess.run([str(exe), *in_files, *out_files, str(trace)], capture_output=True, text=True,
                              timeout=600)
         if res.returncode != 0:
@@ -146,10 +155,10 @@ def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: b
         ours = [np.fromfile(f, g.tensors[o].dtype).reshape((n, *g.tensors[o].shape))
                 for f, o in zip(out_files, g.outputs)]
         traces = _read_trace(trace, compiled.library.traced, g) if per_layer else None
-    ref_samples = [[_to_reference(compiled, nm, d[s], io_layout) for nm, d in zip(g.inputs, data)]
-                   for s in range(n)]
-    wanted = sorted({t.source_name for t in g.tensors.values() if t.source_name}) if per_layer else ()
-    ref_outs, ref_inters = run_reference(path, ref_samples, wanted)
+        ref_samples = [[_to_reference(compiled, nm, d[s], io_layout) for nm, d in zip(g.inputs, data)]
+                       for s in range(n)]
+        wanted = sorted({t.source_name for t in g.tensors.values() if t.source_name}) if per_layer else ()
+        ref_outs, ref_inters = run_reference(ref_path, ref_samples, wanted)
     report = {"model": path, "samples": n, "outputs": []}
     worst, ok = 0.0, True
     mismatched, max_diff, any_int = 0, 0, False

@@ -1,0 +1,180 @@
+"""Post-training quantization of a float IR graph to TFLite's int8 scheme (`tinyc compile --quantize int8`).
+
+What the TFLite converter does, in spirit (https://www.tensorflow.org/lite/performance/quantization_spec):
+  * activations: per-tensor asymmetric int8; the calibrated range is widened to include 0, scale =
+    (max - min) / 255, zero point = round(-128 - min / scale) clamped to int8;
+  * Conv2D/Dense weights: per output channel, symmetric, narrow range [-127, 127], scale = max|w| / 127;
+  * biases: int32 with scale input_scale * weight_scale[c], zero point 0;
+  * ops that move bytes (pooling, reshape, transpose, pad, concatenation) share one scale and zero point
+    between their inputs and output (the union of the members' ranges);
+  * fixed output parameters where TFLite's kernels require them: softmax and logistic 1/256 with zero point
+    -128, tanh 1/128 with zero point 0;
+  * activations other than clamps (sigmoid, tanh, hard-swish, leaky ReLU) fused into a conv become standalone
+    int8 ops: an int8 conv can only clamp its output.
+Graph inputs and outputs become int8 too: the API is `<name>_invoke(const int8_t *, int8_t *)` with the
+quantize/dequantize helpers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TinycError
+from ..ir import Graph, Node, Quant
+from .calibrate import collect_ranges
+from .params import QMAX, QMIN
+
+CLAMPS = ("relu", "clip")
+INT8_ACTIVATIONS = ("relu", "clip", "leaky_relu", "hard_swish", "sigmoid", "tanh")
+SHARED = ("MaxPool2D", "AvgPool2D", "Reshape", "Identity", "Transpose", "Pad", "Concat")
+QUANTIZABLE = ("Conv2D", "Dense", "Add", "Sub", "Mul", "Activation", "Softmax", "Mean") + SHARED
+FIXED = {"Softmax": (1.0 / 256, -128), "sigmoid": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
+
+
+def _check(g: Graph) -> None:
+    for n in g.nodes:
+        if n.op not in QUANTIZABLE:
+            raise TinycError(f"cannot quantize node '{n.name}': op {n.op} has no int8 kernel (int8 ops: "
+                             f"{', '.join(QUANTIZABLE)})")
+        if n.op == "Activation" and n.attrs["fn"] not in INT8_ACTIVATIONS:
+            raise TinycError(f"cannot quantize node '{n.name}': activation '{n.attrs['fn']}' has no int8 kernel "
+                             f"(int8 activations: {', '.join(INT8_ACTIVATIONS)})")
+        act = n.attrs.get("activation")
+        if n.op != "Activation" and act is not None and act["fn"] not in INT8_ACTIVATIONS:
+            raise TinycError(f"cannot quantize node '{n.name}': fused activation '{act['fn']}' has no int8 kernel")
+        if n.op == "Softmax" and n.attrs["axis"] != len(g.tensors[n.inputs[0]].shape) - 1:
+            raise TinycError(f"cannot quantize node '{n.name}': int8 softmax works on the last axis only")
+        if n.op in ("Conv2D", "Dense") and not all(g.tensors[i].is_const for i in n.inputs[1:]):
+            raise TinycError(f"cannot quantize node '{n.name}': its weights are computed at run time")
+
+
+def split_activations(g: Graph) -> Graph:
+    """A non-clamp activation fused into a producer becomes a standalone Activation node (int8 producers can
+    only clamp). The producer then writes a new tensor `<output>_pre`."""
+    g = g.copy()
+    nodes = []
+    for n in g.nodes:
+        nodes.append(n)
+        act = n.attrs.get("activation") if n.op != "Activation" else None
+        if act is None or act["fn"] in CLAMPS:
+            continue
+        y = n.outputs[0]
+        pre = g.unique_name(f"{y}_pre")
+        t = g.tensors[y]
+        g.add_tensor(pre, t.shape, t.dtype)
+        n.attrs["activation"] = None
+        n.outputs = [pre]
+        nodes.append(Node("Activation", [pre], [y], dict(act), f"{n.name}_act"))
+    g.nodes = nodes
+    return g
+
+
+def activation_params(lo: float, hi: float) -> tuple[float, int]:
+    """(scale, zero point) of an asymmetric int8 tensor covering [lo, hi] (widened to include 0)."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if hi - lo < 1e-8:
+        hi = lo + 1e-8 * 255   # a constant-zero tensor: any scale represents it
+    scale = float(np.float32((hi - lo) / 255.0))
+    zp_real = QMIN - lo / scale
+    zp = QMIN if zp_real < QMIN else QMAX if zp_real > QMAX else int(np.floor(zp_real + 0.5))
+    return scale, zp
+
+
+def _groups(g: Graph) -> dict[str, str]:
+    """Union-find over runtime tensors that must share quantization parameters -> representative."""
+    parent = {name: name for name, t in g.tensors.items() if not t.is_const}
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+    for n in g.nodes:
+        if n.op in SHARED:
+            for i in n.inputs:
+                if i in parent:
+                    parent[find(i)] = find(n.outputs[0])
+    return {name: find(name) for name in parent}
+
+
+def _fixed(g: Graph, name: str):
+    p = g.producer(name)
+    if p is None:
+        return None
+    if p.op == "Softmax":
+        return FIXED["Softmax"]
+    if p.op == "Activation" and p.attrs["fn"] in ("sigmoid", "tanh"):
+        return FIXED[p.attrs["fn"]]
+    return None
+
+
+def _quantize_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel (axis 0), symmetric, [-127, 127]; halves rounded away from zero."""
+    flat = w.reshape(w.shape[0], -1).astype(np.float64)
+    amax = np.max(np.abs(flat), axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = flat / scale.astype(np.float64)[:, None]
+    q = np.clip(np.sign(q) * np.floor(np.abs(q) + 0.5), -127, 127)
+    return q.astype(np.int8).reshape(w.shape), scale
+
+
+def _quantize_tensor(data: np.ndarray, scale: float, zp: int) -> np.ndarray:
+    q = np.asarray(data, np.float64) / scale
+    q = np.sign(q) * np.floor(np.abs(q) + 0.5) + zp
+    return np.clip(q, QMIN, QMAX).astype(np.int8)
+
+
+def quantize_graph(g: Graph, samples: list[np.ndarray], progress=None) -> Graph:
+    """The int8 version of float graph `g` (already optimized), calibrated on `samples` (per input, [N, ...])."""
+    _check(g)
+    g = split_activations(g)
+    ranges = collect_ranges(g, samples, progress)
+    q = g.copy()
+    rep = _groups(q)
+    members: dict[str, list[str]] = {}
+    for name, r in rep.items():
+        members.setdefault(r, []).append(name)
+    params: dict[str, tuple[float, int]] = {}
+    for r, names in members.items():
+        fixed = [f for f in (_fixed(q, n) for n in names) if f is not None]
+        if fixed:
+            if len(set(fixed)) > 1:
+                raise TinycError(f"cannot quantize: tensors {names} need different fixed int8 parameters")
+            params[r] = fixed[0]
+            continue
+        known = [ranges[n] for n in names if n in ranges]
+        if not known:
+            raise TinycError(f"internal: no calibration range for tensors {names}")
+        params[r] = activation_params(min(k[0] for k in known), max(k[1] for k in known))
+    for name, r in rep.items():
+        t = q.tensors[name]
+        scale, zp = params[r]
+        t.dtype, t.quant = "int8", Quant(np.asarray(scale, np.float32), np.asarray(zp, np.int64))
+        t.source_name, t.source_perm = name, None    # the exported .tflite keeps IR names
+    for n in q.nodes:
+        _quantize_constants(q, n)
+        if n.op == "Pad":
+            n.attrs["value"] = int(q.tensors[n.outputs[0]].quant.zero_point)
+    return q
+
+
+def _quantize_constants(q: Graph, n) -> None:
+    for k, name in enumerate(n.inputs):
+        t = q.tensors[name]
+        if not t.is_const or t.dtype != "float32":
+            continue
+        if n.op in ("Conv2D", "Dense") and k == 1:
+            data, scale = _quantize_weights(t.data)
+            t.data, t.dtype = data, "int8"
+            t.quant = Quant(scale, np.zeros(scale.shape, np.int64), 0)
+        elif n.op in ("Conv2D", "Dense") and k == 2:
+            in_scale = np.float32(q.tensors[n.inputs[0]].quant.scale)
+            w_scale = np.asarray(q.tensors[n.inputs[1]].quant.scale, np.float32)
+            bias_scale = (in_scale * w_scale).astype(np.float32)
+            b = np.asarray(t.data, np.float64) / bias_scale.astype(np.float64)
+            b = np.sign(b) * np.floor(np.abs(b) + 0.5)
+            t.data, t.dtype = np.clip(b, -(2 ** 31) + 1, 2 ** 31 - 1).astype(np.int32), "int32"
+            t.quant = Quant(bias_scale, np.zeros(bias_scale.shape, np.int64), 0)
+        else:   # a constant operand of Add/Sub/Mul/Concat: per-tensor asymmetric, own range
+            scale, zp = activation_params(float(np.min(t.data)), float(np.max(t.data)))
+            t.data, t.dtype = _quantize_tensor(t.data, scale, zp), "int8"
+            t.quant = Quant(np.asarray(scale, np.float32), np.asarray(zp, np.int64))
