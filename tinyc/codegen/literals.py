@@ -33,7 +33,7 @@ def c_int_array(data: np.ndarray, per_line: int = 16) -> str:
 
 
 # IR dtype -> C element type
-C_TYPES = {"float32": "float", "int8": "int8_t", "int32": "int32_t", "int16": "int16_t", "uint8": "uint8_t"}
+C_TYPES = {"float32": "float", "float64": "double", "int8": "int8_t", "int32": "int32_t", "int16": "int16_t", "uint8": "uint8_t"}
 
 
 def c_type(dtype: str) -> str:
@@ -42,5 +42,18 @@ def c_type(dtype: str) -> str:
     return C_TYPES[dtype]
 
 
-def c_array_body(data: np.ndarray, dtype: str) -> str:
-    return c_float_array(data) if dtype == "float32" else c_int_array(data)
+def c_double(v: float) -> str:
+    """A double as an exact C99 hexadecimal literal (bit-exact kernels must not depend on decimal parsing)."""
+    v = float(v)
+    if not np.isfinite(v):
+        raise TinycError(f"constant {v} is not finite")
+    return v.hex()
+
+
+def c_array_body(data: np.ndarray, dtype: str, per_line: int = 4) -> str:
+    if dtype == "float32":
+        return c_float_array(data)
+    if dtype == "float64":
+        items = [c_double(v) for v in np.asarray(data, np.float64).ravel().tolist()]
+        return ",\n".join("  " + ", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line))
+    return c_int_array(data)

@@ -36,16 +36,17 @@ def coalesce(shape, strides_list):
     return [d for d, _ in merged], [[ss[k] for _, ss in merged] for k in range(len(strides_list))]
 
 
-def strided_loops(shape, strides_list, body: str, indent: str = "  ") -> str:
-    """Nested for-loops over `shape`; `body` may use {o0}, {o1}, ... the offset expression of each operand."""
+def strided_loops(shape, strides_list, body: str, indent: str = "  ", var: str = "i") -> str:
+    """Nested for-loops over `shape`; `body` may use {o0}, {o1}, ... the offset expression of each operand.
+    Loop counters are named `var`0, `var`1, ... (pick another `var` for a nest inside a nest)."""
     shape, strides_list = coalesce(shape, strides_list)
     lines, pad = [], indent
     for ax, d in enumerate(shape):
-        lines.append(f"{pad}for (int i{ax} = 0; i{ax} < {d}; ++i{ax}) {{")
+        lines.append(f"{pad}for (int {var}{ax} = 0; {var}{ax} < {d}; ++{var}{ax}) {{")
         pad += "  "
     offsets = {}
     for k, strides in enumerate(strides_list):
-        terms = [f"i{ax}" if s == 1 else f"i{ax} * {s}" for ax, s in enumerate(strides) if s != 0]
+        terms = [f"{var}{ax}" if s == 1 else f"{var}{ax} * {s}" for ax, s in enumerate(strides) if s != 0]
         offsets[f"o{k}"] = " + ".join(terms) if terms else "0"
     lines.append(pad + body.format(**offsets))
     for ax in range(len(shape)):

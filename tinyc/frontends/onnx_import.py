@@ -9,6 +9,11 @@ permuted at compile time (`Layout.flat`).
 
 Shape sub-graphs (Shape, Gather, Slice, Concat, Unsqueeze, Cast on constants) are evaluated at compile time with
 onnx's reference evaluator and disappear.
+
+Quantized (QDQ) models: QuantizeLinear / DequantizeLinear on computed values become IR Quantize / Dequantize
+with int8 tensors (uint8 values are shifted to int8 on the way in, see `quantized_type`); a DequantizeLinear of
+an initializer is kept as a `QuantizedConst`, so weights stay integer (`add_quantized_const`). The pass
+`fold_qdq` then turns the float ops between them into int8 ops (docs/onnx-qdq.md).
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import TinycError
-from ..ir import Graph
+from ..ir import Graph, Quant
 
 MIN_OPSET, MAX_OPSET = 11, 23
 
@@ -49,6 +54,55 @@ def inverse(perm) -> tuple:
     return tuple(inv)
 
 
+@dataclass
+class QuantizedConst:
+    """An integer initializer read through DequantizeLinear: real = scale * (values - zero_point), per channel
+    along `axis` when `scale` is 1-D. uint8 data is already shifted to int8 (values and zero point - 128)."""
+    values: np.ndarray        # int8 or int32
+    scale: np.ndarray         # float32, 0-d or 1-D
+    zero_point: np.ndarray    # int64, shaped like scale
+    axis: int | None
+    source: str               # the initializer's name, for messages
+
+    def dequantized(self) -> np.ndarray:
+        """The float32 array DequantizeLinear computes."""
+        shape = [1] * self.values.ndim
+        if self.axis is not None:
+            shape[self.axis] = -1
+        scale, zp = self.scale.reshape(shape), self.zero_point.reshape(shape)
+        return ((self.values.astype(np.int64) - zp).astype(np.float32) * scale).astype(np.float32)
+
+
+def quantized_type(dtype, what: str) -> str:
+    """'int8' or 'uint8' for the integer type of a QuantizeLinear / DequantizeLinear value; anything else
+    (int16, int4, float8, ...) is refused."""
+    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    if name in ("int8", "uint8"):
+        return name
+    raise TinycError(f"{what} is quantized to {name}; tinyc compiles int8 and uint8 QDQ models only")
+
+
+def shift_to_int8(values, qtype: str):
+    """uint8 integers (values or zero points) as int8: q_i8 = q_u8 - 128. Applied to both the values and the
+    zero point it leaves real = scale * (q - zero_point) unchanged, so the IR only ever holds int8."""
+    values = np.asarray(values)
+    if qtype == "uint8":
+        return (values.astype(np.int16) - 128).astype(np.int8)
+    return values
+
+
+def _moved_axis(shape: tuple, axis: int, to_ir) -> int:
+    """Where data movement `to_ir` takes axis `axis` of an array of `shape` (found by moving an index grid)."""
+    n = shape[axis]
+    grid = np.broadcast_to(np.arange(n).reshape([-1 if d == axis else 1 for d in range(len(shape))]), shape)
+    moved = np.asarray(to_ir(grid))
+    for k in range(moved.ndim):
+        ref = np.arange(moved.shape[k]).reshape([-1 if d == k else 1 for d in range(moved.ndim)])
+        if moved.shape[k] == n and np.array_equal(moved, np.broadcast_to(ref, moved.shape)):
+            return k
+    raise TinycError("internal: a per-channel weight axis does not survive the layout change")
+
+
 class OnnxImporter:
     """Holds conversion state; the per-op rules live in onnx_ops.py."""
 
@@ -58,6 +112,8 @@ class OnnxImporter:
         self.io_layout = io_layout
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self.consts: dict[str, np.ndarray] = {}
+        self.qconsts: dict[str, QuantizedConst] = {}       # DequantizeLinear of an initializer (also in consts)
+        self.qtypes: dict[str, str] = {}                   # onnx name of a quantized value -> 'int8' / 'uint8'
         self.values: dict[str, tuple[str, Layout]] = {}   # onnx name -> (ir tensor name, layout)
         self.shapes: dict[str, tuple] = {}                 # onnx name -> logical shape
         self._materialized: dict[tuple, str] = {}
@@ -99,8 +155,10 @@ class OnnxImporter:
         return self.values[name][1]
 
     def define(self, onnx_name: str, layout: Layout, ir_name: str | None = None,
-               source: bool = True) -> str:
-        """Create the IR tensor for ONNX value `onnx_name` stored physically in `layout`."""
+               source: bool = True, like: str | None = None) -> str:
+        """Create the IR tensor for ONNX value `onnx_name` stored physically in `layout`; with `like` (an IR
+        tensor), of that tensor's dtype and quantization (ops that only move quantized data). A uint8 value
+        (shifted to int8) names no reference value: the two would differ by 128."""
         logical = self.logical_shape(onnx_name)
         if layout.flat is not None:
             phys = logical
@@ -109,8 +167,10 @@ class OnnxImporter:
             phys = tuple(logical[i] for i in inv)
         ir_name = self.g.unique_name(ir_name or onnx_name)
         perm = None if layout.flat is not None or layout.is_plain else layout.perm
-        self.g.add_tensor(ir_name, phys, source_name=onnx_name if source and layout.flat is None else None,
-                          source_perm=perm)
+        source = source and layout.flat is None and self.qtypes.get(onnx_name) != "uint8"
+        t = self.g.add_tensor(ir_name, phys, source_name=onnx_name if source else None, source_perm=perm)
+        if like is not None:
+            t.dtype, t.quant = self.g.tensors[like].dtype, self.g.tensors[like].quant
         self.values[onnx_name] = (ir_name, layout)
         return ir_name
 
@@ -133,7 +193,7 @@ class OnnxImporter:
             if have.flat is not None:   # back to the 4-D source first, then a plain flatten
                 src = self.get(have.flat_source, plain(len(self.layout(have.flat_source).perm)))
                 ir_name = self.g.unique_name(name + "_flat")
-                self.g.add_tensor(ir_name, self.logical_shape(name), source_name=name)
+                self._add_copy_tensor(ir_name, self.logical_shape(name), src, name, None)
                 self.g.add_node("Reshape", [src], [ir_name], name=ir_name)
                 have = plain(2)
                 if want == have:
@@ -144,22 +204,63 @@ class OnnxImporter:
             logical = self.logical_shape(name)
             phys = tuple(logical[i] for i in inverse(want.perm))
             out = self.g.unique_name(name + ("_nhwc" if want.perm != tuple(range(len(want.perm))) else "_t"))
-            self.g.add_tensor(out, phys, source_name=name,
-                              source_perm=None if want.is_plain else want.perm)
+            self._add_copy_tensor(out, phys, ir_name, name, None if want.is_plain else want.perm)
             self.g.add_node("Transpose", [ir_name], [out], name=out,
                             perm=tuple(have.perm[j] for j in inverse(want.perm)))
             self._materialized[key] = out
         return self._materialized[key]
 
-    def const_in_layout(self, arr: np.ndarray, rank: int, layout: Layout) -> np.ndarray:
+    def _add_copy_tensor(self, ir_name, shape, src: str, onnx_name: str, perm) -> None:
+        """The IR tensor of a layout copy of IR tensor `src`: same dtype and quantization."""
+        s = self.g.tensors[src]
+        self.g.add_tensor(ir_name, shape, s.dtype, quant=s.quant, source_perm=perm,
+                          source_name=onnx_name if self.qtypes.get(onnx_name) != "uint8" else None)
+
+    def add_quantized_const(self, qc: QuantizedConst, ir_name: str, to_ir, scale_by: float = 1.0) -> str:
+        """An integer constant in IR layout plus the IR Dequantize reading it; returns the (float) output.
+        `to_ir` only moves data (transpose, reshape, broadcast), so the integers move unchanged; the per-channel
+        axis goes where `to_ir` takes it. `scale_by` > 0 folds a constant factor (Gemm alpha) into the scale."""
+        values = np.ascontiguousarray(to_ir(qc.values))
+        axis = None if qc.axis is None else _moved_axis(qc.values.shape, qc.axis, to_ir)
+        scale = (qc.scale * np.float32(scale_by)).astype(np.float32)
+        q_name = self.g.add_const(ir_name + "_q", values, str(values.dtype))
+        self.g.tensors[q_name].quant = Quant(scale, qc.zero_point.copy(), axis)
+        out = self.g.unique_name(ir_name)
+        self.g.add_tensor(out, values.shape)
+        self.g.add_node("Dequantize", [q_name], [out], name=out)
+        return out
+
+    def const_in_layout(self, arr: np.ndarray, rank: int, layout: Layout, dtype=np.float32) -> np.ndarray:
         """A broadcasting constant operand brought into the physical layout of a rank-`rank` value."""
-        arr = np.asarray(arr, dtype=np.float32)
+        arr = np.asarray(arr, dtype=dtype)
         if layout.is_plain:
             return arr
         if layout.flat is not None:
             raise TinycError("internal: elementwise constant on a flattened value")
         full = arr.reshape((1,) * (rank - arr.ndim) + arr.shape)
         return np.ascontiguousarray(full.transpose(inverse(layout.perm)))
+
+
+# ONNX ops that may read quantized (int8) values directly: the QDQ pair and pure data movement.
+READS_QUANTIZED = frozenset({"QuantizeLinear", "DequantizeLinear", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+                             "Transpose", "Identity", "Dropout"})
+
+
+def _refuse_quantized_reads(imp, node) -> None:
+    """A float op fed an int8 value would compute on the stored integers: say so instead."""
+    if node.op_type in READS_QUANTIZED:
+        return
+    for name in node.input:
+        if name in imp.values and imp.g.tensors[imp.values[name][0]].quant is not None:
+            raise TinycError(f"ONNX {node.op_type} '{node.name or node.output[0]}' reads the quantized tensor "
+                             f"'{name}' directly; tinyc reads quantized ONNX models in QDQ form (DequantizeLinear "
+                             "before every float op)")
+
+
+def _check_quantized_output(imp, name: str) -> None:
+    if imp.qtypes.get(name) == "uint8":
+        raise TinycError(f"model output '{name}' is uint8; tinyc's quantized outputs are int8: end the model with "
+                         "DequantizeLinear or quantize activations as int8 (QInt8)")
 
 
 # Ops evaluated at compile time when all their inputs are constants (the shape sub-graphs exporters emit).
@@ -246,7 +347,7 @@ def _static_inputs(model, input_shapes):
         ttype = inp.type.tensor_type
         if ttype.elem_type != 1:  # FLOAT
             raise TinycError(f"input '{inp.name}' has element type {ttype.elem_type}; tinyc compiles float32 "
-                             "ONNX models (int8 QDQ models come with the int8 support)")
+                             "ONNX models (quantized models in QDQ form: float inputs, QuantizeLinear inside)")
         dims = ttype.shape.dim
         given = input_shapes[k] if input_shapes is not None else None
         if given is not None and len(given) != len(dims):
@@ -274,7 +375,7 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
     import onnx
     from onnx import numpy_helper
 
-    from .onnx_ops import ONNX_OPS
+    from .onnx_ops import ONNX_OPS, dequantize_constant
     model = _read_model(path)
     importer_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if not MIN_OPSET <= importer_opset <= MAX_OPSET:
@@ -305,7 +406,9 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
             raise TinycError(f"ONNX op '{node.domain}.{node.op_type}' (node '{node.name}') is from a custom "
                              "domain tinyc does not support; run `tinyc ops` to see supported ops")
         ins = [n for n in node.input if n]
-        if node.op_type == "Constant" or (ins and all(n in imp.consts for n in ins) and
+        if node.op_type == "DequantizeLinear" and ins[0] in imp.consts:
+            dequantize_constant(imp, node)   # weights stay integer, not folded to float here
+        elif node.op_type == "Constant" or (ins and all(n in imp.consts for n in ins) and
                                           node.op_type in CONST_ONLY_OPS | set(ONNX_OPS)):
             values = _eval_const_node(node, [imp.consts[n] for n in ins], importer_opset)
             imp.consts.update(zip(node.output, values))
@@ -314,6 +417,7 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
             values = _eval_const_node(node, [np.zeros(shape, np.float32)], importer_opset)
             imp.consts[node.output[0]] = values[0]
         elif node.op_type in ONNX_OPS:
+            _refuse_quantized_reads(imp, node)
             _infer_node_shapes(imp, node, importer_opset)
             ONNX_OPS[node.op_type](imp, node)
         else:
@@ -323,6 +427,7 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
     for out in model.graph.output:
         if out.name in imp.consts and out.name not in imp.values:
             raise TinycError(f"model output '{out.name}' is a constant; tinyc needs outputs computed from inputs")
+        _check_quantized_output(imp, out.name)
         rank = len(imp.logical_shape(out.name))
         want = channels_last(rank) if io_layout == "nhwc" and rank == 4 else plain(rank)
         g.outputs.append(imp.get(out.name, want))

@@ -9,8 +9,9 @@ import numpy as np
 
 from ..activations import relu6
 from ..errors import TinycError
+from ..ir import Quant
 from .geometry import conv_geometry
-from .onnx_import import Layout, channels_last, plain
+from .onnx_import import Layout, QuantizedConst, channels_last, plain, quantized_type, shift_to_int8
 
 FLOAT_MAX = float(np.finfo(np.float32).max)
 
@@ -106,10 +107,11 @@ def _spatial(imp, node, kind: str, weights=None, bias=None):
     else:
         dst = imp.define(y, channels_last(4))
     if kind == "conv":
-        w = weights if nsp == 2 else weights[:, :, None, :]
-        ins = [src, imp.g.add_const(f"{y}_w", w.transpose(0, 2, 3, 1))]
+        # ONNX [O, C/groups, (KH,) KW] -> IR [O, KH, KW, C/groups]
+        to_ir = (lambda a: a.transpose(0, 2, 3, 1)) if nsp == 2 else (lambda a: a[:, :, None, :].transpose(0, 2, 3, 1))
+        ins = [src, _weight_input(imp, node.input[1], f"{y}_w", to_ir)]
         if bias is not None:
-            ins.append(imp.g.add_const(f"{y}_b", bias))
+            ins.append(_weight_input(imp, node.input[2], f"{y}_b", lambda a: a, what="bias"))
         imp.g.add_node("Conv2D", ins, [dst], name=_name(node), dilations=tuple(dil), groups=a.get("group", 1),
                        activation=None, **attrs)
     else:
@@ -119,6 +121,21 @@ def _spatial(imp, node, kind: str, weights=None, bias=None):
     if nsp == 1:
         out = imp.define(y, channels_last(3))
         imp.g.add_node("Reshape", [dst], [out], name=out)
+
+
+def _weight_input(imp, onnx_name: str, ir_name: str, to_ir, scale_by: float = 1.0, what: str = "weights",
+                  symmetric: bool = True) -> str:
+    """The IR tensor of a constant operand, brought into IR layout by `to_ir` (data movement only). A quantized
+    constant (DequantizeLinear of an initializer) stays integer behind an IR Dequantize, for `fold_qdq`; a plain
+    one is a float32 constant. `scale_by` multiplies the values (Gemm alpha / beta)."""
+    qc = imp.qconsts.get(onnx_name)
+    if qc is None or scale_by <= 0:   # a negative factor cannot go into a scale: dequantized, float
+        arr = np.asarray(to_ir(np.asarray(imp.consts[onnx_name], np.float32)), np.float32)
+        return imp.g.add_const(ir_name, arr * np.float32(scale_by) if scale_by != 1 else arr)
+    if symmetric and np.any(qc.zero_point != 0):
+        raise TinycError(f"{what} '{qc.source}' are quantized asymmetrically (zero point != 0); tinyc's int8 "
+                         "kernels need symmetric weights: quantize weights as QInt8 (symmetric)")
+    return imp.add_quantized_const(qc, ir_name, to_ir, scale_by)
 
 
 def conv(imp, node):
@@ -167,14 +184,18 @@ def reduce_mean(imp, node):
     imp.g.add_node("Mean", [src], [out], name=_name(node), axes=phys_axes, keepdims=keep)
 
 
-def _dense_input(imp, x, w):
-    """The IR tensor feeding a Dense and the weights [O, K] matching its physical order."""
+def _dense_input(imp, x):
+    """The IR tensor feeding a Dense, and the data movement that puts weights [O, K] in its physical order."""
     lay = imp.layout(x)
     if lay.flat is not None and len(imp.logical_shape(x)) == 2:
-        w_phys = np.empty_like(w)
-        w_phys[:, list(lay.flat)] = w
-        return imp.get(x), w_phys
-    return imp.get(x, plain(len(imp.logical_shape(x)))), w
+        order = list(lay.flat)
+
+        def to_physical(w):
+            w_phys = np.empty_like(w)
+            w_phys[:, order] = w
+            return w_phys
+        return imp.get(x), to_physical
+    return imp.get(x, plain(len(imp.logical_shape(x)))), lambda w: w
 
 
 def gemm(imp, node):
@@ -182,15 +203,18 @@ def gemm(imp, node):
     if a.get("transA", 0):
         raise TinycError(f"Gemm '{_name(node)}' uses transA=1; not supported (export without transposing A)")
     b = np.asarray(imp.const(node.input[1], f"Gemm '{_name(node)}' weights"), np.float32)
-    w = (b if a.get("transB", 0) else b.T) * np.float32(a.get("alpha", 1.0))
-    src, w = _dense_input(imp, node.input[0], w)
-    ins = [src, imp.g.add_const(f"{node.output[0]}_w", w)]
+    trans_b = a.get("transB", 0)
+    n_out = b.shape[0] if trans_b else b.shape[1]
+    src, to_physical = _dense_input(imp, node.input[0])
+    ins = [src, _weight_input(imp, node.input[1], f"{node.output[0]}_w",
+                              lambda w: to_physical(w if trans_b else w.T), scale_by=float(a.get("alpha", 1.0)))]
     c = imp.opt_const(node, 2)
     if len(node.input) > 2 and node.input[2] and c is None:
         raise TinycError(f"Gemm '{_name(node)}' has a computed C input; tinyc needs a constant bias")
     if c is not None:
-        bias = np.broadcast_to(np.asarray(c, np.float32) * np.float32(a.get("beta", 1.0)), (1, w.shape[0]))
-        ins.append(imp.g.add_const(f"{node.output[0]}_b", bias.reshape(-1)))
+        ins.append(_weight_input(imp, node.input[2], f"{node.output[0]}_b",
+                                 lambda v: np.broadcast_to(v, (1, n_out)).reshape(-1),
+                                 scale_by=float(a.get("beta", 1.0)), what="bias"))
     out = imp.define(node.output[0], plain(2))
     imp.g.add_node("Dense", ins, [out], name=_name(node), activation=None)
 
@@ -202,30 +226,52 @@ def matmul(imp, node):
     b = np.asarray(imp.consts[node.input[1]], np.float32)
     if b.ndim != 2:
         raise TinycError(f"MatMul '{_name(node)}' has {b.ndim}-D weights; tinyc supports 2-D weights")
-    src, w = _dense_input(imp, node.input[0], np.ascontiguousarray(b.T))
+    src, to_physical = _dense_input(imp, node.input[0])
+    w = _weight_input(imp, node.input[1], f"{node.output[0]}_w", lambda v: to_physical(np.ascontiguousarray(v.T)))
     out = imp.define(node.output[0], plain(len(imp.logical_shape(node.output[0]))))
-    imp.g.add_node("Dense", [src, imp.g.add_const(f"{node.output[0]}_w", w)], [out], name=_name(node),
-                   activation=None)
+    imp.g.add_node("Dense", [src, w], [out], name=_name(node), activation=None)
+
+
+def _final_readers(imp, name: str) -> list | None:
+    """(node, the input name it reads) for every reader of `name`, looking through QuantizeLinear /
+    DequantizeLinear (a QDQ model puts a pair between a Flatten and its Gemm); None if a graph output is met."""
+    if name in imp.output_names:
+        return None
+    readers = []
+    for c in imp.consumers.get(name, []):
+        if c.op_type in ("QuantizeLinear", "DequantizeLinear") and c.input[0] == name:
+            further = _final_readers(imp, c.output[0])
+            if further is None:
+                return None
+            readers += further
+        else:
+            readers.append((c, name))
+    return readers
+
+
+def _carry_qtype(imp, src: str, dst: str) -> None:
+    if src in imp.qtypes:
+        imp.qtypes[dst] = imp.qtypes[src]
 
 
 def _reshape(imp, node):
     """Reshape / Flatten / Squeeze / Unsqueeze: a row-major reinterpretation (free alias later)."""
     x, y = node.input[0], node.output[0]
     lay, shape_in = imp.layout(x), imp.logical_shape(x)
-    consumers = imp.consumers.get(y, [])
-    if (lay.flat is None and not lay.is_plain and len(imp.logical_shape(y)) == 2 and consumers and
-            y not in imp.output_names and all(c.op_type in ("Gemm", "MatMul") and c.input[0] == y
-                                              for c in consumers)):
+    readers = _final_readers(imp, y)
+    _carry_qtype(imp, x, y)   # before `define`, which looks at it
+    if (lay.flat is None and not lay.is_plain and len(imp.logical_shape(y)) == 2 and readers and
+            all(c.op_type in ("Gemm", "MatMul") and c.input[0] == read for c, read in readers)):
         # Flatten of an NCHW value feeding Gemm: flatten in NHWC order, permute the weights instead.
         phys = imp.g.tensors[imp.get(x)].shape
         flat = np.arange(int(np.prod(phys))).reshape(phys).transpose(lay.perm).ravel()
-        out = imp.define(y, Layout((0, 1), tuple(int(i) for i in flat), x))
+        out = imp.define(y, Layout((0, 1), tuple(int(i) for i in flat), x), like=imp.get(x))
         imp.g.add_node("Reshape", [imp.get(x)], [out], name=_name(node))
         return
     keeps_order = lay.flat is None and list(p for p, d in zip(lay.perm, shape_in) if d != 1) == sorted(
         p for p, d in zip(lay.perm, shape_in) if d != 1)
     src = imp.get(x) if keeps_order else imp.get(x, plain(len(shape_in)))
-    out = imp.define(y, plain(len(imp.logical_shape(y))))
+    out = imp.define(y, plain(len(imp.logical_shape(y))), like=src)
     imp.g.add_node("Reshape", [src], [out], name=_name(node))
 
 
@@ -239,8 +285,8 @@ def _same_layout(imp, names, rank):
     for n in names:
         if n in imp.values:
             ins.append(imp.get(n, lay))
-        else:
-            ins.append(imp.g.add_const(n, imp.const_in_layout(imp.consts[n], rank, lay)))
+        else:   # a quantized constant operand keeps its integers and zero point
+            ins.append(_weight_input(imp, n, n, lambda a: imp.const_in_layout(a, rank, lay, a.dtype), symmetric=False))
     return ins, lay
 
 
@@ -322,6 +368,7 @@ def transpose(imp, node):
     lay = imp.layout(x) if imp.layout(x).flat is None else plain(rank)
     # A relabel of the same stored data: no copy.
     imp.values[node.output[0]] = (imp.get(x, lay), Layout(tuple(lay.perm[i] for i in q)))
+    _carry_qtype(imp, x, node.output[0])
 
 
 def pad(imp, node):
@@ -367,7 +414,90 @@ def batchnorm(imp, node):
 def identity(imp, node):
     if len(node.output) > 1 and node.output[1] and imp.consumers.get(node.output[1]):
         raise TinycError(f"Dropout '{_name(node)}' mask output is used; not supported")
-    _unary(imp, node, "Identity")
+    src = imp.get(node.input[0])
+    _carry_qtype(imp, node.input[0], node.output[0])
+    out = imp.define(node.output[0], imp.layout(node.input[0]), like=src)
+    imp.g.add_node("Identity", [src], [out], name=_name(node))
+
+
+# -- QDQ: QuantizeLinear / DequantizeLinear ------------------------------------------------------------------
+def _quantize_output_type(imp, node):
+    """QuantizeLinear's integer type: its zero point's, else the `output_dtype` attribute (opset 21), else uint8."""
+    zp = imp.opt_const(node, 2)
+    if zp is not None:
+        return np.asarray(zp).dtype
+    code = _attrs(node).get("output_dtype", 0)
+    if code:
+        from onnx import helper
+        return helper.tensor_dtype_to_np_dtype(code)
+    return np.dtype(np.uint8)
+
+
+def _qdq_params(imp, node, qtype: str, rank: int):
+    """(scale float32, zero point int64 in int8 terms, per-channel axis or None) of a QuantizeLinear or
+    DequantizeLinear whose integer side has ONNX type `qtype` and rank `rank`."""
+    what = f"{node.op_type} '{_name(node)}'"
+    a = _attrs(node)
+    if a.get("block_size", 0):
+        raise TinycError(f"{what} uses blocked quantization (block_size); tinyc supports per-tensor and per-channel")
+    scale = np.asarray(imp.const(node.input[1], f"{what} scale"), np.float64).astype(np.float32)
+    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        raise TinycError(f"{what} has scale {scale.ravel()[:4]}; scales must be positive and finite")
+    zp = imp.opt_const(node, 2)
+    if len(node.input) > 2 and node.input[2] and zp is None:
+        imp.const(node.input[2], f"{what} zero point")   # raises: computed zero point
+    zp = np.zeros(scale.shape, np.int64) if zp is None else shift_to_int8(zp, qtype).astype(np.int64)
+    if scale.size == 1:
+        return scale.reshape(()), zp.reshape(()), None
+    return scale.reshape(-1), np.broadcast_to(zp.reshape(-1), (scale.size,)).copy(), int(a.get("axis", 1)) % rank
+
+
+def dequantize_constant(imp, node):
+    """DequantizeLinear of an initializer (weights, biases, constant operands): kept as a QuantizedConst so
+    rules can store the integers; its float value is also a constant, for rules that only want numbers."""
+    x, y = node.input[0], node.output[0]
+    values = np.asarray(imp.consts[x])
+    kind = values.dtype.name
+    qtype = kind if kind == "int32" else quantized_type(values.dtype, f"constant '{x}'")
+    scale, zp, axis = _qdq_params(imp, node, qtype, values.ndim)
+    if axis is not None and values.shape[axis] != scale.size:
+        raise TinycError(f"DequantizeLinear '{_name(node)}': {scale.size} scales for axis {axis} of '{x}' "
+                         f"with shape {values.shape}")
+    qc = QuantizedConst(shift_to_int8(values, qtype), scale, zp, axis, x)
+    imp.qconsts[y] = qc
+    imp.consts[y] = qc.dequantized()
+
+
+def quantize_linear(imp, node):
+    x, y = node.input[0], node.output[0]
+    qtype = quantized_type(_quantize_output_type(imp, node), f"QuantizeLinear '{_name(node)}' output '{y}'")
+    scale, zp, axis = _qdq_params(imp, node, qtype, len(imp.logical_shape(x)))
+    if axis is not None:
+        raise TinycError(f"QuantizeLinear '{_name(node)}' quantizes '{x}' per axis; tinyc supports per-tensor "
+                         "quantization of activations only")
+    src = imp.get(x)
+    imp.qtypes[y] = qtype
+    out = imp.define(y, imp.layout(x))
+    imp.g.tensors[out].dtype, imp.g.tensors[out].quant = "int8", Quant(scale, zp)
+    imp.g.add_node("Quantize", [src], [out], name=_name(node))
+
+
+def dequantize_linear(imp, node):
+    x, y = node.input[0], node.output[0]
+    src = imp.get(x)
+    q = imp.g.tensors[src].quant
+    if q is None:
+        raise TinycError(f"DequantizeLinear '{_name(node)}' reads '{x}', which no QuantizeLinear made; tinyc "
+                         "needs QuantizeLinear -> DequantizeLinear pairs on computed tensors")
+    scale, zp, axis = _qdq_params(imp, node, imp.qtypes.get(x, "int8"), len(imp.logical_shape(x)))
+    if axis is not None:
+        raise TinycError(f"DequantizeLinear '{_name(node)}' dequantizes '{x}' per axis; tinyc supports "
+                         "per-tensor quantization of activations only")
+    if np.float32(scale) != np.float32(q.scale) or int(zp) != int(q.zero_point):
+        raise TinycError(f"DequantizeLinear '{_name(node)}' reads '{x}' with another scale or zero point than "
+                         "it was quantized with; not supported")
+    out = imp.define(y, imp.layout(x))
+    imp.g.add_node("Dequantize", [src], [out], name=_name(node))
 
 
 ONNX_OPS = {
@@ -381,4 +511,5 @@ ONNX_OPS = {
     "Flatten": _reshape, "Reshape": _reshape, "Squeeze": _reshape, "Unsqueeze": _reshape,
     "Transpose": transpose, "Concat": concat, "Pad": pad, "BatchNormalization": batchnorm,
     "Identity": identity, "Dropout": identity,
+    "QuantizeLinear": quantize_linear, "DequantizeLinear": dequantize_linear,
 }

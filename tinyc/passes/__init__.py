@@ -3,6 +3,9 @@
 `optimize` runs `PIPELINE` in order. The order matters:
   drop_identity    first, so no Identity hides a pattern from the passes below;
   fold_constants   before the folds, so weights computed by constant subgraphs are plain constants;
+  fold_qdq         next: turns ONNX QDQ groups into int8 ops and folds the weights of the groups left float into
+                   float constants, which fold_batchnorm / fold_affine need; before fuse_activation, so a relu
+                   between an op and its Quantize becomes the int8 op's clamp (fuse_activation skips int8);
   fold_batchnorm   before fuse_activation: BatchNorm sits between a conv and its activation;
   fold_affine      the same for constant Mul/Add/Sub/Div after a conv (how tf2onnx exports BatchNorm);
   fuse_pad         before fuse_activation (independent of it, but keeps conv rewrites together);
@@ -18,10 +21,11 @@ from .drop_identity import drop_identity
 from .fold_affine import fold_affine
 from .fold_batchnorm import fold_batchnorm
 from .fold_constants import fold_constants
+from .fold_qdq import fold_qdq
 from .fuse_activation import fuse_activation
 from .fuse_pad import fuse_pad
 
-PIPELINE = (drop_identity, fold_constants, fold_batchnorm, fold_affine, fuse_pad, fuse_activation,
+PIPELINE = (drop_identity, fold_constants, fold_qdq, fold_batchnorm, fold_affine, fuse_pad, fuse_activation,
             alias_reshape)
 
 

@@ -79,6 +79,49 @@ def conv_multipliers(in_q, w_q, out_q, out_channels: int, product_in_float: bool
     return mults, shifts
 
 
-def rescale(in_q, out_q) -> tuple[int, int]:
-    """(multiplier, shift) taking input LSBs to output LSBs: in_scale / out_scale in double."""
+def rescale(in_q, out_q, in_float32: bool = False) -> tuple[int, int]:
+    """(multiplier, shift) taking input LSBs to output LSBs: in_scale / out_scale in double (QUANTIZE, MEAN), or
+    divided in float32 first (`in_float32`: RELU, LEAKY_RELU)."""
+    if in_float32:
+        return multiplier(float(np.float32(np.float32(scale_of(in_q)) / np.float32(scale_of(out_q)))))
     return multiplier(scale_of(in_q) / scale_of(out_q))
+
+
+def fc_scales(in_q, w_q, out_q, out_channels: int) -> list[float]:
+    """FULLY_CONNECTED's reference requantization factors: in_scale * w_scale[c] / out_scale in double."""
+    w = np.asarray(w_q.scale, np.float32).reshape(-1)
+    return [scale_of(in_q) * float(w[c if w.size > 1 else 0]) / scale_of(out_q) for c in range(out_channels)]
+
+
+# -- LOGISTIC / TANH: 256-entry tables built in float32 as TFLite's LUTPopulate does -------------------------
+def _libm_float_fn(name: str):
+    """The C library's float function (TFLite's tables call std::exp/std::tanh on float, i.e. libm's
+    expf/tanhf); numpy's float32 versions differ in the last bit for some arguments. Falls back to numpy
+    where no C library can be loaded."""
+    import ctypes
+    import ctypes.util
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
+        return lambda v: np.float32(fn(float(v)))
+    except (OSError, AttributeError):
+        np_fn = {"expf": np.exp, "tanhf": np.tanh}[name]
+        return lambda v: np_fn(np.float32(v))
+
+
+def activation_table(fn: str, in_q, out_q) -> list[int]:
+    """lut[v + 128] for v in -128..127: dequantize, apply `fn` (sigmoid or tanh) in float32, requantize with
+    roundf and a truncating cast after a float add of the zero point (docs/int8-numerics.md 4.10)."""
+    f32 = np.float32
+    s_in, z_in = f32(scale_of(in_q)), zero_point_of(in_q)
+    inv, z_out = f32(f32(1.0) / f32(scale_of(out_q))), zero_point_of(out_q)
+    expf, tanhf = _libm_float_fn("expf"), _libm_float_fn("tanhf")
+    table = []
+    for v in range(-128, 128):
+        deq = f32(s_in * f32(v - z_in))
+        t = f32(f32(1.0) / f32(f32(1.0) + expf(-deq))) if fn == "sigmoid" else tanhf(deq)
+        r = f32(tflite_round(float(f32(t * inv))))
+        q = int(f32(r + f32(z_out)))
+        table.append(min(QMAX, max(QMIN, q)))
+    return table
