@@ -138,6 +138,39 @@ def _read_trace(path: Path, traced: list, g) -> list:
     return samples
 
 
+def _run_in(compiled, data: list, build: Path, per_layer: bool = False):
+    """Build the host runner in `build`, run it on `data` (per input [N, ...] of its dtype): outputs per output
+    [N, ...], and per-sample traces when `per_layer`."""
+    g = compiled.plan.graph
+    n = data[0].shape[0]
+    build.mkdir(parents=True, exist_ok=True)
+    exe = build_host_runner(compiled, build, n, per_layer)
+    in_files = []
+    for k, arr in enumerate(data):
+        f = build / f"input{k}.bin"
+        np.ascontiguousarray(arr).tofile(f)
+        in_files.append(str(f))
+    out_files = [str(build / f"output{k}.bin") for k in range(len(g.outputs))]
+    trace = build / "trace.bin"
+    res = subprocess.run([str(exe), *in_files, *out_files, str(trace)], capture_output=True, text=True,
+                         timeout=600)
+    if res.returncode != 0:
+        msg = (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[0]
+        raise TinycError(f"the generated code failed at run time under the sanitizers: {msg[:300]}")
+    ours = [np.fromfile(f, g.tensors[o].dtype).reshape((n, *g.tensors[o].shape))
+            for f, o in zip(out_files, g.outputs)]
+    return ours, (_read_trace(trace, compiled.library.traced, g) if per_layer else None)
+
+
+def run_generated(compiled, inputs: list) -> list:
+    """Run a compiled model's C on the host (gcc, sanitizers) on `inputs` (per model input, [N, ...]; floats
+    for int8 inputs are quantized like `<name>_quantize_input`). Returns per output [N, ...] in its dtype."""
+    g = compiled.plan.graph
+    data = _samples_from(inputs, [g.tensors[n] for n in g.inputs], 0, 0)
+    with tempfile.TemporaryDirectory(prefix="tinyc-run-") as tmp:
+        return _run_in(compiled, data, Path(tmp))[0]
+
+
 def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: bool = False, name=None,
            input_shapes=None, io_layout: str = "nchw", keep_dir: str | None = None, quantize: str | None = None,
            calib=None, progress=None) -> dict:
@@ -149,28 +182,12 @@ def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: b
     n = data[0].shape[0]
     with tempfile.TemporaryDirectory(prefix="tinyc-verify-") as tmp:
         build = Path(keep_dir) if keep_dir else Path(tmp)
-        build.mkdir(parents=True, exist_ok=True)
-        exe = build_host_runner(compiled, build, n, per_layer)
-        in_files = []
-        for k, arr in enumerate(data):
-            f = build / f"input{k}.bin"
-            arr.tofile(f)
-            in_files.append(str(f))
-        out_files = [str(build / f"output{k}.bin") for k in range(len(g.outputs))]
-        trace = build / "trace.bin"
+        ours, traces = _run_in(compiled, data, build, per_layer)
         ref_path = path
         if compiled.quantized is not None:
             ref_path = str(build / "quantized.tflite")
             write_tflite(compiled.quantized, ref_path)
             io_layout = "nhwc"   # the exported model takes the IR's own layout
-        res = subprocess.run([str(exe), *in_files, *out_files, str(trace)], capture_output=True, text=True,
-                             timeout=600)
-        if res.returncode != 0:
-            msg = (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[0]
-            raise TinycError(f"the generated code failed at run time under the sanitizers: {msg[:300]}")
-        ours = [np.fromfile(f, g.tensors[o].dtype).reshape((n, *g.tensors[o].shape))
-                for f, o in zip(out_files, g.outputs)]
-        traces = _read_trace(trace, compiled.library.traced, g) if per_layer else None
         ref_samples = [[_to_reference(compiled, nm, d[s], io_layout) for nm, d in zip(g.inputs, data)]
                        for s in range(n)]
         wanted = sorted({t.source_name for t in g.tensors.values() if t.source_name}) if per_layer else ()

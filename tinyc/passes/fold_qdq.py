@@ -14,7 +14,8 @@ Steps, in order:
      followed by the Dequantize (moving bytes commutes with per-tensor dequantization; the frontend puts its
      layout transposes and flattens after Dequantize nodes);
   2. raise Quantize above data movement, the mirror image (e.g. the reshape after a 1-D convolution);
-  3. Quantize(Dequantize(t)) becomes t itself when the parameters agree, else an int8 -> int8 requantize;
+  3. Quantize(Dequantize(t)) becomes t itself when the parameters agree, else a requantization of t
+     (`_requantize`: why it is an int8 Mul and not an int8 -> int8 Quantize is explained there);
   4. `Dequantize(s) -> op -> [relu / clip ...] -> Quantize` becomes the int8 op with the clamps fused, for
      Conv2D, Dense, Add / Sub / Mul, MaxPool2D / AvgPool2D, Mean over H and W, Concat and a standalone
      relu / clip. Each rule checks what the int8 kernel needs (symmetric int8 weights with per-tensor or
@@ -140,18 +141,34 @@ def _raise_one_quantize(g: Graph) -> bool:
     return False
 
 
+def _requantize(g: Graph, src: str, out: str, act: dict | None = None) -> Node:
+    """A node (not yet in the graph) computing int8 `out` from int8 `src` of other parameters, clamped by `act`:
+    an int8 Mul by the constant 1.0, stored as 127 with scale 1/127.
+
+    Why not an int8 -> int8 Quantize: that kernel (and the int8 relu / clip kernel) rescales as TFLite's
+    REQUANTIZE does, rounding twice (SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT), which on
+    inputs as small as int8 values is off by up to half an LSB, always upwards (a ratio of 0.4387 takes 1 to 1,
+    not 0): about one value in ten differs from onnxruntime, and averages downstream turn the bias into 2 LSBs.
+    The Mul multiplies by 127 before it rescales, so its first rounding is 2^-7 finer: one accurate rounding."""
+    one = g.add_const(src + "_one", np.full((1,) * len(g.tensors[src].shape), 127), "int8")
+    g.tensors[one].quant = Quant(np.asarray(1.0 / 127.0, np.float32), np.zeros((), np.int64))
+    return Node("Mul", [src, one], [out], {"activation": act}, out + "_requantize")
+
+
 def _cancel_pairs(g: Graph) -> None:
-    """Quantize(Dequantize(t)): t itself with the same parameters, else an int8 -> int8 requantize of t."""
+    """Quantize(Dequantize(t)): t itself with the same parameters, else a requantization of t."""
     for q in list(g.nodes):
         t = _dequantized_value(g, q.inputs[0]) if q.op == "Quantize" else None
         if t is None:
             continue
         y = q.outputs[0]
-        if _same_quant(g.tensors[t].quant, g.tensors[y].quant) and y not in g.outputs:
+        if not _same_quant(g.tensors[t].quant, g.tensors[y].quant):
+            g.nodes[g.nodes.index(q)] = _requantize(g, t, y)
+        elif y in g.outputs:   # the output name must survive: an exact int8 copy
+            q.inputs = [t]
+        else:
             g.replace_uses(y, t)
             g.nodes.remove(q)
-        else:
-            q.inputs = [t]
 
 
 # -- step 4: compute patterns ---------------------------------------------------------------------------------
@@ -300,7 +317,7 @@ def _concat(g: Graph, op: Node, act, out: Tensor) -> bool:
     for s in srcs:
         if not _same_quant(g.tensors[s].quant, out.quant):
             r = _int8_tensor(g, s + "_requantized", g.tensors[s].shape, out.quant)
-            g.nodes.insert(g.nodes.index(op), Node("Quantize", [s], [r], {}, r))
+            g.nodes.insert(g.nodes.index(op), _requantize(g, s, r))
             s = r
         ins.append(s)
     op.inputs = ins
@@ -308,14 +325,19 @@ def _concat(g: Graph, op: Node, act, out: Tensor) -> bool:
 
 
 def _activation(g: Graph, op: Node, act, out: Tensor) -> bool:
-    """A standalone relu / clip: the int8 activation kernel rescales to the output parameters and clamps."""
+    """A standalone relu / clip: the int8 activation kernel when the parameters do not change (an exact clamp),
+    else a requantization with the clamp fused (see `_requantize`)."""
     x_q = _dequantized_value(g, op.inputs[0])
     if x_q is None or not _is_clamp(op):
         return False
     merged = activation_of(op) if act is None else compose(activation_of(op), act)
     if merged is None:
         return False
-    op.inputs, op.attrs = [x_q], dict(merged)
+    if _same_quant(g.tensors[x_q].quant, out.quant):
+        op.inputs, op.attrs = [x_q], dict(merged)
+        return True
+    mul = _requantize(g, x_q, out.name, merged)
+    op.op, op.inputs, op.attrs = mul.op, mul.inputs, mul.attrs   # `op` itself becomes the Mul
     return True
 
 
