@@ -129,6 +129,8 @@ def test_wheel_ships_templates_runtime_and_boards(tmp_path):
                    check=True, capture_output=True)
     code = ("import tinyc, sys; from tinyc.resources import resource_dir as r; "
             "assert 'site-packages' in tinyc.__file__, tinyc.__file__; "
-            "assert (r('templates') / 'model.c.j2').is_file(); assert (r('runtime_c') / 'tinyc_float.h').is_file()")
+            "assert (r('templates') / 'model.c.j2').is_file(); assert (r('runtime_c') / 'tinyc_float.h').is_file(); "
+            "assert (r('templates') / 'int8' / 'conv2d.c.j2').is_file(); assert (r('runtime_c') / 'tinyc_int8.h').is_file(); "
+            "import tinyc.compiler, tinyc.quant.ptq, tinyc.verify")
     res = subprocess.run([str(py), "-c", code], cwd=str(tmp_path), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

@@ -114,3 +114,37 @@ int main(void) {
     assert report["ok"] and report["mismatched_bytes"] == 0
     ours = np.fromfile(tmp_path / "k" / "output0.bin", np.int8)
     assert np.array_equal(got, ours)
+
+
+HYGIENE_MODELS = ("mlp_heads", "activations_cnn", "ds_cnn", "two_inputs_arith", "mean_keepdims_head")
+
+
+@pytest.mark.parametrize("cc,flags", [("gcc", ("-O2",)),
+                                      ("arm-none-eabi-gcc", ("-mcpu=cortex-m0plus", "-mthumb", "-O2")),
+                                      ("arm-none-eabi-gcc", ("-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16",
+                                                             "-mfloat-abi=hard", "-O2"))])
+def test_int8_code_hygiene(int8_models, tmp_path, c_compile, cc, flags):
+    """Warning set on host gcc and arm-none-eabi-gcc (M0+, M4F) for every int8 kernel variant; only the API is
+    exported; nothing from libc but round/roundf (FULLY_CONNECTED's double rounding, the quantize helper)."""
+    import shutil
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} not installed")
+    from tinyc.compiler import compile_model
+    nm_tool = "arm-none-eabi-nm" if cc.startswith("arm") else "nm"
+    for name in HYGIENE_MODELS:
+        lib = compile_model(int8_models(name)).library
+        objs = c_compile(lib, tmp_path / name, cc, flags)
+        nm = subprocess.run([nm_tool, *map(str, objs)], capture_output=True, text=True, check=True).stdout
+        exported = {line.split()[-1] for line in nm.splitlines() if " T " in line}
+        assert exported == {f"{name}_invoke", f"{name}_quantize_input{'0' if name == 'two_inputs_arith' else ''}",
+                            *[f"{name}_dequantize_output{k if name == 'mlp_heads' else ''}"
+                              for k in (range(3) if name == "mlp_heads" else [""])],
+                            *([f"{name}_quantize_input1"] if name == "two_inputs_arith" else [])}, exported
+        undefined = {line.split()[-1] for line in nm.splitlines() if " U " in line and "__aeabi_" not in line}
+        assert undefined <= {"round", "roundf", "memcpy", "memmove", "memset"}, (name, undefined)
+
+
+def test_int8_output_is_reproducible(int8_models):
+    from tinyc.compiler import compile_model
+    path = int8_models("ds_cnn")
+    assert compile_model(path).library.files == compile_model(path).library.files
