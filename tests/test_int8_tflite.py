@@ -148,3 +148,37 @@ def test_int8_output_is_reproducible(int8_models):
     from tinyc.compiler import compile_model
     path = int8_models("ds_cnn")
     assert compile_model(path).library.files == compile_model(path).library.files
+
+
+def test_int16_activation_model_is_refused(tmp_path):
+    """TFLite's 16x8 quantization (int16 activations): one clear line, exit code 2."""
+    from test_cli import one_line_error
+    keras = int8_zoo._keras()
+    import tensorflow as tf
+    model = int8_zoo.build("mlp_heads")
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = int8_zoo.representative(model, 8)
+    conv.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    path = tmp_path / "int16.tflite"
+    path.write_bytes(conv.convert())
+    del keras
+    one_line_error(tinyc("compile", path, "-o", tmp_path / "o"), "INT16")
+
+
+def test_asymmetric_weights_are_refused(tmp_path):
+    from test_cli import one_line_error
+
+    from tinyc.ir import Graph, Quant
+    from tinyc.quant.tflite_writer import write_tflite
+    g = Graph("asym")
+    q = lambda s, z: Quant(np.asarray(s, np.float32), np.asarray(z, np.int64))  # noqa: E731
+    g.add_tensor("x", (1, 8), "int8", quant=q(0.1, 0))
+    g.add_tensor("w", (4, 8), "int8", np.ones((4, 8), np.int8), quant=q(0.01, 3))
+    g.add_tensor("y", (1, 4), "int8", quant=q(0.2, 0))
+    g.add_node("Dense", ["x", "w"], ["y"], activation=None)
+    g.inputs, g.outputs = ["x"], ["y"]
+    path = tmp_path / "asym.tflite"
+    write_tflite(g, str(path))
+    one_line_error(tinyc("compile", path, "-o", tmp_path / "o"), "asymmetric")

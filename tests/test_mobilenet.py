@@ -39,6 +39,14 @@ def mobilenet(tmp_path_factory):
     x = np.random.default_rng(1).standard_normal(SHAPE).astype(np.float32)
     probs = np.asarray(model(x, training=False))
     assert probs.max() - probs.min() > 0.05, "the test model's output must not be uniform"
+    # The same network as a fully-integer TFLite model (int8 in and out), as users convert it.
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(2)
+    conv.representative_dataset = lambda: ([rng.standard_normal(SHAPE).astype(np.float32)] for _ in range(8))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    (d / "mobilenetv2_int8.tflite").write_bytes(conv.convert())
     return d, x
 
 
@@ -50,3 +58,11 @@ def test_mobilenetv2_035_144(mobilenet, fmt):
     assert report["first_divergence"] is None
     assert len(report["layers"]) >= 40, "per-layer comparison must cover the network"
     assert all(row["ok"] for row in report["layers"])
+
+
+def test_mobilenetv2_035_144_int8_bit_exact(mobilenet):
+    """The acceptance model of the int8 path: zero differing bytes on every layer and the output."""
+    d, _ = mobilenet
+    report = verify(str(d / "mobilenetv2_int8.tflite"), samples=4, seed=5, per_layer=True)
+    assert report["mismatched_bytes"] == 0, report["outputs"]
+    assert len(report["layers"]) >= 60 and all(row["ok"] for row in report["layers"])

@@ -39,6 +39,8 @@ def supported_ops() -> dict:
     from .tflite_ops import FOLD_OPS, TFLITE_OPS
     ops["tflite"] = sorted(TFLITE_OPS)
     ops["tflite (constant sub-graphs only, folded at compile time)"] = sorted(set(FOLD_OPS) - set(TFLITE_OPS))
+    from ..codegen.int8_kernels import ACTIVATIONS, KERNELS
+    ops["int8 kernels (IR ops; activations: " + ", ".join(sorted(ACTIVATIONS)) + ")"] = sorted(KERNELS)
     try:
         from .keras_import import SUPPORTED_LAYERS
         ops["keras"] = sorted(SUPPORTED_LAYERS)
