@@ -14,7 +14,7 @@ import int8_zoo  # noqa: E402
 from conftest import WARNINGS  # noqa: E402
 from test_cli import tinyc  # noqa: E402
 
-from tinyc.frontends.tflite_import import _enum_names, _op_name, _read, _schema  # noqa: E402
+from tinyc.frontends.tflite_import import _op_name, _read, _schema  # noqa: E402
 from tinyc.verify import verify  # noqa: E402
 
 SAMPLES = 20

@@ -12,7 +12,6 @@ if importlib.util.find_spec("tensorflow") is None:
 import model_zoo  # noqa: E402
 from test_cli import one_line_error, tinyc  # noqa: E402
 
-from tinyc.errors import TinycError  # noqa: E402
 from tinyc.verify import verify  # noqa: E402
 
 

@@ -124,7 +124,7 @@ def generate(plan: MemoryPlan, prefix: str, source: str) -> Library:
             return f"{kind}{k}"
         return f"({c_type(g.tensors[name].dtype)} *)({prefix}_arena.bytes + {buf.offset})"
 
-    consts, const_names, derived = [], {}, {}
+    consts, const_names = [], {}
 
     def add_const(key, data, dtype, comment):
         if key not in const_names:
