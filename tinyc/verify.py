@@ -248,7 +248,7 @@ def _compare_layers(compiled, traces, ref_inters):
                 ours = ours.transpose(t.source_perm)
             if ours.size != ref.size:
                 break
-            errs.append(compare(ours.reshape(ref.shape), ref))
+            errs.append(compare(ours.reshape(ref.shape), ref, lsb_tolerance(compiled, tname)))
         if not errs:
             continue
         node = producers[tname]

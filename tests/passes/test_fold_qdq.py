@@ -112,8 +112,10 @@ class QDQ:
         values = self.rng.integers(-127, 128, shape).astype(np.int8)
         n = shape[axis] if per_channel else 1
         scale = np.full(n, 0.02, np.float32) * (1 + np.arange(n, dtype=np.float32) / 10)
-        quant = Quant(scale if per_channel else scale.reshape(()),
-                      np.full(n, zp, np.int64) if per_channel else np.asarray(zp, np.int64), axis if per_channel else None)
+        if per_channel:
+            quant = Quant(scale, np.full(n, zp, np.int64), axis)
+        else:
+            quant = Quant(scale.reshape(()), np.asarray(zp, np.int64))
         w = self.name("w")
         self.g.add_tensor(w, shape, "int8", values, quant=quant)
         return self.dequantize(w)
@@ -161,6 +163,21 @@ def test_conv_relu_quantize_becomes_one_int8_conv_with_the_relu_as_clamp():
     assert (x.dtype, w.dtype, bias.dtype) == ("int8", "int8", "int32") and w.is_const and bias.is_const
     assert out.tensors[conv.outputs[0]].dtype == "int8"
     np.testing.assert_allclose(bias.quant.scale, np.float32(0.03) * W_SCALES, rtol=1e-7)
+
+
+def test_clamps_compose_with_the_ops_own_activation():
+    g = conv_graph(act=None)
+    conv = next(n for n in g.nodes if n.op == "Conv2D")
+    conv.attrs["activation"] = {"fn": "relu"}
+    y = conv.outputs[0]
+    g.add_tensor("relu6", g.tensors[y].shape)
+    g.add_node("Activation", [y], ["relu6"], fn="clip", lo=0.0, hi=6.0)
+    quantize = g.consumers(y)[0]
+    quantize.inputs = ["relu6"]
+    g.nodes.insert(g.nodes.index(quantize), g.nodes.pop())
+    out = folded(g)
+    assert ops(out) == ["Quantize", "Conv2D", "Dequantize"]
+    assert out.nodes[1].attrs["activation"] == {"fn": "clip", "lo": 0.0, "hi": 6.0}
 
 
 def test_bias_of_another_scale_is_requantized_to_in_scale_times_w_scale():
@@ -216,7 +233,7 @@ def test_pool_needs_equal_parameters_else_stays_float():
 
 
 @pytest.mark.parametrize("out_q, op", [(IN_Q, "AvgPool2D"), (OUT_Q, "Conv2D")])
-def test_global_average_is_an_int8_pool_or_a_depthwise_conv_of_ones(out_q, op):
+def test_global_average_is_an_int8_pool_or_a_depthwise_conv_of_one_over_area(out_q, op):
     b = QDQ()
     y = b.op("Mean", [b.qdq("x", IN_Q)], (1, 1, 1, 3), axes=(1, 2), keepdims=True)
     out = folded(b.output(b.qdq(y, out_q)))
@@ -224,8 +241,16 @@ def test_global_average_is_an_int8_pool_or_a_depthwise_conv_of_ones(out_q, op):
     if op == "Conv2D":
         conv = out.nodes[1]
         w = out.tensors[conv.inputs[1]]
-        assert conv.attrs["groups"] == 3 and w.shape == (3, 6, 6, 1) and np.all(w.data == 1)
-        assert np.float32(w.quant.scale) == np.float32(1 / 36)
+        assert conv.attrs["groups"] == 3 and w.shape == (3, 6, 6, 1) and np.all(w.data == 127)
+        assert np.float32(w.quant.scale) == np.float32(1 / (127 * 36))
+
+
+def test_mean_without_keepdims_becomes_int8_then_a_reshape():
+    b = QDQ()
+    y = b.op("Mean", [b.qdq("x", IN_Q)], (1, 3), axes=(1, 2), keepdims=False)
+    out = folded(b.output(b.qdq(y, IN_Q)))
+    assert ops(out) == ["Quantize", "AvgPool2D", "Reshape", "Dequantize"]
+    assert out.tensors[out.nodes[2].inputs[0]].dtype == "int8"
 
 
 def test_concat_requantizes_inputs_of_other_parameters():
@@ -234,21 +259,29 @@ def test_concat_requantizes_inputs_of_other_parameters():
     r = b.qdq(b.op("Activation", [x], (1, 6, 6, 3), fn="relu"), MID_Q)
     y = b.op("Concat", [x, r], (1, 6, 6, 6), axis=3)
     out = folded(b.output(b.qdq(y, IN_Q)))
-    # relu to MID_Q (a requantizing Mul with the clamp, see below), then back to IN_Q for the Concat
-    assert ops(out) == ["Quantize", "Mul", "Mul", "Concat", "Dequantize"]
+    # relu to MID_Q (a requantizing Add with the clamp, see below), then back to IN_Q for the Concat
+    assert ops(out) == ["Quantize", "Add", "Add", "Concat", "Dequantize"]
     concat = out.nodes[3]
     assert concat.inputs[0] == out.nodes[0].outputs[0]
     requant = out.producer(concat.inputs[1])
-    assert requant.op == "Mul" and requant.attrs["activation"] is None
-    one = out.tensors[requant.inputs[1]]
-    assert one.data.ravel().tolist() == [127] and np.float32(one.quant.scale) == np.float32(1 / 127)
+    assert requant.op == "Add" and requant.attrs["activation"] is None
+    zero, src = out.tensors[requant.inputs[1]], out.tensors[requant.inputs[0]]
+    assert zero.data.ravel().tolist() == [0] and zero.is_const
+    assert np.float32(zero.quant.scale) == np.float32(src.quant.scale)   # equal scales: an exact first rescale
 
 
-def test_standalone_relu_with_new_parameters_is_a_requantizing_mul_with_the_clamp():
+def test_standalone_relu_with_new_parameters_is_a_requantizing_add_with_the_clamp():
     b = QDQ()
     y = b.op("Activation", [b.qdq("x", IN_Q)], (1, 6, 6, 3), fn="relu")
     out = folded(b.output(b.qdq(y, MID_Q)))
-    assert ops(out) == ["Quantize", "Mul", "Dequantize"] and out.nodes[1].attrs["activation"] == {"fn": "relu"}
+    assert ops(out) == ["Quantize", "Add", "Dequantize"] and out.nodes[1].attrs["activation"] == {"fn": "relu"}
+
+
+def test_standalone_relu_with_the_same_parameters_is_an_int8_activation():
+    b = QDQ()
+    y = b.op("Activation", [b.qdq("x", MID_Q)], (1, 6, 6, 3), fn="relu")
+    out = folded(b.output(b.qdq(y, MID_Q)))
+    assert ops(out) == ["Quantize", "Activation", "Dequantize"] and out.nodes[1].attrs == {"fn": "relu"}
 
 
 def test_requantize_pairs_cancel_or_rescale():
@@ -257,7 +290,7 @@ def test_requantize_pairs_cancel_or_rescale():
     same = b.quantize(b.dequantize(x), IN_Q)
     other = b.quantize(b.dequantize(same), OUT_Q)
     out = folded(b.output(b.dequantize(other)))
-    assert ops(out) == ["Quantize", "Mul", "Dequantize"] and out.nodes[1].inputs[0] == x
+    assert ops(out) == ["Quantize", "Add", "Dequantize"] and out.nodes[1].inputs[0] == x
 
 
 def test_dense_with_per_tensor_weights_and_no_bias():

@@ -446,7 +446,9 @@ def _qdq_params(imp, node, qtype: str, rank: int):
     zp = imp.opt_const(node, 2)
     if len(node.input) > 2 and node.input[2] and zp is None:
         imp.const(node.input[2], f"{what} zero point")   # raises: computed zero point
-    zp = np.zeros(scale.shape, np.int64) if zp is None else shift_to_int8(zp, qtype).astype(np.int64)
+    if zp is None:   # the default zero point is 0 of the integer type (uint8 0 is int8 -128)
+        zp = np.zeros(scale.shape, np.int64)
+    zp = shift_to_int8(zp, qtype).astype(np.int64)
     if scale.size == 1:
         return scale.reshape(()), zp.reshape(()), None
     return scale.reshape(-1), np.broadcast_to(zp.reshape(-1), (scale.size,)).copy(), int(a.get("axis", 1)) % rank

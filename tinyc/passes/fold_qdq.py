@@ -6,16 +6,18 @@ behind a DequantizeLinear of their own. Taken literally it computes in float on 
 how the frontend imports it (IR Quantize / Dequantize nodes, integer constants behind Dequantize nodes). This
 pass replaces each such group by the one int8 op reading x_q and writing y_q, which is what the model means on
 an integer target and what onnxruntime does itself when it fuses the groups into its QLinear kernels. Integer
-kernels round differently from float-on-rounded-values, so results agree to within one LSB of the output
-(docs/onnx-qdq.md).
+kernels round differently from float-on-rounded-values, so each op agrees with onnxruntime to within one LSB
+of its output (docs/onnx-qdq.md).
 
 Steps, in order:
+  0. a Mean over H and W without keepdims (torch's x.mean((2, 3))) read by a Quantize becomes a Mean with
+     keepdims and a Reshape, so that step 2 can lift the Quantize up to it;
   1. sink Dequantize below data movement: Dequantize -> Reshape / Transpose / zero Pad becomes the int8 move
      followed by the Dequantize (moving bytes commutes with per-tensor dequantization; the frontend puts its
      layout transposes and flattens after Dequantize nodes);
   2. raise Quantize above data movement, the mirror image (e.g. the reshape after a 1-D convolution);
   3. Quantize(Dequantize(t)) becomes t itself when the parameters agree, else a requantization of t
-     (`_requantize`: why it is an int8 Mul and not an int8 -> int8 Quantize is explained there);
+     (`_requantize`: why it is an int8 Add and not an int8 -> int8 Quantize is explained there);
   4. `Dequantize(s) -> op -> [relu / clip ...] -> Quantize` becomes the int8 op with the clamps fused, for
      Conv2D, Dense, Add / Sub / Mul, MaxPool2D / AvgPool2D, Mean over H and W, Concat and a standalone
      relu / clip. Each rule checks what the int8 kernel needs (symmetric int8 weights with per-tensor or
@@ -122,6 +124,26 @@ def _sink_dequantize(g: Graph) -> None:
         i += 1
 
 
+def _spatial_mean_then_quantize(g: Graph, node: Node) -> bool:
+    """A Mean over H and W of a 4-D tensor, without keepdims, read only by a Quantize."""
+    if node.op != "Mean" or node.attrs.get("keepdims") or tuple(node.attrs["axes"]) != (1, 2):
+        return False
+    y = node.outputs[0]
+    return len(g.tensors[node.inputs[0]].shape) == 4 and _private(g, y) and _readers(g, y)[0].op == "Quantize"
+
+
+def _mean_keeping_dims(g: Graph) -> None:
+    for node in list(g.nodes):
+        if not _spatial_mean_then_quantize(g, node):
+            continue
+        y = node.outputs[0]
+        n, _, _, c = g.tensors[node.inputs[0]].shape
+        kept = g.unique_name(y + "_keepdims")
+        g.add_tensor(kept, (n, 1, 1, c))
+        node.attrs, node.outputs = dict(node.attrs, keepdims=True), [kept]
+        g.nodes.insert(g.nodes.index(node) + 1, Node("Reshape", [kept], [y], {}, kept + "_reshape"))
+
+
 def _raise_one_quantize(g: Graph) -> bool:
     for q in g.nodes:
         if q.op != "Quantize" or g.tensors[q.inputs[0]].dtype != "float32":
@@ -143,16 +165,18 @@ def _raise_one_quantize(g: Graph) -> bool:
 
 def _requantize(g: Graph, src: str, out: str, act: dict | None = None) -> Node:
     """A node (not yet in the graph) computing int8 `out` from int8 `src` of other parameters, clamped by `act`:
-    an int8 Mul by the constant 1.0, stored as 127 with scale 1/127.
+    an int8 Add of a constant zero that has the parameters of `src`.
 
     Why not an int8 -> int8 Quantize: that kernel (and the int8 relu / clip kernel) rescales as TFLite's
     REQUANTIZE does, rounding twice (SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT), which on
-    inputs as small as int8 values is off by up to half an LSB, always upwards (a ratio of 0.4387 takes 1 to 1,
-    not 0): about one value in ten differs from onnxruntime, and averages downstream turn the bias into 2 LSBs.
-    The Mul multiplies by 127 before it rescales, so its first rounding is 2^-7 finer: one accurate rounding."""
-    one = g.add_const(src + "_one", np.full((1,) * len(g.tensors[src].shape), 127), "int8")
-    g.tensors[one].quant = Quant(np.asarray(1.0 / 127.0, np.float32), np.zeros((), np.int64))
-    return Node("Mul", [src, one], [out], {"activation": act}, out + "_requantize")
+    inputs as small as int8 values is off by up to half an LSB, always away from zero (a ratio of 0.4387 takes
+    1 to 1, not 0): about one value in ten differs from onnxruntime, and averages downstream turn that bias into
+    2 LSBs. The int8 Add shifts its operands left by 20 bits first and, with equal input scales, halves them
+    exactly, so its one real rescale rounds a 26-bit value: as exact as a float rescale, bar true ties."""
+    zero = g.add_const(src + "_zero", np.zeros((1,) * len(g.tensors[src].shape)), "int8")
+    g.tensors[zero].quant = Quant(np.asarray(g.tensors[src].quant.scale, np.float32).reshape(()),
+                                  np.zeros((), np.int64))
+    return Node("Add", [src, zero], [out], {"activation": act}, out + "_requantize")
 
 
 def _cancel_pairs(g: Graph) -> None:
@@ -177,8 +201,9 @@ def _is_clamp(node: Node) -> bool:
 
 
 def _op_before(g: Graph, q: Node):
-    """(op, clamp Activations between it and Quantize `q` in order, their combined clamp) or None. A clamp
-    whose input is a Dequantize output is itself the op (a standalone int8 activation)."""
+    """(op, clamp Activations between it and Quantize `q` in order, the clamp the int8 op must apply: its own
+    fused activation, if any, then those) or None. A clamp whose input is a Dequantize output is itself the op
+    (a standalone int8 activation; the `_activation` rule merges its own clamp)."""
     chain, v = [], q.inputs[0]
     while True:
         p = g.producer(v)
@@ -188,20 +213,14 @@ def _op_before(g: Graph, q: Node):
             break
         chain.insert(0, p)
         v = p.inputs[0]
-    act = None
+    act = p.attrs.get("activation") if p.op != "Activation" else None
     for a in chain:
         act = activation_of(a) if act is None else compose(act, activation_of(a))
         if act is None:
             return None
+    if act is not None and act["fn"] not in ("relu", "clip"):   # an int8 op can only clamp
+        return None
     return p, chain, act
-
-
-def _with_activation(op: Node, act: dict | None) -> dict | None:
-    """The op's own activation followed by `act` (None if they do not compose)."""
-    own = op.attrs.get("activation")
-    if act is None or own is None:
-        return act or own
-    return compose(own, act)
 
 
 def _int32_bias(g: Graph, name: str, in_q: Quant, w_q: Quant, channels: int) -> str | None:
@@ -247,7 +266,7 @@ def _conv_or_dense(g: Graph, op: Node, act, out: Tensor) -> bool:
             return False
         ins.append(bias)
     op.inputs = ins
-    op.attrs["activation"] = _with_activation(op, act)
+    op.attrs["activation"] = act
     return True
 
 
@@ -263,17 +282,21 @@ def _binary(g: Graph, op: Node, act, out: Tensor) -> bool:
             return False
         ins.append(src)
     op.inputs = ins
-    op.attrs["activation"] = _with_activation(op, act)
+    op.attrs["activation"] = act
     return True
 
 
 def _average_as_depthwise_conv(g: Graph, op: Node, x_q: str, kernel, strides, pads, act) -> bool:
-    """An average over windows as a depthwise Conv2D with all-one int8 weights of scale 1 / window size: one
-    rounding from the int32 window sum straight to the output parameters, where the int8 average pool kernel
-    needs equal input and output parameters (quantize_static gives global average pools their own)."""
+    """An average over windows as a depthwise Conv2D whose weights are all 1 / window size: one rounding from
+    the int32 window sum straight to the output parameters, where the int8 average pool kernel needs equal input
+    and output parameters (quantize_static gives global average pools their own). The weight is stored as 127
+    with scale 1 / (127 * size), not 1 with scale 1 / size: the larger accumulator makes the kernel's first
+    (fixed-point) rounding 2^-7 finer, so it stops biasing results by up to half an LSB."""
     channels, area = g.tensors[x_q].shape[3], int(kernel[0]) * int(kernel[1])
-    w = g.add_const(op.name + "_ones", np.ones((channels, kernel[0], kernel[1], 1)), "int8")
-    g.tensors[w].quant = Quant(np.asarray(1.0 / area, np.float32), np.zeros((), np.int64))
+    if 255 * 127 * area > _INT32_MAX:   # the int32 window sum would overflow
+        return False
+    w = g.add_const(op.name + "_mean_weights", np.full((channels, kernel[0], kernel[1], 1), 127), "int8")
+    g.tensors[w].quant = Quant(np.asarray(1.0 / (127 * area), np.float32), np.zeros((), np.int64))
     op.op, op.inputs = "Conv2D", [x_q, w]
     op.attrs = dict(strides=tuple(strides), dilations=(1, 1), pads=tuple(pads), groups=channels, activation=act)
     return True
@@ -287,7 +310,7 @@ def _pool(g: Graph, op: Node, act, out: Tensor) -> bool:
     counts_pads = avg and op.attrs.get("count_include_pad") and any(pads)
     if _same_quant(g.tensors[x_q].quant, out.quant) and not counts_pads:
         op.inputs = [x_q]
-        op.attrs["activation"] = _with_activation(op, act)
+        op.attrs["activation"] = act
         return True
     if avg and (counts_pads or not any(pads)):   # a constant divisor: the window area
         return _average_as_depthwise_conv(g, op, x_q, op.attrs["kernel"], op.attrs["strides"], pads, act)
@@ -336,8 +359,8 @@ def _activation(g: Graph, op: Node, act, out: Tensor) -> bool:
     if _same_quant(g.tensors[x_q].quant, out.quant):
         op.inputs, op.attrs = [x_q], dict(merged)
         return True
-    mul = _requantize(g, x_q, out.name, merged)
-    op.op, op.inputs, op.attrs = mul.op, mul.inputs, mul.attrs   # `op` itself becomes the Mul
+    add = _requantize(g, x_q, out.name, merged)
+    op.op, op.inputs, op.attrs = add.op, add.inputs, add.attrs   # `op` itself becomes the requantizing Add
     return True
 
 
@@ -346,8 +369,8 @@ _RULES = {"Conv2D": _conv_or_dense, "Dense": _conv_or_dense, "Add": _binary, "Su
 
 
 def _fold_groups(g: Graph) -> None:
-    for q in list(g.nodes):
-        if q.op != "Quantize" or g.tensors[q.inputs[0]].dtype != "float32" or q not in g.nodes:
+    for q in list(g.nodes):   # rules add and remove nodes, never a Quantize
+        if q.op != "Quantize" or g.tensors[q.inputs[0]].dtype != "float32":
             continue
         out = g.tensors[q.outputs[0]]
         found = _op_before(g, q)
@@ -386,6 +409,7 @@ def fold_qdq(g: Graph) -> Graph:
     g = g.copy()
     if not any(n.op in ("Quantize", "Dequantize") for n in g.nodes):
         return g
+    _mean_keeping_dims(g)
     _sink_dequantize(g)
     while _raise_one_quantize(g):
         pass
