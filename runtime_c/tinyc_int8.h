@@ -30,14 +30,6 @@ static inline int32_t tinyc_requantize(int32_t x, int32_t multiplier, int shift)
   return tinyc_rdbpot(tinyc_srdhm((int32_t)((uint32_t)x << left), multiplier), right);
 }
 
-/* x * multiplier * 2^(shift - 31) rounded once (halves toward +infinity), in 64 bits: TFLite's single-rounding
- * MultiplyByQuantizedMultiplier, which its per-channel FULLY_CONNECTED uses (docs/int8-numerics.md). */
-static inline int32_t tinyc_requantize_single(int32_t x, int32_t multiplier, int shift) {
-  const int total = 31 - shift;
-  const int64_t r = ((int64_t)x * multiplier + (1LL << (total - 1))) >> total;
-  return (int32_t)r;
-}
-
 static inline int8_t tinyc_sat8(int32_t v, int32_t lo, int32_t hi) {
   return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }

@@ -50,14 +50,9 @@ def _bias(k):
     return k.expr(2)
 
 
-def _requant_tables(k, out_channels, product_in_float=False):
-    mults, shifts = qp.conv_multipliers(_in(k), _symmetric_weights(k), _outq(k), out_channels, product_in_float)
-    return mults, shifts
-
-
 def conv2d(k):
     v, macs = float_kernels.conv2d(k)[1:]
-    mults, shifts = _requant_tables(k, v["oc"])
+    mults, shifts = qp.conv_multipliers(_in(k), _symmetric_weights(k), _outq(k), v["oc"])
     lo, hi = qp.activation_range(k.node.attrs.get("activation"), _outq(k))
     v.update(in_zp=qp.zero_point_of(_in(k)), out_zp=qp.zero_point_of(_outq(k)), lo=lo, hi=hi, bias=_bias(k),
              mult=k.table(mults, "int32", "requantization multipliers"),

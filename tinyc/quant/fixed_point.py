@@ -59,8 +59,3 @@ def multiply_by_quantized_multiplier(x: int, multiplier: int, shift: int) -> int
     v = ((x * (1 << left) + (1 << 31)) % (1 << 32)) - (1 << 31)   # the shift happens in 32 bits, as in C
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(v, multiplier), right)
 
-
-def multiply_by_quantized_multiplier_single(x: int, multiplier: int, shift: int) -> int:
-    """The single-rounding variant: round(x * multiplier / 2^(31 - shift)), ties toward +infinity, in 64 bits."""
-    total = 31 - shift
-    return (x * multiplier + (1 << (total - 1))) >> total

@@ -57,23 +57,16 @@ def multiplier(real: float) -> tuple[int, int]:
     return quantize_multiplier(real)
 
 
-def conv_multipliers(in_q, w_q, out_q, out_channels: int, product_in_float: bool = False) -> tuple[list, list]:
-    """Per-output-channel (multipliers, shifts) for Conv2D/Dense: in_scale * w_scale[c] / out_scale.
-
-    Convolutions compute the product in double. TFLite's per-tensor FULLY_CONNECTED multiplies the two float
-    scales in float32 first (`product_in_float`)."""
+def conv_multipliers(in_q, w_q, out_q, out_channels: int) -> tuple[list, list]:
+    """Per-output-channel (multipliers, shifts) for Conv2D: in_scale * w_scale[c] / out_scale, in double
+    (TFLite's PopulateConvolutionQuantizationParams)."""
     in_s, out_s = scale_of(in_q), scale_of(out_q)
     w_scales = np.asarray(w_q.scale, np.float32).reshape(-1)
     if w_scales.size not in (1, out_channels):
         raise TinycError(f"weights have {w_scales.size} scales for {out_channels} output channels")
     mults, shifts = [], []
     for c in range(out_channels):
-        ws = np.float32(w_scales[c if w_scales.size > 1 else 0])
-        if product_in_float:
-            real = float(np.float32(np.float32(in_s) * ws)) / out_s
-        else:
-            real = in_s * float(ws) / out_s
-        m, s = multiplier(real)
+        m, s = multiplier(in_s * float(w_scales[c if w_scales.size > 1 else 0]) / out_s)
         mults.append(m)
         shifts.append(s)
     return mults, shifts
