@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..disjoint_sets import DisjointSets
 from ..errors import TinycError
 from ..ir import Graph, Node, Quant
 from .calibrate import collect_ranges
@@ -81,19 +82,13 @@ def activation_params(lo: float, hi: float) -> tuple[float, int]:
 
 def _groups(g: Graph) -> dict[str, str]:
     """Union-find over runtime tensors that must share quantization parameters -> representative."""
-    parent = {name: name for name, t in g.tensors.items() if not t.is_const}
-
-    def find(a):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
+    sets = DisjointSets(name for name, t in g.tensors.items() if not t.is_const)
     for n in g.nodes:
         if n.op in SHARED:
             for i in n.inputs:
-                if i in parent:
-                    parent[find(i)] = find(n.outputs[0])
-    return {name: find(name) for name in parent}
+                if i in sets:
+                    sets.merge(n.outputs[0], i)
+    return {name: sets.find(name) for name in sets.parent}
 
 
 def _fixed(g: Graph, name: str):

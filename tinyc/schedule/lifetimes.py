@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..disjoint_sets import DisjointSets
 from ..ir import Graph
 
 ALIAS_OPS = ("Reshape", "Identity")
@@ -42,31 +43,23 @@ def isolate_io(g: Graph) -> Graph:
 
 def find_buffers(g: Graph) -> tuple[list[Buffer], dict]:
     """Group tensors into buffers and compute lifetimes. Returns (buffers, tensor name -> Buffer)."""
-    parent = {name: name for name, t in g.tensors.items() if not t.is_const}
-
-    def root(n):
-        while parent[n] != n:
-            parent[n] = parent[parent[n]]
-            n = parent[n]
-        return n
-
+    sets = DisjointSets(name for name, t in g.tensors.items() if not t.is_const)
     pin = {}
     for k, n in enumerate(g.inputs):
         pin[n] = ("input", k)
     for k, n in enumerate(g.outputs):
         pin[n] = ("output", k)
     for node in g.nodes:
-        if node.op in ALIAS_OPS and node.attrs.get("alias", True) and node.inputs[0] in parent:
-            a, b = root(node.inputs[0]), root(node.outputs[0])
+        if node.op in ALIAS_OPS and node.attrs.get("alias", True) and node.inputs[0] in sets:
+            a, b = sets.find(node.inputs[0]), sets.find(node.outputs[0])
             if a != b and not (a in pin and b in pin):
-                keep, drop = (a, b) if a in pin else (b, a)
-                parent[drop] = keep
+                sets.merge(*((a, b) if a in pin else (b, a)))
             elif a != b:
                 node.attrs["alias"] = False   # both sides are caller memory: a copy is needed
     buffers: dict[str, Buffer] = {}
     of = {}
-    for name in parent:
-        r = root(name)
+    for name in sets.parent:
+        r = sets.find(name)
         buf = buffers.setdefault(r, Buffer(pinned=pin.get(r)))
         buf.tensors.append(name)
         buf.nbytes = max(buf.nbytes, g.tensors[name].nbytes)
