@@ -169,6 +169,15 @@ def ops():
         click.echo("  " + ", ".join(names))
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the boards as a JSON list.")
+def boards(as_json):
+    """List the target boards (boards/*.toml): core, clock, SRAM, flash, QEMU machine."""
+    from .boards import board_table_rows, format_board_table
+    rows = board_table_rows()
+    click.echo(json.dumps(rows, indent=2) if as_json else "\n".join(format_board_table(rows)))
+
+
 def run():
     """Console entry point: one-line errors, exit code 2, no tracebacks."""
     try:
