@@ -1,5 +1,6 @@
 """Fully-integer TFLite models made by TFLiteConverter compile to C that is bit-exact with TFLite's reference
 kernels (BUILTIN_REF): zero differing output bytes on 20 random inputs each, and on every layer."""
+import re
 import importlib.util
 import json
 import subprocess
@@ -119,6 +120,12 @@ int main(void) {
 HYGIENE_MODELS = ("mlp_heads", "activations_cnn", "ds_cnn", "two_inputs_arith", "mean_keepdims_head")
 
 
+def api_pointers(name, lib):
+    """<name>_run and the zero-copy pointers <name>_input[k] / <name>_output[k] into the arena."""
+    header = lib.files[f"{name}.h"]
+    return {f"{name}_run"} | set(re.findall(rf"\b({name}_(?:input|output)\d*)\(void\)", header))
+
+
 @pytest.mark.parametrize("cc,flags", [("gcc", ("-O2",)),
                                       ("arm-none-eabi-gcc", ("-mcpu=cortex-m0plus", "-mthumb", "-O2")),
                                       ("arm-none-eabi-gcc", ("-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16",
@@ -139,7 +146,8 @@ def test_int8_code_hygiene(int8_models, tmp_path, c_compile, cc, flags):
         assert exported == {f"{name}_invoke", f"{name}_quantize_input{'0' if name == 'two_inputs_arith' else ''}",
                             *[f"{name}_dequantize_output{k if name == 'mlp_heads' else ''}"
                               for k in (range(3) if name == "mlp_heads" else [""])],
-                            *([f"{name}_quantize_input1"] if name == "two_inputs_arith" else [])}, exported
+                            *([f"{name}_quantize_input1"] if name == "two_inputs_arith" else []),
+                            *api_pointers(name, lib)}, exported
         undefined = {line.split()[-1] for line in nm.splitlines() if " U " in line and "__aeabi_" not in line}
         assert undefined <= {"round", "roundf", "memcpy", "memmove", "memset"}, (name, undefined)
 

@@ -39,6 +39,17 @@ _calib_opt = click.option("--calib", default=None, metavar="calib.npy|random",
                                "input); 'random' uses random data (not representative).")
 
 
+_board_opt = click.option("--board", default=None, metavar="BOARD",
+                          help="Target board (see `tinyc boards`): check that the model fits its SRAM and flash.")
+
+
+def _load_board(name):
+    if name is None:
+        return None
+    from .boards import load_board
+    return load_board(name)
+
+
 def _calibration(model, quantize, calib, name, input_shapes, io_layout):
     """The calibration arrays for --quantize (None without it), with a progress line on stderr."""
     if quantize is None:
@@ -85,12 +96,25 @@ def main():
 @click.option("--force", is_flag=True, help="Write into a non-empty directory tinyc did not create.")
 @_quantize_opt
 @_calib_opt
-def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, calib):
+@_board_opt
+@click.option("--arena", type=click.Choice(["static", "external"]), default="static", show_default=True,
+              help="static: the library owns its arena; external: the caller passes it (<name>_invoke_with_arena), "
+                   "so several models can share one region.")
+@click.option("--arena-section", default=None, metavar="NAME",
+              help="Put the static arena in this linker section (e.g. DTCM on STM32H7).")
+@click.option("--weights-section", default=None, metavar="NAME", help="Put the weights in this linker section.")
+def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, calib, board, arena, arena_section,
+            weights_section):
     """Compile MODEL (.onnx, .keras, .h5, float32 or int8 .tflite) to a C library in OUT."""
-    from .compiler import compile_model, write_library
+    from .compiler import codegen_options, compile_model, write_library
+    options = codegen_options(arena, arena_section, weights_section)
+    target = _load_board(board)
     shapes = _shapes(input_shapes)
     arrays, progress = _calibration(model, quantize, calib, name, shapes, io_layout)
-    c = compile_model(model, name, shapes, io_layout, quantize, arrays, progress)
+    c = compile_model(model, name, shapes, io_layout, quantize, arrays, progress, options)
+    if target is not None:
+        from .memory_report import check_fits
+        check_fits(c, target)
     files = write_library(c.library, out_dir, force)
     if c.quantized is not None:
         from .quant.report import quantization_error
@@ -158,6 +182,44 @@ def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, inp
             click.echo(f"first diverging layer: {report['first_divergence'] or 'none'}")
         click.echo(f"{report['model']}: {'ok' if report['ok'] else 'MISMATCH'} on {report['samples']} sample(s)")
     sys.exit(0 if report["ok"] else 1)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@_board_opt
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (stable schema for CI).")
+@click.option("--svg", "svg_file", default=None, type=click.Path(dir_okay=False),
+              help="Write a picture of the memory plan (x = step, y = arena offset) as SVG.")
+@click.option("--html", "html_file", default=None, type=click.Path(dir_okay=False),
+              help="Write the picture and the per-layer table as a standalone HTML page.")
+@_name_opt
+@_shape_opt
+@_layout_opt
+@_quantize_opt
+@_calib_opt
+def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_layout, quantize, calib):
+    """Where the SRAM and flash go: per layer MACs, weights, live bytes, scratch, in-place decisions, the peak;
+    the arena and its lower bound; with --board, whether the model fits."""
+    from .compiler import compile_model
+    from .memory_report import format_report, memory_report, plan_picture_data
+    target = _load_board(board)
+    shapes = _shapes(input_shapes)
+    arrays, progress = _calibration(model, quantize, calib, name, shapes, io_layout)
+    c = compile_model(model, name, shapes, io_layout, quantize, arrays, progress)
+    r = memory_report(c, target)
+    if svg_file or html_file:
+        from .plan_picture import render_html, render_svg
+        steps, rects = plan_picture_data(c)
+        kw = dict(arena_bytes=r["arena_bytes"], lower_bound=r["arena_lower_bound_bytes"], peak_step=r["peak_step"],
+                  title=f"{os.path.basename(model)}: arena plan")
+        for path, render in ((svg_file, render_svg), (html_file, render_html)):
+            if path:
+                try:
+                    with open(path, "w", encoding="utf-8") as f:
+                        f.write(render(steps, rects, **kw))
+                except OSError as e:
+                    raise TinycError(f"cannot write '{path}': {e.strerror}")
+    click.echo(json.dumps(r, indent=2) if as_json else format_report(r))
 
 
 @main.command()

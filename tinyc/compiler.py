@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,21 +32,39 @@ def default_name(path: str) -> str:
     return c_identifier(Path(path).stem)
 
 
-def compile_graph(g: Graph, name: str, source: str = "") -> Compiled:
+_SECTION = re.compile(r"[A-Za-z_.][A-Za-z0-9_.$]{0,63}")
+
+
+def codegen_options(arena: str = "static", arena_section: str | None = None,
+                    weights_section: str | None = None) -> dict:
+    """Checked options for `generate`: who owns the arena, and linker sections for the arena and the weights."""
+    if arena not in ("static", "external"):
+        raise TinycError(f"--arena {arena} is not supported; use static or external")
+    for flag, value in (("--arena-section", arena_section), ("--weights-section", weights_section)):
+        if value is not None and not _SECTION.fullmatch(value):
+            raise TinycError(f"{flag} '{value}' is not a valid linker section name; use letters, digits, '_' and "
+                             "'.', e.g. .dtcm_bss")
+    if arena == "external" and arena_section:
+        raise TinycError("--arena-section places tinyc's static arena; with --arena external the caller places it")
+    return dict(arena=arena, arena_section=arena_section, weights_section=weights_section)
+
+
+def compile_graph(g: Graph, name: str, source: str = "", options: dict | None = None) -> Compiled:
     weights_are_finite(g)
     g = optimize(g)
     plan = schedule(g)
-    return Compiled(source, g, plan, generate(plan, name, source or g.name))
+    return Compiled(source, g, plan, generate(plan, name, source or g.name, **(options or {})))
 
 
 def compile_model(path: str, name: str | None = None, input_shapes=None, io_layout: str = "nchw",
-                  quantize: str | None = None, calib=None, progress=None) -> Compiled:
+                  quantize: str | None = None, calib=None, progress=None, options: dict | None = None) -> Compiled:
     """Load, optimize, schedule and generate. `quantize="int8"` quantizes a float model first, calibrated on
-    `calib` (per input an array [N, ...], e.g. from `quant.calibrate.load_calibration`)."""
+    `calib` (per input an array [N, ...], e.g. from `quant.calibrate.load_calibration`). `options`: from
+    `codegen_options`."""
     name = c_identifier(name) if name else default_name(path)
     g = load_model(path, input_shapes, io_layout)
     if quantize is None:
-        return compile_graph(g, name, os.path.basename(path))
+        return compile_graph(g, name, os.path.basename(path), options)
     if quantize != "int8":
         raise TinycError(f"--quantize {quantize} is not supported; use int8")
     if any(t.dtype != "float32" for t in g.tensors.values() if not t.is_const):
@@ -56,7 +75,7 @@ def compile_model(path: str, name: str | None = None, input_shapes=None, io_layo
     weights_are_finite(g)
     float_graph = optimize(g)
     q = quantize_graph(float_graph, calib, progress)
-    c = compile_graph(q, name, os.path.basename(path))
+    c = compile_graph(q, name, os.path.basename(path), options)
     c.quantized, c.float_graph = q, float_graph
     return c
 

@@ -23,6 +23,8 @@ class KernelContext:
     plan: MemoryPlan
     exprs: list                       # C expression of each input inside the layer function
     tables: object = None             # callback(values, dtype, label) -> C name of a derived constant array
+    in_place: object = None           # schedule.overlap.InPlace when the output overwrites an input
+    scratch: str | None = None        # C expression of the layer's scratch buffer (in-place depthwise)
 
     def tensor(self, i):
         return self.plan.graph.tensors[self.node.inputs[i]]
@@ -54,6 +56,10 @@ class KernelContext:
     def table(self, values, dtype: str, label: str) -> str:
         """A constant array derived at compile time (e.g. per-channel multipliers); its C name."""
         return self.tables(np.asarray(values), dtype, label)
+
+    @property
+    def depthwise_in_place(self) -> bool:
+        return self.in_place is not None and self.in_place.kind == "depthwise"
 
     def act(self, x, act=None):
         return activations.c_expr(act if act is not None else self.node.attrs.get("activation"), x)
@@ -99,11 +105,14 @@ def kernel_family(g, node) -> str:
                      "or int8 (with quantization parameters) models")
 
 
-def _io(g, kind, names):
+def _io(plan, kind, names):
+    g = plan.graph
     rows = []
     for k, n in enumerate(names):
         t = g.tensors[n]
+        suffix = str(k) if len(names) > 1 else ""
         row = dict(kind=kind, index=k, comment=comment_text(t.source_name or n), shape=list(t.shape),
+                   offset=plan.offset_of(n), fn=f"{kind}{suffix}", nbytes=t.nbytes,
                    shape_text=_shape_text(t.shape), size=t.size, dtype=t.dtype, ctype=c_type(t.dtype), quant=None)
         if t.dtype == "int8":
             row["quant"] = dict(scale=c_float(scale_of(t.quant)), zero_point=zero_point_of(t.quant))
@@ -111,18 +120,25 @@ def _io(g, kind, names):
     return rows
 
 
-def generate(plan: MemoryPlan, prefix: str, source: str) -> Library:
+ARENA_ALIGN = 4    # schedule.buffers.ALIGN: every buffer offset is a multiple of it
+
+
+def _section(name: str | None) -> str:
+    return f' TINYC_SECTION("{name}")' if name else ""
+
+
+def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", arena_section: str | None = None,
+             weights_section: str | None = None) -> Library:
+    """`arena`: "static" (the library owns a static arena) or "external" (every entry point takes the caller's
+    arena pointer, so several models can share one region). The sections put the arena / weights into named
+    linker sections."""
     g = plan.graph
     env = _env()
     P = prefix.upper()
 
-    # Storage of every runtime tensor, as a C expression valid inside *_invoke.
+    # Storage of every runtime tensor, as a C expression valid inside the run function (`arena` in scope).
     def where(name):
-        buf = plan.buffer_of[name]
-        if buf.pinned:
-            kind, k = buf.pinned
-            return f"{kind}{k}"
-        return f"({c_type(g.tensors[name].dtype)} *)({prefix}_arena.bytes + {buf.offset})"
+        return f"({c_type(g.tensors[name].dtype)} *)(arena + {plan.offset_of(name)})"
 
     consts, const_names = [], {}
 
@@ -147,42 +163,53 @@ def generate(plan: MemoryPlan, prefix: str, source: str) -> Library:
     layers, families = [], set()
     for index, node in enumerate(g.nodes):
         out = node.outputs[0]
-        alias = node.op in ("Reshape", "Identity") and plan.buffer_of[node.inputs[0]] is plan.buffer_of[out]
+        in_place = plan.in_place.get(index)
+        restrict = "" if in_place else "restrict "      # an overwritten input aliases the output
         exprs, params, args = [], [], []
         for name in node.inputs:
             if g.tensors[name].is_const:
                 exprs.append(const_name(name))
             else:
                 exprs.append(f"x{len(params)}")
-                params.append(f"const {c_type(g.tensors[name].dtype)} *restrict x{len(params)}")
+                params.append(f"const {c_type(g.tensors[name].dtype)} *{restrict}x{len(params)}")
                 args.append(where(name))
-        params.append(f"{c_type(g.tensors[out].dtype)} *restrict y")
+        params.append(f"{c_type(g.tensors[out].dtype)} *{restrict}y")
         args.append(where(out))
+        scratch = None
+        if index in plan.scratch:
+            ctype = c_type(g.tensors[out].dtype)
+            scratch = "t"
+            params.append(f"{ctype} *restrict t")
+            args.append(f"({ctype} *)(arena + {plan.scratch[index].offset})")
         layer = dict(index=index, op=node.op, comment=comment_text(node.name), fn=None, macs=0,
-                     trace_id=len(lib.traced), out_expr=where(out),
-                     out_bytes=g.tensors[out].nbytes)
+                     trace_id=len(lib.traced), out_expr=where(out), out_bytes=g.tensors[out].nbytes,
+                     in_place=in_place.kind if in_place else None)
         lib.traced.append(out)
+        alias = _is_alias(plan, node)
         if not alias:
             family = kernel_family(g, node)
             rule = KERNELS[family].get(node.op)
             if rule is None:
                 raise TinycError(f"no {family} C kernel for op '{node.op}' (node '{node.name}'); run `tinyc ops`")
             families.add(family)
-            template, variables, macs = rule(KernelContext(node, plan, exprs, table))
+            template, variables, macs = rule(KernelContext(node, plan, exprs, table, in_place, scratch))
             variables["act"] = lambda x, _node=node: activations.c_expr(_node.attrs.get("activation"), x)
             layer.update(fn=f"{prefix}_l{index}_{node.op.lower()}", params=params, args=args, macs=macs,
                          body=env.get_template(f"{family}/{template}").render(**variables).rstrip("\n"))
             lib.macs += macs
         layers.append(layer)
-        lib.layers.append(dict(index=index, op=node.op, name=node.name, macs=layer["macs"], alias=alias))
+        lib.layers.append(dict(index=index, op=node.op, name=node.name, macs=layer["macs"], alias=alias,
+                               in_place=layer["in_place"]))
     lib.weight_bytes = sum(c["nbytes"] for c in consts)
 
-    inputs, outputs = _io(g, "input", g.inputs), _io(g, "output", g.outputs)
+    inputs, outputs = _io(plan, "input", g.inputs), _io(plan, "output", g.outputs)
     api = [f"const {i['ctype']} *input{i['index']}" for i in inputs] + \
           [f"{o['ctype']} *output{o['index']}" for o in outputs]
     helpers = _conversion_helpers(prefix, inputs, outputs)
-    common = dict(p=prefix, P=P, source=comment_text(source), arena_bytes=plan.arena_bytes,
-                  weight_bytes=lib.weight_bytes, inputs=inputs, outputs=outputs, params=api, helpers=helpers)
+    common = dict(p=prefix, P=P, source=comment_text(source), arena_bytes=plan.arena_bytes, arena_align=ARENA_ALIGN,
+                  weight_bytes=lib.weight_bytes, inputs=inputs, outputs=outputs, params=api, helpers=helpers,
+                  external=arena == "external", arena_section=_section(arena_section),
+                  weights_section=_section(weights_section))
     runtime = ["tinyc_float.h"] + (["tinyc_int8.h"] if "int8" in families or helpers else [])
     lib.files[f"{prefix}.h"] = env.get_template("model.h.j2").render(**common)
     lib.files[f"{prefix}.c"] = env.get_template("model.c.j2").render(
@@ -190,6 +217,14 @@ def generate(plan: MemoryPlan, prefix: str, source: str) -> Library:
     for name in runtime:
         lib.files[name] = (resource_dir("runtime_c") / name).read_text()
     return lib
+
+
+def _is_alias(plan: MemoryPlan, node) -> bool:
+    """Reshape/Identity sharing its input's bytes, and Concat whose inputs were produced in its slices."""
+    if node.op in ("Reshape", "Identity"):
+        return plan.buffer_of[node.inputs[0]] is plan.buffer_of.get(node.outputs[0]) if \
+            node.inputs[0] in plan.buffer_of else False
+    return node.op == "Concat" and bool(node.attrs.get("in_place"))
 
 
 def _conversion_helpers(prefix, inputs, outputs) -> list:

@@ -51,13 +51,13 @@ def _bias(k):
 
 
 def conv2d(k):
-    v, macs = float_kernels.conv2d(k)[1:]
+    template, v, macs = float_kernels.conv2d(k)
     mults, shifts = qp.conv_multipliers(_in(k), _symmetric_weights(k), _outq(k), v["oc"])
     lo, hi = qp.activation_range(k.node.attrs.get("activation"), _outq(k))
     v.update(in_zp=qp.zero_point_of(_in(k)), out_zp=qp.zero_point_of(_outq(k)), lo=lo, hi=hi, bias=_bias(k),
              mult=k.table(mults, "int32", "requantization multipliers"),
              shift=k.table(shifts, "int8", "requantization shifts"))
-    return "conv2d.c.j2", v, macs
+    return template, v, macs
 
 
 def dense(k):

@@ -1,24 +1,141 @@
-"""Scheduling: operator order (as given, for now), buffers and lifetimes, arena offsets."""
+"""Scheduling: operator order, buffers and lifetimes, in-place decisions, arena offsets.
+
+`schedule(g)` plans the graph several ways (the model's order without in-place writes, then in place,
+then with overlap, then reordered) and keeps the smallest arena; `MemoryPlan.variants` keeps each variant's
+figures for reports. Definitions: lifetimes.py (lower bound), overlap.py (in place / overlap contracts).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..ir import Graph
-from .lifetimes import find_buffers, isolate_io, lower_bound
+from .buffers import Buffer, group_tensors, isolate_io
+from .lifetimes import lower_bound, set_lifetimes, step_bytes
+from .order import best_order
+from .overlap import KINDS, InPlace, options
 from .plan_arena import plan_arena
+
+# The variants planned, in order; each adds one technique to the one before.
+VARIANTS = (("plain", (), False), ("in_place", ("elementwise", "depthwise"), False),
+            ("overlap", KINDS, False), ("reordered", KINDS, True))
 
 
 @dataclass
 class MemoryPlan:
-    graph: Graph              # the graph the plan is for (outputs isolated from inputs)
-    buffers: list             # list[Buffer]
+    graph: Graph              # nodes in execution order; outputs isolated from inputs
+    buffers: list             # list[Buffer]: activations and layer scratch
     buffer_of: dict           # tensor name -> Buffer
     arena_bytes: int
     lower_bound: int
+    in_place: dict = field(default_factory=dict)    # step -> InPlace
+    scratch: dict = field(default_factory=dict)     # step -> scratch Buffer
+    live: list = field(default_factory=list)        # live bytes per step (lifetimes.step_bytes)
+    exact_order: bool = True
+    variants: dict = field(default_factory=dict)    # name -> dict(arena_bytes, lower_bound)
+    chosen: str = "plain"
+
+    def offset_of(self, name: str) -> int:
+        buf = self.buffer_of[name]
+        return buf.offset + buf.tensors[name]
+
+    @property
+    def peak_step(self) -> int:
+        return max(range(len(self.live)), key=lambda s: self.live[s]) if self.live else 0
 
 
-def schedule(g: Graph) -> MemoryPlan:
+def _eligible(g: Graph, of: dict, choice: InPlace) -> bool:
+    """Whole-buffer tensors only: no concat slices, one producer for the output."""
+    node = g.nodes[choice.node]
+    x, y = of[choice.input], of[node.outputs[0]]
+    return (x is not y and x.tensors[choice.input] == 0 and y.tensors[node.outputs[0]] == 0
+            and x.nbytes == g.tensors[choice.input].nbytes and y.nbytes == g.tensors[node.outputs[0]].nbytes
+            and len(y.producers) == 1)
+
+
+def _plan(g: Graph, order: list[int], kinds) -> MemoryPlan:
+    """Plan `g` executed in `order` (node ids), writing in place with the given kinds of decisions; when
+    depthwise layers are in place, also with them shifted to undo the drift of overlapped chains."""
+    plans = [_plan_with(g, order, kinds, False)]
+    if plans[0].in_place and any(c.kind == "depthwise" for c in plans[0].in_place.values()):
+        plans.append(_plan_with(g, order, kinds, True))
+    return min(plans, key=lambda p: (p.arena_bytes, p.lower_bound))
+
+
+def _plan_with(g: Graph, order: list[int], kinds, climb: bool) -> MemoryPlan:
+    g = _reordered(g, order)
+    buffers, of = group_tensors(g)
+    set_lifetimes(g, buffers, list(range(len(g.nodes))))
+    outputs = set(g.outputs)
+    in_place, scratch = {}, {}
+    pos, top = {}, {}      # a buffer's position in its chain (first buffer at 0); the chain's highest end so far
+    for step, node in enumerate(g.nodes):
+        y = of.get(node.outputs[0])
+        for choice in options(g, step, kinds):
+            x = of[choice.input]
+            if (_eligible(g, of, choice) and x.end == step and y.start == step and x.anchor is None
+                    and not outputs & x.tensors.keys()):
+                px = pos.get(id(x), 0)
+                tx = top.get(id(x), px + x.size)
+                if climb and choice.kind == "depthwise" and tx - y.size - px >= choice.unit:
+                    choice = choice.shifted(x.size, y.size, (tx - y.size - px) // choice.unit)
+                pos[id(y)] = px - choice.lead
+                top[id(y)] = max(tx, pos[id(y)] + y.size)
+                x.anchor = (y, choice.lead)
+                in_place[step] = choice
+                if choice.scratch:
+                    scratch[step] = Buffer(nbytes=choice.scratch, kind="scratch", start=step, end=step,
+                                           label=f"scratch of layer {step}")
+                break
+    buffers += list(scratch.values())
+    steps = len(g.nodes)
+    arena = plan_arena(buffers, steps)
+    live = step_bytes(buffers, steps)
+    bound = max(live)
+    # A chain of links fixes its members' relative offsets, which can stack them higher than the bound. Links
+    # at steps whose live bytes stay within the bound without them are not needed: plan again without those.
+    spare = [s for s, c in in_place.items() if live[s] + c.saving <= bound]
+    if spare and arena > bound:
+        kept = dict(anchors=[(b, b.anchor) for b in buffers], offsets=[b.offset for b in buffers])
+        for s in spare:
+            of[in_place[s].input].anchor = None
+        fewer = [b for b in buffers if b.kind != "scratch" or b.start not in spare]
+        loose = plan_arena(fewer, steps)
+        if loose < arena:
+            arena, buffers = loose, fewer
+            for s in spare:
+                in_place.pop(s)
+                scratch.pop(s, None)
+        else:
+            for (b, anchor), off in zip(kept["anchors"], kept["offsets"]):
+                b.anchor, b.offset = anchor, off
+    return MemoryPlan(g, buffers, of, arena, lower_bound(buffers, steps), in_place, scratch,
+                      step_bytes(buffers, steps))
+
+
+def _reordered(g: Graph, order: list[int]) -> Graph:
+    if order == list(range(len(g.nodes))):
+        return g
+    h = g.copy()
+    h.nodes = [h.nodes[i] for i in order]
+    return h
+
+
+def schedule(g: Graph, variants=VARIANTS) -> MemoryPlan:
     g = isolate_io(g)
-    buffers, of = find_buffers(g)
-    size = plan_arena(buffers)
-    return MemoryPlan(g, buffers, of, size, lower_bound(buffers, len(g.nodes)))
+    plain = list(range(len(g.nodes)))
+    best, figures = None, {}
+    for name, kinds, reorder in variants:
+        order, exact = plain, True
+        if reorder:
+            buffers, of = group_tensors(g)
+            savings = {(o.node, o.input): o.saving for i in plain for o in options(g, i, kinds)
+                       if _eligible(g, of, o)}
+            order, exact = best_order(g, buffers, savings)
+        plan = _plan(g, order, kinds)
+        plan.exact_order = exact
+        figures[name] = dict(arena_bytes=plan.arena_bytes, lower_bound=plan.lower_bound)
+        if best is None or (plan.arena_bytes, plan.lower_bound) < (best.arena_bytes, best.lower_bound):
+            best = plan
+            best.chosen = name
+    best.variants = figures
+    return best

@@ -1,0 +1,82 @@
+"""Operator order: the topological order with the smallest peak of live bytes.
+
+Dynamic programming over the sets of executed nodes: the bytes live after a set S has run do not depend on the
+order within S, so the best peak to reach S is min over its last node n of max(best(S - n), bytes during n).
+States are explored layer by layer (|S| = 0, 1, ...). On graphs with many parallel branches the number of
+states explodes; then each layer keeps only the BEAM most promising states (lowest peak, then lowest live
+bytes) and the result is a heuristic, reported as such. The caller also keeps the model's own order when that
+plans better, so the result is never worse than the plain order.
+
+Bytes during node n = bytes live before it + its new output buffers - the in-place saving of the best dying
+input it can write over (overlap.py), the same definition as the lower bound (lifetimes.py).
+"""
+from __future__ import annotations
+
+from ..ir import Graph
+from .buffers import Buffer
+
+BEAM = 4000
+
+
+def best_order(g: Graph, buffers: list[Buffer], savings: dict) -> tuple[list[int], bool]:
+    """(order of node ids, exact?). `savings[(node id, input tensor)]` = bytes saved when that input dies at
+    that node and the node writes over it."""
+    n = len(g.nodes)
+    if n == 0:
+        return [], True
+    produced_by = {o: i for i, node in enumerate(g.nodes) for o in node.outputs}
+    preds = [0] * n
+    for i, node in enumerate(g.nodes):
+        for t in node.inputs:
+            if t in produced_by:
+                preds[i] |= 1 << produced_by[t]
+    ids = {id(b): k for k, b in enumerate(buffers)}
+    size = [b.size for b in buffers]
+    prod_mask = [sum(1 << p for p in b.producers) for b in buffers]
+    cons_mask = [sum(1 << c for c in b.consumers) for b in buffers]
+    inputs, outputs = set(g.inputs), set(g.outputs)
+    is_in = [bool(inputs & b.tensors.keys()) for b in buffers]
+    is_out = [bool(outputs & b.tensors.keys()) for b in buffers]
+    of = {name: ids[id(b)] for b in buffers for name in b.tensors}
+    outs = [sorted({of[t] for t in node.outputs if t in of}) for node in g.nodes]
+    ins = [[(t, of[t]) for t in dict.fromkeys(node.inputs) if t in of] for node in g.nodes]
+
+    def live(mask, k):
+        return (is_in[k] or prod_mask[k] & mask) and (is_out[k] or cons_mask[k] & ~mask)
+
+    start_bytes = sum(size[k] for k in range(len(buffers)) if live(0, k))
+    # state -> (peak, live bytes after it, parent state, last node)
+    layer = {0: (start_bytes, start_bytes, None, None)}
+    history, exact = [], True
+    full = (1 << n) - 1
+    for _ in range(n):
+        nxt = {}
+        for mask, (peak, mem, _, _) in layer.items():
+            for i in range(n):
+                bit = 1 << i
+                if mask & bit or preds[i] & ~mask:
+                    continue
+                after = mask | bit
+                new = [k for k in outs[i] if not live(mask, k)]
+                dying = [(t, k) for t, k in ins[i] if not is_out[k] and not cons_mask[k] & ~after]
+                saving = max((savings.get((i, t), 0) for t, _ in dying), default=0)
+                grown = mem + sum(size[k] for k in new)
+                during = grown - saving
+                mem_after = grown - sum(size[k] for k in {k for _, k in dying}) \
+                    - sum(size[k] for k in new if not live(after, k))
+                cand = (max(peak, during), mem_after, mask, i)
+                old = nxt.get(after)
+                if old is None or cand[:2] < old[:2]:
+                    nxt[after] = cand
+        if len(nxt) > BEAM:
+            exact = False
+            nxt = dict(sorted(nxt.items(), key=lambda kv: kv[1][:2])[:BEAM])
+        history.append(layer)
+        layer = nxt
+    order, mask = [], full
+    history.append(layer)
+    for depth in range(n, 0, -1):
+        _, _, parent, node = history[depth][mask]
+        order.append(node)
+        mask = parent
+    return order[::-1], exact
