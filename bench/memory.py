@@ -6,6 +6,7 @@ each variant the scheduler tries, each adding one technique to the one before:
   in_place   + elementwise ops over their dying input, depthwise conv in place (one channel via a scratch plane)
   overlap    + windowed ops (conv, pooling, FC) overlapping their dying input at a computed lead
   reordered  + the operator order that minimizes the peak
+The MLPerf Tiny reference architectures (bench/mlperf_tiny.py, random weights) are compiled as int8 TFLite models.
 For int8 TFLite models, TFLite Micro's arena for the same .tflite when `tflite-micro` is installed
 (`pip install --no-deps tflite-micro`; 64-bit host, reference kernels: indicative only).
 
@@ -32,6 +33,9 @@ def models(d: Path, quick: bool):
         yield f"int8_{name}", int8_zoo.to_int8_tflite(int8_zoo.build(name), d / f"int8_{name}.tflite")
     if quick:
         return
+    import mlperf_tiny
+    for name in mlperf_tiny.BUILDERS:
+        yield f"mlperf_{name}_int8", int8_zoo.to_int8_tflite(mlperf_tiny.build(name), d / f"{name}.tflite")
     from test_mobilenet import SHAPE, calibrate_batchnorm
 
     from tinyc.keras_runtime import import_keras

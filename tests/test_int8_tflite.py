@@ -56,6 +56,13 @@ def test_bit_exact_with_tflite_reference(int8_models, name):
     assert report["ok"] and len(report["layers"]) >= 3
 
 
+@pytest.mark.parametrize("name", sorted(int8_zoo.BUILDERS))
+def test_arena_within_two_percent_of_its_lower_bound(int8_models, name):
+    from tinyc.compiler import compile_model
+    plan = compile_model(int8_models(name)).plan
+    assert plan.lower_bound <= plan.arena_bytes <= 1.02 * plan.lower_bound, plan.variants
+
+
 def test_float_io_model_keeps_a_float_api(int8_models, tmp_path):
     path = int8_models("residual_cnn", float_io=True)
     assert {"QUANTIZE", "DEQUANTIZE"} <= model_ops(path)

@@ -43,3 +43,11 @@ def test_residual_per_layer(zoo, fmt):
     bad = [row for row in report["layers"] if not row["ok"]]
     assert report["first_divergence"] is None, f"first divergence at {report['first_divergence']}: {bad}"
     assert len(report["layers"]) >= 4, f"only {len(report['layers'])} layer(s) compared: {report['layers']}"
+
+
+@pytest.mark.parametrize("name,fmt", CASES)
+def test_arena_within_two_percent_of_its_lower_bound(zoo, name, fmt):
+    from tinyc.compiler import compile_model
+    plan = compile_model(zoo.path(name, fmt)).plan
+    assert plan.lower_bound <= plan.arena_bytes <= 1.02 * plan.lower_bound, plan.variants
+    assert plan.arena_bytes <= min(v["arena_bytes"] for v in plan.variants.values())

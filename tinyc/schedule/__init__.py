@@ -20,6 +20,9 @@ VARIANTS = (("plain", (), False), ("in_place", ("elementwise", "depthwise"), Fal
             ("overlap", KINDS, False), ("reordered", KINDS, True))
 
 
+MAX_GREEDY = 120       # spare links tried one by one when the arena is still above 1.02 x the bound
+
+
 @dataclass
 class MemoryPlan:
     graph: Graph              # nodes in execution order; outputs isolated from inputs
@@ -86,28 +89,40 @@ def _plan_with(g: Graph, order: list[int], kinds, climb: bool) -> MemoryPlan:
                     scratch[step] = Buffer(nbytes=choice.scratch, kind="scratch", start=step, end=step,
                                            label=f"scratch of layer {step}")
                 break
-    buffers += list(scratch.values())
     steps = len(g.nodes)
-    arena = plan_arena(buffers, steps)
-    live = step_bytes(buffers, steps)
+    live = step_bytes(buffers + list(scratch.values()), steps)
     bound = max(live)
-    # A chain of links fixes its members' relative offsets, which can stack them higher than the bound. Links
-    # at steps whose live bytes stay within the bound without them are not needed: plan again without those.
+    # A chain of links fixes its members' relative offsets and can stack them above the bound. Links at steps
+    # whose live bytes stay within the bound without them are spare: plan with all links, without the spare
+    # ones, and without the spare ones that move data (lead != 0); keep the smallest arena.
     spare = [s for s, c in in_place.items() if live[s] + c.saving <= bound]
-    if spare and arena > bound:
-        kept = dict(anchors=[(b, b.anchor) for b in buffers], offsets=[b.offset for b in buffers])
-        for s in spare:
-            of[in_place[s].input].anchor = None
-        fewer = [b for b in buffers if b.kind != "scratch" or b.start not in spare]
-        loose = plan_arena(fewer, steps)
-        if loose < arena:
-            arena, buffers = loose, fewer
-            for s in spare:
-                in_place.pop(s)
-                scratch.pop(s, None)
-        else:
-            for (b, anchor), off in zip(kept["anchors"], kept["offsets"]):
-                b.anchor, b.offset = anchor, off
+    anchors = {s: (of[c.input], of[c.input].anchor) for s, c in in_place.items()}
+    best = None
+
+    def attempt(drop):
+        nonlocal best
+        for s, (x, anchor) in anchors.items():
+            x.anchor = None if s in drop else anchor
+        bufs = buffers + [b for s, b in scratch.items() if s not in drop]
+        arena = plan_arena(bufs, steps)
+        if best is None or arena < best[0]:
+            best = (arena, list(drop), [(b, b.offset, b.anchor) for b in bufs])
+        return arena
+
+    for drop in ([], spare, [s for s in spare if in_place[s].lead != 0]):
+        if attempt(drop) <= bound:
+            break
+    # Still above the bound: give spare links back one at a time, keeping each that helps.
+    if best[0] > bound * 1.02 and len(best[1]) <= MAX_GREEDY:
+        for s in list(best[1]):
+            attempt([d for d in best[1] if d != s])
+    arena, drop, placed = best
+    for b, offset, anchor in placed:
+        b.offset, b.anchor = offset, anchor
+    for s in drop:
+        in_place.pop(s)
+        scratch.pop(s, None)
+    buffers = [b for b, _, _ in placed]
     return MemoryPlan(g, buffers, of, arena, lower_bound(buffers, steps), in_place, scratch,
                       step_bytes(buffers, steps))
 

@@ -1,0 +1,72 @@
+"""The four MLPerf Tiny reference architectures as Keras models (random weights, batch-norm statistics set from
+random data so that int8 calibration sees realistic ranges), for the benchmarks. The layer structure follows
+the MLPerf Tiny reference training scripts: what matters for memory and speed is the shapes, not the weights.
+
+  vww_mobilenet_v1   Visual Wake Words: MobileNetV1 width 0.25, 96x96x3, 2 classes
+  kws_ds_cnn         Keyword spotting: DS-CNN, 49x10x1 MFCCs, 64 channels, 12 classes
+  ic_resnet8         Image classification: ResNet-8 (16/32/64), 32x32x3, 10 classes
+  ad_autoencoder     Anomaly detection: FC autoencoder 640-128x4-8-128x4-640
+"""
+import numpy as np
+
+from tinyc.keras_runtime import import_keras
+
+
+def _bn_relu(L, h):
+    return L.ReLU()(L.BatchNormalization()(h))
+
+
+def vww_mobilenet_v1(keras):
+    return keras.applications.MobileNet(input_shape=(96, 96, 3), alpha=0.25, weights=None, classes=2)
+
+
+def kws_ds_cnn(keras):
+    L = keras.layers
+    x = keras.Input((49, 10, 1))
+    h = _bn_relu(L, L.Conv2D(64, (10, 4), strides=(2, 2), padding="same")(x))
+    for _ in range(4):
+        h = _bn_relu(L, L.DepthwiseConv2D(3, padding="same")(h))
+        h = _bn_relu(L, L.Conv2D(64, 1)(h))
+    h = L.AveragePooling2D(pool_size=(25, 5))(h)
+    return keras.Model(x, L.Dense(12, activation="softmax")(L.Flatten()(h)), name="kws_ds_cnn")
+
+
+def ic_resnet8(keras):
+    L = keras.layers
+    x = keras.Input((32, 32, 3))
+    h = _bn_relu(L, L.Conv2D(16, 3, padding="same")(x))
+    for filters, stride in ((16, 1), (32, 2), (64, 2)):
+        y = _bn_relu(L, L.Conv2D(filters, 3, strides=stride, padding="same")(h))
+        y = L.BatchNormalization()(L.Conv2D(filters, 3, padding="same")(y))
+        shortcut = h if stride == 1 else L.Conv2D(filters, 1, strides=stride)(h)
+        h = L.ReLU()(L.Add()([shortcut, y]))
+    h = L.AveragePooling2D(pool_size=8)(h)
+    return keras.Model(x, L.Dense(10, activation="softmax")(L.Flatten()(h)), name="ic_resnet8")
+
+
+def ad_autoencoder(keras):
+    L = keras.layers
+    x = keras.Input((640,))
+    h = x
+    for units in (128, 128, 128, 128, 8, 128, 128, 128, 128):
+        h = _bn_relu(L, L.Dense(units)(h))
+    return keras.Model(x, L.Dense(640)(h), name="ad_autoencoder")
+
+
+BUILDERS = {f.__name__: f for f in (vww_mobilenet_v1, kws_ds_cnn, ic_resnet8, ad_autoencoder)}
+
+
+def build(name: str, seed: int = 0):
+    """The model with random weights and batch-norm statistics measured on random inputs."""
+    keras = import_keras()
+    keras.utils.set_random_seed(seed)
+    model = BUILDERS[name](keras)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            probe = keras.Model(model.inputs, layer.input)
+            act = np.asarray(probe(rng.standard_normal((8, *model.input_shape[1:])).astype(np.float32)))
+            axes = tuple(range(act.ndim - 1))
+            gamma, beta, _, _ = layer.get_weights()
+            layer.set_weights([gamma, beta, act.mean(axis=axes), act.var(axis=axes) + 1e-3])
+    return model
