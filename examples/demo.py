@@ -44,14 +44,17 @@ def main():
     t0 = time.time()
     OUT.mkdir(exist_ok=True)
     model = OUT / "kws.keras"
-    step("1/4 build a DS-CNN keyword-spotting model in Keras (random weights)")
+    step("1/5 build a DS-CNN keyword-spotting model in Keras (random weights)")
     build_model(model)
     print(f"saved {model}")
-    step("2/4 compile it to C")
-    sh("tinyc", "compile", model, "-o", OUT / "kws", "--name", "kws", "--force")
-    step("3/4 verify the C against Keras (host gcc with AddressSanitizer + UBSan, every layer compared)")
+    step("2/5 compile it to C for the Raspberry Pi Pico (checks that it fits)")
+    sh("tinyc", "compile", model, "-o", OUT / "kws", "--name", "kws", "--force", "--board", "pico")
+    step("3/5 where the memory goes (arena plan, lower bound, fit on the Pico)")
+    sh("tinyc", "report", model, "--board", "pico", "--html", OUT / "kws-memory.html")
+    print(f"picture of the arena plan: {OUT / 'kws-memory.html'}")
+    step("4/5 verify the C against Keras (host gcc with AddressSanitizer + UBSan, every layer compared)")
     sh("tinyc", "verify", model, "--per-layer", "--samples", "3")
-    step("4/4 cross-compile for the boards' cores (arm-none-eabi-gcc, -O2)")
+    step("5/5 cross-compile for the boards' cores (arm-none-eabi-gcc, -O2)")
     for cpu in ("cortex-m0plus", "cortex-m4"):
         obj = OUT / f"kws-{cpu}.o"
         sh("arm-none-eabi-gcc", f"-mcpu={cpu}", "-mthumb", "-O2", "-std=c99", "-Wall", "-Wextra", "-Wshadow",
@@ -59,7 +62,7 @@ def main():
         sh("arm-none-eabi-size", obj)
     print(f"\nAPI: {OUT / 'kws' / 'kws.h'}")
     print("\n".join(line for line in (OUT / "kws" / "kws.h").read_text().splitlines()
-                    if (line.startswith("#define") and not line.endswith("_H")) or line.startswith("int ")))
+                    if (line.startswith("#define") and not line.endswith("_H")) or line.startswith(("int ", "float *"))))
     print(f"\ndemo finished in {time.time() - t0:.0f} s")
 
 
