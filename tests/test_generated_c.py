@@ -92,7 +92,7 @@ def test_arm_gcc_warning_set(tmp_path, c_compile, cpu, extra):
     exported = sorted(line.split()[-1] for line in nm.splitlines() if " T " in line)
     # the API only (copying invoke, zero-copy run and arena pointers); everything else is static, so several
     # models link together
-    assert exported == ["allk_input", "allk_invoke", "allk_output", "allk_run"]
+    assert exported == ["allk_input", "allk_invoke", "allk_output0", "allk_output1", "allk_output2", "allk_run"]
     # __aeabi_* are libgcc's soft-float routines (the M0+ has no FPU), not libc.
     undefined = {line.split()[-1] for line in nm.splitlines() if " U " in line and "__aeabi_" not in line}
     # Nothing from libc but <math.h>; gcc itself turns copy/fill loops into memcpy/memmove/memset calls,

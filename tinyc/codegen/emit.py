@@ -222,8 +222,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
 def _is_alias(plan: MemoryPlan, node) -> bool:
     """Reshape/Identity sharing its input's bytes, and Concat whose inputs were produced in its slices."""
     if node.op in ("Reshape", "Identity"):
-        return plan.buffer_of[node.inputs[0]] is plan.buffer_of.get(node.outputs[0]) if \
-            node.inputs[0] in plan.buffer_of else False
+        src = plan.buffer_of.get(node.inputs[0])        # None for a constant input
+        return src is not None and src is plan.buffer_of[node.outputs[0]]
     return node.op == "Concat" and bool(node.attrs.get("in_place"))
 
 
