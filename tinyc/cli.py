@@ -50,6 +50,14 @@ def _load_board(name):
     return load_board(name)
 
 
+def _compile(model, name, input_shapes, io_layout, quantize, calib, options=None):
+    """compile_model with the command line's shapes and calibration; returns (Compiled, calibration arrays)."""
+    from .compiler import compile_model
+    shapes = _shapes(input_shapes)
+    arrays, progress = _calibration(model, quantize, calib, name, shapes, io_layout)
+    return compile_model(model, name, shapes, io_layout, quantize, arrays, progress, options), arrays
+
+
 def _calibration(model, quantize, calib, name, input_shapes, io_layout):
     """The calibration arrays for --quantize (None without it), with a progress line on stderr."""
     if quantize is None:
@@ -106,12 +114,10 @@ def main():
 def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, calib, board, arena, arena_section,
             weights_section):
     """Compile MODEL (.onnx, .keras, .h5, float32 or int8 .tflite) to a C library in OUT."""
-    from .compiler import codegen_options, compile_model, write_library
+    from .compiler import codegen_options, write_library
     options = codegen_options(arena, arena_section, weights_section)
     target = _load_board(board)
-    shapes = _shapes(input_shapes)
-    arrays, progress = _calibration(model, quantize, calib, name, shapes, io_layout)
-    c = compile_model(model, name, shapes, io_layout, quantize, arrays, progress, options)
+    c, arrays = _compile(model, name, input_shapes, io_layout, quantize, calib, options)
     if target is not None:
         from .memory_report import check_fits
         check_fits(c, target)
@@ -200,12 +206,9 @@ def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, inp
 def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_layout, quantize, calib):
     """Where the SRAM and flash go: per layer MACs, weights, live bytes, scratch, in-place decisions, the peak;
     the arena and its lower bound; with --board, whether the model fits."""
-    from .compiler import compile_model
     from .memory_report import format_report, memory_report, plan_picture_data
     target = _load_board(board)
-    shapes = _shapes(input_shapes)
-    arrays, progress = _calibration(model, quantize, calib, name, shapes, io_layout)
-    c = compile_model(model, name, shapes, io_layout, quantize, arrays, progress)
+    c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib)
     r = memory_report(c, target)
     if svg_file or html_file:
         from .plan_picture import render_html, render_svg

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ..ir import Graph
 from .buffers import Buffer, group_tensors, isolate_io
-from .lifetimes import lower_bound, set_lifetimes, step_bytes
+from .lifetimes import set_lifetimes, step_bytes
 from .order import best_order
 from .overlap import KINDS, InPlace, options
 from .plan_arena import plan_arena
@@ -123,8 +123,8 @@ def _plan_with(g: Graph, order: list[int], kinds, climb: bool) -> MemoryPlan:
         in_place.pop(s)
         scratch.pop(s, None)
     buffers = [b for b, _, _ in placed]
-    return MemoryPlan(g, buffers, of, arena, lower_bound(buffers, steps), in_place, scratch,
-                      step_bytes(buffers, steps))
+    live = step_bytes(buffers, steps)
+    return MemoryPlan(g, buffers, of, arena, max(live), in_place, scratch, live)
 
 
 def _reordered(g: Graph, order: list[int]) -> Graph:

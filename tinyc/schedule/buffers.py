@@ -30,7 +30,6 @@ class Buffer:
     tensors: dict = field(default_factory=dict)   # tensor name -> byte offset inside the buffer
     nbytes: int = 0
     kind: str = "activation"        # "activation" or "scratch" (a layer's temporary, live during that layer only)
-    io: tuple | None = None         # ("input", k) / ("output", k)
     producers: set = field(default_factory=set)   # node ids writing it (several for a concat's slices)
     consumers: set = field(default_factory=set)   # node ids reading it
     start: int = 0                  # first step it is live (written), in the chosen order
@@ -81,8 +80,6 @@ def group_tensors(g: Graph) -> tuple[list[Buffer], dict]:
     `tensors` map gives each tensor's byte offset inside it. Node ids are indices into `g.nodes`."""
     runtime = [n for n, t in g.tensors.items() if not t.is_const]
     sets = DisjointSets(runtime)
-    io = {n: ("input", k) for k, n in enumerate(g.inputs)}
-    io.update({n: ("output", k) for k, n in enumerate(g.outputs)})
     producer = {o: i for i, node in enumerate(g.nodes) for o in node.outputs}
     for node in g.nodes:
         if node.op in ALIAS_OPS and node.attrs.get("alias", True) and not g.tensors[node.inputs[0]].is_const:
@@ -120,8 +117,6 @@ def group_tensors(g: Graph) -> tuple[list[Buffer], dict]:
         buf = buffers.setdefault(root, Buffer())
         buf.tensors[name] = off
         buf.nbytes = max(buf.nbytes, off + g.tensors[name].nbytes)
-        if name in io and buf.io is None:
-            buf.io = io[name]
         of[name] = buf
     for i, node in enumerate(g.nodes):
         for name in node.outputs:

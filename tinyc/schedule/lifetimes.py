@@ -30,7 +30,7 @@ def set_lifetimes(g: Graph, buffers: list[Buffer], order: list[int]) -> None:
 
 
 def step_bytes(buffers: list[Buffer], steps: int) -> list[int]:
-    """live(s) for every step, as defined above."""
+    """live(s) for every step, as defined above; the lower bound is its maximum."""
     live = [0] * max(steps, 1)
     for b in buffers:
         for s in range(b.start, b.end + 1):
@@ -39,7 +39,3 @@ def step_bytes(buffers: list[Buffer], steps: int) -> list[int]:
             y, d = b.anchor
             live[b.end] -= b.size + y.size - (max(d + b.size, y.size) - min(d, 0))
     return live
-
-
-def lower_bound(buffers: list[Buffer], steps: int) -> int:
-    return max(step_bytes(buffers, steps))
