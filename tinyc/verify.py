@@ -183,21 +183,13 @@ def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: b
     with tempfile.TemporaryDirectory(prefix="tinyc-verify-") as tmp:
         build = Path(keep_dir) if keep_dir else Path(tmp)
         ours, traces = _run_in(compiled, data, build, per_layer)
-        ref_path = path
-        if compiled.quantized is not None:
-            ref_path = str(build / "quantized.tflite")
-            write_tflite(compiled.quantized, ref_path)
-            io_layout = "nhwc"   # the exported model takes the IR's own layout
-        ref_samples = [[_to_reference(compiled, nm, d[s], io_layout) for nm, d in zip(g.inputs, data)]
-                       for s in range(n)]
         wanted = sorted({t.source_name for t in g.tensors.values() if t.source_name}) if per_layer else ()
-        ref_outs, ref_inters = run_reference(ref_path, ref_samples, wanted)
+        refs, ref_inters = reference_outputs(compiled, path, data, io_layout, build, wanted)
     report = {"model": path, "samples": n, "outputs": []}
     worst, ok = 0.0, True
     mismatched, max_diff, any_int = 0, 0, False
     for k, o in enumerate(g.outputs):
-        ref = np.stack([_from_reference(compiled, r[k], io_layout).reshape(g.tensors[o].shape) for r in ref_outs])
-        row = compare(ours[k], ref, lsb_tolerance(compiled, o))
+        row = compare(ours[k], refs[k], lsb_tolerance(compiled, o))
         row["index"] = k
         report["outputs"].append(row)
         if "mismatched_bytes" in row:
@@ -211,6 +203,23 @@ def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: b
     if per_layer:
         report["layers"], report["first_divergence"] = _compare_layers(compiled, traces, ref_inters)
     return report
+
+
+def reference_outputs(compiled, path: str, data: list, io_layout: str, build: Path, wanted=()):
+    """The reference runtime on `data` (per input [N, ...], our layout): per output [N, ...] in our layout, and
+    the per-sample intermediate tensors named in `wanted`. With --quantize the reference is the int8 graph tinyc
+    made, written as .tflite into `build`."""
+    g = compiled.plan.graph
+    if compiled.quantized is not None:
+        path = str(build / "quantized.tflite")
+        write_tflite(compiled.quantized, path)
+        io_layout = "nhwc"   # the exported model takes the IR's own layout
+    samples = [[_to_reference(compiled, nm, d[s], io_layout) for nm, d in zip(g.inputs, data)]
+               for s in range(data[0].shape[0])]
+    outs, inters = run_reference(path, samples, wanted)
+    refs = [np.stack([_from_reference(compiled, r[k], io_layout).reshape(g.tensors[o].shape) for r in outs])
+            for k, o in enumerate(g.outputs)]
+    return refs, inters
 
 
 def compare(ours: np.ndarray, ref: np.ndarray, lsb: float | None = None) -> dict:

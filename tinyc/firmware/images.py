@@ -1,0 +1,101 @@
+"""Firmware images and sizes: what `tinyc build` reports, read from the ELF with pyelftools.
+
+Sizes follow binutils' `size` (Berkeley format): text = allocated read-only sections with contents (code,
+vectors, boot block, constants incl. weights), data = initialised writable sections (in SRAM, their initial
+values in flash), bss = zero-initialised and NOLOAD sections (incl. the arena and the stack).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from elftools.elf.constants import SH_FLAGS
+from elftools.elf.elffile import ELFFile
+
+from ..boards import Board, load_board
+from ..errors import TinycError
+
+
+def elf_sections(elf_path) -> list[dict]:
+    """Allocated sections: name, address, size, kind (text/data/bss)."""
+    out = []
+    try:
+        with open(elf_path, "rb") as fh:
+            for s in ELFFile(fh).iter_sections():
+                flags = s["sh_flags"]
+                if not flags & SH_FLAGS.SHF_ALLOC or s["sh_size"] == 0:
+                    continue
+                kind = "bss" if s["sh_type"] == "SHT_NOBITS" else "data" if flags & SH_FLAGS.SHF_WRITE else "text"
+                out.append(dict(name=s.name, address=s["sh_addr"], size=s["sh_size"], kind=kind))
+    except (OSError, Exception) as e:   # pyelftools raises its own ELFError on a corrupt file
+        raise TinycError(f"cannot read '{elf_path}' as an ELF file ({type(e).__name__}: {e})")
+    return out
+
+
+def size_report(elf_path, board: Board) -> dict:
+    """text/data/bss and flash/SRAM use against the board's limits."""
+    sections = elf_sections(elf_path)
+    total = {k: sum(s["size"] for s in sections if s["kind"] == k) for k in ("text", "data", "bss")}
+    flash = total["text"] + total["data"]
+    regions = []
+    for r in board.sram_regions:
+        used = sum(s["size"] for s in sections if s["kind"] != "text" and r.origin <= s["address"] < r.end)
+        if used:
+            regions.append(dict(region=r.name, used_bytes=used, size_bytes=r.size,
+                                used_percent=round(100 * used / r.size, 1), fits=used <= r.size))
+    return dict(elf=str(elf_path), **{f"{k}_bytes": v for k, v in total.items()},
+                flash_bytes=flash, flash_size_bytes=board.flash_bytes,
+                flash_percent=round(100 * flash / board.flash_bytes, 1), sram=regions,
+                fits=flash <= board.flash_bytes and all(r["fits"] for r in regions))
+
+
+def check_size(report: dict, board: Board) -> None:
+    if report["flash_bytes"] > board.flash_bytes:
+        raise TinycError(f"firmware does not fit {board.name}: {report['flash_bytes']:,} B of flash needed, "
+                         f"{board.flash_bytes:,} B available; quantize the model (--quantize int8) or build with "
+                         "--opt -Os")
+    for r in report["sram"]:
+        if not r["fits"]:
+            raise TinycError(f"firmware does not fit {board.name}: {r['used_bytes']:,} B in {r['region']}, which "
+                             f"has {r['size_bytes']:,} B; use a smaller model or a board with more SRAM")
+
+
+def format_size_report(r: dict) -> list[str]:
+    lines = [f"{Path(r['elf']).name}: text {r['text_bytes']:,}  data {r['data_bytes']:,}  bss {r['bss_bytes']:,}",
+             f"  flash {r['flash_bytes']:,} of {r['flash_size_bytes']:,} B ({r['flash_percent']}%)"]
+    for s in r["sram"]:
+        lines.append(f"  {s['region']}: {s['used_bytes']:,} of {s['size_bytes']:,} B ({s['used_percent']}%)")
+    return lines
+
+
+def write_uf2(elf_path, out_path, board: Board) -> dict:
+    """The board image as UF2 (family ID, boot block), checked after writing; returns check_uf2's summary."""
+    from .uf2 import check_uf2, elf_to_uf2
+    family = getattr(board, "uf2_family", None)
+    if not family:
+        raise TinycError(f"board {board.name} has no UF2 family; its images are {', '.join(board.image_formats)}")
+    data = elf_to_uf2(elf_path, family, board.flash_origin, board.flash_bytes)
+    summary = check_uf2(data, family, board.flash_origin, board.flash_bytes)
+    Path(out_path).write_bytes(data)
+    return summary
+
+
+def main(argv=None) -> int:
+    """`python -m tinyc.firmware.images uf2 ELF OUT --board B`: what the firmware Makefile calls."""
+    ap = argparse.ArgumentParser(prog="python -m tinyc.firmware.images")
+    ap.add_argument("format", choices=["uf2"])
+    ap.add_argument("elf")
+    ap.add_argument("out")
+    ap.add_argument("--board", required=True)
+    a = ap.parse_args(argv)
+    try:
+        write_uf2(a.elf, a.out, load_board(a.board))
+    except TinycError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""`tinyc compile --board B`: the firmware project next to the generated library (OUT/firmware/).
+
+main.c (sample input baked in), startup and support code from runtime_c/firmware/, the board's console driver and
+boot block, a linker script for the board and one for its QEMU machine, and a Makefile for arm-none-eabi-gcc.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..boards import Board
+from ..codegen.emit import _env
+from ..codegen.literals import c_array_body, c_type
+from ..errors import TinycError
+from ..resources import resource_dir
+from .machines import QemuMachine, load_machine
+
+FIRMWARE_DIR = "firmware"
+STACK_BYTES = 8192            # main stack of the firmware; the kernels themselves use little
+DEFAULT_OPT = "-O2"
+_OPT = re.compile(r"-O[0123sgz]|-Ofast")
+RUNTIME_FILES = ("tinyc_firmware.h", "startup.c", "firmware.c", "semihost.c")
+TARGET_TICKS = 100_000        # emulation: repeat inferences until this many SysTick ticks (about 4-5M instructions)
+MAX_REPS = 1000
+
+
+def section_name(region_name: str) -> str:
+    """The linker section that places data in an SRAM region: `.axi_sram` for "AXI SRAM"."""
+    return "." + re.sub(r"[^a-z0-9]+", "_", region_name.lower()).strip("_")
+
+
+def _memory_name(region_name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", region_name).upper()
+
+
+def _uses_dwt(board: Board) -> bool:
+    counter = getattr(board, "cycle_counter", None)
+    return counter == "dwt" if counter else board.core != "cortex-m0plus"
+
+
+def _cpu_clock_hz(board: Board) -> int:
+    console = getattr(board, "console", None)
+    return getattr(console, "cpu_clock_hz", None) or board.clock_hz
+
+
+def check_firmware_fits(compiled, board: Board) -> None:
+    """The arena plus the firmware's stack must fit the board's arena region (one line, before any linker)."""
+    region = board.arena_region
+    need = compiled.plan.arena_bytes + STACK_BYTES
+    if need > region.size:
+        raise TinycError(f"model does not fit {board.name} as firmware: arena {compiled.plan.arena_bytes:,} B + "
+                         f"stack {STACK_BYTES:,} B > {region.name} {region.size:,} B; use a smaller model or a "
+                         "board with more SRAM (`tinyc report` shows where the memory goes)")
+
+
+def _linker_script(title: str, source: str, flash: dict, ram: dict, others: list[dict], boot: str | None,
+                   extra: list[dict]) -> str:
+    return _env().get_template("firmware/link.ld.j2").render(
+        title=title, source=source, regions=[flash, ram, *others], flash=flash, ram=ram, boot=boot,
+        stack_bytes=STACK_BYTES, extra_sections=extra)
+
+
+def board_linker_script(board: Board) -> str:
+    flash = dict(name="FLASH", attrs="rx", origin=board.flash_origin, size=board.flash_bytes, note="")
+    regions = [dict(name=_memory_name(r.name), attrs="rwx", origin=r.origin, size=r.size, note=r.note,
+                    section=section_name(r.name), arena=r.arena) for r in board.sram_regions]
+    ram = next(r for r in regions if r["arena"])
+    others = [r for r in regions if not r["arena"]]
+    extra = [dict(section=r["section"], region=r["name"]) for r in others]
+    return _linker_script(f"linker script for {board.description}", f"boards/{board.name}.toml", flash, ram,
+                          others, _boot_kind(board), extra)
+
+
+def emulation_linker_script(board: Board, machine: QemuMachine) -> str:
+    flash = dict(name="CODE", attrs="rx", origin=machine.code_origin, size=machine.code_bytes, note="")
+    ram = dict(name="RAM", attrs="rwx", origin=machine.ram_origin, size=machine.ram_bytes, note="")
+    # The board's named SRAM sections exist here too (all in RAM), so --arena-section links for both images.
+    extra = [dict(section=section_name(r.name), region="RAM") for r in board.sram_regions if not r.arena]
+    return _linker_script(f"linker script for QEMU {machine.name} (emulating {board.name})",
+                          f"boards/qemu/{machine.name}.toml", flash, ram, [], None, extra)
+
+
+def _boot_kind(board: Board) -> str | None:
+    family = getattr(board, "uf2_family", None)
+    return {"rp2040": "rp2040", "rp2350-arm-s": "rp2350"}.get(family)
+
+
+def sample_inputs(compiled, arrays=None, seed: int = 0) -> list[np.ndarray]:
+    """One sample per model input, of its dtype and shape: the first of the user's arrays, else seeded random
+    (as `tinyc verify`)."""
+    from ..verify import _samples_from
+    g = compiled.plan.graph
+    data = _samples_from(arrays, [g.tensors[n] for n in g.inputs], 1, seed)
+    return [d[0] for d in data]
+
+
+def _io_rows(compiled, names, kind):
+    g = compiled.plan.graph
+    return [dict(index=k, fn=f"{kind}{k if len(names) > 1 else ''}", dtype=g.tensors[n].dtype,
+                 ctype=c_type(g.tensors[n].dtype), size=g.tensors[n].size, nbytes=g.tensors[n].nbytes)
+            for k, n in enumerate(names)]
+
+
+def main_source(compiled, board: Board, samples: list[np.ndarray]) -> str:
+    lib = compiled.library
+    g = compiled.plan.graph
+    external = f"{lib.prefix}_run_with_arena" in lib.files[f"{lib.prefix}.h"]
+    rows = _io_rows(compiled, g.inputs, "input")
+    for row, data in zip(rows, samples):
+        row["body"] = c_array_body(np.asarray(data).reshape(-1), row["dtype"])
+    return _env().get_template("firmware/main.c.j2").render(
+        p=lib.prefix, P=lib.prefix.upper(), board=board.name, board_description=board.description,
+        samples=rows, outputs=_io_rows(compiled, g.outputs, "output"), num_layers=len(lib.layers),
+        arena_bytes=lib.arena_bytes, weight_bytes=lib.weight_bytes, cpu_clock_hz=_cpu_clock_hz(board),
+        target_ticks=TARGET_TICKS, max_reps=MAX_REPS, external=external,
+        arena="arena.bytes" if external else "", run=f"{lib.prefix}_run{'_with_arena' if external else ''}")
+
+
+def _console_source(board: Board) -> str:
+    try:
+        from .console import console_source
+    except ImportError:   # pragma: no cover - console.py ships with tinyc
+        raise TinycError("internal: tinyc/firmware/console.py is missing")
+    return console_source(board)
+
+
+def firmware_files(compiled, board: Board, samples: list[np.ndarray], opt: str = DEFAULT_OPT) -> dict:
+    """File name -> text of the firmware project for `board`."""
+    if not _OPT.fullmatch(opt):
+        raise TinycError(f"--opt {opt} is not an optimisation level; use -O0, -O1, -O2, -O3, -Os, -Oz or -Og")
+    machine = load_machine(board.qemu_machine)
+    runtime = resource_dir("runtime_c") / "firmware"
+    files = {name: (runtime / name).read_text() for name in RUNTIME_FILES}
+    files["console.c"] = _console_source(board)
+    board_sources = ["startup.c", "firmware.c", "console.c", "main.c"]
+    boot = None
+    if _boot_kind(board):
+        from .rp_boot import boot_block_source
+        boot = boot_block_source(board.uf2_family)
+    if boot is not None:
+        files["boot.c"] = boot
+        board_sources.append("boot.c")
+    files["main.c"] = main_source(compiled, board, samples)
+    files["board.ld"] = board_linker_script(board)
+    files["emulate.ld"] = emulation_linker_script(board, machine)
+    clock = _cpu_clock_hz(board)
+    board_defs = [f"-DTINYC_CPU_CLOCK_HZ={clock}"] + (["-DTINYC_CYCLES_DWT"] if _uses_dwt(board) else [])
+    emu_defs = ["-DTINYC_EMULATION"] + (["-DTINYC_TRAP_UNALIGNED"] if board.core == "cortex-m0plus" else [])
+    images = [f for f in board.image_formats if f != "elf"]
+    lib = compiled.library
+    files["tinyc.json"] = json.dumps(dict(board=board.name, model=compiled.source, name=lib.prefix, macs=lib.macs,
+                                          arena_bytes=lib.arena_bytes, weight_bytes=lib.weight_bytes), indent=2) + "\n"
+    files["Makefile"] = _env().get_template("firmware/Makefile.j2").render(
+        p=compiled.library.prefix, board=board, machine=machine, opt=opt, images=images,
+        board_sources=board_sources, board_defs=board_defs, emu_defs=emu_defs)
+    return files
+
+
+def write_firmware(compiled, board: Board, out_dir: str, samples: list[np.ndarray] | None = None,
+                   opt: str = DEFAULT_OPT) -> list[str]:
+    """Write the firmware project into OUT/firmware/ (OUT holds the library); returns the paths written."""
+    check_firmware_fits(compiled, board)
+    files = firmware_files(compiled, board, samples if samples is not None else sample_inputs(compiled), opt)
+    fw = Path(out_dir) / FIRMWARE_DIR
+    fw.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in sorted(files.items()):
+        (fw / name).write_text(text)
+        written.append(str(fw / name))
+    return written
