@@ -35,6 +35,38 @@ def test_every_board_loads_consistently(name):
     regions = sorted(b.sram_regions, key=lambda r: r.origin)
     assert all(a.end <= c.origin for a, c in zip(regions, regions[1:])), "SRAM regions overlap"
     assert b.image_formats == (("elf", "uf2") if name.startswith("pico") else ("elf", "bin", "hex"))
+    assert b.uf2_family == {"pico": "rp2040", "pico2": "rp2350-arm-s"}.get(name)
+    assert b.cycle_counter == ("systick" if b.core == "cortex-m0plus" else "dwt")
+    assert b.console is not None and b.console.baud == 115_200
+    assert b.console.cpu_clock_hz <= b.clock_hz
+
+
+# The console UART, its pins and the clocks the init steps leave, per board (what the board files cite).
+@pytest.mark.parametrize("name, uart, driver, base, tx, rx, uart_hz, cpu_hz", [
+    ("pico", "UART0", "pl011", 0x40034000, "GP0", "GP1", 12_000_000, 12_000_000),
+    ("pico2", "UART0", "pl011", 0x40070000, "GP0", "GP1", 12_000_000, 12_000_000),
+    ("stm32f746g-disco", "USART1", "stm32-usart-isr", 0x40011000, "PA9", "PB7", 16_000_000, 16_000_000),
+    ("nucleo-h743zi", "USART3", "stm32-usart-isr", 0x40004800, "PD8", "PD9", 64_000_000, 64_000_000),
+    ("nucleo-f412zg", "USART3", "stm32-usart-sr", 0x40004800, "PD8", "PD9", 16_000_000, 16_000_000),
+    ("nucleo-l4r5zi", "LPUART1", "stm32-lpuart", 0x40008000, "PG7", "PG8", 4_000_000, 4_000_000),
+])
+def test_console(name, uart, driver, base, tx, rx, uart_hz, cpu_hz):
+    c = load_board(name).console
+    assert (c.uart, c.driver, c.base, c.tx_pin, c.rx_pin) == (uart, driver, base, tx, rx)
+    assert (c.uart_clock_hz, c.cpu_clock_hz) == (uart_hz, cpu_hz)
+
+
+def test_console_init_steps_release_what_the_uart_needs():
+    # Spot checks of the init data against the documents: a wrong bit here is a silent board.
+    pico = [(s.op, s.address, s.value) for s in load_board("pico").console.init]
+    assert ("clear", 0x4000C000, (1 << 5) | (1 << 8) | (1 << 22)) in pico      # RESETS: IO_BANK0, PADS_BANK0, UART0
+    assert ("write", 0x40014004, 2) in pico and ("write", 0x4001400C, 2) in pico   # GPIO0/1 FUNCSEL = UART
+    pico2 = [(s.op, s.address, s.value) for s in load_board("pico2").console.init]
+    assert ("clear", 0x40020000, (1 << 6) | (1 << 9) | (1 << 26)) in pico2
+    assert ("clear", 0x40038004, 1 << 8) in pico2 and ("clear", 0x40038008, 1 << 8) in pico2   # pad ISO off
+    l4 = [(s.op, s.address, s.value) for s in load_board("nucleo-l4r5zi").console.init]
+    assert ("set", 0x40007004, 1 << 9) in l4                                   # PWR_CR2.IOSV: VDDIO2 for port G
+    assert l4.index(("set", 0x40021058, 1 << 28)) < l4.index(("set", 0x40007004, 1 << 9))   # PWR clock first
 
 
 @pytest.mark.parametrize("name, sram_kb, flash_mb, arena, arena_kb", [
@@ -75,9 +107,13 @@ def test_unknown_or_unsafe_names(name):
         load_board(name)
 
 
-def _pico_data():
-    with open(resource_dir("boards") / "pico.toml", "rb") as fh:
+def _board_data(name="pico"):
+    with open(resource_dir("boards") / f"{name}.toml", "rb") as fh:
         return tomllib.load(fh)
+
+
+def _pico_data():
+    return _board_data("pico")
 
 
 def _write(path, data):
@@ -99,13 +135,21 @@ def _write(path, data):
     path.write_text("\n".join(lines) + "\n")
 
 
-def test_writer_round_trips_a_good_board(tmp_path):
-    _write(tmp_path / "pico.toml", _pico_data())
-    assert load_board("pico", tmp_path) == load_board("pico")
+@pytest.mark.parametrize("name", BOARDS)
+def test_writer_round_trips_a_good_board(tmp_path, name):
+    _write(tmp_path / f"{name}.toml", _board_data(name))
+    assert load_board(name, tmp_path) == load_board(name)
+
+
+def test_console_is_optional(tmp_path):
+    d = _pico_data()
+    del d["console"]
+    _write(tmp_path / "pico.toml", d)
+    assert load_board("pico", tmp_path).console is None
 
 
 def _break(kind):
-    d = _pico_data()
+    d = _board_data("nucleo-f412zg" if kind == "uf2-on-stm32" else "pico")
     if kind == "missing":
         del d["clock_hz"]
     elif kind == "type":
@@ -126,6 +170,36 @@ def _break(kind):
         del d["flash"]["size"]
     elif kind == "name-mismatch":
         d["name"] = "pico3"
+    elif kind == "uf2-on-stm32":
+        d["uf2_family"] = "rp2040"
+    elif kind == "uf2-missing":
+        del d["uf2_family"]
+    elif kind == "uf2-unknown":
+        d["uf2_family"] = "rp2350-riscv"
+    elif kind == "dwt-on-m0plus":
+        d["cycle_counter"] = "dwt"
+    elif kind == "unknown-driver":
+        d["console"]["driver"] = "16550"
+    elif kind == "bad-op":
+        d["console"]["init"][0][0] = "poke"
+    elif kind == "step-arity":
+        d["console"]["init"][1] = ["set", 0x4000C000]
+    elif kind == "step-unaligned":
+        d["console"]["init"][2][1] = 0x40024002
+    elif kind == "step-too-wide":
+        d["console"]["init"][3][2] = 1 << 32
+    elif kind == "console-missing-field":
+        del d["console"]["baud"]
+    elif kind == "console-unknown-key":
+        d["console"]["parity"] = "none"
+    elif kind == "console-bad-pin":
+        d["console"]["tx_pin"] = "GPIO0"
+    elif kind == "console-bad-uart":
+        d["console"]["uart"] = "SERIAL0"
+    elif kind == "console-base-unaligned":
+        d["console"]["base"] = 0x40034001
+    elif kind == "console-too-fast":
+        d["console"]["cpu_clock_hz"] = 200_000_000
     return d
 
 
@@ -133,14 +207,21 @@ def _break(kind):
     ("missing", "clock_hz"), ("type", "clock_hz"), ("bool-size", "sram[1].size"), ("choice", "core"),
     ("no-arena", "sram"), ("two-arenas", "sram"), ("overlap", "sram"), ("unknown-key", "uart_tx_pin"),
     ("flash-missing-size", "flash.size"), ("name-mismatch", "name"),
+    ("uf2-on-stm32", "uf2_family"), ("uf2-missing", "uf2_family"), ("uf2-unknown", "uf2_family"),
+    ("dwt-on-m0plus", "cycle_counter"), ("unknown-driver", "console.driver"), ("bad-op", "console.init[0]"),
+    ("step-arity", "console.init[1]"), ("step-unaligned", "console.init[2]"), ("step-too-wide", "console.init[3]"),
+    ("console-missing-field", "console.baud"), ("console-unknown-key", "console.parity"),
+    ("console-bad-pin", "console.tx_pin"), ("console-bad-uart", "console.uart"),
+    ("console-base-unaligned", "console.base"), ("console-too-fast", "console.cpu_clock_hz"),
 ])
 def test_malformed_board_names_file_and_field(tmp_path, kind, field):
-    _write(tmp_path / "pico.toml", _break(kind))
+    name = "nucleo-f412zg" if kind == "uf2-on-stm32" else "pico"
+    _write(tmp_path / f"{name}.toml", _break(kind))
     with pytest.raises(TinycError) as e:
-        load_board("pico", tmp_path)
+        load_board(name, tmp_path)
     message = str(e.value)
     assert "\n" not in message
-    assert str(tmp_path / "pico.toml") in message and f"'{field}'" in message
+    assert str(tmp_path / f"{name}.toml") in message and f"'{field}'" in message
 
 
 def test_invalid_toml_is_one_line(tmp_path):

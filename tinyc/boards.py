@@ -19,6 +19,18 @@ CORES = ("cortex-m0plus", "cortex-m33", "cortex-m4", "cortex-m7")
 FPUS = ("none", "fpv5-sp-d16", "fpv4-sp-d16", "fpv5-d16")
 FLOAT_ABIS = ("soft", "hard")
 IMAGE_FORMATS = ("elf", "bin", "hex", "uf2")
+# UF2 family IDs the bootloaders accept (uf2.py maps the names to the numbers).
+UF2_FAMILIES = ("rp2040", "rp2350-arm-s")
+# The cycle counter firmware times inference with: DWT CYCCNT exists on ARMv7-M/ARMv8-M Mainline, not on ARMv6-M,
+# where SysTick (24-bit, wraps counted in software) stands in.
+CYCLE_COUNTERS = {"cortex-m0plus": "systick", "cortex-m33": "dwt", "cortex-m4": "dwt", "cortex-m7": "dwt"}
+# UART register layouts console.c.j2 knows: the Arm PL011 (RP2040/RP2350), STM32F4's USART (SR/DR/BRR/CR1),
+# the newer STM32 USART (CR1/BRR/ISR/TDR: F7, H7, L4) and its low-power LPUART (same registers, BRR = 256*fck/baud).
+CONSOLE_DRIVERS = ("pl011", "stm32-usart-sr", "stm32-usart-isr", "stm32-lpuart")
+# Console init step operations: reg |= v, reg &= ~v, reg = v, spin until (reg & v) == v, spin until (reg & v) == 0.
+INIT_OPS = ("set", "clear", "write", "wait_set", "wait_clear")
+_UART_RE = re.compile(r"(LP)?U(S)?ART[0-9]{1,2}")
+_PIN_RE = re.compile(r"GP[0-9]{1,2}|P[A-K][0-9]{1,2}")
 _KINDS = {int: "an integer", str: "a string", bool: "true or false", list: "an array", dict: "a table"}
 
 
@@ -33,6 +45,28 @@ class MemoryRegion:
     @property
     def end(self) -> int:
         return self.origin + self.size
+
+
+@dataclass(frozen=True)
+class InitStep:
+    """One register access console init does before touching the UART (see INIT_OPS)."""
+    op: str
+    address: int
+    value: int
+
+
+@dataclass(frozen=True)
+class Console:
+    """The board's console UART and what it takes to get it running from the reset state."""
+    uart: str
+    driver: str
+    base: int
+    baud: int
+    uart_clock_hz: int   # the UART's kernel clock once init has run
+    cpu_clock_hz: int    # the core clock once init has run: cycles -> seconds
+    tx_pin: str
+    rx_pin: str
+    init: tuple[InitStep, ...]
 
 
 @dataclass(frozen=True)
@@ -51,6 +85,9 @@ class Board:
     flash_origin: int
     flash_bytes: int
     sram_regions: tuple[MemoryRegion, ...]
+    cycle_counter: str
+    uf2_family: str | None = None
+    console: Console | None = None
 
     @property
     def sram_bytes(self) -> int:
@@ -95,6 +132,19 @@ class _Fields:
             self.fail(key, f"is '{value}'; expected one of {', '.join(choices)}")
         return value
 
+    def optional(self, key: str, kind, choices=None):
+        """The value, or None when the key is absent (get() treats absence as an error)."""
+        if key not in self.table:
+            self.used.add(key)
+            return None
+        return self.get(key, kind, choices)
+
+    def address(self, key: str) -> int:
+        value = self.get(key, int)
+        if value >= 1 << 32 or value % 4:
+            self.fail(key, f"is 0x{value:X}; expected a 4-byte aligned 32-bit address")
+        return value
+
     def strings(self, key: str, choices=None) -> tuple[str, ...]:
         values = self.get(key, list)
         for v in values:
@@ -119,6 +169,44 @@ def _region(table, where: str, prefix: str) -> MemoryRegion:
     return r
 
 
+def _init_steps(f: _Fields) -> tuple[InitStep, ...]:
+    steps = []
+    for i, step in enumerate(f.get("init", list)):
+        key = f"init[{i}]"
+        if not (isinstance(step, list) and len(step) == 3):
+            f.fail(key, f"must be [op, address, value], not {step!r}")
+        op, address, value = step
+        if op not in INIT_OPS:
+            f.fail(key, f"has op {op!r}; expected one of {', '.join(INIT_OPS)}")
+        if not isinstance(address, int) or isinstance(address, bool) or not 0 <= address < 1 << 32 or address % 4:
+            shown = f"0x{address:X}" if isinstance(address, int) else repr(address)
+            f.fail(key, f"has address {shown}; expected a 4-byte aligned 32-bit address")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 32:
+            f.fail(key, f"has value {value!r}; expected a 32-bit unsigned integer")
+        steps.append(InitStep(op, address, value))
+    return tuple(steps)
+
+
+def _console(table, where: str) -> Console:
+    if not isinstance(table, dict):
+        raise TinycError(f"{where}: field 'console' must be a table")
+    f = _Fields(table, where, "console.")
+    uart = f.get("uart", str)
+    if not _UART_RE.fullmatch(uart):
+        f.fail("uart", f"is '{uart}'; expected a name like UART0, USART3 or LPUART1")
+    pins = {}
+    for key in ("tx_pin", "rx_pin"):
+        pins[key] = f.get(key, str)
+        if not _PIN_RE.fullmatch(pins[key]):
+            f.fail(key, f"is '{pins[key]}'; expected a pin like GP0 (RP2040/RP2350) or PA9 (STM32)")
+    console = Console(
+        uart=uart, driver=f.get("driver", str, CONSOLE_DRIVERS), base=f.address("base"),
+        baud=f.get("baud", int, positive=True), uart_clock_hz=f.get("uart_clock_hz", int, positive=True),
+        cpu_clock_hz=f.get("cpu_clock_hz", int, positive=True), init=_init_steps(f), **pins)
+    f.no_extras()
+    return console
+
+
 def _parse(data: dict, where: str, stem: str) -> Board:
     f = _Fields(data, where)
     if f.get("name", str) != stem:
@@ -134,10 +222,21 @@ def _parse(data: dict, where: str, stem: str) -> Board:
         float_abi=f.get("float_abi", str, FLOAT_ABIS), cflags=f.strings("cflags"),
         qemu_machine=f.get("qemu_machine", str), image_formats=f.strings("image_formats", IMAGE_FORMATS),
         flash_origin=flash.origin, flash_bytes=flash.size,
-        sram_regions=tuple(_region(t, where, f"sram[{i}].") for i, t in enumerate(sram)))
+        sram_regions=tuple(_region(t, where, f"sram[{i}].") for i, t in enumerate(sram)),
+        cycle_counter=f.get("cycle_counter", str, tuple(sorted(set(CYCLE_COUNTERS.values())))),
+        uf2_family=f.optional("uf2_family", str, UF2_FAMILIES),
+        console=_console(data["console"], where) if "console" in data else None)
+    f.used.add("console")
     f.no_extras()
     if f"-mcpu={core}" not in board.cflags:
         f.fail("cflags", f"must contain -mcpu={core} (the board's core)")
+    if board.cycle_counter != CYCLE_COUNTERS[core]:
+        f.fail("cycle_counter", f"is '{board.cycle_counter}' but a {core} needs '{CYCLE_COUNTERS[core]}'")
+    if ("uf2" in board.image_formats) != (board.uf2_family is not None):
+        f.fail("uf2_family", "is required with image format 'uf2'" if board.uf2_family is None
+               else "is only meaningful with image format 'uf2'")
+    if board.console is not None and board.console.cpu_clock_hz > board.clock_hz:
+        f.fail("console.cpu_clock_hz", f"{board.console.cpu_clock_hz} exceeds the board's clock_hz {board.clock_hz}")
     if (board.fpu == "none") != (board.float_abi == "soft"):
         f.fail("float_abi", f"'{board.float_abi}' does not fit fpu '{board.fpu}' (no FPU means soft)")
     arenas = [r.name for r in board.sram_regions if r.arena]
