@@ -43,6 +43,27 @@ _board_opt = click.option("--board", default=None, metavar="BOARD",
                           help="Target board (see `tinyc boards`): check that the model fits its SRAM and flash.")
 
 
+_opt_opt = click.option("--opt", default=None, metavar="-O2",
+                        help="Optimisation level of the firmware build (default -O2), e.g. -Os or -O3.")
+_sample_opt = click.option("--sample", "sample_files", multiple=True, type=click.Path(dir_okay=False),
+                           help=".npy file per model input: the sample input baked into the firmware's main.c "
+                                "(default: seeded random).")
+
+
+def _load_arrays(files):
+    """.npy files -> arrays (None when no file is given)."""
+    if not files:
+        return None
+    import numpy as np
+    arrays = []
+    for f in files:
+        try:
+            arrays.append(np.load(f, allow_pickle=False))
+        except Exception as e:
+            raise TinycError(f"cannot read '{f}' as a .npy array ({type(e).__name__})")
+    return arrays
+
+
 def _load_board(name):
     if name is None:
         return None
@@ -111,17 +132,30 @@ def main():
 @click.option("--arena-section", default=None, metavar="NAME",
               help="Put the static arena in this linker section (e.g. DTCM on STM32H7).")
 @click.option("--weights-section", default=None, metavar="NAME", help="Put the weights in this linker section.")
+@click.option("--build", "do_build", is_flag=True, help="With --board: also build the firmware (as `tinyc build OUT`).")
+@_opt_opt
+@_sample_opt
+@click.option("--seed", default=0, show_default=True, help="Seed of the random sample input (without --sample).")
 def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, calib, board, arena, arena_section,
-            weights_section):
-    """Compile MODEL (.onnx, .keras, .h5, float32 or int8 .tflite) to a C library in OUT."""
+            weights_section, do_build, opt, sample_files, seed):
+    """Compile MODEL (.onnx, .keras, .h5, float32 or int8 .tflite) to a C library in OUT; with --board also a
+    firmware project in OUT/firmware (main.c, startup, linker scripts, Makefile for arm-none-eabi-gcc)."""
     from .compiler import codegen_options, write_library
     options = codegen_options(arena, arena_section, weights_section)
     target = _load_board(board)
+    if target is None and (do_build or sample_files or opt):
+        raise TinycError("--build, --opt and --sample make firmware and need --board (see `tinyc boards`)")
     c, arrays = _compile(model, name, input_shapes, io_layout, quantize, calib, options)
     if target is not None:
+        from .firmware.project import check_firmware_fits
         from .memory_report import check_fits
         check_fits(c, target)
+        check_firmware_fits(c, target)
     files = write_library(c.library, out_dir, force)
+    if target is not None:
+        from .firmware.project import DEFAULT_OPT, sample_inputs, write_firmware
+        samples = sample_inputs(c, _load_arrays(sample_files), seed)
+        files += write_firmware(c, target, out_dir, samples, opt or DEFAULT_OPT)
     if c.quantized is not None:
         from .quant.report import quantization_error
         for row in quantization_error(c.float_graph, c.quantized, arrays):
@@ -135,6 +169,72 @@ def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, cali
                f"weights {lib.weight_bytes:,} bytes")
     for f in files:
         click.echo(f"  wrote {f}")
+    if do_build:
+        _print_build(out_dir, None, False)
+
+
+def _print_build(out_dir, opt, as_json):
+    from .firmware.build import build_firmware
+    from .firmware.images import format_size_report
+    r = build_firmware(out_dir, opt)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    click.echo(f"built for {r['board']}:")
+    for line in format_size_report(r):
+        click.echo(f"  {line}")
+    if "uf2" in r:
+        u = r["uf2"]
+        click.echo(f"  uf2: {u['blocks']} blocks, family {u['family']} ({u['family_id']:#010x}), "
+                   f"0x{u['start']:08x}..0x{u['end']:08x}, checked")
+    for fmt, path in r["images"].items():
+        click.echo(f"  {fmt}: {path}")
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, exists=True))
+@_opt_opt
+@click.option("--json", "as_json", is_flag=True, help="Print sizes, limits and images as JSON (for CI).")
+def build(out_dir, opt, as_json):
+    """Build the firmware project that `tinyc compile --board` wrote in OUT_DIR with arm-none-eabi-gcc: ELF plus
+    the board's images (UF2, or .bin and .hex), and text/data/bss with flash and SRAM use against the board's
+    limits (exit 2 when over)."""
+    _print_build(out_dir, opt, as_json)
+
+
+@main.command("run")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--board", required=True, metavar="BOARD", help="Target board (see `tinyc boards`).")
+@click.option("--emulate", is_flag=True, help="Run under QEMU (the board's qemu_machine); required: no board is "
+                                             "attached to tinyc.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Keep the library and firmware project here (default: a temporary directory).")
+@click.option("--input", "inputs", multiple=True, type=click.Path(dir_okay=False),
+              help=".npy file per model input; its first sample is run (default: seeded random).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--no-profile", is_flag=True, help="Skip the per-layer profiling run.")
+@_name_opt
+@_shape_opt
+@_layout_opt
+@_quantize_opt
+@_calib_opt
+def run_cmd(model, board, emulate, as_json, out_dir, inputs, seed, no_profile, name, input_shapes, io_layout,
+            quantize, calib):
+    """Run MODEL's firmware for BOARD under emulation: instructions per inference, per layer and per MAC, and
+    whether the outputs equal the host build and the reference runtime (exit 1 when they do not)."""
+    if not emulate:
+        raise TinycError("only emulated runs are supported (no board is attached): add --emulate")
+    from .firmware.run import format_run, run_emulated
+    target = _load_board(board)
+    c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib)
+    from .firmware.project import check_firmware_fits
+    from .memory_report import check_fits
+    check_fits(c, target)
+    check_firmware_fits(c, target)
+    r = run_emulated(c, target, model, out_dir, _load_arrays(inputs), seed, io_layout, not no_profile)
+    click.echo(json.dumps(r, indent=2) if as_json else "\n".join(format_run(r)))
+    sys.exit(0 if r["outputs_match"] else 1)
 
 
 @main.command()
@@ -156,17 +256,9 @@ def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, inp
            calib):
     """Compile MODEL for the host (gcc, ASan+UBSan), run it and compare with the reference runtime (for
     --quantize int8: TFLite's reference kernels on the int8 model tinyc made, bit for bit)."""
-    import numpy as np
 
     from .verify import verify as run_verify
-    arrays = None
-    if inputs:
-        arrays = []
-        for f in inputs:
-            try:
-                arrays.append(np.load(f, allow_pickle=False))
-            except Exception as e:
-                raise TinycError(f"cannot read --input '{f}' as a .npy array ({type(e).__name__})")
+    arrays = _load_arrays(inputs)
     shapes = _shapes(input_shapes)
     calib_arrays, progress = _calibration(model, quantize, calib, name, shapes, io_layout)
     report = run_verify(model, arrays, samples, seed, per_layer, name, shapes, io_layout, keep_dir, quantize,

@@ -82,6 +82,9 @@ void tinyc_cycles_init(void) {
   SYST_RVR = 0xFFFFFFu;
   SYST_CVR = 0;
   SYST_CSR = 7u;            /* ENABLE | TICKINT | CLKSOURCE = processor clock */
+  /* Writing CVR clears it; the counter loads RVR on its next tick. Until then it reads 0, which would count as
+   * a full period: wait for the load. */
+  while (SYST_CVR == 0) {}
 }
 
 uint32_t tinyc_cycles(void) {

@@ -66,7 +66,8 @@ def test_stored_boot2_code_is_the_assembled_source(boot2_object):
 def test_boot2_disassembly_calls_rom_and_vectors_into_flash(boot2_object):
     obj, _ = boot2_object
     listing = _run(OBJDUMP, "-d", str(obj))
-    instructions = [line.split("\t", 2)[-1].strip() for line in listing.splitlines() if re.match(r"\s+[0-9a-f]+:", line)]
+    instructions = [line.split("\t", 2)[-1].strip() for line in listing.splitlines()
+                    if re.match(r"\s+[0-9a-f]+:", line)]
     text = "\n".join(instructions)
     # Bootrom lookup: halfword pointers at 0x14 (function table) and 0x18 (rom_table_lookup), code 'C','X'.
     assert re.search(r"movs\s+r0, #20\nldrh\s+r0, \[r0", text)
