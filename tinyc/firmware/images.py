@@ -72,7 +72,7 @@ def format_size_report(r: dict) -> list[str]:
 def write_uf2(elf_path, out_path, board: Board) -> dict:
     """The board image as UF2 (family ID, boot block), checked after writing; returns check_uf2's summary."""
     from .uf2 import check_uf2, elf_to_uf2
-    family = getattr(board, "uf2_family", None)
+    family = board.uf2_family
     if not family:
         raise TinycError(f"board {board.name} has no UF2 family; its images are {', '.join(board.image_formats)}")
     data = elf_to_uf2(elf_path, family, board.flash_origin, board.flash_bytes)

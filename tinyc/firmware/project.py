@@ -16,7 +16,9 @@ from ..codegen.emit import _env
 from ..codegen.literals import c_array_body, c_type
 from ..errors import TinycError
 from ..resources import resource_dir
+from .console import console_source
 from .machines import QemuMachine, load_machine
+from .rp_boot import boot_block_source
 
 FIRMWARE_DIR = "firmware"
 STACK_BYTES = 8192            # main stack of the firmware; the kernels themselves use little
@@ -36,14 +38,9 @@ def _memory_name(region_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", region_name).upper()
 
 
-def _uses_dwt(board: Board) -> bool:
-    counter = getattr(board, "cycle_counter", None)
-    return counter == "dwt" if counter else board.core != "cortex-m0plus"
-
-
 def _cpu_clock_hz(board: Board) -> int:
-    console = getattr(board, "console", None)
-    return getattr(console, "cpu_clock_hz", None) or board.clock_hz
+    """The core clock the firmware runs at: the console's bring-up may change it (RP2040/RP2350: 12 MHz XOSC)."""
+    return board.console.cpu_clock_hz if board.console else board.clock_hz
 
 
 def check_firmware_fits(compiled, board: Board) -> None:
@@ -84,8 +81,7 @@ def emulation_linker_script(board: Board, machine: QemuMachine) -> str:
 
 
 def _boot_kind(board: Board) -> str | None:
-    family = getattr(board, "uf2_family", None)
-    return {"rp2040": "rp2040", "rp2350-arm-s": "rp2350"}.get(family)
+    return {"rp2040": "rp2040", "rp2350-arm-s": "rp2350"}.get(board.uf2_family)
 
 
 def sample_inputs(compiled, arrays=None, seed: int = 0) -> list[np.ndarray]:
@@ -119,14 +115,6 @@ def main_source(compiled, board: Board, samples: list[np.ndarray]) -> str:
         arena="arena.bytes" if external else "", run=f"{lib.prefix}_run{'_with_arena' if external else ''}")
 
 
-def _console_source(board: Board) -> str:
-    try:
-        from .console import console_source
-    except ImportError:   # pragma: no cover - console.py ships with tinyc
-        raise TinycError("internal: tinyc/firmware/console.py is missing")
-    return console_source(board)
-
-
 def firmware_files(compiled, board: Board, samples: list[np.ndarray], opt: str = DEFAULT_OPT) -> dict:
     """File name -> text of the firmware project for `board`."""
     if not _OPT.fullmatch(opt):
@@ -134,12 +122,9 @@ def firmware_files(compiled, board: Board, samples: list[np.ndarray], opt: str =
     machine = load_machine(board.qemu_machine)
     runtime = resource_dir("runtime_c") / "firmware"
     files = {name: (runtime / name).read_text() for name in RUNTIME_FILES}
-    files["console.c"] = _console_source(board)
+    files["console.c"] = console_source(board)
     board_sources = ["startup.c", "firmware.c", "console.c", "main.c"]
-    boot = None
-    if _boot_kind(board):
-        from .rp_boot import boot_block_source
-        boot = boot_block_source(board.uf2_family)
+    boot = boot_block_source(board.uf2_family) if board.uf2_family else None
     if boot is not None:
         files["boot.c"] = boot
         board_sources.append("boot.c")
@@ -147,7 +132,7 @@ def firmware_files(compiled, board: Board, samples: list[np.ndarray], opt: str =
     files["board.ld"] = board_linker_script(board)
     files["emulate.ld"] = emulation_linker_script(board, machine)
     clock = _cpu_clock_hz(board)
-    board_defs = [f"-DTINYC_CPU_CLOCK_HZ={clock}"] + (["-DTINYC_CYCLES_DWT"] if _uses_dwt(board) else [])
+    board_defs = [f"-DTINYC_CPU_CLOCK_HZ={clock}"] + (["-DTINYC_CYCLES_DWT"] if board.cycle_counter == "dwt" else [])
     emu_defs = ["-DTINYC_EMULATION"] + (["-DTINYC_TRAP_UNALIGNED"] if board.core == "cortex-m0plus" else [])
     images = [f for f in board.image_formats if f != "elf"]
     lib = compiled.library
