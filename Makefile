@@ -4,7 +4,7 @@ PIP    ?= $(PYTHON) -m pip
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARM_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 
-.PHONY: setup setup-system setup-python demo test test-full clean
+.PHONY: setup setup-system setup-python demo test test-full firmware clean
 
 setup: setup-system setup-python
 
@@ -24,6 +24,11 @@ demo: setup
 
 test: setup
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+# Firmware for every board: the test models (MLP, depthwise CNN, residual CNN; float and int8) compiled and built
+# into every image (ELF, UF2, .bin, .hex), checked structurally. Part of `make test` too.
+firmware: setup
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/firmware/test_firmware_matrix.py
 
 # The longer sweep (more random samples, more hypothesis examples).
 test-full: setup

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from conftest import FIRMWARE_MODELS
+from firmware_models import FIRMWARE_MODELS
 
 from tinyc.boards import board_names, load_board
 from tinyc.compiler import compile_model, write_library
