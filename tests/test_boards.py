@@ -238,7 +238,8 @@ def test_cli_table():
     assert lines[0].split()[:4] == ["board", "mcu", "core", "clock"]
     assert len(lines) == 1 + len(BOARDS)
     pico = next(line for line in lines if line.startswith("pico "))
-    assert pico.split() == ["pico", "RP2040", "cortex-m0plus", "125", "264", "256", "(SRAM0-3)", "2048", "mps2-an385"]
+    assert pico.split() == ["pico", "RP2040", "cortex-m0plus", "125", "264", "256", "(SRAM0-3)", "2048", "elf,uf2",
+                            "UART0", "GP0/GP1", "mps2-an385"]
 
 
 def test_cli_json():

@@ -278,6 +278,8 @@ def board_table_rows(directory=None) -> list[dict]:
         rows.append({"board": b.name, "mcu": b.mcu, "core": b.core, "clock_mhz": _per(b.clock_hz, 10**6),
                      "sram_kb": _per(b.sram_bytes, 1024), "arena_region": b.arena_region.name,
                      "arena_kb": _per(b.arena_region.size, 1024), "flash_kb": _per(b.flash_bytes, 1024),
+                     "images": list(b.image_formats),
+                     "console": f"{b.console.uart} {b.console.tx_pin}/{b.console.rx_pin}" if b.console else "none",
                      "qemu_machine": b.qemu_machine})
     return rows
 
@@ -286,9 +288,10 @@ def format_board_table(rows: list[dict]) -> list[str]:
     """Aligned text lines for board_table_rows(): header first."""
     def num(x):
         return f"{x:g}"
-    header = ("board", "mcu", "core", "clock MHz", "SRAM KB", "arena KB (region)", "flash KB", "qemu machine")
+    header = ("board", "mcu", "core", "clock MHz", "SRAM KB", "arena KB (region)", "flash KB", "images",
+              "console (TX/RX)", "qemu machine")
     cells = [header] + [(r["board"], r["mcu"], r["core"], num(r["clock_mhz"]), num(r["sram_kb"]),
-                         f"{num(r['arena_kb'])} ({r['arena_region']})", num(r["flash_kb"]), r["qemu_machine"])
-                        for r in rows]
+                         f"{num(r['arena_kb'])} ({r['arena_region']})", num(r["flash_kb"]), ",".join(r["images"]),
+                         r["console"], r["qemu_machine"]) for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
