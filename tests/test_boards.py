@@ -251,4 +251,4 @@ def test_cli_json():
     h743 = next(r for r in rows if r["board"] == "nucleo-h743zi")
     assert h743 == {"board": "nucleo-h743zi", "mcu": "STM32H743ZI", "core": "cortex-m7", "clock_mhz": 480,
                     "sram_kb": 1056, "arena_region": "AXI SRAM", "arena_kb": 512, "flash_kb": 2048,
-                    "qemu_machine": "mps2-an500"}
+                    "images": ["elf", "bin", "hex"], "console": "USART3 PD8/PD9", "qemu_machine": "mps2-an500"}
