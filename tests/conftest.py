@@ -56,3 +56,14 @@ def c_compile():
 
 def have(tool):
     return _shutil.which(tool) is not None
+
+
+@pytest.fixture(scope="session")
+def firmware_models(zoo, tmp_path_factory):
+    """The firmware tests' models (tests/firmware/firmware_models.py), built on first request. Defined here: a
+    second conftest.py in tests/firmware would shadow this module's name for the tests that import from it."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "firmware"))
+    from firmware_models import FirmwareModels
+    return FirmwareModels(zoo, tmp_path_factory.mktemp("firmware_models"))

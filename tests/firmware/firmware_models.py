@@ -1,5 +1,5 @@
 """The firmware test models: an MLP, a depthwise CNN and a residual CNN, each as float Keras and int8 TFLite (used
-by tests/firmware/conftest.py, once per test session, and by bench/firmware.py)."""
+by the firmware_models fixture in tests/conftest.py, once per session, and by bench/firmware.py)."""
 from __future__ import annotations
 
 import sys
