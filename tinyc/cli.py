@@ -148,8 +148,6 @@ def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, cali
     c, arrays = _compile(model, name, input_shapes, io_layout, quantize, calib, options)
     if target is not None:
         from .firmware.project import check_firmware_fits
-        from .memory_report import check_fits
-        check_fits(c, target)
         check_firmware_fits(c, target)
     files = write_library(c.library, out_dir, force)
     if target is not None:
@@ -229,8 +227,6 @@ def run_cmd(model, board, emulate, as_json, out_dir, inputs, seed, no_profile, n
     target = _load_board(board)
     c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib)
     from .firmware.project import check_firmware_fits
-    from .memory_report import check_fits
-    check_fits(c, target)
     check_firmware_fits(c, target)
     r = run_emulated(c, target, model, out_dir, _load_arrays(inputs), seed, io_layout, not no_profile)
     click.echo(json.dumps(r, indent=2) if as_json else "\n".join(format_run(r)))
@@ -256,7 +252,6 @@ def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, inp
            calib):
     """Compile MODEL for the host (gcc, ASan+UBSan), run it and compare with the reference runtime (for
     --quantize int8: TFLite's reference kernels on the int8 model tinyc made, bit for bit)."""
-
     from .verify import verify as run_verify
     arrays = _load_arrays(inputs)
     shapes = _shapes(input_shapes)

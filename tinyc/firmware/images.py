@@ -28,7 +28,7 @@ def elf_sections(elf_path) -> list[dict]:
                     continue
                 kind = "bss" if s["sh_type"] == "SHT_NOBITS" else "data" if flags & SH_FLAGS.SHF_WRITE else "text"
                 out.append(dict(name=s.name, address=s["sh_addr"], size=s["sh_size"], kind=kind))
-    except (OSError, Exception) as e:   # pyelftools raises its own ELFError on a corrupt file
+    except Exception as e:   # OSError, or pyelftools' own ELFError on a corrupt file
         raise TinycError(f"cannot read '{elf_path}' as an ELF file ({type(e).__name__}: {e})")
     return out
 

@@ -15,6 +15,7 @@ from ..boards import Board
 from ..codegen.emit import _env
 from ..codegen.literals import c_array_body, c_type
 from ..errors import TinycError
+from ..memory_report import check_fits
 from ..resources import resource_dir
 from .console import console_source
 from .machines import QemuMachine, load_machine
@@ -44,7 +45,9 @@ def _cpu_clock_hz(board: Board) -> int:
 
 
 def check_firmware_fits(compiled, board: Board) -> None:
-    """The arena plus the firmware's stack must fit the board's arena region (one line, before any linker)."""
+    """The model fits the board (arena in its region, weights in flash) and so does the firmware's stack beside
+    the arena: one line, before any linker runs."""
+    check_fits(compiled, board)
     region = board.arena_region
     need = compiled.plan.arena_bytes + STACK_BYTES
     if need > region.size:
