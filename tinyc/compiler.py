@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .codegen.emit import Library, generate, weights_are_finite
+from .codegen import int8_fast
+from .codegen.emit import KERNEL_SETS, Library, generate, weights_are_finite
 from .errors import TinycError
 from .frontends import load_model
 from .ir import Graph
@@ -36,8 +37,11 @@ _SECTION = re.compile(r"[A-Za-z_.][A-Za-z0-9_.$]{0,63}")
 
 
 def codegen_options(arena: str = "static", arena_section: str | None = None,
-                    weights_section: str | None = None) -> dict:
-    """Checked options for `generate`: who owns the arena, and linker sections for the arena and the weights."""
+                    weights_section: str | None = None, kernels: str = "fast") -> dict:
+    """Checked options for `generate`: who owns the arena, linker sections for the arena and the weights, and
+    the kernel set ("fast": optimized kernels where one applies; "reference": the plain-C twins only)."""
+    if kernels not in KERNEL_SETS:
+        raise TinycError(f"--kernels {kernels} is not supported; use {' or '.join(KERNEL_SETS)}")
     if arena not in ("static", "external"):
         raise TinycError(f"--arena {arena} is not supported; use static or external")
     for flag, value in (("--arena-section", arena_section), ("--weights-section", weights_section)):
@@ -46,14 +50,16 @@ def codegen_options(arena: str = "static", arena_section: str | None = None,
                              "'.', e.g. .dtcm_bss")
     if arena == "external" and arena_section:
         raise TinycError("--arena-section places tinyc's static arena; with --arena external the caller places it")
-    return dict(arena=arena, arena_section=arena_section, weights_section=weights_section)
+    return dict(arena=arena, arena_section=arena_section, weights_section=weights_section, kernels=kernels)
 
 
 def compile_graph(g: Graph, name: str, source: str = "", options: dict | None = None) -> Compiled:
     weights_are_finite(g)
     g = optimize(g)
-    plan = schedule(g)
-    return Compiled(source, g, plan, generate(plan, name, source or g.name, **(options or {})))
+    options = dict(options or {})
+    fast = options.get("kernels", "fast") == "fast"
+    plan = schedule(g, work=int8_fast.work_bytes if fast else None)
+    return Compiled(source, g, plan, generate(plan, name, source or g.name, **options))
 
 
 def compile_model(path: str, name: str | None = None, input_shapes=None, io_layout: str = "nchw",

@@ -44,7 +44,12 @@ def lsb_tolerance(compiled: Compiled, name: str) -> float | None:
     return scale_of(g.tensors[p.inputs[0]].quant) + 1e-6
 
 
-def build_host_runner(compiled: Compiled, build_dir: Path, samples: int, trace: bool) -> Path:
+def uses_simd(compiled: Compiled) -> bool:
+    """The library has fast kernels with a DSP path and a plain path (runtime_c/tinyc_simd.h)."""
+    return "tinyc_simd.h" in compiled.library.files
+
+
+def build_host_runner(compiled: Compiled, build_dir: Path, samples: int, trace: bool, defines=()) -> Path:
     lib = compiled.library
     write_library(lib, str(build_dir), force=True)
     g = compiled.plan.graph
@@ -56,7 +61,7 @@ def build_host_runner(compiled: Compiled, build_dir: Path, samples: int, trace: 
     if cc is None:
         raise TinycError("no host C compiler found; install gcc to use `tinyc verify`")
     exe = build_dir / "runner"
-    cmd = [cc, *HOST_CFLAGS, *(["-DTINYC_TRACE"] if trace else []), "-I", str(build_dir),
+    cmd = [cc, *HOST_CFLAGS, *(["-DTINYC_TRACE"] if trace else []), *(f"-D{d}" for d in defines), "-I", str(build_dir),
            str(build_dir / f"{lib.prefix}.c"), str(build_dir / "runner.c"), "-o", str(exe), "-lm"]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
@@ -138,13 +143,14 @@ def _read_trace(path: Path, traced: list, g) -> list:
     return samples
 
 
-def _run_in(compiled, data: list, build: Path, per_layer: bool = False):
+def _run_in(compiled, data: list, build: Path, per_layer: bool = False, dsp: bool = False):
     """Build the host runner in `build`, run it on `data` (per input [N, ...] of its dtype): outputs per output
-    [N, ...], and per-sample traces when `per_layer`."""
+    [N, ...], and per-sample traces when `per_layer`. `dsp`: the fast kernels' DSP code paths (emulated in C)
+    instead of their plain-C paths."""
     g = compiled.plan.graph
     n = data[0].shape[0]
     build.mkdir(parents=True, exist_ok=True)
-    exe = build_host_runner(compiled, build, n, per_layer)
+    exe = build_host_runner(compiled, build, n, per_layer, ("TINYC_SIMD_EMULATE",) if dsp else ())
     in_files = []
     for k, arr in enumerate(data):
         f = build / f"input{k}.bin"
@@ -162,27 +168,31 @@ def _run_in(compiled, data: list, build: Path, per_layer: bool = False):
     return ours, (_read_trace(trace, compiled.library.traced, g) if per_layer else None)
 
 
-def run_generated(compiled, inputs: list) -> list:
+def run_generated(compiled, inputs: list, dsp: bool = False) -> list:
     """Run a compiled model's C on the host (gcc, sanitizers) on `inputs` (per model input, [N, ...]; floats
-    for int8 inputs are quantized like `<name>_quantize_input`). Returns per output [N, ...] in its dtype."""
+    for int8 inputs are quantized like `<name>_quantize_input`). Returns per output [N, ...] in its dtype.
+    `dsp`: run the fast kernels' DSP code paths (C emulation of the DSP instructions)."""
     g = compiled.plan.graph
     data = _samples_from(inputs, [g.tensors[n] for n in g.inputs], 0, 0)
     with tempfile.TemporaryDirectory(prefix="tinyc-run-") as tmp:
-        return _run_in(compiled, data, Path(tmp))[0]
+        return _run_in(compiled, data, Path(tmp), dsp=dsp)[0]
 
 
 def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: bool = False, name=None,
            input_shapes=None, io_layout: str = "nchw", keep_dir: str | None = None, quantize: str | None = None,
-           calib=None, progress=None) -> dict:
+           calib=None, progress=None, options=None) -> dict:
     """Compile, run on the host, compare with the reference. With `quantize`, the reference is TFLite's
-    reference kernels running the int8 graph tinyc made (written as .tflite): bit-exact."""
-    compiled = compile_model(path, name, input_shapes, io_layout, quantize, calib, progress)
+    reference kernels running the int8 graph tinyc made (written as .tflite): bit-exact. When the library has
+    fast kernels, their DSP code paths run too and must give the same bytes as the plain paths
+    (`dsp_path_matches`). `options`: from `compiler.codegen_options` (e.g. kernels="reference")."""
+    compiled = compile_model(path, name, input_shapes, io_layout, quantize, calib, progress, options)
     g = compiled.plan.graph
     data = _samples_from(inputs, [g.tensors[n] for n in g.inputs], samples, seed)
     n = data[0].shape[0]
     with tempfile.TemporaryDirectory(prefix="tinyc-verify-") as tmp:
         build = Path(keep_dir) if keep_dir else Path(tmp)
         ours, traces = _run_in(compiled, data, build, per_layer)
+        dsp = _run_in(compiled, data, build / "dsp", dsp=True)[0] if uses_simd(compiled) else None
         wanted = sorted({t.source_name for t in g.tensors.values() if t.source_name}) if per_layer else ()
         refs, ref_inters = reference_outputs(compiled, path, data, io_layout, build, wanted)
     report = {"model": path, "samples": n, "outputs": []}
@@ -197,6 +207,9 @@ def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: b
             mismatched += row["mismatched_bytes"]
             max_diff = max(max_diff, row["max_abs_diff"])
         worst, ok = max(worst, row["max_abs_err"]), ok and row["ok"]
+    if dsp is not None:
+        report["dsp_path_matches"] = all(np.array_equal(a, b) for a, b in zip(ours, dsp))
+        ok = ok and report["dsp_path_matches"]
     report.update(max_abs_err=worst, ok=ok)
     if any_int:
         report.update(mismatched_bytes=mismatched, max_abs_diff=max_diff)

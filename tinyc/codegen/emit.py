@@ -1,6 +1,7 @@
 """Render a scheduled graph as a C library: `<name>.h`, `<name>.c` and the shared helper header."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import jinja2
@@ -12,10 +13,14 @@ from ..names import comment_text
 from ..resources import resource_dir
 from ..schedule import MemoryPlan
 from ..quant.params import scale_of, zero_point_of
-from . import float_kernels, int8_kernels
+from . import float_kernels, int8_fast, int8_kernels
 from .literals import c_array_body, c_float, c_type
 
 KERNELS = {"float": float_kernels.KERNELS, "int8": int8_kernels.KERNELS}
+# Optimized kernels, tried first with kernels="fast"; a rule returns None where it does not apply (the
+# reference kernel is used then). Each must equal its reference twin bit for bit.
+FAST_KERNELS = {"int8": int8_fast.KERNELS}
+KERNEL_SETS = ("fast", "reference")
 
 @dataclass
 class KernelContext:
@@ -25,6 +30,7 @@ class KernelContext:
     tables: object = None             # callback(values, dtype, label) -> C name of a derived constant array
     in_place: object = None           # schedule.overlap.InPlace when the output overwrites an input
     scratch: str | None = None        # C expression of the layer's scratch buffer (in-place depthwise)
+    work: str | None = None           # C expression of the kernel's own scratch (plan.work), e.g. im2col
 
     def tensor(self, i):
         return self.plan.graph.tensors[self.node.inputs[i]]
@@ -74,7 +80,7 @@ class Library:
     macs: int = 0
     arena_bytes: int = 0
     weight_bytes: int = 0
-    layers: list = field(default_factory=list)    # per layer: dict(index, op, name, macs)
+    layers: list = field(default_factory=list)    # per layer: dict(index, op, name, macs, kernel, ...)
 
 
 def _env() -> jinja2.Environment:
@@ -128,10 +134,10 @@ def _section(name: str | None) -> str:
 
 
 def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", arena_section: str | None = None,
-             weights_section: str | None = None) -> Library:
+             weights_section: str | None = None, kernels: str = "fast") -> Library:
     """`arena`: "static" (the library owns a static arena) or "external" (every entry point takes the caller's
     arena pointer, so several models can share one region). The sections put the arena / weights into named
-    linker sections."""
+    linker sections. `kernels`: "fast" (optimized kernels where one applies) or "reference" (plain C only)."""
     g = plan.graph
     env = _env()
     P = prefix.upper()
@@ -181,6 +187,11 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
             scratch = "t"
             params.append(f"{ctype} *restrict t")
             args.append(f"({ctype} *)(arena + {plan.scratch[index].offset})")
+        work = None
+        if index in plan.work:
+            work = "s"
+            params.append("int8_t *restrict s")
+            args.append(f"(int8_t *)(arena + {plan.work[index].offset})")
         layer = dict(index=index, op=node.op, comment=comment_text(node.name), fn=None, macs=0,
                      trace_id=len(lib.traced), out_expr=where(out), out_bytes=g.tensors[out].nbytes,
                      in_place=in_place.kind if in_place else None)
@@ -191,15 +202,32 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
             rule = KERNELS[family].get(node.op)
             if rule is None:
                 raise TinycError(f"no {family} C kernel for op '{node.op}' (node '{node.name}'); run `tinyc ops`")
-            families.add(family)
-            template, variables, macs = rule(KernelContext(node, plan, exprs, table, in_place, scratch))
+            context = KernelContext(node, plan, exprs, table, in_place, scratch, work)
+            chosen, folder = None, family
+            fast = FAST_KERNELS.get(family, {}).get(node.op) if kernels == "fast" else None
+            if fast is not None:
+                chosen = fast(context)
+                folder = f"{family}_fast"
+            if chosen is None:
+                if work is not None:
+                    raise TinycError(f"internal: layer {index} has kernel scratch but no fast kernel took it")
+                chosen, folder = rule(context), family
+            template, variables, macs = chosen
+            families.add(folder)
             variables["act"] = lambda x, _node=node: activations.c_expr(_node.attrs.get("activation"), x)
+            kernel_name = f"{folder}/{template.removesuffix('.c.j2')}"
+            if variables.get("variant"):
+                kernel_name += f"/{variables['variant']}"
             layer.update(fn=f"{prefix}_l{index}_{node.op.lower()}", params=params, args=args, macs=macs,
-                         body=env.get_template(f"{family}/{template}").render(**variables).rstrip("\n"))
+                         kernel=kernel_name,
+                         body=env.get_template(f"{folder}/{template}").render(**variables).rstrip("\n"))
             lib.macs += macs
         layers.append(layer)
         lib.layers.append(dict(index=index, op=node.op, name=node.name, macs=layer["macs"], alias=alias,
-                               in_place=layer["in_place"]))
+                               in_place=layer["in_place"], kernel=layer.get("kernel")))
+    # Constants no kernel refers to (e.g. weights a fast kernel replaced by a re-laid-out copy) are not emitted.
+    used = set(re.findall(rf"\b{prefix}_c\d+\b", "\n".join(l.get("body", "") for l in layers if l["fn"])))
+    consts = [c for c in consts if c["name"] in used]
     lib.weight_bytes = sum(c["nbytes"] for c in consts)
 
     inputs, outputs = _io(plan, "input", g.inputs), _io(plan, "output", g.outputs)
@@ -210,7 +238,9 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
                   weight_bytes=lib.weight_bytes, inputs=inputs, outputs=outputs, params=api, helpers=helpers,
                   external=arena == "external", arena_section=_section(arena_section),
                   weights_section=_section(weights_section))
-    runtime = ["tinyc_float.h"] + (["tinyc_int8.h"] if "int8" in families or helpers else [])
+    int8 = {"int8", "int8_fast"} & families or helpers
+    runtime = ["tinyc_float.h"] + (["tinyc_int8.h"] if int8 else []) + \
+        (["tinyc_simd.h"] if "int8_fast" in families else [])
     lib.files[f"{prefix}.h"] = env.get_template("model.h.j2").render(**common)
     lib.files[f"{prefix}.c"] = env.get_template("model.c.j2").render(
         layers=layers, consts=consts, macs=lib.macs, lower_bound=plan.lower_bound, runtime=runtime, **common)

@@ -31,11 +31,12 @@ class MemoryPlan:
     arena_bytes: int
     lower_bound: int
     in_place: dict = field(default_factory=dict)    # step -> InPlace
-    scratch: dict = field(default_factory=dict)     # step -> scratch Buffer
+    scratch: dict = field(default_factory=dict)     # step -> scratch Buffer (in-place depthwise plane)
     live: list = field(default_factory=list)        # live bytes per step (lifetimes.step_bytes)
     exact_order: bool = True
     variants: dict = field(default_factory=dict)    # name -> dict(arena_bytes, lower_bound)
     chosen: str = "plain"
+    work: dict = field(default_factory=dict)        # step -> Buffer the layer's kernel needs (e.g. im2col)
 
     def offset_of(self, name: str) -> int:
         buf = self.buffer_of[name]
@@ -55,19 +56,27 @@ def _eligible(g: Graph, of: dict, choice: InPlace) -> bool:
             and len(y.producers) == 1)
 
 
-def _plan(g: Graph, order: list[int], kinds) -> MemoryPlan:
+def _plan(g: Graph, order: list[int], kinds, work=None) -> MemoryPlan:
     """Plan `g` executed in `order` (node ids), writing in place with the given kinds of decisions; when
     depthwise layers are in place, also with them shifted to undo the drift of overlapped chains."""
-    plans = [_plan_with(g, order, kinds, False)]
+    plans = [_plan_with(g, order, kinds, False, work)]
     if plans[0].in_place and any(c.kind == "depthwise" for c in plans[0].in_place.values()):
-        plans.append(_plan_with(g, order, kinds, True))
+        plans.append(_plan_with(g, order, kinds, True, work))
     return min(plans, key=lambda p: (p.arena_bytes, p.lower_bound))
 
 
-def _plan_with(g: Graph, order: list[int], kinds, climb: bool) -> MemoryPlan:
+def _plan_with(g: Graph, order: list[int], kinds, climb: bool, work=None) -> MemoryPlan:
     g = _reordered(g, order)
     buffers, of = group_tensors(g)
     set_lifetimes(g, buffers, list(range(len(g.nodes))))
+    # Kernel scratch (work=callable(graph, node) -> bytes): live during its layer only, never dropped.
+    kernel_work = {}
+    for step, node in enumerate(g.nodes):
+        nbytes = work(g, node) if work else 0
+        if nbytes:
+            kernel_work[step] = Buffer(nbytes=nbytes, kind="scratch", start=step, end=step,
+                                       label=f"kernel scratch of layer {step}")
+    buffers = buffers + list(kernel_work.values())
     outputs = set(g.outputs)
     in_place, scratch = {}, {}
     pos, top = {}, {}      # a buffer's position in its chain (first buffer at 0); the chain's highest end so far
@@ -124,7 +133,7 @@ def _plan_with(g: Graph, order: list[int], kinds, climb: bool) -> MemoryPlan:
         scratch.pop(s, None)
     buffers = [b for b, _, _ in placed]
     live = step_bytes(buffers, steps)
-    return MemoryPlan(g, buffers, of, arena, max(live), in_place, scratch, live)
+    return MemoryPlan(g, buffers, of, arena, max(live), in_place, scratch, live, work=kernel_work)
 
 
 def _reordered(g: Graph, order: list[int]) -> Graph:
@@ -135,7 +144,8 @@ def _reordered(g: Graph, order: list[int]) -> Graph:
     return h
 
 
-def schedule(g: Graph, variants=VARIANTS) -> MemoryPlan:
+def schedule(g: Graph, variants=VARIANTS, work=None) -> MemoryPlan:
+    """`work(graph, node)`: bytes of scratch the node's kernel needs during its step (0 for none)."""
     g = isolate_io(g)
     plain = list(range(len(g.nodes)))
     best, figures = None, {}
@@ -146,7 +156,7 @@ def schedule(g: Graph, variants=VARIANTS) -> MemoryPlan:
             savings = {(o.node, o.input): o.saving for i in plain for o in options(g, i, kinds)
                        if _eligible(g, of, o)}
             order, exact = best_order(g, buffers, savings)
-        plan = _plan(g, order, kinds)
+        plan = _plan(g, order, kinds, work)
         plan.exact_order = exact
         figures[name] = dict(arena_bytes=plan.arena_bytes, lower_bound=plan.lower_bound)
         if best is None or (plan.arena_bytes, plan.lower_bound) < (best.arena_bytes, best.lower_bound):

@@ -1,0 +1,137 @@
+/* SIMD intrinsics and fast requantization for tinyc's fast int8 kernels. Header-only, static inline.
+ *
+ * TINYC_DSP is 1 on cores with the DSP extension (Cortex-M4/M7/M33: __ARM_FEATURE_DSP) and when the host build
+ * defines TINYC_SIMD_EMULATE, which runs the same DSP code paths with the portable C below (so ASan/UBSan
+ * check them on the host). Elsewhere (Cortex-M0+, plain host builds) the kernels take their plain-C paths.
+ * Every fast kernel must equal its reference kernel (tinyc_int8.h) bit for bit on both paths. */
+#ifndef TINYC_SIMD_H
+#define TINYC_SIMD_H
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__ARM_FEATURE_DSP) || defined(TINYC_SIMD_EMULATE)
+#define TINYC_DSP 1
+#else
+#define TINYC_DSP 0
+#endif
+
+/* 4 bytes from any address: one LDR where the core allows unaligned loads (M3/M4/M7/M33). */
+static inline uint32_t tinyc_load32(const void *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+static inline void tinyc_store32(void *p, uint32_t v) {
+  memcpy(p, &v, 4);
+}
+
+#if defined(__ARM_FEATURE_DSP)
+/* (int16) bytes 0 and 2 of x, sign-extended, as two halfwords */
+static inline uint32_t tinyc_sxtb16(uint32_t x) {
+  uint32_t r;
+  __asm__("sxtb16 %0, %1" : "=r"(r) : "r"(x));
+  return r;
+}
+
+/* bytes 1 and 3 of x, sign-extended, as two halfwords */
+static inline uint32_t tinyc_sxtb16_ror8(uint32_t x) {
+  uint32_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+  return r;
+}
+
+/* acc + lo(a) * lo(b) + hi(a) * hi(b), signed 16-bit halves, wrapping */
+static inline int32_t tinyc_smlad(uint32_t a, uint32_t b, int32_t acc) {
+  int32_t r;
+  __asm__("smlad %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+  return r;
+}
+
+/* (a * b + 2^31) >> 32, signed: the rounded high word of the product */
+static inline int32_t tinyc_smmulr(int32_t a, int32_t b) {
+  int32_t r;
+  __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+
+/* four signed bytes added with saturation, and four bytes selected by the GE flags of a signed compare */
+static inline uint32_t tinyc_qadd8(uint32_t a, uint32_t b) {
+  uint32_t r;
+  __asm__("qadd8 %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+
+/* bytewise signed maximum: SSUB8 sets GE per byte where a >= b, SEL picks a there and b elsewhere */
+static inline uint32_t tinyc_smax8(uint32_t a, uint32_t b) {
+  uint32_t r, d;
+  __asm__("ssub8 %1, %2, %3\n\tsel %0, %2, %3" : "=r"(r), "=&r"(d) : "r"(a), "r"(b) : "cc");
+  return r;
+}
+#else
+static inline int32_t tinyc_lo16(uint32_t x) { return (int32_t)(int16_t)(uint16_t)(x & 0xFFFFu); }
+static inline int32_t tinyc_hi16(uint32_t x) { return (int32_t)(int16_t)(uint16_t)(x >> 16); }
+
+static inline uint32_t tinyc_sxtb16(uint32_t x) {
+  const uint32_t lo = (uint32_t)(int32_t)(int8_t)(uint8_t)(x & 0xFFu) & 0xFFFFu;
+  const uint32_t hi = (uint32_t)(int32_t)(int8_t)(uint8_t)((x >> 16) & 0xFFu) & 0xFFFFu;
+  return lo | (hi << 16);
+}
+
+static inline uint32_t tinyc_sxtb16_ror8(uint32_t x) {
+  return tinyc_sxtb16((x >> 8) | (x << 24));
+}
+
+static inline int32_t tinyc_smlad(uint32_t a, uint32_t b, int32_t acc) {
+  const uint32_t s = (uint32_t)acc + (uint32_t)(tinyc_lo16(a) * tinyc_lo16(b)) +
+                     (uint32_t)(tinyc_hi16(a) * tinyc_hi16(b));
+  return (int32_t)s;
+}
+
+static inline int32_t tinyc_smmulr(int32_t a, int32_t b) {
+  return (int32_t)(((int64_t)a * b + 0x80000000LL) >> 32);
+}
+
+static inline uint32_t tinyc_qadd8(uint32_t a, uint32_t b) {
+  uint32_t r = 0;
+  for (int i = 0; i < 32; i += 8) {
+    int32_t s = (int32_t)(int8_t)(uint8_t)(a >> i) + (int32_t)(int8_t)(uint8_t)(b >> i);
+    s = s < -128 ? -128 : (s > 127 ? 127 : s);
+    r |= ((uint32_t)s & 0xFFu) << i;
+  }
+  return r;
+}
+
+static inline uint32_t tinyc_smax8(uint32_t a, uint32_t b) {
+  uint32_t r = 0;
+  for (int i = 0; i < 32; i += 8) {
+    const int32_t x = (int8_t)(uint8_t)(a >> i), y = (int8_t)(uint8_t)(b >> i);
+    r |= ((uint32_t)(x >= y ? x : y) & 0xFFu) << i;
+  }
+  return r;
+}
+#endif
+
+/* TFLite's MultiplyByQuantizedMultiplier (tinyc_requantize) for the common case, in fewer instructions:
+ * no left shift, right shift >= 1, multiplier > 0 and |acc| < 2^30 (the code generator proves all three from
+ * the weights before it uses this). SRDHM(acc, m) = (2 acc m + 2^31) >> 32 exactly (ties toward +infinity;
+ * its saturating case needs m = INT32_MIN), and RoundingDivideByPOT(s, r) = (s + 2^(r-1) - (s < 0)) >> r. */
+static inline int32_t tinyc_requantize_fast(int32_t acc, int32_t multiplier, int32_t rshift) {
+  const int32_t s = tinyc_smmulr(acc * 2, multiplier);
+  return (s + (s >> 31) + (int32_t)(1u << (rshift - 1))) >> rshift;
+}
+
+/* TFLite 2.21 FULLY_CONNECTED's round(acc * scale) (tinyc_requantize_double), in integers: q = acc * m with
+ * m = round(scale * 2^32) < 2^31, so q / 2^32 is acc * scale within the compile-time bound `tie` (in 2^-32
+ * units). Outside [half-integer - tie, half-integer + tie] rounding q gives the same integer as the double
+ * path; inside, the double path itself decides. */
+static inline int32_t tinyc_requantize_double_fast(int32_t acc, int32_t m, uint32_t tie, double scale) {
+  const int64_t q = (int64_t)acc * m + 0x80000000LL;
+  if ((uint32_t)((uint32_t)q + tie) <= 2u * tie) {
+    const double r = round((double)acc * scale);
+    return r > 16777216.0 ? 16777216 : (r < -16777216.0 ? -16777216 : (int32_t)r);
+  }
+  return (int32_t)(q >> 32);
+}
+#endif

@@ -1,0 +1,173 @@
+"""Fast int8 kernel rules: (template in templates/int8_fast/, variables, MACs), or None where the reference
+kernel (int8_kernels.py, the twin each must equal bit for bit) is used instead.
+
+`work_bytes(graph, node)` tells the memory planner how much kernel scratch a layer's fast kernel needs; it must
+make the same choice as the rule (both go through `conv_mode`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..quant import params as qp
+from . import gemm_pack, int8_depthwise, int8_fast_misc
+from .literals import c_double
+
+
+def conv_geometry(g, node) -> dict:
+    _, ih, iw, ic = g.tensors[node.inputs[0]].shape
+    _, oh, ow, oc = g.tensors[node.outputs[0]].shape
+    _, kh, kw, _ = g.tensors[node.inputs[1]].shape
+    a = node.attrs
+    return dict(ih=ih, iw=iw, ic=ic, oh=oh, ow=ow, oc=oc, kh=kh, kw=kw, sh=a["strides"][0], sw=a["strides"][1],
+                dh=a["dilations"][0], dw=a["dilations"][1], pads=list(a["pads"]), pt=a["pads"][0],
+                pl=a["pads"][1])
+
+
+def _unroll(chunks: int) -> tuple[int, int, int]:
+    """(unroll, main iterations, rest chunks) for the inner loop over chunks of four inputs."""
+    u = 4 if chunks >= 8 else (2 if chunks >= 2 else 1)
+    return u, chunks // u, chunks % u
+
+
+def _int8_weights(g, node):
+    w = g.tensors[node.inputs[1]]
+    if w.dtype != "int8" or not w.is_const or w.quant is None:
+        return None
+    if np.any(np.asarray(w.quant.zero_point) != 0):
+        return None
+    return w.data.astype(np.int8)
+
+
+def _bias(g, node):
+    if len(node.inputs) < 3:
+        return None
+    b = g.tensors[node.inputs[2]]
+    return b.data.astype(np.int64) if b.dtype == "int32" and b.is_const else False
+
+
+def _io_int8(g, node) -> bool:
+    return all(g.tensors[t].dtype == "int8" and g.tensors[t].quant is not None
+               for t in (node.inputs[0], node.outputs[0]))
+
+
+def conv_mode(g, node) -> str | None:
+    """'rows' (1x1, stride 1), 'strided' (1x1, stride > 1), 'im2col' (k x k) for a regular (groups 1) int8 conv
+    whose weights pack exactly; None otherwise."""
+    if node.op != "Conv2D" or node.attrs.get("groups", 1) != 1 or not _io_int8(g, node):
+        return None
+    w = _int8_weights(g, node)
+    if w is None or _bias(g, node) is False:
+        return None
+    if gemm_pack.pack(w.reshape(w.shape[0], -1)) is None:
+        return None
+    geo = conv_geometry(g, node)
+    if geo["kh"] == 1 and geo["kw"] == 1 and not any(geo["pads"]):
+        return "rows" if (geo["sh"], geo["sw"]) == (1, 1) else "strided"
+    return "im2col"
+
+
+def is_depthwise(g, node) -> bool:
+    """One output channel per input channel (depth multiplier 1)."""
+    if node.op != "Conv2D":
+        return False
+    groups = node.attrs.get("groups", 1)
+    ic, oc = g.tensors[node.inputs[0]].shape[-1], g.tensors[node.outputs[0]].shape[-1]
+    return groups > 1 and groups == ic == oc
+
+
+def work_bytes(g, node) -> int:
+    """Kernel scratch of the fast kernel chosen for `node` (e.g. the im2col window of one output pixel)."""
+    if is_depthwise(g, node):
+        return int8_depthwise.work_bytes(g, node)
+    if conv_mode(g, node) == "im2col":
+        geo = conv_geometry(g, node)
+        return geo["kh"] * geo["kw"] * geo["ic"]
+    return 0
+
+
+def _gemm_vars(k, w2d, bias, in_zp):
+    """Variables shared by every GEMM use: packed weights, folded bias, unrolling."""
+    packed = gemm_pack.pack(w2d)
+    folded = gemm_pack.folded_bias(w2d, bias, in_zp)
+    if packed is None or folded is None or packed.k4 == 0:      # fewer than 4 inputs: nothing to vectorize
+        return None
+    o, kdim = w2d.shape
+    unroll, main_iters, rest = _unroll(packed.k4 // 4)
+    return dict(
+        kdim=kdim, o=o, k4=packed.k4, ktail=kdim - packed.k4, quads=packed.quads, odd_pair=packed.odd_pair,
+        odd_single=packed.odd_single, unroll=unroll, main_iters=main_iters, rest=rest,
+        wp_type="int16" if packed.packed.size else "none",
+        packed=k.table(packed.packed, "int16", "pair-packed weights") if packed.packed.size else None,
+        single=k.table(packed.single, "int8", "weights of the odd channel") if packed.odd_single else None,
+        tailw=k.table(packed.tail, "int8", "weights of the last inputs") if kdim - packed.k4 else None,
+        bias=k.table(folded, "int32", "bias - input zero point x weight sums"),
+        in_zp=in_zp, zp_word=(in_zp & 0xFF) * 0x01010101,
+        restrict="" if k.in_place is not None else "restrict ")     # an output written over its input aliases it
+
+
+def conv2d(k):
+    g = k.plan.graph
+    if is_depthwise(g, k.node):
+        return int8_depthwise.depthwise(k)
+    mode = conv_mode(g, k.node)
+    if mode is None:
+        return None
+    geo = conv_geometry(g, k.node)
+    w = _int8_weights(g, k.node)
+    w2d = w.reshape(w.shape[0], -1)
+    bias = _bias(g, k.node)
+    in_q, out_q = k.tensor(0).quant, k.out.quant
+    in_zp, out_zp = qp.zero_point_of(in_q), qp.zero_point_of(out_q)
+    v = _gemm_vars(k, w2d, bias, in_zp)
+    if v is None:
+        return None
+    mults, shifts = qp.conv_multipliers(in_q, k.tensor(1).quant, out_q, geo["oc"])
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), out_q)
+    fast = gemm_pack.fast_mbqm(shifts, gemm_pack.acc_bound(w2d, bias, in_zp))
+    v.update(geo, mode=mode, out_zp=out_zp, lo=lo, hi=hi, requant="fast" if fast else "mbqm",
+             mult=k.table(mults, "int32", "requantization multipliers"),
+             rshift=k.table([-s for s in shifts], "int32", "requantization right shifts") if fast else None,
+             shift=None if fast else k.table(shifts, "int8", "requantization shifts"),
+             variant={"rows": "1x1", "strided": "1x1-strided", "im2col": "im2col"}[mode],
+             comment=f"conv {geo['ih']}x{geo['iw']}x{geo['ic']} -> {geo['oh']}x{geo['ow']}x{geo['oc']}, kernel "
+                     f"{geo['kh']}x{geo['kw']}, stride {geo['sh']}x{geo['sw']}, pads {tuple(geo['pads'])}",
+             rows=geo["oh"] * geo["ow"])
+    return "gemm.c.j2", v, geo["oh"] * geo["ow"] * geo["oc"] * w2d.shape[1]
+
+
+def dense(k):
+    g = k.plan.graph
+    if not _io_int8(g, k.node):
+        return None
+    w = _int8_weights(g, k.node)
+    bias = _bias(g, k.node)
+    if w is None or bias is False:
+        return None
+    in_q, out_q = k.tensor(0).quant, k.out.quant
+    o, kdim = w.shape
+    scales = qp.fc_scales(in_q, k.tensor(1).quant, out_q, o)
+    fixed = [gemm_pack.double_requant(s) for s in scales]
+    if any(f is None for f in fixed):
+        return None
+    in_zp = qp.zero_point_of(in_q)
+    v = _gemm_vars(k, w, bias, in_zp)
+    if v is None:
+        return None
+    per_channel = len(set(scales)) > 1
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), out_q)
+    m32 = [m for m, _ in fixed]
+    ties = [t for _, t in fixed]
+    if per_channel:
+        m_expr = k.table(m32, "int32", "requantization multipliers (scale x 2^32)")
+        tie_expr = k.table(ties, "int32", "half-way margins")
+        scale_expr = k.table(scales, "float64", "requantization scales")
+    else:
+        m_expr, tie_expr, scale_expr = str(m32[0]), str(ties[0]), c_double(scales[0])
+    rows = k.in_size(0) // kdim
+    v.update(mode="rows", rows=rows, out_zp=qp.zero_point_of(out_q), lo=lo, hi=hi, requant="double",
+             per_channel=per_channel, m32=m_expr, tie=tie_expr, scale=scale_expr, variant="fc",
+             comment=f"fully connected {rows} row(s) x {kdim} -> {o}")
+    return "gemm.c.j2", v, rows * kdim * o
+
+
+KERNELS = {"Conv2D": conv2d, "Dense": dense, **int8_fast_misc.KERNELS}
