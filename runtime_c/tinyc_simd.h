@@ -56,7 +56,7 @@ static inline int32_t tinyc_smmulr(int32_t a, int32_t b) {
   return r;
 }
 
-/* four signed bytes added with saturation, and four bytes selected by the GE flags of a signed compare */
+/* four signed bytes added with saturation */
 static inline uint32_t tinyc_qadd8(uint32_t a, uint32_t b) {
   uint32_t r;
   __asm__("qadd8 %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
@@ -67,6 +67,38 @@ static inline uint32_t tinyc_qadd8(uint32_t a, uint32_t b) {
 static inline uint32_t tinyc_smax8(uint32_t a, uint32_t b) {
   uint32_t r, d;
   __asm__("ssub8 %1, %2, %3\n\tsel %0, %2, %3" : "=r"(r), "=&r"(d) : "r"(a), "r"(b) : "cc");
+  return r;
+}
+/* halfword packing: (lo(a), lo(b)) and (hi(a), hi(b)) */
+static inline uint32_t tinyc_pkhbt(uint32_t a, uint32_t b) {
+  uint32_t r;
+  __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+
+static inline uint32_t tinyc_pkhtb(uint32_t a, uint32_t b) {
+  uint32_t r;
+  __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+
+/* acc + lo(a) * lo(b) / acc + hi(a) * hi(b), signed 16-bit halves */
+static inline int32_t tinyc_smlabb(uint32_t a, uint32_t b, int32_t acc) {
+  int32_t r;
+  __asm__("smlabb %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+  return r;
+}
+
+static inline int32_t tinyc_smlatt(uint32_t a, uint32_t b, int32_t acc) {
+  int32_t r;
+  __asm__("smlatt %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+  return r;
+}
+
+/* two halfword additions, wrapping */
+static inline uint32_t tinyc_sadd16(uint32_t a, uint32_t b) {
+  uint32_t r;
+  __asm__("sadd16 %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
   return r;
 }
 #else
@@ -111,6 +143,25 @@ static inline uint32_t tinyc_smax8(uint32_t a, uint32_t b) {
   }
   return r;
 }
+static inline uint32_t tinyc_pkhbt(uint32_t a, uint32_t b) {
+  return (a & 0xFFFFu) | (b << 16);
+}
+
+static inline uint32_t tinyc_pkhtb(uint32_t a, uint32_t b) {
+  return (a & 0xFFFF0000u) | (b >> 16);
+}
+
+static inline int32_t tinyc_smlabb(uint32_t a, uint32_t b, int32_t acc) {
+  return (int32_t)((uint32_t)acc + (uint32_t)(tinyc_lo16(a) * tinyc_lo16(b)));
+}
+
+static inline int32_t tinyc_smlatt(uint32_t a, uint32_t b, int32_t acc) {
+  return (int32_t)((uint32_t)acc + (uint32_t)(tinyc_hi16(a) * tinyc_hi16(b)));
+}
+
+static inline uint32_t tinyc_sadd16(uint32_t a, uint32_t b) {
+  return ((a + b) & 0xFFFFu) | (((a >> 16) + (b >> 16)) << 16);
+}
 #endif
 
 /* TFLite's MultiplyByQuantizedMultiplier (tinyc_requantize) for the common case, in fewer instructions:
@@ -134,4 +185,8 @@ static inline int32_t tinyc_requantize_double_fast(int32_t acc, int32_t m, uint3
   }
   return (int32_t)(q >> 32);
 }
+/* -- depthwise kernel helpers (int8_depthwise.py) -- */
+
+/* -- pooling / elementwise kernel helpers (int8_fast_misc.py) -- */
+
 #endif
