@@ -164,13 +164,106 @@ static inline uint32_t tinyc_sadd16(uint32_t a, uint32_t b) {
 }
 #endif
 
+/* -- pair-packed GEMM steps (gemm_pack.py, templates/int8_fast/gemm.c.j2) ----------------------------------
+ * One step: 4 int8 inputs at `a` (advanced by 4) against the packed words of two channel pairs (QUAD; `wp`
+ * advanced by 8 int16) or one pair (PAIR; by 4): ax += SMLAD(inputs, h), ay += SMLAD(inputs, SXTB16(h)).
+ * On the DSP cores each step is one asm block, so the compiler cannot hoist loads into more registers than the
+ * core has (17 instructions per 16 multiply-accumulates). `wp` must be 4-byte aligned (LDRD). */
+#if defined(__ARM_FEATURE_DSP)
+#define TINYC_GEMM_PAIR_ASM(ax, ay, p, x, w0, w1)                                                           \
+  "smlad %[" #ax "], %[" #p "], %[" #w0 "], %[" #ax "]\n\t"                                                \
+  "sxtb16 %[" #w0 "], %[" #w0 "]\n\t"                                                                     \
+  "smlad %[" #ay "], %[" #p "], %[" #w0 "], %[" #ay "]\n\t"                                                \
+  "smlad %[" #ax "], %[" #x "], %[" #w1 "], %[" #ax "]\n\t"                                                \
+  "sxtb16 %[" #w1 "], %[" #w1 "]\n\t"                                                                     \
+  "smlad %[" #ay "], %[" #x "], %[" #w1 "], %[" #ay "]\n\t"
+
+#define TINYC_GEMM_QUAD_STEP                                                                                 \
+  "ldr %[x], [%[ap]], #4\n\t"                                                                                \
+  "ldrd %[w0], %[w1], [%[wq]], #8\n\t"                                                                       \
+  "sxtb16 %[p], %[x]\n\t"                                                                                    \
+  "sxtb16 %[x], %[x], ror #8\n\t"                                                                            \
+  TINYC_GEMM_PAIR_ASM(ax0, ay0, p, x, w0, w1)                                                                \
+  "ldrd %[w0], %[w1], [%[wq]], #8\n\t"                                                                       \
+  TINYC_GEMM_PAIR_ASM(ax1, ay1, p, x, w0, w1)
+
+#define TINYC_GEMM_PAIR_STEP                                                                                 \
+  "ldr %[x], [%[ap]], #4\n\t"                                                                                \
+  "ldrd %[w0], %[w1], [%[wq]], #8\n\t"                                                                       \
+  "sxtb16 %[p], %[x]\n\t"                                                                                    \
+  "sxtb16 %[x], %[x], ror #8\n\t"                                                                            \
+  TINYC_GEMM_PAIR_ASM(ax0, ay0, p, x, w0, w1)
+
+/* `steps`: TINYC_GEMM_QUAD_STEP repeated (a string literal); scratch registers x_, p_, w0_, w1_ are declared
+ * inside */
+#define TINYC_GEMM_QUAD_ASM(steps, ax0, ay0, ax1, ay1, a, wp)                                                \
+  do {                                                                                                       \
+    uint32_t x_, p_, w0_, w1_;                                                                               \
+    __asm__(steps                                                                                            \
+            : [ax0] "+r"(ax0), [ay0] "+r"(ay0), [ax1] "+r"(ax1), [ay1] "+r"(ay1), [ap] "+r"(a), [wq] "+r"(wp), \
+              [x] "=&r"(x_), [p] "=&r"(p_), [w0] "=&r"(w0_), [w1] "=&r"(w1_)                                  \
+            :                                                                                                \
+            : "memory");                                                                                     \
+  } while (0)
+
+#define TINYC_GEMM_PAIR_ASM_BLOCK(steps, ax0, ay0, a, wp)                                                    \
+  do {                                                                                                       \
+    uint32_t x_, p_, w0_, w1_;                                                                               \
+    __asm__(steps                                                                                            \
+            : [ax0] "+r"(ax0), [ay0] "+r"(ay0), [ap] "+r"(a), [wq] "+r"(wp),                                 \
+              [x] "=&r"(x_), [p] "=&r"(p_), [w0] "=&r"(w0_), [w1] "=&r"(w1_)                                  \
+            :                                                                                                \
+            : "memory");                                                                                     \
+  } while (0)
+
+#define TINYC_GEMM_QUAD(ax0, ay0, ax1, ay1, a, wp) TINYC_GEMM_QUAD_ASM(TINYC_GEMM_QUAD_STEP, ax0, ay0, ax1, ay1, a, wp)
+#define TINYC_GEMM_PAIR(ax0, ay0, a, wp) TINYC_GEMM_PAIR_ASM_BLOCK(TINYC_GEMM_PAIR_STEP, ax0, ay0, a, wp)
+#else
+#define TINYC_GEMM_PAIR_C(ax, ay, p02, p13, wp)                                                              \
+  do {                                                                                                       \
+    const uint32_t w02_ = tinyc_load32(wp), w13_ = tinyc_load32((wp) + 2);                                   \
+    ax = (uint32_t)tinyc_smlad(p02, w02_, (int32_t)(ax));                                                    \
+    ay = tinyc_smlad(p02, tinyc_sxtb16(w02_), ay);                                                           \
+    ax = (uint32_t)tinyc_smlad(p13, w13_, (int32_t)(ax));                                                    \
+    ay = tinyc_smlad(p13, tinyc_sxtb16(w13_), ay);                                                           \
+  } while (0)
+
+#define TINYC_GEMM_QUAD(ax0, ay0, ax1, ay1, a, wp)                                                           \
+  do {                                                                                                       \
+    const uint32_t x_ = tinyc_load32(a);                                                                     \
+    const uint32_t p02_ = tinyc_sxtb16(x_), p13_ = tinyc_sxtb16_ror8(x_);                                   \
+    TINYC_GEMM_PAIR_C(ax0, ay0, p02_, p13_, wp);                                                             \
+    TINYC_GEMM_PAIR_C(ax1, ay1, p02_, p13_, (wp) + 4);                                                       \
+    a += 4;                                                                                                  \
+    wp += 8;                                                                                                 \
+  } while (0)
+
+#define TINYC_GEMM_PAIR(ax0, ay0, a, wp)                                                                     \
+  do {                                                                                                       \
+    const uint32_t x_ = tinyc_load32(a);                                                                     \
+    const uint32_t p02_ = tinyc_sxtb16(x_), p13_ = tinyc_sxtb16_ror8(x_);                                   \
+    TINYC_GEMM_PAIR_C(ax0, ay0, p02_, p13_, wp);                                                             \
+    a += 4;                                                                                                  \
+    wp += 4;                                                                                                 \
+  } while (0)
+#endif
+
+/* clamp to [lo, hi] within [-128, 127]: SSAT (the compiler recognizes the pattern on M3 and up), then the
+ * activation's tighter bounds, which constant folding removes when they are -128 / 127 */
+static inline int32_t tinyc_clamp8(int32_t v, int32_t lo, int32_t hi) {
+  v = v < -128 ? -128 : (v > 127 ? 127 : v);
+  if (lo > -128) v = v < lo ? lo : v;
+  if (hi < 127) v = v > hi ? hi : v;
+  return v;
+}
+
 /* TFLite's MultiplyByQuantizedMultiplier (tinyc_requantize) for the common case, in fewer instructions:
  * no left shift, right shift >= 1, multiplier > 0 and |acc| < 2^30 (the code generator proves all three from
  * the weights before it uses this). SRDHM(acc, m) = (2 acc m + 2^31) >> 32 exactly (ties toward +infinity;
  * its saturating case needs m = INT32_MIN), and RoundingDivideByPOT(s, r) = (s + 2^(r-1) - (s < 0)) >> r. */
-static inline int32_t tinyc_requantize_fast(int32_t acc, int32_t multiplier, int32_t rshift) {
+static inline int32_t tinyc_requantize_fast(int32_t acc, int32_t multiplier, int32_t rshift, int32_t round_half) {
   const int32_t s = tinyc_smmulr(acc * 2, multiplier);
-  return (s + (s >> 31) + (int32_t)(1u << (rshift - 1))) >> rshift;
+  return (s + (s >> 31) + round_half) >> rshift;    /* round_half = 2^(rshift - 1) */
 }
 
 /* TFLite 2.21 FULLY_CONNECTED's round(acc * scale) (tinyc_requantize_double), in integers: q = acc * m with
@@ -186,6 +279,19 @@ static inline int32_t tinyc_requantize_double_fast(int32_t acc, int32_t m, uint3
   return (int32_t)(q >> 32);
 }
 /* -- depthwise kernel helpers (int8_depthwise.py) -- */
+/* acc + hi(a) * lo(b), signed 16-bit halves */
+#if defined(__ARM_FEATURE_DSP)
+static inline int32_t tinyc_smlatb(uint32_t a, uint32_t b, int32_t acc) {
+  int32_t r;
+  __asm__("smlatb %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+  return r;
+}
+#else
+static inline int32_t tinyc_smlatb(uint32_t a, uint32_t b, int32_t acc) {
+  return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(uint16_t)(a >> 16) *
+                                              (int32_t)(int16_t)(uint16_t)(b & 0xFFFFu)));
+}
+#endif
 
 /* -- pooling / elementwise kernel helpers (int8_fast_misc.py) -- */
 

@@ -100,9 +100,13 @@ def _gemm_vars(k, w2d, bias, in_zp):
         packed=k.table(packed.packed, "int16", "pair-packed weights") if packed.packed.size else None,
         single=k.table(packed.single, "int8", "weights of the odd channel") if packed.odd_single else None,
         tailw=k.table(packed.tail, "int8", "weights of the last inputs") if kdim - packed.k4 else None,
-        bias=k.table(folded, "int32", "bias - input zero point x weight sums"),
+        folded=folded, bias=None, prm=None,
         in_zp=in_zp, zp_word=(in_zp & 0xFF) * 0x01010101,
         restrict="" if k.in_place is not None else "restrict ")     # an output written over its input aliases it
+
+
+def _folded_table(k, folded):
+    return k.table(folded, "int32", "bias - input zero point x weight sums")
 
 
 def conv2d(k):
@@ -124,9 +128,13 @@ def conv2d(k):
     mults, shifts = qp.conv_multipliers(in_q, k.tensor(1).quant, out_q, geo["oc"])
     lo, hi = qp.activation_range(k.node.attrs.get("activation"), out_q)
     fast = gemm_pack.fast_mbqm(shifts, gemm_pack.acc_bound(w2d, bias, in_zp))
+    if fast:    # per channel: folded bias, multiplier, right shift, 2^(shift - 1), read together
+        prm = np.stack([v["folded"], mults, [-s for s in shifts], [1 << (-s - 1) for s in shifts]], axis=1)
+        v["prm"] = k.table(prm.astype(np.int64), "int32", "per channel: bias, multiplier, right shift, rounding")
+    else:
+        v["bias"] = _folded_table(k, v["folded"])
     v.update(geo, mode=mode, out_zp=out_zp, lo=lo, hi=hi, requant="fast" if fast else "mbqm",
-             mult=k.table(mults, "int32", "requantization multipliers"),
-             rshift=k.table([-s for s in shifts], "int32", "requantization right shifts") if fast else None,
+             mult=None if fast else k.table(mults, "int32", "requantization multipliers"),
              shift=None if fast else k.table(shifts, "int8", "requantization shifts"),
              variant={"rows": "1x1", "strided": "1x1-strided", "im2col": "im2col"}[mode],
              comment=f"conv {geo['ih']}x{geo['iw']}x{geo['ic']} -> {geo['oh']}x{geo['ow']}x{geo['oc']}, kernel "
@@ -153,6 +161,7 @@ def dense(k):
     v = _gemm_vars(k, w, bias, in_zp)
     if v is None:
         return None
+    v["bias"] = _folded_table(k, v["folded"])
     per_channel = len(set(scales)) > 1
     lo, hi = qp.activation_range(k.node.attrs.get("activation"), out_q)
     m32 = [m for m, _ in fixed]
