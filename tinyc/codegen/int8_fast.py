@@ -114,7 +114,7 @@ def conv2d(k):
     if is_depthwise(g, k.node):
         return int8_depthwise.depthwise(k)
     mode = conv_mode(g, k.node)
-    if mode is None:
+    if mode is None or mode == "im2col" and k.work is None:     # a plan made without kernel scratch
         return None
     geo = conv_geometry(g, k.node)
     w = _int8_weights(g, k.node)

@@ -1,0 +1,151 @@
+"""The fast GEMM kernels (FULLY_CONNECTED, 1x1 conv, k x k conv via im2col) equal their reference twins byte
+for byte, on both code paths (plain C and the DSP path emulated in C), for random layer shapes, strides, pads,
+zero points, scales (fast and generic requantization), activations and odd channel counts."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tinyc.compiler import codegen_options, compile_graph
+from tinyc.ir import Graph, Quant
+from tinyc.verify import run_generated
+
+EXAMPLES = 60 if os.environ.get("TINYC_FULL") else 8
+SETTINGS = dict(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _q(scale, zp):
+    return dict(quant=Quant(np.float32(scale), np.int64(zp)))
+
+
+def _weights(g, name, shape, rng, extreme):
+    o = shape[0]
+    w = rng.integers(-127, 128, shape).astype(np.int8)
+    if extreme:
+        w[0] = 127
+        w[-1] = -127
+    scales = rng.uniform(0.002, 0.05, o).astype(np.float32)
+    return g.add_tensor(name, shape, "int8", w, quant=Quant(scales, np.zeros(o, np.int64), 0)).name
+
+
+def _bias(g, name, o, rng):
+    return g.add_tensor(name, (o,), "int32", rng.integers(-20000, 20000, o).astype(np.int32),
+                        quant=Quant(np.ones(o, np.float32), np.zeros(o, np.int64), 0)).name
+
+
+ACTIVATIONS = [None, {"fn": "relu"}, {"fn": "clip", "lo": 0.0, "hi": 6.0}]
+
+
+@st.composite
+def conv_case(draw):
+    k = draw(st.sampled_from([1, 1, 3, 5, (1, 3), (10, 4)]))
+    kh, kw = (k, k) if isinstance(k, int) else k
+    s = draw(st.sampled_from([1, 2]))
+    d = draw(st.sampled_from([1, 1, 2])) if kh > 1 else 1
+    ic = draw(st.sampled_from([1, 3, 4, 8, 13, 32]))
+    oc = draw(st.sampled_from([1, 2, 3, 4, 5, 8, 12, 17]))
+    pads = draw(st.sampled_from(["valid", "same"]))
+    h = draw(st.integers((kh - 1) * d + 1, (kh - 1) * d + 9))
+    w = draw(st.integers((kw - 1) * d + 1, (kw - 1) * d + 9))
+    return dict(kh=kh, kw=kw, s=s, d=d, ic=ic, oc=oc, pads=pads, h=h, w=w, seed=draw(st.integers(0, 10 ** 6)),
+                in_zp=draw(st.sampled_from([-128, -7, 0, 5, 127])), out_zp=draw(st.sampled_from([-128, 0, 9])),
+                out_scale=draw(st.sampled_from([0.05, 0.5, 0.0004])), act=draw(st.sampled_from(ACTIVATIONS)),
+                extreme=draw(st.booleans()))
+
+
+def conv_graph(c) -> Graph:
+    rng = np.random.default_rng(c["seed"])
+    g = Graph("conv")
+    if c["pads"] == "same":
+        oh, ow = -(-c["h"] // c["s"]), -(-c["w"] // c["s"])
+        ph = max((oh - 1) * c["s"] + (c["kh"] - 1) * c["d"] + 1 - c["h"], 0)
+        pw = max((ow - 1) * c["s"] + (c["kw"] - 1) * c["d"] + 1 - c["w"], 0)
+        pads = (ph // 2, pw // 2, ph - ph // 2, pw - pw // 2)
+    else:
+        oh = (c["h"] - (c["kh"] - 1) * c["d"] - 1) // c["s"] + 1
+        ow = (c["w"] - (c["kw"] - 1) * c["d"] - 1) // c["s"] + 1
+        pads = (0, 0, 0, 0)
+    g.add_tensor("x", (1, c["h"], c["w"], c["ic"]), "int8", **_q(0.03, c["in_zp"]))
+    g.add_tensor("y", (1, oh, ow, c["oc"]), "int8", **_q(c["out_scale"], c["out_zp"]))
+    w = _weights(g, "w", (c["oc"], c["kh"], c["kw"], c["ic"]), rng, c["extreme"])
+    b = _bias(g, "b", c["oc"], rng)
+    g.add_node("Conv2D", ["x", w, b], ["y"], strides=(c["s"], c["s"]), dilations=(c["d"], c["d"]), pads=pads,
+               groups=1, activation=c["act"], name="conv")
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g
+
+
+@st.composite
+def dense_case(draw):
+    return dict(rows=draw(st.sampled_from([1, 1, 3])), k=draw(st.sampled_from([3, 4, 7, 16, 33, 128, 640])),
+                o=draw(st.sampled_from([1, 2, 5, 8, 10, 128])), seed=draw(st.integers(0, 10 ** 6)),
+                in_zp=draw(st.sampled_from([-128, 0, 31, 127])), out_zp=draw(st.sampled_from([-128, 3])),
+                out_scale=draw(st.sampled_from([0.05, 0.7, 0.002])), act=draw(st.sampled_from(ACTIVATIONS[:2])),
+                per_tensor=draw(st.booleans()), extreme=draw(st.booleans()))
+
+
+def dense_graph(c) -> Graph:
+    rng = np.random.default_rng(c["seed"])
+    g = Graph("dense")
+    g.add_tensor("x", (c["rows"], c["k"]), "int8", **_q(0.02, c["in_zp"]))
+    g.add_tensor("y", (c["rows"], c["o"]), "int8", **_q(c["out_scale"], c["out_zp"]))
+    w = _weights(g, "w", (c["o"], c["k"]), rng, c["extreme"])
+    if c["per_tensor"]:
+        g.tensors[w].quant = Quant(np.float32(0.01), np.int64(0))
+    b = _bias(g, "b", c["o"], rng)
+    g.add_node("Dense", ["x", w, b], ["y"], activation=c["act"], name="fc")
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g
+
+
+def _inputs(g, seed):
+    rng = np.random.default_rng(seed)
+    shape = (4, *g.tensors["x"].shape[1:]) if g.tensors["x"].shape[0] == 1 else g.tensors["x"].shape
+    x = rng.integers(-128, 128, shape).astype(np.int8)
+    x[0] = 127
+    x[1] = -128
+    return x
+
+
+def assert_twins_agree(g, seed, kernel_prefix):
+    fast = compile_graph(g, "m", options=codegen_options(kernels="fast"))
+    ref = compile_graph(g, "m", options=codegen_options(kernels="reference"))
+    kernels = [layer["kernel"] for layer in fast.library.layers if layer["kernel"]]
+    assert all(k.startswith("int8/") for k in (layer["kernel"] for layer in ref.library.layers if layer["kernel"]))
+    x = _inputs(g, seed)
+    want = run_generated(ref, [x])[0]
+    for dsp in (False, True):
+        got = run_generated(fast, [x], dsp=dsp)[0]
+        np.testing.assert_array_equal(got, want, err_msg=f"dsp={dsp} kernels={kernels}")
+    return kernels
+
+
+@settings(**SETTINGS)
+@given(conv_case())
+def test_fast_conv_equals_reference(c):
+    kernels = assert_twins_agree(conv_graph(c), c["seed"], "int8_fast/gemm")
+    if c["ic"] * c["kh"] * c["kw"] >= 4:
+        assert kernels[0].startswith("int8_fast/gemm"), kernels
+
+
+@settings(**SETTINGS)
+@given(dense_case())
+def test_fast_dense_equals_reference(c):
+    kernels = assert_twins_agree(dense_graph(c), c["seed"], "int8_fast/gemm")
+    if c["k"] >= 4 and c["out_scale"] != 0.002:
+        assert kernels[0].startswith("int8_fast/gemm"), kernels
+
+
+def test_requantization_variants_are_all_exercised():
+    """Fast MBQM, generic MBQM (an output scale below the input scale: a left shift) and the FC double path."""
+    base = dict(kh=3, kw=3, s=1, d=1, ic=8, oc=6, pads="same", h=6, w=5, seed=3, in_zp=-7, out_zp=0,
+                act=None, extreme=False)
+    for out_scale in (0.5, 0.0004):
+        g = conv_graph(dict(base, out_scale=out_scale))
+        fast = compile_graph(g, "m", options=codegen_options(kernels="fast"))
+        body = fast.library.files["m.c"]
+        assert ("tinyc_requantize_fast(" in body) == (out_scale == 0.5)
+        assert_twins_agree(g, 3, "int8_fast/gemm")

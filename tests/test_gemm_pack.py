@@ -1,0 +1,168 @@
+"""The fast GEMM's compile-time shortcuts (tinyc/codegen/gemm_pack.py) and fast requantization helpers
+(runtime_c/tinyc_simd.h) against exact references: the pair-packed arithmetic in exact integers, the fast
+fixed-point requantization against TFLite's MultiplyByQuantizedMultiplier, and the integer FULLY_CONNECTED
+requantization against round(acc * scale) in double, including accumulators right next to rounding ties."""
+from __future__ import annotations
+
+import subprocess
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from tinyc.codegen import gemm_pack
+from tinyc.quant.fixed_point import multiply_by_quantized_multiplier, quantize_multiplier
+from tinyc.resources import resource_dir
+
+HARNESS = r"""
+#include <stdio.h>
+#include "tinyc_simd.h"
+int main(void) {
+  char kind;
+  long long acc, m, s, t;
+  double scale;
+  while (scanf(" %c", &kind) == 1) {
+    if (kind == 'q' && scanf("%lld %lld %lld", &acc, &m, &s) == 3) {
+      printf("%ld\n", (long)tinyc_requantize_fast((int32_t)acc, (int32_t)m, (int32_t)s, (int32_t)(1u << (s - 1))));
+    } else if (kind == 'd' && scanf("%lld %lld %lld %la", &acc, &m, &t, &scale) == 4) {
+      printf("%ld\n", (long)tinyc_requantize_double_fast((int32_t)acc, (int32_t)m, (uint32_t)t, scale));
+    }
+  }
+  return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def helpers(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fast_requant")
+    (d / "h.c").write_text(HARNESS)
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-fsanitize=undefined",
+                    "-fno-sanitize-recover=all", "-DTINYC_SIMD_EMULATE", "-I", str(resource_dir("runtime_c")),
+                    str(d / "h.c"), "-o", str(d / "h"), "-lm"], check=True)
+
+    def run(lines):
+        out = subprocess.run([str(d / "h")], input="\n".join(lines), capture_output=True, text=True, check=True)
+        return [int(v) for v in out.stdout.split()]
+    return run
+
+
+def test_fast_requantize_equals_mbqm(helpers):
+    rng = np.random.default_rng(1)
+    cases = []
+    for _ in range(20000):
+        real = float(np.exp(rng.uniform(np.log(1e-6), np.log(0.49))))
+        m, s = quantize_multiplier(real)
+        if s > -1:
+            continue
+        acc = int(rng.integers(-(1 << 30) + 1, 1 << 30)) if rng.random() < 0.3 else int(rng.integers(-200000, 200000))
+        cases.append((acc, m, s))
+    # accumulators whose first rounding lands exactly on an output half-integer (the double-rounding case)
+    for r in range(1, 12):
+        for acc in range(-3000, 3000, 7):
+            cases.append((acc, 1 << 30, -r))
+    cases += [((1 << 30) - 1, (1 << 31) - 1, -1), (-(1 << 30) + 1, (1 << 31) - 1, -31), (0, 1 << 30, -5)]
+    got = helpers([f"q {a} {m} {-s}" for a, m, s in cases])
+    want = [multiply_by_quantized_multiplier(a, m, s) for a, m, s in cases]
+    assert len(got) == len(cases) and got == want
+
+
+def _round_away_double(acc: int, scale: float) -> int:
+    """C's round((double)acc * scale) on the exact double product, clamped like tinyc_requantize_double."""
+    p = Fraction(float(acc) * scale)            # Python floats are IEEE doubles: the product rounds the same way
+    r = int(abs(p) + Fraction(1, 2)) * (1 if p >= 0 else -1)
+    return max(-(1 << 24), min(1 << 24, r))
+
+
+def test_double_requantize_fast_equals_the_double_formula(helpers):
+    rng = np.random.default_rng(2)
+    lines, want = [], []
+    for _ in range(400):
+        scale = float(np.exp(rng.uniform(np.log(1e-5), np.log(0.45))))
+        fixed = gemm_pack.double_requant(scale)
+        assert fixed is not None
+        m, tie = fixed
+        accs = [int(a) for a in rng.integers(-(1 << 31), 1 << 31, 20)]
+        accs += [int(a) for a in rng.integers(-int(400 / scale), int(400 / scale) + 1, 40)]
+        for h in rng.integers(-300, 300, 20):          # right next to the half-integers h + 0.5
+            center = int(round((h + 0.5) / scale))
+            accs += [center + d for d in (-2, -1, 0, 1, 2)]
+        for acc in accs:
+            if -(1 << 31) <= acc < (1 << 31):
+                lines.append(f"d {acc} {m} {tie} {scale.hex()}")
+                want.append(_round_away_double(acc, scale))
+    got = helpers(lines)
+    assert len(got) == len(want)
+    # results beyond the int8 range only need to saturate the same way
+    clip = lambda v: max(-400, min(400, v))   # noqa: E731
+    assert [clip(v) for v in got] == [clip(v) for v in want]
+
+
+def test_double_requant_refuses_scales_it_cannot_prove():
+    assert gemm_pack.double_requant(0.5) is None
+    assert gemm_pack.double_requant(0.0) is None
+    assert gemm_pack.double_requant(1e-3) is not None
+
+
+def _dsp_model(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """What the pair-packed kernel computes, in exact integers with 32-bit wrapping: per pair
+    X = Σ x * h mod 2^32, Y = Σ x * w_A; A = Y, B = (X - Y) >> 8 as int32."""
+    o, k = w.shape
+    k4 = k - k % 4
+    out = np.zeros(o, np.int64)
+    for p in range(o // 2):
+        a, b = w[2 * p, :k4].astype(np.int64), w[2 * p + 1, :k4].astype(np.int64)
+        h = a + 256 * b
+        xs = x[:k4].astype(np.int64)
+        big_x = int((xs * h).sum()) % (1 << 32)
+        y = int((xs * a).sum())
+        diff = (big_x - y) % (1 << 32)
+        diff = diff - (1 << 32) if diff >= (1 << 31) else diff
+        out[2 * p], out[2 * p + 1] = y, diff >> 8
+    if o % 2:
+        out[-1] = int((x[:k4].astype(np.int64) * w[-1, :k4]).sum())
+    out += (x[k4:].astype(np.int64)[None, :] * w[:, k4:]).sum(axis=1)
+    return out
+
+
+@pytest.mark.parametrize("o,k", [(4, 16), (7, 33), (2, 4), (5, 640), (1, 9)])
+def test_pair_packed_arithmetic_is_exact(o, k):
+    rng = np.random.default_rng(o * 1000 + k)
+    for trial in range(20):
+        w = rng.integers(-127, 128, (o, k)).astype(np.int8)
+        if trial == 0 and 128 * 127 * k < (1 << 23):
+            w[:] = 127
+        x = rng.integers(-128, 128, k).astype(np.int8)
+        if trial == 1:
+            x[:] = -128
+        packed = gemm_pack.pack(w)
+        assert packed is not None
+        assert np.array_equal(_dsp_model(x, w), x.astype(np.int64) @ w.astype(np.int64).T)
+
+
+def test_pack_layout_matches_the_kernel_order():
+    w = np.arange(8 * 8).reshape(8, 8).astype(np.int8) - 32
+    p = gemm_pack.pack(w)
+    assert p.quads == 2 and not p.odd_pair and not p.odd_single and p.k4 == 8
+    h = lambda a, b, k: int(w[a, k]) + 256 * int(w[b, k])   # noqa: E731
+    # quad 0, chunk 0: pair (0, 1) as h0, h2, h1, h3, then pair (2, 3)
+    assert list(p.packed[:8]) == [h(0, 1, 0), h(0, 1, 2), h(0, 1, 1), h(0, 1, 3),
+                                  h(2, 3, 0), h(2, 3, 2), h(2, 3, 1), h(2, 3, 3)]
+    assert list(p.packed[8:12]) == [h(0, 1, 4), h(0, 1, 6), h(0, 1, 5), h(0, 1, 7)]
+
+
+def test_pack_refuses_pairs_that_would_overflow():
+    w = np.full((2, 8), 5, np.int8)
+    w[1, 0], w[0, 0] = -128, -1           # h = -1 - 32768 does not fit int16
+    assert gemm_pack.pack(w) is None
+    big = np.full((2, 600), 127, np.int8)  # 128 * 600 * 127 >= 2^23: X - Y could not recover Σ x w_B
+    assert gemm_pack.pack(big) is None
+    assert gemm_pack.pack(np.full((2, 500), 127, np.int8)) is not None
+
+
+def test_folded_bias_and_bounds():
+    w = np.array([[1, -2, 3, 4], [0, 0, 0, 0]], np.int8)
+    assert list(gemm_pack.folded_bias(w, np.array([10, -5]), -3)) == [10 + 3 * 6, -5]
+    assert gemm_pack.acc_bound(w, None, -3) == 130 * 10
+    assert gemm_pack.fast_mbqm([-1, -7], 1 << 29) and not gemm_pack.fast_mbqm([0], 10)
+    assert not gemm_pack.fast_mbqm([-3], 1 << 30)
