@@ -109,6 +109,12 @@ def _calibration(model, quantize, calib, name, input_shapes, io_layout):
     return arrays, progress
 
 
+_kernels_opt = click.option(
+    "--kernels", type=click.Choice(["fast", "reference"]), default="fast", show_default=True,
+    help="fast: optimized kernels (DSP SIMD on M4/M7/M33) where one applies; reference: the plain-C twins only "
+         "(every fast kernel equals its twin bit for bit).")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tinyc")
 def main():
@@ -136,12 +142,13 @@ def main():
 @_opt_opt
 @_sample_opt
 @click.option("--seed", default=0, show_default=True, help="Seed of the random sample input (without --sample).")
+@_kernels_opt
 def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, calib, board, arena, arena_section,
-            weights_section, do_build, opt, sample_files, seed):
+            weights_section, do_build, opt, sample_files, seed, kernels):
     """Compile MODEL (.onnx, .keras, .h5, float32 or int8 .tflite) to a C library in OUT; with --board also a
     firmware project in OUT/firmware (main.c, startup, linker scripts, Makefile for arm-none-eabi-gcc)."""
     from .compiler import codegen_options, write_library
-    options = codegen_options(arena, arena_section, weights_section)
+    options = codegen_options(arena, arena_section, weights_section, kernels)
     target = _load_board(board)
     if target is None and (do_build or sample_files or opt):
         raise TinycError("--build, --opt and --sample make firmware and need --board (see `tinyc boards`)")
@@ -217,15 +224,17 @@ def build(out_dir, opt, as_json):
 @_layout_opt
 @_quantize_opt
 @_calib_opt
+@_kernels_opt
 def run_cmd(model, board, emulate, as_json, out_dir, inputs, seed, no_profile, name, input_shapes, io_layout,
-            quantize, calib):
+            quantize, calib, kernels):
     """Run MODEL's firmware for BOARD under emulation: instructions per inference, per layer and per MAC, and
     whether the outputs equal the host build and the reference runtime (exit 1 when they do not)."""
     if not emulate:
         raise TinycError("only emulated runs are supported (no board is attached): add --emulate")
     from .firmware.run import format_run, run_emulated
     target = _load_board(board)
-    c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib)
+    from .compiler import codegen_options
+    c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib, codegen_options(kernels=kernels))
     from .firmware.project import check_firmware_fits
     check_firmware_fits(c, target)
     r = run_emulated(c, target, model, out_dir, _load_arrays(inputs), seed, io_layout, not no_profile)
@@ -248,16 +257,18 @@ def run_cmd(model, board, emulate, as_json, out_dir, inputs, seed, no_profile, n
 @_layout_opt
 @_quantize_opt
 @_calib_opt
+@_kernels_opt
 def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, input_shapes, io_layout, quantize,
-           calib):
+           calib, kernels):
     """Compile MODEL for the host (gcc, ASan+UBSan), run it and compare with the reference runtime (for
     --quantize int8: TFLite's reference kernels on the int8 model tinyc made, bit for bit)."""
+    from .compiler import codegen_options
     from .verify import verify as run_verify
     arrays = _load_arrays(inputs)
     shapes = _shapes(input_shapes)
     calib_arrays, progress = _calibration(model, quantize, calib, name, shapes, io_layout)
     report = run_verify(model, arrays, samples, seed, per_layer, name, shapes, io_layout, keep_dir, quantize,
-                        calib_arrays, progress)
+                        calib_arrays, progress, codegen_options(kernels=kernels))
     if as_json:
         click.echo(json.dumps(report))
     else:
@@ -273,6 +284,9 @@ def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, inp
                        f"{'ok' if row['ok'] else 'DIVERGES'}")
         if per_layer:
             click.echo(f"first diverging layer: {report['first_divergence'] or 'none'}")
+        if "dsp_path_matches" in report:
+            click.echo(f"fast kernels: DSP code paths (emulated in C) "
+                       f"{'give the same bytes as' if report['dsp_path_matches'] else 'DIFFER FROM'} the plain-C paths")
         click.echo(f"{report['model']}: {'ok' if report['ok'] else 'MISMATCH'} on {report['samples']} sample(s)")
     sys.exit(0 if report["ok"] else 1)
 
@@ -290,12 +304,14 @@ def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, inp
 @_layout_opt
 @_quantize_opt
 @_calib_opt
-def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_layout, quantize, calib):
+@_kernels_opt
+def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_layout, quantize, calib, kernels):
     """Where the SRAM and flash go: per layer MACs, weights, live bytes, scratch, in-place decisions, the peak;
     the arena and its lower bound; with --board, whether the model fits."""
     from .memory_report import format_report, memory_report, plan_picture_data
     target = _load_board(board)
-    c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib)
+    from .compiler import codegen_options
+    c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib, codegen_options(kernels=kernels))
     r = memory_report(c, target)
     if svg_file or html_file:
         from .plan_picture import render_html, render_svg

@@ -25,8 +25,8 @@ def memory_report(compiled, board: Board | None = None) -> dict:
         layers.append(dict(
             index=step, op=node.op, name=node.name, output_shape=list(out.shape), output_bytes=out.nbytes,
             macs=info["macs"], weight_bytes=sum(g.tensors[t].nbytes for t in node.inputs if g.tensors[t].is_const),
-            live_bytes=plan.live[step], scratch_bytes=plan.scratch[step].size if step in plan.scratch else 0,
-            in_place=info["in_place"], no_code=info["alias"], peak=step == peak))
+            live_bytes=plan.live[step], scratch_bytes=_scratch(plan, step),
+            in_place=info["in_place"], no_code=info["alias"], peak=step == peak, kernel=info.get("kernel")))
     r = dict(schema_version=SCHEMA_VERSION, model=compiled.source, name=lib.prefix,
              arena_bytes=plan.arena_bytes, arena_lower_bound_bytes=plan.lower_bound, weights_bytes=lib.weight_bytes,
              macs=lib.macs, peak_step=peak, order="exact" if plan.exact_order else "heuristic",
@@ -35,6 +35,11 @@ def memory_report(compiled, board: Board | None = None) -> dict:
         r["board"] = board_fit(board, plan.arena_bytes, lib.weight_bytes)
         r["fits"] = r["board"]["fits"]
     return r
+
+
+def _scratch(plan, step: int) -> int:
+    """The layer's temporary bytes: an in-place depthwise plane and its kernel's own scratch (e.g. im2col)."""
+    return sum(d[step].size for d in (plan.scratch, plan.work) if step in d)
 
 
 def board_fit(board: Board, arena_bytes: int, flash_bytes: int) -> dict:
@@ -63,7 +68,8 @@ def check_fits(compiled, board: Board) -> None:
 
 
 def format_report(r: dict) -> str:
-    head = f"{'#':>3} {'op':<11} {'output':<14} {'MACs':>11} {'weights':>9} {'live':>9} {'scratch':>8}  in place"
+    head = (f"{'#':>3} {'op':<11} {'output':<14} {'MACs':>11} {'weights':>9} {'live':>9} {'scratch':>8}  "
+            f"{'in place':<12} kernel")
     lines = [f"{r['model']} ({r['name']}): schedule '{r['schedule']}', {r['order']} operator order", head,
              "-" * len(head)]
     for row in r["layers"]:
@@ -71,7 +77,7 @@ def format_report(r: dict) -> str:
         how = row["in_place"] or ("(no code)" if row["no_code"] else "")
         lines.append(f"{row['index']:>3} {row['op'][:11]:<11} {_shape(row['output_shape'])[:14]:<14} "
                      f"{row['macs']:>11,} {row['weight_bytes']:>9,} {row['live_bytes']:>9,} "
-                     f"{row['scratch_bytes']:>8,}  {how}{mark}")
+                     f"{row['scratch_bytes']:>8,}  {how:<12} {row.get('kernel') or ''}{mark}")
     ratio = r["arena_bytes"] / max(r["arena_lower_bound_bytes"], 1)
     lines += ["-" * len(head),
               f"arena {r['arena_bytes']:,} B (lower bound {r['arena_lower_bound_bytes']:,} B, x{ratio:.3f}); "
@@ -92,7 +98,7 @@ def plan_picture_data(compiled) -> tuple[list, list]:
     plan = compiled.plan
     g = plan.graph
     steps = [dict(index=s, op=n.op, name=n.name, live_bytes=plan.live[s],
-                  scratch_bytes=plan.scratch[s].size if s in plan.scratch else 0) for s, n in enumerate(g.nodes)]
+                  scratch_bytes=_scratch(plan, s)) for s, n in enumerate(g.nodes)]
     inputs, outputs = set(g.inputs), set(g.outputs)
     overwriters = {id(b.anchor[0]) for b in plan.buffers if b.anchor}
     rects = []
