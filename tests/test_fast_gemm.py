@@ -149,3 +149,19 @@ def test_requantization_variants_are_all_exercised():
         body = fast.library.files["m.c"]
         assert ("tinyc_requantize_fast(" in body) == (out_scale == 0.5)
         assert_twins_agree(g, 3, "int8_fast/gemm")
+
+
+def test_breaking_the_overlap_contract_makes_verify_fail(tmp_path, monkeypatch):
+    """The fast kernels keep the memory plan's read/write order: with the honest plan `tinyc verify` passes on an
+    int8 DS-CNN whose convs write over their inputs; with every overlapped input placed two output pixels lower
+    than the contract allows, outputs overwrite inputs still to be read and verify reports the mismatch."""
+    import int8_zoo
+    from tinyc.schedule import overlap
+    from tinyc.verify import verify
+    path = str(int8_zoo.to_int8_tflite(int8_zoo.build("ds_cnn"), tmp_path / "ds_cnn.tflite"))
+    honest = verify(path, samples=1)
+    assert honest["ok"] and honest["dsp_path_matches"]
+    real = overlap._window_lead
+    monkeypatch.setattr(overlap, "_window_lead", lambda min_read, unit, ei: real(min_read, unit, ei) - 2 * unit)
+    broken = verify(path, samples=1)
+    assert not broken["ok"] and broken["mismatched_bytes"] > 0
