@@ -1,4 +1,395 @@
-"""Fast int8 pooling, Add/Sub/Mul and activation rules. Placeholder: none yet (reference kernels are used)."""
+"""Fast int8 pooling, Add/Sub/Mul, Mean and unary (activation, int8 requantize) rules, each the bit-exact twin of
+its reference rule in int8_kernels.py (templates/int8_fast/pool.c.j2, binary.c.j2, lut.c.j2, mean.c.j2).
+
+How each stays exact:
+- Unary int8 -> int8 ops (RELU/RELU6/clip, LEAKY_RELU, HARD_SWISH, LOGISTIC, TANH, QUANTIZE int8 -> int8) have
+  only 256 possible inputs, so the reference formula is evaluated here for all of them, in exact Python integers
+  mirroring runtime_c/tinyc_int8.h (`unary_table`), and the kernel is one table load per element. A table that
+  is a plain clamp of the input runs as SIMD max/min on DSP cores.
+- Add/Sub: each input's rescale (x - z) * 2^20 -> MultiplyByQuantizedMultiplier depends on that input alone,
+  so for big tensors it is a 256-entry int32 table (`add_sub`); the final rescale and Mul's only one use the
+  cheapest requantization `requant_expr` can prove equal to tinyc_requantize over the accumulator's bound.
+- Pools: max via SSUB8/SEL on 4 channels per word; average sums 4 channels per word in 16-bit halves (windows of
+  at most 255 cells cannot overflow them) and divides with TFLite's rounding by a reciprocal multiply checked
+  here for every sum the window can produce (`avg_reciprocal`).
+"""
 from __future__ import annotations
 
-KERNELS = {}
+import numpy as np
+
+from ..quant import params as qp
+from ..quant.fixed_point import multiply_by_quantized_multiplier as mbqm
+from ..quant.fixed_point import rounding_divide_by_pot
+from . import int8_kernels
+from .loops import broadcast_strides, row_major_strides, strided_loops
+
+INT8 = range(-128, 128)
+ADD_TABLE_MIN_ELEMENTS = 512    # Add/Sub with at least this many outputs use 1 KB int32 tables per input scale
+UNROLL_TAPS = 64                # pooling windows up to this many cells are unrolled in the interior
+RECIP_SHIFT = 24                # average pooling: tinyc_avg_div's >> 24
+
+
+def _quantized_int8(t) -> bool:
+    return t.dtype == "int8" and t.quant is not None
+
+
+def _int8_io(k) -> bool:
+    return all(_quantized_int8(k.tensor(i)) for i in range(len(k.node.inputs))) and _quantized_int8(k.out)
+
+
+def _restrict(k) -> str:
+    return "" if k.in_place is not None else "restrict "     # an output written over its input aliases it
+
+
+def _sat(v: int, lo: int, hi: int) -> int:
+    return lo if v < lo else (hi if v > hi else v)
+
+
+def _absmax(zp: int) -> int:
+    """max |x - zp| over int8 x."""
+    return max(abs(-128 - zp), abs(127 - zp))
+
+
+def _plus(expr: str, zp: int) -> str:
+    return f"{expr} + ({zp})" if zp else expr
+
+
+def requant_expr(acc: str, bound: int, m: int, shift: int, zp: int = 0, doubled: bool = False) -> str:
+    """A C expression equal to tinyc_requantize(acc, m, shift) + zp for every |acc| <= bound, as cheap as can be
+    proved: SRDHM(x, m) = floor((x m + 2^30) / 2^31) = smmulr(2x, m) whenever 2x * 2^max(shift, 0) fits in
+    int32 (no wrap, no saturation); for shift <= -1 tinyc_requantize_fast's (s + (s < 0 ? -1 : 0) + c) >> r is
+    RDBPOT(s, r) with c = 2^(r-1), and adding zp * 2^r to c adds zp to the result exactly when nothing
+    overflows (|s| <= bound + 1). `doubled`: the C expression `acc` is 2 acc (bound still bounds acc)."""
+    if m == 0:
+        return str(zp)                               # SRDHM(x, 0) = 0, RDBPOT(0, e) = 0
+    if m > 0 and shift <= -1 and bound < (1 << 30):
+        r = -shift
+        fn = "tinyc_requantize_fast2" if doubled else "tinyc_requantize_fast"
+        if bound + 2 + (1 << (r - 1)) + abs(zp) * (1 << r) < (1 << 31):
+            return f"{fn}({acc}, {m}, {r}, {(1 << (r - 1)) + zp * (1 << r)})"
+        return _plus(f"{fn}({acc}, {m}, {r}, {1 << (r - 1)})", zp)
+    if m > 0 and shift >= 0 and bound << (shift + 1) < (1 << 31):
+        return _plus(f"tinyc_smmulr(({acc}) * {1 << (shift + (0 if doubled else 1))}, {m})", zp)
+    return _plus(f"tinyc_requantize(({acc}) >> 1, {m}, {shift})" if doubled else
+                 f"tinyc_requantize({acc}, {m}, {shift})", zp)
+
+
+def clamp_expr(v: str, lo: int, hi: int) -> str:
+    """int8 of v clamped to [lo, hi] (SSAT alone for the full range)."""
+    if (lo, hi) == (-128, 127):
+        return f"(int8_t)tinyc_saturate8({v})"
+    return f"(int8_t)tinyc_clamp8({v}, {lo}, {hi})"
+
+
+# -- unary ops: the reference formula on all 256 inputs ---------------------------------------------------------
+def _c_div(a: int, b: int) -> int:
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def _i16(v: int) -> int:
+    return ((v + 32768) & 0xFFFF) - 32768
+
+
+def _srdhm16(a: int, b: int, rounding: bool = True) -> int:
+    """tinyc_srdhm16 (rounding) / tinyc_sdhm16 (truncating)."""
+    if a == b == -32768:
+        return 32767
+    ab = a * b
+    if rounding:
+        ab += (1 << 14) if ab >= 0 else 1 - (1 << 14)
+    return _i16(_c_div(ab, 1 << 15))
+
+
+def hard_swish_value(x: int, in_zp: int, out_mult: int, out_exp: int, relu_mult: int, relu_exp: int,
+                     out_zp: int) -> int:
+    """tinyc_hard_swish (runtime_c/tinyc_int8.h) in exact integers (relu_exp <= 16: no int32 overflow in C)."""
+    hires = _i16((x - in_zp) * 128)
+    scaled = _srdhm16(hires, out_mult)
+    r = hires
+    if relu_exp > 0:
+        r = _sat(r * (1 << (relu_exp - 1)), -32768, 32767)
+    r = _srdhm16(r, relu_mult)
+    if relu_exp > 0:
+        r = _sat(r * 2, -32768, 32767)
+    if relu_exp < 0:
+        r = _i16(rounding_divide_by_pot(r, -relu_exp))
+    r = _i16((r + 32768) >> 1)
+    p = _srdhm16(r, scaled, rounding=False)
+    return _sat(rounding_divide_by_pot(p, -out_exp) + out_zp, -128, 127)
+
+
+def unary_table(k) -> list | None:
+    """y for x = -128..127 (index x + 128) of an int8 -> int8 elementwise op, computed exactly as its reference
+    kernel computes it (same parameters, same integer steps), or None when the reference kernel is needed
+    (float input, parameters it refuses, or arithmetic whose C overflows)."""
+    node = k.node
+    if not _int8_io(k):
+        return None
+    iq, oq = k.tensor(0).quant, k.out.quant
+    zi, zo = qp.zero_point_of(iq), qp.zero_point_of(oq)
+    if node.op == "Quantize":
+        m, sh = qp.rescale(iq, oq)
+        return [_sat(mbqm(v - zi, m, sh) + zo, -128, 127) for v in INT8]
+    if node.op != "Activation":
+        return None
+    fn = node.attrs.get("fn")
+    if fn in ("relu", "clip"):
+        lo, hi = qp.activation_range(dict(node.attrs), oq)
+        m, sh = qp.rescale(iq, oq, in_float32=True)
+        return [_sat(mbqm(v - zi, m, sh) + zo, lo, hi) for v in INT8]
+    if fn == "leaky_relu":
+        f32 = np.float32
+        s_in, s_out = f32(qp.scale_of(iq)), f32(qp.scale_of(oq))
+        m_a, e_a = qp.multiplier(float(f32(f32(s_in * f32(node.attrs["alpha"])) / s_out)))
+        m_i, e_i = qp.rescale(iq, oq, in_float32=True)
+        return [_sat(zo + (mbqm(v - zi, m_i, e_i) if v >= zi else mbqm(v - zi, m_a, e_a)), -128, 127)
+                for v in INT8]
+    if fn == "hard_swish":
+        f32 = np.float32
+        s_in, s_out = f32(qp.scale_of(iq)), f32(qp.scale_of(oq))
+        hires = f32(f32(1.0 / 128.0) * s_in)
+        om, oe = qp.multiplier(float(f32(hires / s_out)))
+        rm, re = qp.multiplier(float(f32(hires / f32(f32(3.0) / f32(32768.0)))))
+        if oe > 0 or re > 16:
+            return None
+        om16, rm16 = int8_kernels._int16_multiplier(om), int8_kernels._int16_multiplier(rm)
+        return [hard_swish_value(v, zi, om16, oe, rm16, re, zo) for v in INT8]
+    if fn in ("sigmoid", "tanh"):
+        return [int(v) for v in qp.activation_table(fn, iq, oq)]
+    return None
+
+
+def _clamp_of(table: list) -> tuple[int, int] | None:
+    """(lo, hi) when table[x + 128] == clamp(x, lo, hi) for every x."""
+    lo, hi = table[0], table[255]
+    if lo > hi or any(table[v + 128] != _sat(v, lo, hi) for v in INT8):
+        return None
+    return lo, hi
+
+
+def _word(v: int) -> str:
+    return "0x%08Xu" % ((v & 0xFF) * 0x01010101)
+
+
+def unary(k):
+    table = unary_table(k)
+    if table is None:
+        return None
+    n = k.out_size
+    what = k.node.attrs.get("fn", "requantize") if k.node.op == "Activation" else "requantize"
+    clamp = _clamp_of(table)
+    same_bytes = k.in_place is not None and k.in_place.kind == "elementwise" and k.in_place.lead == 0
+    v = dict(n=n, n4=n - n % 4, x=k.expr(0), restrict=_restrict(k), clamp=clamp is not None, what=what,
+             noop=False)
+    if clamp is not None:
+        lo, hi = clamp
+        v.update(lo=lo, hi=hi, lo_word=_word(lo), hi_word=_word(hi),
+                 noop=(lo, hi) == (-128, 127) and same_bytes, variant="clamp")
+    else:
+        v["variant"] = "table"
+    # indexed by the input's byte as uint8: u -> table[int8(u) + 128] = table[u ^ 0x80]
+    v["table"] = None if v["noop"] else k.table([table[u ^ 0x80] for u in range(256)], "int8",
+                                                  f"int8 {what}: output for each input byte")
+    return "lut.c.j2", v, 0
+
+
+# -- Add / Sub / Mul ----------------------------------------------------------------------------------------------
+def _flat_loops(n: int, stmt: str, unroll: int = 4) -> str:
+    """for-loop over n elements with `stmt` ({o0}, {o1}, {o2}: the element index) unrolled `unroll` times."""
+    lines = []
+    main = n - n % unroll
+    if main:
+        lines.append(f"  for (int i = 0; i < {main}; i += {unroll}) {{")
+        for u in range(unroll):
+            idx = "i" if u == 0 else f"i + {u}"
+            lines.append("    " + stmt.format(o0=idx, o1=idx, o2=idx))
+        lines.append("  }")
+    for i in range(main, n):
+        lines.append("  " + stmt.format(o0=i, o1=i, o2=i))
+    return "\n".join(lines)
+
+
+def _binary_loops(k, stmt: str) -> str:
+    out = k.out_shape
+    if tuple(k.in_shape(0)) == tuple(out) and tuple(k.in_shape(1)) == tuple(out):
+        return _flat_loops(k.out_size, stmt)
+    strides = [row_major_strides(out), broadcast_strides(k.in_shape(0), out), broadcast_strides(k.in_shape(1), out)]
+    return strided_loops(out, strides, stmt)
+
+
+def add_sub_params(k):
+    """(per input: the value of its rescaled operand for each int8 x, index x + 128), output multiplier, shift,
+    zero point and clamp — as int8_kernels.add_sub derives them."""
+    s1, s2, so = qp.scale_of(k.tensor(0).quant), qp.scale_of(k.tensor(1).quant), qp.scale_of(k.out.quant)
+    twice_max = 2.0 * max(s1, s2)
+    out_real = twice_max / float(np.float32((1 << 20) * np.float32(so)))
+    if out_real >= 1.0:
+        return None
+    ms = [qp.multiplier(s1 / twice_max), qp.multiplier(s2 / twice_max)]
+    zs = [qp.zero_point_of(k.tensor(i).quant) for i in (0, 1)]
+    values = [[mbqm((x - z) * (1 << 20), m, sh) for x in INT8] for (m, sh), z in zip(ms, zs)]
+    mo, sho = qp.multiplier(out_real)
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), k.out.quant)
+    return values, ms, zs, mo, sho, qp.zero_point_of(k.out.quant), lo, hi
+
+
+def _pure_shift(values: list, z: int) -> int | None:
+    """k when values[x + 128] == (x - z) * 2^k for every x (the operand with the larger scale: multiplier 0.5)."""
+    for k in range(31):
+        if all(v == (x - z) * (1 << k) for v, x in zip(values, INT8)):
+            return k
+    return None
+
+
+def add_sub(k):
+    """raw = a(x0) +- b(x1) then the output rescale. The operand with the larger scale has multiplier 0.5, so it
+    is (x - z) * 2^19 (found by checking all 256 values); the other is a table (big tensors) or computed. The
+    final rescale's smmulr wants 2 raw: the operands come doubled, and every constant term is folded into a
+    table (or added once)."""
+    if not _int8_io(k) or any(k.tensor(i).is_const for i in (0, 1)):
+        return None
+    p = add_sub_params(k)
+    if p is None:
+        return None            # the reference rule refuses it with a message
+    values, ms, zs, mo, sho, zo, lo, hi = p
+    sign = "+" if k.node.op == "Add" else "-"
+    bound = max(abs(v) for v in values[0]) + max(abs(v) for v in values[1])
+    use_tables = k.out_size >= ADD_TABLE_MIN_ELEMENTS
+    f = 2 if bound < (1 << 30) else 1           # operands doubled for the final smmulr
+    terms, kinds, const, table_at = [], [], 0, None
+    for i, ((m, sh), z) in enumerate(zip(ms, zs)):
+        sgn = 1 if i == 0 or sign == "+" else -1
+        x = "%s[{o%d}]" % (k.expr(i), i + 1)
+        shift = _pure_shift(values[i], z)
+        if shift is not None:
+            terms.append(f"(int32_t){x} * {f << shift}")
+            const -= sgn * z * (f << shift)
+            kinds.append("shift")
+        elif use_tables:
+            terms.append([f * v for v in values[i]])  # filled in below, with the constant folded in
+            table_at = i if table_at is None else table_at
+            kinds.append("table")
+        else:
+            terms.append(requant_expr(f"((int32_t){x} - ({z})) * (1 << 20)", _absmax(z) << 20, m, sh) +
+                         (" * 2" if f == 2 else ""))
+            kinds.append("requantized")
+    if table_at is not None:                    # sgn * (T + sgn * const) = sgn * T + const
+        sgn = 1 if table_at == 0 or sign == "+" else -1
+        terms[table_at] = [v + sgn * const for v in terms[table_at]]
+        const = 0
+    for i, t in enumerate(terms):
+        if isinstance(t, list):
+            name = k.table([t[u ^ 0x80] for u in range(256)], "int32",
+                           f"int8 {k.node.op} operand {i}: rescaled (x - zero point) x {f << 20}, for each input byte")
+            terms[i] = "%s[(uint8_t)%s[{o%d}]]" % (name, k.expr(i), i + 1)
+    raw = f"{terms[0]} {sign} {terms[1]}" + (f" + ({const})" if const else "")
+    out = clamp_expr(requant_expr("r", bound, mo, sho, zo, doubled=f == 2), lo, hi)
+    stmt = "{{ const int32_t r = %s; y[{o0}] = %s; }}" % (raw, out)
+    return "binary.c.j2", dict(comment=f"int8 {k.node.op} {k.in_shape(0)} {sign} {k.in_shape(1)} -> "
+                                       f"{k.out_shape}, operands {' and '.join(kinds)}",
+                               loops=_binary_loops(k, stmt),
+                               variant="table" if "table" in kinds else "compute"), 0
+
+
+def mul(k):
+    if not _int8_io(k) or any(k.tensor(i).is_const for i in (0, 1)):
+        return None
+    s1, s2, so = (np.float32(qp.scale_of(q)) for q in (k.tensor(0).quant, k.tensor(1).quant, k.out.quant))
+    m, sh = qp.multiplier(float(np.float32(np.float32(s1 * s2) / so)))
+    z1, z2, zo = (qp.zero_point_of(q) for q in (k.tensor(0).quant, k.tensor(1).quant, k.out.quant))
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), k.out.quant)
+    req = requant_expr("p", _absmax(z1) * _absmax(z2), m, sh, zo)
+    stmt = ("{{ const int32_t p = ((int32_t)%s[{o1}] - (%d)) * ((int32_t)%s[{o2}] - (%d)); y[{o0}] = %s; }}"
+            % (k.expr(0), z1, k.expr(1), z2, clamp_expr(req, lo, hi)))
+    return "binary.c.j2", dict(comment=f"int8 Mul {k.in_shape(0)} * {k.in_shape(1)} -> {k.out_shape}",
+                               loops=_binary_loops(k, stmt), variant="mul"), 0
+
+
+# -- pooling ----------------------------------------------------------------------------------------------------
+def avg_reciprocal(n: int) -> tuple[int, int] | None:
+    """(recip, offset) with which tinyc_avg_div gives TFLite's rounded mean (s > 0 ? s + n/2 : s - n/2) / n
+    (C division) for every sum s of n int8 values, checked exhaustively; None if some s would differ."""
+    recip = -(-(1 << RECIP_SHIFT) // n)
+    offset = ((128 * n + n // 2) * recip - (1 << 31)) % (1 << 32)
+    s = np.arange(-128 * n, 127 * n + 1, dtype=np.int64)
+    num = np.where(s > 0, s + n // 2, s - n // 2)
+    want = np.where(num >= 0, num // n, -((-num) // n))
+    adjusted = s + ((s >> 63) & (-1 if n % 2 == 0 else 0))
+    v = (adjusted * recip + offset) % (1 << 32)                     # uint32 arithmetic
+    got = np.where(v >= (1 << 31), v - (1 << 32), v) >> RECIP_SHIFT  # (int32_t)v >> 24
+    return (recip, offset) if np.array_equal(got, want) else None
+
+
+def _interior(o: int, stride: int, pad: int, k: int, size: int) -> tuple[int, int]:
+    """[first, last + 1) of the outputs whose window lies inside the input (empty: first == last)."""
+    inside = [i for i in range(o) if i * stride - pad >= 0 and i * stride - pad + k <= size]
+    return (inside[0], inside[-1] + 1) if inside else (0, 0)
+
+
+def _window_counts(v) -> set:
+    counts = set()
+    for oy in range(v["oh"]):
+        iy0 = oy * v["sh"] - v["pt"]
+        ny = min(v["kh"], v["ih"] - iy0) - max(0, -iy0)
+        for ox in range(v["ow"]):
+            ix0 = ox * v["sw"] - v["pl"]
+            counts.add(ny * (min(v["kw"], v["iw"] - ix0) - max(0, -ix0)))
+    return counts
+
+
+def pool2d(k):
+    if not _int8_io(k):
+        return None
+    _, v, _ = int8_kernels.pool2d(k)          # the reference's parameters and checks (raises where it refuses)
+    kind = v["kind"]
+    c = v["c"]
+    oy_lo, oy_hi = _interior(v["oh"], v["sh"], v["pt"], v["kh"], v["ih"])
+    ox_lo, ox_hi = _interior(v["ow"], v["sw"], v["pl"], v["kw"], v["iw"])
+    interior = oy_hi > oy_lo and ox_hi > ox_lo
+    border = not (interior and (oy_lo, oy_hi, ox_lo, ox_hi) == (0, v["oh"], 0, v["ow"]))
+    cells = v["kh"] * v["kw"]
+    taps = [(ky * v["iw"] + kx) * c for ky in range(v["kh"]) for kx in range(v["kw"])] \
+        if cells <= UNROLL_TAPS else None
+    v.update(c4=c - c % 4, oy_lo=oy_lo, oy_hi=oy_hi, ox_lo=ox_lo, ox_hi=ox_hi, interior=interior, border=border,
+             taps=taps, restrict=_restrict(k), lo_word=_word(v["lo"]), hi_word=_word(v["hi"]), variant=kind,
+             count=cells, recip=None, offset=None, rtab=None, otab=None)
+    if kind == "avg":
+        if cells > 255:                       # 16-bit SIMD sums hold at most 255 cells
+            return None
+        counts = _window_counts(v)
+        recips = {n: avg_reciprocal(n) for n in counts | ({cells} if interior else set())}
+        if 0 in counts or any(r is None for r in recips.values()):
+            return None
+        if interior:
+            v["recip"], v["offset"] = recips[cells]
+        if border:
+            pairs = [recips.get(n, (0, 0)) for n in range(cells + 1)]
+            v["rtab"] = k.table([r for r, _ in pairs], "int32",
+                                "average pooling: ceil(2^24 / n) for each window count n")
+            v["otab"] = k.table([o - (1 << 32) if o >= (1 << 31) else o for _, o in pairs], "int32",
+                                "average pooling: (128 n + n / 2) * ceil(2^24 / n) - 2^31 for each window count n "
+                                "(as uint32)")
+    return "pool.c.j2", v, 0
+
+
+# -- MEAN over H and W ------------------------------------------------------------------------------------------
+def mean(k):
+    """Global average pooling (MEAN over axes 1, 2 of NHWC): sums of 4 channels per word on DSP cores."""
+    shape = k.in_shape(0)
+    if not _int8_io(k) or len(shape) != 4 or shape[0] != 1 or sorted(set(k.node.attrs["axes"])) != [1, 2]:
+        return None
+    _, h, w, c = shape
+    n = h * w
+    m, e = qp.rescale(k.tensor(0).quant, k.out.quant)
+    shift = min(n.bit_length() - 1, 32, 31 + e)
+    m2, e2 = (m << shift) // n, e - shift
+    zi, zo = qp.zero_point_of(k.tensor(0).quant), qp.zero_point_of(k.out.quant)
+    acc = f"acc - ({zi * n})" if zi else "acc"
+    out = clamp_expr(requant_expr(acc, _absmax(zi) * n, m2, e2, zo), -128, 127)
+    return "mean.c.j2", dict(n=n, c=c, c4=c - c % 4, chunk=255, out=out,
+                             comment=f"int8 mean of {n} values per channel ({h}x{w}x{c})"), 0
+
+
+KERNELS = {"MaxPool2D": pool2d, "AvgPool2D": pool2d, "Add": add_sub, "Sub": add_sub, "Mul": mul,
+           "Activation": unary, "Quantize": unary, "Mean": mean}
