@@ -293,6 +293,44 @@ static inline int32_t tinyc_smlatb(uint32_t a, uint32_t b, int32_t acc) {
 }
 #endif
 
+/* tinyc_smmulr(a, b) for b >= 0 from 16-bit halves, without a 64-bit product (a library call on Cortex-M0+).
+ * With a = ah 2^16 + al, b = bh 2^16 + bl (al, bl unsigned): t = ah bl + (al bl >> 16), w = (t & 0xFFFF) +
+ * al bh (unsigned), and (a b + 2^31) >> 32 = ah bh + (t >> 16) + ((w + 2^15) >> 16); nothing overflows. */
+static inline int32_t tinyc_smmulr_halves(int32_t a, int32_t b) {
+  const uint32_t al = (uint32_t)a & 0xFFFFu, bl = (uint32_t)b & 0xFFFFu;
+  const int32_t ah = a >> 16, bh = b >> 16;
+  const int32_t t = ah * (int32_t)bl + (int32_t)((al * bl) >> 16);
+  const uint32_t w = (uint32_t)(t & 0xFFFF) + al * (uint32_t)bh;
+  return ah * bh + (t >> 16) + (int32_t)((w + 0x8000u) >> 16);
+}
+
+/* tinyc_requantize_fast on cores without a 32 x 32 -> 64 multiply (its preconditions, and multiplier >= 0) */
+static inline int32_t tinyc_requantize_halves(int32_t acc, int32_t multiplier, int32_t rshift, int32_t round_half) {
+  const int32_t s = tinyc_smmulr_halves(acc * 2, multiplier);
+  return (s + (s >> 31) + round_half) >> rshift;
+}
+
+/* Hides a pointer's value from the optimizer, so that loads through it stay inside a loop instead of being
+ * hoisted into more registers than the core has (and spilled) */
+#if defined(__GNUC__)
+#define TINYC_OPAQUE(p) __asm__("" : "+r"(p))
+#else
+#define TINYC_OPAQUE(p) ((void)0)
+#endif
+
+/* v clamped to [-128, 127]: one SSAT where the core has it */
+#if defined(__ARM_FEATURE_SAT)
+static inline int32_t tinyc_ssat8(int32_t v) {
+  int32_t r;
+  __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(v));
+  return r;
+}
+#else
+static inline int32_t tinyc_ssat8(int32_t v) {
+  return v < -128 ? -128 : (v > 127 ? 127 : v);
+}
+#endif
+
 /* -- pooling / elementwise kernel helpers (int8_fast_misc.py) -- */
 #if defined(__ARM_FEATURE_DSP)
 /* bytewise signed minimum: SSUB8 sets GE per byte where a >= b, SEL picks b there and a elsewhere */
@@ -309,20 +347,6 @@ static inline uint32_t tinyc_smin8(uint32_t a, uint32_t b) {
     r |= ((uint32_t)(x >= y ? y : x) & 0xFFu) << i;
   }
   return r;
-}
-#endif
-
-/* v saturated to [-128, 127]: one SSAT on M3 and up, where the compiler's own pattern match (tinyc_clamp8)
- * misses it once it knows a range for v */
-#if defined(__ARM_FEATURE_SAT)
-static inline int32_t tinyc_saturate8(int32_t v) {
-  int32_t r;
-  __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(v));
-  return r;
-}
-#else
-static inline int32_t tinyc_saturate8(int32_t v) {
-  return v < -128 ? -128 : (v > 127 ? 127 : v);
 }
 #endif
 

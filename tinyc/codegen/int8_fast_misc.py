@@ -77,7 +77,7 @@ def requant_expr(acc: str, bound: int, m: int, shift: int, zp: int = 0, doubled:
 def clamp_expr(v: str, lo: int, hi: int) -> str:
     """int8 of v clamped to [lo, hi] (SSAT alone for the full range)."""
     if (lo, hi) == (-128, 127):
-        return f"(int8_t)tinyc_saturate8({v})"
+        return f"(int8_t)tinyc_ssat8({v})"
     return f"(int8_t)tinyc_clamp8({v}, {lo}, {hi})"
 
 
