@@ -350,10 +350,20 @@ static inline uint32_t tinyc_smin8(uint32_t a, uint32_t b) {
 }
 #endif
 
-/* tinyc_requantize_fast(acc, ...) given acc2 = 2 acc, for kernels that get the doubling for free upstream
- * (Add/Sub: doubled rescale tables and shifts) */
+/* (a b + 2^31) >> 32 for b >= 0: SMMULR on DSP cores, 16-bit halves elsewhere (no 64-bit multiply, a library
+ * call on Cortex-M0+) */
+static inline int32_t tinyc_mulhr(int32_t a, int32_t b) {
+#if TINYC_DSP
+  return tinyc_smmulr(a, b);
+#else
+  return tinyc_smmulr_halves(a, b);
+#endif
+}
+
+/* tinyc_requantize_fast(acc, ...) given acc2 = 2 acc (kernels that get the doubling for free upstream pass it
+ * doubled: Add/Sub's rescale tables and shifts), with tinyc_mulhr */
 static inline int32_t tinyc_requantize_fast2(int32_t acc2, int32_t multiplier, int32_t rshift, int32_t round_half) {
-  const int32_t s = tinyc_smmulr(acc2, multiplier);
+  const int32_t s = tinyc_mulhr(acc2, multiplier);
   return (s + (s >> 31) + round_half) >> rshift;
 }
 

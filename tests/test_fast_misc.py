@@ -120,9 +120,9 @@ def test_compile_time_helpers():
     assert int8_fast_misc._clamp_of([v // 2 for v in range(-128, 128)]) is None
     m = 1 << 30
     # right shift: fast form, zero point folded into the rounding constant 4 + 5 * 8
-    assert int8_fast_misc.requant_expr("a", 100, m, -3, 5) == "tinyc_requantize_fast(a, 1073741824, 3, 44)"
+    assert int8_fast_misc.requant_expr("a", 100, m, -3, 5) == "tinyc_requantize_fast2((a) * 2, 1073741824, 3, 44)"
     assert int8_fast_misc.requant_expr("a", 1 << 30, m, -3) == "tinyc_requantize(a, 1073741824, -3)"
-    assert int8_fast_misc.requant_expr("a", 1000, m, 2) == "tinyc_smmulr((a) * 8, 1073741824)"
+    assert int8_fast_misc.requant_expr("a", 1000, m, 2) == "tinyc_mulhr((a) * 8, 1073741824)"
     assert int8_fast_misc.requant_expr("a", 1 << 28, m, 2) == "tinyc_requantize(a, 1073741824, 2)"
     assert int8_fast_misc.requant_expr("a", 1000, 0, 2, 7) == "7"
     assert int8_fast_misc._pure_shift([(x - 3) * 2 ** 19 for x in range(-128, 128)], 3) == 19

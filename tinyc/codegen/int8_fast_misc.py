@@ -56,20 +56,20 @@ def _plus(expr: str, zp: int) -> str:
 
 def requant_expr(acc: str, bound: int, m: int, shift: int, zp: int = 0, doubled: bool = False) -> str:
     """A C expression equal to tinyc_requantize(acc, m, shift) + zp for every |acc| <= bound, as cheap as can be
-    proved: SRDHM(x, m) = floor((x m + 2^30) / 2^31) = smmulr(2x, m) whenever 2x * 2^max(shift, 0) fits in
-    int32 (no wrap, no saturation); for shift <= -1 tinyc_requantize_fast's (s + (s < 0 ? -1 : 0) + c) >> r is
-    RDBPOT(s, r) with c = 2^(r-1), and adding zp * 2^r to c adds zp to the result exactly when nothing
+    proved: SRDHM(x, m) = floor((x m + 2^30) / 2^31) = smmulr(2x, m) (tinyc_mulhr) whenever 2x * 2^max(shift, 0)
+    fits in int32 (no wrap, no saturation); for shift <= -1, tinyc_requantize_fast2's (s + (s < 0 ? -1 : 0) + c)
+    >> r is RDBPOT(s, r) with c = 2^(r-1), and adding zp * 2^r to c adds zp to the result exactly when nothing
     overflows (|s| <= bound + 1). `doubled`: the C expression `acc` is 2 acc (bound still bounds acc)."""
     if m == 0:
         return str(zp)                               # SRDHM(x, 0) = 0, RDBPOT(0, e) = 0
+    acc2 = acc if doubled else f"({acc}) * 2"
     if m > 0 and shift <= -1 and bound < (1 << 30):
         r = -shift
-        fn = "tinyc_requantize_fast2" if doubled else "tinyc_requantize_fast"
         if bound + 2 + (1 << (r - 1)) + abs(zp) * (1 << r) < (1 << 31):
-            return f"{fn}({acc}, {m}, {r}, {(1 << (r - 1)) + zp * (1 << r)})"
-        return _plus(f"{fn}({acc}, {m}, {r}, {1 << (r - 1)})", zp)
+            return f"tinyc_requantize_fast2({acc2}, {m}, {r}, {(1 << (r - 1)) + zp * (1 << r)})"
+        return _plus(f"tinyc_requantize_fast2({acc2}, {m}, {r}, {1 << (r - 1)})", zp)
     if m > 0 and shift >= 0 and bound << (shift + 1) < (1 << 31):
-        return _plus(f"tinyc_smmulr(({acc}) * {1 << (shift + (0 if doubled else 1))}, {m})", zp)
+        return _plus(f"tinyc_mulhr(({acc}) * {1 << (shift + (0 if doubled else 1))}, {m})", zp)
     return _plus(f"tinyc_requantize(({acc}) >> 1, {m}, {shift})" if doubled else
                  f"tinyc_requantize({acc}, {m}, {shift})", zp)
 
