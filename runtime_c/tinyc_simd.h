@@ -216,9 +216,53 @@ static inline uint32_t tinyc_sadd16(uint32_t a, uint32_t b) {
             : "memory");                                                                                     \
   } while (0)
 
+/* Two pixels against one channel pair (templates/int8_fast/gemm.c.j2, px2): 4 inputs of pixel A and of pixel B
+ * already sign-extended in `e` as [A02 A13 B02 B13] (advanced by 4 words), one packed word pair at `wp`
+ * (advanced by 4 int16): 13 instructions per 16 multiply-accumulates. */
+#define TINYC_GEMM_2PX_STEP                                                                                  \
+  "ldrd %[pa], %[qa], [%[ep]], #8\n\t"                                                                       \
+  "ldrd %[pb], %[qb], [%[ep]], #8\n\t"                                                                       \
+  "ldrd %[w0], %[w1], [%[wq]], #8\n\t"                                                                       \
+  "smlad %[axa], %[pa], %[w0], %[axa]\n\t"                                                                   \
+  "smlad %[axb], %[pb], %[w0], %[axb]\n\t"                                                                   \
+  "sxtb16 %[w0], %[w0]\n\t"                                                                                  \
+  "smlad %[aya], %[pa], %[w0], %[aya]\n\t"                                                                   \
+  "smlad %[ayb], %[pb], %[w0], %[ayb]\n\t"                                                                   \
+  "smlad %[axa], %[qa], %[w1], %[axa]\n\t"                                                                   \
+  "smlad %[axb], %[qb], %[w1], %[axb]\n\t"                                                                   \
+  "sxtb16 %[w1], %[w1]\n\t"                                                                                  \
+  "smlad %[aya], %[qa], %[w1], %[aya]\n\t"                                                                   \
+  "smlad %[ayb], %[qb], %[w1], %[ayb]\n\t"
+
+#define TINYC_GEMM_2PX_ASM(steps, axa, aya, axb, ayb, ep, wp)                                                \
+  do {                                                                                                       \
+    uint32_t pa_, qa_, pb_, qb_, w0_, w1_;                                                                   \
+    __asm__(steps                                                                                            \
+            : [axa] "+r"(axa), [aya] "+r"(aya), [axb] "+r"(axb), [ayb] "+r"(ayb), [ep] "+r"(ep), [wq] "+r"(wp), \
+              [pa] "=&r"(pa_), [qa] "=&r"(qa_), [pb] "=&r"(pb_), [qb] "=&r"(qb_), [w0] "=&r"(w0_),             \
+              [w1] "=&r"(w1_)                                                                                \
+            :                                                                                                \
+            : "memory");                                                                                     \
+  } while (0)
+
 #define TINYC_GEMM_QUAD(ax0, ay0, ax1, ay1, a, wp) TINYC_GEMM_QUAD_ASM(TINYC_GEMM_QUAD_STEP, ax0, ay0, ax1, ay1, a, wp)
 #define TINYC_GEMM_PAIR(ax0, ay0, a, wp) TINYC_GEMM_PAIR_ASM_BLOCK(TINYC_GEMM_PAIR_STEP, ax0, ay0, a, wp)
 #else
+#define TINYC_GEMM_2PX(axa, aya, axb, ayb, ep, wp)                                                           \
+  do {                                                                                                       \
+    const uint32_t w02_ = tinyc_load32(wp), w13_ = tinyc_load32((wp) + 2);                                   \
+    axa = (uint32_t)tinyc_smlad((ep)[0], w02_, (int32_t)(axa));                                              \
+    axb = (uint32_t)tinyc_smlad((ep)[2], w02_, (int32_t)(axb));                                              \
+    aya = tinyc_smlad((ep)[0], tinyc_sxtb16(w02_), aya);                                                     \
+    ayb = tinyc_smlad((ep)[2], tinyc_sxtb16(w02_), ayb);                                                     \
+    axa = (uint32_t)tinyc_smlad((ep)[1], w13_, (int32_t)(axa));                                              \
+    axb = (uint32_t)tinyc_smlad((ep)[3], w13_, (int32_t)(axb));                                              \
+    aya = tinyc_smlad((ep)[1], tinyc_sxtb16(w13_), aya);                                                     \
+    ayb = tinyc_smlad((ep)[3], tinyc_sxtb16(w13_), ayb);                                                     \
+    ep += 4;                                                                                                 \
+    wp += 4;                                                                                                 \
+  } while (0)
+
 #define TINYC_GEMM_PAIR_C(ax, ay, p02, p13, wp)                                                              \
   do {                                                                                                       \
     const uint32_t w02_ = tinyc_load32(wp), w13_ = tinyc_load32((wp) + 2);                                   \
@@ -307,6 +351,12 @@ static inline int32_t tinyc_smmulr_halves(int32_t a, int32_t b) {
 /* tinyc_requantize_fast on cores without a 32 x 32 -> 64 multiply (its preconditions, and multiplier >= 0) */
 static inline int32_t tinyc_requantize_halves(int32_t acc, int32_t multiplier, int32_t rshift, int32_t round_half) {
   const int32_t s = tinyc_smmulr_halves(acc * 2, multiplier);
+  return (s + (s >> 31) + round_half) >> rshift;
+}
+
+/* tinyc_requantize_fast(acc, ...) given acc2 = 2 acc (kernels whose weights and bias are doubled at compile time) */
+static inline int32_t tinyc_requantize_doubled(int32_t acc2, int32_t multiplier, int32_t rshift, int32_t round_half) {
+  const int32_t s = tinyc_smmulr(acc2, multiplier);
   return (s + (s >> 31) + round_half) >> rshift;
 }
 

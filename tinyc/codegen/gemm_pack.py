@@ -34,6 +34,7 @@ class PackedWeights:
     tail: np.ndarray          # int8 [O, K % 4]
     quads: int
     odd_pair: bool
+    pairs: int                # channel pairs (o // 2)
     odd_single: bool
     k4: int                   # input positions handled by the packed words (K rounded down to 4)
 
@@ -45,9 +46,10 @@ def pair_ok(w_a: np.ndarray, w_b: np.ndarray) -> bool:
     return bool(np.all(h >= -32768) and np.all(h <= 32767) and 128 * int(np.abs(b).sum()) < (1 << 23))
 
 
-def pack(w: np.ndarray) -> PackedWeights | None:
+def pack(w: np.ndarray, layout: str = "quad") -> PackedWeights | None:
     """w: int8 [O, K]. None when a pair breaks the exactness conditions (the layer then uses the reference
-    kernel)."""
+    kernel). layout "quad": per chunk of 4 inputs the words of two pairs together (one pixel, two pairs per
+    step); "pair": each pair's words for all inputs, pair after pair (two pixels, one pair per step)."""
     o, k = w.shape
     k4 = k - k % 4
     w = w.astype(np.int64)
@@ -60,17 +62,16 @@ def pack(w: np.ndarray) -> PackedWeights | None:
     for p in range(pairs):
         h = main[2 * p] + 256 * main[2 * p + 1]                    # [K4]
         words.append(h.reshape(-1, 4)[:, [0, 2, 1, 3]])            # per chunk: h0, h2, h1, h3
-    quads = pairs // 2
+    quads = pairs // 2 if layout == "quad" else 0
     parts = []
     if quads:
         q = np.stack(words[:2 * quads]).reshape(quads, 2, -1, 4)   # quad, pair, chunk, 4
         parts.append(q.transpose(0, 2, 1, 3).reshape(-1))          # quad, chunk, pair, 4
-    if pairs % 2:
-        parts.append(words[-1].reshape(-1))
+    parts += [wd.reshape(-1) for wd in words[2 * quads:]]
     packed = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     return PackedWeights(packed=packed.astype(np.int16), single=w[-1, :k4].astype(np.int8) if o % 2 else
                          np.zeros(0, np.int8), tail=w[:, k4:].astype(np.int8), quads=quads,
-                         odd_pair=bool(pairs % 2), odd_single=bool(o % 2), k4=k4)
+                         odd_pair=layout == "quad" and bool(pairs % 2), pairs=pairs, odd_single=bool(o % 2), k4=k4)
 
 
 def folded_bias(w: np.ndarray, bias: np.ndarray | None, in_zp: int) -> np.ndarray | None:

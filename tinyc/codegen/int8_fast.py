@@ -75,19 +75,36 @@ def is_depthwise(g, node) -> bool:
     return groups > 1 and groups == ic == oc
 
 
+def two_pixels(g, node) -> bool:
+    """Convs with at least two output pixels and one channel pair take the two-pixel DSP path."""
+    geo = conv_geometry(g, node)
+    return geo["oh"] * geo["ow"] >= 2 and geo["oc"] >= 2
+
+
+def _scratch_layout(g, node) -> tuple[int, int]:
+    """(bytes, offset of the int16-expanded inputs): im2col windows of one or two pixels, then for the two-pixel
+    path the two pixels' inputs sign-extended (4 bytes per input pair of pixels)."""
+    mode = conv_mode(g, node)
+    geo = conv_geometry(g, node)
+    kdim = geo["kh"] * geo["kw"] * geo["ic"]
+    px2 = two_pixels(g, node)
+    gather = kdim * (2 if px2 else 1) if mode == "im2col" else 0
+    e_offset = -(-gather // 4) * 4
+    return (e_offset + 4 * (kdim - kdim % 4) if px2 else gather), e_offset
+
+
 def work_bytes(g, node) -> int:
-    """Kernel scratch of the fast kernel chosen for `node` (e.g. the im2col window of one output pixel)."""
+    """Kernel scratch of the fast kernel chosen for `node` (e.g. im2col windows, expanded inputs)."""
     if is_depthwise(g, node):
         return int8_depthwise.work_bytes(g, node)
-    if conv_mode(g, node) == "im2col":
-        geo = conv_geometry(g, node)
-        return geo["kh"] * geo["kw"] * geo["ic"]
-    return 0
+    if conv_mode(g, node) is None:
+        return 0
+    return _scratch_layout(g, node)[0]
 
 
-def _gemm_vars(k, w2d, bias, in_zp):
+def _gemm_vars(k, w2d, bias, in_zp, layout="quad"):
     """Variables shared by every GEMM use: packed weights, folded bias, unrolling."""
-    packed = gemm_pack.pack(w2d)
+    packed = gemm_pack.pack(w2d, layout)
     folded = gemm_pack.folded_bias(w2d, bias, in_zp)
     if packed is None or folded is None or packed.k4 == 0:      # fewer than 4 inputs: nothing to vectorize
         return None
@@ -95,7 +112,8 @@ def _gemm_vars(k, w2d, bias, in_zp):
     unroll, main_iters, rest = _unroll(packed.k4 // 4)
     return dict(
         kdim=kdim, o=o, k4=packed.k4, ktail=kdim - packed.k4, quads=packed.quads, odd_pair=packed.odd_pair,
-        odd_single=packed.odd_single, unroll=unroll, main_iters=main_iters, rest=rest,
+        odd_single=packed.odd_single, unroll=unroll, main_iters=main_iters, rest=rest, layout=layout,
+        pairs=packed.pairs, px2=False, e_offset=0,
         wp_type="int16" if packed.packed.size else "none",
         packed=k.table(packed.packed, "int16", "pair-packed weights") if packed.packed.size else None,
         single=k.table(packed.single, "int8", "weights of the odd channel") if packed.odd_single else None,
@@ -114,7 +132,8 @@ def conv2d(k):
     if is_depthwise(g, k.node):
         return int8_depthwise.depthwise(k)
     mode = conv_mode(g, k.node)
-    if mode is None or mode == "im2col" and k.work is None:     # a plan made without kernel scratch
+    px2 = two_pixels(g, k.node)
+    if mode is None or (mode == "im2col" or px2) and k.work is None:     # a plan made without kernel scratch
         return None
     geo = conv_geometry(g, k.node)
     w = _int8_weights(g, k.node)
@@ -122,9 +141,10 @@ def conv2d(k):
     bias = _bias(g, k.node)
     in_q, out_q = k.tensor(0).quant, k.out.quant
     in_zp, out_zp = qp.zero_point_of(in_q), qp.zero_point_of(out_q)
-    v = _gemm_vars(k, w2d, bias, in_zp)
+    v = _gemm_vars(k, w2d, bias, in_zp, "pair" if px2 else "quad")
     if v is None:
         return None
+    v.update(px2=px2, e_offset=_scratch_layout(g, k.node)[1])
     mults, shifts = qp.conv_multipliers(in_q, k.tensor(1).quant, out_q, geo["oc"])
     lo, hi = qp.activation_range(k.node.attrs.get("activation"), out_q)
     fast = gemm_pack.fast_mbqm(shifts, gemm_pack.acc_bound(w2d, bias, in_zp))
