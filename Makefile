@@ -4,7 +4,7 @@ PIP    ?= $(PYTHON) -m pip
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARM_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 
-.PHONY: setup setup-system setup-python demo test test-full firmware clean
+.PHONY: setup setup-system setup-python demo test test-full firmware bench clean
 
 setup: setup-system setup-python
 
@@ -33,6 +33,11 @@ firmware: setup
 # The longer sweep (more random samples, more hypothesis examples).
 test-full: setup
 	TINYC_FULL=1 $(PYTHON) -m pytest -q -p no:cacheprovider tests
+
+# Speed: instructions per inference of the MLPerf Tiny models and MobileNetV2 on M0+/M4/M7/M33 under QEMU, against
+# TFLite Micro + CMSIS-NN; writes bench/RESULTS.md (4.5 min on an idle 2-core machine, 7 with other jobs running; speed.py --help: subsets).
+bench: setup
+	$(PYTHON) bench/speed.py
 
 clean:
 	rm -rf build dist *.egg-info demo-out .pytest_cache .hypothesis

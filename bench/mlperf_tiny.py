@@ -6,6 +6,12 @@ the MLPerf Tiny reference training scripts: what matters for memory and speed is
   kws_ds_cnn         Keyword spotting: DS-CNN, 49x10x1 MFCCs, 64 channels, 12 classes
   ic_resnet8         Image classification: ResNet-8 (16/32/64), 32x32x3, 10 classes
   ad_autoencoder     Anomaly detection: FC autoencoder 640-128x4-8-128x4-640
+
+and one more for the speed benchmark (bench/speed.py), kept out of BUILDERS so bench/memory.py does not repeat it:
+
+  mobilenet_v2_035   MobileNetV2 width 0.35 at 144x144x3 (MCUNet's input size), 10 classes: Keras's builder with
+                     inverted residual blocks, the architecture of tests/test_mobilenet.py and of the MobileNetV2
+                     rows of bench/memory.py and bench/int8_models.py
 """
 import numpy as np
 
@@ -53,14 +59,19 @@ def ad_autoencoder(keras):
     return keras.Model(x, L.Dense(640)(h), name="ad_autoencoder")
 
 
-BUILDERS = {f.__name__: f for f in (vww_mobilenet_v1, kws_ds_cnn, ic_resnet8, ad_autoencoder)}
+def mobilenet_v2_035(keras):
+    return keras.applications.MobileNetV2(input_shape=(144, 144, 3), alpha=0.35, weights=None, classes=10)
+
+
+BUILDERS = {f.__name__: f for f in (vww_mobilenet_v1, kws_ds_cnn, ic_resnet8, ad_autoencoder)}   # MLPerf Tiny
+EXTRA_BUILDERS = {f.__name__: f for f in (mobilenet_v2_035,)}
 
 
 def build(name: str, seed: int = 0):
     """The model with random weights and batch-norm statistics measured on random inputs."""
     keras = import_keras()
     keras.utils.set_random_seed(seed)
-    model = BUILDERS[name](keras)
+    model = {**BUILDERS, **EXTRA_BUILDERS}[name](keras)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

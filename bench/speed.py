@@ -1,0 +1,531 @@
+"""Speed benchmark (`make bench`): instructions per inference of the MLPerf Tiny models (and MobileNetV2-0.35) on
+each Cortex-M core under QEMU, against TFLite Micro + CMSIS-NN; writes bench/RESULTS.md.
+
+For each model: build it (bench/mlperf_tiny.py, random weights), convert it to a fully-int8 TFLite model (seeded
+representative dataset, tests/int8_zoo.py), compile it with tinyc (fast kernels), then on each core's board run
+the emulation images (instructions per inference, per layer) and build the board image (flash, and the model's
+code per kernel from the ELF symbol table). The host build and the TFLite reference run once per model; every
+emulated output is compared with both (int8: byte for byte). On the M4 the plain-C reference kernels run too,
+to show what the fast kernels gain.
+
+Instruction counts are QEMU -icount counts (one guest instruction per ns of virtual time), not cycles.
+
+Usage: python bench/speed.py [--models vww,kws,resnet8,ad,mbv2] [--cores m0+,m4,m7,m33] [--quick] [--jobs N]
+                             [--out bench/RESULTS.md] [--json FILE] [--keep DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")   # Keras, per probe model
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for _p in (ROOT / "tests", HERE, ROOT):     # ROOT last, so first: the tinyc of this checkout is the one measured
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+# core -> (board, label); one board per core.
+CORES = {
+    "m0+": ("pico", "Cortex-M0+"),
+    "m4": ("nucleo-f412zg", "Cortex-M4"),
+    "m7": ("stm32f746g-disco", "Cortex-M7"),
+    "m33": ("pico2", "Cortex-M33"),
+}
+# A board with the same core (and QEMU machine) for a model whose arena does not fit the core's board: MobileNetV2's
+# 249 KB arena is more than the F746's largest SRAM region (240 KB).
+FALLBACK_BOARDS = {"m7": ["nucleo-h743zi"]}
+# model -> (bench/mlperf_tiny.py builder, label)
+MODELS = {
+    "vww": ("vww_mobilenet_v1", "VWW, MobileNetV1-0.25 @96x96"),
+    "kws": ("kws_ds_cnn", "KWS, DS-CNN"),
+    "resnet8": ("ic_resnet8", "IC, ResNet-8"),
+    "ad": ("ad_autoencoder", "AD, FC autoencoder"),
+    "mbv2": ("mobilenet_v2_035", "MobileNetV2-0.35 @144x144"),
+}
+# TFLite Micro + CMSIS-NN, instructions per inference counted the same way (QEMU -icount). The M33 has no figure
+# of its own: it is compared with the M4's. MobileNetV2 has none.
+TFLM = {
+    "vww": {"m7": 24.03e6, "m4": 24.10e6, "m0+": 86.9e6},
+    "kws": {"m7": 7.65e6, "m4": 7.70e6, "m0+": 29.0e6},
+    "resnet8": {"m7": 30.03e6, "m4": 29.86e6, "m0+": 97.6e6},
+    "ad": {"m7": 0.583e6, "m4": 0.583e6, "m0+": 1.76e6},
+}
+TFLM_COLUMN = {"m33": "m4"}
+GOAL = {"m0+": 0.7, "m4": 0.5, "m7": 0.5, "m33": 0.5}     # ours / TFLM at most
+REFERENCE_CORE = "m4"     # where the plain-C reference kernels run too
+SEED = 0
+
+
+def tflm_figure(model: str, core: str) -> float | None:
+    return TFLM.get(model, {}).get(TFLM_COLUMN.get(core, core))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the steps
+
+def convert(model: str, directory: Path) -> str:
+    """The model as a fully-int8 TFLite file (int8 input and output; representative data seeded)."""
+    import int8_zoo
+    import mlperf_tiny
+    return int8_zoo.to_int8_tflite(mlperf_tiny.build(MODELS[model][0], seed=SEED), directory / f"{model}.tflite")
+
+
+@dataclass
+class Prepared:
+    model: str
+    path: str
+    fast: object            # tinyc Compiled, kernels="fast"
+    reference: object       # kernels="reference", or None
+    samples: list           # one input sample per model input
+    host: list              # per output [1, ...]: the host build of the fast library (None: not checked)
+    refs: list              # per output [1, ...]: TFLite's reference kernels
+
+
+def prepare(model: str, path: str, with_reference: bool, host_check: bool = True) -> Prepared:
+    """Compile (fast, and plain-C reference kernels if asked), pick the input, and compute the outputs the
+    emulated runs must give: the host build's (unless not `host_check`: it is the slow part, a gcc build with
+    sanitizers) and the reference runtime's, once for all cores."""
+    from tinyc.compiler import codegen_options, compile_model
+    from tinyc.firmware.project import sample_inputs
+    from tinyc.verify import reference_outputs, run_generated
+    fast = compile_model(path, model, options=codegen_options(kernels="fast"))
+    ref = compile_model(path, model, options=codegen_options(kernels="reference")) if with_reference else None
+    samples = sample_inputs(fast, None, SEED)
+    batch = [s[None] for s in samples]
+    host = run_generated(fast, batch) if host_check else None
+    with tempfile.TemporaryDirectory(prefix="tinyc-bench-") as tmp:
+        refs, _ = reference_outputs(fast, path, batch, "nchw", Path(tmp))
+    return Prepared(model, path, fast, ref, samples, host, refs)
+
+
+def _outputs_match(compiled, emulated, host, refs) -> bool:
+    """As `tinyc run --emulate`: each output equals the host build's (int8: bit for bit; when it was run) and
+    the reference's."""
+    import numpy as np
+
+    from tinyc.verify import compare, lsb_tolerance
+    ok = True
+    for k, (name, emu) in enumerate(zip(compiled.plan.graph.outputs, emulated)):
+        if host is None:
+            same_host = True
+        elif emu.dtype == np.int8:
+            same_host = bool(np.array_equal(emu[None], host[k]))
+        else:
+            same_host = compare(emu[None], host[k])["ok"]
+        ok = ok and same_host and compare(emu[None], refs[k], lsb_tolerance(compiled, name))["ok"]
+    return ok
+
+
+def model_functions(elf_path, source_name: str, prefix: str) -> dict:
+    """{function: bytes} of the model's functions in a linked ELF, from its symbol table: the local functions of
+    the model's C file (its STT_FILE symbol, e.g. 'kws.c', precedes them) and the global `<prefix>_*` ones."""
+    from elftools.elf.elffile import ELFFile
+    out = {}
+    with open(elf_path, "rb") as fh:
+        symtab = ELFFile(fh).get_section_by_name(".symtab")
+        current = None
+        for sym in symtab.iter_symbols():
+            kind, bind = sym["st_info"]["type"], sym["st_info"]["bind"]
+            if kind == "STT_FILE":
+                current = sym.name
+            elif kind == "STT_FUNC" and sym["st_size"]:
+                if (bind == "STB_LOCAL" and current == source_name) or \
+                        (bind != "STB_LOCAL" and sym.name.startswith(prefix + "_")):
+                    out[sym.name] = out.get(sym.name, 0) + sym["st_size"]
+    return out
+
+
+def code_by_layer(functions: dict, prefix: str, layers) -> tuple[dict, int]:
+    """({layer index: code bytes}, bytes of the other model functions: run loop, API, shared helpers). A layer
+    function is `<prefix>_l<index>_<op>`, maybe cloned by gcc (`.constprop.0`, `.part.0`, ...); one that gcc
+    inlined into the run loop has no symbol of its own (it is then not in the dict, its code counts as other)."""
+    per, used = {}, set()
+    for info in layers:
+        if info["alias"] or not info.get("kernel"):
+            continue
+        fn = f"{prefix}_l{info['index']}_{info['op'].lower()}"
+        names = [n for n in functions if n == fn or n.startswith(fn + ".")]
+        if names:
+            per[info["index"]] = sum(functions[n] for n in names)
+            used.update(names)
+    return per, sum(v for n, v in functions.items() if n not in used)
+
+
+def run_core(prep: Prepared, core: str, work_dir: Path, kernels: str = "fast") -> dict:
+    """One model on one core: emulated instructions (per layer with the fast kernels), outputs checked, board
+    image built for flash and code sizes."""
+    from tinyc.boards import load_board
+    from tinyc.compiler import write_library
+    from tinyc.errors import TinycError
+    from tinyc.firmware.build import build_firmware
+    from tinyc.firmware.emulate import emulate
+    from tinyc.firmware.project import check_firmware_fits, write_firmware
+    start = time.time()
+    compiled = prep.fast if kernels == "fast" else prep.reference
+    lib = compiled.library
+    row = dict(model=prep.model, core=core, kernels=kernels, macs=lib.macs, weight_bytes=lib.weight_bytes,
+               arena_bytes=lib.arena_bytes)
+    out = work_dir / f"{prep.model}-{core.replace('+', 'p')}-{kernels}"
+    profile = kernels == "fast"
+    try:
+        board, misfit = None, None
+        for name in [CORES[core][0], *FALLBACK_BOARDS.get(core, [])]:
+            try:
+                check_firmware_fits(compiled, load_board(name))
+            except TinycError as e:
+                misfit = misfit or str(e)
+                continue
+            board = load_board(name)
+            break
+        if board is None:
+            raise TinycError(misfit)
+        row["board"] = board.name
+        if board.name != CORES[core][0]:
+            row["instead_of"] = dict(board=CORES[core][0], reason=misfit)
+        write_library(lib, str(out), force=True)
+        write_firmware(compiled, board, str(out), prep.samples)
+        res = emulate(compiled, board, out, profile)
+    except TinycError as e:
+        row.update(error=str(e), seconds=round(time.time() - start, 1))
+        return row
+    row.update(instructions=res["instructions"], instructions_per_mac=res["instructions_per_mac"],
+               reps=res["reps"], outputs_match=_outputs_match(compiled, res["outputs"], prep.host, prep.refs))
+    if profile:
+        kernel_of = {info["index"]: info["kernel"] for info in lib.layers}
+        row["layers"] = [dict(index=r["index"], op=r["op"], kernel=kernel_of.get(r["index"]) or "-", macs=r["macs"],
+                              instructions=r["instructions"]) for r in res["layers"]]
+        row["profiled_instructions"] = res["profiled_instructions"]
+        size = build_firmware(out)
+        fw_build = out / "firmware" / "build"
+        functions = model_functions(fw_build / "firmware.elf", f"{lib.prefix}.c", lib.prefix)
+        per_layer, other = code_by_layer(functions, lib.prefix, lib.layers)
+        code_by_kernel, inlined = {}, []
+        for info in lib.layers:
+            if info["alias"] or not info.get("kernel"):
+                continue
+            if info["index"] in per_layer:
+                code_by_kernel[info["kernel"]] = code_by_kernel.get(info["kernel"], 0) + per_layer[info["index"]]
+            else:
+                inlined.append(info["index"])
+        row.update(flash_bytes=size["flash_bytes"], text_bytes=size["text_bytes"], data_bytes=size["data_bytes"],
+                   code_bytes=sum(functions.values()), code_by_kernel=code_by_kernel, code_other_bytes=other,
+                   inlined_layers=inlined)
+    row["seconds"] = round(time.time() - start, 1)
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the pipeline
+
+def benchmark(models, cores, work_dir, reference_core: str | None = REFERENCE_CORE, jobs: int = 2,
+              log=lambda msg: None, host_check: bool = True) -> dict:
+    """Run the benchmark; returns {'models': {model: facts}, 'runs': [one dict per (model, core, kernels)]}.
+    Conversion (TensorFlow) runs model after model in a process of its own (in this thread when jobs == 1);
+    compiling, the reference outputs and the emulated runs of the models already converted go on meanwhile in
+    `jobs` worker threads (their work is mostly in gcc, make and QEMU subprocesses)."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with_reference = reference_core is not None and reference_core in cores
+    runs, facts, futures, lock = [], {}, [], threading.Lock()
+    t0 = time.time()
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        def submit(fn, *args):
+            f = pool.submit(fn, *args)
+            with lock:
+                futures.append(f)
+
+        def one_run(prep, core, kernels):
+            try:
+                row = run_core(prep, core, work_dir, kernels)
+            except Exception as e:     # a broken run is a row of the report, not the end of the benchmark
+                row = dict(model=prep.model, core=core, kernels=kernels, error=f"{type(e).__name__}: {e}",
+                           seconds=0)
+            with lock:
+                runs.append(row)
+            what = f"{row['instructions']:,} instructions" if "instructions" in row else f"error: {row['error']}"
+            log(f"[{time.time() - t0:6.1f}s] {prep.model} on {core} ({kernels}): {what} ({row['seconds']} s)")
+
+        def prepare_and_submit(model, path):
+            start = time.time()
+            try:
+                prep = prepare(model, path, with_reference, host_check)
+            except Exception as e:     # e.g. the compiler refuses the model: every run of it is an error row
+                error = f"{type(e).__name__}: {e}"
+                log(f"[{time.time() - t0:6.1f}s] {model}: {error}")
+                with lock:
+                    facts[model] = dict(label=MODELS[model][1], error=error)
+                    runs.extend(dict(model=model, core=c, kernels=k, error=error, seconds=0)
+                                for c, k in [(c, "fast") for c in cores]
+                                + ([(reference_core, "reference")] if with_reference else []))
+                return
+            lib = prep.fast.library
+            with lock:
+                facts[model] = dict(label=MODELS[model][1], macs=lib.macs, weight_bytes=lib.weight_bytes,
+                                    arena_bytes=lib.arena_bytes,
+                                    layers=sum(1 for info in lib.layers if not info["alias"]))
+            log(f"[{time.time() - t0:6.1f}s] {model}: compiled, host and reference outputs "
+                f"({time.time() - start:.1f} s)")
+            for core in cores:       # submitted before this task ends, so the waiting loop below sees them
+                submit(one_run, prep, core, "fast")
+            if with_reference:
+                submit(one_run, prep, reference_core, "reference")
+
+        with contextlib.ExitStack() as stack:
+            if jobs > 1:     # TensorFlow in a process of its own: no GIL shared with the worker threads
+                converter = stack.enter_context(ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")))
+                pending = {m: converter.submit(convert, m, work_dir) for m in models}
+                converted = lambda m: pending[m].result()  # noqa: E731
+            else:
+                converted = lambda m: convert(m, work_dir)  # noqa: E731
+            for model in models:
+                try:
+                    path = converted(model)
+                except Exception as e:
+                    error = f"{type(e).__name__}: {e}"
+                    log(f"[{time.time() - t0:6.1f}s] {model}: conversion failed: {error}")
+                    with lock:
+                        facts[model] = dict(label=MODELS[model][1], error=error)
+                        runs.extend(dict(model=model, core=c, kernels="fast", error=error, seconds=0) for c in cores)
+                    continue
+                log(f"[{time.time() - t0:6.1f}s] {model}: converted to int8 TFLite")
+                submit(prepare_and_submit, model, path)
+        while True:
+            with lock:
+                pending = [f for f in futures if not f.done()]
+            if not pending:
+                break
+            wait(pending)
+        for f in futures:
+            f.result()       # re-raise a worker's exception
+    order = {m: i for i, m in enumerate(models)}
+    corder = {c: i for i, c in enumerate(CORES)}
+    runs.sort(key=lambda r: (order[r["model"]], r["kernels"] != "fast", corder[r["core"]]))
+    return dict(models={m: facts[m] for m in models if m in facts}, cores=list(cores), runs=runs,
+                seconds=round(time.time() - t0, 1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the report
+
+def git_state() -> str:
+    def git(*args):
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout
+    head = git("rev-parse", "--short=12", "HEAD").strip() or "unknown"
+    dirty = [ln[3:] for ln in git("status", "--porcelain", "--", "tinyc", "templates", "runtime_c").splitlines()
+             if ln.strip()]
+    if dirty:
+        return f"`{head}` plus uncommitted changes in {', '.join(f'`{p}`' for p in dirty)}"
+    return f"`{head}`"
+
+
+def _n(x) -> str:
+    return f"{x:,}"
+
+
+def _m(x) -> str:
+    return f"{x / 1e6:.3f} M" if x < 10e6 else f"{x / 1e6:.2f} M"
+
+
+def _per(ins, macs) -> str:
+    return f"{ins / macs:.2f}" if macs else "-"
+
+
+def group_layers(layers, key: str) -> dict:
+    """{kernel or op: dict(layers, macs, instructions)} in order of first appearance."""
+    out = {}
+    for r in layers:
+        g = out.setdefault(r[key], dict(layers=0, macs=0, instructions=0))
+        g["layers"] += 1
+        g["macs"] += r["macs"]
+        g["instructions"] += r["instructions"]
+    return out
+
+
+def render(result: dict, command: str = "make bench") -> str:
+    models, cores = result["models"], result["cores"]
+    fast = {(r["model"], r["core"]): r for r in result["runs"] if r["kernels"] == "fast"}
+    plain = {(r["model"], r["core"]): r for r in result["runs"] if r["kernels"] == "reference"}
+    label = {c: CORES[c][1] for c in CORES}
+    L = ["# tinyc speed benchmark", "",
+         f"Generated by `{command}` (bench/speed.py); every run overwrites this file. tinyc commit {git_state()}.",
+         "",
+         "Instruction counts are QEMU `-icount` instruction counts (one guest instruction per ns of virtual time, "
+         "read through SysTick; `tinyc run --emulate`), **not cycles**: flash wait states, the Picos' XIP cache "
+         "misses and the M7's dual issue are not modelled.", "",
+         "Models: the MLPerf Tiny reference architectures and MobileNetV2-0.35 @144x144 with random weights "
+         "(bench/mlperf_tiny.py), converted to fully-int8 TFLite by TFLiteConverter (seeded representative "
+         "dataset, int8 input and output), compiled by tinyc with its fast kernels (`kernels=\"fast\"`, the "
+         "default), run on one seeded random input. Boards: " + ", ".join(
+             f"{label[c]} = {CORES[c][0]}" for c in cores) + ". \"outputs\": the emulated outputs equal the host "
+         "build's and TFLite's reference kernels', byte for byte.", "",
+         "TFLM: TFLite Micro with CMSIS-NN, instructions per inference counted the same way; the M33 is compared "
+         "with the M4 figure (there is no M33 one); MobileNetV2 has no reference figure. Goal: ours / TFLM "
+         + ", ".join(f"<= {GOAL[c]} on {label[c]}" for c in CORES) + ".", ""]
+    if any(plain.values()):
+        L += [f"\"plain C\": the same model with tinyc's plain-C reference kernels (`kernels=\"reference\"`) on "
+              f"the {label[REFERENCE_CORE]}; speed-up = plain C / fast.", ""]
+
+    # main table
+    L += ["## Instructions per inference", "",
+          "| model | MACs | core | instructions | per MAC | TFLM | ours / TFLM | goal | met | outputs "
+          "| plain C (M4) | speed-up |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    passed = failed = 0
+    notes = []
+    for m, f in models.items():
+        for c in cores:
+            r = fast.get((m, c))
+            if r is None:
+                continue
+            macs = _n(f["macs"]) if "macs" in f else "-"
+            head = f"| {f['label']} | {macs} | {label[c]} |"
+            if "error" in r:
+                L.append(head + f" not run: {r['error'][:160]} |" + " |" * 8)
+                continue
+            tflm = tflm_figure(m, c)
+            ratio = r["instructions"] / tflm if tflm else None
+            met = "-" if ratio is None else ("yes" if ratio <= GOAL[c] else "**no**")
+            if ratio is not None:
+                passed, failed = passed + (ratio <= GOAL[c]), failed + (ratio > GOAL[c])
+            p = plain.get((m, c))
+            pc = sp = "-"
+            if p is not None and "instructions" in p:
+                pc = _n(p["instructions"]) + ("" if p["outputs_match"] else " (outputs MISMATCH)")
+                sp = f"{p['instructions'] / r['instructions']:.2f}x"
+            if "instead_of" in r:
+                head = f"| {f['label']} | {macs} | {label[c]} (on {r['board']}) |"
+                notes.append(f"{f['label']} on the {label[c]} ran on {r['board']} (same core and QEMU machine): "
+                             f"{r['instead_of']['reason']}")
+            L.append(head + f" {_n(r['instructions'])} | {_per(r['instructions'], r['macs'])} | "
+                     f"{_m(tflm) if tflm else '-'} | {f'{ratio:.2f}' if ratio else '-'} | "
+                     f"{f'<= {GOAL[c]}' if ratio else '-'} | {met} | "
+                     f"{'yes' if r['outputs_match'] else '**MISMATCH**'} | {pc} | {sp} |")
+    L += [""] + [f"- {n}" for n in notes] + ([""] if notes else [])
+    L += [f"Goals met: {passed} of {passed + failed}.", ""]
+
+    # per layer kind
+    L += ["## Instructions per layer kind", "",
+          "Per-layer counts come from a second image with profiling hooks between layers (their own cost "
+          "subtracted); \"per MAC\" is instructions / MACs of the group. Grouped by the kernel each layer uses "
+          "(`Library.layers[...]['kernel']`), then by op.", ""]
+    for m, f in models.items():
+        rows = [(c, fast[(m, c)]) for c in cores if "layers" in fast.get((m, c), {})]
+        if not rows:
+            continue
+        L += [f"### {f['label']} ({_n(f['macs'])} MACs, {f['layers']} layers)", ""]
+        for key, title in (("kernel", "kernel"), ("op", "op")):
+            groups = {c: group_layers(r["layers"], key) for c, r in rows}
+            names = list(groups[rows[0][0]])
+            L.append(f"| {title} | layers | MACs | " + " | ".join(
+                f"{label[c]}: instructions (%, per MAC)" for c, _ in rows) + " |")
+            L.append("|---|---|---|" + "---|" * len(rows))
+            for name in names:
+                g0 = groups[rows[0][0]][name]
+                cells = []
+                for c, r in rows:
+                    g = groups[c][name]
+                    share = 100 * g["instructions"] / max(r["profiled_instructions"], 1)
+                    cells.append(f"{_n(g['instructions'])} ({share:.1f}%, {_per(g['instructions'], g['macs'])})")
+                L.append(f"| `{name}` | {g0['layers']} | {_n(g0['macs'])} | " + " | ".join(cells) + " |")
+            L.append("")
+
+    # code size per kernel
+    L += ["## Code size per kernel", "",
+          "Bytes of the model's functions in the board image (-O2), from the ELF symbol table: the layer "
+          "functions `<model>_l<index>_<op>` (with gcc's clones) summed per kernel; \"other\" is the rest of the "
+          "model's code (run loop, API, shared helpers, and any layer function gcc inlined into the run loop).", ""]
+    code_rows = [(m, c) for m in models for c in cores if "code_by_kernel" in fast.get((m, c), {})]
+    if code_rows:
+        cs = [c for c in cores if any(cc == c for _, cc in code_rows)]
+        L += ["| model | kernel | layers | " + " | ".join(label[c] for c in cs) + " |",
+              "|---|---|---|" + "---|" * len(cs)]
+        for m, f in models.items():
+            have = [c for c in cs if (m, c) in code_rows]
+            if not have:
+                continue
+            first = fast[(m, have[0])]
+            counts = group_layers(first["layers"], "kernel")
+            kernels = list(counts)
+            for k in kernels:
+                cells = [_n(fast[(m, c)]["code_by_kernel"].get(k, 0)) if (m, c) in code_rows else "-" for c in cs]
+                L.append(f"| {f['label']} | `{k}` | {counts[k]['layers']} | " + " | ".join(cells) + " |")
+            cells = []
+            for c in cs:
+                r = fast.get((m, c), {})
+                inl = f" ({len(r['inlined_layers'])} layers inlined)" if r.get("inlined_layers") else ""
+                cells.append(_n(r["code_other_bytes"]) + inl if (m, c) in code_rows else "-")
+            L.append(f"| {f['label']} | other | | " + " | ".join(cells) + " |")
+            L.append(f"| {f['label']} | **all model code** | {f['layers']} | " + " | ".join(
+                f"**{_n(fast[(m, c)]['code_bytes'])}**" if (m, c) in code_rows else "-" for c in cs) + " |")
+        L.append("")
+
+    # flash and arena
+    L += ["## Flash and arena", "",
+          "Model code: the model's functions as above; weights: `Library.weight_bytes` (the constants the "
+          "kernels use); firmware flash: text + data of the whole board image (the model, the sample input "
+          "baked into main.c, startup, console, libgcc helpers); arena: all activations incl. inputs and outputs and kernel scratch (`Library.arena_bytes`).",
+          "",
+          "| model | core (board) | model code | weights | model code + weights | firmware flash | arena |",
+          "|---|---|---|---|---|---|---|"]
+    for m, f in models.items():
+        for c in cores:
+            r = fast.get((m, c), {})
+            if "code_bytes" not in r:
+                continue
+            L.append(f"| {f['label']} | {label[c]} ({r['board']}) | {_n(r['code_bytes'])} | {_n(f['weight_bytes'])} | "
+                     f"{_n(r['code_bytes'] + f['weight_bytes'])} | {_n(r['flash_bytes'])} | "
+                     f"{_n(f['arena_bytes'])} |")
+    L += ["", f"Wall time of this run: {result['seconds']:.0f} s.", ""]
+    return "\n".join(L)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    ap.add_argument("--cores", default=",".join(CORES), help=f"comma-separated, of {', '.join(CORES)}")
+    ap.add_argument("--quick", action="store_true", help="only the M4 (development)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="worker threads (default: CPUs)")
+    ap.add_argument("--out", default=str(HERE / "RESULTS.md"), help="the Markdown report (default bench/RESULTS.md)")
+    ap.add_argument("--json", help="also write the raw results as JSON")
+    ap.add_argument("--keep", help="keep the models, libraries and firmware projects in this directory")
+    a = ap.parse_args(argv)
+    models = [m for m in a.models.split(",") if m]
+    cores = ["m4"] if a.quick else [c for c in a.cores.split(",") if c]
+    bad = [m for m in models if m not in MODELS] + [c for c in cores if c not in CORES]
+    if bad:
+        ap.error(f"unknown model or core: {', '.join(bad)}")
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    with tempfile.TemporaryDirectory(prefix="tinyc-bench-") as tmp:
+        result = benchmark(models, cores, Path(a.keep) if a.keep else Path(tmp), REFERENCE_CORE, a.jobs, log)
+    args = [x for x in (argv if argv is not None else sys.argv[1:])]
+    command = "make bench" if not args else "python bench/speed.py " + " ".join(args)
+    text = render(result, command)
+    Path(a.out).write_text(text)
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=1))
+    print(text.split("## Instructions per layer kind")[0])
+    print(f"wrote {a.out} ({result['seconds']:.0f} s)")
+    broken = [r for r in result["runs"] if "error" in r or not r.get("outputs_match")]
+    for r in broken:
+        print(f"{r['model']} on {r['core']} ({r['kernels']}): {r.get('error') or 'outputs do not match'}",
+              file=sys.stderr)
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

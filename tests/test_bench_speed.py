@@ -1,0 +1,51 @@
+"""The speed benchmark (bench/speed.py, `make bench`) on its smallest model and one core, so that it cannot rot
+silently: the result has every figure the report needs, the emulated outputs match, and the report renders.
+Correctness only: no instruction count is asserted against a goal here."""
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _speed():
+    spec = importlib.util.spec_from_file_location("bench_speed", BENCH / "speed.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module      # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_speed_benchmark_ad_autoencoder_on_m4(tmp_path):
+    speed = _speed()
+    # outputs checked against TFLite's reference kernels only: the host build (gcc with sanitizers) is the slow
+    # part, and `tinyc run --emulate`'s tests cover it
+    result = speed.benchmark(["ad"], ["m4"], tmp_path, reference_core=None, jobs=1, host_check=False)
+    assert set(result["models"]) == {"ad"}
+    facts = result["models"]["ad"]
+    assert facts["macs"] == 264_192          # 640-128x4-8-128x4-640
+    assert facts["weight_bytes"] > 0 and facts["arena_bytes"] > 0
+    assert len(result["runs"]) == 1
+    run = result["runs"][0]
+    assert "error" not in run, run.get("error")
+    assert (run["model"], run["core"], run["kernels"], run["board"]) == ("ad", "m4", "fast", "nucleo-f412zg")
+    assert run["outputs_match"]
+    assert run["instructions"] > 0
+    assert run["instructions_per_mac"] == round(run["instructions"] / run["macs"], 3)
+    # per layer: every Dense layer profiled, with its kernel; the layers add up to about the total
+    assert [r["op"] for r in run["layers"]] == ["Dense"] * 10
+    assert all(r["kernel"] != "-" and r["instructions"] > 0 for r in run["layers"])
+    assert abs(run["profiled_instructions"] - run["instructions"]) <= 0.01 * run["instructions"]
+    groups = speed.group_layers(run["layers"], "kernel")
+    assert sum(g["macs"] for g in groups.values()) == facts["macs"]
+    # code per kernel: only kernels the layers use, together with the rest making up the model's code
+    assert run["code_by_kernel"] and set(run["code_by_kernel"]) <= set(groups)
+    assert all(v > 0 for v in run["code_by_kernel"].values())
+    assert sum(run["code_by_kernel"].values()) + run["code_other_bytes"] == run["code_bytes"]
+    assert run["flash_bytes"] >= run["code_bytes"] + facts["weight_bytes"]
+    text = speed.render(result, "make bench")
+    for heading in ("## Instructions per inference", "## Instructions per layer kind", "## Code size per kernel",
+                    "## Flash and arena"):
+        assert heading in text
+    assert "| AD, FC autoencoder | 264,192 | Cortex-M4 |" in text
+    assert "not cycles" in text
