@@ -478,7 +478,8 @@ def render(result: dict, command: str = "make bench") -> str:
     L += ["## Flash and arena", "",
           "Model code: the model's functions as above; weights: `Library.weight_bytes` (the constants the "
           "kernels use); firmware flash: text + data of the whole board image (the model, the sample input "
-          "baked into main.c, startup, console, libgcc helpers); arena: all activations incl. inputs and outputs and kernel scratch (`Library.arena_bytes`).",
+          "baked into main.c, startup, console, libgcc helpers); arena: all activations incl. inputs and outputs "
+          "and kernel scratch (`Library.arena_bytes`).",
           "",
           "| model | core (board) | model code | weights | model code + weights | firmware flash | arena |",
           "|---|---|---|---|---|---|---|"]
