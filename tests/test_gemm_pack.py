@@ -166,3 +166,14 @@ def test_folded_bias_and_bounds():
     assert gemm_pack.acc_bound(w, None, -3) == 130 * 10
     assert gemm_pack.fast_mbqm([-1, -7], 1 << 29) and not gemm_pack.fast_mbqm([0], 10)
     assert not gemm_pack.fast_mbqm([-3], 1 << 30)
+
+
+def test_pair_layout_keeps_each_pairs_words_together():
+    w = (np.arange(5 * 8).reshape(5, 8) % 50 - 25).astype(np.int8)
+    p = gemm_pack.pack(w, "pair")
+    assert p.quads == 0 and p.pairs == 2 and p.odd_single and not p.odd_pair
+    h = lambda a, b, k: int(w[a, k]) + 256 * int(w[b, k])   # noqa: E731
+    assert list(p.packed[:8]) == [h(0, 1, 0), h(0, 1, 2), h(0, 1, 1), h(0, 1, 3),
+                                  h(0, 1, 4), h(0, 1, 6), h(0, 1, 5), h(0, 1, 7)]
+    assert list(p.packed[8:12]) == [h(2, 3, 0), h(2, 3, 2), h(2, 3, 1), h(2, 3, 3)]
+    assert list(p.single) == list(w[4])

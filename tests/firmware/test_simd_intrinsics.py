@@ -34,6 +34,7 @@ static const uint32_t edges[8] = {0u, 0xFFFFFFFFu, 0x80808080u, 0x7F7F7F7Fu, 0x8
                                   0x00010001u, 0x01800180u};
 static int16_t packed[16] __attribute__((aligned(4)));
 static int8_t inputs[8];
+static uint32_t expanded[8] __attribute__((aligned(4)));
 int main(void) {
 #ifdef TINYC_EMULATION
   tinyc_console_init();
@@ -69,6 +70,17 @@ int main(void) {
     emit("quad+pair ax0", ax0); emit("quad+pair ay0", (uint32_t)ay0);
     emit("quad+pair ax1", ax1); emit("quad+pair ay1", (uint32_t)ay1);
     emit("pointers", (uint32_t)((a - inputs) * 100 + (wp - packed)));
+    for (int i = 0; i < 8; ++i) expanded[i] = next();
+    const uint32_t *ep = expanded;
+    wp = packed;
+#if defined(__ARM_FEATURE_DSP)
+    TINYC_GEMM_2PX_ASM(TINYC_GEMM_2PX_STEP TINYC_GEMM_2PX_STEP, ax0, ay0, ax1, ay1, ep, wp);
+#else
+    TINYC_GEMM_2PX(ax0, ay0, ax1, ay1, ep, wp);
+    TINYC_GEMM_2PX(ax0, ay0, ax1, ay1, ep, wp);
+#endif
+    emit("2px axa", ax0); emit("2px aya", (uint32_t)ay0); emit("2px axb", ax1); emit("2px ayb", (uint32_t)ay1);
+    emit("2px pointers", (uint32_t)((ep - expanded) * 100 + (wp - packed)));
   }
   return 0;
 }
@@ -92,7 +104,7 @@ def test_dsp_instructions_equal_their_c_twins(tmp_path, host_lines, board):
     code, text = run_qemu(machine, elf, timeout=60)
     assert code == 0, text
     lines = [ln for ln in text.splitlines() if ln and ln.split()[0] in {h.split()[0] for h in host_lines}]
-    assert len(host_lines) == 72 * 13 + 8 * 5 and lines == host_lines
+    assert len(host_lines) == 72 * 13 + 8 * 10 and lines == host_lines
 
 
 def test_arm_build_uses_the_dsp_instructions(tmp_path):
