@@ -196,21 +196,21 @@ static inline uint32_t tinyc_sadd16(uint32_t a, uint32_t b) {
 
 /* `steps`: TINYC_GEMM_QUAD_STEP repeated (a string literal); scratch registers x_, p_, w0_, w1_ are declared
  * inside */
-#define TINYC_GEMM_QUAD_ASM(steps, ax0, ay0, ax1, ay1, a, wp)                                                \
+#define TINYC_GEMM_QUAD_ASM(steps, AX0, AY0, AX1, AY1, A, WP)                                                \
   do {                                                                                                       \
     uint32_t x_, p_, w0_, w1_;                                                                               \
     __asm__(steps                                                                                            \
-            : [ax0] "+r"(ax0), [ay0] "+r"(ay0), [ax1] "+r"(ax1), [ay1] "+r"(ay1), [ap] "+r"(a), [wq] "+r"(wp), \
+            : [ax0] "+r"(AX0), [ay0] "+r"(AY0), [ax1] "+r"(AX1), [ay1] "+r"(AY1), [ap] "+r"(A), [wq] "+r"(WP), \
               [x] "=&r"(x_), [p] "=&r"(p_), [w0] "=&r"(w0_), [w1] "=&r"(w1_)                                  \
             :                                                                                                \
             : "memory");                                                                                     \
   } while (0)
 
-#define TINYC_GEMM_PAIR_ASM_BLOCK(steps, ax0, ay0, a, wp)                                                    \
+#define TINYC_GEMM_PAIR_ASM_BLOCK(steps, AX0, AY0, A, WP)                                                    \
   do {                                                                                                       \
     uint32_t x_, p_, w0_, w1_;                                                                               \
     __asm__(steps                                                                                            \
-            : [ax0] "+r"(ax0), [ay0] "+r"(ay0), [ap] "+r"(a), [wq] "+r"(wp),                                 \
+            : [ax0] "+r"(AX0), [ay0] "+r"(AY0), [ap] "+r"(A), [wq] "+r"(WP),                                 \
               [x] "=&r"(x_), [p] "=&r"(p_), [w0] "=&r"(w0_), [w1] "=&r"(w1_)                                  \
             :                                                                                                \
             : "memory");                                                                                     \
@@ -234,11 +234,11 @@ static inline uint32_t tinyc_sadd16(uint32_t a, uint32_t b) {
   "smlad %[aya], %[qa], %[w1], %[aya]\n\t"                                                                   \
   "smlad %[ayb], %[qb], %[w1], %[ayb]\n\t"
 
-#define TINYC_GEMM_2PX_ASM(steps, axa, aya, axb, ayb, ep, wp)                                                \
+#define TINYC_GEMM_2PX_ASM(steps, AXA, AYA, AXB, AYB, EP, WP)                                                \
   do {                                                                                                       \
     uint32_t pa_, qa_, pb_, qb_, w0_, w1_;                                                                   \
     __asm__(steps                                                                                            \
-            : [axa] "+r"(axa), [aya] "+r"(aya), [axb] "+r"(axb), [ayb] "+r"(ayb), [ep] "+r"(ep), [wq] "+r"(wp), \
+            : [axa] "+r"(AXA), [aya] "+r"(AYA), [axb] "+r"(AXB), [ayb] "+r"(AYB), [ep] "+r"(EP), [wq] "+r"(WP), \
               [pa] "=&r"(pa_), [qa] "=&r"(qa_), [pb] "=&r"(pb_), [qb] "=&r"(qb_), [w0] "=&r"(w0_),             \
               [w1] "=&r"(w1_)                                                                                \
             :                                                                                                \
