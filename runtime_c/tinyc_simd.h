@@ -292,10 +292,21 @@ static inline uint32_t tinyc_sadd16(uint32_t a, uint32_t b) {
   } while (0)
 #endif
 
-/* clamp to [lo, hi] within [-128, 127]: SSAT (the compiler recognizes the pattern on M3 and up), then the
- * activation's tighter bounds, which constant folding removes when they are -128 / 127 */
+/* clamp to [-128, 127]: one SSAT on M3 and up (the compiler does not always find it by itself) */
+static inline int32_t tinyc_ssat8(int32_t v) {
+#if defined(__ARM_FEATURE_SAT)
+  int32_t r;
+  __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(v));
+  return r;
+#else
+  return v < -128 ? -128 : (v > 127 ? 127 : v);
+#endif
+}
+
+/* clamp to [lo, hi] within [-128, 127]: SSAT, then the activation's tighter bounds, which constant folding
+ * removes when they are -128 / 127 */
 static inline int32_t tinyc_clamp8(int32_t v, int32_t lo, int32_t hi) {
-  v = v < -128 ? -128 : (v > 127 ? 127 : v);
+  v = tinyc_ssat8(v);
   if (lo > -128) v = v < lo ? lo : v;
   if (hi < 127) v = v > hi ? hi : v;
   return v;
@@ -368,18 +379,7 @@ static inline int32_t tinyc_requantize_doubled(int32_t acc2, int32_t multiplier,
 #define TINYC_OPAQUE(p) ((void)0)
 #endif
 
-/* v clamped to [-128, 127]: one SSAT where the core has it */
-#if defined(__ARM_FEATURE_SAT)
-static inline int32_t tinyc_ssat8(int32_t v) {
-  int32_t r;
-  __asm__("ssat %0, #8, %1" : "=r"(r) : "r"(v));
-  return r;
-}
-#else
-static inline int32_t tinyc_ssat8(int32_t v) {
-  return v < -128 ? -128 : (v > 127 ? 127 : v);
-}
-#endif
+/* (tinyc_ssat8 is defined above, next to tinyc_clamp8) */
 
 /* -- pooling / elementwise kernel helpers (int8_fast_misc.py) -- */
 #if defined(__ARM_FEATURE_DSP)
