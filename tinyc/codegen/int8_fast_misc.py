@@ -6,9 +6,10 @@ How each stays exact:
   only 256 possible inputs, so the reference formula is evaluated here for all of them, in exact Python integers
   mirroring runtime_c/tinyc_int8.h (`unary_table`), and the kernel is one table load per element. A table that
   is a plain clamp of the input runs as SIMD max/min on DSP cores.
-- Add/Sub: each input's rescale (x - z) * 2^20 -> MultiplyByQuantizedMultiplier depends on that input alone,
-  so for big tensors it is a 256-entry int32 table (`add_sub`); the final rescale and Mul's only one use the
-  cheapest requantization `requant_expr` can prove equal to tinyc_requantize over the accumulator's bound.
+- Add/Sub: each input's rescale (x - z) * 2^20 -> MultiplyByQuantizedMultiplier depends on that input alone:
+  the operand with the larger scale has multiplier 0.5 and is a plain shift, the other is a 256-entry int32
+  table for big tensors (`add_sub`); the final rescale, Mul's and MEAN's use the cheapest requantization
+  `requant_expr` can prove equal to tinyc_requantize over the accumulator's bound.
 - Pools: max via SSUB8/SEL on 4 channels per word; average sums 4 channels per word in 16-bit halves (windows of
   at most 255 cells cannot overflow them) and divides with TFLite's rounding by a reciprocal multiply checked
   here for every sum the window can produce (`avg_reciprocal`).
@@ -24,7 +25,8 @@ from . import int8_kernels
 from .loops import broadcast_strides, row_major_strides, strided_loops
 
 INT8 = range(-128, 128)
-ADD_TABLE_MIN_ELEMENTS = 512    # Add/Sub with at least this many outputs use 1 KB int32 tables per input scale
+ADD_TABLE_MIN_ELEMENTS = 512    # Add/Sub with at least this many outputs look their smaller-scale operand up
+                                # in a 1 KB int32 table (none when both scales are equal)
 UNROLL_TAPS = 64                # pooling windows up to this many cells are unrolled in the interior
 RECIP_SHIFT = 24                # average pooling: tinyc_avg_div's >> 24
 
@@ -185,7 +187,8 @@ def unary(k):
     if clamp is not None:
         lo, hi = clamp
         v.update(lo=lo, hi=hi, lo_word=_word(lo), hi_word=_word(hi),
-                 noop=(lo, hi) == (-128, 127) and same_bytes, variant="clamp")
+                 noop=(lo, hi) == (-128, 127) and same_bytes)
+        v["variant"] = "identity" if v["noop"] else "clamp"
     else:
         v["variant"] = "table"
     # indexed by the input's byte as uint8: u -> table[int8(u) + 128] = table[u ^ 0x80]
