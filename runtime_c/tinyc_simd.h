@@ -245,9 +245,73 @@ static inline uint32_t tinyc_sadd16(uint32_t a, uint32_t b) {
             : "memory");                                                                                     \
   } while (0)
 
+/* One pixel from int16-expanded inputs (`ep`: [x02 x13] per 4 inputs, advanced by 2 words) against two pairs
+ * (QUAD_E, `wp` advanced by 8 int16) or one pair (PAIR_E, by 4): 15 instructions per 16 multiply-accumulates. */
+#define TINYC_GEMM_QUAD_E_STEP                                                                               \
+  "ldrd %[p], %[x], [%[ap]], #8\n\t"                                                                         \
+  "ldrd %[w0], %[w1], [%[wq]], #8\n\t"                                                                       \
+  TINYC_GEMM_PAIR_ASM(ax0, ay0, p, x, w0, w1)                                                                \
+  "ldrd %[w0], %[w1], [%[wq]], #8\n\t"                                                                       \
+  TINYC_GEMM_PAIR_ASM(ax1, ay1, p, x, w0, w1)
+
+#define TINYC_GEMM_PAIR_E_STEP                                                                               \
+  "ldrd %[p], %[x], [%[ap]], #8\n\t"                                                                         \
+  "ldrd %[w0], %[w1], [%[wq]], #8\n\t"                                                                       \
+  TINYC_GEMM_PAIR_ASM(ax0, ay0, p, x, w0, w1)
+
+/* The same with the loop in the asm block too (`iters` > 0 times `steps`), so the compiler does not shuffle
+ * accumulators between registers around each iteration: 2 instructions of loop control per iteration. */
+#define TINYC_GEMM_LOOP_ASM(steps) "1:\n\t" steps "subs %[n], %[n], #1\n\tbne 1b\n\t"
+
+#define TINYC_GEMM_QUAD_LOOP(steps, iters, AX0, AY0, AX1, AY1, A, WP)                                        \
+  do {                                                                                                       \
+    uint32_t x_, p_, w0_, w1_, n_ = (iters);                                                                 \
+    __asm__(TINYC_GEMM_LOOP_ASM(steps)                                                                       \
+            : [ax0] "+r"(AX0), [ay0] "+r"(AY0), [ax1] "+r"(AX1), [ay1] "+r"(AY1), [ap] "+r"(A), [wq] "+r"(WP), \
+              [n] "+r"(n_), [x] "=&r"(x_), [p] "=&r"(p_), [w0] "=&r"(w0_), [w1] "=&r"(w1_)                   \
+            :                                                                                                \
+            : "memory", "cc");                                                                               \
+  } while (0)
+
+#define TINYC_GEMM_PAIR_LOOP(steps, iters, AX0, AY0, A, WP)                                                  \
+  do {                                                                                                       \
+    uint32_t x_, p_, w0_, w1_, n_ = (iters);                                                                 \
+    __asm__(TINYC_GEMM_LOOP_ASM(steps)                                                                       \
+            : [ax0] "+r"(AX0), [ay0] "+r"(AY0), [ap] "+r"(A), [wq] "+r"(WP), [n] "+r"(n_),                   \
+              [x] "=&r"(x_), [p] "=&r"(p_), [w0] "=&r"(w0_), [w1] "=&r"(w1_)                                  \
+            :                                                                                                \
+            : "memory", "cc");                                                                               \
+  } while (0)
+
+#define TINYC_GEMM_2PX_LOOP(steps, iters, AXA, AYA, AXB, AYB, EP, WP)                                        \
+  do {                                                                                                       \
+    uint32_t pa_, qa_, pb_, qb_, w0_, w1_, n_ = (iters);                                                     \
+    __asm__(TINYC_GEMM_LOOP_ASM(steps)                                                                       \
+            : [axa] "+r"(AXA), [aya] "+r"(AYA), [axb] "+r"(AXB), [ayb] "+r"(AYB), [ep] "+r"(EP), [wq] "+r"(WP), \
+              [n] "+r"(n_), [pa] "=&r"(pa_), [qa] "=&r"(qa_), [pb] "=&r"(pb_), [qb] "=&r"(qb_),                \
+              [w0] "=&r"(w0_), [w1] "=&r"(w1_)                                                               \
+            :                                                                                                \
+            : "memory", "cc");                                                                               \
+  } while (0)
+
 #define TINYC_GEMM_QUAD(ax0, ay0, ax1, ay1, a, wp) TINYC_GEMM_QUAD_ASM(TINYC_GEMM_QUAD_STEP, ax0, ay0, ax1, ay1, a, wp)
 #define TINYC_GEMM_PAIR(ax0, ay0, a, wp) TINYC_GEMM_PAIR_ASM_BLOCK(TINYC_GEMM_PAIR_STEP, ax0, ay0, a, wp)
 #else
+#define TINYC_GEMM_QUAD_E(ax0, ay0, ax1, ay1, ep, wp)                                                        \
+  do {                                                                                                       \
+    TINYC_GEMM_PAIR_C(ax0, ay0, (ep)[0], (ep)[1], wp);                                                       \
+    TINYC_GEMM_PAIR_C(ax1, ay1, (ep)[0], (ep)[1], (wp) + 4);                                                 \
+    ep += 2;                                                                                                 \
+    wp += 8;                                                                                                 \
+  } while (0)
+
+#define TINYC_GEMM_PAIR_E(ax0, ay0, ep, wp)                                                                  \
+  do {                                                                                                       \
+    TINYC_GEMM_PAIR_C(ax0, ay0, (ep)[0], (ep)[1], wp);                                                       \
+    ep += 2;                                                                                                 \
+    wp += 4;                                                                                                 \
+  } while (0)
+
 #define TINYC_GEMM_2PX(axa, aya, axb, ayb, ep, wp)                                                           \
   do {                                                                                                       \
     const uint32_t w02_ = tinyc_load32(wp), w13_ = tinyc_load32((wp) + 2);                                   \
@@ -324,15 +388,21 @@ static inline int32_t tinyc_requantize_fast(int32_t acc, int32_t multiplier, int
 /* TFLite 2.21 FULLY_CONNECTED's round(acc * scale) (tinyc_requantize_double), in integers: q = acc * m with
  * m = round(scale * 2^32) < 2^31, so q / 2^32 is acc * scale within the compile-time bound `tie` (in 2^-32
  * units). Outside [half-integer - tie, half-integer + tie] rounding q gives the same integer as the double
- * path; inside, the double path itself decides. */
-static inline int32_t tinyc_requantize_double_fast(int32_t acc, int32_t m, uint32_t tie, double scale) {
+ * path; inside, the double path itself decides (out of line: it is rare and needs soft-float on most cores). */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static int32_t tinyc_round_double(int32_t acc, const double *scale) {
+  const double r = round((double)acc * *scale);
+  return r > 16777216.0 ? 16777216 : (r < -16777216.0 ? -16777216 : (int32_t)r);
+}
+
+static inline int32_t tinyc_requantize_double_fast(int32_t acc, int32_t m, uint32_t tie, const double *scale) {
   const int64_t q = (int64_t)acc * m + 0x80000000LL;
-  if ((uint32_t)((uint32_t)q + tie) <= 2u * tie) {
-    const double r = round((double)acc * scale);
-    return r > 16777216.0 ? 16777216 : (r < -16777216.0 ? -16777216 : (int32_t)r);
-  }
+  if ((uint32_t)((uint32_t)q + tie) <= 2u * tie) return tinyc_round_double(acc, scale);
   return (int32_t)(q >> 32);
 }
+
 /* -- depthwise kernel helpers (int8_depthwise.py) -- */
 /* acc + hi(a) * lo(b), signed 16-bit halves */
 #if defined(__ARM_FEATURE_DSP)

@@ -25,7 +25,7 @@ int main(void) {
     if (kind == 'q' && scanf("%lld %lld %lld", &acc, &m, &s) == 3) {
       printf("%ld\n", (long)tinyc_requantize_fast((int32_t)acc, (int32_t)m, (int32_t)s, (int32_t)(1u << (s - 1))));
     } else if (kind == 'd' && scanf("%lld %lld %lld %la", &acc, &m, &t, &scale) == 4) {
-      printf("%ld\n", (long)tinyc_requantize_double_fast((int32_t)acc, (int32_t)m, (uint32_t)t, scale));
+      printf("%ld\n", (long)tinyc_requantize_double_fast((int32_t)acc, (int32_t)m, (uint32_t)t, &scale));
     }
   }
   return 0;

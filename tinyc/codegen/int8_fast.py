@@ -10,7 +10,6 @@ import numpy as np
 
 from ..quant import params as qp
 from . import gemm_pack, int8_depthwise, int8_fast_misc
-from .literals import c_double
 
 
 def conv_geometry(g, node) -> dict:
@@ -25,7 +24,7 @@ def conv_geometry(g, node) -> dict:
 
 def _unroll(chunks: int) -> tuple[int, int, int]:
     """(unroll, main iterations, rest chunks) for the inner loop over chunks of four inputs."""
-    u = 4 if chunks >= 8 else (2 if chunks >= 2 else 1)
+    u = 8 if chunks >= 16 else (4 if chunks >= 8 else (2 if chunks >= 2 else 1))
     return u, chunks // u, chunks % u
 
 
@@ -50,15 +49,22 @@ def _io_int8(g, node) -> bool:
                for t in (node.inputs[0], node.outputs[0]))
 
 
+def _gemm_applies(w2d, bias, in_q) -> bool:
+    """The GEMM kernel takes these weights: at least 4 inputs, exact pair packing, folded bias in int32
+    (the same checks _gemm_vars makes, so the planner's scratch and the rule agree)."""
+    return (w2d.shape[1] >= 4 and gemm_pack.pack(w2d) is not None
+            and gemm_pack.folded_bias(w2d, bias, qp.zero_point_of(in_q)) is not None)
+
+
 def conv_mode(g, node) -> str | None:
     """'rows' (1x1, stride 1), 'strided' (1x1, stride > 1), 'im2col' (k x k) for a regular (groups 1) int8 conv
     whose weights pack exactly; None otherwise."""
     if node.op != "Conv2D" or node.attrs.get("groups", 1) != 1 or not _io_int8(g, node):
         return None
     w = _int8_weights(g, node)
-    if w is None or _bias(g, node) is False:
-        return None
-    if gemm_pack.pack(w.reshape(w.shape[0], -1)) is None:
+    bias = _bias(g, node)
+    if w is None or bias is False or not _gemm_applies(w.reshape(w.shape[0], -1), bias,
+                                                        g.tensors[node.inputs[0]].quant):
         return None
     geo = conv_geometry(g, node)
     if geo["kh"] == 1 and geo["kw"] == 1 and not any(geo["pads"]):
@@ -93,8 +99,32 @@ def _scratch_layout(g, node) -> tuple[int, int]:
     return (e_offset + 4 * (kdim - kdim % 4) if px2 else gather), e_offset
 
 
+def dense_applies(g, node) -> bool:
+    """The fast FULLY_CONNECTED kernel takes this layer (weights, bias and every channel's scale)."""
+    if node.op != "Dense" or not _io_int8(g, node):
+        return False
+    w, bias = _int8_weights(g, node), _bias(g, node)
+    if w is None or bias is False or not _gemm_applies(w, bias, g.tensors[node.inputs[0]].quant):
+        return False
+    scales = qp.fc_scales(g.tensors[node.inputs[0]].quant, g.tensors[node.inputs[1]].quant,
+                          g.tensors[node.outputs[0]].quant, w.shape[0])
+    return all(gemm_pack.double_requant(s) is not None for s in scales)
+
+
+def dense_expands(g, node) -> bool:
+    """FULLY_CONNECTED layers whose inputs are sign-extended once per row into kernel scratch (2 bytes per
+    input) for the DSP path: worth it from 4 channel pairs on (the expansion is shared by all of them)."""
+    if not dense_applies(g, node):
+        return False
+    w = g.tensors[node.inputs[1]]
+    return w.shape[0] >= 8 and w.shape[1] >= 16
+
+
 def work_bytes(g, node) -> int:
     """Kernel scratch of the fast kernel chosen for `node` (e.g. im2col windows, expanded inputs)."""
+    if dense_expands(g, node):
+        k = g.tensors[node.inputs[1]].shape[1]
+        return 2 * (k - k % 4)
     if is_depthwise(g, node):
         return int8_depthwise.work_bytes(g, node)
     if conv_mode(g, node) is None:
@@ -113,7 +143,7 @@ def _gemm_vars(k, w2d, bias, in_zp, layout="quad"):
     return dict(
         kdim=kdim, o=o, k4=packed.k4, ktail=kdim - packed.k4, quads=packed.quads, odd_pair=packed.odd_pair,
         odd_single=packed.odd_single, unroll=unroll, main_iters=main_iters, rest=rest, layout=layout,
-        pairs=packed.pairs, px2=False, e_offset=0,
+        pairs=packed.pairs, px2=False, e_offset=0, expand=False,
         wp_type="int16" if packed.packed.size else "none",
         packed=k.table(packed.packed, "int16", "pair-packed weights") if packed.packed.size else None,
         single=k.table(packed.single, "int8", "weights of the odd channel") if packed.odd_single else None,
@@ -165,7 +195,7 @@ def conv2d(k):
 
 def dense(k):
     g = k.plan.graph
-    if not _io_int8(g, k.node):
+    if not dense_applies(g, k.node):
         return None
     w = _int8_weights(g, k.node)
     bias = _bias(g, k.node)
@@ -179,22 +209,20 @@ def dense(k):
         return None
     in_zp = qp.zero_point_of(in_q)
     v = _gemm_vars(k, w, bias, in_zp)
-    if v is None:
+    expand = dense_expands(g, k.node)
+    if v is None or expand and k.work is None:
         return None
-    v["bias"] = _folded_table(k, v["folded"])
-    per_channel = len(set(scales)) > 1
-    lo, hi = qp.activation_range(k.node.attrs.get("activation"), out_q)
+    v["expand"] = expand
     m32 = [m for m, _ in fixed]
     ties = [t for _, t in fixed]
-    if per_channel:
-        m_expr = k.table(m32, "int32", "requantization multipliers (scale x 2^32)")
-        tie_expr = k.table(ties, "int32", "half-way margins")
-        scale_expr = k.table(scales, "float64", "requantization scales")
-    else:
-        m_expr, tie_expr, scale_expr = str(m32[0]), str(ties[0]), c_double(scales[0])
+    # per channel: folded bias, multiplier (scale x 2^32), half-way margin, read together
+    prm = np.stack([v["folded"], m32, ties, np.zeros(o, np.int64)], axis=1)
+    v["prm"] = k.table(prm.astype(np.int64), "int32", "per channel: bias, multiplier, half-way margin, 0")
+    scale_expr = k.table(scales, "float64", "requantization scales (the double path near ties)")
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), out_q)
     rows = k.in_size(0) // kdim
     v.update(mode="rows", rows=rows, out_zp=qp.zero_point_of(out_q), lo=lo, hi=hi, requant="double",
-             per_channel=per_channel, m32=m_expr, tie=tie_expr, scale=scale_expr, variant="fc",
+             scale=scale_expr, variant="fc",
              comment=f"fully connected {rows} row(s) x {kdim} -> {o}")
     return "gemm.c.j2", v, rows * kdim * o
 
