@@ -7,6 +7,7 @@ Inputs are exhaustive where that is possible: every int8 value through each unar
 tables equal the reference C on all 256 inputs), every pair of int8 values through Add, Sub and Mul (with the
 rescale tables and with the computed rescale)."""
 import importlib.util
+import subprocess
 
 import numpy as np
 import pytest
@@ -18,7 +19,9 @@ from tinyc.codegen import int8_fast_misc  # noqa: E402
 from tinyc.compiler import codegen_options, compile_model  # noqa: E402
 from tinyc.frontends.geometry import conv_geometry  # noqa: E402
 from tinyc.ir import Graph, Quant  # noqa: E402
+from tinyc.quant.fixed_point import multiply_by_quantized_multiplier, quantize_multiplier  # noqa: E402
 from tinyc.quant.tflite_writer import write_tflite  # noqa: E402
+from tinyc.resources import resource_dir  # noqa: E402
 from tinyc.verify import run_generated, verify  # noqa: E402
 
 ALL = np.arange(-128, 128, dtype=np.int8)
@@ -135,6 +138,81 @@ def test_compile_time_helpers():
 
 def test_average_pool_reciprocals_are_exact_for_every_window_size():
     assert all(int8_fast_misc.avg_reciprocal(n) is not None for n in range(1, 256))
+
+
+# -- the C helpers against the Python models the code generator relies on ------------------------------------------
+HARNESS = r"""
+#include <stdio.h>
+#include "tinyc_int8.h"
+#include "tinyc_simd.h"
+int main(void) {
+  char op[8];
+  long long a, b, c, d, e, f, g;
+  while (scanf("%7s %lld %lld %lld %lld %lld %lld %lld", op, &a, &b, &c, &d, &e, &f, &g) == 8) {
+    if (op[0] == 'h') {          /* hard swish: x, in_zp, out_mult, out_exp, relu_mult, relu_exp, out_zp */
+      printf("%d\n", tinyc_hard_swish((int32_t)a, (int32_t)b, (int16_t)c, (int)d, (int16_t)e, (int)f, (int32_t)g));
+    } else if (op[0] == 'a') {   /* average: s, neg_adjust, recip, offset */
+      printf("%d\n", tinyc_avg_div((int32_t)a, (int32_t)b, (uint32_t)c, (uint32_t)d));
+    } else {                     /* requantize: acc2, multiplier, rshift, round */
+      printf("%d %d\n", tinyc_requantize_fast2((int32_t)a, (int32_t)b, (int32_t)c, (int32_t)d),
+             tinyc_mulhr((int32_t)a, (int32_t)b));
+    }
+  }
+  return 0;
+}
+"""
+
+
+def _helper_cases(rng) -> tuple[list, list]:
+    """(input lines, expected outputs) for the harness."""
+    lines, want = [], []
+    for _ in range(60):                           # hard swish: random scales, every input
+        s_in = float(np.exp(rng.uniform(np.log(1e-3), np.log(10.0))))
+        p = int8_fast_misc.hard_swish_params(s_in, s_in * float(np.exp(rng.uniform(-2, 2))))
+        if p is None:
+            continue
+        zi, zo = (int(v) for v in rng.integers(-128, 128, 2))
+        for x in range(-128, 128):
+            lines.append(f"h {x} {zi} {p[0]} {p[1]} {p[2]} {p[3]} {zo}")
+            want.append(str(int8_fast_misc.hard_swish_value(x, zi, *p, zo)))
+    for n in list(range(1, 40)) + [64, 100, 127, 128, 200, 254, 255]:    # average: sums at the ends and random
+        recip, offset = int8_fast_misc.avg_reciprocal(n)
+        sums = np.concatenate([np.arange(-128 * n, -128 * n + 40), np.arange(-40, 41),
+                               np.arange(127 * n - 40, 127 * n + 1), rng.integers(-128 * n, 127 * n + 1, 100)])
+        for sm in sums.tolist():
+            num = sm + n // 2 if sm > 0 else sm - n // 2
+            lines.append(f"a {sm} {-1 if n % 2 == 0 else 0} {recip} {offset} 0 0 0")
+            want.append(str(int(num / n)))                                 # C division truncates
+    for _ in range(3000):                         # requantize: |acc| < 2^30, right shift >= 1, zero point folded
+        m, sh = quantize_multiplier(float(np.exp(rng.uniform(np.log(1e-6), np.log(0.99)))))
+        if m == 0 or sh > -1:
+            continue
+        acc, zp, r = int(rng.integers(-(1 << 30) + 1, 1 << 30)), int(rng.integers(-128, 128)), -sh
+        bound = abs(acc)
+        fold = bound + 2 + (1 << (r - 1)) + abs(zp) * (1 << r) < (1 << 31)
+        rnd = (1 << (r - 1)) + (zp * (1 << r) if fold else 0)
+        lines.append(f"r {2 * acc} {m} {r} {rnd} 0 0 0")
+        want.append(f"{multiply_by_quantized_multiplier(acc, m, sh) + (zp if fold else 0)} "
+                    f"{(2 * acc * m + (1 << 31)) >> 32}")
+    return lines, want
+
+
+@pytest.mark.parametrize("dsp", [False, True])
+def test_c_helpers_equal_python_models(tmp_path, dsp):
+    """tinyc_hard_swish against the model its tables come from (every input, random scales); tinyc_avg_div and
+    tinyc_requantize_fast2 / tinyc_mulhr (plain: 16-bit halves; DSP: SMMULR's C twin) against exact integers.
+    Built with UBSan: no overflow or undefined shift on the way."""
+    (tmp_path / "h.c").write_text(HARNESS)
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-fsanitize=undefined",
+                    "-fno-sanitize-recover=all", *(["-DTINYC_SIMD_EMULATE"] if dsp else []),
+                    "-I", str(resource_dir("runtime_c")), str(tmp_path / "h.c"), "-o", str(tmp_path / "h"), "-lm"],
+                   check=True)
+    lines, want = _helper_cases(np.random.default_rng(13))
+    res = subprocess.run([str(tmp_path / "h")], input="\n".join(lines), capture_output=True, text=True, check=True)
+    got = res.stdout.splitlines()
+    assert len(got) == len(want)
+    bad = [(line, g, w) for line, g, w in zip(lines, got, want) if g != w]
+    assert not bad, bad[:5]
 
 
 # -- Add / Sub / Mul on every pair of int8 values -------------------------------------------------------------------

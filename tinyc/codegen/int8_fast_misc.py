@@ -121,6 +121,18 @@ def hard_swish_value(x: int, in_zp: int, out_mult: int, out_exp: int, relu_mult:
     return _sat(rounding_divide_by_pot(p, -out_exp) + out_zp, -128, 127)
 
 
+def hard_swish_params(s_in: float, s_out: float) -> tuple[int, int, int, int] | None:
+    """(out_mult, out_exp, relu_mult, relu_exp) of tinyc_hard_swish as int8_kernels.hard_swish derives them, or
+    None where the reference refuses them or its C would overflow (relu_exp > 16)."""
+    f32 = np.float32
+    hires = f32(f32(1.0 / 128.0) * f32(s_in))
+    om, oe = qp.multiplier(float(f32(hires / f32(s_out))))
+    rm, re = qp.multiplier(float(f32(hires / f32(f32(3.0) / f32(32768.0)))))
+    if oe > 0 or re > 16:
+        return None
+    return int8_kernels._int16_multiplier(om), oe, int8_kernels._int16_multiplier(rm), re
+
+
 def unary_table(k) -> list | None:
     """y for x = -128..127 (index x + 128) of an int8 -> int8 elementwise op, computed exactly as its reference
     kernel computes it (same parameters, same integer steps), or None when the reference kernel is needed
@@ -148,15 +160,8 @@ def unary_table(k) -> list | None:
         return [_sat(zo + (mbqm(v - zi, m_i, e_i) if v >= zi else mbqm(v - zi, m_a, e_a)), -128, 127)
                 for v in INT8]
     if fn == "hard_swish":
-        f32 = np.float32
-        s_in, s_out = f32(qp.scale_of(iq)), f32(qp.scale_of(oq))
-        hires = f32(f32(1.0 / 128.0) * s_in)
-        om, oe = qp.multiplier(float(f32(hires / s_out)))
-        rm, re = qp.multiplier(float(f32(hires / f32(f32(3.0) / f32(32768.0)))))
-        if oe > 0 or re > 16:
-            return None
-        om16, rm16 = int8_kernels._int16_multiplier(om), int8_kernels._int16_multiplier(rm)
-        return [hard_swish_value(v, zi, om16, oe, rm16, re, zo) for v in INT8]
+        p = hard_swish_params(qp.scale_of(iq), qp.scale_of(oq))
+        return None if p is None else [hard_swish_value(v, zi, *p, zo) for v in INT8]
     if fn in ("sigmoid", "tanh"):
         return [int(v) for v in qp.activation_table(fn, iq, oq)]
     return None
