@@ -4,19 +4,18 @@ each Cortex-M core under QEMU, against TFLite Micro + CMSIS-NN; writes bench/RES
 For each model: build it (bench/mlperf_tiny.py, random weights), convert it to a fully-int8 TFLite model (seeded
 representative dataset, tests/int8_zoo.py), compile it with tinyc (fast kernels), then on each core's board run
 the emulation images (instructions per inference, per layer) and build the board image (flash, and the model's
-code per kernel from the ELF symbol table). The host build and the TFLite reference run once per model; every
-emulated output is compared with both (int8: byte for byte). On the M4 the plain-C reference kernels run too,
-to show what the fast kernels gain.
+code per kernel from the ELF symbol table). TFLite's reference kernels run once per model and every emulated
+output is compared with theirs, byte for byte (--host-check: with the host build's too, as `tinyc run
+--emulate` does). On the M4 the plain-C reference kernels run too, to show what the fast kernels gain.
 
 Instruction counts are QEMU -icount counts (one guest instruction per ns of virtual time), not cycles.
 
 Usage: python bench/speed.py [--models vww,kws,resnet8,ad,mbv2] [--cores m0+,m4,m7,m33] [--quick] [--jobs N]
-                             [--out bench/RESULTS.md] [--json FILE] [--keep DIR]
+                             [--out bench/RESULTS.md] [--json FILE] [--keep DIR] [--host-check]
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -26,7 +25,7 @@ import tempfile
 import threading
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +64,7 @@ TFLM = {
     "ad": {"m7": 0.583e6, "m4": 0.583e6, "m0+": 1.76e6},
 }
 TFLM_COLUMN = {"m33": "m4"}
+SIZE_HINT = {"mbv2": 25.4, "resnet8": 12.5, "vww": 7.5, "kws": 2.7, "ad": 0.3}   # MACs (M): largest converted first
 GOAL = {"m0+": 0.7, "m4": 0.5, "m7": 0.5, "m33": 0.5}     # ours / TFLM at most
 REFERENCE_CORE = "m4"     # where the plain-C reference kernels run too
 SEED = 0
@@ -91,43 +91,45 @@ class Prepared:
     fast: object            # tinyc Compiled, kernels="fast"
     reference: object       # kernels="reference", or None
     samples: list           # one input sample per model input
-    host: list              # per output [1, ...]: the host build of the fast library (None: not checked)
     refs: list              # per output [1, ...]: TFLite's reference kernels
 
 
-def prepare(model: str, path: str, with_reference: bool, host_check: bool = True) -> Prepared:
+def prepare(model: str, path: str, with_reference: bool) -> Prepared:
     """Compile (fast, and plain-C reference kernels if asked), pick the input, and compute the outputs the
-    emulated runs must give: the host build's (unless not `host_check`: it is the slow part, a gcc build with
-    sanitizers) and the reference runtime's, once for all cores."""
+    emulated runs must give according to the reference runtime, once for all cores."""
     from tinyc.compiler import codegen_options, compile_model
     from tinyc.firmware.project import sample_inputs
-    from tinyc.verify import reference_outputs, run_generated
+    from tinyc.verify import reference_outputs
     fast = compile_model(path, model, options=codegen_options(kernels="fast"))
     ref = compile_model(path, model, options=codegen_options(kernels="reference")) if with_reference else None
     samples = sample_inputs(fast, None, SEED)
-    batch = [s[None] for s in samples]
-    host = run_generated(fast, batch) if host_check else None
     with tempfile.TemporaryDirectory(prefix="tinyc-bench-") as tmp:
-        refs, _ = reference_outputs(fast, path, batch, "nchw", Path(tmp))
-    return Prepared(model, path, fast, ref, samples, host, refs)
+        refs, _ = reference_outputs(fast, path, [s[None] for s in samples], "nchw", Path(tmp))
+    return Prepared(model, path, fast, ref, samples, refs)
 
 
-def _outputs_match(compiled, emulated, host, refs) -> bool:
-    """As `tinyc run --emulate`: each output equals the host build's (int8: bit for bit; when it was run) and
-    the reference's."""
+def host_outputs(prep: Prepared) -> list:
+    """The host build of the fast library on the same input (gcc with sanitizers: the slow part of checking)."""
+    from tinyc.verify import run_generated
+    return run_generated(prep.fast, [s[None] for s in prep.samples])
+
+
+def outputs_match(compiled, emulated, expected, reference: bool) -> bool:
+    """As `tinyc run --emulate`: every emulated output equals the reference runtime's (`reference`; int8: bit
+    for bit, ONNX QDQ: within one LSB) or the host build's (int8: bit for bit; float: verify's tolerance)."""
     import numpy as np
 
     from tinyc.verify import compare, lsb_tolerance
-    ok = True
     for k, (name, emu) in enumerate(zip(compiled.plan.graph.outputs, emulated)):
-        if host is None:
-            same_host = True
+        if reference:
+            ok = compare(emu[None], expected[k], lsb_tolerance(compiled, name))["ok"]
         elif emu.dtype == np.int8:
-            same_host = bool(np.array_equal(emu[None], host[k]))
+            ok = bool(np.array_equal(emu[None], expected[k]))
         else:
-            same_host = compare(emu[None], host[k])["ok"]
-        ok = ok and same_host and compare(emu[None], refs[k], lsb_tolerance(compiled, name))["ok"]
-    return ok
+            ok = compare(emu[None], expected[k])["ok"]
+        if not ok:
+            return False
+    return True
 
 
 def model_functions(elf_path, source_name: str, prefix: str) -> dict:
@@ -166,8 +168,9 @@ def code_by_layer(functions: dict, prefix: str, layers) -> tuple[dict, int]:
 
 
 def run_core(prep: Prepared, core: str, work_dir: Path, kernels: str = "fast") -> dict:
-    """One model on one core: emulated instructions (per layer with the fast kernels), outputs checked, board
-    image built for flash and code sizes."""
+    """One model on one core: emulated instructions (per layer with the fast kernels), outputs checked against
+    the reference runtime (the emulated outputs are kept in '_outputs' for the check against the host build),
+    board image built for flash and code sizes."""
     from tinyc.boards import load_board
     from tinyc.compiler import write_library
     from tinyc.errors import TinycError
@@ -203,7 +206,8 @@ def run_core(prep: Prepared, core: str, work_dir: Path, kernels: str = "fast") -
         row.update(error=str(e), seconds=round(time.time() - start, 1))
         return row
     row.update(instructions=res["instructions"], instructions_per_mac=res["instructions_per_mac"],
-               reps=res["reps"], outputs_match=_outputs_match(compiled, res["outputs"], prep.host, prep.refs))
+               reps=res["reps"], _outputs=res["outputs"],
+               outputs_match_reference=outputs_match(compiled, res["outputs"], prep.refs, True))
     if profile:
         kernel_of = {info["index"]: info["kernel"] for info in lib.layers}
         row["layers"] = [dict(index=r["index"], op=r["op"], kernel=kernel_of.get(r["index"]) or "-", macs=r["macs"],
@@ -231,16 +235,36 @@ def run_core(prep: Prepared, core: str, work_dir: Path, kernels: str = "fast") -
 # ---------------------------------------------------------------------------------------------------------------
 # the pipeline
 
+def _import_for_workers() -> None:
+    """Import here, in one thread, what the worker threads would otherwise import lazily at the same time:
+    TensorFlow's modules import each other in cycles, and two threads importing them at once can deadlock
+    (Python then raises _DeadlockError in one of them)."""
+    import elftools.elf.elffile  # noqa: F401
+    import tensorflow  # noqa: F401
+    import tensorflow.lite.python.interpreter  # noqa: F401
+    import tensorflow.lite.python.schema_py_generated  # noqa: F401
+
+    import tinyc.boards  # noqa: F401
+    import tinyc.compiler  # noqa: F401
+    import tinyc.firmware.build  # noqa: F401
+    import tinyc.firmware.emulate  # noqa: F401
+    import tinyc.firmware.project  # noqa: F401
+    import tinyc.reference  # noqa: F401
+    import tinyc.verify  # noqa: F401
+
+
 def benchmark(models, cores, work_dir, reference_core: str | None = REFERENCE_CORE, jobs: int = 2,
-              log=lambda msg: None, host_check: bool = True) -> dict:
+              log=lambda msg: None, host_check: bool = False) -> dict:
     """Run the benchmark; returns {'models': {model: facts}, 'runs': [one dict per (model, core, kernels)]}.
-    Conversion (TensorFlow) runs model after model in a process of its own (in this thread when jobs == 1);
-    compiling, the reference outputs and the emulated runs of the models already converted go on meanwhile in
-    `jobs` worker threads (their work is mostly in gcc, make and QEMU subprocesses)."""
+    Conversion (TensorFlow) runs in up to two processes of its own, the largest model first (in this thread
+    when jobs == 1); compiling, the reference outputs, the emulated runs and the host build (`host_check`) of
+    the models already converted go on meanwhile in `jobs` worker threads (their work is mostly in gcc, make
+    and QEMU subprocesses). A run's 'outputs_match' is its match with the reference runtime and, when
+    `host_check`, with the host build."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     with_reference = reference_core is not None and reference_core in cores
-    runs, facts, futures, lock = [], {}, [], threading.Lock()
+    runs, facts, host, futures, lock = [], {}, {}, [], threading.Lock()
     t0 = time.time()
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -260,10 +284,20 @@ def benchmark(models, cores, work_dir, reference_core: str | None = REFERENCE_CO
             what = f"{row['instructions']:,} instructions" if "instructions" in row else f"error: {row['error']}"
             log(f"[{time.time() - t0:6.1f}s] {prep.model} on {core} ({kernels}): {what} ({row['seconds']} s)")
 
+        def host_run(prep):
+            start = time.time()
+            try:
+                out = host_outputs(prep)
+            except Exception as e:
+                out = f"{type(e).__name__}: {e}"
+            with lock:
+                host[prep.model] = out
+            log(f"[{time.time() - t0:6.1f}s] {prep.model}: host build run ({time.time() - start:.1f} s)")
+
         def prepare_and_submit(model, path):
             start = time.time()
             try:
-                prep = prepare(model, path, with_reference, host_check)
+                prep = prepare(model, path, with_reference)
             except Exception as e:     # e.g. the compiler refuses the model: every run of it is an error row
                 error = f"{type(e).__name__}: {e}"
                 log(f"[{time.time() - t0:6.1f}s] {model}: {error}")
@@ -277,33 +311,41 @@ def benchmark(models, cores, work_dir, reference_core: str | None = REFERENCE_CO
             with lock:
                 facts[model] = dict(label=MODELS[model][1], macs=lib.macs, weight_bytes=lib.weight_bytes,
                                     arena_bytes=lib.arena_bytes,
-                                    layers=sum(1 for info in lib.layers if not info["alias"]))
-            log(f"[{time.time() - t0:6.1f}s] {model}: compiled, host and reference outputs "
-                f"({time.time() - start:.1f} s)")
+                                    layers=sum(1 for info in lib.layers if not info["alias"]), _prep=prep)
+            log(f"[{time.time() - t0:6.1f}s] {model}: compiled, reference outputs ({time.time() - start:.1f} s)")
             for core in cores:       # submitted before this task ends, so the waiting loop below sees them
                 submit(one_run, prep, core, "fast")
             if with_reference:
                 submit(one_run, prep, reference_core, "reference")
+            if host_check:
+                submit(host_run, prep)
 
-        with contextlib.ExitStack() as stack:
-            if jobs > 1:     # TensorFlow in a process of its own: no GIL shared with the worker threads
-                converter = stack.enter_context(ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")))
-                pending = {m: converter.submit(convert, m, work_dir) for m in models}
-                converted = lambda m: pending[m].result()  # noqa: E731
-            else:
-                converted = lambda m: convert(m, work_dir)  # noqa: E731
+        def converted(model, path_or_error):
+            if not isinstance(path_or_error, str):
+                error = f"{type(path_or_error).__name__}: {path_or_error}"
+                log(f"[{time.time() - t0:6.1f}s] {model}: conversion failed: {error}")
+                with lock:
+                    facts[model] = dict(label=MODELS[model][1], error=error)
+                    runs.extend(dict(model=model, core=c, kernels="fast", error=error, seconds=0) for c in cores)
+                return
+            log(f"[{time.time() - t0:6.1f}s] {model}: converted to int8 TFLite")
+            submit(prepare_and_submit, model, path_or_error)
+
+        if jobs > 1:     # TensorFlow in processes of its own: no GIL shared with the worker threads
+            largest_first = sorted(models, key=lambda m: -SIZE_HINT.get(m, 0))
+            with ProcessPoolExecutor(min(2, len(models)), mp_context=mp.get_context("spawn")) as converter:
+                pending = {converter.submit(convert, m, work_dir): m for m in largest_first}
+                _import_for_workers()     # meanwhile
+                for f in as_completed(pending):
+                    converted(pending[f], f.exception() or f.result())
+        else:
+            _import_for_workers()
             for model in models:
                 try:
-                    path = converted(model)
+                    path = convert(model, work_dir)
                 except Exception as e:
-                    error = f"{type(e).__name__}: {e}"
-                    log(f"[{time.time() - t0:6.1f}s] {model}: conversion failed: {error}")
-                    with lock:
-                        facts[model] = dict(label=MODELS[model][1], error=error)
-                        runs.extend(dict(model=model, core=c, kernels="fast", error=error, seconds=0) for c in cores)
-                    continue
-                log(f"[{time.time() - t0:6.1f}s] {model}: converted to int8 TFLite")
-                submit(prepare_and_submit, model, path)
+                    path = e
+                converted(model, path)
         while True:
             with lock:
                 pending = [f for f in futures if not f.done()]
@@ -312,11 +354,28 @@ def benchmark(models, cores, work_dir, reference_core: str | None = REFERENCE_CO
             wait(pending)
         for f in futures:
             f.result()       # re-raise a worker's exception
+    for row in runs:         # the check against the host build, once both are there
+        emulated = row.pop("_outputs", None)
+        if emulated is None:
+            continue
+        row["outputs_match_host"] = None
+        if host_check:
+            expected = host.get(row["model"])
+            if isinstance(expected, list):
+                compiled = facts[row["model"]]["_prep"]
+                compiled = compiled.fast if row["kernels"] == "fast" else compiled.reference
+                row["outputs_match_host"] = outputs_match(compiled, emulated, expected, False)
+            else:
+                row["outputs_match_host"] = False
+                row["host_error"] = expected or "the host build did not run"
+        row["outputs_match"] = row["outputs_match_reference"] and row["outputs_match_host"] is not False
+    for f in facts.values():
+        f.pop("_prep", None)
     order = {m: i for i, m in enumerate(models)}
     corder = {c: i for i, c in enumerate(CORES)}
     runs.sort(key=lambda r: (order[r["model"]], r["kernels"] != "fast", corder[r["core"]]))
     return dict(models={m: facts[m] for m in models if m in facts}, cores=list(cores), runs=runs,
-                seconds=round(time.time() - t0, 1))
+                host_check=host_check, seconds=round(time.time() - t0, 1))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -371,8 +430,9 @@ def render(result: dict, command: str = "make bench") -> str:
          "(bench/mlperf_tiny.py), converted to fully-int8 TFLite by TFLiteConverter (seeded representative "
          "dataset, int8 input and output), compiled by tinyc with its fast kernels (`kernels=\"fast\"`, the "
          "default), run on one seeded random input. Boards: " + ", ".join(
-             f"{label[c]} = {CORES[c][0]}" for c in cores) + ". \"outputs\": the emulated outputs equal the host "
-         "build's and TFLite's reference kernels', byte for byte.", "",
+             f"{label[c]} = {CORES[c][0]}" for c in cores) + ". \"outputs\": the emulated outputs equal "
+         + ("the host build's and " if result.get("host_check", True) else "")
+         + "TFLite's reference kernels', byte for byte.", "",
          "TFLM: TFLite Micro with CMSIS-NN, instructions per inference counted the same way; the M33 is compared "
          "with the M4 figure (there is no M33 one); MobileNetV2 has no reference figure. Goal: ours / TFLM "
          + ", ".join(f"<= {GOAL[c]} on {label[c]}" for c in CORES) + ".", ""]
@@ -504,6 +564,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"), help="the Markdown report (default bench/RESULTS.md)")
     ap.add_argument("--json", help="also write the raw results as JSON")
     ap.add_argument("--keep", help="keep the models, libraries and firmware projects in this directory")
+    ap.add_argument("--host-check", action="store_true",
+                    help="compare the emulated outputs with the host build too (a gcc build with sanitizers per "
+                         "model: 15-20%% more time), not only with TFLite's reference kernels")
     a = ap.parse_args(argv)
     models = [m for m in a.models.split(",") if m]
     cores = ["m4"] if a.quick else [c for c in a.cores.split(",") if c]
@@ -512,7 +575,8 @@ def main(argv=None) -> int:
         ap.error(f"unknown model or core: {', '.join(bad)}")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="tinyc-bench-") as tmp:
-        result = benchmark(models, cores, Path(a.keep) if a.keep else Path(tmp), REFERENCE_CORE, a.jobs, log)
+        result = benchmark(models, cores, Path(a.keep) if a.keep else Path(tmp), REFERENCE_CORE, a.jobs, log,
+                           host_check=a.host_check)
     args = [x for x in (argv if argv is not None else sys.argv[1:])]
     command = "make bench" if not args else "python bench/speed.py " + " ".join(args)
     text = render(result, command)
@@ -523,7 +587,10 @@ def main(argv=None) -> int:
     print(f"wrote {a.out} ({result['seconds']:.0f} s)")
     broken = [r for r in result["runs"] if "error" in r or not r.get("outputs_match")]
     for r in broken:
-        print(f"{r['model']} on {r['core']} ({r['kernels']}): {r.get('error') or 'outputs do not match'}",
+        what = r.get("error") or r.get("host_error") or (
+            "outputs differ from the reference runtime's" if not r.get("outputs_match_reference")
+            else "outputs differ from the host build's")
+        print(f"{r['model']} on {r['core']} ({r['kernels']}): {what}",
               file=sys.stderr)
     return 1 if broken else 0
 
