@@ -169,3 +169,20 @@ def test_breaking_the_overlap_contract_makes_verify_fail(tmp_path, monkeypatch):
     monkeypatch.setattr(overlap, "_window_lead", lambda min_read, unit, ei: real(min_read, unit, ei) - 2 * unit)
     broken = verify(path, samples=1)
     assert not broken["ok"] and broken["mismatched_bytes"] > 0
+
+
+def test_same_shaped_layers_keep_their_own_double_scales():
+    """Regression: constant tables are shared by value; two FC layers with equal shapes but different double
+    scales (~1e-3) once shared one table (the key rounded the doubles to integers), breaking the reference twin."""
+    rng = np.random.default_rng(7)
+    g = Graph("chain")
+    g.add_tensor("x", (1, 16), "int8", **_q(0.02, 3))
+    g.add_tensor("h", (1, 16), "int8", **_q(0.05, -2))
+    g.add_tensor("y", (1, 16), "int8", **_q(0.3, 1))
+    for name, src, dst in (("fc1", "x", "h"), ("fc2", "h", "y")):
+        w = _weights(g, f"{name}_w", (16, 16), rng, False)
+        g.add_node("Dense", [src, w, _bias(g, f"{name}_b", 16, rng)], [dst], activation=None, name=name)
+    g.inputs, g.outputs = ["x"], ["y"]
+    ref = compile_graph(g, "m", options=codegen_options(kernels="reference"))
+    assert ref.library.files["m.c"].count("requantization scales") == 2
+    assert_twins_agree(g, 7, "int8_fast/gemm")

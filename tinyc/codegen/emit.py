@@ -162,7 +162,9 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
         return add_const(("tensor", name), t.data, t.dtype, comment_text(name))
 
     def table(values, dtype, label):
-        key = ("table", dtype, values.shape, values.astype(np.int64 if dtype != "float32" else np.float64).tobytes())
+        # the key keeps every value exactly: float tables as float64 (double scales would all be 0 as int64)
+        exact = values.astype(np.float64 if dtype.startswith("float") else np.int64)
+        key = ("table", dtype, values.shape, exact.tobytes())
         return add_const(key, values, dtype, label)
 
     lib = Library(prefix, {}, arena_bytes=plan.arena_bytes)
