@@ -40,7 +40,9 @@ import numpy as np
 from ..quant import params as qp
 from . import gemm_pack
 
-GROUP = 2           # output pixels per step of the planar kernel's inner loop
+import os as _os
+GROUP = int(_os.environ.get("DWG", 2))           # output pixels per step of the planar kernel's inner loop (DSP path)
+ROWS_BUDGET = 256   # bytes of padded input rows the planar kernel keeps at least (whole planes of small layers)
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,24 @@ class Geo:
         return max(0, min(self.iw, self.width - self.pl))
 
     @property
-    def ring_bytes(self) -> int:    # 2 * span rows, + 3 bytes a last word load may read past the end
-        return (2 * self.span * self.width + 3 + 3) // 4 * 4
+    def new_rows(self) -> int:      # rows each output row after the first copies
+        return min(self.sh, self.span)
+
+    @property
+    def rows_total(self) -> int:    # padded input rows copied per channel
+        return (self.oh - 1) * self.new_rows + self.span
+
+    @property
+    def buf_rows(self) -> int:
+        """Rows of the planar kernel's buffer: the whole channel when it fits ROWS_BUDGET, else enough that the
+        rows still needed move back to the start (once every few output rows) without overlapping themselves."""
+        if self.rows_total * self.width <= ROWS_BUDGET:
+            return self.rows_total
+        return min(self.rows_total, max(2 * self.span, ROWS_BUDGET // self.width))
+
+    @property
+    def buf_bytes(self) -> int:     # + 3 bytes a last word load may read past the last row
+        return (self.buf_rows * self.width + 3 + 3) // 4 * 4
 
 
 def geometry(g, node) -> Geo | None:
@@ -95,8 +113,8 @@ def geometry(g, node) -> Geo | None:
     pt, pl, pb, pr = (int(p) for p in a["pads"])
     geo = Geo(ih, iw, c, oh, ow, wshape[1], wshape[2], a["strides"][0], a["strides"][1], a["dilations"][0],
               a["dilations"][1], pt, pl, pb, pr)
-    if min(geo.oh, geo.ow) < 1 or geo.width > 4095 or geo.span * geo.width * 2 > 4095:
-        return None             # keep every ring offset an immediate
+    if min(geo.oh, geo.ow) < 1 or geo.span * geo.width > 4000:
+        return None             # keep every tap offset an immediate
     return geo
 
 
@@ -104,7 +122,7 @@ def work_bytes(g, node) -> int:
     """Kernel scratch of the fast depthwise kernel: the planar kernel's ring (reserved whatever in-place kind
     the planner picks later; the raster kernel leaves it unused)."""
     geo = geometry(g, node)
-    return geo.ring_bytes if geo is not None else 0
+    return geo.buf_bytes if geo is not None else 0
 
 
 # -- the planar kernel's horizontal plan ---------------------------------------------------------------------
@@ -166,24 +184,28 @@ def _evaluate(outputs: list, words: tuple):
                 ops[o].append(("byte", p, t, None))
                 loads += 1
     word_used = {i for i, _ in used_vecs.values()}
-    cost = len(word_used) + len(used_vecs) + sum(len(o) for o in ops) + loads
+    keys = {("pair", t) if kind == "pair" else ("one", t) for o in ops for kind, _, t, _ in o}
+    # loads, unpacks, multiply-accumulates, byte loads, and the weight words (two per LDRD)
+    cost = len(word_used) + len(used_vecs) + sum(len(o) for o in ops) + loads + (len(keys) + 1) // 2
     return cost, used_vecs, ops, word_used
 
 
-@lru_cache(maxsize=256)
-def row_plan(outputs: int, sw: int, dw: int, kw: int) -> RowPlan:
-    """The cheapest (loads + unpacks + multiplies) way found to compute one kernel row of `outputs`
-    neighbouring output pixels."""
+@lru_cache(maxsize=512)
+def row_plan(outputs: int, sw: int, dw: int, kw: int, max_keys: int | None = None) -> RowPlan:
+    """The cheapest (loads + unpacks + multiplies + weight words) way found to compute one kernel row of
+    `outputs` neighbouring output pixels; with `max_keys`, among the plans using at most that many weight words
+    (fewer registers), if any."""
     cols = [{o * sw + t * dw: t for t in range(kw)} for o in range(outputs)]
     last = max(max(c) for c in cols)
     best = None
     for n in range(0, min(last + 1, 5) + 1):
         for words in itertools.combinations(range(0, last + 1), n):
             cost, used_vecs, ops, word_used = _evaluate(cols, words)
-            key = (cost, max(words, default=0))
+            nkeys = len({("pair", op[2]) if op[0] == "pair" else ("one", op[2]) for o in ops for op in o})
+            key = (max_keys is not None and nkeys > max_keys, cost, max(words, default=0))
             if best is None or key < best[0]:
                 best = (key, words, used_vecs, ops, word_used)
-    (cost, _), words, used_vecs, ops, word_used = best
+    (_, cost, _), words, used_vecs, ops, word_used = best
     kept = [i for i in range(len(words)) if i in word_used]
     renumber = {i: j for j, i in enumerate(kept)}
     vecs = tuple(sorted((renumber[i], kind, p) for p, (i, kind) in used_vecs.items()))
@@ -233,7 +255,7 @@ def _dsp_lines(plan: RowPlan, geo: Geo, keys: list, acc: list) -> list:
         for o, ops in enumerate(plan.ops):
             for op in ops:
                 kind, p = op[0], op[1]
-                wv = f"(uint32_t)wc[{ky * len(keys) + keys.index(_key_of(op))}]"
+                wv = f"(uint32_t)wc[{PRM + ky * len(keys) + keys.index(_key_of(op))}]"
                 if kind == "pair":
                     body.append(f"{acc[o]} = tinyc_smlad(v{p}, {wv}, {acc[o]});")
                 elif kind == "lo":
@@ -244,6 +266,158 @@ def _dsp_lines(plan: RowPlan, geo: Geo, keys: list, acc: list) -> list:
                     body.append(f"{acc[o]} = tinyc_smlabb((uint32_t)(int32_t)g[{row + p}], {wv}, {acc[o]});")
         lines.append("{ " + " ".join(body) + " }")
     return lines
+
+
+PRM = 5               # per-channel parameters ahead of the channel's weight words in the DSP path's table
+ASM_OPERANDS = 12      # registers one asm group may ask for (r0-r12 and lr, minus what the loop around it keeps)
+
+
+def _asm_group(plan: RowPlan, geo: Geo, keys: list, ostep: int, out_zp: int, zp_folded: bool, lo: int,
+               hi: int) -> tuple[list, int] | None:
+    """One group of the DSP path as Cortex-M asm (the C intrinsics' register allocation spills on 14 registers):
+    bias, every kernel row's loads, unpacks and multiply-accumulates, then tinyc_requantize_doubled, SSAT,
+    the activation's clamp and the stores. Operands: %[g] (window), %[wc] (the channel's parameters, PRM words:
+    bias, plain bias, multiplier, shift, rounding; then its weight words),     parameters), %[o] (first output), %[a<n>] accumulators, %[t<n>] temporaries. Returns (asm lines, number of
+    temporaries), or None when it needs more registers than ASM_OPERANDS."""
+    n = plan.outputs
+    code, live, peak = [], {}, [0]             # virtual register -> physical temporary; temporaries made
+    free = []
+
+    def alloc(v):
+        if not free:
+            free.append(f"t{peak[0]}")
+            peak[0] += 1
+        live[v] = free.pop()
+        return live[v]
+
+    def release(v):
+        free.append(live.pop(v))
+
+    for ky in range(geo.kh):
+        row = ky * geo.dh * geo.width
+        base = 4 * (PRM + ky * len(keys))
+        ops = [(o, op) for o, out in enumerate(plan.ops) for op in out]
+        need = {}                               # virtual register -> ops still to use it
+        for o, op in ops:
+            src = ("v", op[1]) if op[0] != "byte" else ("b", op[1])
+            need[src] = need.get(src, 0) + 1
+            need[("w", _key_of(op))] = need.get(("w", _key_of(op)), 0) + 1
+        row_keys = sorted({keys.index(_key_of(op)) for _, op in ops})
+        if len(row_keys) <= 4:                  # every weight word of the row at once, LDRD where two are adjacent
+            i = 0
+            while i < len(row_keys):
+                k = row_keys[i]
+                if i + 1 < len(row_keys) and row_keys[i + 1] == k + 1:
+                    a, b = alloc(("w", keys[k])), alloc(("w", keys[k + 1]))
+                    code.append(f"ldrd %[{a}], %[{b}], [%[wc], #{base + 4 * k}]")
+                    i += 2
+                else:
+                    code.append(f"ldr %[{alloc(('w', keys[k]))}], [%[wc], #{base + 4 * k}]")
+                    i += 1
+        done = set()
+        vec_of_word = {}
+        for j, kind, p in plan.vecs:
+            vec_of_word.setdefault(j, []).append((kind, p))
+
+        def use(v):
+            need[v] -= 1
+            if not need[v]:
+                release(v)
+
+        for j, off in enumerate(plan.words):
+            u = alloc(("u", j))
+            code.append(f"ldr %[{u}], [%[g], #{row + off}]")
+            vs = dict(vec_of_word.get(j, []))
+            if "lo" in vs and "ror8" in vs:
+                code.append(f"sxtb16 %[{alloc(('v', vs['lo']))}], %[{u}]")
+                code.append(f"sxtb16 %[{u}], %[{u}], ror #8")
+                live[("v", vs["ror8"])] = live.pop(("u", j))
+            elif "lo" in vs:
+                code.append(f"sxtb16 %[{u}], %[{u}]")
+                live[("v", vs["lo"])] = live.pop(("u", j))
+            else:
+                code.append(f"sxtb16 %[{u}], %[{u}], ror #8")
+                live[("v", vs["ror8"])] = live.pop(("u", j))
+            ready = [(i, (o, op)) for i, (o, op) in enumerate(ops) if i not in done and op[0] != "byte"
+                     and ("v", op[1]) in live]
+            for i, (o, op) in ready:
+                w = ("w", _key_of(op))
+                if w not in live:
+                    code.append(f"ldr %[{alloc(w)}], [%[wc], #{base + 4 * keys.index(_key_of(op))}]")
+                ins = {"pair": "smlad", "lo": "smlabb", "hi": "smlatb"}[op[0]]
+                code.append(f"{ins} %[a{o}], %[{live[('v', op[1])]}], %[{live[w]}], %[a{o}]")
+                done.add(i)
+                use(("v", op[1]))
+                use(w)
+        for i, (o, op) in enumerate(ops):
+            if i in done:
+                continue
+            w = ("w", _key_of(op))
+            if w not in live:
+                code.append(f"ldr %[{alloc(w)}], [%[wc], #{base + 4 * keys.index(_key_of(op))}]")
+            b = alloc(("b", op[1]))
+            code.append(f"ldrsb %[{b}], [%[g], #{row + op[1]}]")
+            code.append(f"smlabb %[a{o}], %[{b}], %[{live[w]}], %[a{o}]")
+            use(("b", op[1]))
+            use(w)
+        if live:                                # pragma: no cover (defensive)
+            raise AssertionError(live)
+    # requantization: 2 x acc -> SMMULR, RoundingDivideByPOT (zero point folded in), SSAT, clamp, store
+    code.insert(0, "ldr %[a0], [%[wc]]")
+    code[1:1] = [f"mov %[a{o}], %[a0]" for o in range(1, n)]
+    code.append("ldrd %[t0], %[t1], [%[wc], #8]")
+    code.append("ldr %[t2], [%[wc], #16]")
+    peak[0] = max(peak[0], 3)
+    for o in range(n):
+        a = f"%[a{o}]"
+        code += [f"smmulr {a}, {a}, %[t0]", f"add {a}, {a}, {a}, asr #31", f"add {a}, {a}, %[t2]",
+                 f"asr {a}, {a}, %[t1]"]
+        if not zp_folded:
+            code.append(f"add {a}, {a}, #{out_zp}")
+        code.append(f"ssat {a}, #8, {a}")
+        if lo > -128:
+            code += [f"cmp {a}, #{lo}", "it lt", f"movlt {a}, #{lo}"]
+        if hi < 127:
+            code += [f"cmp {a}, #{hi}", "it gt", f"movgt {a}, #{hi}"]
+        code.append(f"strb {a}, [%[o], #{o * ostep}]")
+    if n + peak[0] + 3 > ASM_OPERANDS or (n - 1) * ostep > 4095:
+        return None
+    return code, peak[0]
+
+
+def _asm_vars(plan, geo, keys, v, direct):
+    code, temps = _asm_group(plan, geo, keys, geo.c if direct else 1, v["out_zp"], v["zp_folded"], v["lo"], v["hi"])
+    return dict(code=code, temps=temps)
+
+
+def _choose_group(geo: Geo, v: dict, direct: bool) -> tuple | None:
+    """(outputs per step, its row plan, the last group's plan or None) for the DSP path's asm: the fewest
+    estimated instructions per output row among the group sizes and plans whose asm fits the registers; None
+    when none does or the requantization is the generic one (the C intrinsics then run, GROUP per step)."""
+    if v["requant"] != "fast":
+        return None
+    ostep = geo.c if direct else 1
+
+    def cost(n):
+        if n == 0:
+            return 0, None
+        found = None
+        for max_keys in (None, 2):
+            plan = row_plan(n, geo.sw, geo.dw, geo.kw, max_keys)
+            asm = _asm_group(plan, geo, _weight_keys([plan]), ostep, v["out_zp"], v["zp_folded"], v["lo"], v["hi"])
+            if asm is not None and (found is None or len(asm[0]) < found[0]):
+                found = (len(asm[0]) + 4, plan)          # + the loop's pointer updates and branch
+        return found if found else (None, None)
+
+    best = None
+    for n in range(1, min(6, geo.ow) + 1):
+        (main, plan), (rest, tail) = cost(n), cost(geo.ow % n)
+        if main is None or rest is None:
+            continue
+        total = geo.ow // n * main + rest
+        if best is None or total < best[0]:
+            best = (total, n, plan, tail)
+    return best[1:] if best else None
 
 
 def _plain_lines(outputs: int, geo: Geo, acc: list) -> list:
@@ -295,8 +469,10 @@ def _requant_vars(k, geo: Geo, w2d: np.ndarray, bias, in_zp: int, folded: np.nda
             rounding = [rh + out_zp * (1 << r) for r, rh in zip(sh, rounding)]
     else:
         sh, rounding, zp_folded = shifts, [0] * geo.c, False
-    prm = np.stack([folded, plain, mults, sh, rounding], axis=1).astype(np.int64)
+    dsp_bias = folded * 2 if fast else folded        # the DSP path accumulates 2 x acc with doubled weights
+    prm = np.stack([dsp_bias, plain, mults, sh, rounding], axis=1).astype(np.int64)
     return dict(out_zp=out_zp, lo=lo, hi=hi, requant="fast" if fast else "mbqm", zp_folded=zp_folded,
+                prm_values=prm,
                 prm=k.table(prm, "int32", "per channel: bias (DSP), bias (plain), multiplier, shift, rounding"))
 
 
@@ -306,18 +482,19 @@ def _interior(n_out: int, stride: int, dil: int, k: int, pad: int, n_in: int) ->
     return (ok[0], ok[-1] + 1) if ok else (0, 0)
 
 
-def _raster_vars(k, geo: Geo, w: np.ndarray, in_zp: int) -> dict:
+def _raster_vars(k, geo: Geo, w: np.ndarray, in_zp: int, doubled: bool) -> dict:
     """The raster kernel's tables: per group of four channels and tap, the words (w[c], w[c + 2]) and
     (w[c + 1], w[c + 3]) (DSP path); int32 weights [C, taps] (plain path and the last C % 4 channels); C bytes
     of the input zero point that padded taps of border pixels read."""
     taps = geo.kh * geo.kw
     c4 = geo.c - geo.c % 4
     wt = w.reshape(geo.c, taps).astype(np.int64)
+    wd = wt * 2 if doubled else wt
     quads = np.zeros((c4 // 4, taps, 2), np.int64)
     for q in range(c4 // 4):
         c = 4 * q
-        quads[q, :, 0] = (wt[c] & 0xFFFF) + wt[c + 2] * 65536
-        quads[q, :, 1] = (wt[c + 1] & 0xFFFF) + wt[c + 3] * 65536
+        quads[q, :, 0] = (wd[c] & 0xFFFF) + wd[c + 2] * 65536
+        quads[q, :, 1] = (wd[c + 1] & 0xFFFF) + wd[c + 3] * 65536
     oy_lo, oy_hi = _interior(geo.oh, geo.sh, geo.dh, geo.kh, geo.pt, geo.ih)
     ox_lo, ox_hi = _interior(geo.ow, geo.sw, geo.dw, geo.kw, geo.pl, geo.iw)
     offsets = [(ky * geo.dh * geo.iw + kx * geo.dw) * geo.c for ky in range(geo.kh) for kx in range(geo.kw)]
@@ -343,7 +520,9 @@ def depthwise(k):
     folded = gemm_pack.folded_bias(w2d, bias, in_zp)
     if folded is None or np.any(np.abs(folded) + 384 * np.abs(w2d.astype(np.int64)).sum(axis=1) >= 1 << 31):
         return None     # the plain path's partial sums (bias - 128 x weight sums, + up to 255 x |w|) fit int32
-    v = dict(geo.__dict__, span=geo.span, width=geo.width, cols=geo.cols, ring_bytes=geo.ring_bytes,
+    v = dict(geo.__dict__, span=geo.span, width=geo.width, cols=geo.cols, buf_rows=geo.buf_rows,
+             buf_bytes=geo.buf_bytes, new_rows=geo.new_rows, moves=geo.buf_rows < geo.rows_total,
+             kept_bytes=(geo.span - geo.new_rows) * geo.width,
              in_zp=in_zp, **_requant_vars(k, geo, w2d, bias, in_zp, folded),
              comment=f"depthwise {geo.ih}x{geo.iw}x{geo.c} -> {geo.oh}x{geo.ow}x{geo.c}, kernel {geo.kh}x{geo.kw}, "
                      f"stride {geo.sh}x{geo.sw}, dilation {geo.dh}x{geo.dw}, pads t{geo.pt} l{geo.pl} b{geo.pb} "
@@ -351,19 +530,33 @@ def depthwise(k):
     macs = geo.oh * geo.ow * geo.c * geo.kh * geo.kw
     lead = k.in_place.lead if k.in_place is not None else None
     direct = lead is None or _direct_ok(geo, lead)
+    doubled = v["requant"] == "fast"        # the DSP path accumulates 2 x acc, what SMMULR wants
+    v["doubled"] = doubled
     if k.in_place is not None and not k.depthwise_in_place and not direct:
-        v.update(_raster_vars(k, geo, w, in_zp))        # an overlap the planar kernel cannot keep
+        v.update(_raster_vars(k, geo, w, in_zp, doubled))       # an overlap the planar kernel cannot keep
         return "depthwise_raster.c.j2", v, macs
-    plans = [row_plan(GROUP, geo.sw, geo.dw, geo.kw)] + ([row_plan(1, geo.sw, geo.dw, geo.kw)]
-                                                         if geo.ow % GROUP else [])
+    chosen = _choose_group(geo, v, direct)
+    if chosen is None:
+        gsize = min(GROUP, geo.ow)
+        tail = geo.ow % gsize
+        plans = [row_plan(gsize, geo.sw, geo.dw, geo.kw)] + ([row_plan(tail, geo.sw, geo.dw, geo.kw)] if tail else [])
+    else:
+        gsize, plan, tail_plan = chosen
+        tail = geo.ow % gsize
+        plans = [plan] + ([tail_plan] if tail else [])
+    asm = chosen is not None
     keys = _weight_keys(plans)
-    accs = [f"a{o}" for o in range(GROUP)]
-    v.update(variant="planar", groups=geo.ow // GROUP, tail=geo.ow % GROUP, group=GROUP, nkeys=len(keys),
-             direct=direct, scratch=k.scratch, zp_plain=(in_zp + 128),
-             wdsp=k.table(_packed_weights(w, keys), "int32", "weight words (w[t], w[t + 2]) per kernel row"),
+    accs = [f"a{o}" for o in range(gsize)]
+    v.update(variant="planar", group_size=gsize, nkeys=len(keys), direct=direct, scratch=k.scratch,
+             zp_plain=in_zp + 128, ostep=geo.c if direct else 1,
+             wdsp=k.table(np.concatenate([v["prm_values"], _packed_weights(w.astype(np.int64) * (2 if doubled else 1), keys)
+                                          .reshape(geo.c, -1)], axis=1), "int32",
+                          "per channel: parameters, then weight words (w[t], w[t + 2]) per kernel row"
+                          + (", doubled" if doubled else "")),
              wplain=k.table(w2d.astype(np.int32), "int32", "weights as int32"),
              dsp_group=_dsp_lines(plans[0], geo, keys, accs),
-             dsp_tail=_dsp_lines(plans[1], geo, keys, accs) if geo.ow % GROUP else None,
+             dsp_tail=_dsp_lines(plans[1], geo, keys, accs) if tail else None,
              plain_group=_plain_lines(1, geo, accs),
-             costs=[p.cost for p in plans])
+             asm_group=_asm_vars(plans[0], geo, keys, v, direct) if asm else None,
+             asm_tail=_asm_vars(plans[1], geo, keys, v, direct) if asm and tail else None)
     return "depthwise.c.j2", v, macs
