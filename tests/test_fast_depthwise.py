@@ -6,6 +6,7 @@ output (own buffer, in place channel by channel, overlapping at the smallest lea
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -243,3 +244,56 @@ int main(void) {
     subprocess.run(["gcc", "-std=c99", "-O1", "-fsanitize=undefined", "-fno-sanitize-recover=all", "-I", str(RUNTIME),
                     str(src), "-o", str(exe)], check=True)
     assert subprocess.run([str(exe)], capture_output=True, text=True).stdout.strip() == "0"
+
+
+# -- the DSP path's asm, as ARM code under QEMU -----------------------------------------------------------------
+
+def chain_graph(layers, shape=(11, 9, 8)) -> Graph:
+    """Depthwise layers one after another, (kernel, stride, dilation, pads, activation) each."""
+    rng = np.random.default_rng(7)
+    g = Graph("chain")
+    h, w, c = shape
+    g.add_tensor("x", (1, h, w, c), "int8", quant=Quant(np.float32(0.03), np.int64(-3)))
+    prev = "x"
+    for i, (k, s, d, pads, act) in enumerate(layers):
+        kh, kw = (k, k) if isinstance(k, int) else k
+        pt, pl, pb, pr = pads
+        h, w = (h + pt + pb - (kh - 1) * d - 1) // s + 1, (w + pl + pr - (kw - 1) * d - 1) // s + 1
+        out = g.add_tensor(f"y{i}", (1, h, w, c), "int8",
+                           quant=Quant(np.float32(0.02 * (i + 1)), np.int64(5 * i - 9))).name
+        wt = g.add_tensor(f"w{i}", (c, kh, kw, 1), "int8", rng.integers(-127, 128, (c, kh, kw, 1)).astype(np.int8),
+                          quant=Quant(rng.uniform(0.002, 0.05, c).astype(np.float32), np.zeros(c, np.int64), 0)).name
+        b = g.add_tensor(f"b{i}", (c,), "int32", rng.integers(-20000, 20000, c).astype(np.int32),
+                         quant=Quant(np.ones(c, np.float32), np.zeros(c, np.int64), 0)).name
+        g.add_node("Conv2D", [prev, wt, b], [out], strides=(s, s), dilations=(d, d), pads=pads, groups=c,
+                   activation=act, name=f"dw{i}")
+        prev = out
+    g.inputs, g.outputs = ["x"], [prev]
+    return g
+
+
+QEMU_LAYERS = [(3, 1, 1, (1, 1, 1, 1), {"fn": "relu"}), (3, 2, 1, (0, 0, 1, 1), None),
+               (5, 1, 1, (2, 2, 2, 2), {"fn": "clip", "lo": 0.0, "hi": 6.0}), (7, 1, 1, (3, 3, 3, 3), None),
+               ((1, 5), 1, 1, (0, 2, 0, 2), None), (3, 1, 2, (2, 2, 2, 2), None), (5, 2, 1, (2, 2, 2, 2), None)]
+
+
+@pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
+                    reason="needs arm-none-eabi-gcc and qemu-system-arm")
+def test_dsp_asm_under_qemu(tmp_path):
+    """The asm groups (only compiled for DSP cores) on the emulated Cortex-M4 equal the host's plain path."""
+    from tinyc.boards import load_board
+    from tinyc.compiler import write_library
+    from tinyc.firmware.emulate import emulate
+    from tinyc.firmware.project import write_firmware
+    g = chain_graph(QEMU_LAYERS)
+    compiled = build(g, "fast", ())
+    assert all(k == "int8_fast/depthwise/planar" for k in _depthwise_kernels(compiled))
+    assert "__asm__ volatile" in compiled.library.files["m.c"]
+    x = _inputs(g.tensors["x"].shape[1:], n=3, seed=3)[2]
+    x[0, :4], x[-1, -3:] = 127, -128                  # some extremes inside a random sample
+    write_library(compiled.library, str(tmp_path), force=True)
+    board = load_board("nucleo-f412zg")
+    write_firmware(compiled, board, str(tmp_path), [x])
+    emulated = emulate(compiled, board, tmp_path, profile=False)["outputs"]
+    host = run_generated(compiled, [x[None]])
+    assert np.array_equal(emulated[0][None], host[0])
