@@ -248,7 +248,7 @@ int main(void) {
 
 # -- the DSP path's asm, as ARM code under QEMU -----------------------------------------------------------------
 
-def chain_graph(layers, shape=(11, 9, 8)) -> Graph:
+def chain_graph(layers, shape=(11, 9, 13)) -> Graph:
     """Depthwise layers one after another, (kernel, stride, dilation, pads, activation) each."""
     rng = np.random.default_rng(7)
     g = Graph("chain")
@@ -272,7 +272,7 @@ def chain_graph(layers, shape=(11, 9, 8)) -> Graph:
     return g
 
 
-QEMU_LAYERS = [(3, 1, 1, (1, 1, 1, 1), {"fn": "relu"}), (3, 2, 1, (0, 0, 1, 1), None),
+QEMU_LAYERS = [(3, 1, 1, (1, 1, 1, 1), {"fn": "relu"}), (3, 2, 1, (0, 0, 1, 1), {"fn": "relu"}),
                (5, 1, 1, (2, 2, 2, 2), {"fn": "clip", "lo": 0.0, "hi": 6.0}), (7, 1, 1, (3, 3, 3, 3), None),
                ((1, 5), 1, 1, (0, 2, 0, 2), None), (3, 1, 2, (2, 2, 2, 2), None), (5, 2, 1, (2, 2, 2, 2), None)]
 
@@ -280,14 +280,15 @@ QEMU_LAYERS = [(3, 1, 1, (1, 1, 1, 1), {"fn": "relu"}), (3, 2, 1, (0, 0, 1, 1), 
 @pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
                     reason="needs arm-none-eabi-gcc and qemu-system-arm")
 def test_dsp_asm_under_qemu(tmp_path):
-    """The asm groups (only compiled for DSP cores) on the emulated Cortex-M4 equal the host's plain path."""
+    """The asm (only compiled for DSP cores: the planar kernel's groups, the raster kernel's interior pixels) on the
+    emulated Cortex-M4 equals the host's plain path."""
     from tinyc.boards import load_board
     from tinyc.compiler import write_library
     from tinyc.firmware.emulate import emulate
     from tinyc.firmware.project import write_firmware
     g = chain_graph(QEMU_LAYERS)
     compiled = build(g, "fast", ())
-    assert all(k == "int8_fast/depthwise/planar" for k in _depthwise_kernels(compiled))
+    assert set(_depthwise_kernels(compiled)) == {"int8_fast/depthwise/planar", "int8_fast/depthwise_raster/raster"}
     assert "__asm__ volatile" in compiled.library.files["m.c"]
     x = _inputs(g.tensors["x"].shape[1:], n=3, seed=3)[2]
     x[0, :4], x[-1, -3:] = 127, -128                  # some extremes inside a random sample

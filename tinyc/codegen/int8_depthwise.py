@@ -272,6 +272,20 @@ PRM = 5               # per-channel parameters ahead of the channel's weight wor
 ASM_OPERANDS = 12      # registers one asm group may ask for (r0-r12 and lr, minus what the loop around it keeps)
 
 
+def _asm_requant(a: str, m: str, rs: str, rz: str, out_zp: int, zp_folded: bool, lo: int, hi: int) -> list:
+    """tinyc_requantize_doubled(a, m, rs, rz), the zero point unless folded into rz, SSAT and the activation's
+    clamp, in place in register a."""
+    code = [f"smmulr {a}, {a}, {m}", f"add {a}, {a}, {a}, asr #31", f"add {a}, {a}, {rz}", f"asr {a}, {a}, {rs}"]
+    if not zp_folded:
+        code.append(f"add {a}, {a}, #{out_zp}")
+    code.append(f"ssat {a}, #8, {a}")
+    if lo > -128:
+        code += [f"cmp {a}, #{lo}", "it lt", f"movlt {a}, #{lo}"]
+    if hi < 127:
+        code += [f"cmp {a}, #{hi}", "it gt", f"movgt {a}, #{hi}"]
+    return code
+
+
 def _asm_group(plan: RowPlan, geo: Geo, keys: list, ostep: int, out_zp: int, zp_folded: bool, lo: int,
                hi: int) -> tuple[list, int] | None:
     """One group of the DSP path as Cortex-M asm (the C intrinsics' register allocation spills on 14 registers):
@@ -369,17 +383,8 @@ def _asm_group(plan: RowPlan, geo: Geo, keys: list, ostep: int, out_zp: int, zp_
     code.append("ldr %[t2], [%[wc], #16]")
     peak[0] = max(peak[0], 3)
     for o in range(n):
-        a = f"%[a{o}]"
-        code += [f"smmulr {a}, {a}, %[t0]", f"add {a}, {a}, {a}, asr #31", f"add {a}, {a}, %[t2]",
-                 f"asr {a}, {a}, %[t1]"]
-        if not zp_folded:
-            code.append(f"add {a}, {a}, #{out_zp}")
-        code.append(f"ssat {a}, #8, {a}")
-        if lo > -128:
-            code += [f"cmp {a}, #{lo}", "it lt", f"movlt {a}, #{lo}"]
-        if hi < 127:
-            code += [f"cmp {a}, #{hi}", "it gt", f"movgt {a}, #{hi}"]
-        code.append(f"strb {a}, [%[o], #{o * ostep}]")
+        code += _asm_requant(f"%[a{o}]", "%[t0]", "%[t1]", "%[t2]", out_zp, zp_folded, lo, hi)
+        code.append(f"strb %[a{o}], [%[o], #{o * ostep}]")
     if n + peak[0] + 3 > ASM_OPERANDS or (n - 1) * ostep > 4095:
         return None
     return code, peak[0]
@@ -482,28 +487,69 @@ def _interior(n_out: int, stride: int, dil: int, k: int, pad: int, n_in: int) ->
     return (ok[0], ok[-1] + 1) if ok else (0, 0)
 
 
-def _raster_vars(k, geo: Geo, w: np.ndarray, in_zp: int, doubled: bool) -> dict:
-    """The raster kernel's tables: per group of four channels and tap, the words (w[c], w[c + 2]) and
-    (w[c + 1], w[c + 3]) (DSP path); int32 weights [C, taps] (plain path and the last C % 4 channels); C bytes
-    of the input zero point that padded taps of border pixels read."""
+def _raster_vars(k, geo: Geo, w: np.ndarray, in_zp: int, v: dict) -> dict:
+    """The raster kernel's tables. DSP path, per group of four channels, in the order the kernel reads them: the
+    four biases, per tap the words (w[c], w[c + 2]) and (w[c + 1], w[c + 3]), then per channel multiplier,
+    shift and rounding. Plain path and the last C % 4 channels: int32 weights [C, taps] and the per-channel
+    parameters. C bytes of the input zero point, which padded taps of border pixels read. On DSP cores an
+    interior pixel's group of four channels is one asm block when the requantization is the fast one and every
+    tap offset is an immediate."""
+    doubled = v["doubled"]
     taps = geo.kh * geo.kw
     c4 = geo.c - geo.c % 4
     wt = w.reshape(geo.c, taps).astype(np.int64)
     wd = wt * 2 if doubled else wt
-    quads = np.zeros((c4 // 4, taps, 2), np.int64)
-    for q in range(c4 // 4):
-        c = 4 * q
-        quads[q, :, 0] = (wd[c] & 0xFFFF) + wd[c + 2] * 65536
-        quads[q, :, 1] = (wd[c + 1] & 0xFFFF) + wd[c + 3] * 65536
+    prm = v["prm_values"]
+    stream = []
+    for c in range(0, c4, 4):
+        words = list(prm[c:c + 4, 0])
+        for t in range(taps):
+            words += [(wd[c, t] & 0xFFFF) + wd[c + 2, t] * 65536, (wd[c + 1, t] & 0xFFFF) + wd[c + 3, t] * 65536]
+        for i in range(4):
+            words += list(prm[c + i, 2:5])
+        stream.append(words)
     oy_lo, oy_hi = _interior(geo.oh, geo.sh, geo.dh, geo.kh, geo.pt, geo.ih)
     ox_lo, ox_hi = _interior(geo.ow, geo.sw, geo.dw, geo.kw, geo.pl, geo.iw)
     offsets = [(ky * geo.dh * geo.iw + kx * geo.dw) * geo.c for ky in range(geo.kh) for kx in range(geo.kw)]
-    return dict(variant="raster", c4=c4, taps=taps, offsets=offsets, oy_lo=oy_lo, oy_hi=oy_hi, ox_lo=ox_lo,
-                ox_hi=ox_hi,
-                wquad=k.table(quads.astype(np.int32), "int32", "weight words (w[c], w[c + 2]), (w[c + 1], w[c + 3]) "
-                              "per tap") if c4 else None,
+    asm = None
+    if c4 and v["requant"] == "fast" and max(offsets) + 3 < 4096:
+        asm = ["ldrd %[a0], %[a1], [%[wp]], #8", "ldrd %[a2], %[a3], [%[wp]], #8"]
+        for off in offsets:
+            asm += [f"ldr %[x], [%[px], #{off}]", "ldrd %[w0], %[w1], [%[wp]], #8", "sxtb16 %[y], %[x]",
+                    "sxtb16 %[x], %[x], ror #8", "smlabb %[a0], %[y], %[w0], %[a0]",
+                    "smlatt %[a2], %[y], %[w0], %[a2]", "smlabb %[a1], %[x], %[w1], %[a1]",
+                    "smlatt %[a3], %[x], %[w1], %[a3]"]
+        for i in range(4):
+            asm += ["ldrd %[w0], %[w1], [%[wp]], #8", "ldr %[y], [%[wp]], #4"]
+            asm += _asm_requant(f"%[a{i}]", "%[w0]", "%[w1]", "%[y]", v["out_zp"], v["zp_folded"], v["lo"], v["hi"])
+            asm.append(f"strb %[a{i}], [%[out], #{i}]")
+        asm += ["add %[px], %[px], #4", "add %[out], %[out], #4"]
+    return dict(variant="raster", scratch=k.scratch, c4=c4, taps=taps, offsets=offsets, oy_lo=oy_lo, oy_hi=oy_hi, ox_lo=ox_lo,
+                ox_hi=ox_hi, asm=asm, quad_words=4 + 2 * taps + 12,
+                wquad=k.table(np.array(stream, np.int64).astype(np.int32), "int32",
+                              "per 4 channels: biases, weight words (w[c], w[c + 2]), (w[c + 1], w[c + 3]) per tap, "
+                              "then multiplier, shift, rounding per channel") if c4 else None,
                 wplain=k.table(wt.astype(np.int32), "int32", "weights as int32"),
                 zpbuf=k.table(np.full(geo.c, in_zp), "int8", "the input zero point, for padded taps"))
+
+
+def _planar_estimate(geo: Geo, chosen) -> int:
+    """Instructions of the planar kernel's DSP path (asm groups), roughly: groups, row copies, loop overheads."""
+    n, plan, tail = chosen
+    keys = _weight_keys([plan] + ([tail] if tail else []))
+    group = len(_asm_group(plan, geo, keys, geo.c, 0, True, -128, 127)[0]) + 4
+    last = len(_asm_group(tail, geo, keys, geo.c, 0, True, -128, 127)[0]) + 4 if tail else 0
+    row = geo.ow // n * group + last + 25
+    return geo.c * (geo.oh * row + geo.rows_total * (geo.cols * 5 // 2 + 12) + 40)
+
+
+def _raster_estimate(geo: Geo, r: dict) -> int:
+    """Instructions of the raster kernel's DSP path (asm interior pixels, C border pixels), roughly."""
+    quads, rest, taps = r["c4"] // 4, geo.c - r["c4"], r["taps"]
+    interior = (r["oy_hi"] - r["oy_lo"]) * (r["ox_hi"] - r["ox_lo"])
+    border = geo.oh * geo.ow - interior
+    return (interior * (quads * (len(r["asm"]) + 3) + rest * (4 * taps + 15) + 12)
+            + border * (quads * (10 * taps + 45) + rest * (5 * taps + 15) + 8 * taps + 20))
 
 
 def depthwise(k):
@@ -532,10 +578,14 @@ def depthwise(k):
     direct = lead is None or _direct_ok(geo, lead)
     doubled = v["requant"] == "fast"        # the DSP path accumulates 2 x acc, what SMMULR wants
     v["doubled"] = doubled
-    if k.in_place is not None and not k.depthwise_in_place and not direct:
-        v.update(_raster_vars(k, geo, w, in_zp, doubled))       # an overlap the planar kernel cannot keep
-        return "depthwise_raster.c.j2", v, macs
     chosen = _choose_group(geo, v, direct)
+    if not k.depthwise_in_place:        # raster order is never safe for an output written channel by channel
+        raster = _raster_vars(k, geo, w, in_zp, v)
+        planar_ok = k.in_place is None or direct
+        if not planar_ok or (chosen is not None and raster["asm"] is not None
+                             and _raster_estimate(geo, raster) < _planar_estimate(geo, chosen)):
+            v.update(raster)            # an overlap the planar kernel cannot keep, or the cheaper kernel (DSP path)
+            return "depthwise_raster.c.j2", v, macs
     if chosen is None:
         gsize = min(GROUP, geo.ow)
         tail = geo.ow % gsize
