@@ -40,9 +40,8 @@ import numpy as np
 from ..quant import params as qp
 from . import gemm_pack
 
-import os as _os
-GROUP = int(_os.environ.get("DWG", 2))           # output pixels per step of the planar kernel's inner loop (DSP path)
-ROWS_BUDGET = 256   # bytes of padded input rows the planar kernel keeps at least (whole planes of small layers)
+GROUP = 2           # output pixels per step of the planar kernel's inner loop (DSP path)
+ROWS_BUDGET = 256   # bytes of padded input rows the planar kernel may keep, at least (or 1/16 of the input tensor)
 
 
 @dataclass(frozen=True)
@@ -85,11 +84,18 @@ class Geo:
 
     @property
     def buf_rows(self) -> int:
-        """Rows of the planar kernel's buffer: the whole channel when it fits ROWS_BUDGET, else enough that the
-        rows still needed move back to the start (once every few output rows) without overlapping themselves."""
-        if self.rows_total * self.width <= ROWS_BUDGET:
+        """Rows of the planar kernel's buffer: the whole channel when it fits the budget (ROWS_BUDGET bytes or
+        1/16 of the input tensor, whichever is larger), else as many rows as fit, at least enough that the rows
+        still needed move back to the start (once every few output rows) without overlapping themselves."""
+        budget = max(ROWS_BUDGET, self.ih * self.iw * self.c // 16)
+        if self.rows_total * self.width <= budget:
             return self.rows_total
-        return min(self.rows_total, max(2 * self.span, ROWS_BUDGET // self.width))
+        return min(self.rows_total, max(2 * self.span, budget // self.width))
+
+    @property
+    def whole(self) -> bool:
+        """The buffer holds the whole padded channel: copied at once, before any output of the channel."""
+        return self.buf_rows == self.rows_total and self.sh <= self.span
 
     @property
     def buf_bytes(self) -> int:     # + 3 bytes a last word load may read past the last row
@@ -439,10 +445,12 @@ def _plain_lines(outputs: int, geo: Geo, acc: list) -> list:
 
 def _direct_ok(geo: Geo, lead: int) -> bool:
     """In place: can output row oy be stored into y right away? It covers channel c of input pixels
-    p - lead / C for its pixels p; each must lie in a row already copied into the ring (or outside the
+    p - lead / C for its pixels p; each must lie in a row already copied into the buffer (or outside the
     input)."""
     if lead % geo.c:
         return False
+    if geo.whole:
+        return True
     shift = -lead // geo.c
     for oy in range(geo.oh):
         loaded = oy * geo.sh + geo.span - 1 - geo.pt            # last input row copied so far
@@ -568,7 +576,8 @@ def depthwise(k):
         return None     # the plain path's partial sums (bias - 128 x weight sums, + up to 255 x |w|) fit int32
     v = dict(geo.__dict__, span=geo.span, width=geo.width, cols=geo.cols, buf_rows=geo.buf_rows,
              buf_bytes=geo.buf_bytes, new_rows=geo.new_rows, moves=geo.buf_rows < geo.rows_total,
-             kept_bytes=(geo.span - geo.new_rows) * geo.width,
+             kept_bytes=(geo.span - geo.new_rows) * geo.width, whole=geo.whole,
+             whole_rows=max(0, min(geo.ih, geo.rows_total - geo.pt)),
              in_zp=in_zp, **_requant_vars(k, geo, w2d, bias, in_zp, folded),
              comment=f"depthwise {geo.ih}x{geo.iw}x{geo.c} -> {geo.oh}x{geo.ow}x{geo.c}, kernel {geo.kh}x{geo.kw}, "
                      f"stride {geo.sh}x{geo.sw}, dilation {geo.dh}x{geo.dw}, pads t{geo.pt} l{geo.pl} b{geo.pb} "
