@@ -113,11 +113,12 @@ def dense_applies(g, node) -> bool:
 
 def dense_expands(g, node) -> bool:
     """FULLY_CONNECTED layers whose inputs are sign-extended once per row into kernel scratch (2 bytes per
-    input) for the DSP path: worth it from 4 channel pairs on (the expansion is shared by all of them)."""
+    input) for the DSP path: worth it from 4 channel pairs and 64 inputs on (below that the gain is a few
+    instructions and the scratch can cost more arena than it saves time)."""
     if not dense_applies(g, node):
         return False
     w = g.tensors[node.inputs[1]]
-    return w.shape[0] >= 8 and w.shape[1] >= 16
+    return w.shape[0] >= 8 and w.shape[1] >= 64
 
 
 def work_bytes(g, node) -> int:
@@ -160,6 +161,8 @@ def _folded_table(k, folded):
 def conv2d(k):
     g = k.plan.graph
     if is_depthwise(g, k.node):
+        if int8_depthwise.work_bytes(g, k.node) and k.work is None:     # a plan made without kernel scratch
+            return None
         return int8_depthwise.depthwise(k)
     mode = conv_mode(g, k.node)
     px2 = two_pixels(g, k.node)
