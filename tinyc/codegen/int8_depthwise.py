@@ -1,38 +1,44 @@
 """Fast int8 depthwise conv rules (templates/int8_fast/depthwise*.c.j2): depth multiplier 1, any kernel size,
 stride, dilation and padding. Bit-exact twins of templates/int8/conv2d.c.j2 (groups > 1) and
-templates/int8/depthwise_in_place.c.j2.
+templates/int8/depthwise_in_place.c.j2. Input zero point folded into the bias: Σ (x - zp) w + b =
+Σ x w + (b - zp Σ w); requantization by tinyc_requantize_fast when gemm_pack.fast_mbqm proves it exact (on the
+DSP path from doubled weights and bias: the accumulator is already the 2 acc SMMULR wants; the output zero
+point is folded into the rounding constant when nothing can overflow), else tinyc_requantize.
 
-**Planar kernel** (`depthwise.c.j2`, the usual one). Channel after channel: the rows of that channel's input
-plane the current output row needs are copied into a small ring in the kernel scratch `s`, padded with the input
-zero point, so that output pixels need no bounds checks at all (padded taps read the zero point: with the input
-zero point folded into the bias, Σ x * w + (b - zp * Σ w), a zero point contributes nothing). The ring holds
-`span` = (kh - 1) * dh + 1 rows of the padded width, each stored twice (slot r and slot r + span), so the
-`span` rows of any output row's window are contiguous from one pointer: every tap is a compile-time offset.
-Output pixels are computed two at a time. DSP path: one unaligned word of the plane row is four neighbouring
-pixels; SXTB16 / SXTB16 ROR 8 give the pairs (x0, x2) and (x1, x3), and one SMLAD multiplies a pair against
-two taps two columns apart (weights re-laid out at compile time as int16 pairs (w_t, w_t+2)); a lone tap is
-one SMLABB / SMLATB. Which words to load and how to pair the taps is chosen per layer by `row_plan`
-(3x3 stride 1: one load, two unpacks, two SMLAD and two halfword MACs per kernel row for 6 MACs). Plain path
-(Cortex-M0+): the ring holds x ^ 0x80 (unsigned, so every load is an LDRB with an immediate offset) and the
-bias absorbs the 128 * Σ w; one MULS per tap with int32 weights.
+**Planar kernel** (`depthwise.c.j2`, the usual one). Channel after channel: the channel's input rows are copied
+into a buffer in the kernel scratch `s`, padded with the input zero point (pad rows and columns are written
+once per layer), so output pixels need no bounds checks at all: a padded tap reads the zero point, which
+contributes nothing. When the padded plane fits `buf_rows` (ROWS_BUDGET bytes or 1/16 of the input tensor) the
+whole channel is copied first; otherwise the rows an output row needs are appended as it goes and, when the
+buffer is full, the rows still needed move back to its start. Either way the window's rows are contiguous from
+one pointer, so every tap is a compile-time offset. DSP path: one unaligned word of a buffer row is four
+neighbouring pixels; SXTB16 / SXTB16 ROR 8 give the pairs (x0, x2) and (x1, x3), one SMLAD multiplies a pair
+against two taps two columns apart (weights re-laid out at compile time as int16 pairs (w_t, w_t+2)), a lone
+tap is one SMLABB / SMLATB. `row_plan` chooses which words to load and how to pair the taps, `_choose_group` how
+many output pixels one step computes (3x3 stride 1: 2 to 5 pixels, one load, two unpacks and two MACs per pixel
+and kernel row); on DSP cores each step is one asm block (`_asm_group`: loads, MACs, requantization, SSAT,
+stores) so that the compiler cannot spill, and the C intrinsics run elsewhere (host emulation). Plain path
+(Cortex-M0+): the buffer holds x ^ 0x80 (unsigned: every load is an LDRB with an immediate offset) and the bias
+absorbs the 128 Σ w; one MULS per tap with int32 weights, tinyc_requantize_halves (no 64-bit multiply).
 
 Written over its input (k.in_place, tinyc/schedule/overlap.py): channel c's outputs may only overwrite input
-bytes no longer needed. Every input row is copied into the ring before any output row that needs it, so an
+bytes no longer needed. Every input row is copied into the buffer before any output row that needs it, so an
 output row can go straight to y when the bytes it covers are channel-c bytes (the lead is a whole number of
-pixels) of input rows already copied; `_direct_ok` checks that for every output row at compile time. Otherwise
-an in-place (kind "depthwise") layer computes each channel into the scratch plane `t` and stores it afterwards,
-as the reference does, and an overlapped (kind "overlap") one takes the raster kernel.
+pixels) of input rows already copied (always, when the whole channel is copied first); `_direct_ok` checks that
+at compile time. Otherwise an in-place (kind "depthwise") layer computes each channel into the scratch plane `t`
+and stores it afterwards, as the reference does, and an overlapped (kind "overlap") one takes the raster kernel.
 
-**Raster kernel** (`depthwise_raster.c.j2`), for an overlap the planar kernel cannot keep: the reference's raster
-order, pixel after pixel with all channels; interior pixels with unrolled taps at literal offsets and no bounds
-checks, border pixels through per-tap pointers (padded taps read a row of the input zero point). DSP path: four
-channels per word, SMLABB / SMLATT against per-tap weight words (w[c], w[c + 2]). It leaves the scratch `s`
-unused (`work_bytes` is asked before the plan picks a kind).
+**Raster kernel** (`depthwise_raster.c.j2`): the reference's raster order, pixel after pixel with all channels;
+interior pixels with unrolled taps at literal offsets and no bounds checks, border pixels through per-tap
+pointers (padded taps read a row of the input zero point). DSP path: four channels per word, SMLABB / SMLATT
+against per-tap weight words (w[c], w[c + 2]), an interior pixel's group of four channels one asm block. Used
+for an overlap the planar kernel cannot keep, and where it is estimated cheaper (stride 2: no copies). It leaves
+the scratch `s` unused (`work_bytes` is asked before the plan picks a kind).
 """
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -61,6 +67,7 @@ class Geo:
     pl: int
     pb: int
     pr: int
+    small: bool = False         # keep the fewest buffer rows: the raster kernel is expected unless in place
 
     @property
     def span(self) -> int:          # rows of one output row's window
@@ -71,7 +78,7 @@ class Geo:
         return (self.ow - 1) * self.sw + (self.kw - 1) * self.dw + 1
 
     @property
-    def cols(self) -> int:          # input columns copied into a ring row
+    def cols(self) -> int:          # input columns copied into a buffer row
         return max(0, min(self.iw, self.width - self.pl))
 
     @property
@@ -87,7 +94,7 @@ class Geo:
         """Rows of the planar kernel's buffer: the whole channel when it fits the budget (ROWS_BUDGET bytes or
         1/16 of the input tensor, whichever is larger), else as many rows as fit, at least enough that the rows
         still needed move back to the start (once every few output rows) without overlapping themselves."""
-        budget = max(ROWS_BUDGET, self.ih * self.iw * self.c // 16)
+        budget = 0 if self.small else max(ROWS_BUDGET, self.ih * self.iw * self.c // 16)
         if self.rows_total * self.width <= budget:
             return self.rows_total
         return min(self.rows_total, max(2 * self.span, budget // self.width))
@@ -125,10 +132,11 @@ def geometry(g, node) -> Geo | None:
 
 
 def work_bytes(g, node) -> int:
-    """Kernel scratch of the fast depthwise kernel: the planar kernel's ring (reserved whatever in-place kind
-    the planner picks later; the raster kernel leaves it unused)."""
-    geo = geometry(g, node)
-    return geo.buf_bytes if geo is not None else 0
+    """Kernel scratch of the fast depthwise kernel: the planar kernel's row buffer, reserved whatever in-place
+    kind the planner picks later (the raster kernel leaves it unused; where the raster kernel is expected, the
+    buffer is the smallest the planar kernel can work with, for a layer planned in place)."""
+    layer = _layer(g, node)
+    return layer["geo"].buf_bytes if layer is not None else 0
 
 
 # -- the planar kernel's horizontal plan ---------------------------------------------------------------------
@@ -432,7 +440,7 @@ def _choose_group(geo: Geo, v: dict, direct: bool) -> tuple | None:
 
 
 def _plain_lines(outputs: int, geo: Geo, acc: list) -> list:
-    """Plain path: one multiply per tap, unsigned ring bytes (LDRB with an immediate offset), int32 weights;
+    """Plain path: one multiply per tap, unsigned buffer bytes (LDRB with an immediate offset), int32 weights;
     one statement per tap keeps Cortex-M0+'s few registers free."""
     lines = []
     for o in range(outputs):
@@ -463,13 +471,13 @@ def _direct_ok(geo: Geo, lead: int) -> bool:
     return True
 
 
-def _requant_vars(k, geo: Geo, w2d: np.ndarray, bias, in_zp: int, folded: np.ndarray) -> dict:
+def _quant(g, node, geo: Geo, w2d: np.ndarray, bias, in_zp: int, folded: np.ndarray) -> dict:
     """Per channel [bias (DSP path), bias (plain path: 128 x weight sums less), multiplier, shift, rounding]:
     for tinyc_requantize_fast a right shift r and 2^(r - 1) + out_zp * 2^r (the output zero point added before
     the shift, exact while the sum cannot overflow), else TFLite's shift for tinyc_requantize."""
-    in_q, out_q = k.tensor(0).quant, k.out.quant
-    mults, shifts = qp.conv_multipliers(in_q, k.tensor(1).quant, out_q, geo.c)
-    lo, hi = qp.activation_range(k.node.attrs.get("activation"), out_q)
+    in_q, out_q = g.tensors[node.inputs[0]].quant, g.tensors[node.outputs[0]].quant
+    mults, shifts = qp.conv_multipliers(in_q, g.tensors[node.inputs[1]].quant, out_q, geo.c)
+    lo, hi = qp.activation_range(node.attrs.get("activation"), out_q)
     out_zp = qp.zero_point_of(out_q)
     fast = gemm_pack.fast_mbqm(shifts, gemm_pack.acc_bound(w2d, bias, in_zp))
     plain = folded - 128 * w2d.astype(np.int64).sum(axis=1)
@@ -485,8 +493,7 @@ def _requant_vars(k, geo: Geo, w2d: np.ndarray, bias, in_zp: int, folded: np.nda
     dsp_bias = folded * 2 if fast else folded        # the DSP path accumulates 2 x acc with doubled weights
     prm = np.stack([dsp_bias, plain, mults, sh, rounding], axis=1).astype(np.int64)
     return dict(out_zp=out_zp, lo=lo, hi=hi, requant="fast" if fast else "mbqm", zp_folded=zp_folded,
-                prm_values=prm,
-                prm=k.table(prm, "int32", "per channel: bias (DSP), bias (plain), multiplier, shift, rounding"))
+                doubled=fast, prm_values=prm)
 
 
 def _interior(n_out: int, stride: int, dil: int, k: int, pad: int, n_in: int) -> tuple[int, int]:
@@ -495,7 +502,7 @@ def _interior(n_out: int, stride: int, dil: int, k: int, pad: int, n_in: int) ->
     return (ok[0], ok[-1] + 1) if ok else (0, 0)
 
 
-def _raster_vars(k, geo: Geo, w: np.ndarray, in_zp: int, v: dict) -> dict:
+def _raster_plan(geo: Geo, w: np.ndarray, v: dict) -> dict:
     """The raster kernel's tables. DSP path, per group of four channels, in the order the kernel reads them: the
     four biases, per tap the words (w[c], w[c + 2]) and (w[c + 1], w[c + 3]), then per channel multiplier,
     shift and rounding. Plain path and the last C % 4 channels: int32 weights [C, taps] and the per-channel
@@ -532,12 +539,16 @@ def _raster_vars(k, geo: Geo, w: np.ndarray, in_zp: int, v: dict) -> dict:
             asm += _asm_requant(f"%[a{i}]", "%[w0]", "%[w1]", "%[y]", v["out_zp"], v["zp_folded"], v["lo"], v["hi"])
             asm.append(f"strb %[a{i}], [%[out], #{i}]")
         asm += ["add %[px], %[px], #4", "add %[out], %[out], #4"]
-    return dict(variant="raster", scratch=k.scratch, c4=c4, taps=taps, offsets=offsets, oy_lo=oy_lo, oy_hi=oy_hi, ox_lo=ox_lo,
-                ox_hi=ox_hi, asm=asm, quad_words=4 + 2 * taps + 12,
-                wquad=k.table(np.array(stream, np.int64).astype(np.int32), "int32",
+    return dict(variant="raster", c4=c4, taps=taps, offsets=offsets, oy_lo=oy_lo, oy_hi=oy_hi, ox_lo=ox_lo,
+                ox_hi=ox_hi, asm=asm, quad_words=4 + 2 * taps + 12, stream=stream, wt=wt)
+
+
+def _raster_tables(k, r: dict, geo: Geo, in_zp: int) -> dict:
+    return dict(scratch=k.scratch,
+                wquad=k.table(np.array(r.pop("stream"), np.int64).astype(np.int32), "int32",
                               "per 4 channels: biases, weight words (w[c], w[c + 2]), (w[c + 1], w[c + 3]) per tap, "
-                              "then multiplier, shift, rounding per channel") if c4 else None,
-                wplain=k.table(wt.astype(np.int32), "int32", "weights as int32"),
+                              "then multiplier, shift, rounding per channel") if r["c4"] else None,
+                wplain=k.table(r.pop("wt").astype(np.int32), "int32", "weights as int32"),
                 zpbuf=k.table(np.full(geo.c, in_zp), "int8", "the input zero point, for padded taps"))
 
 
@@ -560,41 +571,56 @@ def _raster_estimate(geo: Geo, r: dict) -> int:
             + border * (quads * (10 * taps + 45) + rest * (5 * taps + 15) + 8 * taps + 20))
 
 
-def depthwise(k):
-    """(template, variables, MACs) for a depthwise int8 Conv2D, or None (reference kernel)."""
+def _layer(g, node) -> dict | None:
+    """Everything the rules decide from the graph alone (also before the memory plan, for `work_bytes`): the
+    geometry, weights, folded bias, requantization, and whether the raster kernel is expected to be cheaper than
+    the planar one on the DSP path (then the planar kernel, still needed for a layer planned in place, keeps the
+    smallest buffer); None when the fast kernel does not apply."""
     from .int8_fast import _bias, _int8_weights
-    g = k.plan.graph
-    geo = geometry(g, k.node)
+    geo = geometry(g, node)
     if geo is None:
         return None
-    w = _int8_weights(g, k.node).reshape(geo.c, geo.kh, geo.kw)
+    w = _int8_weights(g, node).reshape(geo.c, geo.kh, geo.kw)
     w2d = w.reshape(geo.c, -1)
-    bias = _bias(g, k.node)
-    in_zp = qp.zero_point_of(k.tensor(0).quant)
+    bias = _bias(g, node)
+    in_zp = qp.zero_point_of(g.tensors[node.inputs[0]].quant)
     folded = gemm_pack.folded_bias(w2d, bias, in_zp)
     if folded is None or np.any(np.abs(folded) + 384 * np.abs(w2d.astype(np.int64)).sum(axis=1) >= 1 << 31):
         return None     # the plain path's partial sums (bias - 128 x weight sums, + up to 255 x |w|) fit int32
+    q = _quant(g, node, geo, w2d, bias, in_zp, folded)
+    chosen = _choose_group(geo, q, True)
+    raster = _raster_plan(geo, w, q)
+    cheaper = (chosen is not None and raster["asm"] is not None
+               and _raster_estimate(geo, raster) < _planar_estimate(geo, chosen))
+    if cheaper:
+        geo = replace(geo, small=True)
+    return dict(geo=geo, w=w, w2d=w2d, in_zp=in_zp, q=q, raster=raster, raster_cheaper=cheaper)
+
+
+def depthwise(k):
+    """(template, variables, MACs) for a depthwise int8 Conv2D, or None (reference kernel)."""
+    layer = _layer(k.plan.graph, k.node)
+    if layer is None:
+        return None
+    geo, w, w2d, in_zp, q = layer["geo"], layer["w"], layer["w2d"], layer["in_zp"], layer["q"]
     v = dict(geo.__dict__, span=geo.span, width=geo.width, cols=geo.cols, buf_rows=geo.buf_rows,
              buf_bytes=geo.buf_bytes, new_rows=geo.new_rows, moves=geo.buf_rows < geo.rows_total,
              kept_bytes=(geo.span - geo.new_rows) * geo.width, whole=geo.whole,
-             whole_rows=max(0, min(geo.ih, geo.rows_total - geo.pt)),
-             in_zp=in_zp, **_requant_vars(k, geo, w2d, bias, in_zp, folded),
+             whole_rows=max(0, min(geo.ih, geo.rows_total - geo.pt)), in_zp=in_zp, **q,
+             prm=k.table(q["prm_values"], "int32", "per channel: bias (DSP), bias (plain), multiplier, shift, rounding"),
              comment=f"depthwise {geo.ih}x{geo.iw}x{geo.c} -> {geo.oh}x{geo.ow}x{geo.c}, kernel {geo.kh}x{geo.kw}, "
                      f"stride {geo.sh}x{geo.sw}, dilation {geo.dh}x{geo.dw}, pads t{geo.pt} l{geo.pl} b{geo.pb} "
                      f"r{geo.pr}")
     macs = geo.oh * geo.ow * geo.c * geo.kh * geo.kw
     lead = k.in_place.lead if k.in_place is not None else None
     direct = lead is None or _direct_ok(geo, lead)
-    doubled = v["requant"] == "fast"        # the DSP path accumulates 2 x acc, what SMMULR wants
-    v["doubled"] = doubled
+    # raster order is never safe for an output written channel by channel (in place, kind "depthwise"); it is
+    # the only kernel for an overlap the planar one cannot keep, and otherwise taken where it is cheaper
+    if not k.depthwise_in_place and (layer["raster_cheaper"] or not direct):
+        raster = layer["raster"]
+        v.update(raster, **_raster_tables(k, raster, geo, in_zp))
+        return "depthwise_raster.c.j2", v, macs
     chosen = _choose_group(geo, v, direct)
-    if not k.depthwise_in_place:        # raster order is never safe for an output written channel by channel
-        raster = _raster_vars(k, geo, w, in_zp, v)
-        planar_ok = k.in_place is None or direct
-        if not planar_ok or (chosen is not None and raster["asm"] is not None
-                             and _raster_estimate(geo, raster) < _planar_estimate(geo, chosen)):
-            v.update(raster)            # an overlap the planar kernel cannot keep, or the cheaper kernel (DSP path)
-            return "depthwise_raster.c.j2", v, macs
     if chosen is None:
         gsize = min(GROUP, geo.ow)
         tail = geo.ow % gsize
@@ -606,12 +632,12 @@ def depthwise(k):
     asm = chosen is not None
     keys = _weight_keys(plans)
     accs = [f"a{o}" for o in range(gsize)]
+    words = _packed_weights(w.astype(np.int64) * (2 if q["doubled"] else 1), keys).reshape(geo.c, -1)
     v.update(variant="planar", group_size=gsize, nkeys=len(keys), direct=direct, scratch=k.scratch,
              zp_plain=in_zp + 128, ostep=geo.c if direct else 1,
-             wdsp=k.table(np.concatenate([v["prm_values"], _packed_weights(w.astype(np.int64) * (2 if doubled else 1), keys)
-                                          .reshape(geo.c, -1)], axis=1), "int32",
+             wdsp=k.table(np.concatenate([q["prm_values"], words], axis=1), "int32",
                           "per channel: parameters, then weight words (w[t], w[t + 2]) per kernel row"
-                          + (", doubled" if doubled else "")),
+                          + (", doubled" if q["doubled"] else "")),
              wplain=k.table(w2d.astype(np.int32), "int32", "weights as int32"),
              dsp_group=_dsp_lines(plans[0], geo, keys, accs),
              dsp_tail=_dsp_lines(plans[1], geo, keys, accs) if tail else None,
