@@ -134,18 +134,16 @@ def work_bytes(g, node) -> int:
 
 
 def _gemm_vars(k, w2d, bias, in_zp, layout="quad"):
-    """Variables shared by every GEMM use: packed weights, folded bias, unrolling."""
+    """Variables shared by every GEMM use: packed weights, folded bias, unrolling (for weights _gemm_applies
+    accepted)."""
     packed = gemm_pack.pack(w2d, layout)
     folded = gemm_pack.folded_bias(w2d, bias, in_zp)
-    if packed is None or folded is None or packed.k4 == 0:      # fewer than 4 inputs: nothing to vectorize
-        return None
     o, kdim = w2d.shape
     unroll, main_iters, rest = _unroll(packed.k4 // 4)
     return dict(
         kdim=kdim, o=o, k4=packed.k4, ktail=kdim - packed.k4, quads=packed.quads, odd_pair=packed.odd_pair,
         odd_single=packed.odd_single, unroll=unroll, main_iters=main_iters, rest=rest, layout=layout,
         pairs=packed.pairs, px2=False, e_offset=0, expand=False,
-        wp_type="int16" if packed.packed.size else "none",
         packed=k.table(packed.packed, "int16", "pair-packed weights") if packed.packed.size else None,
         single=k.table(packed.single, "int8", "weights of the odd channel") if packed.odd_single else None,
         tailw=k.table(packed.tail, "int8", "weights of the last inputs") if kdim - packed.k4 else None,
@@ -175,8 +173,6 @@ def conv2d(k):
     in_q, out_q = k.tensor(0).quant, k.out.quant
     in_zp, out_zp = qp.zero_point_of(in_q), qp.zero_point_of(out_q)
     v = _gemm_vars(k, w2d, bias, in_zp, "pair" if px2 else "quad")
-    if v is None:
-        return None
     v.update(px2=px2, e_offset=_scratch_layout(g, k.node)[1])
     mults, shifts = qp.conv_multipliers(in_q, k.tensor(1).quant, out_q, geo["oc"])
     lo, hi = qp.activation_range(k.node.attrs.get("activation"), out_q)
@@ -198,23 +194,16 @@ def conv2d(k):
 
 def dense(k):
     g = k.plan.graph
-    if not dense_applies(g, k.node):
+    expand = dense_expands(g, k.node)
+    if not dense_applies(g, k.node) or expand and k.work is None:      # a plan made without kernel scratch
         return None
-    w = _int8_weights(g, k.node)
-    bias = _bias(g, k.node)
-    if w is None or bias is False:
-        return None
+    w, bias = _int8_weights(g, k.node), _bias(g, k.node)
     in_q, out_q = k.tensor(0).quant, k.out.quant
     o, kdim = w.shape
     scales = qp.fc_scales(in_q, k.tensor(1).quant, out_q, o)
     fixed = [gemm_pack.double_requant(s) for s in scales]
-    if any(f is None for f in fixed):
-        return None
     in_zp = qp.zero_point_of(in_q)
     v = _gemm_vars(k, w, bias, in_zp)
-    expand = dense_expands(g, k.node)
-    if v is None or expand and k.work is None:
-        return None
     v["expand"] = expand
     m32 = [m for m, _ in fixed]
     ties = [t for _, t in fixed]
