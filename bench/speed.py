@@ -94,13 +94,21 @@ class Prepared:
     refs: list              # per output [1, ...]: TFLite's reference kernels
 
 
-def prepare(model: str, path: str, with_reference: bool) -> Prepared:
+def arena_limit(cores) -> int:
+    """The smallest arena budget of the cores' boards: the fast library is compiled once for all of them, with
+    its kernel scratch within what each board's firmware has (as `tinyc run --board` does for one)."""
+    from tinyc.boards import load_board
+    from tinyc.firmware.project import arena_budget
+    return min(arena_budget(load_board(CORES[c][0])) for c in cores)
+
+
+def prepare(model: str, path: str, with_reference: bool, limit: int | None = None) -> Prepared:
     """Compile (fast, and plain-C reference kernels if asked), pick the input, and compute the outputs the
-    emulated runs must give according to the reference runtime, once for all cores."""
+    emulated runs must give according to the reference runtime, once for all cores (`limit`: arena_limit)."""
     from tinyc.compiler import codegen_options, compile_model
     from tinyc.firmware.project import sample_inputs
     from tinyc.verify import reference_outputs
-    fast = compile_model(path, model, options=codegen_options(kernels="fast"))
+    fast = compile_model(path, model, options=codegen_options(kernels="fast", arena_limit=limit))
     ref = compile_model(path, model, options=codegen_options(kernels="reference")) if with_reference else None
     samples = sample_inputs(fast, None, SEED)
     with tempfile.TemporaryDirectory(prefix="tinyc-bench-") as tmp:
@@ -297,7 +305,7 @@ def benchmark(models, cores, work_dir, reference_core: str | None = REFERENCE_CO
         def prepare_and_submit(model, path):
             start = time.time()
             try:
-                prep = prepare(model, path, with_reference)
+                prep = prepare(model, path, with_reference, arena_limit(cores))
             except Exception as e:     # e.g. the compiler refuses the model: every run of it is an error row
                 error = f"{type(e).__name__}: {e}"
                 log(f"[{time.time() - t0:6.1f}s] {model}: {error}")

@@ -497,4 +497,91 @@ static inline int32_t tinyc_avg_div(int32_t s, int32_t neg_adjust, uint32_t reci
   return (int32_t)((uint32_t)(s + ((s >> 31) & neg_adjust)) * recip + offset) >> 24;
 }
 
+/* -- GEMM on cores without the DSP extension (gemm_pack.py, "byte layout") -- */
+/* 4 bytes from an address the code generator knows is 4-byte aligned: one LDR on every core */
+static inline uint32_t tinyc_load32a(const void *p) {
+  uint32_t v;
+#if defined(__GNUC__)
+  memcpy(&v, __builtin_assume_aligned(p, 4), 4);
+#else
+  memcpy(&v, p, 4);
+#endif
+  return v;
+}
+
+/* u[i] = x[i] ^ 0x80 (= x + 128, unsigned) for n inputs; returns their sum. `aligned`: x and u are 4-byte
+ * aligned and n % 4 == 0 (a literal, so the word loop or the byte loop is all that is compiled). u may be x. The
+ * word loop adds the bytes in two 16-bit fields per accumulator, emptied every 256 words. */
+static inline uint32_t tinyc_bias_bytes(uint8_t *u, const int8_t *x, int n, int aligned) {
+  uint32_t sum = 0;
+  if (aligned) {
+    for (int i = 0; i < n;) {
+      const int end = n - i > 1024 ? i + 1024 : n;
+      uint32_t lo = 0, hi = 0;
+      for (; i < end; i += 4) {
+        const uint32_t v = tinyc_load32a(x + i) ^ 0x80808080u;
+        tinyc_store32(u + i, v);
+        lo += v & 0x00FF00FFu;
+        hi += (v >> 8) & 0x00FF00FFu;
+      }
+      sum += (lo & 0xFFFFu) + (lo >> 16) + (hi & 0xFFFFu) + (hi >> 16);
+    }
+  } else {
+    for (int i = 0; i < n; ++i) {
+      const uint32_t v = (uint8_t)x[i] ^ 0x80u;
+      u[i] = (uint8_t)v;
+      sum += v;
+    }
+  }
+  return sum;
+}
+
+/* a0..a3 += Σ_k u[k] * w[4k + c] for k < k8 (a multiple of 8, at least 8); w advances past the 4 * k8 bytes.
+ * Thumb-1 (Cortex-M0+): inputs and weights by LDRB with immediate offsets, the accumulators in high registers,
+ * 13 instructions per input position and 4 per 8 positions of loop. Elsewhere the same sums in C. */
+#if defined(__thumb__) && !defined(__thumb2__) && defined(__GNUC__)
+#define TINYC_U8X4_STEP(j)                                                                                    \
+  "ldrb %[x], [%[xp], #" #j "]\n\t"                                                                           \
+  "ldrb %[w0], [%[wp], #(4*" #j ")]\n\t"                                                                      \
+  "ldrb %[w1], [%[wp], #(4*" #j "+1)]\n\t"                                                                    \
+  "ldrb %[w2], [%[wp], #(4*" #j "+2)]\n\t"                                                                    \
+  "ldrb %[w3], [%[wp], #(4*" #j "+3)]\n\t"                                                                    \
+  "muls %[w0], %[x], %[w0]\n\t"                                                                               \
+  "muls %[w1], %[x], %[w1]\n\t"                                                                               \
+  "muls %[w2], %[x], %[w2]\n\t"                                                                               \
+  "muls %[w3], %[x], %[w3]\n\t"                                                                               \
+  "add %[a0], %[w0]\n\t"                                                                                      \
+  "add %[a1], %[w1]\n\t"                                                                                      \
+  "add %[a2], %[w2]\n\t"                                                                                      \
+  "add %[a3], %[w3]\n\t"
+#define TINYC_GEMM_U8X4(a0, a1, a2, a3, u, w, k8)                                                             \
+  do {                                                                                                        \
+    const uint8_t *xp_ = (u), *const xe_ = (u) + (k8);                                                        \
+    uint32_t x_, w0_, w1_, w2_, w3_;                                                                          \
+    __asm__ volatile(".syntax unified\n1:\n\t" TINYC_U8X4_STEP(0) TINYC_U8X4_STEP(1) TINYC_U8X4_STEP(2)      \
+                     TINYC_U8X4_STEP(3) TINYC_U8X4_STEP(4) TINYC_U8X4_STEP(5) TINYC_U8X4_STEP(6)              \
+                     TINYC_U8X4_STEP(7) "adds %[xp], #8\n\t"                                                  \
+                     "adds %[wp], #32\n\t"                                                                    \
+                     "cmp %[xp], %[xe]\n\t"                                                                   \
+                     "bne 1b\n\t"                                                                             \
+                     : [xp] "+l"(xp_), [wp] "+l"(w), [x] "=&l"(x_), [w0] "=&l"(w0_), [w1] "=&l"(w1_),        \
+                       [w2] "=&l"(w2_), [w3] "=&l"(w3_), [a0] "+h"(a0), [a1] "+h"(a1), [a2] "+h"(a2),        \
+                       [a3] "+h"(a3)                                                                          \
+                     : [xe] "h"(xe_)                                                                          \
+                     : "cc", "memory");                                                                       \
+  } while (0)
+#else
+#define TINYC_GEMM_U8X4(a0, a1, a2, a3, u, w, k8)                                                             \
+  do {                                                                                                        \
+    const uint8_t *xp_ = (u);                                                                                 \
+    for (int k_ = 0; k_ < (k8); ++k_, (w) += 4) {                                                             \
+      const uint32_t x_ = xp_[k_];                                                                            \
+      (a0) += x_ * (w)[0];                                                                                    \
+      (a1) += x_ * (w)[1];                                                                                    \
+      (a2) += x_ * (w)[2];                                                                                    \
+      (a3) += x_ * (w)[3];                                                                                    \
+    }                                                                                                         \
+  } while (0)
+#endif
+
 #endif

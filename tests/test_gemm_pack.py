@@ -177,3 +177,29 @@ def test_pair_layout_keeps_each_pairs_words_together():
                                   h(0, 1, 4), h(0, 1, 6), h(0, 1, 5), h(0, 1, 7)]
     assert list(p.packed[8:12]) == [h(2, 3, 0), h(2, 3, 2), h(2, 3, 1), h(2, 3, 3)]
     assert list(p.single) == list(w[4])
+
+
+@pytest.mark.parametrize("o,k,zp,seed", [(1, 4, 0, 0), (4, 8, -128, 1), (7, 27, 5, 2), (16, 640, 127, 3),
+                                         (3, 13, -7, 4)])
+def test_byte_layout_sums_equal_the_int8_dot_product(o, k, zp, seed):
+    """The byte kernel's identity: Σ (x + 128)(w + 128) - 128 Σ (x + 128) + folded = Σ (x - z) w + b, for
+    every channel (padding channels and positions included in the sums as the kernel walks them)."""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-128, 128, (o, k)).astype(np.int8)
+    b = rng.integers(-50000, 50000, o).astype(np.int32)
+    x = rng.integers(-128, 128, k).astype(np.int64)
+    v = gemm_pack.pack_bytes(w)                                # [groups, k8, 4]
+    k8 = gemm_pack.byte_k(k)
+    assert v.shape == (-(-o // 4), k8, 4) and k8 % gemm_pack.BYTE_UNROLL == 0
+    u = np.zeros(k8, np.int64)
+    u[:k] = x + 128
+    sums = np.einsum("k,gkc->gc", u, v.astype(np.int64)).reshape(-1) % (1 << 32)
+    folded = gemm_pack.byte_folded_bias(w, b, zp)
+    acc = (sums - 128 * int(u.sum()) + folded) % (1 << 32)
+    acc = np.where(acc >= 1 << 31, acc - (1 << 32), acc)[:o]
+    want = ((x - zp)[None, :] * w.astype(np.int64)).sum(axis=1) + b
+    np.testing.assert_array_equal(acc, want)
+
+
+def test_byte_layout_refuses_sums_beyond_uint32():
+    assert gemm_pack.byte_folded_bias(np.ones((1, 70000), np.int8), None, 0) is None

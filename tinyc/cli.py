@@ -64,6 +64,14 @@ def _load_arrays(files):
     return arrays
 
 
+def _arena_limit(target):
+    """With a board, the fast kernels' scratch stays within what its firmware has for the arena."""
+    if target is None:
+        return None
+    from .firmware.project import arena_budget
+    return arena_budget(target)
+
+
 def _load_board(name):
     if name is None:
         return None
@@ -148,8 +156,8 @@ def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, cali
     """Compile MODEL (.onnx, .keras, .h5, float32 or int8 .tflite) to a C library in OUT; with --board also a
     firmware project in OUT/firmware (main.c, startup, linker scripts, Makefile for arm-none-eabi-gcc)."""
     from .compiler import codegen_options, write_library
-    options = codegen_options(arena, arena_section, weights_section, kernels)
     target = _load_board(board)
+    options = codegen_options(arena, arena_section, weights_section, kernels, _arena_limit(target))
     if target is None and (do_build or sample_files or opt):
         raise TinycError("--build, --opt and --sample make firmware and need --board (see `tinyc boards`)")
     c, arrays = _compile(model, name, input_shapes, io_layout, quantize, calib, options)
@@ -234,7 +242,8 @@ def run_cmd(model, board, emulate, as_json, out_dir, inputs, seed, no_profile, n
     from .firmware.run import format_run, run_emulated
     target = _load_board(board)
     from .compiler import codegen_options
-    c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib, codegen_options(kernels=kernels))
+    c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib,
+                    codegen_options(kernels=kernels, arena_limit=_arena_limit(target)))
     from .firmware.project import check_firmware_fits
     check_firmware_fits(c, target)
     r = run_emulated(c, target, model, out_dir, _load_arrays(inputs), seed, io_layout, not no_profile)
@@ -311,7 +320,8 @@ def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_la
     from .memory_report import format_report, memory_report, plan_picture_data
     target = _load_board(board)
     from .compiler import codegen_options
-    c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib, codegen_options(kernels=kernels))
+    c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib,
+                    codegen_options(kernels=kernels, arena_limit=_arena_limit(target)))
     r = memory_report(c, target)
     if svg_file or html_file:
         from .plan_picture import render_html, render_svg

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .codegen import int8_fast
+from .codegen.scratch_fit import schedule_with_scratch
 from .codegen.emit import KERNEL_SETS, Library, generate, weights_are_finite
 from .errors import TinycError
 from .frontends import load_model
@@ -37,9 +37,11 @@ _SECTION = re.compile(r"[A-Za-z_.][A-Za-z0-9_.$]{0,63}")
 
 
 def codegen_options(arena: str = "static", arena_section: str | None = None,
-                    weights_section: str | None = None, kernels: str = "fast") -> dict:
+                    weights_section: str | None = None, kernels: str = "fast", arena_limit: int | None = None) -> dict:
     """Checked options for `generate`: who owns the arena, linker sections for the arena and the weights, and
-    the kernel set ("fast": optimized kernels where one applies; "reference": the plain-C twins only)."""
+    the kernel set ("fast": optimized kernels where one applies; "reference": the plain-C twins only).
+    `arena_limit`: bytes the target has for the arena; the fast kernels' scratch is reduced to stay within it
+    (codegen/scratch_fit.py)."""
     if kernels not in KERNEL_SETS:
         raise TinycError(f"--kernels {kernels} is not supported; use {' or '.join(KERNEL_SETS)}")
     if arena not in ("static", "external"):
@@ -50,7 +52,8 @@ def codegen_options(arena: str = "static", arena_section: str | None = None,
                              "'.', e.g. .dtcm_bss")
     if arena == "external" and arena_section:
         raise TinycError("--arena-section places tinyc's static arena; with --arena external the caller places it")
-    return dict(arena=arena, arena_section=arena_section, weights_section=weights_section, kernels=kernels)
+    return dict(arena=arena, arena_section=arena_section, weights_section=weights_section, kernels=kernels,
+                arena_limit=arena_limit)
 
 
 def compile_graph(g: Graph, name: str, source: str = "", options: dict | None = None) -> Compiled:
@@ -58,7 +61,8 @@ def compile_graph(g: Graph, name: str, source: str = "", options: dict | None = 
     g = optimize(g)
     options = dict(options or {})
     fast = options.get("kernels", "fast") == "fast"
-    plan = schedule(g, work=int8_fast.work_bytes if fast else None)
+    arena_limit = options.pop("arena_limit", None)
+    plan = schedule_with_scratch(g, arena_limit) if fast else schedule(g)
     return Compiled(source, g, plan, generate(plan, name, source or g.name, **options))
 
 

@@ -21,13 +21,14 @@ KERNELS = {"float": float_kernels.KERNELS, "int8": int8_kernels.KERNELS}
 # reference kernel is used then). Each must equal its reference twin bit for bit.
 FAST_KERNELS = {"int8": int8_fast.KERNELS}
 KERNEL_SETS = ("fast", "reference")
+GUARDS = ("TINYC_DSP", "!TINYC_DSP")    # the table guards: read only on DSP cores / only elsewhere
 
 @dataclass
 class KernelContext:
     node: object
     plan: MemoryPlan
     exprs: list                       # C expression of each input inside the layer function
-    tables: object = None             # callback(values, dtype, label) -> C name of a derived constant array
+    tables: object = None             # callback(values, dtype, label, guard) -> C name of a derived constant array
     in_place: object = None           # schedule.overlap.InPlace when the output overwrites an input
     scratch: str | None = None        # C expression of the layer's scratch buffer (in-place depthwise)
     work: str | None = None           # C expression of the kernel's own scratch (plan.work), e.g. im2col
@@ -59,9 +60,11 @@ class KernelContext:
     def has_input(self, i):
         return len(self.node.inputs) > i
 
-    def table(self, values, dtype: str, label: str) -> str:
-        """A constant array derived at compile time (e.g. per-channel multipliers); its C name."""
-        return self.tables(np.asarray(values), dtype, label)
+    def table(self, values, dtype: str, label: str, guard: str | None = None) -> str:
+        """A constant array derived at compile time (e.g. per-channel multipliers); its C name. `guard`: a
+        preprocessor condition (e.g. "TINYC_DSP") when only one code path reads it, so other builds neither
+        compile nor store it."""
+        return self.tables(np.asarray(values), dtype, label, guard)
 
     @property
     def depthwise_in_place(self) -> bool:
@@ -148,24 +151,28 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
 
     consts, const_names = [], {}
 
-    def add_const(key, data, dtype, comment):
+    def add_const(key, data, dtype, comment, guard=None):
         if key not in const_names:
             const_names[key] = f"{prefix}_c{len(consts)}"
             data = np.asarray(data)
             consts.append(dict(name=const_names[key], comment=comment, shape_text=_shape_text(data.shape),
                                size=max(data.size, 1), ctype=c_type(dtype), body=c_array_body(data, dtype),
-                               nbytes=data.size * np.dtype(dtype).itemsize))
+                               nbytes=data.size * np.dtype(dtype).itemsize, guard=guard))
+        else:
+            c = next(c for c in consts if c["name"] == const_names[key])
+            if c["guard"] != guard:     # read by code under different conditions: always compiled
+                c["guard"] = None
         return const_names[key]
 
     def const_name(name):
         t = g.tensors[name]
         return add_const(("tensor", name), t.data, t.dtype, comment_text(name))
 
-    def table(values, dtype, label):
+    def table(values, dtype, label, guard=None):
         # the key keeps every value exactly: float tables as float64 (double scales would all be 0 as int64)
         exact = values.astype(np.float64 if dtype.startswith("float") else np.int64)
         key = ("table", dtype, values.shape, exact.tobytes())
-        return add_const(key, values, dtype, label)
+        return add_const(key, values, dtype, label, guard)
 
     lib = Library(prefix, {}, arena_bytes=plan.arena_bytes)
     layers, families = [], set()
@@ -230,7 +237,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     # Constants no kernel refers to (e.g. weights a fast kernel replaced by a re-laid-out copy) are not emitted.
     used = set(re.findall(rf"\b{prefix}_c\d+\b", "\n".join(l.get("body", "") for l in layers if l["fn"])))
     consts = [c for c in consts if c["name"] in used]
-    lib.weight_bytes = sum(c["nbytes"] for c in consts)
+    # the larger of the two builds (DSP cores, others) where tables are guarded by TINYC_DSP
+    lib.weight_bytes = max(sum(c["nbytes"] for c in consts if c["guard"] != skip) for skip in GUARDS)
 
     inputs, outputs = _io(plan, "input", g.inputs), _io(plan, "output", g.outputs)
     api = [f"const {i['ctype']} *input{i['index']}" for i in inputs] + \

@@ -114,3 +114,43 @@ def double_requant(scale: float) -> tuple[int, int] | None:
     rounding = Fraction(SATURATED * (1 << 32), 1 << 53)    # the double product's relative error 2^-53
     tie = int(err + rounding) + 2
     return (m, tie) if tie < (1 << 30) else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Byte layout for cores without the DSP extension (Cortex-M0+: Thumb-1, no SMLAD, signed byte loads only with a
+# register offset). The kernel multiplies *unsigned* bytes so every load is one LDRB with an immediate offset:
+# u = x ^ 0x80 = x + 128 for the inputs (written into kernel scratch once per row, with their sum S), v = w + 128
+# for the weights. Then
+#   Σ (x - z) w + b = Σ u v - 128 S + (b - (z + 128) Σ w)
+# and the last term is folded at compile time. Per input position, one LDRB of u, four LDRBs of v, four MULS,
+# four ADDs: 13 instructions for 4 multiply-accumulates. Σ u v < 65025 K stays exact in uint32.
+
+BYTE_UNROLL = 8     # inputs per inner iteration: LDRB immediate offsets reach 31 = 4 * 8 - 1
+
+
+def byte_k(k: int) -> int:
+    """Input positions the byte kernel walks: K rounded up to BYTE_UNROLL (the padding inputs are u = 0)."""
+    return -(-k // BYTE_UNROLL) * BYTE_UNROLL
+
+
+def pack_bytes(w: np.ndarray) -> np.ndarray:
+    """w: int8 [O, K] -> uint8 [ceil(O / 4), byte_k(K), 4]: per group of four output channels, per input
+    position, the four channels' w + 128 (padding channels and positions have w = 0)."""
+    o, k = w.shape
+    groups = -(-o // 4)
+    v = np.full((groups * 4, byte_k(k)), 128, np.int64)
+    v[:o, :k] = w.astype(np.int64) + 128
+    return v.reshape(groups, 4, -1).transpose(0, 2, 1).astype(np.uint8)
+
+
+def byte_folded_bias(w: np.ndarray, bias: np.ndarray | None, in_zp: int) -> np.ndarray | None:
+    """b - (z + 128) Σ_k w per channel, padded to a multiple of 4 channels with zeros; None if the byte kernel's
+    sums could leave uint32 / int32 (K > 66051, or the folded bias beyond int32)."""
+    o, k = w.shape
+    if 65025 * byte_k(k) >= (1 << 32):
+        return None
+    b = np.zeros(o, np.int64) if bias is None else bias.astype(np.int64)
+    out = b - (int(in_zp) + 128) * w.astype(np.int64).sum(axis=1)
+    if np.any(np.abs(out) >= INT31):
+        return None
+    return np.concatenate([out, np.zeros(-o % 4, np.int64)])

@@ -592,7 +592,7 @@ def _layer(g, node) -> dict | None:
     raster = _raster_plan(geo, w, q)
     cheaper = (chosen is not None and raster["asm"] is not None
                and _raster_estimate(geo, raster) < _planar_estimate(geo, chosen))
-    if cheaper:
+    if cheaper or node.attrs.get("kernel_scratch") == "small":     # int8_fast.SCRATCH, set by the planner
         geo = replace(geo, small=True)
     return dict(geo=geo, w=w, w2d=w2d, in_zp=in_zp, q=q, raster=raster, raster_cheaper=cheaper)
 

@@ -50,10 +50,12 @@ def _io_int8(g, node) -> bool:
 
 
 def _gemm_applies(w2d, bias, in_q) -> bool:
-    """The GEMM kernel takes these weights: at least 4 inputs, exact pair packing, folded bias in int32
-    (the same checks _gemm_vars makes, so the planner's scratch and the rule agree)."""
+    """The GEMM kernel takes these weights: at least 4 inputs, exact pair packing, folded biases in int32 for
+    both paths (the same checks _gemm_vars makes, so the planner's scratch and the rule agree)."""
+    zp = qp.zero_point_of(in_q)
     return (w2d.shape[1] >= 4 and gemm_pack.pack(w2d) is not None
-            and gemm_pack.folded_bias(w2d, bias, qp.zero_point_of(in_q)) is not None)
+            and gemm_pack.folded_bias(w2d, bias, zp) is not None
+            and gemm_pack.byte_folded_bias(w2d, bias, zp) is not None)
 
 
 def conv_mode(g, node) -> str | None:
@@ -81,10 +83,20 @@ def is_depthwise(g, node) -> bool:
     return groups > 1 and groups == ic == oc
 
 
+SCRATCH = "kernel_scratch"
+"""Node attribute the memory planner sets (codegen/scratch_fit.py) where a fast kernel's scratch would raise the
+arena: "small" (the variant with the least scratch) or "none" (no scratch: the reference kernel)."""
+
+
+def scratch_level(node) -> str:
+    return node.attrs.get(SCRATCH, "full")
+
+
 def two_pixels(g, node) -> bool:
-    """Convs with at least two output pixels and one channel pair take the two-pixel DSP path."""
+    """Convs with at least two output pixels and one channel pair take the two-pixel DSP path (unless the
+    planner asked for the least scratch)."""
     geo = conv_geometry(g, node)
-    return geo["oh"] * geo["ow"] >= 2 and geo["oc"] >= 2
+    return geo["oh"] * geo["ow"] >= 2 and geo["oc"] >= 2 and scratch_level(node) == "full"
 
 
 def _scratch_layout(g, node) -> tuple[int, int]:
@@ -115,22 +127,26 @@ def dense_expands(g, node) -> bool:
     """FULLY_CONNECTED layers whose inputs are sign-extended once per row into kernel scratch (2 bytes per
     input) for the DSP path: worth it from 4 channel pairs and 64 inputs on (below that the gain is a few
     instructions and the scratch can cost more arena than it saves time)."""
-    if not dense_applies(g, node):
+    if not dense_applies(g, node) or scratch_level(node) != "full":
         return False
     w = g.tensors[node.inputs[1]]
     return w.shape[0] >= 8 and w.shape[1] >= 64
 
 
 def work_bytes(g, node) -> int:
-    """Kernel scratch of the fast kernel chosen for `node` (e.g. im2col windows, expanded inputs)."""
-    if dense_expands(g, node):
-        k = g.tensors[node.inputs[1]].shape[1]
-        return 2 * (k - k % 4)
+    """Kernel scratch of the fast kernel chosen for `node` (e.g. im2col windows, expanded inputs): the larger of
+    the DSP path's and the byte path's (one row of inputs + 128, K rounded up to 8), which share it."""
+    if scratch_level(node) == "none":
+        return 0
     if is_depthwise(g, node):
         return int8_depthwise.work_bytes(g, node)
+    if dense_applies(g, node):
+        k = g.tensors[node.inputs[1]].shape[1]
+        return max(2 * (k - k % 4) if dense_expands(g, node) else 0, gemm_pack.byte_k(k))
     if conv_mode(g, node) is None:
         return 0
-    return _scratch_layout(g, node)[0]
+    geo = conv_geometry(g, node)
+    return max(_scratch_layout(g, node)[0], gemm_pack.byte_k(geo["kh"] * geo["kw"] * geo["ic"]))
 
 
 def _gemm_vars(k, w2d, bias, in_zp, layout="quad"):
@@ -140,20 +156,34 @@ def _gemm_vars(k, w2d, bias, in_zp, layout="quad"):
     folded = gemm_pack.folded_bias(w2d, bias, in_zp)
     o, kdim = w2d.shape
     unroll, main_iters, rest = _unroll(packed.k4 // 4)
+    dsp = "TINYC_DSP"
     return dict(
         kdim=kdim, o=o, k4=packed.k4, ktail=kdim - packed.k4, quads=packed.quads, odd_pair=packed.odd_pair,
         odd_single=packed.odd_single, unroll=unroll, main_iters=main_iters, rest=rest, layout=layout,
         pairs=packed.pairs, px2=False, e_offset=0, expand=False,
-        packed=k.table(packed.packed, "int16", "pair-packed weights") if packed.packed.size else None,
-        single=k.table(packed.single, "int8", "weights of the odd channel") if packed.odd_single else None,
-        tailw=k.table(packed.tail, "int8", "weights of the last inputs") if kdim - packed.k4 else None,
+        packed=k.table(packed.packed, "int16", "pair-packed weights", dsp) if packed.packed.size else None,
+        single=k.table(packed.single, "int8", "weights of the odd channel", dsp) if packed.odd_single else None,
+        tailw=k.table(packed.tail, "int8", "weights of the last inputs", dsp) if kdim - packed.k4 else None,
         folded=folded, bias=None, prm=None,
+        k8=gemm_pack.byte_k(kdim), groups=o // 4, ogroup_rest=o % 4,
+        wbytes=k.table(gemm_pack.pack_bytes(w2d), "uint8", "weights + 128, per 4 channels and input", "!TINYC_DSP"),
+        folded_b=gemm_pack.byte_folded_bias(w2d, bias, in_zp), bias_b=None, prm_b=None,
+        in_aligned=k.plan.offset_of(k.node.inputs[0]) % 4 == 0,     # the arena itself is 4-byte aligned
         in_zp=in_zp, zp_word=(in_zp & 0xFF) * 0x01010101,
         restrict="" if k.in_place is not None else "restrict ")     # an output written over its input aliases it
 
 
-def _folded_table(k, folded):
-    return k.table(folded, "int32", "bias - input zero point x weight sums")
+def _folded_table(k, folded, guard):
+    return k.table(folded, "int32", "bias - input zero point x weight sums", guard)
+
+
+def _prm_table(k, folded, rest, label, guard):
+    """Per channel [folded bias, *rest] read together; `folded` may be padded to more channels (rows of zeros)."""
+    cols = np.zeros((len(folded), 1 + len(rest)), np.int64)
+    cols[:, 0] = folded
+    for i, r in enumerate(rest):
+        cols[:len(r), i + 1] = r
+    return k.table(cols, "int32", label, guard)
 
 
 def conv2d(k):
@@ -164,7 +194,7 @@ def conv2d(k):
         return int8_depthwise.depthwise(k)
     mode = conv_mode(g, k.node)
     px2 = two_pixels(g, k.node)
-    if mode is None or (mode == "im2col" or px2) and k.work is None:     # a plan made without kernel scratch
+    if mode is None or k.work is None:     # a plan made without kernel scratch (the byte path always needs it)
         return None
     geo = conv_geometry(g, k.node)
     w = _int8_weights(g, k.node)
@@ -178,10 +208,13 @@ def conv2d(k):
     lo, hi = qp.activation_range(k.node.attrs.get("activation"), out_q)
     fast = gemm_pack.fast_mbqm(shifts, gemm_pack.acc_bound(w2d, bias, in_zp))
     if fast:    # per channel: folded bias, multiplier, right shift, 2^(shift - 1), read together
-        prm = np.stack([v["folded"], mults, [-s for s in shifts], [1 << (-s - 1) for s in shifts]], axis=1)
-        v["prm"] = k.table(prm.astype(np.int64), "int32", "per channel: bias, multiplier, right shift, rounding")
+        rest = [mults, [-s for s in shifts], [1 << (-s - 1) for s in shifts]]
+        label = "per channel: bias, multiplier, right shift, rounding"
+        v["prm"] = _prm_table(k, v["folded"], rest, label, "TINYC_DSP")
+        v["prm_b"] = _prm_table(k, v["folded_b"], rest, label, "!TINYC_DSP")
     else:
-        v["bias"] = _folded_table(k, v["folded"])
+        v["bias"] = _folded_table(k, v["folded"], "TINYC_DSP")
+        v["bias_b"] = _folded_table(k, v["folded_b"], "!TINYC_DSP")
     v.update(geo, mode=mode, out_zp=out_zp, lo=lo, hi=hi, requant="fast" if fast else "mbqm",
              mult=None if fast else k.table(mults, "int32", "requantization multipliers"),
              shift=None if fast else k.table(shifts, "int8", "requantization shifts"),
@@ -195,7 +228,7 @@ def conv2d(k):
 def dense(k):
     g = k.plan.graph
     expand = dense_expands(g, k.node)
-    if not dense_applies(g, k.node) or expand and k.work is None:      # a plan made without kernel scratch
+    if not dense_applies(g, k.node) or k.work is None:      # a plan made without kernel scratch
         return None
     w, bias = _int8_weights(g, k.node), _bias(g, k.node)
     in_q, out_q = k.tensor(0).quant, k.out.quant
@@ -208,8 +241,9 @@ def dense(k):
     m32 = [m for m, _ in fixed]
     ties = [t for _, t in fixed]
     # per channel: folded bias, multiplier (scale x 2^32), half-way margin, read together
-    prm = np.stack([v["folded"], m32, ties, np.zeros(o, np.int64)], axis=1)
-    v["prm"] = k.table(prm.astype(np.int64), "int32", "per channel: bias, multiplier, half-way margin, 0")
+    label = "per channel: bias, multiplier, half-way margin, 0"
+    v["prm"] = _prm_table(k, v["folded"], [m32, ties, [0] * o], label, "TINYC_DSP")
+    v["prm_b"] = _prm_table(k, v["folded_b"], [m32, ties, [0] * o], label, "!TINYC_DSP")
     scale_expr = k.table(scales, "float64", "requantization scales (the double path near ties)")
     lo, hi = qp.activation_range(k.node.attrs.get("activation"), out_q)
     rows = k.in_size(0) // kdim

@@ -44,6 +44,11 @@ def _cpu_clock_hz(board: Board) -> int:
     return board.console.cpu_clock_hz if board.console else board.clock_hz
 
 
+def arena_budget(board: Board) -> int:
+    """Bytes the board's firmware has for the arena: its arena region less the stack beside it."""
+    return board.arena_region.size - STACK_BYTES
+
+
 def check_firmware_fits(compiled, board: Board) -> None:
     """The model fits the board (arena in its region, weights in flash) and so does the firmware's stack beside
     the arena: one line, before any linker runs."""
