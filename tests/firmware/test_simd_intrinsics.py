@@ -10,7 +10,9 @@ from tinyc.resources import resource_dir
 
 from test_emulation_runtime import _image, run_qemu
 
-PROGRAM = r"""
+# Shared with the other tests of runtime_c helpers: emit(name, word) prints one line the same way under QEMU
+# (semihosting console) and on the host (printf), so the two outputs compare line by line.
+EMIT = r"""
 #include <stdint.h>
 #include "tinyc_simd.h"
 #ifdef TINYC_EMULATION
@@ -25,6 +27,9 @@ static void emit(const char *name, uint32_t v) {
   printf("%s %02x%02x%02x%02x\n", name, b[0], b[1], b[2], b[3]);
 }
 #endif
+"""
+
+PROGRAM = EMIT + r"""
 static uint32_t state = 0x12345678u;
 static uint32_t next(void) {            /* xorshift32 */
   state ^= state << 13; state ^= state >> 17; state ^= state << 5;
@@ -87,15 +92,19 @@ int main(void) {
 """
 
 
+def host_run(directory, program: str, defines=()) -> list:
+    """The program's lines from a host build (gcc, ASan + UBSan) with the runtime headers."""
+    (directory / "p.c").write_text(program)
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-fsanitize=address,undefined",
+                    "-fno-sanitize-recover=all", *defines, "-I", str(resource_dir("runtime_c")),
+                    str(directory / "p.c"), "-o", str(directory / "p")], check=True)
+    out = subprocess.run([str(directory / "p")], capture_output=True, text=True, check=True).stdout
+    return out.splitlines()
+
+
 @pytest.fixture(scope="module")
 def host_lines(tmp_path_factory):
-    d = tmp_path_factory.mktemp("simd_host")
-    (d / "p.c").write_text(PROGRAM)
-    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-fsanitize=address,undefined",
-                    "-fno-sanitize-recover=all", "-DTINYC_SIMD_EMULATE", "-I", str(resource_dir("runtime_c")),
-                    str(d / "p.c"), "-o", str(d / "p")], check=True)
-    out = subprocess.run([str(d / "p")], capture_output=True, text=True, check=True).stdout
-    return out.splitlines()
+    return host_run(tmp_path_factory.mktemp("simd_host"), PROGRAM, ("-DTINYC_SIMD_EMULATE",))
 
 
 @pytest.mark.parametrize("board", ["nucleo-f412zg", "stm32f746g-disco", "pico2"])

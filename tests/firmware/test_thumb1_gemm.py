@@ -10,22 +10,9 @@ import pytest
 from tinyc.resources import resource_dir
 
 from test_emulation_runtime import _image, run_qemu
+from test_simd_intrinsics import EMIT, host_run
 
-PROGRAM = r"""
-#include <stdint.h>
-#include "tinyc_simd.h"
-#ifdef TINYC_EMULATION
-#include "tinyc_firmware.h"
-static void emit(const char *name, uint32_t v) {
-  tinyc_print(name); tinyc_print(" "); tinyc_print_hex_bytes(&v, 4); tinyc_print("\n");
-}
-#else
-#include <stdio.h>
-static void emit(const char *name, uint32_t v) {
-  const unsigned char *b = (const unsigned char *)&v;
-  printf("%s %02x%02x%02x%02x\n", name, b[0], b[1], b[2], b[3]);
-}
-#endif
+PROGRAM = EMIT + r"""
 static uint32_t state = 0x9E3779B9u;
 static uint32_t next(void) {            /* xorshift32 */
   state ^= state << 13; state ^= state >> 17; state ^= state << 5;
@@ -60,12 +47,7 @@ int main(void) {
 
 @pytest.fixture(scope="module")
 def host_lines(tmp_path_factory):
-    d = tmp_path_factory.mktemp("thumb1_host")
-    (d / "p.c").write_text(PROGRAM)
-    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O1", "-fsanitize=address,undefined",
-                    "-fno-sanitize-recover=all", "-I", str(resource_dir("runtime_c")), str(d / "p.c"), "-o",
-                    str(d / "p")], check=True)
-    return subprocess.run([str(d / "p")], capture_output=True, text=True, check=True).stdout.splitlines()
+    return host_run(tmp_path_factory.mktemp("thumb1_host"), PROGRAM)
 
 
 def test_thumb1_gemm_equals_its_c_twin(tmp_path, host_lines):
