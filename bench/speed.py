@@ -112,14 +112,14 @@ def prepare(model: str, path: str, with_reference: bool, limit: int | None = Non
     ref = compile_model(path, model, options=codegen_options(kernels="reference")) if with_reference else None
     samples = sample_inputs(fast, None, SEED)
     with tempfile.TemporaryDirectory(prefix="tinyc-bench-") as tmp:
-        refs, _ = reference_outputs(fast, path, [s[None] for s in samples], "nchw", Path(tmp))
+        refs, _ = reference_outputs(fast, path, samples, "nchw", Path(tmp))
     return Prepared(model, path, fast, ref, samples, refs)
 
 
 def host_outputs(prep: Prepared) -> list:
     """The host build of the fast library on the same input (gcc with sanitizers: the slow part of checking)."""
     from tinyc.verify import run_generated
-    return run_generated(prep.fast, [s[None] for s in prep.samples])
+    return run_generated(prep.fast, prep.samples)
 
 
 def outputs_match(compiled, emulated, expected, reference: bool) -> bool:
@@ -130,11 +130,11 @@ def outputs_match(compiled, emulated, expected, reference: bool) -> bool:
     from tinyc.verify import compare, lsb_tolerance
     for k, (name, emu) in enumerate(zip(compiled.plan.graph.outputs, emulated)):
         if reference:
-            ok = compare(emu[None], expected[k], lsb_tolerance(compiled, name))["ok"]
+            ok = compare(emu, expected[k], lsb_tolerance(compiled, name))["ok"]
         elif emu.dtype == np.int8:
-            ok = bool(np.array_equal(emu[None], expected[k]))
+            ok = bool(np.array_equal(emu, expected[k]))
         else:
-            ok = compare(emu[None], expected[k])["ok"]
+            ok = compare(emu, expected[k])["ok"]
         if not ok:
             return False
     return True

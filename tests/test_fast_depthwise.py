@@ -312,4 +312,4 @@ def test_dsp_asm_under_qemu(tmp_path):
     write_firmware(compiled, board, str(tmp_path), [x])
     emulated = emulate(compiled, board, tmp_path, profile=False)["outputs"]
     host = run_generated(compiled, [x[None]])
-    assert np.array_equal(emulated[0][None], host[0])
+    assert np.array_equal(emulated[0], host[0])

@@ -46,8 +46,9 @@ _board_opt = click.option("--board", default=None, metavar="BOARD",
 _opt_opt = click.option("--opt", default=None, metavar="-O2",
                         help="Optimisation level of the firmware build (default -O2), e.g. -Os or -O3.")
 _sample_opt = click.option("--sample", "sample_files", multiple=True, type=click.Path(dir_okay=False),
-                           help=".npy file per model input: the sample input baked into the firmware's main.c "
-                                "(default: seeded random).")
+                           help=".npy file per model input (one sample or a stack) baked into the firmware's "
+                                "main.c: the board image runs the first, the emulation image every one "
+                                "(default: one seeded random sample).")
 
 
 def _load_arrays(files):
@@ -167,7 +168,7 @@ def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, cali
     files = write_library(c.library, out_dir, force)
     if target is not None:
         from .firmware.project import DEFAULT_OPT, sample_inputs, write_firmware
-        samples = sample_inputs(c, _load_arrays(sample_files), seed)
+        samples = sample_inputs(c, _load_arrays(sample_files), seed, max_samples=None)
         files += write_firmware(c, target, out_dir, samples, opt or DEFAULT_OPT)
     if c.quantized is not None:
         from .quant.report import quantization_error
@@ -224,7 +225,8 @@ def build(out_dir, opt, as_json):
 @click.option("-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Keep the library and firmware project here (default: a temporary directory).")
 @click.option("--input", "inputs", multiple=True, type=click.Path(dir_okay=False),
-              help=".npy file per model input; its first sample is run (default: seeded random).")
+              help=".npy file per model input (one sample or a stack: every sample is run and checked; the "
+                   "instruction counts are the first's); default: one seeded random sample.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--no-profile", is_flag=True, help="Skip the per-layer profiling run.")
 @_name_opt

@@ -67,11 +67,12 @@ def firmware_dir(out_dir: str | Path) -> Path:
     return fw
 
 
-_LINE = re.compile(r"(output|layer) (-?\d+) (\S+)|(reps|ticks|overhead) (\d+)")
+_LINE = re.compile(r"output (\d+) (\d+) ([0-9a-f]*)|layer (-?\d+) (\d+)|(samples|reps|ticks|overhead) (\d+)")
 
 
 def parse_console(text: str) -> dict:
-    """The emulation main's lines -> {'outputs': {k: bytes}, 'reps', 'ticks', 'overhead', 'layers': {i: ticks}}."""
+    """The emulation main's lines -> {'outputs': {(output k, sample s): bytes}, 'samples', 'reps', 'ticks',
+    'overhead', 'layers': {i: ticks}}."""
     r = {"outputs": {}, "layers": {}}
     if "done" not in text.split():
         raise ValueError("the emulated program did not finish")
@@ -79,12 +80,12 @@ def parse_console(text: str) -> dict:
         m = _LINE.fullmatch(line.strip())
         if not m:
             continue
-        if m.group(1) == "output":
-            r["outputs"][int(m.group(2))] = bytes.fromhex(m.group(3))
-        elif m.group(1) == "layer":
-            r["layers"][int(m.group(2))] = int(m.group(3))
+        if m.group(1) is not None:
+            r["outputs"][int(m.group(1)), int(m.group(2))] = bytes.fromhex(m.group(3))
+        elif m.group(4) is not None:
+            r["layers"][int(m.group(4))] = int(m.group(5))
         else:
-            r[m.group(4)] = int(m.group(5))
+            r[m.group(6)] = int(m.group(7))
     return r
 
 
@@ -101,20 +102,23 @@ def _run_image(machine, elf, what) -> dict:
 
 def emulate(compiled, board: Board, out_dir: str | Path, profile: bool = True) -> dict:
     """Build the emulation images of the firmware project in `out_dir`, run them, and return instruction counts
-    and the outputs (numpy arrays in the model's shapes)."""
+    (of the first sample) and the outputs of every sample baked into the image (per output [S, *shape])."""
     machine = load_machine(board.qemu_machine)
     fw = firmware_dir(out_dir)
     make(fw, "emulate")
     per_tick = machine.instructions_per_tick
     run = _run_image(machine, fw / "build" / "emulate.elf", "emulation")
     g, lib = compiled.plan.graph, compiled.library
+    samples = run.get("samples", 0)
+    if samples < 1:
+        raise TinycError("the emulation image did not say how many samples it ran")
     outputs = []
     for k, name in enumerate(g.outputs):
         t = g.tensors[name]
-        raw = run["outputs"].get(k)
-        if raw is None or len(raw) != t.nbytes:
+        raws = [run["outputs"].get((k, s)) for s in range(samples)]
+        if any(raw is None or len(raw) != t.nbytes for raw in raws):
             raise TinycError(f"the emulation image printed no complete output {k}")
-        outputs.append(np.frombuffer(raw, t.dtype).reshape(t.shape).copy())
+        outputs.append(np.frombuffer(b"".join(raws), t.dtype).reshape((samples, *t.shape)).copy())
     instructions = (run["ticks"] - run["overhead"]) * per_tick / run["reps"]
     result = dict(board=board.name, core=board.core, machine=machine.name, instructions_per_tick=per_tick,
                   reps=run["reps"], instructions=round(instructions), macs=lib.macs,

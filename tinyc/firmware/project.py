@@ -28,6 +28,7 @@ _OPT = re.compile(r"-O[0123sgz]|-Ofast")
 RUNTIME_FILES = ("tinyc_firmware.h", "startup.c", "firmware.c", "semihost.c")
 TARGET_TICKS = 100_000        # emulation: repeat inferences until this many SysTick ticks (about 4-5M instructions)
 MAX_REPS = 1000
+MAX_SAMPLE_BYTES = 1 << 20    # sample inputs baked into the emulation image (its code region holds 4 MB)
 
 
 def section_name(region_name: str) -> str:
@@ -92,13 +93,27 @@ def _boot_kind(board: Board) -> str | None:
     return {"rp2040": "rp2040", "rp2350-arm-s": "rp2350"}.get(board.uf2_family)
 
 
-def sample_inputs(compiled, arrays=None, seed: int = 0) -> list[np.ndarray]:
-    """One sample per model input, of its dtype and shape: the first of the user's arrays, else seeded random
-    (as `tinyc verify`)."""
+def sample_inputs(compiled, arrays=None, seed: int = 0, max_samples: int | None = 1) -> list[np.ndarray]:
+    """Per model input an array [S, *shape] of its dtype: the user's arrays (the first `max_samples` samples; None:
+    all), else one seeded random sample (as `tinyc verify`)."""
     from ..verify import _samples_from
     g = compiled.plan.graph
     data = _samples_from(arrays, [g.tensors[n] for n in g.inputs], 1, seed)
-    return [d[0] for d in data]
+    return [d[:max_samples] for d in data]
+
+
+def _as_batches(compiled, samples: list[np.ndarray]) -> list[np.ndarray]:
+    """Per input [S, *shape] (a single sample of the input's shape is one sample); the emulation image runs all S
+    samples, the board image the first; their bytes are bounded so the emulation image stays small."""
+    g = compiled.plan.graph
+    out = [np.asarray(d).reshape((-1, *g.tensors[n].shape)) for d, n in zip(samples, g.inputs)]
+    if len({d.shape[0] for d in out}) != 1 or out[0].shape[0] == 0:
+        raise TinycError("every sample input must hold the same, non-zero number of samples")
+    total = sum(d.nbytes for d in out)
+    if total > MAX_SAMPLE_BYTES:
+        raise TinycError(f"the sample inputs take {total:,} bytes; at most {MAX_SAMPLE_BYTES:,} are baked into the "
+                         "emulation image: pass fewer samples")
+    return out
 
 
 def _io_rows(compiled, names, kind):
@@ -113,13 +128,14 @@ def main_source(compiled, board: Board, samples: list[np.ndarray]) -> str:
     g = compiled.plan.graph
     external = f"{lib.prefix}_run_with_arena" in lib.files[f"{lib.prefix}.h"]
     rows = _io_rows(compiled, g.inputs, "input")
-    for row, data in zip(rows, samples):
-        row["body"] = c_array_body(np.asarray(data).reshape(-1), row["dtype"])
+    batches = _as_batches(compiled, samples)
+    for row, data in zip(rows, batches):
+        row["bodies"] = [c_array_body(d.reshape(-1), row["dtype"]) for d in data]
     return _env().get_template("firmware/main.c.j2").render(
         p=lib.prefix, P=lib.prefix.upper(), board=board.name, board_description=board.description,
-        samples=rows, outputs=_io_rows(compiled, g.outputs, "output"), num_layers=len(lib.layers),
-        arena_bytes=lib.arena_bytes, weight_bytes=lib.weight_bytes, cpu_clock_hz=_cpu_clock_hz(board),
-        target_ticks=TARGET_TICKS, max_reps=MAX_REPS, external=external,
+        samples=rows, num_samples=batches[0].shape[0], outputs=_io_rows(compiled, g.outputs, "output"),
+        num_layers=len(lib.layers), arena_bytes=lib.arena_bytes, weight_bytes=lib.weight_bytes,
+        cpu_clock_hz=_cpu_clock_hz(board), target_ticks=TARGET_TICKS, max_reps=MAX_REPS, external=external,
         arena="arena.bytes" if external else "", run=f"{lib.prefix}_run{'_with_arena' if external else ''}")
 
 

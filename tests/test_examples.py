@@ -1,0 +1,68 @@
+"""The worked examples in examples/ run end to end and keep their promises (README "Examples"): the emulated
+outputs equal the reference runtimes', and the figures they print are computed from those runs."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+needs_arm = pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
+                               reason="needs arm-none-eabi-gcc and qemu-system-arm")
+
+
+def test_binary_metrics_match_scikit_learn():
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
+
+    from common import binary_metrics
+    rng = np.random.default_rng(0)
+    truth, pred = rng.integers(0, 2, 40), rng.integers(0, 2, 40)
+    m = binary_metrics(truth, pred)
+    tn, fp, fn, tp = confusion_matrix(truth, pred).ravel()
+    assert m["confusion"] == [[tp, fn], [fp, tn]]
+    assert m["accuracy"] == pytest.approx(accuracy_score(truth, pred))
+    assert m["precision"] == pytest.approx(precision_score(truth, pred))
+    assert m["recall"] == pytest.approx(recall_score(truth, pred))
+    assert m["f1"] == pytest.approx(f1_score(truth, pred))
+
+
+def test_iris_networks_have_the_papers_layers():
+    import iris
+    x_train, x_test, y_train, y_test = iris.iris_data()
+    assert (len(x_train), len(x_test)) == (80, 20) and y_test.sum() == 10
+    model = iris.train("8 neurons", x_train, y_train, epochs=1)
+    assert [(layer.units, layer.activation.__name__) for layer in model.layers[1:]] == iris.NETWORKS["8 neurons"]
+
+
+@needs_arm
+def test_iris_example(tmp_path):
+    """Both networks: the emulated float predictions equal Keras's on every test flower, both int8 variants are
+    bit-exact with TFLite (the example stops otherwise), and training worked."""
+    import iris
+    results = iris.main(["--out", str(tmp_path)])
+    assert [r["network"] for r in results] == ["8 neurons", "6 neurons"]
+    for res in results:
+        keras_row, float_row, tflite_row, ptq_row = res["rows"]
+        assert np.array_equal(float_row["pred"], keras_row["pred"])
+        assert np.max(np.abs(float_row["p"] - res["keras_p"])) <= 1e-4 * 2
+        assert keras_row["accuracy"] >= 0.85 and float_row["accuracy"] == keras_row["accuracy"]
+        for row in (tflite_row, ptq_row):
+            assert row["accuracy"] >= 0.8 and 0 < row["instructions"] < float_row["instructions"]
+        assert sum(sum(r) for r in float_row["confusion"]) == 20
+
+
+@needs_arm
+def test_demo(tmp_path, monkeypatch, capfd):
+    import demo
+    monkeypatch.setattr(demo, "OUT", tmp_path)
+    res = demo.main()
+    assert res["same_as_keras"] and res["run"]["outputs_match"] and res["run"]["samples"] == 20
+    assert res["run"]["board"] == "pico" and res["run"]["instructions"] > 0
+    assert (tmp_path / "iris" / "firmware" / "build" / "firmware.uf2").stat().st_size % 512 == 0
+    out = capfd.readouterr().out
+    assert "accuracy" in out and "demo finished" in out and "fits" in out
