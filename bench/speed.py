@@ -140,25 +140,6 @@ def outputs_match(compiled, emulated, expected, reference: bool) -> bool:
     return True
 
 
-def model_functions(elf_path, source_name: str, prefix: str) -> dict:
-    """{function: bytes} of the model's functions in a linked ELF, from its symbol table: the local functions of
-    the model's C file (its STT_FILE symbol, e.g. 'kws.c', precedes them) and the global `<prefix>_*` ones."""
-    from elftools.elf.elffile import ELFFile
-    out = {}
-    with open(elf_path, "rb") as fh:
-        symtab = ELFFile(fh).get_section_by_name(".symtab")
-        current = None
-        for sym in symtab.iter_symbols():
-            kind, bind = sym["st_info"]["type"], sym["st_info"]["bind"]
-            if kind == "STT_FILE":
-                current = sym.name
-            elif kind == "STT_FUNC" and sym["st_size"]:
-                if (bind == "STB_LOCAL" and current == source_name) or \
-                        (bind != "STB_LOCAL" and sym.name.startswith(prefix + "_")):
-                    out[sym.name] = out.get(sym.name, 0) + sym["st_size"]
-    return out
-
-
 def code_by_layer(functions: dict, prefix: str, layers) -> tuple[dict, int]:
     """({layer index: code bytes}, bytes of the other model functions: run loop, API, shared helpers). A layer
     function is `<prefix>_l<index>_<op>`, maybe cloned by gcc (`.constprop.0`, `.part.0`, ...); one that gcc
@@ -184,6 +165,7 @@ def run_core(prep: Prepared, core: str, work_dir: Path, kernels: str = "fast") -
     from tinyc.errors import TinycError
     from tinyc.firmware.build import build_firmware
     from tinyc.firmware.emulate import emulate
+    from tinyc.firmware.model_size import model_symbols
     from tinyc.firmware.project import check_firmware_fits, write_firmware
     start = time.time()
     compiled = prep.fast if kernels == "fast" else prep.reference
@@ -223,7 +205,7 @@ def run_core(prep: Prepared, core: str, work_dir: Path, kernels: str = "fast") -
         row["profiled_instructions"] = res["profiled_instructions"]
         size = build_firmware(out)
         fw_build = out / "firmware" / "build"
-        functions = model_functions(fw_build / "firmware.elf", f"{lib.prefix}.c", lib.prefix)
+        functions = model_symbols(fw_build / "firmware.elf", f"{lib.prefix}.c", lib.prefix)["functions"]
         per_layer, other = code_by_layer(functions, lib.prefix, lib.layers)
         code_by_kernel, inlined = {}, []
         for info in lib.layers:

@@ -197,6 +197,10 @@ def _print_build(out_dir, opt, as_json):
     click.echo(f"built for {r['board']}:")
     for line in format_size_report(r):
         click.echo(f"  {line}")
+    m = r["model"]
+    click.echo(f"  the model's share of flash: code {m['code_bytes']:,} + constants {m['constant_bytes']:,} "
+               f"(weights, tables) = {m['flash_bytes']:,} B; library helpers it calls {m['helper_bytes']:,} B "
+               f"({', '.join(m['helpers']) or 'none'})")
     if "uf2" in r:
         u = r["uf2"]
         click.echo(f"  uf2: {u['blocks']} blocks, family {u['family']} ({u['family_id']:#010x}), "

@@ -92,6 +92,12 @@ class Node:
     name: str = ""
 
 
+def mark_fused(node: Node, what: str) -> None:
+    """Record that a pass merged `what` (BatchNorm, an activation, a Pad, ...) into `node`, for the reports; the
+    kernels never read it."""
+    node.attrs["fused"] = (*node.attrs.get("fused", ()), what)
+
+
 class Graph:
     """Nodes kept in a valid execution (topological) order; tensors by name."""
 

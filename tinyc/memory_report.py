@@ -26,7 +26,8 @@ def memory_report(compiled, board: Board | None = None) -> dict:
             index=step, op=node.op, name=node.name, output_shape=list(out.shape), output_bytes=out.nbytes,
             macs=info["macs"], weight_bytes=sum(g.tensors[t].nbytes for t in node.inputs if g.tensors[t].is_const),
             live_bytes=plan.live[step], scratch_bytes=_scratch(plan, step),
-            in_place=info["in_place"], no_code=info["alias"], peak=step == peak, kernel=info.get("kernel")))
+            in_place=info["in_place"], no_code=info["alias"], peak=step == peak, kernel=info.get("kernel"),
+            fused=list(node.attrs.get("fused", ()))))
     r = dict(schema_version=SCHEMA_VERSION, model=compiled.source, name=lib.prefix,
              arena_bytes=plan.arena_bytes, arena_lower_bound_bytes=plan.lower_bound, weights_bytes=lib.weight_bytes,
              macs=lib.macs, peak_step=peak, order="exact" if plan.exact_order else "heuristic",
@@ -73,7 +74,8 @@ def format_report(r: dict) -> str:
     lines = [f"{r['model']} ({r['name']}): schedule '{r['schedule']}', {r['order']} operator order", head,
              "-" * len(head)]
     for row in r["layers"]:
-        mark = "  <- peak" if row["peak"] else ""
+        mark = (f"  (fused: {', '.join(row['fused'])})" if row.get("fused") else "") + \
+            ("  <- peak" if row["peak"] else "")
         how = row["in_place"] or ("(no code)" if row["no_code"] else "")
         lines.append(f"{row['index']:>3} {row['op'][:11]:<11} {_shape(row['output_shape'])[:14]:<14} "
                      f"{row['macs']:>11,} {row['weight_bytes']:>9,} {row['live_bytes']:>9,} "

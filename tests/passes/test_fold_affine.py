@@ -58,6 +58,7 @@ def test_tf2onnx_batchnorm_pattern_folds_into_conv_without_bias():
     assert ops(out) == ["Conv2D"]
     (node,) = out.nodes
     assert node.inputs[:2] == ["x", "w"] and len(node.inputs) == 3 and node.outputs == ["add"]
+    assert node.attrs["fused"] == ("Mul", "Add")
     np.testing.assert_allclose(out.tensors["w"].data, g.tensors["w"].data * s.reshape(4, 1, 1, 1), rtol=1e-6)
     np.testing.assert_allclose(out.tensors[node.inputs[2]].data, t, rtol=1e-6)
     assert out.tensors[node.inputs[2]].shape == (4,)

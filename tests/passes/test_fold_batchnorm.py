@@ -40,6 +40,7 @@ def test_conv_without_bias_gets_one():
     assert [n.op for n in out.nodes] == ["Conv2D"]
     conv = out.nodes[0]
     assert conv.outputs == ["bn"] and len(conv.inputs) == 3 and conv.inputs[1] == "w"
+    assert conv.attrs["fused"] == ("BatchNorm",)      # for the reports
     assert out.tensors[conv.inputs[2]].shape == (4,)
     assert "conv" not in out.tensors and not any("gamma" in t for t in out.tensors)
 

@@ -89,6 +89,7 @@ def test_relu_then_clip_composes_into_conv():
     out = run_pass(conv_then({"fn": "relu"}, {"fn": "clip", "lo": 0.0, "hi": 6.0}))
     (conv,) = out.nodes
     assert conv.attrs["activation"] == {"fn": "clip", "lo": 0.0, "hi": 6.0} and conv.outputs == ["t2"]
+    assert conv.attrs["fused"] == ("relu", "clip")
 
 
 def test_standalone_clips_compose():

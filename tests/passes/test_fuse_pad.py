@@ -34,7 +34,7 @@ def test_pad_folds_into_conv_pads():
     out = run_pass(pad_then("Conv2D"))
     (conv,) = out.nodes
     assert conv.op == "Conv2D" and conv.inputs[0] == "x"
-    assert tuple(conv.attrs["pads"]) == (2, 1, 3, 2)
+    assert tuple(conv.attrs["pads"]) == (2, 1, 3, 2) and conv.attrs["fused"] == ("Pad",)
     assert "p" not in out.tensors
 
 

@@ -8,6 +8,7 @@ from ..boards import load_board
 from ..errors import TinycError
 from .emulate import firmware_dir, make
 from .images import check_size, size_report
+from .model_size import model_flash
 
 
 def project_info(fw: Path) -> dict:
@@ -25,6 +26,7 @@ def build_firmware(out_dir: str | Path, opt: str | None = None) -> dict:
     make(fw, "all", [f"OPT={opt}"] if opt else [])
     elf = fw / "build" / "firmware.elf"
     report = size_report(elf, board)
+    report["model"] = model_flash(elf, project_info(fw)["name"], fw / "build" / "model.o")
     images = {"elf": str(elf)}
     for fmt in board.image_formats:
         if fmt != "elf":

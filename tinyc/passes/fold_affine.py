@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Graph
+from ..ir import Graph, mark_fused
 
 _OPS = ("Mul", "Div", "Add", "Sub")
 
@@ -94,6 +94,7 @@ def _try_fold(g: Graph, node) -> bool:
             shift = vec if node.op == "Add" else -vec
             _set_const(g, p, 2, bias + shift, (p.name or node.outputs[0]) + "_bias", dtype)
         p.outputs = [node.outputs[0]]
+        mark_fused(p, node.op)
         if node.attrs.get("activation") is not None:
             p.attrs["activation"] = node.attrs["activation"]
         return True

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Graph
+from ..ir import Graph, mark_fused
 
 
 def _sole_reader(g: Graph, tensor: str, node) -> bool:
@@ -56,6 +56,7 @@ def _try_fold(g: Graph, bn, scale: np.ndarray, shift: np.ndarray) -> bool:
     _set_const(g, p, 1, w * scale.reshape((-1,) + (1,) * (w.ndim - 1)), "", dtype)
     _set_const(g, p, 2, b * scale + shift, (p.name or bn.outputs[0]) + "_bias", dtype)
     p.outputs = [bn.outputs[0]]
+    mark_fused(p, "BatchNorm")
     return True
 
 

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ..ir import Graph
+from ..ir import Graph, mark_fused
 
 FUSABLE = ("Conv2D", "Dense", "Add", "Sub", "Mul", "Div")
 _FLOAT_MAX = float(np.finfo(np.float32).max)
@@ -76,6 +76,8 @@ def _merge(g: Graph, node) -> bool:
     if merged is None:
         return False
     _set_activation(p, merged)
+    if p.op != "Activation":     # an Activation's attrs are the activation itself
+        mark_fused(p, act["fn"])
     p.outputs = [node.outputs[0]]
     return True
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Graph
+from ..ir import Graph, mark_fused
 
 
 def _hw_pads(g: Graph, pad) -> tuple | None:
@@ -44,6 +44,7 @@ def fuse_pad(g: Graph) -> Graph:
             continue
         conv = readers[0][0]
         conv.attrs["pads"] = tuple(int(a) + b for a, b in zip(conv.attrs["pads"], extra))
+        mark_fused(conv, "Pad")
         conv.inputs[0] = pad.inputs[0]
         g.nodes = [n for n in g.nodes if n is not pad]
     g.remove_unused_tensors()
