@@ -1,5 +1,6 @@
 """PyTorch modules exported with torch.onnx.export (TorchScript exporter and the default dynamo exporter),
 compiled by tinyc and checked against onnxruntime with `verify`."""
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -233,3 +234,16 @@ def test_view_flatten_dynamic_batch(tmp_path, opset):
     assert "Shape" in {n.op_type for n in onnx.load(path).graph.node}
     report = verify(path)
     assert report["ok"], _summary(report)
+
+
+@pytest.mark.parametrize("io_layout", ["nchw", "nhwc"])
+def test_quantized_nchw_model_is_bit_exact(tmp_path, io_layout):
+    """--quantize int8 on an NCHW image model: TFLite runs the int8 graph tinyc made, which takes the C API's own
+    arrays (NCHW, or NHWC with --io-layout nhwc); nothing may be transposed on the way to it (regression: the
+    samples were transposed as if for onnxruntime, and TFLite failed on the wrong shape)."""
+    path = export("view_head", tmp_path, False)
+    calib = np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32)
+    if io_layout == "nhwc":
+        calib = calib.transpose(0, 2, 3, 1)
+    report = verify(path, samples=4, quantize="int8", calib=[calib], io_layout=io_layout)
+    assert report["ok"] and report["mismatched_bytes"] == 0, _summary(report)

@@ -226,7 +226,7 @@ def reference_outputs(compiled, path: str, data: list, io_layout: str, build: Pa
     if compiled.quantized is not None:
         path = str(build / "quantized.tflite")
         write_tflite(compiled.quantized, path)
-        io_layout = "nhwc"   # the exported model takes the IR's own layout
+        io_layout = "api"    # the exported model takes and returns the C API's own arrays: nothing to convert
     samples = [[_to_reference(compiled, nm, d[s], io_layout) for nm, d in zip(g.inputs, data)]
                for s in range(data[0].shape[0])]
     outs, inters = run_reference(path, samples, wanted)
