@@ -66,3 +66,44 @@ def test_demo(tmp_path, monkeypatch, capfd):
     assert (tmp_path / "iris" / "firmware" / "build" / "firmware.uf2").stat().st_size % 512 == 0
     out = capfd.readouterr().out
     assert "accuracy" in out and "demo finished" in out and "fits" in out
+
+
+@needs_arm
+def test_digits_cnn_example(tmp_path):
+    """The int8 CNN fits 10 KB of flash with its code, constants and library helpers on the M0+ and the M4, its
+    emulated outputs are bit-exact with TFLite (the example stops otherwise), it lost no more than a point of
+    accuracy, and the report shows the BatchNorm and ReLU fused into the convolutions."""
+    import digits_cnn
+    res = digits_cnn.main(["--out", str(tmp_path)])
+    assert res["float_accuracy"] >= 0.9 and res["float_accuracy"] - res["int8_accuracy"] <= 0.01
+    assert res["run"]["samples"] == 360 and res["run"]["outputs_match"]
+    for size in res["sizes"]:
+        assert size["total"] == size["code_bytes"] + size["constant_bytes"] + size["helper_bytes"]
+        assert size["total"] <= digits_cnn.FLASH_GOAL and size["constant_bytes"] >= 1900   # the weights are in
+    convs = [row for row in res["report"]["layers"] if row["op"] == "Conv2D"]
+    assert [row["fused"] for row in convs[:2]] == [["BatchNorm", "relu"]] * 2
+
+
+@needs_arm
+def test_mnist_cnn_torch_example(tmp_path):
+    import mnist_cnn_torch
+    res = mnist_cnn_torch.main(["--out", str(tmp_path), "--samples", "20", "--epochs", "1"])
+    for kind in ("float32", "int8"):
+        d = res[kind]
+        assert d["run"]["outputs_match"] and d["run"]["samples"] == 20 and d["run"]["core"] == "cortex-m7"
+        assert d["size"]["fits"] and d["size"]["flash_bytes"] > d["compiled"].library.weight_bytes
+        assert [row["op"] for row in d["run"]["layers"]][1:] == ["Conv2D", "MaxPool2D", "Conv2D", "MaxPool2D",
+                                                                 "Dense", "Dense"]
+    assert res["int8"]["size"]["flash_bytes"] < res["float32"]["size"]["flash_bytes"] / 3
+
+
+@needs_arm
+def test_mobilenetv2_pico2_example(tmp_path):
+    import mobilenetv2_pico2
+    res = mobilenetv2_pico2.main(["--out", str(tmp_path)])
+    r = res["report"]
+    assert r["fits"] and r["arena_bytes"] <= 1.02 * r["arena_lower_bound_bytes"]
+    assert r["arena_bytes"] < r["variants"]["plain"]["arena_bytes"]
+    assert r["layers"][r["peak_step"]]["in_place"]            # the peak layer writes over its input
+    assert res["svg"].read_text().startswith("<svg") and "<html" in res["html"].read_text().lower()
+    assert res["run"]["outputs_match"] and res["run"]["core"] == "cortex-m33" and len(res["run"]["layers"]) == 65
