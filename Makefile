@@ -4,7 +4,8 @@ PIP    ?= $(PYTHON) -m pip
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARM_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 
-.PHONY: setup setup-system setup-python demo test test-full firmware bench clean
+.PHONY: setup setup-system setup-python demo test test-full firmware bench clean \
+        example-iris example-digits example-mnist example-mobilenetv2
 
 setup: setup-system setup-python
 
@@ -21,6 +22,16 @@ setup-python:
 
 demo: setup
 	@$(PYTHON) examples/demo.py
+
+# The worked examples (README "Examples"); output in examples-out/.
+example-iris: setup
+	$(PYTHON) examples/iris.py
+example-digits: setup
+	$(PYTHON) examples/digits_cnn.py
+example-mnist: setup
+	$(PYTHON) examples/mnist_cnn_torch.py
+example-mobilenetv2: setup
+	$(PYTHON) examples/mobilenetv2_pico2.py
 
 test: setup
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests
@@ -41,4 +52,4 @@ bench: setup
 	$(PYTHON) bench/speed.py
 
 clean:
-	rm -rf build dist *.egg-info demo-out .pytest_cache .hypothesis
+	rm -rf build dist *.egg-info demo-out examples-out .pytest_cache .hypothesis
