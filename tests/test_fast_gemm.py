@@ -4,8 +4,10 @@ zero points, scales (fast and generic requantization), activations and odd chann
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -187,3 +189,56 @@ def test_same_shaped_layers_keep_their_own_double_scales():
     ref = compile_graph(g, "m", options=codegen_options(kernels="reference"))
     assert ref.library.files["m.c"].count("requantization scales") == 2
     assert_twins_agree(g, 7, "int8_fast/gemm")
+
+
+def _full_scale(g, name):
+    """Weights of magnitude 127 with random signs: the largest sums, so the rows need several segments."""
+    w = g.tensors[name]
+    sign = np.where(np.random.default_rng(w.size).random(w.shape) < 0.5, -1, 1)
+    w.data = (127 * sign).astype(np.int8)
+
+
+SEGMENTED = [
+    ("dense", dict(rows=1, k=1568, o=10, seed=11, in_zp=-3, out_zp=5, out_scale=2.0, act=None, per_tensor=False,
+                   extreme=False)),
+    ("conv", dict(kh=3, kw=3, s=1, d=1, ic=128, oc=6, pads="same", h=3, w=4, seed=12, in_zp=-128, out_zp=0,
+                  out_scale=3.0, act=None, extreme=False)),
+]
+
+
+def _segmented_graph(kind, case):
+    g = (dense_graph if kind == "dense" else conv_graph)(case)
+    _full_scale(g, "w")
+    w2d = g.tensors["w"].data.reshape(g.tensors["w"].shape[0], -1)
+    assert len(gemm_pack.pack(w2d).segments) >= 3
+    return g
+
+
+def test_segmented_rows_equal_the_reference():
+    """Rows too long for one pair-packing segment (a 1,568-input Dense, a 3x3x128 conv on the two-pixel path)
+    take the fast kernel and equal the reference twin on both code paths."""
+    for kind, case in SEGMENTED:
+        kernels = assert_twins_agree(_segmented_graph(kind, case), case["seed"], "int8_fast/gemm")
+        assert kernels[0].startswith("int8_fast/gemm"), kernels
+
+
+@pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
+                    reason="needs arm-none-eabi-gcc and qemu-system-arm")
+def test_segmented_rows_under_qemu(tmp_path):
+    """The same layers on the emulated Cortex-M4 (the DSP asm loops with segment ends between them) and M0+ (the
+    byte kernel) equal the host build."""
+    from tinyc.boards import load_board
+    from tinyc.compiler import write_library
+    from tinyc.firmware.emulate import emulate
+    from tinyc.firmware.project import write_firmware
+    for kind, case in SEGMENTED:
+        g = _segmented_graph(kind, case)
+        fast = compile_graph(g, "m", options=codegen_options(kernels="fast"))
+        x = _inputs(g, case["seed"])[:2]
+        host = run_generated(fast, [x])[0]
+        for board in ("nucleo-f412zg", "pico"):
+            out = tmp_path / f"{kind}-{board}"
+            write_library(fast.library, str(out), force=True)
+            write_firmware(fast, load_board(board), str(out), [x])
+            emulated = emulate(fast, load_board(board), out, profile=False)["outputs"][0]
+            np.testing.assert_array_equal(emulated, host, err_msg=f"{kind} on {board}")

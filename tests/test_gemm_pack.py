@@ -104,34 +104,44 @@ def test_double_requant_refuses_scales_it_cannot_prove():
     assert gemm_pack.double_requant(1e-3) is not None
 
 
+def _wrap32(v: int) -> int:
+    v %= 1 << 32
+    return v - (1 << 32) if v >= (1 << 31) else v
+
+
 def _dsp_model(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """What the pair-packed kernel computes, in exact integers with 32-bit wrapping: per pair
-    X = Σ x * h mod 2^32, Y = Σ x * w_A; A = Y, B = (X - Y) >> 8 as int32."""
+    """What the pair-packed kernel computes, in exact integers with 32-bit wrapping: per pair and segment
+    (gemm_pack.segments) X = Σ x * h mod 2^32 from X = Y, Y = Σ x * w_A; A = Y, B = Σ over segments of
+    (X - Y) >> 8 as int32."""
     o, k = w.shape
     k4 = k - k % 4
+    packed = gemm_pack.pack(w)
+    bounds = np.cumsum([0] + [4 * n for n in packed.segments])
     out = np.zeros(o, np.int64)
     for p in range(o // 2):
         a, b = w[2 * p, :k4].astype(np.int64), w[2 * p + 1, :k4].astype(np.int64)
         h = a + 256 * b
         xs = x[:k4].astype(np.int64)
-        big_x = int((xs * h).sum()) % (1 << 32)
-        y = int((xs * a).sum())
-        diff = (big_x - y) % (1 << 32)
-        diff = diff - (1 << 32) if diff >= (1 << 31) else diff
-        out[2 * p], out[2 * p + 1] = y, diff >> 8
+        y, big_x, banked = 0, 0, 0
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            y = _wrap32(y + int((xs[lo:hi] * a[lo:hi]).sum()))
+            big_x = (big_x + int((xs[lo:hi] * h[lo:hi]).sum())) % (1 << 32)
+            banked += _wrap32(big_x - y) >> 8
+            big_x = y % (1 << 32)
+        out[2 * p], out[2 * p + 1] = y, banked
     if o % 2:
         out[-1] = int((x[:k4].astype(np.int64) * w[-1, :k4]).sum())
     out += (x[k4:].astype(np.int64)[None, :] * w[:, k4:]).sum(axis=1)
     return out
 
 
-@pytest.mark.parametrize("o,k", [(4, 16), (7, 33), (2, 4), (5, 640), (1, 9)])
+@pytest.mark.parametrize("o,k", [(4, 16), (7, 33), (2, 4), (5, 640), (1, 9), (6, 1568), (3, 4000)])
 def test_pair_packed_arithmetic_is_exact(o, k):
     rng = np.random.default_rng(o * 1000 + k)
     for trial in range(20):
         w = rng.integers(-127, 128, (o, k)).astype(np.int8)
-        if trial == 0 and 128 * 127 * k < (1 << 23):
-            w[:] = 127
+        if trial == 0:
+            w[:] = 127             # the largest sums: several segments from about 520 inputs on
         x = rng.integers(-128, 128, k).astype(np.int8)
         if trial == 1:
             x[:] = -128
@@ -151,13 +161,17 @@ def test_pack_layout_matches_the_kernel_order():
     assert list(p.packed[8:12]) == [h(0, 1, 4), h(0, 1, 6), h(0, 1, 5), h(0, 1, 7)]
 
 
-def test_pack_refuses_pairs_that_would_overflow():
+def test_pack_refuses_words_that_do_not_fit_and_segments_long_rows():
     w = np.full((2, 8), 5, np.int8)
     w[1, 0], w[0, 0] = -128, -1           # h = -1 - 32768 does not fit int16
     assert gemm_pack.pack(w) is None
-    big = np.full((2, 600), 127, np.int8)  # 128 * 600 * 127 >= 2^23: X - Y could not recover Σ x w_B
-    assert gemm_pack.pack(big) is None
-    assert gemm_pack.pack(np.full((2, 500), 127, np.int8)) is not None
+    assert gemm_pack.pack(np.full((2, 500), 127, np.int8)).segments == [125]
+    # 128 * 600 * 127 >= 2^23: one segment's X - Y could not recover Σ x w_B; 129 chunks fit in the first
+    big = gemm_pack.pack(np.full((2, 600), 127, np.int8))
+    assert big.segments == [129, 21] and all(128 * 127 * 4 * n < gemm_pack.SEGMENT_LIMIT for n in big.segments)
+    most = 4 * 129 * gemm_pack.MAX_SEGMENTS
+    assert len(gemm_pack.pack(np.full((3, most), 127, np.int8)).segments) == gemm_pack.MAX_SEGMENTS
+    assert gemm_pack.pack(np.full((2, most + 4), 127, np.int8)) is None
 
 
 def test_folded_bias_and_bounds():

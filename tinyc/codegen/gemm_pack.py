@@ -9,6 +9,9 @@ three instructions per four multiply-accumulates where unpacking int8 weights co
   - every h fits int16 (w_B = -128 with w_A < 0 does not), and
   - |256 * Σ x * w_B| < 2^31 for every int8 input x, i.e. 128 * Σ_k |w_B[k]| < 2^23 (X wraps modulo 2^32, which
     is harmless, but X - Y must recover 256 * Σ x * w_B exactly).
+The second condition is kept per *segment* of the inputs: where a long row would break it (a Dense of 1,568
+inputs), the kernel ends a segment, adds B_segment = (X - Y) >> 8 to a third accumulator and sets X = Y, so each
+segment's X - Y stays exact. `segments` cuts the input chunks greedily; one segment is the usual case.
 Layout, per group of four output channels (two pairs) and per chunk of four input positions k0..k3, the int16
 words [h(k0), h(k2), h(k1), h(k3)] of the first pair then of the second (so SXTB16 / SXTB16 ROR 8 of one input
 word (x0, x2) / (x1, x3) meet matching halfwords); a last odd pair follows in the same form; a last single channel
@@ -37,27 +40,47 @@ class PackedWeights:
     pairs: int                # channel pairs (o // 2)
     odd_single: bool
     k4: int                   # input positions handled by the packed words (K rounded down to 4)
+    segments: list            # chunks of four inputs per segment (module docstring), summing to k4 / 4
 
 
-def pair_ok(w_a: np.ndarray, w_b: np.ndarray) -> bool:
-    """The two conditions of the module docstring for one pair (int8 rows of length K4)."""
-    a, b = w_a.astype(np.int64), w_b.astype(np.int64)
-    h = a + 256 * b
-    return bool(np.all(h >= -32768) and np.all(h <= 32767) and 128 * int(np.abs(b).sum()) < (1 << 23))
+SEGMENT_LIMIT = 1 << 23     # 128 * Σ|w_B| over one segment must stay below this
+MAX_SEGMENTS = 8            # each segment repeats the unrolled inner loop: beyond this, the reference kernel
+
+
+def h_fits(w_a: np.ndarray, w_b: np.ndarray) -> bool:
+    """Every packed word h = w_A + 256 w_B of one pair fits int16."""
+    h = w_a.astype(np.int64) + 256 * w_b.astype(np.int64)
+    return bool(np.all(h >= -32768) and np.all(h <= 32767))
+
+
+def segments(w_b: np.ndarray) -> list[int]:
+    """w_b: the B rows of every pair, [pairs, K4]. Chunk counts of the fewest greedy segments in which every
+    pair keeps 128 * Σ|w_B| < SEGMENT_LIMIT."""
+    per_chunk = 128 * np.abs(w_b.astype(np.int64)).reshape(len(w_b), -1, 4).sum(axis=2)    # [pairs, chunks]
+    out, run, n = [], np.zeros(len(w_b), np.int64), 0
+    for c in range(per_chunk.shape[1]):
+        if np.any(run + per_chunk[:, c] >= SEGMENT_LIMIT):
+            out.append(n)
+            run, n = np.zeros_like(run), 0
+        run += per_chunk[:, c]
+        n += 1
+    return out + [n] if n else out
 
 
 def pack(w: np.ndarray, layout: str = "quad") -> PackedWeights | None:
-    """w: int8 [O, K]. None when a pair breaks the exactness conditions (the layer then uses the reference
-    kernel). layout "quad": per chunk of 4 inputs the words of two pairs together (one pixel, two pairs per
+    """w: int8 [O, K]. None when a pair's words do not fit int16 or the inputs would need more than MAX_SEGMENTS
+    segments (the layer then uses the reference kernel). layout "quad": per chunk of 4 inputs the words of two pairs together (one pixel, two pairs per
     step); "pair": each pair's words for all inputs, pair after pair (two pixels, one pair per step)."""
     o, k = w.shape
     k4 = k - k % 4
     w = w.astype(np.int64)
     pairs = o // 2
     main = w[:, :k4]
-    for p in range(pairs):
-        if not pair_ok(main[2 * p], main[2 * p + 1]):
-            return None
+    if not all(h_fits(main[2 * p], main[2 * p + 1]) for p in range(pairs)):
+        return None
+    segs = segments(main[1:2 * pairs:2]) if pairs else [k4 // 4]
+    if len(segs) > MAX_SEGMENTS:
+        return None
     words = []
     for p in range(pairs):
         h = main[2 * p] + 256 * main[2 * p + 1]                    # [K4]
@@ -71,7 +94,8 @@ def pack(w: np.ndarray, layout: str = "quad") -> PackedWeights | None:
     packed = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     return PackedWeights(packed=packed.astype(np.int16), single=w[-1, :k4].astype(np.int8) if o % 2 else
                          np.zeros(0, np.int8), tail=w[:, k4:].astype(np.int8), quads=quads,
-                         odd_pair=layout == "quad" and bool(pairs % 2), pairs=pairs, odd_single=bool(o % 2), k4=k4)
+                         odd_pair=layout == "quad" and bool(pairs % 2), pairs=pairs, odd_single=bool(o % 2), k4=k4,
+                         segments=[s for s in segs if s])
 
 
 def folded_bias(w: np.ndarray, bias: np.ndarray | None, in_zp: int) -> np.ndarray | None:

@@ -155,11 +155,12 @@ def _gemm_vars(k, w2d, bias, in_zp, layout="quad"):
     packed = gemm_pack.pack(w2d, layout)
     folded = gemm_pack.folded_bias(w2d, bias, in_zp)
     o, kdim = w2d.shape
-    unroll, main_iters, rest = _unroll(packed.k4 // 4)
+    # per segment of the inputs (gemm_pack.segments): the inner loop's unrolling, iterations and rest chunks
+    segs = [dict(zip(("unroll", "iters", "rest"), _unroll(n))) for n in packed.segments]
     dsp = "TINYC_DSP"
     return dict(
         kdim=kdim, o=o, k4=packed.k4, ktail=kdim - packed.k4, quads=packed.quads, odd_pair=packed.odd_pair,
-        odd_single=packed.odd_single, unroll=unroll, main_iters=main_iters, rest=rest, layout=layout,
+        odd_single=packed.odd_single, segs=segs, layout=layout,
         pairs=packed.pairs, px2=False, e_offset=0, expand=False,
         packed=k.table(packed.packed, "int16", "pair-packed weights", dsp) if packed.packed.size else None,
         single=k.table(packed.single, "int8", "weights of the odd channel", dsp) if packed.odd_single else None,
