@@ -230,9 +230,11 @@ def softmax(k):
         raise TinycError(f"node '{k.node.name}': int8 softmax output must have scale 1/256 and zero point -128")
     beta = float(k.node.attrs.get("beta", 1.0))
     real = min(beta * qp.scale_of(_in(k)) * float(1 << 26), float((1 << 31) - 1))
+    if not real > 1.0:     # TFLite's PreprocessSoftmaxScaling requires it (its interpreter aborts otherwise)
+        raise TinycError(f"node '{k.node.name}': int8 softmax input scale {qp.scale_of(_in(k)):g} x beta {beta:g} is "
+                         "below 2^-26, which TFLite's softmax cannot run (its logits span almost nothing); "
+                         "recalibrate the model on real data")
     mult, shift = qp.multiplier(real)
-    if shift < 0:
-        raise TinycError(f"node '{k.node.name}': int8 softmax input scale {qp.scale_of(_in(k)):g} is too small")
     diff_min = -int(np.floor(((1 << 5) - 1) * float(1 << 26) / float(1 << shift)))
     n = shape[-1]
     return "softmax.c.j2", dict(rows=k.out_size // n, n=n, mult=mult, shift=shift, diff_min=diff_min), 0
