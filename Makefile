@@ -46,7 +46,7 @@ test-full: setup
 	TINYC_FULL=1 $(PYTHON) -m pytest -q -p no:cacheprovider tests
 
 # Speed: instructions per inference of the MLPerf Tiny models and MobileNetV2 on M0+/M4/M7/M33 under QEMU, against
-# TFLite Micro + CMSIS-NN; writes bench/RESULTS.md. 7-8 min on 2 cores shared with other jobs, less when idle;
+# TFLite Micro + CMSIS-NN; writes bench/RESULTS.md. about 1 min on 2 idle cores, several when shared;
 # `bench/speed.py --help` for subsets (--models, --cores, --quick).
 bench: setup
 	$(PYTHON) bench/speed.py
