@@ -20,7 +20,10 @@ setup-python:
 	@echo "== installing tinyc and its test dependencies"
 	@$(PIP) install -q -e ".[test]"
 
-demo: setup
+# The demo installs tinyc with what the demo needs only (no PyTorch), so a fresh machine is ready sooner.
+demo: setup-system
+	@echo "== installing tinyc and the demo's dependencies"
+	@$(PIP) install -q -e ".[demo]"
 	@$(PYTHON) examples/demo.py
 
 # The worked examples (README "Examples"); output in examples-out/.

@@ -362,30 +362,34 @@ def boards(as_json):
     click.echo(json.dumps(rows, indent=2) if as_json else "\n".join(format_board_table(rows)))
 
 
+def error_line(e: BaseException) -> tuple[str, int]:
+    """The one line and exit code the console prints for an exception escaping a command (also what the fuzz
+    tests hold every malformed model to)."""
+    if isinstance(e, TinycError):
+        return f"error: {e}", 2
+    if isinstance(e, click.exceptions.Abort):
+        return "aborted", 130
+    if isinstance(e, click.ClickException):
+        return f"error: {' '.join(e.format_message().split())}", 2
+    return (f"error: internal error ({type(e).__name__}: {' '.join(str(e).split())[:200]}); rerun with "
+            "TINYC_DEBUG=1 and report it"), 2
+
+
 def run():
     """Console entry point: one-line errors, exit code 2, no tracebacks."""
     try:
         main(standalone_mode=False)
-    except TinycError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
     except click.exceptions.NoArgsIsHelpError as e:
         click.echo(e.ctx.get_help() if e.ctx else e.format_message())
         sys.exit(0)
-    except click.ClickException as e:
-        click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
-        sys.exit(2)
     except SystemExit:
         raise
     except Exception as e:  # an unforeseen failure is still one line; TINYC_DEBUG=1 shows where
-        if os.environ.get("TINYC_DEBUG"):
+        if os.environ.get("TINYC_DEBUG") and not isinstance(e, (TinycError, click.ClickException)):
             raise
-        click.echo(f"error: internal error ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
-                   "rerun with TINYC_DEBUG=1 and report it", err=True)
-        sys.exit(2)
+        line, code = error_line(e)
+        click.echo(line, err=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -182,15 +182,35 @@ class Graph:
                 if i not in available:
                     raise TinycError(f"node '{n.name}' ({n.op}) reads '{i}' before it is computed "
                                      "(the graph has a cycle or a missing producer)")
+            self._check_weights(n)
             for o in n.outputs:
                 if o in available:
                     raise TinycError(f"tensor '{o}' is written twice (node '{n.name}'); names must be unique")
                 if o not in self.tensors:
                     raise TinycError(f"node '{n.name}' writes unknown tensor '{o}'")
                 available.add(o)
+        if not self.outputs:
+            raise TinycError("the model has no outputs; there is nothing to compute")
         for o in self.outputs:
             if o not in available:
                 raise TinycError(f"model output '{o}' is never computed")
+
+    def _check_weights(self, n: Node) -> None:
+        """Conv2D/Dense weights, bias and input agree in shape (a corrupt model can break any of them)."""
+        if n.op not in ("Conv2D", "Dense") or len(n.inputs) < 2:
+            return
+        x, w = self.tensors[n.inputs[0]].shape, self.tensors[n.inputs[1]].shape
+        o = w[0] if w else 0
+        if n.op == "Conv2D":
+            groups = int(n.attrs.get("groups", 1) or 0)
+            ok = len(w) == 4 and len(x) == 4 and groups >= 1 and x[3] == w[3] * groups and o % groups == 0
+        else:
+            ok = len(w) == 2 and len(x) >= 1 and x[-1] == w[1]
+        if not ok:
+            raise TinycError(f"{n.op} '{n.name}': weights of shape {w} do not fit its input of shape {x}")
+        if len(n.inputs) > 2 and self.tensors[n.inputs[2]].shape != (o,):
+            raise TinycError(f"{n.op} '{n.name}': bias of shape {self.tensors[n.inputs[2]].shape} for {o} output "
+                             "channels")
 
     def summary(self) -> str:
         lines = [f"graph {self.name}: inputs {self.inputs} outputs {self.outputs}"]

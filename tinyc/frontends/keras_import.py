@@ -12,6 +12,7 @@ imported lazily, inside `load_keras`.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -163,13 +164,28 @@ def _static_shape(name: str, shape: tuple, given) -> tuple:
     return dims
 
 
+def _check_container(path: str) -> None:
+    """A .keras file is a zip archive, an .h5 file HDF5: say so plainly when it is not (Keras would answer
+    "file not found" for a truncated archive)."""
+    if path.lower().endswith(".keras"):
+        import zipfile
+        if not zipfile.is_zipfile(path):
+            raise TinycError(f"'{path}' is not a .keras archive (a zip file): it is truncated, corrupt or of another "
+                             "format")
+    else:
+        import h5py
+        if not h5py.is_hdf5(path):
+            raise TinycError(f"'{path}' is not an HDF5 file: it is truncated, corrupt or of another format")
+
+
 def _load_model(keras, path: str):
     if not os.path.isfile(path):
         raise TinycError(f"model file '{path}' not found")
+    _check_container(path)
     try:
         return keras.models.load_model(path, compile=False)  # safe_mode: no arbitrary code from the file
     except Exception as e:  # Keras raises many kinds; give the user one line
-        msg = " ".join(str(e).split())
+        msg = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(e)).split())   # no terminal colour codes
         if "Lambda" in msg or "lambda" in msg:
             raise TinycError(f"'{path}' contains a Lambda layer (arbitrary Python code), which tinyc cannot "
                              "convert; run `tinyc ops` to see supported layers") from None

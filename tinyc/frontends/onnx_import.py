@@ -371,6 +371,29 @@ def _static_inputs(model, input_shapes):
     return inputs
 
 
+def _check_graph(graph) -> None:
+    """What onnxruntime refuses and shape inference lets through: no outputs, two nodes of one name."""
+    if not graph.output:
+        raise TinycError("the ONNX model declares no outputs; there is nothing to compute")
+    seen = set()
+    for node in graph.node:
+        if node.name and node.name in seen:
+            raise TinycError(f"two ONNX nodes are named '{node.name}'; node names must be unique (the model is "
+                             "invalid; onnxruntime refuses it too)")
+        seen.add(node.name)
+
+
+def _convert(imp, node) -> None:
+    """One node's converter. Where its assumptions about a well-formed node (attributes, input count and shapes)
+    do not hold, say which node, not where in tinyc."""
+    from .onnx_ops import ONNX_OPS
+    try:
+        ONNX_OPS[node.op_type](imp, node)
+    except (AttributeError, TypeError, IndexError, KeyError, ValueError, ZeroDivisionError) as e:
+        raise TinycError(f"ONNX {node.op_type} '{node.name or node.output[0]}': malformed node ({type(e).__name__}: "
+                         f"{e}); the model is corrupt or uses the op in a way tinyc does not support") from None
+
+
 def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
     import onnx
     from onnx import numpy_helper
@@ -397,6 +420,10 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
             imp.consts[init.name] = numpy_helper.to_array(init)
         except Exception:
             raise TinycError(f"initializer '{init.name}' cannot be read (external data missing or corrupt)")
+        if imp.consts[init.name].dtype.kind in "OSU":       # strings (int4 and the like are named later)
+            raise TinycError(f"initializer '{init.name}' holds {imp.consts[init.name].dtype} values; tinyc reads "
+                             "numeric constants only")
+    _check_graph(model.graph)
     for inp in inputs:
         rank = len(imp.logical_shape(inp.name))
         layout = channels_last(rank) if io_layout == "nhwc" and rank in (3, 4) else plain(rank)
@@ -419,7 +446,7 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
         elif node.op_type in ONNX_OPS:
             _refuse_quantized_reads(imp, node)
             _infer_node_shapes(imp, node, importer_opset)
-            ONNX_OPS[node.op_type](imp, node)
+            _convert(imp, node)
         else:
             where = "on computed tensors " if node.op_type in CONST_ONLY_OPS else ""
             raise TinycError(f"unsupported ONNX op '{node.op_type}' {where}(node '{node.name or node.output[0]}'); "

@@ -177,6 +177,12 @@ class Ctx:
             return None
         scale = np.asarray(q.scale, np.float32)
         zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else np.zeros(len(scale)), np.int64)
+        if not np.all(np.isfinite(scale) & (scale > 0)):
+            raise TinycError(f"tensor '{self.tname(i)}' has quantization scale(s) {scale.ravel()[:4].tolist()}; "
+                             "scales must be positive and finite (the .tflite file is corrupt)")
+        if self.dtype_name(i) == "INT8" and zp.size and (zp.min() < -128 or zp.max() > 127):
+            raise TinycError(f"int8 tensor '{self.tname(i)}' has zero point {int(zp.ravel()[0])} outside "
+                             "-128..127; the .tflite file is corrupt")
         if scale.size == 1:
             return Quant(scale.reshape(()), zp.reshape(()) if zp.size else np.zeros((), np.int64), None)
         return Quant(scale, zp, int(q.quantizedDimension))
@@ -202,8 +208,8 @@ class Ctx:
                 dynamic = {j for j, d in enumerate(sig) if d < 0} if len(sig) == len(theirs) else set()
                 if len(theirs) != len(shape) or any(a != b for j, (a, b) in enumerate(zip(theirs, shape))
                                                     if j not in dynamic):
-                    raise TinycError(f"internal: {self.where()} converted to shape {shape} but the model says "
-                                     f"{theirs}; please report this model")
+                    raise TinycError(f"{self.where()} computes shape {shape} but the model declares {theirs}: "
+                                     "the .tflite file is inconsistent (if it runs in TFLite, report it)")
             name = self.g.unique_name(base)
             full = self.tname(self.out)
             self.g.add_tensor(name, shape, dtype, source_name=full if full in self._unique else None,
@@ -239,7 +245,49 @@ def _read(S, path: str):
                          "truncated") from None
     if not model.subgraphs:
         raise TinycError(f"TFLite model '{path}' has no subgraph")
+    _check_indices(S, model.subgraphs[0], len(model.buffers or []))
+    _check_strings(model)
     return data, model
+
+
+def _check_strings(model) -> None:
+    """Every name in the file is UTF-8, as TFLite writes them (TFLite's own Python API cannot read it otherwise)."""
+    names = [("description", model.description)] + [("subgraph name", sg.name) for sg in model.subgraphs]
+    names += [("metadata name", md.name) for md in (model.metadata or [])]
+    for sd in model.signatureDefs or []:
+        names += [("signature", sd.signatureKey)]
+        names += [("signature tensor", t.name) for t in (sd.inputs or []) + (sd.outputs or [])]
+    names += [("tensor name", t.name) for t in (model.subgraphs[0].tensors or [])]
+    for what, b in names:
+        try:
+            (b or b"").decode("utf-8") if isinstance(b, bytes) else None
+        except UnicodeDecodeError:
+            raise TinycError(f"a TFLite {what} in the file is not UTF-8 text; the .tflite file is corrupt") from None
+
+
+def _check_indices(S, sg, buffers: int) -> None:
+    """Every tensor index the subgraph uses names one of its tensors, every tensor's buffer exists and its type is
+    one of the schema's (the converters index lists with them)."""
+    n = len(sg.tensors or [])
+    types = _enum_names(S.TensorType)
+
+    def check(indices, what, optional=False):
+        for i in (indices if indices is not None else []):
+            if not (0 <= int(i) < n or (optional and int(i) == -1)):
+                raise TinycError(f"TFLite {what} refers to tensor {int(i)}, but the subgraph has {n}; the .tflite "
+                                 "file is corrupt")
+    check(sg.inputs, "subgraph input")
+    check(sg.outputs, "subgraph output")
+    for k, op in enumerate(sg.operators or []):
+        check(op.inputs, f"operator #{k}", optional=True)    # -1: an absent optional input
+        check(op.outputs, f"operator #{k}")
+    for t in sg.tensors or []:
+        if t.buffer >= buffers:
+            raise TinycError(f"TFLite tensor '{_s(t.name)}' refers to buffer {t.buffer}, but the file has {buffers}; "
+                             "the .tflite file is corrupt")
+        if t.type not in types:
+            raise TinycError(f"TFLite tensor '{_s(t.name)}' has type {t.type}, which the TFLite schema does not "
+                             "define; the .tflite file is corrupt")
 
 
 def _op_name(S, model, op) -> str:
@@ -267,6 +315,16 @@ def _input_shape(name: str, shape: tuple, given) -> tuple:
     if shape and shape[0] != 1:
         raise TinycError(f"input '{name}': batch size {shape[0]} is not supported; use batch 1")
     return shape
+
+
+def _convert(cv, fn, opts, ins):
+    """One operator's converter. Where its assumptions about a well-formed operator (options present, inputs of
+    the right count and shapes) do not hold, say which operator, not where in tinyc."""
+    try:
+        return fn(cv, opts, ins)
+    except (AttributeError, TypeError, IndexError, KeyError, ValueError, ZeroDivisionError) as e:
+        raise TinycError(f"{cv.where()}: malformed operator ({type(e).__name__}: {e}); the .tflite file is corrupt "
+                         "or uses the op in a way tinyc does not support") from None
 
 
 def load_tflite(path: str, input_shapes: list[tuple] | None = None) -> Graph:
@@ -308,7 +366,7 @@ def load_tflite(path: str, input_shapes: list[tuple] | None = None) -> Graph:
         if kind in FOLD_OPS and (kind == "SHAPE" or all(cv.is_const(i) for i in present)):
             if len(op_outs) != 1:
                 raise TinycError(f"{cv.where()} has {len(op_outs)} outputs; expected one")
-            cv.values[op_outs[0]] = np.asarray(FOLD_OPS[kind](cv, op.builtinOptions, op_ins))
+            cv.values[op_outs[0]] = np.asarray(_convert(cv, FOLD_OPS[kind], op.builtinOptions, op_ins))
             continue
         rule = TFLITE_OPS.get(kind)
         if rule is None:
@@ -317,7 +375,7 @@ def load_tflite(path: str, input_shapes: list[tuple] | None = None) -> Graph:
                              f"'{cv.tname(cv.out) if cv.out >= 0 else '?'}'); run `tinyc ops` to see the supported ops")
         if len(op_outs) != 1:
             raise TinycError(f"{cv.where()} has {len(op_outs)} outputs; only single-output ops are supported")
-        rule(cv, op.builtinOptions, op_ins)
+        _convert(cv, rule, op.builtinOptions, op_ins)
         if op_outs[0] not in cv.names:
             raise TinycError(f"internal: {cv.where()} did not produce its output")
     for i in outs:

@@ -49,6 +49,9 @@ def _rank4(cv, i) -> tuple:
 def _geometry(cv, shape, k, s, d, padding):
     if padding not in PADDING:
         raise TinycError(f"{cv.where()}: unknown padding {padding}")
+    if min(*k, *s, *d) < 1:
+        raise TinycError(f"{cv.where()}: window {tuple(k)}, strides {tuple(s)} and dilations {tuple(d)} must all be "
+                         "at least 1; the .tflite file is corrupt")
     n, h, w, _ = shape
     oh, t, b = conv_geometry(h, k[0], s[0], d[0], PADDING[padding])
     ow, lft, r = conv_geometry(w, k[1], s[1], d[1], PADDING[padding])
@@ -74,7 +77,7 @@ def conv_2d(cv, opts, ins):
     o, kh, kw, ci = w.shape
     if ci <= 0 or xs[3] % ci:
         raise TinycError(f"{cv.where()}: filter {w.shape} does not fit input channels {xs[3]}")
-    s, d = (opts.strideH, opts.strideW), (opts.dilationHFactor or 1, opts.dilationWFactor or 1)
+    s, d = (opts.strideH, opts.strideW), (opts.dilationHFactor, opts.dilationWFactor)
     nhw, pads = _geometry(cv, xs, (kh, kw), s, d, opts.padding)
     return cv.emit("Conv2D", [cv.x(ins[0]), cv.const(ins[1])] + _bias(cv, ins), nhw + (o,), strides=s,
                    dilations=d, pads=pads, groups=xs[3] // ci, activation=fused_act(cv, opts))
@@ -87,7 +90,7 @@ def depthwise_conv_2d(cv, opts, ins):
     c = xs[3]
     if w.shape[0] != 1 or cm % c:
         raise TinycError(f"{cv.where()}: depthwise filter {w.shape} does not fit input channels {c}")
-    s, d = (opts.strideH, opts.strideW), (opts.dilationHFactor or 1, opts.dilationWFactor or 1)
+    s, d = (opts.strideH, opts.strideW), (opts.dilationHFactor, opts.dilationWFactor)
     nhw, pads = _geometry(cv, xs, (kh, kw), s, d, opts.padding)
     wt = cv.const(ins[1], np.ascontiguousarray(w.transpose(3, 1, 2, 0)), key="ir",   # -> [C*mult,KH,KW,1]
                   axis_map={3: 0, 0: 3})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import TinycError
 from ..ir import Graph, mark_fused
 
 
@@ -74,6 +75,9 @@ def fold_batchnorm(g: Graph) -> Graph:
         if any(v.size not in (1, channels) for v in (gamma, beta, mean, var)):
             kept.append(bn)  # not a per-channel BatchNorm over the last axis: leave it, codegen will say so
             continue
+        if not np.all(var + bn.attrs["epsilon"] > 0):
+            raise TinycError(f"BatchNorm '{bn.name}' has a variance of {float(np.min(var)):g} (plus epsilon "
+                             f"{bn.attrs['epsilon']:g} not positive); fix the model's statistics")
         scale = np.broadcast_to(gamma / np.sqrt(var + bn.attrs["epsilon"]), (channels,))
         shift = np.broadcast_to(beta - mean * scale, (channels,))
         if _try_fold(g, bn, scale, shift):
