@@ -159,6 +159,22 @@ def test_int8_code_hygiene(int8_models, tmp_path, c_compile, cc, flags):
         assert undefined <= {"round", "roundf", "memcpy", "memmove", "memset"}, (name, undefined)
 
 
+@pytest.mark.parametrize("kernels", ["fast", "reference"])
+@pytest.mark.parametrize("board", ["pico", "nucleo-f412zg", "stm32f746g-disco", "pico2"])   # M0+, M4, M7, M33
+def test_every_int8_model_builds_cleanly_for_every_core(int8_models, tmp_path, c_compile, board, kernels):
+    """Every int8 test model, with both kernel sets (the fast kernels' DSP paths on M4/M7/M33, their plain paths
+    on the M0+), compiles with the warning set (-Werror) under arm-none-eabi-gcc with the board's flags."""
+    import shutil
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("arm-none-eabi-gcc not installed")
+    from tinyc.boards import load_board
+    from tinyc.compiler import codegen_options, compile_model
+    flags = (*load_board(board).cflags, "-O2", "-ffunction-sections", "-fdata-sections")
+    for name in int8_zoo.BUILDERS:
+        lib = compile_model(int8_models(name), options=codegen_options(kernels=kernels)).library
+        c_compile(lib, tmp_path / name, "arm-none-eabi-gcc", flags)
+
+
 def test_int8_output_is_reproducible(int8_models):
     from tinyc.compiler import compile_model
     path = int8_models("ds_cnn")

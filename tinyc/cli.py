@@ -197,6 +197,9 @@ def _print_build(out_dir, opt, as_json):
     click.echo(f"built for {r['board']}:")
     for line in format_size_report(r):
         click.echo(f"  {line}")
+    from .firmware.stack_usage import format_stack
+    click.echo(f"  {format_stack(r['stack'])}" if r["stack"] else
+               "  stack: not measured (the project predates it; recompile with `tinyc compile --board`)")
     m = r["model"]
     click.echo(f"  the model's share of flash: code {m['code_bytes']:,} + constants {m['constant_bytes']:,} "
                f"(weights, tables) = {m['flash_bytes']:,} B; library helpers it calls {m['helper_bytes']:,} B "

@@ -35,6 +35,11 @@ def memory_report(compiled, board: Board | None = None) -> dict:
     if board is not None:
         r["board"] = board_fit(board, plan.arena_bytes, lib.weight_bytes)
         r["fits"] = r["board"]["fits"]
+        from .firmware.stack_usage import model_stack
+        stack = model_stack(compiled, board)      # None without arm-none-eabi-gcc
+        if stack is not None:
+            r["stack"] = stack
+            r["fits"] = r["fits"] and stack["fits"]
     return r
 
 
@@ -91,6 +96,9 @@ def format_report(r: dict) -> str:
         lines.append(f"{b['name']}: {verdict} — arena {r['arena_bytes']:,} of {b['sram_bytes']:,} B in "
                      f"{b['sram_region']} ({b['sram_headroom_pct']}% free), weights {r['weights_bytes']:,} of "
                      f"{b['flash_bytes']:,} B flash ({b['flash_headroom_pct']}% free; code not counted until built)")
+        from .firmware.stack_usage import format_stack
+        lines.append(format_stack(r["stack"]) if "stack" in r else
+                     "stack: not measured (needs arm-none-eabi-gcc)")
     return "\n".join(lines)
 
 

@@ -9,6 +9,8 @@ from ..errors import TinycError
 from .emulate import firmware_dir, make
 from .images import check_size, size_report
 from .model_size import model_flash
+from .project import STACK_BYTES
+from .stack_usage import stack_report, with_budget
 
 
 def project_info(fw: Path) -> dict:
@@ -26,7 +28,10 @@ def build_firmware(out_dir: str | Path, opt: str | None = None) -> dict:
     make(fw, "all", [f"OPT={opt}"] if opt else [])
     elf = fw / "build" / "firmware.elf"
     report = size_report(elf, board)
-    report["model"] = model_flash(elf, project_info(fw)["name"], fw / "build" / "model.o")
+    name = project_info(fw)["name"]
+    report["model"] = model_flash(elf, name, fw / "build" / "model.o")
+    ci = fw / "build" / "model.ci"       # absent from projects made before tinyc measured the stack
+    report["stack"] = with_budget(stack_report(ci.read_text(), name), STACK_BYTES) if ci.is_file() else None
     images = {"elf": str(elf)}
     for fmt in board.image_formats:
         if fmt != "elf":

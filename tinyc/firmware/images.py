@@ -59,6 +59,11 @@ def check_size(report: dict, board: Board) -> None:
         if not r["fits"]:
             raise TinycError(f"firmware does not fit {board.name}: {r['used_bytes']:,} B in {r['region']}, which "
                              f"has {r['size_bytes']:,} B; use a smaller model or a board with more SRAM")
+    s = report.get("stack")
+    if s is not None and not s["fits"]:
+        depth = "unbounded" if s["bytes"] is None else f"{s['bytes']:,} B"
+        raise TinycError(f"the model's stack depth ({depth}, from {s['entry']}) exceeds the {s['budget_bytes']:,} B "
+                         f"the firmware's stack leaves it on {board.name}; report this model")
 
 
 def format_size_report(r: dict) -> list[str]:
