@@ -17,6 +17,20 @@ import numpy as np  # noqa: E402
 _T0 = time.time()
 
 
+def parse_args(doc: str, argv, default_out: str, *options) -> tuple:
+    """An example's command line: --out (created) plus `options`, each (flags, keyword arguments) for
+    argparse. Returns (args, the output directory)."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--out", default=default_out, help="where the models and firmware projects go")
+    for flags, kw in options:
+        ap.add_argument(*flags, **kw)
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return args, out
+
+
 def step(msg: str) -> None:
     print(f"\n== [{time.time() - _T0:5.1f} s] {msg}", flush=True)
 

@@ -12,12 +12,11 @@ and an M4.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-from common import compile_for_board, step
+from common import compile_for_board, parse_args, step
 
 FLASH_GOAL = 10 * 1024
 BOARDS = ("pico", "nucleo-f412zg")     # Cortex-M0+, Cortex-M4
@@ -77,12 +76,7 @@ def flash_of_model(compiled, board_name: str, out: Path) -> dict:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="examples-out/digits", help="where the model and firmware projects go")
-    ap.add_argument("--epochs", type=int, default=EPOCHS)
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args, out = parse_args(__doc__, argv, "examples-out/digits", (["--epochs"], dict(type=int, default=EPOCHS)))
     x_train, x_test, y_train, y_test = digits_data()
 
     step(f"train the CNN on {len(x_train)} 8x8 digits (Keras, seed {SEED}, {args.epochs} epochs)")

@@ -15,12 +15,11 @@ Keras's on every test flower; the int8 outputs equal TFLite's reference kernels'
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-from common import binary_metrics, compile_for_board, dequantize, int8_tflite, step
+from common import binary_metrics, compile_for_board, dequantize, int8_tflite, parse_args, step
 
 NETWORKS = {
     "8 neurons": [(2, "relu"), (3, "tanh"), (2, "softmax"), (1, "sigmoid")],
@@ -138,13 +137,11 @@ def print_table(network: str, rows: list, y_test) -> None:
 
 
 def main(argv=None) -> list:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--network", choices=sorted(NETWORKS), action="append",
-                    help="one of the paper's networks (default: both)")
-    ap.add_argument("--out", default="examples-out/iris", help="where the models and firmware projects go")
-    args = ap.parse_args(argv)
+    args, out = parse_args(__doc__, argv, "examples-out/iris",
+                           (["--network"], dict(choices=sorted(NETWORKS), action="append",
+                                                help="one of the paper's networks (default: both)")))
     data = iris_data()
-    return [run_network(n, Path(args.out) / n.replace(" ", "_"), data) for n in args.network or list(NETWORKS)]
+    return [run_network(n, out / n.replace(" ", "_"), data) for n in args.network or list(NETWORKS)]
 
 
 if __name__ == "__main__":

@@ -13,12 +13,11 @@ onnxruntime (float32: within 1e-4 relative) and TFLite's reference kernels (int8
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-from common import compile_for_board, step
+from common import compile_for_board, parse_args, step
 
 BOARD = "stm32f746g-disco"
 SEED = 0
@@ -108,13 +107,9 @@ def deploy(label: str, onnx_path: Path, out: Path, x_test, y_test, quantize=None
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="examples-out/mnist", help="where the model and firmware projects go")
-    ap.add_argument("--samples", type=int, default=100, help="test digits run under emulation")
-    ap.add_argument("--epochs", type=int, default=3)
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args, out = parse_args(__doc__, argv, "examples-out/mnist",
+                           (["--samples"], dict(type=int, default=100, help="test digits run under emulation")),
+                           (["--epochs"], dict(type=int, default=3)))
     x_train, x_test, y_train, y_test = digits_28x28()
 
     step(f"train the article's CNN in PyTorch on {len(x_train)} digits upscaled to 28x28 ({args.epochs} epochs)")

@@ -13,13 +13,12 @@ with instructions per layer, its outputs equal to TFLite's reference kernels bit
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from common import compile_for_board, int8_tflite, kib, step
+from common import compile_for_board, int8_tflite, kib, parse_args, step
 
 BOARD = "pico2"
 SEED = 0
@@ -34,11 +33,7 @@ def build():
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="examples-out/mobilenetv2", help="where the model, pictures and firmware go")
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _, out = parse_args(__doc__, argv, "examples-out/mobilenetv2")
 
     step("MobileNetV2-0.35 at 144x144x3 (Keras, random weights), converted to int8 by TFLite")
     model = build()

@@ -49,26 +49,17 @@ def _bias(g, name, in_scale, w_scales, rng):
                                                              np.zeros(o, np.int64), 0)).name
 
 
-def conv_case(in_scale, in_zp, w_scale, out_scale, out_zp, act=None):
-    rng = np.random.default_rng(1)
-    g = Graph("conv")
-    g.add_tensor("x", (1, 5, 5, 4), "int8", quant=_q(in_scale, in_zp))
-    g.add_tensor("y", (1, 5, 5, 6), "int8", quant=_q(out_scale, out_zp))
-    w, ws = _weights(g, "w", (6, 3, 3, 4), w_scale, rng)
-    g.add_node("Conv2D", ["x", w, _bias(g, "b", in_scale, ws, rng)], ["y"], strides=(1, 1), dilations=(1, 1),
-               pads=(1, 1, 1, 1), groups=1, activation=act, name="conv")
-    g.inputs, g.outputs = ["x"], ["y"]
-    return g
-
-
-def depthwise_case(in_scale, in_zp, w_scale, out_scale, out_zp):
-    rng = np.random.default_rng(2)
-    g = Graph("dw")
-    g.add_tensor("x", (1, 6, 6, 8), "int8", quant=_q(in_scale, in_zp))
-    g.add_tensor("y", (1, 3, 3, 8), "int8", quant=_q(out_scale, out_zp))
-    w, ws = _weights(g, "w", (8, 3, 3, 1), w_scale, rng)
-    g.add_node("Conv2D", ["x", w, _bias(g, "b", in_scale, ws, rng)], ["y"], strides=(2, 2), dilations=(1, 1),
-               pads=(0, 0, 1, 1), groups=8, activation={"fn": "clip", "lo": 0.0, "hi": 6.0}, name="dw")
+def conv_case(in_scale, in_zp, w_scale, out_scale, out_zp, act=None, depthwise=False):
+    """A 3x3 conv 5x5x4 -> 5x5x6, or a stride-2 depthwise conv 6x6x8 -> 3x3x8."""
+    rng = np.random.default_rng(2 if depthwise else 1)
+    g = Graph("dw" if depthwise else "conv")
+    x, y, w = ((1, 6, 6, 8), (1, 3, 3, 8), (8, 3, 3, 1)) if depthwise else ((1, 5, 5, 4), (1, 5, 5, 6), (6, 3, 3, 4))
+    g.add_tensor("x", x, "int8", quant=_q(in_scale, in_zp))
+    g.add_tensor("y", y, "int8", quant=_q(out_scale, out_zp))
+    w, ws = _weights(g, "w", w, w_scale, rng)
+    g.add_node("Conv2D", ["x", w, _bias(g, "b", in_scale, ws, rng)], ["y"], strides=(2, 2) if depthwise else (1, 1),
+               dilations=(1, 1), pads=(0, 0, 1, 1) if depthwise else (1, 1, 1, 1), groups=8 if depthwise else 1,
+               activation=act, name="conv")
     g.inputs, g.outputs = ["x"], ["y"]
     return g
 
@@ -114,14 +105,15 @@ def unary_case(fn, in_scale, in_zp):
     return g
 
 
+RELU6 = {"fn": "clip", "lo": 0.0, "hi": 6.0}
 CASES = {
     "conv/zero-points-at-the-limits": conv_case(0.05, -128, 0.01, 0.1, 127),
     "conv/zero-points-at-the-other-limits": conv_case(0.05, 127, 0.01, 0.1, -128, {"fn": "relu"}),
     "conv/tiny-scales": conv_case(1e-6, 3, 1e-5, 1e-9, -5),
     "conv/tiny-multiplier": conv_case(1e-4, 0, 1e-4, 2e1, 0),            # 5e-10: a shift near the limit
     "conv/huge-scales-saturate": conv_case(100.0, 0, 10.0, 1.0, 0),      # multiplier 1000: left shifts
-    "depthwise/zero-point-limits": depthwise_case(0.02, -128, 0.02, 0.05, -128),
-    "depthwise/huge-multiplier": depthwise_case(2.0, 10, 0.5, 0.01, 0),
+    "depthwise/zero-point-limits": conv_case(0.02, -128, 0.02, 0.05, -128, RELU6, depthwise=True),
+    "depthwise/huge-multiplier": conv_case(2.0, 10, 0.5, 0.01, 0, RELU6, depthwise=True),
     "dense/zero-point-limits": dense_case(0.02, 127, 0.01, 0.2, -128),
     "dense/tiny-scales": dense_case(3e-7, -20, 2e-6, 1e-10, 7),
     "dense/huge-multiplier": dense_case(5.0, 0, 1.0, 0.01, 3),
