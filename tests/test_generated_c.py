@@ -136,3 +136,19 @@ def test_wheel_ships_templates_runtime_and_boards(tmp_path):
             "import tinyc.compiler, tinyc.quant.ptq, tinyc.verify")
     res = subprocess.run([str(py), "-c", code], cwd=str(tmp_path), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc not installed")
+@pytest.mark.parametrize("board", ["pico", "pico2"])       # soft-float M0+, hard-float M33
+def test_every_float_test_model_builds_cleanly_on_arm(zoo, tmp_path, c_compile, board):
+    """Every float model of the test zoo (as Keras and as ONNX, the two frontends' code paths) compiles with the
+    warning set under arm-none-eabi-gcc with the board's flags."""
+    import model_zoo
+
+    from tinyc.boards import load_board
+    from tinyc.compiler import compile_model
+    flags = (*load_board(board).cflags, "-O2", "-ffunction-sections", "-fdata-sections")
+    for name in model_zoo.ZOO:
+        for fmt in ("keras", "onnx"):
+            c_compile(compile_model(zoo.path(name, fmt)).library, tmp_path / f"{name}-{fmt}", "arm-none-eabi-gcc",
+                      flags)
