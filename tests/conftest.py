@@ -4,6 +4,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import threading  # noqa: E402
 
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+# `make test` is deterministic: hypothesis draws the same examples every run (a red CI then means a change broke
+# something, not that a new random example turned up). `make test-full` (TINYC_FULL=1) explores afresh; what it
+# finds goes into the tests as an @example.
+_hypothesis_settings.register_profile("tinyc", derandomize=not os.environ.get("TINYC_FULL"), database=None)
+_hypothesis_settings.load_profile("tinyc")
+
 import pytest  # noqa: E402
 
 

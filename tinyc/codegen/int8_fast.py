@@ -22,6 +22,24 @@ def conv_geometry(g, node) -> dict:
                 pl=a["pads"][1])
 
 
+def window_k(geo: dict) -> int:
+    """Row length of an im2col window in the kernel scratch: kh * kw * ic rounded up to 4, so the GEMM has no
+    scalar tail (the padding inputs meet zero weights)."""
+    return -(-geo["kh"] * geo["kw"] * geo["ic"] // 4) * 4
+
+
+def interior(geo: dict) -> dict:
+    """The output pixels whose whole window lies inside the input (no bounds checks, one row copy per window
+    row): oy_lo..oy_hi x ox_lo..ox_hi, empty when lo > hi."""
+    def span(size, k, s, d, pad, out):
+        lo = -(-pad // s)
+        hi = (size - 1 - (k - 1) * d + pad) // s
+        return max(lo, 0), min(hi, out - 1)
+    oy = span(geo["ih"], geo["kh"], geo["sh"], geo["dh"], geo["pt"], geo["oh"])
+    ox = span(geo["iw"], geo["kw"], geo["sw"], geo["dw"], geo["pl"], geo["ow"])
+    return dict(oy_lo=oy[0], oy_hi=oy[1], ox_lo=ox[0], ox_hi=ox[1])
+
+
 def _unroll(chunks: int) -> tuple[int, int, int]:
     """(unroll, main iterations, rest chunks) for the inner loop over chunks of four inputs."""
     u = 8 if chunks >= 16 else (4 if chunks >= 8 else (2 if chunks >= 2 else 1))
@@ -104,7 +122,7 @@ def _scratch_layout(g, node) -> tuple[int, int]:
     path the two pixels' inputs sign-extended (4 bytes per input pair of pixels)."""
     mode = conv_mode(g, node)
     geo = conv_geometry(g, node)
-    kdim = geo["kh"] * geo["kw"] * geo["ic"]
+    kdim = window_k(geo) if mode == "im2col" else geo["ic"]
     px2 = two_pixels(g, node)
     gather = kdim * (2 if px2 else 1) if mode == "im2col" else 0
     e_offset = -(-gather // 4) * 4
@@ -146,7 +164,7 @@ def work_bytes(g, node) -> int:
     if conv_mode(g, node) is None:
         return 0
     geo = conv_geometry(g, node)
-    return max(_scratch_layout(g, node)[0], gemm_pack.byte_k(geo["kh"] * geo["kw"] * geo["ic"]))
+    return max(_scratch_layout(g, node)[0], gemm_pack.byte_k(window_k(geo)))
 
 
 def _gemm_vars(k, w2d, bias, in_zp, layout="quad"):
@@ -159,7 +177,7 @@ def _gemm_vars(k, w2d, bias, in_zp, layout="quad"):
     segs = [dict(zip(("unroll", "iters", "rest"), _unroll(n))) for n in packed.segments]
     dsp = "TINYC_DSP"
     return dict(
-        kdim=kdim, o=o, k4=packed.k4, ktail=kdim - packed.k4, quads=packed.quads, odd_pair=packed.odd_pair,
+        kdim=kdim, kwin=kdim, o=o, k4=packed.k4, ktail=kdim - packed.k4, quads=packed.quads, odd_pair=packed.odd_pair,
         odd_single=packed.odd_single, segs=segs, layout=layout,
         pairs=packed.pairs, px2=False, e_offset=0, expand=False,
         packed=k.table(packed.packed, "int16", "pair-packed weights", dsp) if packed.packed.size else None,
@@ -200,6 +218,9 @@ def conv2d(k):
     geo = conv_geometry(g, k.node)
     w = _int8_weights(g, k.node)
     w2d = w.reshape(w.shape[0], -1)
+    kwin = w2d.shape[1]
+    if mode == "im2col":       # windows padded to whole words: zero weights for the padding inputs
+        w2d = np.pad(w2d, ((0, 0), (0, window_k(geo) - kwin)))
     bias = _bias(g, k.node)
     in_q, out_q = k.tensor(0).quant, k.out.quant
     in_zp, out_zp = qp.zero_point_of(in_q), qp.zero_point_of(out_q)
@@ -216,14 +237,15 @@ def conv2d(k):
     else:
         v["bias"] = _folded_table(k, v["folded"], "TINYC_DSP")
         v["bias_b"] = _folded_table(k, v["folded_b"], "!TINYC_DSP")
-    v.update(geo, mode=mode, out_zp=out_zp, lo=lo, hi=hi, requant="fast" if fast else "mbqm",
+    v.update(geo, **interior(geo), kwin=kwin, mode=mode, out_zp=out_zp, lo=lo, hi=hi,
+             requant="fast" if fast else "mbqm",
              mult=None if fast else k.table(mults, "int32", "requantization multipliers"),
              shift=None if fast else k.table(shifts, "int8", "requantization shifts"),
              variant={"rows": "1x1", "strided": "1x1-strided", "im2col": "im2col"}[mode],
              comment=f"conv {geo['ih']}x{geo['iw']}x{geo['ic']} -> {geo['oh']}x{geo['ow']}x{geo['oc']}, kernel "
                      f"{geo['kh']}x{geo['kw']}, stride {geo['sh']}x{geo['sw']}, pads {tuple(geo['pads'])}",
              rows=geo["oh"] * geo["ow"])
-    return "gemm.c.j2", v, geo["oh"] * geo["ow"] * geo["oc"] * w2d.shape[1]
+    return "gemm.c.j2", v, geo["oh"] * geo["ow"] * geo["oc"] * kwin
 
 
 def dense(k):
