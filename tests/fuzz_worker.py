@@ -57,10 +57,8 @@ def one_case(path: Path, out_dir: Path, verify: bool) -> dict:
 
 def main_loop(cases_dir: Path, results: Path, verify: bool) -> None:
     done = {r["case"] for r in _records(results) if "outcome" in r}
-    import click  # noqa: F401  (imported before the first case, like TensorFlow below, so no case pays for it)
-
     from tinyc.keras_runtime import import_keras
-    import_keras()
+    import_keras()                     # TensorFlow before the first case, so no case's time includes it
     with open(results, "a") as log, tempfile.TemporaryDirectory(prefix="tinyc-fuzz-") as tmp:
         for path in sorted(p for p in cases_dir.iterdir() if p.is_file()):
             case = path.stem

@@ -1,6 +1,11 @@
 """The one exception type users see: a one-line message naming the problem and what to do."""
 
 
+# What a frontend's converter raises when a corrupt model breaks its assumptions (options missing, inputs of the
+# wrong count or shape): turned into a TinycError naming the operator, not left as an internal error.
+MALFORMED = (AttributeError, TypeError, IndexError, KeyError, ValueError, ZeroDivisionError)
+
+
 class TinycError(Exception):
     """A user-facing error. The CLI prints `error: <message>` on one line and exits with code 2."""
 

@@ -69,8 +69,9 @@ def segments(w_b: np.ndarray) -> list[int]:
 
 def pack(w: np.ndarray, layout: str = "quad") -> PackedWeights | None:
     """w: int8 [O, K]. None when a pair's words do not fit int16 or the inputs would need more than MAX_SEGMENTS
-    segments (the layer then uses the reference kernel). layout "quad": per chunk of 4 inputs the words of two pairs together (one pixel, two pairs per
-    step); "pair": each pair's words for all inputs, pair after pair (two pixels, one pair per step)."""
+    segments (the layer then uses the reference kernel). layout "quad": per chunk of 4 inputs the words of two
+    pairs together (one pixel, two pairs per step); "pair": each pair's words for all inputs, pair after pair (two
+    pixels, one pair per step)."""
     o, k = w.shape
     k4 = k - k % 4
     w = w.astype(np.int64)

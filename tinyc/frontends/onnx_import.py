@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import TinycError
+from ..errors import MALFORMED, TinycError
 from ..ir import Graph, Quant
 
 MIN_OPSET, MAX_OPSET = 11, 23
@@ -372,9 +372,7 @@ def _static_inputs(model, input_shapes):
 
 
 def _check_graph(graph) -> None:
-    """What onnxruntime refuses and shape inference lets through: no outputs, two nodes of one name."""
-    if not graph.output:
-        raise TinycError("the ONNX model declares no outputs; there is nothing to compute")
+    """What onnxruntime refuses and shape inference lets through: two nodes of one name."""
     seen = set()
     for node in graph.node:
         if node.name and node.name in seen:
@@ -389,7 +387,7 @@ def _convert(imp, node) -> None:
     from .onnx_ops import ONNX_OPS
     try:
         ONNX_OPS[node.op_type](imp, node)
-    except (AttributeError, TypeError, IndexError, KeyError, ValueError, ZeroDivisionError) as e:
+    except MALFORMED as e:
         raise TinycError(f"ONNX {node.op_type} '{node.name or node.output[0]}': malformed node ({type(e).__name__}: "
                          f"{e}); the model is corrupt or uses the op in a way tinyc does not support") from None
 

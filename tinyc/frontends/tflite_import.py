@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from ..errors import TinycError
+from ..errors import MALFORMED, TinycError
 from ..ir import Graph, Quant
 from .tflite_ops import FOLD_OPS, TFLITE_OPS
 
@@ -260,7 +260,8 @@ def _check_strings(model) -> None:
     names += [("tensor name", t.name) for t in (model.subgraphs[0].tensors or [])]
     for what, b in names:
         try:
-            (b or b"").decode("utf-8") if isinstance(b, bytes) else None
+            if isinstance(b, bytes):
+                b.decode("utf-8")
         except UnicodeDecodeError:
             raise TinycError(f"a TFLite {what} in the file is not UTF-8 text; the .tflite file is corrupt") from None
 
@@ -322,7 +323,7 @@ def _convert(cv, fn, opts, ins):
     the right count and shapes) do not hold, say which operator, not where in tinyc."""
     try:
         return fn(cv, opts, ins)
-    except (AttributeError, TypeError, IndexError, KeyError, ValueError, ZeroDivisionError) as e:
+    except MALFORMED as e:
         raise TinycError(f"{cv.where()}: malformed operator ({type(e).__name__}: {e}); the .tflite file is corrupt "
                          "or uses the op in a way tinyc does not support") from None
 
