@@ -43,8 +43,8 @@ def test_every_board_loads_consistently(name):
 
 # The console UART, its pins and the clocks the init steps leave, per board (what the board files cite).
 @pytest.mark.parametrize("name, uart, driver, base, tx, rx, uart_hz, cpu_hz", [
-    ("pico", "UART0", "pl011", 0x40034000, "GP0", "GP1", 12_000_000, 12_000_000),
-    ("pico2", "UART0", "pl011", 0x40070000, "GP0", "GP1", 12_000_000, 12_000_000),
+    ("pico", "UART0", "pl011", 0x40034000, "GP0", "GP1", 125_000_000, 125_000_000),
+    ("pico2", "UART0", "pl011", 0x40070000, "GP0", "GP1", 150_000_000, 150_000_000),
     ("stm32f746g-disco", "USART1", "stm32-usart-isr", 0x40011000, "PA9", "PB7", 16_000_000, 16_000_000),
     ("nucleo-h743zi", "USART3", "stm32-usart-isr", 0x40004800, "PD8", "PD9", 64_000_000, 64_000_000),
     ("nucleo-f412zg", "USART3", "stm32-usart-sr", 0x40004800, "PD8", "PD9", 16_000_000, 16_000_000),

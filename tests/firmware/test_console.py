@@ -90,7 +90,7 @@ def test_stm32_lpuart_brr():
 
 
 @pytest.mark.parametrize("name, registers", [
-    ("pico", {"IBRD": 6, "FBRD": 33}), ("pico2", {"IBRD": 6, "FBRD": 33}), ("stm32f746g-disco", {"BRR": 0x8B}),
+    ("pico", {"IBRD": 67, "FBRD": 52}), ("pico2", {"IBRD": 81, "FBRD": 24}), ("stm32f746g-disco", {"BRR": 0x8B}),
     ("nucleo-h743zi", {"BRR": 0x22C}), ("nucleo-f412zg", {"BRR": 0x8B}), ("nucleo-l4r5zi", {"BRR": 8889}),
 ])
 def test_board_divisors(name, registers):

@@ -41,7 +41,7 @@ def _memory_name(region_name: str) -> str:
 
 
 def _cpu_clock_hz(board: Board) -> int:
-    """The core clock the firmware runs at: the console's bring-up may change it (RP2040/RP2350: 12 MHz XOSC)."""
+    """The core clock the firmware runs at once the console init has run (RP2040 125 MHz, RP2350 150 MHz: PLL_SYS)."""
     return board.console.cpu_clock_hz if board.console else board.clock_hz
 
 
