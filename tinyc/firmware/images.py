@@ -6,14 +6,12 @@ values in flash), bss = zero-initialised and NOLOAD sections (incl. the arena an
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
-from ..boards import Board, load_board
+from ..boards import Board
 from ..errors import TinycError
 
 
@@ -72,35 +70,3 @@ def format_size_report(r: dict) -> list[str]:
     for s in r["sram"]:
         lines.append(f"  {s['region']}: {s['used_bytes']:,} of {s['size_bytes']:,} B ({s['used_percent']}%)")
     return lines
-
-
-def write_uf2(elf_path, out_path, board: Board) -> dict:
-    """The board image as UF2 (family ID, boot block), checked after writing; returns check_uf2's summary."""
-    from .uf2 import check_uf2, elf_to_uf2
-    family = board.uf2_family
-    if not family:
-        raise TinycError(f"board {board.name} has no UF2 family; its images are {', '.join(board.image_formats)}")
-    data = elf_to_uf2(elf_path, family, board.flash_origin, board.flash_bytes)
-    summary = check_uf2(data, family, board.flash_origin, board.flash_bytes)
-    Path(out_path).write_bytes(data)
-    return summary
-
-
-def main(argv=None) -> int:
-    """`python -m tinyc.firmware.images uf2 ELF OUT --board B`: what the firmware Makefile calls."""
-    ap = argparse.ArgumentParser(prog="python -m tinyc.firmware.images")
-    ap.add_argument("format", choices=["uf2"])
-    ap.add_argument("elf")
-    ap.add_argument("out")
-    ap.add_argument("--board", required=True)
-    a = ap.parse_args(argv)
-    try:
-        write_uf2(a.elf, a.out, load_board(a.board))
-    except TinycError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -152,6 +152,9 @@ def firmware_files(compiled, board: Board, samples: list[np.ndarray], opt: str =
     if boot is not None:
         files["boot.c"] = boot
         board_sources.append("boot.c")
+    if "uf2" in board.image_formats:
+        # The UF2 writer, standard library only: the project builds its UF2 where tinyc is not installed.
+        files["elf2uf2.py"] = (Path(__file__).parent / "elf2uf2.py").read_text()
     files["main.c"] = main_source(compiled, board, samples)
     files["board.ld"] = board_linker_script(board)
     files["emulate.ld"] = emulation_linker_script(board, machine)

@@ -1,4 +1,5 @@
-"""UF2 images (https://github.com/microsoft/uf2) for the Raspberry Pi bootroms: write from an ELF, parse, check.
+"""UF2 images (https://github.com/microsoft/uf2) for the Raspberry Pi bootroms: write from an ELF (elf2uf2.py), parse,
+check.
 
 A UF2 file is a sequence of 512-byte blocks, each carrying one 256-byte page of flash at a 256-aligned address,
 tagged with a family ID that the bootrom checks before writing anything.
@@ -9,44 +10,21 @@ from __future__ import annotations
 import struct
 
 from tinyc.errors import TinycError
-from tinyc.firmware import rp_boot
+from tinyc.firmware import elf2uf2, rp_boot
+# The writer is elf2uf2.py, standard library only, which firmware projects carry a copy of; its names are ours.
+from tinyc.firmware.elf2uf2 import (BLOCK_SIZE, DATA_SIZE, EXTENSION_RP2_IGNORE_BLOCK, E10_FILL, FAMILIES,
+                                    FLAG_EXTENSION_TAGS, FLAG_FAMILY_ID, FLAG_NOT_MAIN_FLASH, HEADER, MAGIC_END,
+                                    MAGIC_START0, MAGIC_START1, PAGE, RP2350_FAMILIES)
 
-# Family IDs, as registered in microsoft/uf2 utils/uf2families.json and used by the RP2040/RP2350 bootroms.
-FAMILIES = {
-    "rp2040": 0xE48BFF56,
-    "absolute": 0xE48BFF57,  # RP2350: write at the absolute address, whatever the partition table says
-    "data": 0xE48BFF58,
-    "rp2350-arm-s": 0xE48BFF59,
-    "rp2350-riscv": 0xE48BFF5A,
-    "rp2350-arm-ns": 0xE48BFF5B,
-}
 FAMILY_NAMES = {value: name for name, value in FAMILIES.items()}
-RP2350_FAMILIES = ("rp2350-arm-s", "rp2350-riscv", "rp2350-arm-ns")
-
-MAGIC_START0, MAGIC_START1, MAGIC_END = 0x0A324655, 0x9E5D5157, 0x0AB16F30
-FLAG_NOT_MAIN_FLASH = 0x00000001
-FLAG_FAMILY_ID = 0x00002000
-FLAG_EXTENSION_TAGS = 0x00008000
-BLOCK_SIZE = 512
-HEADER = struct.Struct("<8I")  # magic0, magic1, flags, target address, payload size, block no, blocks, family
-DATA_SIZE = 476  # bytes between the 32-byte header and the 4-byte end magic
-PAGE = 256  # payload per block: the flash page size, as the bootroms require
-SECTOR = 4096  # flash erase sector
-
-XIP_FLASH_START, XIP_FLASH_END = 0x10000000, 0x12000000  # flash window (RP2040 maps 16 MB of it, RP2350 32 MB)
-
-# RP2350-E10 workaround block (see _e10_block).
-E10_ADDRESS = 0x10FFFF00
-E10_FILL = 0xEF
-EXTENSION_RP2_IGNORE_BLOCK = 0x9957E304  # tag: size 4, type 0x9957e3 (Pico SDK boot/uf2.h)
-
 IMAGE_DEF_WINDOW = 4096  # the RP2350 bootrom looks for the first block of the block loop in the first 4 KB
 
 
 def _family_id(family: str) -> int:
-    if family not in FAMILIES:
-        raise TinycError(f"unknown UF2 family {family!r}: use one of {', '.join(FAMILIES)}")
-    return FAMILIES[family]
+    try:
+        return elf2uf2.family_id(family)
+    except elf2uf2.UF2Error as e:
+        raise TinycError(str(e)) from None
 
 
 def _family_label(family_id: int) -> str:
@@ -54,78 +32,28 @@ def _family_label(family_id: int) -> str:
     return f"0x{family_id:08x} ({name})" if name else f"0x{family_id:08x}"
 
 
-def _in_flash_window(address: int) -> bool:
-    return XIP_FLASH_START <= address < XIP_FLASH_END
+# ---------------------------------------------------------------------------------------------------------------
+# Writing: elf2uf2.py's functions, their one-line errors as TinycError
+
+def uf2_from_segments(segments: list[tuple[int, bytes]], family: str, *, fill_sectors: bool = True,
+                      e10_block: bool = True) -> bytes:
+    """See elf2uf2.uf2_from_segments."""
+    try:
+        return elf2uf2.uf2_from_segments(segments, family, fill_sectors=fill_sectors, e10_block=e10_block)
+    except elf2uf2.UF2Error as e:
+        raise TinycError(str(e)) from None
+
+
+def elf_to_uf2(elf_path, family: str, flash_origin: int, flash_size: int) -> bytes:
+    """The UF2 image of an ELF's loadable bytes (see elf2uf2.elf_to_uf2); any byte outside flash is an error."""
+    try:
+        return elf2uf2.elf_to_uf2(elf_path, family, flash_origin, flash_size)
+    except elf2uf2.UF2Error as e:
+        raise TinycError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Writing
-
-def _pages(segments: list[tuple[int, bytes]]) -> dict[int, bytearray]:
-    """Splits (address, data) segments into 256-byte pages; bytes of a page no segment covers are 0."""
-    pages: dict[int, bytearray] = {}
-    ordered = sorted((address, bytes(data)) for address, data in segments if len(data))
-    for (a0, d0), (a1, d1) in zip(ordered, ordered[1:]):
-        if a1 < a0 + len(d0):
-            raise TinycError(f"UF2 segments overlap: 0x{a0:08x}..0x{a0 + len(d0):08x} and "
-                             f"0x{a1:08x}..0x{a1 + len(d1):08x}; fix the linker script so sections do not overlap")
-    for address, data in ordered:
-        if address < 0 or address + len(data) > 1 << 32:
-            raise TinycError(f"UF2 segment at 0x{address:x} ({len(data)} bytes) is outside the 32-bit address space")
-        offset = 0
-        while offset < len(data):
-            base = (address + offset) & ~(PAGE - 1)
-            start = address + offset - base
-            n = min(PAGE - start, len(data) - offset)
-            page = pages.setdefault(base, bytearray(PAGE))
-            page[start:start + n] = data[offset:offset + n]
-            offset += n
-    return pages
-
-
-def _fill_sectors(pages: dict[int, bytearray]) -> None:
-    """Adds zero pages so every 4 KB flash sector the image touches is complete up to the image's last page.
-
-    RP2040-E14 (RP2040 datasheet errata): a sector only partly present at the start or in the middle of a UF2 may
-    be written incorrectly, because the bootrom picks the sector to erase from the block number, one erase per
-    group of 16 blocks (pico-bootrom-rp2040 issue 19). Complete sectors keep every group of 16 blocks inside one
-    sector; picotool pads flash images the same way, for every family.
-    """
-    flash = [address for address in pages if _in_flash_window(address)]
-    if not flash:
-        return
-    last = max(flash)
-    for sector in {address // SECTOR * SECTOR for address in flash}:
-        for address in range(sector, min(sector + SECTOR, last), PAGE):
-            pages.setdefault(address, bytearray(PAGE))
-
-
-def _block(address: int, payload: bytes, block_no: int, num_blocks: int, family_id: int, *,
-           flags: int = FLAG_FAMILY_ID, extra: bytes = b"") -> bytes:
-    header = HEADER.pack(MAGIC_START0, MAGIC_START1, flags, address, len(payload), block_no, num_blocks, family_id)
-    return header + (payload + extra).ljust(DATA_SIZE, b"\0") + struct.pack("<I", MAGIC_END)
-
-
-def _e10_block() -> bytes:
-    """The extra first block that works around RP2350-E10, byte for byte as picotool writes it (--abs-block).
-
-    RP2350-E10 (RP2350 datasheet, errata, bootrom): "UF2 drag & drop doesn't work with partition tables". Its
-    workaround is this one "absolute"-family block at the start of a flash UF2, which the erratum says "is handled
-    for you automatically by picotool in the SDK, which adds this block when generating UF2s if the --abs-block
-    flag is specified" (the Pico SDK passes the flag when RP2350 A2 silicon is supported, its default). Facts
-    taken from picotool's elf2uf2 and README (we write our own code):
-      - target 0x10FFFF00, picotool's default: the last page of a 16 MB flash, so that on most chips it lands
-        nowhere (Raspberry Pi on their forum: "ideally it wouldn't actually be written to flash");
-      - payload 256 x 0xEF; block 0 of 2 although the file holds one such block (the erratum explains the "wrong"
-        num_blocks); the image's own blocks keep their own numbering 0..n-1 of n;
-      - flags family-ID-present | extension-tags-present, with the RP2_IGNORE_BLOCK tag (0x9957E304) right after
-        the payload, so bootroms that know the tag never write the page;
-      - only for images that start in flash (RAM images get no such block).
-    """
-    extra = struct.pack("<I", EXTENSION_RP2_IGNORE_BLOCK)  # then a zero word: the end of the tag list
-    return _block(E10_ADDRESS, bytes([E10_FILL]) * PAGE, 0, 2, FAMILIES["absolute"],
-                  flags=FLAG_FAMILY_ID | FLAG_EXTENSION_TAGS, extra=extra)
-
+# Reading and checking
 
 def _is_e10_block(block: dict) -> bool:
     """Recognizes the RP2350-E10 block by its content, as picotool does (the address may be customized)."""
@@ -135,74 +63,6 @@ def _is_e10_block(block: dict) -> bool:
     return (flags_ok and tag_ok and block["family_id"] == FAMILIES["absolute"] and block["payload_size"] == PAGE
             and block["block_no"] == 0 and block["num_blocks"] == 2 and block["payload"] == bytes([E10_FILL]) * PAGE)
 
-
-def uf2_from_segments(segments: list[tuple[int, bytes]], family: str, *, fill_sectors: bool = True,
-                      e10_block: bool = True) -> bytes:
-    """A UF2 image of `segments` ((address, data) pairs) for `family`, one block per 256-byte page, in order.
-
-    Pages partially covered are padded with 0; overlapping segments are an error. With `fill_sectors`, flash
-    sectors the image touches are completed with zero pages (RP2040-E14, see _fill_sectors). For the RP2350
-    families, an image starting in flash gets the RP2350-E10 block first (see _e10_block) unless `e10_block` is
-    False; like picotool, RAM images do not.
-    """
-    family_id = _family_id(family)
-    pages = _pages(segments)
-    if not pages:
-        raise TinycError("nothing to put in the UF2: the image has no bytes to load")
-    if fill_sectors:
-        _fill_sectors(pages)
-    addresses = sorted(pages)
-    out = []
-    if e10_block and family in RP2350_FAMILIES and _in_flash_window(addresses[0]):
-        out.append(_e10_block())
-    out += [_block(address, bytes(pages[address]), i, len(addresses), family_id)
-            for i, address in enumerate(addresses)]
-    return b"".join(out)
-
-
-def elf_to_uf2(elf_path, family: str, flash_origin: int, flash_size: int) -> bytes:
-    """The UF2 image of an ELF's loadable bytes (PT_LOAD segments at their physical = load addresses).
-
-    Segments without file bytes (.bss) are skipped; any byte outside [flash_origin, flash_origin + flash_size) is
-    an error, since the bootrom only flashes flash (initialized RAM data must be linked AT> flash).
-    """
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
-    _family_id(family)
-    segments = []
-    try:
-        with open(elf_path, "rb") as f:
-            elf = ELFFile(f)
-            if elf.elfclass != 32 or not elf.little_endian:
-                raise TinycError(f"{elf_path} is not a 32-bit little-endian ELF: "
-                                 f"build the firmware for the board's CPU")
-            machine = elf["e_machine"]
-            expected = "EM_RISCV" if family == "rp2350-riscv" else "EM_ARM"
-            if family in ("rp2040", *RP2350_FAMILIES) and machine != expected:
-                raise TinycError(f"{elf_path} is built for {machine}, but UF2 family {family} needs {expected}: "
-                                 f"build the firmware with the board's toolchain")
-            for segment in elf.iter_segments():
-                if segment["p_type"] != "PT_LOAD" or segment["p_filesz"] == 0:
-                    continue
-                address, size = segment["p_paddr"], segment["p_filesz"]
-                if address < flash_origin or address + size > flash_origin + flash_size:
-                    raise TinycError(
-                        f"{elf_path}: loadable segment 0x{address:08x}..0x{address + size:08x} ({size} bytes) is "
-                        f"outside flash 0x{flash_origin:08x}..0x{flash_origin + flash_size:08x}: place it in flash "
-                        f"in the linker script (initialized RAM data needs AT> FLASH) or make the image smaller")
-                segments.append((address, segment.data()[:size]))
-    except OSError as exc:
-        raise TinycError(f"cannot read {elf_path}: {exc.strerror or exc}") from exc
-    except ELFError as exc:
-        raise TinycError(f"{elf_path} is not a valid ELF file ({exc}): rebuild the firmware") from exc
-    if not segments:
-        raise TinycError(f"{elf_path} has no loadable bytes: check the linker script puts code in flash")
-    return uf2_from_segments(segments, family)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reading and checking
 
 def parse_uf2(data: bytes) -> list[dict]:
     """The blocks of a UF2 file, in file order, each a dict of its header fields and bytes.
