@@ -1,58 +1,92 @@
 # tinyc — make demo (set up a fresh machine and run the example), make test (the test suite).
+# PYTHON makes the project's virtual environment (.venv); everything else runs in it.
 PYTHON ?= python3
-PIP    ?= $(PYTHON) -m pip
+VENV   ?= .venv
+VPY    := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARM_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 
-.PHONY: setup setup-system setup-python demo test test-full firmware bench clean \
-        example-iris example-digits example-mnist example-mobilenetv2
+.PHONY: setup setup-system setup-python venv demo test test-full firmware bench clean \
+        example-iris example-digits example-mnist example-mobilenetv2 distclean
 
 setup: setup-system setup-python
 
-# Cross compiler and emulator: only installed when missing.
+# Cross compiler, emulator, cmake, Node.js (for rp2040js): only installed when missing.
 setup-system:
-	@if ! command -v arm-none-eabi-gcc >/dev/null || ! command -v qemu-system-arm >/dev/null || ! command -v gcc >/dev/null; then \
-	  echo "== installing $(ARM_PKGS) gcc"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq gcc $(ARM_PKGS) >/dev/null; \
+	@missing=""; \
+	for c in arm-none-eabi-gcc:"$(ARM_PKGS)" qemu-system-arm:qemu-system-arm gcc:gcc cmake:cmake node:"nodejs npm" \
+	         npm:npm; do \
+	  command -v $${c%%:*} >/dev/null || missing="$$missing $${c#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "== installing$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-setup-python:
-	@echo "== installing tinyc and its test dependencies"
-	@$(PIP) install -q -e ".[test]"
+# The project's virtual environment, made from $(PYTHON) (PEP 668: Debian's and Ubuntu's python3 refuse `pip
+# install` outside one). Made again when PYTHON names another interpreter; python3-venv is installed if missing.
+venv:
+	@want=$$($(PYTHON) -c 'import sys; print(sys.executable)') || { echo "error: $(PYTHON) not found; install \
+	python3 or pass PYTHON=/path/to/python3" >&2; exit 1; }; \
+	if [ ! -x $(VENV)/bin/python ] || [ "$$(cat $(VENV)/.base-python 2>/dev/null)" != "$$want" ]; then \
+	  rm -rf $(VENV); \
+	  echo "== creating $(VENV) with $$want"; \
+	  if ! $(PYTHON) -m venv $(VENV) >/dev/null 2>&1; then \
+	    echo "== installing python3-venv (venv's pip is missing)"; rm -rf $(VENV); \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv >/dev/null && \
+	    $(PYTHON) -m venv $(VENV) || { echo "error: cannot create $(VENV) with $(PYTHON)" >&2; exit 1; }; \
+	  fi; \
+	  echo "$$want" > $(VENV)/.base-python; \
+	fi
+
+# tinyc (editable) and an extra's dependencies, installed into the venv when it or pyproject.toml is new.
+define install_extra
+	@stamp=$(VENV)/.installed-$(1); \
+	if [ ! -f $$stamp ] || [ pyproject.toml -nt $$stamp ]; then \
+	  echo "== installing tinyc and its $(1) dependencies into $(VENV)"; \
+	  $(VPY) -m pip install -q -e ".[$(1)]" && touch $$stamp; \
+	fi
+endef
+
+setup-python: venv
+	$(call install_extra,test)
 
 # The demo installs tinyc with what the demo needs only (no PyTorch), so a fresh machine is ready sooner.
-demo: setup-system
-	@echo "== installing tinyc and the demo's dependencies"
-	@$(PIP) install -q -e ".[demo]"
-	@$(PYTHON) examples/demo.py
+demo: setup-system venv
+	$(call install_extra,demo)
+	@$(VPY) examples/demo.py
 
 # The worked examples (README "Examples"); output in examples-out/.
 example-iris: setup
-	$(PYTHON) examples/iris.py
+	$(VPY) examples/iris.py
 example-digits: setup
-	$(PYTHON) examples/digits_cnn.py
+	$(VPY) examples/digits_cnn.py
 example-mnist: setup
-	$(PYTHON) examples/mnist_cnn_torch.py
+	$(VPY) examples/mnist_cnn_torch.py
 example-mobilenetv2: setup
-	$(PYTHON) examples/mobilenetv2_pico2.py
+	$(VPY) examples/mobilenetv2_pico2.py
 
 test: setup
-	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+	$(VPY) -m pytest -q -p no:cacheprovider tests
 
 # Firmware for every board: the test models (MLP, depthwise CNN, residual CNN; float and int8) compiled and built
 # into every image (ELF, UF2, .bin, .hex), checked structurally. Part of `make test` too.
 firmware: setup
-	$(PYTHON) -m pytest -q -p no:cacheprovider tests/firmware/test_firmware_matrix.py
+	$(VPY) -m pytest -q -p no:cacheprovider tests/firmware/test_firmware_matrix.py
 
 # The longer sweep (more random samples, more hypothesis examples).
 test-full: setup
-	TINYC_FULL=1 $(PYTHON) -m pytest -q -p no:cacheprovider tests
+	TINYC_FULL=1 $(VPY) -m pytest -q -p no:cacheprovider tests
 
 # Speed: instructions per inference of the MLPerf Tiny models and MobileNetV2 on M0+/M4/M7/M33 under QEMU, against
 # TFLite Micro + CMSIS-NN; writes bench/RESULTS.md. about 1 min on 2 idle cores, several when shared;
 # `bench/speed.py --help` for subsets (--models, --cores, --quick).
 bench: setup
-	$(PYTHON) bench/speed.py
+	$(VPY) bench/speed.py
 
 clean:
 	rm -rf build dist *.egg-info demo-out examples-out .pytest_cache .hypothesis
+
+# Also the virtual environment (the next make builds it again).
+distclean: clean
+	rm -rf $(VENV)
