@@ -14,8 +14,8 @@
  * What it does: the simplest configuration that works with every flash chip. Instead of programming the SSI for a
  * fast quad mode, it calls the bootrom's own flash_enter_cmd_xip (table code 'C','X', datasheet section 2.8.3),
  * which sets the SSI up so that each XIP access becomes a plain 03h serial read -- the same command the bootrom
- * just used successfully. The SCK divider the bootrom chose (it is left unchanged) is conservative, so this stays
- * valid when the firmware later raises clk_sys. Slow XIP is fine for tinyc: the cache is on and hot loops
+ * just used successfully. The SCK divider the bootrom chose (it is left unchanged) is conservative, BAUDR = 6, so
+ * this stays valid when the firmware raises clk_sys to 125 MHz: 20.8 MHz SCK, within the W25Q16JV's 50 MHz for 03h. Slow XIP is fine for tinyc: the cache is on and hot loops
  * and weights are small.
  *
  * Then: entered from the bootrom -> point VTOR at the vector table at 0x10000100 (right after this block), load
