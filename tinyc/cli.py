@@ -228,6 +228,9 @@ def build(out_dir, opt, as_json):
 @click.option("--board", required=True, metavar="BOARD", help="Target board (see `tinyc boards`).")
 @click.option("--emulate", is_flag=True, help="Run under QEMU (the board's qemu_machine); required: no board is "
                                              "attached to tinyc.")
+@click.option("--soc", is_flag=True, help="With --emulate: run the board image (the UF2 that ships) on rp2040js, an "
+                                          "emulated RP2040 SoC, for cycles per inference (pico only; needs Node.js "
+                                          "and `make setup`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Keep the library and firmware project here (default: a temporary directory).")
@@ -242,21 +245,30 @@ def build(out_dir, opt, as_json):
 @_quantize_opt
 @_calib_opt
 @_kernels_opt
-def run_cmd(model, board, emulate, as_json, out_dir, inputs, seed, no_profile, name, input_shapes, io_layout,
+def run_cmd(model, board, emulate, soc, as_json, out_dir, inputs, seed, no_profile, name, input_shapes, io_layout,
             quantize, calib, kernels):
     """Run MODEL's firmware for BOARD under emulation: instructions per inference, per layer and per MAC, and
-    whether the outputs equal the host build and the reference runtime (exit 1 when they do not)."""
+    whether the outputs equal the host build and the reference runtime (exit 1 when they do not). With --soc the
+    board image runs on an emulated RP2040 instead: cycles per inference and per MAC."""
     if not emulate:
         raise TinycError("only emulated runs are supported (no board is attached): add --emulate")
-    from .firmware.run import format_run, run_emulated
+    from .firmware.run import format_run, format_soc_run, run_emulated, run_soc
     target = _load_board(board)
+    if soc:     # before compiling: a board without a SoC emulator, or no node/rp2040js, is refused at once
+        from .firmware.soc import check_rp2040js, check_soc_board, find_node
+        check_soc_board(target)
+        find_node()
+        check_rp2040js()
     from .compiler import codegen_options
     c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib,
                     codegen_options(kernels=kernels, arena_limit=_arena_limit(target)))
     from .firmware.project import check_firmware_fits
     check_firmware_fits(c, target)
-    r = run_emulated(c, target, model, out_dir, _load_arrays(inputs), seed, io_layout, not no_profile)
-    click.echo(json.dumps(r, indent=2) if as_json else "\n".join(format_run(r)))
+    if soc:
+        r = run_soc(c, target, model, out_dir, _load_arrays(inputs), seed, io_layout)
+    else:
+        r = run_emulated(c, target, model, out_dir, _load_arrays(inputs), seed, io_layout, not no_profile)
+    click.echo(json.dumps(r, indent=2) if as_json else "\n".join((format_soc_run if soc else format_run)(r)))
     sys.exit(0 if r["outputs_match"] else 1)
 
 
