@@ -8,10 +8,12 @@ code per kernel from the ELF symbol table). TFLite's reference kernels run once 
 output is compared with theirs, byte for byte (--host-check: with the host build's too, as `tinyc run
 --emulate` does). On the M4 the plain-C reference kernels run too, to show what the fast kernels gain.
 
-Instruction counts are QEMU -icount counts (one guest instruction per ns of virtual time), not cycles.
+Instruction counts are QEMU -icount counts (one guest instruction per ns of virtual time), not cycles. With --soc
+the M0+'s board image (the Pico's UF2) also runs on rp2040js, an emulated RP2040: cycles per inference, per MAC and
+milliseconds at the board's clock (`tinyc run --emulate --soc`; lower bounds: no flash wait states or XIP misses).
 
 Usage: python bench/speed.py [--models vww,kws,resnet8,ad,mbv2] [--cores m0+,m4,m7,m33] [--quick] [--jobs N]
-                             [--out bench/RESULTS.md] [--json FILE] [--keep DIR] [--host-check]
+                             [--out bench/RESULTS.md] [--json FILE] [--keep DIR] [--host-check] [--soc]
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ TFLM_COLUMN = {"m33": "m4"}
 SIZE_HINT = {"mbv2": 25.4, "resnet8": 12.5, "vww": 7.5, "kws": 2.7, "ad": 0.3}   # MACs (M): largest converted first
 GOAL = {"m0+": 0.7, "m4": 0.5, "m7": 0.5, "m33": 0.5}     # ours / TFLM at most
 REFERENCE_CORE = "m4"     # where the plain-C reference kernels run too
+SOC_CORE = "m0+"          # --soc: its board (the Pico) runs on rp2040js too
 SEED = 0
 
 
@@ -156,10 +159,35 @@ def code_by_layer(functions: dict, prefix: str, layers) -> tuple[dict, int]:
     return per, sum(v for n, v in functions.items() if n not in used)
 
 
-def run_core(prep: Prepared, core: str, work_dir: Path, kernels: str = "fast") -> dict:
+def soc_run(compiled, board, images: dict, refs, emulated) -> dict:
+    """The board image on rp2040js (`tinyc run --emulate --soc`): {'soc': cycles, per MAC, ms at the board file's
+    clock, the emulator's clocks, outputs vs the reference runtime and the QEMU emulation image}, or
+    {'soc_error': the one-line reason}."""
+    import numpy as np
+
+    from tinyc.errors import TinycError
+    from tinyc.firmware.run import soc_cycle_budget
+    from tinyc.firmware.soc import parse_board_console, run_board_image
+    try:
+        r = run_board_image(images.get("uf2", images["elf"]), board, max_cycles=soc_cycle_budget(compiled))
+        outputs = parse_board_console(r["uart"], compiled)["outputs"]
+    except TinycError as e:
+        return dict(soc_error=str(e))
+    clock, macs = r["board_cpu_clock_hz"], compiled.library.macs
+    match_ref = outputs_match(compiled, outputs, refs, True)
+    match_emu = all(np.array_equal(o, e[:1]) for o, e in zip(outputs, emulated))
+    return dict(soc=dict(cycles=r["cycles"], cycles_per_mac=round(r["cycles"] / macs, 3) if macs else None,
+                         clock_hz=clock, ms=round(1000 * r["cycles"] / clock, 3), clk_sys=r["clk_sys"],
+                         clk_peri=r["clk_peri"], emulator=r["emulator"], wall_s=r["wall_s"],
+                         cycles_per_s=r["emulator_cycles_per_s"], outputs_match_reference=match_ref,
+                         outputs_match_emulation=match_emu, outputs_match=match_ref and match_emu))
+
+
+def run_core(prep: Prepared, core: str, work_dir: Path, kernels: str = "fast", soc: bool = False) -> dict:
     """One model on one core: emulated instructions (per layer with the fast kernels), outputs checked against
     the reference runtime (the emulated outputs are kept in '_outputs' for the check against the host build),
-    board image built for flash and code sizes."""
+    board image built for flash and code sizes; with `soc` (M0+, fast kernels) the board image also runs on
+    rp2040js for cycles."""
     from tinyc.boards import load_board
     from tinyc.compiler import write_library
     from tinyc.errors import TinycError
@@ -218,6 +246,8 @@ def run_core(prep: Prepared, core: str, work_dir: Path, kernels: str = "fast") -
         row.update(flash_bytes=size["flash_bytes"], text_bytes=size["text_bytes"], data_bytes=size["data_bytes"],
                    code_bytes=sum(functions.values()), code_by_kernel=code_by_kernel, code_other_bytes=other,
                    inlined_layers=inlined)
+        if soc and core == SOC_CORE:
+            row.update(soc_run(compiled, board, size["images"], prep.refs, res["outputs"]))
     row["seconds"] = round(time.time() - start, 1)
     return row
 
@@ -239,18 +269,19 @@ def _import_for_workers() -> None:
     import tinyc.firmware.build  # noqa: F401
     import tinyc.firmware.emulate  # noqa: F401
     import tinyc.firmware.project  # noqa: F401
+    import tinyc.firmware.soc  # noqa: F401
     import tinyc.reference  # noqa: F401
     import tinyc.verify  # noqa: F401
 
 
 def benchmark(models, cores, work_dir, reference_core: str | None = REFERENCE_CORE, jobs: int = 2,
-              log=lambda msg: None, host_check: bool = False) -> dict:
+              log=lambda msg: None, host_check: bool = False, soc: bool = False) -> dict:
     """Run the benchmark; returns {'models': {model: facts}, 'runs': [one dict per (model, core, kernels)]}.
     Conversion (TensorFlow) runs in up to two processes of its own, the largest model first (in this thread
     when jobs == 1); compiling, the reference outputs, the emulated runs and the host build (`host_check`) of
     the models already converted go on meanwhile in `jobs` worker threads (their work is mostly in gcc, make
     and QEMU subprocesses). A run's 'outputs_match' is its match with the reference runtime and, when
-    `host_check`, with the host build."""
+    `host_check`, with the host build. `soc`: the M0+ board image runs on rp2040js too (row 'soc' or 'soc_error')."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     with_reference = reference_core is not None and reference_core in cores
@@ -265,13 +296,17 @@ def benchmark(models, cores, work_dir, reference_core: str | None = REFERENCE_CO
 
         def one_run(prep, core, kernels):
             try:
-                row = run_core(prep, core, work_dir, kernels)
+                row = run_core(prep, core, work_dir, kernels, soc)
             except Exception as e:     # a broken run is a row of the report, not the end of the benchmark
                 row = dict(model=prep.model, core=core, kernels=kernels, error=f"{type(e).__name__}: {e}",
                            seconds=0)
             with lock:
                 runs.append(row)
             what = f"{row['instructions']:,} instructions" if "instructions" in row else f"error: {row['error']}"
+            if "soc" in row:
+                what += f", {row['soc']['cycles']:,} cycles on rp2040js"
+            elif "soc_error" in row:
+                what += f", rp2040js: {row['soc_error']}"
             log(f"[{time.time() - t0:6.1f}s] {prep.model} on {core} ({kernels}): {what} ({row['seconds']} s)")
 
         def host_run(prep):
@@ -365,7 +400,7 @@ def benchmark(models, cores, work_dir, reference_core: str | None = REFERENCE_CO
     corder = {c: i for i, c in enumerate(CORES)}
     runs.sort(key=lambda r: (order[r["model"]], r["kernels"] != "fast", corder[r["core"]]))
     return dict(models={m: facts[m] for m in models if m in facts}, cores=list(cores), runs=runs,
-                host_check=host_check, seconds=round(time.time() - t0, 1))
+                host_check=host_check, soc=soc, seconds=round(time.time() - t0, 1))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -403,6 +438,47 @@ def group_layers(layers, key: str) -> dict:
         g["macs"] += r["macs"]
         g["instructions"] += r["instructions"]
     return out
+
+
+def render_soc(result: dict, models: dict, fast: dict) -> list[str]:
+    """The --soc table: the M0+ board image's cycles on rp2040js beside its QEMU instruction count."""
+    rows = [(m, f, fast[(m, SOC_CORE)]) for m, f in models.items()
+            if any(k in fast.get((m, SOC_CORE), {}) for k in ("soc", "soc_error"))]
+    if not rows:
+        return []
+    board = CORES[SOC_CORE][0]
+    clocks = {r["soc"]["clock_hz"] for _, _, r in rows if "soc" in r}
+    mhz = "/".join(f"{c / 1e6:g}" for c in sorted(clocks)) or "-"
+    emulators = sorted({r["soc"]["emulator"] for _, _, r in rows if "soc" in r})
+    speeds = [r["soc"]["cycles_per_s"] for _, _, r in rows if "soc" in r and r["soc"]["cycles_per_s"]]
+    L = ["## RP2040 cycles (rp2040js)", "",
+         f"`--soc`: the {CORES[SOC_CORE][1]} board image as it ships ({board}'s UF2, the same build as the flash "
+         f"figures below) run on {', '.join(emulators) or 'rp2040js'}, an emulated RP2040 (`tinyc run --emulate "
+         "--soc`): it starts where the bootrom hands over after boot2, brings its clocks up through the XOSC, PLL "
+         "and CLOCKS registers, and rp2040js's Cortex-M0+ cycle counter is read at marks the image stores around "
+         "the inference. The emulator's clk_sys and clk_peri after the bring-up are checked against the board "
+         "file's; milliseconds are at that clock. **Lower bounds** for a real board: flash reads have no wait "
+         "states and no XIP cache misses in rp2040js. \"outputs\": equal to TFLite's reference kernels' and to "
+         "the QEMU emulation image's, byte for byte."
+         + (f" Emulator speed on this machine: {min(speeds) / 1e6:.0f}-{max(speeds) / 1e6:.0f} M cycles/s."
+            if speeds else ""), "",
+         f"| model | MACs | M0+ instructions (QEMU) | RP2040 cycles (rp2040js) | cycles / instruction | cycles per MAC "
+         f"| ms at {mhz} MHz | clk_sys / clk_peri (MHz) | outputs |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for m, f, r in rows:
+        ins = _n(r["instructions"]) if "instructions" in r else "-"
+        if "soc_error" in r:
+            L.append(f"| {f['label']} | {_n(f['macs'])} | {ins} | not run: {r['soc_error'][:160]} |" + " |" * 5)
+            continue
+        s = r["soc"]
+        ratio = f"{s['cycles'] / r['instructions']:.2f}" if r.get("instructions") else "-"
+        clk = f"{s['clk_sys'] / 1e6:g} / {s['clk_peri'] / 1e6:g}"
+        if s["clk_sys"] != s["clock_hz"]:
+            clk += " (board file: " + f"{s['clock_hz'] / 1e6:g})"
+        L.append(f"| {f['label']} | {_n(f['macs'])} | {ins} | {_n(s['cycles'])} | {ratio} | "
+                 f"{s['cycles_per_mac'] if s['cycles_per_mac'] is not None else '-'} | {s['ms']:.2f} | {clk} | "
+                 f"{'yes' if s['outputs_match'] else '**MISMATCH**'} |")
+    return L + [""]
 
 
 def render(result: dict, command: str = "make bench") -> str:
@@ -467,6 +543,7 @@ def render(result: dict, command: str = "make bench") -> str:
                      f"{'yes' if r['outputs_match'] else '**MISMATCH**'} | {pc} | {sp} |")
     L += [""] + [f"- {n}" for n in notes] + ([""] if notes else [])
     L += [f"Goals met: {passed} of {passed + failed}.", ""]
+    L += render_soc(result, models, fast)
 
     # per layer kind
     L += ["## Instructions per layer kind", "",
@@ -554,6 +631,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"), help="the Markdown report (default bench/RESULTS.md)")
     ap.add_argument("--json", help="also write the raw results as JSON")
     ap.add_argument("--keep", help="keep the models, libraries and firmware projects in this directory")
+    ap.add_argument("--soc", action="store_true",
+                    help="also run the M0+ board image (the Pico's UF2) on rp2040js, an emulated RP2040: cycles per "
+                         "inference and per MAC, ms at the board's clock (needs Node.js and rp2040js: make setup)")
     ap.add_argument("--host-check", action="store_true",
                     help="compare the emulated outputs with the host build too (a gcc build with sanitizers per "
                          "model: 15-20%% more time), not only with TFLite's reference kernels")
@@ -566,7 +646,7 @@ def main(argv=None) -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="tinyc-bench-") as tmp:
         result = benchmark(models, cores, Path(a.keep) if a.keep else Path(tmp), REFERENCE_CORE, a.jobs, log,
-                           host_check=a.host_check)
+                           host_check=a.host_check, soc=a.soc)
     args = [x for x in (argv if argv is not None else sys.argv[1:])]
     command = "make bench" if not args else "python bench/speed.py " + " ".join(args)
     text = render(result, command)
@@ -575,11 +655,14 @@ def main(argv=None) -> int:
         Path(a.json).write_text(json.dumps(result, indent=1))
     print(text.split("## Instructions per layer kind")[0])
     print(f"wrote {a.out} ({result['seconds']:.0f} s)")
-    broken = [r for r in result["runs"] if "error" in r or not r.get("outputs_match")]
+    broken = [r for r in result["runs"] if "error" in r or not r.get("outputs_match") or "soc_error" in r
+              or ("soc" in r and not r["soc"]["outputs_match"])]
     for r in broken:
         what = r.get("error") or r.get("host_error") or (
             "outputs differ from the reference runtime's" if not r.get("outputs_match_reference")
-            else "outputs differ from the host build's")
+            else "outputs differ from the host build's" if not r.get("outputs_match")
+            else f"rp2040js: {r['soc_error']}" if "soc_error" in r
+            else "rp2040js: the board image's outputs differ from the reference runtime's or the emulation image's")
         print(f"{r['model']} on {r['core']} ({r['kernels']}): {what}",
               file=sys.stderr)
     return 1 if broken else 0

@@ -50,3 +50,22 @@ def test_speed_benchmark_ad_autoencoder_on_m4(tmp_path):
         assert heading in text
     assert "| AD, FC autoencoder | 264,192 | Cortex-M4 |" in text
     assert "not cycles" in text
+
+
+def test_speed_benchmark_soc_column_ad_autoencoder_on_m0plus(tmp_path):
+    """--soc: the M0+ board image on rp2040js beside the QEMU count (needs Node.js and rp2040js: make setup)."""
+    speed = _speed()
+    result = speed.benchmark(["ad"], ["m0+"], tmp_path, reference_core=None, jobs=1, soc=True)
+    run = result["runs"][0]
+    assert "error" not in run and "soc_error" not in run, run.get("error") or run.get("soc_error")
+    soc = run["soc"]
+    assert soc["outputs_match"] and soc["outputs_match_reference"] and soc["outputs_match_emulation"]
+    assert run["instructions"] <= soc["cycles"] < 3 * run["instructions"]
+    assert soc["clk_sys"] == soc["clock_hz"] and soc["ms"] == round(1000 * soc["cycles"] / soc["clock_hz"], 3)
+    text = speed.render(result, "python bench/speed.py --soc")
+    assert "## RP2040 cycles (rp2040js)" in text and "Lower bounds" in text
+    row = next(ln for ln in text.splitlines() if ln.startswith("| AD, FC autoencoder | 264,192 | 1,"))
+    assert f"| {soc['cycles']:,} |" in row and "| yes |" in row
+    # without --soc the report has no such section
+    del run["soc"]
+    assert "## RP2040 cycles" not in speed.render(result)
