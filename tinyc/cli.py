@@ -272,6 +272,17 @@ def run_cmd(model, board, emulate, soc, as_json, out_dir, inputs, seed, no_profi
     sys.exit(0 if r["outputs_match"] else 1)
 
 
+_ORACLES = {"onnxruntime": "onnxruntime", "keras": "Keras", "tflite": "TFLite's reference kernels (BUILTIN_REF)",
+            "tflite-micro": "TFLite Micro's interpreter (its reference kernels)"}
+
+
+def _oracle_text(report) -> str:
+    text = _ORACLES.get(report.get("oracle"), str(report.get("oracle")))
+    if report.get("oracle_version"):
+        text += f", tflite-micro {report['oracle_version']}"
+    return text + (f" -- {report['oracle_reason']}" if report.get("oracle_reason") else "")
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--input", "inputs", multiple=True, type=click.Path(dir_okay=False),
@@ -317,6 +328,9 @@ def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, inp
         if "dsp_path_matches" in report:
             click.echo(f"fast kernels: DSP code paths (emulated in C) "
                        f"{'give the same bytes as' if report['dsp_path_matches'] else 'DIFFER FROM'} the plain-C paths")
+        click.echo(f"oracle: {_oracle_text(report)}")
+        if "oracle_note" in report:
+            click.echo(f"note: {report['oracle_note']}")
         click.echo(f"{report['model']}: {'ok' if report['ok'] else 'MISMATCH'} on {report['samples']} sample(s)")
     sys.exit(0 if report["ok"] else 1)
 

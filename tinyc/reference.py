@@ -1,9 +1,16 @@
 """The oracles: run a model in its reference runtime (onnxruntime for .onnx, Keras for .keras/.h5, TFLite's
-reference kernels for .tflite),
-optionally exposing intermediate tensors for per-layer comparison."""
+reference kernels for .tflite), optionally exposing intermediate tensors for per-layer comparison.
+
+A .tflite model that TFLite's interpreter refuses to load or allocate (e.g. TFLite Micro's person_detect.tflite:
+per-axis `quantized_dimension` 3 on single-scale tensors of rank < 4, which TFLite rejects and TFLite Micro
+ignores) can be run by TFLite Micro's Python interpreter instead (`run_reference(..., fallback=True)`, used by
+`tinyc verify`, which reports the oracle). Only those loading/allocation errors fall back; a failure while
+running does not."""
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
 import warnings
 
 import numpy as np
@@ -64,27 +71,60 @@ def run_keras(path: str, samples: list, intermediates=()) -> tuple[list, list]:
     return outs, inters
 
 
-def run_tflite(path: str, samples: list, intermediates=()) -> tuple[list, list]:
-    """The TFLite interpreter with its reference kernels (BUILTIN_REF) and every intermediate kept, so tensors
-    named in `intermediates` (TFLite tensor names) can be read after each run."""
+# TFLite Micro's Python interpreter (PyPI `tflite-micro`, dev builds only: pinned in pyproject.toml)
+TFLM_PACKAGE = "tflite-micro==0.dev20261023182759"
+
+
+class TFLiteRejected(TinycError):
+    """TFLite's interpreter refused to load or allocate a model (`reason`: its message)."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"TFLite's interpreter rejected '{path}': {reason}")
+        self.reason = " ".join(reason.split())
+
+
+def _tf_message(e: Exception) -> str:
+    """TFLite's error reporter concatenates its messages without a separator ("...Was 3.Tensor 26 has invalid
+    quantization parameters.quantized_dimension must ...") and repeats them per tensor: the first two, spaced."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    parts = re.split(r"(?<=[.)])(?=[A-Z])|(?<=[a-z]\.)(?=[a-z_]+ )", text)
+    text = " ".join(parts[:2]) + (" ..." if len(parts) > 2 else "")
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+def _tflite_interpreter(path: str, samples: list):
+    """TFLite's interpreter on `path` with its reference kernels, inputs resized to the samples' shapes and
+    tensors allocated. Its load and allocation errors (ValueError/RuntimeError from the constructor,
+    resize_tensor_input and allocate_tensors) raise TFLiteRejected; nothing else is caught here."""
     from .keras_runtime import import_keras
     import_keras()   # imports TensorFlow quietly
     import tensorflow as tf
-    with warnings.catch_warnings():   # "tf.lite.Interpreter is deprecated": it is still TF's reference
-        warnings.simplefilter("ignore")
-        interp = tf.lite.Interpreter(model_path=path,
-                                     experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
-                                     experimental_preserve_all_tensors=True)
-    ins = interp.get_input_details()
-    if samples:
-        resized = False
-        for d, arr in zip(ins, samples[0]):
-            if tuple(d["shape"]) != tuple(np.shape(arr)):
-                interp.resize_tensor_input(d["index"], list(np.shape(arr)))
-                resized = True
-        if resized:
-            interp.allocate_tensors()
-    interp.allocate_tensors()
+    try:
+        with warnings.catch_warnings():   # "tf.lite.Interpreter is deprecated": it is still TF's reference
+            warnings.simplefilter("ignore")
+            interp = tf.lite.Interpreter(model_path=path,
+                                         experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
+                                         experimental_preserve_all_tensors=True)
+        ins = interp.get_input_details()
+        if samples:
+            resized = False
+            for d, arr in zip(ins, samples[0]):
+                if tuple(d["shape"]) != tuple(np.shape(arr)):
+                    interp.resize_tensor_input(d["index"], list(np.shape(arr)))
+                    resized = True
+            if resized:
+                interp.allocate_tensors()
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise TFLiteRejected(path, _tf_message(e)) from None
+    return interp, ins
+
+
+def run_tflite(path: str, samples: list, intermediates=()) -> tuple[list, list]:
+    """The TFLite interpreter with its reference kernels (BUILTIN_REF) and every intermediate kept, so tensors
+    named in `intermediates` (TFLite tensor names) can be read after each run. Raises TFLiteRejected when TFLite
+    cannot load or allocate the model."""
+    interp, ins = _tflite_interpreter(path, samples)
     index = {}
     for d in interp.get_tensor_details():
         index.setdefault(d["name"], d["index"])
@@ -119,13 +159,89 @@ def _has_layer(model, name):
         return False
 
 
-def run_reference(path: str, samples: list, intermediates=()) -> tuple[list, list]:
+def tflm_version() -> str | None:
+    try:
+        return importlib.metadata.version("tflite-micro")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _tflm_arena_bytes(model, data: bytes) -> int:
+    """Room for every tensor at once (kPreserveAllTensors gives each its own bytes), twice over for the
+    interpreter's own structures and kernel scratch, plus the model size and a margin."""
+    itemsize = {"FLOAT32": 4, "INT32": 4, "INT8": 1, "UINT8": 1, "INT16": 2, "INT64": 8, "BOOL": 1, "FLOAT16": 2}
+    from .frontends.tflite_import import _enum_names, _schema
+    names = _enum_names(_schema().TensorType)
+    total = 0
+    for t in model.subgraphs[0].tensors:
+        shape = [max(int(d), 1) for d in (t.shape if t.shape is not None else ())]
+        total += int(np.prod(shape, dtype=np.int64)) * itemsize.get(names.get(t.type, ""), 8)
+    return 2 * total + len(data) + (1 << 20)
+
+
+def run_tflite_micro(path: str, samples: list, intermediates=()) -> tuple[list, list]:
+    """TFLite Micro's Python interpreter (its reference kernels) on `path`, every tensor preserved so those named
+    in `intermediates` can be read after each run. Samples must have the model's own input shapes (TFLite Micro
+    does not resize)."""
+    try:
+        from tflite_micro import runtime as tflm
+    except ImportError:
+        raise TinycError(f"TFLite Micro's interpreter is not installed; pip install '{TFLM_PACKAGE}'") from None
+    from .frontends.tflite_import import _read, _s, _schema
+    data, model = _read(_schema(), path)
+    sg = model.subgraphs[0]
+    try:
+        interp = tflm.Interpreter.from_bytes(data, arena_size=_tflm_arena_bytes(model, data),
+                                             intrepreter_config=tflm.InterpreterConfig.kPreserveAllTensors)
+    except Exception as e:   # its C++ errors arrive as RuntimeError/ValueError with the reporter's text
+        raise TinycError(f"TFLite Micro's interpreter rejected it as well: {_tf_message(e)}") from None
+    index = {}
+    for i, t in enumerate(sg.tensors):
+        index.setdefault(_s(t.name), i)
+    names = [n for n in intermediates if n in index]
+    n_out = len(sg.outputs if sg.outputs is not None else ())
+    details = [interp.get_input_details(k) for k in range(len(sg.inputs if sg.inputs is not None else ()))]
+    outs, inters = [], []
+    for sample in samples:
+        for k, (d, arr) in enumerate(zip(details, sample)):
+            if tuple(int(v) for v in d["shape"]) != tuple(np.shape(arr)):
+                raise TinycError(f"TFLite Micro cannot resize input {k} from {list(d['shape'])} to "
+                                 f"{list(np.shape(arr))}")
+            interp.set_input(np.ascontiguousarray(arr, dtype=d["dtype"]), k)
+        interp.invoke()
+        outs.append([np.array(interp.get_output(k)) for k in range(n_out)])
+        inters.append({n: np.array(interp.GetTensor(index[n], 0)["tensor_data"]) for n in names})
+    return outs, inters
+
+
+ORACLES = {".onnx": "onnxruntime", ".tflite": "tflite"}   # others: "keras"
+
+
+def run_reference(path: str, samples: list, intermediates=(), fallback: bool = False,
+                  info: dict | None = None) -> tuple[list, list]:
+    """The model's reference runtime on `samples`. `fallback`: a .tflite model that TFLite's interpreter rejects
+    at load/allocation runs in TFLite Micro's interpreter instead. `info` (a dict) receives "oracle" (onnxruntime,
+    keras, tflite or tflite-micro) and, after a fallback, "oracle_reason"."""
     ext = os.path.splitext(path)[1].lower()
+    info = {} if info is None else info
+    info["oracle"] = ORACLES.get(ext, "keras")
     try:
         if ext == ".onnx":
             return run_onnx(path, samples, intermediates)
         if ext == ".tflite":
-            return run_tflite(path, samples, intermediates)
+            try:
+                return run_tflite(path, samples, intermediates)
+            except TFLiteRejected as rejected:
+                if not fallback:
+                    raise
+                version = tflm_version()
+                info["oracle"] = "tflite-micro"
+                info["oracle_reason"] = f"TFLite's interpreter rejected the model: {rejected.reason}"
+                info["oracle_version"] = version
+                try:
+                    return run_tflite_micro(path, samples, intermediates)
+                except TinycError as e:
+                    raise TinycError(f"{rejected}; {e}") from None
         return run_keras(path, samples, intermediates)
     except TinycError:
         raise
