@@ -97,6 +97,8 @@ def _last_line(text: str) -> str:
 def _failure(r: dict, name: str) -> TinycError:
     """The runner's JSON failure -> one line with the PC and the kind of fault."""
     kind = r.get("kind")
+    n = r.get("cycles", 0)
+    after = f"after {n:,} cycle{'' if n == 1 else 's'}"
     console = _last_line(r.get("uart", ""))
     tail = f"; last console line: '{console}'" if console else "; no console output"
     if kind == "setup":
@@ -105,10 +107,10 @@ def _failure(r: dict, name: str) -> TinycError:
         return TinycError(f"rp2040js cannot load the board image: {r.get('message')}")
     if kind == "fault":
         return TinycError(f"the board image {name} faulted under rp2040js: {r.get('fault')} at PC 0x{r.get('pc', 0):08x} "
-                          f"({r.get('detail')}) after {r.get('cycles', 0):,} cycles{tail}")
+                          f"({r.get('detail')}) {after}{tail}")
     if kind == "hang":
-        return TinycError(f"the board image {name} hung under rp2040js: PC 0x{r.get('pc', 0):08x} after "
-                          f"{r.get('cycles', 0):,} cycles ({r.get('detail')}){tail}")
+        return TinycError(f"the board image {name} hung under rp2040js: PC 0x{r.get('pc', 0):08x} {after} "
+                          f"({r.get('detail')}){tail}")
     return TinycError(f"rp2040js failed on {name}: {r.get('message') or r}")
 
 

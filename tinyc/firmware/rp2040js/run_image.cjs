@@ -165,7 +165,7 @@ function run(args) {
       }
     },
     error(component, message) {
-      fault('bad memory access', `${component}: ${message}`);
+      fault(/not 32 bit aligned/.test(message) ? 'unaligned access' : 'peripheral error', `${component}: ${message}`);
     },
   };
   const noise = (...a) => {
@@ -229,7 +229,7 @@ function run(args) {
     const at = (core.PC - core.breakRewind) >>> 0;
     const op = mcu.readUint16(at);
     if (op >> 8 === 0xbe) fault('invalid instruction', `BKPT #${code} with no debugger attached`);
-    else fault('invalid instruction', `UDF #${code} (permanently undefined)`);
+    else fault('invalid instruction', `UDF #${code}, permanently undefined`);
   };
 
   // UART0 bytes arrive in onByte synchronously, inside the store to UARTDR.
@@ -344,17 +344,18 @@ function run(args) {
       const spOk = core.SP >= SRAM + 32 && core.SP <= SRAM + SRAM_BYTES;
       let { kind, detail } = pending;
       if (inHandler || !spOk) {
-        detail = `${kind} (${detail}) ${inHandler ? `in the ${EXCEPTION_NAMES[core.IPSR]} handler` : `with SP ${hex(core.SP)}`}`;
+        detail = inHandler ? `${kind} inside the ${EXCEPTION_NAMES[core.IPSR]} handler: ${detail}`
+          : `${kind}: ${detail}; SP ${hex(core.SP)} leaves no room for the HardFault's frame`;
         kind = 'lockup';
       }
       throw new Stop(finish({ ok: false, kind: 'fault', fault: kind, pc, ipsr: core.IPSR, detail, address: pending.address }));
     }
     if (stopped) return finish({ ok: true, stop: stopped, pc });
     if (core.cycles + sleepCycles >= args.maxCycles) {
-      throw new Stop(finish({ ok: false, kind: 'hang', pc, detail: `no stop line after ${args.maxCycles} cycles (the cycle budget)` }));
+      throw new Stop(finish({ ok: false, kind: 'hang', pc, detail: `the budget of ${args.maxCycles.toLocaleString('en-US')} cycles ran out before the stop line` }));
     }
     if (wall() > args.timeoutS) {
-      throw new Stop(finish({ ok: false, kind: 'hang', pc, detail: `no stop line after ${args.timeoutS} s of wall time` }));
+      throw new Stop(finish({ ok: false, kind: 'hang', pc, detail: `${args.timeoutS} s of wall time ran out before the stop line` }));
     }
   }
 }
