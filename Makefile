@@ -6,10 +6,12 @@ VPY    := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARM_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 
-.PHONY: setup setup-system setup-python venv demo test test-full firmware bench clean \
+.PHONY: setup setup-system setup-python setup-rp2040js venv demo test test-full firmware bench clean \
         example-iris example-digits example-mnist example-mobilenetv2 distclean
 
-setup: setup-system setup-python
+RP2040JS := tinyc/firmware/rp2040js
+
+setup: setup-system setup-python setup-rp2040js
 
 # Cross compiler, emulator, cmake, Node.js (for rp2040js): only installed when missing.
 setup-system:
@@ -51,6 +53,15 @@ endef
 setup-python: venv
 	$(call install_extra,test)
 
+# rp2040js (npm) for `tinyc run --emulate --soc` and `make bench`, pinned by its package-lock.json; installed again when
+# the lock changes.
+setup-rp2040js: setup-system
+	@if [ ! -f $(RP2040JS)/node_modules/.package-lock.json ] || \
+	    [ $(RP2040JS)/package-lock.json -nt $(RP2040JS)/node_modules/.package-lock.json ]; then \
+	  echo "== installing rp2040js (npm ci)"; \
+	  npm ci --prefix $(RP2040JS) --no-audit --no-fund --loglevel=error; \
+	fi
+
 # The demo installs tinyc with what the demo needs only (no PyTorch), so a fresh machine is ready sooner.
 demo: setup-system venv
 	$(call install_extra,demo)
@@ -79,14 +90,14 @@ test-full: setup
 	TINYC_FULL=1 $(VPY) -m pytest -q -p no:cacheprovider tests
 
 # Speed: instructions per inference of the MLPerf Tiny models and MobileNetV2 on M0+/M4/M7/M33 under QEMU, against
-# TFLite Micro + CMSIS-NN; writes bench/RESULTS.md. about 1 min on 2 idle cores, several when shared;
+# TFLite Micro + CMSIS-NN, and RP2040 cycles of the Pico's board image on rp2040js (--soc); writes bench/RESULTS.md.
 # `bench/speed.py --help` for subsets (--models, --cores, --quick).
 bench: setup
-	$(VPY) bench/speed.py
+	$(VPY) bench/speed.py --soc
 
 clean:
 	rm -rf build dist *.egg-info demo-out examples-out .pytest_cache .hypothesis
 
 # Also the virtual environment (the next make builds it again).
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(RP2040JS)/node_modules
