@@ -183,6 +183,9 @@ def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, cali
                f"weights {lib.weight_bytes:,} bytes")
     for f in files:
         click.echo(f"  wrote {f}")
+    from .codegen.cmake import target_name
+    click.echo(f"CMake: add_subdirectory({out_dir}), target_link_libraries(your_app PRIVATE "
+               f"{target_name(lib.prefix)})")
     if do_build:
         _print_build(out_dir, None, False)
 

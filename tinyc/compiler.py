@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .codegen import cmake
 from .codegen.scratch_fit import schedule_with_scratch
 from .codegen.emit import KERNEL_SETS, Library, generate, weights_are_finite
 from .errors import TinycError
@@ -92,7 +93,7 @@ def compile_model(path: str, name: str | None = None, input_shapes=None, io_layo
 
 def write_library(lib: Library, out_dir: str, force: bool = False) -> list:
     """Write the files into `out_dir` (created if needed). Refuses a non-empty directory tinyc did not make,
-    unless `force`."""
+    unless `force`. A CMakeLists.txt tinyc wrote there for other models keeps their targets (codegen/cmake.py)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise TinycError(f"output path '{out_dir}' exists and is not a directory")
@@ -105,6 +106,9 @@ def write_library(lib: Library, out_dir: str, force: bool = False) -> list:
     for fname, text in sorted(lib.files.items()):
         if os.path.basename(fname) != fname:
             raise TinycError(f"internal: refusing to write '{fname}' outside the output directory")
+        if fname == cmake.FILE and (out / fname).is_file():   # other models compiled into this directory stay
+            text = cmake.merge((out / fname).read_text(errors="replace"), text,
+                               lambda other: other == lib.prefix or (out / f"{other}.c").is_file())
         (out / fname).write_text(text)
         written.append(str(out / fname))
     return written

@@ -1,4 +1,5 @@
-"""Render a scheduled graph as a C library: `<name>.h`, `<name>.c` and the shared helper header."""
+"""Render a scheduled graph as a C library: `<name>.h`, `<name>.c`, the shared helper headers and a
+`CMakeLists.txt` that makes it a CMake target (codegen/cmake.py)."""
 from __future__ import annotations
 
 import re
@@ -13,7 +14,7 @@ from ..names import comment_text
 from ..resources import resource_dir
 from ..schedule import MemoryPlan
 from ..quant.params import scale_of, zero_point_of
-from . import float_kernels, int8_fast, int8_kernels
+from . import cmake, float_kernels, int8_fast, int8_kernels
 from .literals import c_array_body, c_float, c_type
 
 KERNELS = {"float": float_kernels.KERNELS, "int8": int8_kernels.KERNELS}
@@ -256,6 +257,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
         layers=layers, consts=consts, macs=lib.macs, lower_bound=plan.lower_bound, runtime=runtime, **common)
     for name in runtime:
         lib.files[name] = (resource_dir("runtime_c") / name).read_text()
+    lib.files[cmake.FILE] = cmake.render({prefix: cmake.block(lib.files, prefix, comment_text(source),
+                                                              arena == "external", kernels)})
     return lib
 
 
