@@ -4,7 +4,9 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import venv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,8 +126,14 @@ def test_wheel_ships_templates_runtime_and_boards(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), root],
                    check=True, capture_output=True)
-    venv.create(tmp_path / "env", system_site_packages=True, with_pip=True)
+    venv.create(tmp_path / "env", with_pip=True)
     py = tmp_path / "env" / "bin" / "python"
+    # tinyc's dependencies from the running environment (a venv's "system" site-packages would be the base
+    # interpreter's, without them), after the new environment's own site-packages, where the wheel goes.
+    inner = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    outer = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (Path(inner) / "outer_environment.pth").write_text("".join(f"{p}\n" for p in sorted(outer)))
     wheel = next((tmp_path / "dist").glob("tinyc-*.whl"))
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
                    check=True, capture_output=True)
