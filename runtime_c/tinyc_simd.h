@@ -538,8 +538,10 @@ static inline uint32_t tinyc_bias_bytes(uint8_t *u, const int8_t *x, int n, int 
 
 /* a0..a3 += Σ_k u[k] * w[4k + c] for k < k8 (a multiple of 8, at least 8); w advances past the 4 * k8 bytes.
  * Thumb-1 (Cortex-M0+): inputs and weights by LDRB with immediate offsets, the accumulators in high registers,
- * 13 instructions per input position and 4 per 8 positions of loop. Elsewhere the same sums in C. */
-#if defined(__thumb__) && !defined(__thumb2__) && defined(__GNUC__)
+ * 13 instructions per input position and 4 per 8 positions of loop. Elsewhere the same sums in C, and so at -Os:
+ * gcc then keeps Thumb-1 code out of the callee-saved high registers (stacking them costs size; gcc 12 gives an
+ * asm one high register at -Os, five at -O2), and the asm fails with "inconsistent operand constraints". */
+#if defined(__thumb__) && !defined(__thumb2__) && defined(__GNUC__) && !defined(__OPTIMIZE_SIZE__)
 #define TINYC_U8X4_STEP(j)                                                                                    \
   "ldrb %[x], [%[xp], #" #j "]\n\t"                                                                           \
   "ldrb %[w0], [%[wp], #(4*" #j ")]\n\t"                                                                      \

@@ -195,9 +195,7 @@ CORES = {"cortex-m0plus": "-mcpu=cortex-m0plus -mthumb",
 
 # CMake's build types set the optimisation: Debug -O0 (the CubeMX default), Release -O3, MinSizeRel -Os.
 ARM_BUILDS = [("cortex-m0plus", "Debug"), ("cortex-m0plus", "Release"), ("cortex-m33", "MinSizeRel"),
-              pytest.param("cortex-m0plus", "MinSizeRel", marks=pytest.mark.xfail(
-                  strict=True, reason="tinyc_simd.h's Thumb-1 GEMM asm (TINYC_GEMM_U8X4): gcc 12 -Os reports "
-                                      "'inconsistent operand constraints in an asm' (a tinyc bug, open)"))]
+              ("cortex-m0plus", "MinSizeRel")]
 
 
 @pytest.mark.parametrize("core,build_type", ARM_BUILDS)

@@ -242,14 +242,15 @@ def build(out_dir, opt, as_json):
                    "instruction counts are the first's); default: one seeded random sample.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--no-profile", is_flag=True, help="Skip the per-layer profiling run.")
+@_opt_opt
 @_name_opt
 @_shape_opt
 @_layout_opt
 @_quantize_opt
 @_calib_opt
 @_kernels_opt
-def run_cmd(model, board, emulate, soc, as_json, out_dir, inputs, seed, no_profile, name, input_shapes, io_layout,
-            quantize, calib, kernels):
+def run_cmd(model, board, emulate, soc, as_json, out_dir, inputs, seed, no_profile, opt, name, input_shapes,
+            io_layout, quantize, calib, kernels):
     """Run MODEL's firmware for BOARD under emulation: instructions per inference, per layer and per MAC, and
     whether the outputs equal the host build and the reference runtime (exit 1 when they do not). With --soc the
     board image runs on an emulated RP2040 instead: cycles per inference and per MAC."""
@@ -265,12 +266,13 @@ def run_cmd(model, board, emulate, soc, as_json, out_dir, inputs, seed, no_profi
     from .compiler import codegen_options
     c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib,
                     codegen_options(kernels=kernels, arena_limit=_arena_limit(target)))
-    from .firmware.project import check_firmware_fits
+    from .firmware.project import DEFAULT_OPT, check_firmware_fits
     check_firmware_fits(c, target)
     if soc:
-        r = run_soc(c, target, model, out_dir, _load_arrays(inputs), seed, io_layout)
+        r = run_soc(c, target, model, out_dir, _load_arrays(inputs), seed, io_layout, opt or DEFAULT_OPT)
     else:
-        r = run_emulated(c, target, model, out_dir, _load_arrays(inputs), seed, io_layout, not no_profile)
+        r = run_emulated(c, target, model, out_dir, _load_arrays(inputs), seed, io_layout, not no_profile,
+                         opt or DEFAULT_OPT)
     click.echo(json.dumps(r, indent=2) if as_json else "\n".join((format_soc_run if soc else format_run)(r)))
     sys.exit(0 if r["outputs_match"] else 1)
 

@@ -12,21 +12,21 @@ from ..boards import Board
 from ..compiler import write_library
 from ..verify import compare, lsb_tolerance, reference_outputs, run_generated
 from .emulate import emulate
-from .project import _cpu_clock_hz, sample_inputs, write_firmware
+from .project import DEFAULT_OPT, _cpu_clock_hz, sample_inputs, write_firmware
 
 
 def run_emulated(compiled, board: Board, model_path: str, out_dir: str | None = None, inputs=None, seed: int = 0,
-                 io_layout: str = "nchw", profile: bool = True) -> dict:
+                 io_layout: str = "nchw", profile: bool = True, opt: str = DEFAULT_OPT) -> dict:
     """Instruction counts (total, per layer, per MAC) of one inference on `board`'s QEMU machine, and whether the
     outputs equal the host build's (int8: bit for bit) and the reference runtime's, on every sample of `inputs`
     (per model input one sample or a stack of them; default: one seeded random sample). Each output row carries
     the emulated values (`data`, [samples, *shape]). `out_dir` keeps the library and firmware project (default: a
-    temporary directory)."""
+    temporary directory); `opt` is the firmware's optimisation level."""
     samples = sample_inputs(compiled, inputs, seed, max_samples=None)
     with tempfile.TemporaryDirectory(prefix="tinyc-run-") as tmp:
         out = Path(out_dir) if out_dir else Path(tmp)
         write_library(compiled.library, str(out), force=out_dir is None)
-        write_firmware(compiled, board, str(out), samples)
+        write_firmware(compiled, board, str(out), samples, opt)
         result = emulate(compiled, board, out, profile)
         rows = check_outputs(compiled, model_path, samples, result.pop("outputs"), io_layout, Path(tmp))
     result.update(model=model_path, name=compiled.library.prefix, samples=int(samples[0].shape[0]), outputs=rows,
@@ -61,7 +61,7 @@ def soc_cycle_budget(compiled) -> int:
 
 
 def run_soc(compiled, board: Board, model_path: str, out_dir: str | None = None, inputs=None, seed: int = 0,
-            io_layout: str = "nchw") -> dict:
+            io_layout: str = "nchw", opt: str = DEFAULT_OPT) -> dict:
     """Build `board`'s board image (what ships: the UF2) and run it on its SoC emulator (rp2040js for the Pico):
     cycles per inference and per MAC, milliseconds at the firmware's clock, the emulator's clocks beside the board
     file's, and whether the outputs equal the host build's (int8: bit for bit) and the reference runtime's. The
@@ -74,7 +74,7 @@ def run_soc(compiled, board: Board, model_path: str, out_dir: str | None = None,
     with tempfile.TemporaryDirectory(prefix="tinyc-run-") as tmp:
         out = Path(out_dir) if out_dir else Path(tmp)
         write_library(compiled.library, str(out), force=out_dir is None)
-        write_firmware(compiled, board, str(out), samples)
+        write_firmware(compiled, board, str(out), samples, opt)
         images = build_firmware(out)["images"]
         soc = run_board_image(images.get("uf2", images["elf"]), board, max_cycles=soc_cycle_budget(compiled))
         console = parse_board_console(soc.pop("uart"), compiled)
