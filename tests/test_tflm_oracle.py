@@ -168,3 +168,16 @@ def test_tflite_error_text_is_split_and_shortened():
                    "parameters.")
     assert reference._tf_message(e) == ("quantized_dimension must be in range [0, 2). Was 3. Tensor 26 has invalid "
                                         "quantization parameters. ...")
+
+
+def test_emulated_run_checks_against_tflite_micro_too(models, tmp_path):
+    """`tinyc run --emulate` shares verify's oracle: the patched model runs on the emulated M0+ and its outputs are
+    checked against TFLite Micro, which the text and the JSON name."""
+    res = tinyc("run", models["patched"], "--board", "pico", "--emulate", "--no-profile", "--json")
+    assert res.returncode == 0, res.stdout[-800:] + res.stderr[-800:]
+    r = json.loads(res.stdout)
+    assert r["oracle"] == "tflite-micro" and r["outputs_match"]
+    assert all(o["matches_reference"] and o["max_abs_err_reference"] == 0 for o in r["outputs"])
+    res = tinyc("run", models["patched"], "--board", "pico", "--emulate", "--no-profile")
+    assert res.returncode == 0 and "reference (TFLite Micro) match" in res.stdout
+    assert "oracle: TFLite Micro" in res.stdout

@@ -28,8 +28,9 @@ def run_emulated(compiled, board: Board, model_path: str, out_dir: str | None = 
         write_library(compiled.library, str(out), force=out_dir is None)
         write_firmware(compiled, board, str(out), samples, opt)
         result = emulate(compiled, board, out, profile)
-        rows = check_outputs(compiled, model_path, samples, result.pop("outputs"), io_layout, Path(tmp))
-    result.update(model=model_path, name=compiled.library.prefix, samples=int(samples[0].shape[0]), outputs=rows,
+        oracle = {}
+        rows = check_outputs(compiled, model_path, samples, result.pop("outputs"), io_layout, Path(tmp), oracle)
+    result.update(**oracle, model=model_path, name=compiled.library.prefix, samples=int(samples[0].shape[0]), outputs=rows,
                   outputs_match=all(r["matches_host"] and r["matches_reference"] for r in rows),
                   note="instructions counted by QEMU (-icount shift=0); not cycles: wait states, caches and dual "
                        "issue are not modelled")
@@ -37,11 +38,12 @@ def run_emulated(compiled, board: Board, model_path: str, out_dir: str | None = 
 
 
 def check_outputs(compiled, model_path: str, samples: list[np.ndarray], emulated: list[np.ndarray],
-                  io_layout: str, tmp: Path) -> list[dict]:
+                  io_layout: str, tmp: Path, oracle: dict | None = None) -> list[dict]:
     """Per model output: do the emulated values ([S, *shape]) equal the host build's (int8: bit for bit) and the
-    reference runtime's on the same samples? Each row carries the emulated values (`data`)."""
+    reference runtime's on the same samples? Each row carries the emulated values (`data`). The reference is
+    `tinyc verify`'s: TFLite Micro for a .tflite model TFLite rejects; `oracle` (a dict) receives which."""
     host = run_generated(compiled, samples)
-    refs, _ = reference_outputs(compiled, model_path, samples, io_layout, tmp)
+    refs, _ = reference_outputs(compiled, model_path, samples, io_layout, tmp, fallback=True, info=oracle)
     rows = []
     for k, (name, emu) in enumerate(zip(compiled.plan.graph.outputs, emulated)):
         vs_host = compare(emu, host[k])
@@ -80,12 +82,13 @@ def run_soc(compiled, board: Board, model_path: str, out_dir: str | None = None,
         console = parse_board_console(soc.pop("uart"), compiled)
         if out_dir is None:     # the temporary directory is gone when this returns
             soc["image"] = str(Path(soc["image"]).relative_to(out))
-        rows = check_outputs(compiled, model_path, samples, console["outputs"], io_layout, Path(tmp))
+        oracle = {}
+        rows = check_outputs(compiled, model_path, samples, console["outputs"], io_layout, Path(tmp), oracle)
     lib = compiled.library
     clock = _cpu_clock_hz(board)
     cycles = soc["cycles"]
     clocks_match = soc["clk_sys"] == soc["board_cpu_clock_hz"] and soc["clk_peri"] == soc["board_uart_clock_hz"]
-    return dict(board=board.name, core=board.core, mcu=board.mcu, **soc, firmware_cycles=console["firmware_cycles"],
+    return dict(**oracle, board=board.name, core=board.core, mcu=board.mcu, **soc, firmware_cycles=console["firmware_cycles"],
                 cpu_clock_hz=clock, ms=round(1000 * cycles / clock, 3), macs=lib.macs,
                 cycles_per_mac=round(cycles / lib.macs, 3) if lib.macs else None, clocks_match=clocks_match,
                 model=model_path, name=lib.prefix, samples=1, samples_given=int(given[0].shape[0]), outputs=rows,
@@ -109,15 +112,7 @@ def format_soc_run(r: dict) -> list[str]:
     lines.append(f"emulator: {r['emulated_cycles']:,} cycles from reset in {r['wall_s']:.2f} s ({speed})")
     if r["samples_given"] > 1:
         lines.append(f"the board image carries the first of the {r['samples_given']} samples given")
-    for o in r["outputs"]:
-        exact = "bit-exact" if o["dtype"] == "int8" else f"max abs diff {o['max_abs_diff_host']:.3g}"
-        lines.append(f"output {o['index']} ({o['dtype']}, {o['values']} values): host build "
-                     f"{'match' if o['matches_host'] else 'MISMATCH'} ({exact}), reference "
-                     f"{'match' if o['matches_reference'] else 'MISMATCH'} (max abs err "
-                     f"{o['max_abs_err_reference']:.3g}, tolerance {o['tolerance']:.3g})")
-    lines.append(f"outputs match: {'yes' if r['outputs_match'] else 'NO'}")
-    lines.append(f"note: {r['note']}")
-    return lines
+    return lines + _output_lines(r, "")
 
 
 def format_run(r: dict) -> list[str]:
@@ -132,12 +127,21 @@ def format_run(r: dict) -> list[str]:
     per_mac = f", {r['instructions_per_mac']} per MAC" if r["instructions_per_mac"] is not None else ""
     lines.append(f"instructions per inference: {r['instructions']:,} ({r['macs']:,} MACs{per_mac}; "
                  f"mean of {r['reps']} run(s) on the first sample)")
+    return lines + _output_lines(r, f", {r['samples']} sample(s)")
+
+
+def _output_lines(r: dict, samples: str) -> list[str]:
+    """Per output: host build and reference comparisons; the overall verdict; the note."""
+    reference = "reference" if r.get("oracle") != "tflite-micro" else "reference (TFLite Micro)"
+    lines = []
     for o in r["outputs"]:
         exact = "bit-exact" if o["dtype"] == "int8" else f"max abs diff {o['max_abs_diff_host']:.3g}"
-        lines.append(f"output {o['index']} ({o['dtype']}, {o['values']} values, {r['samples']} sample(s)): host build "
-                     f"{'match' if o['matches_host'] else 'MISMATCH'} ({exact}), reference "
+        lines.append(f"output {o['index']} ({o['dtype']}, {o['values']} values{samples}): host build "
+                     f"{'match' if o['matches_host'] else 'MISMATCH'} ({exact}), {reference} "
                      f"{'match' if o['matches_reference'] else 'MISMATCH'} (max abs err "
                      f"{o['max_abs_err_reference']:.3g}, tolerance {o['tolerance']:.3g})")
+    if r.get("oracle_reason"):
+        lines.append(f"oracle: TFLite Micro {r.get('oracle_version') or ''} -- {r['oracle_reason']}")
     lines.append(f"outputs match: {'yes' if r['outputs_match'] else 'NO'}")
     lines.append(f"note: {r['note']}")
     return lines
