@@ -9,7 +9,7 @@ already a lower-case C identifier, so a valid CMake target name); a name CMake r
 `install`, ...) or that would shadow a system library the toolchain links by name (`m`, `c`, `gcc`, ...) gets
 `_model` appended; every model also has the alias `tinyc::<name>`. The library is compiled as C99 (the
 standard the code is written and tested in) with no other flags: the user's toolchain and project flags (CPU,
-FPU, optimisation) apply. `m` is linked only when the code calls <math.h> functions (`uses_libm`).
+FPU, optimisation) apply. Every target links `m` (libm), which the linker only reads where the code calls it.
 """
 from __future__ import annotations
 
@@ -29,72 +29,11 @@ zero_check list_install_components continuous experimental nightly nightlymemory
 m c g gcc nosys rdimon pthread dl rt util atomic
 """.split())
 
-# Every function <math.h> declares in C99 (double, float and long double forms).
-_MATH_BASE = """acos asin atan atan2 cos sin tan acosh asinh atanh cosh sinh tanh exp exp2 expm1 frexp ilogb ldexp
-log log10 log1p log2 logb modf scalbn scalbln cbrt fabs hypot pow sqrt erf erfc lgamma tgamma ceil floor
-nearbyint rint lrint llrint round lround llround trunc fmod remainder remquo copysign nan nextafter nexttoward
-fdim fmax fmin fma""".split()
-MATH_FUNCTIONS = frozenset(f + s for f in _MATH_BASE for s in ("", "f", "l"))
-
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_COMMENTS_AND_STRINGS = re.compile(r'/\*.*?\*/|//[^\n]*|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.S)
-_INITIALIZER = re.compile(r"=\s*\{[^{}]*\}")
 _BLOCK = re.compile(r"^# >>> model (\w+)\n.*?^# <<< model \1\n", re.S | re.M)
 
 
 def target_name(prefix: str) -> str:
     return f"{prefix}_model" if prefix.lower() in RESERVED else prefix
-
-
-def _definitions(text: str) -> dict:
-    """Top-level function definitions and macros of C code (comments stripped): name -> (body, emitted), where
-    `emitted` says gcc emits it even when nothing calls it (a `static` function that is not `inline` is kept
-    at -O0)."""
-    defs = {}
-    for m in re.finditer(r"^[ \t]*#[ \t]*define[ \t]+(\w+)((?:[^\n]*\\\n)*[^\n]*)", text, re.M):
-        defs[m.group(1)] = (m.group(2), False)
-    depth, start = 0, None
-    for i, ch in enumerate(text):
-        if ch == "{":
-            if depth == 0:
-                head = re.search(r"(\w+)\s*\([^;{}()]*(?:\([^;{}()]*\)[^;{}()]*)*\)\s*$", text[:i])
-                begin = max(text.rfind(";", 0, i), text.rfind("}", 0, i)) + 1
-                start = (head.group(1), i, not re.search(r"\binline\b", text[begin:i])) if head else None
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0 and start is not None:
-                name, at, emitted = start
-                body, was = defs.get(name, ("", False))
-                defs[name] = (body + text[at:i], was or emitted)
-                start = None
-    return defs
-
-
-def uses_libm(files: dict, prefix: str) -> bool:
-    """Whether the model's object code calls a <math.h> function: the calls in `<prefix>.c`, in the helper
-    headers' inline functions and macros it reaches, and in their non-inline functions (emitted at -O0 even
-    unused). Every preprocessor branch counts (a DSP-only call counts for every core), so this may say yes
-    where one build needs no libm, never no where one does."""
-    strip = lambda t: _COMMENTS_AND_STRINGS.sub(" ", t)   # noqa: E731
-    defs = {}
-    for name, text in sorted(files.items()):
-        if name.endswith(".h"):
-            for k, (body, emitted) in _definitions(strip(text)).items():
-                old = defs.get(k, ("", False))
-                defs[k] = (old[0] + body, old[1] or emitted)
-    code = strip(_INITIALIZER.sub("= {0}", files[f"{prefix}.c"]))     # weights: megabytes of literals, no calls
-    bodies, seen = [code], set()
-    todo = set(_IDENT.findall(code)) | {k for k, (_, emitted) in defs.items() if emitted}
-    while todo:
-        ident = todo.pop()
-        if ident in seen or ident not in defs:
-            continue
-        seen.add(ident)
-        bodies.append(defs[ident][0])
-        todo |= set(_IDENT.findall(defs[ident][0])) - seen
-    calls = set(re.findall(r"\b([A-Za-z_]\w*)\s*\(", "\n".join(bodies)))
-    return bool(calls & MATH_FUNCTIONS)
 
 
 def block(files: dict, prefix: str, source: str, external: bool, kernels: str) -> str:
@@ -103,11 +42,8 @@ def block(files: dict, prefix: str, source: str, external: bool, kernels: str) -
     sources = [f"{prefix}.c", f"{prefix}.h"] + sorted(n for n in files if n.startswith("tinyc_") and n.endswith(".h"))
     arena = (f"the caller's arena ({prefix}_invoke_with_arena)" if external
              else f"a static arena of {prefix.upper()}_ARENA_BYTES")
-    libm = uses_libm(files, prefix)
     lines = [f"# >>> model {prefix}",
-             f"# {prefix}: from '{source}'; {arena}; {kernels} kernels"
-             + ("; calls <math.h> functions, so it links libm." if libm else "; needs no libm."),
-             ]
+             f"# {prefix}: from '{source}'; {arena}; {kernels} kernels."]
     if t != prefix:
         lines.append(f"# Target {t}, not {prefix}: CMake reserves that name or a system library has it; the alias "
                      f"tinyc::{prefix} works too.")
@@ -115,8 +51,9 @@ def block(files: dict, prefix: str, source: str, external: bool, kernels: str) -
               f"add_library(tinyc::{prefix} ALIAS {t})",
               f'target_include_directories({t} PUBLIC "${{CMAKE_CURRENT_SOURCE_DIR}}")',
               f"set_target_properties({t} PROPERTIES C_STANDARD 99 C_STANDARD_REQUIRED ON C_EXTENSIONS OFF)"]
-    if libm:
-        lines += ["if(NOT MSVC)", f"  target_link_libraries({t} PRIVATE m)", "endif()"]
+    # libm for expf/tanhf/roundf where the code calls them: a static library's link dependency costs nothing where
+    # unused, and MSVC has no separate libm.
+    lines += ["if(NOT MSVC)", f"  target_link_libraries({t} PRIVATE m)", "endif()"]
     lines.append(f"# <<< model {prefix}")
     return "\n".join(lines) + "\n"
 
