@@ -169,8 +169,14 @@ def reduce_mean(imp, node):
     rank = len(imp.logical_shape(x))
     axes = a.get("axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
-        axes = imp.const(node.input[1], "ReduceMean axes").tolist()
-    axes = sorted(int(ax) % rank for ax in (axes if axes is not None else range(rank)))
+        axes = np.asarray(imp.const(node.input[1], f"ReduceMean '{_name(node)}' axes")).reshape(-1).tolist()
+    if not axes:   # absent or empty: ONNX reduces every axis, or none with opset 18's noop_with_empty_axes
+        if imp.opset >= 18 and a.get("noop_with_empty_axes", 0):
+            src = imp.get(x)
+            imp.g.add_node("Identity", [src], [imp.define(y, imp.layout(x), like=src)], name=_name(node))
+            return
+        axes = range(rank)
+    axes = sorted({int(ax) % rank for ax in axes})   # a repeated axis is reduced once, as onnxruntime does
     keep = bool(a.get("keepdims", 1))
     lay = imp.layout(x) if imp.layout(x).flat is None else plain(rank)
     src = imp.get(x, lay)

@@ -1,0 +1,80 @@
+"""Valid ONNX models on which tinyc once emitted wrong C or failed with an internal error (issue 17): each is
+compiled and checked against onnxruntime with `verify` (under ASan + UBSan), or refused in one line.
+
+Leading dimensions larger than 1 are made inside the models (a Reshape of a [1, n] input), since tinyc takes a
+model input's first dimension for a batch; the ops must be exact on them all the same."""
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from onnx import AttributeProto, helper  # noqa: E402
+from test_onnx_helper_models import Builder, _summary  # noqa: E402
+
+from tinyc.compiler import compile_model  # noqa: E402
+from tinyc.errors import TinycError  # noqa: E402
+from tinyc.verify import verify  # noqa: E402
+
+
+def _check(tmp_path, model, name):
+    path = str(tmp_path / f"{name}.onnx")
+    onnx.save(model, path)
+    report = verify(path)
+    assert len(report["outputs"]) == len(model.graph.output)
+    assert report["ok"], _summary(report)
+
+
+def _refused(tmp_path, model, name, match):
+    path = str(tmp_path / f"{name}.onnx")
+    onnx.save(model, path)
+    with pytest.raises(TinycError, match=match):
+        compile_model(path)
+
+
+# -- ReduceMean: absent or empty axes reduce every axis (none with noop_with_empty_axes) ---------------------------
+def _reduce_mean(b, x, opset, axes, **attrs):
+    """ReduceMean with `axes` None (absent), [] (empty) or a list, as an attribute before opset 18, an input
+    from 18 on."""
+    if opset >= 18:
+        ins = [x] if axes is None else [x, b.const(axes, np.int64)]
+        return b.node("ReduceMean", ins, **attrs)
+    y = b.node("ReduceMean", [x], **attrs)
+    if axes is not None:   # helper.make_node cannot make an empty list attribute (no type to infer)
+        b.nodes[-1].attribute.append(helper.make_attribute("axes", list(axes), attr_type=AttributeProto.INTS))
+    return y
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+@pytest.mark.parametrize("keepdims", [0, 1])
+@pytest.mark.parametrize("axes", [None, []], ids=["absent", "empty"])
+def test_reduce_mean_without_axes_reduces_all(tmp_path, opset, keepdims, axes):
+    """Once: empty axes reduced none and the C wrote 12 floats into a 1-float output (ASan overflow)."""
+    b = Builder()
+    r = b.node("Relu", ["x"])
+    m = _reduce_mean(b, r, opset, axes, keepdims=keepdims)
+    c = b.node("Conv", ["img", b.weights(4, 2, 3, 3)])                 # a channels-last value
+    m2 = _reduce_mean(b, c, opset, axes, keepdims=keepdims)
+    _check(tmp_path, b.model({"x": [1, 3, 4], "img": [1, 2, 5, 6]}, [m, m2], opset), f"rm_{opset}_{keepdims}")
+
+
+@pytest.mark.parametrize("keepdims", [0, 1])
+@pytest.mark.parametrize("axes", [None, []], ids=["absent", "empty"])
+def test_reduce_mean_noop_with_empty_axes(tmp_path, keepdims, axes):
+    """opset 18: noop_with_empty_axes=1 and no axes is the identity (keepdims does not matter)."""
+    b = Builder()
+    r = b.node("Relu", ["x"])
+    m = _reduce_mean(b, r, 18, axes, keepdims=keepdims, noop_with_empty_axes=1)
+    s = b.node("Sigmoid", [_reduce_mean(b, r, 18, [2, 0], keepdims=keepdims, noop_with_empty_axes=1)])
+    _check(tmp_path, b.model({"x": [1, 3, 4]}, [m, s], 18), f"rm_noop_{keepdims}")
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_reduce_mean_axes_on_a_leading_dim_and_repeated(tmp_path, opset):
+    """Axes that include a leading dimension > 1, negative and repeated axes (reduced once, as onnxruntime)."""
+    b = Builder()
+    r = b.node("Reshape", ["x", b.const([2, 3, 4], np.int64)])
+    m0 = _reduce_mean(b, r, opset, [0], keepdims=0)
+    m1 = _reduce_mean(b, r, opset, [1, -2], keepdims=1)
+    m2 = _reduce_mean(b, r, opset, [-1, 0], keepdims=0)
+    _check(tmp_path, b.model({"x": [1, 24]}, [m0, m1, m2], opset), f"rm_axes_{opset}")
