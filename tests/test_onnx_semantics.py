@@ -78,3 +78,15 @@ def test_reduce_mean_axes_on_a_leading_dim_and_repeated(tmp_path, opset):
     m1 = _reduce_mean(b, r, opset, [1, -2], keepdims=1)
     m2 = _reduce_mean(b, r, opset, [-1, 0], keepdims=0)
     _check(tmp_path, b.model({"x": [1, 24]}, [m0, m1, m2], opset), f"rm_axes_{opset}")
+
+
+# -- Clip with min > max: every output is max -----------------------------------------------------------------
+@pytest.mark.parametrize("opset", [11, 13, 17])
+def test_clip_min_above_max_gives_max(tmp_path, opset):
+    """Standalone and fused into a conv; min == max too."""
+    b = Builder()
+    c1 = b.node("Clip", ["x", b.const(1.0), b.const(-1.0)])
+    c2 = b.node("Clip", ["x", b.const(0.25), b.const(0.25)])
+    y = b.node("Conv", ["x", b.weights(3, 3, 3, 3)], pads=[1, 1, 1, 1])
+    c3 = b.node("Clip", [y, b.const(0.5), b.const(-2.0)])
+    _check(tmp_path, b.model({"x": [1, 3, 4, 5]}, [c1, c2, c3], opset), f"clip_{opset}")

@@ -338,6 +338,7 @@ def clip(imp, node):
     for i in (1, 2):
         if len(node.input) > i and node.input[i] and node.input[i] not in imp.consts:
             raise TinycError(f"Clip '{_name(node)}' has computed bounds; tinyc needs constant min/max")
+    lo = min(lo, hi)   # ONNX: with min > max every output is max; the clamp below gives lo first
     act = relu6() if (lo, hi) == (0.0, 6.0) else {"fn": "clip", "lo": max(lo, -FLOAT_MAX), "hi": min(hi, FLOAT_MAX)}
     if lo == 0.0 and hi >= FLOAT_MAX:
         act = {"fn": "relu"}
