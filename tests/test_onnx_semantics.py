@@ -90,3 +90,26 @@ def test_clip_min_above_max_gives_max(tmp_path, opset):
     y = b.node("Conv", ["x", b.weights(3, 3, 3, 3)], pads=[1, 1, 1, 1])
     c3 = b.node("Clip", [y, b.const(0.5), b.const(-2.0)])
     _check(tmp_path, b.model({"x": [1, 3, 4, 5]}, [c1, c2, c3], opset), f"clip_{opset}")
+
+
+# -- Pad: a computed constant_value is refused (it was taken as 0), a constant one is honoured ------------------
+def _pad_model(value_from_input: bool, opset=13):
+    b = Builder()
+    value = b.node("ReduceMean", ["v"], keepdims=0) if value_from_input else b.const(0.75)
+    p = b.node("Pad", ["x", b.const([0, 1, 2, 0, 2, 1], np.int64), value], mode="constant")
+    return b.model({"x": [1, 3, 4], "v": [1, 2]} if value_from_input else {"x": [1, 3, 4]}, [p], opset)
+
+
+def test_pad_with_computed_value_is_refused_in_one_line(tmp_path):
+    _refused(tmp_path, _pad_model(True), "pad_computed", r"Pad '.*' takes its constant_value from a computed tensor")
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "-m", "tinyc.cli", "compile", str(tmp_path / "pad_computed.onnx"), "-o",
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert res.stderr.startswith("error: Pad") and "constant pad value" in res.stderr
+
+
+@pytest.mark.parametrize("opset", [11, 13, 18])
+def test_pad_with_constant_value(tmp_path, opset):
+    _check(tmp_path, _pad_model(False, opset), f"pad_const_{opset}")

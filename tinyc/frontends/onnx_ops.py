@@ -385,6 +385,9 @@ def pad(imp, node):
     pads = a.get("pads")
     if pads is None:
         pads = imp.const(node.input[1], f"Pad '{_name(node)}' pads").tolist()
+    if len(node.input) > 2 and node.input[2] and node.input[2] not in imp.consts:
+        raise TinycError(f"Pad '{_name(node)}' takes its constant_value from a computed tensor; tinyc needs a "
+                         "constant pad value (make it an initializer, e.g. fold it with onnxsim)")
     value = float(imp.opt_const(node, 2)) if imp.opt_const(node, 2) is not None else float(a.get("value", 0.0))
     rank = len(imp.logical_shape(node.input[0]))
     if len(pads) != 2 * rank or len(node.input) > 3 and node.input[3]:
