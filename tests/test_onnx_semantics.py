@@ -113,3 +113,34 @@ def test_pad_with_computed_value_is_refused_in_one_line(tmp_path):
 @pytest.mark.parametrize("opset", [11, 13, 18])
 def test_pad_with_constant_value(tmp_path, opset):
     _check(tmp_path, _pad_model(False, opset), f"pad_const_{opset}")
+
+
+# -- Add/Sub/Mul/Div of computed tensors of different ranks (NumPy broadcasting) ---------------------------------
+@pytest.mark.parametrize("opset", [13, 17])
+def test_binary_ops_broadcast_across_ranks(tmp_path, opset):
+    """[3,4,5] + [5], [5] - [3,4,5], [2,3,4,5] * [3,1,1], [2,3,4,5] / [4,5]: all operands computed, leading dims
+    > 1 made inside the model. Once: an IndexError reported as a "malformed node"."""
+    b = Builder()
+    x3 = b.node("Reshape", ["x", b.const([3, 4, 5], np.int64)])
+    x4 = b.node("Reshape", ["z", b.const([2, 3, 4, 5], np.int64)])
+    v = b.node("Reshape", ["v", b.const([5], np.int64)])
+    c = b.node("Reshape", ["c", b.const([3, 1, 1], np.int64)])
+    d = b.node("Add", [b.node("Sigmoid", [b.node("Reshape", ["d", b.const([4, 5], np.int64)])]), b.const(0.5)])
+    outs = [b.node("Add", [x3, v]), b.node("Sub", [v, x3]), b.node("Mul", [x4, c]), b.node("Div", [x4, d]),
+            b.node("Div", [d, x4]), b.node("Mul", [c, b.node("Relu", [x3])])]
+    _check(tmp_path, b.model({"x": [1, 60], "z": [1, 120], "v": [1, 5], "c": [1, 3], "d": [1, 20]}, outs, opset),
+           f"bcast_{opset}")
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_binary_ops_broadcast_lower_rank_onto_channels_last(tmp_path, opset):
+    """A conv output (stored NHWC) with a computed [C,1,1] (squeeze-excite through a Reshape) and a computed [W]
+    on the left; the lower-rank operand follows the conv output's layout."""
+    b = Builder()
+    y = b.node("Conv", ["x", b.weights(4, 3, 3, 3), b.weights(4)], pads=[1, 1, 1, 1])
+    s = b.node("Reshape", [b.node("GlobalAveragePool", [y]), b.const([4, 1, 1], np.int64)])
+    m = b.node("Mul", [y, b.node("Sigmoid", [s])])
+    w = b.node("Reshape", ["w", b.const([6], np.int64)])
+    a = b.node("Add", [w, m])
+    r = b.node("Conv", [b.node("Relu", [a]), b.weights(2, 4, 1, 1)])
+    _check(tmp_path, b.model({"x": [1, 3, 5, 6], "w": [1, 6]}, [a, r], opset), f"bcast_nhwc_{opset}")

@@ -281,8 +281,28 @@ def _reshape(imp, node):
     imp.g.add_node("Reshape", [src], [out], name=_name(node))
 
 
+def _rank_padded(imp, name: str, rank: int) -> str:
+    """A computed value of lower rank as a rank-`rank` value with leading 1s (NumPy broadcasting aligns trailing
+    axes): a free Reshape of its row-major data, under a name of its own that the ONNX model does not have."""
+    key = ("rank", name, rank)   # one Reshape per value and rank, however many ops read it
+    if key in imp._materialized:
+        return imp._materialized[key]
+    shape = imp.logical_shape(name)
+    src = imp.get(name, plain(len(shape)))
+    padded, k = f"{name}_rank{rank}", 1
+    while padded in imp.g.tensors or padded in imp.shapes or padded in imp.values or padded in imp.consts:
+        padded, k = f"{name}_rank{rank}_{k}", k + 1
+    imp.shapes[padded] = (1,) * (rank - len(shape)) + tuple(shape)
+    imp.define(padded, plain(rank), source=False, like=src)
+    imp.g.add_node("Reshape", [src], [imp.values[padded][0]], name=padded)
+    imp._materialized[key] = padded
+    return padded
+
+
 def _same_layout(imp, names, rank):
     """Physical IR operands for elementwise ops: runtime values share one layout, constants follow it."""
+    names = [_rank_padded(imp, n, rank) if n in imp.values and len(imp.logical_shape(n)) < rank else n
+             for n in names]
     lay = next((imp.layout(n) for n in names if n in imp.values and len(imp.logical_shape(n)) == rank), None)
     if lay is None or lay.flat is not None or any(
             n in imp.values and len(imp.logical_shape(n)) != rank for n in names):
