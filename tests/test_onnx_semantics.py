@@ -144,3 +144,44 @@ def test_binary_ops_broadcast_lower_rank_onto_channels_last(tmp_path, opset):
     a = b.node("Add", [w, m])
     r = b.node("Conv", [b.node("Relu", [a]), b.weights(2, 4, 1, 1)])
     _check(tmp_path, b.model({"x": [1, 3, 5, 6], "w": [1, 6]}, [a, r], opset), f"bcast_nhwc_{opset}")
+
+
+# -- Gemm with several rows: every C shape, transA / transB, alpha / beta ----------------------------------------
+@pytest.mark.parametrize("c_shape", [(3, 5), (3, 1), (1, 5), (5,), (1,), (), None],
+                         ids=lambda s: "noC" if s is None else "C" + "x".join(map(str, s)))
+def test_gemm_with_several_rows(tmp_path, c_shape):
+    """A [3, 4] (or [4, 3] with transA) x B -> [3, 5]; a C that differs per row is added after the product.
+    Once: a [3, 5] C raised a ValueError reported as "malformed node", and transA was refused."""
+    b = Builder()
+    outs = []
+    for trans_a in (0, 1):
+        a = b.node("Reshape", ["x", b.const([4, 3] if trans_a else [3, 4], np.int64)])
+        for trans_b in (0, 1):
+            ins = [a, b.weights(*((5, 4) if trans_b else (4, 5)))]
+            if c_shape is not None:
+                ins.append(b.weights(*c_shape))
+            outs.append(b.node("Gemm", ins, transA=trans_a, transB=trans_b, alpha=0.75, beta=-1.25))
+    name = "gemm_rows_" + ("noC" if c_shape is None else "x".join(map(str, c_shape)))
+    _check(tmp_path, b.model({"x": [1, 12]}, outs, 13), name)
+
+
+def test_gemm_trans_a_of_a_single_row_and_flatten_of_two_rows(tmp_path):
+    """transA on the model input [1, K] (so M = K), and Flatten of a channels-last value with 2 rows feeding
+    Gemm and MatMul (the weight permutation that makes a 1-row Flatten free cannot serve 2 rows)."""
+    b = Builder()
+    g1 = b.node("Gemm", ["x", b.weights(1, 5)], transA=1)
+    t = b.node("Transpose", [b.node("Reshape", ["z", b.const([2, 3, 4, 5], np.int64)])], perm=[0, 3, 1, 2])
+    f = b.node("Flatten", [t])
+    g2 = b.node("Gemm", [f, b.weights(6, 60), b.weights(6)], transB=1)
+    m = b.node("MatMul", [f, b.weights(60, 4)])
+    _check(tmp_path, b.model({"x": [1, 4], "z": [1, 120]}, [g1, g2, m], 13), "gemm_ta_flat2")
+
+
+def test_gemm_with_c_of_the_wrong_rows_is_refused(tmp_path):
+    b = Builder()
+    a = b.node("Reshape", ["x", b.const([3, 4], np.int64)])
+    b.node("Gemm", [a, b.weights(4, 5), b.weights(2, 5)], outputs=["y"])
+    graph = helper.make_graph(b.nodes, "bad_c", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 12])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    _refused(tmp_path, model, "gemm_bad_c", r"C of shape \(2, 5\) does not broadcast to the output's \[3, 5\]")

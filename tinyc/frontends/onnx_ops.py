@@ -204,23 +204,47 @@ def _dense_input(imp, x):
     return imp.get(x, plain(len(imp.logical_shape(x)))), lambda w: w
 
 
+def _broadcasts_to(shape, out_shape) -> bool:
+    try:
+        return np.broadcast_shapes(tuple(shape), tuple(out_shape)) == tuple(out_shape)
+    except ValueError:
+        return False
+
+
 def gemm(imp, node):
     a = _attrs(node)
-    if a.get("transA", 0):
-        raise TinycError(f"Gemm '{_name(node)}' uses transA=1; not supported (export without transposing A)")
-    b = np.asarray(imp.const(node.input[1], f"Gemm '{_name(node)}' weights"), np.float32)
+    what = f"Gemm '{_name(node)}'"
+    b = np.asarray(imp.const(node.input[1], f"{what} weights"), np.float32)
     trans_b = a.get("transB", 0)
     n_out = b.shape[0] if trans_b else b.shape[1]
-    src, to_physical = _dense_input(imp, node.input[0])
+    if a.get("transA", 0):   # A is [K, M]: stored as its transpose [M, K] (a relabel, or one copy)
+        src, to_physical = imp.get(node.input[0], Layout((1, 0))), lambda w: w
+    else:
+        src, to_physical = _dense_input(imp, node.input[0])
     ins = [src, _weight_input(imp, node.input[1], f"{node.output[0]}_w",
                               lambda w: to_physical(w if trans_b else w.T), scale_by=float(a.get("alpha", 1.0)))]
     c = imp.opt_const(node, 2)
     if len(node.input) > 2 and node.input[2] and c is None:
-        raise TinycError(f"Gemm '{_name(node)}' has a computed C input; tinyc needs a constant bias")
+        raise TinycError(f"{what} has a computed C input; tinyc needs a constant bias")
+    rows = imp.g.tensors[src].shape[0]
+    out_shape = (rows, n_out)
+    if c is not None and not _broadcasts_to(np.shape(c), out_shape):
+        raise TinycError(f"{what}: C of shape {tuple(np.shape(c))} does not broadcast to the output's "
+                         f"{list(out_shape)}; the model is invalid")
+    beta = float(a.get("beta", 1.0))
+    if c is not None and np.ndim(c) == 2 and np.shape(c)[0] > 1:
+        # C differs per row: Dense without bias, then an Add of beta * C (a Dense bias is one row for all).
+        acc = imp.g.unique_name(f"{node.output[0]}_gemm")
+        imp.g.add_tensor(acc, out_shape)
+        imp.g.add_node("Dense", ins, [acc], name=acc, activation=None)
+        cc = np.asarray(imp.consts[node.input[2]], np.float32)
+        cc = imp.g.add_const(f"{node.output[0]}_c", cc * np.float32(beta) if beta != 1 else cc)
+        out = imp.define(node.output[0], plain(2))
+        imp.g.add_node("Add", [acc, cc], [out], name=_name(node), activation=None)
+        return
     if c is not None:
         ins.append(_weight_input(imp, node.input[2], f"{node.output[0]}_b",
-                                 lambda v: np.broadcast_to(v, (1, n_out)).reshape(-1),
-                                 scale_by=float(a.get("beta", 1.0)), what="bias"))
+                                 lambda v: np.broadcast_to(v, (1, n_out)).reshape(-1), scale_by=beta, what="bias"))
     out = imp.define(node.output[0], plain(2))
     imp.g.add_node("Dense", ins, [out], name=_name(node), activation=None)
 
@@ -266,9 +290,10 @@ def _reshape(imp, node):
     lay, shape_in = imp.layout(x), imp.logical_shape(x)
     readers = _final_readers(imp, y)
     _carry_qtype(imp, x, y)   # before `define`, which looks at it
-    if (lay.flat is None and not lay.is_plain and len(imp.logical_shape(y)) == 2 and readers and
-            all(c.op_type in ("Gemm", "MatMul") and c.input[0] == read for c, read in readers)):
-        # Flatten of an NCHW value feeding Gemm: flatten in NHWC order, permute the weights instead.
+    if (lay.flat is None and not lay.is_plain and len(imp.logical_shape(y)) == 2 and imp.logical_shape(y)[0] == 1
+            and readers and all(c.op_type in ("Gemm", "MatMul") and c.input[0] == read for c, read in readers)):
+        # Flatten of an NCHW value feeding Gemm: flatten in NHWC order, permute the weights instead (one row
+        # only: the weights' single permutation cannot follow several rows).
         phys = imp.g.tensors[imp.get(x)].shape
         flat = np.arange(int(np.prod(phys))).reshape(phys).transpose(lay.perm).ravel()
         out = imp.define(y, Layout((0, 1), tuple(int(i) for i in flat), x), like=imp.get(x))
