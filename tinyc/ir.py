@@ -49,6 +49,9 @@ OPS = (
     "Quantize", "Dequantize",
 )
 
+# Ops whose kernels take their 4-D input as one NHWC image (batch 1).
+IMAGE_OPS = ("Conv2D", "MaxPool2D", "AvgPool2D")
+
 
 @dataclass
 class Quant:
@@ -183,6 +186,7 @@ class Graph:
                     raise TinycError(f"node '{n.name}' ({n.op}) reads '{i}' before it is computed "
                                      "(the graph has a cycle or a missing producer)")
             self._check_weights(n)
+            self._check_one_image(n)
             for o in n.outputs:
                 if o in available:
                     raise TinycError(f"tensor '{o}' is written twice (node '{n.name}'); names must be unique")
@@ -211,6 +215,21 @@ class Graph:
         if len(n.inputs) > 2 and self.tensors[n.inputs[2]].shape != (o,):
             raise TinycError(f"{n.op} '{n.name}': bias of shape {self.tensors[n.inputs[2]].shape} for {o} output "
                              "channels")
+
+    def _check_one_image(self, n: Node) -> None:
+        """Conv and pooling kernels compute one NHWC image: a leading dimension above 1 (a batch that a Reshape
+        made inside the model, past the frontends' batch-1 check on inputs) would be read as one image. A
+        Reshape keeps the number of values (a frontend that dropped the batch there made this check blind)."""
+        if n.op == "Reshape" and self.tensors[n.inputs[0]].size != self.tensors[n.outputs[0]].size:
+            raise TinycError(f"internal: Reshape '{n.name}' turns {self.tensors[n.inputs[0]].shape} into "
+                             f"{self.tensors[n.outputs[0]].shape}, another number of values; report this model")
+        if n.op not in IMAGE_OPS or not n.inputs:
+            return
+        shape = self.tensors[n.inputs[0]].shape
+        if len(shape) == 4 and shape[0] != 1:
+            raise TinycError(f"{n.op} '{n.name}': its input {tuple(shape)} holds a batch of {shape[0]} images "
+                             "(made inside the model); tinyc runs convolution and pooling on one image: export the "
+                             "model with batch 1")
 
     def summary(self) -> str:
         lines = [f"graph {self.name}: inputs {self.inputs} outputs {self.outputs}"]

@@ -96,14 +96,15 @@ def _spatial(imp, node, kind: str, weights=None, bias=None):
         kernel, strides, dil, begins, ends = [1] + kernel, [1] + strides, [1] + dil, [0] + begins, [0] + ends
     attrs = dict(strides=tuple(strides), pads=(begins[0], begins[1], ends[0], ends[1]))
     src = imp.get(x, channels_last(rank))
-    if nsp == 1:  # [1, L, C] -> [1, 1, L, C]: a free alias
+    if nsp == 1:  # [N, L, C] -> [N, 1, L, C]: a free alias (N > 1, a batch made inside the model, is refused later)
         src4 = imp.g.unique_name(f"{y}_in2d")
-        imp.g.add_tensor(src4, (1, 1) + imp.g.tensors[src].shape[1:])
+        n = imp.g.tensors[src].shape[0]
+        imp.g.add_tensor(src4, (n, 1) + imp.g.tensors[src].shape[1:])
         imp.g.add_node("Reshape", [src], [src4], name=src4)
         src = src4
     if nsp == 1:
         dst = imp.g.unique_name(f"{y}_2d")
-        imp.g.add_tensor(dst, (1, 1, out_shape[2], out_shape[1]))
+        imp.g.add_tensor(dst, (out_shape[0], 1, out_shape[2], out_shape[1]))
     else:
         dst = imp.define(y, channels_last(4))
     if kind == "conv":
