@@ -118,8 +118,8 @@ def test_pad_with_constant_value(tmp_path, opset):
 # -- Add/Sub/Mul/Div of computed tensors of different ranks (NumPy broadcasting) ---------------------------------
 @pytest.mark.parametrize("opset", [13, 17])
 def test_binary_ops_broadcast_across_ranks(tmp_path, opset):
-    """[3,4,5] + [5], [5] - [3,4,5], [2,3,4,5] * [3,1,1], [2,3,4,5] / [4,5]: all operands computed, leading dims
-    > 1 made inside the model. Once: an IndexError reported as a "malformed node"."""
+    """[3,4,5] + [5], [5] - [3,4,5], [2,3,4,5] * [3,1,1], [2,3,4,5] / [4,5], a model input [1,5] + [3,4,5]; leading
+    dims > 1 made inside the model. Once: an IndexError reported as a "malformed node"."""
     b = Builder()
     x3 = b.node("Reshape", ["x", b.const([3, 4, 5], np.int64)])
     x4 = b.node("Reshape", ["z", b.const([2, 3, 4, 5], np.int64)])
@@ -127,7 +127,7 @@ def test_binary_ops_broadcast_across_ranks(tmp_path, opset):
     c = b.node("Reshape", ["c", b.const([3, 1, 1], np.int64)])
     d = b.node("Add", [b.node("Sigmoid", [b.node("Reshape", ["d", b.const([4, 5], np.int64)])]), b.const(0.5)])
     outs = [b.node("Add", [x3, v]), b.node("Sub", [v, x3]), b.node("Mul", [x4, c]), b.node("Div", [x4, d]),
-            b.node("Div", [d, x4]), b.node("Mul", [c, b.node("Relu", [x3])])]
+            b.node("Div", [d, x4]), b.node("Mul", [c, b.node("Relu", [x3])]), b.node("Add", ["v", x3])]
     _check(tmp_path, b.model({"x": [1, 60], "z": [1, 120], "v": [1, 5], "c": [1, 3], "d": [1, 20]}, outs, opset),
            f"bcast_{opset}")
 
