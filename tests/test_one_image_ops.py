@@ -3,8 +3,12 @@ above 1, past the frontends' batch-1 check on inputs) is refused in one line, ne
 
 Regression (issue 17): Conv / AveragePool / MaxPool, 1-D, 2-D, depthwise and grouped, gave max errors of 1.7-5.9
 against onnxruntime when a Reshape put a batch of 2 in front of them. Ops that are correct for any leading
-dimension (global pooling as a mean, elementwise, Dense rows) still compile.
+dimension (global pooling as a mean, elementwise, Dense rows) still compile. Also the other end of model shapes:
+a model with no compute layer at all.
 """
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -64,3 +68,37 @@ def test_ops_that_take_any_leading_dimension_still_compile(tmp_path):
              helper.make_node("Relu", ["p"], ["y"], name="relu")]
     path = _save(tmp_path, "gap", [2, 3, 8, 8], nodes, [], [2, 3, 1, 1])
     assert verify(path, samples=3)["ok"]
+
+
+SHAPE_12 = numpy_helper.from_array(np.array([1, 12], np.int64), "shape")
+AXES_0 = numpy_helper.from_array(np.array([0], np.int64), "axes")
+RENAMES = {   # nodes, initializers, output shape: models that only rename their input
+    "identity": ([helper.make_node("Identity", ["x"], ["y"], name="id")], [], [1, 3, 4]),
+    "identity_flatten": ([helper.make_node("Identity", ["x"], ["t"], name="id"),
+                          helper.make_node("Flatten", ["t"], ["y"], name="flat")], [], [1, 12]),
+    "dropout_reshape": ([helper.make_node("Dropout", ["x"], ["t"], name="drop"),
+                         helper.make_node("Reshape", ["t", "shape"], ["y"], name="reshape")], [SHAPE_12], [1, 12]),
+    "squeeze": ([helper.make_node("Squeeze", ["x", "axes"], ["y"], name="squeeze")], [AXES_0], [3, 4]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RENAMES))
+def test_a_model_without_a_compute_layer_compiles_cleanly(tmp_path, case):
+    """Regression (issue 17): a model of renames only (Identity / Flatten / Reshape / Squeeze / Dropout) gave C
+    that did not compile under the warning set (`unused parameter 'arena'`); it verifies now, and its C builds
+    with -Werror for the host and the Cortex-M0+."""
+    nodes, inits, out_shape = RENAMES[case]
+    g = helper.make_graph(nodes, case, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+    path = tmp_path / f"{case}.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+                     .SerializeToString())
+    assert verify(str(path), samples=2)["ok"]
+    lib = compile_model(str(path), "renames").library
+    for name, text in lib.files.items():
+        (tmp_path / name).write_text(text)
+    flags = ["-std=c99", "-Wall", "-Wextra", "-Wshadow", "-Werror", "-c", str(tmp_path / "renames.c"), "-o"]
+    subprocess.run(["gcc", *flags, str(tmp_path / "host.o")], check=True)
+    assert shutil.which("arm-none-eabi-gcc"), "arm-none-eabi-gcc is not installed (make setup-system)"
+    subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m0plus", "-mthumb", "-O2", *flags, str(tmp_path / "m0.o")],
+                   check=True)
