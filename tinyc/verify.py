@@ -119,7 +119,9 @@ def _samples_from(arrays, tensors, samples, seed):
 
 
 def _to_reference(compiled, name, arr, io_layout):
-    """Our API layout -> the reference runtime's layout (only differs for ONNX with --io-layout nhwc)."""
+    """Our API layout -> the reference runtime's layout (only differs for ONNX with --io-layout nhwc). A sample
+    of a rank-0 input is a NumPy scalar, which onnxruntime refuses: it goes as a 0-d array."""
+    arr = np.asarray(arr)
     if io_layout == "nhwc" and compiled.graph.source_format == "onnx" and arr.ndim in (3, 4):
         return arr.transpose((0, arr.ndim - 1) + tuple(range(1, arr.ndim - 1)))
     return arr

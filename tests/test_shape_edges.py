@@ -1,10 +1,12 @@
-"""Conv and pooling kernels compute one image: a batch made inside the model (a Reshape to a leading dimension
+"""Edges of model shapes (issue 17's regressions).
+
+Conv and pooling kernels compute one image: a batch made inside the model (a Reshape to a leading dimension
 above 1, past the frontends' batch-1 check on inputs) is refused in one line, never computed as one image.
 
 Regression (issue 17): Conv / AveragePool / MaxPool, 1-D, 2-D, depthwise and grouped, gave max errors of 1.7-5.9
 against onnxruntime when a Reshape put a batch of 2 in front of them. Ops that are correct for any leading
-dimension (global pooling as a mean, elementwise, Dense rows) still compile. Also the other end of model shapes:
-a model with no compute layer at all.
+dimension (global pooling as a mean, elementwise, Dense rows) still compile. Also a model with no compute layer
+at all, and rank-0 (scalar) inputs.
 """
 import shutil
 import subprocess
@@ -102,3 +104,22 @@ def test_a_model_without_a_compute_layer_compiles_cleanly(tmp_path, case):
     assert shutil.which("arm-none-eabi-gcc"), "arm-none-eabi-gcc is not installed (make setup-system)"
     subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m0plus", "-mthumb", "-O2", *flags, str(tmp_path / "m0.o")],
                    check=True)
+
+
+@pytest.mark.parametrize("out_shape", [[], [3]])
+def test_verify_feeds_a_rank0_input_to_onnxruntime(tmp_path, out_shape):
+    """Regression (issue 17): a scalar input's sample went to onnxruntime as a NumPy scalar, which it refuses
+    ("Unable to handle object of type numpy.float32"); random samples and a stack from --input both verify."""
+    if out_shape:
+        inits = [numpy_helper.from_array(np.array([1.0, -2.0, 3.0], np.float32), "c")]
+        nodes = [helper.make_node("Mul", ["x", "c"], ["y"], name="mul")]
+    else:
+        inits, nodes = [], [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    g = helper.make_graph(nodes, "scalar", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+    path = tmp_path / "scalar.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+                     .SerializeToString())
+    assert verify(str(path), samples=3)["ok"]
+    r = verify(str(path), inputs=[np.array([1.5, -2.0, 0.25], np.float32)])
+    assert r["ok"] and r["samples"] == 3
