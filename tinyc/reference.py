@@ -169,13 +169,16 @@ def tflm_version() -> str | None:
 def _tflm_arena_bytes(model, data: bytes) -> int:
     """Room for every tensor at once (kPreserveAllTensors gives each its own bytes), twice over for the
     interpreter's own structures and kernel scratch, plus the model size and a margin."""
-    itemsize = {"FLOAT32": 4, "INT32": 4, "INT8": 1, "UINT8": 1, "INT16": 2, "INT64": 8, "BOOL": 1, "FLOAT16": 2}
     from .frontends.tflite_import import _enum_names, _schema
     names = _enum_names(_schema().TensorType)
     total = 0
     for t in model.subgraphs[0].tensors:
         shape = [max(int(d), 1) for d in (t.shape if t.shape is not None else ())]
-        total += int(np.prod(shape, dtype=np.int64)) * itemsize.get(names.get(t.type, ""), 8)
+        try:   # TensorType names are NumPy's in capitals (FLOAT32, INT8, BOOL, ...); others: 8 bytes to be safe
+            itemsize = np.dtype(names.get(t.type, "").lower()).itemsize
+        except TypeError:
+            itemsize = 8
+        total += int(np.prod(shape, dtype=np.int64)) * itemsize
     return 2 * total + len(data) + (1 << 20)
 
 

@@ -20,6 +20,7 @@ from ..resources import resource_dir
 from .console import console_source
 from .machines import QemuMachine, load_machine
 from .rp_boot import boot_block_source
+from .soc import SOC_BOARDS
 
 FIRMWARE_DIR = "firmware"
 STACK_BYTES = 8192            # main stack of the firmware; the kernels themselves use little
@@ -135,8 +136,9 @@ def main_source(compiled, board: Board, samples: list[np.ndarray]) -> str:
         p=lib.prefix, P=lib.prefix.upper(), board=board.name, board_description=board.description,
         samples=rows, num_samples=batches[0].shape[0], outputs=_io_rows(compiled, g.outputs, "output"),
         num_layers=len(lib.layers), arena_bytes=lib.arena_bytes, weight_bytes=lib.weight_bytes,
-        cpu_clock_hz=_cpu_clock_hz(board), target_ticks=TARGET_TICKS, max_reps=MAX_REPS, external=external,
-        arena="arena.bytes" if external else "", run=f"{lib.prefix}_run{'_with_arena' if external else ''}")
+        cpu_clock_hz=_cpu_clock_hz(board), soc_marks=board.name in SOC_BOARDS, target_ticks=TARGET_TICKS,
+        max_reps=MAX_REPS, external=external, arena="arena.bytes" if external else "",
+        run=f"{lib.prefix}_run{'_with_arena' if external else ''}")
 
 
 def firmware_files(compiled, board: Board, samples: list[np.ndarray], opt: str = DEFAULT_OPT) -> dict:

@@ -30,8 +30,8 @@ def run_emulated(compiled, board: Board, model_path: str, out_dir: str | None = 
         result = emulate(compiled, board, out, profile)
         oracle = {}
         rows = check_outputs(compiled, model_path, samples, result.pop("outputs"), io_layout, Path(tmp), oracle)
-    result.update(**oracle, model=model_path, name=compiled.library.prefix, samples=int(samples[0].shape[0]), outputs=rows,
-                  outputs_match=all(r["matches_host"] and r["matches_reference"] for r in rows),
+    result.update(**oracle, model=model_path, name=compiled.library.prefix, samples=int(samples[0].shape[0]),
+                  outputs=rows, outputs_match=all(r["matches_host"] and r["matches_reference"] for r in rows),
                   note="instructions counted by QEMU (-icount shift=0); not cycles: wait states, caches and dual "
                        "issue are not modelled")
     return result
@@ -88,8 +88,8 @@ def run_soc(compiled, board: Board, model_path: str, out_dir: str | None = None,
     clock = _cpu_clock_hz(board)
     cycles = soc["cycles"]
     clocks_match = soc["clk_sys"] == soc["board_cpu_clock_hz"] and soc["clk_peri"] == soc["board_uart_clock_hz"]
-    return dict(**oracle, board=board.name, core=board.core, mcu=board.mcu, **soc, firmware_cycles=console["firmware_cycles"],
-                cpu_clock_hz=clock, ms=round(1000 * cycles / clock, 3), macs=lib.macs,
+    return dict(**oracle, board=board.name, core=board.core, mcu=board.mcu, **soc,
+                firmware_cycles=console["firmware_cycles"], cpu_clock_hz=clock, ms=round(1000 * cycles / clock, 3), macs=lib.macs,
                 cycles_per_mac=round(cycles / lib.macs, 3) if lib.macs else None, clocks_match=clocks_match,
                 model=model_path, name=lib.prefix, samples=1, samples_given=int(given[0].shape[0]), outputs=rows,
                 outputs_match=all(r["matches_host"] and r["matches_reference"] for r in rows), note=NOTE)

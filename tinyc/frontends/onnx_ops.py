@@ -238,7 +238,7 @@ def gemm(imp, node):
         acc = imp.g.unique_name(f"{node.output[0]}_gemm")
         imp.g.add_tensor(acc, out_shape)
         imp.g.add_node("Dense", ins, [acc], name=acc, activation=None)
-        cc = np.asarray(imp.consts[node.input[2]], np.float32)
+        cc = np.asarray(c, np.float32)
         cc = imp.g.add_const(f"{node.output[0]}_c", cc * np.float32(beta) if beta != 1 else cc)
         out = imp.define(node.output[0], plain(2))
         imp.g.add_node("Add", [acc, cc], [out], name=_name(node), activation=None)
