@@ -36,6 +36,24 @@ def zoo(tmp_path_factory):
     """Session-wide lazy model zoo: `zoo.path("cnn_residual", "onnx")` -> a file built once per pytest run."""
     return _LazyZoo(tmp_path_factory.mktemp("zoo"))
 
+@pytest.fixture(scope="session")
+def int8_models(tmp_path_factory):
+    """Session-wide lazy int8 zoo (tests/int8_zoo.py): `int8_models("ds_cnn", float_io=False)` -> a .tflite made
+    by TFLiteConverter once per pytest run."""
+    directory, cache, lock = tmp_path_factory.mktemp("int8"), {}, threading.Lock()
+
+    def get(name, float_io=False):
+        import int8_zoo
+        with lock:
+            key = (name, float_io)
+            if key not in cache:
+                suffix = "_float_io" if float_io else ""
+                cache[key] = int8_zoo.to_int8_tflite(int8_zoo.build(name), directory / f"{name}{suffix}.tflite",
+                                                     float_io)
+            return cache[key]
+    return get
+
+
 import shutil as _shutil
 import subprocess as _subprocess
 

@@ -26,20 +26,6 @@ OPS_COVERED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", 
                "HARD_SWISH", "PAD", "CONCATENATION", "QUANTIZE", "DEQUANTIZE"}
 
 
-@pytest.fixture(scope="module")
-def int8_models(tmp_path_factory):
-    directory, cache = tmp_path_factory.mktemp("int8"), {}
-
-    def get(name, float_io=False):
-        key = (name, float_io)
-        if key not in cache:
-            suffix = "_float_io" if float_io else ""
-            cache[key] = int8_zoo.to_int8_tflite(int8_zoo.build(name), directory / f"{name}{suffix}.tflite",
-                                                 float_io)
-        return cache[key]
-    return get
-
-
 def model_ops(path) -> set:
     S = _schema()
     _, m = _read(S, path)

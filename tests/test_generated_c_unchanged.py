@@ -1,0 +1,85 @@
+"""The C generated for the whole test zoo is pinned: a SHA-256 per model and kernel set, stored in
+tests/data/generated_c.json. A refactoring (moving op definitions, deriving registries) must leave every byte of
+it unchanged; a change meant to alter the C regenerates the digests with `TINYC_UPDATE_GENERATED=1 make test`
+(then `git diff tests/data/generated_c.json` shows which models it touched).
+
+Covered: the every-kernel graph, every Keras zoo model in every format it is exported to, every int8 zoo model
+(TFLiteConverter, int8 and float I/O), and tinyc's own quantizer (--quantize int8) on three zoo models, each with
+the fast and the reference kernels."""
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+import int8_zoo
+import model_zoo
+from test_generated_c import every_kernel_graph
+from tinyc.compiler import codegen_options, compile_graph, compile_model
+from tinyc.frontends import load_model
+from tinyc.quant.calibrate import random_calibration
+
+DIGESTS = Path(__file__).parent / "data" / "generated_c.json"
+UPDATE = bool(os.environ.get("TINYC_UPDATE_GENERATED"))
+KERNEL_SETS = ("fast", "reference")
+PTQ_MODELS = ("cnn_residual", "cnn_depthwise", "mlp_relu")
+# tf2onnx names the tensors it folds from a process-wide counter (const_fold_opt__69 in one run, __133 in the
+# next) and picks any one name for equal constants it merges; those names reach the C only as comments, which are
+# left out of the digest of its models.
+COMMENT = re.compile(r"/\*.*?\*/", re.S)
+
+
+def _digest(compiled) -> str:
+    h = hashlib.sha256()
+    for name, text in sorted(compiled.library.files.items()):
+        if compiled.source.endswith(".onnx"):
+            text = COMMENT.sub("/**/", text)
+        h.update(name.encode() + b"\0" + text.encode() + b"\0")
+    return h.hexdigest()
+
+
+def _check(case: str, compiled) -> None:
+    digest = _digest(compiled)
+    stored = json.loads(DIGESTS.read_text()) if DIGESTS.exists() else {}
+    if UPDATE:
+        stored[case] = digest
+        DIGESTS.parent.mkdir(exist_ok=True)
+        DIGESTS.write_text(json.dumps(dict(sorted(stored.items())), indent=1) + "\n")
+        return
+    assert case in stored, f"no stored digest for {case}: run with TINYC_UPDATE_GENERATED=1 once"
+    assert stored[case] == digest, (f"the C generated for {case} changed; if that is intended, regenerate "
+                                    "tests/data/generated_c.json with TINYC_UPDATE_GENERATED=1")
+
+
+@pytest.mark.parametrize("kernels", KERNEL_SETS)
+def test_every_kernel_graph(kernels):
+    _check(f"every_kernel_graph/{kernels}",
+           compile_graph(every_kernel_graph(), "all_kernels", options=codegen_options(kernels=kernels)))
+
+
+@pytest.mark.parametrize("name", sorted(model_zoo.ZOO))
+def test_float_zoo(zoo, name):
+    for fmt in model_zoo.formats(name):
+        for kernels in KERNEL_SETS:
+            _check(f"{name}.{fmt}/{kernels}",
+                   compile_model(zoo.path(name, fmt), options=codegen_options(kernels=kernels)))
+
+
+@pytest.mark.parametrize("name", sorted(int8_zoo.BUILDERS))
+def test_int8_zoo(int8_models, name):
+    variants = (False, True) if name == "residual_cnn" else (False,)
+    for float_io in variants:
+        for kernels in KERNEL_SETS:
+            _check(f"{name}{'_float_io' if float_io else ''}.tflite/{kernels}",
+                   compile_model(int8_models(name, float_io), options=codegen_options(kernels=kernels)))
+
+
+@pytest.mark.parametrize("name", PTQ_MODELS)
+def test_own_quantizer(zoo, name):
+    path = zoo.path(name, "onnx")
+    calib = random_calibration(load_model(path))
+    for kernels in KERNEL_SETS:
+        _check(f"{name}.onnx --quantize int8/{kernels}",
+               compile_model(path, quantize="int8", calib=calib, options=codegen_options(kernels=kernels)))
