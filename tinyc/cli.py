@@ -4,9 +4,11 @@ Errors are one line on stderr and exit code 2 (TINYC_DEBUG=1 shows the traceback
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import tempfile
 
 import click
 
@@ -63,6 +65,51 @@ def _load_arrays(files):
         except Exception as e:
             raise TinycError(f"cannot read '{f}' as a .npy array ({type(e).__name__})")
     return arrays
+
+
+_bind_opt = click.option("--bind", "binds", multiple=True, metavar="NAME=file.npy",
+                         help="ONNX: make graph input NAME a constant holding the array in file.npy (weights, "
+                              "biases, bounds or shapes the model takes as inputs); repeat per input. The other "
+                              "inputs stay inputs of the C API.")
+
+
+def _bind_arrays(binds) -> dict:
+    """--bind NAME=file.npy values -> {NAME: array}."""
+    import numpy as np
+    out = {}
+    for item in binds:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise TinycError(f"--bind '{item}' is not NAME=file.npy; write e.g. --bind W=weights.npy")
+        if name in out:
+            raise TinycError(f"--bind gives '{name}' twice; bind each input once")
+        try:
+            out[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise TinycError(f"cannot read '{path}' (--bind {name}) as a .npy array ({type(e).__name__}); "
+                             "save the values with numpy.save")
+        if not isinstance(out[name], np.ndarray):
+            raise TinycError(f"'{path}' (--bind {name}) is an .npz archive; give one array per --bind as .npy")
+    return out
+
+
+@contextlib.contextmanager
+def _bound_model(model, binds):
+    """The model file to compile: `model` itself, or with --bind a copy whose bound inputs are constants (the
+    reference runtime of `tinyc verify` then runs on the same values)."""
+    if not binds:
+        yield model
+        return
+    arrays = _bind_arrays(binds)
+    from .frontends import EXTENSIONS
+    kind = EXTENSIONS.get(os.path.splitext(model)[1].lower())
+    if kind != "onnx":
+        raise TinycError(f"--bind applies to ONNX models (graph inputs); '{model}' is not an .onnx file")
+    if not os.path.isfile(model):
+        raise TinycError(f"model file '{model}' does not exist")
+    from .frontends.onnx_import import bound_model_file
+    with tempfile.TemporaryDirectory(prefix="tinyc-bind-") as tmp:
+        yield bound_model_file(model, arrays, tmp)
 
 
 def _arena_limit(target):
@@ -152,8 +199,9 @@ def main():
 @_sample_opt
 @click.option("--seed", default=0, show_default=True, help="Seed of the random sample input (without --sample).")
 @_kernels_opt
+@_bind_opt
 def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, calib, board, arena, arena_section,
-            weights_section, do_build, opt, sample_files, seed, kernels):
+            weights_section, do_build, opt, sample_files, seed, kernels, binds):
     """Compile MODEL (.onnx, .keras, .h5, float32 or int8 .tflite) to a C library in OUT; with --board also a
     firmware project in OUT/firmware (main.c, startup, linker scripts, Makefile for arm-none-eabi-gcc)."""
     from .compiler import codegen_options, write_library
@@ -161,7 +209,8 @@ def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, cali
     options = codegen_options(arena, arena_section, weights_section, kernels, _arena_limit(target))
     if target is None and (do_build or sample_files or opt):
         raise TinycError("--build, --opt and --sample make firmware and need --board (see `tinyc boards`)")
-    c, arrays = _compile(model, name, input_shapes, io_layout, quantize, calib, options)
+    with _bound_model(model, binds) as path:
+        c, arrays = _compile(path, name, input_shapes, io_layout, quantize, calib, options)
     if target is not None:
         from .firmware.project import check_firmware_fits
         check_firmware_fits(c, target)
@@ -304,17 +353,20 @@ def _oracle_text(report) -> str:
 @_quantize_opt
 @_calib_opt
 @_kernels_opt
+@_bind_opt
 def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, input_shapes, io_layout, quantize,
-           calib, kernels):
+           calib, kernels, binds):
     """Compile MODEL for the host (gcc, ASan+UBSan), run it and compare with the reference runtime (for
     --quantize int8: TFLite's reference kernels on the int8 model tinyc made, bit for bit)."""
     from .compiler import codegen_options
     from .verify import verify as run_verify
     arrays = _load_arrays(inputs)
     shapes = _shapes(input_shapes)
-    calib_arrays, progress = _calibration(model, quantize, calib, name, shapes, io_layout)
-    report = run_verify(model, arrays, samples, seed, per_layer, name, shapes, io_layout, keep_dir, quantize,
-                        calib_arrays, progress, codegen_options(kernels=kernels))
+    with _bound_model(model, binds) as path:
+        calib_arrays, progress = _calibration(path, quantize, calib, name, shapes, io_layout)
+        report = run_verify(path, arrays, samples, seed, per_layer, name, shapes, io_layout, keep_dir, quantize,
+                            calib_arrays, progress, codegen_options(kernels=kernels))
+    report["model"] = model
     if as_json:
         click.echo(json.dumps(report))
     else:
@@ -354,14 +406,17 @@ def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, inp
 @_quantize_opt
 @_calib_opt
 @_kernels_opt
-def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_layout, quantize, calib, kernels):
+@_bind_opt
+def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_layout, quantize, calib, kernels,
+           binds):
     """Where the SRAM and flash go: per layer MACs, weights, live bytes, scratch, in-place decisions, the peak;
     the arena and its lower bound; with --board, whether the model fits."""
     from .memory_report import format_report, memory_report, plan_picture_data
     target = _load_board(board)
     from .compiler import codegen_options
-    c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib,
-                    codegen_options(kernels=kernels, arena_limit=_arena_limit(target)))
+    with _bound_model(model, binds) as path:
+        c, _ = _compile(path, name, input_shapes, io_layout, quantize, calib,
+                        codegen_options(kernels=kernels, arena_limit=_arena_limit(target)))
     r = memory_report(c, target)
     if svg_file or html_file:
         from .plan_picture import render_html, render_svg

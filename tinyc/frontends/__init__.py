@@ -9,8 +9,10 @@ from ..ir import Graph
 EXTENSIONS = {".onnx": "onnx", ".keras": "keras", ".h5": "keras", ".hdf5": "keras", ".tflite": "tflite"}
 
 
-def load_model(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
-    """Read `path` into an IR graph. `input_shapes`: one shape per input in the model's own layout (or None)."""
+def load_model(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict | None = None) -> Graph:
+    """Read `path` into an IR graph. `input_shapes`: one shape per input in the model's own layout (or None).
+    `bind` (ONNX): {graph input name: array}, inputs made constants before import (weights, bounds, shapes that
+    the model takes as inputs); `input_shapes` then counts the remaining inputs only."""
     if not os.path.isfile(path):
         raise TinycError(f"model file '{path}' does not exist")
     ext = os.path.splitext(path)[1].lower()
@@ -20,9 +22,12 @@ def load_model(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
                          f"{', '.join(sorted(EXTENSIONS))}")
     if io_layout not in ("nchw", "nhwc"):
         raise TinycError(f"--io-layout must be nchw or nhwc, not '{io_layout}'")
+    if bind and kind != "onnx":
+        raise TinycError(f"binding graph inputs (--bind) applies to ONNX models; '{path}' is a {kind} model, "
+                         "whose weights are constants already")
     if kind == "onnx":
         from .onnx_import import load_onnx
-        return load_onnx(path, input_shapes, io_layout)
+        return load_onnx(path, input_shapes, io_layout, bind)
     if kind == "tflite":
         from .tflite_import import load_tflite
         return load_tflite(path, input_shapes)

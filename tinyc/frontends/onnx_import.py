@@ -336,6 +336,68 @@ def _read_model(path: str):
     return model
 
 
+def _input_dtype(elem_type: int):
+    """The NumPy dtype of an ONNX tensor element type, None where NumPy has none (e.g. bfloat16, float8)."""
+    from onnx import helper
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def bind_inputs(model, bind: dict) -> None:
+    """Turn the graph inputs named in `bind` ({name: array}) into initializers holding those values, in place:
+    parameters a model takes as inputs (weights, biases, norm scales, clip bounds, pads, shapes, ...) become the
+    constants tinyc needs; the other inputs stay runtime inputs. Refuses, in one line, a name that is not a graph
+    input, and an array whose dtype or shape is not the input's."""
+    from onnx import numpy_helper
+    inits = {i.name for i in model.graph.initializer}
+    inputs = {i.name: i for i in model.graph.input if i.name not in inits}
+    for name, value in bind.items():
+        if name not in inputs:
+            what = "already a constant (initializer)" if name in inits else "not a graph input"
+            raise TinycError(f"cannot bind '{name}': it is {what} of the model; bind one of its inputs: "
+                             f"{', '.join(inputs) or '(none)'}")
+        vi = inputs[name]
+        if vi.type.WhichOneof("value") != "tensor_type":
+            raise TinycError(f"cannot bind '{name}': it is a {vi.type.WhichOneof('value')} input, not a tensor")
+        ttype = vi.type.tensor_type
+        arr = np.asarray(value)
+        want = _input_dtype(ttype.elem_type)
+        if want is None or arr.dtype != want:
+            wanted = want.name if want is not None else f"ONNX element type {ttype.elem_type}"
+            raise TinycError(f"cannot bind '{name}': the model's input is {wanted} but the array is {arr.dtype}; "
+                             f"save it as {wanted}")
+        if ttype.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in ttype.shape.dim]
+            if len(dims) != arr.ndim or any(d is not None and d != s for d, s in zip(dims, arr.shape)):
+                text = "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+                raise TinycError(f"cannot bind '{name}': the model's input has shape {text} but the array has "
+                                 f"shape {list(arr.shape)}")
+    kept = [i for i in model.graph.input if i.name not in bind]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    for name, value in bind.items():
+        model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+    model.ir_version = max(model.ir_version, 4)   # before IR 4 an initializer was also listed as a graph input
+
+
+def bound_model_file(path: str, bind: dict, directory: str) -> str:
+    """`path` with `bind` applied (see `bind_inputs`), written into `directory` under the same file name (so the
+    default C name stays the model's); for running the reference runtime on the same constants."""
+    import os
+
+    import onnx
+    model = _read_model(path)
+    bind_inputs(model, bind)
+    out = os.path.join(directory, os.path.basename(path))
+    try:
+        onnx.save(model, out)
+    except (OSError, ValueError) as e:
+        raise TinycError(f"cannot write the bound model to '{out}' ({type(e).__name__})")
+    return out
+
+
 def _static_inputs(model, input_shapes):
     """Fix every graph input's shape: batch -> 1, other unknown dims from `input_shapes` (model layout)."""
     inits = {i.name for i in model.graph.initializer}
@@ -392,12 +454,15 @@ def _convert(imp, node) -> None:
                          f"{e}); the model is corrupt or uses the op in a way tinyc does not support") from None
 
 
-def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw") -> Graph:
+def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict | None = None) -> Graph:
+    """`bind`: {graph input name: array} made constants before import (`bind_inputs`)."""
     import onnx
     from onnx import numpy_helper
 
     from .onnx_ops import ONNX_OPS, dequantize_constant
     model = _read_model(path)
+    if bind:
+        bind_inputs(model, bind)
     importer_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if not MIN_OPSET <= importer_opset <= MAX_OPSET:
         raise TinycError(f"ONNX opset {importer_opset} is not supported (tinyc reads opsets {MIN_OPSET}-"
