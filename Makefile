@@ -6,7 +6,7 @@ VPY    := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARM_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 
-.PHONY: setup setup-system setup-python setup-rp2040js venv demo test test-full firmware bench clean \
+.PHONY: setup setup-system setup-python setup-rp2040js venv demo test test-full firmware bench conformance clean \
         example-iris example-digits example-mnist example-mobilenetv2 distclean
 
 RP2040JS := tinyc/firmware/rp2040js
@@ -94,6 +94,13 @@ test-full: setup
 # `bench/speed.py --help` for subsets (--models, --cores, --quick).
 bench: setup
 	$(VPY) bench/speed.py --soc
+
+# ONNX's backend test suite (every node, pytorch-converted and pytorch-operator case of the installed onnx) through
+# tinyc's ONNX backend: per op type the cases passing, then refusals by reason, wrong results and crashes; per-case
+# results in build/onnx_conformance.json. `bench/onnx_conformance.py --help` for subsets (--ops, --kinds, --jobs).
+conformance: setup
+	@mkdir -p build
+	$(VPY) bench/onnx_conformance.py --json build/onnx_conformance.json
 
 clean:
 	rm -rf build dist *.egg-info demo-out examples-out .pytest_cache .hypothesis
