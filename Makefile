@@ -7,7 +7,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARM_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 
 .PHONY: setup setup-system setup-python setup-rp2040js venv demo test test-full firmware bench conformance clean \
-        example-iris example-digits example-mnist example-mobilenetv2 distclean
+        example-iris example-digits example-mnist example-mobilenetv2 distclean readme-ops
 
 RP2040JS := tinyc/firmware/rp2040js
 
@@ -94,6 +94,10 @@ test-full: setup
 # `bench/speed.py --help` for subsets (--models, --cores, --quick).
 bench: setup
 	$(VPY) bench/speed.py --soc
+
+# README.md's op list, regenerated from `tinyc ops` (tests/test_readme_ops.py fails when they differ).
+readme-ops: setup
+	$(VPY) -m tinyc.op_list README.md
 
 # ONNX's backend test suite (every node, pytorch-converted and pytorch-operator case of the installed onnx) through
 # tinyc's ONNX backend: per op type the cases passing, then refusals by reason, wrong results and crashes; per-case

@@ -1,9 +1,11 @@
 """`verify --per-layer` must name the first layer that diverges: break one kernel on purpose and see."""
+import dataclasses
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tinyc.codegen import float_kernels
+from tinyc.ops import REGISTRY, binary
 from tinyc.verify import verify
 
 
@@ -28,10 +30,10 @@ def test_per_layer_names_the_first_diverging_layer(tmp_path, monkeypatch):
     assert [row["layer"] for row in good["layers"]] == ["conv", "residual_add", "y_t"]
 
     def broken_add(k):   # an Add kernel that subtracts
-        template, variables, macs = float_kernels.binary(k)
+        template, variables, macs = binary.float_kernel(k)
         variables["loops"] = variables["loops"].replace(" + ", " - ").replace("] + ", "] - ")
         return template, variables, macs
-    monkeypatch.setitem(float_kernels.KERNELS, "Add", broken_add)
+    monkeypatch.setitem(REGISTRY, "Add", dataclasses.replace(REGISTRY["Add"], float_kernel=broken_add))
     bad = verify(path, per_layer=True)
     assert not bad["ok"]
     assert bad["first_divergence"] == "residual_add"

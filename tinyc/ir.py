@@ -4,25 +4,8 @@ Tensors have a name, a static shape, a dtype, optional constant data and optiona
 op, input and output tensor names and attributes. Layout is NHWC throughout (what embedded kernels and TFLite
 use); frontends convert. Batch is 1.
 
-Op vocabulary (attributes in brackets; `activation` is None or a dict, see `tinyc.activations`):
-  Conv2D      x[N,H,W,C], w[O,KH,KW,C/groups], b[O]?  [strides=(sh,sw), dilations=(dh,dw),
-              pads=(top,left,bottom,right), groups, activation]. groups == C gives depthwise (O = C*multiplier).
-  Dense       x[...,K], w[O,K], b[O]?  -> [...,O]     [activation]
-  Add Sub Mul Div  a, b with numpy broadcasting     [activation]
-  Activation  x                                     [fn, **params] (the activation dict, flat)
-  ScaleShift  x[...,C], scale[C], shift[C]          (a BatchNorm that had no conv to fold into)
-  BatchNorm   x[...,C], gamma, beta, mean, var      [epsilon]  (only before passes: folded away)
-  Softmax     x                                     [axis]
-  MaxPool2D AvgPool2D  x[N,H,W,C]                   [kernel=(kh,kw), strides, pads=(t,l,b,r),
-              count_include_pad (avg only)]
-  Mean        x                                     [axes, keepdims]
-  Reshape     x -> y with the same element count    (a free alias of its input after `alias_reshape`)
-  Transpose   x                                     [perm]
-  Concat      x0, x1, ...                           [axis]
-  Pad         x                                     [pads=((b0,e0),(b1,e1),...), value]
-  Identity    x                                     (Identity / Dropout; dropped by a pass)
-  Quantize    x -> y                                (float32 -> int8, or int8 -> int8 with new parameters)
-  Dequantize  x -> y                                (int8 -> float32)
+Op vocabulary: `tinyc.ops` defines every op (inputs, attributes, meaning, kernels); `tinyc ops` lists them.
+`activation` attributes are None or a dict, see `tinyc.activations`.
 
 Quantized (int8) graphs use the same ops with dtypes and `quant` on the tensors, following TFLite's int8 spec:
 activations int8 with a per-tensor scale and zero point; Conv2D/Dense weights int8, symmetric (zero point 0),
@@ -42,15 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import TinycError
+from .ops import REGISTRY, names_where
 
-OPS = (
-    "Conv2D", "Dense", "Add", "Sub", "Mul", "Div", "Activation", "ScaleShift", "BatchNorm", "Softmax",
-    "MaxPool2D", "AvgPool2D", "Mean", "Reshape", "Transpose", "Concat", "Pad", "Identity",
-    "Quantize", "Dequantize",
-)
+OPS = tuple(REGISTRY)
 
 # Ops whose kernels take their 4-D input as one NHWC image (batch 1).
-IMAGE_OPS = ("Conv2D", "MaxPool2D", "AvgPool2D")
+IMAGE_OPS = names_where(one_image=True)
 
 
 @dataclass
@@ -185,7 +165,9 @@ class Graph:
                 if i not in available:
                     raise TinycError(f"node '{n.name}' ({n.op}) reads '{i}' before it is computed "
                                      "(the graph has a cycle or a missing producer)")
-            self._check_weights(n)
+            check = REGISTRY[n.op].check
+            if check is not None:
+                check(self, n)
             self._check_one_image(n)
             for o in n.outputs:
                 if o in available:
@@ -199,30 +181,9 @@ class Graph:
             if o not in available:
                 raise TinycError(f"model output '{o}' is never computed")
 
-    def _check_weights(self, n: Node) -> None:
-        """Conv2D/Dense weights, bias and input agree in shape (a corrupt model can break any of them)."""
-        if n.op not in ("Conv2D", "Dense") or len(n.inputs) < 2:
-            return
-        x, w = self.tensors[n.inputs[0]].shape, self.tensors[n.inputs[1]].shape
-        o = w[0] if w else 0
-        if n.op == "Conv2D":
-            groups = int(n.attrs.get("groups", 1) or 0)
-            ok = len(w) == 4 and len(x) == 4 and groups >= 1 and x[3] == w[3] * groups and o % groups == 0
-        else:
-            ok = len(w) == 2 and len(x) >= 1 and x[-1] == w[1]
-        if not ok:
-            raise TinycError(f"{n.op} '{n.name}': weights of shape {w} do not fit its input of shape {x}")
-        if len(n.inputs) > 2 and self.tensors[n.inputs[2]].shape != (o,):
-            raise TinycError(f"{n.op} '{n.name}': bias of shape {self.tensors[n.inputs[2]].shape} for {o} output "
-                             "channels")
-
     def _check_one_image(self, n: Node) -> None:
         """Conv and pooling kernels compute one NHWC image: a leading dimension above 1 (a batch that a Reshape
-        made inside the model, past the frontends' batch-1 check on inputs) would be read as one image. A
-        Reshape keeps the number of values (a frontend that dropped the batch there made this check blind)."""
-        if n.op == "Reshape" and self.tensors[n.inputs[0]].size != self.tensors[n.outputs[0]].size:
-            raise TinycError(f"internal: Reshape '{n.name}' turns {self.tensors[n.inputs[0]].shape} into "
-                             f"{self.tensors[n.outputs[0]].shape}, another number of values; report this model")
+        made inside the model, past the frontends' batch-1 check on inputs) would be read as one image."""
         if n.op not in IMAGE_OPS or not n.inputs:
             return
         shape = self.tensors[n.inputs[0]].shape

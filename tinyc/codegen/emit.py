@@ -14,13 +14,10 @@ from ..names import comment_text
 from ..resources import resource_dir
 from ..schedule import MemoryPlan
 from ..quant.params import scale_of, zero_point_of
-from . import cmake, float_kernels, int8_fast, int8_kernels
+from ..ops import REGISTRY
+from . import cmake
 from .literals import c_array_body, c_float, c_type
 
-KERNELS = {"float": float_kernels.KERNELS, "int8": int8_kernels.KERNELS}
-# Optimized kernels, tried first with kernels="fast"; a rule returns None where it does not apply (the
-# reference kernel is used then). Each must equal its reference twin bit for bit.
-FAST_KERNELS = {"int8": int8_fast.KERNELS}
 KERNEL_SETS = ("fast", "reference")
 GUARDS = ("TINYC_DSP", "!TINYC_DSP")    # the table guards: read only on DSP cores / only elsewhere
 
@@ -33,6 +30,7 @@ class KernelContext:
     in_place: object = None           # schedule.overlap.InPlace when the output overwrites an input
     scratch: str | None = None        # C expression of the layer's scratch buffer (in-place depthwise)
     work: str | None = None           # C expression of the kernel's own scratch (plan.work), e.g. im2col
+    params: object = None             # int8: what the op's int8_prepare computed, read by both of its rules
 
     def tensor(self, i):
         return self.plan.graph.tensors[self.node.inputs[i]]
@@ -209,12 +207,17 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
         alias = _is_alias(plan, node)
         if not alias:
             family = kernel_family(g, node)
-            rule = KERNELS[family].get(node.op)
+            definition = REGISTRY[node.op]
+            rule = definition.float_kernel if family == "float" else definition.int8_kernel
             if rule is None:
                 raise TinycError(f"no {family} C kernel for op '{node.op}' (node '{node.name}'); run `tinyc ops`")
             context = KernelContext(node, plan, exprs, table, in_place, scratch, work)
+            if family == "int8" and definition.int8_prepare is not None:
+                context.params = definition.int8_prepare(context)
             chosen, folder = None, family
-            fast = FAST_KERNELS.get(family, {}).get(node.op) if kernels == "fast" else None
+            # The optimized kernel, tried first; it returns None where it does not apply (the reference kernel
+            # is used then), and must equal its reference twin bit for bit.
+            fast = definition.int8_fast if family == "int8" and kernels == "fast" else None
             if fast is not None:
                 chosen = fast(context)
                 folder = f"{family}_fast"

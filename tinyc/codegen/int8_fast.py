@@ -1,5 +1,6 @@
 """Fast int8 kernel rules: (template in templates/int8_fast/, variables, MACs), or None where the reference
-kernel (int8_kernels.py, the twin each must equal bit for bit) is used instead.
+kernel (the op's int8_kernel in tinyc/ops/, the twin each must equal bit for bit) is used instead. Both read
+the parameters the op's int8_prepare computed (`k.params`).
 
 `work_bytes(graph, node)` tells the memory planner how much kernel scratch a layer's fast kernel needs; it must
 make the same choice as the rule (both go through `conv_mode`).
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..quant import params as qp
-from . import gemm_pack, int8_depthwise, int8_fast_misc
+from . import gemm_pack, int8_depthwise
 
 
 def conv_geometry(g, node) -> dict:
@@ -222,12 +223,10 @@ def conv2d(k):
     if mode == "im2col":       # windows padded to whole words: zero weights for the padding inputs
         w2d = np.pad(w2d, ((0, 0), (0, window_k(geo) - kwin)))
     bias = _bias(g, k.node)
-    in_q, out_q = k.tensor(0).quant, k.out.quant
-    in_zp, out_zp = qp.zero_point_of(in_q), qp.zero_point_of(out_q)
+    p = k.params
+    in_zp, out_zp, mults, shifts, lo, hi = p.in_zp, p.out_zp, p.mults, p.shifts, p.lo, p.hi
     v = _gemm_vars(k, w2d, bias, in_zp, "pair" if px2 else "quad")
     v.update(px2=px2, e_offset=_scratch_layout(g, k.node)[1])
-    mults, shifts = qp.conv_multipliers(in_q, k.tensor(1).quant, out_q, geo["oc"])
-    lo, hi = qp.activation_range(k.node.attrs.get("activation"), out_q)
     fast = gemm_pack.fast_mbqm(shifts, gemm_pack.acc_bound(w2d, bias, in_zp))
     if fast:    # per channel: folded bias, multiplier, right shift, 2^(shift - 1), read together
         rest = [mults, [-s for s in shifts], [1 << (-s - 1) for s in shifts]]
@@ -254,11 +253,11 @@ def dense(k):
     if not dense_applies(g, k.node) or k.work is None:      # a plan made without kernel scratch
         return None
     w, bias = _int8_weights(g, k.node), _bias(g, k.node)
-    in_q, out_q = k.tensor(0).quant, k.out.quant
+    p = k.params
     o, kdim = w.shape
-    scales = qp.fc_scales(in_q, k.tensor(1).quant, out_q, o)
+    scales = p.scales
     fixed = [gemm_pack.double_requant(s) for s in scales]
-    in_zp = qp.zero_point_of(in_q)
+    in_zp = p.in_zp
     v = _gemm_vars(k, w, bias, in_zp)
     v["expand"] = expand
     m32 = [m for m, _ in fixed]
@@ -268,12 +267,9 @@ def dense(k):
     v["prm"] = _prm_table(k, v["folded"], [m32, ties, [0] * o], label, "TINYC_DSP")
     v["prm_b"] = _prm_table(k, v["folded_b"], [m32, ties, [0] * o], label, "!TINYC_DSP")
     scale_expr = k.table(scales, "float64", "requantization scales (the double path near ties)")
-    lo, hi = qp.activation_range(k.node.attrs.get("activation"), out_q)
     rows = k.in_size(0) // kdim
-    v.update(mode="rows", rows=rows, out_zp=qp.zero_point_of(out_q), lo=lo, hi=hi, requant="double",
+    v.update(mode="rows", rows=rows, out_zp=p.out_zp, lo=p.lo, hi=p.hi, requant="double",
              scale=scale_expr, variant="fc",
              comment=f"fully connected {rows} row(s) x {kdim} -> {o}")
     return "gemm.c.j2", v, rows * kdim * o
 
-
-KERNELS = {"Conv2D": conv2d, "Dense": dense, **int8_fast_misc.KERNELS}

@@ -1,5 +1,6 @@
 """Fast int8 pooling, Add/Sub/Mul, Mean and unary (activation, int8 requantize) rules, each the bit-exact twin of
-its reference rule in int8_kernels.py (templates/int8_fast/pool.c.j2, binary.c.j2, lut.c.j2, mean.c.j2).
+its op's reference rule in tinyc/ops/ (templates/int8_fast/pool.c.j2, binary.c.j2, lut.c.j2, mean.c.j2). Both
+read the parameters the op's `int8_prepare` computed (`k.params`).
 
 How each stays exact:
 - Unary int8 -> int8 ops (RELU/RELU6/clip, LEAKY_RELU, HARD_SWISH, LOGISTIC, TANH, QUANTIZE int8 -> int8) have
@@ -21,7 +22,6 @@ import numpy as np
 from ..quant import params as qp
 from ..quant.fixed_point import multiply_by_quantized_multiplier as mbqm
 from ..quant.fixed_point import rounding_divide_by_pot
-from . import int8_kernels
 from .loops import broadcast_strides, row_major_strides, strided_loops
 
 INT8 = range(-128, 128)
@@ -122,48 +122,37 @@ def hard_swish_value(x: int, in_zp: int, out_mult: int, out_exp: int, relu_mult:
 
 
 def hard_swish_params(s_in: float, s_out: float) -> tuple[int, int, int, int] | None:
-    """(out_mult, out_exp, relu_mult, relu_exp) of tinyc_hard_swish as int8_kernels.hard_swish derives them, or
+    """(out_mult, out_exp, relu_mult, relu_exp) of tinyc_hard_swish (quant.params.hard_swish_multipliers), or
     None where the reference refuses them or its C would overflow (relu_exp > 16)."""
-    f32 = np.float32
-    hires = f32(f32(1.0 / 128.0) * f32(s_in))
-    om, oe = qp.multiplier(float(f32(hires / f32(s_out))))
-    rm, re = qp.multiplier(float(f32(hires / f32(f32(3.0) / f32(32768.0)))))
-    if oe > 0 or re > 16:
-        return None
-    return int8_kernels._int16_multiplier(om), oe, int8_kernels._int16_multiplier(rm), re
+    p = qp.hard_swish_multipliers(s_in, s_out)
+    return None if p[1] > 0 or p[3] > 16 else p
 
 
 def unary_table(k) -> list | None:
     """y for x = -128..127 (index x + 128) of an int8 -> int8 elementwise op, computed exactly as its reference
-    kernel computes it (same parameters, same integer steps), or None when the reference kernel is needed
-    (float input, parameters it refuses, or arithmetic whose C overflows)."""
-    node = k.node
+    kernel computes it (same parameters, `k.params`, same integer steps), or None when the reference kernel is
+    needed (float input, or arithmetic whose C overflows)."""
+    node, p = k.node, k.params
     if not _int8_io(k):
         return None
-    iq, oq = k.tensor(0).quant, k.out.quant
-    zi, zo = qp.zero_point_of(iq), qp.zero_point_of(oq)
     if node.op == "Quantize":
-        m, sh = qp.rescale(iq, oq)
+        m, sh = p
+        zi, zo = qp.zero_point_of(k.tensor(0).quant), qp.zero_point_of(k.out.quant)
         return [_sat(mbqm(v - zi, m, sh) + zo, -128, 127) for v in INT8]
     if node.op != "Activation":
         return None
-    fn = node.attrs.get("fn")
-    if fn in ("relu", "clip"):
-        lo, hi = qp.activation_range(dict(node.attrs), oq)
-        m, sh = qp.rescale(iq, oq, in_float32=True)
-        return [_sat(mbqm(v - zi, m, sh) + zo, lo, hi) for v in INT8]
-    if fn == "leaky_relu":
-        f32 = np.float32
-        s_in, s_out = f32(qp.scale_of(iq)), f32(qp.scale_of(oq))
-        m_a, e_a = qp.multiplier(float(f32(f32(s_in * f32(node.attrs["alpha"])) / s_out)))
-        m_i, e_i = qp.rescale(iq, oq, in_float32=True)
+    zi, zo = p.in_zp, p.out_zp
+    if p.fn in ("relu", "clip"):
+        m, sh = p.rescale
+        return [_sat(mbqm(v - zi, m, sh) + zo, p.lo, p.hi) for v in INT8]
+    if p.fn == "leaky_relu":
+        (m_i, e_i), (m_a, e_a) = p.rescale, p.alpha_rescale
         return [_sat(zo + (mbqm(v - zi, m_i, e_i) if v >= zi else mbqm(v - zi, m_a, e_a)), -128, 127)
                 for v in INT8]
-    if fn == "hard_swish":
-        p = hard_swish_params(qp.scale_of(iq), qp.scale_of(oq))
-        return None if p is None else [hard_swish_value(v, zi, *p, zo) for v in INT8]
-    if fn in ("sigmoid", "tanh"):
-        return [int(v) for v in qp.activation_table(fn, iq, oq)]
+    if p.fn == "hard_swish":
+        return None if p.hard_swish[3] > 16 else [hard_swish_value(v, zi, *p.hard_swish, zo) for v in INT8]
+    if p.fn in ("sigmoid", "tanh"):
+        return [int(v) for v in p.table]
     return None
 
 
@@ -227,19 +216,11 @@ def _binary_loops(k, stmt: str) -> str:
 
 
 def add_sub_params(k):
-    """(per input: the value of its rescaled operand for each int8 x, index x + 128), output multiplier, shift,
-    zero point and clamp — as int8_kernels.add_sub derives them."""
-    s1, s2, so = qp.scale_of(k.tensor(0).quant), qp.scale_of(k.tensor(1).quant), qp.scale_of(k.out.quant)
-    twice_max = 2.0 * max(s1, s2)
-    out_real = twice_max / float(np.float32((1 << 20) * np.float32(so)))
-    if out_real >= 1.0:
-        return None
-    ms = [qp.multiplier(s1 / twice_max), qp.multiplier(s2 / twice_max)]
-    zs = [qp.zero_point_of(k.tensor(i).quant) for i in (0, 1)]
-    values = [[mbqm((x - z) * (1 << 20), m, sh) for x in INT8] for (m, sh), z in zip(ms, zs)]
-    mo, sho = qp.multiplier(out_real)
-    lo, hi = qp.activation_range(k.node.attrs.get("activation"), k.out.quant)
-    return values, ms, zs, mo, sho, qp.zero_point_of(k.out.quant), lo, hi
+    """(per input: the value of its rescaled operand for each int8 x, index x + 128), the input multipliers and
+    zero points, and the output multiplier, shift, zero point and clamp (`k.params`, ops/binary.py)."""
+    p = k.params
+    values = [[mbqm((x - z) * (1 << 20), m, sh) for x in INT8] for (m, sh), z in zip(p.in_mults, p.in_zps)]
+    return values, list(p.in_mults), list(p.in_zps), p.out_mult, p.out_shift, p.out_zp, p.lo, p.hi
 
 
 def _pure_shift(values: list, z: int) -> int | None:
@@ -257,10 +238,7 @@ def add_sub(k):
     table (or added once)."""
     if not _int8_io(k) or any(k.tensor(i).is_const for i in (0, 1)):
         return None
-    p = add_sub_params(k)
-    if p is None:
-        return None            # the reference rule refuses it with a message
-    values, ms, zs, mo, sho, zo, lo, hi = p
+    values, ms, zs, mo, sho, zo, lo, hi = add_sub_params(k)
     sign = "+" if k.node.op == "Add" else "-"
     bound = max(abs(v) for v in values[0]) + max(abs(v) for v in values[1])
     use_tables = k.out_size >= ADD_TABLE_MIN_ELEMENTS
@@ -303,10 +281,8 @@ def add_sub(k):
 def mul(k):
     if not _int8_io(k) or any(k.tensor(i).is_const for i in (0, 1)):
         return None
-    s1, s2, so = (np.float32(qp.scale_of(q)) for q in (k.tensor(0).quant, k.tensor(1).quant, k.out.quant))
-    m, sh = qp.multiplier(float(np.float32(np.float32(s1 * s2) / so)))
-    z1, z2, zo = (qp.zero_point_of(q) for q in (k.tensor(0).quant, k.tensor(1).quant, k.out.quant))
-    lo, hi = qp.activation_range(k.node.attrs.get("activation"), k.out.quant)
+    p = k.params
+    m, sh, (z1, z2), zo, lo, hi = p.mult, p.shift, p.in_zps, p.out_zp, p.lo, p.hi
     req = requant_expr("p", _absmax(z1) * _absmax(z2), m, sh, zo)
     stmt = ("{{ const int32_t p = ((int32_t)%s[{o1}] - (%d)) * ((int32_t)%s[{o2}] - (%d)); y[{o0}] = %s; }}"
             % (k.expr(0), z1, k.expr(1), z2, clamp_expr(req, lo, hi)))
@@ -349,7 +325,7 @@ def _window_counts(v) -> set:
 def pool2d(k):
     if not _int8_io(k):
         return None
-    _, v, _ = int8_kernels.pool2d(k)          # the reference's parameters and checks (raises where it refuses)
+    v = dict(k.params)                        # the geometry and clamp the reference uses (ops/pool2d.py)
     kind = v["kind"]
     c = v["c"]
     oy_lo, oy_hi = _interior(v["oh"], v["sh"], v["pt"], v["kh"], v["ih"])
@@ -388,16 +364,10 @@ def mean(k):
     if not _int8_io(k) or len(shape) != 4 or shape[0] != 1 or sorted(set(k.node.attrs["axes"])) != [1, 2]:
         return None
     _, h, w, c = shape
-    n = h * w
-    m, e = qp.rescale(k.tensor(0).quant, k.out.quant)
-    shift = min(n.bit_length() - 1, 32, 31 + e)
-    m2, e2 = (m << shift) // n, e - shift
-    zi, zo = qp.zero_point_of(k.tensor(0).quant), qp.zero_point_of(k.out.quant)
+    p = k.params
+    n, m2, e2, zi, zo = p.count, p.mult, p.shift, p.in_zp, p.out_zp
     acc = f"acc - ({zi * n})" if zi else "acc"
     out = clamp_expr(requant_expr(acc, _absmax(zi) * n, m2, e2, zo), -128, 127)
     return "mean.c.j2", dict(n=n, c=c, c4=c - c % 4, chunk=255, out=out,
                              comment=f"int8 mean of {n} values per channel ({h}x{w}x{c})"), 0
 
-
-KERNELS = {"MaxPool2D": pool2d, "AvgPool2D": pool2d, "Add": add_sub, "Sub": add_sub, "Mul": mul,
-           "Activation": unary, "Quantize": unary, "Mean": mean}

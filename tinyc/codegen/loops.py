@@ -53,3 +53,21 @@ def strided_loops(shape, strides_list, body: str, indent: str = "  ", var: str =
         pad = pad[:-2]
         lines.append(f"{pad}}}")
     return "\n".join(lines)
+
+
+def dense_strides(shape) -> list:
+    """Row-major element strides, size-1 axes included (row_major_strides gives those 0)."""
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= d
+    return list(reversed(strides))
+
+
+def place_block(src_shape, out_shape, begin, src_expr) -> str:
+    """Loops copying a whole `src_shape` block of `src_expr` into y of `out_shape` at corner `begin` (Pad, Concat)."""
+    full = dense_strides(out_shape)
+    base = sum(b * s for b, s in zip(begin, full))
+    body = "y[%d + {o1}] = %s[{o0}];" % (base, src_expr) if base else "y[{o1}] = %s[{o0}];" % src_expr
+    return strided_loops(src_shape, [row_major_strides(src_shape),
+                                     [s if d != 1 else 0 for s, d in zip(full, src_shape)]], body)

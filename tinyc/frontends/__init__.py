@@ -44,8 +44,10 @@ def supported_ops() -> dict:
     from .tflite_ops import FOLD_OPS, TFLITE_OPS
     ops["tflite"] = sorted(TFLITE_OPS)
     ops["tflite (constant sub-graphs only, folded at compile time)"] = sorted(set(FOLD_OPS) - set(TFLITE_OPS))
-    from ..codegen.int8_kernels import ACTIVATIONS, KERNELS
-    ops["int8 kernels (IR ops; activations: " + ", ".join(sorted(ACTIVATIONS)) + ")"] = sorted(KERNELS)
+    from ..ops import REGISTRY
+    from ..ops.activation import INT8_FUNCTIONS
+    ops["int8 kernels (IR ops; activations: " + ", ".join(sorted(INT8_FUNCTIONS)) + ")"] = \
+        sorted(n for n, d in REGISTRY.items() if d.int8_kernel is not None)
     try:
         from .keras_import import SUPPORTED_LAYERS
         ops["keras"] = sorted(SUPPORTED_LAYERS)

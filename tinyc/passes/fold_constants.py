@@ -16,8 +16,9 @@ import numpy as np
 
 from ..interp import run_node
 from ..ir import Graph
+from ..ops import names_where
 
-_DATA_MOVEMENT = ("Reshape", "Transpose", "Identity")
+_DATA_MOVEMENT = names_where(moves_data=True)
 
 
 def _foldable(g: Graph, node) -> bool:

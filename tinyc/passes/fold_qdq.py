@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Node, Quant, Tensor
+from ..ops import REGISTRY
 from .fuse_activation import activation_of, compose
 
 _MOVES = ("Reshape", "Transpose", "Pad")
@@ -364,8 +365,9 @@ def _activation(g: Graph, op: Node, act, out: Tensor) -> bool:
     return True
 
 
-_RULES = {"Conv2D": _conv_or_dense, "Dense": _conv_or_dense, "Add": _binary, "Sub": _binary, "Mul": _binary,
-          "MaxPool2D": _pool, "AvgPool2D": _pool, "Mean": _mean, "Concat": _concat, "Activation": _activation}
+# The rule each op names (OpDef.qdq_rule).
+_RULES = {"weighted": _conv_or_dense, "binary": _binary, "pool": _pool, "mean": _mean, "concat": _concat,
+          "activation": _activation}
 
 
 def _fold_groups(g: Graph) -> None:
@@ -377,7 +379,7 @@ def _fold_groups(g: Graph) -> None:
         if found is None or not _per_tensor(out.quant):
             continue
         op, chain, act = found
-        rule = _RULES.get(op.op)
+        rule = _RULES.get(REGISTRY[op.op].qdq_rule)
         if rule is None or not rule(g, op, act, out):
             continue
         op.outputs = [out.name]

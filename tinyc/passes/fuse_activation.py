@@ -15,8 +15,9 @@ import math
 import numpy as np
 
 from ..ir import Graph, mark_fused
+from ..ops import names_where
 
-FUSABLE = ("Conv2D", "Dense", "Add", "Sub", "Mul", "Div")
+FUSABLE = names_where(fuses_activation=True)
 _FLOAT_MAX = float(np.finfo(np.float32).max)
 
 

@@ -118,3 +118,18 @@ def activation_table(fn: str, in_q, out_q) -> list[int]:
         q = int(f32(r + f32(z_out)))
         table.append(min(QMAX, max(QMIN, q)))
     return table
+
+
+# -- HARD_SWISH: int16 arithmetic with two down-scaled multipliers (docs/int8-numerics.md 4.13) ----------------
+def int16_multiplier(m: int) -> int:
+    """TFLite's DownScaleInt32ToInt16Multiplier."""
+    return 32767 if m >= (1 << 31) - 1 - (1 << 15) else (m + (1 << 15)) >> 16
+
+
+def hard_swish_multipliers(s_in: float, s_out: float) -> tuple[int, int, int, int]:
+    """(out_mult, out_exp, relu_mult, relu_exp) of tinyc_hard_swish, derived in float32 as TFLite's Prepare."""
+    f32 = np.float32
+    hires = f32(f32(1.0 / 128.0) * f32(s_in))
+    om, oe = multiplier(float(f32(hires / f32(s_out))))
+    rm, re = multiplier(float(f32(hires / f32(f32(3.0) / f32(32768.0)))))
+    return int16_multiplier(om), oe, int16_multiplier(rm), re

@@ -21,14 +21,17 @@ import numpy as np
 from ..disjoint_sets import DisjointSets
 from ..errors import TinycError
 from ..ir import Graph, Node, Quant
+from ..ops import REGISTRY, names_where
+from ..ops.activation import FIXED_QUANT, INT8_FUNCTIONS, INT8_FUSABLE
 from .calibrate import collect_ranges
 from .params import QMAX, QMIN
 
-CLAMPS = ("relu", "clip")
-INT8_ACTIVATIONS = ("relu", "clip", "leaky_relu", "hard_swish", "sigmoid", "tanh")
-SHARED = ("MaxPool2D", "AvgPool2D", "Reshape", "Identity", "Transpose", "Pad", "Concat")
-QUANTIZABLE = ("Conv2D", "Dense", "Add", "Sub", "Mul", "Activation", "Softmax", "Mean") + SHARED
-FIXED = {"Softmax": (1.0 / 256, -128), "sigmoid": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
+# The ops' quantization policies (OpDef.quantize, tinyc/ops/opdef.py).
+CLAMPS = INT8_FUSABLE
+INT8_ACTIVATIONS = INT8_FUNCTIONS
+SHARED = names_where(quantize="shared")
+QUANTIZABLE = tuple(n for n, d in REGISTRY.items() if d.quantize is not None)
+FIXED = {**{n: d.fixed_quant for n, d in REGISTRY.items() if d.quantize == "fixed"}, **FIXED_QUANT}
 
 
 def _check(g: Graph) -> None:

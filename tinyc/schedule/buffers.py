@@ -16,8 +16,9 @@ import numpy as np
 
 from ..disjoint_sets import DisjointSets
 from ..ir import Graph
+from ..ops import names_where
 
-ALIAS_OPS = ("Reshape", "Identity")
+ALIAS_OPS = names_where(memory="alias")
 ALIGN = 4          # every buffer starts on a 4-byte boundary: float32 / int32 data and 32-bit SIMD loads
 
 

@@ -24,10 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import Graph
+from ..ops import names_where
 from .buffers import ALIGN, align
 
-ELEMENTWISE = ("Activation", "Quantize", "Dequantize", "ScaleShift", "Add", "Sub", "Mul", "Div")
-WINDOWED = ("Conv2D", "MaxPool2D", "AvgPool2D", "Dense")
+# The ops' in-place contracts (OpDef.memory, tinyc/ops/opdef.py).
+ELEMENTWISE = names_where(memory="elementwise")
+WINDOWED = names_where(memory="windowed")
 KINDS = ("elementwise", "depthwise", "overlap")
 
 

@@ -1,0 +1,94 @@
+"""Activation: one activation function (tinyc/activations.py's table) applied elementwise."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import activations
+from ..codegen import int8_fast_misc
+from ..codegen.loops import strided_loops
+from ..errors import TinycError
+from ..quant import params as qp
+from .int8_common import elementwise, in_quant, out_quant
+from .opdef import OpDef
+
+# Activation functions with an int8 kernel (TFLite: RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU, HARD_SWISH,
+# LOGISTIC, TANH); only the clamps among them fuse into an int8 producer.
+INT8_FUNCTIONS = ("relu", "clip", "leaky_relu", "hard_swish", "sigmoid", "tanh")
+INT8_FUSABLE = ("relu", "clip")
+# Output parameters TFLite fixes (its kernels require them).
+FIXED_QUANT = {"sigmoid": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
+
+
+def evaluate(a, ins):
+    return activations.apply(a, ins[0].astype(np.float64))
+
+
+def float_kernel(k):
+    fn = {key: val for key, val in k.node.attrs.items()}
+    body = "{{ const float v = x0[{o0}]; y[{o0}] = %s; }}" % k.act("v", fn)
+    return "elementwise.c.j2", dict(comment=f"{fn['fn']} on {k.out_size} values",
+                                    loops=strided_loops([k.out_size], [[1]], body)), 0
+
+
+@dataclass(frozen=True)
+class ActivationParams:
+    fn: str
+    in_zp: int
+    out_zp: int
+    lo: int = qp.QMIN
+    hi: int = qp.QMAX
+    rescale: tuple = ()          # (multiplier, shift) input LSBs -> output LSBs (relu, clip; leaky_relu x >= 0)
+    alpha_rescale: tuple = ()    # leaky_relu x < 0: alpha * input LSBs -> output LSBs
+    hard_swish: tuple = ()       # (out_mult, out_exp, relu_mult, relu_exp), int16 multipliers
+    table: tuple = ()            # sigmoid, tanh: the output for each input v, at v + 128
+
+
+def int8_prepare(k) -> ActivationParams:
+    a = dict(k.node.attrs)
+    fn = a["fn"]
+    iq, oq = in_quant(k), out_quant(k)
+    zi, zo = qp.zero_point_of(iq), qp.zero_point_of(oq)
+    if fn in ("relu", "clip"):
+        lo, hi = qp.activation_range(a, oq)
+        return ActivationParams(fn, zi, zo, lo, hi, rescale=qp.rescale(iq, oq, in_float32=True))
+    if fn == "leaky_relu":      # both multipliers computed in float32, as TFLite
+        f32 = np.float32
+        s_in, s_out = f32(qp.scale_of(iq)), f32(qp.scale_of(oq))
+        alpha = qp.multiplier(float(f32(f32(s_in * f32(a["alpha"])) / s_out)))
+        return ActivationParams(fn, zi, zo, rescale=qp.rescale(iq, oq, in_float32=True), alpha_rescale=alpha)
+    if fn == "hard_swish":
+        m = qp.hard_swish_multipliers(qp.scale_of(iq), qp.scale_of(oq))
+        if m[1] > 0:
+            raise TinycError(f"node '{k.node.name}': int8 hard-swish needs output scale >= input scale / 128 "
+                             "(TFLite requires it)")
+        return ActivationParams(fn, zi, zo, hard_swish=m)
+    if fn in ("sigmoid", "tanh"):
+        return ActivationParams(fn, zi, zo, table=tuple(qp.activation_table(fn, iq, oq)))
+    raise TinycError(f"node '{k.node.name}': activation '{fn}' has no int8 kernel; run `tinyc ops`")
+
+
+def int8_kernel(k):
+    p = k.params
+    if p.fn in ("relu", "clip"):    # RELU / RELU6 / RELU_N1_TO_1: rescale to output LSBs, then clamp
+        m, sh = p.rescale
+        return elementwise(k, "tinyc_sat8(tinyc_requantize(v - (%d), %d, %d) + (%d), %d, %d)"
+                           % (p.in_zp, m, sh, p.out_zp, p.lo, p.hi), f"int8 {p.fn}")
+    if p.fn == "leaky_relu":
+        (m_i, e_i), (m_a, e_a) = p.rescale, p.alpha_rescale
+        zi, zo = p.in_zp, p.out_zp
+        return elementwise(k, "tinyc_sat8((%d) + (v >= %d ? tinyc_requantize(v - (%d), %d, %d) : "
+                           "tinyc_requantize(v - (%d), %d, %d)), -128, 127)" % (zo, zi, zi, m_i, e_i, zi, m_a, e_a),
+                           "int8 leaky relu")
+    if p.fn == "hard_swish":
+        return elementwise(k, "tinyc_hard_swish(v, %d, %d, %d, %d, %d, %d)" % (p.in_zp, *p.hard_swish, p.out_zp),
+                           "int8 hard swish")
+    table = k.table(list(p.table), "int8", f"int8 {p.fn} table")     # computed in float32, as TFLite
+    return elementwise(k, "%s[v + 128]" % table, f"int8 {p.fn} by table")
+
+
+DEFINITIONS = (OpDef(
+    "Activation", "x  [fn, **params] (the activation dict, flat; see tinyc.activations)",
+    evaluate, None, float_kernel, int8_prepare, int8_kernel, int8_fast_misc.unary,
+    memory="elementwise", quantize="own", qdq_rule="activation"),)

@@ -1,0 +1,117 @@
+"""Add, Sub, Mul, Div: elementwise with numpy broadcasting, with an optional fused activation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..codegen import int8_fast_misc
+from ..codegen.loops import broadcast_strides, row_major_strides, strided_loops
+from ..errors import TinycError
+from ..quant import params as qp
+from .int8_common import in_quant, out_quant
+from .opdef import OpDef
+
+NUMPY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+SYMBOL = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
+
+
+def evaluator(op):
+    return lambda a, ins: NUMPY[op](ins[0].astype(np.float64), ins[1].astype(np.float64))
+
+
+def _loop_operands(k):
+    out = k.out_shape
+    return out, [row_major_strides(out), broadcast_strides(k.in_shape(0), out), broadcast_strides(k.in_shape(1), out)]
+
+
+def float_kernel(k):
+    sym = SYMBOL[k.node.op]
+    out, strides = _loop_operands(k)
+    # Doubled braces survive strided_loops' str.format; {o0}.. become the operands' offsets.
+    body = "{{ const float v = %s[{o1}] %s %s[{o2}]; y[{o0}] = %s; }}" % (k.expr(0), sym, k.expr(1), k.act("v"))
+    return "elementwise.c.j2", dict(comment=f"{k.node.op} {k.in_shape(0)} {sym} {k.in_shape(1)} -> {out}",
+                                    loops=strided_loops(out, strides, body)), 0
+
+
+@dataclass(frozen=True)
+class AddSubParams:
+    """TFLite's ADD/SUB OpData: both inputs shifted left by 20 bits and rescaled to twice the larger input scale,
+    combined, then rescaled to the output."""
+    in_mults: tuple        # ((m1, shift1), (m2, shift2))
+    in_zps: tuple          # (z1, z2)
+    out_mult: int
+    out_shift: int
+    out_zp: int
+    lo: int
+    hi: int
+
+
+def add_sub_prepare(k) -> AddSubParams:
+    q1, q2, qo = in_quant(k, 0), in_quant(k, 1), out_quant(k)
+    s1, s2, so = qp.scale_of(q1), qp.scale_of(q2), qp.scale_of(qo)
+    twice_max = 2.0 * max(s1, s2)
+    ms = (qp.multiplier(s1 / twice_max), qp.multiplier(s2 / twice_max))
+    out_real = twice_max / float(np.float32((1 << 20) * np.float32(so)))
+    if out_real >= 1.0:
+        raise TinycError(f"node '{k.node.name}': int8 {k.node.op} with output scale {so:g} far below its input "
+                         f"scales ({s1:g}, {s2:g}) cannot be computed by TFLite's scheme; requantize the model")
+    mo, sho = qp.multiplier(out_real)
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), qo)
+    return AddSubParams(ms, (qp.zero_point_of(q1), qp.zero_point_of(q2)), mo, sho, qp.zero_point_of(qo), lo, hi)
+
+
+def add_sub_kernel(k):
+    p = k.params
+    (m1, sh1), (m2, sh2) = p.in_mults
+    z1, z2 = p.in_zps
+    sign = SYMBOL[k.node.op]
+    body = ("{{ const int32_t a = tinyc_requantize(((int32_t)%s[{o1}] - (%d)) * (1 << 20), %d, %d);\n"
+            "  const int32_t b = tinyc_requantize(((int32_t)%s[{o2}] - (%d)) * (1 << 20), %d, %d);\n"
+            "  y[{o0}] = tinyc_sat8(tinyc_requantize(a %s b, %d, %d) + (%d), %d, %d); }}"
+            % (k.expr(0), z1, m1, sh1, k.expr(1), z2, m2, sh2, sign, p.out_mult, p.out_shift, p.out_zp, p.lo, p.hi))
+    out, strides = _loop_operands(k)
+    return "elementwise.c.j2", dict(comment=f"int8 {k.node.op} {k.in_shape(0)} {sign} {k.in_shape(1)} -> {out}",
+                                    loops=strided_loops(out, strides, body)), 0
+
+
+@dataclass(frozen=True)
+class MulParams:
+    mult: int
+    shift: int
+    in_zps: tuple
+    out_zp: int
+    lo: int
+    hi: int
+
+
+def mul_prepare(k) -> MulParams:
+    """(a - za) * (b - zb) rescaled by sa * sb / so, computed in float32 as TFLite does."""
+    q1, q2, qo = in_quant(k, 0), in_quant(k, 1), out_quant(k)
+    s1, s2, so = (np.float32(qp.scale_of(q)) for q in (q1, q2, qo))
+    m, sh = qp.multiplier(float(np.float32(np.float32(s1 * s2) / so)))
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), qo)
+    return MulParams(m, sh, (qp.zero_point_of(q1), qp.zero_point_of(q2)), qp.zero_point_of(qo), lo, hi)
+
+
+def mul_kernel(k):
+    p = k.params
+    z1, z2 = p.in_zps
+    body = ("y[{o0}] = tinyc_sat8(tinyc_requantize(((int32_t)%s[{o1}] - (%d)) * ((int32_t)%s[{o2}] - (%d)), "
+            "%d, %d) + (%d), %d, %d);" % (k.expr(0), z1, k.expr(1), z2, p.mult, p.shift, p.out_zp, p.lo, p.hi))
+    out, strides = _loop_operands(k)
+    return "elementwise.c.j2", dict(comment=f"int8 Mul {k.in_shape(0)} * {k.in_shape(1)} -> {out}",
+                                    loops=strided_loops(out, strides, body)), 0
+
+
+SIGNATURE = "a, b with numpy broadcasting  [activation]"
+DEFINITIONS = (
+    OpDef("Add", SIGNATURE, evaluator("Add"), None, float_kernel, add_sub_prepare, add_sub_kernel,
+          int8_fast_misc.add_sub, memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary"),
+    OpDef("Sub", SIGNATURE, evaluator("Sub"), None, float_kernel, add_sub_prepare, add_sub_kernel,
+          int8_fast_misc.add_sub, memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary"),
+    OpDef("Mul", SIGNATURE, evaluator("Mul"), None, float_kernel, mul_prepare, mul_kernel, int8_fast_misc.mul,
+          memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary"),
+    OpDef("Div", SIGNATURE, evaluator("Div"), None, float_kernel, None, None, None,
+          memory="elementwise", quantize=None, fuses_activation=True),
+)

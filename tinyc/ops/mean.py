@@ -1,0 +1,69 @@
+"""Mean: the average over some axes, keeping them as 1s or dropping them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..codegen import int8_fast_misc
+from ..codegen.literals import c_float
+from ..codegen.loops import row_major_strides, strided_loops
+from ..quant import params as qp
+from .int8_common import in_quant, out_quant
+from .opdef import OpDef
+
+
+def evaluate(a, ins):
+    return ins[0].mean(axis=tuple(a["axes"]), keepdims=a["keepdims"])
+
+
+def float_kernel(k):
+    shape = k.in_shape(0)
+    axes = set(k.node.attrs["axes"])
+    count = int(np.prod([shape[i] for i in axes]))
+    kept = [1 if i in axes else d for i, d in enumerate(shape)]
+    out_strides = [0 if i in axes else s for i, s in enumerate(row_major_strides(kept))]
+    loops = strided_loops(shape, [row_major_strides(shape), out_strides], "y[{o1}] += x0[{o0}];")
+    return "mean.c.j2", dict(out_size=k.out_size, count=count, loops=loops, scale=c_float(1.0 / count)), 0
+
+
+@dataclass(frozen=True)
+class MeanParams:
+    count: int        # values per output
+    mult: int         # in_scale / out_scale / count as one multiplier and shift
+    shift: int
+    in_zp: int
+    out_zp: int
+
+
+def int8_prepare(k) -> MeanParams:
+    """TFLite's integer QuantizedMeanOrSum (docs/int8-numerics.md 4.8): the division by the count folded into the
+    multiplier, after shifting it left as far as it goes."""
+    shape = k.in_shape(0)
+    n = int(np.prod([shape[a] for a in sorted(set(k.node.attrs["axes"]))]))
+    m, e = qp.rescale(in_quant(k), out_quant(k))
+    shift = min(n.bit_length() - 1, 32, 31 + e)
+    return MeanParams(n, (m << shift) // n, e - shift, qp.zero_point_of(in_quant(k)), qp.zero_point_of(out_quant(k)))
+
+
+def int8_kernel(k):
+    """Sum of raw values minus n * zero point, rescaled."""
+    p = k.params
+    shape = k.in_shape(0)
+    axes = sorted(set(k.node.attrs["axes"]))
+    strides = row_major_strides(shape)
+    kept = [d for i, d in enumerate(shape) if i not in axes]
+    kept_in = [s for i, s in enumerate(strides) if i not in axes]
+    reduced = [shape[a] for a in axes]
+    reduced_in = [strides[a] for a in axes]
+    inner = strided_loops(reduced, [reduced_in], "acc += x0[base + {o0}];", indent="    ", var="r")
+    body = ("{{ const int base = {o0};\n    int32_t acc = 0;\n" + inner.replace("{", "{{").replace("}", "}}")
+            + "\n    y[{o1}] = tinyc_sat8(tinyc_requantize(acc - (%d), %d, %d) + (%d), -128, 127); }}"
+            % (p.in_zp * p.count, p.mult, p.shift, p.out_zp))
+    loops = strided_loops(kept or [1], [kept_in or [0], row_major_strides(kept or [1])], body)
+    return "elementwise.c.j2", dict(comment=f"int8 mean of {p.count} values per output", loops=loops), 0
+
+
+DEFINITIONS = (OpDef(
+    "Mean", "x  [axes, keepdims]", evaluate, None, float_kernel, int8_prepare, int8_kernel, int8_fast_misc.mean,
+    memory=None, quantize="own", qdq_rule="mean"),)

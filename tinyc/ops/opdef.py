@@ -1,0 +1,50 @@
+"""`OpDef`: everything tinyc knows about one IR op, in one place (the way TFLite Micro keeps conv.cc,
+conv_common.cc and conv_test.cc side by side, and onnx2c has one class per op).
+
+Every facet is required: a function (or value), or None where the op explicitly does not have it. The
+registries the rest of tinyc reads (`tinyc.ops.REGISTRY` and the tables derived from it) come from these
+definitions only; tests/ops/test_definitions.py walks them and checks each facet.
+
+Kernel rules receive a kernel context `k` (tinyc.codegen.emit.KernelContext): input/output tensors and shapes,
+the C expression of each input (`k.expr(i)`), `k.table(...)` for derived constant arrays, the fused activation
+(`k.act`), and `k.params`: what the op's `int8_prepare` computed for this layer (TFLM's Prepare/OpData), shared
+by the reference and the fast rule. A rule returns (template, variables, MACs); a fast rule may return None,
+and the reference twin is used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+# How a kernel may write its output over its dying input (schedule/overlap.py, docs/memory-plan.md):
+#   "elementwise": reads element i before it writes element i, in index order (any lead >= 0 works)
+#   "windowed":    a sliding window over NHWC pixels, raster order (overlap.lead_for computes the lead)
+#   "alias":       the output is its input's bytes (no copy when the plan can share them)
+#   None:          the output gets its own bytes
+MEMORY_KINDS = ("elementwise", "windowed", "alias", None)
+
+# How tinyc's own quantizer (quant/ptq.py) treats the op:
+#   "own":    its output gets parameters from the calibrated range
+#   "shared": its output shares its input's parameters (data movement, max pooling; TFLite requires it)
+#   "fixed":  its output has fixed parameters (`fixed_quant`)
+#   None:     not quantizable
+QUANTIZE_POLICIES = ("own", "shared", "fixed", None)
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    signature: str                       # inputs, outputs and attributes, as the IR op table shows them
+    evaluate: Callable                   # (attrs, [numpy inputs]) -> numpy output: what the op means
+    check: Optional[Callable]            # (graph, node) -> None; raises TinycError for attributes/weights
+    float_kernel: Optional[Callable]     # rule for float32 tensors (templates/float/)
+    int8_prepare: Optional[Callable]     # (k) -> parameters for both int8 rules; raises where TFLite refuses
+    int8_kernel: Optional[Callable]      # plain-C rule computing what TFLite's reference kernel computes
+    int8_fast: Optional[Callable]        # optimized rule, byte-identical to int8_kernel, or None
+    memory: Optional[str]                # MEMORY_KINDS
+    quantize: Optional[str]              # QUANTIZE_POLICIES
+    one_image: bool = False              # the kernels read a 4-D input as one NHWC image (batch 1)
+    fuses_activation: bool = False       # passes may fold a following activation into it
+    moves_data: bool = False             # copies values unchanged (constant folding may run it on int8)
+    qdq_rule: Optional[str] = None       # passes/fold_qdq.py's rule for the ONNX QDQ pattern around it
+    fixed_quant: Optional[tuple] = None  # (scale, zero_point) with quantize == "fixed"

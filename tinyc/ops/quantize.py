@@ -1,0 +1,44 @@
+"""Quantize (float32 -> int8, or int8 -> int8 with new parameters) and Dequantize (int8 -> float32). The
+interpreter works on real values, so it has no rule for them (evaluate None); the int8 tests compare with TFLite."""
+from __future__ import annotations
+
+from ..codegen import int8_fast_misc
+from ..codegen.literals import c_float
+from ..codegen.loops import strided_loops
+from ..errors import TinycError
+from ..quant import params as qp
+from .int8_common import elementwise, in_quant, out_quant
+from .opdef import OpDef
+
+
+def quantize_prepare(k) -> tuple:
+    """int8 -> int8: (multiplier, shift) in_scale / out_scale in double, as TFLite's requantize."""
+    if k.out.dtype != "int8":
+        raise TinycError(f"node '{k.node.name}': quantizing to {k.out.dtype} is not supported; only int8")
+    return () if k.tensor(0).dtype == "float32" else qp.rescale(in_quant(k), out_quant(k))
+
+
+def quantize_kernel(k):
+    oq = out_quant(k)
+    if k.tensor(0).dtype == "float32":
+        body = "y[{o0}] = tinyc_quantize_f32(x0[{o0}], %s, %d);" % (c_float(qp.scale_of(oq)), qp.zero_point_of(oq))
+        return "elementwise.c.j2", dict(comment=f"quantize {k.out_size} floats",
+                                        loops=strided_loops([k.out_size], [[1]], body)), 0
+    m, sh = k.params
+    return elementwise(k, "tinyc_sat8(tinyc_requantize(v - (%d), %d, %d) + (%d), -128, 127)"
+                       % (qp.zero_point_of(in_quant(k)), m, sh, qp.zero_point_of(oq)), "int8 requantize")
+
+
+def dequantize_kernel(k):
+    q = in_quant(k)
+    body = "y[{o0}] = %s * (float)((int32_t)x0[{o0}] - (%d));" % (c_float(qp.scale_of(q)), qp.zero_point_of(q))
+    return "elementwise.c.j2", dict(comment=f"dequantize {k.out_size} values",
+                                    loops=strided_loops([k.out_size], [[1]], body)), 0
+
+
+DEFINITIONS = (
+    OpDef("Quantize", "x -> y  (float32 -> int8, or int8 -> int8 with new parameters)", None, None, None,
+          quantize_prepare, quantize_kernel, int8_fast_misc.unary, memory="elementwise", quantize=None),
+    OpDef("Dequantize", "x -> y  (int8 -> float32)", None, None, None, None, dequantize_kernel, None,
+          memory="elementwise", quantize=None),
+)
