@@ -78,15 +78,22 @@ class GeneratedCodeError(RuntimeError):
 
 
 def parameter_inputs(model: onnx.ModelProto) -> list[str]:
-    """The graph inputs (not initializers) that feed some node at a parameter position, in graph order."""
+    """The graph inputs (not initializers) that feed some node at a parameter position, in graph order. Not where
+    every other input of that node is a constant: then this input is the node's data (an embedding: Gather of a
+    constant table at indices the model takes as input)."""
     inits = {i.name for i in model.graph.initializer}
+    consts = inits | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     params = set()
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
             continue
         for pos in PARAMETER_INPUTS.get(node.op_type, ()):
-            if pos < len(node.input) and node.input[pos]:
-                params.add(node.input[pos])
+            if pos >= len(node.input) or not node.input[pos]:
+                continue
+            others = [n for k, n in enumerate(node.input) if n and k != pos]
+            if others and all(n in consts for n in others):
+                continue
+            params.add(node.input[pos])
     return [i.name for i in model.graph.input if i.name in params and i.name not in inits]
 
 
@@ -366,7 +373,7 @@ class SuiteCase:
         """Read an on-disk case's model and data (node cases are in memory already)."""
         if self.model is None and self.model_dir:
             self.model = onnx.load(os.path.join(self.model_dir, "model.onnx"))
-            self.data_sets = _read_data_sets(self.model, self.model_dir)
+            self.data_sets = _read_data_sets(self.model_dir)
         return self
 
 
@@ -374,11 +381,12 @@ def _to_array(item):
     return onnx.numpy_helper.to_array(item) if isinstance(item, onnx.TensorProto) else item
 
 
-def _read_data_sets(model, model_dir: str) -> list:
+def _read_data_sets(model_dir: str) -> list:
+    """[(inputs, expected outputs)] from a case directory's test_data_set_*/{input,output}_<k>.pb (tensors)."""
     sets = []
     for d in sorted(glob.glob(os.path.join(model_dir, "test_data_set*"))):
         pair = []
-        for prefix, infos in (("input", model.graph.input), ("output", model.graph.output)):
+        for prefix in ("input", "output"):
             arrays = []
             for k in range(len(glob.glob(os.path.join(d, f"{prefix}_*.pb")))):
                 proto = onnx.TensorProto()

@@ -65,6 +65,14 @@ def test_parameter_inputs_are_the_table_positions():
     m3 = model([helper.make_node("Conv", ["x", "W"], ["y"])], [("x", F, [1, 1, 3, 3])], [("y", F, [1, 1, 3, 3])],
                inits=[onnx.numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "W")])
     assert parameter_inputs(m3) == []
+    # an embedding: the indices are the data when the table is a constant; with a computed table, a parameter
+    table = onnx.numpy_helper.from_array(np.ones((5, 2), np.float32), "table")
+    m4 = model([helper.make_node("Gather", ["table", "i"], ["y"])], [("i", TensorProto.INT64, [3])],
+               [("y", F, [3, 2])], inits=[table])
+    assert parameter_inputs(m4) == []
+    m5 = model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Gather", ["r", "i"], ["y"])],
+               [("x", F, [5, 2]), ("i", TensorProto.INT64, [3])], [("y", F, [3, 2])])
+    assert parameter_inputs(m5) == ["i"]
 
 
 def test_run_binds_parameters_caches_per_value_set_and_matches_onnxruntime():
