@@ -259,3 +259,17 @@ def test_bench_table_and_json(tmp_path, capsys):
     assert s["cases"] == len(data["cases"]) == sum(s["counts"].values())
     assert "GlobalAveragePool" in s["op_types_passing"]
     assert "*GlobalAveragePool" in text and "refused, by reason:" in text and "WRONG" in text
+
+
+def test_run_case_classifies_pass_wrong_refused_and_scope():
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [("x", F, [1, 4])], [("y", F, [1, 4])])
+    x = np.array([[-1.0, 0.5, 2.0, -3.0]], np.float32)
+    assert ob.run_case(SuiteCase("ok", "node", m, data_sets=[([x], [np.maximum(x, 0)])])) == ("pass", "")
+    status, detail = ob.run_case(SuiteCase("bad", "node", m, data_sets=[([x], [np.maximum(x, 0) + 0.01])]))
+    assert status == "wrong" and "max abs error" in detail
+    m3 = model([helper.make_node("Relu", ["x"], ["y"])], [("x", F, [3, 4])], [("y", F, [3, 4])])
+    x3 = np.zeros((3, 4), np.float32)
+    assert ob.run_case(SuiteCase("batch", "node", m3, data_sets=[([x3], [x3])])) == ("refused", "batch")
+    m16 = model([helper.make_node("Relu", ["x"], ["y"])], [("x", TensorProto.FLOAT16, [1])],
+                [("y", TensorProto.FLOAT16, [1])])
+    assert ob.run_case(SuiteCase("half", "node", m16)) == ("out-of-scope", "float16")
