@@ -2,7 +2,7 @@
 
 Tensors have a name, a static shape, a dtype, optional constant data and optional quantization. Nodes have an
 op, input and output tensor names and attributes. Layout is NHWC throughout (what embedded kernels and TFLite
-use); frontends convert. Batch is 1.
+use); frontends convert. A leading dimension is an ordinary one (N images for conv and pooling).
 
 Op vocabulary: `tinyc.ops` defines every op (inputs, attributes, meaning, kernels); `tinyc ops` lists them.
 `activation` attributes are None or a dict, see `tinyc.activations`.
@@ -29,7 +29,7 @@ from .ops import REGISTRY, names_where
 
 OPS = tuple(REGISTRY)
 
-# Ops whose kernels take their 4-D input as one NHWC image (batch 1).
+# Ops whose kernels compute one NHWC image; codegen calls them once per image of an [N, H, W, C] input.
 IMAGE_OPS = names_where(one_image=True)
 
 
@@ -168,7 +168,6 @@ class Graph:
             check = REGISTRY[n.op].check
             if check is not None:
                 check(self, n)
-            self._check_one_image(n)
             for o in n.outputs:
                 if o in available:
                     raise TinycError(f"tensor '{o}' is written twice (node '{n.name}'); names must be unique")
@@ -180,17 +179,6 @@ class Graph:
         for o in self.outputs:
             if o not in available:
                 raise TinycError(f"model output '{o}' is never computed")
-
-    def _check_one_image(self, n: Node) -> None:
-        """Conv and pooling kernels compute one NHWC image: a leading dimension above 1 (a batch that a Reshape
-        made inside the model, past the frontends' batch-1 check on inputs) would be read as one image."""
-        if n.op not in IMAGE_OPS or not n.inputs:
-            return
-        shape = self.tensors[n.inputs[0]].shape
-        if len(shape) == 4 and shape[0] != 1:
-            raise TinycError(f"{n.op} '{n.name}': its input {tuple(shape)} holds a batch of {shape[0]} images "
-                             "(made inside the model); tinyc runs convolution and pooling on one image: export the "
-                             "model with batch 1")
 
     def summary(self) -> str:
         lines = [f"graph {self.name}: inputs {self.inputs} outputs {self.outputs}"]

@@ -231,9 +231,14 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
             kernel_name = f"{folder}/{template.removesuffix('.c.j2')}"
             if variables.get("variant"):
                 kernel_name += f"/{variables['variant']}"
-            layer.update(fn=f"{prefix}_l{index}_{node.op.lower()}", params=params, args=args, macs=macs,
+            batch = image_batch(g, node)
+            layer.update(fn=f"{prefix}_l{index}_{node.op.lower()}", params=params, args=args, macs=macs * batch,
                          kernel=kernel_name,
                          body=env.get_template(f"{folder}/{template}").render(**variables).rstrip("\n"))
+            if batch > 1:     # the kernel computes one image: the layer calls it once per image
+                layer["batch"] = batch
+                layer["image_args"] = _image_args(g, node, params)
+            macs *= batch
             lib.macs += macs
         layers.append(layer)
         lib.layers.append(dict(index=index, op=node.op, name=node.name, macs=layer["macs"], alias=alias,
@@ -263,6 +268,23 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     lib.files[cmake.FILE] = cmake.render({prefix: cmake.block(lib.files, prefix, comment_text(source),
                                                               arena == "external", kernels)})
     return lib
+
+
+def image_batch(g, node) -> int:
+    """N of an op whose kernels compute one NHWC image (OpDef.one_image) reading an [N, H, W, C] input; else 1."""
+    if not REGISTRY[node.op].one_image:
+        return 1
+    shape = g.tensors[node.inputs[0]].shape
+    return shape[0] if len(shape) == 4 else 1
+
+
+def _image_args(g, node, params) -> list:
+    """The per-image call's arguments: the image input and the output advance by one image per call; weights,
+    scratch and kernel work buffers are the same for every image."""
+    x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
+    steps = {"x0": x.size // x.shape[0], "y": y.size // y.shape[0]}
+    names = [p.rsplit("*", 1)[1].replace("restrict ", "").strip() for p in params]
+    return [f"{n} + n * {steps[n]}" if n in steps else n for n in names]
 
 
 def _is_alias(plan: MemoryPlan, node) -> bool:

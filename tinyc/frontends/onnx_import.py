@@ -399,7 +399,8 @@ def bound_model_file(path: str, bind: dict, directory: str) -> str:
 
 
 def _static_inputs(model, input_shapes):
-    """Fix every graph input's shape: batch -> 1, other unknown dims from `input_shapes` (model layout)."""
+    """Fix every graph input's shape: an unknown first dimension (a dynamic batch) -> 1, other unknown dims from
+    `input_shapes` (model layout). A fixed first dimension N is an ordinary dimension: the C API takes all of it."""
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if input_shapes is not None and len(input_shapes) != len(inputs):
@@ -427,9 +428,6 @@ def _static_inputs(model, input_shapes):
                     shape = [x.dim_value if x.HasField("dim_value") else (x.dim_param or "?") for x in dims]
                     raise TinycError(f"input '{inp.name}' has a dynamic shape {shape}; pass --input-shape "
                                      "with the full static shape, e.g. --input-shape 1,3,96,96")
-        if dims and dims[0].dim_value != 1:
-            raise TinycError(f"input '{inp.name}' has batch size {dims[0].dim_value}; tinyc compiles batch 1 "
-                             "(export with batch 1 or pass --input-shape)")
     return inputs
 
 

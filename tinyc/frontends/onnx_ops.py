@@ -96,7 +96,7 @@ def _spatial(imp, node, kind: str, weights=None, bias=None):
         kernel, strides, dil, begins, ends = [1] + kernel, [1] + strides, [1] + dil, [0] + begins, [0] + ends
     attrs = dict(strides=tuple(strides), pads=(begins[0], begins[1], ends[0], ends[1]))
     src = imp.get(x, channels_last(rank))
-    if nsp == 1:  # [N, L, C] -> [N, 1, L, C]: a free alias (N > 1, a batch made inside the model, is refused later)
+    if nsp == 1:  # [N, L, C] -> [N, 1, L, C]: a free alias
         src4 = imp.g.unique_name(f"{y}_in2d")
         n = imp.g.tensors[src].shape[0]
         imp.g.add_tensor(src4, (n, 1) + imp.g.tensors[src].shape[1:])

@@ -43,7 +43,7 @@ class OpDef:
     int8_fast: Optional[Callable]        # optimized rule, byte-identical to int8_kernel, or None
     memory: Optional[str]                # MEMORY_KINDS
     quantize: Optional[str]              # QUANTIZE_POLICIES
-    one_image: bool = False              # the kernels read a 4-D input as one NHWC image (batch 1)
+    one_image: bool = False              # the kernels compute one NHWC image (called N times for [N,H,W,C])
     fuses_activation: bool = False       # passes may fold a following activation into it
     moves_data: bool = False             # copies values unchanged (constant folding may run it on int8)
     qdq_rule: Optional[str] = None       # passes/fold_qdq.py's rule for the ONNX QDQ pattern around it

@@ -30,6 +30,7 @@ from .buffers import ALIGN, align
 # The ops' in-place contracts (OpDef.memory, tinyc/ops/opdef.py).
 ELEMENTWISE = names_where(memory="elementwise")
 WINDOWED = names_where(memory="windowed")
+ONE_IMAGE = names_where(one_image=True)
 KINDS = ("elementwise", "depthwise", "overlap")
 
 
@@ -91,7 +92,7 @@ def lead_for(g: Graph, node, i: int) -> tuple[bool, int | None] | None:
         if tuple(x.shape) != tuple(y.shape) or (node.op == "ScaleShift" and i != 0):
             return None
         return True, _elementwise_lead(y.size, ei, eo)
-    if node.op not in WINDOWED or i != 0:
+    if node.op not in WINDOWED or i != 0 or (node.op in ONE_IMAGE and _several_images(x)):
         return None
     if node.op == "Dense":
         k, o = x.shape[-1], y.shape[-1]
@@ -109,10 +110,17 @@ def _pair(lead, sx: int, sy: int) -> tuple[int, int]:
     return d, max(d + sx, sy) - min(d, 0)
 
 
+def _several_images(x) -> bool:
+    """A batch of images: the kernel runs once per image, and the raster-order leads hold for one image only."""
+    return len(x.shape) == 4 and x.shape[0] > 1
+
+
 def is_channelwise_depthwise(g: Graph, node) -> bool:
     if node.op != "Conv2D":
         return False
     x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
+    if _several_images(x):
+        return False
     c = x.shape[-1]
     return node.attrs.get("groups", 1) == c == y.shape[-1] and c > 1 and x.dtype == y.dtype
 
