@@ -150,3 +150,45 @@ def test_verify_feeds_a_rank0_input_to_onnxruntime(tmp_path, out_shape):
     assert verify(str(path), samples=3)["ok"]
     r = verify(str(path), inputs=[np.array([1.5, -2.0, 0.25], np.float32)])
     assert r["ok"] and r["samples"] == 3
+
+
+def test_zero_size_tensors_are_refused_as_zero_size(tmp_path):
+    """A zero-size input, and one a Reshape with allowzero makes inside the model: one line saying zero-size (an
+    input's 0 used to be called dynamic)."""
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "zero_in",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 0, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 0, 4])])
+    path = tmp_path / "zero_in.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+                     .SerializeToString())
+    with pytest.raises(TinycError, match=r"input 'x' has a zero-size dimension") as e:
+        compile_model(str(path))
+    assert "\n" not in str(e.value)
+    shape = numpy_helper.from_array(np.array([0, 3], np.int64), "shape")
+    g = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"], allowzero=1)], "zero_inside",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [0, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [0, 3])], [shape])
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+                     .SerializeToString())
+    with pytest.raises(TinycError, match=r"zero-size dimension"):
+        compile_model(str(path))
+
+
+def test_old_and_new_opsets_are_converted(tmp_path):
+    """Opset 7 (as the pytorch-converted sets) is converted up with onnx's version converter and verified; an
+    opset the installed onnx does not know is refused in one line."""
+    w = numpy_helper.from_array(RNG.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                           helper.make_node("Relu", ["c"], ["y"])], "old",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 6, 6]),
+                           helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3, 3, 3])],  # IR 3: listed
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 6, 6])], [w])
+    path = tmp_path / "old.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 7)], ir_version=3)
+                     .SerializeToString())
+    assert verify(str(path), samples=2)["ok"]
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 99)], ir_version=9)
+                     .SerializeToString())
+    with pytest.raises(TinycError, match=r"opset 99 is unknown to the installed onnx") as e:
+        compile_model(str(path))
+    assert "\n" not in str(e.value)

@@ -174,6 +174,10 @@ class Graph:
                 if o not in self.tensors:
                     raise TinycError(f"node '{n.name}' writes unknown tensor '{o}'")
                 available.add(o)
+        for t in self.tensors.values():
+            if t.size == 0 and not t.is_const:
+                raise TinycError(f"tensor '{t.name}' has a zero-size dimension (shape {tuple(t.shape)}); tinyc "
+                                 "compiles tensors that hold at least one value")
         if not self.outputs:
             raise TinycError("the model has no outputs; there is nothing to compute")
         for o in self.outputs:

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import MALFORMED, TinycError
 from ..ir import Graph, Quant
 
+# The opsets the op rules read; others are converted (`_within_read_opsets`).
 MIN_OPSET, MAX_OPSET = 11, 23
 
 
@@ -420,7 +421,11 @@ def _static_inputs(model, input_shapes):
             if given is not None:
                 d.ClearField("dim_param")
                 d.dim_value = int(given[j])
-            elif not d.HasField("dim_value") or d.dim_value <= 0:
+            if d.HasField("dim_value") and d.dim_value == 0:
+                raise TinycError(f"input '{inp.name}' has a zero-size dimension (shape "
+                                 f"{[x.dim_value if x.HasField('dim_value') else '?' for x in dims]}); tinyc compiles "
+                                 "tensors that hold at least one value")
+            if not d.HasField("dim_value") or d.dim_value <= 0:
                 if j == 0:
                     d.ClearField("dim_param")
                     d.dim_value = 1
@@ -429,6 +434,26 @@ def _static_inputs(model, input_shapes):
                     raise TinycError(f"input '{inp.name}' has a dynamic shape {shape}; pass --input-shape "
                                      "with the full static shape, e.g. --input-shape 1,3,96,96")
     return inputs
+
+
+def _within_read_opsets(model):
+    """The model in an opset the op rules read (MIN_OPSET-MAX_OPSET): older and newer opsets are converted with
+    onnx's version converter, whose adapters rewrite each op exactly (or refuse: then so does tinyc)."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if MIN_OPSET <= opset <= MAX_OPSET:
+        return model
+    from onnx import defs, version_converter
+    newest = defs.onnx_opset_version()
+    if not 1 <= opset <= newest:
+        raise TinycError(f"ONNX opset {opset} is unknown to the installed onnx (it knows 1-{newest}); re-export the "
+                         f"model with an opset from {MIN_OPSET} to {newest}")
+    target = MIN_OPSET if opset < MIN_OPSET else MAX_OPSET
+    try:
+        return version_converter.convert_version(model, target)
+    except Exception as e:
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise TinycError(f"ONNX opset {opset} cannot be converted to opset {target}, which tinyc reads ({reason}); "
+                         f"re-export the model with an opset from {MIN_OPSET} to {MAX_OPSET}")
 
 
 def _check_graph(graph) -> None:
@@ -461,10 +486,8 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict 
     model = _read_model(path)
     if bind:
         bind_inputs(model, bind)
+    model = _within_read_opsets(model)
     importer_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if not MIN_OPSET <= importer_opset <= MAX_OPSET:
-        raise TinycError(f"ONNX opset {importer_opset} is not supported (tinyc reads opsets {MIN_OPSET}-"
-                         f"{MAX_OPSET}); convert it with onnx.version_converter.convert_version(model, 17)")
     inputs = _static_inputs(model, input_shapes)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
