@@ -92,8 +92,7 @@ def _samples_from(arrays, tensors, samples, seed):
     shapes = [t.shape for t in tensors]
     if arrays is None:
         rng = np.random.default_rng(seed)
-        return [rng.integers(-128, 128, (samples, *t.shape)).astype(np.int8) if t.dtype == "int8"
-                else rng.standard_normal((samples, *t.shape)).astype(np.float32) for t in tensors]
+        return [_random_samples(rng, t, samples) for t in tensors]
     if len(arrays) != len(shapes):
         raise TinycError(f"the model has {len(shapes)} input(s) but {len(arrays)} --input file(s) were given")
     out = []
@@ -107,6 +106,12 @@ def _samples_from(arrays, tensors, samples, seed):
                 if a.size and (a.min() < -128 or a.max() > 127):
                     raise TinycError(f"integer input of type {a.dtype} holds values outside int8's range")
                 a = a.astype(np.int8)
+        elif t.dtype != "float32":       # an un-quantized integer or bool input: its values, exactly
+            b = a.astype(t.dtype)
+            if not np.array_equal(b, a):
+                raise TinycError(f"input '{t.name}' is {t.dtype} but the array given for it ({a.dtype}) holds values "
+                                 f"{t.dtype} cannot represent")
+            a = b
         else:
             a = a.astype(np.float32)
         size = int(np.prod(s))
@@ -116,6 +121,20 @@ def _samples_from(arrays, tensors, samples, seed):
     if len({a.shape[0] for a in out}) != 1:
         raise TinycError("every --input must hold the same number of samples")
     return out
+
+
+def _random_samples(rng, t, samples: int) -> np.ndarray:
+    """Random data for input `t`: standard normal floats, uniform int8 over the whole range for quantized inputs,
+    small integers (which no op's arithmetic can overflow) for other integer types, and random bools."""
+    shape = (samples, *t.shape)
+    if t.dtype == "float32":
+        return rng.standard_normal(shape).astype(np.float32)
+    if t.quant is not None:
+        return rng.integers(-128, 128, shape).astype(np.int8)
+    if t.dtype == "bool":
+        return rng.integers(0, 2, shape).astype(bool)
+    lo = 0 if t.dtype.startswith("u") else -10
+    return rng.integers(lo, 11, shape).astype(t.dtype)
 
 
 def _to_reference(compiled, name, arr, io_layout):
@@ -256,7 +275,8 @@ def reference_outputs(compiled, path: str, data: list, io_layout: str, build: Pa
 def compare(ours: np.ndarray, ref: np.ndarray, lsb: float | None = None) -> dict:
     """One output (or layer) against the reference: float tolerance, or bit-exactness for integers; `lsb`: the
     tolerance of a dequantized output instead, counting the values that differ (by more than 1e-6)."""
-    if np.issubdtype(ours.dtype, np.integer) or np.issubdtype(np.asarray(ref).dtype, np.integer):
+    exact = [np.issubdtype(d, np.integer) or d == np.bool_ for d in (ours.dtype, np.asarray(ref).dtype)]
+    if any(exact):
         diff = np.abs(ours.astype(np.int64) - np.asarray(ref).astype(np.int64))
         bad = int(np.count_nonzero(diff))
         worst = int(diff.max()) if diff.size else 0

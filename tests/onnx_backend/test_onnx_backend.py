@@ -194,7 +194,9 @@ def test_refusal_reasons():
         "op Shape on computed tensors"
     assert refusal_reason("input 'x' has batch size 3; tinyc compiles batch 1") == "batch"
     assert refusal_reason("ONNX opset 6 is not supported (tinyc reads opsets 11-23); convert it") == "opset"
-    assert refusal_reason("input 'x' has element type 7; tinyc compiles float32") == "dtype: non-float input"
+    assert refusal_reason("input 'x' is float16; tinyc's runtime tensors are float32, ...") == "dtype: input type"
+    assert refusal_reason("node 'y' (Add) computes on int32 tensors; tinyc's Add kernel takes float32: run") == \
+        "dtype: Add on int32"
     assert refusal_reason("node 'n' (MaxPool) has a rank-5 input; tinyc supports 1-D and 2-D spatial ops") == "rank"
     # anything else: the first clause with names and numbers blanked, so that alike messages group
     assert refusal_reason("pooling node 'p1' uses dilations [2, 2]; not supported") == \

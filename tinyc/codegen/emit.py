@@ -96,21 +96,27 @@ def _shape_text(shape) -> str:
 
 
 def kernel_family(g, node) -> str:
-    """'int8' for ops on quantized tensors (and Quantize/Dequantize), 'float' for float32 ops."""
+    """'int8' for ops on quantized tensors (and Quantize/Dequantize), 'float' for ops on un-quantized tensors
+    (float32, and the integer and bool types of the op's `plain_dtypes`)."""
     if node.op in ("Quantize", "Dequantize"):
         return "int8"
-    dtypes = {g.tensors[t].dtype for t in node.inputs + node.outputs if not g.tensors[t].is_const}
-    if dtypes == {"float32"}:
+    runtime = [g.tensors[t] for t in node.inputs + node.outputs if not g.tensors[t].is_const]
+    if all(t.quant is None for t in runtime):
         for t in node.inputs:
-            if g.tensors[t].is_const and g.tensors[t].dtype != "float32":
+            if g.tensors[t].is_const and g.tensors[t].quant is not None:
                 raise TinycError(f"node '{node.name}' ({node.op}) computes in float32 with {g.tensors[t].dtype} "
                                  f"constant '{t}': hybrid (dynamic-range) quantized models are not supported; use a "
                                  "fully-integer int8 model or a float32 one")
+        accepted = REGISTRY[node.op].plain_dtypes
+        other = sorted({t.dtype for t in runtime} - set(accepted))
+        if other:
+            raise TinycError(f"node '{node.name}' ({node.op}) computes on {', '.join(other)} tensors; tinyc's {node.op} "
+                             f"kernel takes {', '.join(accepted)}: run `tinyc ops`")
         return "float"
-    if dtypes == {"int8"}:
+    if all(t.dtype == "int8" and t.quant is not None for t in runtime):
         return "int8"
-    raise TinycError(f"node '{node.name}' ({node.op}) computes on {sorted(dtypes)} tensors; tinyc supports float32 "
-                     "or int8 (with quantization parameters) models")
+    raise TinycError(f"node '{node.name}' ({node.op}) computes on {sorted({t.dtype for t in runtime})} tensors; tinyc "
+                     "supports float32 or int8 (with quantization parameters) models")
 
 
 def _io(plan, kind, names):
@@ -122,7 +128,7 @@ def _io(plan, kind, names):
         row = dict(kind=kind, index=k, comment=comment_text(t.source_name or n), shape=list(t.shape),
                    offset=plan.offset_of(n), fn=f"{kind}{suffix}", nbytes=t.nbytes,
                    shape_text=_shape_text(t.shape), size=t.size, dtype=t.dtype, ctype=c_type(t.dtype), quant=None)
-        if t.dtype == "int8":
+        if t.quant is not None:
             row["quant"] = dict(scale=c_float(scale_of(t.quant)), zero_point=zero_point_of(t.quant))
         rows.append(row)
     return rows

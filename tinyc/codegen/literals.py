@@ -25,15 +25,32 @@ def c_float_array(data: np.ndarray, per_line: int = 8) -> str:
     return ",\n".join("  " + ", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line))
 
 
+def c_int_literal(v: int) -> str:
+    """An integer constant C reads as that value: INT32_MIN and INT64_MIN are expressions (no such literals),
+    values above INT64_MAX are unsigned."""
+    if v == -(1 << 31):
+        return "(-2147483647 - 1)"
+    if v == -(1 << 63):
+        return "(-9223372036854775807LL - 1)"
+    if v >= 1 << 63:
+        return f"{v}ULL"
+    if not -(1 << 31) < v < (1 << 31):
+        return f"{v}LL"
+    return str(v)
+
+
 def c_int_array(data: np.ndarray, per_line: int = 16) -> str:
-    """The body of an integer initializer list. INT32_MIN is written as an expression (no such literal in C)."""
-    flat = np.asarray(data).ravel().astype(np.int64).tolist()
-    items = ["(-2147483647 - 1)" if v == -(1 << 31) else str(v) for v in flat]
+    """The body of an integer initializer list."""
+    data = np.asarray(data)
+    flat = data.ravel().astype(np.uint64 if data.dtype == np.uint64 else np.int64).tolist()
+    items = [c_int_literal(int(v)) for v in flat]
     return ",\n".join("  " + ", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line))
 
 
 # IR dtype -> C element type
-C_TYPES = {"float32": "float", "float64": "double", "int8": "int8_t", "int32": "int32_t", "int16": "int16_t", "uint8": "uint8_t"}
+C_TYPES = {"float32": "float", "float64": "double", "int8": "int8_t", "int16": "int16_t", "int32": "int32_t",
+           "int64": "int64_t", "uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t", "uint64": "uint64_t",
+           "bool": "uint8_t"}   # bool: one byte, 0 or 1 (as NumPy stores it)
 
 
 def c_type(dtype: str) -> str:

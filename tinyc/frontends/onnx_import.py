@@ -24,6 +24,9 @@ import numpy as np
 from ..errors import MALFORMED, TinycError
 from ..ir import Graph, Quant
 
+# Element types of runtime tensors (and of the C API); float16, double and the like are refused.
+RUNTIME_DTYPES = ("float32", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "bool")
+
 # The opsets the op rules read; others are converted (`_within_read_opsets`).
 MIN_OPSET, MAX_OPSET = 11, 23
 
@@ -117,6 +120,7 @@ class OnnxImporter:
         self.qtypes: dict[str, str] = {}                   # onnx name of a quantized value -> 'int8' / 'uint8'
         self.values: dict[str, tuple[str, Layout]] = {}   # onnx name -> (ir tensor name, layout)
         self.shapes: dict[str, tuple] = {}                 # onnx name -> logical shape
+        self.dtypes: dict[str, str] = {}                   # onnx name -> element type (from shape inference)
         self._materialized: dict[tuple, str] = {}
         self.consumers: dict[str, list] = {}
         for node in model.graph.node:
@@ -169,7 +173,9 @@ class OnnxImporter:
         ir_name = self.g.unique_name(ir_name or onnx_name)
         perm = None if layout.flat is not None or layout.is_plain else layout.perm
         source = source and layout.flat is None and self.qtypes.get(onnx_name) != "uint8"
-        t = self.g.add_tensor(ir_name, phys, source_name=onnx_name if source else None, source_perm=perm)
+        dtype = self.dtypes.get(onnx_name, "float32")   # integer and bool values keep their type
+        t = self.g.add_tensor(ir_name, phys, dtype if dtype in RUNTIME_DTYPES else "float32",
+                              source_name=onnx_name if source else None, source_perm=perm)
         if like is not None:
             t.dtype, t.quant = self.g.tensors[like].dtype, self.g.tensors[like].quant
         self.values[onnx_name] = (ir_name, layout)
@@ -409,9 +415,12 @@ def _static_inputs(model, input_shapes):
                          "input(s); give one per input, in order")
     for k, inp in enumerate(inputs):
         ttype = inp.type.tensor_type
-        if ttype.elem_type != 1:  # FLOAT
-            raise TinycError(f"input '{inp.name}' has element type {ttype.elem_type}; tinyc compiles float32 "
-                             "ONNX models (quantized models in QDQ form: float inputs, QuantizeLinear inside)")
+        dtype = _input_dtype(ttype.elem_type)
+        if dtype is None or dtype.name not in RUNTIME_DTYPES:
+            name = dtype.name if dtype is not None else f"ONNX element type {ttype.elem_type}"
+            raise TinycError(f"input '{inp.name}' is {name}; tinyc's runtime tensors are float32, integers (int8 to "
+                             "int64, uint8 to uint64) and bool (quantized models in QDQ form: float inputs, "
+                             "QuantizeLinear inside)")
         dims = ttype.shape.dim
         given = input_shapes[k] if input_shapes is not None else None
         if given is not None and len(given) != len(dims):
@@ -499,6 +508,9 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict 
         shape = _static_shape(vi)
         if shape is not None:
             imp.shapes[vi.name] = shape
+        dtype = _input_dtype(vi.type.tensor_type.elem_type) if vi.type.HasField("tensor_type") else None
+        if dtype is not None:
+            imp.dtypes[vi.name] = dtype.name
     for init in model.graph.initializer:
         try:
             imp.consts[init.name] = numpy_helper.to_array(init)

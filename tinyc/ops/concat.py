@@ -6,7 +6,7 @@ import numpy as np
 
 from ..codegen.loops import place_block
 from .int8_common import same_quant_copy
-from .opdef import OpDef
+from .opdef import ALL_DTYPES, OpDef
 
 
 def evaluate(a, ins):
@@ -27,4 +27,4 @@ def float_kernel(k):
 
 DEFINITIONS = (OpDef(
     "Concat", "x0, x1, ...  [axis]", evaluate, None, float_kernel, None, same_quant_copy(float_kernel), None,
-    memory=None, quantize="shared", qdq_rule="concat"),)
+    memory=None, quantize="shared", qdq_rule="concat", plain_dtypes=ALL_DTYPES),)

@@ -30,6 +30,11 @@ MEMORY_KINDS = ("elementwise", "windowed", "alias", None)
 #   None:     not quantizable
 QUANTIZE_POLICIES = ("own", "shared", "fixed", None)
 
+# Tensor types of un-quantized graphs (the float kernels' `plain_dtypes`); bool is one byte, 0 or 1.
+FLOAT = ("float32",)
+INTEGERS = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
+ALL_DTYPES = FLOAT + INTEGERS + ("bool",)
+
 
 @dataclass(frozen=True)
 class OpDef:
@@ -37,7 +42,7 @@ class OpDef:
     signature: str                       # inputs, outputs and attributes, as the IR op table shows them
     evaluate: Callable                   # (attrs, [numpy inputs]) -> numpy output: what the op means
     check: Optional[Callable]            # (graph, node) -> None; raises TinycError for attributes/weights
-    float_kernel: Optional[Callable]     # rule for float32 tensors (templates/float/)
+    float_kernel: Optional[Callable]     # rule for un-quantized tensors of `plain_dtypes` (templates/float/)
     int8_prepare: Optional[Callable]     # (k) -> parameters for both int8 rules; raises where TFLite refuses
     int8_kernel: Optional[Callable]      # plain-C rule computing what TFLite's reference kernel computes
     int8_fast: Optional[Callable]        # optimized rule, byte-identical to int8_kernel, or None
@@ -48,3 +53,4 @@ class OpDef:
     moves_data: bool = False             # copies values unchanged (constant folding may run it on int8)
     qdq_rule: Optional[str] = None       # passes/fold_qdq.py's rule for the ONNX QDQ pattern around it
     fixed_quant: Optional[tuple] = None  # (scale, zero_point) with quantize == "fixed"
+    plain_dtypes: tuple = FLOAT          # tensor types float_kernel handles (un-quantized tensors)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..codegen.loops import strided_loops
 from ..errors import TinycError
 from .int8_common import same_quant_copy
-from .opdef import OpDef
+from .opdef import ALL_DTYPES, OpDef
 
 
 def evaluate(a, ins):
@@ -27,7 +27,9 @@ def copy_kernel(k):
 
 DEFINITIONS = (
     OpDef("Reshape", "x -> y with the same element count", evaluate, check, copy_kernel, None,
-          same_quant_copy(copy_kernel), None, memory="alias", quantize="shared", moves_data=True),
+          same_quant_copy(copy_kernel), None, memory="alias", quantize="shared", moves_data=True,
+          plain_dtypes=ALL_DTYPES),
     OpDef("Identity", "x  (Identity / Dropout; dropped by a pass)", evaluate, None, copy_kernel, None,
-          same_quant_copy(copy_kernel), None, memory="alias", quantize="shared", moves_data=True),
+          same_quant_copy(copy_kernel), None, memory="alias", quantize="shared", moves_data=True,
+          plain_dtypes=ALL_DTYPES),
 )

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..codegen.loops import row_major_strides, strided_loops
 from .int8_common import same_quant_copy
-from .opdef import OpDef
+from .opdef import ALL_DTYPES, OpDef
 
 
 def evaluate(a, ins):
@@ -21,4 +21,4 @@ def float_kernel(k):
 
 DEFINITIONS = (OpDef(
     "Transpose", "x  [perm]", evaluate, None, float_kernel, None, same_quant_copy(float_kernel), None,
-    memory=None, quantize="shared", moves_data=True),)
+    memory=None, quantize="shared", moves_data=True, plain_dtypes=ALL_DTYPES),)
