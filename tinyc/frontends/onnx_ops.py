@@ -128,8 +128,12 @@ def _weight_input(imp, onnx_name: str, ir_name: str, to_ir, scale_by: float = 1.
                   symmetric: bool = True) -> str:
     """The IR tensor of a constant operand, brought into IR layout by `to_ir` (data movement only). A quantized
     constant (DequantizeLinear of an initializer) stays integer behind an IR Dequantize, for `fold_qdq`; a plain
-    one is a float32 constant. `scale_by` multiplies the values (Gemm alpha / beta)."""
+    one is a float32 constant, or keeps its integer or bool type (an operand of an op on integer tensors).
+    `scale_by` multiplies the values (Gemm alpha / beta)."""
     qc = imp.qconsts.get(onnx_name)
+    raw = np.asarray(imp.consts[onnx_name])
+    if qc is None and raw.dtype.kind in "iub" and scale_by == 1:
+        return imp.g.add_const(ir_name, np.asarray(to_ir(raw)), raw.dtype.name)
     if qc is None or scale_by <= 0:   # a negative factor cannot go into a scale: dequantized, float
         arr = np.asarray(to_ir(np.asarray(imp.consts[onnx_name], np.float32)), np.float32)
         return imp.g.add_const(ir_name, arr * np.float32(scale_by) if scale_by != 1 else arr)
