@@ -3,9 +3,9 @@ tests/data/generated_c.json. A refactoring (moving op definitions, deriving regi
 it unchanged; a change meant to alter the C regenerates the digests with `TINYC_UPDATE_GENERATED=1 make test`
 (then `git diff tests/data/generated_c.json` shows which models it touched).
 
-Covered: the every-kernel graph, every Keras zoo model in every format it is exported to, every int8 zoo model
-(TFLiteConverter, int8 and float I/O), and tinyc's own quantizer (--quantize int8) on three zoo models, each with
-the fast and the reference kernels."""
+Covered: every Keras zoo model in every format it is exported to, every int8 zoo model (TFLiteConverter, int8 and
+float I/O), and tinyc's own quantizer (--quantize int8) on three zoo models, each with the fast and the reference
+kernels. (tests/test_generated_c.py's every-kernel graph grows with every new op, so it is not pinned.)"""
 import hashlib
 import json
 import os
@@ -16,8 +16,7 @@ import pytest
 
 import int8_zoo
 import model_zoo
-from test_generated_c import every_kernel_graph
-from tinyc.compiler import codegen_options, compile_graph, compile_model
+from tinyc.compiler import codegen_options, compile_model
 from tinyc.frontends import load_model
 from tinyc.quant.calibrate import random_calibration
 
@@ -51,12 +50,6 @@ def _check(case: str, compiled) -> None:
     assert case in stored, f"no stored digest for {case}: run with TINYC_UPDATE_GENERATED=1 once"
     assert stored[case] == digest, (f"the C generated for {case} changed; if that is intended, regenerate "
                                     "tests/data/generated_c.json with TINYC_UPDATE_GENERATED=1")
-
-
-@pytest.mark.parametrize("kernels", KERNEL_SETS)
-def test_every_kernel_graph(kernels):
-    _check(f"every_kernel_graph/{kernels}",
-           compile_graph(every_kernel_graph(), "all_kernels", options=codegen_options(kernels=kernels)))
 
 
 @pytest.mark.parametrize("name", sorted(model_zoo.ZOO))

@@ -192,3 +192,24 @@ def test_old_and_new_opsets_are_converted(tmp_path):
     with pytest.raises(TinycError, match=r"opset 99 is unknown to the installed onnx") as e:
         compile_model(str(path))
     assert "\n" not in str(e.value)
+
+
+def test_an_output_the_compiler_knows_is_copied_from_a_constant(tmp_path):
+    """Shape of a static input and a Constant as model outputs (ONNX backend cases test_shape*, test_constant):
+    the run copies them from constant arrays; a model whose only output is constant has no inputs at all."""
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Relu", ["x"], ["y"])]
+    g = helper.make_graph(nodes, "shape_out", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info("shape", TensorProto.INT64, None)])
+    path = tmp_path / "shape_out.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+                     .SerializeToString())
+    report = verify(str(path), samples=2)
+    assert report["ok"], report["outputs"]
+    value = numpy_helper.from_array(np.array([[1.5, -2.0]], np.float32), "value")
+    g = helper.make_graph([helper.make_node("Constant", [], ["y"], value=value)], "const_out", [],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+                     .SerializeToString())
+    report = verify(str(path), samples=1)
+    assert report["ok"], report["outputs"]

@@ -132,19 +132,20 @@ def _runner_source(prefix: str, inputs: list, outputs: list) -> str:
     `void *`, which C converts to the API's pointer types implicitly."""
     def nbytes(shape, dtype) -> int:
         return max(1, int(np.prod(shape, dtype=np.int64))) * np.dtype(dtype).itemsize
-    lines = ["#include <stdio.h>", "#include <stdlib.h>", f'#include "{_c_string(prefix)}.h"', "",
-             "static void *load(const char *path, size_t bytes) {",
-             "  void *buf = malloc(bytes);",
-             '  FILE *f = fopen(path, "rb");',
-             ("  if (!buf || !f || fread(buf, 1, bytes, f) != bytes) { fprintf(stderr, \"runner: cannot read %s\\n\", "
-              "path); exit(3); }"),
-             "  fclose(f);", "  return buf;", "}", "",
-             "static int store(const char *path, const void *buf, size_t bytes) {",
-             '  FILE *f = fopen(path, "wb");',
-             "  if (!f || fwrite(buf, 1, bytes, f) != bytes) return 3;",
-             "  return fclose(f) == 0 ? 0 : 3;", "}", "",
-             "int main(int argc, char **argv) {",
-             f"  if (argc != {1 + len(inputs) + len(outputs)}) return 2;"]
+    lines = ["#include <stdio.h>", "#include <stdlib.h>", f'#include "{_c_string(prefix)}.h"', ""]
+    if inputs:     # (a model whose outputs are all constants has none)
+        lines += ["static void *load(const char *path, size_t bytes) {",
+                  "  void *buf = malloc(bytes);",
+                  '  FILE *f = fopen(path, "rb");',
+                  ("  if (!buf || !f || fread(buf, 1, bytes, f) != bytes) { fprintf(stderr, \"runner: cannot read "
+                   "%s\\n\", path); exit(3); }"),
+                  "  fclose(f);", "  return buf;", "}", ""]
+    lines += ["static int store(const char *path, const void *buf, size_t bytes) {",
+              '  FILE *f = fopen(path, "wb");',
+              "  if (!f || fwrite(buf, 1, bytes, f) != bytes) return 3;",
+              "  return fclose(f) == 0 ? 0 : 3;", "}", "",
+              "int main(int argc, char **argv) {",
+              f"  if (argc != {1 + len(inputs) + len(outputs)}) return 2;"]
     args = []
     for k, (shape, dtype) in enumerate(inputs):
         lines.append(f"  void *in{k} = load(argv[{1 + k}], {nbytes(shape, dtype)});")

@@ -175,7 +175,7 @@ def _run_in(compiled, data: list, build: Path, per_layer: bool = False, dsp: boo
     [N, ...], and per-sample traces when `per_layer`. `dsp`: the fast kernels' DSP code paths (emulated in C)
     instead of their plain-C paths."""
     g = compiled.plan.graph
-    n = data[0].shape[0]
+    n = data[0].shape[0] if data else 1      # (a model without inputs: its outputs are constants)
     build.mkdir(parents=True, exist_ok=True)
     exe = build_host_runner(compiled, build, n, per_layer, ("TINYC_SIMD_EMULATE",) if dsp else ())
     in_files = []
@@ -215,7 +215,7 @@ def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: b
     compiled = compile_model(path, name, input_shapes, io_layout, quantize, calib, progress, options)
     g = compiled.plan.graph
     data = _samples_from(inputs, [g.tensors[n] for n in g.inputs], samples, seed)
-    n = data[0].shape[0]
+    n = data[0].shape[0] if data else 1
     with tempfile.TemporaryDirectory(prefix="tinyc-verify-") as tmp:
         build = Path(keep_dir) if keep_dir else Path(tmp)
         ours, traces = _run_in(compiled, data, build, per_layer)
@@ -265,7 +265,7 @@ def reference_outputs(compiled, path: str, data: list, io_layout: str, build: Pa
         write_tflite(compiled.quantized, path)
         io_layout = "api"    # the exported model takes and returns the C API's own arrays: nothing to convert
     samples = [[_to_reference(compiled, nm, d[s], io_layout) for nm, d in zip(g.inputs, data)]
-               for s in range(data[0].shape[0])]
+               for s in range(data[0].shape[0] if data else 1)]
     outs, inters = run_reference(path, samples, wanted, fallback, info)
     refs = [np.stack([_from_reference(compiled, r[k], io_layout).reshape(g.tensors[o].shape) for r in outs])
             for k, o in enumerate(g.outputs)]

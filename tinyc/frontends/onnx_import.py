@@ -475,6 +475,23 @@ def _check_graph(graph) -> None:
         seen.add(node.name)
 
 
+def _constant_output(imp, name: str) -> None:
+    """A model output the compiler knows (Shape of a static input, a Constant, ...): the run copies it from a
+    constant array into the output, like any other output."""
+    value = np.asarray(imp.consts[name])
+    if value.dtype.name not in RUNTIME_DTYPES:
+        raise TinycError(f"model output '{name}' is a {value.dtype} constant; tinyc's outputs are float32, integers "
+                         "or bool")
+    if value.size == 0:
+        raise TinycError(f"model output '{name}' is a zero-size constant; tinyc compiles tensors that hold at least "
+                         "one value")
+    const = imp.g.add_const(f"{name}_value", value, value.dtype.name)
+    imp.shapes[name] = tuple(value.shape)
+    imp.dtypes[name] = value.dtype.name
+    out = imp.define(name, plain(value.ndim))
+    imp.g.add_node("Identity", [const], [out], name=out)
+
+
 def _convert(imp, node) -> None:
     """One node's converter. Where its assumptions about a well-formed node (attributes, input count and shapes)
     do not hold, say which node, not where in tinyc."""
@@ -548,8 +565,8 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict 
             raise TinycError(f"unsupported ONNX op '{node.op_type}' {where}(node '{node.name or node.output[0]}'); "
                              "run `tinyc ops` to see supported ops")
     for out in model.graph.output:
-        if out.name in imp.consts and out.name not in imp.values:
-            raise TinycError(f"model output '{out.name}' is a constant; tinyc needs outputs computed from inputs")
+        if out.name in imp.consts and out.name not in imp.values:   # (Shape of an input, a Constant, ...)
+            _constant_output(imp, out.name)
         _check_quantized_output(imp, out.name)
         rank = len(imp.logical_shape(out.name))
         want = channels_last(rank) if io_layout == "nhwc" and rank == 4 else plain(rank)

@@ -21,8 +21,8 @@ def check(g, n) -> None:
 
 def copy_kernel(k):
     """Reshape / Identity that could not share storage with its input."""
-    return "elementwise.c.j2", dict(comment=f"copy {k.out_size} values",
-                                    loops=strided_loops([k.out_size], [[1]], "y[{o0}] = x0[{o0}];")), 0
+    return "elementwise.c.j2", dict(comment=f"copy {k.out_size} values",   # x0, or a constant (a constant output)
+                                    loops=strided_loops([k.out_size], [[1]], "y[{o0}] = %s[{o0}];" % k.expr(0))), 0
 
 
 DEFINITIONS = (
