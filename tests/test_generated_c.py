@@ -52,7 +52,15 @@ def every_kernel_graph() -> Graph:
     g.add_node("Reshape", ["gap"], [t("flat", (1, 16))])
     g.add_node("Dense", ["flat", c("wd", (5, 16)), c("bd", (5,))], [t("fc", (1, 5))], activation={"fn": "swish"})
     g.add_node("Softmax", ["fc"], [t("y", (1, 5))], axis=1)
-    g.add_node("Identity", ["act"], [t("y2", (1, 16, 2, 2))])
+    g.add_node("Slice", ["act"], [t("rev", (1, 16, 2, 2))], starts=(0, 0, 1, 0), steps=(1, 1, -1, 1), sizes=(1, 16, 2, 2))
+    g.add_node("Tile", ["rev"], [t("tile", (1, 16, 2, 4))], reps=(1, 1, 1, 2))
+    g.add_node("PadBorder", ["tile"], [t("mirror", (1, 16, 4, 4))], pads=((0, 0), (0, 0), (1, 1), (0, 0)),
+               mode="reflect")
+    g.add_node("Gather", ["mirror"], [t("gather", (1, 16, 2, 4))], axis=2, indices=np.array([3, 0]))
+    g.add_node("GatherElements", ["gather"], [t("elements", (1, 16, 1, 2))], axis=3,
+               indices=rng.integers(0, 4, (1, 16, 1, 2)))
+    g.add_node("BroadcastTo", ["elements"], [t("bcast", (1, 16, 2, 2))], target=(1, 16, 2, 2))
+    g.add_node("Identity", ["bcast"], [t("y2", (1, 16, 2, 2))])
     g.outputs = ["y", "y2", "y"]          # a repeated output needs its own copy
     g.validate()
     return g

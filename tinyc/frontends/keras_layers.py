@@ -268,6 +268,41 @@ def concatenate(cv, layer, cfg, ins):
     return cv.emit("Concat", ins, tuple(out), axis=axis)
 
 
+def cropping(cv, layer, cfg, ins):
+    """Cropping1D / Cropping2D / Cropping3D: a Slice of the spatial axes."""
+    shape = cv.shape(ins[0])
+    nsp = len(shape) - 2
+    crops = cfg["cropping"]
+    crops = [tuple(int(v) for v in _pair(c)) for c in (crops if nsp > 1 else [crops])]
+    first = cfg.get("data_format", "channels_last") == "channels_first"
+    axes = range(2, 2 + nsp) if first else range(1, 1 + nsp)
+    starts, sizes = [0] * len(shape), list(shape)
+    for ax, (b, e) in zip(axes, crops):
+        starts[ax], sizes[ax] = b, shape[ax] - b - e
+    if any(n <= 0 for n in sizes):
+        raise TinycError(f"{type(layer).__name__} '{layer.name}' crops {shape} to nothing (zero-size)")
+    if tuple(sizes) == tuple(shape):
+        return cv.emit("Identity", ins, shape)
+    return cv.emit("Slice", ins, tuple(sizes), starts=tuple(starts), steps=(1,) * len(shape), sizes=tuple(sizes))
+
+
+def upsampling_1d(cv, layer, cfg, ins):
+    """UpSampling1D: every step repeated `size` times: [N, L, C] -> [N, L, size, C] broadcast -> [N, L*size, C]."""
+    n, length, c = cv.shape(ins[0])
+    size = int(cfg["size"])
+    x = cv.emit("Reshape", ins, (n, length, 1, c), final=False, tag="steps")
+    y = cv.emit("BroadcastTo", [x], (n, length, size, c), final=False, tag="repeated", target=(n, length, size, c))
+    return cv.emit("Reshape", [y], (n, length * size, c))
+
+
+def repeat_vector(cv, layer, cfg, ins):
+    """RepeatVector: [N, F] -> [N, 1, F] -> broadcast to [N, n, F]."""
+    n, f = cv.shape(ins[0])
+    k = int(cfg["n"])
+    x = cv.emit("Reshape", ins, (n, 1, f), final=False, tag="row")
+    return cv.emit("BroadcastTo", [x], (n, k, f), target=(n, k, f))
+
+
 def zero_padding(cv, layer, cfg, ins):
     _check_channels_last(layer, cfg)
     shape = cv.shape(ins[0])
@@ -323,6 +358,11 @@ SUPPORTED_LAYERS = {
     "Subtract": _chain("Sub"),
     "Multiply": _chain("Mul"),
     "Concatenate": concatenate,
+    "Cropping1D": cropping,
+    "Cropping2D": cropping,
+    "Cropping3D": cropping,
+    "UpSampling1D": upsampling_1d,
+    "RepeatVector": repeat_vector,
     "ZeroPadding1D": zero_padding,
     "ZeroPadding2D": zero_padding,
     "Rescaling": rescaling,

@@ -11,7 +11,7 @@ from ..activations import relu6
 from ..errors import TinycError
 from ..ir import Quant
 from .geometry import conv_geometry
-from .onnx_import import Layout, QuantizedConst, channels_last, plain, quantized_type, shift_to_int8
+from .onnx_import import Layout, QuantizedConst, channels_last, inverse, plain, quantized_type, shift_to_int8
 
 FLOAT_MAX = float(np.finfo(np.float32).max)
 
@@ -429,28 +429,61 @@ def transpose(imp, node):
 
 
 def pad(imp, node):
+    """Pad: constant (IR Pad) or reflect / edge / wrap (IR PadBorder) on all axes or the `axes` input's; negative
+    pads crop (an IR Slice after the padding)."""
     a = _attrs(node)
-    if a.get("mode", "constant") != "constant":
-        raise TinycError(f"Pad '{_name(node)}' uses mode '{a['mode']}'; tinyc supports constant padding")
+    what = f"Pad '{_name(node)}'"
+    mode = a.get("mode", "constant")
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise TinycError(f"{what} uses mode '{mode}'; tinyc supports constant, reflect, edge and wrap")
     pads = a.get("pads")
     if pads is None:
-        pads = imp.const(node.input[1], f"Pad '{_name(node)}' pads").tolist()
+        pads = np.asarray(imp.const(node.input[1], f"{what} pads")).reshape(-1).tolist()
     if len(node.input) > 2 and node.input[2] and node.input[2] not in imp.consts:
         raise TinycError(f"Pad '{_name(node)}' takes its constant_value from a computed tensor; tinyc needs a "
                          "constant pad value (make it an initializer, e.g. fold it with onnxsim)")
     value = float(imp.opt_const(node, 2)) if imp.opt_const(node, 2) is not None else float(a.get("value", 0.0))
-    rank = len(imp.logical_shape(node.input[0]))
-    if len(pads) != 2 * rank or len(node.input) > 3 and node.input[3]:
-        raise TinycError(f"Pad '{_name(node)}': only pads over all axes are supported")
-    if any(p < 0 for p in pads):
-        raise TinycError(f"Pad '{_name(node)}' has negative pads (cropping); not supported")
-    lay = imp.layout(node.input[0]) if imp.layout(node.input[0]).flat is None else plain(rank)
-    phys = [None] * rank
-    for j in range(rank):
-        phys[lay.perm[j]] = (int(pads[j]), int(pads[j + rank]))
-    src = imp.get(node.input[0], lay)
-    out = imp.define(node.output[0], lay)
-    imp.g.add_node("Pad", [src], [out], name=_name(node), pads=tuple(phys), value=value)
+    x = node.input[0]
+    shape = imp.logical_shape(x)
+    rank = len(shape)
+    axes = list(range(rank))
+    if len(node.input) > 3 and node.input[3]:
+        axes = [int(v) for v in np.asarray(imp.const(node.input[3], f"{what} axes")).reshape(-1)]
+        if any(not -rank <= v < rank for v in axes) or len({v % rank for v in axes}) != len(axes):
+            raise TinycError(f"{what}: axes {axes} are out of range or repeated for rank {rank}")
+        axes = [v % rank for v in axes]
+    if len(pads) != 2 * len(axes):
+        raise TinycError(f"{what}: {len(pads)} pads for {len(axes)} axes; the model is invalid")
+    begin, end = [0] * rank, [0] * rank
+    for k, ax in enumerate(axes):
+        begin[ax], end[ax] = int(pads[k]), int(pads[k + len(axes)])
+    if any(d + b + e <= 0 for d, b, e in zip(shape, begin, end)):
+        raise TinycError(f"{what} crops {shape} to a zero-size tensor; tinyc needs non-empty tensors")
+    lay = _stored_layout(imp, x)
+    src = imp.get(x, lay)
+    grow = _physical(lay, [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)])
+    crop = _physical(lay, [max(-b, 0) for b in begin])
+    cropped = any(min(b, e) < 0 for b, e in zip(begin, end))
+    if not any(b or e for b, e in grow) and not cropped:
+        imp.g.add_node("Identity", [src], [imp.define(node.output[0], lay, like=src)], name=_name(node))
+        return
+    if any(b or e for b, e in grow):
+        phys = tuple(d + b + e for d, (b, e) in zip(imp.g.tensors[src].shape, grow))
+        if cropped:
+            padded = imp.g.unique_name(f"{node.output[0]}_padded")
+            imp.g.add_tensor(padded, phys)
+        else:
+            padded = imp.define(node.output[0], lay)
+        if mode == "constant":
+            imp.g.add_node("Pad", [src], [padded], name=_name(node), pads=tuple(grow), value=value)
+        else:
+            imp.g.add_node("PadBorder", [src], [padded], name=_name(node), pads=tuple(grow), mode=mode)
+        src = padded
+    if cropped:
+        out = imp.define(node.output[0], lay, like=src)
+        sizes = imp.g.tensors[out].shape
+        imp.g.add_node("Slice", [src], [out], name=imp.g.unique_name(f"{node.output[0]}_crop"),
+                       starts=tuple(crop), steps=(1,) * rank, sizes=tuple(sizes))
 
 
 def batchnorm(imp, node):
@@ -472,12 +505,293 @@ def batchnorm(imp, node):
 
 
 def identity(imp, node):
-    if len(node.output) > 1 and node.output[1] and imp.consumers.get(node.output[1]):
+    if len(node.output) > 1 and node.output[1] and (imp.consumers.get(node.output[1])
+                                                     or node.output[1] in imp.output_names):
         raise TinycError(f"Dropout '{_name(node)}' mask output is used; not supported")
     src = imp.get(node.input[0])
     _carry_qtype(imp, node.input[0], node.output[0])
     out = imp.define(node.output[0], imp.layout(node.input[0]), like=src)
     imp.g.add_node("Identity", [src], [out], name=_name(node))
+
+
+# -- data movement with constant parameters (issue 17 section 3) ----------------------------------------------
+def _stored_layout(imp, x) -> Layout:
+    """The layout `x` is stored in, for ops that keep the rank and work on any axis (plain if flattened)."""
+    lay = imp.layout(x)
+    return lay if lay.flat is None else plain(len(imp.logical_shape(x)))
+
+
+def _physical(lay: Layout, per_axis) -> list:
+    """Per-logical-axis values in physical axis order."""
+    out = [None] * len(per_axis)
+    for j, v in enumerate(per_axis):
+        out[lay.perm[j]] = v
+    return out
+
+
+def _dropped_layout(lay: Layout, axis: int) -> Layout:
+    """The layout left when logical axis `axis` of a value stored in `lay` is removed (physical order kept)."""
+    rest = [lay.perm[r] for r in range(len(lay.perm)) if r != axis]
+    return Layout(tuple(sorted(rest).index(p) for p in rest))
+
+
+def _set_shape(imp, name: str, shape) -> None:
+    """Our own computation of an output's logical shape wins over onnx's inference (they agree on valid models)."""
+    shape = tuple(int(d) for d in shape)
+    if imp.shapes.get(name) != shape:
+        imp.forget_shapes_after(name)
+        imp.shapes[name] = shape
+
+
+def _no_zero_size(node, shape, what="output") -> None:
+    if any(d == 0 for d in shape):
+        raise TinycError(f"ONNX {node.op_type} '{_name(node)}': its {what} would be zero-size {list(shape)}; tinyc "
+                         "needs non-empty tensors")
+
+
+def _slice_into(imp, node, x, y, starts, steps, sizes, lay, op_name=None) -> None:
+    """ONNX value `y` = the logical window (starts, steps, sizes per logical axis) of `x`, kept in layout `lay`:
+    an IR Slice, or an Identity when the window is all of `x`."""
+    shape = imp.logical_shape(x)
+    _set_shape(imp, y, sizes)
+    _no_zero_size(node, sizes)
+    src = imp.get(x, lay)
+    _carry_qtype(imp, x, y)
+    out = imp.define(y, lay, like=src)
+    if tuple(sizes) == tuple(shape) and all(s == 1 for s in steps):
+        imp.g.add_node("Identity", [src], [out], name=op_name or _name(node))
+        return
+    imp.g.add_node("Slice", [src], [out], name=op_name or _name(node), starts=tuple(_physical(lay, starts)),
+                   steps=tuple(_physical(lay, steps)), sizes=tuple(_physical(lay, sizes)))
+
+
+def slice_(imp, node):
+    """Slice: starts / ends / axes / steps as constant inputs (opset 10+) or attributes (before), NumPy clamping."""
+    from ..ops.slice import resolve_slices
+    x = node.input[0]
+    what = f"Slice '{_name(node)}'"
+    shape = imp.logical_shape(x)
+    rank = len(shape)
+    a = _attrs(node)
+    if "starts" in a:
+        starts, ends = list(a["starts"]), list(a["ends"])
+        axes, steps = list(a.get("axes", range(len(starts)))), [1] * len(starts)
+    else:
+        starts = np.asarray(imp.const(node.input[1], f"{what} starts")).reshape(-1).tolist()
+        ends = np.asarray(imp.const(node.input[2], f"{what} ends")).reshape(-1).tolist()
+        ax = imp.opt_const(node, 3)
+        st = imp.opt_const(node, 4)
+        for i in (3, 4):
+            if len(node.input) > i and node.input[i] and imp.opt_const(node, i) is None:
+                imp.const(node.input[i], f"{what} {('axes', 'steps')[i - 3]}")   # raises: computed
+        axes = np.asarray(ax).reshape(-1).tolist() if ax is not None else list(range(len(starts)))
+        steps = np.asarray(st).reshape(-1).tolist() if st is not None else [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise TinycError(f"{what}: starts, ends, axes and steps differ in length; the model is invalid")
+    if any(not -rank <= int(v) < rank for v in axes) or len({int(v) % rank for v in axes}) != len(axes):
+        raise TinycError(f"{what}: axes {axes} are out of range or repeated for rank {rank}")
+    if any(int(s) == 0 for s in steps):
+        raise TinycError(f"{what} has a step of 0; the model is invalid")
+    b, e, s = [0] * rank, list(shape), [1] * rank
+    for ax, b0, e0, s0 in zip(axes, starts, ends, steps):
+        ax = int(ax) % rank
+        # int64 extremes (INT64_MAX for "to the end") are fine for Python's slice arithmetic
+        b[ax], e[ax], s[ax] = int(b0), int(e0), int(s0)
+    lo, st, sizes = resolve_slices(shape, b, e, s)
+    _slice_into(imp, node, x, node.output[0], lo, st, sizes, _stored_layout(imp, x))
+
+
+def split(imp, node):
+    """Split: one IR Slice per output along `axis`; sizes from the `split` input (opset 13+) or attribute, else
+    `num_outputs` (opset 18: ceil-sized parts, the last one smaller), else equal parts."""
+    x = node.input[0]
+    what = f"Split '{_name(node)}'"
+    shape = imp.logical_shape(x)
+    rank = len(shape)
+    a = _attrs(node)
+    axis = int(a.get("axis", 0))
+    if not -rank <= axis < rank:
+        raise TinycError(f"{what}: axis {axis} is out of range for rank {rank}")
+    axis %= rank
+    d, n = shape[axis], len(node.output)
+    if len(node.input) > 1 and node.input[1]:
+        parts = [int(v) for v in np.asarray(imp.const(node.input[1], f"{what} split")).reshape(-1)]
+    elif "split" in a:
+        parts = [int(v) for v in a["split"]]
+    elif "num_outputs" in a:
+        k = int(a["num_outputs"])
+        chunk = -(-d // k)
+        parts = [chunk] * (k - 1) + [d - chunk * (k - 1)]
+    else:
+        if d % n:
+            raise TinycError(f"{what}: {d} values on axis {axis} do not split into {n} equal parts")
+        parts = [d // n] * n
+    if len(parts) != n or sum(parts) != d or any(p < 0 for p in parts):
+        raise TinycError(f"{what}: parts {parts} do not split {d} values into {n} outputs; the model is invalid")
+    lay = _stored_layout(imp, x)
+    at = 0
+    for k, (y, p) in enumerate(zip(node.output, parts)):
+        starts, sizes = [0] * rank, list(shape)
+        starts[axis], sizes[axis] = at, p
+        at += p
+        if y:
+            _slice_into(imp, node, x, y, starts, [1] * rank, sizes, lay, op_name=f"{_name(node)}:{k}")
+
+
+def gather(imp, node):
+    """Gather with constant indices: a scalar index is a Slice plus a free Reshape dropping the axis, evenly
+    spaced indices a strided Slice, any others an IR Gather (the indices become a compile-time table)."""
+    x, ind = node.input[0], node.input[1]
+    what = f"Gather '{_name(node)}'"
+    if ind not in imp.consts:
+        raise TinycError(f"{what} reads runtime indices ('{ind}', an embedding lookup); tinyc needs constant "
+                         "indices: runtime integer tensors are not supported yet")
+    if x in imp.consts:
+        raise TinycError(f"{what} gathers from a constant table with computed indices; not supported yet")
+    idx = np.asarray(imp.consts[ind])
+    if idx.dtype.kind not in "iu":
+        raise TinycError(f"{what}: indices of type {idx.dtype}; the model is invalid")
+    shape = imp.logical_shape(x)
+    rank = len(shape)
+    axis = int(_attrs(node).get("axis", 0))
+    if not -rank <= axis < rank:
+        raise TinycError(f"{what}: axis {axis} is out of range for rank {rank}")
+    axis %= rank
+    d = shape[axis]
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < -d or idx.max() >= d):
+        raise TinycError(f"{what}: indices {idx.ravel()[:8].tolist()} are outside the {d} values of axis {axis}; "
+                         "the model is invalid")
+    idx = np.where(idx < 0, idx + d, idx)
+    y = node.output[0]
+    out_shape = tuple(shape[:axis]) + idx.shape + tuple(shape[axis + 1:])
+    _no_zero_size(node, out_shape)
+    lay = _stored_layout(imp, x)
+    steps = np.diff(idx.reshape(-1))
+    if idx.ndim <= 1 and (idx.size == 1 or (steps[0] != 0 and np.all(steps == steps[0]))):
+        starts, st, sizes = [0] * rank, [1] * rank, list(shape)
+        starts[axis], sizes[axis] = int(idx.reshape(-1)[0]), idx.size
+        st[axis] = int(steps[0]) if idx.size > 1 else 1
+        if idx.ndim == 1:
+            _slice_into(imp, node, x, y, starts, st, sizes, lay)
+            return
+        part = f"{y}_slice"
+        while part in imp.shapes or part in imp.values or part in imp.consts:
+            part += "_"
+        _slice_into(imp, node, x, part, starts, st, sizes, lay)
+        _set_shape(imp, y, out_shape)
+        src = imp.values[part][0]
+        _carry_qtype(imp, x, y)
+        out = imp.define(y, _dropped_layout(lay, axis), like=src)
+        imp.g.add_node("Reshape", [src], [out], name=imp.g.unique_name(f"{y}_drop_axis"))
+        return
+    out_lay = lay
+    if idx.ndim != 1:   # the rank changes: plain storage on both sides
+        lay, out_lay = plain(rank), plain(len(out_shape))
+    _set_shape(imp, y, out_shape)
+    src = imp.get(x, lay)
+    _carry_qtype(imp, x, y)
+    out = imp.define(y, out_lay, like=src)
+    imp.g.add_node("Gather", [src], [out], name=_name(node), axis=lay.perm[axis], indices=idx)
+
+
+def gather_elements(imp, node):
+    x, ind = node.input[0], node.input[1]
+    what = f"GatherElements '{_name(node)}'"
+    if ind not in imp.consts:
+        raise TinycError(f"{what} reads runtime indices ('{ind}'); tinyc needs constant indices: runtime integer "
+                         "tensors are not supported yet")
+    idx = np.asarray(imp.consts[ind]).astype(np.int64)
+    shape = imp.logical_shape(x)
+    rank = len(shape)
+    axis = int(_attrs(node).get("axis", 0))
+    if not -rank <= axis < rank or idx.ndim != rank:
+        raise TinycError(f"{what}: axis {axis} or indices {idx.shape} do not fit input {list(shape)}")
+    axis %= rank
+    d = shape[axis]
+    if idx.size and (idx.min() < -d or idx.max() >= d):
+        raise TinycError(f"{what}: indices {idx.ravel()[:8].tolist()} are outside the {d} values of axis {axis}; "
+                         "the model is invalid")
+    _no_zero_size(node, idx.shape)
+    _set_shape(imp, node.output[0], idx.shape)
+    lay = _stored_layout(imp, x)
+    src = imp.get(x, lay)
+    out = imp.define(node.output[0], lay, like=src)
+    phys = np.ascontiguousarray(np.where(idx < 0, idx + d, idx).transpose(inverse(lay.perm)))
+    imp.g.add_node("GatherElements", [src], [out], name=_name(node), axis=lay.perm[axis], indices=phys)
+
+
+def tile(imp, node):
+    x = node.input[0]
+    what = f"Tile '{_name(node)}'"
+    reps = [int(v) for v in np.asarray(imp.const(node.input[1], f"{what} repeats")).reshape(-1)]
+    shape = imp.logical_shape(x)
+    if len(reps) != len(shape) or any(r < 0 for r in reps):
+        raise TinycError(f"{what}: repeats {reps} do not fit input {list(shape)}; the model is invalid")
+    out_shape = [d * r for d, r in zip(shape, reps)]
+    _set_shape(imp, node.output[0], out_shape)
+    _no_zero_size(node, out_shape)
+    lay = _stored_layout(imp, x)
+    src = imp.get(x, lay)
+    _carry_qtype(imp, x, node.output[0])
+    out = imp.define(node.output[0], lay, like=src)
+    if all(r == 1 for r in reps):
+        imp.g.add_node("Identity", [src], [out], name=_name(node))
+    else:
+        imp.g.add_node("Tile", [src], [out], name=_name(node), reps=tuple(_physical(lay, reps)))
+
+
+def expand(imp, node):
+    """Expand: NumPy broadcasting of x with the constant `shape` (either side may have the 1s)."""
+    x = node.input[0]
+    what = f"Expand '{_name(node)}'"
+    target = [int(v) for v in np.asarray(imp.const(node.input[1], f"{what} shape")).reshape(-1)]
+    shape = imp.logical_shape(x)
+    try:
+        out_shape = tuple(np.broadcast_shapes(tuple(shape), tuple(target)))
+    except ValueError:
+        raise TinycError(f"{what}: shape {target} does not broadcast with input {list(shape)}") from None
+    _set_shape(imp, node.output[0], out_shape)
+    _no_zero_size(node, out_shape)
+    lay = _stored_layout(imp, x) if len(out_shape) == len(shape) else plain(len(shape))
+    src = imp.get(x, lay)
+    _carry_qtype(imp, x, node.output[0])
+    out_lay = lay if len(out_shape) == len(shape) else plain(len(out_shape))
+    out = imp.define(node.output[0], out_lay, like=src)
+    if out_shape == tuple(shape):
+        imp.g.add_node("Identity", [src], [out], name=_name(node))
+    else:
+        imp.g.add_node("BroadcastTo", [src], [out], name=_name(node), target=imp.g.tensors[out].shape)
+
+
+def depth_space(to_space: bool):
+    """DepthToSpace (DCR or CRD) / SpaceToDepth: Reshape -> Transpose -> Reshape on the stored layout (NHWC after
+    a convolution, else NCHW); only the Transpose copies."""
+    def rule(imp, node):
+        from .movement import depth_space as steps, lower_depth_space
+        x, y = node.input[0], node.output[0]
+        a = _attrs(node)
+        what = f"{node.op_type} '{_name(node)}'"
+        crd = to_space and a.get("mode", "DCR") == "CRD"
+        if a.get("mode", "DCR") not in ("DCR", "CRD"):
+            raise TinycError(f"{what}: mode '{a['mode']}' is not DCR or CRD; the model is invalid")
+        shape = imp.logical_shape(x)
+        if len(shape) != 4:
+            raise TinycError(f"{what} has a rank-{len(shape)} input; the model is invalid (it needs 4-D NCHW)")
+        nhwc = imp.layout(x) == channels_last(4)
+        lay = channels_last(4) if nhwc else plain(4)
+        src = imp.get(x, lay)
+        mid, perm, phys_out = steps(imp.g.tensors[src].shape, int(a["blocksize"]), to_space, crd, nhwc, what)
+        _set_shape(imp, y, tuple(phys_out[p] for p in lay.perm))
+        _carry_qtype(imp, x, y)
+        out = imp.define(y, lay, like=src)
+        lower_depth_space(imp.g, src, out, mid, perm, _name(node))
+    return rule
+
+
+def size(imp, node):
+    """Size of a computed tensor: a compile-time constant (shapes are static)."""
+    imp.consts[node.output[0]] = np.array(int(np.prod(imp.logical_shape(node.input[0]), dtype=np.int64)), np.int64)
 
 
 # -- QDQ: QuantizeLinear / DequantizeLinear ------------------------------------------------------------------
@@ -573,5 +887,7 @@ ONNX_OPS = {
     "Flatten": _reshape, "Reshape": _reshape, "Squeeze": _reshape, "Unsqueeze": _reshape,
     "Transpose": transpose, "Concat": concat, "Pad": pad, "BatchNormalization": batchnorm,
     "Identity": identity, "Dropout": identity,
+    "Slice": slice_, "Split": split, "Gather": gather, "GatherElements": gather_elements, "Tile": tile,
+    "Expand": expand, "DepthToSpace": depth_space(True), "SpaceToDepth": depth_space(False), "Size": size,
     "QuantizeLinear": quantize_linear, "DequantizeLinear": dequantize_linear,
 }

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import MALFORMED, TinycError
 from ..ir import Graph, Quant
-from .tflite_ops import FOLD_OPS, TFLITE_OPS
+from .tflite_ops import FOLD_OPS, MULTI_OUTPUT_OPS, TFLITE_OPS
 
 __all__ = ["FOLD_OPS", "TFLITE_OPS", "load_tflite"]
 
@@ -76,7 +76,8 @@ class Ctx:
         self._unique = {n for n, c in counts.items() if c == 1}
         self.op_name = ""       # builtin name of the operator being converted
         self.op_index = -1
-        self.out = -1           # its (first) output tensor index
+        self.out = -1           # its (first) output tensor index; a multi-output rule sets it per output
+        self.outs: list = []    # all its output tensor indices
         for i, t in enumerate(self.sg.tensors):
             arr = self._buffer(i, t)
             if arr is not None:
@@ -374,11 +375,12 @@ def load_tflite(path: str, input_shapes: list[tuple] | None = None) -> Graph:
             extra = " on constant inputs only" if kind in FOLD_OPS else ""
             raise TinycError(f"unsupported TFLite op {kind}{extra} (operator #{k}, output "
                              f"'{cv.tname(cv.out) if cv.out >= 0 else '?'}'); run `tinyc ops` to see the supported ops")
-        if len(op_outs) != 1:
+        if len(op_outs) != 1 and kind not in MULTI_OUTPUT_OPS:
             raise TinycError(f"{cv.where()} has {len(op_outs)} outputs; only single-output ops are supported")
+        cv.outs = op_outs
         _convert(cv, rule, op.builtinOptions, op_ins)
-        if op_outs[0] not in cv.names:
-            raise TinycError(f"internal: {cv.where()} did not produce its output")
+        if any(o not in cv.names for o in op_outs):
+            raise TinycError(f"internal: {cv.where()} did not produce its outputs")
     for i in outs:
         if i not in cv.names:
             if i in cv.values:

@@ -259,6 +259,225 @@ def dequantize(cv, opts, ins):
     return cv.emit("Dequantize", [cv.x(ins[0])], cv.shape(ins[0]))
 
 
+# -- data movement (issue 17 section 3) ----------------------------------------------------------------------
+def _window(cv, x, starts, steps, sizes, out_shape, final=True) -> str:
+    """IR tensor `x` read through a Slice (starts, steps, sizes per axis), then a free Reshape to `out_shape` if
+    the op drops or adds axes; an Identity / Reshape alone when the window is all of x."""
+    shape = cv.g.tensors[x].shape
+    if any(n == 0 for n in sizes) or any(d == 0 for d in out_shape):
+        raise TinycError(f"{cv.where()}: the result would be zero-size {list(out_shape)}; tinyc needs non-empty "
+                         "tensors")
+    if tuple(sizes) == tuple(shape) and all(s == 1 for s in steps):
+        return cv.emit("Reshape" if tuple(out_shape) != tuple(shape) else "Identity", [x], out_shape, final=final)
+    attrs = dict(starts=tuple(starts), steps=tuple(steps), sizes=tuple(sizes))
+    if tuple(out_shape) == tuple(sizes):
+        return cv.emit("Slice", [x], sizes, final=final, **attrs)
+    y = cv.emit("Slice", [x], sizes, final=False, tag="slice", **attrs)
+    return cv.emit("Reshape", [y], out_shape, final=final)
+
+
+def _index_window(cv, index, shape):
+    """(starts, steps, sizes, output shape) of numpy basic index `index` (ints, slices, newaxis, one Ellipsis) on
+    `shape`, with numpy's clamping."""
+    consume = sum(1 for e in index if e is not None and e is not Ellipsis)
+    if sum(1 for e in index if e is Ellipsis) > 1 or consume > len(shape):
+        raise TinycError(f"{cv.where()}: the index does not fit the input's {len(shape)} axes")
+    full = []
+    for e in index:
+        full += [slice(None)] * (len(shape) - consume) if e is Ellipsis else [e]
+    if Ellipsis not in index:
+        full += [slice(None)] * (len(shape) - consume)
+    starts, steps, sizes, out, a = [], [], [], [], 0
+    for e in full:
+        if e is None:
+            out.append(1)
+            continue
+        d = shape[a]
+        if isinstance(e, int):
+            if not -d <= e < d:
+                raise TinycError(f"{cv.where()}: index {e} is outside the {d} values of axis {a}")
+            starts.append(e % d), steps.append(1), sizes.append(1)
+        else:
+            lo, hi, st = e.indices(d)
+            n = len(range(lo, hi, st))
+            starts.append(lo if n else 0), steps.append(st), sizes.append(n), out.append(n)
+        a += 1
+    return starts, steps, sizes, out
+
+
+def strided_slice(cv, opts, ins):
+    shape = cv.shape(ins[0])
+    starts, steps, sizes, out = _index_window(cv, _strided_index(cv, opts, ins), shape)
+    return _window(cv, cv.x(ins[0]), starts, steps, sizes, out)
+
+
+def slice_(cv, opts, ins):
+    shape = cv.shape(ins[0])
+    begin = [int(v) for v in cv.value(ins[1], "begin").reshape(-1)]
+    size = [int(v) for v in cv.value(ins[2], "size").reshape(-1)]
+    if len(begin) != len(shape) or len(size) != len(shape):
+        raise TinycError(f"{cv.where()}: begin {begin} and size {size} do not fit input {shape}")
+    size = [d - b if n == -1 else n for d, b, n in zip(shape, begin, size)]
+    if any(b < 0 or n < 0 or b + n > d for d, b, n in zip(shape, begin, size)):
+        raise TinycError(f"{cv.where()}: begin {begin} and size {size} go outside input {shape}")
+    return _window(cv, cv.x(ins[0]), begin, [1] * len(shape), size, size)
+
+
+def _emit_parts(cv, x, shape, axis, parts, drop_axis=False):
+    """One Slice per output of SPLIT / SPLIT_V / UNPACK along `axis` (UNPACK drops it: a free Reshape)."""
+    if len(parts) != len(cv.outs) or sum(parts) != shape[axis] or any(p < 0 for p in parts):
+        raise TinycError(f"{cv.where()}: parts {parts} do not split {shape[axis]} values into {len(cv.outs)} "
+                         "outputs")
+    at, last = 0, None
+    for o, p in zip(cv.outs, parts):
+        cv.out = o
+        starts, sizes = [0] * len(shape), list(shape)
+        starts[axis], sizes[axis] = at, p
+        at += p
+        out = sizes[:axis] + sizes[axis + 1:] if drop_axis else sizes
+        last = _window(cv, x, starts, [1] * len(shape), sizes, out)
+    return last
+
+
+def split(cv, opts, ins):
+    shape = cv.shape(ins[1])
+    axis = _axis(cv, int(cv.value(ins[0], "axis").reshape(-1)[0]), len(shape))
+    n = int(opts.numSplits) if opts is not None else len(cv.outs)
+    if n < 1 or shape[axis] % n:
+        raise TinycError(f"{cv.where()}: {shape[axis]} values on axis {axis} do not split into {n} equal parts")
+    return _emit_parts(cv, cv.x(ins[1]), shape, axis, [shape[axis] // n] * n)
+
+
+def split_v(cv, opts, ins):
+    shape = cv.shape(ins[0])
+    axis = _axis(cv, int(cv.value(ins[2], "axis").reshape(-1)[0]), len(shape))
+    parts = [int(v) for v in cv.value(ins[1], "size_splits").reshape(-1)]
+    if parts.count(-1) == 1:
+        parts[parts.index(-1)] = shape[axis] - (sum(parts) + 1)
+    return _emit_parts(cv, cv.x(ins[0]), shape, axis, parts)
+
+
+def unpack(cv, opts, ins):
+    shape = cv.shape(ins[0])
+    axis = _axis(cv, int(opts.axis) if opts is not None else 0, len(shape))
+    return _emit_parts(cv, cv.x(ins[0]), shape, axis, [1] * shape[axis], drop_axis=True)
+
+
+def pack(cv, opts, ins):
+    shapes = [cv.shape(i) for i in ins]
+    if any(s != shapes[0] for s in shapes):
+        raise TinycError(f"{cv.where()}: PACK of different shapes {shapes}")
+    axis = _axis(cv, int(opts.axis) if opts is not None else 0, len(shapes[0]) + 1)
+    one = tuple(shapes[0][:axis]) + (1,) + tuple(shapes[0][axis:])
+    if len(ins) == 1:
+        return cv.emit("Reshape", [cv.x(ins[0])], one)
+    parts = [cv.emit("Reshape", [cv.x(i)], one, final=False, tag=f"part{k}", like=cv.x(i))
+             for k, i in enumerate(ins)]
+    out = list(one)
+    out[axis] = len(ins)
+    return cv.emit("Concat", parts, out, axis=axis)
+
+
+def gather(cv, opts, ins):
+    if not cv.is_const(ins[1]):
+        raise TinycError(f"{cv.where()}: GATHER with runtime indices (an embedding lookup) needs integer runtime "
+                         "tensors, which tinyc does not support yet")
+    if cv.is_const(ins[0]):
+        raise TinycError(f"{cv.where()}: GATHER from a constant table with computed indices is not supported yet")
+    if opts is not None and int(getattr(opts, "batchDims", 0) or 0):
+        raise TinycError(f"{cv.where()}: GATHER with batch_dims is not supported")
+    shape = cv.shape(ins[0])
+    axis = _axis(cv, int(opts.axis) if opts is not None else 0, len(shape))
+    idx = cv.value(ins[1], "indices").astype(np.int64)
+    d = shape[axis]
+    if idx.size and (idx.min() < 0 or idx.max() >= d):
+        raise TinycError(f"{cv.where()}: indices {idx.ravel()[:8].tolist()} are outside the {d} values of axis "
+                         f"{axis} (TFLite refuses them)")
+    out = tuple(shape[:axis]) + idx.shape + tuple(shape[axis + 1:])
+    flat = idx.reshape(-1)
+    steps = np.diff(flat)
+    if idx.ndim <= 1 and (flat.size == 1 or (flat.size > 1 and steps[0] != 0 and np.all(steps == steps[0]))):
+        starts, st, sizes = [0] * len(shape), [1] * len(shape), list(shape)
+        starts[axis], sizes[axis] = int(flat[0]), flat.size
+        st[axis] = int(steps[0]) if flat.size > 1 else 1
+        return _window(cv, cv.x(ins[0]), starts, st, sizes, out)
+    if any(d == 0 for d in out):
+        raise TinycError(f"{cv.where()}: the result would be zero-size {list(out)}; tinyc needs non-empty tensors")
+    return cv.emit("Gather", [cv.x(ins[0])], out, axis=axis, indices=idx)
+
+
+def tile(cv, opts, ins):
+    shape = cv.shape(ins[0])
+    reps = [int(v) for v in cv.value(ins[1], "multiples").reshape(-1)]
+    if len(reps) != len(shape) or any(r < 1 for r in reps):
+        raise TinycError(f"{cv.where()}: multiples {reps} do not fit input {shape}")
+    out = tuple(d * r for d, r in zip(shape, reps))
+    if out == tuple(shape):
+        return cv.emit("Identity", [cv.x(ins[0])], out)
+    return cv.emit("Tile", [cv.x(ins[0])], out, reps=tuple(reps))
+
+
+def broadcast_to(cv, opts, ins):
+    shape = cv.shape(ins[0])
+    target = tuple(int(v) for v in cv.value(ins[1], "shape").reshape(-1))
+    try:
+        out = tuple(np.broadcast_shapes(tuple(shape), target))
+    except ValueError:
+        raise TinycError(f"{cv.where()}: input {shape} does not broadcast to {list(target)}") from None
+    if out != target or any(d == 0 for d in out):
+        raise TinycError(f"{cv.where()}: input {shape} does not broadcast to {list(target)}")
+    if out == tuple(shape):
+        return cv.emit("Identity", [cv.x(ins[0])], out)
+    return cv.emit("BroadcastTo", [cv.x(ins[0])], out, target=out)
+
+
+def transpose(cv, opts, ins):
+    shape = cv.shape(ins[0])
+    perm = [int(v) for v in cv.value(ins[1], "perm").reshape(-1)]
+    if sorted(p % len(shape) for p in perm) != list(range(len(shape))):
+        raise TinycError(f"{cv.where()}: perm {perm} is not a permutation of {len(shape)} axes")
+    perm = tuple(p % len(shape) for p in perm)
+    out = tuple(shape[p] for p in perm)
+    if perm == tuple(range(len(shape))):
+        return cv.emit("Identity", [cv.x(ins[0])], out)
+    return cv.emit("Transpose", [cv.x(ins[0])], out, perm=perm)
+
+
+def depth_space(to_space: bool):
+    """DEPTH_TO_SPACE / SPACE_TO_DEPTH (NHWC, DCR order): Reshape -> Transpose -> Reshape."""
+    def convert(cv, opts, ins):
+        from .movement import depth_space as steps
+        x = cv.x(ins[0])
+        mid, perm, out = steps(cv.shape(ins[0]), int(opts.blockSize) if opts is not None else 0, to_space,
+                               False, True, cv.where())
+        a = cv.emit("Reshape", [x], mid, final=False, tag="blocks", like=x)
+        b = cv.emit("Transpose", [a], tuple(mid[p] for p in perm), final=False, tag="moved", like=x, perm=perm)
+        return cv.emit("Reshape", [b], out)
+    return convert
+
+
+def mirror_pad(cv, opts, ins):
+    shape = cv.shape(ins[0])
+    pads = _pads(cv, ins, len(shape))
+    mode = {0: "reflect", 1: "symmetric"}.get(int(opts.mode) if opts is not None else 0)
+    if mode is None:
+        raise TinycError(f"{cv.where()}: unknown MIRROR_PAD mode {opts.mode}")
+    out = tuple(d + b + e for d, (b, e) in zip(shape, pads))
+    return cv.emit("PadBorder", [cv.x(ins[0])], out, pads=pads, mode=mode)
+
+
+def cast(cv, opts, ins):
+    a, b = cv.dtype_name(ins[0]), cv.dtype_name(cv.out)
+    if a != "FLOAT32" or b != "FLOAT32":
+        raise TinycError(f"{cv.where()}: CAST from {a} to {b}; tinyc casts float32 to float32 only (integer "
+                         "runtime tensors are not supported yet)")
+    return cv.emit("Identity", [cv.x(ins[0])], cv.shape(ins[0]))
+
+
+# Operators with several outputs: the rule writes every one of `cv.outs`, setting `cv.out` before each.
+MULTI_OUTPUT_OPS = frozenset({"SPLIT", "SPLIT_V", "UNPACK"})
+
+
 TFLITE_OPS = {
     "CONV_2D": conv_2d,
     "DEPTHWISE_CONV_2D": depthwise_conv_2d,
@@ -285,6 +504,20 @@ TFLITE_OPS = {
     "CONCATENATION": concatenation,
     "QUANTIZE": quantize,
     "DEQUANTIZE": dequantize,
+    "SPLIT": split,
+    "SPLIT_V": split_v,
+    "SLICE": slice_,
+    "STRIDED_SLICE": strided_slice,
+    "GATHER": gather,
+    "TILE": tile,
+    "BROADCAST_TO": broadcast_to,
+    "PACK": pack,
+    "UNPACK": unpack,
+    "TRANSPOSE": transpose,
+    "DEPTH_TO_SPACE": depth_space(True),
+    "SPACE_TO_DEPTH": depth_space(False),
+    "MIRROR_PAD": mirror_pad,
+    "CAST": cast,
 }
 
 
@@ -294,13 +527,12 @@ def fold_shape(cv, opts, ins):
     return np.asarray(cv.shape(ins[0]), np.int64 if out_type == 4 else np.int32)   # 4 = INT64
 
 
-def fold_strided_slice(cv, opts, ins):
-    """TF semantics: per index entry, a bit of begin/end mask means 'from the start'/'to the end', ellipsis
-    and new-axis masks insert `...`/a new axis, shrink-axis takes the single element `begin` and drops the axis
-    (exactly numpy basic indexing)."""
-    x = cv.value(ins[0])
-    begin, end = cv.value(ins[1]).reshape(-1), cv.value(ins[2]).reshape(-1)
-    strides = cv.value(ins[3]).reshape(-1) if len(ins) > 3 and ins[3] >= 0 else np.ones_like(begin)
+def _strided_index(cv, opts, ins) -> tuple:
+    """STRIDED_SLICE as a numpy basic index. TF semantics: per index entry, a bit of begin/end mask means 'from the
+    start'/'to the end', ellipsis and new-axis masks insert `...`/a new axis, shrink-axis takes the single element
+    `begin` and drops the axis (exactly numpy basic indexing)."""
+    begin, end = cv.value(ins[1], "begin").reshape(-1), cv.value(ins[2], "end").reshape(-1)
+    strides = cv.value(ins[3], "strides").reshape(-1) if len(ins) > 3 and ins[3] >= 0 else np.ones_like(begin)
     if opts is not None and getattr(opts, "offset", False):
         raise TinycError(f"{cv.where()}: STRIDED_SLICE with offset=true is not supported")
     bm, em, elm, nm, sm = ((int(getattr(opts, f, 0) or 0) if opts is not None else 0)
@@ -319,7 +551,12 @@ def fold_strided_slice(cv, opts, ins):
                 raise TinycError(f"{cv.where()}: STRIDED_SLICE with stride 0")
             index.append(slice(None if bm & bit else int(begin[i]), None if em & bit else int(end[i]),
                                int(strides[i])))
-    return np.array(x[tuple(index)])   # (np.ascontiguousarray would turn a 0-d result into 1-d)
+    return tuple(index)
+
+
+def fold_strided_slice(cv, opts, ins):
+    x = cv.value(ins[0])
+    return np.array(x[_strided_index(cv, opts, ins)])   # (np.ascontiguousarray would turn a 0-d result into 1-d)
 
 
 def fold_pack(cv, opts, ins):
