@@ -207,13 +207,21 @@ def _check_channels_last(layer, cfg):
                          f"'{cfg['data_format']}'; only channels_last is supported")
 
 
-def global_avg_pool(cv, layer, cfg, ins):
-    _check_channels_last(layer, cfg)
-    shape = cv.shape(ins[0])
-    axes = tuple(range(1, len(shape) - 1))
-    keep = bool(cfg.get("keepdims", False))
-    out = tuple(1 if (i in axes) else d for i, d in enumerate(shape) if keep or i not in axes)
-    return cv.emit("Mean", ins, out, axes=axes, keepdims=keep)
+def _global_pool(op, **attrs):
+    """A reduction over the spatial axes: GlobalAveragePooling1D/2D/3D (Mean), GlobalMaxPooling1D/3D (Reduce max;
+    2-D is a whole-image MaxPool2D below)."""
+    def convert(cv, layer, cfg, ins):
+        _check_channels_last(layer, cfg)
+        shape = cv.shape(ins[0])
+        axes = tuple(range(1, len(shape) - 1))
+        keep = bool(cfg.get("keepdims", False))
+        out = tuple(1 if (i in axes) else d for i, d in enumerate(shape) if keep or i not in axes)
+        return cv.emit(op, ins, out, axes=axes, keepdims=keep, **attrs)
+    return convert
+
+
+global_avg_pool = _global_pool("Mean")
+global_max_pool = _global_pool("Reduce", kind="max")
 
 
 def global_max_pool_2d(cv, layer, cfg, ins):
@@ -350,7 +358,10 @@ SUPPORTED_LAYERS = {
     "AveragePooling2D": _pool("AvgPool2D", count_include_pad=False),  # Keras 'same' excludes the padding
     "GlobalAveragePooling1D": global_avg_pool,
     "GlobalAveragePooling2D": global_avg_pool,
+    "GlobalAveragePooling3D": global_avg_pool,
+    "GlobalMaxPooling1D": global_max_pool,
     "GlobalMaxPooling2D": global_max_pool_2d,
+    "GlobalMaxPooling3D": global_max_pool,
     "Flatten": flatten,
     "Reshape": reshape,
     "Permute": permute,

@@ -168,31 +168,69 @@ def global_average_pool(imp, node):
     imp.g.add_node("Mean", [src], [out], name=_name(node), axes=tuple(range(1, rank - 1)), keepdims=True)
 
 
-def reduce_mean(imp, node):
-    x, y = node.input[0], node.output[0]
-    a = _attrs(node)
+# Opset from which each ReduceX takes its axes as a second input and has noop_with_empty_axes (18 for the rest).
+AXES_INPUT_OPSET = {"ReduceSum": 13}
+
+
+def _reduced_layout(imp, x, axes, keep):
+    """(the input's IR tensor, its physical reduced axes, the output's layout) for a reduction over the logical
+    `axes` of ONNX value `x`."""
     rank = len(imp.logical_shape(x))
-    axes = a.get("axes")
-    if axes is None and len(node.input) > 1 and node.input[1]:
-        axes = np.asarray(imp.const(node.input[1], f"ReduceMean '{_name(node)}' axes")).reshape(-1).tolist()
-    if not axes:   # absent or empty: ONNX reduces every axis, or none with opset 18's noop_with_empty_axes
-        if imp.opset >= 18 and a.get("noop_with_empty_axes", 0):
-            src = imp.get(x)
-            imp.g.add_node("Identity", [src], [imp.define(y, imp.layout(x), like=src)], name=_name(node))
-            return
-        axes = range(rank)
-    axes = sorted({int(ax) % rank for ax in axes})   # a repeated axis is reduced once, as onnxruntime does
-    keep = bool(a.get("keepdims", 1))
     lay = imp.layout(x) if imp.layout(x).flat is None else plain(rank)
     src = imp.get(x, lay)
     phys_axes = tuple(sorted(lay.perm[ax] for ax in axes))
     if keep:
-        out_lay = lay
-    else:
-        rest = [lay.perm[r] for r in range(rank) if r not in axes]
-        out_lay = Layout(tuple(sorted(rest).index(p) for p in rest))
-    out = imp.define(y, out_lay)
-    imp.g.add_node("Mean", [src], [out], name=_name(node), axes=phys_axes, keepdims=keep)
+        return src, phys_axes, lay
+    rest = [lay.perm[r] for r in range(rank) if r not in axes]
+    return src, phys_axes, Layout(tuple(sorted(rest).index(p) for p in rest))
+
+
+def reduce(kind):
+    """ReduceMean (the IR's Mean) and ReduceSum/Max/Min/Prod/L1/L2/LogSum/LogSumExp/SumSquare (the IR's Reduce):
+    axes as an attribute or (from AXES_INPUT_OPSET) a constant second input, negative ones too."""
+    def rule(imp, node):
+        x, y = node.input[0], node.output[0]
+        a = _attrs(node)
+        rank = len(imp.logical_shape(x))
+        axes = a.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = np.asarray(imp.const(node.input[1], f"{node.op_type} '{_name(node)}' axes")).reshape(-1).tolist()
+        if not axes:   # absent or empty: every axis, or none with noop_with_empty_axes
+            noop = imp.opset >= AXES_INPUT_OPSET.get(node.op_type, 18) and a.get("noop_with_empty_axes", 0)
+            if noop and kind == "mean":
+                src = imp.get(x)
+                imp.g.add_node("Identity", [src], [imp.define(y, imp.layout(x), like=src)], name=_name(node))
+                return
+            axes = [] if noop else range(rank)   # no axis: each value through the kind's formula (|x| for L1)
+        if any(not -rank <= int(ax) < rank for ax in axes):
+            raise TinycError(f"{node.op_type} '{_name(node)}': axes {list(axes)} are out of range for rank {rank}")
+        axes = sorted({int(ax) % rank for ax in axes})   # a repeated axis is reduced once, as onnxruntime does
+        keep = bool(a.get("keepdims", 1))
+        src, phys_axes, out_lay = _reduced_layout(imp, x, axes, keep)
+        out = imp.define(y, out_lay)
+        if kind == "mean":
+            imp.g.add_node("Mean", [src], [out], name=_name(node), axes=phys_axes, keepdims=keep)
+        else:
+            imp.g.add_node("Reduce", [src], [out], name=_name(node), kind=kind, axes=phys_axes, keepdims=keep)
+    return rule
+
+
+def arg_min_max(kind):
+    """ArgMax / ArgMin: int64 indices along one axis."""
+    def rule(imp, node):
+        x, y = node.input[0], node.output[0]
+        a = _attrs(node)
+        rank = len(imp.logical_shape(x))
+        axis = int(a.get("axis", 0))
+        if not -rank <= axis < rank:
+            raise TinycError(f"{node.op_type} '{_name(node)}': axis {axis} is out of range for rank {rank}")
+        keep = bool(a.get("keepdims", 1))
+        src, (phys_axis,), out_lay = _reduced_layout(imp, x, [axis % rank], keep)
+        out = imp.define(y, out_lay)
+        imp.g.tensors[out].dtype = "int64"
+        imp.g.add_node("ArgMinMax", [src], [out], name=_name(node), kind=kind, axis=phys_axis, keepdims=keep,
+                       select_last_index=bool(a.get("select_last_index", 0)))
+    return rule
 
 
 def _dense_input(imp, x):
@@ -395,27 +433,33 @@ def clip(imp, node):
     _unary(imp, node, "Activation", **act)
 
 
-def softmax(imp, node):
-    x, y = node.input[0], node.output[0]
-    shape = imp.logical_shape(x)
-    rank = len(shape)
-    axis = _attrs(node).get("axis", -1 if imp.opset >= 13 else 1) % rank
-    if imp.opset < 13 and axis < rank - 1 and int(np.prod(shape[axis + 1:])) > 1:
-        # Before opset 13 Softmax works on the input flattened to 2-D at `axis`.
-        src = imp.get(x, plain(rank))
-        flat = imp.g.unique_name(f"{y}_2d")
-        imp.g.add_tensor(flat, (int(np.prod(shape[:axis])), int(np.prod(shape[axis:]))))
-        imp.g.add_node("Reshape", [src], [flat], name=flat)
-        sm = imp.g.unique_name(f"{y}_sm")
-        imp.g.add_tensor(sm, imp.g.tensors[flat].shape)
-        imp.g.add_node("Softmax", [flat], [sm], name=_name(node), axis=1)
-        out = imp.define(y, plain(rank))
-        imp.g.add_node("Reshape", [sm], [out], name=out)
-        return
-    lay = imp.layout(x) if imp.layout(x).flat is None else plain(rank)
-    src = imp.get(x, lay)
-    out = imp.define(y, lay)
-    imp.g.add_node("Softmax", [src], [out], name=_name(node), axis=lay.perm[axis])
+def softmax(op):
+    """Softmax / LogSoftmax / Hardmax: one axis from opset 13; before, the input flattened to 2-D at `axis`."""
+    def rule(imp, node):
+        x, y = node.input[0], node.output[0]
+        shape = imp.logical_shape(x)
+        rank = len(shape)
+        axis = _attrs(node).get("axis", -1 if imp.opset >= 13 else 1)
+        if not -rank <= axis < rank:
+            raise TinycError(f"{node.op_type} '{_name(node)}': axis {axis} is out of range for rank {rank}")
+        axis %= rank
+        if imp.opset < 13 and axis < rank - 1 and int(np.prod(shape[axis + 1:])) > 1:
+            # Before opset 13 the op works on the input flattened to 2-D at `axis`.
+            src = imp.get(x, plain(rank))
+            flat = imp.g.unique_name(f"{y}_2d")
+            imp.g.add_tensor(flat, (int(np.prod(shape[:axis])), int(np.prod(shape[axis:]))))
+            imp.g.add_node("Reshape", [src], [flat], name=flat)
+            sm = imp.g.unique_name(f"{y}_sm")
+            imp.g.add_tensor(sm, imp.g.tensors[flat].shape)
+            imp.g.add_node(op, [flat], [sm], name=_name(node), axis=1)
+            out = imp.define(y, plain(rank))
+            imp.g.add_node("Reshape", [sm], [out], name=out)
+            return
+        lay = imp.layout(x) if imp.layout(x).flat is None else plain(rank)
+        src = imp.get(x, lay)
+        out = imp.define(y, lay)
+        imp.g.add_node(op, [src], [out], name=_name(node), axis=lay.perm[axis])
+    return rule
 
 
 def transpose(imp, node):
@@ -442,10 +486,7 @@ def pad(imp, node):
     if len(node.input) > 2 and node.input[2] and node.input[2] not in imp.consts:
         raise TinycError(f"Pad '{_name(node)}' takes its constant_value from a computed tensor; tinyc needs a "
                          "constant pad value (make it an initializer, e.g. fold it with onnxsim)")
-    given = imp.opt_const(node, 2)
-    if given is not None and np.size(given) != 1:
-        raise TinycError(f"Pad '{_name(node)}': constant_value holds {np.size(given)} values; it must be one value")
-    value = float(np.reshape(given, -1)[0]) if given is not None else float(a.get("value", 0.0))
+    value = float(imp.opt_const(node, 2)) if imp.opt_const(node, 2) is not None else float(a.get("value", 0.0))
     x = node.input[0]
     shape = imp.logical_shape(x)
     rank = len(shape)
@@ -792,62 +833,6 @@ def depth_space(to_space: bool):
     return rule
 
 
-def cast(imp, node):
-    """Cast / CastLike between float32, the integer types and bool (IR Cast); to the same type, the identity."""
-    from onnx import TensorProto
-    from .onnx_import import RUNTIME_DTYPES, _input_dtype
-    x = node.input[0]
-    if node.op_type == "CastLike":
-        like = node.input[1]
-        target = (np.asarray(imp.consts[like]).dtype.name if like in imp.consts else
-                  imp.g.tensors[imp.values[like][0]].dtype if like in imp.values else None)
-    else:
-        to = int(_attrs(node)["to"])
-        dtype = _input_dtype(to)
-        target = dtype.name if dtype is not None else TensorProto.DataType.Name(to).lower()
-    if target not in RUNTIME_DTYPES:
-        raise TinycError(f"ONNX {node.op_type} '{_name(node)}' converts to {target}; tinyc's runtime tensors are "
-                         "float32, integers (int8 to int64, uint8 to uint64) and bool")
-    if x in imp.consts:      # CastLike of a constant to a computed value's type: a constant
-        from ..ops.cast import cast_values
-        imp.consts[node.output[0]] = cast_values(np.asarray(imp.consts[x]), target)
-        return
-    src = imp.get(x)
-    if imp.g.tensors[src].dtype == target:
-        identity(imp, node)
-        return
-    imp.dtypes[node.output[0]] = target
-    out = imp.define(node.output[0], imp.layout(x))
-    imp.g.add_node("Cast", [src], [out], name=_name(node), to=target)
-
-
-def compare(kind):
-    """Equal, Greater, Less, GreaterOrEqual, LessOrEqual: bool results, operands broadcast."""
-    def rule(imp, node):
-        rank = len(imp.logical_shape(node.output[0]))
-        ins, lay = _same_layout(imp, list(node.input[:2]), rank)
-        out = imp.define(node.output[0], lay)
-        imp.g.add_node("Compare", ins, [out], name=_name(node), kind=kind)
-    return rule
-
-
-def logical(kind):
-    """And, Or, Xor (operands broadcast), Not: bool in, bool out."""
-    def rule(imp, node):
-        rank = len(imp.logical_shape(node.output[0]))
-        ins, lay = _same_layout(imp, list(node.input[:1 if kind == "not" else 2]), rank)
-        out = imp.define(node.output[0], lay)
-        imp.g.add_node("Logical", ins, [out], name=_name(node), kind=kind)
-    return rule
-
-
-def where(imp, node):
-    rank = len(imp.logical_shape(node.output[0]))
-    ins, lay = _same_layout(imp, list(node.input[:3]), rank)
-    out = imp.define(node.output[0], lay)
-    imp.g.add_node("Where", ins, [out], name=_name(node))
-
-
 def size(imp, node):
     """Size of a computed tensor: a compile-time constant (shapes are static)."""
     imp.consts[node.output[0]] = np.array(int(np.prod(imp.logical_shape(node.input[0]), dtype=np.int64)), np.int64)
@@ -941,16 +926,16 @@ ONNX_OPS = {
     "Relu": activation("relu"), "Clip": clip, "LeakyRelu": activation("leaky_relu", alpha=0.01),
     "Sigmoid": activation("sigmoid"), "Tanh": activation("tanh"), "Elu": activation("elu", alpha=1.0),
     "HardSigmoid": activation("hard_sigmoid", alpha=0.2, beta=0.5), "HardSwish": activation("hard_swish"),
-    "Softmax": softmax, "MaxPool": pool("max"), "AveragePool": pool("avg"),
-    "GlobalAveragePool": global_average_pool, "ReduceMean": reduce_mean,
+    "Softmax": softmax("Softmax"), "LogSoftmax": softmax("LogSoftmax"), "Hardmax": softmax("Hardmax"),
+    "MaxPool": pool("max"), "AveragePool": pool("avg"), "GlobalAveragePool": global_average_pool,
+    "ReduceMean": reduce("mean"), "ReduceSum": reduce("sum"), "ReduceMax": reduce("max"), "ReduceMin": reduce("min"),
+    "ReduceProd": reduce("prod"), "ReduceL1": reduce("l1"), "ReduceL2": reduce("l2"), "ReduceLogSum": reduce("logsum"),
+    "ReduceLogSumExp": reduce("logsumexp"), "ReduceSumSquare": reduce("sumsquare"),
+    "ArgMax": arg_min_max("max"), "ArgMin": arg_min_max("min"),
     "Flatten": _reshape, "Reshape": _reshape, "Squeeze": _reshape, "Unsqueeze": _reshape,
     "Transpose": transpose, "Concat": concat, "Pad": pad, "BatchNormalization": batchnorm,
     "Identity": identity, "Dropout": identity,
     "Slice": slice_, "Split": split, "Gather": gather, "GatherElements": gather_elements, "Tile": tile,
-    "Expand": expand, "DepthToSpace": depth_space(True), "SpaceToDepth": depth_space(False), "Cast": cast,
-    "CastLike": cast, "Size": size,
-    "Equal": compare("equal"), "Greater": compare("greater"), "Less": compare("less"),
-    "GreaterOrEqual": compare("greater_equal"), "LessOrEqual": compare("less_equal"),
-    "And": logical("and"), "Or": logical("or"), "Xor": logical("xor"), "Not": logical("not"), "Where": where,
+    "Expand": expand, "DepthToSpace": depth_space(True), "SpaceToDepth": depth_space(False), "Size": size,
     "QuantizeLinear": quantize_linear, "DequantizeLinear": dequantize_linear,
 }

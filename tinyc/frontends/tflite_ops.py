@@ -163,12 +163,36 @@ def _pool(op, **extra):
     return convert
 
 
-def mean(cv, opts, ins):
+def reduction(kind):
+    """MEAN (the IR's Mean), SUM, REDUCE_MAX, REDUCE_MIN, REDUCE_PROD (the IR's Reduce): constant axes, negative
+    and repeated ones too."""
+    def convert(cv, opts, ins):
+        shape = cv.shape(ins[0])
+        axes = tuple(sorted({_axis(cv, int(a), len(shape)) for a in cv.value(ins[1], "axes").reshape(-1)}))
+        keep = bool(opts.keepDims) if opts is not None else False
+        out = tuple(1 if i in axes else d for i, d in enumerate(shape) if keep or i not in axes)
+        if kind == "mean":
+            return cv.emit("Mean", [cv.x(ins[0])], out, axes=axes, keepdims=keep)
+        return cv.emit("Reduce", [cv.x(ins[0])], out, kind=kind, axes=axes, keepdims=keep)
+    return convert
+
+
+def arg_min_max(kind):
+    """ARG_MAX / ARG_MIN: integer indices along one constant axis, which is dropped."""
+    def convert(cv, opts, ins):
+        shape = cv.shape(ins[0])
+        axis = cv.value(ins[1], "axis").reshape(-1)
+        if axis.size != 1:
+            raise TinycError(f"{cv.where()}: ARG_{kind.upper()} needs one axis, got {axis.tolist()}")
+        axis = _axis(cv, int(axis[0]), len(shape))
+        out = tuple(d for i, d in enumerate(shape) if i != axis)
+        return cv.emit("ArgMinMax", [cv.x(ins[0])], out, kind=kind, axis=axis, keepdims=False)
+    return convert
+
+
+def log_softmax(cv, opts, ins):
     shape = cv.shape(ins[0])
-    axes = tuple(sorted({_axis(cv, int(a), len(shape)) for a in cv.value(ins[1], "axes").reshape(-1)}))
-    keep = bool(opts.keepDims) if opts is not None else False
-    out = tuple(1 if i in axes else d for i, d in enumerate(shape) if keep or i not in axes)
-    return cv.emit("Mean", [cv.x(ins[0])], out, axes=axes, keepdims=keep)
+    return cv.emit("LogSoftmax", [cv.x(ins[0])], shape, axis=len(shape) - 1)
 
 
 # -- shapes --------------------------------------------------------------------------------------------------
@@ -487,11 +511,18 @@ TFLITE_OPS = {
     "MUL": _binary("Mul"),
     "AVERAGE_POOL_2D": _pool("AvgPool2D", count_include_pad=False),   # TFLite averages over the valid cells
     "MAX_POOL_2D": _pool("MaxPool2D"),
-    "MEAN": mean,
+    "MEAN": reduction("mean"),
+    "SUM": reduction("sum"),
+    "REDUCE_MAX": reduction("max"),
+    "REDUCE_MIN": reduction("min"),
+    "REDUCE_PROD": reduction("prod"),
+    "ARG_MAX": arg_min_max("max"),
+    "ARG_MIN": arg_min_max("min"),
     "RESHAPE": reshape,
     "SQUEEZE": squeeze,
     "EXPAND_DIMS": expand_dims,
     "SOFTMAX": softmax,
+    "LOG_SOFTMAX": log_softmax,
     "LOGISTIC": _activation({"fn": "sigmoid"}),
     "TANH": _activation({"fn": "tanh"}),
     "RELU": _activation({"fn": "relu"}),

@@ -11,6 +11,7 @@ from ..codegen.loops import row_major_strides, strided_loops
 from ..quant import params as qp
 from .int8_common import in_quant, out_quant
 from .opdef import OpDef
+from .reduce import reduction_loops
 
 
 def evaluate(a, ins):
@@ -49,18 +50,10 @@ def int8_prepare(k) -> MeanParams:
 def int8_kernel(k):
     """Sum of raw values minus n * zero point, rescaled."""
     p = k.params
-    shape = k.in_shape(0)
-    axes = sorted(set(k.node.attrs["axes"]))
-    strides = row_major_strides(shape)
-    kept = [d for i, d in enumerate(shape) if i not in axes]
-    kept_in = [s for i, s in enumerate(strides) if i not in axes]
-    reduced = [shape[a] for a in axes]
-    reduced_in = [strides[a] for a in axes]
-    inner = strided_loops(reduced, [reduced_in], "acc += x0[base + {o0}];", indent="    ", var="r")
-    body = ("{{ const int base = {o0};\n    int32_t acc = 0;\n" + inner.replace("{", "{{").replace("}", "}}")
-            + "\n    y[{o1}] = tinyc_sat8(tinyc_requantize(acc - (%d), %d, %d) + (%d), -128, 127); }}"
-            % (p.in_zp * p.count, p.mult, p.shift, p.out_zp))
-    loops = strided_loops(kept or [1], [kept_in or [0], row_major_strides(kept or [1])], body)
+    store = ("y[{o1}] = tinyc_sat8(tinyc_requantize(acc - (%d), %d, %d) + (%d), -128, 127);"
+             % (p.in_zp * p.count, p.mult, p.shift, p.out_zp))
+    loops = reduction_loops(k.in_shape(0), sorted(set(k.node.attrs["axes"])), "    int32_t acc = 0;",
+                            ["acc += x0[base + {o0}];"], store)
     return "elementwise.c.j2", dict(comment=f"int8 mean of {p.count} values per output", loops=loops), 0
 
 

@@ -1,4 +1,4 @@
-"""Softmax over one axis."""
+"""Softmax, LogSoftmax and Hardmax over one axis (any axis in float32; int8 on the last axis, as TFLite)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,10 +20,32 @@ def evaluate(a, ins):
     return softmax(ins[0].astype(np.float64), a["axis"])
 
 
-def float_kernel(k):
+def _axis_loops(k) -> dict:
     shape, axis = k.out_shape, k.node.attrs["axis"]
-    v = dict(outer=int(np.prod(shape[:axis])), n=shape[axis], inner=int(np.prod(shape[axis + 1:])))
-    return "softmax.c.j2", v, 0
+    return dict(outer=int(np.prod(shape[:axis])), n=shape[axis], inner=int(np.prod(shape[axis + 1:])))
+
+
+def float_kernel(k):
+    return "softmax.c.j2", _axis_loops(k), 0
+
+
+def log_softmax(x, axis):
+    m = x.max(axis=axis, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=axis, keepdims=True))
+
+
+def hardmax(x, axis):
+    """1 at the first maximum along `axis`, 0 elsewhere."""
+    y = np.zeros_like(x)
+    np.put_along_axis(y, np.expand_dims(x.argmax(axis=axis), axis), 1, axis=axis)
+    return y
+
+
+def check(g, node):
+    rank = len(g.tensors[node.inputs[0]].shape)
+    if not 0 <= node.attrs["axis"] < rank:
+        raise TinycError(f"node '{node.name}' ({node.op}): axis {node.attrs['axis']} is not an axis of a rank-{rank} "
+                         "input")
 
 
 @dataclass(frozen=True)
@@ -57,6 +79,11 @@ def int8_kernel(k):
     return "softmax.c.j2", dict(rows=k.out_size // n, n=n, mult=p.mult, shift=p.shift, diff_min=p.diff_min), 0
 
 
-DEFINITIONS = (OpDef(
-    "Softmax", "x  [axis, beta?]", evaluate, None, float_kernel, int8_prepare, int8_kernel, None,
-    memory=None, quantize="fixed", fixed_quant=(1.0 / 256, -128)),)
+DEFINITIONS = (
+    OpDef("Softmax", "x  [axis, beta?]", evaluate, None, float_kernel, int8_prepare, int8_kernel, None,
+          memory=None, quantize="fixed", fixed_quant=(1.0 / 256, -128)),
+    OpDef("LogSoftmax", "x  [axis]", lambda a, ins: log_softmax(ins[0].astype(np.float64), a["axis"]), check,
+          lambda k: ("log_softmax.c.j2", _axis_loops(k), 0), None, None, None, memory=None, quantize=None),
+    OpDef("Hardmax", "x  [axis]", lambda a, ins: hardmax(ins[0], a["axis"]), check,
+          lambda k: ("hardmax.c.j2", _axis_loops(k), 0), None, None, None, memory=None, quantize=None),
+)
