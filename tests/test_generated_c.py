@@ -66,7 +66,17 @@ def every_kernel_graph() -> Graph:
     g.add_node("GatherElements", ["gather"], [t("elements", (1, 16, 1, 2))], axis=3,
                indices=rng.integers(0, 4, (1, 16, 1, 2)))
     g.add_node("BroadcastTo", ["elements"], [t("bcast", (1, 16, 2, 2))], target=(1, 16, 2, 2))
-    g.add_node("Identity", ["bcast"], [t("y2", (1, 16, 2, 2))])
+    g.add_node("Compare", ["bcast", c("level", ())], [t("pos", (1, 16, 2, 2))], kind="greater")
+    g.add_node("Logical", ["pos"], [t("neg", (1, 16, 2, 2))], kind="not")
+    g.add_node("Logical", ["pos", "neg"], [t("either", (1, 16, 2, 2))], kind="xor")
+    for name in ("pos", "neg", "either"):
+        g.tensors[name].dtype = "bool"
+    g.add_node("Where", ["neg", "bcast", c("other", (2, 1))], [t("sel", (1, 16, 2, 2))])
+    g.add_node("Where", ["either", "sel", "bcast"], [t("sel2", (1, 16, 2, 2))])
+    g.add_node("Cast", ["sel2"], [t("as_int", (1, 16, 2, 2))], to="int32")
+    g.tensors["as_int"].dtype = "int32"
+    g.add_node("Cast", ["as_int"], [t("as_float", (1, 16, 2, 2))], to="float32")
+    g.add_node("Identity", ["as_float"], [t("y2", (1, 16, 2, 2))])
     g.outputs = ["y", "y2", "y", "am"]    # a repeated output needs its own copy
     g.validate()
     return g

@@ -134,7 +134,7 @@ def _io(plan, kind, names):
     return rows
 
 
-ARENA_ALIGN = 4    # schedule.buffers.ALIGN: every buffer offset is a multiple of it
+ARENA_ALIGN = 4    # schedule.buffers.ALIGN: every buffer offset is a multiple of it (8 for 64-bit elements)
 
 
 def _section(name: str | None) -> str:
@@ -259,7 +259,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     api = [f"const {i['ctype']} *input{i['index']}" for i in inputs] + \
           [f"{o['ctype']} *output{o['index']}" for o in outputs]
     helpers = _conversion_helpers(prefix, inputs, outputs)
-    common = dict(p=prefix, P=P, source=comment_text(source), arena_bytes=plan.arena_bytes, arena_align=ARENA_ALIGN,
+    arena_align = max([ARENA_ALIGN] + [b.alignment for b in plan.buffers])
+    common = dict(p=prefix, P=P, source=comment_text(source), arena_bytes=plan.arena_bytes, arena_align=arena_align,
                   weight_bytes=lib.weight_bytes, inputs=inputs, outputs=outputs, params=api, helpers=helpers,
                   external=arena == "external", arena_section=_section(arena_section),
                   weights_section=_section(weights_section))

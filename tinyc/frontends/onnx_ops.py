@@ -486,7 +486,10 @@ def pad(imp, node):
     if len(node.input) > 2 and node.input[2] and node.input[2] not in imp.consts:
         raise TinycError(f"Pad '{_name(node)}' takes its constant_value from a computed tensor; tinyc needs a "
                          "constant pad value (make it an initializer, e.g. fold it with onnxsim)")
-    value = float(imp.opt_const(node, 2)) if imp.opt_const(node, 2) is not None else float(a.get("value", 0.0))
+    given = imp.opt_const(node, 2)
+    if given is not None and np.size(given) != 1:
+        raise TinycError(f"Pad '{_name(node)}': constant_value holds {np.size(given)} values; it must be one value")
+    value = float(np.reshape(given, -1)[0]) if given is not None else float(a.get("value", 0.0))
     x = node.input[0]
     shape = imp.logical_shape(x)
     rank = len(shape)
@@ -833,6 +836,62 @@ def depth_space(to_space: bool):
     return rule
 
 
+def cast(imp, node):
+    """Cast / CastLike between float32, the integer types and bool (IR Cast); to the same type, the identity."""
+    from onnx import TensorProto
+    from .onnx_import import RUNTIME_DTYPES, _input_dtype
+    x = node.input[0]
+    if node.op_type == "CastLike":
+        like = node.input[1]
+        target = (np.asarray(imp.consts[like]).dtype.name if like in imp.consts else
+                  imp.g.tensors[imp.values[like][0]].dtype if like in imp.values else None)
+    else:
+        to = int(_attrs(node)["to"])
+        dtype = _input_dtype(to)
+        target = dtype.name if dtype is not None else TensorProto.DataType.Name(to).lower()
+    if target not in RUNTIME_DTYPES:
+        raise TinycError(f"ONNX {node.op_type} '{_name(node)}' converts to {target}; tinyc's runtime tensors are "
+                         "float32, integers (int8 to int64, uint8 to uint64) and bool")
+    if x in imp.consts:      # CastLike of a constant to a computed value's type: a constant
+        from ..ops.cast import cast_values
+        imp.consts[node.output[0]] = cast_values(np.asarray(imp.consts[x]), target)
+        return
+    src = imp.get(x)
+    if imp.g.tensors[src].dtype == target:
+        identity(imp, node)
+        return
+    imp.dtypes[node.output[0]] = target
+    out = imp.define(node.output[0], imp.layout(x))
+    imp.g.add_node("Cast", [src], [out], name=_name(node), to=target)
+
+
+def compare(kind):
+    """Equal, Greater, Less, GreaterOrEqual, LessOrEqual: bool results, operands broadcast."""
+    def rule(imp, node):
+        rank = len(imp.logical_shape(node.output[0]))
+        ins, lay = _same_layout(imp, list(node.input[:2]), rank)
+        out = imp.define(node.output[0], lay)
+        imp.g.add_node("Compare", ins, [out], name=_name(node), kind=kind)
+    return rule
+
+
+def logical(kind):
+    """And, Or, Xor (operands broadcast), Not: bool in, bool out."""
+    def rule(imp, node):
+        rank = len(imp.logical_shape(node.output[0]))
+        ins, lay = _same_layout(imp, list(node.input[:1 if kind == "not" else 2]), rank)
+        out = imp.define(node.output[0], lay)
+        imp.g.add_node("Logical", ins, [out], name=_name(node), kind=kind)
+    return rule
+
+
+def where(imp, node):
+    rank = len(imp.logical_shape(node.output[0]))
+    ins, lay = _same_layout(imp, list(node.input[:3]), rank)
+    out = imp.define(node.output[0], lay)
+    imp.g.add_node("Where", ins, [out], name=_name(node))
+
+
 def size(imp, node):
     """Size of a computed tensor: a compile-time constant (shapes are static)."""
     imp.consts[node.output[0]] = np.array(int(np.prod(imp.logical_shape(node.input[0]), dtype=np.int64)), np.int64)
@@ -936,6 +995,10 @@ ONNX_OPS = {
     "Transpose": transpose, "Concat": concat, "Pad": pad, "BatchNormalization": batchnorm,
     "Identity": identity, "Dropout": identity,
     "Slice": slice_, "Split": split, "Gather": gather, "GatherElements": gather_elements, "Tile": tile,
-    "Expand": expand, "DepthToSpace": depth_space(True), "SpaceToDepth": depth_space(False), "Size": size,
+    "Expand": expand, "DepthToSpace": depth_space(True), "SpaceToDepth": depth_space(False), "Cast": cast,
+    "CastLike": cast, "Size": size,
+    "Equal": compare("equal"), "Greater": compare("greater"), "Less": compare("less"),
+    "GreaterOrEqual": compare("greater_equal"), "LessOrEqual": compare("less_equal"),
+    "And": logical("and"), "Or": logical("or"), "Xor": logical("xor"), "Not": logical("not"), "Where": where,
     "QuantizeLinear": quantize_linear, "DequantizeLinear": dequantize_linear,
 }

@@ -39,6 +39,7 @@ class Buffer:
     anchor: tuple | None = None     # (Buffer y, d): the layer producing y writes over this dying buffer, and
                                     # the plan keeps offset == y.offset + d (see overlap.py)
     label: str = ""
+    alignment: int = ALIGN          # its offset is a multiple of this: 8 for 64-bit elements (AAPCS, C)
 
     @property
     def size(self) -> int:
@@ -118,6 +119,7 @@ def group_tensors(g: Graph) -> tuple[list[Buffer], dict]:
         buf = buffers.setdefault(root, Buffer())
         buf.tensors[name] = off
         buf.nbytes = max(buf.nbytes, off + g.tensors[name].nbytes)
+        buf.alignment = max(buf.alignment, np.dtype(g.tensors[name].dtype).itemsize)
         of[name] = buf
     for i, node in enumerate(g.nodes):
         for name in node.outputs:

@@ -130,6 +130,8 @@ def options(g: Graph, node_id: int, kinds=KINDS) -> list[InPlace]:
     caller checks)."""
     node = g.nodes[node_id]
     out = g.tensors[node.outputs[0]]
+    if any(np.dtype(g.tensors[t].dtype).itemsize > ALIGN for t in node.inputs + node.outputs):
+        return []       # leads are multiples of 4 bytes: 64-bit elements would lose their alignment
     sy = align(out.nbytes)
     found = []
     for i, name in enumerate(node.inputs):

@@ -42,10 +42,11 @@ def _first_fit(groups, key) -> int:
     for group in sorted(groups, key=key):
         # candidate bases: 0, or just above a placed buffer that some member meets in time
         cands = {0}
+        step = max(b.alignment for b, _ in group)
         for b, r in group:
             for s, e, lo, hi in placed:
                 if s <= b.end and b.start <= e and hi - r >= 0:
-                    cands.add(align(hi - r))
+                    cands.add(align(hi - r, step))
         for base in sorted(cands):
             if all(not (s <= b.end and b.start <= e and lo < base + r + b.size and base + r < hi)
                    for b, r in group for s, e, lo, hi in placed):
