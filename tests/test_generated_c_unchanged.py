@@ -24,17 +24,16 @@ DIGESTS = Path(__file__).parent / "data" / "generated_c.json"
 UPDATE = bool(os.environ.get("TINYC_UPDATE_GENERATED"))
 KERNEL_SETS = ("fast", "reference")
 PTQ_MODELS = ("cnn_residual", "cnn_depthwise", "mlp_relu")
-# tf2onnx names the tensors it folds from a process-wide counter (const_fold_opt__69 in one run, __133 in the
-# next) and picks any one name for equal constants it merges; those names reach the C only as comments, which are
-# left out of the digest of its models.
+# Comments are left out of the digests: they carry names the exporters make up per process (tf2onnx numbers the
+# tensors it folds from a process-wide counter; Keras numbers unnamed layers, conv2d_5 after four other models),
+# which say nothing about the code.
 COMMENT = re.compile(r"/\*.*?\*/", re.S)
 
 
 def _digest(compiled) -> str:
     h = hashlib.sha256()
     for name, text in sorted(compiled.library.files.items()):
-        if compiled.source.endswith(".onnx"):
-            text = COMMENT.sub("/**/", text)
+        text = COMMENT.sub("/**/", text)
         h.update(name.encode() + b"\0" + text.encode() + b"\0")
     return h.hexdigest()
 
