@@ -213,3 +213,28 @@ def test_an_output_the_compiler_knows_is_copied_from_a_constant(tmp_path):
                      .SerializeToString())
     report = verify(str(path), samples=1)
     assert report["ok"], report["outputs"]
+
+
+@pytest.mark.parametrize("rank", [0, 1, 5, 6])
+def test_elementwise_reduction_and_data_movement_at_any_rank(tmp_path, rank):
+    """Ranks 0 to 6 (issue 17 §2): a broadcast Add, a Transpose, a ReduceSum over negative axes with keepdims, a
+    Softmax on an inner axis and a Concat, against onnxruntime."""
+    shape = [2, 3, 1, 2, 3, 2][:rank]
+    perm = list(reversed(range(rank)))
+    nodes = [helper.make_node("Add", ["x", "b"], ["s"]), helper.make_node("Relu", ["s"], ["r"])]
+    outs = [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)]
+    if rank:
+        nodes += [helper.make_node("Transpose", ["r"], ["t"], perm=perm),
+                  helper.make_node("ReduceSum", ["t", "axes"], ["sum"], keepdims=1),
+                  helper.make_node("Softmax", ["x"], ["sm"], axis=rank // 2),
+                  helper.make_node("Concat", ["sm", "x"], ["cat"], axis=-1)]
+        outs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("sum", "cat")]
+    b = numpy_helper.from_array(RNG.standard_normal(shape[1:]).astype(np.float32), "b")
+    axes = numpy_helper.from_array(np.array([-1, 0][:min(rank, 2)], np.int64), "axes")
+    g = helper.make_graph(nodes, f"rank{rank}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          outs, [b, axes])
+    path = tmp_path / f"rank{rank}.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+                     .SerializeToString())
+    report = verify(str(path), samples=2)
+    assert report["ok"], report["outputs"]
