@@ -552,9 +552,14 @@ def batchnorm(imp, node):
 
 
 def identity(imp, node):
-    if len(node.output) > 1 and node.output[1] and (imp.consumers.get(node.output[1])
-                                                     or node.output[1] in imp.output_names):
-        raise TinycError(f"Dropout '{_name(node)}' mask output is used; not supported")
+    """Identity, and Dropout at inference: the values unchanged, and Dropout's mask all true (a constant)."""
+    if node.op_type == "Dropout":
+        training = imp.opt_const(node, 2)
+        if len(node.input) > 2 and node.input[2] and (training is None or bool(np.any(training))):
+            raise TinycError(f"Dropout '{_name(node)}' runs in training mode (random); tinyc compiles inference: "
+                             "export the model in eval mode")
+        if len(node.output) > 1 and node.output[1]:
+            imp.consts[node.output[1]] = np.ones(imp.logical_shape(node.input[0]), bool)
     src = imp.get(node.input[0])
     _carry_qtype(imp, node.input[0], node.output[0])
     out = imp.define(node.output[0], imp.layout(node.input[0]), like=src)
