@@ -76,7 +76,8 @@ def every_kernel_graph() -> Graph:
     g.add_node("Cast", ["sel2"], [t("as_int", (1, 16, 2, 2))], to="int32")
     g.tensors["as_int"].dtype = "int32"
     g.add_node("Cast", ["as_int"], [t("as_float", (1, 16, 2, 2))], to="float32")
-    g.add_node("Identity", ["as_float"], [t("y2", (1, 16, 2, 2))])
+    g.add_node("MatMul", ["as_float", "bcast"], [t("product", (1, 16, 2, 2))])
+    g.add_node("Identity", ["product"], [t("y2", (1, 16, 2, 2))])
     g.outputs = ["y", "y2", "y", "am"]    # a repeated output needs its own copy
     g.validate()
     return g

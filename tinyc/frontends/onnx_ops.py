@@ -292,13 +292,39 @@ def gemm(imp, node):
     imp.g.add_node("Dense", ins, [out], name=_name(node), activation=None)
 
 
+def _matmul_computed(imp, node):
+    """MatMul of two computed tensors (IR MatMul); a 1-D operand is a row (a) or a column (b), as ONNX and NumPy
+    define it, by free Reshapes around the product."""
+    names, ops = [], []
+    shapes = [imp.logical_shape(n) for n in node.input[:2]]
+    for i, (n, shape) in enumerate(zip(node.input[:2], shapes)):
+        src = imp.get(n, plain(len(shape))) if n in imp.values else None
+        if src is None:
+            src = imp.g.add_const(f"{node.output[0]}_in{i}", np.asarray(imp.consts[n], np.float32))
+        if len(shape) == 1:
+            two = imp.g.unique_name(f"{node.output[0]}_in{i}_2d")
+            imp.g.add_tensor(two, (1, shape[0]) if i == 0 else (shape[0], 1), imp.g.tensors[src].dtype)
+            imp.g.add_node("Reshape", [src], [two], name=two)
+            src = two
+        names.append(src)
+    a, b = (imp.g.tensors[n].shape for n in names)
+    y_shape = tuple(np.broadcast_shapes(a[:-2], b[:-2])) + (a[-2], b[-1])
+    y = node.output[0]
+    out = imp.define(y, plain(len(imp.logical_shape(y))))
+    if tuple(imp.g.tensors[out].shape) == y_shape:
+        imp.g.add_node("MatMul", names, [out], name=_name(node))
+        return
+    full = imp.g.unique_name(f"{y}_full")
+    imp.g.add_tensor(full, y_shape, imp.g.tensors[out].dtype)
+    imp.g.add_node("MatMul", names, [full], name=_name(node))
+    imp.g.add_node("Reshape", [full], [out], name=out)
+
+
 def matmul(imp, node):
-    if node.input[1] not in imp.consts:
-        raise TinycError(f"MatMul '{_name(node)}' multiplies two computed tensors; tinyc supports MatMul with "
-                         "constant weights only")
-    b = np.asarray(imp.consts[node.input[1]], np.float32)
-    if b.ndim != 2:
-        raise TinycError(f"MatMul '{_name(node)}' has {b.ndim}-D weights; tinyc supports 2-D weights")
+    if node.input[1] not in imp.consts or np.ndim(imp.consts[node.input[1]]) != 2 \
+            or len(imp.logical_shape(node.input[0])) < 2:
+        _matmul_computed(imp, node)
+        return
     src, to_physical = _dense_input(imp, node.input[0])
     w = _weight_input(imp, node.input[1], f"{node.output[0]}_w", lambda v: to_physical(np.ascontiguousarray(v.T)))
     out = imp.define(node.output[0], plain(len(imp.logical_shape(node.output[0]))))
