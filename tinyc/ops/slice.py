@@ -4,8 +4,9 @@ scalar or evenly spaced constant index, TFLite SLICE / STRIDED_SLICE / SPLIT / S
 Cropping to it, with clamping and masks resolved at compile time (`resolve_slices`), and dropped or new axes as a
 free Reshape after it.
 
-A copy. (A slice of the outermost axes that is one contiguous range of the input could be a view of its bytes at
-an offset; the memory planner aliases outputs at offset 0 only, see schedule/buffers.py.)"""
+A copy, or free: a Slice whose output is one contiguous range of its input's bytes (a Split of the outermost
+non-unit axis) is a view of those bytes at an offset when the memory plan keeps it (schedule/buffers.py
+`slice_view`), and then emits no code."""
 from __future__ import annotations
 
 import numpy as np

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..ir import Graph
-from .buffers import Buffer, group_tensors, isolate_io
+from .buffers import Buffer, group_tensors, isolate_io, slice_view
 from .lifetimes import set_lifetimes, step_bytes
 from .order import best_order
 from .overlap import KINDS, InPlace, options
@@ -48,26 +48,48 @@ class MemoryPlan:
 
 
 def _eligible(g: Graph, of: dict, choice: InPlace) -> bool:
-    """Whole-buffer tensors only: no concat slices, one producer for the output."""
+    """Whole-buffer tensors only: no concat slices, one producer for the output; and the node reads no other part
+    of the buffer it writes over (a Slice view or Concat slice of it, at another offset or size)."""
     node = g.nodes[choice.node]
     x, y = of[choice.input], of[node.outputs[0]]
+    other = [t for t in node.inputs if t != choice.input and of.get(t) is x]
     return (x is not y and x.tensors[choice.input] == 0 and y.tensors[node.outputs[0]] == 0
             and x.nbytes == g.tensors[choice.input].nbytes and y.nbytes == g.tensors[node.outputs[0]].nbytes
-            and len(y.producers) == 1)
+            and len(y.producers) == 1
+            and all(x.tensors[t] == 0 and g.tensors[t].nbytes == x.nbytes for t in other))
 
 
-def _plan(g: Graph, order: list[int], kinds, work=None) -> MemoryPlan:
+def _plan(g: Graph, order: list[int], kinds, work=None, views=True) -> MemoryPlan:
     """Plan `g` executed in `order` (node ids), writing in place with the given kinds of decisions; when
-    depthwise layers are in place, also with them shifted to undo the drift of overlapped chains."""
-    plans = [_plan_with(g, order, kinds, False, work)]
-    if plans[0].in_place and any(c.kind == "depthwise" for c in plans[0].in_place.values()):
-        plans.append(_plan_with(g, order, kinds, True, work))
+    depthwise layers are in place, also with them shifted to undo the drift of overlapped chains; when some Slice
+    is a view of its input's bytes, also with every Slice a copy (a view keeps its whole input live). The first
+    of equally small plans is kept: views before copies."""
+    plans = []
+    for view in {True: (True, False), False: (False,), "always": (True,)}[views]:
+        plans.append(_plan_with(g, order, kinds, False, work, view))
+        if plans[-1].in_place and any(c.kind == "depthwise" for c in plans[-1].in_place.values()):
+            plans.append(_plan_with(g, order, kinds, True, work, view))
+        if not _has_views(plans[0]):
+            break
     return min(plans, key=lambda p: (p.arena_bytes, p.lower_bound))
 
 
-def _plan_with(g: Graph, order: list[int], kinds, climb: bool, work=None) -> MemoryPlan:
+def _has_views(plan: MemoryPlan) -> bool:
+    return any(is_view(plan, n) for n in plan.graph.nodes)
+
+
+def is_view(plan: MemoryPlan, node) -> bool:
+    """A Slice whose output the plan placed inside its input's bytes at exactly the slice's offset: it needs no
+    code (codegen/emit.py)."""
+    offset = slice_view(plan.graph, node)
+    x = plan.buffer_of.get(node.inputs[0]) if offset is not None else None     # None: a constant input
+    return (x is not None and x is plan.buffer_of[node.outputs[0]]
+            and x.tensors[node.outputs[0]] == x.tensors[node.inputs[0]] + offset)
+
+
+def _plan_with(g: Graph, order: list[int], kinds, climb: bool, work=None, views=True) -> MemoryPlan:
     g = _reordered(g, order)
-    buffers, of = group_tensors(g)
+    buffers, of = group_tensors(g, views)
     set_lifetimes(g, buffers, list(range(len(g.nodes))))
     # Kernel scratch (work=callable(graph, node) -> bytes): live during its layer only, never dropped.
     kernel_work = {}
@@ -144,19 +166,21 @@ def _reordered(g: Graph, order: list[int]) -> Graph:
     return h
 
 
-def schedule(g: Graph, variants=VARIANTS, work=None) -> MemoryPlan:
-    """`work(graph, node)`: bytes of scratch the node's kernel needs during its step (0 for none)."""
+def schedule(g: Graph, variants=VARIANTS, work=None, views=True) -> MemoryPlan:
+    """`work(graph, node)`: bytes of scratch the node's kernel needs during its step (0 for none). `views`: True
+    plans each variant with Slice views (buffers.slice_view) and with copies and keeps the smaller; False: every
+    Slice copies; "always": views wherever they apply (tests)."""
     g = isolate_io(g)
     plain = list(range(len(g.nodes)))
     best, figures = None, {}
     for name, kinds, reorder in variants:
         order, exact = plain, True
         if reorder:
-            buffers, of = group_tensors(g)
+            buffers, of = group_tensors(g, bool(views))
             savings = {(o.node, o.input): o.saving for i in plain for o in options(g, i, kinds)
                        if _eligible(g, of, o)}
             order, exact = best_order(g, buffers, savings)
-        plan = _plan(g, order, kinds, work)
+        plan = _plan(g, order, kinds, work, views)
         plan.exact_order = exact
         figures[name] = dict(arena_bytes=plan.arena_bytes, lower_bound=plan.lower_bound)
         if best is None or (plan.arena_bytes, plan.lower_bound) < (best.arena_bytes, best.lower_bound):

@@ -4,7 +4,14 @@ A *buffer* is a block of arena bytes holding one or more tensors:
 - a Reshape (or Identity) output is its input seen with another shape: same buffer, same bytes;
 - a Concat whose inputs are contiguous blocks of its output (every axis before the concatenation axis has size
   1, e.g. flattened vectors or batch-1 NHWC along H) costs nothing: each input is produced directly in its slice
-  of the output's buffer, at a byte offset, and the Concat node emits no code.
+  of the output's buffer, at a byte offset, and the Concat node emits no code;
+- a Slice whose output is one contiguous range of its input's bytes (`slice_view`: one value of every axis
+  before the first sliced one, step 1 on it, whole axes after it; e.g. a Split of the outermost non-unit axis, or
+  one row of an image) is a
+  *view*: its output sits inside its input's buffer at that byte offset (the reverse of the Concat case), the
+  buffer stays live until the view's last reader, and the Slice emits no code. Not for a model output (it has
+  its own bytes) or a constant input; `group_tensors(g, views=False)` plans every Slice as a copy (the scheduler
+  keeps whichever plan is smaller: a view keeps all of its input live as long as the view is).
 Model inputs and outputs live in the arena too (the zero-copy API hands out pointers into it); the copying
 `*_invoke` copies them in and out.
 """
@@ -17,6 +24,7 @@ import numpy as np
 from ..disjoint_sets import DisjointSets
 from ..ir import Graph
 from ..ops import names_where
+from ..ops.int8_common import same_quant
 
 ALIAS_OPS = names_where(memory="alias")
 ALIGN = 4          # every buffer starts on a 4-byte boundary: float32 / int32 data and 32-bit SIMD loads
@@ -77,9 +85,32 @@ def concat_slices(g: Graph, node) -> list | None:
     return offsets
 
 
-def group_tensors(g: Graph) -> tuple[list[Buffer], dict]:
+def slice_view(g: Graph, node) -> int | None:
+    """Byte offset of a Slice's output inside its input when the output is one contiguous range of the input's
+    bytes (one value on every axis before the first axis the output has several values on, step 1 there, every
+    axis after it whole and in order) with the same element type and quantization, else None."""
+    if node.op != "Slice":
+        return None
+    x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
+    if x.dtype != y.dtype or (x.quant is None) != (y.quant is None) or (
+            x.quant is not None and not same_quant(x.quant, y.quant)):
+        return None
+    starts, steps, sizes = node.attrs["starts"], node.attrs["steps"], node.attrs["sizes"]
+    rank = len(x.shape)
+    cut = next((a for a, k in enumerate(sizes) if k > 1), max(rank - 1, 0))   # axes before it: one value each
+    if rank and sizes[cut] > 1 and steps[cut] != 1:
+        return None
+    if any((b, st, k) != (0, 1, d) for d, b, st, k in
+           zip(x.shape[cut + 1:], starts[cut + 1:], steps[cut + 1:], sizes[cut + 1:])):
+        return None
+    dense = np.cumprod((1,) + tuple(x.shape[::-1]), dtype=np.int64)[:rank][::-1]
+    return int(sum(int(b) * int(d) for b, d in zip(starts, dense))) * np.dtype(x.dtype).itemsize
+
+
+def group_tensors(g: Graph, views: bool = True) -> tuple[list[Buffer], dict]:
     """Group the graph's runtime tensors into buffers. Returns (buffers, tensor name -> Buffer); the Buffer's
-    `tensors` map gives each tensor's byte offset inside it. Node ids are indices into `g.nodes`."""
+    `tensors` map gives each tensor's byte offset inside it. Node ids are indices into `g.nodes`. `views`: Slices
+    whose output is a contiguous range of their input become views of its bytes (see the module docstring)."""
     runtime = [n for n, t in g.tensors.items() if not t.is_const]
     sets = DisjointSets(runtime)
     producer = {o: i for i, node in enumerate(g.nodes) for o in node.outputs}
@@ -111,6 +142,27 @@ def group_tensors(g: Graph) -> tuple[list[Buffer], dict]:
             off += d
         return root, off
 
+    # Slice views, after the Concat slices: the output's group goes inside its input's group at the byte offset
+    viewed = set()
+    if views:
+        outputs = set(g.outputs)
+        for i, node in enumerate(g.nodes):
+            offset = slice_view(g, node)
+            x, y = node.inputs[0] if node.inputs else None, node.outputs[0]
+            if offset is None or x not in sets.parent:
+                continue
+            x_root, y_root = sets.find(x), sets.find(y)
+            members = [m for m in sets.parent if sets.find(m) == y_root]
+            chain, r = {x_root}, x_root
+            while r in embedded:
+                r = embedded[r][0]
+                chain.add(r)
+            if (y_root in embedded or y_root in chain or outputs & set(members)
+                    or not _members_at_zero(sets, g, y_root, y)):
+                continue
+            embedded[y_root] = (x_root, offset)
+            viewed.add(i)
+
     buffers: dict[str, Buffer] = {}
     of = {}
     for name in runtime:
@@ -122,8 +174,8 @@ def group_tensors(g: Graph) -> tuple[list[Buffer], dict]:
         buf.alignment = max(buf.alignment, np.dtype(g.tensors[name].dtype).itemsize)
         of[name] = buf
     for i, node in enumerate(g.nodes):
-        for name in node.outputs:
-            of[name].producers.add(i)
+        for name in node.outputs:        # a view writes nothing: it reads its input's buffer at its step
+            (of[name].consumers if i in viewed else of[name].producers).add(i)
         for name in node.inputs:
             if name in of:
                 of[name].consumers.add(i)
