@@ -12,7 +12,7 @@ from .. import activations
 from ..errors import TinycError
 from ..names import comment_text
 from ..resources import resource_dir
-from ..schedule import MemoryPlan
+from ..schedule import MemoryPlan, is_view
 from ..quant.params import scale_of, zero_point_of
 from ..ops import REGISTRY
 from . import cmake
@@ -114,6 +114,12 @@ def kernel_family(g, node) -> str:
                              f"kernel takes {', '.join(accepted)}: run `tinyc ops`")
         return "float"
     if all(t.dtype == "int8" and t.quant is not None for t in runtime):
+        return "int8"
+    plain = REGISTRY[node.op].int8_plain_dtypes    # integer indices beside int8 values (ArgMinMax, Gather)
+    quantized = [t.dtype == "int8" and t.quant is not None for t in
+                 [g.tensors[n] for n in node.inputs + node.outputs if g.tensors[n].dtype == "int8"]]
+    if plain and quantized and all(quantized) and all(
+            t.quant is None and t.dtype in plain for t in runtime if t.dtype != "int8"):
         return "int8"
     raise TinycError(f"node '{node.name}' ({node.op}) computes on {sorted({t.dtype for t in runtime})} tensors; tinyc "
                      "supports float32 or int8 (with quantization parameters) models")
@@ -295,7 +301,10 @@ def _image_args(g, node, params) -> list:
 
 
 def _is_alias(plan: MemoryPlan, node) -> bool:
-    """Reshape/Identity sharing its input's bytes, and Concat whose inputs were produced in its slices."""
+    """Reshape/Identity sharing its input's bytes, Concat whose inputs were produced in its slices, and Slice whose
+    output the plan placed inside its input's bytes (a view)."""
+    if node.op == "Slice":
+        return is_view(plan, node)
     if node.op in ("Reshape", "Identity"):
         src = plan.buffer_of.get(node.inputs[0])        # None for a constant input
         return src is not None and src is plan.buffer_of[node.outputs[0]]

@@ -213,7 +213,8 @@ def load_keras(path: str, input_shapes: list[tuple] | None = None) -> Graph:
         layer_name = t._keras_history.operation.name
         shape = _static_shape(layer_name, tuple(t.shape), input_shapes[i] if input_shapes else None)
         name = g.unique_name(layer_name)
-        g.add_tensor(name, shape, source_name=layer_name)
+        dtype = str(getattr(t, "dtype", "float32"))      # integer inputs: indices (Embedding)
+        g.add_tensor(name, shape, dtype if dtype in ("int32", "int64") else "float32", source_name=layer_name)
         g.inputs.append(name)
         names[_key(t)] = name
     g.outputs = _walk(cv, model, names, top=True)

@@ -335,6 +335,18 @@ def rescaling(cv, layer, cfg, ins):
     return y
 
 
+def embedding(cv, layer, cfg, ins):
+    """Embedding: a Gather of rows of the constant table by int32/int64 indices (negative ones wrap, out-of-range
+    ones clamp; Keras fails on them)."""
+    if cv.g.tensors[ins[0]].dtype not in ("int32", "int64"):
+        raise TinycError(f"Embedding '{layer.name}' reads {cv.g.tensors[ins[0]].dtype} indices; give the model an "
+                         "integer input (keras.Input(..., dtype='int32'))")
+    if getattr(layer, "quantization_mode", None):
+        raise TinycError(f"Embedding '{layer.name}' is Keras-quantized; export the float model instead")
+    table = cv.const("embeddings", layer.embeddings)
+    return cv.emit("Gather", [table, ins[0]], cv.shape(ins[0]) + (cfg["output_dim"],), axis=0)
+
+
 def input_layer(cv, layer, cfg, ins):
     raise TinycError(f"InputLayer '{layer.name}' is not one of the model's inputs")
 
@@ -344,6 +356,7 @@ _DROPOUT_LIKE = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoi
 
 SUPPORTED_LAYERS = {
     "InputLayer": input_layer,
+    "Embedding": embedding,
     "Dense": dense,
     "Conv1D": conv1d,
     "Conv2D": conv2d,

@@ -722,8 +722,7 @@ def gather(imp, node):
     x, ind = node.input[0], node.input[1]
     what = f"Gather '{_name(node)}'"
     if ind not in imp.consts:
-        raise TinycError(f"{what} reads runtime indices ('{ind}', an embedding lookup); tinyc needs constant "
-                         "indices: runtime integer tensors are not supported yet")
+        return _gather_runtime(imp, node)
     if x in imp.consts:
         raise TinycError(f"{what} gathers from a constant table with computed indices; not supported yet")
     idx = np.asarray(imp.consts[ind])
@@ -771,6 +770,35 @@ def gather(imp, node):
     _carry_qtype(imp, x, y)
     out = imp.define(y, out_lay, like=src)
     imp.g.add_node("Gather", [src], [out], name=_name(node), axis=lay.perm[axis], indices=idx)
+
+
+def _gather_runtime(imp, node):
+    """Gather with runtime int32/int64 indices (an embedding lookup), the table constant or computed: plain layout
+    on both sides; negative indices wrap, out-of-range ones clamp (tinyc/ops/gather.py)."""
+    x, ind, y = node.input[0], node.input[1], node.output[0]
+    what = f"Gather '{_name(node)}'"
+    shape = imp.logical_shape(x)
+    rank = len(shape)
+    axis = int(_attrs(node).get("axis", 0))
+    if not -rank <= axis < rank:
+        raise TinycError(f"{what}: axis {axis} is out of range for rank {rank}")
+    axis %= rank
+    out_shape = tuple(shape[:axis]) + tuple(imp.logical_shape(ind)) + tuple(shape[axis + 1:])
+    _set_shape(imp, y, out_shape)
+    _no_zero_size(node, out_shape)
+    idx = imp.get(ind, plain(len(imp.logical_shape(ind))))
+    if imp.g.tensors[idx].dtype not in ("int32", "int64"):
+        raise TinycError(f"{what}: indices '{ind}' are {imp.g.tensors[idx].dtype}; ONNX Gather takes int32 or int64")
+    if x in imp.consts:
+        if x in imp.qconsts:
+            raise TinycError(f"{what} looks up a quantized constant table; tinyc reads a float32 (or integer) "
+                             "table here: keep the embedding table unquantized")
+        table = _weight_input(imp, x, f"{y}_table", lambda a: a)
+    else:
+        table = imp.get(x, plain(rank))
+        _carry_qtype(imp, x, y)
+    out = imp.define(y, plain(len(out_shape)), like=table)
+    imp.g.add_node("Gather", [table, idx], [out], name=_name(node), axis=axis)
 
 
 def gather_elements(imp, node):

@@ -26,7 +26,7 @@ from .tflite_ops import FOLD_OPS, MULTI_OUTPUT_OPS, TFLITE_OPS
 __all__ = ["FOLD_OPS", "TFLITE_OPS", "load_tflite"]
 
 IDENTIFIER = b"TFL3"
-RUNTIME_TYPES = {"FLOAT32": "float32", "INT8": "int8"}
+RUNTIME_TYPES = {"FLOAT32": "float32", "INT8": "int8", "INT32": "int32", "INT64": "int64"}   # integers: indices (ARG_MAX, GATHER)
 CONST_TYPES = {"FLOAT32": "float32", "INT8": "int8", "INT32": "int32"}
 OTHER_TYPE_HINT = ("tinyc compiles float32 and int8 models; convert with int8 activations "
                    "(TFLITE_BUILTINS_INT8, inference_input_type=tf.int8) or without quantization")

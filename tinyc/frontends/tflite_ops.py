@@ -403,13 +403,22 @@ def pack(cv, opts, ins):
 
 
 def gather(cv, opts, ins):
-    if not cv.is_const(ins[1]):
-        raise TinycError(f"{cv.where()}: GATHER with runtime indices (an embedding lookup) needs integer runtime "
-                         "tensors, which tinyc does not support yet")
-    if cv.is_const(ins[0]):
-        raise TinycError(f"{cv.where()}: GATHER from a constant table with computed indices is not supported yet")
     if opts is not None and int(getattr(opts, "batchDims", 0) or 0):
         raise TinycError(f"{cv.where()}: GATHER with batch_dims is not supported")
+    if not cv.is_const(ins[1]):       # an embedding lookup: negative indices wrap, out-of-range ones clamp
+        shape = cv.value(ins[0], "table").shape if cv.is_const(ins[0]) else cv.shape(ins[0])
+        axis = _axis(cv, int(opts.axis) if opts is not None else 0, len(shape))
+        idx = cv.x(ins[1])
+        if cv.g.tensors[idx].dtype not in ("int32", "int64"):
+            raise TinycError(f"{cv.where()}: GATHER indices are {cv.g.tensors[idx].dtype}; TFLite takes int32 or int64")
+        table = cv.x(ins[0])
+        out = tuple(shape[:axis]) + tuple(cv.shape(ins[1])) + tuple(shape[axis + 1:])
+        if any(d == 0 for d in out):
+            raise TinycError(f"{cv.where()}: the result would be zero-size {list(out)}; tinyc needs non-empty tensors")
+        return cv.emit("Gather", [table, idx], out, axis=axis)
+    if cv.is_const(ins[0]):
+        raise TinycError(f"{cv.where()}: GATHER from a constant table with constant indices should have been folded "
+                         "by the converter; fold it before export")
     shape = cv.shape(ins[0])
     axis = _axis(cv, int(opts.axis) if opts is not None else 0, len(shape))
     idx = cv.value(ins[1], "indices").astype(np.int64)

@@ -1,7 +1,8 @@
 """ArgMinMax: the index of the largest (kind max) or smallest (kind min) value along one axis, the first one or,
 with select_last_index, the last one among equal values; the axis kept as a 1 or dropped. The output is an integer
 tensor (int64 or int32). On int8 input the raw values are compared (the scale is positive, so the order is the
-real values' order): TFLite's ARG_MAX / ARG_MIN reference kernels do the same, so the result is exact.
+real values' order): TFLite's ARG_MAX / ARG_MIN reference kernels do the same, so the result is exact. The int8
+rule reads quantized int8 and writes plain int32/int64 indices (`int8_plain_dtypes`).
 """
 from __future__ import annotations
 
@@ -51,4 +52,4 @@ def kernel(k):
 
 DEFINITIONS = (OpDef(
     "ArgMinMax", "x  [kind, axis, keepdims, select_last_index?] -> integer indices", evaluate, check, kernel, None,
-    kernel, None, memory=None, quantize=None, plain_dtypes=FLOAT + INTEGERS),)
+    kernel, None, memory=None, quantize=None, plain_dtypes=FLOAT + INTEGERS, int8_plain_dtypes=("int32", "int64")),)

@@ -54,3 +54,5 @@ class OpDef:
     qdq_rule: Optional[str] = None       # passes/fold_qdq.py's rule for the ONNX QDQ pattern around it
     fixed_quant: Optional[tuple] = None  # (scale, zero_point) with quantize == "fixed"
     plain_dtypes: tuple = FLOAT          # tensor types float_kernel handles (un-quantized tensors)
+    int8_plain_dtypes: tuple = ()        # un-quantized integer types int8_kernel reads or writes beside quantized
+                                         # int8 tensors (ArgMinMax's indices out, Gather's indices in)
