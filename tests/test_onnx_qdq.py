@@ -191,23 +191,34 @@ def test_gemm_weights_per_channel_along_b_columns_with_alpha_become_int8(tmp_pat
     assert verify(path, samples=SAMPLES)["ok"]
 
 
+@pytest.mark.parametrize("case", ["per_axis_activation", "uint8_output"])
+def test_qdq_forms_outside_an_int8_graph_compute_in_integers(tmp_path, case):
+    """A per-axis QuantizeLinear of an activation and a uint8 model output are not int8-graph forms: they become
+    LinearQuantize / LinearDequantize on plain integer tensors and match onnxruntime exactly."""
+    out_type, inits = TensorProto.FLOAT, list(X_PARAMS)
+    if case == "per_axis_activation":
+        nodes = [quant("x", "xq", "sv", "zv"), dequant("xq", "y", "sv", "zv")]
+        inits += [const("sv", [.1, .1, .2, .2]), const("zv", [0, 0, 0, 0], np.int8)]
+    else:
+        nodes, out_type = [quant("x", "y", "s", "zu")], TensorProto.UINT8
+        inits.append(const("zu", 128, np.uint8))
+    path = qdq_model(tmp_path / f"{case}.onnx", nodes, inits, out_type, 17)
+    assert {n.op for n in compile_model(path).graph.nodes} & {"LinearQuantize", "LinearDequantize"}
+    report = verify(path, samples=SAMPLES)
+    assert report["ok"], report["outputs"]
+
+
 @pytest.mark.parametrize("case, needle", [
-    ("per_axis_activation", "per axis"), ("float_op_reads_int8", "reads the quantized tensor 'xq' directly"),
-    ("dequantize_with_other_parameters", "another scale or zero point"), ("uint8_output", "model output 'y' is uint8"),
+    ("float_op_reads_int8", "computes on int8 tensors; tinyc's Activation kernel takes float32"),
+    ("dequantize_with_other_parameters", "another scale or zero point"),
     ("int4_weights", "'w4' is quantized to int4")])
 def test_unrepresentable_qdq_forms_are_refused_naming_the_tensor(tmp_path, case, needle):
     out_type, opset = TensorProto.FLOAT, 17
     inits = list(X_PARAMS)
-    if case == "per_axis_activation":
-        nodes = [quant("x", "xq", "sv", "zv"), dequant("xq", "y", "sv", "zv")]
-        inits += [const("sv", [.1, .1, .2, .2]), const("zv", [0, 0, 0, 0], np.int8)]
-    elif case == "float_op_reads_int8":
+    if case == "float_op_reads_int8":
         nodes, out_type = [quant("x", "xq"), helper.make_node("Relu", ["xq"], ["y"])], TensorProto.INT8
     elif case == "dequantize_with_other_parameters":
         nodes, inits = [quant("x", "xq"), dequant("xq", "y", "s2")], inits + [const("s2", 0.1)]
-    elif case == "uint8_output":
-        nodes, out_type = [quant("x", "y", "s", "zu")], TensorProto.UINT8
-        inits.append(const("zu", 128, np.uint8))
     else:
         nodes, opset = [quant("x", "xq"), dequant("xq", "xd"), dequant("w4", "wd", "s4", "z4"),
                         helper.make_node("MatMul", ["xd", "wd"], ["y"])], 21

@@ -1006,8 +1006,62 @@ def dequantize_constant(imp, node):
     imp.consts[y] = qc.dequantized()
 
 
+def _linear_qdq_params(imp, node, int_type: str) -> tuple[str, str]:
+    """IR constants (scale float32, zero point of `int_type`) broadcast to the data in its stored layout, per
+    tensor, per axis or per block, for LinearQuantize / LinearDequantize."""
+    what = f"{node.op_type} '{_name(node)}'"
+    x = node.input[0]
+    shape, lay = imp.logical_shape(x), imp.layout(x)
+    rank = len(shape)
+    a = _attrs(node)
+    scale = np.asarray(imp.const(node.input[1], f"{what} scale"), np.float32)
+    if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        raise TinycError(f"{what} has scale {scale.ravel()[:4]}; scales must be positive and finite")
+    zp = imp.opt_const(node, 2)
+    if len(node.input) > 2 and node.input[2] and zp is None:
+        imp.const(node.input[2], f"{what} zero point")   # raises: computed zero point
+    zp = np.zeros(scale.shape, int_type) if zp is None else np.asarray(zp)
+    if zp.dtype.name != int_type or zp.shape != scale.shape:
+        raise TinycError(f"{what}: zero point {zp.dtype}{list(zp.shape)} does not match scale {list(scale.shape)} "
+                         f"and type {int_type}")
+    arrays = [scale, zp]
+    if scale.size > 1 or scale.ndim == rank > 0:
+        axis = int(a.get("axis", 1)) % rank
+        block = int(a.get("block_size", 0))
+        if block:     # scales per block of `block` values along the axis
+            if scale.ndim != rank:
+                raise TinycError(f"{what}: blocked scales must have the data's rank {rank}")
+            arrays = [np.take(np.repeat(v, block, axis=axis), range(shape[axis]), axis=axis) for v in arrays]
+        else:
+            if scale.ndim != 1 or scale.size != shape[axis]:
+                raise TinycError(f"{what}: {scale.size} scales for axis {axis} of a {list(shape)} value")
+            arrays = [v.reshape([-1 if d == axis else 1 for d in range(rank)]) for v in arrays]
+        arrays = [imp.const_in_layout(v, rank, lay, v.dtype) for v in arrays]
+    name = node.output[0]
+    return (imp.g.add_const(f"{name}_scale", arrays[0], "float32"),
+            imp.g.add_const(f"{name}_zero_point", arrays[1], int_type))
+
+
+def _folds_into_int8(imp, node) -> bool:
+    """A QuantizeLinear that the int8 path takes (fold_qdq): int8 / uint8, per tensor, and read only by
+    DequantizeLinear nodes (not a model output)."""
+    y = node.output[0]
+    readers = imp.consumers.get(y, [])
+    return (y not in imp.output_names and bool(readers) and all(r.op_type == "DequantizeLinear" for r in readers)
+            and np.size(imp.opt_const(node, 1) if imp.opt_const(node, 1) is not None else 0) == 1
+            and not _attrs(node).get("block_size", 0))
+
+
 def quantize_linear(imp, node):
     x, y = node.input[0], node.output[0]
+    out_type = np.dtype(_quantize_output_type(imp, node)).name
+    if not _folds_into_int8(imp, node) and out_type in ("int8", "uint8", "int16", "uint16") \
+            and imp.g.tensors[imp.get(x)].dtype == "float32":
+        scale, zp = _linear_qdq_params(imp, node, out_type)
+        imp.dtypes[y] = out_type
+        out = imp.define(y, imp.layout(x))
+        imp.g.add_node("LinearQuantize", [imp.get(x), scale, zp], [out], name=_name(node), to=out_type)
+        return
     qtype = quantized_type(_quantize_output_type(imp, node), f"QuantizeLinear '{_name(node)}' output '{y}'")
     scale, zp, axis = _qdq_params(imp, node, qtype, len(imp.logical_shape(x)))
     if axis is not None:
@@ -1024,6 +1078,11 @@ def dequantize_linear(imp, node):
     x, y = node.input[0], node.output[0]
     src = imp.get(x)
     q = imp.g.tensors[src].quant
+    if q is None and imp.g.tensors[src].dtype in ("int8", "uint8", "int16", "uint16", "int32"):
+        scale, zp = _linear_qdq_params(imp, node, imp.g.tensors[src].dtype)   # integers from outside
+        out = imp.define(y, imp.layout(x))
+        imp.g.add_node("LinearDequantize", [src, scale, zp], [out], name=_name(node))
+        return
     if q is None:
         raise TinycError(f"DequantizeLinear '{_name(node)}' reads '{x}', which no QuantizeLinear made; tinyc "
                          "needs QuantizeLinear -> DequantizeLinear pairs on computed tensors")
