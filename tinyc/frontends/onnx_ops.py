@@ -412,11 +412,78 @@ def _same_layout(imp, names, rank):
 
 def binary(op):
     def rule(imp, node):
-        rank = len(imp.logical_shape(node.output[0]))
-        ins, lay = _same_layout(imp, list(node.input[:2]), rank)
-        out = imp.define(node.output[0], lay)
-        imp.g.add_node(op, ins, [out], name=_name(node), activation=None)
+        _binary_node(imp, op, node.input[0], node.input[1], node.output[0], _name(node))
     return rule
+
+
+def _fresh(imp, base: str) -> str:
+    """An ONNX-level name no value, shape or constant of the model has (for values a rule makes itself)."""
+    name, k = base, 1
+    while name in imp.g.tensors or name in imp.shapes or name in imp.values or name in imp.consts:
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
+def _binary_node(imp, op, a: str, b: str, y: str, name: str, source: bool = True) -> None:
+    """IR `op` of ONNX values (or constants) `a` and `b` into ONNX value `y`, whose shape is known (`source`:
+    the ONNX model has the value `y`, to compare with)."""
+    rank = len(imp.logical_shape(y))
+    ins, lay = _same_layout(imp, [a, b], rank)
+    out = imp.define(y, lay, source=source)
+    imp.g.add_node(op, ins, [out], name=name, activation=None)
+
+
+def variadic(op, mean=False):
+    """Sum / Max / Min / Mean of any number of inputs, with multidirectional broadcasting: a chain of binary
+    IR ops (Mean: the Sum, then a division by the count)."""
+    def rule(imp, node):
+        names, y = [n for n in node.input if n], node.output[0]
+        if len(names) == 1:   # (all-constant nodes are folded before the rules run)
+            identity(imp, node)
+            return
+        acc = names[0]
+        for i, other in enumerate(names[1:]):
+            last = i == len(names) - 2 and not mean
+            target = y if last else _fresh(imp, f"{y}_{op.lower()}{i}")
+            if not last:
+                imp.shapes[target] = tuple(np.broadcast_shapes(imp.logical_shape(acc), imp.logical_shape(other)))
+            _binary_node(imp, op, acc, other, target, _name(node) if last else target, source=last)
+            acc = target
+        if mean:
+            count = _fresh(imp, f"{y}_count")
+            imp.consts[count] = np.asarray(len(names), np.float32)
+            _binary_node(imp, "Div", acc, count, y, _name(node))
+    return rule
+
+
+def mod(imp, node):
+    if not _attrs(node).get("fmod", 0):
+        raise TinycError(f"Mod '{_name(node)}' has fmod=0 on float tensors, which ONNX defines for integers only; "
+                         "set fmod=1 (C's fmod)")
+    binary("Mod")(imp, node)
+
+
+def prelu(imp, node):
+    """PRelu: x < 0 ? slope * x : x, the slope broadcast to x; one constant slope is a LeakyRelu."""
+    slope = imp.opt_const(node, 1)
+    if slope is not None and np.size(slope) == 1 and node.input[1] not in imp.qconsts:
+        _unary(imp, node, "Activation", fn="leaky_relu", alpha=float(np.asarray(slope).reshape(-1)[0]))
+        return
+    binary("PRelu")(imp, node)
+
+
+def gelu(imp, node):
+    approximate = _attrs(node).get("approximate", "none")
+    if approximate not in ("none", "tanh"):
+        raise TinycError(f"Gelu '{_name(node)}' has approximate='{approximate}'; ONNX defines 'none' and 'tanh'")
+    _unary(imp, node, "Activation", fn="gelu" if approximate == "none" else "gelu_tanh")
+
+
+def celu(imp, node):
+    alpha = float(_attrs(node).get("alpha", 1.0))
+    if alpha == 0:
+        raise TinycError(f"Celu '{_name(node)}' has alpha=0 (it divides by alpha); the model is invalid")
+    _unary(imp, node, "Activation", fn="celu", alpha=alpha)
 
 
 def concat(imp, node):
@@ -1103,6 +1170,16 @@ ONNX_OPS = {
     "Relu": activation("relu"), "Clip": clip, "LeakyRelu": activation("leaky_relu", alpha=0.01),
     "Sigmoid": activation("sigmoid"), "Tanh": activation("tanh"), "Elu": activation("elu", alpha=1.0),
     "HardSigmoid": activation("hard_sigmoid", alpha=0.2, beta=0.5), "HardSwish": activation("hard_swish"),
+    # elementwise math (tinyc/activations.py) and the binary family (tinyc/ops/binary.py)
+    **{op: activation(op.lower()) for op in ("Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil",
+                                             "Round", "Sign", "Erf", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan",
+                                             "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Softplus", "Softsign",
+                                             "Mish")},
+    "Selu": activation("selu", alpha=1.67326319217681884765625, gamma=1.05070102214813232421875),
+    "Celu": celu, "Gelu": gelu, "ThresholdedRelu": activation("thresholded_relu", alpha=1.0),
+    "Shrink": activation("shrink", lambd=0.5, bias=0.0), "PRelu": prelu,
+    "Pow": binary("Pow"), "Mod": mod, "Max": variadic("Max"), "Min": variadic("Min"), "Sum": variadic("Add"),
+    "Mean": variadic("Add", mean=True),
     "Softmax": softmax("Softmax"), "LogSoftmax": softmax("LogSoftmax"), "Hardmax": softmax("Hardmax"),
     "MaxPool": pool("max"), "AveragePool": pool("avg"), "GlobalAveragePool": global_average_pool,
     "ReduceMean": reduce("mean"), "ReduceSum": reduce("sum"), "ReduceMax": reduce("max"), "ReduceMin": reduce("min"),

@@ -1,4 +1,7 @@
-"""Add, Sub, Mul, Div: elementwise with numpy broadcasting, with an optional fused activation."""
+"""The binary elementwise family: Add, Sub, Mul, Div, Pow, Max, Min, Mod, SquaredDifference and PRelu, with
+numpy broadcasting of any rank and an optional fused activation. One table says what each computes (numpy) and
+how (a C expression of its operands); variadic framework ops (ONNX Sum/Max/Min/Mean, Keras Add/Maximum/Average)
+are chains of these, made by the frontends."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,12 +15,42 @@ from ..quant import params as qp
 from .int8_common import in_quant, out_quant
 from .opdef import OpDef
 
-NUMPY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+
+def _prelu(a, slope):
+    return np.where(a < 0, a * slope, a)
+
+
+# op: (numpy meaning on float64, C expression of the operands {a} and {b}). An expression that reads an operand
+# more than once gets the operands in locals first.
+BINARY = {
+    "Add": (np.add, "{a} + {b}"),
+    "Sub": (np.subtract, "{a} - {b}"),
+    "Mul": (np.multiply, "{a} * {b}"),
+    "Div": (np.divide, "{a} / {b}"),
+    "Pow": (np.power, "powf({a}, {b})"),
+    # NaN in either operand gives NaN, as numpy (and ONNX) define Max / Min
+    "Max": (np.maximum, "(({a} > {b} || {a} != {a}) ? {a} : {b})"),
+    "Min": (np.minimum, "(({a} < {b} || {a} != {a}) ? {a} : {b})"),
+    "Mod": (np.fmod, "fmodf({a}, {b})"),          # C fmod: the result has the dividend's sign (ONNX fmod=1)
+    "SquaredDifference": (lambda a, b: (a - b) * (a - b), "({a} - {b}) * ({a} - {b})"),
+    "PRelu": (_prelu, "({a} < 0.0f ? {a} * {b} : {a})"),   # b: the slope
+}
 SYMBOL = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
 
 
 def evaluator(op):
-    return lambda a, ins: NUMPY[op](ins[0].astype(np.float64), ins[1].astype(np.float64))
+    def evaluate(a, ins):
+        with np.errstate(all="ignore"):     # 1/0, 0^-1, fmod(x, 0): inf / NaN, as the C computes
+            return BINARY[op][0](ins[0].astype(np.float64), ins[1].astype(np.float64))
+    return evaluate
+
+
+def c_binary(op: str, a: str, b: str) -> tuple[str, str]:
+    """(C statements loading the operands, C expression of `op`) for operand expressions `a`, `b`."""
+    expr = BINARY[op][1]
+    if expr.count("{a}") == 1 and expr.count("{b}") == 1:
+        return "", expr.format(a=a, b=b)
+    return "const float lhs = %s; const float rhs = %s; " % (a, b), expr.format(a="lhs", b="rhs")
 
 
 def _loop_operands(k):
@@ -26,11 +59,13 @@ def _loop_operands(k):
 
 
 def float_kernel(k):
-    sym = SYMBOL[k.node.op]
+    op = k.node.op
     out, strides = _loop_operands(k)
+    loads, expr = c_binary(op, k.expr(0) + "[{o1}]", k.expr(1) + "[{o2}]")
     # Doubled braces survive strided_loops' str.format; {o0}.. become the operands' offsets.
-    body = "{{ const float v = %s[{o1}] %s %s[{o2}]; y[{o0}] = %s; }}" % (k.expr(0), sym, k.expr(1), k.act("v"))
-    return "elementwise.c.j2", dict(comment=f"{k.node.op} {k.in_shape(0)} {sym} {k.in_shape(1)} -> {out}",
+    body = "{{ %sconst float v = %s; y[{o0}] = %s; }}" % (loads, expr, k.act("v"))
+    what = SYMBOL.get(op, op)
+    return "elementwise.c.j2", dict(comment=f"{op} {k.in_shape(0)} {what} {k.in_shape(1)} -> {out}",
                                     loops=strided_loops(out, strides, body)), 0
 
 
@@ -114,4 +149,8 @@ DEFINITIONS = (
           memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary"),
     OpDef("Div", SIGNATURE, evaluator("Div"), None, float_kernel, None, None, None,
           memory="elementwise", quantize=None, fuses_activation=True),
+    *(OpDef(op, SIGNATURE if op != "PRelu" else "x, slope with numpy broadcasting  [activation]",
+            evaluator(op), None, float_kernel, None, None, None, memory="elementwise", quantize=None,
+            fuses_activation=True)
+      for op in ("Pow", "Max", "Min", "Mod", "SquaredDifference", "PRelu")),
 )
