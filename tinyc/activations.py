@@ -33,9 +33,9 @@ def _gelu_tanh(x):
 
 
 def _keras_relu(x, p):
-    """Keras 3 ReLU(negative_slope, max_value, threshold): clip(x > t ? x : 0, lo, hi) - slope * max(t - x, 0)."""
+    """Keras 3 ReLU(negative_slope, max_value, threshold >= 0): (x > t ? min(x, hi) : 0) - slope * max(t - x, 0)."""
     t = p["threshold"]
-    return np.clip(np.where(x > t, x, 0.0), p["lo"], p["hi"]) - p["slope"] * np.maximum(t - x, 0.0)
+    return np.where(x > t, np.minimum(x, p["hi"]), 0.0) - p["slope"] * np.maximum(t - x, 0.0)
 
 
 # name: (C expression with {x} and params, numpy function)
@@ -61,7 +61,7 @@ ACTIVATIONS = {
     "celu": ("({x} > 0.0f ? {x} : {alpha} * (expf({x} / {alpha}) - 1.0f))",
              lambda x, p: np.maximum(x, 0) + np.minimum(0, p["alpha"] * (np.exp(np.minimum(x, 0) / p["alpha"]) - 1))),
     "thresholded_relu": ("({x} > {alpha} ? {x} : 0.0f)", lambda x, p: np.where(x > p["alpha"], x, 0.0)),
-    "keras_relu": ("(tinyc_clampf({x} > {threshold} ? {x} : 0.0f, {lo}, {hi}) - "
+    "keras_relu": ("(({x} > {threshold} ? ({x} < {hi} ? {x} : {hi}) : 0.0f) - "
                    "{slope} * ({threshold} - {x} > 0.0f ? {threshold} - {x} : 0.0f))", _keras_relu),
     # ONNX Shrink: x < -lambd ? x + bias : (x > lambd ? x - bias : 0) (Keras hard_shrink / soft_shrink)
     "shrink": ("({x} < -({lambd}) ? {x} + {bias} : ({x} > {lambd} ? {x} - {bias} : 0.0f))",

@@ -21,7 +21,7 @@ PARAMS = {
     "selu": dict(alpha=1.67326319217681884765625, gamma=1.05070102214813232421875),
     "celu": dict(alpha=1.7),
     "thresholded_relu": dict(alpha=0.4),
-    "keras_relu": dict(threshold=-0.5, lo=0.0, hi=3.0, slope=0.2),
+    "keras_relu": dict(threshold=0.5, hi=3.0, slope=0.2),
     "shrink": dict(lambd=0.5, bias=0.25),
 }
 _EXTREMES = [-F32_MAX, -1e30, -1e4, -100.0, -89.0, -88.0, -20.0, 20.0, 88.0, 89.0, 100.0, 1e4, 1e30, F32_MAX]

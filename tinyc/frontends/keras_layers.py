@@ -27,6 +27,18 @@ ACTIVATIONS = {
     "hard_silu": {"fn": "hard_swish"},
     "hard_swish": {"fn": "hard_swish"},
     "elu": {"fn": "elu", "alpha": 1.0},
+    "selu": {"fn": "selu", "alpha": 1.6732632423543772848170429916717, "gamma": 1.0507009873554804934193349852946},
+    "celu": {"fn": "celu", "alpha": 1.0},
+    "gelu": {"fn": "gelu"},                                    # Keras 3 default approximate=False
+    "softplus": {"fn": "softplus"},
+    "softsign": {"fn": "softsign"},
+    "mish": {"fn": "mish"},
+    "exponential": {"fn": "exp"},
+    "log_sigmoid": {"fn": "log_sigmoid"},
+    "hard_tanh": {"fn": "clip", "lo": -1.0, "hi": 1.0},
+    "tanh_shrink": {"fn": "tanh_shrink"},
+    "hard_shrink": {"fn": "shrink", "lambd": 0.5, "bias": 0.0},   # Keras 3 default threshold 0.5
+    "soft_shrink": {"fn": "shrink", "lambd": 0.5, "bias": 0.5},
 }
 
 
@@ -166,16 +178,28 @@ def activation(cv, layer, cfg, ins):
 
 
 def relu(cv, layer, cfg, ins):
+    """Keras 3 ReLU(max_value, negative_slope, threshold); the common cases are the plain activations (which
+    also have int8 kernels), the others Keras' full formula (`keras_relu`)."""
     slope, top, thr = float(cfg.get("negative_slope") or 0), cfg.get("max_value"), float(cfg.get("threshold") or 0)
-    if thr != 0:
-        raise TinycError(f"ReLU '{layer.name}' has threshold={thr}; only threshold=0 is supported")
-    if slope and top is not None:
-        raise TinycError(f"ReLU '{layer.name}' combines negative_slope and max_value; not supported")
-    if slope:
+    if top is not None and float(top) < 0:
+        raise TinycError(f"ReLU '{layer.name}' has max_value={top}; Keras requires max_value >= 0")
+    if thr == 0 and slope and top is None:
         return _act_node(cv, ins, {"fn": "leaky_relu", "alpha": slope})
-    if top is not None:
-        return _act_node(cv, ins, {"fn": "clip", "lo": 0.0, "hi": float(top)})
-    return _act_node(cv, ins, {"fn": "relu"})
+    if thr == 0 and not slope:
+        return _act_node(cv, ins, {"fn": "relu"} if top is None else {"fn": "clip", "lo": 0.0, "hi": float(top)})
+    return _act_node(cv, ins, {"fn": "keras_relu", "threshold": thr, "slope": slope,
+                               "hi": float(top) if top is not None else float(np.finfo(np.float32).max)})
+
+
+def elu(cv, layer, cfg, ins):
+    return _act_node(cv, ins, {"fn": "elu", "alpha": float(cfg.get("alpha", 1.0))})
+
+
+def prelu(cv, layer, cfg, ins):
+    """PReLU: x < 0 ? alpha * x : x, alpha of the input's shape without the batch (1 on the shared axes)."""
+    alpha = cv.numpy(layer.alpha)
+    shape = cv.shape(ins[0])
+    return cv.emit("PRelu", [ins[0], cv.const("alpha", alpha.reshape((1,) + alpha.shape))], shape, activation=None)
 
 
 def leaky_relu(cv, layer, cfg, ins):
@@ -257,13 +281,17 @@ def permute(cv, layer, cfg, ins):
     return cv.emit("Transpose", ins, tuple(shape[p] for p in perm), perm=perm)
 
 
-def _chain(op):
+def _chain(op, average=False):
+    """Add / Subtract / Multiply / Maximum / Minimum of any number of inputs (a chain of binary ops, numpy
+    broadcasting); Average: their sum divided by their count, as Keras computes it."""
     def convert(cv, layer, cfg, ins):
         acc = ins[0]
         for i, other in enumerate(ins[1:]):
             shape = tuple(np.broadcast_shapes(cv.shape(acc), cv.shape(other)))
-            last = i == len(ins) - 2
+            last = i == len(ins) - 2 and not average
             acc = cv.emit(op, [acc, other], shape, final=last, tag=op.lower(), activation=None)
+        if average:
+            acc = cv.emit("Div", [acc, cv.const("count", len(ins))], cv.shape(acc), activation=None)
         return acc
     return convert
 
@@ -381,6 +409,11 @@ SUPPORTED_LAYERS = {
     "Add": _chain("Add"),
     "Subtract": _chain("Sub"),
     "Multiply": _chain("Mul"),
+    "Maximum": _chain("Max"),
+    "Minimum": _chain("Min"),
+    "Average": _chain("Add", average=True),
+    "PReLU": prelu,
+    "ELU": elu,
     "Concatenate": concatenate,
     "Cropping1D": cropping,
     "Cropping2D": cropping,

@@ -139,6 +139,11 @@ def _activation(act):
     return convert
 
 
+def gelu(cv, opts, ins):
+    approximate = bool(getattr(opts, "approximate", False)) if opts is not None else False
+    return cv.emit("Activation", [cv.x(ins[0])], cv.shape(ins[0]), fn="gelu_tanh" if approximate else "gelu")
+
+
 def leaky_relu(cv, opts, ins):
     alpha = float(opts.alpha) if opts is not None else 0.2
     return cv.emit("Activation", [cv.x(ins[0])], cv.shape(ins[0]), fn="leaky_relu", alpha=alpha)
@@ -518,6 +523,12 @@ TFLITE_OPS = {
     "ADD": _binary("Add"),
     "SUB": _binary("Sub"),
     "MUL": _binary("Mul"),
+    "DIV": _binary("Div"),
+    "POW": _binary("Pow"),
+    "MAXIMUM": _binary("Max"),
+    "MINIMUM": _binary("Min"),
+    "SQUARED_DIFFERENCE": _binary("SquaredDifference"),
+    "PRELU": _binary("PRelu"),
     "AVERAGE_POOL_2D": _pool("AvgPool2D", count_include_pad=False),   # TFLite averages over the valid cells
     "MAX_POOL_2D": _pool("MaxPool2D"),
     "MEAN": reduction("mean"),
@@ -539,6 +550,10 @@ TFLITE_OPS = {
     "RELU_N1_TO_1": _activation({"fn": "clip", "lo": -1.0, "hi": 1.0}),
     "LEAKY_RELU": leaky_relu,
     "HARD_SWISH": _activation({"fn": "hard_swish"}),
+    "ELU": _activation({"fn": "elu", "alpha": 1.0}),
+    "GELU": gelu,
+    **{op: _activation({"fn": op.lower()}) for op in ("ABS", "NEG", "EXP", "LOG", "SQRT", "RSQRT", "SQUARE", "SIN",
+                                                      "COS", "FLOOR", "CEIL", "ROUND")},
     "PAD": pad,
     "PADV2": pad,
     "CONCATENATION": concatenation,

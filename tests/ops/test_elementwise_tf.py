@@ -1,0 +1,156 @@
+"""The elementwise ops through the TensorFlow frontends, float32: TFLite models made by TF's converter from
+tf.functions (and a Keras PReLU) checked against the TFLite interpreter, and Keras models (merge layers,
+activation layers, Activation('name')) checked against Keras, all with `tinyc verify`."""
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+
+if importlib.util.find_spec("tensorflow") is None:
+    pytest.skip("the TensorFlow frontends need tensorflow", allow_module_level=True)
+
+from tinyc.frontends import load_model  # noqa: E402
+from tinyc.verify import verify  # noqa: E402
+
+
+def _tf():
+    from tinyc.keras_runtime import import_keras
+    keras = import_keras()
+    import tensorflow as tf
+    return keras, tf
+
+
+def _ops(content: bytes) -> set:
+    _, tf = _tf()
+    return {d["op_name"] for d in tf.lite.Interpreter(model_content=content)._get_ops_details()}
+
+
+def _tflite(tmp_path, fn, shapes, name) -> tuple[str, set]:
+    _, tf = _tf()
+    f = tf.function(fn, input_signature=[tf.TensorSpec(s, tf.float32) for s in shapes])
+    content = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(content)
+    return str(path), _ops(content)
+
+
+def _assert_ok(report):
+    assert report["ok"], [(o["max_abs_err"], o["tolerance"]) for o in report["outputs"]]
+
+
+def _line(x, y, v):
+    _, tf = _tf()
+    return [tf.maximum(x, y), tf.minimum(x, v), tf.math.squared_difference(x, v), tf.nn.relu(x / (tf.abs(y) + 0.5)),
+            tf.abs(x), tf.negative(x), tf.exp(x), tf.sin(x), tf.cos(x), tf.floor(x), tf.math.ceil(x),
+            tf.round(x * 2.0), tf.square(x), tf.nn.elu(x)]
+
+
+def _gelu(x):
+    """The converter fuses GELU only from a tensor no other op reads."""
+    _, tf = _tf()
+    return 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
+
+
+def _positive(x, y):
+    _, tf = _tf()
+    x = tf.abs(x) + 0.1
+    return [tf.math.log(x), tf.sqrt(x), tf.math.rsqrt(x), tf.pow(x, y)]
+
+
+TFLITE_LINE_OPS = {"MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE", "DIV", "ABS", "NEG", "EXP", "SIN", "COS", "FLOOR",
+                   "CEIL", "ROUND", "SQUARE", "ELU"}
+
+
+def test_tflite_elementwise_ops_match_the_interpreter(tmp_path):
+    """The float TFLite ops of the family, broadcasting [1, 3, 4] with [1, 4] (MINIMUM, SQUARED_DIFFERENCE), DIV
+    with a fused RELU, ROUND on halves (half to even)."""
+    path, ops = _tflite(tmp_path, _line, [(1, 3, 4), (1, 3, 4), (1, 4)], "line")
+    assert TFLITE_LINE_OPS <= ops, TFLITE_LINE_OPS - ops
+    rng = np.random.default_rng(3)
+    x = np.round(rng.normal(0, 2, (1, 3, 4)) * 2) / 4   # x * 2 lands on halves
+    _assert_ok(verify(path, inputs=[x.astype(np.float32), rng.normal(0, 2, (1, 3, 4)).astype(np.float32),
+                                    rng.normal(0, 2, (1, 4)).astype(np.float32)]))
+
+
+@pytest.mark.parametrize("approximate", [False, True])
+def test_tflite_gelu(tmp_path, approximate):
+    _, tf = _tf()
+    path, ops = _tflite(tmp_path, (lambda x: tf.nn.gelu(x, approximate=True)) if approximate else _gelu,
+                        [(1, 4, 6)], "gelu")
+    assert ops == {"GELU"}, ops
+    _assert_ok(verify(path))
+
+
+def test_tflite_ops_on_positive_values(tmp_path):
+    path, ops = _tflite(tmp_path, _positive, [(1, 2, 5), (1, 2, 5)], "positive")
+    assert {"LOG", "SQRT", "RSQRT", "POW"} <= ops, ops
+    _assert_ok(verify(path))
+
+
+def test_tflite_prelu_from_keras(tmp_path):
+    keras, tf = _tf()
+    x = keras.Input((3, 4), batch_size=1)
+    layer = keras.layers.PReLU(shared_axes=[1])
+    model = keras.Model(x, layer(x))
+    layer.set_weights([np.array([[0.1, -0.5, 2.0, 0.3]], np.float32)])
+    content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    assert "PRELU" in _ops(content)
+    path = tmp_path / "prelu.tflite"
+    path.write_bytes(content)
+    _assert_ok(verify(str(path)))
+
+
+# -- Keras -----------------------------------------------------------------------------------------------------
+KERAS_ACTIVATIONS = ["swish", "silu", "gelu", "softplus", "softsign", "selu", "exponential", "mish", "elu", "celu",
+                     "hard_tanh", "log_sigmoid", "tanh_shrink", "hard_shrink", "soft_shrink", "relu6", "hard_silu"]
+
+
+def test_keras_activation_names(tmp_path):
+    """Activation('name') layers and the same functions fused into Dense."""
+    keras, _ = _tf()
+    keras.utils.set_random_seed(4)
+    x = keras.Input((6,))
+    h = keras.layers.Dense(8, name="trunk")(x)
+    outs = [keras.layers.Activation(a, name=f"act_{a}")(h) for a in KERAS_ACTIVATIONS]
+    outs += [keras.layers.Dense(3, activation=a, name=f"dense_{a}")(h) for a in ("gelu", "mish", "exponential")]
+    model = keras.Model(x, outs)
+    path = str(tmp_path / "acts.keras")
+    model.save(path)
+    g = load_model(path)
+    assert {n.attrs["fn"] for n in g.nodes if n.op == "Activation"} >= {"gelu", "mish", "softplus", "shrink"}
+    _assert_ok(verify(path, samples=4))
+
+
+@pytest.mark.parametrize("cfg", [dict(max_value=6.0), dict(negative_slope=0.2), dict(threshold=0.5),
+                                 dict(threshold=1.5, max_value=1.0), dict(negative_slope=0.1, max_value=3.0),
+                                 dict(negative_slope=0.3, threshold=0.4, max_value=2.0), dict(max_value=0.0)])
+def test_keras_relu_layer(tmp_path, cfg):
+    keras, _ = _tf()
+    x = keras.Input((4, 5))
+    model = keras.Model(x, keras.layers.ReLU(**cfg)(keras.layers.Dense(5)(x)))
+    path = str(tmp_path / "relu.keras")
+    model.save(path)
+    rng = np.random.default_rng(0)
+    _assert_ok(verify(path, inputs=[rng.normal(0, 2, (3, 1, 4, 5)).astype(np.float32)]))
+
+
+def test_keras_merge_and_parametric_layers(tmp_path):
+    """Maximum, Minimum, Average (3 inputs), Subtract, Multiply, PReLU (per channel, and shared over H and W after
+    a conv), ELU with alpha."""
+    keras, _ = _tf()
+    keras.utils.set_random_seed(5)
+    a, b, c = keras.Input((4, 6)), keras.Input((4, 6)), keras.Input((4, 6))
+    img = keras.Input((5, 5, 3))
+    L = keras.layers
+    conv = L.Conv2D(4, 3)(img)
+    outs = [L.Maximum()([a, b, c]), L.Minimum()([a, b]), L.Average()([a, b, c]), L.Subtract()([a, c]),
+            L.Multiply()([a, b, c]), L.PReLU(alpha_initializer=keras.initializers.RandomNormal(0, 1))(a),
+            L.PReLU(shared_axes=[1, 2], alpha_initializer=keras.initializers.RandomNormal(0, 1))(conv),
+            L.ELU(alpha=0.4)(a)]
+    model = keras.Model([a, b, c, img], outs)
+    path = str(tmp_path / "merge.keras")
+    model.save(path)
+    g = load_model(path)
+    assert {"Max", "Min", "Div", "PRelu", "Sub", "Mul"} <= {n.op for n in g.nodes}
+    _assert_ok(verify(path))
