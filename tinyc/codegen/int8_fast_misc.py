@@ -151,7 +151,7 @@ def unary_table(k) -> list | None:
                 for v in INT8]
     if p.fn == "hard_swish":
         return None if p.hard_swish[3] > 16 else [hard_swish_value(v, zi, *p.hard_swish, zo) for v in INT8]
-    if p.fn in ("sigmoid", "tanh"):
+    if p.table:     # sigmoid, tanh, abs, sqrt, exp, log, gelu: the reference kernel is the table already
         return [int(v) for v in p.table]
     return None
 

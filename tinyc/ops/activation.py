@@ -14,8 +14,10 @@ from .int8_common import elementwise, in_quant, out_quant
 from .opdef import OpDef
 
 # Activation functions with an int8 kernel (TFLite: RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU, HARD_SWISH,
-# LOGISTIC, TANH); only the clamps among them fuse into an int8 producer.
-INT8_FUNCTIONS = ("relu", "clip", "leaky_relu", "hard_swish", "sigmoid", "tanh")
+# LOGISTIC, TANH, ABS, SQRT, EXP, LOG, GELU); only the clamps among them fuse into an int8 producer.
+# The last ones are tables of their 256 outputs, computed as TFLite's kernel computes each.
+TABLE_FUNCTIONS = ("sigmoid", "tanh", "abs", "sqrt", *qp.LUT_FUNCTIONS)
+INT8_FUNCTIONS = ("relu", "clip", "leaky_relu", "hard_swish", *TABLE_FUNCTIONS)
 INT8_FUSABLE = ("relu", "clip")
 # Output parameters TFLite fixes (its kernels require them).
 FIXED_QUANT = {"sigmoid": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
@@ -42,7 +44,7 @@ class ActivationParams:
     rescale: tuple = ()          # (multiplier, shift) input LSBs -> output LSBs (relu, clip; leaky_relu x >= 0)
     alpha_rescale: tuple = ()    # leaky_relu x < 0: alpha * input LSBs -> output LSBs
     hard_swish: tuple = ()       # (out_mult, out_exp, relu_mult, relu_exp), int16 multipliers
-    table: tuple = ()            # sigmoid, tanh: the output for each input v, at v + 128
+    table: tuple = ()            # TABLE_FUNCTIONS: the output for each input v, at v + 128
 
 
 def int8_prepare(k) -> ActivationParams:
@@ -66,6 +68,9 @@ def int8_prepare(k) -> ActivationParams:
         return ActivationParams(fn, zi, zo, hard_swish=m)
     if fn in ("sigmoid", "tanh"):
         return ActivationParams(fn, zi, zo, table=tuple(qp.activation_table(fn, iq, oq)))
+    if fn in TABLE_FUNCTIONS:
+        table = {"abs": qp.abs_table, "sqrt": qp.sqrt_table}.get(fn, lambda i, o: qp.lut_table(fn, i, o))(iq, oq)
+        return ActivationParams(fn, zi, zo, table=tuple(table))
     raise TinycError(f"node '{k.node.name}': activation '{fn}' has no int8 kernel; run `tinyc ops`")
 
 
@@ -84,7 +89,7 @@ def int8_kernel(k):
     if p.fn == "hard_swish":
         return elementwise(k, "tinyc_hard_swish(v, %d, %d, %d, %d, %d, %d)" % (p.in_zp, *p.hard_swish, p.out_zp),
                            "int8 hard swish")
-    table = k.table(list(p.table), "int8", f"int8 {p.fn} table")     # computed in float32, as TFLite
+    table = k.table(list(p.table), "int8", f"int8 {p.fn} table")     # computed as TFLite computes each output
     return elementwise(k, "%s[v + 128]" % table, f"int8 {p.fn} by table")
 
 

@@ -12,7 +12,7 @@ from ..codegen import int8_fast_misc
 from ..codegen.loops import broadcast_strides, row_major_strides, strided_loops
 from ..errors import TinycError
 from ..quant import params as qp
-from .int8_common import in_quant, out_quant
+from .int8_common import in_quant, out_quant, same_quant
 from .opdef import OpDef
 
 
@@ -139,6 +139,73 @@ def mul_kernel(k):
                                     loops=strided_loops(out, strides, body)), 0
 
 
+@dataclass(frozen=True)
+class MaxMinParams:
+    """TFLite's MAXIMUM / MINIMUM compare the stored integers: inputs and output share one scale and zero point."""
+    lo: int
+    hi: int
+
+
+def max_min_prepare(k) -> MaxMinParams:
+    qo = out_quant(k)
+    for i in (0, 1):
+        if not same_quant(in_quant(k, i), qo):
+            raise TinycError(f"node '{k.node.name}': int8 {k.node.op} with input '{k.tensor(i).name}' quantized "
+                             "differently from its output; TFLite compares the stored integers, so inputs and output "
+                             "need one scale and zero point (as TFLiteConverter makes them)")
+    return MaxMinParams(*qp.activation_range(k.node.attrs.get("activation"), qo))
+
+
+def max_min_kernel(k):
+    p = k.params
+    pick = ">" if k.node.op == "Max" else "<"
+    clamp = (p.lo, p.hi) != (qp.QMIN, qp.QMAX)
+    value = "(lhs %s rhs ? lhs : rhs)" % pick
+    body = ("{{ const int8_t lhs = %s[{o1}]; const int8_t rhs = %s[{o2}]; y[{o0}] = %s; }}"
+            % (k.expr(0), k.expr(1), "tinyc_sat8(%s, %d, %d)" % (value, p.lo, p.hi) if clamp else value))
+    out, strides = _loop_operands(k)
+    return "elementwise.c.j2", dict(comment=f"int8 {k.node.op} {k.in_shape(0)}, {k.in_shape(1)} -> {out}",
+                                    loops=strided_loops(out, strides, body)), 0
+
+
+@dataclass(frozen=True)
+class PReluParams:
+    """TFLite's PRELU: x - z_in >= 0 rescaled by s_in / s_out, else (x - z_in) * (alpha - z_alpha) rescaled by
+    s_in * s_alpha / s_out; both factors computed in float32 (activations.cc PreluPrepare)."""
+    in_zp: int
+    alpha_zp: int
+    out_zp: int
+    positive: tuple     # (multiplier, shift)
+    negative: tuple
+    lo: int
+    hi: int
+
+
+def prelu_prepare(k) -> PReluParams:
+    qi, qa, qo = in_quant(k, 0), in_quant(k, 1), out_quant(k)
+    if np.asarray(qa.scale).size > 1:
+        raise TinycError(f"node '{k.node.name}': int8 PRelu with a per-channel quantized slope; TFLite's PRELU takes "
+                         "one scale for the slope")
+    f32 = np.float32
+    s_in, s_a, s_out = (f32(qp.scale_of(q)) for q in (qi, qa, qo))
+    pos = qp.multiplier(float(f32(s_in / s_out)))
+    neg = qp.multiplier(float(f32(f32(s_in * s_a) / s_out)))
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), qo)
+    return PReluParams(qp.zero_point_of(qi), qp.zero_point_of(qa), qp.zero_point_of(qo), pos, neg, lo, hi)
+
+
+def prelu_kernel(k):
+    p = k.params
+    (m1, e1), (m2, e2) = p.positive, p.negative
+    body = ("{{ const int32_t v = (int32_t)%s[{o1}] - (%d);\n"
+            "  y[{o0}] = tinyc_sat8((v >= 0 ? tinyc_requantize(v, %d, %d) : "
+            "tinyc_requantize(v * ((int32_t)%s[{o2}] - (%d)), %d, %d)) + (%d), %d, %d); }}"
+            % (k.expr(0), p.in_zp, m1, e1, k.expr(1), p.alpha_zp, m2, e2, p.out_zp, p.lo, p.hi))
+    out, strides = _loop_operands(k)
+    return "elementwise.c.j2", dict(comment=f"int8 PRelu {k.in_shape(0)}, slope {k.in_shape(1)} -> {out}",
+                                    loops=strided_loops(out, strides, body)), 0
+
+
 SIGNATURE = "a, b with numpy broadcasting  [activation]"
 DEFINITIONS = (
     OpDef("Add", SIGNATURE, evaluator("Add"), None, float_kernel, add_sub_prepare, add_sub_kernel,
@@ -149,8 +216,16 @@ DEFINITIONS = (
           memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary"),
     OpDef("Div", SIGNATURE, evaluator("Div"), None, float_kernel, None, None, None,
           memory="elementwise", quantize=None, fuses_activation=True),
-    *(OpDef(op, SIGNATURE if op != "PRelu" else "x, slope with numpy broadcasting  [activation]",
-            evaluator(op), None, float_kernel, None, None, None, memory="elementwise", quantize=None,
-            fuses_activation=True)
-      for op in ("Pow", "Max", "Min", "Mod", "SquaredDifference", "PRelu")),
+    OpDef("Pow", SIGNATURE, evaluator("Pow"), None, float_kernel, None, None, None, memory="elementwise",
+          quantize=None, fuses_activation=True),
+    OpDef("Max", SIGNATURE, evaluator("Max"), None, float_kernel, max_min_prepare, max_min_kernel, None,
+          memory="elementwise", quantize=None, fuses_activation=True),
+    OpDef("Min", SIGNATURE, evaluator("Min"), None, float_kernel, max_min_prepare, max_min_kernel, None,
+          memory="elementwise", quantize=None, fuses_activation=True),
+    OpDef("Mod", SIGNATURE, evaluator("Mod"), None, float_kernel, None, None, None, memory="elementwise",
+          quantize=None, fuses_activation=True),
+    OpDef("SquaredDifference", SIGNATURE, evaluator("SquaredDifference"), None, float_kernel, None, None, None,
+          memory="elementwise", quantize=None, fuses_activation=True),
+    OpDef("PRelu", "x, slope with numpy broadcasting  [activation]", evaluator("PRelu"), None, float_kernel,
+          prelu_prepare, prelu_kernel, None, memory="elementwise", quantize=None, fuses_activation=True),
 )

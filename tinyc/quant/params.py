@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from ..errors import TinycError
+from .fixed_point import multiply_by_quantized_multiplier as mbqm
 from .fixed_point import quantize_multiplier
 
 QMIN, QMAX = -128, 127
@@ -118,6 +119,79 @@ def activation_table(fn: str, in_q, out_q) -> list[int]:
         q = int(f32(r + f32(z_out)))
         table.append(min(QMAX, max(QMIN, q)))
     return table
+
+
+# -- ABS, SQRT, EXP, LOG, GELU: int8 -> int8 functions of one input, as 256-entry tables ----------------------
+def _libm_float(name: str):
+    import ctypes
+    import ctypes.util
+    lib = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+    fn = getattr(lib, name)
+    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
+    return lambda v: np.float32(fn(float(v)))
+
+
+def _lut_transform(fn: str, out_q):
+    """TFLite's float transform of each LUT op (elementwise.cc, exp.cc, gelu.cc), in float32 with libm."""
+    f32 = np.float32
+    if fn == "exp":
+        return _libm_float("expf")
+    if fn == "log":     # values <= 0 give the output's lowest real value
+        logf, low = _libm_float("logf"), f32(f32(QMIN - zero_point_of(out_q)) * f32(scale_of(out_q)))
+        return lambda v: low if v <= 0 else logf(v)
+    if fn == "gelu":    # 0.5 * x * erfc(-x / sqrt(2)), written with erfc for large negative x
+        erfcf, c = _libm_float("erfcf"), f32(-0.70710678118654752440)
+        return lambda v: f32(f32(f32(0.5) * v) * erfcf(f32(v * c)))
+    if fn == "gelu_tanh":
+        tanhf, k = _libm_float("tanhf"), f32(1.12837916709551257390 * 0.70710678118654752440)
+        return lambda v: f32(f32(f32(0.5) * v) * f32(f32(1) + tanhf(
+            f32(k * f32(v + f32(f32(f32(f32(0.044715) * v) * v) * v))))))
+    raise ValueError(fn)
+
+
+LUT_FUNCTIONS = ("exp", "log", "gelu", "gelu_tanh")
+
+
+def lut_table(fn: str, in_q, out_q) -> list[int]:
+    """lut[v + 128] as TFLite's LUTPopulate<int8_t> builds it for EXP, LOG and GELU (docs/int8-numerics.md
+    4.28): the same float32 steps as LOGISTIC's table (4.10) with the op's transform."""
+    f32 = np.float32
+    s_in, z_in = f32(scale_of(in_q)), zero_point_of(in_q)
+    inv, z_out = f32(f32(1.0) / f32(scale_of(out_q))), zero_point_of(out_q)
+    transform = _lut_transform(fn, out_q)
+    table = []
+    for v in range(-128, 128):
+        t = transform(f32(s_in * f32(v - z_in)))
+        r = f32(tflite_round(float(f32(t * inv))))
+        table.append(min(QMAX, max(QMIN, int(f32(r + f32(z_out))))))
+    return table
+
+
+def abs_table(in_q, out_q) -> list[int]:
+    """ABS (elementwise.cc AbsEvalQuantized): |x - z_in| rescaled by f32(s_in / s_out) unless the scales are
+    equal, plus z_out, saturated."""
+    z_in, z_out = zero_point_of(in_q), zero_point_of(out_q)
+    s_in, s_out = np.float32(scale_of(in_q)), np.float32(scale_of(out_q))
+    m, sh = multiplier(float(np.float32(s_in / s_out)))
+    out = []
+    for v in range(-128, 128):
+        a = abs(v - z_in)
+        out.append(min(QMAX, max(QMIN, (a if s_in == s_out else mbqm(a, m, sh)) + z_out)))
+    return out
+
+
+def sqrt_table(in_q, out_q) -> list[int]:
+    """SQRT (elementwise.cc SqrtEvalQuantized): per element in float32, sqrtf(s_in * (x - z_in)) / s_out
+    truncated toward zero, plus z_out, saturated. TFLite stops the inference on an input below zero; tinyc's
+    table gives sqrt(0) there."""
+    f32 = np.float32
+    s_in, z_in, s_out, z_out = f32(scale_of(in_q)), zero_point_of(in_q), f32(scale_of(out_q)), zero_point_of(out_q)
+    out = []
+    for v in range(-128, 128):
+        d = max(f32(s_in * f32(v - z_in)), f32(0))
+        q = int(np.trunc(f32(np.sqrt(d) / s_out))) + z_out
+        out.append(min(QMAX, max(QMIN, q)))
+    return out
 
 
 # -- HARD_SWISH: int16 arithmetic with two down-scaled multipliers (docs/int8-numerics.md 4.13) ----------------

@@ -31,7 +31,8 @@ LAST_CLASSIC_CODE = 127         # deprecated_builtin_code is an int8: larger cod
 CLAMPS = {("relu",): "RELU", ("clip", 0.0, 6.0): "RELU6", ("clip", -1.0, 1.0): "RELU_N1_TO_1",
           ("clip", 0.0, 1.0): "RELU_0_TO_1"}
 FUSABLE_CLAMPS = ("RELU", "RELU6", "RELU_N1_TO_1")
-PLAIN_ACTIVATIONS = {"sigmoid": "LOGISTIC", "tanh": "TANH", "hard_swish": "HARD_SWISH"}
+PLAIN_ACTIVATIONS = {"sigmoid": "LOGISTIC", "tanh": "TANH", "hard_swish": "HARD_SWISH", "abs": "ABS", "sqrt": "SQRT",
+                     "exp": "EXP", "log": "LOG"}
 
 
 def _schema():
@@ -243,6 +244,9 @@ def _activation(w: _Writer, node: Node) -> None:
     act = activation_of(node)
     if act.get("fn") == "leaky_relu":
         w.op("LEAKY_RELU", _inputs(w, node), node, w.options("LeakyReluOptions", alpha=float(act["alpha"])))
+        return
+    if act.get("fn") in ("gelu", "gelu_tanh"):
+        w.op("GELU", _inputs(w, node), node, w.options("GeluOptions", approximate=act["fn"] == "gelu_tanh"))
         return
     builtin = PLAIN_ACTIVATIONS.get(act.get("fn")) or CLAMPS.get(_activation_key(act))
     if builtin is None:
