@@ -155,22 +155,28 @@ def _gelu_tanh(t):
     return tf.nn.gelu(t, approximate=True)    # keras.ops.gelu's tanh form is not fused into GELU
 
 
+def _squared_difference(ab):
+    import tensorflow as tf
+    return tf.math.squared_difference(ab[0], ab[1])
+
+
 def elementwise_cnn():
-    """MAXIMUM and MINIMUM of two branches, PRELU (slope shared over H and W), GELU, ABS, EXP, LOG and SQRT (the
-    last two of positive values), concatenated into a 1x1 conv; tf.nn.gelu's tanh form, which the converter
-    decomposes (its POW stays float between DEQUANTIZE and QUANTIZE)."""
+    """MAXIMUM, MINIMUM and SQUARED_DIFFERENCE of two branches, PRELU (slope shared over H and W), GELU, ABS,
+    EXP, LOG, SQRT and RSQRT (the last three of positive values), concatenated into a 1x1 conv; tf.nn.gelu's
+    tanh form, which the converter decomposes (its POW stays float between DEQUANTIZE and QUANTIZE)."""
     keras = _keras()
     L = keras.layers
     ops = keras.ops
     x = keras.Input((6, 6, 3))
     a = L.Conv2D(6, 3, padding="same")(x)
     b = L.Conv2D(6, 1)(x)
-    branches = [L.Maximum()([a, b]), L.Minimum()([a, b]),
+    branches = [L.Maximum()([a, b]), L.Minimum()([a, b]), L.Lambda(_squared_difference)([a, b]),
                 L.PReLU(shared_axes=[1, 2], alpha_initializer=keras.initializers.RandomUniform(-0.5, 1.5))(a),
                 L.Lambda(lambda t: 0.5 * t * (1.0 + ops.erf(t * 0.7071067811865476)))(b),
                 L.Lambda(_gelu_tanh)(a),
                 L.Lambda(ops.abs)(b), L.Lambda(lambda t: ops.exp(t * 0.5))(a),
-                L.Lambda(lambda t: ops.log(ops.abs(t) + 0.25))(b), L.Lambda(lambda t: ops.sqrt(ops.abs(t) + 0.1))(a)]
+                L.Lambda(lambda t: ops.log(ops.abs(t) + 0.25))(b), L.Lambda(lambda t: ops.sqrt(ops.abs(t) + 0.1))(a),
+                L.Lambda(lambda t: ops.rsqrt(ops.abs(t) + 0.5))(b)]
     return keras.Model(x, L.Conv2D(4, 1)(L.Concatenate()(branches)), name="elementwise_cnn")
 
 

@@ -154,3 +154,50 @@ def test_keras_merge_and_parametric_layers(tmp_path):
     g = load_model(path)
     assert {"Max", "Min", "Div", "PRelu", "Sub", "Mul"} <= {n.op for n in g.nodes}
     _assert_ok(verify(path))
+
+
+# -- int8: every table entry against TFLite's reference kernels ------------------------------------------------
+def _int8_tflite(tmp_path, fn, lo, hi, name):
+    _, tf = _tf()
+    f = tf.function(fn, input_signature=[tf.TensorSpec((1, 16, 16), tf.float32)])
+
+    def rep():
+        rng = np.random.default_rng(0)
+        for _ in range(32):
+            yield [rng.uniform(lo, hi, (1, 16, 16)).astype(np.float32)]
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    content = conv.convert()
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(content)
+    return str(path), _ops(content)
+
+
+INT8_UNARY = {   # TFLite op: (function, calibration range)
+    "ABS": (lambda x: __import__("tensorflow").abs(x), -3.0, 2.0),
+    "EXP": (lambda x: __import__("tensorflow").exp(x), -3.0, 1.5),
+    "LOG": (lambda x: __import__("tensorflow").math.log(x), 0.05, 6.0),
+    "SQRT": (lambda x: __import__("tensorflow").sqrt(x), 0.0, 6.0),
+    "RSQRT": (lambda x: __import__("tensorflow").math.rsqrt(x), 0.05, 6.0),
+    "GELU": (lambda x: 0.5 * x * (1.0 + __import__("tensorflow").math.erf(x / math.sqrt(2.0))), -4.0, 3.0),
+    "GELU_TANH": (lambda x: __import__("tensorflow").nn.gelu(x, approximate=True), -4.0, 3.0),
+}
+
+
+@pytest.mark.parametrize("op", sorted(INT8_UNARY))
+def test_int8_unary_tables_are_bit_exact_on_every_input(tmp_path, op):
+    """All 256 int8 inputs (those TFLite accepts: SQRT and RSQRT stop on inputs below the zero point)."""
+    fn, lo, hi = INT8_UNARY[op]
+    path, ops = _int8_tflite(tmp_path, fn, lo, hi, op.lower())
+    assert op.split("_")[0] in ops, ops
+    from tinyc.compiler import compile_model
+    g = compile_model(path).plan.graph
+    zp = int(np.asarray(g.tensors[g.inputs[0]].quant.zero_point).reshape(-1)[0])
+    x = np.arange(-128, 128, dtype=np.int64)
+    if op in ("SQRT", "RSQRT"):
+        x = np.maximum(x, zp)
+    report = verify(path, inputs=[x.astype(np.int8).reshape(1, 16, 16)])
+    assert report["mismatched_bytes"] == 0, report["outputs"]

@@ -14,9 +14,9 @@ from .int8_common import elementwise, in_quant, out_quant
 from .opdef import OpDef
 
 # Activation functions with an int8 kernel (TFLite: RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU, HARD_SWISH,
-# LOGISTIC, TANH, ABS, SQRT, EXP, LOG, GELU); only the clamps among them fuse into an int8 producer.
+# LOGISTIC, TANH, ABS, SQRT, RSQRT, EXP, LOG, GELU); only the clamps among them fuse into an int8 producer.
 # The last ones are tables of their 256 outputs, computed as TFLite's kernel computes each.
-TABLE_FUNCTIONS = ("sigmoid", "tanh", "abs", "sqrt", *qp.LUT_FUNCTIONS)
+TABLE_FUNCTIONS = ("sigmoid", "tanh", "abs", "sqrt", "rsqrt", *qp.LUT_FUNCTIONS)
 INT8_FUNCTIONS = ("relu", "clip", "leaky_relu", "hard_swish", *TABLE_FUNCTIONS)
 INT8_FUSABLE = ("relu", "clip")
 # Output parameters TFLite fixes (its kernels require them).
@@ -69,7 +69,8 @@ def int8_prepare(k) -> ActivationParams:
     if fn in ("sigmoid", "tanh"):
         return ActivationParams(fn, zi, zo, table=tuple(qp.activation_table(fn, iq, oq)))
     if fn in TABLE_FUNCTIONS:
-        table = {"abs": qp.abs_table, "sqrt": qp.sqrt_table}.get(fn, lambda i, o: qp.lut_table(fn, i, o))(iq, oq)
+        table = {"abs": qp.abs_table, "sqrt": qp.sqrt_table, "rsqrt": qp.rsqrt_table}.get(
+            fn, lambda i, o: qp.lut_table(fn, i, o))(iq, oq)
         return ActivationParams(fn, zi, zo, table=tuple(table))
     raise TinycError(f"node '{k.node.name}': activation '{fn}' has no int8 kernel; run `tinyc ops`")
 

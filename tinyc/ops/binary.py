@@ -206,6 +206,46 @@ def prelu_kernel(k):
                                     loops=strided_loops(out, strides, body)), 0
 
 
+@dataclass(frozen=True)
+class SquaredDifferenceParams:
+    """TFLite's SQUARED_DIFFERENCE (squared_difference.cc): both inputs shifted left by 7 bits and rescaled to
+    twice the larger input scale, subtracted, squared, then rescaled to the output."""
+    in_mults: tuple        # ((m1, shift1), (m2, shift2))
+    in_zps: tuple
+    out_mult: int
+    out_shift: int
+    out_zp: int
+    lo: int
+    hi: int
+
+
+def squared_difference_prepare(k) -> SquaredDifferenceParams:
+    q1, q2, qo = in_quant(k, 0), in_quant(k, 1), out_quant(k)
+    s1, s2, so = (float(np.float32(qp.scale_of(q))) for q in (q1, q2, qo))
+    twice_max = 2.0 * max(s1, s2)
+    ms = (qp.multiplier(s1 / twice_max), qp.multiplier(s2 / twice_max))
+    mo, sho = qp.multiplier(twice_max * twice_max / float(np.float32(np.float32(1 << 14) * np.float32(so))))
+    if sho > 0:
+        raise TinycError(f"node '{k.node.name}': int8 SquaredDifference with output scale {so:g} far below its input "
+                         f"scales ({s1:g}, {s2:g}) cannot be computed by TFLite's scheme; requantize the model")
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), qo)
+    return SquaredDifferenceParams(ms, (qp.zero_point_of(q1), qp.zero_point_of(q2)), mo, sho, qp.zero_point_of(qo),
+                                   lo, hi)
+
+
+def squared_difference_kernel(k):
+    p = k.params
+    (m1, sh1), (m2, sh2) = p.in_mults
+    z1, z2 = p.in_zps
+    body = ("{{ const int32_t d = tinyc_requantize(((int32_t)%s[{o1}] - (%d)) * (1 << 7), %d, %d) -\n"
+            "    tinyc_requantize(((int32_t)%s[{o2}] - (%d)) * (1 << 7), %d, %d);\n"
+            "  y[{o0}] = tinyc_sat8(tinyc_requantize(d * d, %d, %d) + (%d), %d, %d); }}"
+            % (k.expr(0), z1, m1, sh1, k.expr(1), z2, m2, sh2, p.out_mult, p.out_shift, p.out_zp, p.lo, p.hi))
+    out, strides = _loop_operands(k)
+    return "elementwise.c.j2", dict(comment=f"int8 SquaredDifference {k.in_shape(0)}, {k.in_shape(1)} -> {out}",
+                                    loops=strided_loops(out, strides, body)), 0
+
+
 SIGNATURE = "a, b with numpy broadcasting  [activation]"
 DEFINITIONS = (
     OpDef("Add", SIGNATURE, evaluator("Add"), None, float_kernel, add_sub_prepare, add_sub_kernel,
@@ -224,8 +264,9 @@ DEFINITIONS = (
           memory="elementwise", quantize=None, fuses_activation=True),
     OpDef("Mod", SIGNATURE, evaluator("Mod"), None, float_kernel, None, None, None, memory="elementwise",
           quantize=None, fuses_activation=True),
-    OpDef("SquaredDifference", SIGNATURE, evaluator("SquaredDifference"), None, float_kernel, None, None, None,
-          memory="elementwise", quantize=None, fuses_activation=True),
+    OpDef("SquaredDifference", SIGNATURE, evaluator("SquaredDifference"), None, float_kernel,
+          squared_difference_prepare, squared_difference_kernel, None, memory="elementwise", quantize=None,
+          fuses_activation=True),
     OpDef("PRelu", "x, slope with numpy broadcasting  [activation]", evaluator("PRelu"), None, float_kernel,
           prelu_prepare, prelu_kernel, None, memory="elementwise", quantize=None, fuses_activation=True),
 )

@@ -12,6 +12,8 @@ import numpy as np
 
 from ..errors import TinycError
 from .fixed_point import multiply_by_quantized_multiplier as mbqm
+from .fixed_point import rounding_divide_by_pot
+from .fixed_point import saturating_rounding_doubling_high_mul as srdhm
 from .fixed_point import quantize_multiplier
 
 QMIN, QMAX = -128, 127
@@ -191,6 +193,62 @@ def sqrt_table(in_q, out_q) -> list[int]:
         d = max(f32(s_in * f32(v - z_in)), f32(0))
         q = int(np.trunc(f32(np.sqrt(d) / s_out))) + z_out
         out.append(min(QMAX, max(QMIN, q)))
+    return out
+
+
+def _srmul_pot(x: int, exponent: int) -> int:
+    """gemmlowp's SaturatingRoundingMultiplyByPOT<exponent> on an int32."""
+    if exponent > 0:
+        threshold = (1 << (31 - exponent)) - 1
+        return (1 << 31) - 1 if x > threshold else (-(1 << 31) if x < -threshold else x << exponent)
+    return rounding_divide_by_pot(x, -exponent) if exponent < 0 else x
+
+
+def _wrap32(x: int) -> int:
+    return ((x + (1 << 31)) % (1 << 32)) - (1 << 31)
+
+
+def inv_sqrt_multiplier(value: int) -> tuple[int, int]:
+    """TFLite's GetInvSqrtQuantizedMultiplierExp(value, kReverseShift = -1): 1/sqrt(value) as (multiplier, left
+    shift), by 5 Newton-Raphson steps in gemmlowp fixed point (Q3.28 values, SRDHM products)."""
+    if value <= 1:
+        return (1 << 31) - 1, 0
+    shift = 11
+    while value >= (1 << 29):
+        value //= 4
+        shift += 1
+    pairs = ((32 - value.bit_length()) - 1) // 2 - 1      # CountLeadingZeros(value) - 1, in bit pairs, minus one
+    shift -= pairs
+    value <<= 2 * pairs
+    half_input = rounding_divide_by_pot(value >> 1, 1)
+    half_three = (1 << 28) + (1 << 27)
+    x = 1 << 28                                           # F3::One()
+    for _ in range(5):
+        x3 = _srmul_pot(srdhm(srdhm(x, x), x), 6)         # F9 -> F3
+        x = _srmul_pot(_wrap32(srdhm(half_three, x) - srdhm(half_input, x3)), 3)   # F6 -> F3
+    x = srdhm(x, 1518500250)                              # * sqrt(2) / 2 (F0)
+    if shift < 0:
+        x, shift = _wrap32(x << -shift), 0
+    return x, -shift
+
+
+def rsqrt_table(in_q, out_q) -> list[int]:
+    """RSQRT (elementwise.cc RsqrtEvalQuantizedInt8): v = x - z_in; v == 0 gives 127; else
+    MBQM(MBQM(1, inv_mult, inv_shift + 20), m, e - 20) + z_out, saturated, with (m, e) = QuantizeMultiplier(
+    1 / f32(sqrtf(s_in) * s_out)). TFLite stops the inference on an input below the zero point; tinyc's table
+    gives 127 there, as for 0."""
+    f32 = np.float32
+    m, e = multiplier(1.0 / float(f32(f32(np.sqrt(f32(scale_of(in_q)))) * f32(scale_of(out_q)))))
+    z_in, z_out = zero_point_of(in_q), zero_point_of(out_q)
+    out = []
+    for v in range(-128, 128):
+        value = v - z_in
+        if value <= 0:
+            out.append(QMAX)
+            continue
+        im, ish = inv_sqrt_multiplier(value)
+        data = mbqm(1, im, ish + 20)
+        out.append(min(QMAX, max(QMIN, mbqm(data, m, e - 20) + z_out)))
     return out
 
 

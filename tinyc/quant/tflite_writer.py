@@ -31,7 +31,7 @@ LAST_CLASSIC_CODE = 127         # deprecated_builtin_code is an int8: larger cod
 CLAMPS = {("relu",): "RELU", ("clip", 0.0, 6.0): "RELU6", ("clip", -1.0, 1.0): "RELU_N1_TO_1",
           ("clip", 0.0, 1.0): "RELU_0_TO_1"}
 FUSABLE_CLAMPS = ("RELU", "RELU6", "RELU_N1_TO_1")
-PLAIN_ACTIVATIONS = {"sigmoid": "LOGISTIC", "tanh": "TANH", "hard_swish": "HARD_SWISH", "abs": "ABS", "sqrt": "SQRT",
+PLAIN_ACTIVATIONS = {"sigmoid": "LOGISTIC", "tanh": "TANH", "hard_swish": "HARD_SWISH", "abs": "ABS", "sqrt": "SQRT", "rsqrt": "RSQRT",
                      "exp": "EXP", "log": "LOG"}
 
 
