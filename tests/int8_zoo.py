@@ -90,7 +90,9 @@ def two_inputs_arith():
     """Two inputs: Subtract, Multiply, broadcast Add of a per-channel vector, Maximum pooling of the result."""
     keras = _keras()
     L = keras.layers
-    a, b = keras.Input((8, 8, 4)), keras.Input((8, 8, 4))
+    # named: the converter orders inputs by name, and Keras' numbered names (keras_tensor_99, keras_tensor_100)
+    # would make the order depend on how many models the process built before
+    a, b = keras.Input((8, 8, 4), name="a"), keras.Input((8, 8, 4), name="b")
     d = L.Subtract()([L.Conv2D(4, 3, padding="same")(a), b])
     m = L.Multiply()([d, L.Conv2D(4, 1, activation="sigmoid")(b)])
     h = L.MaxPooling2D(2)(L.Add()([m, a]))
@@ -163,21 +165,27 @@ def _squared_difference(ab):
 def elementwise_cnn():
     """MAXIMUM, MINIMUM and SQUARED_DIFFERENCE of two branches, PRELU (slope shared over H and W), GELU, ABS,
     EXP, LOG, SQRT and RSQRT (the last three of positive values), concatenated into a 1x1 conv; tf.nn.gelu's
-    tanh form, which the converter decomposes (its POW stays float between DEQUANTIZE and QUANTIZE)."""
+    tanh form, which the converter decomposes (its POW stays float between DEQUANTIZE and QUANTIZE). Every layer
+    is named: the converter orders this model's operators by the names, which Keras would otherwise number per
+    process."""
     keras = _keras()
     L = keras.layers
     ops = keras.ops
-    x = keras.Input((6, 6, 3))
-    a = L.Conv2D(6, 3, padding="same")(x)
-    b = L.Conv2D(6, 1)(x)
-    branches = [L.Maximum()([a, b]), L.Minimum()([a, b]), L.Lambda(_squared_difference)([a, b]),
-                L.PReLU(shared_axes=[1, 2], alpha_initializer=keras.initializers.RandomUniform(-0.5, 1.5))(a),
-                L.Lambda(lambda t: 0.5 * t * (1.0 + ops.erf(t * 0.7071067811865476)))(b),
-                L.Lambda(_gelu_tanh)(a),
-                L.Lambda(ops.abs)(b), L.Lambda(lambda t: ops.exp(t * 0.5))(a),
-                L.Lambda(lambda t: ops.log(ops.abs(t) + 0.25))(b), L.Lambda(lambda t: ops.sqrt(ops.abs(t) + 0.1))(a),
-                L.Lambda(lambda t: ops.rsqrt(ops.abs(t) + 0.5))(b)]
-    return keras.Model(x, L.Conv2D(4, 1)(L.Concatenate()(branches)), name="elementwise_cnn")
+    x = keras.Input((6, 6, 3), name="ew_in")
+    a = L.Conv2D(6, 3, padding="same", name="ew_a")(x)
+    b = L.Conv2D(6, 1, name="ew_b")(x)
+    branches = [L.Maximum(name="ew_max")([a, b]), L.Minimum(name="ew_min")([a, b]),
+                L.Lambda(_squared_difference, name="ew_sqdiff")([a, b]),
+                L.PReLU(shared_axes=[1, 2], alpha_initializer=keras.initializers.RandomUniform(-0.5, 1.5, seed=1),
+                        name="ew_prelu")(a),
+                L.Lambda(lambda t: 0.5 * t * (1.0 + ops.erf(t * 0.7071067811865476)), name="ew_gelu")(b),
+                L.Lambda(_gelu_tanh, name="ew_gelu_tanh")(a),
+                L.Lambda(ops.abs, name="ew_abs")(b), L.Lambda(lambda t: ops.exp(t * 0.5), name="ew_exp")(a),
+                L.Lambda(lambda t: ops.log(ops.abs(t) + 0.25), name="ew_log")(b),
+                L.Lambda(lambda t: ops.sqrt(ops.abs(t) + 0.1), name="ew_sqrt")(a),
+                L.Lambda(lambda t: ops.rsqrt(ops.abs(t) + 0.5), name="ew_rsqrt")(b)]
+    y = L.Conv2D(4, 1, name="ew_out")(L.Concatenate(name="ew_cat")(branches))
+    return keras.Model(x, y, name="elementwise_cnn")
 
 
 BUILDERS = {f.__name__: f for f in (residual_cnn, depthwise_multiplier, kernels_and_concat, mlp_heads,
