@@ -244,10 +244,9 @@ def test_lambda_layer(tmp):
 
 
 @pytest.mark.parametrize("make,msg", [
-    (lambda: layers.ReLU(threshold=0.5, name="thr"), "threshold"),
     (lambda: layers.BatchNormalization(axis=1, name="bn_axis1"), "only the last"),
-    (lambda: layers.Activation("gelu", name="gelu_act"), "activation 'gelu'"),
-    (lambda: layers.Dense(3, activation="selu", name="selu_dense"), "selu_dense"),
+    (lambda: layers.Activation("squareplus", name="squareplus_act"), "activation 'squareplus'"),
+    (lambda: layers.Dense(3, activation="sparse_plus", name="sparse_plus_dense"), "sparse_plus_dense"),
 ])
 def test_unsupported_configurations(make, msg, tmp):
     x = keras.Input((4, 4))
