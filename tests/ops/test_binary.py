@@ -148,3 +148,16 @@ def test_onnx_mod_without_fmod_is_refused(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     with pytest.raises(TinycError, match="fmod=0"):
         compile_model(path)
+
+
+def test_operands_that_do_not_broadcast_to_the_output_are_refused():
+    """Once: an ONNX PRelu with a slope [3] on x [2, 3, 4] (PyTorch's channel slope, valid only before opset 7)
+    read past the slope in C."""
+    from tinyc.errors import TinycError
+    g = Graph("bad")
+    g.add_tensor("x", (2, 3, 4))
+    g.add_tensor("y", (2, 3, 4))
+    g.add_node("PRelu", ["x", g.add_const("slope", np.ones(3, np.float32))], ["y"], name="prelu", activation=None)
+    g.inputs, g.outputs = ["x"], ["y"]
+    with pytest.raises(TinycError, match=r"node 'prelu' \(PRelu\): operand 'slope' of shape \[3\] does not broadcast"):
+        g.validate()

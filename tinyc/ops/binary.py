@@ -45,6 +45,20 @@ def evaluator(op):
     return evaluate
 
 
+def check(g, node) -> None:
+    """Both operands broadcast (numpy's rules) to the output's shape."""
+    out = tuple(g.tensors[node.outputs[0]].shape)
+    for name in node.inputs:
+        shape = tuple(g.tensors[name].shape)
+        try:
+            ok = np.broadcast_shapes(shape, out) == out
+        except ValueError:
+            ok = False
+        if not ok:
+            raise TinycError(f"node '{node.name}' ({node.op}): operand '{name}' of shape {list(shape)} does not "
+                             f"broadcast to the output's shape {list(out)}; the model is invalid")
+
+
 def c_binary(op: str, a: str, b: str) -> tuple[str, str]:
     """(C statements loading the operands, C expression of `op`) for operand expressions `a`, `b`."""
     expr = BINARY[op][1]
@@ -248,25 +262,25 @@ def squared_difference_kernel(k):
 
 SIGNATURE = "a, b with numpy broadcasting  [activation]"
 DEFINITIONS = (
-    OpDef("Add", SIGNATURE, evaluator("Add"), None, float_kernel, add_sub_prepare, add_sub_kernel,
+    OpDef("Add", SIGNATURE, evaluator("Add"), check, float_kernel, add_sub_prepare, add_sub_kernel,
           int8_fast_misc.add_sub, memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary"),
-    OpDef("Sub", SIGNATURE, evaluator("Sub"), None, float_kernel, add_sub_prepare, add_sub_kernel,
+    OpDef("Sub", SIGNATURE, evaluator("Sub"), check, float_kernel, add_sub_prepare, add_sub_kernel,
           int8_fast_misc.add_sub, memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary"),
-    OpDef("Mul", SIGNATURE, evaluator("Mul"), None, float_kernel, mul_prepare, mul_kernel, int8_fast_misc.mul,
+    OpDef("Mul", SIGNATURE, evaluator("Mul"), check, float_kernel, mul_prepare, mul_kernel, int8_fast_misc.mul,
           memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary"),
-    OpDef("Div", SIGNATURE, evaluator("Div"), None, float_kernel, None, None, None,
+    OpDef("Div", SIGNATURE, evaluator("Div"), check, float_kernel, None, None, None,
           memory="elementwise", quantize=None, fuses_activation=True),
-    OpDef("Pow", SIGNATURE, evaluator("Pow"), None, float_kernel, None, None, None, memory="elementwise",
+    OpDef("Pow", SIGNATURE, evaluator("Pow"), check, float_kernel, None, None, None, memory="elementwise",
           quantize=None, fuses_activation=True),
-    OpDef("Max", SIGNATURE, evaluator("Max"), None, float_kernel, max_min_prepare, max_min_kernel, None,
+    OpDef("Max", SIGNATURE, evaluator("Max"), check, float_kernel, max_min_prepare, max_min_kernel, None,
           memory="elementwise", quantize=None, fuses_activation=True),
-    OpDef("Min", SIGNATURE, evaluator("Min"), None, float_kernel, max_min_prepare, max_min_kernel, None,
+    OpDef("Min", SIGNATURE, evaluator("Min"), check, float_kernel, max_min_prepare, max_min_kernel, None,
           memory="elementwise", quantize=None, fuses_activation=True),
-    OpDef("Mod", SIGNATURE, evaluator("Mod"), None, float_kernel, None, None, None, memory="elementwise",
+    OpDef("Mod", SIGNATURE, evaluator("Mod"), check, float_kernel, None, None, None, memory="elementwise",
           quantize=None, fuses_activation=True),
-    OpDef("SquaredDifference", SIGNATURE, evaluator("SquaredDifference"), None, float_kernel,
+    OpDef("SquaredDifference", SIGNATURE, evaluator("SquaredDifference"), check, float_kernel,
           squared_difference_prepare, squared_difference_kernel, None, memory="elementwise", quantize=None,
           fuses_activation=True),
-    OpDef("PRelu", "x, slope with numpy broadcasting  [activation]", evaluator("PRelu"), None, float_kernel,
+    OpDef("PRelu", "x, slope with numpy broadcasting  [activation]", evaluator("PRelu"), check, float_kernel,
           prelu_prepare, prelu_kernel, None, memory="elementwise", quantize=None, fuses_activation=True),
 )
