@@ -42,8 +42,7 @@ def _assert_ok(report):
 def _line(x, y, v):
     _, tf = _tf()
     return [tf.maximum(x, y), tf.minimum(x, v), tf.math.squared_difference(x, v), tf.nn.relu(x / (tf.abs(y) + 0.5)),
-            tf.abs(x), tf.negative(x), tf.exp(x), tf.sin(x), tf.cos(x), tf.floor(x), tf.math.ceil(x),
-            tf.round(x * 2.0), tf.square(x), tf.nn.elu(x)]
+            tf.abs(x), tf.negative(x), tf.exp(x), tf.sin(x), tf.cos(x), tf.floor(x), tf.square(x)]
 
 
 def _gelu(x):
@@ -59,18 +58,32 @@ def _positive(x, y):
 
 
 TFLITE_LINE_OPS = {"MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE", "DIV", "ABS", "NEG", "EXP", "SIN", "COS", "FLOOR",
-                   "CEIL", "ROUND", "SQUARE", "ELU"}
+                   "SQUARE"}
 
 
 def test_tflite_elementwise_ops_match_the_interpreter(tmp_path):
     """The float TFLite ops of the family, broadcasting [1, 3, 4] with [1, 4] (MINIMUM, SQUARED_DIFFERENCE), DIV
-    with a fused RELU, ROUND on halves (half to even)."""
+    with a fused RELU; against TFLite's reference kernels."""
     path, ops = _tflite(tmp_path, _line, [(1, 3, 4), (1, 3, 4), (1, 4)], "line")
     assert TFLITE_LINE_OPS <= ops, TFLITE_LINE_OPS - ops
     rng = np.random.default_rng(3)
-    x = np.round(rng.normal(0, 2, (1, 3, 4)) * 2) / 4   # x * 2 lands on halves
-    _assert_ok(verify(path, inputs=[x.astype(np.float32), rng.normal(0, 2, (1, 3, 4)).astype(np.float32),
-                                    rng.normal(0, 2, (1, 4)).astype(np.float32)]))
+    x = rng.normal(0, 2, (1, 3, 4))
+    report = verify(path, inputs=[x.astype(np.float32), rng.normal(0, 2, (1, 3, 4)).astype(np.float32),
+                                  rng.normal(0, 2, (1, 4)).astype(np.float32)])
+    assert report["oracle"] == "tflite"
+    _assert_ok(report)
+
+
+def test_tflite_ops_without_a_reference_kernel(tmp_path):
+    """ELU, CEIL and ROUND (on halves: half to even): TFLite's reference resolver has no kernel for them, so
+    `verify` runs TFLite Micro's."""
+    _, tf = _tf()
+    path, ops = _tflite(tmp_path, lambda x: [tf.nn.elu(x), tf.math.ceil(x), tf.round(x * 2.0)], [(1, 4, 6)], "noref")
+    assert ops == {"ELU", "CEIL", "ROUND", "MUL"}, ops
+    x = np.round(np.random.default_rng(2).normal(0, 2, (1, 4, 6)) * 2) / 4    # x * 2 lands on halves
+    report = verify(path, inputs=[x.astype(np.float32)])
+    assert report["oracle"] == "tflite-micro", report.get("oracle_reason")
+    _assert_ok(report)
 
 
 @pytest.mark.parametrize("approximate", [False, True])
@@ -79,13 +92,17 @@ def test_tflite_gelu(tmp_path, approximate):
     path, ops = _tflite(tmp_path, (lambda x: tf.nn.gelu(x, approximate=True)) if approximate else _gelu,
                         [(1, 4, 6)], "gelu")
     assert ops == {"GELU"}, ops
-    _assert_ok(verify(path))
+    report = verify(path)
+    assert report["oracle"] == "tflite"
+    _assert_ok(report)
 
 
 def test_tflite_ops_on_positive_values(tmp_path):
     path, ops = _tflite(tmp_path, _positive, [(1, 2, 5), (1, 2, 5)], "positive")
     assert {"LOG", "SQRT", "RSQRT", "POW"} <= ops, ops
-    _assert_ok(verify(path))
+    report = verify(path)
+    assert report["oracle"] == "tflite"
+    _assert_ok(report)
 
 
 def test_tflite_prelu_from_keras(tmp_path):
@@ -98,7 +115,9 @@ def test_tflite_prelu_from_keras(tmp_path):
     assert "PRELU" in _ops(content)
     path = tmp_path / "prelu.tflite"
     path.write_bytes(content)
-    _assert_ok(verify(str(path)))
+    report = verify(str(path))
+    assert report["oracle"] == "tflite"
+    _assert_ok(report)
 
 
 # -- Keras -----------------------------------------------------------------------------------------------------
@@ -200,4 +219,19 @@ def test_int8_unary_tables_are_bit_exact_on_every_input(tmp_path, op):
     if op in ("SQRT", "RSQRT"):
         x = np.maximum(x, zp)
     report = verify(path, inputs=[x.astype(np.int8).reshape(1, 16, 16)])
-    assert report["mismatched_bytes"] == 0, report["outputs"]
+    assert report["oracle"] == "tflite" and report["mismatched_bytes"] == 0, report["outputs"]
+
+
+def test_tinycs_quantizer_writes_the_table_ops_as_tflite_computes_them(tmp_path):
+    """tinyc's own int8 (--quantize int8) of GELU and EXP heads: the .tflite tinyc writes runs bit-exact on TFLite's
+    reference kernels. (ELU stays float: BUILTIN_REF has no ELU kernel, and the converter keeps ELU float.)"""
+    keras, _ = _tf()
+    keras.utils.set_random_seed(6)
+    x = keras.Input((12,))
+    h = keras.layers.Dense(16)(x)
+    outs = [keras.layers.Activation(a)(keras.layers.Dense(8)(h)) for a in ("gelu", "exponential")]
+    path = str(tmp_path / "heads.keras")
+    keras.Model(x, outs).save(path)
+    calib = [np.random.default_rng(0).normal(0, 1, (64, 1, 12)).astype(np.float32)]
+    report = verify(path, samples=10, quantize="int8", calib=calib)
+    assert report["oracle"] == "tflite" and report["ok"] and report["mismatched_bytes"] == 0, report["outputs"]
