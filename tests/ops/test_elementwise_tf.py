@@ -235,3 +235,18 @@ def test_tinycs_quantizer_writes_the_table_ops_as_tflite_computes_them(tmp_path)
     calib = [np.random.default_rng(0).normal(0, 1, (64, 1, 12)).astype(np.float32)]
     report = verify(path, samples=10, quantize="int8", calib=calib)
     assert report["oracle"] == "tflite" and report["ok"] and report["mismatched_bytes"] == 0, report["outputs"]
+
+
+def test_tinycs_quantizer_refuses_maximum_in_one_line(tmp_path):
+    """MAXIMUM's int8 kernel needs inputs and output quantized alike, which TFLiteConverter arranges and tinyc's
+    own quantizer does not: it refuses and says so."""
+    keras, _ = _tf()
+    from tinyc.compiler import compile_model
+    from tinyc.errors import TinycError
+    x = keras.Input((6,))
+    y = keras.layers.Maximum(name="mx")([keras.layers.Dense(4)(x), keras.layers.Dense(4)(x)])
+    path = str(tmp_path / "mx.keras")
+    keras.Model(x, y).save(path)
+    calib = [np.random.default_rng(0).normal(size=(16, 1, 6)).astype(np.float32)]
+    with pytest.raises(TinycError, match="node 'mx': tinyc's quantizer does not quantize op Max .*TFLiteConverter"):
+        compile_model(path, quantize="int8", calib=calib)

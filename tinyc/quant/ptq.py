@@ -37,8 +37,8 @@ FIXED = {**{n: d.fixed_quant for n, d in REGISTRY.items() if d.quantize == "fixe
 def _check(g: Graph) -> None:
     for n in g.nodes:
         if n.op not in QUANTIZABLE:
-            raise TinycError(f"cannot quantize node '{n.name}': op {n.op} has no int8 kernel (int8 ops: "
-                             f"{', '.join(QUANTIZABLE)})")
+            raise TinycError(f"cannot quantize node '{n.name}': tinyc's quantizer does not quantize op {n.op} (it "
+                             f"quantizes {', '.join(QUANTIZABLE)}); quantize with TFLiteConverter instead")
         if n.op == "Activation" and n.attrs["fn"] not in INT8_ACTIVATIONS:
             raise TinycError(f"cannot quantize node '{n.name}': activation '{n.attrs['fn']}' has no int8 kernel "
                              f"(int8 activations: {', '.join(INT8_ACTIVATIONS)})")
