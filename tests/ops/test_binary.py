@@ -134,22 +134,6 @@ def test_onnx_variadic_ops(tmp_path, op):
     _onnx_check(tmp_path, build, {**RANKS, "x": [1, 3, 5, 5]})
 
 
-def test_onnx_mod_without_fmod_is_refused(tmp_path):
-    pytest.importorskip("onnxruntime")
-    import onnx
-    from onnx import TensorProto, helper
-
-    from tinyc.compiler import compile_model
-    from tinyc.errors import TinycError
-    node = helper.make_node("Mod", ["a", "b"], ["y"], fmod=0)
-    graph = helper.make_graph([node], "m", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3]) for n in "ab"],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
-    path = str(tmp_path / "mod.onnx")
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    with pytest.raises(TinycError, match="fmod=0"):
-        compile_model(path)
-
-
 def test_operands_that_do_not_broadcast_to_the_output_are_refused():
     """Once: an ONNX PRelu with a slope [3] on x [2, 3, 4] (PyTorch's channel slope, valid only before opset 7)
     read past the slope in C."""

@@ -457,10 +457,9 @@ def variadic(op, mean=False):
 
 
 def mod(imp, node):
-    if not _attrs(node).get("fmod", 0):
-        raise TinycError(f"Mod '{_name(node)}' has fmod=0 on float tensors, which ONNX defines for integers only; "
-                         "set fmod=1 (C's fmod)")
+    """Mod: fmod=0 gives the remainder the divisor's sign (Python's %), fmod=1 the dividend's (C's fmod / %)."""
     binary("Mod")(imp, node)
+    imp.g.nodes[-1].attrs["fmod"] = int(_attrs(node).get("fmod", 0))
 
 
 def prelu(imp, node):

@@ -40,9 +40,72 @@ SYMBOL = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
 
 def evaluator(op):
     def evaluate(a, ins):
+        if ins[0].dtype.kind in "iu" and op in INTEGER:
+            return integer_values(op, ins[0], ins[1], a.get("fmod", 1))
         with np.errstate(all="ignore"):     # 1/0, 0^-1, fmod(x, 0): inf / NaN, as the C computes
-            return BINARY[op][0](ins[0].astype(np.float64), ins[1].astype(np.float64))
+            x, y = ins[0].astype(np.float64), ins[1].astype(np.float64)
+            if op == "Mod" and not a.get("fmod", 1):        # the divisor's sign (Python's %)
+                return np.mod(x, y)
+            return BINARY[op][0](x, y)
     return evaluate
+
+
+# -- integer tensors: two's complement wrap-around as NumPy computes; x / 0 and x % 0 are 0 -------------------
+INTEGER = ("Add", "Sub", "Mul", "Div", "Max", "Min", "Mod")
+INTEGER_TYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
+INTEGER_DTYPES = ("float32",) + INTEGER_TYPES      # plain_dtypes of the ops in INTEGER
+
+
+def integer_values(op: str, a: np.ndarray, b: np.ndarray, fmod: int) -> np.ndarray:
+    """What the integer kernels compute, in NumPy (a and b of one integer type)."""
+    a, b = np.broadcast_arrays(a, b)
+    with np.errstate(all="ignore"):
+        if op in ("Add", "Sub", "Mul", "Max", "Min"):
+            return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Max": np.maximum,
+                    "Min": np.minimum}[op](a, b)
+        minus_one = (b == -1) if a.dtype.kind == "i" else np.zeros(b.shape, bool)
+        safe = np.where((b == 0) | minus_one, 1, b).astype(a.dtype)   # (INT_MIN // -1 traps in hardware)
+        if op == "Div":                 # truncated toward zero (C), not floored; x / -1 = -x, wrapping
+            q = a // safe
+            q = np.where((a % safe != 0) & ((a < 0) != (safe < 0)), q + 1, q).astype(a.dtype)
+            q = np.where(minus_one, (np.zeros_like(a) - a).astype(a.dtype), q)
+        else:                           # Mod: fmod=1 the dividend's sign (C %), fmod=0 the divisor's (Python %)
+            q = np.where(minus_one, 0, np.fmod(a, safe) if fmod else np.mod(a, safe))
+        return np.where(b == 0, 0, q).astype(a.dtype)
+
+
+def _integer_expr(op: str, ctype: str, signed: bool, wide: str, fmod: int) -> str:
+    """C expression of `op` on the loaded operands lhs, rhs of type `ctype` (no undefined behaviour: sums and
+    products wrap in the unsigned type `wide`; INT_MIN / -1 wraps; a zero divisor gives 0)."""
+    if op in ("Add", "Sub", "Mul"):
+        return "(%s)((%s)lhs %s (%s)rhs)" % (ctype, wide, SYMBOL[op], wide)
+    if op in ("Max", "Min"):
+        return "(lhs %s rhs ? lhs : rhs)" % (">" if op == "Max" else "<")
+    minus_one = " || rhs == -1" if signed else ""
+    if op == "Div":
+        neg = "(%s)(0u - (%s)lhs)" % (ctype, wide) if signed else "0"
+        return "(rhs == 0 ? (%s)0 : %s(%s)(lhs / rhs))" % (
+            ctype, f"rhs == -1 ? {neg} : " if signed else "", ctype)
+    rem = "(%s)(lhs %% rhs)" % ctype
+    if fmod:
+        return "((rhs == 0%s) ? (%s)0 : %s)" % (minus_one, ctype, rem)
+    # Python's %: a non-zero remainder takes the divisor's sign
+    return ("((rhs == 0%s) ? (%s)0 : (%s != 0 && ((%s < 0) != (rhs < 0)) ? (%s)(%s + rhs) : %s))"
+            % (minus_one, ctype, rem, rem, ctype, rem, rem)) if signed else \
+        "(rhs == 0 ? (%s)0 : %s)" % (ctype, rem)
+
+
+def integer_kernel(k):
+    op, t = k.node.op, k.out.dtype
+    from ..codegen.literals import c_type
+    ctype, signed = c_type(t), t.startswith("int")
+    wide = "uint64_t" if t.endswith("64") else "uint32_t"
+    expr = _integer_expr(op, ctype, signed, wide, int(k.node.attrs.get("fmod", 1)))
+    out, strides = _loop_operands(k)
+    body = "{{ const %s lhs = %s[{o1}]; const %s rhs = %s[{o2}]; y[{o0}] = %s; }}" % (
+        ctype, k.expr(0), ctype, k.expr(1), expr)
+    return "elementwise.c.j2", dict(comment=f"{op} on {t}: {k.in_shape(0)}, {k.in_shape(1)} -> {out}",
+                                    loops=strided_loops(out, strides, body)), 0
 
 
 def check(g, node) -> None:
@@ -74,8 +137,17 @@ def _loop_operands(k):
 
 def float_kernel(k):
     op = k.node.op
+    if k.out.dtype != "float32":
+        if k.node.attrs.get("activation") is not None:
+            raise TinycError(f"node '{k.node.name}' ({op}) on {k.out.dtype} has a fused activation; report this model")
+        return integer_kernel(k)
     out, strides = _loop_operands(k)
-    loads, expr = c_binary(op, k.expr(0) + "[{o1}]", k.expr(1) + "[{o2}]")
+    if op == "Mod" and not k.node.attrs.get("fmod", 1):     # the divisor's sign (Python's %) on floats
+        loads = "const float lhs = %s[{o1}]; const float rhs = %s[{o2}]; " % (k.expr(0), k.expr(1))
+        loads += "const float r = fmodf(lhs, rhs); "
+        expr = "((r != 0.0f && ((r < 0.0f) != (rhs < 0.0f))) ? r + rhs : r)"
+    else:
+        loads, expr = c_binary(op, k.expr(0) + "[{o1}]", k.expr(1) + "[{o2}]")
     # Doubled braces survive strided_loops' str.format; {o0}.. become the operands' offsets.
     body = "{{ %sconst float v = %s; y[{o0}] = %s; }}" % (loads, expr, k.act("v"))
     what = SYMBOL.get(op, op)
@@ -263,21 +335,25 @@ def squared_difference_kernel(k):
 SIGNATURE = "a, b with numpy broadcasting  [activation]"
 DEFINITIONS = (
     OpDef("Add", SIGNATURE, evaluator("Add"), check, float_kernel, add_sub_prepare, add_sub_kernel,
-          int8_fast_misc.add_sub, memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary"),
+          int8_fast_misc.add_sub, memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary",
+          plain_dtypes=INTEGER_DTYPES),
     OpDef("Sub", SIGNATURE, evaluator("Sub"), check, float_kernel, add_sub_prepare, add_sub_kernel,
-          int8_fast_misc.add_sub, memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary"),
+          int8_fast_misc.add_sub, memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary",
+          plain_dtypes=INTEGER_DTYPES),
     OpDef("Mul", SIGNATURE, evaluator("Mul"), check, float_kernel, mul_prepare, mul_kernel, int8_fast_misc.mul,
-          memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary"),
+          memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary",
+          plain_dtypes=INTEGER_DTYPES),
     OpDef("Div", SIGNATURE, evaluator("Div"), check, float_kernel, None, None, None,
-          memory="elementwise", quantize=None, fuses_activation=True),
+          memory="elementwise", quantize=None, fuses_activation=True, plain_dtypes=INTEGER_DTYPES),
     OpDef("Pow", SIGNATURE, evaluator("Pow"), check, float_kernel, None, None, None, memory="elementwise",
           quantize=None, fuses_activation=True),
     OpDef("Max", SIGNATURE, evaluator("Max"), check, float_kernel, max_min_prepare, max_min_kernel, None,
-          memory="elementwise", quantize=None, fuses_activation=True),
+          memory="elementwise", quantize=None, fuses_activation=True, plain_dtypes=INTEGER_DTYPES),
     OpDef("Min", SIGNATURE, evaluator("Min"), check, float_kernel, max_min_prepare, max_min_kernel, None,
-          memory="elementwise", quantize=None, fuses_activation=True),
-    OpDef("Mod", SIGNATURE, evaluator("Mod"), check, float_kernel, None, None, None, memory="elementwise",
-          quantize=None, fuses_activation=True),
+          memory="elementwise", quantize=None, fuses_activation=True, plain_dtypes=INTEGER_DTYPES),
+    OpDef("Mod", "a, b with numpy broadcasting  [fmod: 1 the dividend's sign (C), 0 the divisor's (Python)]",
+          evaluator("Mod"), check, float_kernel, None, None, None, memory="elementwise", quantize=None,
+          fuses_activation=True, plain_dtypes=INTEGER_DTYPES),
     OpDef("SquaredDifference", SIGNATURE, evaluator("SquaredDifference"), check, float_kernel,
           squared_difference_prepare, squared_difference_kernel, None, memory="elementwise", quantize=None,
           fuses_activation=True),
