@@ -295,7 +295,7 @@ def gemm(imp, node):
 def _matmul_computed(imp, node):
     """MatMul of two computed tensors (IR MatMul); a 1-D operand is a row (a) or a column (b), as ONNX and NumPy
     define it, by free Reshapes around the product."""
-    names, ops = [], []
+    names = []
     shapes = [imp.logical_shape(n) for n in node.input[:2]]
     for i, (n, shape) in enumerate(zip(node.input[:2], shapes)):
         src = imp.get(n, plain(len(shape))) if n in imp.values else None
@@ -782,6 +782,14 @@ def split(imp, node):
             _slice_into(imp, node, x, y, starts, [1] * rank, sizes, lay, op_name=f"{_name(node)}:{k}")
 
 
+def _gather_axis(node, what: str, rank: int) -> int:
+    """Gather's `axis` attribute in 0..rank-1 (negative counts from the end)."""
+    axis = int(_attrs(node).get("axis", 0))
+    if not -rank <= axis < rank:
+        raise TinycError(f"{what}: axis {axis} is out of range for rank {rank}")
+    return axis % rank
+
+
 def gather(imp, node):
     """Gather with constant indices: a scalar index is a Slice plus a free Reshape dropping the axis, evenly
     spaced indices a strided Slice, any others an IR Gather (the indices become a compile-time table)."""
@@ -795,11 +803,7 @@ def gather(imp, node):
     if idx.dtype.kind not in "iu":
         raise TinycError(f"{what}: indices of type {idx.dtype}; the model is invalid")
     shape = imp.logical_shape(x)
-    rank = len(shape)
-    axis = int(_attrs(node).get("axis", 0))
-    if not -rank <= axis < rank:
-        raise TinycError(f"{what}: axis {axis} is out of range for rank {rank}")
-    axis %= rank
+    rank, axis = len(shape), _gather_axis(node, what, len(shape))
     d = shape[axis]
     idx = idx.astype(np.int64)
     if idx.size and (idx.min() < -d or idx.max() >= d):
@@ -844,11 +848,7 @@ def _gather_runtime(imp, node):
     x, ind, y = node.input[0], node.input[1], node.output[0]
     what = f"Gather '{_name(node)}'"
     shape = imp.logical_shape(x)
-    rank = len(shape)
-    axis = int(_attrs(node).get("axis", 0))
-    if not -rank <= axis < rank:
-        raise TinycError(f"{what}: axis {axis} is out of range for rank {rank}")
-    axis %= rank
+    rank, axis = len(shape), _gather_axis(node, what, len(shape))
     out_shape = tuple(shape[:axis]) + tuple(imp.logical_shape(ind)) + tuple(shape[axis + 1:])
     _set_shape(imp, y, out_shape)
     _no_zero_size(node, out_shape)
