@@ -1,16 +1,13 @@
 """The binary elementwise family (tinyc/ops/binary.py): every op's C against its numpy meaning with numpy
 broadcasting between ranks 0 and 5, under ASan + UBSan; the ONNX ops (binary and variadic) against onnxruntime
 on tensors of several ranks."""
-import subprocess
-
 import numpy as np
 import pytest
 
+from c_runner import run_c
 from tinyc import interp
-from tinyc.compiler import compile_graph
 from tinyc.ir import Graph
 from tinyc.ops.binary import BINARY
-from tinyc.verify import build_host_runner
 
 # (shape a, shape b): equal, scalar either side, trailing alignment, both sides broadcasting, rank 5
 SHAPES = [((2, 3, 4), (2, 3, 4)), ((), (3, 4)), ((2, 3, 4), ()), ((4,), (2, 3, 4)), ((2, 1, 4), (3, 1)),
@@ -28,14 +25,7 @@ def _operands(op, rng, sa, sb):
 
 
 def _run_c(g, inputs, tmp_path):
-    exe = build_host_runner(compile_graph(g, "bin"), tmp_path, 1, False)
-    files = []
-    for k, x in enumerate(inputs):
-        files.append(tmp_path / f"in{k}.bin")
-        np.asarray(x, np.float32).tofile(files[-1])
-    outs = [tmp_path / f"out{k}.bin" for k in range(len(g.outputs))]
-    subprocess.run([str(exe), *map(str, files), *map(str, outs), str(tmp_path / "t.bin")], check=True)
-    return [np.fromfile(o, np.float32).reshape(g.tensors[n].shape) for o, n in zip(outs, g.outputs)]
+    return run_c(g, inputs, tmp_path, "bin")
 
 
 @pytest.mark.parametrize("op", sorted(BINARY))

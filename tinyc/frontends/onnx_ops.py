@@ -10,8 +10,10 @@ import numpy as np
 from ..activations import relu6
 from ..errors import TinycError
 from ..ir import Quant
+from ..ops.cast import cast_values
 from .geometry import conv_geometry
-from .onnx_import import Layout, QuantizedConst, channels_last, inverse, plain, quantized_type, shift_to_int8
+from .onnx_import import (RUNTIME_DTYPES, Layout, QuantizedConst, _input_dtype, channels_last, inverse, plain,
+                          quantized_type, shift_to_int8)
 
 FLOAT_MAX = float(np.finfo(np.float32).max)
 
@@ -964,7 +966,6 @@ def depth_space(to_space: bool):
 def cast(imp, node):
     """Cast / CastLike between float32, the integer types and bool (IR Cast); to the same type, the identity."""
     from onnx import TensorProto
-    from .onnx_import import RUNTIME_DTYPES, _input_dtype
     x = node.input[0]
     if node.op_type == "CastLike":
         like = node.input[1]
@@ -978,7 +979,6 @@ def cast(imp, node):
         raise TinycError(f"ONNX {node.op_type} '{_name(node)}' converts to {target}; tinyc's runtime tensors are "
                          "float32, integers (int8 to int64, uint8 to uint64) and bool")
     if x in imp.consts:      # CastLike of a constant to a computed value's type: a constant
-        from ..ops.cast import cast_values
         imp.consts[node.output[0]] = cast_values(np.asarray(imp.consts[x]), target)
         return
     src = imp.get(x)

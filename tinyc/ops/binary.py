@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..codegen import int8_fast_misc
+from ..codegen.literals import c_type
 from ..codegen.loops import broadcast_strides, row_major_strides, strided_loops
 from ..errors import TinycError
 from ..quant import params as qp
@@ -97,7 +98,6 @@ def _integer_expr(op: str, ctype: str, signed: bool, wide: str, fmod: int) -> st
 
 def integer_kernel(k):
     op, t = k.node.op, k.out.dtype
-    from ..codegen.literals import c_type
     ctype, signed = c_type(t), t.startswith("int")
     wide = "uint64_t" if t.endswith("64") else "uint32_t"
     expr = _integer_expr(op, ctype, signed, wide, int(k.node.attrs.get("fmod", 1)))

@@ -45,7 +45,7 @@ def _expr(src: str, dst: str, v: str) -> str:
                 f"{v} >= {c_float(hi)} ? ({c_type(dst)}){c_float(hi)} : ({c_type(dst)}){v})")
     if src == dst:
         return v
-    if dst in ("float32",):
+    if dst == "float32":
         return f"(float){v}"
     # integer -> integer: through the unsigned type of the target's width, which wraps by definition in C
     width = np.dtype(dst).itemsize * 8
