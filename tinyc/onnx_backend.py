@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType, namedtupledict
 
+from .codegen.literals import C_STORAGE, c_storage_dtype, from_c_storage, to_c_storage
 from .errors import TinycError
 
 # ONNX op type -> positions of its inputs that are parameters (bound to the given values as constants); every other
@@ -198,7 +199,7 @@ def run_program(prog: _Program, data: list) -> list:
     in_files, out_files = [], []
     for k, arr in enumerate(data):
         path = os.path.join(prog.workdir, f"input{k}.bin")
-        np.ascontiguousarray(arr).tofile(path)
+        np.ascontiguousarray(to_c_storage(arr)).tofile(path)     # (4- and 2-bit values: a byte each)
         in_files.append(path)
     for k in range(len(prog.outputs)):
         out_files.append(os.path.join(prog.workdir, f"output{k}.bin"))
@@ -213,7 +214,8 @@ def run_program(prog: _Program, data: list) -> list:
     if res.returncode != 0:
         msg = _first_line(res.stderr) or f"exit code {res.returncode}"
         raise GeneratedCodeError(f"the generated code failed at run time: {msg}")
-    return [np.fromfile(f, dtype).reshape(shape) for f, (shape, dtype) in zip(out_files, prog.outputs)]
+    return [from_c_storage(np.fromfile(f, c_storage_dtype(dtype)), dtype).reshape(shape)
+            for f, (shape, dtype) in zip(out_files, prog.outputs)]
 
 
 def _key(bind: dict, shapes: list) -> str:
@@ -529,6 +531,10 @@ def classify_error(exc: BaseException) -> tuple[str, str]:
     return "crash", f"{type(exc).__name__}: {msg}"[:500]
 
 
+def _integer_or_bool(dtype) -> bool:
+    return dtype.kind in "iub" or dtype.name in C_STORAGE      # (C_STORAGE: the 4- and 2-bit integers)
+
+
 def compare_outputs(ours, refs) -> str | None:
     """None if `ours` match `refs` (float: max |ours - ref| <= 1e-4 * (1 + max |ref|), NaN and inf in the same
     places; integer and bool: exact; same shapes), else why not."""
@@ -538,8 +544,8 @@ def compare_outputs(ours, refs) -> str | None:
         o, r = np.asarray(o), np.asarray(r)
         if o.shape != r.shape:
             return f"output {k}: shape {list(o.shape)}, expected {list(r.shape)}"
-        if r.dtype.kind in "iub":
-            if o.dtype.kind not in "iub":
+        if _integer_or_bool(r.dtype):
+            if not _integer_or_bool(o.dtype):
                 return f"output {k}: {o.dtype} values, expected {r.dtype}"
             bad = int(np.count_nonzero(o.astype(np.int64) != r.astype(np.int64)))
             if bad:

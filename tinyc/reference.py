@@ -1,5 +1,6 @@
-"""The oracles: run a model in its reference runtime (onnxruntime for .onnx, Keras for .keras/.h5, TFLite's
-reference kernels for .tflite), optionally exposing intermediate tensors for per-layer comparison.
+"""The oracles: run a model in its reference runtime (onnxruntime for .onnx, or onnx's reference evaluator for an
+ONNX model on 4- or 2-bit integers; Keras for .keras/.h5, TFLite's reference kernels for .tflite), optionally
+exposing intermediate tensors for per-layer comparison.
 
 A .tflite model that TFLite's interpreter refuses to load or allocate (e.g. TFLite Micro's person_detect.tflite:
 per-axis `quantized_dimension` 3 on single-scale tensors of rank < 4, which TFLite rejects and TFLite Micro
@@ -48,6 +49,37 @@ def run_onnx(path: str, samples: list, intermediates=()) -> tuple[list, list]:
         res = sess.run(None, dict(zip(in_names, sample)))
         outs.append(res[:n_model_outputs])
         inters.append(dict(zip(out_names, res)))
+    return outs, inters
+
+
+def computes_on_sub_byte_integers(path: str) -> bool:
+    """Whether an ONNX model takes, holds, computes or returns 4- or 2-bit integers (INT4, UINT4, INT2, UINT2).
+    onnxruntime is no oracle for those: its Python API can neither take nor return them, and its Cast from float
+    to them rounds and wraps, where ONNX's reference implementation truncates and gives 0 out of range."""
+    import onnx
+    from onnx import TensorProto
+    sub_byte = {TensorProto.INT4, TensorProto.UINT4, TensorProto.INT2, TensorProto.UINT2}
+    model = onnx.load(path)
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    values = list(graph.input) + list(graph.output) + list(graph.value_info)
+    types = {vi.type.tensor_type.elem_type for vi in values if vi.type.HasField("tensor_type")}
+    return bool((types | {t.data_type for t in graph.initializer}) & sub_byte)
+
+
+def run_onnx_reference(path: str, samples: list, intermediates=()) -> tuple[list, list]:
+    """As `run_onnx`, with onnx's reference evaluator (the definition of every op) instead of onnxruntime."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+    model = onnx.load(path)
+    inits = {i.name for i in model.graph.initializer}
+    in_names = [i.name for i in model.graph.input if i.name not in inits]
+    out_names = [o.name for o in model.graph.output]
+    evaluator = ReferenceEvaluator(model)
+    outs, inters = [], []
+    for sample in samples:
+        results = evaluator.run(None, dict(zip(in_names, sample)), intermediate=True)
+        outs.append([results[n] for n in out_names])
+        inters.append({n: results[n] for n in intermediates if n in results})
     return outs, inters
 
 
@@ -230,6 +262,9 @@ def run_reference(path: str, samples: list, intermediates=(), fallback: bool = F
     info["oracle"] = ORACLES.get(ext, "keras")
     try:
         if ext == ".onnx":
+            if computes_on_sub_byte_integers(path):
+                info["oracle"] = "onnx-reference"
+                return run_onnx_reference(path, samples, intermediates)
             return run_onnx(path, samples, intermediates)
         if ext == ".tflite":
             try:

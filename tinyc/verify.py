@@ -6,7 +6,8 @@ Quantized ONNX (QDQ) models: a float output that a Dequantize computes from int8
 by one LSB (its scale) + 1e-6, because onnxruntime rounds differently from our TFLite-style integer kernels
 (docs/onnx-qdq.md); such rows also count the values that differ at all (`off_by_lsb`).
 
-The oracle is named in the report (`oracle`: onnxruntime, keras, tflite, or tflite-micro). A .tflite model that
+The oracle is named in the report (`oracle`: onnxruntime, onnx-reference, keras, tflite, or tflite-micro). An ONNX
+model on 4- or 2-bit integers runs in onnx's reference evaluator (reference.py says why). A .tflite model that
 TFLite's interpreter refuses to load or allocate is run by TFLite Micro's interpreter instead (`oracle_reason`
 says why, `oracle_version` which build), with the same bar. TFLite Micro's FULLY_CONNECTED requantizes
 differently from TFLite's reference kernels, which tinyc follows, so a model with one may fail against it by 1-2
@@ -22,11 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from .codegen.emit import _env
-from .codegen.literals import c_type
+from .codegen.literals import C_STORAGE, c_storage_dtype, c_type, from_c_storage, to_c_storage
 from .quant.params import scale_of, zero_point_of
 from .quant.tflite_writer import write_tflite
 from .compiler import Compiled, compile_model, write_library
 from .errors import TinycError
+from .ops.opdef import integer_range
 from .reference import run_reference
 
 HOST_CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wshadow", "-Werror", "-O1", "-g",
@@ -133,6 +135,9 @@ def _random_samples(rng, t, samples: int) -> np.ndarray:
         return rng.integers(-128, 128, shape).astype(np.int8)
     if t.dtype == "bool":
         return rng.integers(0, 2, shape).astype(bool)
+    if t.dtype in C_STORAGE:      # 4- and 2-bit integers: their whole range
+        lo, hi = integer_range(t.dtype)
+        return rng.integers(lo, hi + 1, shape).astype(t.dtype)
     lo = 0 if t.dtype.startswith("u") else -10
     return rng.integers(lo, 11, shape).astype(t.dtype)
 
@@ -162,8 +167,9 @@ def _read_trace(path: Path, traced: list, g) -> list:
         if tid == 0 and cur:
             samples.append(cur)
             cur = {}
-        dt = np.dtype(g.tensors[traced[tid]].dtype)
-        cur[traced[tid]] = np.frombuffer(data, dt, int(nbytes) // dt.itemsize, pos).copy()
+        dtype = g.tensors[traced[tid]].dtype
+        dt = np.dtype(c_storage_dtype(dtype))
+        cur[traced[tid]] = from_c_storage(np.frombuffer(data, dt, int(nbytes) // dt.itemsize, pos).copy(), dtype)
         pos += int(nbytes)
     if cur:
         samples.append(cur)
@@ -181,7 +187,7 @@ def _run_in(compiled, data: list, build: Path, per_layer: bool = False, dsp: boo
     in_files = []
     for k, arr in enumerate(data):
         f = build / f"input{k}.bin"
-        np.ascontiguousarray(arr).tofile(f)
+        np.ascontiguousarray(to_c_storage(arr)).tofile(f)     # (4- and 2-bit integers: a byte each)
         in_files.append(str(f))
     out_files = [str(build / f"output{k}.bin") for k in range(len(g.outputs))]
     trace = build / "trace.bin"
@@ -190,8 +196,8 @@ def _run_in(compiled, data: list, build: Path, per_layer: bool = False, dsp: boo
     if res.returncode != 0:
         msg = (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[0]
         raise TinycError(f"the generated code failed at run time under the sanitizers: {msg[:300]}")
-    ours = [np.fromfile(f, g.tensors[o].dtype).reshape((n, *g.tensors[o].shape))
-            for f, o in zip(out_files, g.outputs)]
+    ours = [from_c_storage(np.fromfile(f, c_storage_dtype(g.tensors[o].dtype)), g.tensors[o].dtype)
+            .reshape((n, *g.tensors[o].shape)) for f, o in zip(out_files, g.outputs)]
     return ours, (_read_trace(trace, compiled.library.traced, g) if per_layer else None)
 
 
@@ -275,7 +281,8 @@ def reference_outputs(compiled, path: str, data: list, io_layout: str, build: Pa
 def compare(ours: np.ndarray, ref: np.ndarray, lsb: float | None = None) -> dict:
     """One output (or layer) against the reference: float tolerance, or bit-exactness for integers; `lsb`: the
     tolerance of a dequantized output instead, counting the values that differ (by more than 1e-6)."""
-    exact = [np.issubdtype(d, np.integer) or d == np.bool_ for d in (ours.dtype, np.asarray(ref).dtype)]
+    exact = [np.issubdtype(d, np.integer) or d == np.bool_ or d.name in C_STORAGE
+             for d in (ours.dtype, np.asarray(ref).dtype)]
     if any(exact):
         diff = np.abs(ours.astype(np.int64) - np.asarray(ref).astype(np.int64))
         bad = int(np.count_nonzero(diff))

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyc.codegen.literals import c_storage_dtype, from_c_storage, to_c_storage
 from tinyc.compiler import compile_graph
 from tinyc.verify import build_host_runner
 
@@ -15,8 +16,9 @@ def run_c(g, inputs, tmp_path: Path, name: str = "ops", options=None) -> list:
     files = []
     for k, (n, x) in enumerate(zip(g.inputs, inputs)):
         f = tmp_path / f"in{k}.bin"
-        np.ascontiguousarray(x, dtype=g.tensors[n].dtype).tofile(f)
+        np.ascontiguousarray(to_c_storage(np.asarray(x, dtype=g.tensors[n].dtype))).tofile(f)
         files.append(str(f))
     outs = [tmp_path / f"out{k}.bin" for k in range(len(g.outputs))]
     subprocess.run([str(exe), *files, *map(str, outs), str(tmp_path / "t.bin")], check=True)
-    return [np.fromfile(o, g.tensors[n].dtype).reshape(g.tensors[n].shape) for o, n in zip(outs, g.outputs)]
+    return [from_c_storage(np.fromfile(o, c_storage_dtype(g.tensors[n].dtype)), g.tensors[n].dtype)
+            .reshape(g.tensors[n].shape) for o, n in zip(outs, g.outputs)]

@@ -15,8 +15,9 @@ from ..resources import resource_dir
 from ..schedule import MemoryPlan, is_view
 from ..quant.params import scale_of, zero_point_of
 from ..ops import REGISTRY
+from ..ops.opdef import integer_range
 from . import cmake
-from .literals import c_array_body, c_float, c_type
+from .literals import C_STORAGE, c_array_body, c_float, c_type
 
 KERNEL_SETS = ("fast", "reference")
 GUARDS = ("TINYC_DSP", "!TINYC_DSP")    # the table guards: read only on DSP cores / only elsewhere
@@ -125,6 +126,14 @@ def kernel_family(g, node) -> str:
                      "supports float32 or int8 (with quantization parameters) models")
 
 
+def _unpacked_note(dtype: str) -> str:
+    """The header's word on a 4- or 2-bit integer input or output: stored unpacked (empty for other types)."""
+    if dtype not in C_STORAGE:
+        return ""
+    lo, hi = integer_range(dtype)
+    return f", unpacked: one value per {c_type(dtype)} ({lo} to {hi}; ONNX packs {8 // (hi - lo).bit_length()} a byte)"
+
+
 def _io(plan, kind, names):
     g = plan.graph
     rows = []
@@ -133,7 +142,8 @@ def _io(plan, kind, names):
         suffix = str(k) if len(names) > 1 else ""
         row = dict(kind=kind, index=k, comment=comment_text(t.source_name or n), shape=list(t.shape),
                    offset=plan.offset_of(n), fn=f"{kind}{suffix}", nbytes=t.nbytes,
-                   shape_text=_shape_text(t.shape), size=t.size, dtype=t.dtype, ctype=c_type(t.dtype), quant=None)
+                   shape_text=_shape_text(t.shape), size=t.size, dtype=t.dtype, ctype=c_type(t.dtype), quant=None,
+                   unpacked=_unpacked_note(t.dtype))
         if t.quant is not None:
             row["quant"] = dict(scale=c_float(scale_of(t.quant)), zero_point=zero_point_of(t.quant))
         rows.append(row)

@@ -50,7 +50,28 @@ def c_int_array(data: np.ndarray, per_line: int = 16) -> str:
 # IR dtype -> C element type
 C_TYPES = {"float32": "float", "float64": "double", "int8": "int8_t", "int16": "int16_t", "int32": "int32_t",
            "int64": "int64_t", "uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t", "uint64": "uint64_t",
-           "bool": "uint8_t"}   # bool: one byte, 0 or 1 (as NumPy stores it)
+           "bool": "uint8_t",   # bool: one byte, 0 or 1 (as NumPy stores it)
+           "int4": "int8_t", "uint4": "uint8_t", "int2": "int8_t", "uint2": "uint8_t"}   # unpacked: one per byte
+
+# The NumPy type of the bytes the C API holds for a 4- or 2-bit integer tensor: the value itself, in a whole byte
+# (ml_dtypes' arrays are one per byte too, but keep only the low bits: -1 is 0x0F in an int4 array, 0xFF in C).
+C_STORAGE = {"int4": "int8", "uint4": "uint8", "int2": "int8", "uint2": "uint8"}
+
+
+def to_c_storage(arr: np.ndarray) -> np.ndarray:
+    """An array as the C API stores it (4- and 2-bit integers widened to a byte; other types unchanged)."""
+    arr = np.asarray(arr)
+    return arr.astype(C_STORAGE[arr.dtype.name]) if arr.dtype.name in C_STORAGE else arr
+
+
+def from_c_storage(raw: np.ndarray, dtype: str) -> np.ndarray:
+    """The C API's values (of C_STORAGE's type for 4- and 2-bit integers) as an array of the tensor's `dtype`."""
+    return np.asarray(raw).astype(dtype) if dtype in C_STORAGE else np.asarray(raw)
+
+
+def c_storage_dtype(dtype: str) -> str:
+    """The NumPy type of the C API's bytes for a tensor of `dtype`."""
+    return C_STORAGE.get(dtype, dtype)
 
 
 def c_type(dtype: str) -> str:

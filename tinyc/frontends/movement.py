@@ -8,7 +8,8 @@ from ..errors import TinycError
 def depth_space(shape, block: int, to_space: bool, crd: bool, nhwc: bool, what: str):
     """(the 6-D shape x is reshaped to, the Transpose's perm, the output's 4-D shape) for DepthToSpace
     (`to_space`; DCR: channel (i * block + j) * C' + c, CRD: c * block^2 + i * block + j, for the pixel at offset
-    (i, j) of its block) or SpaceToDepth (always DCR order) of a 4-D `shape`, stored NHWC (`nhwc`) or NCHW."""
+    (i, j) of its block) or SpaceToDepth (the same channel orders, `crd` from opset 28) of a 4-D `shape`, stored
+    NHWC (`nhwc`) or NCHW."""
     if len(shape) != 4 or block < 1:
         raise TinycError(f"{what}: needs a 4-D input and a block size >= 1 (got {tuple(shape)}, {block})")
     b = block
@@ -29,9 +30,11 @@ def depth_space(shape, block: int, to_space: bool, crd: bool, nhwc: bool, what: 
         return mid, perm, out
     if h % b or w % b:
         raise TinycError(f"{what}: height {h} and width {w} are not multiples of block size {b}")
-    if nhwc:
-        return (n, h // b, b, w // b, b, c), (0, 1, 3, 2, 4, 5), (n, h // b, w // b, b * b * c)
-    return (n, c, h // b, b, w // b, b), (0, 3, 5, 1, 2, 4), (n, b * b * c, h // b, w // b)
+    if nhwc:    # axes n, h', i, w', j, c
+        perm = (0, 1, 3, 5, 2, 4) if crd else (0, 1, 3, 2, 4, 5)
+        return (n, h // b, b, w // b, b, c), perm, (n, h // b, w // b, b * b * c)
+    perm = (0, 1, 3, 5, 2, 4) if crd else (0, 3, 5, 1, 2, 4)    # axes n, c, h', i, w', j
+    return (n, c, h // b, b, w // b, b), perm, (n, b * b * c, h // b, w // b)
 
 
 def lower_depth_space(g, src: str, dst: str, mid, perm, name: str) -> None:

@@ -25,10 +25,19 @@ from ..errors import MALFORMED, TinycError
 from ..ir import Graph, Quant
 
 # Element types of runtime tensors (and of the C API); float16, double and the like are refused.
-RUNTIME_DTYPES = ("float32", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "bool")
+RUNTIME_DTYPES = ("float32", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "bool",
+                  "int4", "uint4", "int2", "uint2")   # 4- and 2-bit: one value per byte in the C API
 
 # The opsets the op rules read; others are converted (`_within_read_opsets`).
 MIN_OPSET, MAX_OPSET = 11, 23
+# Ops whose versions after MAX_OPSET the rules read too, up to the version given (what changed), beside the ops
+# that changed only in the types they take (`_reads_newer_opset`).
+NEWER_OP_VERSIONS = {
+    "Cast": 28, "CastLike": 25,    # 24: round_mode, for float8e8m0 only (refused); 25 and 28: more types
+    "QuantizeLinear": 28,          # 25: int2 / uint2 (the documented ranges); 24 and 28: more types
+    "Mod": 28,                     # fmod=0 on floats (the divisor's sign), which the Mod rule computes
+    "SpaceToDepth": 28,            # mode: DCR or CRD
+}
 
 
 @dataclass(frozen=True)
@@ -418,8 +427,8 @@ def _static_inputs(model, input_shapes):
         dtype = _input_dtype(ttype.elem_type)
         if dtype is None or dtype.name not in RUNTIME_DTYPES:
             name = dtype.name if dtype is not None else f"ONNX element type {ttype.elem_type}"
-            raise TinycError(f"input '{inp.name}' is {name}; tinyc's runtime tensors are float32, integers (int8 to "
-                             "int64, uint8 to uint64) and bool (quantized models in QDQ form: float inputs, "
+            raise TinycError(f"input '{inp.name}' is {name}; tinyc's runtime tensors are float32, integers (int2 to "
+                             "int64, uint2 to uint64) and bool (quantized models in QDQ form: float inputs, "
                              "QuantizeLinear inside)")
         dims = ttype.shape.dim
         given = input_shapes[k] if input_shapes is not None else None
@@ -445,9 +454,35 @@ def _static_inputs(model, input_shapes):
     return inputs
 
 
+def _same_but_types(old, new) -> bool:
+    """Two versions of an op schema that differ at most in the element types they take."""
+    def signature(s):
+        return (s.doc, sorted((k, a.type, a.required, str(a.default_value)) for k, a in s.attributes.items()),
+                [(f.name, f.type_str, f.option) for f in s.inputs], [(f.name, f.type_str, f.option) for f in s.outputs])
+    return signature(old) == signature(new)
+
+
+def _reads_newer_opset(model, opset: int) -> bool:
+    """Whether the op rules read a model of an opset above MAX_OPSET as it is: every op in it means what it meant
+    at MAX_OPSET, for the types the rules take (each rule checks its types), or is at a version NEWER_OP_VERSIONS
+    lists. (onnx's version converter cannot bring some of these down: int2 values, Mod fmod=0 on floats, ...)"""
+    from onnx import defs
+    for op in {n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")}:
+        try:
+            new = defs.get_schema(op, opset)
+            if new.since_version <= max(MAX_OPSET, NEWER_OP_VERSIONS.get(op, 0)):
+                continue
+            if not _same_but_types(defs.get_schema(op, MAX_OPSET), new):
+                return False
+        except defs.SchemaError:     # an op that is not in these opsets: the converter says so
+            return False
+    return True
+
+
 def _within_read_opsets(model):
-    """The model in an opset the op rules read (MIN_OPSET-MAX_OPSET): older and newer opsets are converted with
-    onnx's version converter, whose adapters rewrite each op exactly (or refuse: then so does tinyc)."""
+    """The model in an opset the op rules read (MIN_OPSET-MAX_OPSET, or a newer one `_reads_newer_opset` accepts):
+    other opsets are converted with onnx's version converter, whose adapters rewrite each op exactly (or refuse:
+    then so does tinyc)."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if MIN_OPSET <= opset <= MAX_OPSET:
         return model
@@ -456,6 +491,8 @@ def _within_read_opsets(model):
     if not 1 <= opset <= newest:
         raise TinycError(f"ONNX opset {opset} is unknown to the installed onnx (it knows 1-{newest}); re-export the "
                          f"model with an opset from {MIN_OPSET} to {newest}")
+    if opset > MAX_OPSET and _reads_newer_opset(model, opset):
+        return model
     target = MIN_OPSET if opset < MIN_OPSET else MAX_OPSET
     try:
         return version_converter.convert_version(model, target)

@@ -11,6 +11,8 @@ from ..activations import relu6
 from ..errors import TinycError
 from ..ir import Quant
 from ..ops.cast import cast_values
+from ..ops.linear_quant import DEQUANTIZED_TYPES, QUANTIZED_TYPES, dequantize_evaluate
+from ..ops.opdef import SUB_BYTE_INTEGERS
 from .geometry import conv_geometry
 from .onnx_import import (RUNTIME_DTYPES, Layout, QuantizedConst, _input_dtype, channels_last, inverse, plain,
                           quantized_type, shift_to_int8)
@@ -946,7 +948,7 @@ def depth_space(to_space: bool):
         x, y = node.input[0], node.output[0]
         a = _attrs(node)
         what = f"{node.op_type} '{_name(node)}'"
-        crd = to_space and a.get("mode", "DCR") == "CRD"
+        crd = a.get("mode", "DCR") == "CRD"      # (SpaceToDepth's mode: opset 28)
         if a.get("mode", "DCR") not in ("DCR", "CRD"):
             raise TinycError(f"{what}: mode '{a['mode']}' is not DCR or CRD; the model is invalid")
         shape = imp.logical_shape(x)
@@ -977,7 +979,7 @@ def cast(imp, node):
         target = dtype.name if dtype is not None else TensorProto.DataType.Name(to).lower()
     if target not in RUNTIME_DTYPES:
         raise TinycError(f"ONNX {node.op_type} '{_name(node)}' converts to {target}; tinyc's runtime tensors are "
-                         "float32, integers (int8 to int64, uint8 to uint64) and bool")
+                         "float32, integers (int2 to int64, uint2 to uint64) and bool")
     if x in imp.consts:      # CastLike of a constant to a computed value's type: a constant
         imp.consts[node.output[0]] = cast_values(np.asarray(imp.consts[x]), target)
         return
@@ -1062,6 +1064,11 @@ def dequantize_constant(imp, node):
     x, y = node.input[0], node.output[0]
     values = np.asarray(imp.consts[x])
     kind = values.dtype.name
+    _check_float32_arithmetic(imp, node)
+    if kind in SUB_BYTE_INTEGERS:    # 4- and 2-bit weights: float constants (int8 kernels take no such weights)
+        scale, zp = _linear_qdq_arrays(imp, node, kind, values.shape)
+        imp.consts[y] = dequantize_evaluate({}, [values, scale, zp])
+        return
     qtype = kind if kind == "int32" else quantized_type(values.dtype, f"constant '{x}'")
     scale, zp, axis = _qdq_params(imp, node, qtype, values.ndim)
     if axis is not None and values.shape[axis] != scale.size:
@@ -1072,12 +1079,24 @@ def dequantize_constant(imp, node):
     imp.consts[y] = qc.dequantized()
 
 
-def _linear_qdq_params(imp, node, int_type: str) -> tuple[str, str]:
-    """IR constants (scale float32, zero point of `int_type`) broadcast to the data in its stored layout, per
-    tensor, per axis or per block, for LinearQuantize / LinearDequantize."""
+def _check_float32_arithmetic(imp, node) -> None:
+    """QuantizeLinear divides in its `precision`, DequantizeLinear multiplies into its `output_dtype`, each by
+    default the scale's type: tinyc computes in float32 only."""
+    from onnx import TensorProto, helper
+    a = _attrs(node)
+    scale = imp.opt_const(node, 1)
+    default = helper.np_dtype_to_tensor_dtype(np.asarray(scale).dtype) if scale is not None else TensorProto.FLOAT
+    attr = "precision" if node.op_type == "QuantizeLinear" else "output_dtype"
+    code = int(a.get(attr, 0)) or default
+    if code != TensorProto.FLOAT:
+        raise TinycError(f"{node.op_type} '{_name(node)}' computes in {TensorProto.DataType.Name(code).lower()} "
+                         f"({attr} or the scale's type); tinyc computes it in float32 only: use float32 scales")
+
+
+def _linear_qdq_arrays(imp, node, int_type: str, shape) -> tuple[np.ndarray, np.ndarray]:
+    """(scale float32, zero point of `int_type`) of a QuantizeLinear / DequantizeLinear whose data has the logical
+    `shape`: as given per tensor, else broadcast to the data (per axis or per block)."""
     what = f"{node.op_type} '{_name(node)}'"
-    x = node.input[0]
-    shape, lay = imp.logical_shape(x), imp.layout(x)
     rank = len(shape)
     a = _attrs(node)
     scale = np.asarray(imp.const(node.input[1], f"{what} scale"), np.float32)
@@ -1087,6 +1106,8 @@ def _linear_qdq_params(imp, node, int_type: str) -> tuple[str, str]:
     if len(node.input) > 2 and node.input[2] and zp is None:
         imp.const(node.input[2], f"{what} zero point")   # raises: computed zero point
     zp = np.zeros(scale.shape, int_type) if zp is None else np.asarray(zp)
+    if zp.size == 1 == scale.size:      # one value each, as a scalar or a 1-element vector (as onnx's reference)
+        zp = zp.reshape(scale.shape)
     if zp.dtype.name != int_type or zp.shape != scale.shape:
         raise TinycError(f"{what}: zero point {zp.dtype}{list(zp.shape)} does not match scale {list(scale.shape)} "
                          f"and type {int_type}")
@@ -1102,7 +1123,17 @@ def _linear_qdq_params(imp, node, int_type: str) -> tuple[str, str]:
             if scale.ndim != 1 or scale.size != shape[axis]:
                 raise TinycError(f"{what}: {scale.size} scales for axis {axis} of a {list(shape)} value")
             arrays = [v.reshape([-1 if d == axis else 1 for d in range(rank)]) for v in arrays]
-        arrays = [imp.const_in_layout(v, rank, lay, v.dtype) for v in arrays]
+    return arrays[0], arrays[1]
+
+
+def _linear_qdq_params(imp, node, int_type: str) -> tuple[str, str]:
+    """IR constants (scale float32, zero point of `int_type`) broadcast to the data in its stored layout, per
+    tensor, per axis or per block, for LinearQuantize / LinearDequantize."""
+    x = node.input[0]
+    shape, lay = imp.logical_shape(x), imp.layout(x)
+    arrays = _linear_qdq_arrays(imp, node, int_type, shape)
+    if arrays[0].ndim == len(shape) > 0:     # broadcast to the data: in its stored layout
+        arrays = [imp.const_in_layout(v, len(shape), lay, v.dtype) for v in arrays]
     name = node.output[0]
     return (imp.g.add_const(f"{name}_scale", arrays[0], "float32"),
             imp.g.add_const(f"{name}_zero_point", arrays[1], int_type))
@@ -1113,15 +1144,17 @@ def _folds_into_int8(imp, node) -> bool:
     DequantizeLinear nodes (not a model output)."""
     y = node.output[0]
     readers = imp.consumers.get(y, [])
-    return (y not in imp.output_names and bool(readers) and all(r.op_type == "DequantizeLinear" for r in readers)
+    return (np.dtype(_quantize_output_type(imp, node)).name in ("int8", "uint8") and y not in imp.output_names
+            and bool(readers) and all(r.op_type == "DequantizeLinear" for r in readers)
             and np.size(imp.opt_const(node, 1) if imp.opt_const(node, 1) is not None else 0) == 1
             and not _attrs(node).get("block_size", 0))
 
 
 def quantize_linear(imp, node):
     x, y = node.input[0], node.output[0]
+    _check_float32_arithmetic(imp, node)
     out_type = np.dtype(_quantize_output_type(imp, node)).name
-    if not _folds_into_int8(imp, node) and out_type in ("int8", "uint8", "int16", "uint16") \
+    if not _folds_into_int8(imp, node) and out_type in QUANTIZED_TYPES \
             and imp.g.tensors[imp.get(x)].dtype == "float32":
         scale, zp = _linear_qdq_params(imp, node, out_type)
         imp.dtypes[y] = out_type
@@ -1142,9 +1175,10 @@ def quantize_linear(imp, node):
 
 def dequantize_linear(imp, node):
     x, y = node.input[0], node.output[0]
+    _check_float32_arithmetic(imp, node)
     src = imp.get(x)
     q = imp.g.tensors[src].quant
-    if q is None and imp.g.tensors[src].dtype in ("int8", "uint8", "int16", "uint16", "int32"):
+    if q is None and imp.g.tensors[src].dtype in DEQUANTIZED_TYPES:
         scale, zp = _linear_qdq_params(imp, node, imp.g.tensors[src].dtype)   # integers from outside
         out = imp.define(y, imp.layout(x))
         imp.g.add_node("LinearDequantize", [src, scale, zp], [out], name=_name(node))

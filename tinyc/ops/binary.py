@@ -145,7 +145,8 @@ def float_kernel(k):
     if op == "Mod" and not k.node.attrs.get("fmod", 1):     # the divisor's sign (Python's %) on floats
         loads = "const float lhs = %s[{o1}]; const float rhs = %s[{o2}]; " % (k.expr(0), k.expr(1))
         loads += "const float r = fmodf(lhs, rhs); "
-        expr = "((r != 0.0f && ((r < 0.0f) != (rhs < 0.0f))) ? r + rhs : r)"
+        # a zero remainder takes the divisor's sign too (ONNX Mod-28, Python's %)
+        expr = "((r != 0.0f && ((r < 0.0f) != (rhs < 0.0f))) ? r + rhs : (r == 0.0f ? copysignf(0.0f, rhs) : r))"
     else:
         loads, expr = c_binary(op, k.expr(0) + "[{o1}]", k.expr(1) + "[{o2}]")
     # Doubled braces survive strided_loops' str.format; {o0}.. become the operands' offsets.

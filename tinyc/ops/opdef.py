@@ -16,6 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import ml_dtypes  # noqa: F401  (registers int4, uint4, int2, uint2 with NumPy: np.dtype("int4"))
+import numpy as np
+
 # How a kernel may write its output over its dying input (schedule/overlap.py, docs/memory-plan.md):
 #   "elementwise": reads element i before it writes element i, in index order (any lead >= 0 works)
 #   "windowed":    a sliding window over NHWC pixels, raster order (overlap.lead_for computes the lead)
@@ -34,6 +37,18 @@ QUANTIZE_POLICIES = ("own", "shared", "fixed", None)
 FLOAT = ("float32",)
 INTEGERS = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
 ALL_DTYPES = FLOAT + INTEGERS + ("bool",)
+# ONNX's 4- and 2-bit integers (INT4, UINT4, INT2, UINT2): ml_dtypes' NumPy types in the IR; the C stores them
+# unpacked, one value per int8_t / uint8_t (codegen/literals.py). Only the ops that list them take them.
+SUB_BYTE_INTEGERS = ("int4", "uint4", "int2", "uint2")
+_SUB_BYTE_RANGES = {"int4": (-8, 7), "uint4": (0, 15), "int2": (-2, 1), "uint2": (0, 3)}
+
+
+def integer_range(dtype: str) -> tuple[int, int]:
+    """(smallest, largest) value of an integer type, the 4- and 2-bit ones included."""
+    if dtype in _SUB_BYTE_RANGES:
+        return _SUB_BYTE_RANGES[dtype]
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
 
 
 @dataclass(frozen=True)
