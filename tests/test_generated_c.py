@@ -94,7 +94,23 @@ def every_kernel_graph() -> Graph:
     g.tensors["q_scale"].data = np.abs(g.tensors["q_scale"].data) / 1000 + 1e-3
     g.tensors["q16"].dtype = "int16"
     g.add_node("LinearDequantize", ["q16", "q_scale", "q_zp"], [t("dq", (1, 16, 2, 2))])
-    g.add_node("Identity", ["dq"], [t("y2", (1, 16, 2, 2))])
+    g.add_node("Reshape", ["x"], [t("vol", (1, 3, 4, 3, 3))])
+    g.add_node("Conv3D", ["vol", c("w3", (4, 2, 1, 2, 3))], [t("conv3", (1, 2, 5, 2, 4))], strides=(1, 1, 2),
+               dilations=(2, 1, 1), pads=(0, 1, 0, 1, 0, 1), groups=1, activation={"fn": "relu"})
+    g.add_node("MaxPool3D", ["conv3"], [t("mp3", (1, 2, 4, 2, 4))], kernel=(1, 2, 1), strides=(1, 1, 1),
+               dilations=(1, 1, 1), pads=(0, 0, 0, 0, 0, 0))
+    g.add_node("MaxPoolIndex", ["conv3"], [t("mpi3", (1, 2, 4, 2, 4))], kernel=(1, 2, 1), strides=(1, 1, 1),
+               dilations=(1, 1, 1), pads=(0, 0, 0, 0, 0, 0), storage_order=0)
+    g.tensors["mpi3"].dtype = "int64"
+    g.add_node("AvgPool3D", ["conv3"], [t("ap3", (1, 2, 2, 2, 4))], kernel=(1, 3, 2), strides=(1, 2, 1),
+               dilations=(1, 1, 1), pads=(0, 1, 0, 0, 0, 1), count_include_pad=False)
+    g.add_node("Cast", ["mpi3"], [t("mpi3_float", (1, 2, 4, 2, 4))], to="float32")
+    g.add_node("Add", ["mp3", "mpi3_float"], [t("sum3", (1, 2, 4, 2, 4))], activation=None)
+    g.add_node("Reshape", ["sum3"], [t("sum3_4d", (1, 16, 2, 2))])
+    g.add_node("Reshape", ["ap3"], [t("ap3_4d", (1, 16, 2, 1))])
+    g.add_node("Add", ["sum3_4d", "ap3_4d"], [t("vol_out", (1, 16, 2, 2))], activation=None)
+    g.add_node("Add", ["dq", "vol_out"], [t("dq_vol", (1, 16, 2, 2))], activation=None)
+    g.add_node("Identity", ["dq_vol"], [t("y2", (1, 16, 2, 2))])
     g.outputs = ["y", "y2", "y", "am"]    # a repeated output needs its own copy
     g.validate()
     return g

@@ -49,30 +49,39 @@ def _spatial_pads(node, a, in_hw, kernel, strides, dilations):
     return pads[:n], pads[n:]
 
 
-def _ceil_pool_shape(imp, y, shape, inferred, kernel, strides, begins, ends):
+def _ceil_pool_shape(imp, outputs, shape, inferred, kernel, strides, dilations, begins, ends):
     """ceil_mode output size as onnxruntime (and PyTorch) compute it: a last window that would start in the end
-    padding is dropped. onnx shape inference keeps it, so on disagreement the shapes after `y` are re-inferred."""
+    padding is dropped. onnx shape inference keeps it, so on disagreement the shapes after the outputs are
+    re-inferred."""
     sizes = []
     for i in range(len(kernel)):
-        n = -(-(shape[2 + i] + begins[i] + ends[i] - kernel[i]) // strides[i]) + 1
+        span = (kernel[i] - 1) * dilations[i] + 1
+        n = -(-(shape[2 + i] + begins[i] + ends[i] - span) // strides[i]) + 1
         if (n - 1) * strides[i] >= shape[2 + i] + begins[i]:
             n -= 1
         sizes.append(n)
     out_shape = tuple(inferred[:2]) + tuple(sizes)
-    if out_shape != tuple(inferred):
-        imp.forget_shapes_after(y)
-        imp.shapes[y] = out_shape
+    for y in outputs:
+        if imp.shapes.get(y) != out_shape:
+            imp.forget_shapes_after(y)
+            imp.shapes[y] = out_shape
     return out_shape
 
 
+# IR op per spatial rank (1-D runs as 2-D with H = 1) and kind
+SPATIAL_OPS = {2: {"conv": "Conv2D", "max": "MaxPool2D", "avg": "AvgPool2D"},
+               3: {"conv": "Conv3D", "max": "MaxPool3D", "avg": "AvgPool3D"}}
+
+
 def _spatial(imp, node, kind: str, weights=None, bias=None):
-    """Conv / pooling on rank-3 (1-D) or rank-4 (2-D) values; 1-D runs as 2-D with H = 1 via free reshapes."""
+    """Conv / pooling on rank-3 (1-D), rank-4 (2-D) or rank-5 (3-D) values, as NHWC / NDHWC IR ops; 1-D runs
+    as 2-D with H = 1 via free reshapes."""
     x, y = node.input[0], node.output[0]
     shape = imp.logical_shape(x)
     rank = len(shape)
-    if rank not in (3, 4):
-        raise TinycError(f"node '{_name(node)}' ({node.op_type}) has a rank-{rank} input; tinyc supports 1-D and "
-                         "2-D spatial ops")
+    if rank not in (3, 4, 5):
+        raise TinycError(f"node '{_name(node)}' ({node.op_type}) has a rank-{rank} input; tinyc supports 1-D, "
+                         "2-D and 3-D spatial ops")
     a = _attrs(node)
     nsp = rank - 2
     kernel = list(weights.shape[2:]) if weights is not None else list(a["kernel_shape"])
@@ -84,47 +93,81 @@ def _spatial(imp, node, kind: str, weights=None, bias=None):
     out_shape = imp.logical_shape(y)
     # With no explicit padding, count_include_pad changes nothing: the ceil_mode overhang is never counted.
     include_pad = bool(a.get("count_include_pad", 0)) and (any(begins) or any(ends))
+    zero_pads = None      # explicit padding written into the tensor before an average pool
     if kind != "conv":
-        if any(d != 1 for d in dil):
-            raise TinycError(f"pooling node '{_name(node)}' uses dilations {dil}; not supported")
         if a.get("ceil_mode", 0):
-            out_shape = _ceil_pool_shape(imp, y, shape, out_shape, kernel, strides, begins, ends)
-        for i in range(nsp):  # ceil_mode: extra end padding that covers the last partial window
-            need = (out_shape[2 + i] - 1) * strides[i] + kernel[i] - shape[2 + i] - begins[i]
-            if need > ends[i]:
-                if kind == "avg" and include_pad:
-                    raise TinycError(f"AveragePool '{_name(node)}' with ceil_mode and count_include_pad is "
-                                     "not supported")
-                ends[i] = need
+            out_shape = _ceil_pool_shape(imp, [o for o in node.output if o], shape, out_shape, kernel, strides,
+                                         dil, begins, ends)
+        # ceil_mode: extra end padding that covers the last partial window
+        overhang = [max(0, (out_shape[2 + i] - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - shape[2 + i]
+                        - begins[i] - ends[i]) for i in range(nsp)]
+        if include_pad and any(overhang):
+            # onnxruntime divides by the taps in the explicit padding but not by those in the overhang: the
+            # padding becomes zeros in the tensor, and the average counts the cells there are
+            zero_pads, begins, ends, include_pad = (begins, ends), [0] * nsp, overhang, False
+        else:
+            ends = [e + o for e, o in zip(ends, overhang)]
+    if any(d < 1 for d in out_shape[2:]):
+        raise TinycError(f"node '{_name(node)}' ({node.op_type}): window {kernel} with dilations {dil} is larger "
+                         f"than its padded input {list(shape[2:])}; the model is invalid")
     if nsp == 1:
         kernel, strides, dil, begins, ends = [1] + kernel, [1] + strides, [1] + dil, [0] + begins, [0] + ends
-    attrs = dict(strides=tuple(strides), pads=(begins[0], begins[1], ends[0], ends[1]))
+        zero_pads = zero_pads and ([0] + zero_pads[0], [0] + zero_pads[1])
+    attrs = dict(strides=tuple(strides), pads=tuple(begins) + tuple(ends))
     src = imp.get(x, channels_last(rank))
+    dtype = imp.g.tensors[src].dtype
     if nsp == 1:  # [N, L, C] -> [N, 1, L, C]: a free alias
         src4 = imp.g.unique_name(f"{y}_in2d")
         n = imp.g.tensors[src].shape[0]
-        imp.g.add_tensor(src4, (n, 1) + imp.g.tensors[src].shape[1:])
+        imp.g.add_tensor(src4, (n, 1) + imp.g.tensors[src].shape[1:], dtype)
         imp.g.add_node("Reshape", [src], [src4], name=src4)
         src = src4
+    if zero_pads is not None:
+        padded = imp.g.unique_name(f"{y}_zero_padded")
+        widths = ((0, 0),) + tuple(zip(*zero_pads)) + ((0, 0),)
+        imp.g.add_tensor(padded, [d + b + e for d, (b, e) in zip(imp.g.tensors[src].shape, widths)], dtype)
+        imp.g.add_node("Pad", [src], [padded], name=padded, pads=widths, value=0.0)
+        src = padded
     if nsp == 1:
         dst = imp.g.unique_name(f"{y}_2d")
-        imp.g.add_tensor(dst, (out_shape[0], 1, out_shape[2], out_shape[1]))
+        imp.g.add_tensor(dst, (out_shape[0], 1, out_shape[2], out_shape[1]), dtype)
     else:
-        dst = imp.define(y, channels_last(4))
+        dst = imp.define(y, channels_last(rank))
+    op = SPATIAL_OPS[max(nsp, 2)][kind]
     if kind == "conv":
-        # ONNX [O, C/groups, (KH,) KW] -> IR [O, KH, KW, C/groups]
-        to_ir = (lambda a: a.transpose(0, 2, 3, 1)) if nsp == 2 else (lambda a: a[:, :, None, :].transpose(0, 2, 3, 1))
+        # ONNX [O, C/groups, (KD, KH,) KW] -> IR [O, (KD,) KH, KW, C/groups]
+        def to_ir(w):
+            return np.moveaxis(w.reshape(w.shape[:2] + (1,) * (len(kernel) + 2 - w.ndim) + w.shape[2:]), 1, -1)
         ins = [src, _weight_input(imp, node.input[1], f"{y}_w", to_ir)]
         if bias is not None:
             ins.append(_weight_input(imp, node.input[2], f"{y}_b", lambda a: a, what="bias"))
-        imp.g.add_node("Conv2D", ins, [dst], name=_name(node), dilations=tuple(dil), groups=a.get("group", 1),
+        imp.g.add_node(op, ins, [dst], name=_name(node), dilations=tuple(dil), groups=a.get("group", 1),
                        activation=None, **attrs)
     else:
         extra = {"count_include_pad": include_pad} if kind == "avg" else {}
-        imp.g.add_node("MaxPool2D" if kind == "max" else "AvgPool2D", [src], [dst], name=_name(node),
-                       kernel=tuple(kernel), **attrs, **extra)
+        if nsp == 3 or any(d != 1 for d in dil):
+            extra["dilations"] = tuple(dil)
+        imp.g.add_node(op, [src], [dst], name=_name(node), kernel=tuple(kernel), **attrs, **extra)
     if nsp == 1:
         out = imp.define(y, channels_last(3))
+        imp.g.add_node("Reshape", [dst], [out], name=out)
+    if kind == "max" and len(node.output) > 1 and node.output[1]:
+        _max_pool_indices(imp, node, src, nsp, dict(kernel=tuple(kernel), dilations=tuple(dil),
+                                                    storage_order=a.get("storage_order", 0), **attrs))
+
+
+def _max_pool_indices(imp, node, src: str, nsp: int, attrs: dict) -> None:
+    """MaxPool's second output, Indices: a MaxPoolIndex over the same windows of the same (2-D or 3-D) input."""
+    idx = node.output[1]
+    if nsp == 1:
+        dst = imp.g.unique_name(f"{idx}_2d")
+        shape = imp.logical_shape(idx)
+        imp.g.add_tensor(dst, (shape[0], 1, shape[2], shape[1]), "int64")
+    else:
+        dst = imp.define(idx, channels_last(nsp + 2))
+    imp.g.add_node("MaxPoolIndex", [src], [dst], name=f"{_name(node)}_indices", **attrs)
+    if nsp == 1:
+        out = imp.define(idx, channels_last(3))
         imp.g.add_node("Reshape", [dst], [out], name=out)
 
 

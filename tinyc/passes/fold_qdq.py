@@ -305,7 +305,7 @@ def _average_as_depthwise_conv(g: Graph, op: Node, x_q: str, kernel, strides, pa
 
 def _pool(g: Graph, op: Node, act, out: Tensor) -> bool:
     x_q = _dequantized_value(g, op.inputs[0])
-    if x_q is None:
+    if x_q is None or tuple(op.attrs.get("dilations", (1, 1))) != (1, 1):   # TFLite has no dilated pooling
         return False
     pads, avg = tuple(op.attrs["pads"]), op.op == "AvgPool2D"
     counts_pads = avg and op.attrs.get("count_include_pad") and any(pads)
