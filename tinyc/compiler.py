@@ -80,6 +80,10 @@ def compile_model(path: str, name: str | None = None, input_shapes=None, io_layo
         raise TinycError(f"--quantize {quantize} is not supported; use int8")
     if any(t.dtype != "float32" for t in g.tensors.values() if not t.is_const):
         raise TinycError(f"'{path}' is already quantized; compile it without --quantize")
+    empty = [g.tensors[n].source_name or n for n in g.inputs + g.outputs if g.tensors[n].size == 0]
+    if empty:
+        raise TinycError(f"--quantize int8: '{empty[0]}' of '{path}' is zero-size; tinyc quantizes models without "
+                         "zero-size inputs and outputs (compile this one in float32)")
     if calib is None:
         raise TinycError("--quantize int8 needs calibration data: --calib calib.npy (N samples of the input) "
                          "or --calib random")

@@ -162,6 +162,10 @@ class Graph:
             for i in n.inputs:
                 if i not in self.tensors:
                     raise TinycError(f"node '{n.name}' ({n.op}) reads tensor '{i}', which does not exist")
+                if self.tensors[i].size == 0:
+                    raise TinycError(f"node '{n.name}' ({n.op}) reads the zero-size tensor '{i}' (shape "
+                                     f"{tuple(self.tensors[i].shape)}); tinyc evaluates an op on a zero-size tensor "
+                                     "at compile time, which needs its other inputs constant")
                 if i not in available:
                     raise TinycError(f"node '{n.name}' ({n.op}) reads '{i}' before it is computed "
                                      "(the graph has a cycle or a missing producer)")
@@ -174,10 +178,13 @@ class Graph:
                 if o not in self.tensors:
                     raise TinycError(f"node '{n.name}' writes unknown tensor '{o}'")
                 available.add(o)
+        # A zero-size tensor has no values, so nothing is computed from or into it (nodes reading one are refused
+        # above): it may only be a model input (in the C API, never read) or a constant model output.
+        written = {name for n in self.nodes for name in n.outputs}
         for t in self.tensors.values():
-            if t.size == 0 and not t.is_const:
-                raise TinycError(f"tensor '{t.name}' has a zero-size dimension (shape {tuple(t.shape)}); tinyc "
-                                 "compiles tensors that hold at least one value")
+            if t.size == 0 and (t.name in written or not (t.name in self.inputs or t.is_const)):
+                raise TinycError(f"tensor '{t.name}' has a zero-size dimension (shape {tuple(t.shape)}) and is "
+                                 "computed at run time; tinyc makes zero-size tensors constants (empty arrays)")
         if not self.outputs:
             raise TinycError("the model has no outputs; there is nothing to compute")
         for o in self.outputs:

@@ -132,11 +132,11 @@ def _runner_source(prefix: str, inputs: list, outputs: list) -> str:
     """A host main() for `prefix`_invoke: reads each input's bytes from a file, writes each output's. Buffers are
     `void *`, which C converts to the API's pointer types implicitly."""
     def nbytes(shape, dtype) -> int:
-        return max(1, int(np.prod(shape, dtype=np.int64))) * np.dtype(dtype).itemsize
+        return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     lines = ["#include <stdio.h>", "#include <stdlib.h>", f'#include "{_c_string(prefix)}.h"', ""]
     if inputs:     # (a model whose outputs are all constants has none)
         lines += ["static void *load(const char *path, size_t bytes) {",
-                  "  void *buf = malloc(bytes);",
+                  "  void *buf = malloc(bytes ? bytes : 1);   /* (a zero-size input: an empty file) */",
                   '  FILE *f = fopen(path, "rb");',
                   ("  if (!buf || !f || fread(buf, 1, bytes, f) != bytes) { fprintf(stderr, \"runner: cannot read "
                    "%s\\n\", path); exit(3); }"),
@@ -152,7 +152,7 @@ def _runner_source(prefix: str, inputs: list, outputs: list) -> str:
         lines.append(f"  void *in{k} = load(argv[{1 + k}], {nbytes(shape, dtype)});")
         args.append(f"in{k}")
     for k, (shape, dtype) in enumerate(outputs):
-        lines.append(f"  void *out{k} = calloc(1, {nbytes(shape, dtype)});")
+        lines.append(f"  void *out{k} = calloc(1, {max(1, nbytes(shape, dtype))});")
         lines.append(f"  if (!out{k}) return 3;")
         args.append(f"out{k}")
     lines.append(f"  int rc = {prefix}_invoke({', '.join(args)});")

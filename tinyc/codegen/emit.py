@@ -171,13 +171,15 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
         return f"({c_type(g.tensors[name].dtype)} *)(arena + {plan.offset_of(name)})"
 
     consts, const_names = [], {}
+    results = output_values(g)      # constants that may hold Inf or NaN
 
-    def add_const(key, data, dtype, comment, guard=None):
+    def add_const(key, data, dtype, comment, guard=None, non_finite=False):
         if key not in const_names:
             const_names[key] = f"{prefix}_c{len(consts)}"
             data = np.asarray(data)
             consts.append(dict(name=const_names[key], comment=comment, shape_text=_shape_text(data.shape),
-                               size=max(data.size, 1), ctype=c_type(dtype), body=c_array_body(data, dtype),
+                               size=max(data.size, 1), ctype=c_type(dtype),
+                               body=c_array_body(data, dtype, non_finite=non_finite),
                                nbytes=data.size * np.dtype(dtype).itemsize, guard=guard))
         else:
             c = next(c for c in consts if c["name"] == const_names[key])
@@ -187,7 +189,7 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
 
     def const_name(name):
         t = g.tensors[name]
-        return add_const(("tensor", name), t.data, t.dtype, comment_text(name))
+        return add_const(("tensor", name), t.data, t.dtype, comment_text(name), non_finite=name in results)
 
     def table(values, dtype, label, guard=None):
         # the key keeps every value exactly: float tables as float64 (double scales would all be 0 as int64)
@@ -195,7 +197,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
         key = ("table", dtype, values.shape, exact.tobytes())
         return add_const(key, values, dtype, label, guard)
 
-    lib = Library(prefix, {}, arena_bytes=plan.arena_bytes)
+    arena_bytes = plan.arena_bytes or 1    # (every tensor zero-size: C has no zero-length arrays)
+    lib = Library(prefix, {}, arena_bytes=arena_bytes)
     layers, families = [], set()
     for index, node in enumerate(g.nodes):
         out = node.outputs[0]
@@ -276,7 +279,7 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
           [f"{o['ctype']} *output{o['index']}" for o in outputs]
     helpers = _conversion_helpers(prefix, inputs, outputs)
     arena_align = max([ARENA_ALIGN] + [b.alignment for b in plan.buffers])
-    common = dict(p=prefix, P=P, source=comment_text(source), arena_bytes=plan.arena_bytes, arena_align=arena_align,
+    common = dict(p=prefix, P=P, source=comment_text(source), arena_bytes=arena_bytes, arena_align=arena_align,
                   weight_bytes=lib.weight_bytes, inputs=inputs, outputs=outputs, params=api, helpers=helpers,
                   external=arena == "external", arena_section=_section(arena_section),
                   weights_section=_section(weights_section))
@@ -334,7 +337,15 @@ def _conversion_helpers(prefix, inputs, outputs) -> list:
     return out
 
 
+def output_values(g) -> set:
+    """The constants a model output is copied from: the output's value, worked out at compile time (the maximum
+    of an empty set is -inf), not a weight; so it may hold Inf or NaN."""
+    return {n.inputs[0] for n in g.nodes if n.op in ("Identity", "Reshape") and n.outputs[0] in g.outputs
+            and g.tensors[n.inputs[0]].is_const}
+
+
 def weights_are_finite(g) -> None:
+    results = output_values(g)
     for t in g.tensors.values():
-        if t.is_const and t.data.dtype.kind == "f" and not np.all(np.isfinite(t.data)):
+        if t.is_const and t.data.dtype.kind == "f" and t.name not in results and not np.all(np.isfinite(t.data)):
             raise TinycError(f"constant '{t.name}' contains NaN or Inf; fix the model's weights")

@@ -1,4 +1,5 @@
-"""C literals for constants: exact float32 round-trips, finite values only."""
+"""C literals for constants: exact float32 round-trips, finite values only (but for a model output's value,
+which may be <math.h>'s INFINITY or NAN)."""
 import numpy as np
 
 from ..errors import TinycError
@@ -15,13 +16,21 @@ def c_float(v) -> str:
     return s + "f"
 
 
-def c_float_array(data: np.ndarray, per_line: int = 8) -> str:
-    """The body of a float initializer list, `per_line` values per line."""
+def _array_item(v: float) -> str:
+    """One value of a float initializer list; Inf and NaN as <math.h>'s C99 macros (constant expressions)."""
+    if not np.isfinite(v):
+        return "NAN" if np.isnan(v) else ("INFINITY" if v > 0 else "-INFINITY")
+    s = "%.9g" % v
+    return s + "f" if ("." in s or "e" in s) else s + ".0f"
+
+
+def c_float_array(data: np.ndarray, per_line: int = 8, non_finite: bool = False) -> str:
+    """The body of a float initializer list, `per_line` values per line. `non_finite`: Inf and NaN are allowed
+    (a model output's value, computed at compile time), else refused."""
     flat = np.asarray(data, dtype=np.float32).ravel()
-    if flat.size and not np.all(np.isfinite(flat)):
+    if flat.size and not non_finite and not np.all(np.isfinite(flat)):
         raise TinycError("the model's weights contain NaN or Inf; fix the model before compiling")
-    items = ["%.9g" % v for v in flat.tolist()]
-    items = [s + "f" if ("." in s or "e" in s) else s + ".0f" for s in items]
+    items = [_array_item(v) for v in flat.tolist()]
     return ",\n".join("  " + ", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line))
 
 
@@ -88,9 +97,9 @@ def c_double(v: float) -> str:
     return v.hex()
 
 
-def c_array_body(data: np.ndarray, dtype: str, per_line: int = 4) -> str:
+def c_array_body(data: np.ndarray, dtype: str, per_line: int = 4, non_finite: bool = False) -> str:
     if dtype == "float32":
-        return c_float_array(data)
+        return c_float_array(data, non_finite=non_finite)
     if dtype == "float64":
         items = [c_double(v) for v in np.asarray(data, np.float64).ravel().tolist()]
         return ",\n".join("  " + ", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line))

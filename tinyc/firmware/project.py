@@ -127,6 +127,10 @@ def _io_rows(compiled, names, kind):
 def main_source(compiled, board: Board, samples: list[np.ndarray]) -> str:
     lib = compiled.library
     g = compiled.plan.graph
+    empty = [n for n in g.inputs + g.outputs if g.tensors[n].size == 0]
+    if empty:   # (its sample and print loops would be zero-length arrays and empty loops)
+        raise TinycError(f"'{g.tensors[empty[0]].source_name or empty[0]}' is zero-size; the firmware image runs "
+                         "models without zero-size inputs and outputs (the library itself compiles: tinyc compile)")
     external = f"{lib.prefix}_run_with_arena" in lib.files[f"{lib.prefix}.h"]
     rows = _io_rows(compiled, g.inputs, "input")
     batches = _as_batches(compiled, samples)

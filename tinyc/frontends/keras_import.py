@@ -160,7 +160,8 @@ def _static_shape(name: str, shape: tuple, given) -> tuple:
         raise TinycError(f"input '{name}' has a dynamic shape {shape}; pass --input-shape with the static "
                          "shape of every input (model layout, batch included)")
     if any(d <= 0 for d in dims):
-        raise TinycError(f"input '{name}' has an empty shape {shape}")
+        raise TinycError(f"input '{name}' has a zero-size dimension (shape {shape}); tinyc handles zero-size "
+                         "tensors in ONNX models only")
     return dims
 
 

@@ -316,7 +316,8 @@ def cropping(cv, layer, cfg, ins):
     for ax, (b, e) in zip(axes, crops):
         starts[ax], sizes[ax] = b, shape[ax] - b - e
     if any(n <= 0 for n in sizes):
-        raise TinycError(f"{type(layer).__name__} '{layer.name}' crops {shape} to nothing (zero-size)")
+        raise TinycError(f"{type(layer).__name__} '{layer.name}' crops {shape} to nothing (zero-size); "
+                         "tinyc handles zero-size tensors in ONNX models only")
     if tuple(sizes) == tuple(shape):
         return cv.emit("Identity", ins, shape)
     return cv.emit("Slice", ins, tuple(sizes), starts=tuple(starts), steps=(1,) * len(shape), sizes=tuple(sizes))

@@ -17,6 +17,7 @@ an initializer is kept as a `QuantizedConst`, so weights stay integer (`add_quan
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,6 +137,7 @@ class OnnxImporter:
             for i in node.input:
                 self.consumers.setdefault(i, []).append(node)
         self.output_names = {o.name for o in model.graph.output}
+        self.node = None     # the node being converted, for messages
 
     # -- values -----------------------------------------------------------------------------------------------
     def const(self, name: str, what: str = "") -> np.ndarray:
@@ -197,6 +199,11 @@ class OnnxImporter:
     def get(self, name: str, want: Layout | None = None) -> str:
         """The IR tensor for `name` stored in layout `want` (default: as it is), copying once if needed."""
         if name not in self.values:
+            if name in self.consts and np.size(self.consts[name]) == 0:
+                where = f"ONNX {self.node.op_type} '{self.node.name or self.node.output[0]}'" if self.node else "an op"
+                raise TinycError(f"{where} reads the zero-size tensor '{name}' {list(np.shape(self.consts[name]))} "
+                                 "beside computed ones; tinyc computes an op on a zero-size tensor at compile time, "
+                                 "which needs its other inputs constant")
             if name in self.consts:
                 raise TinycError(f"constant '{name}' used where tinyc expects a computed tensor; "
                                  "fold constants before export (e.g. onnxsim)")
@@ -310,10 +317,29 @@ def _eval_const_node(node, inputs, opset):
     names = [n for n in node.input if n]
     vi = [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None) for n in names]
     try:
-        return ReferenceEvaluator(_one_node_model(node, vi, [], opset)).run(None, dict(zip(names, inputs)))
+        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)     # (log of an empty sum: -inf, as ONNX defines)
+            return ReferenceEvaluator(_one_node_model(node, vi, [], opset)).run(None, dict(zip(names, inputs)))
     except Exception as e:  # the model's constants make no sense for this op
         raise TinycError(f"cannot evaluate constant node '{node.name or node.output[0]}' ({node.op_type}): "
                          f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}")
+
+
+# Reductions whose value over an empty set ONNX leaves undefined (onnxruntime and onnx's reference disagree): for
+# every element type ("all"), or for the types without an infinity ("integer").
+UNDEFINED_OVER_EMPTY = {"ReduceMean": "all", "ReduceLogSum": "integer", "ReduceLogSumExp": "integer"}
+
+
+def _refuse_undefined_over_empty(node, inputs, outputs) -> None:
+    """A reduction of a zero-size input to values (so over an empty set) that ONNX does not define."""
+    kind = UNDEFINED_OVER_EMPTY.get(node.op_type)
+    x = np.asarray(inputs[0]) if inputs else None
+    if kind is None or x is None or x.size or not np.size(outputs[0]):
+        return
+    if kind == "all" or x.dtype.kind != "f":
+        raise TinycError(f"ONNX {node.op_type} '{node.name or node.output[0]}' reduces an empty set ({x.dtype} input "
+                         f"{list(x.shape)}), whose value ONNX leaves undefined; give the input a non-zero size or "
+                         "remove the reduction")
 
 
 def _infer_node_shapes(imp, node, opset) -> None:
@@ -439,11 +465,7 @@ def _static_inputs(model, input_shapes):
             if given is not None:
                 d.ClearField("dim_param")
                 d.dim_value = int(given[j])
-            if d.HasField("dim_value") and d.dim_value == 0:
-                raise TinycError(f"input '{inp.name}' has a zero-size dimension (shape "
-                                 f"{[x.dim_value if x.HasField('dim_value') else '?' for x in dims]}); tinyc compiles "
-                                 "tensors that hold at least one value")
-            if not d.HasField("dim_value") or d.dim_value <= 0:
+            if not d.HasField("dim_value") or d.dim_value < 0:   # (0 is a size: a zero-size input)
                 if j == 0:
                     d.ClearField("dim_param")
                     d.dim_value = 1
@@ -512,16 +534,61 @@ def _check_graph(graph) -> None:
         seen.add(node.name)
 
 
+def _io_layout(imp, rank: int, of_input: bool) -> Layout:
+    """The layout of a model input or output in the C API: NHWC for --io-layout nhwc (inputs of rank 3 and 4,
+    outputs of rank 4), else the model's own."""
+    nhwc = imp.io_layout == "nhwc" and (rank in (3, 4) if of_input else rank == 4)
+    return channels_last(rank) if nhwc else plain(rank)
+
+
+def _zero_size_input(imp, name: str) -> str:
+    """A zero-size model input holds no values, so it is known: inside the graph it is the constant empty array;
+    its IR tensor only keeps its place in the C API (the caller's pointer is never read)."""
+    shape = imp.logical_shape(name)
+    dtype = imp.dtypes.get(name, "float32")
+    lay = _io_layout(imp, len(shape), of_input=True)
+    ir_name = imp.g.unique_name(name)
+    imp.g.add_tensor(ir_name, tuple(shape[i] for i in inverse(lay.perm)), dtype, source_name=name,
+                     source_perm=None if lay.is_plain else lay.perm)
+    imp.consts[name] = np.zeros(shape, dtype)
+    return ir_name
+
+
+def _output_dtype(imp, name: str, value: np.ndarray) -> str:
+    if value.dtype.name not in RUNTIME_DTYPES:
+        raise TinycError(f"model output '{name}' is a {value.dtype} constant; tinyc's outputs are float32, integers "
+                         "or bool")
+    return value.dtype.name
+
+
+def _zero_size_output(imp, name: str) -> str:
+    """A zero-size model output: a constant empty array that no layer writes (its C API pointer is never
+    written)."""
+    value = np.asarray(imp.consts[name])
+    dtype = _output_dtype(imp, name, value)
+    lay = _io_layout(imp, value.ndim, of_input=False)
+    const = imp.g.add_const(f"{name}_value", np.zeros(tuple(value.shape[i] for i in inverse(lay.perm)), dtype), dtype)
+    imp.g.tensors[const].source_name = name
+    return const
+
+
+def _zero_size_node(imp, node) -> bool:
+    """A node reading runtime values whose outputs are all zero-size computes nothing at run time: each output is
+    the constant empty array (a Slice starting past the end, a Split part of size 0). True when it was that.
+    (Rules make the zero-size outputs of multi-output nodes constants themselves: `onnx_ops._zero_size_result`.)"""
+    outs = [o for o in node.output if o]
+    if not outs or not all(o in imp.shapes and 0 in imp.shapes[o] for o in outs):
+        return False
+    for o in outs:
+        imp.consts[o] = np.zeros(imp.shapes[o], imp.dtypes.get(o, "float32"))
+    return True
+
+
 def _constant_output(imp, name: str) -> None:
     """A model output the compiler knows (Shape of a static input, a Constant, ...): the run copies it from a
     constant array into the output, like any other output."""
     value = np.asarray(imp.consts[name])
-    if value.dtype.name not in RUNTIME_DTYPES:
-        raise TinycError(f"model output '{name}' is a {value.dtype} constant; tinyc's outputs are float32, integers "
-                         "or bool")
-    if value.size == 0:
-        raise TinycError(f"model output '{name}' is a zero-size constant; tinyc compiles tensors that hold at least "
-                         "one value")
+    _output_dtype(imp, name, value)
     const = imp.g.add_const(f"{name}_value", value, value.dtype.name)
     imp.shapes[name] = tuple(value.shape)
     imp.dtypes[name] = value.dtype.name
@@ -533,6 +600,7 @@ def _convert(imp, node) -> None:
     """One node's converter. Where its assumptions about a well-formed node (attributes, input count and shapes)
     do not hold, say which node, not where in tinyc."""
     from .onnx_ops import ONNX_OPS
+    imp.node = node
     try:
         ONNX_OPS[node.op_type](imp, node)
     except MALFORMED as e:
@@ -575,9 +643,11 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict 
                              "numeric constants only")
     _check_graph(model.graph)
     for inp in inputs:
-        rank = len(imp.logical_shape(inp.name))
-        layout = channels_last(rank) if io_layout == "nhwc" and rank in (3, 4) else plain(rank)
-        g.inputs.append(imp.define(inp.name, layout))
+        shape = imp.logical_shape(inp.name)
+        if 0 in shape:
+            g.inputs.append(_zero_size_input(imp, inp.name))
+            continue
+        g.inputs.append(imp.define(inp.name, _io_layout(imp, len(shape), of_input=True)))
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
             raise TinycError(f"ONNX op '{node.domain}.{node.op_type}' (node '{node.name}') is from a custom "
@@ -588,6 +658,7 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict 
         elif node.op_type == "Constant" or (ins and all(n in imp.consts for n in ins) and
                                           node.op_type in CONST_ONLY_OPS | set(ONNX_OPS)):
             values = _eval_const_node(node, [imp.consts[n] for n in ins], importer_opset)
+            _refuse_undefined_over_empty(node, [imp.consts[n] for n in ins], values)
             imp.consts.update(zip(node.output, values))
         elif node.op_type == "Shape" and ins[0] in imp.values:
             shape = np.array(imp.logical_shape(ins[0]), dtype=np.int64)
@@ -596,17 +667,19 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict 
         elif node.op_type in ONNX_OPS:
             _refuse_quantized_reads(imp, node)
             _infer_node_shapes(imp, node, importer_opset)
-            _convert(imp, node)
+            if not _zero_size_node(imp, node):
+                _convert(imp, node)
         else:
             where = "on computed tensors " if node.op_type in CONST_ONLY_OPS else ""
             raise TinycError(f"unsupported ONNX op '{node.op_type}' {where}(node '{node.name or node.output[0]}'); "
                              "run `tinyc ops` to see supported ops")
     for out in model.graph.output:
         if out.name in imp.consts and out.name not in imp.values:   # (Shape of an input, a Constant, ...)
+            if np.size(imp.consts[out.name]) == 0:
+                g.outputs.append(_zero_size_output(imp, out.name))
+                continue
             _constant_output(imp, out.name)
         _check_quantized_output(imp, out.name)
-        rank = len(imp.logical_shape(out.name))
-        want = channels_last(rank) if io_layout == "nhwc" and rank == 4 else plain(rank)
-        g.outputs.append(imp.get(out.name, want))
+        g.outputs.append(imp.get(out.name, _io_layout(imp, len(imp.logical_shape(out.name)), of_input=False)))
     g.validate()
     return g

@@ -533,10 +533,15 @@ def celu(imp, node):
 
 
 def concat(imp, node):
+    """Concat; zero-size operands add nothing and are left out (an empty input of the model, say)."""
     rank = len(imp.logical_shape(node.output[0]))
-    ins, lay = _same_layout(imp, [n for n in node.input if n], rank)
-    axis = _attrs(node)["axis"] % rank
+    names = [n for n in node.input if n and 0 not in imp.logical_shape(n)]
+    ins, lay = _same_layout(imp, names, rank)
     out = imp.define(node.output[0], lay)
+    if len(ins) == 1:
+        imp.g.add_node("Identity", ins, [out], name=_name(node))
+        return
+    axis = _attrs(node)["axis"] % rank
     imp.g.add_node("Concat", ins, [out], name=_name(node), axis=lay.perm[axis])
 
 
@@ -643,8 +648,10 @@ def pad(imp, node):
     begin, end = [0] * rank, [0] * rank
     for k, ax in enumerate(axes):
         begin[ax], end[ax] = int(pads[k]), int(pads[k + len(axes)])
-    if any(d + b + e <= 0 for d, b, e in zip(shape, begin, end)):
-        raise TinycError(f"{what} crops {shape} to a zero-size tensor; tinyc needs non-empty tensors")
+    if any(d + b + e < 0 for d, b, e in zip(shape, begin, end)):
+        raise TinycError(f"{what} crops {shape} by more than its size; the model is invalid")
+    if _zero_size_result(imp, node.output[0], [d + b + e for d, b, e in zip(shape, begin, end)], x):
+        return
     lay = _stored_layout(imp, x)
     src = imp.get(x, lay)
     grow = _physical(lay, [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)])
@@ -734,18 +741,24 @@ def _set_shape(imp, name: str, shape) -> None:
         imp.shapes[name] = shape
 
 
-def _no_zero_size(node, shape, what="output") -> None:
-    if any(d == 0 for d in shape):
-        raise TinycError(f"ONNX {node.op_type} '{_name(node)}': its {what} would be zero-size {list(shape)}; tinyc "
-                         "needs non-empty tensors")
+def _zero_size_result(imp, y: str, shape, x: str) -> bool:
+    """True, after making ONNX value `y` the constant empty array, when `shape` is zero-size: a result without
+    values needs no IR node (also onnx_import._zero_size_node). `x`: the input whose element type it has unless
+    shape inference gave it one."""
+    if 0 not in tuple(shape):
+        return False
+    dtype = imp.dtypes.get(y) or imp.dtypes.get(x) or (str(imp.consts[x].dtype) if x in imp.consts else "float32")
+    imp.consts[y] = np.zeros(tuple(int(d) for d in shape), dtype)
+    return True
 
 
 def _slice_into(imp, node, x, y, starts, steps, sizes, lay, op_name=None) -> None:
     """ONNX value `y` = the logical window (starts, steps, sizes per logical axis) of `x`, kept in layout `lay`:
     an IR Slice, or an Identity when the window is all of `x`."""
     shape = imp.logical_shape(x)
+    if _zero_size_result(imp, y, sizes, x):
+        return
     _set_shape(imp, y, sizes)
-    _no_zero_size(node, sizes)
     src = imp.get(x, lay)
     _carry_qtype(imp, x, y)
     out = imp.define(y, lay, like=src)
@@ -859,7 +872,8 @@ def gather(imp, node):
     idx = np.where(idx < 0, idx + d, idx)
     y = node.output[0]
     out_shape = tuple(shape[:axis]) + idx.shape + tuple(shape[axis + 1:])
-    _no_zero_size(node, out_shape)
+    if _zero_size_result(imp, y, out_shape, x):
+        return
     lay = _stored_layout(imp, x)
     steps = np.diff(idx.reshape(-1))
     if idx.ndim <= 1 and (idx.size == 1 or (steps[0] != 0 and np.all(steps == steps[0]))):
@@ -897,8 +911,9 @@ def _gather_runtime(imp, node):
     shape = imp.logical_shape(x)
     rank, axis = len(shape), _gather_axis(node, what, len(shape))
     out_shape = tuple(shape[:axis]) + tuple(imp.logical_shape(ind)) + tuple(shape[axis + 1:])
+    if _zero_size_result(imp, y, out_shape, x):
+        return
     _set_shape(imp, y, out_shape)
-    _no_zero_size(node, out_shape)
     idx = imp.get(ind, plain(len(imp.logical_shape(ind))))
     if imp.g.tensors[idx].dtype not in ("int32", "int64"):
         raise TinycError(f"{what}: indices '{ind}' are {imp.g.tensors[idx].dtype}; ONNX Gather takes int32 or int64")
@@ -931,7 +946,8 @@ def gather_elements(imp, node):
     if idx.size and (idx.min() < -d or idx.max() >= d):
         raise TinycError(f"{what}: indices {idx.ravel()[:8].tolist()} are outside the {d} values of axis {axis}; "
                          "the model is invalid")
-    _no_zero_size(node, idx.shape)
+    if _zero_size_result(imp, node.output[0], idx.shape, x):
+        return
     _set_shape(imp, node.output[0], idx.shape)
     lay = _stored_layout(imp, x)
     src = imp.get(x, lay)
@@ -948,8 +964,9 @@ def tile(imp, node):
     if len(reps) != len(shape) or any(r < 0 for r in reps):
         raise TinycError(f"{what}: repeats {reps} do not fit input {list(shape)}; the model is invalid")
     out_shape = [d * r for d, r in zip(shape, reps)]
+    if _zero_size_result(imp, node.output[0], out_shape, x):
+        return
     _set_shape(imp, node.output[0], out_shape)
-    _no_zero_size(node, out_shape)
     lay = _stored_layout(imp, x)
     src = imp.get(x, lay)
     _carry_qtype(imp, x, node.output[0])
@@ -970,8 +987,9 @@ def expand(imp, node):
         out_shape = tuple(np.broadcast_shapes(tuple(shape), tuple(target)))
     except ValueError:
         raise TinycError(f"{what}: shape {target} does not broadcast with input {list(shape)}") from None
+    if _zero_size_result(imp, node.output[0], out_shape, x):
+        return
     _set_shape(imp, node.output[0], out_shape)
-    _no_zero_size(node, out_shape)
     lay = _stored_layout(imp, x) if len(out_shape) == len(shape) else plain(len(shape))
     src = imp.get(x, lay)
     _carry_qtype(imp, x, node.output[0])

@@ -311,8 +311,11 @@ def _input_shape(name: str, shape: tuple, given) -> tuple:
         if given[0] != 1:
             raise TinycError(f"input '{name}': batch size {given[0]} is not supported; use batch 1")
         shape = given
-    if any(d <= 0 for d in shape):
-        raise TinycError(f"input '{name}' has a dynamic or empty shape {shape}; pass --input-shape with the "
+    if any(d == 0 for d in shape):
+        raise TinycError(f"input '{name}' has a zero-size dimension (shape {shape}); tinyc handles zero-size "
+                         "tensors in ONNX models only")
+    if any(d < 0 for d in shape):
+        raise TinycError(f"input '{name}' has a dynamic shape {shape}; pass --input-shape with the "
                          "static shape of every input (NHWC, batch included)")
     if shape and shape[0] != 1:
         raise TinycError(f"input '{name}': batch size {shape[0]} is not supported; use batch 1")

@@ -294,8 +294,8 @@ def _window(cv, x, starts, steps, sizes, out_shape, final=True) -> str:
     the op drops or adds axes; an Identity / Reshape alone when the window is all of x."""
     shape = cv.g.tensors[x].shape
     if any(n == 0 for n in sizes) or any(d == 0 for d in out_shape):
-        raise TinycError(f"{cv.where()}: the result would be zero-size {list(out_shape)}; tinyc needs non-empty "
-                         "tensors")
+        raise TinycError(f"{cv.where()}: the result would be zero-size {list(out_shape)}; tinyc handles zero-size "
+                         "tensors in ONNX models only")
     if tuple(sizes) == tuple(shape) and all(s == 1 for s in steps):
         return cv.emit("Reshape" if tuple(out_shape) != tuple(shape) else "Identity", [x], out_shape, final=final)
     attrs = dict(starts=tuple(starts), steps=tuple(steps), sizes=tuple(sizes))
@@ -419,7 +419,8 @@ def gather(cv, opts, ins):
         table = cv.x(ins[0])
         out = tuple(shape[:axis]) + tuple(cv.shape(ins[1])) + tuple(shape[axis + 1:])
         if any(d == 0 for d in out):
-            raise TinycError(f"{cv.where()}: the result would be zero-size {list(out)}; tinyc needs non-empty tensors")
+            raise TinycError(f"{cv.where()}: the result would be zero-size {list(out)}; tinyc handles zero-size "
+                             "tensors in ONNX models only")
         return cv.emit("Gather", [table, idx], out, axis=axis)
     if cv.is_const(ins[0]):
         raise TinycError(f"{cv.where()}: GATHER from a constant table with constant indices should have been folded "
@@ -440,7 +441,8 @@ def gather(cv, opts, ins):
         st[axis] = int(steps[0]) if flat.size > 1 else 1
         return _window(cv, cv.x(ins[0]), starts, st, sizes, out)
     if any(d == 0 for d in out):
-        raise TinycError(f"{cv.where()}: the result would be zero-size {list(out)}; tinyc needs non-empty tensors")
+        raise TinycError(f"{cv.where()}: the result would be zero-size {list(out)}; tinyc handles zero-size "
+                         "tensors in ONNX models only")
     return cv.emit("Gather", [cv.x(ins[0])], out, axis=axis, indices=idx)
 
 

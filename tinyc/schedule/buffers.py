@@ -57,7 +57,8 @@ class Buffer:
 
 def isolate_io(g: Graph) -> Graph:
     """Make every model output its own tensor: an output that is also a model input, a constant, or another
-    output gets a copy node, so each output has its own bytes."""
+    output gets a copy node, so each output has its own bytes. A zero-size output gets a tensor of its own that
+    nothing writes (it has no values; its buffer has no bytes)."""
     g = g.copy()
     seen = set(g.inputs)
     for k, name in enumerate(g.outputs):
@@ -65,7 +66,8 @@ def isolate_io(g: Graph) -> Graph:
             t = g.tensors[name]
             new = g.unique_name(f"{name}_out{k}")
             g.add_tensor(new, t.shape, t.dtype, quant=t.quant, source_name=t.source_name, source_perm=t.source_perm)
-            g.add_node("Reshape", [name], [new], name=new, alias=False)
+            if t.size:
+                g.add_node("Reshape", [name], [new], name=new, alias=False)
             g.outputs[k] = new
         seen.add(g.outputs[k])
     return g
