@@ -46,10 +46,10 @@ def test_integer_values_move_exactly(tmp_path, dtype):
 
 
 def test_a_float_only_kernel_refuses_integers_in_one_line(tmp_path):
-    path = _save(tmp_path, "int_pow", [helper.make_node("Pow", ["a", "a"], ["y"], name="pow")],
-                 [helper.make_tensor_value_info("a", TensorProto.INT32, [2, 3])],
+    path = _save(tmp_path, "int_matmul", [helper.make_node("MatMul", ["a", "a"], ["y"], name="matmul")],
+                 [helper.make_tensor_value_info("a", TensorProto.INT32, [3, 3])],
                  [helper.make_tensor_value_info("y", TensorProto.INT32, None)])
-    with pytest.raises(TinycError, match=r"node 'pow' \(Pow\) computes on int32 tensors; tinyc's Pow kernel "
+    with pytest.raises(TinycError, match=r"node 'matmul' \(MatMul\) computes on int32 tensors; tinyc's MatMul kernel "
                                          r"takes float32") as e:
         compile_model(path)
     assert "\n" not in str(e.value)

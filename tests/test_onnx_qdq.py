@@ -209,14 +209,14 @@ def test_qdq_forms_outside_an_int8_graph_compute_in_integers(tmp_path, case):
 
 
 @pytest.mark.parametrize("case, needle", [
-    ("float_op_reads_int8", "computes on int8 tensors; tinyc's Activation kernel takes float32"),
+    ("float_op_reads_int8", "'neg' on int8 -> int8; on integer tensors tinyc computes clip and relu"),
     ("dequantize_with_other_parameters", "another scale or zero point"),
     ("int4_weights", "'w4' is quantized to int4")])
 def test_unrepresentable_qdq_forms_are_refused_naming_the_tensor(tmp_path, case, needle):
     out_type, opset = TensorProto.FLOAT, 17
     inits = list(X_PARAMS)
     if case == "float_op_reads_int8":
-        nodes, out_type = [quant("x", "xq"), helper.make_node("Relu", ["xq"], ["y"])], TensorProto.INT8
+        nodes, out_type = [quant("x", "xq"), helper.make_node("Neg", ["xq"], ["y"])], TensorProto.INT8
     elif case == "dequantize_with_other_parameters":
         nodes, inits = [quant("x", "xq"), dequant("xq", "y", "s2")], inits + [const("s2", 0.1)]
     else:

@@ -524,6 +524,62 @@ def _within_read_opsets(model):
                          f"re-export the model with an opset from {MIN_OPSET} to {MAX_OPSET}")
 
 
+def _per_channel_prelu_slopes(model):
+    """Before opset 7, PRelu's slope is one value or one per channel (axis 1), where from opset 7 it broadcasts
+    from the trailing axes and onnx's version converter keeps the node as it is: a slope of shape (C,) becomes
+    (C, 1, ..., 1) by an Unsqueeze, so that the converted model means what the model means."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    prelus = [n for n in model.graph.node if n.op_type == "PRelu" and n.domain in ("", "ai.onnx")]
+    if not 1 <= opset < 7 or not prelus:
+        return model
+    import onnx
+    from onnx import helper, shape_inference
+    try:
+        inferred = shape_inference.infer_shapes(model)
+    except Exception:
+        inferred = model
+    shapes = {}
+    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+    shapes.update({init.name: list(init.dims) for init in model.graph.initializer})
+    names = ({i for n in model.graph.node for i in list(n.input) + list(n.output)} | set(shapes)
+             | {i.name for i in model.graph.input})
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    for node in model.graph.node:
+        if node.op_type == "PRelu" and node.domain in ("", "ai.onnx"):
+            where = f"ONNX PRelu '{node.name or node.output[0]}' (opset {opset})"
+            x, slope = shapes.get(node.input[0]), shapes.get(node.input[1])
+            if x is None or slope is None or None in slope:
+                raise TinycError(f"{where}: the shapes of its input and slope are unknown, and before opset 7 the "
+                                 "slope's shape says how it applies; re-export the model with opset 7 or later")
+            if int(np.prod(slope)) != 1:
+                if not (len(slope) == 1 and len(x) >= 2 and x[1] == slope[0]):
+                    x_text = [d if d is not None else "?" for d in x]
+                    raise TinycError(f"{where} has a slope of shape {slope} for an input of shape {x_text}; before "
+                                     "opset 7 the slope is one value or one per channel (axis 1): the model is invalid")
+                if len(x) > 2:
+                    per_channel, k = f"{node.input[1]}_per_channel", 1
+                    while per_channel in names:
+                        per_channel, k = f"{node.input[1]}_per_channel_{k}", k + 1
+                    names.add(per_channel)
+                    out.graph.node.append(helper.make_node("Unsqueeze", [node.input[1]], [per_channel],
+                                                           name=per_channel, axes=list(range(1, len(x) - 1))))
+                    node = _with_input(node, 1, per_channel)
+        out.graph.node.append(node)
+    return out
+
+
+def _with_input(node, i: int, name: str):
+    """A copy of ONNX `node` reading `name` as its input `i`."""
+    import onnx
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    copy.input[i] = name
+    return copy
+
 def _check_graph(graph) -> None:
     """What onnxruntime refuses and shape inference lets through: two nodes of one name."""
     seen = set()
@@ -617,7 +673,7 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict 
     model = _read_model(path)
     if bind:
         bind_inputs(model, bind)
-    model = _within_read_opsets(model)
+    model = _within_read_opsets(_per_channel_prelu_slopes(model))
     importer_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     inputs = _static_inputs(model, input_shapes)
     try:

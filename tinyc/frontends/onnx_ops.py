@@ -560,16 +560,36 @@ def activation(fn, **defaults):
     return rule
 
 
+def _integer_clip(imp, node, dtype: str) -> None:
+    """Clip of a plain integer tensor: an Activation clamp in its type; an absent bound is the type's limit."""
+    info = np.iinfo(dtype)
+    bounds = []
+    for i, default in ((1, int(info.min)), (2, int(info.max))):
+        value = imp.opt_const(node, i)
+        if value is not None and np.size(value) != 1:
+            raise TinycError(f"Clip '{_name(node)}' has a bound of shape {list(np.shape(value))}; ONNX takes scalars")
+        bounds.append(default if value is None else int(np.asarray(value).reshape(-1)[0]))
+    lo, hi = bounds
+    if not (info.min <= lo <= info.max and info.min <= hi <= info.max):
+        raise TinycError(f"Clip '{_name(node)}' on {dtype} has bounds {lo}, {hi} outside {dtype}'s range; the "
+                         "model is invalid (ONNX gives bounds the input's type)")
+    _unary(imp, node, "Activation", fn="clip", lo=lo, hi=hi)
+
+
 def clip(imp, node):
+    for i in (1, 2):
+        if len(node.input) > i and node.input[i] and node.input[i] not in imp.consts:
+            raise TinycError(f"Clip '{_name(node)}' has computed bounds; tinyc needs constant min/max")
+    src = imp.g.tensors[imp.get(node.input[0])]
+    if src.quant is None and src.dtype not in ("float32", "bool"):
+        _integer_clip(imp, node, src.dtype)
+        return
     a = _attrs(node)
     lo, hi = a.get("min", -FLOAT_MAX), a.get("max", FLOAT_MAX)
     if imp.opt_const(node, 1) is not None:
         lo = float(imp.opt_const(node, 1))
     if imp.opt_const(node, 2) is not None:
         hi = float(imp.opt_const(node, 2))
-    for i in (1, 2):
-        if len(node.input) > i and node.input[i] and node.input[i] not in imp.consts:
-            raise TinycError(f"Clip '{_name(node)}' has computed bounds; tinyc needs constant min/max")
     lo = min(lo, hi)   # ONNX: with min > max every output is max; the clamp below gives lo first
     act = relu6() if (lo, hi) == (0.0, 6.0) else {"fn": "clip", "lo": max(lo, -FLOAT_MAX), "hi": min(hi, FLOAT_MAX)}
     if lo == 0.0 and hi >= FLOAT_MAX:

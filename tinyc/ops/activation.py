@@ -1,4 +1,5 @@
-"""Activation: one activation function (tinyc/activations.py's table) applied elementwise."""
+"""Activation: one activation function (tinyc/activations.py's table) applied elementwise. On plain integer
+tensors only the clamps, computed in the tensor's type: clip (integer bounds lo, hi) and relu."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,11 +8,12 @@ import numpy as np
 
 from .. import activations
 from ..codegen import int8_fast_misc
+from ..codegen.literals import c_int_literal, c_type
 from ..codegen.loops import strided_loops
 from ..errors import TinycError
 from ..quant import params as qp
 from .int8_common import elementwise, in_quant, out_quant
-from .opdef import OpDef
+from .opdef import FLOAT, INTEGERS, OpDef
 
 # Activation functions with an int8 kernel (TFLite: RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU, HARD_SWISH,
 # LOGISTIC, TANH, ABS, SQRT, RSQRT, EXP, LOG, GELU); only the clamps among them fuse into an int8 producer.
@@ -23,11 +25,56 @@ INT8_FUSABLE = ("relu", "clip")
 FIXED_QUANT = {"sigmoid": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
 
 
+INTEGER_FUNCTIONS = ("clip", "relu")     # on plain integer tensors
+
+
 def evaluate(a, ins):
+    if ins[0].dtype.kind in "iu":       # in the integers themselves (float64 would round int64)
+        x = ins[0]
+        lo, hi = (np.asarray(b, x.dtype) for b in _integer_bounds(a, x.dtype.name))
+        return np.minimum(np.maximum(x, lo), hi)       # min > max: every output is max (as ONNX's Clip)
     return activations.apply(a, ins[0].astype(np.float64))
 
 
+def _integer_bounds(a, dtype: str) -> tuple[int, int]:
+    """The clamp's bounds on `dtype` (relu: 0 and the type's maximum)."""
+    return (0, int(np.iinfo(dtype).max)) if a["fn"] == "relu" else (int(a["lo"]), int(a["hi"]))
+
+
+def check(g, node) -> None:
+    """On a plain integer tensor: a clamp with integer bounds, the output of the input's type."""
+    x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
+    if x.quant is not None or y.quant is not None or x.dtype not in INTEGERS:
+        return
+    a = node.attrs
+    if a["fn"] not in INTEGER_FUNCTIONS or y.dtype != x.dtype:
+        raise TinycError(f"node '{node.name}' (Activation): '{a['fn']}' on {x.dtype} -> {y.dtype}; on integer "
+                         f"tensors tinyc computes {' and '.join(INTEGER_FUNCTIONS)} in the input's type: cast to "
+                         "float32 first")
+    info = np.iinfo(x.dtype)
+    if a["fn"] == "clip" and not all(isinstance(a[b], (int, np.integer)) and info.min <= a[b] <= info.max
+                                     for b in ("lo", "hi")):
+        raise TinycError(f"node '{node.name}' (Activation): clip of {x.dtype} with bounds {a['lo']}, {a['hi']}; "
+                         f"integer tensors take integer bounds in their type's range")
+
+
+def integer_kernel(k):
+    """Clamp in the tensor's own type; a bound at the type's limit is left out (a comparison that is always false
+    would not compile under -Wextra)."""
+    t = k.out.dtype
+    info = np.iinfo(t)
+    lo, hi = _integer_bounds(k.node.attrs, t)
+    ctype = c_type(t)
+    clamps = "".join("if (v %s %s) v = (%s)%s; " % (cmp, c_int_literal(b), ctype, c_int_literal(b))
+                     for cmp, b, needed in (("<", lo, lo > info.min), (">", hi, hi < info.max)) if needed)
+    body = "{{ %s v = x0[{o0}]; %sy[{o0}] = v; }}" % (ctype, clamps)
+    return "elementwise.c.j2", dict(comment=f"clamp to [{lo}, {hi}] on {k.out_size} {t} values",
+                                    loops=strided_loops([k.out_size], [[1]], body)), 0
+
+
 def float_kernel(k):
+    if k.out.dtype != "float32":
+        return integer_kernel(k)
     fn = {key: val for key, val in k.node.attrs.items()}
     body = "{{ const float v = x0[{o0}]; y[{o0}] = %s; }}" % k.act("v", fn)
     return "elementwise.c.j2", dict(comment=f"{fn['fn']} on {k.out_size} values",
@@ -96,5 +143,5 @@ def int8_kernel(k):
 
 DEFINITIONS = (OpDef(
     "Activation", "x  [fn, **params] (the activation dict, flat; see tinyc.activations)",
-    evaluate, None, float_kernel, int8_prepare, int8_kernel, int8_fast_misc.unary,
-    memory="elementwise", quantize="own", qdq_rule="activation"),)
+    evaluate, check, float_kernel, int8_prepare, int8_kernel, int8_fast_misc.unary,
+    memory="elementwise", quantize="own", qdq_rule="activation", plain_dtypes=FLOAT + INTEGERS),)

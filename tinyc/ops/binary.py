@@ -1,7 +1,8 @@
 """The binary elementwise family: Add, Sub, Mul, Div, Pow, Max, Min, Mod, SquaredDifference and PRelu, with
 numpy broadcasting of any rank and an optional fused activation. One table says what each computes (numpy) and
 how (a C expression of its operands); variadic framework ops (ONNX Sum/Max/Min/Mean, Keras Add/Maximum/Average)
-are chains of these, made by the frontends."""
+are chains of these, made by the frontends. Pow also takes an exponent of another type than its base (ONNX's
+T1): its own kernels, below."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..codegen import int8_fast_misc
-from ..codegen.literals import c_type
+from ..codegen.literals import c_int_literal, c_type
 from ..codegen.loops import broadcast_strides, row_major_strides, strided_loops
 from ..errors import TinycError
 from ..quant import params as qp
@@ -41,6 +42,8 @@ SYMBOL = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
 
 def evaluator(op):
     def evaluate(a, ins):
+        if op == "Pow" and (ins[0].dtype.kind in "iu" or ins[1].dtype.kind in "iu"):
+            return pow_values(ins[0], ins[1])
         if ins[0].dtype.kind in "iu" and op in INTEGER:
             return integer_values(op, ins[0], ins[1], a.get("fmod", 1))
         with np.errstate(all="ignore"):     # 1/0, 0^-1, fmod(x, 0): inf / NaN, as the C computes
@@ -108,6 +111,104 @@ def integer_kernel(k):
                                     loops=strided_loops(out, strides, body)), 0
 
 
+# -- Pow with an integer base or exponent (ONNX Pow's T and T1, TFLite's int32 POW) --------------------------
+# onnxruntime computes static_cast<T>(std::pow(x, y)), which promotes an integer operand to double. tinyc computes:
+#   float32 base, integer exponent: (float)pow((double)x, (double)y), as onnxruntime;
+#   integer base, float32 exponent: pow in double, then to the base's type as Cast converts (toward zero; NaN -> 0
+#     and out of range -> the type's limit, where C and onnxruntime leave it undefined);
+#   integer base, integer exponent: the exact power, wrapping modulo 2^bits like Mul (onnxruntime's double is
+#     exact up to 2^53 and undefined past the type's range); a negative exponent gives 1/x^-y toward zero as
+#     onnxruntime: 1 for x = 1, +-1 for x = -1, else 0 (also for x = 0, where onnxruntime's 1/0 is undefined:
+#     the convention of integer Div).
+POW_TYPES = ("float32",) + INTEGER_TYPES
+
+
+def double_to_integer(r: np.ndarray, dtype: str) -> np.ndarray:
+    """float64 values converted to integer `dtype`: toward zero, NaN -> 0, out of range -> the nearest limit."""
+    info = np.iinfo(dtype)
+    top = 2.0 ** (info.bits - (1 if info.min < 0 else 0))          # the first value above the range
+    nan, high, low = np.isnan(r), r >= top, r < float(info.min)
+    out = np.trunc(np.where(nan | high | low, 0.0, r)).astype(dtype)
+    out[high], out[low] = info.max, info.min
+    return out
+
+
+def integer_power(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a ** b for integer arrays, in a's type: square-and-multiply modulo 2^64, then wrapped to a's width."""
+    a, b = np.broadcast_arrays(a, b)
+    negative = b < 0
+    e = np.where(negative, 0, b).astype(np.uint64)
+    base, acc = a.astype(np.uint64), np.ones(a.shape, np.uint64)   # (two's complement: wraps by definition)
+    with np.errstate(all="ignore"):
+        while np.any(e):
+            acc = np.where(e & 1, acc * base, acc)
+            base, e = base * base, e >> np.uint64(1)
+    minus_one = (a == -1) if a.dtype.kind == "i" else np.zeros(a.shape, bool)
+    reciprocal = np.where(a == 1, 1, np.where(minus_one, np.where(b % 2 != 0, -1, 1), 0)).astype(a.dtype)
+    return np.where(negative, reciprocal, acc.astype(a.dtype))
+
+
+def pow_values(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """What the Pow kernels compute when an operand is an integer, in NumPy; the result has the base's type."""
+    if a.dtype.kind in "iu" and b.dtype.kind in "iu":
+        return integer_power(a, b)
+    with np.errstate(all="ignore"):
+        r = np.power(a.astype(np.float64), b.astype(np.float64))
+        return r.astype(np.float32) if a.dtype.kind == "f" else double_to_integer(r, a.dtype.name)
+
+
+def _double_to_integer_c(r: str, dtype: str) -> str:
+    """C expression converting the double `r` to `dtype` as double_to_integer does (no undefined conversion)."""
+    info, ctype = np.iinfo(dtype), c_type(dtype)
+    top = "%.1f" % 2.0 ** (info.bits - (1 if info.min < 0 else 0))
+    low = "%s < %.1f ? (%s)%s : " % (r, float(info.min), ctype, c_int_literal(int(info.min))) if info.min < 0 \
+        else "%s < 0.0 ? (%s)0 : " % (r, ctype)
+    return "(%s != %s ? (%s)0 : %s >= %s ? (%s)%s : %s(%s)%s)" % (
+        r, r, ctype, r, top, ctype, c_int_literal(int(info.max)), low, ctype, r)
+
+
+def _integer_power_c(base_t: str, exp_t: str) -> str:
+    """C statements setting `v` (of the base's type) to `lhs` ** `rhs` as integer_power does (braces doubled for
+    strided_loops): square-and-multiply in the unsigned type of the base's width, which wraps by definition."""
+    ctype = c_type(base_t)
+    wide = "uint64_t" if base_t.endswith("64") else "uint32_t"
+    loop = ("{{ %s acc = 1u, sq = (%s)lhs; uint64_t ex = (uint64_t)rhs; "
+            "while (ex != 0u) {{ if ((ex & 1u) != 0u) acc *= sq; sq *= sq; ex >>= 1; }} v = (%s)acc; }}"
+            % (wide, wide, ctype))
+    if exp_t.startswith("uint"):
+        return loop
+    minus_one = " : lhs == -1 ? (rhs % 2 != 0 ? -1 : 1)" if base_t.startswith("int") else ""
+    return "if (rhs < 0) v = (%s)(lhs == 1 ? 1%s : 0); else %s" % (ctype, minus_one, loop)
+
+
+def pow_kernel(k):
+    """Pow with an integer operand (float32 ** float32 is float_kernel's powf)."""
+    base_t, exp_t = k.tensor(0).dtype, k.tensor(1).dtype
+    loads = "const %s lhs = %s[{o1}]; const %s rhs = %s[{o2}]; " % (c_type(base_t), k.expr(0), c_type(exp_t),
+                                                                     k.expr(1))
+    if base_t == "float32":     # an integer exponent
+        body = "{{ %sconst float v = (float)pow((double)lhs, (double)rhs); y[{o0}] = %s; }}" % (loads, k.act("v"))
+    elif exp_t == "float32":
+        body = "{{ %sconst double r = pow((double)lhs, (double)rhs); y[{o0}] = %s; }}" % (
+            loads, _double_to_integer_c("r", base_t))
+    else:
+        body = "{{ %s%s v; %sy[{o0}] = v; }}" % (loads, c_type(base_t), _integer_power_c(base_t, exp_t))
+    out, strides = _loop_operands(k)
+    return "elementwise.c.j2", dict(comment=f"Pow {base_t} {k.in_shape(0)} ** {exp_t} {k.in_shape(1)} -> {out}",
+                                    loops=strided_loops(out, strides, body)), 0
+
+
+def pow_check(g, node) -> None:
+    """check, and the types: a float32 or integer base and exponent, the output of the base's type."""
+    check(g, node)
+    base, exponent, out = (g.tensors[n] for n in (*node.inputs, node.outputs[0]))
+    if base.quant is not None or out.quant is not None:
+        return
+    if base.dtype not in POW_TYPES or exponent.dtype not in POW_TYPES or out.dtype != base.dtype:
+        raise TinycError(f"node '{node.name}' (Pow): {base.dtype} ** {exponent.dtype} -> {out.dtype}; Pow takes a "
+                         f"float32 or integer base and exponent and gives the base's type")
+
+
 def check(g, node) -> None:
     """Both operands broadcast (numpy's rules) to the output's shape."""
     out = tuple(g.tensors[node.outputs[0]].shape)
@@ -137,6 +238,10 @@ def _loop_operands(k):
 
 def float_kernel(k):
     op = k.node.op
+    if op == "Pow" and (k.tensor(0).dtype != "float32" or k.tensor(1).dtype != "float32"):
+        if k.out.dtype != "float32" and k.node.attrs.get("activation") is not None:
+            raise TinycError(f"node '{k.node.name}' ({op}) on {k.out.dtype} has a fused activation; report this model")
+        return pow_kernel(k)
     if k.out.dtype != "float32":
         if k.node.attrs.get("activation") is not None:
             raise TinycError(f"node '{k.node.name}' ({op}) on {k.out.dtype} has a fused activation; report this model")
@@ -346,8 +451,9 @@ DEFINITIONS = (
           plain_dtypes=INTEGER_DTYPES),
     OpDef("Div", SIGNATURE, evaluator("Div"), check, float_kernel, None, None, None,
           memory="elementwise", quantize=None, fuses_activation=True, plain_dtypes=INTEGER_DTYPES),
-    OpDef("Pow", SIGNATURE, evaluator("Pow"), check, float_kernel, None, None, None, memory="elementwise",
-          quantize=None, fuses_activation=True),
+    OpDef("Pow", "base, exponent (float32 or integer) with numpy broadcasting -> the base's type  [activation]",
+          evaluator("Pow"), pow_check, float_kernel, None, None, None, memory="elementwise", quantize=None,
+          fuses_activation=True, plain_dtypes=POW_TYPES),
     OpDef("Max", SIGNATURE, evaluator("Max"), check, float_kernel, max_min_prepare, max_min_kernel, None,
           memory="elementwise", quantize=None, fuses_activation=True, plain_dtypes=INTEGER_DTYPES),
     OpDef("Min", SIGNATURE, evaluator("Min"), check, float_kernel, max_min_prepare, max_min_kernel, None,

@@ -9,6 +9,8 @@ The average is the older `Mean` op (tinyc/ops/mean.py), whose C stays as it was.
 int8 follows TFLite's reference kernels (docs/int8-numerics.md 4.19-4.21): REDUCE_MAX / REDUCE_MIN compare the
 raw values (input and output quantization must be equal), SUM is QuantizedMeanOrSum without the division, PROD
 rescales after every multiplication; the other kinds have no TFLite int8 kernel and are refused.
+
+max and min also take plain integer and bool tensors, in their own type (on bool: max is any, min is all).
 """
 from __future__ import annotations
 
@@ -17,18 +19,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import TinycError
+from ..codegen.literals import c_type
 from ..codegen.loops import row_major_strides, strided_loops
 from ..quant import params as qp
 from .int8_common import in_quant, out_quant, same_quant
-from .opdef import OpDef
+from .opdef import ALL_DTYPES, OpDef
 
 KINDS = ("sum", "sumsquare", "l1", "l2", "logsum", "logsumexp", "prod", "max", "min")
 INT8_KINDS = ("sum", "prod", "max", "min")
+PLAIN_INTEGER_KINDS = ("max", "min")     # on plain integer and bool tensors
 
 
 def evaluate(a, ins):
     x, axes, keep = ins[0].astype(np.float64), tuple(a["axes"]), a["keepdims"]
     kind = a["kind"]
+    if ins[0].dtype.kind in "iub" and kind in PLAIN_INTEGER_KINDS:     # in the values' own type
+        return (ins[0].max if kind == "max" else ins[0].min)(axis=axes, keepdims=keep)
     if kind == "logsumexp":
         m = x.max(axis=axes, keepdims=True)
         y = np.log(np.exp(x - m).sum(axis=axes, keepdims=True)) + m
@@ -53,6 +59,11 @@ def check(g, node):
     if any(not 0 <= ax < rank for ax in a["axes"]) or len(set(a["axes"])) != len(a["axes"]):
         raise TinycError(f"node '{node.name}': Reduce axes {tuple(a['axes'])} are not distinct axes of a rank-{rank} "
                          "input")
+    x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
+    if x.quant is None and x.dtype != "float32" and (a["kind"] not in PLAIN_INTEGER_KINDS or y.dtype != x.dtype):
+        raise TinycError(f"node '{node.name}': Reduce '{a['kind']}' of {x.dtype} -> {y.dtype}; on integer and bool "
+                         f"tensors tinyc computes {' and '.join(PLAIN_INTEGER_KINDS)} in the input's type: cast to "
+                         "float32 first")
 
 
 def reduction_loops(shape, axes, setup: str, steps, store: str) -> str:
@@ -100,7 +111,8 @@ def float_kernel(k):
         store = "y[{o1}] = m + logf(acc);"
     else:
         start, step, result = FLOAT_RULES[kind]
-        setup, steps, store = f"    float acc = {start};", [step], f"y[{{o1}}] = {result};"
+        acc_type = c_type(k.out.dtype)       # float, or the integer / bool type of max and min
+        setup, steps, store = f"    {acc_type} acc = {start};", [step], f"y[{{o1}}] = {result};"
     loops = reduction_loops(k.in_shape(0), axes, setup, steps, store)
     return "elementwise.c.j2", dict(comment=f"{kind} of {_count(k)} values per output", loops=loops), 0
 
@@ -167,4 +179,4 @@ def int8_kernel(k):
 
 DEFINITIONS = (OpDef(
     "Reduce", "x  [kind, axes, keepdims]", evaluate, check, float_kernel, int8_prepare, int8_kernel, None,
-    memory=None, quantize=None),)
+    memory=None, quantize=None, plain_dtypes=ALL_DTYPES),)

@@ -67,6 +67,8 @@ def _merge(g: Graph, node) -> bool:
         return False
     if any(g.tensors[t].quant is not None for t in (x, node.outputs[0])):
         return False  # int8: a standalone activation may rescale; fusing it would change the result
+    if g.tensors[x].dtype != "float32":
+        return False  # a clamp of plain integers: the producers' fused activations are float expressions
     act, prev = activation_of(node), (activation_of(p) if p.op in FUSABLE + ("Activation",) else None)
     if p.op in FUSABLE and prev is None:
         merged = act
