@@ -1,6 +1,9 @@
 """Conv3D (tinyc/ops/conv3d.py): the C (ASan + UBSan) against the interpreter on groups, strides, dilations,
 padding corners, odd sizes, two images and a fused activation; ONNX Conv on 5-D inputs (explicit pads and every
-auto_pad) against onnxruntime; corrupt weights refused in one line."""
+auto_pad) against onnxruntime; TFLite's CONV_3D from a converted Keras model against TFLite; corrupt weights
+refused in one line."""
+import importlib.util
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -13,6 +16,7 @@ from tinyc.ops.pool3d import out_size
 from tinyc.verify import verify
 
 RNG = np.random.default_rng(3)
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
 
 # (out channels, groups, kernel, strides, dilations, pads, bias, activation)
 CONVS = [(4, 1, (2, 3, 2), (1, 2, 1), (2, 1, 1), (1, 0, 1, 0, 2, 1), True, None),
@@ -59,6 +63,25 @@ def test_onnx_conv3d_matches_onnxruntime(tmp_path):
     path = tmp_path / "conv3d.onnx"
     path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
                      .SerializeToString())
+    report = verify(str(path), samples=2)
+    assert report["ok"], report["outputs"]
+
+
+@pytest.mark.skipif(not HAS_TF, reason="needs tensorflow")
+def test_tflite_conv3d_from_keras_matches_tflite(tmp_path):
+    """A Keras Conv3D (SAME, strided; the converter keeps its bias and relu as an ADD) and a dilated VALID
+    tf.nn.conv3d (Keras itself dilates through SpaceToBatchND, which TFLite lacks)."""
+    from tinyc.keras_runtime import import_keras
+    keras = import_keras()
+    import tensorflow as tf
+    w2 = RNG.standard_normal((2, 1, 2, 4, 3)).astype(np.float32)
+    x = keras.Input((5, 6, 7, 3), batch_size=1)
+    conv = keras.layers.Conv3D(4, (2, 3, 2), strides=(1, 2, 1), padding="same", activation="relu")
+    y = keras.layers.Lambda(lambda v: tf.nn.conv3d(v, w2, strides=[1, 1, 1, 2, 1], padding="VALID",
+                                                   dilations=[1, 2, 1, 3, 1]))(conv(x))
+    conv.set_weights([RNG.standard_normal(w.shape).astype(np.float32) for w in conv.get_weights()])
+    path = tmp_path / "conv3d.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras.Model(x, y)).convert())
     report = verify(str(path), samples=2)
     assert report["ok"], report["outputs"]
 

@@ -52,12 +52,10 @@ def _geometry(cv, shape, k, s, d, padding):
     if min(*k, *s, *d) < 1:
         raise TinycError(f"{cv.where()}: window {tuple(k)}, strides {tuple(s)} and dilations {tuple(d)} must all be "
                          "at least 1; the .tflite file is corrupt")
-    n, h, w, _ = shape
-    oh, t, b = conv_geometry(h, k[0], s[0], d[0], PADDING[padding])
-    ow, lft, r = conv_geometry(w, k[1], s[1], d[1], PADDING[padding])
-    if oh <= 0 or ow <= 0:
+    geo = [conv_geometry(size, k[i], s[i], d[i], PADDING[padding]) for i, size in enumerate(shape[1:-1])]
+    if any(g[0] <= 0 for g in geo):
         raise TinycError(f"{cv.where()}: input {shape} is smaller than the window {tuple(k)}")
-    return (n, oh, ow), (t, lft, b, r)
+    return (shape[0],) + tuple(g[0] for g in geo), tuple(g[1] for g in geo) + tuple(g[2] for g in geo)
 
 
 def _bias(cv, ins) -> list:
@@ -81,6 +79,22 @@ def conv_2d(cv, opts, ins):
     nhw, pads = _geometry(cv, xs, (kh, kw), s, d, opts.padding)
     return cv.emit("Conv2D", [cv.x(ins[0]), cv.const(ins[1])] + _bias(cv, ins), nhw + (o,), strides=s,
                    dilations=d, pads=pads, groups=xs[3] // ci, activation=fused_act(cv, opts))
+
+
+def conv_3d(cv, opts, ins):
+    xs = cv.shape(ins[0])
+    if len(xs) != 5:
+        raise TinycError(f"{cv.where()}: input '{cv.tname(ins[0])}' has shape {xs}; a 5-D NDHWC tensor is needed")
+    w = cv.value(ins[1], "filter")                          # [KD,KH,KW,I,O]
+    if w.ndim != 5 or w.shape[3] != xs[4]:
+        raise TinycError(f"{cv.where()}: filter {w.shape} does not fit input channels {xs[4]}")
+    s = (opts.strideD, opts.strideH, opts.strideW)
+    d = (opts.dilationDFactor, opts.dilationHFactor, opts.dilationWFactor)
+    ndhw, pads = _geometry(cv, xs, w.shape[:3], s, d, opts.padding)
+    wt = cv.const(ins[1], np.ascontiguousarray(w.transpose(4, 0, 1, 2, 3)), key="ir",   # -> [O,KD,KH,KW,I]
+                  axis_map={4: 0, 0: 1, 1: 2, 2: 3, 3: 4})
+    return cv.emit("Conv3D", [cv.x(ins[0]), wt] + _bias(cv, ins), ndhw + (w.shape[4],), strides=s, dilations=d,
+                   pads=pads, groups=1, activation=fused_act(cv, opts))
 
 
 def depthwise_conv_2d(cv, opts, ins):
@@ -520,6 +534,7 @@ MULTI_OUTPUT_OPS = frozenset({"SPLIT", "SPLIT_V", "UNPACK"})
 
 TFLITE_OPS = {
     "CONV_2D": conv_2d,
+    "CONV_3D": conv_3d,
     "DEPTHWISE_CONV_2D": depthwise_conv_2d,
     "FULLY_CONNECTED": fully_connected,
     "ADD": _binary("Add"),
