@@ -1,5 +1,6 @@
-"""Compile time of the acceptance model (MobileNetV2 0.35 @ 144x144, Keras and ONNX), imports excluded.
-Run: python bench/compile_time.py  (target: under 10 s each)."""
+"""Compile time of the acceptance model (MobileNetV2 0.35 @ 144x144, Keras and ONNX), and of a wide graph (many
+parallel branches, as multi-head attention or inception blocks have: the operator-order search's worst case),
+imports excluded. Run: python bench/compile_time.py  (target: under 10 s each)."""
 import sys
 import tempfile
 import time
@@ -39,5 +40,39 @@ def main():
                   f"{c.plan.lower_bound:>14,} {c.library.weight_bytes:>10,}")
 
 
+def wide_graph(branches: int, depth: int):
+    """`branches` parallel chains of `depth` elementwise nodes over one input, summed: the order search's worst
+    case (every interleaving of the chains is a valid order)."""
+    from onnx import TensorProto, helper
+    nodes, ends = [], []
+    for b in range(branches):
+        prev = "x"
+        for d in range(depth):
+            nodes.append(helper.make_node("Sigmoid" if d % 2 == 0 else "Tanh", [prev], [f"b{b}_{d}"]))
+            prev = f"b{b}_{d}"
+        ends.append(prev)
+    nodes.append(helper.make_node("Sum", ends, ["y"]))
+    graph = helper.make_graph(nodes, "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def wide():
+    import onnx
+
+    from tinyc.compiler import compile_model
+    with tempfile.TemporaryDirectory() as d:
+        for branches, depth in ((16, 3), (64, 2), (100, 3)):
+            path = str(Path(d) / "wide.onnx")
+            onnx.save(wide_graph(branches, depth), path)
+            t0 = time.perf_counter()
+            c = compile_model(path, "wide")
+            dt = time.perf_counter() - t0
+            name = f"wide {branches}x{depth}"
+            print(f"{name:<18} {dt:>9.2f} {c.library.macs:>12,} {c.plan.arena_bytes:>10,} {c.plan.lower_bound:>14,}")
+
+
 if __name__ == "__main__":
+    main()
+    wide()
     main()

@@ -43,13 +43,14 @@ def _first_fit(groups, key) -> int:
         # candidate bases: 0, or just above a placed buffer that some member meets in time
         cands = {0}
         step = max(b.alignment for b, _ in group)
-        for b, r in group:
-            for s, e, lo, hi in placed:
-                if s <= b.end and b.start <= e and hi - r >= 0:
+        # only the placed buffers alive at the same time as a member can collide with it
+        meets = [(b, r, [(lo, hi) for s, e, lo, hi in placed if s <= b.end and b.start <= e]) for b, r in group]
+        for b, r, spans in meets:
+            for lo, hi in spans:
+                if hi - r >= 0:
                     cands.add(align(hi - r, step))
         for base in sorted(cands):
-            if all(not (s <= b.end and b.start <= e and lo < base + r + b.size and base + r < hi)
-                   for b, r in group for s, e, lo, hi in placed):
+            if all(not (lo < base + r + b.size and base + r < hi) for b, r, spans in meets for lo, hi in spans):
                 break
         for b, r in group:
             b.offset = base + r
