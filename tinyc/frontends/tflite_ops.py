@@ -135,6 +135,28 @@ def fully_connected(cv, opts, ins):
     return cv.emit("Dense", [x, cv.const(ins[1])] + _bias(cv, ins), out, activation=fused_act(cv, opts))
 
 
+
+def batch_matmul(cv, opts, ins):
+    """BATCH_MATMUL: the IR's MatMul of two tensors (computed or constant), adj_x / adj_y read as transposes, the
+    batch axes broadcast (float32, or int8 with per-tensor parameters as TFLite's reference kernel)."""
+    adj_x = bool(opts.adjX) if opts is not None else False
+    adj_y = bool(opts.adjY) if opts is not None else False
+    if opts is not None and opts.asymmetricQuantizeInputs or cv.dtype_name(ins[0]) != cv.dtype_name(ins[1]):
+        raise TinycError(f"{cv.where()}: a hybrid BATCH_MATMUL ({cv.dtype_name(ins[0])} x {cv.dtype_name(ins[1])}) "
+                         "is not supported; convert the model fully to float32 or fully to int8")
+    a, b = cv.shape(ins[0]), cv.shape(ins[1])
+    if not (2 <= len(a) <= 5 and 2 <= len(b) <= 5):
+        raise TinycError(f"{cv.where()}: operands {a} and {b}; BATCH_MATMUL takes ranks 2 to 5")
+    m, ka = (a[-1], a[-2]) if adj_x else (a[-2], a[-1])
+    kb, n = (b[-1], b[-2]) if adj_y else (b[-2], b[-1])
+    try:
+        batch = tuple(np.broadcast_shapes(a[:-2], b[:-2]))
+    except ValueError:
+        batch = None
+    if ka != kb or batch is None:
+        raise TinycError(f"{cv.where()}: operands {a} (adj_x={adj_x}) and {b} (adj_y={adj_y}) do not multiply")
+    return cv.emit("MatMul", [cv.x(ins[0]), cv.x(ins[1])], batch + (m, n), transpose_a=adj_x, transpose_b=adj_y)
+
 # -- elementwise ---------------------------------------------------------------------------------------------
 def _binary(op):
     def convert(cv, opts, ins):
@@ -537,6 +559,7 @@ TFLITE_OPS = {
     "CONV_3D": conv_3d,
     "DEPTHWISE_CONV_2D": depthwise_conv_2d,
     "FULLY_CONNECTED": fully_connected,
+    "BATCH_MATMUL": batch_matmul,
     "ADD": _binary("Add"),
     "SUB": _binary("Sub"),
     "MUL": _binary("Mul"),
@@ -680,6 +703,26 @@ def fold_pad(cv, opts, ins):
     return np.pad(v, _pads(cv, ins, v.ndim), constant_values=value)
 
 
+
+def fold_gather(cv, opts, ins):
+    """GATHER of constants: shape arithmetic on a folded SHAPE (Keras' Tensordot of a sequence: the batch and
+    feature sizes picked out of the input's shape)."""
+    if opts is not None and int(getattr(opts, "batchDims", 0) or 0):
+        raise TinycError(f"{cv.where()}: GATHER with batch_dims is not supported")
+    table, idx = cv.value(ins[0], "table"), cv.value(ins[1], "indices").astype(np.int64)
+    axis = _axis(cv, int(opts.axis) if opts is not None else 0, table.ndim)
+    if idx.size and (idx.min() < -table.shape[axis] or idx.max() >= table.shape[axis]):
+        raise TinycError(f"{cv.where()}: indices {idx.ravel()[:8].tolist()} are outside the {table.shape[axis]} "
+                         f"values of axis {axis}")
+    return np.take(table, idx, axis=axis)
+
+
+def fold_reduce_prod(cv, opts, ins):
+    v = cv.value(ins[0])
+    axes = tuple(sorted({_axis(cv, int(a), v.ndim) for a in cv.value(ins[1], "axes").reshape(-1)}))
+    keep = bool(opts.keepDims) if opts is not None else False
+    return np.prod(v, axis=axes, keepdims=keep).astype(v.dtype)
+
 FOLD_OPS = {
     "SHAPE": fold_shape,
     "STRIDED_SLICE": fold_strided_slice,
@@ -691,4 +734,6 @@ FOLD_OPS = {
     "CONCATENATION": fold_concatenation,
     "PAD": fold_pad,
     "PADV2": fold_pad,
+    "GATHER": fold_gather,
+    "REDUCE_PROD": fold_reduce_prod,
 }

@@ -1,23 +1,53 @@
 """MatMul: the matrix product of two computed tensors, a[..., M, K] @ b[..., K, N] -> [..., M, N], the leading
-(batch) axes broadcast NumPy-style. (A product with a constant right operand is a Dense, with its fast kernels.)"""
+(batch) axes broadcast NumPy-style. `transpose_a` / `transpose_b` read an operand stored as its last two axes
+swapped (a[..., K, M], b[..., N, K]: TFLite's adj_x / adj_y, attention's q @ k^T) without a copy. (A product
+with a constant right operand is a Dense, with its fast kernels.)
+
+int8 is TFLite's reference BATCH_MATMUL (docs/int8-numerics.md 4.34): per-tensor parameters on both operands
+and the output, Σ (a - z_a)(b - z_b) in int32, then MultiplyByQuantizedMultiplier."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..codegen.loops import broadcast_strides, row_major_strides, strided_loops
 from ..errors import TinycError
+from ..quant import params as qp
+from .int8_common import in_quant, out_quant
 from .opdef import OpDef
 
 
+def _operands(a, ins):
+    x, w = ins[0], ins[1]
+    if a.get("transpose_a"):
+        x = np.swapaxes(x, -1, -2)
+    if a.get("transpose_b"):
+        w = np.swapaxes(w, -1, -2)
+    return x, w
+
+
 def evaluate(a, ins):
-    return np.matmul(ins[0].astype(np.float64), ins[1].astype(np.float64))
+    x, w = _operands(a, ins)
+    return np.matmul(x.astype(np.float64), w.astype(np.float64))
+
+
+def logical_shapes(node, a, b) -> tuple[tuple, tuple]:
+    """The operands' shapes as multiplied ([..., M, K] and [..., K, N]), after the transposes the node reads."""
+    a, b = tuple(a), tuple(b)
+    if node.attrs.get("transpose_a") and len(a) >= 2:
+        a = a[:-2] + (a[-1], a[-2])
+    if node.attrs.get("transpose_b") and len(b) >= 2:
+        b = b[:-2] + (b[-1], b[-2])
+    return a, b
 
 
 def check(g, n) -> None:
-    a, b, y = (g.tensors[t].shape for t in (n.inputs[0], n.inputs[1], n.outputs[0]))
+    a, b = logical_shapes(n, *(g.tensors[t].shape for t in n.inputs[:2]))
+    y = g.tensors[n.outputs[0]].shape
     if len(a) < 2 or len(b) < 2 or a[-1] != b[-2]:
         raise TinycError(f"MatMul '{n.name}': operands {tuple(a)} and {tuple(b)} do not multiply (IR operands are "
-                         "at least 2-D with a[-1] == b[-2])")
+                         "at least 2-D with a[-1] == b[-2], after transpose_a / transpose_b)")
     try:
         batch = np.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2]))
     except ValueError:
@@ -26,26 +56,87 @@ def check(g, n) -> None:
         raise TinycError(f"MatMul '{n.name}': output {tuple(y)} is not {tuple(batch) + (a[-2], b[-1])}")
 
 
-def float_kernel(k):
-    a, b, y = k.in_shape(0), k.in_shape(1), k.out_shape
+def geometry(k) -> dict:
+    """M, K, N, the batch shape and, per batch index, the element offsets of y, a and b (broadcast axes 0)."""
+    a, b = logical_shapes(k.node, k.in_shape(0), k.in_shape(1))
+    y = k.out_shape
     m, kk, n = a[-2], a[-1], b[-1]
     batch = list(y[:-2]) or [1]
     strides = [[s * m * n for s in row_major_strides(batch)],
                [s * m * kk for s in broadcast_strides(a[:-2], batch)] if len(a) > 2 else [0] * len(batch),
                [s * kk * n for s in broadcast_strides(b[:-2], batch)] if len(b) > 2 else [0] * len(batch)]
+    # element (m, k) of a and (k, n) of b in C, as stored
+    a_at = "pa[k * %d + m]" % m if k.node.attrs.get("transpose_a") else "pa[m * %d + k]" % kk
+    b_at = "pb[n * %d + k]" % kk if k.node.attrs.get("transpose_b") else "pb[k * %d + n]" % n
+    return dict(m=m, k=kk, n=n, batch=batch, strides=strides, a_at=a_at, b_at=b_at,
+                macs=int(np.prod(batch)) * m * n * kk, shapes=(tuple(k.in_shape(0)), tuple(k.in_shape(1)), tuple(y)))
+
+
+def _comment(k, geo, kind=""):
+    a, b, y = geo["shapes"]
+    ta = "^T" if k.node.attrs.get("transpose_a") else ""
+    tb = "^T" if k.node.attrs.get("transpose_b") else ""
+    return f"{kind}matmul {a}{ta} @ {b}{tb} -> {y}"
+
+
+def float_kernel(k):
+    geo = geometry(k)
     body = ("{{ const float *pa = %s + {o1}; const float *pb = %s + {o2}; float *py = y + {o0};\n"
             "    for (int m = 0; m < %d; ++m) {{\n"
             "      for (int n = 0; n < %d; ++n) {{\n"
             "        float acc = 0.0f;\n"
-            "        for (int k = 0; k < %d; ++k) acc += pa[m * %d + k] * pb[k * %d + n];\n"
+            "        for (int k = 0; k < %d; ++k) acc += %s * %s;\n"
             "        py[m * %d + n] = acc;\n"
             "      }}\n"
-            "    }} }}" % (k.expr(0), k.expr(1), m, n, kk, kk, n, n))
-    macs = int(np.prod(batch)) * m * n * kk
-    return "elementwise.c.j2", dict(comment=f"matmul {tuple(a)} @ {tuple(b)} -> {tuple(y)}",
-                                    loops=strided_loops(batch, strides, body)), macs
+            "    }} }}" % (k.expr(0), k.expr(1), geo["m"], geo["n"], geo["k"], geo["a_at"], geo["b_at"], geo["n"]))
+    loops = strided_loops(geo["batch"], geo["strides"], body)
+    return "elementwise.c.j2", dict(comment=_comment(k, geo), loops=loops), geo["macs"]
+
+
+@dataclass(frozen=True)
+class MatMulParams:
+    a_zp: int
+    b_zp: int
+    out_zp: int
+    mult: int
+    shift: int
+
+
+MAX_DEPTH = ((1 << 31) - 1) // (255 * 255)     # deeper products could overflow TFLite's int32 accumulator
+
+
+def int8_prepare(k) -> MatMulParams:
+    """TFLite's BATCH_MATMUL Prepare (docs/int8-numerics.md 4.34): real = f64(f32(s_a * s_b)) / f64(s_out)
+    (GetQuantizedConvolutionMultipler), QuantizeMultiplier; no fused activation."""
+    qa, qb, qo = in_quant(k, 0), in_quant(k, 1), out_quant(k)
+    for q, what in ((qa, "left operand"), (qb, "right operand"), (qo, "output")):
+        if np.asarray(q.scale).size != 1:
+            raise TinycError(f"node '{k.node.name}' (MatMul): the {what} is quantized per channel; TFLite's int8 "
+                             "BATCH_MATMUL takes per-tensor parameters only")
+    depth = logical_shapes(k.node, k.in_shape(0), k.in_shape(1))[0][-1]
+    if depth > MAX_DEPTH:
+        raise TinycError(f"node '{k.node.name}' (MatMul): int8 product over {depth} values could overflow the int32 "
+                         f"accumulator (at most {MAX_DEPTH}); keep this MatMul in float32")
+    real = float(np.float32(qp.scale_of(qa)) * np.float32(qp.scale_of(qb))) / qp.scale_of(qo)
+    mult, shift = qp.multiplier(real)
+    return MatMulParams(qp.zero_point_of(qa), qp.zero_point_of(qb), qp.zero_point_of(qo), mult, shift)
+
+
+def int8_kernel(k):
+    geo, p = geometry(k), k.params
+    body = ("{{ const int8_t *pa = %s + {o1}; const int8_t *pb = %s + {o2}; int8_t *py = y + {o0};\n"
+            "    for (int m = 0; m < %d; ++m) {{\n"
+            "      for (int n = 0; n < %d; ++n) {{\n"
+            "        int32_t acc = 0;\n"
+            "        for (int k = 0; k < %d; ++k) acc += (%s - (%d)) * (%s - (%d));\n"
+            "        py[m * %d + n] = tinyc_sat8(tinyc_requantize(acc, %d, %d) + (%d), -128, 127);\n"
+            "      }}\n"
+            "    }} }}" % (k.expr(0), k.expr(1), geo["m"], geo["n"], geo["k"], geo["a_at"], p.a_zp, geo["b_at"],
+                          p.b_zp, geo["n"], p.mult, p.shift, p.out_zp))
+    return "elementwise.c.j2", dict(comment=_comment(k, geo, "int8 "),
+                                    loops=strided_loops(geo["batch"], geo["strides"], body)), geo["macs"]
 
 
 DEFINITIONS = (OpDef(
-    "MatMul", "a[..., M, K], b[..., K, N] -> [..., M, N]  (batch axes broadcast)", evaluate, check, float_kernel,
-    None, None, None, memory=None, quantize=None),)
+    "MatMul", "a[..., M, K], b[..., K, N] -> [..., M, N]  [transpose_a?, transpose_b?]  (batch axes broadcast)",
+    evaluate, check, float_kernel, int8_prepare, int8_kernel, None, memory=None, quantize="own"),)
