@@ -524,6 +524,25 @@ def _within_read_opsets(model):
                          f"re-export the model with an opset from {MIN_OPSET} to {MAX_OPSET}")
 
 
+def _upsample_coordinates(original, converted):
+    """Upsample and opset-10 Resize map output index o to input floor(o / scale) (asymmetric coordinates, floor);
+    onnx's version converter turns them into Resize-11 nodes without saying so (half_pixel, round_prefer_floor by
+    default, which differ for non-integer scales): the converted nodes get those attributes."""
+    opset = next((o.version for o in original.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if converted is original or opset >= 11:
+        return converted
+    from onnx import helper
+    older = {n.output[0] for n in original.graph.node if n.op_type in ("Upsample", "Resize")
+             and n.domain in ("", "ai.onnx")}
+    for node in converted.graph.node:
+        if node.op_type == "Resize" and node.output[0] in older:
+            given = {a.name for a in node.attribute}
+            for name, value in (("coordinate_transformation_mode", "asymmetric"), ("nearest_mode", "floor")):
+                if name not in given:
+                    node.attribute.append(helper.make_attribute(name, value))
+    return converted
+
+
 def _per_channel_prelu_slopes(model):
     """Before opset 7, PRelu's slope is one value or one per channel (axis 1), where from opset 7 it broadcasts
     from the trailing axes and onnx's version converter keeps the node as it is: a slope of shape (C,) becomes
@@ -673,7 +692,7 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict 
     model = _read_model(path)
     if bind:
         bind_inputs(model, bind)
-    model = _within_read_opsets(_per_channel_prelu_slopes(model))
+    model = _upsample_coordinates(model, _within_read_opsets(_per_channel_prelu_slopes(model)))
     importer_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     inputs = _static_inputs(model, input_shapes)
     try:

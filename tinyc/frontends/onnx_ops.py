@@ -1046,6 +1046,87 @@ def depth_space(to_space: bool):
     return rule
 
 
+def _resize_parameter(imp, node, i: int, what: str):
+    """Resize's roi / scales / sizes input: None when absent or empty, else its constant values."""
+    if len(node.input) <= i or not node.input[i]:
+        return None
+    if node.input[i] not in imp.consts:
+        raise TinycError(f"{node.op_type} '{_name(node)}' computes its {what} at run time; tinyc needs them "
+                         "constant (fold the shape arithmetic, e.g. with onnxsim, or export with fixed sizes)")
+    v = np.asarray(imp.consts[node.input[i]]).reshape(-1)
+    return v if v.size else None
+
+
+def resize(imp, node):
+    """Resize (opset 11+; older models arrive converted, Upsample included) and Upsample: IR Resize with constant
+    scales or sizes on the stored layout (every axis resamples on its own)."""
+    a = _attrs(node)
+    what = f"{node.op_type} '{_name(node)}'"
+    x, y = node.input[0], node.output[0]
+    shape = imp.logical_shape(x)
+    rank = len(shape)
+    mode = {"bilinear": "linear"}.get(a.get("mode", "nearest"), a.get("mode", "nearest"))
+    coord = a.get("coordinate_transformation_mode", "asymmetric" if node.op_type == "Upsample" else "half_pixel")
+    nearest = a.get("nearest_mode", "floor" if node.op_type == "Upsample" else "round_prefer_floor")
+    from ..ops.resize import MODES, NEAREST_MODES, ONNX_COORDS
+    if a.get("antialias", 0):
+        raise TinycError(f"{what} uses antialias=1; tinyc resizes without antialiasing (export with antialias=0)")
+    if coord == "tf_crop_and_resize":
+        raise TinycError(f"{what} uses coordinate_transformation_mode tf_crop_and_resize; tinyc supports "
+                         f"{', '.join(ONNX_COORDS)} (crop with a Slice before the Resize instead)")
+    if coord not in ONNX_COORDS or mode not in MODES or nearest not in NEAREST_MODES:
+        raise TinycError(f"{what}: mode '{mode}', coordinate_transformation_mode '{coord}', nearest_mode "
+                         f"'{nearest}'; tinyc supports modes {', '.join(MODES)} with coordinate modes "
+                         f"{', '.join(ONNX_COORDS)} (not tf_crop_and_resize)")
+    if node.op_type == "Upsample":
+        scales = a.get("scales")
+        scales = np.asarray(scales if scales is not None else _resize_parameter(imp, node, 1, "scales"))
+        sizes = None
+    else:
+        scales = _resize_parameter(imp, node, 2, "scales")
+        sizes = _resize_parameter(imp, node, 3, "sizes")
+    axes = [int(v) for v in a.get("axes", range(rank))]
+    if any(not -rank <= v < rank for v in axes) or len({v % rank for v in axes}) != len(axes):
+        raise TinycError(f"{what}: axes {axes} are out of range or repeated for rank {rank}")
+    axes = [v % rank for v in axes]
+    given = scales if sizes is None else sizes
+    if given is None or len(given) != len(axes) or (scales is not None and sizes is not None):
+        raise TinycError(f"{what} needs one of scales and sizes, one value per resized axis ({len(axes)}); the "
+                         "model is invalid")
+    scale_of, out = [1.0] * rank, list(shape)
+    if sizes is None:
+        if np.any(np.asarray(scales, np.float64) <= 0):
+            raise TinycError(f"{what}: scales {scales.tolist()} must be positive")
+        for ax, s in zip(axes, scales):
+            scale_of[ax] = float(np.float32(s))
+            out[ax] = int(scale_of[ax] * shape[ax])
+    else:
+        wanted = [int(v) for v in sizes]
+        for ax, n in zip(axes, wanted):
+            scale_of[ax], out[ax] = n / shape[ax], n
+        policy = a.get("keep_aspect_ratio_policy", "stretch")
+        if policy not in ("stretch", "not_larger", "not_smaller"):
+            raise TinycError(f"{what}: keep_aspect_ratio_policy '{policy}' is not stretch, not_larger or not_smaller")
+        if policy != "stretch":
+            pick = min if policy == "not_larger" else max
+            common = pick(scale_of[ax] for ax in axes)
+            for ax in axes:
+                scale_of[ax], out[ax] = common, int(common * shape[ax] + 0.5)
+    if any(d < 1 for d in out):
+        raise TinycError(f"{what} resizes {list(shape)} to {out}; tinyc needs a non-empty output")
+    _set_shape(imp, y, out)
+    lay = _stored_layout(imp, x)
+    src = imp.get(x, lay)
+    _carry_qtype(imp, x, y)
+    dst = imp.define(y, lay, like=src)
+    if out == list(shape) and all(s == 1.0 for s in scale_of):
+        imp.g.add_node("Identity", [src], [dst], name=_name(node))
+        return
+    imp.g.add_node("Resize", [src], [dst], name=_name(node), sizes=tuple(_physical(lay, out)), mode=mode,
+                   coord=coord, scales=tuple(_physical(lay, scale_of)), nearest_mode=nearest,
+                   cubic_coeff_a=float(a.get("cubic_coeff_a", -0.75)), exclude_outside=int(a.get("exclude_outside", 0)))
+
+
 def cast(imp, node):
     """Cast / CastLike between float32, the integer types and bool (IR Cast); to the same type, the identity."""
     from onnx import TensorProto
@@ -1310,4 +1391,5 @@ ONNX_OPS = {
     "GreaterOrEqual": compare("greater_equal"), "LessOrEqual": compare("less_equal"),
     "And": logical("and"), "Or": logical("or"), "Xor": logical("xor"), "Not": logical("not"), "Where": where,
     "QuantizeLinear": quantize_linear, "DequantizeLinear": dequantize_linear,
+    "Resize": resize, "Upsample": resize,
 }
