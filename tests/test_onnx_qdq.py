@@ -210,20 +210,28 @@ def test_qdq_forms_outside_an_int8_graph_compute_in_integers(tmp_path, case):
 
 @pytest.mark.parametrize("case, needle", [
     ("float_op_reads_int8", "'neg' on int8 -> int8; on integer tensors tinyc computes clip and relu"),
-    ("dequantize_with_other_parameters", "another scale or zero point"),
-    ("int4_weights", "'w4' is quantized to int4")])
+    ("dequantize_with_other_parameters", "another scale or zero point")])
 def test_unrepresentable_qdq_forms_are_refused_naming_the_tensor(tmp_path, case, needle):
     out_type, opset = TensorProto.FLOAT, 17
     inits = list(X_PARAMS)
     if case == "float_op_reads_int8":
         nodes, out_type = [quant("x", "xq"), helper.make_node("Neg", ["xq"], ["y"])], TensorProto.INT8
-    elif case == "dequantize_with_other_parameters":
-        nodes, inits = [quant("x", "xq"), dequant("xq", "y", "s2")], inits + [const("s2", 0.1)]
     else:
-        nodes, opset = [quant("x", "xq"), dequant("xq", "xd"), dequant("w4", "wd", "s4", "z4"),
-                        helper.make_node("MatMul", ["xd", "wd"], ["y"])], 21
-        inits += [helper.make_tensor("w4", TensorProto.INT4, [4, 3], [1, -2, 3] * 4), const("s4", 0.1),
-                  helper.make_tensor("z4", TensorProto.INT4, [], [0])]
+        nodes, inits = [quant("x", "xq"), dequant("xq", "y", "s2")], inits + [const("s2", 0.1)]
     path = qdq_model(tmp_path / f"{case}.onnx", nodes, inits, out_type, opset)
     with pytest.raises(TinycError, match=needle):
         compile_model(path)
+
+
+def test_int4_weights_dequantize_to_exact_float_constants(tmp_path):
+    """DequantizeLinear of an int4 constant is folded into the float weights it means (exact: 4-bit values times
+    a float scale); the MatMul then runs in float and matches onnxruntime."""
+    nodes = [quant("x", "xq"), dequant("xq", "xd"), dequant("w4", "wd", "s4", "z4"),
+             helper.make_node("MatMul", ["xd", "wd"], ["y"])]
+    inits = list(X_PARAMS) + [helper.make_tensor("w4", TensorProto.INT4, [4, 3], [1, -2, 3, -8, 7, 0] * 2),
+                              const("s4", 0.1), helper.make_tensor("z4", TensorProto.INT4, [], [1])]
+    path = qdq_model(tmp_path / "int4_weights.onnx", nodes, inits, TensorProto.FLOAT, 21)
+    g = compile_model(path).graph
+    assert not [t for t in g.tensors.values() if t.dtype == "int4"]
+    report = verify(path, samples=SAMPLES)
+    assert report["ok"], report["outputs"]
