@@ -110,7 +110,10 @@ def every_kernel_graph() -> Graph:
     g.add_node("Reshape", ["ap3"], [t("ap3_4d", (1, 16, 2, 1))])
     g.add_node("Add", ["sum3_4d", "ap3_4d"], [t("vol_out", (1, 16, 2, 2))], activation=None)
     g.add_node("Add", ["dq", "vol_out"], [t("dq_vol", (1, 16, 2, 2))], activation=None)
-    g.add_node("Identity", ["dq_vol"], [t("y2", (1, 16, 2, 2))])
+    g.add_node("Normalize", ["dq_vol", c("norm_s", (1, 1, 1, 2)), c("norm_b", (1, 16, 1, 1))],
+               [t("normed", (1, 16, 2, 2))], axes=(1, 3), epsilon=1e-5, center=True)
+    g.add_node("LpNormalize", ["normed"], [t("l2", (1, 16, 2, 2))], axis=2, p=2, epsilon=0.0)
+    g.add_node("Identity", ["l2"], [t("y2", (1, 16, 2, 2))])
     g.outputs = ["y", "y2", "y", "am"]    # a repeated output needs its own copy
     g.validate()
     return g

@@ -717,6 +717,164 @@ def batchnorm(imp, node):
     imp.g.add_node("BatchNorm", [src] + params, [out], name=_name(node), epsilon=float(a.get("epsilon", 1e-5)))
 
 
+
+# -- normalizations (tinyc/ops/normalize.py) ------------------------------------------------------------------
+def _norm_param(imp, node, i: int, what: str, logical_shape, lay: Layout) -> str:
+    """Constant input `i` of a normalization, numpy-broadcast to `logical_shape` at its rank, in layout `lay`."""
+    value = np.asarray(imp.const(node.input[i], f"{node.op_type} '{_name(node)}' {what}"), np.float32)
+    rank = len(logical_shape)
+    if value.ndim > rank:
+        raise TinycError(f"{node.op_type} '{_name(node)}': {what} of shape {list(value.shape)} has more axes than "
+                         f"the input {list(logical_shape)}; the model is invalid")
+    full = value.reshape((1,) * (rank - value.ndim) + value.shape)
+    try:
+        np.broadcast_shapes(full.shape, tuple(logical_shape))
+    except ValueError:
+        raise TinycError(f"{node.op_type} '{_name(node)}': {what} of shape {list(value.shape)} does not broadcast "
+                         f"to the input {list(logical_shape)}; the model is invalid") from None
+    return imp.g.add_const(imp.g.unique_name(f"{node.output[0]}_{what}"), imp.const_in_layout(full, rank, lay))
+
+
+def _stash_type(node) -> None:
+    stash = _attrs(node).get("stash_type", 1)
+    if stash != 1:
+        raise TinycError(f"{node.op_type} '{_name(node)}' has stash_type {stash}; tinyc computes the statistics in "
+                         "float32 (stash_type 1)")
+
+
+def _inv_std_dev(imp, node, src: str, mean: str, axes, epsilon: float, y: str, lay: Layout) -> None:
+    """LayerNormalization's InvStdDev output: 1 / sqrt(mean((x - mean)^2) + epsilon), with the IR's elementwise ops."""
+    x_shape = imp.g.tensors[src].shape
+    stat_shape = imp.g.tensors[mean].shape
+    d, dd, var, var_eps, std = (imp.g.unique_name(f"{y}_{k}") for k in ("d", "dd", "var", "var_eps", "std"))
+    for t, shape in ((d, x_shape), (dd, x_shape), (var, stat_shape), (var_eps, stat_shape), (std, stat_shape)):
+        imp.g.add_tensor(t, shape)
+    eps = imp.g.add_const(imp.g.unique_name(f"{y}_epsilon"), np.full((1,) * len(x_shape), epsilon, np.float32))
+    imp.g.add_node("Sub", [src, mean], [d], name=d, activation=None)
+    imp.g.add_node("Mul", [d, d], [dd], name=dd, activation=None)
+    imp.g.add_node("Mean", [dd], [var], name=var, axes=axes, keepdims=True)
+    imp.g.add_node("Add", [var, eps], [var_eps], name=var_eps, activation=None)
+    imp.g.add_node("Activation", [var_eps], [std], name=std, fn="sqrt")
+    imp.g.add_node("Activation", [std], [imp.define(y, lay)], name=_name(node) + "_inv_std_dev", fn="reciprocal")
+
+
+def layer_norm(center: bool):
+    """LayerNormalization (center) and RMSNormalization: over the axes from `axis` on; LayerNormalization's optional
+    Mean and InvStdDev outputs from the IR's Mean and elementwise ops."""
+    def rule(imp, node):
+        a = _attrs(node)
+        _stash_type(node)
+        x = node.input[0]
+        shape = imp.logical_shape(x)
+        rank = len(shape)
+        axis = a.get("axis", -1)
+        if not -rank <= axis < rank:
+            raise TinycError(f"{node.op_type} '{_name(node)}': axis {axis} is out of range for rank {rank}")
+        axis %= rank
+        epsilon = float(a.get("epsilon", 1e-5))
+        lay = _stored_layout(imp, x)
+        src = imp.get(x, lay)
+        axes = tuple(sorted(lay.perm[i] for i in range(axis, rank)))
+        params = [_norm_param(imp, node, 1, "scale", shape, lay)]
+        if center and len(node.input) > 2 and node.input[2]:
+            params.append(_norm_param(imp, node, 2, "bias", shape, lay))
+        out = imp.define(node.output[0], lay)
+        imp.g.add_node("Normalize", [src] + params, [out], name=_name(node), axes=axes, epsilon=epsilon,
+                       center=center)
+        extra = [o for o in node.output[1:3] if o]
+        if not extra:
+            return
+        mean = imp.define(node.output[1], lay) if len(node.output) > 1 and node.output[1] else None
+        if mean is None:   # only InvStdDev is wanted: the mean is an IR tensor of its own
+            mean = imp.g.unique_name(f"{node.output[0]}_mean")
+            imp.g.add_tensor(mean, tuple(1 if i in axes else d for i, d in enumerate(imp.g.tensors[src].shape)))
+        imp.g.add_node("Mean", [src], [mean], name=_name(node) + "_mean", axes=axes, keepdims=True)
+        if len(node.output) > 2 and node.output[2]:
+            _inv_std_dev(imp, node, src, mean, axes, epsilon, node.output[2], lay)
+    return rule
+
+
+def instance_norm(imp, node):
+    """InstanceNormalization: over the spatial axes, a scale and bias per channel."""
+    x = node.input[0]
+    shape = imp.logical_shape(x)
+    rank = len(shape)
+    if rank < 2:
+        raise TinycError(f"InstanceNormalization '{_name(node)}' on a rank-{rank} input; it needs [N, C, ...]")
+    lay = _stored_layout(imp, x)
+    src = imp.get(x, lay)
+    per_channel = (1, shape[1]) + (1,) * (rank - 2)
+    params = []
+    for i, what in ((1, "scale"), (2, "bias")):
+        value = np.asarray(imp.const(node.input[i], f"InstanceNormalization '{_name(node)}' {what}"), np.float32)
+        if value.size != shape[1]:
+            raise TinycError(f"InstanceNormalization '{_name(node)}': {what} has {value.size} values for "
+                             f"{shape[1]} channels; the model is invalid")
+        params.append(imp.g.add_const(imp.g.unique_name(f"{node.output[0]}_{what}"),
+                                      imp.const_in_layout(value.reshape(per_channel), rank, lay)))
+    out = imp.define(node.output[0], lay)
+    imp.g.add_node("Normalize", [src] + params, [out], name=_name(node),
+                   axes=tuple(sorted(lay.perm[i] for i in range(2, rank))),
+                   epsilon=float(_attrs(node).get("epsilon", 1e-5)), center=True)
+
+
+def group_norm(imp, node):
+    """GroupNormalization: over the spatial axes and the channels of each group; scale and bias per channel from
+    opset 21, per group in opset 18. The input is reshaped (for free) so that a group is an axis: [N, S, G, C/G]
+    when it is stored channels-last, [N, G, C/G, S] otherwise."""
+    a = _attrs(node)
+    _stash_type(node)
+    x = node.input[0]
+    shape = imp.logical_shape(x)
+    rank = len(shape)
+    groups = int(a["num_groups"])
+    if rank < 2 or groups < 1 or shape[1] % groups:
+        raise TinycError(f"GroupNormalization '{_name(node)}': {shape[1] if rank > 1 else '?'} channels do not "
+                         f"split into {groups} groups; the model is invalid")
+    c, spatial = shape[1], int(np.prod(shape[2:]))
+    per = c if imp.opset >= 21 else groups
+    params = []
+    for i, what in ((1, "scale"), (2, "bias")):
+        value = np.asarray(imp.const(node.input[i], f"GroupNormalization '{_name(node)}' {what}"), np.float32)
+        if value.size != per:
+            raise TinycError(f"GroupNormalization '{_name(node)}': {what} has {value.size} values; opset "
+                             f"{imp.opset} wants one per {'channel' if per == c else 'group'} ({per})")
+        params.append(value.reshape(groups, per // groups))
+    channels_last_stored = rank > 2 and imp.layout(x) == channels_last(rank)
+    lay = channels_last(rank) if channels_last_stored else plain(rank)
+    src = imp.get(x, lay)
+    if channels_last_stored:
+        grouped, axes, pshape = (shape[0], spatial, groups, c // groups), (1, 3), (1, 1, groups, -1)
+    else:
+        grouped, axes, pshape = (shape[0], groups, c // groups, spatial), (2, 3), (1, groups, -1, 1)
+    view = imp.g.unique_name(f"{node.output[0]}_groups")
+    imp.g.add_tensor(view, grouped)
+    imp.g.add_node("Reshape", [src], [view], name=view)
+    consts = [imp.g.add_const(imp.g.unique_name(f"{node.output[0]}_{what}"), v.reshape(pshape))
+              for what, v in zip(("scale", "bias"), params)]
+    normed = imp.g.unique_name(f"{node.output[0]}_normalized")
+    imp.g.add_tensor(normed, grouped)
+    imp.g.add_node("Normalize", [view] + consts, [normed], name=_name(node), axes=axes,
+                   epsilon=float(a.get("epsilon", 1e-5)), center=True)
+    imp.g.add_node("Reshape", [normed], [imp.define(node.output[0], lay)], name=imp.g.unique_name(f"{normed}_back"))
+
+
+def lp_norm(imp, node):
+    """LpNormalization: x / ||x||_p along one axis (p = 1 or 2); a zero norm gives 0."""
+    a = _attrs(node)
+    p = int(a.get("p", 2))
+    if p not in (1, 2):
+        raise TinycError(f"LpNormalization '{_name(node)}' has p={p}; ONNX defines p = 1 and 2")
+    x = node.input[0]
+    rank = len(imp.logical_shape(x))
+    axis = a.get("axis", -1)
+    if not -rank <= axis < rank:
+        raise TinycError(f"LpNormalization '{_name(node)}': axis {axis} is out of range for rank {rank}")
+    lay = _stored_layout(imp, x)
+    src = imp.get(x, lay)
+    out = imp.define(node.output[0], lay)
+    imp.g.add_node("LpNormalize", [src], [out], name=_name(node), axis=lay.perm[axis % rank], p=p, epsilon=0.0)
+
 def identity(imp, node):
     """Identity, and Dropout at inference: the values unchanged, and Dropout's mask all true (a constant)."""
     if node.op_type == "Dropout":
@@ -1391,5 +1549,7 @@ ONNX_OPS = {
     "GreaterOrEqual": compare("greater_equal"), "LessOrEqual": compare("less_equal"),
     "And": logical("and"), "Or": logical("or"), "Xor": logical("xor"), "Not": logical("not"), "Where": where,
     "QuantizeLinear": quantize_linear, "DequantizeLinear": dequantize_linear,
+    "LayerNormalization": layer_norm(True), "RMSNormalization": layer_norm(False),
+    "InstanceNormalization": instance_norm, "GroupNormalization": group_norm, "LpNormalization": lp_norm,
     "Resize": resize, "Upsample": resize,
 }

@@ -6,6 +6,8 @@
   fold_qdq         next: turns ONNX QDQ groups into int8 ops and folds the weights of the groups left float into
                    float constants, which fold_batchnorm / fold_affine need; before fuse_activation, so a relu
                    between an op and its Quantize becomes the int8 op's clamp (fuse_activation skips int8);
+  fuse_layer_norm  after fold_constants and fold_qdq (its gamma and beta must be float constants); before the
+                   folds, so fold_affine cannot take the normalization's last Mul/Add into something else;
   fold_batchnorm   before fuse_activation: BatchNorm sits between a conv and its activation;
   fold_affine      the same for constant Mul/Add/Sub/Div after a conv (how tf2onnx exports BatchNorm);
   fuse_pad         before fuse_activation (independent of it, but keeps conv rewrites together);
@@ -23,10 +25,11 @@ from .fold_batchnorm import fold_batchnorm
 from .fold_constants import fold_constants
 from .fold_qdq import fold_qdq
 from .fuse_activation import fuse_activation
+from .fuse_layer_norm import fuse_layer_norm
 from .fuse_pad import fuse_pad
 
-PIPELINE = (drop_identity, fold_constants, fold_qdq, fold_batchnorm, fold_affine, fuse_pad, fuse_activation,
-            alias_reshape)
+PIPELINE = (drop_identity, fold_constants, fold_qdq, fuse_layer_norm, fold_batchnorm, fold_affine, fuse_pad,
+            fuse_activation, alias_reshape)
 
 
 def optimize(g: Graph) -> Graph:

@@ -1,0 +1,195 @@
+"""Normalizations (tinyc/ops/normalize.py: Normalize, LpNormalize; BatchNorm -> ScaleShift): the C against the
+interpreter under ASan + UBSan on every axis set, centred and RMS, broadcast scale and bias, L1 / L2 with and
+without the epsilon floor and a zero row; the ONNX rules (LayerNormalization with its Mean / InvStdDev outputs,
+RMSNormalization, InstanceNormalization, GroupNormalization in its opset 18 and 21 forms, LpNormalization,
+standalone BatchNormalization, and the decomposed LayerNorm PyTorch writes below opset 17) against onnxruntime."""
+import importlib.util
+
+import numpy as np
+import pytest
+
+from c_runner import run_c
+from tinyc import interp
+from tinyc.errors import TinycError
+from tinyc.ir import Graph
+from tinyc.verify import verify
+
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
+SHAPE = (2, 3, 4, 5)
+
+
+def _close(ours, want, name=""):
+    np.testing.assert_allclose(ours, want, rtol=1e-5, atol=1e-5 * (1 + np.abs(want).max()), err_msg=name)
+
+
+def _check_c(g, x, tmp_path):
+    g.validate()
+    ref = interp.run(g, [x])
+    for name, ours in zip(g.outputs, run_c(g, [x], tmp_path)):
+        _close(ours, ref[name], name)
+
+
+def _graph(shape=SHAPE):
+    g = Graph("norm")
+    g.add_tensor("x", shape)
+    g.inputs = ["x"]
+    return g
+
+
+# (axes, scale shape, bias shape or None, center)
+NORMALIZE_CASES = [((3,), (1, 1, 1, 5), (1, 1, 1, 5), True),          # layer norm over the last axis
+                   ((2, 3), (1, 1, 4, 5), (1, 1, 1, 5), True),        # over the last two, bias broadcast
+                   ((1, 2), (1, 1, 1, 5), (1, 1, 1, 5), True),        # instance norm of NHWC (strided rows)
+                   ((1, 3), (1, 3, 1, 5), None, True),                # non-adjacent axes, no bias
+                   ((0, 1, 2, 3), (1, 1, 1, 1), (1, 1, 1, 1), True),  # everything, scalar scale
+                   ((3,), (1, 1, 1, 5), None, False),                 # RMS norm
+                   ((0, 2), (2, 1, 4, 1), (1, 3, 1, 1), False)]       # RMS over non-adjacent axes, with a bias
+
+
+def test_normalize_c_matches_interpreter(tmp_path):
+    rng = np.random.default_rng(0)
+    g = _graph()
+    for k, (axes, s, b, center) in enumerate(NORMALIZE_CASES):
+        ins = ["x", g.add_const(f"s{k}", rng.standard_normal(s).astype(np.float32))]
+        if b is not None:
+            ins.append(g.add_const(f"b{k}", rng.standard_normal(b).astype(np.float32)))
+        g.add_tensor(f"y{k}", SHAPE)
+        g.add_node("Normalize", ins, [f"y{k}"], name=f"n{k}", axes=axes, epsilon=1e-3 * (k + 1), center=center)
+        g.outputs.append(f"y{k}")
+    x = rng.standard_normal(SHAPE).astype(np.float32) * 3 + 1
+    x[0, 1] = 2.0       # constant rows: variance 0, epsilon alone divides
+    x[0, 1, 0, 0] = 2.5
+    _check_c(g, x, tmp_path)
+
+
+def test_lp_normalize_c_matches_interpreter(tmp_path):
+    g = _graph()
+    for axis in range(4):
+        for p in (1, 2):
+            for eps in (0.0, 1e-6):
+                name = f"l{axis}{p}{int(eps > 0)}"
+                g.add_tensor(name, SHAPE)
+                g.add_node("LpNormalize", ["x"], [name], name=name, axis=axis, p=p, epsilon=eps)
+                g.outputs.append(name)
+    x = np.random.default_rng(1).standard_normal(SHAPE).astype(np.float32)
+    x[1, 2, 3, :] = 0.0     # a zero row along the last axis: 0 without the floor, 0 / 1e-6 = 0 with it
+    x[0, :, 1, 1] = 0.0
+    _check_c(g, x, tmp_path)
+
+
+def test_normalize_checks_its_operands():
+    g = _graph()
+    g.add_tensor("y", SHAPE)
+    g.add_node("Normalize", ["x", g.add_const("s", np.ones((1, 1, 1, 4), np.float32))], ["y"], name="n",
+               axes=(3,), epsilon=1e-5, center=True)
+    g.outputs = ["y"]
+    with pytest.raises(TinycError, match="scale of shape"):
+        g.validate()
+    g.tensors["s"].shape, g.tensors["s"].data = (1, 1, 1, 5), np.ones((1, 1, 1, 5), np.float32)
+    g.nodes[0].attrs["axes"] = (3, 3)
+    with pytest.raises(TinycError, match="axes"):
+        g.validate()
+    g.nodes[0].op, g.nodes[0].inputs, g.nodes[0].attrs = "LpNormalize", ["x"], dict(axis=3, p=3, epsilon=0.0)
+    with pytest.raises(TinycError, match="p = 3"):
+        g.validate()
+
+
+# -- ONNX --------------------------------------------------------------------------------------------------------
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper  # noqa: E402
+from test_onnx_helper_models import Builder, _summary  # noqa: E402
+
+
+def _verify(tmp_path, model, name):
+    path = str(tmp_path / f"{name}.onnx")
+    onnx.save(model, path)
+    report = verify(path)
+    assert report["ok"], _summary(report)
+    return report
+
+
+def test_onnx_layer_and_rms_normalization(tmp_path):
+    """Every axis of a plain value and of a channels-last one (a Conv output), with and without bias; the Mean
+    and InvStdDev outputs; RMSNormalization (opset 23) on both."""
+    b = Builder()
+    c = b.node("Conv", ["img", b.weights(4, 2, 3, 3)])
+    outs = []
+    for x, shape in (("x", (3, 4, 5)), (c, (1, 4, 3, 4))):
+        for axis in range(-len(shape), len(shape)):
+            bias = [b.weights(*shape[axis:])] if axis % 2 else []
+            outs.append(b.node("LayerNormalization", [x, b.weights(*shape[axis:])] + bias, axis=axis,
+                               epsilon=1e-3))
+            outs.append(b.node("RMSNormalization", [x, b.weights(*shape[axis:])], axis=axis))
+    y, mean, inv = "ln_y", "ln_mean", "ln_inv"
+    b.node("LayerNormalization", [c, b.weights(3, 4), b.weights(4)], [y, mean, inv], axis=2)
+    b.node("LayerNormalization", ["x", b.weights(5)], ["ln2_y", "", "ln2_inv"])     # InvStdDev without Mean
+    outs += [y, mean, inv, "ln2_inv"]
+    _verify(tmp_path, b.model({"x": [3, 4, 5], "img": [1, 2, 5, 6]}, outs, 23), "layer_norm")
+
+
+def test_onnx_instance_group_lp_and_batch_normalization(tmp_path):
+    """InstanceNormalization and GroupNormalization (opset 21: per channel) after a Conv (channels-last) and on a
+    plain value; LpNormalization p = 1, 2 on a Conv output's channels and on the last axis; a standalone
+    BatchNormalization (a ScaleShift)."""
+    b = Builder()
+    c = b.node("Conv", ["img", b.weights(6, 2, 3, 3)])
+    outs = [b.node("InstanceNormalization", [c, b.weights(6), b.weights(6)], epsilon=1e-3),
+            b.node("InstanceNormalization", ["x", b.weights(4), b.weights(4)]),
+            b.node("GroupNormalization", [c, b.weights(6), b.weights(6)], num_groups=3),
+            b.node("GroupNormalization", ["x", b.weights(4), b.weights(4)], num_groups=2, epsilon=1e-2),
+            b.node("LpNormalization", [c], axis=1, p=1), b.node("LpNormalization", [c], p=2),
+            b.node("LpNormalization", ["x"], axis=0, p=2),
+            b.node("BatchNormalization", ["x", b.weights(4), b.weights(4), b.weights(4),
+                                          b.const(np.abs(b.rng.normal(1, 0.2, 4)))])]
+    _verify(tmp_path, b.model({"x": [3, 4, 5], "img": [1, 2, 5, 6]}, outs, 21), "instance_group_lp")
+
+
+def test_onnx_group_normalization_opset18_scales_per_group(tmp_path):
+    """Opset 18's GroupNormalization takes scale and bias per group (opset 21 made them per channel; onnx's checker
+    calls the old form deprecated, so the model is written without it); onnxruntime runs it as its function."""
+    b = Builder()
+    c = b.node("Conv", ["img", b.weights(6, 2, 3, 3)])
+    outs = [b.node("GroupNormalization", [c, b.weights(3), b.weights(3)], num_groups=3),
+            b.node("GroupNormalization", ["x", b.weights(2), b.weights(2)], num_groups=2)]
+    graph = helper.make_graph(b.nodes, "g18", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4, 5]),
+                                                helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 2, 5, 6])],
+                              [helper.make_tensor_value_info(outs[0], TensorProto.FLOAT, [1, 6, 3, 4]),
+                               helper.make_tensor_value_info(outs[1], TensorProto.FLOAT, [3, 4, 5])], b.inits)
+    _verify(tmp_path, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8),
+            "group_norm18")
+
+
+def test_onnx_group_normalization_refuses_what_it_cannot(tmp_path):
+    b = Builder()
+    y = b.node("GroupNormalization", ["x", b.weights(4), b.weights(4)], num_groups=3)
+    model = helper.make_model(helper.make_graph(
+        b.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4, 5])],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, [3, 4, 5])], b.inits),
+        opset_imports=[helper.make_opsetid("", 21)], ir_version=8)
+    path = str(tmp_path / "bad.onnx")
+    onnx.save(model, path)
+    from tinyc.compiler import compile_model
+    with pytest.raises(TinycError, match="do not split into 3 groups"):
+        compile_model(path)
+
+
+def torch_style_layer_norm(b, x, width, eps=1e-5):
+    """nn.LayerNorm as PyTorch's exporter writes it below opset 17."""
+    m = b.node("ReduceMean", [x], axes=[-1])
+    d = b.node("Sub", [x, m])
+    v = b.node("ReduceMean", [b.node("Pow", [d, b.const(2.0)])], axes=[-1])
+    n = b.node("Div", [d, b.node("Sqrt", [b.node("Add", [v, b.const(eps)])])])
+    return b.node("Add", [b.node("Mul", [n, b.weights(width)]), b.weights(width)])
+
+
+def test_onnx_decomposed_layer_norm_fuses_into_one_kernel(tmp_path):
+    """PyTorch's opset-13 LayerNorm after a Linear (MatMul + Add), twice: compiled to Dense + one Normalize each."""
+    from tinyc.compiler import compile_model
+    b = Builder()
+    h = b.node("Add", [b.node("MatMul", ["x", b.weights(8, 16)]), b.weights(16)])
+    h = torch_style_layer_norm(b, h, 16)
+    h = torch_style_layer_norm(b, b.node("Relu", [h]), 16, eps=1e-3)
+    model = b.model({"x": [2, 5, 8]}, [h], 13)
+    _verify(tmp_path, model, "torch_ln")
+    ops = [n.op for n in compile_model(str(tmp_path / "torch_ln.onnx")).plan.graph.nodes]
+    assert ops.count("Normalize") == 2 and not {"Mean", "Pow", "Div", "Sub"} & set(ops), ops
