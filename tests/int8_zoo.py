@@ -188,9 +188,34 @@ def elementwise_cnn():
     return keras.Model(x, y, name="elementwise_cnn")
 
 
+def _log_softmax(t):
+    import tensorflow as tf
+    return tf.nn.log_softmax(t, axis=-1)
+
+
+def math_heads():
+    """DIV of a Conv1D branch by divisors kept in [3, 5] (3 + relu6(|t|) / 3), one of the same shape and one
+    broadcast along the last axis, then a LOG_SOFTMAX head and a clip(-1, 1) head; RELU6 and RELU_N1_TO_1 are
+    standalone ops. The divisors' range matters: TF 2.21's int8 DIV stops on a divisor byte of 0, the middle of
+    the calibrated range [0, max], which divisors of at least 3 never reach; and TFLite's DIV is undefined for
+    some output scales (docs/int8-numerics.md 4.31), which tinyc refuses. Every layer is named (the converter
+    orders operators by name)."""
+    keras = _keras()
+    L = keras.layers
+    ops = keras.ops
+    x = keras.Input((6, 8), name="mh_in")
+    h = L.Conv1D(8, 3, padding="same", name="mh_conv")(x)
+    d = L.Lambda(lambda t: 3.0 + ops.relu6(ops.abs(t)) / 3.0, name="mh_divisor")(x)
+    row = L.Lambda(lambda t: 3.0 + ops.relu6(ops.abs(ops.mean(t, axis=-1, keepdims=True))), name="mh_row")(x)
+    q = L.Lambda(lambda t: t[0] / t[1], name="mh_div")([h, d])
+    r = L.Lambda(lambda t: t[0] / t[1], name="mh_div_row")([h, row])
+    heads = L.Lambda(_log_softmax, name="mh_log_softmax")(L.Add(name="mh_sum")([q, r]))
+    return keras.Model(x, [heads, L.Lambda(lambda t: ops.clip(t, -1.0, 1.0), name="mh_clip")(q)], name="math_heads")
+
+
 BUILDERS = {f.__name__: f for f in (residual_cnn, depthwise_multiplier, kernels_and_concat, mlp_heads,
                                     activations_cnn, two_inputs_arith, reshape_squeeze, ds_cnn, pad_pool_valid,
-                                    mean_keepdims_head, elementwise_cnn)}
+                                    mean_keepdims_head, elementwise_cnn, math_heads)}
 
 
 def build(name: str, seed: int = 0):

@@ -140,3 +140,134 @@ def test_add_sub_mul_int8(tmp_path, data):
     g.add_node(op, ["a", "b"], ["y"], activation=draw(st.sampled_from(ACTS)))
     g.inputs, g.outputs = ["a", "b"], ["y"]
     _check(tmp_path, g)
+
+
+# -- DIV, LOG_SOFTMAX, NEG, ELU (docs/int8-numerics.md 4.23, 4.31-4.33) -------------------------------------
+def _check_inputs(tmp_path, g, inputs, oracle="tflite"):
+    path = tmp_path / f"{g.name}.tflite"
+    write_tflite(g, str(path))
+    report = verify(str(path), inputs=inputs)
+    assert report["oracle"] == oracle, report.get("oracle_reason")
+    assert report["mismatched_bytes"] == 0, report["outputs"]
+
+
+def _unary_graph(name, fn, q_in, q_out, **attrs) -> Graph:
+    g = Graph(name)
+    g.add_tensor("x", (1, 256), "int8", quant=q_in)
+    g.add_tensor("y", (1, 256), "int8", quant=q_out)
+    g.add_node("Activation", ["x"], ["y"], fn=fn, **attrs)
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g
+
+
+EVERY_BYTE = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
+
+
+@settings(**SETTINGS)
+@given(data=st.data())
+def test_div_int8(tmp_path, data):
+    """Any scales whose multiplier shift TFLite's DIV is defined for (7..23, drawn), broadcasting and a fused clamp;
+    the inputs avoid a divisor byte of 0 (TF 2.21 stops the inference on it) and the divisor's zero point (TFLite's
+    result is undefined there) and include the dividend's extremes and zero point."""
+    draw = data.draw
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    shape = (1, 4, 64)
+    b_shape = draw(st.sampled_from([shape, (1, 1, 64), (1, 4, 1)]))
+    sa, sb, za, zb = draw(scales), draw(scales), draw(zero_points), draw(zero_points)
+    shift = draw(st.integers(7, 23))
+    sy = float(np.float32(sa / (sb * 2.0 ** (shift - 0.5))))     # the multiplier is about 2^(shift - 0.5)
+    g = Graph("div")
+    g.add_tensor("a", shape, "int8", quant=_quant(sa, za))
+    g.add_tensor("b", b_shape, "int8", quant=_quant(sb, zb))
+    g.add_tensor("y", shape, "int8", quant=_quant(sy, draw(zero_points)))
+    act = draw(st.sampled_from(ACTS))
+    assume(act is None or 6.0 / sy < 2.0 ** 31)   # TFLite refuses a fused clamp whose bound overflows int32
+    g.add_node("Div", ["a", "b"], ["y"], activation=act)
+    g.inputs, g.outputs = ["a", "b"], ["y"]
+    a = rng.integers(-128, 128, shape)
+    a.flat[:4] = [-128, 127, za, min(za + 1, 127)]
+    b = rng.choice([v for v in range(-128, 128) if v not in (0, zb)], b_shape)
+    _check_inputs(tmp_path, g, [a.astype(np.int8), b.astype(np.int8)])
+
+
+def test_div_int8_refuses_undefined_shifts(tmp_path):
+    """Equal input scales and a coarser output (multiplier 20, shift 5): TFLite's kernel would shift a quotient of 0
+    by 32 bits, which its x86 build turns into z_out + 1 and an ARM core into something else."""
+    from tinyc.compiler import compile_model
+    from tinyc.errors import TinycError
+    g = Graph("div_undefined")
+    for name in ("a", "b"):
+        g.add_tensor(name, (1, 8), "int8", quant=_quant(0.02))
+    g.add_tensor("y", (1, 8), "int8", quant=_quant(0.05))
+    g.add_node("Div", ["a", "b"], ["y"], activation=None)
+    g.inputs, g.outputs = ["a", "b"], ["y"]
+    path = tmp_path / "div.tflite"
+    write_tflite(g, str(path))
+    with pytest.raises(TinycError, match="DIV .* undefined") as e:
+        compile_model(str(path))
+    assert "\n" not in str(e.value)
+
+
+@settings(**SETTINGS)
+@given(data=st.data())
+def test_log_softmax_int8(tmp_path, data):
+    """Input scales from 1e-6 to 8 (beyond 8 TFLite's multiplier shift reaches 30, which tinyc refuses), rows of 1
+    to 300 values; the output is fixed at 16/256 with zero point 127, as TFLite requires."""
+    draw = data.draw
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    rows, n = draw(st.integers(1, 3)), draw(st.sampled_from([1, 2, 5, 10, 33, 300]))
+    g = Graph("log_softmax")
+    g.add_tensor("x", (1, rows, n), "int8", quant=_quant(draw(scales.filter(lambda s: s < 8)), draw(zero_points)))
+    g.add_tensor("y", (1, rows, n), "int8", quant=_quant(16 / 256, 127))
+    g.add_node("LogSoftmax", ["x"], ["y"], axis=2)
+    g.inputs, g.outputs = ["x"], ["y"]
+    spread = draw(st.sampled_from([1, 4, 32, 256]))       # rows close together and rows of far-apart values
+    x = rng.integers(-128, 128, (1, rows, n)) // spread
+    _check_inputs(tmp_path, g, [x.astype(np.int8)])
+
+
+@settings(**SETTINGS)
+@given(data=st.data())
+def test_neg_int8(tmp_path, data):
+    """Every input byte; TFLite negates the stored integers (-128 stays -128), which tinyc accepts only with the
+    output quantized as the negated input. TFLite Micro has no int8 NEG and TFLiteConverter never makes one, so the
+    .tflite is written directly and BUILTIN_REF is the oracle."""
+    s, z = data.draw(scales), data.draw(st.integers(-127, 127))
+    g = _unary_graph("neg", "neg", _quant(s, z), _quant(s, -z))
+    _check_inputs(tmp_path, g, [EVERY_BYTE])
+
+
+def test_neg_int8_refuses_other_parameters(tmp_path):
+    from tinyc.compiler import compile_model
+    from tinyc.errors import TinycError
+    path = tmp_path / "neg.tflite"
+    write_tflite(_unary_graph("neg", "neg", _quant(0.1, 3), _quant(0.05, -7)), str(path))
+    with pytest.raises(TinycError, match="int8 NEG") as e:
+        compile_model(str(path))
+    assert "\n" not in str(e.value)
+
+
+@settings(**SETTINGS)
+@given(data=st.data())
+def test_elu_int8(tmp_path, data):
+    """Every input byte, scales from 1e-7 (where TFLite Micro's expf(x) - 1 and TFLite's expm1f differ) to 1e2.
+    BUILTIN_REF has no ELU and TFLiteConverter keeps ELU float, so the .tflite is written directly and the oracle is
+    TFLite Micro (docs/int8-numerics.md 4.33)."""
+    tiny_or_any = st.floats(1e-7, 1e-2).map(lambda v: float(np.float32(v))) | scales
+    s_in, s_out = data.draw(tiny_or_any), data.draw(tiny_or_any)
+    assume(128 * s_in / s_out < 2.0 ** 30)    # beyond int32 output steps TFLite's table is undefined: tinyc refuses
+    g = _unary_graph("elu", "elu", _quant(s_in, data.draw(zero_points)), _quant(s_out, data.draw(zero_points)),
+                     alpha=1.0)
+    _check_inputs(tmp_path, g, [EVERY_BYTE], oracle="tflite-micro")
+
+
+def test_table_beyond_int32_is_refused(tmp_path):
+    """An ELU whose largest output is 2^31 output steps: C++'s float -> int conversion is undefined there (TFLite's
+    x86 build stores -128, an ARM core 127); tinyc refuses it in one line."""
+    from tinyc.compiler import compile_model
+    from tinyc.errors import TinycError
+    path = tmp_path / "elu.tflite"
+    write_tflite(_unary_graph("elu", "elu", _quant(85.0, -128), _quant(1e-5, -128), alpha=1.0), str(path))
+    with pytest.raises(TinycError, match="beyond int32") as e:
+        compile_model(str(path))
+    assert "\n" not in str(e.value)

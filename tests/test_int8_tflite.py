@@ -23,8 +23,9 @@ SAMPLES = 20
 # Every TFLite op the int8 path accepts; the models together must contain each.
 OPS_COVERED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "AVERAGE_POOL_2D",
                "MAX_POOL_2D", "MEAN", "RESHAPE", "SOFTMAX", "LOGISTIC", "TANH", "RELU", "LEAKY_RELU",
-               "HARD_SWISH", "PAD", "CONCATENATION", "QUANTIZE", "DEQUANTIZE", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE", "PRELU", "GELU",
-               "ABS", "EXP", "LOG", "SQRT", "RSQRT"}
+               "HARD_SWISH", "PAD", "CONCATENATION", "QUANTIZE", "DEQUANTIZE", "MAXIMUM", "MINIMUM",
+               "SQUARED_DIFFERENCE", "PRELU", "GELU", "ABS", "EXP", "LOG", "SQRT", "RSQRT", "DIV", "LOG_SOFTMAX",
+               "RELU6", "RELU_N1_TO_1"}
 
 
 def model_ops(path) -> set:

@@ -91,3 +91,88 @@ def test_tflite_float_batch_matmul_adjoints_and_broadcast(tmp_path):
     path.write_bytes(conv.convert())
     report = verify(str(path), samples=2)
     assert report["ok"], report["outputs"]
+
+
+def _onnx_model(tmp_path, nodes, inputs, name="m", opset=17):
+    from onnx import TensorProto, helper
+    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = tmp_path / f"{name}.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=9)
+                     .SerializeToString())
+    return str(path)
+
+
+EINSUMS = [("bij,bjk->bik", [(1, 3, 4), (1, 4, 5)], None), ("bhqd,bhkd->bhqk", [(1, 2, 3, 4), (1, 2, 5, 4)], None),
+           ("bhqk,bhkd->bhqd", [(1, 2, 3, 5), (1, 2, 5, 4)], None), ("bqhd,bkhd->bhqk", [(1, 3, 2, 4), (1, 5, 2, 4)], None),
+           ("bij,bkj->bik", [(1, 3, 4), (1, 4, 5)], (0, 2, 1)), ("bji,bjk->bik", [(1, 3, 4), (1, 3, 5)], None),
+           ("i,i->", [(4,), (4,)], None), ("ij,jk", [(3, 4), (4, 2)], None), ("...ij,...jk->...ik", [(1, 2, 3, 4), (1, 1, 4, 5)], None),
+           ("abc,cd->abd", [(1, 3, 4), (4, 5)], None), ("ij,kl->ijkl", [(2, 3), (4, 5)], None),
+           ("bij,bjk->bi", [(1, 3, 4), (1, 4, 5)], None),
+           # the equations of ONNX's Einsum node tests (double there, out of the suite's scope), in float32
+           ("ij->ji", [(3, 4)], None), ("ij->i", [(3, 4)], None), ("i,i", [(5,), (5,)], None),
+           ("bij, bjk -> bik", [(5, 2, 3), (5, 3, 4)], None), ("->", [()], None)]
+
+
+@pytest.mark.parametrize("eq,shapes,perm", EINSUMS)
+def test_onnx_einsum_against_onnxruntime(tmp_path, eq, shapes, perm):
+    """Operands computed (a Relu each), the second one transposed first where `perm` says (a relabel the
+    product reads in place)."""
+    from onnx import helper
+    nodes, names = [], []
+    for i in range(len(shapes)):
+        nodes.append(helper.make_node("Relu", [f"x{i}"], [f"r{i}"]))
+        names.append(f"r{i}")
+    if perm:
+        nodes.append(helper.make_node("Transpose", [names[-1]], ["t"], perm=list(perm)))
+        names[-1] = "t"
+    nodes.append(helper.make_node("Einsum", names, ["y"], equation=eq))
+    report = verify(_onnx_model(tmp_path, nodes, [(f"x{i}", s) for i, s in enumerate(shapes)]), samples=2)
+    assert report["ok"], report["outputs"]
+
+
+@pytest.mark.parametrize("eq,shapes", [("ii->i", [(3, 3)]), ("...ii ->...i", [(3, 5, 5)]),
+                                       ("ij,jk,kl->il", [(2, 3), (3, 4), (4, 5)])])
+def test_onnx_einsum_outside_the_supported_forms_is_refused_in_one_line(tmp_path, eq, shapes):
+    from onnx import helper
+    from tinyc.errors import TinycError
+    from tinyc.frontends import load_model
+    path = _onnx_model(tmp_path, [helper.make_node("Einsum", [f"x{i}" for i in range(len(shapes))], ["y"],
+                                                   equation=eq, name="ein")],
+                       [(f"x{i}", s) for i, s in enumerate(shapes)])
+    with pytest.raises(TinycError, match="Einsum 'ein': equation") as e:
+        load_model(path)
+    assert "\n" not in str(e.value)
+
+
+GEMMS = [dict(), dict(transA=1), dict(transB=1), dict(transA=1, transB=1, alpha=0.5, beta=2.0)]
+
+
+@pytest.mark.parametrize("attrs", GEMMS)
+@pytest.mark.parametrize("c_shape,c_computed", [(None, False), ((), False), ((5,), False), ((3, 1), False),
+                                                ((3, 5), True), ((1, 5), True)])
+def test_onnx_gemm_of_computed_operands(tmp_path, attrs, c_shape, c_computed):
+    """Gemm whose B (and C) are computed: A [3, 4] @ B [4, 5] stored transposed where transA / transB say."""
+    from onnx import helper, numpy_helper
+    a_shape = (4, 3) if attrs.get("transA") else (3, 4)
+    b_shape = (5, 4) if attrs.get("transB") else (4, 5)
+    inputs = [("a", a_shape), ("b", b_shape)]
+    nodes = [helper.make_node("Relu", ["a"], ["ra"]), helper.make_node("Tanh", ["b"], ["rb"])]
+    ins = ["ra", "rb"]
+    inits = []
+    if c_shape is not None and c_computed:
+        inputs.append(("c", c_shape))
+        nodes.append(helper.make_node("Neg", ["c"], ["rc"]))
+        ins.append("rc")
+    elif c_shape is not None:
+        inits.append(numpy_helper.from_array(RNG.standard_normal(c_shape).astype(np.float32), "c"))
+        ins.append("c")
+    nodes.append(helper.make_node("Gemm", ins, ["y"], **attrs))
+    path = _onnx_model(tmp_path, nodes, inputs)
+    if inits:
+        import onnx
+        m = onnx.load(path)
+        m.graph.initializer.extend(inits)
+        onnx.save(m, path)
+    report = verify(path, samples=2)
+    assert report["ok"], report["outputs"]

@@ -1,7 +1,7 @@
 """Reductions (tinyc/ops/reduce.py, arg_min_max.py; LogSoftmax and Hardmax in softmax.py): the C against the
 interpreter under ASan + UBSan on every kind, axis set and keepdims; the ONNX, TFLite and Keras rules against
-onnxruntime, TFLite and Keras; int8 bit-exact with TFLite's reference kernels (SUM: with TFLite Micro, see
-docs/int8-numerics.md 4.20)."""
+onnxruntime, TFLite and Keras; int8 (REDUCE_MAX, REDUCE_MIN, REDUCE_PROD, LOG_SOFTMAX) bit-exact with TFLite's
+reference kernels (SUM: with TFLite Micro, see docs/int8-numerics.md 4.20)."""
 import importlib.util
 import subprocess
 
@@ -206,7 +206,7 @@ def test_tflite_float_reductions(tmp_path, case):
 
 
 @pytest.mark.skipif(not HAS_TF, reason="needs tensorflow")
-@pytest.mark.parametrize("case", ["max", "min", "prod"])
+@pytest.mark.parametrize("case", ["max", "min", "prod", "log_softmax"])
 def test_tflite_int8_reductions_bit_exact(tmp_path, case):
     path = _tflite(_tf_cases()[case], (1, 3, 4, 5), tmp_path / f"{case}.tflite", int8=True)
     report = verify(path, samples=20, seed=7, per_layer=True)
@@ -236,12 +236,6 @@ def test_tflite_int8_sum_bit_exact_with_tflite_micro(tmp_path):
         tflm.invoke()
         np.testing.assert_array_equal(np.fromfile(tmp_path / "o.bin", np.int8), tflm.get_output(0).ravel())
 
-
-@pytest.mark.skipif(not HAS_TF, reason="needs tensorflow")
-def test_tflite_int8_log_softmax_is_refused_in_one_line(tmp_path):
-    path = _tflite(_tf_cases()["log_softmax"], (1, 3, 4, 5), tmp_path / "lsm.tflite", int8=True)
-    with pytest.raises(TinycError, match="no int8 C kernel for op 'LogSoftmax'"):
-        compile_model(path)
 
 
 # -- Keras -------------------------------------------------------------------------------------------------------

@@ -301,9 +301,73 @@ def _broadcasts_to(shape, out_shape) -> bool:
         return False
 
 
+def _matrix_operand(imp, name: str, ir_base: str, transposed: bool) -> tuple[str, bool]:
+    """(IR tensor, transposed?) of a 2-D Gemm operand: a computed value stored transposed (a relabel by Transpose)
+    flips the flag instead of being copied; a constant is added as float32."""
+    if name not in imp.values:
+        return imp.g.add_const(imp.g.unique_name(ir_base), np.asarray(imp.consts[name], np.float32)), transposed
+    lay = imp.layout(name)
+    if lay.flat is None and lay.perm == (1, 0):
+        return imp.get(name), not transposed
+    return imp.get(name, plain(2)), transposed
+
+
+def _gemm_computed(imp, node, a):
+    """Gemm with a computed B or C: MatMul (transA / transB read in place), then alpha * (...) and + beta * C as
+    elementwise Mul and Add (C of any shape that broadcasts to [M, N], computed or constant)."""
+    y = node.output[0]
+    ta, tb = bool(a.get("transA", 0)), bool(a.get("transB", 0))
+    sa, sb = imp.logical_shape(node.input[0]), imp.logical_shape(node.input[1])
+    if len(sa) != 2 or len(sb) != 2 or (sa[0] if ta else sa[1]) != (sb[1] if tb else sb[0]):
+        raise TinycError(f"Gemm '{_name(node)}': A {list(sa)} (transA={int(ta)}) and B {list(sb)} (transB={int(tb)}) "
+                         "do not multiply; the model is invalid")
+    for n in node.input[:3]:
+        if n and imp.dtypes.get(n, "float32") != "float32":
+            raise TinycError(f"Gemm '{_name(node)}' of computed {imp.dtypes[n]} operands; tinyc's MatMul of computed "
+                             "tensors is float32 (or int8 from TFLite)")
+    (src_a, ta), (src_b, tb) = (_matrix_operand(imp, n, f"{y}_{w}", t)
+                                for n, w, t in ((node.input[0], "a", ta), (node.input[1], "b", tb)))
+    shape = (sa[1] if a.get("transA", 0) else sa[0], sb[0] if a.get("transB", 0) else sb[1])
+    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+    has_c = len(node.input) > 2 and bool(node.input[2])
+    if has_c and not _broadcasts_to(imp.logical_shape(node.input[2]), shape):
+        raise TinycError(f"Gemm '{_name(node)}': C of shape {list(imp.logical_shape(node.input[2]))} does not "
+                         f"broadcast to the output's {list(shape)}; the model is invalid")
+    steps = (["alpha"] if alpha != 1 else []) + (["c"] if has_c else [])
+    product = _fresh(imp, f"{y}_matmul") if steps else y
+    imp.shapes[product] = shape
+    out = imp.define(product, plain(2), source=not steps)
+    imp.g.add_node("MatMul", [src_a, src_b], [out], name=_name(node) if not steps else out, transpose_a=ta,
+                   transpose_b=tb)
+    acc = product
+    if alpha != 1:
+        scale = _fresh(imp, f"{y}_alpha")
+        imp.consts[scale] = np.asarray(alpha, np.float32)
+        target = _fresh(imp, f"{y}_scaled") if has_c else y
+        imp.shapes[target] = shape
+        _binary_node(imp, "Mul", acc, scale, target, _name(node) if not has_c else target, source=not has_c)
+        acc = target
+    if has_c:
+        c = node.input[2]
+        if beta != 1 and c in imp.consts:
+            c2 = _fresh(imp, f"{y}_c")
+            imp.consts[c2] = np.asarray(imp.consts[c], np.float32) * np.float32(beta)
+            c = c2
+        elif beta != 1:
+            factor, c2 = _fresh(imp, f"{y}_beta"), _fresh(imp, f"{y}_c")
+            imp.consts[factor] = np.asarray(beta, np.float32)
+            imp.shapes[c2] = imp.logical_shape(c)
+            _binary_node(imp, "Mul", c, factor, c2, c2, source=False)
+            c = c2
+        _binary_node(imp, "Add", acc, c, y, _name(node))
+
+
 def gemm(imp, node):
     a = _attrs(node)
     what = f"Gemm '{_name(node)}'"
+    if node.input[1] in imp.values or (len(node.input) > 2 and node.input[2] in imp.values):
+        _gemm_computed(imp, node, a)
+        return
     b = np.asarray(imp.const(node.input[1], f"{what} weights"), np.float32)
     trans_b = a.get("transB", 0)
     n_out = b.shape[0] if trans_b else b.shape[1]
@@ -365,6 +429,136 @@ def _matmul_computed(imp, node):
     imp.g.add_tensor(full, y_shape, imp.g.tensors[out].dtype)
     imp.g.add_node("MatMul", names, [full], name=_name(node))
     imp.g.add_node("Reshape", [full], [out], name=out)
+
+
+def _einsum_terms(imp, node) -> tuple[list, str]:
+    """Einsum's operand subscripts and output subscript, spaces dropped, each '...' spelled out as letters of its
+    own (numbered from the right, so broadcast ellipses line up) and an implicit output made explicit (the
+    letters used once, in alphabetical order, after the ellipsis)."""
+    eq = _attrs(node).get("equation", "").replace(" ", "")
+    lhs, arrow, out = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len([n for n in node.input if n]) or not all(c.isalpha() or c in ",.->" for c in eq):
+        raise TinycError(f"Einsum '{_name(node)}': equation '{eq}' does not match its {len(node.input)} operand(s)")
+    spelled, ell = [], 0
+    for t, n in zip(terms, node.input):
+        if "..." in t:
+            k = len(imp.logical_shape(n)) - len(t.replace("...", ""))
+            ell = max(ell, k)
+            t = t.replace("...", "".join(chr(0x3b1 + i) for i in reversed(range(k))))     # α, β, ... from the right
+        spelled.append(t)
+    dots = "".join(chr(0x3b1 + i) for i in reversed(range(ell)))
+    if arrow:
+        out = out.replace("...", dots)
+    else:
+        once = [c for c in sorted(set("".join(terms))) if c.isalpha() and "".join(terms).count(c) == 1]
+        out = dots + "".join(once)
+    return spelled, out
+
+
+def _einsum_operand(imp, name: str, letters: str, order: str, summed: str, ir_base: str) -> str:
+    """The IR tensor of an Einsum operand stored with its axes in `order` + `summed`, the `summed` ones added up
+    (a relabel where the stored order already fits, else one copy; constants are arranged at compile time)."""
+    full = order + summed
+    if name not in imp.values:
+        arr = np.asarray(imp.consts[name], np.float32).transpose([letters.index(c) for c in full])
+        if summed:
+            arr = arr.sum(axis=tuple(range(len(order), len(full))), dtype=np.float32)
+        return imp.g.add_const(imp.g.unique_name(ir_base), arr)
+    src = imp.get(name, Layout(tuple(full.index(c) for c in letters)))
+    if not summed:
+        return src
+    out = imp.g.unique_name(f"{ir_base}_sum")
+    imp.g.add_tensor(out, imp.g.tensors[src].shape[:len(order)])
+    imp.g.add_node("Reduce", [src], [out], name=out, kind="sum", axes=tuple(range(len(order), len(full))),
+                   keepdims=False)
+    return out
+
+
+def _reshaped(imp, src: str, shape, base: str) -> str:
+    shape = tuple(int(d) for d in shape)
+    if tuple(imp.g.tensors[src].shape) == shape:
+        return src
+    out = imp.g.unique_name(base)
+    imp.g.add_tensor(out, shape, imp.g.tensors[src].dtype)
+    imp.g.add_node("Reshape", [src], [out], name=out)
+    return out
+
+
+def _stored_order(imp, name: str, letters: str) -> str | None:
+    """The letters of a computed value in the order its axes are stored (None for a constant or a flat value)."""
+    if name not in imp.values or imp.layout(name).flat is not None:
+        return None
+    stored = [""] * len(letters)
+    for i, p in enumerate(imp.layout(name).perm):
+        stored[p] = letters[i]
+    return "".join(stored)
+
+
+def einsum(imp, node):
+    """Einsum of one operand (a permutation, with sums over the letters the output drops) or two (a batched
+    matrix product: letters of both operands and the output are batch axes, of both operands only contracted,
+    of one operand and the output its rows or columns; letters of one operand only are summed first), as
+    Transpose / Reduce / Reshape around one MatMul. Repeated letters in an operand (diagonals) and more than two
+    operands are refused."""
+    what = f"Einsum '{_name(node)}'"
+    terms, out = _einsum_terms(imp, node)
+    eq = _attrs(node).get("equation", "")
+    names = [n for n in node.input if n]
+    for n in names:
+        if imp.dtypes.get(n, "float32") != "float32":
+            raise TinycError(f"{what} ('{eq}') of {imp.dtypes[n]} tensors; tinyc computes Einsum in float32 only")
+    if len(names) > 2 or any(len(set(t)) != len(t) for t in terms + [out]) or not set(out) <= set("".join(terms)):
+        raise TinycError(f"{what}: equation '{eq}' is not supported; tinyc takes one or two operands, each letter "
+                         "at most once per operand (no diagonals), e.g. 'bij,bjk->bik', 'bhqd,bhkd->bhqk', 'ij->ji'")
+    sizes: dict = {}
+    for t, n in zip(terms, names):
+        shape = imp.logical_shape(n)
+        if len(shape) != len(t):
+            raise TinycError(f"{what}: subscripts '{t}' do not fit operand '{n}' of shape {list(shape)}")
+        for c, d in zip(t, shape):
+            if sizes.get(c, d) != d and 1 not in (sizes[c], d):
+                raise TinycError(f"{what}: letter '{c}' has sizes {sizes[c]} and {d}")
+            sizes[c] = max(sizes.get(c, d), d)
+    y = node.output[0]
+    if len(names) == 1:
+        (t,), src = terms, names[0]
+        summed = "".join(c for c in t if c not in out)
+        if summed or src not in imp.values:
+            imp.values[y] = (_einsum_operand(imp, src, t, out, summed, f"{y}_in"), plain(len(out)))
+            return
+        lay = imp.layout(src) if imp.layout(src).flat is None else plain(len(t))      # a permutation: a relabel
+        imp.values[y] = (imp.get(src, lay), Layout(tuple(lay.perm[t.index(c)] for c in out)))
+        return
+    (ta, tb), (a, b) = terms, names
+    batch = "".join(c for c in out if c in ta and c in tb)
+    rows = "".join(c for c in out if c in ta and c not in tb)
+    cols = "".join(c for c in out if c in tb and c not in ta)
+    stored_a = _stored_order(imp, a, ta) or ta
+    inner = "".join(c for c in stored_a if c in tb and c not in out)
+    for t, other in ((ta, tb), (tb, ta)):
+        for c in t:
+            if c in other and c not in out and sizes[c] != imp.logical_shape(names[terms.index(t)])[t.index(c)]:
+                raise TinycError(f"{what}: contracted letter '{c}' is broadcast; tinyc contracts equal sizes only")
+    sum_a = "".join(c for c in ta if c not in out and c not in tb)
+    sum_b = "".join(c for c in tb if c not in out and c not in ta)
+    # a stored [batch, inner, rows] operand is read transposed instead of copied; b is read as [batch, cols, inner]
+    # (rows of the dot products, as Dense weights) unless it is stored [batch, inner, cols] already
+    trans_a = _stored_order(imp, a, ta) == batch + inner + rows + sum_a and bool(rows) and bool(inner)
+    trans_b = _stored_order(imp, b, tb) != batch + inner + cols + sum_b and bool(cols) and bool(inner)
+    ia = _einsum_operand(imp, a, ta, batch + (inner + rows if trans_a else rows + inner), sum_a, f"{y}_a")
+    ib = _einsum_operand(imp, b, tb, batch + (cols + inner if trans_b else inner + cols), sum_b, f"{y}_b")
+    m, k, n = (int(np.prod([sizes[c] for c in g])) for g in (rows, inner, cols))
+    shape_a = [imp.g.tensors[ia].shape[i] for i in range(len(batch))]
+    shape_b = [imp.g.tensors[ib].shape[i] for i in range(len(batch))]
+    ia = _reshaped(imp, ia, shape_a + ([k, m] if trans_a else [m, k]), f"{y}_a2")
+    ib = _reshaped(imp, ib, shape_b + ([n, k] if trans_b else [k, n]), f"{y}_b2")
+    prod = imp.g.unique_name(f"{y}_product")
+    imp.g.add_tensor(prod, [sizes[c] for c in batch] + [m, n])
+    imp.g.add_node("MatMul", [ia, ib], [prod], name=_name(node), transpose_a=trans_a, transpose_b=trans_b)
+    order = batch + rows + cols
+    res = _reshaped(imp, prod, [sizes[c] for c in order], f"{y}_full")
+    imp.values[y] = (res, Layout(tuple(order.index(c) for c in out)))
 
 
 def matmul(imp, node):
@@ -1552,4 +1746,5 @@ ONNX_OPS = {
     "LayerNormalization": layer_norm(True), "RMSNormalization": layer_norm(False),
     "InstanceNormalization": instance_norm, "GroupNormalization": group_norm, "LpNormalization": lp_norm,
     "Resize": resize, "Upsample": resize,
+    "Einsum": einsum,
 }

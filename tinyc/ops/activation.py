@@ -16,11 +16,14 @@ from .int8_common import elementwise, in_quant, out_quant
 from .opdef import FLOAT, INTEGERS, OpDef
 
 # Activation functions with an int8 kernel (TFLite: RELU, RELU6, RELU_N1_TO_1, LEAKY_RELU, HARD_SWISH,
-# LOGISTIC, TANH, ABS, SQRT, RSQRT, EXP, LOG, GELU); only the clamps among them fuse into an int8 producer.
-# The last ones are tables of their 256 outputs, computed as TFLite's kernel computes each.
-TABLE_FUNCTIONS = ("sigmoid", "tanh", "abs", "sqrt", "rsqrt", *qp.LUT_FUNCTIONS)
+# LOGISTIC, TANH, ABS, SQRT, RSQRT, EXP, LOG, GELU, ELU, NEG); only the clamps among them fuse into an int8
+# producer. The last ones are tables of their 256 outputs, computed as TFLite's kernel computes each.
+TABLE_FUNCTIONS = ("sigmoid", "tanh", "abs", "sqrt", "rsqrt", "neg", *qp.LUT_FUNCTIONS)
 INT8_FUNCTIONS = ("relu", "clip", "leaky_relu", "hard_swish", *TABLE_FUNCTIONS)
 INT8_FUSABLE = ("relu", "clip")
+# What tinyc's own quantizer does not make: NEG's kernel needs the negated input's parameters, which a calibrated
+# range never gives; BUILTIN_REF has no ELU to check tinyc's quantized model against.
+NOT_QUANTIZED = ("neg", "elu")
 # Output parameters TFLite fixes (its kernels require them).
 FIXED_QUANT = {"sigmoid": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
 
@@ -115,11 +118,30 @@ def int8_prepare(k) -> ActivationParams:
         return ActivationParams(fn, zi, zo, hard_swish=m)
     if fn in ("sigmoid", "tanh"):
         return ActivationParams(fn, zi, zo, table=tuple(qp.activation_table(fn, iq, oq)))
+    if fn == "neg":
+        return ActivationParams(fn, zi, zo, table=tuple(_negated_bytes(k, iq, oq)))
+    if fn == "elu" and float(a.get("alpha", 1.0)) != 1.0:
+        raise TinycError(f"node '{k.node.name}': int8 ELU with alpha {a['alpha']:g}; TFLite's ELU (alpha 1) is the "
+                         "only int8 one; keep this ELU in float32")
     if fn in TABLE_FUNCTIONS:
-        table = {"abs": qp.abs_table, "sqrt": qp.sqrt_table, "rsqrt": qp.rsqrt_table}.get(
-            fn, lambda i, o: qp.lut_table(fn, i, o))(iq, oq)
+        try:
+            table = {"abs": qp.abs_table, "sqrt": qp.sqrt_table, "rsqrt": qp.rsqrt_table}.get(
+                fn, lambda i, o: qp.lut_table(fn, i, o))(iq, oq)
+        except TinycError as e:
+            raise TinycError(f"node '{k.node.name}': {e}") from None
         return ActivationParams(fn, zi, zo, table=tuple(table))
     raise TinycError(f"node '{k.node.name}': activation '{fn}' has no int8 kernel; run `tinyc ops`")
+
+
+def _negated_bytes(k, iq, oq) -> list:
+    """NEG (docs/int8-numerics.md 4.32): TFLite negates the stored integers (-128 stays -128), which is -x only
+    when the output has the input's scale and the negated zero point."""
+    if qp.scale_of(iq) != qp.scale_of(oq) or qp.zero_point_of(oq) != -qp.zero_point_of(iq):
+        raise TinycError(f"node '{k.node.name}': int8 NEG with output scale {qp.scale_of(oq):g} and zero point "
+                         f"{qp.zero_point_of(oq)} for input {qp.scale_of(iq):g}, {qp.zero_point_of(iq)}; TFLite "
+                         "negates the stored integers, which means -x only with the input's scale and the negated "
+                         "zero point")
+    return [-128 if v == -128 else -v for v in range(-128, 128)]
 
 
 def int8_kernel(k):

@@ -361,6 +361,59 @@ def max_min_kernel(k):
 
 
 @dataclass(frozen=True)
+class DivParams:
+    """TFLite's DIV (docs/int8-numerics.md 4.31): the divisor's reciprocal in fixed point, the dividend normalised
+    by its leading sign bits, one multiplier s1 / (s2 * s_out) and a right shift that depends on both."""
+    in_zps: tuple
+    mult: int
+    shift: int
+    out_zp: int
+    lo: int
+    hi: int
+
+
+# DIV's final right shift is h + rs - shift: h the dividend's redundant sign bits (31 for a dividend of 0, 23
+# for one of 128, both always reachable), rs = floor(log2 |divisor|) (7 for 128, reachable whatever the zero
+# point). gemmlowp's RoundingDivideByPOT is undefined outside [0, 31]: TFLite's x86 build then gives anything from
+# z_out + 1 to a saturated extreme where the quotient rounds to 0. So the multiplier's shift must lie in [7, 23].
+DIV_SHIFTS = (7, 23)
+
+
+def div_prepare(k) -> DivParams:
+    q1, q2, qo = in_quant(k, 0), in_quant(k, 1), out_quant(k)
+    s1, s2, so = (np.float32(qp.scale_of(q)) for q in (q1, q2, qo))
+    real = float(np.float32(s1 / np.float32(s2 * so)))
+    mult, shift = qp.multiplier(real)
+    if not DIV_SHIFTS[0] <= shift <= DIV_SHIFTS[1]:
+        finest, coarsest = (float(s1) / (float(s2) * 2.0 ** e) for e in (DIV_SHIFTS[1], DIV_SHIFTS[0] - 1))
+        raise TinycError(f"node '{k.node.name}': int8 DIV with scales {float(s1):g} / {float(s2):g} -> {float(so):g} "
+                         "makes TFLite's kernel shift by a count outside 0..31, which is undefined (its result depends "
+                         f"on the CPU); an output scale between about {finest:.3g} and {coarsest:.3g} avoids it, or "
+                         "keep this DIV in float32")
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), qo)
+    return DivParams((qp.zero_point_of(q1), qp.zero_point_of(q2)), mult, shift, qp.zero_point_of(qo), lo, hi)
+
+
+def div_kernel(k):
+    p = k.params
+    z1, z2 = p.in_zps
+    # a / b: b's reciprocal (GetReciprocal: Q0.31 and 31 - clz(b) bits over unit, here 12 + 19), a shifted left
+    # by its redundant sign bits h, two high multiplies, one rounding right shift; b == z2 (TFLite: undefined)
+    # saturates toward a's sign
+    body = ("{{ int32_t a = (int32_t)%s[{o1}] - (%d); int32_t b = (int32_t)%s[{o2}] - (%d);\n"
+            "  if (b == 0) {{ y[{o0}] = (int8_t)(a >= 0 ? %d : %d); }} else {{\n"
+            "    if (b < 0) {{ a = -a; b = -b; }}\n"
+            "    int bits; const int32_t inverse = tinyc_reciprocal_q12(b, &bits);\n"
+            "    uint32_t rest = (uint32_t)(a < 0 ? ~a : a); int h = 31; while (rest != 0u) {{ rest >>= 1; --h; }}\n"
+            "    const int32_t u = tinyc_srdhm((int32_t)((uint32_t)a << h), inverse);\n"
+            "    y[{o0}] = tinyc_sat8(tinyc_rdbpot(tinyc_srdhm(u, %d), h + bits + 19 - (%d)) + (%d), %d, %d); }} }}"
+            % (k.expr(0), z1, k.expr(1), z2, p.hi, p.lo, p.mult, p.shift, p.out_zp, p.lo, p.hi))
+    out, strides = _loop_operands(k)
+    return "elementwise.c.j2", dict(comment=f"int8 Div {k.in_shape(0)} / {k.in_shape(1)} -> {out}",
+                                    loops=strided_loops(out, strides, body)), 0
+
+
+@dataclass(frozen=True)
 class PReluParams:
     """TFLite's PRELU: x - z_in >= 0 rescaled by s_in / s_out, else (x - z_in) * (alpha - z_alpha) rescaled by
     s_in * s_alpha / s_out; both factors computed in float32 (activations.cc PreluPrepare)."""
@@ -449,7 +502,7 @@ DEFINITIONS = (
     OpDef("Mul", SIGNATURE, evaluator("Mul"), check, float_kernel, mul_prepare, mul_kernel, int8_fast_misc.mul,
           memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary",
           plain_dtypes=INTEGER_DTYPES),
-    OpDef("Div", SIGNATURE, evaluator("Div"), check, float_kernel, None, None, None,
+    OpDef("Div", SIGNATURE, evaluator("Div"), check, float_kernel, div_prepare, div_kernel, None,
           memory="elementwise", quantize=None, fuses_activation=True, plain_dtypes=INTEGER_DTYPES),
     OpDef("Pow", "base, exponent (float32 or integer) with numpy broadcasting -> the base's type  [activation]",
           evaluator("Pow"), pow_check, float_kernel, None, None, None, memory="elementwise", quantize=None,

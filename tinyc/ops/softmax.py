@@ -1,4 +1,5 @@
-"""Softmax, LogSoftmax and Hardmax over one axis (any axis in float32; int8 on the last axis, as TFLite)."""
+"""Softmax, LogSoftmax and Hardmax over one axis (any axis in float32; int8 Softmax and LogSoftmax on the last
+axis, as TFLite)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -79,11 +80,58 @@ def int8_kernel(k):
     return "softmax.c.j2", dict(rows=k.out_size // n, n=n, mult=p.mult, shift=p.shift, diff_min=p.diff_min), 0
 
 
+@dataclass(frozen=True)
+class LogSoftmaxParams:
+    mult: int           # the input differences to Q5.26, as SOFTMAX
+    shift: int
+    rev_mult: int       # back from Q5.26 to input LSBs: the lowest difference whose output fits
+    rev_shift: int
+    diff_min: int
+
+
+LOG_SOFTMAX_QUANT = (16.0 / 256, 127)
+LOG_SOFTMAX_MAX_ROW = 4095      # TFLite's Q12.19 sum of exponentials overflows past 4095 terms of up to 1.0
+
+
+def log_softmax_prepare(k) -> LogSoftmaxParams:
+    """TFLite's LogSoftmaxPrepare<kReference> (docs/int8-numerics.md 4.23): PreprocessLogSoftmaxScalingExp."""
+    shape, axis = k.out_shape, k.node.attrs["axis"]
+    if axis != len(shape) - 1:
+        raise TinycError(f"node '{k.node.name}': int8 log-softmax works on the last axis only (as TFLite's)")
+    if shape[-1] > LOG_SOFTMAX_MAX_ROW:
+        raise TinycError(f"node '{k.node.name}': int8 log-softmax over {shape[-1]} values; TFLite's fixed-point sum "
+                         f"overflows past {LOG_SOFTMAX_MAX_ROW}, keep this log-softmax in float32")
+    oq = out_quant(k)
+    if (qp.scale_of(oq), qp.zero_point_of(oq)) != LOG_SOFTMAX_QUANT:
+        raise TinycError(f"node '{k.node.name}': int8 log-softmax output must have scale 16/256 and zero point 127 "
+                         "(TFLite requires it)")
+    s_in = qp.scale_of(in_quant(k))
+    real = s_in * float(1 << 26)
+    if not 1.0 < real < float(1 << 29):     # (shifts of 30 and 31, from scale 8 up, are not modelled)
+        raise TinycError(f"node '{k.node.name}': int8 log-softmax input scale {s_in:g} is outside (2^-26, 8), "
+                         "where TFLite's log-softmax does not run or tinyc does not follow it; recalibrate the model")
+    mult, shift = qp.multiplier(real)
+    reverse = float(1 << (31 - shift)) / float(mult)
+    if not reverse < 1.0:       # TFLite's QuantizeMultiplierSmallerThanOneExp aborts
+        raise TinycError(f"node '{k.node.name}': int8 log-softmax input scale {s_in:g} is too close to 2^-26 for "
+                         "TFLite's log-softmax; recalibrate the model on real data")
+    rev_mult, rev_shift = qp.multiplier(reverse)
+    diff_min = -int(np.floor(((1 << 5) - 1) * float(1 << 26) / float(1 << shift)))
+    return LogSoftmaxParams(mult, shift, rev_mult, rev_shift, diff_min)
+
+
+def log_softmax_kernel(k):
+    p, n = k.params, k.out_shape[-1]
+    return "log_softmax.c.j2", dict(rows=k.out_size // n, n=n, mult=p.mult, shift=p.shift, rev_mult=p.rev_mult,
+                                    rev_shift=p.rev_shift, diff_min=p.diff_min), 0
+
+
 DEFINITIONS = (
     OpDef("Softmax", "x  [axis, beta?]", evaluate, None, float_kernel, int8_prepare, int8_kernel, None,
           memory=None, quantize="fixed", fixed_quant=(1.0 / 256, -128)),
     OpDef("LogSoftmax", "x  [axis]", lambda a, ins: log_softmax(ins[0].astype(np.float64), a["axis"]), check,
-          lambda k: ("log_softmax.c.j2", _axis_loops(k), 0), None, None, None, memory=None, quantize=None),
+          lambda k: ("log_softmax.c.j2", _axis_loops(k), 0), log_softmax_prepare, log_softmax_kernel, None,
+          memory=None, quantize=None),
     OpDef("Hardmax", "x  [axis]", lambda a, ins: hardmax(ins[0], a["axis"]), check,
           lambda k: ("hardmax.c.j2", _axis_loops(k), 0), None, None, None, memory=None, quantize=None),
 )

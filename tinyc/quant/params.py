@@ -144,6 +144,9 @@ def _lut_transform(fn: str, out_q):
     if fn == "gelu":    # 0.5 * x * erfc(-x / sqrt(2)), written with erfc for large negative x
         erfcf, c = _libm_float("erfcf"), f32(-0.70710678118654752440)
         return lambda v: f32(f32(f32(0.5) * v) * erfcf(f32(v * c)))
+    if fn == "elu":     # TFLite Micro's table (docs/int8-numerics.md 4.33): expf(x) - 1, not expm1f
+        expf = _libm_float("expf")
+        return lambda v: f32(expf(v) - f32(1)) if v < 0 else v
     if fn == "gelu_tanh":
         tanhf, k = _libm_float("tanhf"), f32(1.12837916709551257390 * 0.70710678118654752440)
         return lambda v: f32(f32(f32(0.5) * v) * f32(f32(1) + tanhf(
@@ -151,12 +154,13 @@ def _lut_transform(fn: str, out_q):
     raise ValueError(fn)
 
 
-LUT_FUNCTIONS = ("exp", "log", "gelu", "gelu_tanh")
+LUT_FUNCTIONS = ("exp", "log", "gelu", "gelu_tanh", "elu")
 
 
 def lut_table(fn: str, in_q, out_q) -> list[int]:
     """lut[v + 128] as TFLite's LUTPopulate<int8_t> builds it for EXP, LOG and GELU (docs/int8-numerics.md
-    4.28): the same float32 steps as LOGISTIC's table (4.10) with the op's transform."""
+    4.28) and TFLite Micro's for ELU (4.33): the same float32 steps as LOGISTIC's table (4.10) with the op's
+    transform."""
     f32 = np.float32
     s_in, z_in = f32(scale_of(in_q)), zero_point_of(in_q)
     inv, z_out = f32(f32(1.0) / f32(scale_of(out_q))), zero_point_of(out_q)
@@ -164,8 +168,12 @@ def lut_table(fn: str, in_q, out_q) -> list[int]:
     table = []
     for v in range(-128, 128):
         t = transform(f32(s_in * f32(v - z_in)))
-        r = f32(tflite_round(float(f32(t * inv))))
-        table.append(min(QMAX, max(QMIN, int(f32(r + f32(z_out))))))
+        scaled = float(f32(t * inv))
+        q = float(f32(f32(tflite_round(scaled)) + f32(z_out))) if abs(scaled) < 2.0 ** 32 else math.inf
+        if not -2.0 ** 31 <= q < 2.0 ** 31:     # C++'s float -> int32 conversion is undefined there
+            raise TinycError(f"int8 {fn} table: input {v} gives {scaled:g} output steps, beyond int32, where TFLite's "
+                             "table is undefined (its x86 build stores -128); the output scale is far too fine")
+        table.append(min(QMAX, max(QMIN, int(q))))
     return table
 
 

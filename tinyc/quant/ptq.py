@@ -22,13 +22,13 @@ from ..disjoint_sets import DisjointSets
 from ..errors import TinycError
 from ..ir import Graph, Node, Quant
 from ..ops import REGISTRY, names_where
-from ..ops.activation import FIXED_QUANT, INT8_FUNCTIONS, INT8_FUSABLE
+from ..ops.activation import FIXED_QUANT, INT8_FUNCTIONS, INT8_FUSABLE, NOT_QUANTIZED
 from .calibrate import collect_ranges
 from .params import QMAX, QMIN
 
 # The ops' quantization policies (OpDef.quantize, tinyc/ops/opdef.py).
 CLAMPS = INT8_FUSABLE
-INT8_ACTIVATIONS = INT8_FUNCTIONS
+INT8_ACTIVATIONS = tuple(f for f in INT8_FUNCTIONS if f not in NOT_QUANTIZED)
 SHARED = names_where(quantize="shared")
 QUANTIZABLE = tuple(n for n, d in REGISTRY.items() if d.quantize is not None)
 FIXED = {**{n: d.fixed_quant for n, d in REGISTRY.items() if d.quantize == "fixed"}, **FIXED_QUANT}
@@ -40,8 +40,8 @@ def _check(g: Graph) -> None:
             raise TinycError(f"cannot quantize node '{n.name}': tinyc's quantizer does not quantize op {n.op} (it "
                              f"quantizes {', '.join(QUANTIZABLE)}); quantize with TFLiteConverter instead")
         if n.op == "Activation" and n.attrs["fn"] not in INT8_ACTIVATIONS:
-            raise TinycError(f"cannot quantize node '{n.name}': activation '{n.attrs['fn']}' has no int8 kernel "
-                             f"(int8 activations: {', '.join(INT8_ACTIVATIONS)})")
+            raise TinycError(f"cannot quantize node '{n.name}': tinyc's quantizer makes no int8 activation "
+                             f"'{n.attrs['fn']}' (it makes {', '.join(INT8_ACTIVATIONS)})")
         act = n.attrs.get("activation")
         if n.op != "Activation" and act is not None and act["fn"] not in INT8_ACTIVATIONS:
             raise TinycError(f"cannot quantize node '{n.name}': fused activation '{act['fn']}' has no int8 kernel")

@@ -31,8 +31,8 @@ LAST_CLASSIC_CODE = 127         # deprecated_builtin_code is an int8: larger cod
 CLAMPS = {("relu",): "RELU", ("clip", 0.0, 6.0): "RELU6", ("clip", -1.0, 1.0): "RELU_N1_TO_1",
           ("clip", 0.0, 1.0): "RELU_0_TO_1"}
 FUSABLE_CLAMPS = ("RELU", "RELU6", "RELU_N1_TO_1")
-PLAIN_ACTIVATIONS = {"sigmoid": "LOGISTIC", "tanh": "TANH", "hard_swish": "HARD_SWISH", "abs": "ABS", "sqrt": "SQRT", "rsqrt": "RSQRT",
-                     "exp": "EXP", "log": "LOG"}
+PLAIN_ACTIVATIONS = {"sigmoid": "LOGISTIC", "tanh": "TANH", "hard_swish": "HARD_SWISH", "abs": "ABS", "sqrt": "SQRT",
+                     "rsqrt": "RSQRT", "exp": "EXP", "log": "LOG", "neg": "NEG"}
 
 
 def _schema():
@@ -245,6 +245,11 @@ def _activation(w: _Writer, node: Node) -> None:
     if act.get("fn") == "leaky_relu":
         w.op("LEAKY_RELU", _inputs(w, node), node, w.options("LeakyReluOptions", alpha=float(act["alpha"])))
         return
+    if act.get("fn") == "elu":
+        if float(act.get("alpha", 1.0)) != 1.0:
+            raise TinycError(f"node '{node.name}': ELU with alpha {act['alpha']:g}; TFLite's ELU has alpha 1")
+        w.op("ELU", _inputs(w, node), node)
+        return
     if act.get("fn") in ("gelu", "gelu_tanh"):
         w.op("GELU", _inputs(w, node), node, w.options("GeluOptions", approximate=act["fn"] == "gelu_tanh"))
         return
@@ -259,6 +264,13 @@ def _softmax(w: _Writer, node: Node) -> None:
     if int(node.attrs.get("axis", -1)) % rank != rank - 1:
         raise TinycError(f"node '{node.name}': TFLite SOFTMAX works on the last axis only")
     w.op("SOFTMAX", _inputs(w, node), node, w.options("SoftmaxOptions", beta=1.0))
+
+
+def _log_softmax(w: _Writer, node: Node) -> None:
+    rank = len(w.g.tensors[node.inputs[0]].shape)
+    if int(node.attrs.get("axis", -1)) % rank != rank - 1:
+        raise TinycError(f"node '{node.name}': TFLite LOG_SOFTMAX works on the last axis only")
+    w.op("LOG_SOFTMAX", _inputs(w, node), node, w.options("LogSoftmaxOptions"))
 
 
 def _pool(builtin: str):
@@ -325,7 +337,7 @@ def _plain(builtin: str):
 
 WRITERS = {
     "Conv2D": _conv, "Dense": _dense, "Add": _binary("ADD"), "Sub": _binary("SUB"), "Mul": _binary("MUL"),
-    "Div": _binary("DIV"), "Activation": _activation, "Softmax": _softmax,
+    "Div": _binary("DIV"), "Activation": _activation, "Softmax": _softmax, "LogSoftmax": _log_softmax,
     "MaxPool2D": _pool("MAX_POOL_2D"), "AvgPool2D": _pool("AVERAGE_POOL_2D"), "Mean": _mean,
     "Reshape": _reshape, "Transpose": _transpose, "Pad": _pad, "Concat": _concat,
     "Quantize": _plain("QUANTIZE"), "Dequantize": _plain("DEQUANTIZE"),
