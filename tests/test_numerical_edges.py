@@ -33,6 +33,14 @@ def test_softmax_whose_logits_span_nothing_is_refused():
     compile_graph(softmax_graph(2e-8), "m")
 
 
+def test_softmax_whose_input_scale_is_16_or_more_is_refused():
+    """Input scale x beta >= 16: TFLite's QuantizeMultiplier gives a shift of 31 (its int `1 << 31` overflows);
+    tinyc's multiplier saturates at 30, so the result would differ: refused in one line."""
+    with pytest.raises(TinycError, match="16 or more"):
+        compile_graph(softmax_graph(16.0), "m")
+    compile_graph(softmax_graph(15.9), "m")
+
+
 # -- int8 layers at the edges, against TFLite's reference kernels ---------------------------------------------
 def _weights(g, name, shape, w_scale, rng):
     o = shape[0]

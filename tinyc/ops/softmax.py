@@ -70,6 +70,10 @@ def int8_prepare(k) -> SoftmaxParams:
         raise TinycError(f"node '{k.node.name}': int8 softmax input scale {qp.scale_of(in_quant(k)):g} x beta "
                          f"{beta:g} is below 2^-26, which TFLite's softmax cannot run (its logits span almost "
                          "nothing); recalibrate the model on real data")
+    if real >= float(1 << 30) - 0.25:    # QuantizeMultiplier's shift would be 31: `1 << 31` overflows in C
+        raise TinycError(f"node '{k.node.name}': int8 softmax input scale {qp.scale_of(in_quant(k)):g} x beta "
+                         f"{beta:g} is 16 or more, beyond what TFLite's softmax arithmetic represents (a shift of "
+                         "31); recalibrate the model so its logits' scale is below 16")
     mult, shift = qp.multiplier(real)
     diff_min = -int(np.floor(((1 << 5) - 1) * float(1 << 26) / float(1 << shift)))
     return SoftmaxParams(mult, shift, diff_min)
