@@ -42,7 +42,10 @@ def every_kernel_graph() -> Graph:
                dilations=(1, 1), pads=(1, 1, 0, 0), groups=1, activation={"fn": "clip", "lo": 0.0, "hi": 6.0})
     g.add_node("Conv2D", ["conv", c("w2", (8, 3, 3, 1))], [t("dw", (1, 3, 4, 8))], strides=(1, 1),
                dilations=(1, 1), pads=(1, 1, 1, 1), groups=4, activation={"fn": "hard_swish"})
-    g.add_node("ScaleShift", ["dw", c("s", (8,)), c("h", (8,))], [t("ss", (1, 3, 4, 8))])
+    g.add_node("ConvTranspose2D", ["conv", c("wt", (8, 2, 3, 2)), c("bt", (8,))], [t("up", (1, 3, 4, 8))],
+               strides=(2, 1), dilations=(1, 2), pads=(1, -1, 2, 5), groups=2, activation={"fn": "relu"})
+    g.add_node("Add", ["dw", "up"], [t("dw_up", (1, 3, 4, 8))], activation=None)
+    g.add_node("ScaleShift", ["dw_up", c("s", (8,)), c("h", (8,))], [t("ss", (1, 3, 4, 8))])
     g.add_node("MaxPool2D", ["ss"], [t("mp", (1, 2, 2, 8))], kernel=(2, 2), strides=(2, 2), pads=(0, 0, 1, 0))
     g.add_node("AvgPool2D", ["ss"], [t("ap", (1, 2, 2, 8))], kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1),
                count_include_pad=False)

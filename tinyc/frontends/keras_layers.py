@@ -163,6 +163,94 @@ def batch_norm(cv, layer, cfg, ins):
     return cv.emit("BatchNorm", [ins[0]] + consts, shape, epsilon=float(cfg["epsilon"]))
 
 
+
+# -- normalizations (tinyc/ops/normalize.py) ------------------------------------------------------------------
+def _keras_axes(layer, axis, rank: int) -> tuple:
+    axes = sorted({int(a) % rank for a in (axis if isinstance(axis, (list, tuple)) else [axis])})
+    if 0 in axes:
+        raise TinycError(f"{type(layer).__name__} '{layer.name}' normalizes over the batch axis; tinyc compiles one "
+                         "sample at a time")
+    return tuple(axes)
+
+
+def _on_axes(value, shape, axes) -> np.ndarray:
+    """A weight over `axes` of `shape` (Keras stores it with the sizes of those axes only) at the input's rank."""
+    return np.asarray(value, np.float32).reshape([d if i in axes else 1 for i, d in enumerate(shape)])
+
+
+def layer_norm(cv, layer, cfg, ins):
+    """LayerNormalization: (x - mean) / sqrt(var + epsilon) * gamma + beta over `axis` (one or several)."""
+    shape = cv.shape(ins[0])
+    axes = _keras_axes(layer, cfg["axis"], len(shape))
+    if cfg.get("rms_scaling"):
+        raise TinycError(f"LayerNormalization '{layer.name}' uses rms_scaling (deprecated in Keras: it scales by the "
+                         "variance, not the root mean square); use keras.layers.RMSNormalization")
+    gamma = cv.numpy(layer.gamma) if layer.gamma is not None else np.ones(1, np.float32)
+    params = [cv.const("gamma", _on_axes(gamma, shape, axes) if layer.gamma is not None
+                       else gamma.reshape((1,) * len(shape)))]
+    if layer.beta is not None:
+        params.append(cv.const("beta", _on_axes(cv.numpy(layer.beta), shape, axes)))
+    return cv.emit("Normalize", [ins[0]] + params, shape, axes=axes, epsilon=float(cfg["epsilon"]), center=True)
+
+
+def rms_norm(cv, layer, cfg, ins):
+    """RMSNormalization: x / sqrt(mean(x^2) + epsilon) * scale over `axis`."""
+    shape = cv.shape(ins[0])
+    axes = _keras_axes(layer, cfg["axis"], len(shape))
+    scale = cv.const("scale", _on_axes(cv.numpy(layer.scale), shape, axes))
+    return cv.emit("Normalize", [ins[0], scale], shape, axes=axes, epsilon=float(cfg["epsilon"]), center=False)
+
+
+def group_norm(cv, layer, cfg, ins):
+    """GroupNormalization: the channel axis split into (groups, channels per group), then a normalization over
+    every axis but the batch and the group one, with gamma and beta per channel; a free Reshape on each side."""
+    shape = cv.shape(ins[0])
+    rank = len(shape)
+    axis, groups = int(cfg["axis"]) % rank, int(cfg["groups"])
+    if axis == 0 or shape[axis] % groups:
+        raise TinycError(f"GroupNormalization '{layer.name}': axis {cfg['axis']} of {list(shape)} does not split into "
+                         f"{groups} groups")
+    grouped = shape[:axis] + (groups, shape[axis] // groups) + shape[axis + 1:]
+    view = cv.emit("Reshape", ins, grouped, final=False, tag="groups")
+    per_channel = [groups if i == axis else shape[axis] // groups if i == axis + 1 else 1 for i in range(rank + 1)]
+    params = [cv.const("gamma", (cv.numpy(layer.gamma) if layer.gamma is not None
+                                 else np.ones(shape[axis], np.float32)).reshape(per_channel))]
+    if layer.beta is not None:
+        params.append(cv.const("beta", cv.numpy(layer.beta).reshape(per_channel)))
+    axes = tuple(i for i in range(1, rank + 1) if i != axis)
+    normed = cv.emit("Normalize", [view] + params, grouped, final=False, tag="normalized", axes=axes,
+                     epsilon=float(cfg["epsilon"]), center=True)
+    return cv.emit("Reshape", [normed], shape)
+
+
+def unit_norm(cv, layer, cfg, ins):
+    """UnitNormalization: x / max(||x||_2, 1e-12) along one axis."""
+    shape = cv.shape(ins[0])
+    axes = _keras_axes(layer, cfg["axis"], len(shape))
+    if len(axes) != 1:
+        raise TinycError(f"UnitNormalization '{layer.name}' over several axes {cfg['axis']}; tinyc normalizes along "
+                         "one axis")
+    return cv.emit("LpNormalize", ins, shape, axis=axes[0], p=2, epsilon=1e-12)
+
+
+def normalization(cv, layer, cfg, ins):
+    """The Normalization preprocessing layer, adapted: (x - mean) / max(sqrt(var), epsilon) folded into x * s + t
+    (invert: x * max(sqrt(var), epsilon) + mean); a ScaleShift when mean and var vary along the last axis only."""
+    shape = cv.shape(ins[0])
+    mean = np.asarray(cv.numpy(layer.mean), np.float64)
+    std = np.maximum(np.sqrt(np.asarray(cv.numpy(layer.variance), np.float64)), float(cv.keras.backend.epsilon()))
+    scale, shift = (std, mean) if cfg.get("invert") else (1.0 / std, -mean / std)
+    full = (1,) * (len(shape) - scale.ndim) + scale.shape
+    if any(d not in (1, n) for d, n in zip(full, shape)):
+        raise TinycError(f"Normalization '{layer.name}': mean of shape {list(mean.shape)} does not broadcast to the "
+                         f"input {list(shape)}")
+    if all(d == 1 for d in full[:-1]):
+        vector = [np.broadcast_to(v.reshape(-1), (shape[-1],)) for v in (scale, shift)]
+        return cv.emit("ScaleShift", [ins[0], cv.const("scale", vector[0]), cv.const("shift", vector[1])], shape)
+    y = cv.emit("Mul", [ins[0], cv.const("scale", scale.reshape(full))], shape, final=False, tag="scale",
+                activation=None)
+    return cv.emit("Add", [y, cv.const("shift", shift.reshape(full))], shape, activation=None)
+
 # -- activations ---------------------------------------------------------------------------------------------
 def _act_node(cv, ins, act):
     if act is None:
@@ -392,6 +480,8 @@ SUPPORTED_LAYERS = {
     "DepthwiseConv2D": depthwise_conv2d,
     "SeparableConv2D": separable_conv2d,
     "BatchNormalization": batch_norm,
+    "LayerNormalization": layer_norm, "RMSNormalization": rms_norm, "GroupNormalization": group_norm,
+    "UnitNormalization": unit_norm, "Normalization": normalization,
     "Activation": activation,
     "ReLU": relu,
     "LeakyReLU": leaky_relu,

@@ -203,6 +203,101 @@ def conv(imp, node):
     _spatial(imp, node, "conv", w, None if b is None else np.asarray(b, np.float32))
 
 
+def _transpose_pads(node, a, in_sp, kernel, strides, dil, nsp):
+    """ConvTranspose's (output sizes, crops before, crops after) of the full output per spatial axis: from pads, or
+    from output_shape (auto_pad SAME_UPPER puts the odd row of the difference after, SAME_LOWER and NOTSET without
+    pads before, as onnxruntime does); output_padding adds rows at the end. A negative crop extends the output."""
+    out_pad = list(a.get("output_padding", [0] * nsp))
+    if len(out_pad) != nsp or any(p < 0 for p in out_pad):
+        raise TinycError(f"ConvTranspose '{_name(node)}': output_padding {out_pad} is not {nsp} values >= 0")
+    full = [(in_sp[i] - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 for i in range(nsp)]
+    auto = a.get("auto_pad", "NOTSET")
+    if auto not in ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"):
+        raise TinycError(f"ConvTranspose '{_name(node)}': unknown auto_pad '{auto}'")
+    pads = list(a.get("pads", [0] * (2 * nsp)))
+    if len(pads) != 2 * nsp:
+        raise TinycError(f"ConvTranspose '{_name(node)}': pads {pads} are not {2 * nsp} values")
+    if "output_shape" in a:
+        out = list(a["output_shape"])[-nsp:]
+    elif auto in ("SAME_UPPER", "SAME_LOWER"):
+        out = [in_sp[i] * strides[i] for i in range(nsp)]
+    else:
+        out = None
+    if out is None or (auto == "NOTSET" and "pads" in a):
+        begins = pads[:nsp] if auto == "NOTSET" else [0] * nsp
+        if out is None:
+            out = [full[i] + out_pad[i] - begins[i] - (pads[nsp + i] if auto == "NOTSET" else 0)
+                   for i in range(nsp)]
+    else:
+        total = [full[i] + out_pad[i] - out[i] for i in range(nsp)]
+        # onnxruntime splits as SAME_LOWER when auto_pad is NOTSET (the odd row goes before)
+        begins = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+    ends = [full[i] - begins[i] - out[i] for i in range(nsp)]
+    if any(o < 1 for o in out):
+        raise TinycError(f"ConvTranspose '{_name(node)}': pads {pads} leave an empty output {out}; the model is "
+                         "invalid")
+    return out, begins, ends
+
+
+def conv_transpose(imp, node):
+    """ConvTranspose on rank-3 (1-D, as 2-D with H = 1) and rank-4 values: the IR's ConvTranspose2D (NHWC)."""
+    name = _name(node)
+    x, y = node.input[0], node.output[0]
+    shape = imp.logical_shape(x)
+    rank = len(shape)
+    if rank not in (3, 4):
+        raise TinycError(f"ConvTranspose '{name}' has a rank-{rank} input; tinyc supports 1-D and 2-D transposed "
+                         "convolutions")
+    w = np.asarray(imp.const(node.input[1], f"ConvTranspose '{name}' weights"), np.float32)
+    b = imp.opt_const(node, 2)
+    if len(node.input) > 2 and node.input[2] and b is None:
+        raise TinycError(f"ConvTranspose '{name}' has a computed bias; tinyc needs constant biases")
+    a = _attrs(node)
+    nsp = rank - 2
+    group = a.get("group", 1)
+    cin = shape[1]
+    if w.ndim != rank or group < 1 or cin % group or w.shape[0] != cin:
+        raise TinycError(f"ConvTranspose '{name}': weights {w.shape} do not match {cin} input channels in {group} "
+                         "group(s)")
+    kernel = list(w.shape[2:])
+    strides = list(a.get("strides", [1] * nsp))
+    dil = list(a.get("dilations", [1] * nsp))
+    if len(strides) != nsp or len(dil) != nsp or min(strides + dil) < 1:
+        raise TinycError(f"ConvTranspose '{name}' has strides {strides} or dilations {dil} that are not {nsp} "
+                         "positive values")
+    out, begins, ends = _transpose_pads(node, a, list(shape[2:]), kernel, strides, dil, nsp)
+    out_shape = (shape[0], w.shape[1] * group, *out)
+    if imp.shapes.get(y) != out_shape:         # onnx shape inference disagrees (or knows nothing): ours holds
+        imp.forget_shapes_after(y)
+        imp.shapes[y] = out_shape
+    if nsp == 1:
+        kernel, strides, dil, begins, ends = [1] + kernel, [1] + strides, [1] + dil, [0] + begins, [0] + ends
+    src = imp.get(x, channels_last(rank))
+    dtype = imp.g.tensors[src].dtype
+    if nsp == 1:  # [N, L, C] -> [N, 1, L, C]: a free alias
+        src4 = imp.g.unique_name(f"{y}_in2d")
+        imp.g.add_tensor(src4, (shape[0], 1, shape[2], cin), dtype)
+        imp.g.add_node("Reshape", [src], [src4], name=src4)
+        src = src4
+        dst = imp.g.unique_name(f"{y}_2d")
+        imp.g.add_tensor(dst, (shape[0], 1, out[0], out_shape[1]), dtype)
+    else:
+        dst = imp.define(y, channels_last(rank))
+    cg, og = cin // group, w.shape[1]
+
+    def to_ir(v):   # ONNX [C, O/groups, (KH,) KW] -> IR [O, KH, KW, C/groups]
+        v = v[:, :, None, :] if v.ndim == 3 else v
+        v = v.reshape(group, cg, og, v.shape[2], v.shape[3])
+        return np.ascontiguousarray(v.transpose(0, 2, 3, 4, 1).reshape(group * og, v.shape[3], v.shape[4], cg))
+    ins = [src, _weight_input(imp, node.input[1], f"{y}_w", to_ir)]
+    if b is not None:
+        ins.append(_weight_input(imp, node.input[2], f"{y}_b", lambda v: v, what="bias"))
+    imp.g.add_node("ConvTranspose2D", ins, [dst], name=name, strides=tuple(strides), dilations=tuple(dil),
+                   pads=tuple(begins) + tuple(ends), groups=group, activation=None)
+    if nsp == 1:
+        imp.g.add_node("Reshape", [dst], [imp.define(y, channels_last(3))], name=f"{y}_1d")
+
+
 def pool(kind):
     return lambda imp, node: _spatial(imp, node, kind)
 
@@ -1712,7 +1807,7 @@ def dequantize_linear(imp, node):
 
 
 ONNX_OPS = {
-    "Conv": conv, "Gemm": gemm, "MatMul": matmul,
+    "Conv": conv, "ConvTranspose": conv_transpose, "Gemm": gemm, "MatMul": matmul,
     "Add": binary("Add"), "Sub": binary("Sub"), "Mul": binary("Mul"), "Div": binary("Div"),
     "Relu": activation("relu"), "Clip": clip, "LeakyRelu": activation("leaky_relu", alpha=0.01),
     "Sigmoid": activation("sigmoid"), "Tanh": activation("tanh"), "Elu": activation("elu", alpha=1.0),

@@ -112,6 +112,26 @@ def depthwise_conv_2d(cv, opts, ins):
                    pads=pads, groups=c, activation=fused_act(cv, opts))
 
 
+def transpose_conv(cv, opts, ins):
+    """TRANSPOSE_CONV(output_shape, filter [O,KH,KW,I], input, bias?): the IR's ConvTranspose2D. The kernel's
+    padding is conv padding for an input of the output's size (ComputePaddingHeightWidth): only the crop before
+    is used; the output shape input says where the output ends."""
+    out = tuple(int(d) for d in cv.value(ins[0], "output_shape").reshape(-1))
+    w = cv.value(ins[1], "filter")                          # [O,KH,KW,I]: the IR layout already
+    xs = _rank4(cv, ins[2])
+    if w.ndim != 4 or len(out) != 4 or w.shape[3] != xs[3] or out[3] != w.shape[0] or out[0] != xs[0]:
+        raise TinycError(f"{cv.where()}: filter {w.shape} and output shape {out} do not fit input {xs}")
+    s = (opts.strideH, opts.strideW)
+    if opts.padding not in PADDING or min(s) < 1 or min(out) < 1:
+        raise TinycError(f"{cv.where()}: padding {opts.padding}, strides {s} or output shape {out} are invalid; the "
+                         ".tflite file is corrupt")
+    begins = [conv_geometry(out[1 + i], w.shape[1 + i], s[i], 1, PADDING[opts.padding])[1] for i in range(2)]
+    ends = [(xs[1 + i] - 1) * s[i] + w.shape[1 + i] - begins[i] - out[1 + i] for i in range(2)]
+    bias = [cv.const(ins[3])] if len(ins) > 3 and ins[3] >= 0 else []
+    return cv.emit("ConvTranspose2D", [cv.x(ins[2]), cv.const(ins[1])] + bias, out, strides=s, dilations=(1, 1),
+                   pads=tuple(begins) + tuple(ends), groups=1, activation=fused_act(cv, opts))
+
+
 def fully_connected(cv, opts, ins):
     w = cv.value(ins[1], "weights")                         # [O,K]
     if w.ndim != 2:
@@ -558,6 +578,7 @@ TFLITE_OPS = {
     "CONV_2D": conv_2d,
     "CONV_3D": conv_3d,
     "DEPTHWISE_CONV_2D": depthwise_conv_2d,
+    "TRANSPOSE_CONV": transpose_conv,
     "FULLY_CONNECTED": fully_connected,
     "BATCH_MATMUL": batch_matmul,
     "ADD": _binary("Add"),
