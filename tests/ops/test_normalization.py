@@ -193,3 +193,56 @@ def test_onnx_decomposed_layer_norm_fuses_into_one_kernel(tmp_path):
     _verify(tmp_path, model, "torch_ln")
     ops = [n.op for n in compile_model(str(tmp_path / "torch_ln.onnx")).plan.graph.nodes]
     assert ops.count("Normalize") == 2 and not {"Mean", "Pow", "Div", "Sub"} & set(ops), ops
+
+
+# -- Keras -------------------------------------------------------------------------------------------------------
+def _keras_model(build):
+    from tinyc.keras_runtime import import_keras
+    keras = import_keras()
+    return keras, build(keras)
+
+
+def _verify_keras(tmp_path, model, name="m"):
+    path = str(tmp_path / f"{name}.keras")
+    model.save(path)
+    report = verify(path, samples=3)
+    assert report["ok"], report["outputs"]
+
+
+@pytest.mark.skipif(not HAS_TF, reason="needs Keras")
+def test_keras_normalization_layers(tmp_path):
+    """LayerNormalization (last axis, two axes, without scale or center), RMSNormalization, GroupNormalization
+    (channels last, with and without scale and center), UnitNormalization, and an adapted Normalization
+    (per channel: a ScaleShift; over two axes: Mul and Add; invert) on a conv net, with non-trivial weights."""
+    def build(keras):
+        L = keras.layers
+        x = keras.Input((6, 5, 4))
+        h = L.Conv2D(8, 3, padding="same")(x)
+        outs = [L.LayerNormalization()(h), L.LayerNormalization(axis=(1, 3), epsilon=1e-2)(h),
+                L.LayerNormalization(scale=False)(h), L.LayerNormalization(center=False, axis=2)(h),
+                L.RMSNormalization()(h), L.GroupNormalization(groups=4)(h),
+                L.GroupNormalization(groups=2, scale=False, center=False)(h), L.UnitNormalization()(h),
+                L.UnitNormalization(axis=1)(h)]
+        rng = np.random.default_rng(0)
+        data = rng.normal(2, 3, (16, 6, 5, 4)).astype(np.float32)
+        for layer in (L.Normalization(), L.Normalization(axis=(2, 3)), L.Normalization(invert=True)):
+            layer.adapt(data)
+            outs.append(layer(x))
+        model = keras.Model(x, outs)
+        for layer in model.layers:      # gamma / beta away from 1 / 0
+            if type(layer).__name__ in ("LayerNormalization", "RMSNormalization", "GroupNormalization"):
+                layer.set_weights([rng.normal(1, 0.5, w.shape).astype(np.float32) for w in layer.get_weights()])
+        return model
+    _, model = _keras_model(build)
+    _verify_keras(tmp_path, model)
+
+
+@pytest.mark.skipif(not HAS_TF, reason="needs Keras")
+def test_keras_layer_norm_rms_scaling_is_refused(tmp_path):
+    from tinyc.compiler import compile_model
+    keras, model = _keras_model(lambda k: k.Sequential([k.Input((4,)), k.layers.LayerNormalization(
+        rms_scaling=True)]))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    with pytest.raises(TinycError, match="rms_scaling"):
+        compile_model(path)
