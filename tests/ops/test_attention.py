@@ -176,3 +176,87 @@ def test_onnx_gemm_of_computed_operands(tmp_path, attrs, c_shape, c_computed):
         onnx.save(m, path)
     report = verify(path, samples=2)
     assert report["ok"], report["outputs"]
+
+
+# -- Keras Dot and MultiHeadAttention against Keras -----------------------------------------------------------
+def _keras_model(tmp_path, name, build):
+    import model_zoo
+    from tinyc.keras_runtime import import_keras
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    path = tmp_path / f"{name}.keras"
+    model_zoo.randomize(build(keras, keras.layers), 0).save(path)
+    return str(path)
+
+
+def _dots(keras, L):
+    a, b = keras.Input((3, 4)), keras.Input((5, 4))
+    s = L.Dot(axes=(2, 2))([a, b])                                         # [3, 5]: b read transposed
+    return keras.Model([a, b], [L.Dot(axes=(1, 1))([s, L.Dense(5)(a)]),    # a read transposed
+                                L.Dot(axes=(2, 1))([a, L.Dense(4)(L.Flatten()(b))]),     # 3-D . 2-D
+                                L.Dot(axes=1)([L.Flatten()(a), L.Dense(12)(L.Flatten()(b))]),
+                                L.Dot(axes=(1, 1))([L.Dense(3)(L.Flatten()(b)), a])])    # 2-D . 3-D
+
+
+def _mha(keras, L):
+    """Cross-attention (value_dim != key_dim), then self-attention with its own output size and no biases."""
+    x, c = keras.Input((5, 8)), keras.Input((7, 6))
+    y = L.MultiHeadAttention(num_heads=2, key_dim=3, value_dim=4)(x, c)
+    z = L.MultiHeadAttention(num_heads=2, key_dim=4, output_shape=6, use_bias=False)(y, y, y)
+    return keras.Model([x, c], [L.Add()([x, y]), z])
+
+
+@pytest.mark.skipif(not HAS_TF, reason="needs tensorflow")
+@pytest.mark.parametrize("build", [_dots, _mha])
+def test_keras_dot_and_multi_head_attention_against_keras(tmp_path, build):
+    report = verify(_keras_model(tmp_path, build.__name__, build), samples=2)
+    assert report["ok"], report["outputs"]
+
+
+def _cosine(keras, L):
+    a, b = keras.Input((4,)), keras.Input((4,))
+    return keras.Model([a, b], L.Dot(axes=1, normalize=True)([a, b]))
+
+
+def _causal(keras, L):
+    x = keras.Input((5, 8))
+    return keras.Model(x, L.MultiHeadAttention(num_heads=2, key_dim=4)(x, x, use_causal_mask=True))
+
+
+@pytest.mark.skipif(not HAS_TF, reason="needs tensorflow")
+@pytest.mark.parametrize("build,match", [(_cosine, "normalize=True"), (_causal, "use_causal_mask")])
+def test_keras_attention_forms_tinyc_does_not_compile_are_refused(tmp_path, build, match):
+    from tinyc.errors import TinycError
+    from tinyc.frontends import load_model
+    with pytest.raises(TinycError, match=match) as e:
+        load_model(_keras_model(tmp_path, build.__name__, build))
+    assert "\n" not in str(e.value)
+
+
+# -- PyTorch nn.MultiheadAttention exported to ONNX, against onnxruntime ------------------------------------
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_pytorch_multihead_attention_export(tmp_path, dynamo):
+    """Self-attention in a residual block (TorchScript exporter: MatMul, Transpose, Reshape, Softmax, Div) and
+    cross-attention with other key and value sizes (torch.export-based exporter: Split, Mul, Gemm)."""
+    import torch
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.self_att = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+            self.cross_att = torch.nn.MultiheadAttention(8, 2, batch_first=True, kdim=6, vdim=5)
+            self.head = torch.nn.Linear(8, 4)
+
+        def forward(self, x, k, v):
+            y = torch.relu(self.self_att(x, x, x, need_weights=False)[0] + x)
+            return self.head(self.cross_att(y, k, v, need_weights=False)[0])
+
+    torch.manual_seed(0)
+    path = tmp_path / "mha.onnx"
+    args = (torch.randn(1, 4, 8), torch.randn(1, 7, 6), torch.randn(1, 7, 5))
+    if dynamo and importlib.util.find_spec("onnxscript") is None:
+        pytest.skip("the torch.export-based exporter needs onnxscript")
+    torch.onnx.export(Block().eval(), args, str(path), opset_version=18, dynamo=dynamo)
+    report = verify(str(path), samples=2)
+    assert report["ok"], report["outputs"]

@@ -471,6 +471,100 @@ def input_layer(cv, layer, cfg, ins):
 _DROPOUT_LIKE = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
                  "AlphaDropout", "ActivityRegularization")
 
+# -- matrix products of computed tensors (tinyc/ops/matmul.py) ----------------------------------------------
+def dot(cv, layer, cfg, ins):
+    """Dot (batch_dot) of two 2-D or 3-D inputs: axes[0] of the first contracted with axes[1] of the second, as
+    one MatMul (an operand whose contracted axis is not where the product wants it is read transposed)."""
+    if cfg.get("normalize"):
+        raise TinycError(f"Dot '{layer.name}' with normalize=True (cosine proximity) is not supported; use "
+                         "normalize=False, or normalize the inputs with UnitNormalization layers first")
+    ranks = [len(cv.shape(i)) for i in ins]
+    axes = cfg["axes"] if isinstance(cfg["axes"], (list, tuple)) else (cfg["axes"], cfg["axes"])
+    axes = [int(ax) % r for ax, r in zip(axes, ranks)]
+    if len(ins) != 2 or any(r not in (2, 3) for r in ranks) or 0 in axes:
+        raise TinycError(f"Dot '{layer.name}' of inputs of ranks {ranks} over axes {cfg['axes']}; tinyc takes two "
+                         "2-D or 3-D inputs contracted over non-batch axes")
+    a, b = ins
+    if ranks[0] == 2:       # [B, K] as [B, 1, K]
+        a = cv.emit("Reshape", [a], cv.shape(a)[:1] + (1,) + cv.shape(a)[1:], final=False, tag="row")
+        axes[0] = 2
+    if ranks[1] == 2:       # [B, K] as [B, K, 1]
+        b = cv.emit("Reshape", [b], cv.shape(b) + (1,), final=False, tag="column")
+        axes[1] = 1
+    ta, tb = axes[0] == 1, axes[1] == 2
+    sa, sb = cv.shape(a), cv.shape(b)
+    if sa[axes[0]] != sb[axes[1]]:
+        raise TinycError(f"Dot '{layer.name}': contracted axes of sizes {sa[axes[0]]} and {sb[axes[1]]} differ")
+    out = (sa[0], sa[2] if ta else sa[1], sb[1] if tb else sb[2])
+    # Keras drops the unit axis of a 2-D operand (two 2-D operands give [B, 1])
+    want = out if ranks == [3, 3] else (out[0], out[2]) if ranks == [2, 3] else out[:2]
+    if want == out:
+        return cv.emit("MatMul", [a, b], out, transpose_a=ta, transpose_b=tb)
+    y = cv.emit("MatMul", [a, b], out, final=False, tag="product", transpose_a=ta, transpose_b=tb)
+    return cv.emit("Reshape", [y], want)
+
+
+def _projection(cv, dense_layer, what: str, scale: float = 1.0):
+    """An EinsumDense of MultiHeadAttention as Dense weights [O, K] and bias [O] (heads x head size flattened),
+    times `scale`."""
+    eq = dense_layer.get_config()["equation"]
+    w = cv.numpy(dense_layer.kernel)
+    if eq == "abc,cde->abde":           # query / key / value: [dim, heads, size]
+        w2 = w.reshape(w.shape[0], -1).T
+    elif eq == "abcd,cde->abe":         # output: [heads, size, dim]
+        w2 = w.reshape(-1, w.shape[-1]).T
+    else:
+        raise TinycError(f"MultiHeadAttention '{cv.layer.name}': projection '{dense_layer.name}' computes '{eq}'; "
+                         "tinyc reads the projections of attention over one sequence axis (rank-3 inputs)")
+    bias = getattr(dense_layer, "bias", None)
+    ins = [cv.const(f"{what}_kernel", w2 * np.float32(scale))]
+    if bias is not None:
+        ins.append(cv.const(f"{what}_bias", cv.numpy(bias).reshape(-1) * np.float32(scale)))
+    return ins
+
+
+def multi_head_attention(cv, layer, cfg, ins):
+    """Keras MultiHeadAttention over one sequence axis: Dense projections of query, key and value (the query's
+    scaled by 1/sqrt(key_dim)), heads split by Reshape + Transpose, q @ k^T and p @ v as MatMuls batched over the
+    heads, Softmax on the last axis, heads merged, the output Dense. Masks, causal masking, gates and sliding
+    windows are refused in one line."""
+    node = layer._inbound_nodes[0]
+    kwargs = getattr(getattr(node, "arguments", None), "kwargs", {}) or {}
+    used = [k for k in ("attention_mask", "query_mask", "value_mask", "key_mask", "use_causal_mask")
+            if kwargs.get(k) is not None and kwargs.get(k) is not False]
+    if used or cfg.get("use_gate") or cfg.get("sliding_window") or len(ins) not in (2, 3):
+        raise TinycError(f"MultiHeadAttention '{layer.name}' uses {', '.join(used) or 'a gate, a sliding window'} "
+                         "or a mask; tinyc compiles unmasked attention (query, value and optional key) only")
+    q_in, v_in = ins[0], ins[1]
+    k_in = ins[2] if len(ins) > 2 else v_in
+    if len(cv.shape(q_in)) != 3 or len(cv.shape(v_in)) != 3 or tuple(cfg.get("attention_axes") or (1,)) != (1,):
+        raise TinycError(f"MultiHeadAttention '{layer.name}' attends over axes {cfg.get('attention_axes')} of "
+                         f"inputs {cv.shape(q_in)}; tinyc takes rank-3 inputs [batch, sequence, features]")
+    heads, key_dim = int(cfg["num_heads"]), int(cfg["key_dim"])
+    value_dim = int(cfg.get("value_dim") or key_dim)
+    n, tq, tk = cv.shape(q_in)[0], cv.shape(q_in)[1], cv.shape(v_in)[1]
+
+    def split(x, proj, what, size, steps, scale=1.0):
+        flat = cv.emit("Dense", [x] + _projection(cv, proj, what, scale), (n, steps, heads * size), final=False,
+                       tag=what, activation=None)
+        four = cv.emit("Reshape", [flat], (n, steps, heads, size), final=False, tag=f"{what}_heads")
+        return cv.emit("Transpose", [four], (n, heads, steps, size), final=False, tag=f"{what}_by_head",
+                       perm=(0, 2, 1, 3))
+    q = split(q_in, layer._query_dense, "query", key_dim, tq, 1.0 / float(np.sqrt(key_dim)))
+    k = split(k_in, layer._key_dense, "key", key_dim, tk)
+    v = split(v_in, layer._value_dense, "value", value_dim, tk)
+    scores = cv.emit("MatMul", [q, k], (n, heads, tq, tk), final=False, tag="scores", transpose_a=False,
+                     transpose_b=True)
+    probs = cv.emit("Softmax", [scores], (n, heads, tq, tk), final=False, tag="probs", axis=3)
+    ctx = cv.emit("MatMul", [probs, v], (n, heads, tq, value_dim), final=False, tag="context", transpose_a=False,
+                  transpose_b=False)
+    ctx = cv.emit("Transpose", [ctx], (n, tq, heads, value_dim), final=False, tag="context_by_step",
+                  perm=(0, 2, 1, 3))
+    ctx = cv.emit("Reshape", [ctx], (n, tq, heads * value_dim), final=False, tag="context_flat")
+    out_w = _projection(cv, layer._output_dense, "output")
+    return cv.emit("Dense", [ctx] + out_w, (n, tq, int(np.shape(cv.g.tensors[out_w[0]].data)[0])), activation=None)
+
+
 SUPPORTED_LAYERS = {
     "InputLayer": input_layer,
     "Embedding": embedding,
@@ -514,5 +608,7 @@ SUPPORTED_LAYERS = {
     "ZeroPadding1D": zero_padding,
     "ZeroPadding2D": zero_padding,
     "Rescaling": rescaling,
+    "Dot": dot,
+    "MultiHeadAttention": multi_head_attention,
     **{name: identity for name in _DROPOUT_LIKE},
 }
