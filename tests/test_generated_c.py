@@ -77,7 +77,10 @@ def every_kernel_graph() -> Graph:
     g.add_node("Tile", ["rev"], [t("tile", (1, 16, 2, 4))], reps=(1, 1, 1, 2))
     g.add_node("PadBorder", ["tile"], [t("mirror", (1, 16, 4, 4))], pads=((0, 0), (0, 0), (1, 1), (0, 0)),
                mode="reflect")
-    g.add_node("Gather", ["mirror"], [t("gather", (1, 16, 2, 4))], axis=2, indices=np.array([3, 0]))
+    g.add_node("Resize", ["mirror"], [t("resized", (1, 16, 6, 4))], sizes=(1, 16, 6, 4), mode="cubic",
+               coord="half_pixel", scales=(1.0, 1.0, 1.5, 1.0), nearest_mode="floor", cubic_coeff_a=-0.75,
+               exclude_outside=0)
+    g.add_node("Gather", ["resized"], [t("gather", (1, 16, 2, 4))], axis=2, indices=np.array([3, 0]))
     g.add_node("GatherElements", ["gather"], [t("elements", (1, 16, 1, 2))], axis=3,
                indices=rng.integers(0, 4, (1, 16, 1, 2)))
     g.add_node("BroadcastTo", ["elements"], [t("bcast", (1, 16, 2, 2))], target=(1, 16, 2, 2))

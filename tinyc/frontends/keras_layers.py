@@ -420,6 +420,52 @@ def upsampling_1d(cv, layer, cfg, ins):
     return cv.emit("Reshape", [y], (n, length * size, c))
 
 
+def _resize_images(cv, layer, cfg, ins, out_hw, interpolation, nearest_coord):
+    """Resize of the two spatial axes of a 4-D image batch (either data_format) as Keras' TF backend computes it:
+    tf.image.resize (half-pixel centers) for bilinear, `nearest_coord` for nearest."""
+    shape = cv.shape(ins[0])
+    if len(shape) != 4:
+        raise TinycError(f"{type(layer).__name__} '{layer.name}' has a rank-{len(shape)} input; tinyc resizes 4-D "
+                         "image batches")
+    if interpolation not in ("nearest", "bilinear"):
+        raise TinycError(f"{type(layer).__name__} '{layer.name}' uses interpolation '{interpolation}'; tinyc "
+                         "supports nearest and bilinear")
+    hw = (2, 3) if cfg.get("data_format", "channels_last") == "channels_first" else (1, 2)
+    out, scales = list(shape), [1.0] * 4
+    for ax, n in zip(hw, out_hw):
+        out[ax], scales[ax] = int(n), int(n) / shape[ax]
+    if tuple(out) == tuple(shape):
+        return cv.emit("Identity", ins, tuple(out))
+    mode, coord = ("linear", "tflite_half_pixel") if interpolation == "bilinear" else ("nearest", nearest_coord)
+    return cv.emit("Resize", ins, tuple(out), sizes=tuple(out), mode=mode, coord=coord, scales=tuple(scales),
+                   nearest_mode="floor", cubic_coeff_a=-0.75, exclude_outside=0)
+
+
+def upsampling_2d(cv, layer, cfg, ins):
+    """UpSampling2D: nearest repeats every pixel (ops.repeat: source index o // size), bilinear is tf.image.resize
+    to size times the input."""
+    shape = cv.shape(ins[0])
+    size = [int(v) for v in _pair(cfg["size"])]
+    hw = (2, 3) if cfg.get("data_format", "channels_last") == "channels_first" else (1, 2)
+    return _resize_images(cv, layer, cfg, ins, [shape[ax] * k for ax, k in zip(hw, size)],
+                          cfg.get("interpolation", "nearest"), "asymmetric")
+
+
+def resizing(cv, layer, cfg, ins):
+    """Resizing (the preprocessing layer): tf.image.resize to (height, width), half-pixel centers."""
+    what = f"Resizing '{layer.name}'"
+    for flag in ("crop_to_aspect_ratio", "pad_to_aspect_ratio"):
+        if cfg.get(flag):
+            raise TinycError(f"{what} uses {flag}=True; tinyc resizes the whole image (crop or pad with "
+                             "Cropping2D / ZeroPadding2D before a plain Resizing)")
+    shape = cv.shape(ins[0])
+    hw = (2, 3) if cfg.get("data_format", "channels_last") == "channels_first" else (1, 2)
+    out_hw = [int(cfg["height"]), int(cfg["width"])]
+    if cfg.get("antialias") and any(o < shape[ax] for ax, o in zip(hw, out_hw)):
+        raise TinycError(f"{what} downsamples with antialias=True; tinyc resizes without antialiasing")
+    return _resize_images(cv, layer, cfg, ins, out_hw, cfg.get("interpolation", "bilinear"), "tflite_half_pixel")
+
+
 def repeat_vector(cv, layer, cfg, ins):
     """RepeatVector: [N, F] -> [N, 1, F] -> broadcast to [N, n, F]."""
     n, f = cv.shape(ins[0])
@@ -604,6 +650,8 @@ SUPPORTED_LAYERS = {
     "Cropping2D": cropping,
     "Cropping3D": cropping,
     "UpSampling1D": upsampling_1d,
+    "UpSampling2D": upsampling_2d,
+    "Resizing": resizing,
     "RepeatVector": repeat_vector,
     "ZeroPadding1D": zero_padding,
     "ZeroPadding2D": zero_padding,

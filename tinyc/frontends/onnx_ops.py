@@ -1561,6 +1561,13 @@ def resize(imp, node):
                 scale_of[ax], out[ax] = common, int(common * shape[ax] + 0.5)
     if any(d < 1 for d in out):
         raise TinycError(f"{what} resizes {list(shape)} to {out}; tinyc needs a non-empty output")
+    from ..ops.resize import ambiguous_scale
+    modes = dict(mode=mode, coord=coord, nearest_mode=nearest, cubic_coeff_a=float(a.get("cubic_coeff_a", -0.75)),
+                 exclude_outside=int(a.get("exclude_outside", 0)))
+    if any(ambiguous_scale(modes, shape[ax], out[ax], scale_of[ax]) for ax in range(rank)):
+        raise TinycError(f"{what}: {coord} with scales {[scale_of[ax] for ax in axes]} that give a fractional "
+                         f"output length ({list(shape)} -> {out}): onnxruntime and onnx's reference disagree there; "
+                         "give the output sizes instead of scales")
     _set_shape(imp, y, out)
     lay = _stored_layout(imp, x)
     src = imp.get(x, lay)
@@ -1569,9 +1576,8 @@ def resize(imp, node):
     if out == list(shape) and all(s == 1.0 for s in scale_of):
         imp.g.add_node("Identity", [src], [dst], name=_name(node))
         return
-    imp.g.add_node("Resize", [src], [dst], name=_name(node), sizes=tuple(_physical(lay, out)), mode=mode,
-                   coord=coord, scales=tuple(_physical(lay, scale_of)), nearest_mode=nearest,
-                   cubic_coeff_a=float(a.get("cubic_coeff_a", -0.75)), exclude_outside=int(a.get("exclude_outside", 0)))
+    imp.g.add_node("Resize", [src], [dst], name=_name(node), sizes=tuple(_physical(lay, out)),
+                   scales=tuple(_physical(lay, scale_of)), **modes)
 
 
 def cast(imp, node):

@@ -570,6 +570,27 @@ def cast(cv, opts, ins):
     return cv.emit("Identity", [cv.x(ins[0])], cv.shape(ins[0]))
 
 
+def resize(mode: str):
+    """RESIZE_NEAREST_NEIGHBOR / RESIZE_BILINEAR: NHWC, H and W to the constant `size`, TFLite's coordinates."""
+    def convert(cv, opts, ins):
+        n, h, w, c = _rank4(cv, ins[0])
+        size = [int(v) for v in cv.value(ins[1], "size").reshape(-1)]
+        if len(size) != 2 or min(size) < 1:
+            raise TinycError(f"{cv.where()}: size {size} must be two positive values (height, width)")
+        align = bool(getattr(opts, "alignCorners", False)) if opts is not None else False
+        half = bool(getattr(opts, "halfPixelCenters", False)) if opts is not None else False
+        if align and half:
+            raise TinycError(f"{cv.where()}: align_corners and half_pixel_centers are both set; TFLite allows one")
+        out = (n, size[0], size[1], c)
+        if out == (n, h, w, c):
+            return cv.emit("Identity", [cv.x(ins[0])], out)
+        coord = "tflite_align_corners" if align else "tflite_half_pixel" if half else "tflite_asymmetric"
+        return cv.emit("Resize", [cv.x(ins[0])], out, sizes=out, mode=mode, coord=coord,
+                       scales=(1.0, size[0] / h, size[1] / w, 1.0), nearest_mode="floor", cubic_coeff_a=-0.75,
+                       exclude_outside=0)
+    return convert
+
+
 # Operators with several outputs: the rule writes every one of `cv.outs`, setting `cv.out` before each.
 MULTI_OUTPUT_OPS = frozenset({"SPLIT", "SPLIT_V", "UNPACK"})
 
@@ -634,6 +655,8 @@ TFLITE_OPS = {
     "SPACE_TO_DEPTH": depth_space(False),
     "MIRROR_PAD": mirror_pad,
     "CAST": cast,
+    "RESIZE_NEAREST_NEIGHBOR": resize("nearest"),
+    "RESIZE_BILINEAR": resize("linear"),
 }
 
 

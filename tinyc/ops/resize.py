@@ -3,9 +3,9 @@ or cubic interpolation (ONNX Resize / Upsample, TFLite RESIZE_NEAREST_NEIGHBOR /
 UpSampling2D / Resizing). Any rank; the frontends give NHWC images.
 
 An output index o of an axis of input length n maps to a source coordinate by `coord`:
-- ONNX's coordinate_transformation_mode, with the axis' `scales` value s (sizes given: s = out / in), as onnx's
-  reference computes it in double: half_pixel (o + 0.5) / s - 0.5, half_pixel_symmetric, pytorch_half_pixel,
-  align_corners o * (n - 1) / (s * n - 1), asymmetric o / s, tf_half_pixel_for_nn (o + 0.5) / s (opset 11);
+- ONNX's coordinate_transformation_mode, with the axis' `scales` value s (sizes given: s = out / in), in double:
+  half_pixel (o + 0.5) / s - 0.5, half_pixel_symmetric, pytorch_half_pixel, align_corners
+  o * (n - 1) / (out - 1), asymmetric o / s, tf_half_pixel_for_nn (o + 0.5) / s (opset 11);
   nearest then picks a neighbour by `nearest_mode`, linear takes 2 taps, cubic 4 (coefficient `cubic_coeff_a`,
   `exclude_outside` drops the taps outside the input and renormalizes); taps outside clamp to the edge.
 - TFLite's, in float32 as its reference kernels compute it: tflite_asymmetric, tflite_align_corners and
@@ -13,7 +13,7 @@ An output index o of an axis of input length n maps to a source coordinate by `c
 
 The source indices and weights of every axis are compile-time tables (`axis_taps`); the C reads
 x[sum of tap offsets] weighted by the product of the axes' weights. int8: nearest is a copy; linear is TFLite's
-ResizeBilinearInteger (10-bit fixed-point weights, docs/int8-numerics.md 4.34) and needs TFLite's coordinates.
+ResizeBilinearInteger (10-bit fixed-point weights, docs/int8-numerics.md 4.36) and needs TFLite's coordinates.
 """
 from __future__ import annotations
 
@@ -32,16 +32,19 @@ NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 MAX_TAP_PRODUCT = 256     # loads per output value of the unrolled C expression
 
 
-def _onnx_source(coord: str, n: int, out: int, scale: float) -> np.ndarray:
-    """Source coordinate of every output index (onnx/reference/ops/op_resize.py's _compute_x_ori)."""
+def _onnx_source(coord: str, n: int, out: int, scale: float, length: float | None = None) -> np.ndarray:
+    """Source coordinate of every output index (onnx/reference/ops/op_resize.py's _compute_x_ori). `length`: the
+    output length align_corners and pytorch_half_pixel read: the integer `out` (the spec's length_resized, and
+    onnxruntime), or onnx's reference's fractional scale * n (`ambiguous_scale` finds where they differ)."""
     y = np.arange(out, dtype=np.float64)
-    width = scale * n                       # the reference's output_width: a float, not `out`
+    width = scale * n                       # output_width: fractional when it comes from a scale
+    length = out if length is None else length
     if coord == "align_corners":
-        return np.zeros(out) if width == 1 else y * (n - 1) / (width - 1)
+        return np.zeros(out) if length == 1 else y * (n - 1) / (length - 1)
     if coord == "asymmetric":
         return y / scale
     if coord == "pytorch_half_pixel":
-        return np.full(out, -0.5) if width == 1 else (y + 0.5) / scale - 0.5
+        return np.zeros(out) if length == 1 else (y + 0.5) / scale - 0.5
     if coord == "half_pixel":
         return (y + 0.5) / scale - 0.5
     if coord == "half_pixel_symmetric":
@@ -68,9 +71,9 @@ def _cubic(r: float, a: float) -> list:
             ((a * (s + 1) - 5 * a) * (s + 1) + 8 * a) * (s + 1) - 4 * a]
 
 
-def _onnx_taps(attrs, n: int, out: int, scale: float):
+def _onnx_taps(attrs, n: int, out: int, scale: float, length: float | None = None):
     mode = attrs["mode"]
-    x = _onnx_source(attrs["coord"], n, out, scale)
+    x = _onnx_source(attrs["coord"], n, out, scale, length)
     taps = 4 if mode == "cubic" else 2
     left = np.floor(x).astype(np.int64)
     exact = x == left
@@ -90,6 +93,16 @@ def _onnx_taps(attrs, n: int, out: int, scale: float):
         total = w.sum(axis=1, keepdims=True)
         w = w / np.where(total == 0, 1.0, total)
     return np.clip(idx, 0, n - 1), w
+
+
+def ambiguous_scale(attrs, n: int, out: int, scale: float) -> bool:
+    """Whether the taps differ between the integer output length (the spec, onnxruntime) and the fractional
+    scale * n (onnx's reference, whose data the backend tests hold): align_corners or pytorch_half_pixel with a
+    scale that does not give a whole output length. The frontend refuses those."""
+    if attrs["coord"] not in ("align_corners", "pytorch_half_pixel") or scale * n == out:
+        return False
+    a, b = _onnx_taps(attrs, n, out, scale), _onnx_taps(attrs, n, out, scale, scale * n)
+    return not (np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1], rtol=0, atol=1e-12))
 
 
 def _tflite_scale(n: int, out: int, align: bool) -> np.float32:

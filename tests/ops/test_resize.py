@@ -1,0 +1,262 @@
+"""Resize (tinyc/ops/resize.py): ONNX Resize / Upsample, TFLite RESIZE_NEAREST_NEIGHBOR / RESIZE_BILINEAR, Keras
+UpSampling2D / Resizing.
+
+The C of every mode against the interpreter (ASan + UBSan); the int8 bilinear kernel against an emulation of
+TFLite's ResizeBilinearInteger; ONNX models against onnxruntime, Keras layers against Keras, and converter-made
+TFLite models (float32, and int8 byte for byte) against TFLite's reference kernels. The ONNX backend suite's
+Resize / Upsample cases run in tests/onnx_backend/."""
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from c_runner import run_c  # noqa: E402
+
+from tinyc import interp  # noqa: E402
+from tinyc.errors import TinycError  # noqa: E402
+from tinyc.ir import Graph, Quant  # noqa: E402
+from tinyc.ops.resize import tflite_integer_taps  # noqa: E402
+
+RNG = np.random.default_rng(11)
+DEFAULTS = dict(nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0)
+
+
+def _resize(g, x, out, mode, coord, scales=None, dtype="float32", quant=None, **attrs):
+    name = f"r{len(g.nodes)}_{mode}_{coord}"
+    g.add_tensor(name, out, dtype, quant=quant)
+    shape = g.tensors[x].shape
+    scales = scales or tuple(o / i for o, i in zip(out, shape))
+    g.add_node("Resize", [x], [name], sizes=tuple(out), mode=mode, coord=coord, scales=tuple(scales),
+               **{**DEFAULTS, **attrs})
+    g.outputs.append(name)
+
+
+def _float_graph():
+    g = Graph("resize_float")
+    g.add_tensor("x", (2, 5, 7, 3))
+    g.add_tensor("v", (2, 6, 3))
+    g.add_tensor("z", (1, 3, 4, 2, 2))
+    g.add_tensor("i", (1, 4, 3, 2), "int32")
+    g.inputs = ["x", "v", "z", "i"]
+    for nearest in ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil"):
+        _resize(g, "x", (2, 9, 4, 3), "nearest", "half_pixel", nearest_mode=nearest)
+    for coord in ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric"):
+        _resize(g, "x", (2, 8, 11, 3), "linear", coord, scales=(1.0, 1.6, 1.6, 1.0))
+        _resize(g, "x", (2, 3, 4, 3), "cubic", coord, scales=(1.0, 0.6, 0.6, 1.0))
+    _resize(g, "x", (2, 10, 5, 3), "cubic", "half_pixel", cubic_coeff_a=-0.5, exclude_outside=1)
+    _resize(g, "x", (2, 1, 1, 3), "linear", "pytorch_half_pixel")
+    _resize(g, "x", (2, 5, 7, 3), "linear", "half_pixel", scales=(1.0, 1.2, 1.1, 1.0))   # same size, resampled
+    _resize(g, "x", (2, 11, 13, 3), "nearest", "tf_half_pixel_for_nn")
+    for coord in ("tflite_asymmetric", "tflite_align_corners", "tflite_half_pixel"):
+        _resize(g, "x", (2, 11, 4, 3), "nearest", coord)
+        _resize(g, "x", (2, 11, 4, 3), "linear", coord)
+    _resize(g, "v", (2, 13, 3), "linear", "asymmetric", scales=(1.0, 2.2, 1.0))            # rank 3
+    _resize(g, "v", (3, 4, 3), "nearest", "asymmetric")                                  # the batch axis too
+    _resize(g, "z", (1, 5, 7, 3, 2), "linear", "half_pixel")                             # rank 5, 3 axes
+    _resize(g, "i", (1, 8, 5, 2), "nearest", "asymmetric", dtype="int32")
+    g.validate()
+    return g
+
+
+def test_float_kernels_match_the_interpreter(tmp_path):
+    g = _float_graph()
+    xs = [RNG.standard_normal(g.tensors[n].shape).astype(np.float32) for n in g.inputs[:3]]
+    xs.append(RNG.integers(-1000, 1000, g.tensors["i"].shape).astype(np.int32))
+    ref = interp.run(g, xs)
+    for name, ours in zip(g.outputs, run_c(g, xs, tmp_path)):
+        if ours.dtype == np.int32:
+            np.testing.assert_array_equal(ours, ref[name], err_msg=name)
+        else:
+            np.testing.assert_allclose(ours, ref[name], rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def _tflite_bilinear_int8(x, out_hw, coord):
+    """reference_ops::ResizeBilinearInteger on int8 NHWC values."""
+    (iy, wy), (ix, wx) = (tflite_integer_taps(n, o, coord) for n, o in zip(x.shape[1:3], out_hw))
+    x = x.astype(np.int64)
+    acc = sum(x[:, iy[:, a]][:, :, ix[:, b]] * (wy[:, a][:, None] * wx[:, b][None, :])[None, :, :, None]
+              for a in range(2) for b in range(2))
+    return np.trunc((acc + np.where(acc > 0, 1 << 19, -(1 << 19))) / (1 << 20)).astype(np.int8)
+
+
+def test_int8_kernels(tmp_path):
+    q = Quant(np.float32(0.05), np.int64(-3))
+    g = Graph("resize_int8")
+    g.add_tensor("x", (2, 5, 7, 3), "int8", quant=q)
+    g.inputs = ["x"]
+    cases = [((2, 11, 13, 3), c) for c in ("tflite_asymmetric", "tflite_align_corners", "tflite_half_pixel")]
+    cases += [((2, 3, 4, 3), "tflite_half_pixel"), ((2, 5, 16, 3), "tflite_align_corners")]
+    for out, coord in cases:
+        _resize(g, "x", out, "linear", coord, dtype="int8", quant=q)
+    _resize(g, "x", (2, 9, 4, 3), "nearest", "half_pixel", dtype="int8", quant=q)
+    g.validate()
+    x = RNG.integers(-128, 128, (2, 5, 7, 3)).astype(np.int8)
+    ours = run_c(g, [x], tmp_path)
+    for (out, coord), y in zip(cases, ours):
+        np.testing.assert_array_equal(y, _tflite_bilinear_int8(x, out[1:3], coord), err_msg=f"{out} {coord}")
+    np.testing.assert_array_equal(ours[-1], interp.run(g, [x])[g.outputs[-1]])
+
+
+@pytest.mark.parametrize("attrs,dtype,match", [
+    (dict(mode="cubic", coord="half_pixel"), "int8", "int8 cubic interpolation"),
+    (dict(mode="linear", coord="half_pixel"), "int8", "tinyc's int8 Resize is nearest, or TFLite's bilinear"),
+    (dict(mode="linear", coord="asymmetric"), "int32", "linear interpolation of int32 values"),
+])
+def test_refusals_are_one_line(tmp_path, attrs, dtype, match):
+    q = Quant(np.float32(0.1), np.int64(0)) if dtype == "int8" else None
+    g = Graph("bad")
+    g.add_tensor("x", (1, 4, 4, 2), dtype, quant=q)
+    g.inputs = ["x"]
+    _resize(g, "x", (1, 8, 8, 2), dtype=dtype, quant=q, **attrs)
+    with pytest.raises(TinycError, match=match) as e:
+        run_c(g, [np.zeros((1, 4, 4, 2), dtype)], tmp_path)
+    assert "\n" not in str(e.value)
+
+
+# -- ONNX against onnxruntime ---------------------------------------------------------------------------------
+def _onnx():
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from test_onnx_helper_models import Builder, _summary
+    return onnx, Builder, _summary
+
+
+def _verify_onnx(tmp_path, model, name):
+    from tinyc.verify import verify
+    onnx, _, summary = _onnx()
+    path = str(tmp_path / f"{name}.onnx")
+    onnx.save(model, path)
+    report = verify(path, samples=2)
+    assert report["ok"], summary(report)
+
+
+def test_onnx_resize_after_a_conv(tmp_path):
+    """Resize of a Conv's output (stored NHWC): scales and sizes, axes, every mode against onnxruntime."""
+    _, Builder, _ = _onnx()
+    b = Builder()
+    c = b.node("Conv", ["img", b.weights(4, 3, 3, 3)], pads=[1, 1, 1, 1])             # [1, 4, 5, 6]
+    sc = b.const([1, 1, 1.5, 2.5])
+    outs = [
+        b.node("Resize", [c, "", sc], mode="nearest", coordinate_transformation_mode="asymmetric",
+               nearest_mode="floor"),
+        b.node("Resize", [c, "", sc], mode="nearest", nearest_mode="round_prefer_ceil"),
+        b.node("Resize", [c, "", sc], mode="linear"),
+        b.node("Resize", [c, "", b.const([1, 1, 2, 2.5])], mode="linear",
+               coordinate_transformation_mode="align_corners"),
+        b.node("Resize", [c, "", b.const([1, 1, 0.6, 0.7])], mode="cubic"),
+        b.node("Resize", [c, "", "", b.const([1, 4, 9, 4], np.int64)], mode="cubic", exclude_outside=1,
+               cubic_coeff_a=-0.5),
+        b.node("Resize", [c, "", "", b.const([7, 3], np.int64)], mode="linear", axes=[3, 2],
+               coordinate_transformation_mode="pytorch_half_pixel"),
+        b.node("Resize", ["img", "", "", b.const([8, 8], np.int64)], mode="nearest", axes=[2, 3],
+               keep_aspect_ratio_policy="not_larger"),
+    ]
+    _verify_onnx(tmp_path, b.model({"img": [1, 3, 5, 6]}, outs, 19), "resize19")
+
+
+@pytest.mark.parametrize("opset", [9, 10])
+def test_onnx_upsample_and_resize_10(tmp_path, opset):
+    """Upsample (opset 9) and Resize-10: asymmetric coordinates, floor, also with non-integer scales."""
+    _, Builder, _ = _onnx()
+    b = Builder()
+    op = "Upsample" if opset == 9 else "Resize"
+    outs = [b.node(op, ["img", b.const([1, 1, 2.5, 1.5])], mode=m) for m in ("nearest", "linear")]
+    _verify_onnx(tmp_path, b.model({"img": [1, 2, 4, 5]}, outs, opset), f"upsample{opset}")
+
+
+def test_onnx_refusals_are_one_line(tmp_path):
+    from tinyc.frontends.onnx_import import load_onnx
+    onnx, Builder, _ = _onnx()
+    cases = [
+        (dict(mode="linear", antialias=1), "antialias=1"),
+        (dict(mode="linear", coordinate_transformation_mode="tf_crop_and_resize"), "tf_crop_and_resize"),
+        (dict(mode="linear", coordinate_transformation_mode="align_corners"), "give the output sizes"),
+    ]
+    for k, (attrs, match) in enumerate(cases):
+        b = Builder()
+        y = b.node("Resize", ["x", "", b.const([1, 1, 0.6, 0.6])], **attrs)
+        path = str(tmp_path / f"r{k}.onnx")
+        onnx.save(b.model({"x": [1, 2, 4, 4]}, [y], 19), path)
+        with pytest.raises(TinycError, match=match) as e:
+            load_onnx(path)
+        assert "\n" not in str(e.value)
+    b = Builder()
+    shape = b.node("Shape", ["x"])
+    y = b.node("Resize", ["x", "", "", b.node("Cast", [b.node("Mul", [b.node("Cast", [shape], to=1),
+                                                                       b.const([1, 1, 2, 2])])], to=7)])
+    model = onnx.helper.make_model(onnx.helper.make_graph(
+        b.nodes, "m", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 4, "w"])],
+        [onnx.helper.make_tensor_value_info(y, onnx.TensorProto.FLOAT, None)], b.inits),
+        opset_imports=[onnx.helper.make_opsetid("", 19)])
+    path = str(tmp_path / "computed.onnx")
+    onnx.save(model, path)
+    with pytest.raises(TinycError) as e:
+        load_onnx(path)
+    assert "\n" not in str(e.value)
+
+
+# -- Keras against Keras, TFLite against TFLite -----------------------------------------------------------------
+needs_tf = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs tensorflow")
+
+
+def _resizing_model(repeat=True):
+    """Every TFLite resize mode (and, with `repeat`, UpSampling2D nearest: TILE v3, which BUILTIN_REF lacks)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    import int8_zoo
+    keras = int8_zoo._keras()
+    import tensorflow as tf
+    L = keras.layers
+    x = keras.Input((5, 7, 3))
+    h = L.Conv2D(4, 1)(x)
+    outs = [L.UpSampling2D((2, 3))(h)] if repeat else []
+    outs += [L.UpSampling2D(2, interpolation="bilinear")(h), L.Resizing(9, 4)(h),
+             L.Resizing(3, 11, interpolation="nearest")(h),
+             L.Lambda(lambda t: tf.compat.v1.image.resize_bilinear(t, (11, 13), align_corners=True))(h),
+             L.Lambda(lambda t: tf.compat.v1.image.resize_nearest_neighbor(t, (4, 13), align_corners=True))(h),
+             L.Lambda(lambda t: tf.compat.v1.image.resize_bilinear(t, (8, 3)))(h),
+             L.Lambda(lambda t: tf.compat.v1.image.resize_nearest_neighbor(t, (8, 3)))(h)]
+    keras.utils.set_random_seed(3)
+    return int8_zoo, keras.Model(x, outs, name="resizing")
+
+
+@needs_tf
+def test_keras_layers_against_keras(tmp_path):
+    int8_zoo, _ = _resizing_model()
+    keras = int8_zoo._keras()
+    L = keras.layers
+    x = keras.Input((5, 6, 2))
+    outs = [L.UpSampling2D((2, 3))(x), L.UpSampling2D(2, interpolation="bilinear")(x), L.Resizing(9, 4)(x),
+            L.Resizing(3, 11, interpolation="nearest")(x), L.Resizing(12, 5)(x)]
+    path = tmp_path / "resizing.keras"
+    keras.Model(x, outs).save(path)
+    from tinyc.verify import verify
+    report = verify(str(path), samples=2)
+    assert report["ok"], report["outputs"]
+    bad = keras.Model(x, L.Resizing(3, 3, crop_to_aspect_ratio=True)(x))
+    bad.save(tmp_path / "crop.keras")
+    from tinyc.frontends.keras_import import load_keras
+    with pytest.raises(TinycError, match="crop_to_aspect_ratio") as e:
+        load_keras(str(tmp_path / "crop.keras"))
+    assert "\n" not in str(e.value)
+
+
+@needs_tf
+@pytest.mark.parametrize("kind", ["float32", "int8"])
+def test_tflite_against_the_reference_kernels(tmp_path, kind):
+    """RESIZE_BILINEAR and RESIZE_NEAREST_NEIGHBOR in every coordinate mode; int8: zero differing bytes."""
+    int8_zoo, model = _resizing_model(repeat=kind == "float32")
+    from tinyc.verify import verify
+    if kind == "int8":
+        path = int8_zoo.to_int8_tflite(model, tmp_path / "resize_int8.tflite")
+    else:
+        import tensorflow as tf
+        path = tmp_path / "resize.tflite"
+        path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    report = verify(str(path), samples=5, seed=3, per_layer=True)
+    assert report["ok"], report["outputs"]
+    if kind == "int8":
+        assert report["mismatched_bytes"] == 0, report["outputs"]
+        assert all(row["ok"] for row in report["layers"])
