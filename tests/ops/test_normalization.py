@@ -246,3 +246,92 @@ def test_keras_layer_norm_rms_scaling_is_refused(tmp_path):
     model.save(path)
     with pytest.raises(TinycError, match="rms_scaling"):
         compile_model(path)
+
+
+# -- TFLite: L2_NORMALIZATION (float, int8), Keras LayerNormalization as the converter decomposes it -------------
+def _convert(keras_model, int8: bool, data) -> bytes:
+    import tensorflow as tf
+    conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if int8:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([d[None]] for d in data)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def _verify_tflite(tmp_path, buf, name, samples=5):
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(buf)
+    report = verify(str(path), samples=samples, per_layer=True)
+    assert report["ok"] and report["oracle"] == "tflite", report["outputs"]
+    return report
+
+
+@pytest.mark.skipif(not HAS_TF, reason="needs TensorFlow")
+@pytest.mark.parametrize("int8", [False, True], ids=["float", "int8"])
+def test_tflite_l2_normalization_and_keras_layer_norm(tmp_path, int8):
+    """tf.math.l2_normalize (L2_NORMALIZATION) and Keras LayerNormalization (MEAN, SQUARED_DIFFERENCE, RSQRT,
+    MUL, ADD, with a float NEG inside the int8 model) after Dense layers, converted in float32 and to int8: the
+    int8 models match TFLite's reference kernels on every layer, byte for byte."""
+    keras, _ = _keras_model(lambda k: None)
+    import tensorflow as tf
+
+    class L2(keras.layers.Layer):
+        def call(self, t):
+            return tf.math.l2_normalize(t, axis=-1)
+    x = keras.Input((6, 8))
+    h = keras.layers.Dense(12)(x)
+    model = keras.Model(x, [L2()(h), keras.layers.LayerNormalization()(keras.layers.Dense(8)(h))])
+    data = np.random.default_rng(0).normal(0.3, 1, (32, 6, 8)).astype(np.float32)
+    report = _verify_tflite(tmp_path, _convert(model, int8, data), "l2_ln" + "_int8" * int8)
+    if int8:
+        assert report["mismatched_bytes"] == 0
+
+
+@pytest.mark.skipif(not HAS_TF, reason="needs TensorFlow")
+@pytest.mark.parametrize("depth, zp, spread", [(1, 0, 1), (7, -128, 1), (33, 5, 64), (200, 127, 2),
+                                               (9000, -128, 1)])
+def test_int8_l2_normalization_against_tflite(tmp_path, depth, zp, spread):
+    """The .tflite written directly: input zero points at the extremes, rows whose sum of squares is 0 or 1
+    (TFLite's special case), small, and (9000 values of up to 255^2) past 2^29, where the inverse square root
+    first divides by 4; every byte as TFLite's reference L2_NORMALIZATION."""
+    from tinyc.ir import Quant
+    from tinyc.quant.tflite_writer import write_tflite
+    rows = 4
+    g = Graph("l2")
+    g.add_tensor("x", (1, rows, depth), "int8", quant=Quant(np.asarray(0.02, np.float32), np.asarray(zp, np.int64)))
+    g.add_tensor("y", (1, rows, depth), "int8", quant=Quant(np.asarray(1 / 128, np.float32), np.asarray(0, np.int64)))
+    g.add_node("LpNormalize", ["x"], ["y"], axis=2, p=2, epsilon=1e-6)
+    g.inputs, g.outputs = ["x"], ["y"]
+    rng = np.random.default_rng(depth)
+    x = np.clip(zp + rng.integers(-255, 256, (1, rows, depth)) // spread, -128, 127)
+    x[0, 0] = zp                                   # sum of squares 0
+    x[0, 1] = zp
+    x[0, 1, depth // 2] = zp + (1 if zp < 127 else -1)   # sum of squares 1
+    if depth > 1000:
+        x[0, 2] = -128 if zp > 0 else 127           # 9000 x 255^2 >= 2^29: the scaling loop runs
+    path = tmp_path / "l2.tflite"
+    write_tflite(g, str(path))
+    report = verify(str(path), inputs=[x.astype(np.int8)])
+    assert report["oracle"] == "tflite" and report["mismatched_bytes"] == 0, report["outputs"]
+
+
+def test_int8_l2_normalization_refusals():
+    """Outputs other than 1/128 and 0, and L1 or non-last-axis normalizations, are refused in one line."""
+    from tinyc.codegen.emit import KernelContext
+    from tinyc.ir import Quant
+    from tinyc.ops.normalize import lp_int8_prepare
+    g = Graph("l2")
+    g.add_tensor("x", (1, 3, 4), "int8", quant=Quant(np.asarray(0.02, np.float32), np.asarray(0, np.int64)))
+    g.add_tensor("y", (1, 3, 4), "int8", quant=Quant(np.asarray(1 / 64, np.float32), np.asarray(0, np.int64)))
+    node = g.add_node("LpNormalize", ["x"], ["y"], name="l2", axis=2, p=2, epsilon=0.0)
+
+    class Plan:
+        graph = g
+    k = KernelContext(node, Plan(), ["x0"])
+    with pytest.raises(TinycError, match="scale 1/128"):
+        lp_int8_prepare(k)
+    node.attrs["axis"] = 1
+    with pytest.raises(TinycError, match="last axis"):
+        lp_int8_prepare(k)

@@ -213,6 +213,13 @@ def softmax(cv, opts, ins):
     return cv.emit("Softmax", [cv.x(ins[0])], shape, axis=len(shape) - 1)
 
 
+def l2_normalization(cv, opts, ins):
+    """L2_NORMALIZATION: x / max(||x||, 1e-6) over the last axis (int8: docs/int8-numerics.md 4.37)."""
+    if fused_act(cv, opts) is not None:
+        raise TinycError(f"{cv.where()}: L2_NORMALIZATION with a fused activation; TFLite's kernel refuses it")
+    shape = cv.shape(ins[0])
+    return cv.emit("LpNormalize", [cv.x(ins[0])], shape, axis=len(shape) - 1, p=2, epsilon=1e-6)
+
 # -- pooling and reductions ----------------------------------------------------------------------------------
 def _pool(op, **extra):
     def convert(cv, opts, ins):
@@ -625,6 +632,7 @@ TFLITE_OPS = {
     "EXPAND_DIMS": expand_dims,
     "SOFTMAX": softmax,
     "LOG_SOFTMAX": log_softmax,
+    "L2_NORMALIZATION": l2_normalization,
     "LOGISTIC": _activation({"fn": "sigmoid"}),
     "TANH": _activation({"fn": "tanh"}),
     "RELU": _activation({"fn": "relu"}),

@@ -15,11 +15,15 @@ rows of non-last axes interleave with other rows in memory.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..codegen.literals import c_float
 from ..codegen.loops import broadcast_strides, row_major_strides, strided_loops
 from ..errors import TinycError
+from ..quant import params as qp
+from .int8_common import in_quant, out_quant
 from .opdef import OpDef
 
 
@@ -116,9 +120,39 @@ def lp_float_kernel(k):
                                      epsilon=c_float(float(a["epsilon"])) if a["epsilon"] > 0 else None), 0
 
 
+L2_OUTPUT_QUANT = (1.0 / 128, 0)
+L2_MAX_ROW = ((1 << 31) - 1) // (255 * 255)     # TFLite's int32 sum of squared differences cannot overflow
+
+
+@dataclass(frozen=True)
+class L2Params:
+    in_zp: int
+
+
+def lp_int8_prepare(k) -> L2Params:
+    """TFLite's L2_NORMALIZATION Prepare (docs/int8-numerics.md 4.37): L2 over the last axis, output 1/128 and 0."""
+    a, shape, name = k.node.attrs, k.out_shape, k.node.name
+    if a["p"] != 2 or a["axis"] != len(shape) - 1:
+        raise TinycError(f"node '{name}': int8 LpNormalize is TFLite's L2_NORMALIZATION (p = 2 over the last axis); "
+                         "keep this normalization in float32")
+    oq = out_quant(k)
+    if (qp.scale_of(oq), qp.zero_point_of(oq)) != L2_OUTPUT_QUANT:
+        raise TinycError(f"node '{name}': int8 L2 normalization output must have scale 1/128 and zero point 0 "
+                         "(TFLite requires it)")
+    if shape[-1] > L2_MAX_ROW:
+        raise TinycError(f"node '{name}': int8 L2 normalization of {shape[-1]} values per row; TFLite's int32 sum of "
+                         f"squares overflows past {L2_MAX_ROW}, keep it in float32")
+    return L2Params(qp.zero_point_of(in_quant(k)))
+
+
+def lp_int8_kernel(k):
+    n = k.out_shape[-1]
+    return "lp_normalize.c.j2", dict(rows=k.out_size // n, n=n, in_zp=k.params.in_zp), 0
+
+
 DEFINITIONS = (
     OpDef("Normalize", "x, scale, bias?  [axes, epsilon, center]", evaluate, check, float_kernel, None, None, None,
           memory=None, quantize=None),
-    OpDef("LpNormalize", "x  [axis, p, epsilon]", lp_evaluate, lp_check, lp_float_kernel, None, None, None,
-          memory=None, quantize=None),
+    OpDef("LpNormalize", "x  [axis, p, epsilon]", lp_evaluate, lp_check, lp_float_kernel, lp_int8_prepare,
+          lp_int8_kernel, None, memory=None, quantize="fixed", fixed_quant=L2_OUTPUT_QUANT),
 )

@@ -273,6 +273,12 @@ def _log_softmax(w: _Writer, node: Node) -> None:
     w.op("LOG_SOFTMAX", _inputs(w, node), node, w.options("LogSoftmaxOptions"))
 
 
+def _l2_normalization(w: _Writer, node: Node) -> None:
+    a, rank = node.attrs, len(w.g.tensors[node.inputs[0]].shape)
+    if a["p"] != 2 or a["axis"] != rank - 1:
+        raise TinycError(f"node '{node.name}': TFLite L2_NORMALIZATION is p = 2 over the last axis")
+    w.op("L2_NORMALIZATION", _inputs(w, node), node, w.options("L2NormOptions"))
+
 def _pool(builtin: str):
     def write(w: _Writer, node: Node) -> None:
         a = node.attrs
@@ -340,7 +346,7 @@ WRITERS = {
     "Div": _binary("DIV"), "Activation": _activation, "Softmax": _softmax, "LogSoftmax": _log_softmax,
     "MaxPool2D": _pool("MAX_POOL_2D"), "AvgPool2D": _pool("AVERAGE_POOL_2D"), "Mean": _mean,
     "Reshape": _reshape, "Transpose": _transpose, "Pad": _pad, "Concat": _concat,
-    "Quantize": _plain("QUANTIZE"), "Dequantize": _plain("DEQUANTIZE"),
+    "Quantize": _plain("QUANTIZE"), "Dequantize": _plain("DEQUANTIZE"), "LpNormalize": _l2_normalization,
 }
 
 
