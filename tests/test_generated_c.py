@@ -112,7 +112,9 @@ def every_kernel_graph() -> Graph:
                dilations=(1, 1, 1), pads=(0, 1, 0, 0, 0, 1), count_include_pad=False)
     g.add_node("Cast", ["mpi3"], [t("mpi3_float", (1, 2, 4, 2, 4))], to="float32")
     g.add_node("Add", ["mp3", "mpi3_float"], [t("sum3", (1, 2, 4, 2, 4))], activation=None)
-    g.add_node("Reshape", ["sum3"], [t("sum3_4d", (1, 16, 2, 2))])
+    g.add_node("LpPool", ["sum3"], [t("lp3", (1, 2, 4, 2, 4))], kernel=(1, 2, 1), strides=(1, 1, 1),
+               dilations=(1, 1, 1), pads=(0, 1, 0, 0, 0, 0), p=3)
+    g.add_node("Reshape", ["lp3"], [t("sum3_4d", (1, 16, 2, 2))])
     g.add_node("Reshape", ["ap3"], [t("ap3_4d", (1, 16, 2, 1))])
     g.add_node("Add", ["sum3_4d", "ap3_4d"], [t("vol_out", (1, 16, 2, 2))], activation=None)
     g.add_node("Add", ["dq", "vol_out"], [t("dq_vol", (1, 16, 2, 2))], activation=None)

@@ -91,6 +91,13 @@ def test_int8_kernels(tmp_path):
     cases += [((2, 3, 4, 3), "tflite_half_pixel"), ((2, 5, 16, 3), "tflite_align_corners")]
     for out, coord in cases:
         _resize(g, "x", out, "linear", coord, dtype="int8", quant=q)
+    # ONNX's coordinates that mean TFLite's (scale = out / in) run TFLite's integer arithmetic too
+    onnx_cases = [((2, 11, 13, 3), "half_pixel", "tflite_half_pixel"), ((2, 3, 4, 3), "asymmetric",
+                  "tflite_asymmetric"), ((2, 8, 9, 3), "align_corners", "tflite_align_corners"),
+                  ((2, 10, 14, 3), "pytorch_half_pixel", "tflite_half_pixel")]
+    for out, coord, _ in onnx_cases:
+        _resize(g, "x", out, "linear", coord, dtype="int8", quant=q)
+    cases += [(out, same) for out, _, same in onnx_cases]
     _resize(g, "x", (2, 9, 4, 3), "nearest", "half_pixel", dtype="int8", quant=q)
     g.validate()
     x = RNG.integers(-128, 128, (2, 5, 7, 3)).astype(np.int8)
@@ -102,7 +109,8 @@ def test_int8_kernels(tmp_path):
 
 @pytest.mark.parametrize("attrs,dtype,match", [
     (dict(mode="cubic", coord="half_pixel"), "int8", "int8 cubic interpolation"),
-    (dict(mode="linear", coord="half_pixel"), "int8", "tinyc's int8 Resize is nearest, or TFLite's bilinear"),
+    (dict(mode="linear", coord="half_pixel", scales=(1, 2.1, 2.1, 1)), "int8",
+     "tinyc's int8 Resize is nearest, or TFLite's bilinear"),
     (dict(mode="linear", coord="asymmetric"), "int32", "linear interpolation of int32 values"),
 ])
 def test_refusals_are_one_line(tmp_path, attrs, dtype, match):
@@ -260,3 +268,36 @@ def test_tflite_against_the_reference_kernels(tmp_path, kind):
     if kind == "int8":
         assert report["mismatched_bytes"] == 0, report["outputs"]
         assert all(row["ok"] for row in report["layers"])
+
+
+@needs_tf
+def test_tinyc_quantizer_against_tflite(tmp_path):
+    """tinyc's own int8 quantization of a Keras model and an ONNX model with resizes: the C is byte-exact with
+    TFLite's reference kernels running the same int8 graph (written by tinyc's TFLite writer)."""
+    int8_zoo, _ = _resizing_model()
+    keras = int8_zoo._keras()
+    L = keras.layers
+    x = keras.Input((5, 6, 2))
+    h = L.Conv2D(3, 1)(x)
+    y = L.Conv2D(2, 3)(L.Concatenate()([L.UpSampling2D(2, interpolation="bilinear")(h), L.UpSampling2D(2)(h),
+                                        L.Resizing(10, 12, interpolation="nearest")(h)]))
+    keras.utils.set_random_seed(4)
+    path = tmp_path / "up.keras"
+    keras.Model(x, y).save(path)
+    from tinyc.verify import verify
+    calib = [np.random.default_rng(0).standard_normal((32, 5, 6, 2)).astype(np.float32)]
+    report = verify(str(path), samples=4, quantize="int8", calib=calib, per_layer=True)
+    assert report["ok"] and report["mismatched_bytes"] == 0, report["outputs"]
+    assert all(row["ok"] for row in report["layers"])
+    _, Builder, _ = _onnx()
+    b = Builder()
+    c = b.node("Conv", ["img", b.weights(3, 2, 1, 1)])
+    outs = [b.node("Resize", [c, "", b.const([1, 1, 2, 2])], mode="linear"),
+            b.node("Resize", [c, "", "", b.const([1, 3, 7, 9], np.int64)], mode="linear",
+                   coordinate_transformation_mode="align_corners")]
+    path = tmp_path / "up.onnx"
+    import onnx
+    onnx.save(b.model({"img": [1, 2, 5, 6]}, outs, 19), str(path))
+    calib = [np.random.default_rng(0).standard_normal((32, 2, 5, 6)).astype(np.float32)]
+    report = verify(str(path), samples=4, quantize="int8", calib=calib, per_layer=True)
+    assert report["ok"] and report["mismatched_bytes"] == 0, report["outputs"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -38,6 +39,7 @@ class Ctx:
         self.out = ""        # IR name of its output tensor
         self.source = None   # that tensor's source_name (the Keras layer name, or None)
         self._consts = {}    # (id(layer), what) -> const name: a shared layer stores its weights once
+        self._final = None   # while `inner` runs: the helper tensor that final nodes write instead of `out`
 
     def shape(self, name: str) -> tuple:
         return self.g.tensors[name].shape
@@ -62,10 +64,25 @@ class Ctx:
     def emit(self, op: str, inputs, shape, final: bool = True, tag: str | None = None, **attrs) -> str:
         """Add one node. `final` writes the layer's output tensor; otherwise a helper tensor named
         '<layer>_<tag>' with no source_name."""
+        if final and self._final is not None:
+            final, tag = False, self._final
         name = self.out if final else self.g.unique_name(f"{self.out}_{tag or op.lower()}")
         self.g.add_tensor(name, shape, source_name=self.source if final else None)
         self.g.add_node(op, inputs, [name], name=name, **attrs)
         return name
+
+
+    @contextmanager
+    def inner(self, layer, tag: str):
+        """Convert part of the current layer with another rule (a 1-D layer as its 2-D form, the layer wrapped by
+        TimeDistributed): inside, `layer` is the one whose weights are read, and what that rule emits as its
+        output goes to a helper tensor '<layer>_<tag>'."""
+        saved = self.layer, self._final
+        self.layer, self._final = layer, tag
+        try:
+            yield
+        finally:
+            self.layer, self._final = saved
 
 
 # -- model walking -------------------------------------------------------------------------------------------

@@ -85,10 +85,16 @@ def _bias(cv, layer):
     return [cv.const("bias", cv.numpy(layer.bias))] if layer.use_bias else []
 
 
+def _kernel_2d(cv, kernel) -> np.ndarray:
+    """A Keras kernel as [KH, KW, I, O]: a 1-D layer's [K, I, O] is one row (KH = 1)."""
+    w = cv.numpy(kernel)
+    return w[None] if w.ndim == 3 else w
+
+
 def conv2d(cv, layer, cfg, ins):
     k, s, d = _pair(cfg["kernel_size"]), _pair(cfg["strides"]), _pair(cfg["dilation_rate"])
     nhw, pads = _geometry_2d(cv, layer, cfg, ins[0], k, s, d)
-    w = cv.numpy(layer.kernel).transpose(3, 0, 1, 2)          # [KH,KW,I/g,O] -> [O,KH,KW,I/g]
+    w = _kernel_2d(cv, layer.kernel).transpose(3, 0, 1, 2)    # [KH,KW,I/g,O] -> [O,KH,KW,I/g]
     return emit_with_activation(cv, layer, "Conv2D", [ins[0], cv.const("kernel", w)] + _bias(cv, layer),
                                 nhw + (cfg["filters"],), strides=s, dilations=d, pads=pads,
                                 groups=cfg.get("groups", 1))
@@ -107,37 +113,37 @@ def _depthwise(cv, layer, cfg, x, kernel, final, fuse):
 
 
 def depthwise_conv2d(cv, layer, cfg, ins):
-    return _depthwise(cv, layer, cfg, ins[0], cv.numpy(layer.kernel), final=True, fuse=True)
+    return _depthwise(cv, layer, cfg, ins[0], _kernel_2d(cv, layer.kernel), final=True, fuse=True)
 
 
 def separable_conv2d(cv, layer, cfg, ins):
-    dw = _depthwise(cv, layer, cfg, ins[0], cv.numpy(layer.depthwise_kernel), final=False, fuse=False)
-    w = cv.numpy(layer.pointwise_kernel).transpose(3, 0, 1, 2)
+    dw = _depthwise(cv, layer, cfg, ins[0], _kernel_2d(cv, layer.depthwise_kernel), final=False, fuse=False)
+    w = _kernel_2d(cv, layer.pointwise_kernel).transpose(3, 0, 1, 2)
     n, h, wd, _ = cv.shape(dw)
     return emit_with_activation(cv, layer, "Conv2D", [dw, cv.const("pointwise_kernel", w)] + _bias(cv, layer),
                                 (n, h, wd, cfg["filters"]), strides=(1, 1), dilations=(1, 1), pads=(0, 0, 0, 0),
                                 groups=1)
 
 
-def conv1d(cv, layer, cfg, ins):
-    """[1,L,C] -> Reshape [1,1,L,C] -> Conv2D (kernel 1xK) -> Reshape [1,L',O]."""
-    if cfg.get("data_format", "channels_last") != "channels_last":
-        raise TinycError(f"layer '{layer.name}' (Conv1D) uses data_format='{cfg['data_format']}'; "
-                         "only channels_last is supported")
-    (k,), (s,), (d,) = cfg["kernel_size"], cfg["strides"], cfg["dilation_rate"]
-    n, length, c = cv.shape(ins[0])
-    out, left, right = conv_geometry(length, k, s, d, cfg["padding"])
-    x4 = cv.emit("Reshape", [ins[0]], (n, 1, length, c), final=False, tag="as_2d")
-    w = cv.numpy(layer.kernel).transpose(2, 0, 1)[:, None]   # [K,I/g,O] -> [O,1,K,I/g]
-    act, softmax = activation_of(cv, layer, layer.activation)
-    y4 = cv.emit("Conv2D", [x4, cv.const("kernel", w)] + _bias(cv, layer), (n, 1, out, cfg["filters"]),
-                 final=False, tag="conv2d", strides=(1, s), dilations=(1, d), pads=(0, left, 0, right),
-                 groups=cfg.get("groups", 1), activation=act)
-    shape = (n, out, cfg["filters"])
-    if not softmax:
-        return cv.emit("Reshape", [y4], shape)
-    y3 = cv.emit("Reshape", [y4], shape, final=False, tag="as_1d")
-    return cv.emit("Softmax", [y3], shape, axis=2)
+_WINDOW_KEYS = ("kernel_size", "strides", "dilation_rate", "pool_size")
+
+
+def _as_1d(convert_2d, tag: str):
+    """A 1-D layer (Conv1D, SeparableConv1D, DepthwiseConv1D, MaxPooling1D, AveragePooling1D) as its 2-D form:
+    [N,L,C] -> Reshape [N,1,L,C] -> the 2-D rule with window 1 x k (stride 1 x s, dilation 1 x d; 'causal'
+    pads only the row's start) -> Reshape [N,L',O]. The reshapes are free aliases."""
+    def convert(cv, layer, cfg, ins):
+        _check_channels_last(layer, cfg)
+        n, length, c = cv.shape(ins[0])
+        x4 = cv.emit("Reshape", ins, (n, 1, length, c), final=False, tag="as_2d")
+        cfg_2d = {key: (v if key not in _WINDOW_KEYS or v is None
+                        else (1,) + (tuple(v) if isinstance(v, (list, tuple)) else (v,)))
+                  for key, v in cfg.items()}
+        with cv.inner(layer, tag):
+            y4 = convert_2d(cv, layer, cfg_2d, [x4])
+        n, _, out, o = cv.shape(y4)
+        return cv.emit("Reshape", [y4], (n, out, o))
+    return convert
 
 
 def dense(cv, layer, cfg, ins):
@@ -305,6 +311,7 @@ def softmax(cv, layer, cfg, ins):
 
 # -- pooling -------------------------------------------------------------------------------------------------
 def _pool(op, **extra):
+    """MaxPooling2D / AveragePooling2D (and, through `_as_1d`, the 1-D ones)."""
     def convert(cv, layer, cfg, ins):
         k = _pair(cfg["pool_size"])
         s = _pair(cfg["strides"] if cfg.get("strides") is not None else k)
@@ -510,6 +517,22 @@ def embedding(cv, layer, cfg, ins):
     return cv.emit("Gather", [table, ins[0]], cv.shape(ins[0]) + (cfg["output_dim"],), axis=0)
 
 
+def time_distributed(cv, layer, cfg, ins):
+    """TimeDistributed(inner): the inner layer on every step, as one call on a batch of N*T samples between free
+    reshapes ([N,T,...] -> [N*T,...] -> inner -> [N,T,...]). Every layer tinyc converts computes each sample
+    on its own, so the steps never mix."""
+    inner = layer.layer
+    rule = SUPPORTED_LAYERS.get(type(inner).__name__)
+    if rule is None or rule is input_layer:
+        raise TinycError(f"TimeDistributed '{layer.name}' wraps a {type(inner).__name__}, which tinyc does not "
+                         "convert; run `tinyc ops` to see supported layers")
+    shape = cv.shape(ins[0])
+    steps = cv.emit("Reshape", ins, (shape[0] * shape[1],) + tuple(shape[2:]), final=False, tag="steps")
+    with cv.inner(inner, "per_step"):
+        y = rule(cv, inner, inner.get_config(), [steps])
+    return cv.emit("Reshape", [y], tuple(shape[:2]) + tuple(cv.shape(y)[1:]))
+
+
 def input_layer(cv, layer, cfg, ins):
     raise TinycError(f"InputLayer '{layer.name}' is not one of the model's inputs")
 
@@ -615,7 +638,9 @@ SUPPORTED_LAYERS = {
     "InputLayer": input_layer,
     "Embedding": embedding,
     "Dense": dense,
-    "Conv1D": conv1d,
+    "Conv1D": _as_1d(conv2d, "conv2d"),
+    "SeparableConv1D": _as_1d(separable_conv2d, "as_separable_2d"),
+    "DepthwiseConv1D": _as_1d(depthwise_conv2d, "as_depthwise_2d"),
     "Conv2D": conv2d,
     "DepthwiseConv2D": depthwise_conv2d,
     "SeparableConv2D": separable_conv2d,
@@ -628,6 +653,8 @@ SUPPORTED_LAYERS = {
     "Softmax": softmax,
     "MaxPooling2D": _pool("MaxPool2D"),
     "AveragePooling2D": _pool("AvgPool2D", count_include_pad=False),  # Keras 'same' excludes the padding
+    "MaxPooling1D": _as_1d(_pool("MaxPool2D"), "maxpool"),
+    "AveragePooling1D": _as_1d(_pool("AvgPool2D", count_include_pad=False), "avgpool"),
     "GlobalAveragePooling1D": global_avg_pool,
     "GlobalAveragePooling2D": global_avg_pool,
     "GlobalAveragePooling3D": global_avg_pool,
@@ -656,6 +683,7 @@ SUPPORTED_LAYERS = {
     "ZeroPadding1D": zero_padding,
     "ZeroPadding2D": zero_padding,
     "Rescaling": rescaling,
+    "TimeDistributed": time_distributed,
     "Dot": dot,
     "MultiHeadAttention": multi_head_attention,
     **{name: identity for name in _DROPOUT_LIKE},

@@ -69,8 +69,16 @@ def _ceil_pool_shape(imp, outputs, shape, inferred, kernel, strides, dilations, 
 
 
 # IR op per spatial rank (1-D runs as 2-D with H = 1) and kind
-SPATIAL_OPS = {2: {"conv": "Conv2D", "max": "MaxPool2D", "avg": "AvgPool2D"},
-               3: {"conv": "Conv3D", "max": "MaxPool3D", "avg": "AvgPool3D"}}
+SPATIAL_OPS = {2: {"conv": "Conv2D", "max": "MaxPool2D", "avg": "AvgPool2D", "lp": "LpPool"},
+               3: {"conv": "Conv3D", "max": "MaxPool3D", "avg": "AvgPool3D", "lp": "LpPool"}}
+
+
+def _lp_order(node) -> int:
+    """LpPool's / GlobalLpPool's p (default 2), a whole number >= 1."""
+    p = _attrs(node).get("p", 2)
+    if p < 1:
+        raise TinycError(f"{node.op_type} '{_name(node)}' has p = {p}; a p-norm needs p >= 1")
+    return int(p)
 
 
 def _spatial(imp, node, kind: str, weights=None, bias=None):
@@ -145,7 +153,9 @@ def _spatial(imp, node, kind: str, weights=None, bias=None):
                        activation=None, **attrs)
     else:
         extra = {"count_include_pad": include_pad} if kind == "avg" else {}
-        if nsp == 3 or any(d != 1 for d in dil):
+        if kind == "lp":
+            extra["p"] = _lp_order(node)
+        if nsp == 3 or kind == "lp" or any(d != 1 for d in dil):
             extra["dilations"] = tuple(dil)
         imp.g.add_node(op, [src], [dst], name=_name(node), kernel=tuple(kernel), **attrs, **extra)
     if nsp == 1:
@@ -308,6 +318,34 @@ def global_average_pool(imp, node):
     src = imp.get(x, channels_last(rank))
     out = imp.define(y, channels_last(rank))
     imp.g.add_node("Mean", [src], [out], name=_name(node), axes=tuple(range(1, rank - 1)), keepdims=True)
+
+
+def global_max_pool(imp, node):
+    """GlobalMaxPool: the maximum over every spatial axis (Reduce max)."""
+    x, y = node.input[0], node.output[0]
+    rank = len(imp.logical_shape(x))
+    if rank < 3:
+        raise TinycError(f"GlobalMaxPool '{_name(node)}' has a rank-{rank} input; it needs [N, C, spatial...]")
+    src = imp.get(x, channels_last(rank))
+    out = imp.define(y, channels_last(rank))
+    imp.g.add_node("Reduce", [src], [out], name=_name(node), kind="max", axes=tuple(range(1, rank - 1)),
+                   keepdims=True)
+
+
+def global_lp_pool(imp, node):
+    """GlobalLpPool: one LpPool window over every spatial axis."""
+    x, y = node.input[0], node.output[0]
+    shape = imp.logical_shape(x)
+    rank = len(shape)
+    if rank not in (3, 4, 5):
+        raise TinycError(f"GlobalLpPool '{_name(node)}' has a rank-{rank} input; tinyc supports 1 to 3 spatial "
+                         "axes")
+    p = _lp_order(node)
+    nsp = rank - 2
+    src = imp.get(x, channels_last(rank))
+    out = imp.define(y, channels_last(rank))
+    imp.g.add_node("LpPool", [src], [out], name=_name(node), kernel=tuple(shape[2:]), strides=(1,) * nsp,
+                   dilations=(1,) * nsp, pads=(0,) * (2 * nsp), p=p)
 
 
 # Opset from which each ReduceX takes its axes as a second input and has noop_with_empty_axes (18 for the rest).
@@ -1830,6 +1868,7 @@ ONNX_OPS = {
     "Mean": variadic("Add", mean=True),
     "Softmax": softmax("Softmax"), "LogSoftmax": softmax("LogSoftmax"), "Hardmax": softmax("Hardmax"),
     "MaxPool": pool("max"), "AveragePool": pool("avg"), "GlobalAveragePool": global_average_pool,
+    "GlobalMaxPool": global_max_pool, "LpPool": pool("lp"), "GlobalLpPool": global_lp_pool,
     "ReduceMean": reduce("mean"), "ReduceSum": reduce("sum"), "ReduceMax": reduce("max"), "ReduceMin": reduce("min"),
     "ReduceProd": reduce("prod"), "ReduceL1": reduce("l1"), "ReduceL2": reduce("l2"), "ReduceLogSum": reduce("logsum"),
     "ReduceLogSumExp": reduce("logsumexp"), "ReduceSumSquare": reduce("sumsquare"),

@@ -32,8 +32,9 @@ def lowest_literal(dtype: str) -> str:
 
 
 def pool_windows(x, kind, kernel, strides, dilations, pads, count_include_pad=False):
-    """x[N, *spatial, C] -> [N, *out, C] in float64; pads = begins + ends. An average divides by the window's
-    taps (count_include_pad: padded ones included) or by its taps on input cells."""
+    """x[N, *spatial, C] -> [N, *out, C] in float64; pads = begins + ends. A sum adds the window's input cells;
+    an average divides it by the window's taps (count_include_pad: padded ones included) or by its taps on
+    input cells."""
     nsp = len(kernel)
     spatial = x.shape[1:-1]
     widths = [(0, 0)] + list(zip(pads[:nsp], pads[nsp:])) + [(0, 0)]
@@ -50,6 +51,8 @@ def pool_windows(x, kind, kernel, strides, dilations, pads, count_include_pad=Fa
         total += values
         count += inside
         best = np.where(inside > 0, np.maximum(best, values), best)
+    if kind == "sum":
+        return total
     if kind == "max":
         return np.where(count > 0, best, lowest(x.dtype.name if x.dtype.kind in "iu" else "float32"))
     if count_include_pad:

@@ -13,7 +13,8 @@ An output index o of an axis of input length n maps to a source coordinate by `c
 
 The source indices and weights of every axis are compile-time tables (`axis_taps`); the C reads
 x[sum of tap offsets] weighted by the product of the axes' weights. int8: nearest is a copy; linear is TFLite's
-ResizeBilinearInteger (10-bit fixed-point weights, docs/int8-numerics.md 4.36) and needs TFLite's coordinates.
+ResizeBilinearInteger (10-bit fixed-point weights, docs/int8-numerics.md 4.36) of H and W of NHWC tensors, with
+TFLite's coordinates or ONNX's that mean the same (`tflite_coord`).
 """
 from __future__ import annotations
 
@@ -141,6 +142,34 @@ def axis_taps(attrs, axis: int, n: int, out: int):
             w[:, 1:] == 0):
         return None
     return idx, w
+
+
+def tflite_coord(a, x, y) -> str | None:
+    """The TFLite coordinates of a Resize of H and W of an NHWC tensor: its own; for linear, those ONNX's mean
+    for this layer (align_corners; half_pixel, half_pixel_symmetric, pytorch_half_pixel and asymmetric with scale
+    = out / in); for nearest, the first whose source indices are the same. None otherwise: no TFLite kernel
+    computes it."""
+    if a["mode"] not in ("nearest", "linear") or len(x) != 4 or x[0] != y[0] or x[3] != y[3] or \
+            a["scales"][0] != 1 or a["scales"][3] != 1:
+        return None
+    if a["mode"] == "nearest":
+        def same(coord):
+            b = dict(a, coord=coord)
+            return all(np.array_equal(_taps_or_identity(a, ax, x[ax], y[ax]),
+                                      _taps_or_identity(b, ax, x[ax], y[ax])) for ax in (1, 2))
+        return next((c for c in ((a["coord"],) if a["coord"] in TFLITE_COORDS else TFLITE_COORDS) if same(c)), None)
+    if a["coord"] in TFLITE_COORDS or a["coord"] == "align_corners":
+        return {"align_corners": "tflite_align_corners"}.get(a["coord"], a["coord"])
+    if any(abs(a["scales"][ax] - y[ax] / x[ax]) > 1e-6 * y[ax] / x[ax] for ax in (1, 2)):
+        return None
+    if a["coord"] in ("half_pixel", "half_pixel_symmetric") or (a["coord"] == "pytorch_half_pixel" and min(y[1:3]) > 1):
+        return "tflite_half_pixel"
+    return "tflite_asymmetric" if a["coord"] == "asymmetric" else None
+
+
+def _taps_or_identity(a, axis: int, n: int, out: int) -> np.ndarray:
+    taps = axis_taps(a, axis, n, out)
+    return np.arange(n)[:, None] if taps is None else taps[0]
 
 
 def tflite_integer_taps(n: int, out: int, coord: str):
@@ -284,11 +313,12 @@ def int8_kernel(k):
     if a["mode"] == "nearest":
         return float_kernel(k)
     x, y = k.in_shape(0), k.out_shape
-    if a["mode"] != "linear" or a["coord"] not in TFLITE_COORDS or len(x) != 4 or x[0] != y[0] or x[3] != y[3]:
+    coord = tflite_coord(a, x, y)
+    if coord is None:
         raise TinycError(f"node '{k.node.name}' (Resize): int8 {a['mode']} interpolation with {a['coord']} "
-                         "coordinates; tinyc's int8 Resize is nearest, or TFLite's bilinear on NHWC (keep this "
-                         "layer float)")
-    taps = [None, tflite_integer_taps(x[1], y[1], a["coord"]), tflite_integer_taps(x[2], y[2], a["coord"]), None]
+                         f"coordinates (scales {a['scales']}, {x} -> {y}); tinyc's int8 Resize is nearest, or "
+                         "TFLite's bilinear of H and W of an NHWC tensor (keep this layer float)")
+    taps = [None, tflite_integer_taps(x[1], y[1], coord), tflite_integer_taps(x[2], y[2], coord), None]
     for t, n in zip(taps[1:3], x[1:3]):
         if t[0].max() >= n:
             raise TinycError(f"node '{k.node.name}' (Resize): TFLite's 10-bit scale reads past the input "

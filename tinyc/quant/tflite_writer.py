@@ -335,6 +335,24 @@ def _concat(w: _Writer, node: Node) -> None:
     w.op("CONCATENATION", _inputs(w, node), node, opts)
 
 
+def _resize(w: _Writer, node: Node) -> None:
+    """RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR of H and W of an NHWC tensor, in TFLite's coordinates (or
+    ONNX's that mean the same)."""
+    from ..ops.resize import tflite_coord
+    x, y = w.g.tensors[node.inputs[0]].shape, w.g.tensors[node.outputs[0]].shape
+    coord = tflite_coord(node.attrs, x, y)
+    if coord is None:
+        raise TinycError(f"node '{node.name}': TFLite has no resize computing {node.attrs['mode']} with "
+                         f"{node.attrs['coord']} coordinates ({x} -> {y})")
+    size = w.const(f"{node.name}_size", [int(y[1]), int(y[2])])
+    flags = dict(alignCorners=coord == "tflite_align_corners", halfPixelCenters=coord == "tflite_half_pixel")
+    if node.attrs["mode"] == "linear":
+        w.op("RESIZE_BILINEAR", [w.tensor(node.inputs[0]), size], node, w.options("ResizeBilinearOptions", **flags))
+    else:
+        w.op("RESIZE_NEAREST_NEIGHBOR", [w.tensor(node.inputs[0]), size], node,
+             w.options("ResizeNearestNeighborOptions", **flags))
+
+
 def _plain(builtin: str):
     def write(w: _Writer, node: Node) -> None:
         w.op(builtin, _inputs(w, node), node)
@@ -345,7 +363,7 @@ WRITERS = {
     "Conv2D": _conv, "Dense": _dense, "Add": _binary("ADD"), "Sub": _binary("SUB"), "Mul": _binary("MUL"),
     "Div": _binary("DIV"), "Activation": _activation, "Softmax": _softmax, "LogSoftmax": _log_softmax,
     "MaxPool2D": _pool("MAX_POOL_2D"), "AvgPool2D": _pool("AVERAGE_POOL_2D"), "Mean": _mean,
-    "Reshape": _reshape, "Transpose": _transpose, "Pad": _pad, "Concat": _concat,
+    "Reshape": _reshape, "Transpose": _transpose, "Pad": _pad, "Concat": _concat, "Resize": _resize,
     "Quantize": _plain("QUANTIZE"), "Dequantize": _plain("DEQUANTIZE"), "LpNormalize": _l2_normalization,
 }
 
