@@ -175,6 +175,21 @@ def test_onnx_upsample_and_resize_10(tmp_path, opset):
     _verify_onnx(tmp_path, b.model({"img": [1, 2, 4, 5]}, outs, opset), f"upsample{opset}")
 
 
+@pytest.mark.parametrize("opset", [11, 13])
+def test_onnx_resize_11_and_13(tmp_path, opset):
+    """roi (empty) before scales / sizes; opset 11's tf_half_pixel_for_nn."""
+    _, Builder, _ = _onnx()
+    b = Builder()
+    roi = b.const([], np.float32)
+    outs = [b.node("Resize", ["img", roi, b.const([1, 1, 1.5, 2])], mode="linear"),
+            b.node("Resize", ["img", roi, b.const([], np.float32), b.const([1, 2, 3, 7], np.int64)], mode="cubic",
+                   coordinate_transformation_mode="asymmetric"),
+            b.node("Resize", ["img", roi, b.const([1, 1, 2, 0.6])], mode="nearest",
+                   coordinate_transformation_mode="tf_half_pixel_for_nn" if opset == 11 else "half_pixel",
+                   nearest_mode="ceil")]
+    _verify_onnx(tmp_path, b.model({"img": [1, 2, 4, 5]}, outs, opset), f"resize{opset}")
+
+
 def test_onnx_refusals_are_one_line(tmp_path):
     from tinyc.frontends.onnx_import import load_onnx
     onnx, Builder, _ = _onnx()
