@@ -335,3 +335,39 @@ def test_int8_l2_normalization_refusals():
     node.attrs["axis"] = 1
     with pytest.raises(TinycError, match="last axis"):
         lp_int8_prepare(k)
+
+
+def test_pytorch_normalizations_export(tmp_path):
+    """A PyTorch net exported at opset 13 (nn.LayerNorm decomposed), 18 (LayerNormalization): GroupNorm (as
+    PyTorch writes it: Reshape, InstanceNormalization, Reshape, Mul, Add), InstanceNorm2d, a standalone BatchNorm1d,
+    F.normalize, and a T5-style RMS norm (x * rsqrt(mean(x^2) + eps) * w, the reciprocal as Div(1, Sqrt)), against
+    onnxruntime; every layer and RMS norm one Normalize."""
+    torch = pytest.importorskip("torch")
+    from tinyc.compiler import compile_model
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.group = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.GroupNorm(4, 8)
+            self.inst, self.bn = torch.nn.InstanceNorm2d(8, affine=True), torch.nn.BatchNorm1d(8)
+            self.ln, self.w = torch.nn.LayerNorm(8), torch.nn.Parameter(torch.ones(8))
+
+        def forward(self, x):
+            t = self.inst(self.group(self.conv(x))).mean((2, 3))
+            u = self.ln(torch.relu(torch.nn.functional.normalize(self.bn(t), dim=1)))
+            return u * torch.rsqrt(u.pow(2).mean(-1, keepdim=True) + 1e-6) * self.w
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+        net.bn.running_mean.add_(0.5)
+        net.bn.running_var.mul_(2)
+    for opset in (13, 18):
+        path = str(tmp_path / f"net{opset}.onnx")
+        torch.onnx.export(net, (torch.randn(1, 3, 6, 6),), path, opset_version=opset, dynamo=False)
+        report = verify(path)
+        assert report["ok"] and report["oracle"] == "onnxruntime", _summary(report)
+        ops = [n.op for n in compile_model(path).plan.graph.nodes]
+        assert ops.count("Normalize") == 4 and "ScaleShift" in ops and not {"Pow", "Sub"} & set(ops), ops

@@ -12,7 +12,7 @@ SHAPE = (2, 3, 8)
 
 
 def decomposed(center=True, square="pow", root="div", gamma=(8,), beta=(8,), axes=(2,), axes2=None, exponent=2.0,
-               eps=(), reverse_sub=False, extra_output=None):
+               eps=(), reverse_sub=False, extra_output=None, one=1.0):
     """x -> [Mean, Sub] -> square -> Mean -> Add eps -> root -> [Mul gamma] -> [Add beta], as exporters write it."""
     rng = np.random.default_rng(0)
     g = Graph("ln")
@@ -45,9 +45,12 @@ def decomposed(center=True, square="pow", root="div", gamma=(8,), beta=(8,), axe
     elif root == "rsqrt":
         g.add_node("Activation", ["e"], [t("r", vstat)], name="r", fn="rsqrt")
         g.add_node("Mul", ["r", d], [t("n", SHAPE)], name="n", activation=None)
-    else:
+    else:       # reciprocal: an Activation, or (as PyTorch exports torch.rsqrt) Div(1, sqrt)
         g.add_node("Activation", ["e"], [t("s", vstat)], name="s", fn="sqrt")
-        g.add_node("Activation", ["s"], [t("r", vstat)], name="r", fn="reciprocal")
+        if root == "reciprocal":
+            g.add_node("Activation", ["s"], [t("r", vstat)], name="r", fn="reciprocal")
+        else:
+            g.add_node("Div", [g.add_const("one", np.float32(one)), "s"], [t("r", vstat)], name="r", activation=None)
         g.add_node("Mul", [d, "r"], [t("n", SHAPE)], name="n", activation=None)
     out = "n"
     if gamma is not None:
@@ -69,7 +72,7 @@ def ops(g):
 
 
 @pytest.mark.parametrize("square", ["pow", "mul", "square"])
-@pytest.mark.parametrize("root", ["div", "rsqrt", "reciprocal"])
+@pytest.mark.parametrize("root", ["div", "rsqrt", "reciprocal", "one_over"])
 def test_layer_norm_fuses(square, root):
     out = checked(fuse_layer_norm, decomposed(square=square, root=root))
     (node,) = out.nodes
@@ -85,8 +88,9 @@ def test_optional_and_broadcast_affine(gamma, beta):
 
 
 def test_rms_norm_and_several_axes():
-    out = checked(fuse_layer_norm, decomposed(center=False, root="rsqrt"))
-    assert ops(out) == ["Normalize"] and not out.nodes[0].attrs["center"]
+    for root in ("rsqrt", "one_over"):      # T5 / LLaMA: x * rsqrt(mean(x^2) + eps) * w
+        out = checked(fuse_layer_norm, decomposed(center=False, root=root))
+        assert ops(out) == ["Normalize"] and not out.nodes[0].attrs["center"]
     out = checked(fuse_layer_norm, decomposed(axes=(1, 2), gamma=(3, 8), beta=(3, 1)))
     assert ops(out) == ["Normalize"] and out.nodes[0].attrs["axes"] == (1, 2)
 
@@ -96,6 +100,7 @@ def test_rms_norm_and_several_axes():
     dict(exponent=4.0),                 # not a square
     dict(reverse_sub=True),             # m - x: the output would change sign
     dict(eps=(2, 1, 1)),                # a vector added to the variance
+    dict(root="one_over", one=2.0),     # 2 / sqrt: not the reciprocal
     dict(extra_output="d"),             # an intermediate is a graph output
     dict(extra_output="v"),
 ])

@@ -7,7 +7,7 @@ Exporters write LayerNormalization out as elementwise ops (PyTorch below opset 1
     q  = Pow(d, 2) | Mul(d, d) | Activation square(d)
     v  = Mean(q, A)
     e  = Add(v, eps) | Add(eps, v)              eps one float constant >= 0
-    n  = Div(d, Activation sqrt(e)) | Mul(d, Activation rsqrt(e)) | Mul(d, reciprocal(sqrt(e)))  (either order)
+    n  = Div(d, sqrt(e)) | Mul(d, rsqrt(e)) | Mul(d, reciprocal(sqrt(e))) | Mul(d, Div(1, sqrt(e)))  (Mul: any order)
     [y = Mul(n, gamma) | Mul(gamma, n)]         gamma a float constant broadcasting to n without growing it
     [z = Add(y, beta)  | Add(beta, y)]          beta the same
 becomes Normalize(x, gamma, beta) over A with epsilon eps (center=False for the RMS form), which computes the same
@@ -64,6 +64,15 @@ def _squared(g: Graph, q: str):
     return None
 
 
+def _one_over(g: Graph, tensor: str):
+    """The node computing `tensor` as Div(1, t) (how PyTorch exports torch.rsqrt's reciprocal), or None."""
+    p = g.producer(tensor)
+    if not _plain(p) or p.op != "Div" or len(p.inputs) != 2:
+        return None
+    one = _const(g, p.inputs[0])
+    return p if one is not None and one.size == 1 and float(one.reshape(-1)[0]) == 1.0 else None
+
+
 def _inverse_root(g: Graph, n_node, d: str, e: str):
     """The nodes dividing d by sqrt(e) into n_node's output, or None."""
     if n_node.op == "Div" and n_node.inputs[0] == d and n_node.inputs[1] != d:
@@ -76,8 +85,8 @@ def _inverse_root(g: Graph, n_node, d: str, e: str):
         rs = _activation(g, r, "rsqrt")
         if rs is not None and rs.inputs[0] == e:
             return [rs]
-        rec = _activation(g, r, "reciprocal")
-        s = _activation(g, rec.inputs[0], "sqrt") if rec is not None else None
+        rec = _activation(g, r, "reciprocal") or _one_over(g, r)
+        s = _activation(g, rec.inputs[-1], "sqrt") if rec is not None else None
         if s is not None and s.inputs[0] == e:
             return [s, rec]
     return None
