@@ -316,3 +316,36 @@ def test_tinyc_quantizer_against_tflite(tmp_path):
     calib = [np.random.default_rng(0).standard_normal((32, 2, 5, 6)).astype(np.float32)]
     report = verify(str(path), samples=4, quantize="int8", calib=calib, per_layer=True)
     assert report["ok"] and report["mismatched_bytes"] == 0, report["outputs"]
+
+
+@pytest.mark.parametrize("dynamo", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not os.environ.get("TINYC_FULL"), reason="the dynamo exporter is slow: TINYC_FULL=1"))])
+def test_pytorch_interpolate_against_onnxruntime(tmp_path, dynamo):
+    """F.interpolate nearest, bilinear (align_corners False and True, scale_factor and size) and bicubic, as
+    PyTorch's exporters write them."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    import torch.nn.functional as F
+    from tinyc.verify import verify
+
+    class Up(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            h = self.conv(x)
+            return (F.interpolate(h, scale_factor=2, mode="nearest"),
+                    F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False),
+                    F.interpolate(h, size=(9, 7), mode="bilinear", align_corners=True),
+                    F.interpolate(h, scale_factor=1.5, mode="bicubic", align_corners=False))
+
+    torch.manual_seed(0)
+    path = str(tmp_path / "up.onnx")
+    x = torch.randn(1, 3, 6, 5)
+    if dynamo:
+        torch.onnx.export(Up().eval(), (x,), path, input_names=["input"], dynamo=True, verbose=False)
+    else:
+        torch.onnx.export(Up().eval(), (x,), path, input_names=["input"], opset_version=17, dynamo=False)
+    report = verify(path, samples=2)
+    assert report["ok"], report["outputs"]
