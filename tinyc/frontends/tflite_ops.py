@@ -559,6 +559,71 @@ def depth_space(to_space: bool):
     return convert
 
 
+def _blocks(cv, ins, what: str) -> tuple[list, np.ndarray]:
+    """SPACE_TO_BATCH_ND's / BATCH_TO_SPACE_ND's block shape (one per spatial axis after the batch) and its
+    paddings / crops ([m, 2], >= 0)."""
+    shape = cv.shape(ins[0])
+    block = [int(v) for v in cv.value(ins[1], "block_shape").reshape(-1)]
+    edges = cv.value(ins[2], what).astype(np.int64)
+    m = len(block)
+    if not 1 <= m <= len(shape) - 1 or min(block) < 1 or edges.shape != (m, 2) or np.any(edges < 0):
+        raise TinycError(f"{cv.where()}: block shape {block} and {what} {edges.tolist()} do not fit input {shape}")
+    return block, edges
+
+
+def space_to_batch_nd(cv, opts, ins):
+    """SPACE_TO_BATCH_ND (how the converter writes a dilated 1-D / 2-D convolution): Pad (int8: with the zero
+    point, as TFLite) -> Reshape [N, H'/bh, bh, W'/bw, bw, ...] -> Transpose [bh, bw, N, H'/bh, W'/bw, ...] ->
+    Reshape [bh*bw*N, H'/bh, W'/bw, ...]."""
+    shape = cv.shape(ins[0])
+    block, pads = _blocks(cv, ins, "paddings")
+    m = len(block)
+    padded = [shape[1 + i] + int(pads[i, 0]) + int(pads[i, 1]) for i in range(m)]
+    if any(p % b for p, b in zip(padded, block)):
+        raise TinycError(f"{cv.where()}: padded spatial sizes {padded} are not multiples of the block shape {block}")
+    x = cv.x(ins[0])
+    rest = tuple(shape[1 + m:])
+    if any(pads.reshape(-1)):
+        value = int(np.asarray(cv.quant(cv.out).zero_point).reshape(-1)[0]) if cv.runtime_dtype(cv.out) == "int8" \
+            else 0.0
+        widths = ((0, 0),) + tuple((int(b), int(e)) for b, e in pads) + ((0, 0),) * len(rest)
+        x = cv.emit("Pad", [x], (shape[0], *padded, *rest), final=False, tag="padded", like=x, pads=widths,
+                    value=value)
+    split = (shape[0],) + tuple(d for p, b in zip(padded, block) for d in (p // b, b)) + rest
+    perm = tuple(2 + 2 * i for i in range(m)) + (0,) + tuple(1 + 2 * i for i in range(m)) + \
+        tuple(range(1 + 2 * m, len(split)))
+    x = cv.emit("Reshape", [x], split, final=False, tag="blocks", like=x)
+    x = cv.emit("Transpose", [x], tuple(split[p] for p in perm), final=False, tag="moved", like=x, perm=perm)
+    return cv.emit("Reshape", [x], (shape[0] * int(np.prod(block)),) + tuple(p // b for p, b in zip(padded, block))
+                   + rest)
+
+
+def batch_to_space_nd(cv, opts, ins):
+    """BATCH_TO_SPACE_ND: Reshape [bh, bw, N, h, w, ...] -> Transpose [N, h, bh, w, bw, ...] -> Reshape
+    [N, h*bh, w*bw, ...] -> Slice of the crops."""
+    shape = cv.shape(ins[0])
+    block, crops = _blocks(cv, ins, "crops")
+    m = len(block)
+    count = int(np.prod(block))
+    if shape[0] % count:
+        raise TinycError(f"{cv.where()}: batch {shape[0]} is not a multiple of the block shape {block}")
+    n, rest = shape[0] // count, tuple(shape[1 + m:])
+    full = [shape[1 + i] * block[i] for i in range(m)]
+    sizes = [f - int(c[0]) - int(c[1]) for f, c in zip(full, crops)]
+    if min(sizes) < 1:
+        raise TinycError(f"{cv.where()}: crops {crops.tolist()} leave nothing of {full}")
+    split = tuple(block) + (n,) + tuple(shape[1:1 + m]) + rest
+    perm = (m,) + tuple(a for i in range(m) for a in (m + 1 + i, i)) + tuple(range(2 * m + 1, len(split)))
+    x = cv.emit("Reshape", [cv.x(ins[0])], split, final=False, tag="blocks", like=cv.x(ins[0]))
+    x = cv.emit("Transpose", [x], tuple(split[p] for p in perm), final=False, tag="moved", like=x, perm=perm)
+    x = cv.emit("Reshape", [x], (n, *full, *rest), final=not any(crops.reshape(-1)), tag="joined", like=x)
+    if not any(crops.reshape(-1)):
+        return x
+    out = (n, *sizes, *rest)
+    return cv.emit("Slice", [x], out, starts=(0, *(int(c[0]) for c in crops), *(0,) * len(rest)),
+                   steps=(1,) * len(out), sizes=out)
+
+
 def mirror_pad(cv, opts, ins):
     shape = cv.shape(ins[0])
     pads = _pads(cv, ins, len(shape))
@@ -661,6 +726,8 @@ TFLITE_OPS = {
     "TRANSPOSE": transpose,
     "DEPTH_TO_SPACE": depth_space(True),
     "SPACE_TO_DEPTH": depth_space(False),
+    "SPACE_TO_BATCH_ND": space_to_batch_nd,
+    "BATCH_TO_SPACE_ND": batch_to_space_nd,
     "MIRROR_PAD": mirror_pad,
     "CAST": cast,
     "RESIZE_NEAREST_NEIGHBOR": resize("nearest"),
