@@ -272,8 +272,8 @@ def _verify_tflite(tmp_path, buf, name, samples=5):
 @pytest.mark.parametrize("int8", [False, True], ids=["float", "int8"])
 def test_tflite_l2_normalization_and_keras_layer_norm(tmp_path, int8):
     """tf.math.l2_normalize (L2_NORMALIZATION) and Keras LayerNormalization (MEAN, SQUARED_DIFFERENCE, RSQRT,
-    MUL, ADD, with a float NEG inside the int8 model) after Dense layers, converted in float32 and to int8: the
-    int8 models match TFLite's reference kernels on every layer, byte for byte."""
+    MUL, ADD, with a float NEG inside the int8 model) after Dense layers, converted in float32 (the decomposition
+    fused back into one Normalize) and to int8 (every layer byte for byte as TFLite's reference kernels)."""
     keras, _ = _keras_model(lambda k: None)
     import tensorflow as tf
 
@@ -285,8 +285,13 @@ def test_tflite_l2_normalization_and_keras_layer_norm(tmp_path, int8):
     model = keras.Model(x, [L2()(h), keras.layers.LayerNormalization()(keras.layers.Dense(8)(h))])
     data = np.random.default_rng(0).normal(0.3, 1, (32, 6, 8)).astype(np.float32)
     report = _verify_tflite(tmp_path, _convert(model, int8, data), "l2_ln" + "_int8" * int8)
-    if int8:
-        assert report["mismatched_bytes"] == 0
+    from tinyc.compiler import compile_model
+    ops = [n.op for n in compile_model(str(tmp_path / f"l2_ln{'_int8' * int8}.tflite")).plan.graph.nodes]
+    if int8:        # no int8 Normalize: the int8 layers stay as TFLite computes them
+        assert report["mismatched_bytes"] == 0 and "SquaredDifference" in ops
+    else:           # fuse_layer_norm's moments form: the nine layers are one Normalize
+        assert "Normalize" in ops and "SquaredDifference" not in ops, ops
+    assert "LpNormalize" in ops
 
 
 @pytest.mark.skipif(not HAS_TF, reason="needs TensorFlow")
@@ -371,3 +376,24 @@ def test_pytorch_normalizations_export(tmp_path):
         assert report["ok"] and report["oracle"] == "onnxruntime", _summary(report)
         ops = [n.op for n in compile_model(path).plan.graph.nodes]
         assert ops.count("Normalize") == 4 and "ScaleShift" in ops and not {"Pow", "Sub"} & set(ops), ops
+
+
+@pytest.mark.skipif(not HAS_TF, reason="needs TensorFlow")
+def test_own_quantizer_gives_l2_normalization_its_fixed_output(tmp_path):
+    """--quantize int8 on an ONNX LpNormalization (p = 2, last axis): the output gets TFLite's 1/128 and 0 and the
+    int8 model matches TFLite's reference kernels; a LayerNormalization is refused in one line (no int8 kernel)."""
+    from tinyc.compiler import compile_model
+    b = Builder()
+    h = b.node("Gemm", ["x", b.weights(16, 8), b.weights(16)], transB=1)
+    model = b.model({"x": [2, 8]}, [b.node("LpNormalization", [h], axis=-1, p=2)], 18)
+    path = str(tmp_path / "lp.onnx")
+    onnx.save(model, path)
+    calib = [np.random.default_rng(0).standard_normal((32, 2, 8)).astype(np.float32)]
+    report = verify(path, quantize="int8", calib=calib)
+    assert report["ok"] and report["oracle"] == "tflite" and report["mismatched_bytes"] == 0, report["outputs"]
+    b = Builder()
+    h = b.node("Gemm", ["x", b.weights(16, 8), b.weights(16)], transB=1)
+    model = b.model({"x": [2, 8]}, [b.node("LayerNormalization", [h, b.weights(16)])], 18)
+    onnx.save(model, path)
+    with pytest.raises(TinycError, match="does not quantize op Normalize"):
+        compile_model(path, quantize="int8", calib=calib)

@@ -126,3 +126,55 @@ def test_intermediate_with_another_reader_is_left_alone():
     g.add_node("Activation", ["d"], ["side"], name="side", fn="relu")
     g.outputs.append("side")
     assert "Normalize" not in ops(checked(fuse_layer_norm, g))
+
+
+def moments_form(gamma=(8,), beta=(8,), negate=True, axes2=None, extra_output=None):
+    """TensorFlow's spelling (Keras LayerNormalization through the TFLite converter): x * inv + (-mean * inv + beta),
+    inv = rsqrt(mean(SquaredDifference(x, mean)) + eps) * gamma."""
+    rng = np.random.default_rng(1)
+    g = Graph("tf_ln")
+    g.add_tensor("x", SHAPE)
+    g.inputs = ["x"]
+    stat = (2, 3, 1)
+
+    def t(name, shape):
+        g.add_tensor(name, shape)
+        return name
+    g.add_node("Mean", ["x"], [t("m", stat)], name="m", axes=(2,), keepdims=True)
+    g.add_node("Activation", ["m"], [t("nm", stat)], name="nm", fn="neg" if negate else "abs")
+    g.add_node("SquaredDifference", ["x", "m"], [t("sq", SHAPE)], name="sq", activation=None)
+    axes2 = axes2 or (2,)
+    vstat = tuple(1 if i in axes2 else d for i, d in enumerate(SHAPE))
+    g.add_node("Mean", ["sq"], [t("v", vstat)], name="v", axes=axes2, keepdims=True)
+    g.add_node("Add", ["v", g.add_const("eps", np.float32(1e-3))], [t("e", vstat)], name="e", activation=None)
+    g.add_node("Activation", ["e"], [t("r", vstat)], name="r", fn="rsqrt")
+    inv = "r"
+    if gamma is not None:
+        g.add_node("Mul", ["r", g.add_const("gamma", rng.standard_normal(gamma).astype(np.float32))],
+                   [t("inv", np.broadcast_shapes(vstat, gamma))], name="inv", activation=None)
+        inv = "inv"
+    inv_shape = g.tensors[inv].shape
+    g.add_node("Mul", ["nm", inv], [t("b", np.broadcast_shapes(stat, inv_shape))], name="b", activation=None)
+    res = "b"
+    if beta is not None:
+        g.add_node("Add", ["b", g.add_const("beta", rng.standard_normal(beta).astype(np.float32))],
+                   [t("c", SHAPE)], name="c", activation=None)
+        res = "c"
+    g.add_node("Mul", ["x", inv], [t("a", SHAPE)], name="a", activation=None)
+    g.add_node("Add", ["a", res], [t("y", SHAPE)], name="y", activation=None)
+    g.outputs = ["y"] + ([extra_output] if extra_output else [])
+    g.validate()
+    return g
+
+
+@pytest.mark.parametrize("gamma, beta", [((8,), (8,)), (None, (8,)), ((8,), None), (None, None)])
+def test_tensorflow_moments_form_fuses(gamma, beta):
+    out = checked(fuse_layer_norm, moments_form(gamma, beta))
+    (node,) = out.nodes
+    assert node.op == "Normalize" and node.attrs["center"] and len(node.inputs) == (3 if beta else 2)
+
+
+@pytest.mark.parametrize("near_miss", [dict(negate=False), dict(axes2=(1, 2)), dict(extra_output="b"),
+                                       dict(extra_output="inv")])
+def test_tensorflow_moments_near_misses_are_left_alone(near_miss):
+    assert "Normalize" not in ops(checked(fuse_layer_norm, moments_form(**near_miss)))

@@ -172,6 +172,77 @@ def _match(g: Graph, v_node):
     return x, center, axes, float(eps.reshape(-1)[0]), nodes, gamma, beta, out
 
 
+def _match_moments(g: Graph, v_node):
+    """TensorFlow's spelling (Keras LayerNormalization through the TFLite converter, tf2onnx): y = x * inv + res
+    with inv = rsqrt(var + eps) [* gamma], res = -mean * inv [+ beta], the variance of SquaredDifference(x, mean);
+    as (x, center, axes, eps, nodes, gamma, beta, out) or None."""
+    if v_node.op != "Mean" or not v_node.attrs["keepdims"]:
+        return None
+    axes = tuple(sorted(v_node.attrs["axes"]))
+    sq = g.producer(v_node.inputs[0])
+    if not _plain(sq) or sq.op != "SquaredDifference" or len(sq.inputs) != 2:
+        return None
+    for x, m in (sq.inputs, sq.inputs[::-1]):
+        m_node = g.producer(m)
+        if (m_node is not None and m_node.op == "Mean" and m_node.attrs["keepdims"] and m_node.inputs[0] == x
+                and tuple(sorted(m_node.attrs["axes"])) == axes):
+            break
+    else:
+        return None
+    xt = g.tensors[x]
+    shape = xt.shape
+    if xt.dtype != "float32" or xt.quant is not None or g.tensors[sq.outputs[0]].shape != shape:
+        return None
+    (add,) = _readers(g, v_node.outputs[0]) or [None]
+    eps_name = _other(add, v_node.outputs[0]) if add is not None and add.op == "Add" and _plain(add) else None
+    eps = _const(g, eps_name) if eps_name is not None else None
+    if eps is None or eps.size != 1 or not float(eps.reshape(-1)[0]) >= 0:
+        return None
+    (root,) = _readers(g, add.outputs[0]) or [None]
+    if root is None or root.op != "Activation" or root.attrs.get("fn") != "rsqrt":
+        return None
+    nodes = [m_node, sq, v_node, add, root]
+    inv, gamma = root.outputs[0], None
+    readers = _readers(g, inv)
+    if len(readers) == 1:       # inv * gamma
+        gamma = _affine(g, readers[0], "Mul", inv, shape)
+        if gamma is None:
+            return None
+        nodes.append(readers[0])
+        inv = readers[0].outputs[0]
+        readers = _readers(g, inv)
+    # the two readers of inv: x * inv and Neg(mean) * inv
+    if len(readers) != 2 or any(r.op != "Mul" or not _plain(r) or _other(r, inv) is None for r in readers):
+        return None
+    scaled = [r for r in readers if _other(r, inv) == x]
+    shifted = [r for r in readers if r not in scaled]
+    neg = g.producer(_other(shifted[0], inv)) if len(scaled) == 1 and len(shifted) == 1 else None
+    if neg is None or neg.op != "Activation" or neg.attrs.get("fn") != "neg" or neg.inputs[0] != m_node.outputs[0]:
+        return None
+    nodes += [neg, scaled[0], shifted[0]]
+    res, beta = shifted[0].outputs[0], None
+    res_readers = _readers(g, res)
+    if len(res_readers) == 1 and res_readers[0].op == "Add" and _other(res_readers[0], res) != scaled[0].outputs[0]:
+        beta = _affine(g, res_readers[0], "Add", res, shape)
+        if beta is None:
+            return None
+        nodes.append(res_readers[0])
+        res = res_readers[0].outputs[0]
+    (y,) = _readers(g, res) or [None]
+    if y is None or y.op != "Add" or not _plain(y) or _other(y, res) != scaled[0].outputs[0]:
+        return None
+    nodes.append(y)
+    out = y.outputs[0]
+    if g.tensors[out].shape != shape or g.tensors[scaled[0].outputs[0]].shape != shape:
+        return None
+    inside = {id(n) for n in nodes}
+    for n in nodes[:-1]:
+        t = n.outputs[0]
+        if t in g.outputs or any(id(r) not in inside for r in _readers(g, t)):
+            return None
+    return x, True, axes, float(eps.reshape(-1)[0]), nodes, gamma, beta, out
+
+
 def fuse_layer_norm(g: Graph) -> Graph:
     """Fold a decomposed layer / RMS normalization (ReduceMean, Sub, Pow, Sqrt, Div, Mul, Add) into one Normalize."""
     g = g.copy()
@@ -179,7 +250,7 @@ def fuse_layer_norm(g: Graph) -> Graph:
     while changed:
         changed = False
         for v_node in list(g.nodes):
-            found = _match(g, v_node)
+            found = _match(g, v_node) or _match_moments(g, v_node)
             if found is None:
                 continue
             x, center, axes, eps, nodes, gamma, beta, out = found

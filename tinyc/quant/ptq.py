@@ -98,8 +98,8 @@ def _fixed(g: Graph, name: str):
     p = g.producer(name)
     if p is None:
         return None
-    if p.op == "Softmax":
-        return FIXED["Softmax"]
+    if p.op != "Activation" and REGISTRY[p.op].quantize == "fixed":     # Softmax, LpNormalize (L2: 1/128, 0)
+        return REGISTRY[p.op].fixed_quant
     if p.op == "Activation" and p.attrs["fn"] in ("sigmoid", "tanh"):
         return FIXED[p.attrs["fn"]]
     return None
