@@ -11,8 +11,11 @@ Exporters write LayerNormalization out as elementwise ops (PyTorch below opset 1
     [y = Mul(n, gamma) | Mul(gamma, n)]         gamma a float constant broadcasting to n without growing it
     [z = Add(y, beta)  | Add(beta, y)]          beta the same
 becomes Normalize(x, gamma, beta) over A with epsilon eps (center=False for the RMS form), which computes the same
-function in one kernel and no intermediate buffers. Everything between x and the last node must be float32, read
-only inside the pattern, not a graph output and without a fused activation; anything else is left alone.
+function in one kernel and no intermediate buffers. TensorFlow's spelling (Keras LayerNormalization through the
+TFLite converter, tf2onnx) is recognised too (`_match_moments`):
+    inv = rsqrt(Mean(SquaredDifference(x, m), A) + eps) [* gamma];  y = x * inv + (Neg(m) * inv [+ beta])
+Everything between x and the last node must be float32, read only inside the pattern, not a graph output and
+without a fused activation; anything else is left alone.
 """
 from __future__ import annotations
 
