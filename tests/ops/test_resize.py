@@ -352,3 +352,35 @@ def test_pytorch_interpolate_against_onnxruntime(tmp_path, dynamo):
         torch.onnx.export(Up().eval(), (x,), path, input_names=["input"], opset_version=17, dynamo=False)
     report = verify(path, samples=2)
     assert report["ok"], report["outputs"]
+
+
+@pytest.mark.parametrize("act", ["s8", "u8"])
+def test_onnx_qdq_resizes_run_int8(tmp_path, act):
+    """quantize_static's QDQ Resize (nearest; bilinear with and without align_corners) becomes the int8 Resize
+    (fold_qdq) and agrees with onnxruntime within one LSB of each output."""
+    torch = pytest.importorskip("torch")
+    qdq = pytest.importorskip("test_onnx_qdq")
+    import torch.nn.functional as F
+    from tinyc.codegen.emit import kernel_family
+    from tinyc.compiler import compile_model
+    from tinyc.verify import verify
+
+    class Up(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))
+            return (F.interpolate(h, scale_factor=2, mode="nearest"), F.interpolate(h, scale_factor=2, mode="bilinear"),
+                    F.interpolate(h, size=(13, 11), mode="bilinear", align_corners=True))
+
+    torch.manual_seed(0)
+    src = str(tmp_path / "up.onnx")
+    torch.onnx.export(Up().eval(), torch.randn(qdq.SHAPE), src, dynamo=False, opset_version=17, input_names=["x"],
+                      output_names=["a", "b", "c"])
+    path = qdq.quantize(src, tmp_path / "q.onnx", qdq.ACTIVATIONS[act])
+    g = compile_model(path).graph
+    assert [kernel_family(g, n) for n in g.nodes if n.op == "Resize"] == ["int8"] * 3
+    report = verify(path, samples=10)
+    assert report["ok"], report["outputs"]

@@ -338,4 +338,4 @@ SIGNATURE = ("x  [sizes (output shape), mode=nearest|linear|cubic, coord (ONNX c
              "cubic_coeff_a, exclude_outside]")
 
 DEFINITIONS = (OpDef("Resize", SIGNATURE, evaluate, check, float_kernel, None, int8_kernel, None, memory=None,
-                     quantize="shared", plain_dtypes=ALL_DTYPES),)
+                     quantize="shared", qdq_rule="resize", plain_dtypes=ALL_DTYPES),)

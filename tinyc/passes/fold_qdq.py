@@ -19,9 +19,10 @@ Steps, in order:
   3. Quantize(Dequantize(t)) becomes t itself when the parameters agree, else a requantization of t
      (`_requantize`: why it is an int8 Add and not an int8 -> int8 Quantize is explained there);
   4. `Dequantize(s) -> op -> [relu / clip ...] -> Quantize` becomes the int8 op with the clamps fused, for
-     Conv2D, Dense, Add / Sub / Mul, MaxPool2D / AvgPool2D, Mean over H and W, Concat and a standalone
-     relu / clip. Each rule checks what the int8 kernel needs (symmetric int8 weights with per-tensor or
-     per-output-channel scales, equal input and output parameters for pools, ...) and leaves the group alone
+     Conv2D, Dense, Add / Sub / Mul, MaxPool2D / AvgPool2D, Mean over H and W, Concat, Resize (nearest, and
+     linear in TFLite's coordinates) and a standalone relu / clip. Each rule checks what the int8 kernel needs
+     (symmetric int8 weights with per-tensor or per-output-channel scales, equal input and output parameters for
+     pools and resizes, ...) and leaves the group alone
      otherwise. quantize_static usually drops a Relu into the range of the following Quantize (zero point at
      the bottom of the range); when it keeps one, it fuses here as the int8 op's `activation` clamp, which
      gives exactly Quantize(relu(v)), so this runs before `fuse_activation` (which leaves int8 ops alone);
@@ -365,9 +366,22 @@ def _activation(g: Graph, op: Node, act, out: Tensor) -> bool:
     return True
 
 
+def _resize(g: Graph, op: Node, act, out: Tensor) -> bool:
+    """Resize works on the stored values (nearest copies them; linear is TFLite's integer interpolation, for the
+    coordinates TFLite has): equal input and output parameters, no clamp."""
+    from ..ops.resize import tflite_coord
+    x_q = _dequantized_value(g, op.inputs[0])
+    if x_q is None or act is not None or not _same_quant(g.tensors[x_q].quant, out.quant):
+        return False
+    if op.attrs["mode"] != "nearest" and tflite_coord(op.attrs, g.tensors[op.inputs[0]].shape, out.shape) is None:
+        return False
+    op.inputs = [x_q]
+    return True
+
+
 # The rule each op names (OpDef.qdq_rule).
 _RULES = {"weighted": _conv_or_dense, "binary": _binary, "pool": _pool, "mean": _mean, "concat": _concat,
-          "activation": _activation}
+          "activation": _activation, "resize": _resize}
 
 
 def _fold_groups(g: Graph) -> None:
