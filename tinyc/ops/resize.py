@@ -119,7 +119,11 @@ def _tflite_taps(attrs, n: int, out: int):
     y = np.arange(out, dtype=np.float32)
     if attrs["mode"] == "nearest":
         v = (y + np.float32(0.5 if half else 0.0)) * scale
-        i = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5)) if align else np.floor(v)   # TfLiteRound: half away
+        if align:      # TfLiteRound (std::round): half away from zero; v - trunc(v) is exact in float32
+            whole = np.trunc(v)
+            i = whole + np.where(np.abs(v - whole) >= np.float32(0.5), np.sign(v), np.float32(0))
+        else:
+            i = np.floor(v)
         i = np.minimum(i.astype(np.int64), n - 1)
         return (np.maximum(i, 0) if half else i)[:, None], np.ones((out, 1))
     v = (y + np.float32(0.5)) * scale - np.float32(0.5) if half else y * scale
