@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from c_runner import run_c
-from tinyc.compiler import codegen_options
+from tinyc.compiler import codegen_options, compile_graph
 from tinyc.interp import run as interp_run
 from tinyc.ir import Graph, Quant
 from tinyc.quant.fixed_point import multiply_by_quantized_multiplier as mbqm
 from tinyc.quant.params import multiplier
-from tinyc.verify import verify
+from tinyc.verify import run_generated, verify
 
 RNG = np.random.default_rng(18)
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
@@ -65,16 +65,26 @@ def int8_reference(xa, xb, ta, tb, qa, qb, qo):
     return np.clip(out, -128, 127).astype(np.int8)
 
 
-@pytest.mark.parametrize("a,b,ta,tb", CASES)
-def test_int8_matmul_is_tflites_formula_in_both_kernel_sets(tmp_path, a, b, ta, tb):
-    quant = dict(a=_q(0.05, 3), b=_q(0.11, -7), y=_q(0.09 * max(a[-1], 1) ** 0.5, -5))
+# (a, b, y) parameters: ordinary ones, and extreme zero points with an output scale so fine that the multiplier
+# exceeds 1 (TFLite's left shift; most outputs saturate)
+QUANTS = [((0.05, 3), (0.11, -7), (0.09, -5)), ((0.02, -128), (0.5, 127), (0.0004, 100))]
+
+
+@pytest.mark.parametrize("qs", QUANTS)
+@pytest.mark.parametrize("a,b,ta,tb", CASES + [((1, 3, 41), (1, 41, 5), False, True)])
+def test_int8_matmul_is_tflites_formula_in_both_kernel_sets(tmp_path, a, b, ta, tb, qs):
+    quant = dict(a=_q(*qs[0]), b=_q(*qs[1]), y=_q(qs[2][0] * max(a[-1], 1) ** 0.5, qs[2][1]))
     g = _matmul_graph(a, b, ta, tb, "int8", quant)
     xa = RNG.integers(-128, 128, _stored(a, ta), dtype=np.int8)
     xb = RNG.integers(-128, 128, _stored(b, tb), dtype=np.int8)
     want = int8_reference(xa, xb, ta, tb, quant["a"], quant["b"], quant["y"])
-    for kernels in ("reference", "fast"):
-        (y,) = run_c(g, [xa, xb], tmp_path / kernels, options=codegen_options(kernels=kernels))
-        np.testing.assert_array_equal(y, want)
+    (y,) = run_c(g, [xa, xb], tmp_path, options=codegen_options(kernels="reference"))
+    np.testing.assert_array_equal(y, want)
+    fast = compile_graph(g, "mm", options=codegen_options(kernels="fast"))
+    assert [row["kernel"] for row in fast.library.layers] == ["int8_fast/matmul"]
+    for dsp in (False, True):       # the plain path and the DSP path (its intrinsics' C twins), byte for byte
+        got = run_generated(fast, [xa, xb], dsp=dsp)[0]
+        np.testing.assert_array_equal(got.reshape(want.shape), want, err_msg=f"dsp={dsp}")
 
 
 @pytest.mark.skipif(not HAS_TF, reason="needs tensorflow")

@@ -7,10 +7,15 @@ make the same choice as the rule (both go through `conv_mode`).
 """
 from __future__ import annotations
 
+import math
+
+import jinja2
 import numpy as np
 
+from ..quant import fixed_point
 from ..quant import params as qp
-from . import gemm_pack, int8_depthwise
+from ..resources import resource_dir
+from . import gemm_pack, int8_depthwise, int8_matmul
 
 
 def conv_geometry(g, node) -> dict:
@@ -157,8 +162,12 @@ def work_bytes(g, node) -> int:
     the DSP path's and the byte path's (one row of inputs + 128, K rounded up to 8), which share it."""
     if scratch_level(node) == "none":
         return 0
+    if node.op == "ConvTranspose2D":
+        return transpose_work_bytes(g, node)
     if is_depthwise(g, node):
         return int8_depthwise.work_bytes(g, node)
+    if node.op == "MatMul":
+        return int8_matmul.work_bytes(g, node)
     if dense_applies(g, node):
         k = g.tensors[node.inputs[1]].shape[1]
         return max(2 * (k - k % 4) if dense_expands(g, node) else 0, gemm_pack.byte_k(k))
@@ -273,3 +282,138 @@ def dense(k):
              comment=f"fully connected {rows} row(s) x {kdim} -> {o}")
     return "gemm.c.j2", v, rows * kdim * o
 
+
+# -- transposed convolution: stride phases through the GEMM kernel ------------------------------------------
+def _axis_phases(size_in: int, size_out: int, k: int, s: int, d: int, begin: int) -> list[dict]:
+    """Along one axis, per output residue r (outputs r, r + s, ...): the taps t that reach them (r + begin - t d
+    a multiple of s), largest first. Output q of the phase then reads inputs q + j D - P for its j-th tap: a
+    stride-1 convolution with dilation D = d / gcd(d, s) and pad P. `macs`: (output, tap) pairs inside the input."""
+    phases = []
+    for r in range(min(s, size_out)):
+        count = -(-(size_out - r) // s)
+        taps = [t for t in range(k - 1, -1, -1) if (r + begin - t * d) % s == 0]
+        dil = d // math.gcd(d, s)
+        pad = -((r + begin - taps[0] * d) // s) if taps else 0
+        macs = sum(1 for q in range(count) for j in range(len(taps)) if 0 <= q + j * dil - pad < size_in)
+        phases.append(dict(first=r, count=count, taps=taps, dil=dil, pad=pad, macs=macs))
+    return phases
+
+
+def transpose_phases(g, node) -> list[dict] | None:
+    """The stride phases of an int8 ConvTranspose2D (groups 1, one image) whose every phase with taps packs for
+    the GEMM kernel (at least 4 inputs per output pixel, exact pair packing); None otherwise. A phase without
+    taps (a stride larger than the kernel) holds outputs the bias alone makes."""
+    if node.op != "ConvTranspose2D" or node.attrs.get("groups", 1) != 1 or not _io_int8(g, node):
+        return None
+    x, y = g.tensors[node.inputs[0]].shape, g.tensors[node.outputs[0]].shape
+    w, bias = _int8_weights(g, node), _bias(g, node)
+    if x[0] != 1 or w is None or bias is False:
+        return None
+    a = node.attrs
+    rows, cols = (_axis_phases(x[1 + i], y[1 + i], w.shape[1 + i], a["strides"][i], a["dilations"][i], a["pads"][i])
+                  for i in range(2))
+    phases = []
+    for py in rows:
+        for px in cols:
+            ph = dict(oy0=py["first"], ox0=px["first"], nqy=py["count"], nqx=px["count"], ky=py["taps"],
+                      kx=px["taps"], dy=py["dil"], dx=px["dil"], py=py["pad"], px=px["pad"],
+                      macs=py["macs"] * px["macs"] * x[3] * y[3], w2d=None)
+            if py["taps"] and px["taps"]:
+                w2d = w[:, py["taps"]][:, :, px["taps"]].reshape(w.shape[0], -1)
+                if w2d.shape[1] < 4 or not _gemm_applies(w2d, bias, g.tensors[node.inputs[0]].quant):
+                    return None
+                ph["kwin"] = w2d.shape[1]
+                ph["w2d"] = np.pad(w2d, ((0, 0), (0, -(-w2d.shape[1] // 4) * 4 - w2d.shape[1])))
+            phases.append(ph)
+    return phases
+
+
+def _phase_px2(node, ph, oc: int) -> bool:
+    return ph["nqy"] * ph["nqx"] >= 2 and oc >= 2 and scratch_level(node) == "full"
+
+
+def transpose_work_bytes(g, node) -> int:
+    """The largest phase's im2col window(s) (and int16-expanded inputs on the two-pixel path), or its byte row."""
+    phases = transpose_phases(g, node)
+    if phases is None:
+        return 0
+    oc = g.tensors[node.outputs[0]].shape[3]
+    need = 0
+    for ph in phases:
+        if ph["w2d"] is None:
+            continue
+        kdim = ph["w2d"].shape[1]
+        px2 = _phase_px2(node, ph, oc)
+        e_offset = -(-kdim * 2 // 4) * 4
+        need = max(need, e_offset + 4 * (kdim - kdim % 4) if px2 else kdim, gemm_pack.byte_k(kdim))
+    return need
+
+
+_TEMPLATES = None
+
+
+def _render(template: str, variables: dict) -> str:
+    """One GEMM body (templates/int8_fast/gemm.c.j2) of a layer made of several (a transposed conv's phases)."""
+    global _TEMPLATES
+    if _TEMPLATES is None:
+        _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
+                                        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                                        undefined=jinja2.StrictUndefined, autoescape=False)
+    return _TEMPLATES.get_template(template).render(**variables).rstrip("\n")
+
+
+def conv_transpose(k):
+    """Stride-phase decomposition: the outputs whose rows are r mod sh and columns c mod sw get their taps from
+    one sub-kernel, so each phase is a stride-1 convolution of the input (taps flipped) written to every sh-th
+    row and sw-th column: the GEMM kernel with im2col per output pixel, one phase after another."""
+    g = k.plan.graph
+    phases = transpose_phases(g, k.node)
+    if phases is None or k.work is None:      # a plan made without kernel scratch
+        return None
+    p = k.params
+    bias = _bias(g, k.node)
+    _, ih, iw, ic = k.in_shape(0)
+    _, oh, ow, oc = k.out_shape
+    sh, sw = k.node.attrs["strides"]
+    bodies, constants = [], []
+    for ph in phases:
+        out_map = dict(base=(ph["oy0"] * ow + ph["ox0"]) * oc, cols=ph["nqx"], row_step=sh * ow * oc,
+                       col_step=sw * oc)
+        where = f"rows {ph['oy0']}::{sh} x columns {ph['ox0']}::{sw}"
+        if ph["w2d"] is None:      # no tap reaches these outputs: requantized bias, known at compile time
+            b = [0] * oc if bias is None else [int(v) for v in bias]
+            vals = [min(max(fixed_point.multiply_by_quantized_multiplier(b[c], p.mults[c], p.shifts[c]) + p.out_zp,
+                            p.lo), p.hi) for c in range(oc)]
+            constants.append(dict(out_map, rows=ph["nqy"], where=where,
+                                  table=k.table(vals, "int8", "outputs the bias alone makes")))
+            continue
+        w2d = ph["w2d"]
+        rows = ph["nqy"] * ph["nqx"]
+        px2 = _phase_px2(k.node, ph, oc)
+        v = _gemm_vars(k, w2d, bias, p.in_zp, "pair" if px2 else "quad")
+        v.update(px2=px2, e_offset=-(-w2d.shape[1] * 2 // 4) * 4 if px2 else 0)
+        fast = gemm_pack.fast_mbqm(p.shifts, gemm_pack.acc_bound(w2d, bias, p.in_zp))
+        if fast:
+            rest = [p.mults, [-s for s in p.shifts], [1 << (-s - 1) for s in p.shifts]]
+            label = "per channel: bias, multiplier, right shift, rounding"
+            v["prm"] = _prm_table(k, v["folded"], rest, label, "TINYC_DSP")
+            v["prm_b"] = _prm_table(k, v["folded_b"], rest, label, "!TINYC_DSP")
+        else:
+            v["bias"] = _folded_table(k, v["folded"], "TINYC_DSP")
+            v["bias_b"] = _folded_table(k, v["folded_b"], "!TINYC_DSP")
+        geo = dict(ih=ih, iw=iw, ic=ic, oh=ph["nqy"], ow=ph["nqx"], oc=oc, kh=len(ph["ky"]), kw=len(ph["kx"]),
+                   sh=1, sw=1, dh=ph["dy"], dw=ph["dx"], pads=[ph["py"], ph["px"], 0, 0], pt=ph["py"], pl=ph["px"])
+        v.update(geo, **interior(geo), kwin=ph["kwin"], mode="im2col", out_zp=p.out_zp, lo=p.lo, hi=p.hi,
+                 requant="fast" if fast else "mbqm",
+                 mult=None if fast else k.table(p.mults, "int32", "requantization multipliers"),
+                 shift=None if fast else k.table(p.shifts, "int8", "requantization shifts"),
+                 variant="im2col", rows=rows, out_map=out_map,
+                 comment=f"phase {where}: taps {ph['ky']} x {ph['kx']} (flipped), a stride-1 {len(ph['ky'])}x"
+                         f"{len(ph['kx'])} convolution of the input, dilation {ph['dy']}x{ph['dx']}, pads "
+                         f"{ph['py']},{ph['px']}")
+        bodies.append(_render("int8_fast/gemm.c.j2", v))
+    a = k.node.attrs
+    comment = (f"transposed conv {ih}x{iw}x{ic} -> {oh}x{ow}x{oc}, kernel {k.in_shape(1)[1]}x{k.in_shape(1)[2]}, "
+               f"stride {sh}x{sw}, dilation {a['dilations'][0]}x{a['dilations'][1]}, pads {tuple(a['pads'])}")
+    return "conv_transpose.c.j2", dict(bodies=bodies, constants=constants, comment=comment, oc=oc,
+                                       phases=len(phases), variant="phases"), sum(ph["macs"] for ph in phases)

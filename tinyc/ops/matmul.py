@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codegen.loops import broadcast_strides, row_major_strides, strided_loops
+from ..codegen import int8_matmul
+from ..codegen.int8_matmul import geometry, logical_shapes
+from ..codegen.loops import strided_loops
 from ..errors import TinycError
 from ..quant import params as qp
 from .int8_common import in_quant, out_quant
@@ -32,16 +34,6 @@ def evaluate(a, ins):
     return np.matmul(x.astype(np.float64), w.astype(np.float64))
 
 
-def logical_shapes(node, a, b) -> tuple[tuple, tuple]:
-    """The operands' shapes as multiplied ([..., M, K] and [..., K, N]), after the transposes the node reads."""
-    a, b = tuple(a), tuple(b)
-    if node.attrs.get("transpose_a") and len(a) >= 2:
-        a = a[:-2] + (a[-1], a[-2])
-    if node.attrs.get("transpose_b") and len(b) >= 2:
-        b = b[:-2] + (b[-1], b[-2])
-    return a, b
-
-
 def check(g, n) -> None:
     a, b = logical_shapes(n, *(g.tensors[t].shape for t in n.inputs[:2]))
     y = g.tensors[n.outputs[0]].shape
@@ -54,22 +46,6 @@ def check(g, n) -> None:
         raise TinycError(f"MatMul '{n.name}': batch axes {tuple(a[:-2])} and {tuple(b[:-2])} do not broadcast")
     if tuple(y) != tuple(batch) + (a[-2], b[-1]):
         raise TinycError(f"MatMul '{n.name}': output {tuple(y)} is not {tuple(batch) + (a[-2], b[-1])}")
-
-
-def geometry(k) -> dict:
-    """M, K, N, the batch shape and, per batch index, the element offsets of y, a and b (broadcast axes 0)."""
-    a, b = logical_shapes(k.node, k.in_shape(0), k.in_shape(1))
-    y = k.out_shape
-    m, kk, n = a[-2], a[-1], b[-1]
-    batch = list(y[:-2]) or [1]
-    strides = [[s * m * n for s in row_major_strides(batch)],
-               [s * m * kk for s in broadcast_strides(a[:-2], batch)] if len(a) > 2 else [0] * len(batch),
-               [s * kk * n for s in broadcast_strides(b[:-2], batch)] if len(b) > 2 else [0] * len(batch)]
-    # element (m, k) of a and (k, n) of b in C, as stored
-    a_at = "pa[k * %d + m]" % m if k.node.attrs.get("transpose_a") else "pa[m * %d + k]" % kk
-    b_at = "pb[n * %d + k]" % kk if k.node.attrs.get("transpose_b") else "pb[k * %d + n]" % n
-    return dict(m=m, k=kk, n=n, batch=batch, strides=strides, a_at=a_at, b_at=b_at,
-                macs=int(np.prod(batch)) * m * n * kk, shapes=(tuple(k.in_shape(0)), tuple(k.in_shape(1)), tuple(y)))
 
 
 def _comment(k, geo, kind=""):
@@ -139,4 +115,4 @@ def int8_kernel(k):
 
 DEFINITIONS = (OpDef(
     "MatMul", "a[..., M, K], b[..., K, N] -> [..., M, N]  [transpose_a?, transpose_b?]  (batch axes broadcast)",
-    evaluate, check, float_kernel, int8_prepare, int8_kernel, None, memory=None, quantize="own"),)
+    evaluate, check, float_kernel, int8_prepare, int8_kernel, int8_matmul.matmul, memory=None, quantize="own"),)
