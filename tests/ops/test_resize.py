@@ -384,3 +384,27 @@ def test_onnx_qdq_resizes_run_int8(tmp_path, act):
     assert [kernel_family(g, n) for n in g.nodes if n.op == "Resize"] == ["int8"] * 3
     report = verify(path, samples=10)
     assert report["ok"], report["outputs"]
+
+
+@needs_tf
+def test_int8_sweep_against_tflite_written_directly(tmp_path):
+    """Up- and downsampling of odd sizes (1 to 39, a single row or column included) in every TFLite mode, the
+    .tflite written by tinyc's writer: zero differing bytes against BUILTIN_REF."""
+    from tinyc.quant.tflite_writer import write_tflite
+    from tinyc.verify import verify
+    rng = np.random.default_rng(5)
+    q = Quant(np.float32(0.07), np.int64(5))
+    g = Graph("resize_sweep")
+    inputs = (("a", (1, 7, 9, 3)), ("b", (1, 1, 3, 2)), ("c", (1, 13, 2, 4)), ("d", (1, 30, 17, 1)))
+    for name, shape in inputs if os.environ.get("TINYC_FULL") else inputs[:2]:
+        g.add_tensor(name, shape, "int8", quant=q)
+        g.inputs.append(name)
+        for coord in ("tflite_asymmetric", "tflite_align_corners", "tflite_half_pixel"):
+            for mode in ("nearest", "linear"):
+                out = (shape[0], int(rng.integers(1, 40)), int(rng.integers(1, 40)), shape[3])
+                _resize(g, name, out, mode, coord, dtype="int8", quant=q)
+    g.validate()
+    path = tmp_path / "sweep.tflite"
+    write_tflite(g, str(path))
+    report = verify(str(path), samples=3, seed=2)
+    assert report["ok"] and report["mismatched_bytes"] == 0, report["outputs"]
