@@ -408,3 +408,22 @@ def test_int8_sweep_against_tflite_written_directly(tmp_path):
     write_tflite(g, str(path))
     report = verify(str(path), samples=3, seed=2)
     assert report["ok"] and report["mismatched_bytes"] == 0, report["outputs"]
+
+
+@pytest.mark.parametrize("cc,flags", [("gcc", ("-O2",)), ("arm-none-eabi-gcc", ("-O2", "-mcpu=cortex-m0plus",
+                                                                              "-mthumb")),
+                                      ("arm-none-eabi-gcc", ("-O2", "-mcpu=cortex-m4", "-mthumb",
+                                                             "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"))])
+def test_int8_and_integer_kernels_build_cleanly(tmp_path, c_compile, cc, flags):
+    """The int8 bilinear and nearest kernels under the project's warning set, host and Cortex-M0+ / M4."""
+    import shutil
+    from tinyc.compiler import compile_graph
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} is not installed")
+    q = Quant(np.float32(0.05), np.int64(-3))
+    g = Graph("resize_build")
+    g.add_tensor("x", (1, 5, 7, 3), "int8", quant=q)
+    g.inputs = ["x"]
+    _resize(g, "x", (1, 11, 4, 3), "linear", "tflite_half_pixel", dtype="int8", quant=q)
+    _resize(g, "x", (1, 9, 14, 3), "nearest", "asymmetric", dtype="int8", quant=q)
+    c_compile(compile_graph(g, "rb").library, tmp_path, cc, flags)
