@@ -3,14 +3,20 @@ dilations, crops and extensions of the full output, odd sizes, two images and a 
 the interpreter's integer meaning; ONNX ConvTranspose (1-D and 2-D: pads, auto_pad, output_padding, output_shape,
 groups, dilations, batch 2) against onnxruntime; Keras Conv1DTranspose / Conv2DTranspose against Keras; TFLite
 TRANSPOSE_CONV float32 and int8 (converter-made, bit-exact against TFLite's reference kernel); corrupt weights
-refused in one line."""
+refused in one line; the fast int8 kernel (stride phases through the GEMM kernel) byte for byte against
+the reference kernel on both code paths."""
 import importlib.util
+import os
 
 import numpy as np
 import pytest
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from c_runner import run_c
+from test_fast_gemm import ACTIVATIONS, SETTINGS, _bias, _q, _weights, assert_twins_agree
+from tinyc.codegen.int8_fast import transpose_phases
 from tinyc.errors import TinycError
 from tinyc.interp import run as interp_run
 from tinyc.ir import Graph
@@ -151,6 +157,15 @@ def _keras_model(kind):
     return randomize(keras.Model(x, L.Conv1DTranspose(2, 4, strides=3, padding="valid", output_padding=1)(h)))
 
 
+@pytest.mark.skipif(not HAS_TF, reason="needs tensorflow")
+@pytest.mark.parametrize("kind", ["2d", "1d"])
+def test_keras_conv_transpose_matches_keras(tmp_path, kind):
+    path = tmp_path / f"ct_{kind}.keras"
+    _keras_model(kind).save(path)
+    report = verify(str(path), samples=2)
+    assert report["ok"], report["outputs"]
+
+
 def autoencoder():
     """A small conv autoencoder: Conv2D stride 2 down twice, Conv2DTranspose stride 2 up twice (same padding,
     relu), a 3x3 Conv2D head; named layers (the converter orders operators by name)."""
@@ -178,13 +193,65 @@ def test_tflite_float_transpose_conv_matches_tflite(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_TF, reason="needs tensorflow")
-@pytest.mark.parametrize("kind", ["2d", "autoencoder"])
+@pytest.mark.parametrize("kind", ["autoencoder"] + (["2d"] if os.environ.get("TINYC_FULL") else []))
 def test_tflite_int8_transpose_conv_bit_exact(tmp_path, kind):
-    """Converter-made int8 TRANSPOSE_CONV (per-channel weights, bias, fused relu where the converter fuses it)
-    against TFLite's reference kernels: zero differing bytes on every layer."""
+    """Converter-made int8 TRANSPOSE_CONV (per-channel weights, bias, fused relu where the converter fuses it;
+    with TINYC_FULL also VALID, output padding, no bias) against TFLite's reference kernels: zero differing bytes
+    on every layer, fast kernels included."""
     from int8_zoo import to_int8_tflite
     model = autoencoder() if kind == "autoencoder" else _keras_model("2d")
     path = to_int8_tflite(model, tmp_path / f"{kind}.tflite")
     report = verify(path, samples=20, seed=7, per_layer=True)
     assert report["mismatched_bytes"] == 0 and report["ok"], report["outputs"]
     assert all(row["ok"] for row in report["layers"]), report["layers"]
+
+
+# -- the fast kernel (stride phases through the GEMM kernel) against its reference twin ---------------------------
+@st.composite
+def transpose_case(draw):
+    kh, kw = draw(st.sampled_from([(3, 3), (2, 2), (1, 1), (4, 3), (5, 2), (3, 1)]))
+    return dict(kh=kh, kw=kw, sh=draw(st.sampled_from([1, 2, 2, 3])), sw=draw(st.sampled_from([1, 2, 3])),
+                dh=draw(st.sampled_from([1, 1, 2])), dw=draw(st.sampled_from([1, 2])),
+                ic=draw(st.sampled_from([1, 3, 4, 8, 13])), oc=draw(st.sampled_from([1, 2, 3, 5, 8, 17])),
+                h=draw(st.integers(1, 5)), w=draw(st.integers(1, 5)),
+                pads=draw(st.sampled_from([(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 1, 0), (2, -1, -2, 1)])),
+                seed=draw(st.integers(0, 10 ** 6)), in_zp=draw(st.sampled_from([-128, -7, 0, 127])),
+                out_zp=draw(st.sampled_from([-128, 0, 9])), out_scale=draw(st.sampled_from([0.05, 0.5, 0.0004])),
+                act=draw(st.sampled_from(ACTIVATIONS)), extreme=draw(st.booleans()), bias=draw(st.booleans()))
+
+
+def _sizes(c) -> list:
+    axes = [(c["h"], c["kh"], c["sh"], c["dh"]), (c["w"], c["kw"], c["sw"], c["dw"])]
+    return [out_size(n, k, s, d, c["pads"][i], c["pads"][2 + i]) for i, (n, k, s, d) in enumerate(axes)]
+
+
+def transpose_graph(c) -> Graph:
+    rng = np.random.default_rng(c["seed"])
+    g = Graph("ct")
+    sizes = _sizes(c)
+    g.add_tensor("x", (1, c["h"], c["w"], c["ic"]), "int8", **_q(0.03, c["in_zp"]))
+    g.add_tensor("y", (1, *sizes, c["oc"]), "int8", **_q(c["out_scale"], c["out_zp"]))
+    ins = ["x", _weights(g, "w", (c["oc"], c["kh"], c["kw"], c["ic"]), rng, c["extreme"])]
+    if c["bias"]:
+        ins.append(_bias(g, "b", c["oc"], rng))
+    g.add_node("ConvTranspose2D", ins, ["y"], strides=(c["sh"], c["sw"]), dilations=(c["dh"], c["dw"]),
+               pads=c["pads"], groups=1, activation=c["act"], name="ct")
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g
+
+
+@settings(**dict(SETTINGS, max_examples=60 if os.environ.get("TINYC_FULL") else 3))
+@given(transpose_case())
+# the autoencoder's layer (3x3 stride 2 SAME: phases of 2x2, 2x1, 1x2 and 1x1 taps); a stride above the kernel
+# (phases no tap reaches: the bias alone)
+@example(dict(kh=3, kw=3, sh=2, sw=2, dh=1, dw=1, ic=8, oc=5, h=4, w=4, pads=(0, 0, 1, 1), seed=1, in_zp=-7,
+              out_zp=0, out_scale=0.05, act={"fn": "relu"}, extreme=False, bias=True))
+@example(dict(kh=1, kw=1, sh=3, sw=2, dh=1, dw=1, ic=4, oc=3, h=3, w=2, pads=(0, 0, -1, -2), seed=2, in_zp=5,
+              out_zp=9, out_scale=0.5, act=None, extreme=True, bias=True))
+def test_fast_conv_transpose_equals_reference(c):
+    assume(min(_sizes(c)) >= 1)
+    g = transpose_graph(c)
+    g.validate()
+    kernels = assert_twins_agree(g, c["seed"], "int8_fast/conv_transpose")
+    if transpose_phases(g, g.nodes[0]) is not None:
+        assert kernels[0].startswith("int8_fast/conv_transpose"), kernels

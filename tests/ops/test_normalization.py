@@ -397,3 +397,51 @@ def test_own_quantizer_gives_l2_normalization_its_fixed_output(tmp_path):
     onnx.save(model, path)
     with pytest.raises(TinycError, match="does not quantize op Normalize"):
         compile_model(path, quantize="int8", calib=calib)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_in_place_where_rows_are_contiguous(dtype):
+    """Forced to write over their dying inputs: Normalize over the trailing axes and LpNormalize over the last one
+    do (the elementwise contract), a Normalize over strided rows (H and W of NHWC) does not; the C is the same as
+    with separate buffers."""
+    from tinyc.codegen.emit import generate
+    from tinyc.compiler import Compiled
+    from tinyc.ir import Quant
+    from tinyc.schedule import schedule
+    from tinyc.verify import run_generated
+    shape = (1, 4, 5, 6)
+    g = Graph(f"in_place_{dtype}")
+    rng = np.random.default_rng(3)
+
+    def q(scale, zp):
+        return dict(quant=Quant(np.asarray(scale, np.float32), np.asarray(zp, np.int64))) if dtype == "int8" else {}
+    g.add_tensor("x", shape, dtype, **q(0.05, 3))
+    g.add_tensor("h", shape, dtype, **q(0.05, 3))
+    g.add_node("Activation", ["x"], ["h"], name="relu", fn="relu")
+    if dtype == "float32":
+        s = g.add_const("s", rng.standard_normal((1, 1, 5, 6)).astype(np.float32))
+        g.add_tensor("n", shape)
+        g.add_node("Normalize", ["h", s], ["n"], name="rows", axes=(2, 3), epsilon=1e-3, center=True)
+        g.add_tensor("l", shape)
+        g.add_node("LpNormalize", ["n"], ["l"], name="l2", axis=3, p=2, epsilon=0.0)
+        g.add_tensor("y", shape)
+        g.add_node("Normalize", ["l", g.add_const("s2", np.ones((1, 1, 1, 6), np.float32))], ["y"], name="strided",
+                   axes=(1, 2), epsilon=1e-3, center=True)
+        in_place = {0, 1, 2}     # (the relu writes over the model input too)
+    else:
+        g.add_tensor("y", shape, "int8", **q(1 / 128, 0))
+        g.add_node("LpNormalize", ["h"], ["y"], name="l2", axis=3, p=2, epsilon=1e-6)
+        in_place = {0, 1}
+    g.inputs, g.outputs = ["x"], ["y"]
+    g.validate()
+    x = (rng.integers(-128, 128, (2, *shape[1:])).astype(np.int8) if dtype == "int8"
+         else rng.standard_normal((2, *shape[1:])).astype(np.float32))
+    outs = {}
+    for kinds in ((), ("elementwise",)):
+        plan = schedule(g, variants=(("forced", kinds, False),))
+        outs[kinds] = run_generated(Compiled("test", g, plan, generate(plan, "m", "test")), [x])[0]
+        if kinds:
+            assert {i for i, c in plan.in_place.items() if c.kind == "elementwise"} == in_place, plan.in_place
+    np.testing.assert_array_equal(outs[()], outs[("elementwise",)])
+    if dtype == "float32":
+        _close(outs[()], np.stack([interp.run(g, [x[i:i + 1]])["y"] for i in range(2)]))

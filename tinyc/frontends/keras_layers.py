@@ -146,6 +146,37 @@ def _as_1d(convert_2d, tag: str):
     return convert
 
 
+def _transposed_length(size: int, k: int, s: int, d: int, padding: str, output_padding) -> tuple[int, int, int]:
+    """(output length, crop before, crop after) of a Keras transposed convolution along one axis: Keras' output
+    length (its _get_output_shape_given_tf_padding), then tf.nn.conv_transpose's padding for it (conv padding of
+    an input that long, the odd pixel after)."""
+    eff = (k - 1) * d + 1
+    if output_padding is None:
+        out = size * s if padding == "same" else size * s + max(eff - s, 0)
+    else:
+        out = (size - 1) * s + (eff % 2 if padding == "same" else eff) + output_padding
+    before = max((size - 1) * s + eff - out, 0) // 2 if padding == "same" else 0
+    return out, before, (size - 1) * s + eff - before - out
+
+
+def conv2d_transpose(cv, layer, cfg, ins):
+    """Conv2DTranspose (and, through `_as_1d`, Conv1DTranspose): the IR's ConvTranspose2D."""
+    _check_channels_last(layer, cfg)
+    if cfg["padding"] not in ("same", "valid"):
+        raise TinycError(f"layer '{layer.name}' ({type(layer).__name__}) uses padding '{cfg['padding']}'; "
+                         "transposed convolutions take same or valid")
+    k, s, d = _pair(cfg["kernel_size"]), _pair(cfg["strides"]), _pair(cfg["dilation_rate"])
+    op = cfg.get("output_padding")
+    op = (None, None) if op is None else (tuple(op) if isinstance(op, (list, tuple)) else (op, op))
+    op = (None,) + op if len(op) == 1 else op                 # a 1-D layer's, for its single row
+    n, h, wd, _ = cv.shape(ins[0])
+    geo = [_transposed_length(size, k[i], s[i], d[i], cfg["padding"], op[i]) for i, size in enumerate((h, wd))]
+    w = _kernel_2d(cv, layer.kernel).transpose(2, 0, 1, 3)   # [KH,KW,O,I] -> [O,KH,KW,I]
+    return emit_with_activation(cv, layer, "ConvTranspose2D", [ins[0], cv.const("kernel", w)] + _bias(cv, layer),
+                                (n, geo[0][0], geo[1][0], cfg["filters"]), strides=s, dilations=d,
+                                pads=(geo[0][1], geo[1][1], geo[0][2], geo[1][2]), groups=1)
+
+
 def dense(cv, layer, cfg, ins):
     if getattr(layer, "quantization_mode", None):
         raise TinycError(f"Dense layer '{layer.name}' is Keras-quantized ({layer.quantization_mode}); "
@@ -642,6 +673,8 @@ SUPPORTED_LAYERS = {
     "SeparableConv1D": _as_1d(separable_conv2d, "as_separable_2d"),
     "DepthwiseConv1D": _as_1d(depthwise_conv2d, "as_depthwise_2d"),
     "Conv2D": conv2d,
+    "Conv1DTranspose": _as_1d(conv2d_transpose, "conv_transpose_2d"),
+    "Conv2DTranspose": conv2d_transpose,
     "DepthwiseConv2D": depthwise_conv2d,
     "SeparableConv2D": separable_conv2d,
     "BatchNormalization": batch_norm,

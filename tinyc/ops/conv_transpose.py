@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..codegen import int8_fast
 from ..errors import TinycError
 from .conv2d import int8_prepare
 from .int8_common import bias_expr
@@ -111,5 +112,5 @@ def int8_kernel(k):
 DEFINITIONS = (OpDef(
     "ConvTranspose2D", "x[N,H,W,C], w[O,KH,KW,C/groups], b[O]?  [strides=(sh,sw), dilations=(dh,dw), "
     "pads=(top,left,bottom,right) cropped from the full output (negative: extended), groups, activation]",
-    evaluate, check, float_kernel, int8_prepare, int8_kernel, None,
+    evaluate, check, float_kernel, int8_prepare, int8_kernel, int8_fast.conv_transpose,
     memory=None, quantize="own", fuses_activation=True),)

@@ -10,8 +10,10 @@ passes over each row's values: the sum (mean), the sum of squared differences (v
 LpNormalize: y = x / ||x||_p along `axis` (p = 1 or 2); with epsilon > 0 the norm is at least epsilon (TFLite's
 L2_NORMALIZATION, 1e-6), and a zero norm gives 0 (ONNX LpNormalization's 0 / 0 = 0).
 
-Neither writes over its input (memory None): a row is read three times before and while it is written, and
-rows of non-last axes interleave with other rows in memory.
+Memory: "elementwise" where each row is one contiguous block (the normalized axes last, schedule/overlap.py
+`_rows_in_order`): a row is read whole (its sums), then read and written in index order, element i read just before
+y[i] is written, rows in address order, so an output at any lead >= 0 below the input destroys only values already
+consumed. Strided rows (over H and W of NHWC) get their own output buffer. The kernels keep that order.
 """
 from __future__ import annotations
 
@@ -152,7 +154,7 @@ def lp_int8_kernel(k):
 
 DEFINITIONS = (
     OpDef("Normalize", "x, scale, bias?  [axes, epsilon, center]", evaluate, check, float_kernel, None, None, None,
-          memory=None, quantize=None),
+          memory="elementwise", quantize=None),
     OpDef("LpNormalize", "x  [axis, p, epsilon]", lp_evaluate, lp_check, lp_float_kernel, lp_int8_prepare,
-          lp_int8_kernel, None, memory=None, quantize="fixed", fixed_quant=L2_OUTPUT_QUANT),
+          lp_int8_kernel, None, memory="elementwise", quantize="fixed", fixed_quant=L2_OUTPUT_QUANT),
 )

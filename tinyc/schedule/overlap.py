@@ -83,13 +83,27 @@ def _pixels_min_read(in_shape, out_shape, strides, pads) -> np.ndarray:
     return ((iy[:, None] * iw + ix[None, :]) * ic).reshape(-1).astype(np.int64)
 
 
+def _rows_in_order(shape, node) -> bool:
+    """Normalize / LpNormalize read a whole row before writing it, then read and write it in index order: the
+    elementwise contract holds when each row is one contiguous block (the normalized axes last) and rows follow
+    each other in memory; rows of strided elements (a normalization over H and W of NHWC) interleave."""
+    if node.op == "LpNormalize":      # the row: the values along `axis`, contiguous when every later axis is 1
+        return all(d == 1 for d in shape[node.attrs["axis"] + 1:])
+    axes = set(node.attrs["axes"])
+    inner = [i for i, d in enumerate(shape) if d > 1 and i in axes]
+    outer = [i for i, d in enumerate(shape) if d > 1 and i not in axes]
+    return not inner or not outer or max(outer) < min(inner)
+
+
 def lead_for(g: Graph, node, i: int) -> tuple[bool, int | None] | None:
     """(is_elementwise, smallest lead or None for "any") for writing node's output over input i, or None when
     the op's kernel has no known raster order."""
     x, y = g.tensors[node.inputs[i]], g.tensors[node.outputs[0]]
     ei, eo = np.dtype(x.dtype).itemsize, np.dtype(y.dtype).itemsize
     if node.op in ELEMENTWISE:
-        if tuple(x.shape) != tuple(y.shape) or (node.op == "ScaleShift" and i != 0):
+        if tuple(x.shape) != tuple(y.shape) or (node.op in ("ScaleShift", "Normalize", "LpNormalize") and i != 0):
+            return None
+        if node.op in ("Normalize", "LpNormalize") and not _rows_in_order(x.shape, node):
             return None
         return True, _elementwise_lead(y.size, ei, eo)
     if node.op not in WINDOWED or i != 0 or (node.op in ONE_IMAGE and _several_images(x)):
