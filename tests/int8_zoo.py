@@ -213,9 +213,39 @@ def math_heads():
     return keras.Model(x, [heads, L.Lambda(lambda t: ops.clip(t, -1.0, 1.0), name="mh_clip")(q)], name="math_heads")
 
 
+def _heads(t, heads):
+    """[B, T, H*D] -> [B, H, T, D]."""
+    import tensorflow as tf
+    b, n, hd = t.shape
+    return tf.transpose(tf.reshape(t, (-1, n, heads, hd // heads)), (0, 2, 1, 3))
+
+
+def _attend(qkv):
+    """Two-head scaled dot-product attention: q @ k^T (BATCH_MATMUL adj_y), softmax, then (p @ v)^T as
+    v^T @ p^T (adj_x and adj_y), back to [B, T, H*D]."""
+    import tensorflow as tf
+    q, k, v = (_heads(t, 2) for t in qkv)
+    p = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) * 0.5, axis=-1)
+    o = tf.matmul(v, p, transpose_a=True, transpose_b=True)                 # [B, H, D, T]
+    return tf.reshape(tf.transpose(o, (0, 3, 1, 2)), (-1, q.shape[2], q.shape[1] * q.shape[3]))
+
+
+def attention_block():
+    """One transformer attention block the converter makes fully integer: FULLY_CONNECTED q, k, v projections,
+    two heads (RESHAPE, TRANSPOSE), BATCH_MATMUL of computed tensors (adj_x, adj_y, a batch of heads), SOFTMAX,
+    the output projection and a residual ADD. Every layer is named (the converter orders operators by name)."""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((6, 8), name="at_in")
+    q, k, v = (L.Dense(8, name=f"at_{n}")(x) for n in "qkv")
+    o = L.Lambda(_attend, name="at_attend")([q, k, v])
+    return keras.Model(x, L.Add(name="at_residual")([x, L.Dense(8, name="at_out")(o)]), name="attention_block")
+
+
+
 BUILDERS = {f.__name__: f for f in (residual_cnn, depthwise_multiplier, kernels_and_concat, mlp_heads,
                                     activations_cnn, two_inputs_arith, reshape_squeeze, ds_cnn, pad_pool_valid,
-                                    mean_keepdims_head, elementwise_cnn, math_heads)}
+                                    mean_keepdims_head, elementwise_cnn, math_heads, attention_block)}
 
 
 def build(name: str, seed: int = 0):

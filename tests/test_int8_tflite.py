@@ -25,7 +25,7 @@ OPS_COVERED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", 
                "MAX_POOL_2D", "MEAN", "RESHAPE", "SOFTMAX", "LOGISTIC", "TANH", "RELU", "LEAKY_RELU",
                "HARD_SWISH", "PAD", "CONCATENATION", "QUANTIZE", "DEQUANTIZE", "MAXIMUM", "MINIMUM",
                "SQUARED_DIFFERENCE", "PRELU", "GELU", "ABS", "EXP", "LOG", "SQRT", "RSQRT", "DIV", "LOG_SOFTMAX",
-               "RELU6", "RELU_N1_TO_1"}
+               "RELU6", "RELU_N1_TO_1", "BATCH_MATMUL"}
 
 
 def model_ops(path) -> set:
