@@ -164,7 +164,8 @@ def test_fused_activation_and_helpers(tmp):
     ops = {n.outputs[0]: n for n in g.nodes}
     assert ops["c1_conv2d"].attrs["activation"] == {"fn": "relu"}
     assert ops["c1"].op == "Reshape" and ops["c1_as_2d"].op == "Reshape"
-    assert ops["c3"].op == "Softmax" and ops["c3"].attrs["axis"] == 2
+    softmax = ops[ops["c3"].inputs[0]]       # on the 2-D form's channels, then back to [N, L, C]
+    assert ops["c3"].op == "Reshape" and softmax.op == "Softmax" and softmax.attrs["axis"] == 3
     assert g.tensors["c1_conv2d"].source_name is None and g.tensors["c1"].source_name == "c1"
     assert ops["c3_conv2d"].attrs["pads"] == (0, 4, 0, 0)
 

@@ -1,7 +1,10 @@
 """The convolution family's 1-D forms in Keras (issue 18): Conv1D (valid/same/causal, strides, dilations,
 groups), SeparableConv1D, DepthwiseConv1D, MaxPooling1D, AveragePooling1D, GlobalMaxPooling1D/2D and
-TimeDistributed against Keras on every layer, the C under AddressSanitizer and UBSan (tinyc.verify). The ONNX
+TimeDistributed against Keras on every layer, and in int8 (tinyc's quantizer) byte for byte against TFLite
+running tinyc's int8 graph; the C under AddressSanitizer and UBSan (tinyc.verify). The ONNX
 forms: tests/ops/test_lp_pool.py and test_pool3d.py; the TFLite converter's forms: test_conv1d_tflite.py."""
+import os
+
 import pytest
 
 from tinyc.errors import TinycError
@@ -32,7 +35,6 @@ def one_d_layers():
     outs = [L.Conv1D(5, 3, padding="causal", dilation_rate=3, activation="relu", name="causal_dilated")(x),
             L.Conv1D(6, 4, strides=2, padding="same", name="same_s2")(x),
             L.Conv1D(6, 3, strides=3, padding="valid", groups=2, activation="tanh", name="grouped")(x),
-            L.Conv1D(3, 5, padding="same", activation="softmax", name="softmax")(x),
             L.SeparableConv1D(5, 3, padding="same", depth_multiplier=2, activation="relu", name="separable")(x),
             L.SeparableConv1D(4, 2, strides=2, dilation_rate=1, use_bias=False, name="separable_s2")(x),
             L.DepthwiseConv1D(3, padding="same", dilation_rate=2, depth_multiplier=2, name="depthwise")(x),
@@ -46,13 +48,29 @@ def one_d_layers():
     img = L.Reshape((23, 2, 2), name="as_image")(x)
     pooled += [L.GlobalMaxPooling2D(name="global_max_2d")(img),
                L.Flatten(name="gmax2d_flat")(L.GlobalMaxPooling2D(keepdims=True, name="gmax2d_keep")(img))]
+    softmax = L.Conv1D(3, 5, padding="same", activation="softmax", name="softmax")(x)
     return keras.Model(x, [L.Concatenate(name="all")(flat), L.Concatenate(name="pools")(pooled[::2]),
-                           L.Concatenate(name="pools_kept")([L.Flatten()(pooled[1]), pooled[3]])],
+                           L.Concatenate(name="pools_kept")([L.Flatten()(pooled[1]), pooled[3]]), softmax],
                        name="one_d_layers")
+
+
+def _int8_bit_exact(path):
+    """tinyc's own int8 (random calibration) byte for byte against TFLite running tinyc's int8 graph."""
+    from tinyc.frontends.keras_import import load_keras
+    from tinyc.quant.calibrate import random_calibration
+    report = verify(path, samples=2, quantize="int8", calib=random_calibration(load_keras(path), 16),
+                    per_layer=True)
+    assert report["mismatched_bytes"] == 0, report["outputs"]
+    _ok(report)
 
 
 def test_keras_1d_layers_match_keras(tmp_path):
     _ok(verify(_save(one_d_layers(), tmp_path), samples=2, per_layer=True))
+
+
+@pytest.mark.skipif(not os.environ.get("TINYC_FULL"), reason="TINYC_FULL: int8 of every 1-D layer (slow)")
+def test_keras_1d_layers_int8_is_bit_exact(tmp_path):
+    _int8_bit_exact(_save(one_d_layers(), tmp_path))
 
 
 def time_distributed():
@@ -71,7 +89,9 @@ def time_distributed():
 
 
 def test_keras_time_distributed_matches_keras(tmp_path):
-    _ok(verify(_save(time_distributed(), tmp_path), samples=2, per_layer=True))
+    path = _save(time_distributed(), tmp_path)
+    _ok(verify(path, samples=2, per_layer=True))
+    _int8_bit_exact(path)
 
 
 def test_time_distributed_of_an_unsupported_layer_is_refused(tmp_path):

@@ -399,12 +399,21 @@ def _conv_graph(pads=(1, 1, 1, 1), groups=1, channels=4, activation=None):
 
 
 @pytest.mark.parametrize("graph, message", [
-    (lambda: _conv_graph(groups=2), "grouped convolution"),
     (lambda: _conv_graph(activation={"fn": "sigmoid"}), "fused activation"),
 ])
 def test_unwritable_graphs_raise(graph, message):
     with pytest.raises(TinycError, match=message):
         graph_to_tflite(graph())
+
+
+def test_grouped_conv_is_a_conv_2d():
+    """CONV_2D takes its groups from the filter's input depth (C / groups), as the converter writes Keras' grouped
+    Conv1D / Conv2D."""
+    g = _conv_graph(groups=2)
+    inputs = _random_inputs(g, np.random.default_rng(5))
+    got, _, interpreter = run_tflite(graph_to_tflite(g), inputs)
+    assert {d["op_name"] for d in interpreter._get_ops_details()} == {"CONV_2D"}
+    np.testing.assert_allclose(got[0], interp.run(g, inputs)["y"], rtol=1e-5, atol=1e-5)
 
 
 def test_conv_with_asymmetric_pads_gets_an_explicit_pad():

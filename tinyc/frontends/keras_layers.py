@@ -358,8 +358,8 @@ def _check_channels_last(layer, cfg):
 
 
 def _global_pool(op, **attrs):
-    """A reduction over the spatial axes: GlobalAveragePooling1D/2D/3D (Mean), GlobalMaxPooling1D/3D (Reduce max;
-    2-D is a whole-image MaxPool2D below)."""
+    """A reduction over the spatial axes: GlobalAveragePooling1D/2D/3D (Mean), GlobalMaxPooling3D (Reduce max;
+    1-D and 2-D are a whole-image MaxPool2D below, which tinyc's quantizer takes)."""
     def convert(cv, layer, cfg, ins):
         _check_channels_last(layer, cfg)
         shape = cv.shape(ins[0])
@@ -382,6 +382,16 @@ def global_max_pool_2d(cv, layer, cfg, ins):
         return cv.emit("MaxPool2D", ins, (n, 1, 1, c), **attrs)
     pooled = cv.emit("MaxPool2D", ins, (n, 1, 1, c), final=False, tag="maxpool", **attrs)
     return cv.emit("Reshape", [pooled], (n, c))
+
+
+def global_max_pool_1d(cv, layer, cfg, ins):
+    """GlobalMaxPooling1D: a MaxPool2D over the whole row of [N, 1, L, C]."""
+    _check_channels_last(layer, cfg)
+    n, length, c = cv.shape(ins[0])
+    x4 = cv.emit("Reshape", ins, (n, 1, length, c), final=False, tag="as_2d")
+    pooled = cv.emit("MaxPool2D", [x4], (n, 1, 1, c), final=False, tag="maxpool", kernel=(1, length), strides=(1, 1),
+                     pads=(0, 0, 0, 0))
+    return cv.emit("Reshape", [pooled], (n, 1, c) if cfg.get("keepdims", False) else (n, c))
 
 
 # -- shape and merge layers ----------------------------------------------------------------------------------
@@ -691,7 +701,7 @@ SUPPORTED_LAYERS = {
     "GlobalAveragePooling1D": global_avg_pool,
     "GlobalAveragePooling2D": global_avg_pool,
     "GlobalAveragePooling3D": global_avg_pool,
-    "GlobalMaxPooling1D": global_max_pool,
+    "GlobalMaxPooling1D": global_max_pool_1d,
     "GlobalMaxPooling2D": global_max_pool_2d,
     "GlobalMaxPooling3D": global_max_pool,
     "Flatten": flatten,

@@ -206,15 +206,12 @@ def _conv(w: _Writer, node: Node) -> None:
               "strideW": int(a["strides"][1]), "dilationHFactor": int(dilations[0]),
               "dilationWFactor": int(dilations[1]), "fusedActivationFunction": w.fused(node)}
     bias = [w.tensor(n) for n in node.inputs[2:]] or [_zero_bias(w, node, x, weights, out_channels)]
-    if groups == 1:
-        w.op("CONV_2D", [x_index, w.tensor(weights.name)] + bias, node, w.options("Conv2DOptions", **common))
-    elif groups == channels and weights.shape[3] == 1 and out_channels % channels == 0:
+    if groups != 1 and groups == channels and weights.shape[3] == 1 and out_channels % channels == 0:
         filt = w.tensor(weights.name, DEPTHWISE_PERM)
         w.op("DEPTHWISE_CONV_2D", [x_index, filt] + bias, node,
              w.options("DepthwiseConv2DOptions", depthMultiplier=out_channels // channels, **common))
-    else:
-        raise TinycError(f"node '{node.name}': Conv2D with {groups} groups over {channels} channels is neither "
-                         "a plain nor a depthwise convolution; TFLite has no grouped convolution")
+    else:    # grouped too: CONV_2D takes the groups from the filter's input depth (C / groups), as the converter's
+        w.op("CONV_2D", [x_index, w.tensor(weights.name)] + bias, node, w.options("Conv2DOptions", **common))
 
 
 def _zero_bias(w: _Writer, node: Node, x, weights, channels: int) -> int:
