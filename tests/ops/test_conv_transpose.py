@@ -255,3 +255,25 @@ def test_fast_conv_transpose_equals_reference(c):
     kernels = assert_twins_agree(g, c["seed"], "int8_fast/conv_transpose")
     if transpose_phases(g, g.nodes[0]) is not None:
         assert kernels[0].startswith("int8_fast/conv_transpose"), kernels
+
+
+def test_tinyc_quantizer_makes_bit_exact_int8_conv_transpose(tmp_path):
+    """`--quantize int8` of an ONNX (PyTorch-style) decoder: per-channel symmetric weights, an int32 bias, TFLite's
+    TRANSPOSE_CONV written for the check, zero differing bytes on every layer (fast kernels included)."""
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 6, 3, 3)).astype(np.float32) * 0.3, "w1"),
+             numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.standard_normal((6, 2, 4, 4)).astype(np.float32) * 0.3, "w2")]
+    nodes = [helper.make_node("ConvTranspose", ["x", "w1", "b1"], ["t"], strides=[2, 2], pads=[1, 1, 1, 1],
+                              output_padding=[1, 1]),
+             helper.make_node("Relu", ["t"], ["u"]),
+             helper.make_node("ConvTranspose", ["u", "w2"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1])]
+    g = helper.make_graph(nodes, "dec", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = tmp_path / "dec.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+                     .SerializeToString())
+    calib = [rng.standard_normal((64, 1, 4, 3, 3)).astype(np.float32)]
+    report = verify(str(path), samples=4, quantize="int8", calib=calib, per_layer=True)
+    assert report["ok"] and report["mismatched_bytes"] == 0, report["outputs"]
+    assert all(row["ok"] for row in report["layers"]), report["layers"]

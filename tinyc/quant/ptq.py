@@ -31,6 +31,8 @@ CLAMPS = INT8_FUSABLE
 INT8_ACTIVATIONS = tuple(f for f in INT8_FUNCTIONS if f not in NOT_QUANTIZED)
 SHARED = names_where(quantize="shared")
 QUANTIZABLE = tuple(n for n, d in REGISTRY.items() if d.quantize is not None)
+# ops whose input 1 is weights (int8, symmetric, per output channel along axis 0) and input 2 an int32 bias
+WEIGHTED = ("Conv2D", "ConvTranspose2D", "Dense")
 FIXED = {**{n: d.fixed_quant for n, d in REGISTRY.items() if d.quantize == "fixed"}, **FIXED_QUANT}
 
 
@@ -47,7 +49,7 @@ def _check(g: Graph) -> None:
             raise TinycError(f"cannot quantize node '{n.name}': fused activation '{act['fn']}' has no int8 kernel")
         if n.op == "Softmax" and n.attrs["axis"] != len(g.tensors[n.inputs[0]].shape) - 1:
             raise TinycError(f"cannot quantize node '{n.name}': int8 softmax works on the last axis only")
-        if n.op in ("Conv2D", "Dense") and not all(g.tensors[i].is_const for i in n.inputs[1:]):
+        if n.op in WEIGHTED and not all(g.tensors[i].is_const for i in n.inputs[1:]):
             raise TinycError(f"cannot quantize node '{n.name}': its weights are computed at run time")
 
 
@@ -160,11 +162,11 @@ def _quantize_constants(q: Graph, n) -> None:
         t = q.tensors[name]
         if not t.is_const or t.dtype != "float32":
             continue
-        if n.op in ("Conv2D", "Dense") and k == 1:
+        if n.op in WEIGHTED and k == 1:
             data, scale = _quantize_weights(t.data)
             t.data, t.dtype = data, "int8"
             t.quant = Quant(scale, np.zeros(scale.shape, np.int64), 0)
-        elif n.op in ("Conv2D", "Dense") and k == 2:
+        elif n.op in WEIGHTED and k == 2:
             in_scale = np.float32(q.tensors[n.inputs[0]].quant.scale)
             w_scale = np.asarray(q.tensors[n.inputs[1]].quant.scale, np.float32)
             bias_scale = (in_scale * w_scale).astype(np.float32)

@@ -214,6 +214,36 @@ def _conv(w: _Writer, node: Node) -> None:
         w.op("CONV_2D", [x_index, w.tensor(weights.name)] + bias, node, w.options("Conv2DOptions", **common))
 
 
+def _transpose_conv(w: _Writer, node: Node) -> None:
+    """TRANSPOSE_CONV(output shape, filter, input, bias?): no groups, no dilation. TFLite derives the crop before
+    from the output size (SAME or VALID conv padding of an input that large); another crop is VALID and a SLICE."""
+    a = node.attrs
+    x, weights, y = w.g.tensors[node.inputs[0]], w.g.tensors[node.inputs[1]], w.g.tensors[node.outputs[0]]
+    if int(a.get("groups", 1)) != 1 or tuple(a["dilations"]) != (1, 1):
+        raise TinycError(f"node '{node.name}': TFLite's TRANSPOSE_CONV has no groups or dilations")
+    padding = None
+    for mode, code in (("valid", w.S.Padding.VALID), ("same", w.S.Padding.SAME)):
+        if all(conv_geometry(y.shape[1 + i], weights.shape[1 + i], int(a["strides"][i]), 1, mode)[1] == a["pads"][i]
+               for i in (0, 1)):
+            padding = code
+            break
+    top, left = int(a["pads"][0]), int(a["pads"][1])
+    full, outputs = tuple(y.shape), None
+    if padding is None:    # VALID (no crop) over the rows and columns before too, then a SLICE drops them
+        if top < 0 or left < 0:
+            raise TinycError(f"node '{node.name}': TRANSPOSE_CONV cannot extend its output before the first input "
+                             f"(pads {tuple(a['pads'])})")
+        padding, full = w.S.Padding.VALID, (y.shape[0], y.shape[1] + top, y.shape[2] + left, y.shape[3])
+        outputs = [w._add(f"{node.name}_uncropped", full, y.dtype, None, y.quant)]
+    shape = w.const(f"{node.name}_output_shape", [int(d) for d in full])
+    w.op("TRANSPOSE_CONV", [shape, w.tensor(weights.name), w.tensor(x.name)] + [w.tensor(n) for n in node.inputs[2:]],
+         node, w.options("TransposeConvOptions", padding=padding, strideH=int(a["strides"][0]),
+                         strideW=int(a["strides"][1]), fusedActivationFunction=w.fused(node)), outputs=outputs)
+    if outputs is not None:
+        w.op("SLICE", [outputs[0], w.const(f"{node.name}_begin", [0, top, left, 0]),
+                       w.const(f"{node.name}_size", [int(d) for d in y.shape])], node, w.options("SliceOptions"))
+
+
 def _zero_bias(w: _Writer, node: Node, x, weights, channels: int) -> int:
     """TFLite's CONV_2D insists on a bias tensor: zeros (int32 with scale input * weight scale for int8)."""
     if x.dtype == "float32":
@@ -357,7 +387,8 @@ def _plain(builtin: str):
 
 
 WRITERS = {
-    "Conv2D": _conv, "Dense": _dense, "Add": _binary("ADD"), "Sub": _binary("SUB"), "Mul": _binary("MUL"),
+    "Conv2D": _conv, "ConvTranspose2D": _transpose_conv,
+    "Dense": _dense, "Add": _binary("ADD"), "Sub": _binary("SUB"), "Mul": _binary("MUL"),
     "Div": _binary("DIV"), "Activation": _activation, "Softmax": _softmax, "LogSoftmax": _log_softmax,
     "MaxPool2D": _pool("MAX_POOL_2D"), "AvgPool2D": _pool("AVERAGE_POOL_2D"), "Mean": _mean,
     "Reshape": _reshape, "Transpose": _transpose, "Pad": _pad, "Concat": _concat, "Resize": _resize,
