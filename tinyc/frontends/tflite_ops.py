@@ -568,6 +568,12 @@ def _blocks(cv, ins, what: str) -> tuple[list, np.ndarray]:
     m = len(block)
     if not 1 <= m <= len(shape) - 1 or min(block) < 1 or edges.shape != (m, 2) or np.any(edges < 0):
         raise TinycError(f"{cv.where()}: block shape {block} and {what} {edges.tolist()} do not fit input {shape}")
+    if cv.runtime_dtype(cv.out) == "int8":
+        a, b = cv.quant(ins[0]), cv.quant(cv.out)
+        if a is None or b is None or not (np.array_equal(a.scale, b.scale) and np.array_equal(a.zero_point,
+                                                                                            b.zero_point)):
+            raise TinycError(f"{cv.where()}: int8 input and output have different scales or zero points; TFLite "
+                             "copies the raw bytes, which tinyc does not reproduce (the converter makes them equal)")
     return block, edges
 
 
