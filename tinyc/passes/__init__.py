@@ -8,6 +8,7 @@
                    between an op and its Quantize becomes the int8 op's clamp (fuse_activation skips int8);
   fuse_layer_norm  after fold_constants and fold_qdq (its gamma and beta must be float constants); before the
                    folds, so fold_affine cannot take the normalization's last Mul/Add into something else;
+  fuse_lp_normalize the same for F.normalize's ReduceL2 / Clip / Expand / Div;
   fold_batchnorm   before fuse_activation: BatchNorm sits between a conv and its activation;
   fold_affine      the same for constant Mul/Add/Sub/Div after a conv (how tf2onnx exports BatchNorm);
   fuse_pad         before fuse_activation (independent of it, but keeps conv rewrites together);
@@ -26,10 +27,11 @@ from .fold_constants import fold_constants
 from .fold_qdq import fold_qdq
 from .fuse_activation import fuse_activation
 from .fuse_layer_norm import fuse_layer_norm
+from .fuse_lp_normalize import fuse_lp_normalize
 from .fuse_pad import fuse_pad
 
-PIPELINE = (drop_identity, fold_constants, fold_qdq, fuse_layer_norm, fold_batchnorm, fold_affine, fuse_pad,
-            fuse_activation, alias_reshape)
+PIPELINE = (drop_identity, fold_constants, fold_qdq, fuse_layer_norm, fuse_lp_normalize, fold_batchnorm,
+            fold_affine, fuse_pad, fuse_activation, alias_reshape)
 
 
 def optimize(g: Graph) -> Graph:
