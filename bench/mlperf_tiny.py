@@ -63,8 +63,20 @@ def mobilenet_v2_035(keras):
     return keras.applications.MobileNetV2(input_shape=(144, 144, 3), alpha=0.35, weights=None, classes=10)
 
 
+def conv_autoencoder(keras):
+    """A small convolutional autoencoder: two Conv2D stride 2 down, two Conv2DTranspose 3x3 stride 2 SAME up
+    with relu (the converter writes TRANSPOSE_CONV and a RELU: the biases are zero), a 3x3 Conv2D head."""
+    L = keras.layers
+    x = keras.Input((32, 32, 1))
+    h = L.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
+    h = L.Conv2D(32, 3, strides=2, padding="same", activation="relu")(h)
+    h = L.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(h)
+    h = L.Conv2DTranspose(16, 3, strides=2, padding="same", activation="relu")(h)
+    return keras.Model(x, L.Conv2D(1, 3, padding="same")(h))
+
+
 BUILDERS = {f.__name__: f for f in (vww_mobilenet_v1, kws_ds_cnn, ic_resnet8, ad_autoencoder)}   # MLPerf Tiny
-EXTRA_BUILDERS = {f.__name__: f for f in (mobilenet_v2_035,)}
+EXTRA_BUILDERS = {f.__name__: f for f in (mobilenet_v2_035, conv_autoencoder)}
 
 
 def build(name: str, seed: int = 0):

@@ -1,5 +1,5 @@
-"""Speed benchmark (`make bench`): instructions per inference of the MLPerf Tiny models (and MobileNetV2-0.35) on
-each Cortex-M core under QEMU, against TFLite Micro + CMSIS-NN; writes bench/RESULTS.md.
+"""Speed benchmark (`make bench`): instructions per inference of the MLPerf Tiny models (and MobileNetV2-0.35, a conv
+autoencoder) on each Cortex-M core under QEMU, against TFLite Micro + CMSIS-NN; writes bench/RESULTS.md.
 
 For each model: build it (bench/mlperf_tiny.py, random weights), convert it to a fully-int8 TFLite model (seeded
 representative dataset, tests/int8_zoo.py), compile it with tinyc (fast kernels), then on each core's board run
@@ -12,7 +12,7 @@ Instruction counts are QEMU -icount counts (one guest instruction per ns of virt
 the M0+'s board image (the Pico's UF2) also runs on rp2040js, an emulated RP2040: cycles per inference, per MAC and
 milliseconds at the board's clock (`tinyc run --emulate --soc`; lower bounds: no flash wait states or XIP misses).
 
-Usage: python bench/speed.py [--models vww,kws,resnet8,ad,mbv2] [--cores m0+,m4,m7,m33] [--quick] [--jobs N]
+Usage: python bench/speed.py [--models vww,kws,resnet8,ad,mbv2,convae] [--cores m0+,m4,m7,m33] [--quick] [--jobs N]
                              [--out bench/RESULTS.md] [--json FILE] [--keep DIR] [--host-check] [--soc]
 """
 from __future__ import annotations
@@ -56,6 +56,7 @@ MODELS = {
     "resnet8": ("ic_resnet8", "IC, ResNet-8"),
     "ad": ("ad_autoencoder", "AD, FC autoencoder"),
     "mbv2": ("mobilenet_v2_035", "MobileNetV2-0.35 @144x144"),
+    "convae": ("conv_autoencoder", "Conv autoencoder, Conv2DTranspose @32x32"),
 }
 # TFLite Micro + CMSIS-NN, instructions per inference counted the same way (QEMU -icount). The M33 has no figure
 # of its own: it is compared with the M4's. MobileNetV2 has none.
@@ -66,7 +67,8 @@ TFLM = {
     "ad": {"m7": 0.583e6, "m4": 0.583e6, "m0+": 1.76e6},
 }
 TFLM_COLUMN = {"m33": "m4"}
-SIZE_HINT = {"mbv2": 25.4, "resnet8": 12.5, "vww": 7.5, "kws": 2.7, "ad": 0.3}   # MACs (M): largest converted first
+SIZE_HINT = {"mbv2": 25.4, "resnet8": 12.5, "vww": 7.5, "kws": 2.7, "convae": 1.4,
+             "ad": 0.3}   # MACs (M): largest converted first
 GOAL = {"m0+": 0.7, "m4": 0.5, "m7": 0.5, "m33": 0.5}     # ours / TFLM at most
 REFERENCE_CORE = "m4"     # where the plain-C reference kernels run too
 SOC_CORE = "m0+"          # --soc: its board (the Pico) runs on rp2040js too
@@ -492,7 +494,8 @@ def render(result: dict, command: str = "make bench") -> str:
          "Instruction counts are QEMU `-icount` instruction counts (one guest instruction per ns of virtual time, "
          "read through SysTick; `tinyc run --emulate`), **not cycles**: flash wait states, the Picos' XIP cache "
          "misses and the M7's dual issue are not modelled.", "",
-         "Models: the MLPerf Tiny reference architectures and MobileNetV2-0.35 @144x144 with random weights "
+         "Models: the MLPerf Tiny reference architectures, MobileNetV2-0.35 @144x144 and a conv autoencoder "
+         "(Conv2DTranspose) with random weights "
          "(bench/mlperf_tiny.py), converted to fully-int8 TFLite by TFLiteConverter (seeded representative "
          "dataset, int8 input and output), compiled by tinyc with its fast kernels (`kernels=\"fast\"`, the "
          "default), run on one seeded random input. Boards: " + ", ".join(
@@ -500,7 +503,7 @@ def render(result: dict, command: str = "make bench") -> str:
          + ("the host build's and " if result.get("host_check", True) else "")
          + "TFLite's reference kernels', byte for byte.", "",
          "TFLM: TFLite Micro with CMSIS-NN, instructions per inference counted the same way; the M33 is compared "
-         "with the M4 figure (there is no M33 one); MobileNetV2 has no reference figure. Goal: ours / TFLM "
+         "with the M4 figure (there is no M33 one); MobileNetV2 and the autoencoder have none. Goal: ours / TFLM "
          + ", ".join(f"<= {GOAL[c]} on {label[c]}" for c in CORES) + ".", ""]
     if any(plain.values()):
         L += [f"\"plain C\": the same model with tinyc's plain-C reference kernels (`kernels=\"reference\"`) on "
