@@ -346,7 +346,7 @@ def test_pytorch_normalizations_export(tmp_path):
     """A PyTorch net exported at opset 13 (nn.LayerNorm decomposed), 18 (LayerNormalization): GroupNorm (as
     PyTorch writes it: Reshape, InstanceNormalization, Reshape, Mul, Add), InstanceNorm2d, a standalone BatchNorm1d,
     F.normalize, and a T5-style RMS norm (x * rsqrt(mean(x^2) + eps) * w, the reciprocal as Div(1, Sqrt)), against
-    onnxruntime; every layer and RMS norm one Normalize."""
+    onnxruntime; every layer and RMS norm one Normalize, F.normalize one LpNormalize."""
     torch = pytest.importorskip("torch")
     from tinyc.compiler import compile_model
 
@@ -375,7 +375,8 @@ def test_pytorch_normalizations_export(tmp_path):
         report = verify(path)
         assert report["ok"] and report["oracle"] == "onnxruntime", _summary(report)
         ops = [n.op for n in compile_model(path).plan.graph.nodes]
-        assert ops.count("Normalize") == 4 and "ScaleShift" in ops and not {"Pow", "Sub"} & set(ops), ops
+        assert ops.count("Normalize") == 4 and "ScaleShift" in ops and "LpNormalize" in ops, ops
+        assert not {"Pow", "Sub", "BroadcastTo", "Reduce"} & set(ops), ops
 
 
 @pytest.mark.skipif(not HAS_TF, reason="needs TensorFlow")
