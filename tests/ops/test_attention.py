@@ -3,6 +3,7 @@ int8 (TFLite's reference BATCH_MATMUL, docs/int8-numerics.md 4.34), the C (ASan 
 and the integer formula, reference and fast kernels byte for byte; TFLite BATCH_MATMUL in float32 against TFLite.
 (The converter's int8 attention block is tests/int8_zoo.py's attention_block, checked by tests/test_int8_tflite.py.)"""
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -17,6 +18,12 @@ from tinyc.verify import run_generated, verify
 
 RNG = np.random.default_rng(18)
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
+FULL = bool(os.environ.get("TINYC_FULL"))
+
+
+def sample(cases: list, keep) -> list:
+    """Every case with TINYC_FULL (make test-full), else those at the indices `keep` (the file stays fast)."""
+    return cases if FULL else [c for i, c in enumerate(cases) if i in keep]
 
 
 def _stored(shape, transposed):
@@ -70,8 +77,8 @@ def int8_reference(xa, xb, ta, tb, qa, qb, qo):
 QUANTS = [((0.05, 3), (0.11, -7), (0.09, -5)), ((0.02, -128), (0.5, 127), (0.0004, 100))]
 
 
-@pytest.mark.parametrize("qs", QUANTS)
-@pytest.mark.parametrize("a,b,ta,tb", CASES + [((1, 3, 41), (1, 41, 5), False, True)])
+@pytest.mark.parametrize("a,b,ta,tb,qs", sample([c + (q,) for c in CASES + [((1, 3, 41), (1, 41, 5), False, True)]
+                                                  for q in QUANTS], keep={0, 3, 4, 7, 11}))
 def test_int8_matmul_is_tflites_formula_in_both_kernel_sets(tmp_path, a, b, ta, tb, qs):
     quant = dict(a=_q(*qs[0]), b=_q(*qs[1]), y=_q(qs[2][0] * max(a[-1], 1) ** 0.5, qs[2][1]))
     g = _matmul_graph(a, b, ta, tb, "int8", quant)
@@ -113,18 +120,19 @@ def _onnx_model(tmp_path, nodes, inputs, name="m", opset=17):
     return str(path)
 
 
-EINSUMS = [("bij,bjk->bik", [(1, 3, 4), (1, 4, 5)], None), ("bhqd,bhkd->bhqk", [(1, 2, 3, 4), (1, 2, 5, 4)], None),
-           ("bhqk,bhkd->bhqd", [(1, 2, 3, 5), (1, 2, 5, 4)], None), ("bqhd,bkhd->bhqk", [(1, 3, 2, 4), (1, 5, 2, 4)], None),
-           ("bij,bkj->bik", [(1, 3, 4), (1, 4, 5)], (0, 2, 1)), ("bji,bjk->bik", [(1, 3, 4), (1, 3, 5)], None),
-           ("i,i->", [(4,), (4,)], None), ("ij,jk", [(3, 4), (4, 2)], None), ("...ij,...jk->...ik", [(1, 2, 3, 4), (1, 1, 4, 5)], None),
-           ("abc,cd->abd", [(1, 3, 4), (4, 5)], None), ("ij,kl->ijkl", [(2, 3), (4, 5)], None),
-           ("bij,bjk->bi", [(1, 3, 4), (1, 4, 5)], None),
-           # the equations of ONNX's Einsum node tests (double there, out of the suite's scope), in float32
-           ("ij->ji", [(3, 4)], None), ("ij->i", [(3, 4)], None), ("i,i", [(5,), (5,)], None),
-           ("bij, bjk -> bik", [(5, 2, 3), (5, 3, 4)], None), ("->", [()], None)]
+EINSUMS = [
+    ("bij,bjk->bik", [(1, 3, 4), (1, 4, 5)], None), ("bhqd,bhkd->bhqk", [(1, 2, 3, 4), (1, 2, 5, 4)], None),
+    ("bhqk,bhkd->bhqd", [(1, 2, 3, 5), (1, 2, 5, 4)], None), ("bqhd,bkhd->bhqk", [(1, 3, 2, 4), (1, 5, 2, 4)], None),
+    ("bij,bkj->bik", [(1, 3, 4), (1, 4, 5)], (0, 2, 1)), ("bji,bjk->bik", [(1, 3, 4), (1, 3, 5)], None),
+    ("i,i->", [(4,), (4,)], None), ("ij,jk", [(3, 4), (4, 2)], None),
+    ("...ij,...jk->...ik", [(1, 2, 3, 4), (1, 1, 4, 5)], None), ("abc,cd->abd", [(1, 3, 4), (4, 5)], None),
+    ("ij,kl->ijkl", [(2, 3), (4, 5)], None), ("bij,bjk->bi", [(1, 3, 4), (1, 4, 5)], None),
+    # the equations of ONNX's Einsum node tests (double there, out of the suite's scope), in float32
+    ("ij->ji", [(3, 4)], None), ("ij->i", [(3, 4)], None), ("i,i", [(5,), (5,)], None),
+    ("bij, bjk -> bik", [(5, 2, 3), (5, 3, 4)], None), ("->", [()], None)]
 
 
-@pytest.mark.parametrize("eq,shapes,perm", EINSUMS)
+@pytest.mark.parametrize("eq,shapes,perm", sample(EINSUMS, keep={1, 3, 4, 8, 10, 13, 14, 15, 16}))
 def test_onnx_einsum_against_onnxruntime(tmp_path, eq, shapes, perm):
     """Operands computed (a Relu each), the second one transposed first where `perm` says (a relabel the
     product reads in place)."""
@@ -158,9 +166,9 @@ def test_onnx_einsum_outside_the_supported_forms_is_refused_in_one_line(tmp_path
 GEMMS = [dict(), dict(transA=1), dict(transB=1), dict(transA=1, transB=1, alpha=0.5, beta=2.0)]
 
 
-@pytest.mark.parametrize("attrs", GEMMS)
-@pytest.mark.parametrize("c_shape,c_computed", [(None, False), ((), False), ((5,), False), ((3, 1), False),
-                                                ((3, 5), True), ((1, 5), True)])
+@pytest.mark.parametrize("attrs,c_shape,c_computed", sample(
+    [(a,) + c for a in GEMMS for c in [(None, False), ((), False), ((5,), False), ((3, 1), False), ((3, 5), True),
+                                       ((1, 5), True)]], keep={0, 8, 13, 19, 22, 23}))
 def test_onnx_gemm_of_computed_operands(tmp_path, attrs, c_shape, c_computed):
     """Gemm whose B (and C) are computed: A [3, 4] @ B [4, 5] stored transposed where transA / transB say."""
     from onnx import helper, numpy_helper
@@ -245,7 +253,7 @@ def test_keras_attention_forms_tinyc_does_not_compile_are_refused(tmp_path, buil
 
 # -- PyTorch nn.MultiheadAttention exported to ONNX, against onnxruntime ------------------------------------
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
-@pytest.mark.parametrize("dynamo", [False, True])
+@pytest.mark.parametrize("dynamo", sample([False, True], keep={0}))
 def test_pytorch_multihead_attention_export(tmp_path, dynamo):
     """Self-attention in a residual block (TorchScript exporter: MatMul, Transpose, Reshape, Softmax, Div) and
     cross-attention with other key and value sizes (torch.export-based exporter: Split, Mul, Gemm)."""
