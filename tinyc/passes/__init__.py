@@ -12,6 +12,7 @@
   fold_batchnorm   before fuse_activation: BatchNorm sits between a conv and its activation;
   fold_affine      the same for constant Mul/Add/Sub/Div after a conv (how tf2onnx exports BatchNorm);
   fuse_pad         before fuse_activation (independent of it, but keeps conv rewrites together);
+  repeat_as_resize before alias_reshape, which marks the Reshapes of the chains it replaces;
   fuse_activation  after fold_batchnorm has removed the BatchNorm between conv and activation;
   alias_reshape    last: it only marks/simplifies Reshapes, which the passes above never look through.
 Every pass deep-copies its input, so the caller's graph is never changed.
@@ -29,9 +30,10 @@ from .fuse_activation import fuse_activation
 from .fuse_layer_norm import fuse_layer_norm
 from .fuse_lp_normalize import fuse_lp_normalize
 from .fuse_pad import fuse_pad
+from .repeat_as_resize import repeat_as_resize
 
 PIPELINE = (drop_identity, fold_constants, fold_qdq, fuse_layer_norm, fuse_lp_normalize, fold_batchnorm,
-            fold_affine, fuse_pad, fuse_activation, alias_reshape)
+            fold_affine, fuse_pad, repeat_as_resize, fuse_activation, alias_reshape)
 
 
 def optimize(g: Graph) -> Graph:
