@@ -243,9 +243,23 @@ def attention_block():
 
 
 
+def keras_attention():
+    """Keras MultiHeadAttention (two heads of 8) in a post-norm residual block with LayerNormalization, then
+    global average pooling and a Dense head: the converter makes the attention FULLY_CONNECTED, TRANSPOSE,
+    BATCH_MATMUL, MUL, SOFTMAX (and keeps the layer norm's NEG float). Every layer is named (the converter orders
+    operators by name)."""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((8, 16), name="ka_in")
+    y = L.MultiHeadAttention(num_heads=2, key_dim=8, name="ka_mha")(x, x)
+    h = L.LayerNormalization(name="ka_norm")(L.Add(name="ka_residual")([x, y]))
+    return keras.Model(x, L.Dense(4, name="ka_head")(L.GlobalAveragePooling1D(name="ka_pool")(h)),
+                       name="keras_attention")
+
 BUILDERS = {f.__name__: f for f in (residual_cnn, depthwise_multiplier, kernels_and_concat, mlp_heads,
                                     activations_cnn, two_inputs_arith, reshape_squeeze, ds_cnn, pad_pool_valid,
-                                    mean_keepdims_head, elementwise_cnn, math_heads, attention_block)}
+                                    mean_keepdims_head, elementwise_cnn, math_heads, attention_block,
+                                    keras_attention)}
 
 
 def build(name: str, seed: int = 0):
