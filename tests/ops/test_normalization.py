@@ -446,3 +446,28 @@ def test_in_place_where_rows_are_contiguous(dtype):
     np.testing.assert_array_equal(outs[()], outs[("elementwise",)])
     if dtype == "float32":
         _close(outs[()], np.stack([interp.run(g, [x[i:i + 1]])["y"] for i in range(2)]))
+
+
+@pytest.mark.skipif(not HAS_TF, reason="needs TensorFlow")
+@pytest.mark.parametrize("int8", [False, True], ids=["float", "int8"])
+def test_tflite_keras_group_and_rms_normalization(tmp_path, int8):
+    """Keras GroupNormalization (Reshape, MEAN, SUB, SQUARE, RSQRT, ...) and RMSNormalization through the converter:
+    in float32 each is one Normalize (fuse_layer_norm), in int8 every layer is byte for byte TFLite's."""
+    keras, _ = _keras_model(lambda k: None)
+    L = keras.layers
+    x = keras.Input((6, 5, 4))
+    h = L.Conv2D(8, 3, padding="same")(x)
+    group, rms = L.GroupNormalization(groups=2), L.RMSNormalization()
+    model = keras.Model(x, [group(h), rms(h)])
+    rng = np.random.default_rng(0)
+    for layer in (group, rms):
+        layer.set_weights([rng.normal(1, 0.5, w.shape).astype(np.float32) for w in layer.get_weights()])
+    data = rng.normal(0.3, 1, (32, 6, 5, 4)).astype(np.float32)
+    name = "group_rms" + "_int8" * int8
+    report = _verify_tflite(tmp_path, _convert(model, int8, data), name)
+    from tinyc.compiler import compile_model
+    ops = [n.op for n in compile_model(str(tmp_path / f"{name}.tflite")).plan.graph.nodes]
+    if int8:
+        assert report["mismatched_bytes"] == 0
+    else:
+        assert ops.count("Normalize") == 2 and "Mean" not in ops, ops

@@ -128,7 +128,7 @@ def test_intermediate_with_another_reader_is_left_alone():
     assert "Normalize" not in ops(checked(fuse_layer_norm, g))
 
 
-def moments_form(gamma=(8,), beta=(8,), negate=True, axes2=None, extra_output=None):
+def moments_form(gamma=(8,), beta=(8,), negate=True, axes2=None, extra_output=None, squares="difference"):
     """TensorFlow's spelling (Keras LayerNormalization through the TFLite converter): x * inv + (-mean * inv + beta),
     inv = rsqrt(mean(SquaredDifference(x, mean)) + eps) * gamma."""
     rng = np.random.default_rng(1)
@@ -142,7 +142,11 @@ def moments_form(gamma=(8,), beta=(8,), negate=True, axes2=None, extra_output=No
         return name
     g.add_node("Mean", ["x"], [t("m", stat)], name="m", axes=(2,), keepdims=True)
     g.add_node("Activation", ["m"], [t("nm", stat)], name="nm", fn="neg" if negate else "abs")
-    g.add_node("SquaredDifference", ["x", "m"], [t("sq", SHAPE)], name="sq", activation=None)
+    if squares == "difference":
+        g.add_node("SquaredDifference", ["x", "m"], [t("sq", SHAPE)], name="sq", activation=None)
+    else:       # Keras GroupNormalization's spelling: (m - x), then square
+        g.add_node("Sub", ["m", "x"], [t("dm", SHAPE)], name="dm", activation=None)
+        g.add_node("Activation", ["dm"], [t("sq", SHAPE)], name="sq", fn="square")
     axes2 = axes2 or (2,)
     vstat = tuple(1 if i in axes2 else d for i, d in enumerate(SHAPE))
     g.add_node("Mean", ["sq"], [t("v", vstat)], name="v", axes=axes2, keepdims=True)
@@ -168,13 +172,14 @@ def moments_form(gamma=(8,), beta=(8,), negate=True, axes2=None, extra_output=No
 
 
 @pytest.mark.parametrize("gamma, beta", [((8,), (8,)), (None, (8,)), ((8,), None), (None, None)])
-def test_tensorflow_moments_form_fuses(gamma, beta):
-    out = checked(fuse_layer_norm, moments_form(gamma, beta))
+@pytest.mark.parametrize("squares", ["difference", "sub_square"])
+def test_tensorflow_moments_form_fuses(gamma, beta, squares):
+    out = checked(fuse_layer_norm, moments_form(gamma, beta, squares=squares))
     (node,) = out.nodes
     assert node.op == "Normalize" and node.attrs["center"] and len(node.inputs) == (3 if beta else 2)
 
 
 @pytest.mark.parametrize("near_miss", [dict(negate=False), dict(axes2=(1, 2)), dict(extra_output="b"),
-                                       dict(extra_output="inv")])
+                                       dict(extra_output="inv"), dict(squares="sub_square", extra_output="dm")])
 def test_tensorflow_moments_near_misses_are_left_alone(near_miss):
     assert "Normalize" not in ops(checked(fuse_layer_norm, moments_form(**near_miss)))

@@ -13,7 +13,7 @@ Exporters write LayerNormalization out as elementwise ops (PyTorch below opset 1
 becomes Normalize(x, gamma, beta) over A with epsilon eps (center=False for the RMS form), which computes the same
 function in one kernel and no intermediate buffers. TensorFlow's spelling (Keras LayerNormalization through the
 TFLite converter, tf2onnx) is recognised too (`_match_moments`):
-    inv = rsqrt(Mean(SquaredDifference(x, m), A) + eps) [* gamma];  y = x * inv + (Neg(m) * inv [+ beta])
+    inv = rsqrt(Mean(SquaredDifference(x, m) | Sub(x, m)^2, A) + eps) [* gamma];  y = x * inv + (Neg(m) * inv [+ beta])
 Everything between x and the last node must be float32, read only inside the pattern, not a graph output and
 without a fused activation; anything else is left alone.
 """
@@ -182,10 +182,16 @@ def _match_moments(g: Graph, v_node):
     if v_node.op != "Mean" or not v_node.attrs["keepdims"]:
         return None
     axes = tuple(sorted(v_node.attrs["axes"]))
-    sq = g.producer(v_node.inputs[0])
-    if not _plain(sq) or sq.op != "SquaredDifference" or len(sq.inputs) != 2:
-        return None
-    for x, m in (sq.inputs, sq.inputs[::-1]):
+    sq, pre = g.producer(v_node.inputs[0]), []
+    if _plain(sq) and sq.op == "SquaredDifference" and len(sq.inputs) == 2:
+        pairs = (sq.inputs, sq.inputs[::-1])
+    else:       # Keras GroupNormalization's: Sub, then a square ((m - x)^2 is the same)
+        squared = _squared(g, v_node.inputs[0])
+        sub = g.producer(squared[0]) if squared is not None else None
+        if not _plain(sub) or sub.op != "Sub" or len(sub.inputs) != 2:
+            return None
+        sq, pre, pairs = squared[1], [sub], (sub.inputs, sub.inputs[::-1])
+    for x, m in pairs:
         m_node = g.producer(m)
         if (m_node is not None and m_node.op == "Mean" and m_node.attrs["keepdims"] and m_node.inputs[0] == x
                 and tuple(sorted(m_node.attrs["axes"])) == axes):
@@ -204,7 +210,7 @@ def _match_moments(g: Graph, v_node):
     (root,) = _readers(g, add.outputs[0]) or [None]
     if root is None or root.op != "Activation" or root.attrs.get("fn") != "rsqrt":
         return None
-    nodes = [m_node, sq, v_node, add, root]
+    nodes = [m_node, *pre, sq, v_node, add, root]
     inv, gamma = root.outputs[0], None
     readers = _readers(g, inv)
     if len(readers) == 1:       # inv * gamma
