@@ -248,6 +248,8 @@ def transpose_graph(c) -> Graph:
               out_zp=0, out_scale=0.05, act={"fn": "relu"}, extreme=False, bias=True))
 @example(dict(kh=1, kw=1, sh=3, sw=2, dh=1, dw=1, ic=4, oc=3, h=3, w=2, pads=(0, 0, -1, -2), seed=2, in_zp=5,
               out_zp=9, out_scale=0.5, act=None, extreme=True, bias=True))
+@example(dict(kh=1, kw=1, sh=1, sw=2, dh=1, dw=1, ic=1, oc=1, h=1, w=1, pads=(2, -1, -2, 1), seed=0, in_zp=-128,
+              out_zp=-128, out_scale=0.05, act=None, extreme=False, bias=False))     # no tap reaches any output
 def test_fast_conv_transpose_equals_reference(c):
     assume(min(_sizes(c)) >= 1)
     g = transpose_graph(c)

@@ -368,7 +368,7 @@ def conv_transpose(k):
     row and sw-th column: the GEMM kernel with im2col per output pixel, one phase after another."""
     g = k.plan.graph
     phases = transpose_phases(g, k.node)
-    if phases is None or k.work is None:      # a plan made without kernel scratch
+    if phases is None or (k.work is None and any(ph["w2d"] is not None for ph in phases)):   # a plan without scratch
         return None
     p = k.params
     bias = _bias(g, k.node)
