@@ -279,3 +279,31 @@ def test_tinyc_quantizer_makes_bit_exact_int8_conv_transpose(tmp_path):
     report = verify(str(path), samples=4, quantize="int8", calib=calib, per_layer=True)
     assert report["ok"] and report["mismatched_bytes"] == 0, report["outputs"]
     assert all(row["ok"] for row in report["layers"]), report["layers"]
+
+
+@pytest.mark.parametrize("dynamo", [False] + ([True] if os.environ.get("TINYC_FULL") else []))
+def test_pytorch_conv_transpose_against_onnxruntime(tmp_path, dynamo):
+    """nn.ConvTranspose2d (k4 s2 p1; k3 s2 p1 output_padding 1, groups 2; dilation 2) and nn.ConvTranspose1d
+    as PyTorch's exporters write them (the dynamo one under TINYC_FULL: it is slow)."""
+    torch = pytest.importorskip("torch")
+
+    class Decoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up1 = torch.nn.ConvTranspose2d(4, 6, 4, stride=2, padding=1)
+            self.up2 = torch.nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1, groups=2)
+            self.up3 = torch.nn.ConvTranspose2d(4, 2, 3, dilation=2, bias=False)
+            self.seq = torch.nn.ConvTranspose1d(3, 5, 5, stride=3, padding=2, output_padding=1)
+
+        def forward(self, x, s):
+            return self.up3(torch.relu(self.up2(torch.relu(self.up1(x))))), self.seq(s)
+
+    torch.manual_seed(0)
+    path = str(tmp_path / "decoder.onnx")
+    args = (torch.randn(1, 4, 3, 5), torch.randn(1, 3, 7))
+    if dynamo:
+        torch.onnx.export(Decoder().eval(), args, path, input_names=["x", "s"], dynamo=True, verbose=False)
+    else:
+        torch.onnx.export(Decoder().eval(), args, path, input_names=["x", "s"], opset_version=17, dynamo=False)
+    report = verify(path, samples=2)
+    assert report["ok"], report["outputs"]
