@@ -87,11 +87,13 @@ def test_int8_matmul_is_tflites_formula_in_both_kernel_sets(tmp_path, a, b, ta, 
     want = int8_reference(xa, xb, ta, tb, quant["a"], quant["b"], quant["y"])
     (y,) = run_c(g, [xa, xb], tmp_path, options=codegen_options(kernels="reference"))
     np.testing.assert_array_equal(y, want)
-    fast = compile_graph(g, "mm", options=codegen_options(kernels="fast"))
-    assert [row["kernel"] for row in fast.library.layers] == ["int8_fast/matmul"]
-    for dsp in (False, True):       # the plain path and the DSP path (its intrinsics' C twins), byte for byte
-        got = run_generated(fast, [xa, xb], dsp=dsp)[0]
-        np.testing.assert_array_equal(got.reshape(want.shape), want, err_msg=f"dsp={dsp}")
+    for level in ("full", "small"):     # right rows sign-extended once, or per block (less kernel scratch)
+        g.nodes[0].attrs["kernel_scratch"] = level
+        fast = compile_graph(g, "mm", options=codegen_options(kernels="fast"))
+        assert [row["kernel"] for row in fast.library.layers] == ["int8_fast/matmul"]
+        for dsp in (False, True):       # the plain path and the DSP path (its intrinsics' C twins), byte for byte
+            got = run_generated(fast, [xa, xb], dsp=dsp)[0]
+            np.testing.assert_array_equal(got.reshape(want.shape), want, err_msg=f"dsp={dsp} scratch={level}")
 
 
 @pytest.mark.skipif(not HAS_TF, reason="needs tensorflow")

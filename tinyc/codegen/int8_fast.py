@@ -167,7 +167,7 @@ def work_bytes(g, node) -> int:
     if is_depthwise(g, node):
         return int8_depthwise.work_bytes(g, node)
     if node.op == "MatMul":
-        return int8_matmul.work_bytes(g, node)
+        return int8_matmul.work_bytes(g, node, scratch_level(node))
     if dense_applies(g, node):
         k = g.tensors[node.inputs[1]].shape[1]
         return max(2 * (k - k % 4) if dense_expands(g, node) else 0, gemm_pack.byte_k(k))
@@ -417,3 +417,8 @@ def conv_transpose(k):
                f"stride {sh}x{sw}, dilation {a['dilations'][0]}x{a['dilations'][1]}, pads {tuple(a['pads'])}")
     return "conv_transpose.c.j2", dict(bodies=bodies, constants=constants, comment=comment, oc=oc,
                                        phases=len(phases), variant="phases"), sum(ph["macs"] for ph in phases)
+
+
+def matmul(k):
+    """The fast MatMul of computed operands (int8_matmul.py), with the scratch the planner allows."""
+    return int8_matmul.matmul(k, scratch_level(k.node))

@@ -70,22 +70,25 @@ def _dims(g, node) -> tuple[int, int, int]:
     return a[-2], a[-1], b[-1]
 
 
-def work_bytes(g, node) -> int:
+def work_bytes(g, node, level: str = "full") -> int:
     """z_a Σ b per right row (int32), then the transposed right and left operands where they need it (the
     planner asks int8_fast.work_bytes, which gives 0 where it wants no scratch: the rule then returns None)."""
     if not applies(g, node):
         return 0
     m, k, n = _dims(g, node)
-    return sum(_scratch(m, k, n, *_sides(node)))
+    return sum(_scratch(m, k, n, *_sides(node), level == "full"))
 
 
-def _scratch(m, k, n, pack_a, pack_b) -> tuple[int, int, int, int]:
-    """Bytes of: the column terms (int32 per right row), two sign-extended left rows, the right and the left
-    operand transposed (where they need it)."""
-    return 4 * n, 4 * (k - k % 4), n * k if pack_b else 0, m * k if pack_a else 0
+def _scratch(m, k, n, pack_a, pack_b, expand_b) -> tuple[int, int, int, int]:
+    """Bytes of: the column terms (int32 per right row) and, with `expand_b`, the right rows sign-extended; two
+    sign-extended left rows; the right and the left operand transposed (where they need it)."""
+    k4 = k - k % 4
+    return 4 * n + (2 * n * k4 if expand_b else 0), 4 * k4, n * k if pack_b else 0, m * k if pack_a else 0
 
 
-def matmul(k):
+def matmul(k, level: str = "full"):
+    """The rule; `level`: the planner's scratch level (int8_fast.scratch_level): "small" keeps the right rows
+    as bytes (sign-extended per block instead of once)."""
     g = k.plan.graph
     if not applies(g, k.node) or k.work is None:      # a plan made without kernel scratch
         return None
@@ -93,7 +96,8 @@ def matmul(k):
     m, kdim, n = geo["m"], geo["k"], geo["n"]
     pack_a, pack_b = _sides(k.node)
     bound = 255 * 255 * kdim                  # |acc| over every int8 input
-    cols, rows, packed_b, _ = _scratch(m, kdim, n, pack_a, pack_b)
+    expand_b = level == "full"
+    cols, rows, packed_b, _ = _scratch(m, kdim, n, pack_a, pack_b, expand_b)
     requant = "mbqm"
     round_half = round_zp = 0
     if gemm_pack.fast_mbqm([p.shift], bound):
@@ -109,7 +113,8 @@ def matmul(k):
     v = dict(comment=f"fast int8 matmul, {m} x {n} outputs of depth {kdim} per batch",
              loops=strided_loops(geo["batch"], geo["strides"], body), m=m, n=n, kdim=kdim, k4=kdim - kdim % 4,
              unrolled=kdim - kdim % 4 <= 4 * MAX_UNROLL, a_zp=p.a_zp, b_zp=p.b_zp, out_zp=p.out_zp,
-             row_const=kdim * p.a_zp * p.b_zp, pack_a=pack_a, pack_b=pack_b, off_e=cols, off_b=cols + rows,
-             off_a=cols + rows + packed_b, a_at=geo["a_at"], b_at=geo["b_at"], mult=p.mult, shift=p.shift,
+             row_const=kdim * p.a_zp * p.b_zp, off_f=4 * n, expand_b=expand_b, pack_a=pack_a, pack_b=pack_b,
+             off_e=cols, off_b=cols + rows, off_a=cols + rows + packed_b, a_at=geo["a_at"], b_at=geo["b_at"],
+             mult=p.mult, shift=p.shift,
              requant=requant, rshift=-p.shift, round_half=round_half, round_zp=round_zp)
     return "matmul.c.j2", v, geo["macs"]

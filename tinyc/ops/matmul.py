@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codegen import int8_matmul
+from ..codegen import int8_fast
 from ..codegen.int8_matmul import geometry, logical_shapes
 from ..codegen.loops import strided_loops
 from ..errors import TinycError
@@ -115,4 +115,4 @@ def int8_kernel(k):
 
 DEFINITIONS = (OpDef(
     "MatMul", "a[..., M, K], b[..., K, N] -> [..., M, N]  [transpose_a?, transpose_b?]  (batch axes broadcast)",
-    evaluate, check, float_kernel, int8_prepare, int8_kernel, int8_matmul.matmul, memory=None, quantize="own"),)
+    evaluate, check, float_kernel, int8_prepare, int8_kernel, int8_fast.matmul, memory=None, quantize="own"),)
