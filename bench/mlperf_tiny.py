@@ -75,8 +75,27 @@ def conv_autoencoder(keras):
     return keras.Model(x, L.Conv2D(1, 3, padding="same")(h))
 
 
+
+def _attend(qkv, heads=2):
+    """Scaled dot-product attention over [B, T, H*D] projections: q @ k^T, softmax, @ v, heads merged."""
+    import tensorflow as tf
+    t, e = qkv[0].shape[1], qkv[0].shape[2]
+    q, k, v = (tf.transpose(tf.reshape(x, (-1, t, heads, e // heads)), (0, 2, 1, 3)) for x in qkv)
+    p = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) * (1.0 / (e // heads) ** 0.5), axis=-1)
+    return tf.reshape(tf.transpose(tf.matmul(p, v), (0, 2, 1, 3)), (-1, t, e))
+
+
+def attention_block(keras):
+    """One transformer attention block, 32 steps of 32 features, two heads of 16: Dense q, k, v projections,
+    q @ k^T and p @ v (BATCH_MATMUL of computed tensors), softmax, the output projection and a residual Add."""
+    L = keras.layers
+    x = keras.Input((32, 32), name="attn_in")
+    q, k, v = (L.Dense(32, name=f"attn_{n}")(x) for n in "qkv")
+    o = L.Lambda(_attend, name="attn_heads")([q, k, v])
+    return keras.Model(x, L.Add(name="attn_residual")([x, L.Dense(32, name="attn_out")(o)]))
+
 BUILDERS = {f.__name__: f for f in (vww_mobilenet_v1, kws_ds_cnn, ic_resnet8, ad_autoencoder)}   # MLPerf Tiny
-EXTRA_BUILDERS = {f.__name__: f for f in (mobilenet_v2_035, conv_autoencoder)}
+EXTRA_BUILDERS = {f.__name__: f for f in (mobilenet_v2_035, conv_autoencoder, attention_block)}
 
 
 def build(name: str, seed: int = 0):
