@@ -204,6 +204,9 @@ def test_tflite_int8_transpose_conv_bit_exact(tmp_path, kind):
     report = verify(path, samples=20, seed=7, per_layer=True)
     assert report["mismatched_bytes"] == 0 and report["ok"], report["outputs"]
     assert all(row["ok"] for row in report["layers"]), report["layers"]
+    from tinyc.compiler import compile_model
+    plan = compile_model(path).plan       # as the int8 zoo's models: within 2% of the arena's lower bound
+    assert plan.lower_bound <= plan.arena_bytes <= 1.02 * plan.lower_bound, plan.variants
 
 
 # -- the fast kernel (stride phases through the GEMM kernel) against its reference twin ---------------------------
