@@ -7,7 +7,7 @@ Input pixel (iy, ix) adds x[iy, ix, :] . w[o, ky, kx, :] to the output pixel who
 starting at row `top` (likewise columns), so `pads` (top, left, bottom, right) crop it, and a negative pad
 extends it with rows only the bias reaches (ONNX output_padding / output_shape). The kernels gather: each output
 pixel sums over the taps whose input pixel exists, in integers for int8 (TFLite's reference kernel scatters into
-int32; the integer sums are the same). docs/int8-numerics.md §4.34 has the int8 arithmetic.
+int32; the integer sums are the same). docs/int8-numerics.md §4.35 has the int8 arithmetic.
 """
 from __future__ import annotations
 
