@@ -13,7 +13,7 @@ with -z_a Σ_k b per right row computed once per batch (int32, in the scratch) a
 left row; they start the accumulators. The doubled left halves make the accumulators hold 2 acc, the form
 TFLite's rounding multiply (SMMULR of 2 acc) wants, and the output zero point is added before the final shift
 where that stays in int32. An odd last left row is paired with itself (the same bytes stored twice); an odd last
-right row gets a plain loop. Cores without DSP run the reference loop."""
+right row gets a plain loop. Cores without DSP run the same blocks in plain C."""
 from __future__ import annotations
 
 import numpy as np
