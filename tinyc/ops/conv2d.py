@@ -93,13 +93,20 @@ def int8_prepare(k) -> ConvParams:
     return ConvParams(mults, shifts, qp.zero_point_of(iq), qp.zero_point_of(oq), lo, hi)
 
 
-def int8_kernel(k):
-    template, v, macs = float_kernel(k)
-    p = k.params
-    v.update(in_zp=p.in_zp, out_zp=p.out_zp, lo=p.lo, hi=p.hi, bias=bias_expr(k),
-             mult=k.table(p.mults, "int32", "requantization multipliers"),
-             shift=k.table(p.shifts, "int8", "requantization shifts"))
-    return template, v, macs
+def requantized(float_rule):
+    """The int8 reference rule of a convolution-like op: its float rule's loop nest, with int32 accumulation and
+    the per-channel requantization of int8_prepare (ConvParams)."""
+    def int8_rule(k):
+        template, v, macs = float_rule(k)
+        p = k.params
+        v.update(in_zp=p.in_zp, out_zp=p.out_zp, lo=p.lo, hi=p.hi, bias=bias_expr(k),
+                 mult=k.table(p.mults, "int32", "requantization multipliers"),
+                 shift=k.table(p.shifts, "int8", "requantization shifts"))
+        return template, v, macs
+    return int8_rule
+
+
+int8_kernel = requantized(float_kernel)
 
 
 DEFINITIONS = (OpDef(

@@ -15,8 +15,7 @@ import numpy as np
 
 from ..codegen import int8_fast
 from ..errors import TinycError
-from .conv2d import int8_prepare
-from .int8_common import bias_expr
+from .conv2d import int8_prepare, requantized
 from .opdef import OpDef
 
 
@@ -100,13 +99,7 @@ def float_kernel(k):
     return "conv_transpose.c.j2", v, macs
 
 
-def int8_kernel(k):
-    template, v, macs = float_kernel(k)
-    p = k.params
-    v.update(in_zp=p.in_zp, out_zp=p.out_zp, lo=p.lo, hi=p.hi, bias=bias_expr(k),
-             mult=k.table(p.mults, "int32", "requantization multipliers"),
-             shift=k.table(p.shifts, "int8", "requantization shifts"))
-    return template, v, macs
+int8_kernel = requantized(float_kernel)
 
 
 DEFINITIONS = (OpDef(
