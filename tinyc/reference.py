@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+import struct
 import warnings
 
 import numpy as np
@@ -124,17 +125,50 @@ def _tf_message(e: Exception) -> str:
     return text if len(text) <= 240 else text[:237] + "..."
 
 
+# Operators BUILTIN_REF registers with the same kernel as TFLite's default resolver but for fewer versions:
+# lite/kernels/register_ref.cc adds Register_TILE() for versions 1-2, register.cc the same kernel for 1-3, and
+# the converter writes an int8 TILE (Keras UpSampling2D nearest) as version 3, which kernels/tile.cc runs as a copy.
+REF_MAX_VERSION = {"TILE": 2}
+
+
+def _ref_loadable(path: str) -> bytes | None:
+    """The model's bytes with every operator code of REF_MAX_VERSION above its version there lowered to it (a
+    patch of the version field in place: the same kernel runs), or None when none is."""
+    from .frontends.tflite_import import _enum_names, _schema
+    with open(path, "rb") as fh:
+        data = bytearray(fh.read())
+    S = _schema()
+    codes = {code: REF_MAX_VERSION[name] for code, name in _enum_names(S.BuiltinOperator).items()
+             if name in REF_MAX_VERSION}
+    patched = False
+    try:
+        model = S.Model.GetRootAs(data, 0)
+        for i in range(model.OperatorCodesLength()):
+            oc = model.OperatorCodes(i)
+            top = codes.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()))
+            field = oc._tab.Offset(8)            # OperatorCode.version (absent: the default, 1)
+            if top is not None and field and oc.Version() > top:
+                struct.pack_into("<i", data, oc._tab.Pos + field, top)
+                patched = True
+    except Exception:   # a malformed file: TFLite's own loader says what is wrong with it
+        return None
+    return bytes(data) if patched else None
+
+
 def _tflite_interpreter(path: str, samples: list):
     """TFLite's interpreter on `path` with its reference kernels, inputs resized to the samples' shapes and
-    tensors allocated. Its load and allocation errors (ValueError/RuntimeError from the constructor,
-    resize_tensor_input and allocate_tensors) raise TFLiteRejected; nothing else is caught here."""
+    tensors allocated (an operator of REF_MAX_VERSION at a newer version is loaded as that version). Its load and
+    allocation errors (ValueError/RuntimeError from the constructor, resize_tensor_input and allocate_tensors)
+    raise TFLiteRejected; nothing else is caught here."""
     from .keras_runtime import import_keras
     import_keras()   # imports TensorFlow quietly
     import tensorflow as tf
+    content = _ref_loadable(path)
+    source = dict(model_path=path) if content is None else dict(model_content=content)
     try:
         with warnings.catch_warnings():   # "tf.lite.Interpreter is deprecated": it is still TF's reference
             warnings.simplefilter("ignore")
-            interp = tf.lite.Interpreter(model_path=path,
+            interp = tf.lite.Interpreter(**source,
                                          experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
                                          experimental_preserve_all_tensors=True)
         ins = interp.get_input_details()
