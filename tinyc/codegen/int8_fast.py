@@ -202,6 +202,23 @@ def _gemm_vars(k, w2d, bias, in_zp, layout="quad"):
         restrict="" if k.in_place is not None else "restrict ")     # an output written over its input aliases it
 
 
+def _requant_tables(k, v, w2d, bias, in_zp, mults, shifts) -> dict:
+    """The GEMM kernel's per-channel requantization: tinyc_requantize_fast with one table of (folded bias,
+    multiplier, right shift, rounding) when gemm_pack.fast_mbqm proves it exact, else folded bias tables beside
+    TFLite's multiplier and shift tables. Sets the table names in `v`; returns the template's requant variables."""
+    fast = gemm_pack.fast_mbqm(shifts, gemm_pack.acc_bound(w2d, bias, in_zp))
+    if fast:
+        rest = [mults, [-s for s in shifts], [1 << (-s - 1) for s in shifts]]
+        label = "per channel: bias, multiplier, right shift, rounding"
+        v["prm"] = _prm_table(k, v["folded"], rest, label, "TINYC_DSP")
+        v["prm_b"] = _prm_table(k, v["folded_b"], rest, label, "!TINYC_DSP")
+        return dict(requant="fast", mult=None, shift=None)
+    v["bias"] = _folded_table(k, v["folded"], "TINYC_DSP")
+    v["bias_b"] = _folded_table(k, v["folded_b"], "!TINYC_DSP")
+    return dict(requant="mbqm", mult=k.table(mults, "int32", "requantization multipliers"),
+                shift=k.table(shifts, "int8", "requantization shifts"))
+
+
 def _folded_table(k, folded, guard):
     return k.table(folded, "int32", "bias - input zero point x weight sums", guard)
 
@@ -236,19 +253,8 @@ def conv2d(k):
     in_zp, out_zp, mults, shifts, lo, hi = p.in_zp, p.out_zp, p.mults, p.shifts, p.lo, p.hi
     v = _gemm_vars(k, w2d, bias, in_zp, "pair" if px2 else "quad")
     v.update(px2=px2, e_offset=_scratch_layout(g, k.node)[1])
-    fast = gemm_pack.fast_mbqm(shifts, gemm_pack.acc_bound(w2d, bias, in_zp))
-    if fast:    # per channel: folded bias, multiplier, right shift, 2^(shift - 1), read together
-        rest = [mults, [-s for s in shifts], [1 << (-s - 1) for s in shifts]]
-        label = "per channel: bias, multiplier, right shift, rounding"
-        v["prm"] = _prm_table(k, v["folded"], rest, label, "TINYC_DSP")
-        v["prm_b"] = _prm_table(k, v["folded_b"], rest, label, "!TINYC_DSP")
-    else:
-        v["bias"] = _folded_table(k, v["folded"], "TINYC_DSP")
-        v["bias_b"] = _folded_table(k, v["folded_b"], "!TINYC_DSP")
+    v.update(_requant_tables(k, v, w2d, bias, in_zp, mults, shifts))
     v.update(geo, **interior(geo), kwin=kwin, mode=mode, out_zp=out_zp, lo=lo, hi=hi,
-             requant="fast" if fast else "mbqm",
-             mult=None if fast else k.table(mults, "int32", "requantization multipliers"),
-             shift=None if fast else k.table(shifts, "int8", "requantization shifts"),
              variant={"rows": "1x1", "strided": "1x1-strided", "im2col": "im2col"}[mode],
              comment=f"conv {geo['ih']}x{geo['iw']}x{geo['ic']} -> {geo['oh']}x{geo['ow']}x{geo['oc']}, kernel "
                      f"{geo['kh']}x{geo['kw']}, stride {geo['sh']}x{geo['sw']}, pads {tuple(geo['pads'])}",
@@ -392,21 +398,10 @@ def conv_transpose(k):
         px2 = _phase_px2(k.node, ph, oc)
         v = _gemm_vars(k, w2d, bias, p.in_zp, "pair" if px2 else "quad")
         v.update(px2=px2, e_offset=-(-w2d.shape[1] * 2 // 4) * 4 if px2 else 0)
-        fast = gemm_pack.fast_mbqm(p.shifts, gemm_pack.acc_bound(w2d, bias, p.in_zp))
-        if fast:
-            rest = [p.mults, [-s for s in p.shifts], [1 << (-s - 1) for s in p.shifts]]
-            label = "per channel: bias, multiplier, right shift, rounding"
-            v["prm"] = _prm_table(k, v["folded"], rest, label, "TINYC_DSP")
-            v["prm_b"] = _prm_table(k, v["folded_b"], rest, label, "!TINYC_DSP")
-        else:
-            v["bias"] = _folded_table(k, v["folded"], "TINYC_DSP")
-            v["bias_b"] = _folded_table(k, v["folded_b"], "!TINYC_DSP")
+        v.update(_requant_tables(k, v, w2d, bias, p.in_zp, p.mults, p.shifts))
         geo = dict(ih=ih, iw=iw, ic=ic, oh=ph["nqy"], ow=ph["nqx"], oc=oc, kh=len(ph["ky"]), kw=len(ph["kx"]),
                    sh=1, sw=1, dh=ph["dy"], dw=ph["dx"], pads=[ph["py"], ph["px"], 0, 0], pt=ph["py"], pl=ph["px"])
         v.update(geo, **interior(geo), kwin=ph["kwin"], mode="im2col", out_zp=p.out_zp, lo=p.lo, hi=p.hi,
-                 requant="fast" if fast else "mbqm",
-                 mult=None if fast else k.table(p.mults, "int32", "requantization multipliers"),
-                 shift=None if fast else k.table(p.shifts, "int8", "requantization shifts"),
                  variant="im2col", rows=rows, out_map=out_map,
                  comment=f"phase {where}: taps {ph['ky']} x {ph['kx']} (flipped), a stride-1 {len(ph['ky'])}x"
                          f"{len(ph['kx'])} convolution of the input, dilation {ph['dy']}x{ph['dx']}, pads "
