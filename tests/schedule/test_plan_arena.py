@@ -180,3 +180,30 @@ def test_random_dags_plan_validly(g):
     plan = schedule(g)
     assert_valid(plan)
     assert plan.arena_bytes <= min(v["arena_bytes"] for v in plan.variants.values())
+
+
+def test_kernel_scratch_goes_under_a_chain_that_drifts_down():
+    """The int8 1-D activity classifier of tests/layer_zoo.py: conv 1 (input 384 B written over by its 2,048 B
+    output, lead 1,676, with 96 B of im2col scratch), max pool and conv 2 overlapping down by 16 and 32 bytes.
+    Placed first at 0, the chain's conv-1 output sits 48 bytes up and the scratch lands above its top (2,204 B);
+    with the peak's small buffers placed first (small_first, which the planner tries when the usual orders miss
+    the bound) the scratch takes [0, 96) and the arena meets its bound, 2,156 B."""
+    from tinyc.schedule.buffers import Buffer
+    from tinyc.schedule.lifetimes import step_bytes
+    from tinyc.schedule.plan_arena import plan_arena
+    x = Buffer(nbytes=384, start=0, end=1, label="input")
+    c1 = Buffer(nbytes=2048, start=1, end=2, label="conv 1")
+    pool = Buffer(nbytes=1024, start=2, end=3, label="max pool")
+    c2 = Buffer(nbytes=768, start=3, end=4, label="conv 2")
+    x.anchor, c1.anchor, pool.anchor = (c1, 1676), (pool, 16), (c2, 32)
+    scratch1 = Buffer(nbytes=96, kind="scratch", start=1, end=1)
+    scratch3 = Buffer(nbytes=480, kind="scratch", start=3, end=3)
+    buffers = [x, c1, scratch1, pool, c2, scratch3]
+    bound = max(step_bytes(buffers, 5))
+    assert bound == 2156
+    assert plan_arena(buffers, 5) == 2204                       # the usual orders
+    assert plan_arena(buffers, 5, small_first=True) == bound
+    assert c1.offset == x.offset - 1676 == pool.offset + 16 == c2.offset + 48
+    for scratch, beside in ((scratch1, (x, c1)), (scratch3, (pool, c2))):
+        for b in beside:
+            assert scratch.offset + scratch.size <= b.offset or b.offset + b.size <= scratch.offset

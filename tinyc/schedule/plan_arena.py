@@ -59,8 +59,10 @@ def _first_fit(groups, key) -> int:
     return top
 
 
-def plan_arena(buffers: list[Buffer], steps: int) -> int:
-    """Assign `offset` to every buffer; returns the arena size in bytes."""
+def plan_arena(buffers: list[Buffer], steps: int, small_first: bool = False) -> int:
+    """Assign `offset` to every buffer; returns the arena size in bytes. `small_first` also tries the peak's
+    smallest groups first (schedule._plan_with asks for it only when the usual orders leave the arena above its
+    bound, so plans that reach it stay as they are)."""
     if not buffers:
         return 0
     groups = groups_of(buffers)
@@ -89,6 +91,10 @@ def plan_arena(buffers: list[Buffer], steps: int) -> int:
         lambda g: (-max(live[b.start:b.end + 1] and max(live[b.start:b.end + 1]) for b, _ in g), -height(g),
                    first(g)),
     ]
+    if small_first:
+        # the small buffers of the peak first, at the bottom: a chain that drifts down over later steps (overlap
+        # links) can then start above a layer's kernel scratch instead of pushing it above the chain's top
+        keys.append(lambda g: (not at_peak(g), height(g), first(g)))
     best, best_offsets = None, None
     for key in keys:
         size = _first_fit(groups, key)
