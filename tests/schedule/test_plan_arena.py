@@ -186,8 +186,8 @@ def test_kernel_scratch_goes_under_a_chain_that_drifts_down():
     """The int8 1-D activity classifier of tests/layer_zoo.py: conv 1 (input 384 B written over by its 2,048 B
     output, lead 1,676, with 96 B of im2col scratch), max pool and conv 2 overlapping down by 16 and 32 bytes.
     Placed first at 0, the chain's conv-1 output sits 48 bytes up and the scratch lands above its top (2,204 B);
-    with the peak's small buffers placed first (small_first, which the planner tries when the usual orders miss
-    the bound) the scratch takes [0, 96) and the arena meets its bound, 2,156 B."""
+    with the peak's small buffers placed first (small_first, which the planner tries when the usual orders stay
+    more than 2% above the bound) the scratch takes [0, 96) and the arena meets its bound, 2,156 B."""
     from tinyc.schedule.buffers import Buffer
     from tinyc.schedule.lifetimes import step_bytes
     from tinyc.schedule.plan_arena import plan_arena

@@ -61,8 +61,8 @@ def _first_fit(groups, key) -> int:
 
 def plan_arena(buffers: list[Buffer], steps: int, small_first: bool = False) -> int:
     """Assign `offset` to every buffer; returns the arena size in bytes. `small_first` also tries the peak's
-    smallest groups first (schedule._plan_with asks for it only when the usual orders leave the arena above its
-    bound, so plans that reach it stay as they are)."""
+    smallest groups first (schedule() asks for it only when the usual orders leave the arena more than 2% above
+    its bound, so plans within 2% stay as they are)."""
     if not buffers:
         return 0
     groups = groups_of(buffers)
