@@ -82,8 +82,8 @@ def test_corrupt_keras(tmp_path):
 
 
 def test_unsupported_op_names_op_and_node(tmp_path):
-    p = small_onnx(tmp_path / "m.onnx", op="LpNormalization", extra="my_lp_node")
-    msg = one_line_error(tinyc("compile", p, "-o", tmp_path / "o"), "LpNormalization", "my_lp_node", "tinyc ops")
+    p = small_onnx(tmp_path / "m.onnx", op="Trilu", input_dims=(4, 4), extra="my_trilu_node")
+    msg = one_line_error(tinyc("compile", p, "-o", tmp_path / "o"), "Trilu", "my_trilu_node", "tinyc ops")
     assert "unsupported" in msg
 
 
