@@ -1,6 +1,6 @@
-"""Fast int8 pooling, Add/Sub/Mul, Mean and unary (activation, int8 requantize) rules, each the bit-exact twin of
-its op's reference rule in tinyc/ops/ (templates/int8_fast/pool.c.j2, binary.c.j2, lut.c.j2, mean.c.j2). Both
-read the parameters the op's `int8_prepare` computed (`k.params`).
+"""Fast int8 pooling, Add/Sub/Mul, Mean, Softmax and unary (activation, int8 requantize) rules, each the bit-exact
+twin of its op's reference rule in tinyc/ops/ (templates/int8_fast/pool.c.j2, binary.c.j2, lut.c.j2, mean.c.j2,
+softmax.c.j2). Both read the parameters the op's `int8_prepare` computed (`k.params`).
 
 How each stays exact:
 - Unary int8 -> int8 ops (RELU/RELU6/clip, LEAKY_RELU, HARD_SWISH, LOGISTIC, TANH, QUANTIZE int8 -> int8) have
@@ -11,6 +11,9 @@ How each stays exact:
   the operand with the larger scale has multiplier 0.5 and is a plain shift, the other is a 256-entry int32
   table for big tensors (`add_sub`); the final rescale, Mul's and MEAN's use the cheapest requantization
   `requant_expr` can prove equal to tinyc_requantize over the accumulator's bound.
+- SOFTMAX: the reference's exponential only sees d = max - x (0..255), so it is a 256-entry table of the
+  reference's values (`softmax_exp_table`); the sum and the final rescale are rewritten exactly for e, r >= 0
+  (SOFTMAX_*, below).
 - Pools: max via SSUB8/SEL on 4 channels per word; average sums 4 channels per word in 16-bit halves (windows of
   at most 255 cells cannot overflow them) and divides with TFLite's rounding by a reciprocal multiply checked
   here for every sum the window can produce (`avg_reciprocal`).
@@ -21,7 +24,7 @@ import numpy as np
 
 from ..quant import params as qp
 from ..quant.fixed_point import multiply_by_quantized_multiplier as mbqm
-from ..quant.fixed_point import rounding_divide_by_pot
+from ..quant.fixed_point import exp_on_negative_values_q5, rounding_divide_by_pot, saturating_rounding_doubling_high_mul
 from .loops import broadcast_strides, row_major_strides, strided_loops
 
 INT8 = range(-128, 128)
@@ -29,6 +32,8 @@ ADD_TABLE_MIN_ELEMENTS = 512    # Add/Sub with at least this many outputs look t
                                 # in a 1 KB int32 table (none when both scales are equal)
 UNROLL_TAPS = 64                # pooling windows up to this many cells are unrolled in the interior
 RECIP_SHIFT = 24                # average pooling: tinyc_avg_div's >> 24
+SOFTMAX_MAX_ROW = 511           # softmax rows up to this long: the Q12.19 sum of exponentials stays below 2^28, so
+                                # the output's exponent E = bits over unit + 23 is at most 31
 
 
 def _quantized_int8(t) -> bool:
@@ -371,3 +376,51 @@ def mean(k):
     return "mean.c.j2", dict(n=n, c=c, c4=c - c % 4, chunk=255, out=out,
                              comment=f"int8 mean of {n} values per channel ({h}x{w}x{c})"), 0
 
+
+
+# -- SOFTMAX ----------------------------------------------------------------------------------------------------
+# The C of templates/int8_fast/softmax.c.j2's arithmetic, held here so that tests/test_fast_softmax.py runs the
+# same lines on the rounding ties no row reaches reliably. Per row they read `reciprocal` (uint32_t) and
+# `bits_over_unit` (the reference's GetReciprocal); per element `e` (uint32_t: the table's e^-d, 0 <= e < 2^31).
+# The sum's term is RDBPOT(e, 12) = (e + 2^11) >> 12 (e >= 0; no wrap in uint32). The output's RDBPOT(SRDHM(r, e),
+# E) with E = bits_over_unit + 23 is floor((r e + 2^30 + 2^(E+30)) / 2^(E+31)) (both roundings add half and floor,
+# as r, e >= 0; the reciprocal is at least 2^30 - 4 for every sum): the high word of r e + 2^30 + 2^(E-2) 2^32,
+# shifted right E - 1. DSP cores form the 64-bit sum (UMULL/UMLAL); others its high word from 16-bit halves.
+SOFTMAX_SUM_TERM = "(e + 2048u) >> 12"
+SOFTMAX_ROW = ["const int shift = bits_over_unit + 22;",
+               "const uint32_t round_hi = 1u << (bits_over_unit + 21);"]
+SOFTMAX_ROW_DSP = ["const uint64_t round = ((uint64_t)round_hi << 32) | 0x40000000u;",
+                   "uint32_t r32 = reciprocal;",
+                   "TINYC_OPAQUE(r32);   /* else gcc multiplies 64 x 32 bits: it forgets the high word is 0 */"]
+SOFTMAX_ROW_PLAIN = ["const uint32_t r_lo = reciprocal & 0xFFFFu, r_hi = reciprocal >> 16;"]
+SOFTMAX_OUT_DSP = ["const uint32_t v = (uint32_t)(((uint64_t)r32 * e + round) >> 32) >> shift;"]
+SOFTMAX_OUT_PLAIN = ["const uint32_t e_lo = e & 0xFFFFu, e_hi = e >> 16;",
+                     "const uint32_t mid = r_hi * e_lo + r_lo * e_hi;   /* < 2^32: r, e < 2^31 */",
+                     "const uint32_t carry = (((r_lo * e_lo) >> 16) + (mid & 0xFFFFu) + 0x4000u) >> 16;",
+                     "const uint32_t v = (r_hi * e_hi + (mid >> 16) + carry + round_hi) >> shift;"]
+SOFTMAX_PLAIN_STEP = 1
+SOFTMAX_OUT_BYTE = "(int8_t)tinyc_ssat8((int32_t)v - 128)"    # the reference's clamp (0 <= v < 2^31)
+
+
+def softmax_exp_table(p) -> list:
+    """e(d) for each difference d = max - x in 0..255 (index d), as the reference kernel computes it (`k.params`,
+    ops/softmax.py): exp_on_negative_values(SRDHM(-d * 2^shift, mult)) in Q0.31 where -d >= diff_min, else 0 (that
+    element adds 0 to the sum and its output is -128, as the reference's)."""
+    srdhm = saturating_rounding_doubling_high_mul
+    return [exp_on_negative_values_q5(srdhm(-d * (1 << p.shift), p.mult)) if -d >= p.diff_min else 0
+            for d in range(256)]
+
+
+def softmax(k):
+    """Per element a table load and a sum, the reference's per-row reciprocal, then one multiply per output."""
+    p, n = k.params, k.out_shape[-1]
+    if not _int8_io(k) or n > SOFTMAX_MAX_ROW:
+        return None
+    table = softmax_exp_table(p)
+    assert all(0 <= e < (1 << 31) for e in table) and table[0] == (1 << 31) - 1
+    name = k.table(table, "int32", "int8 softmax: gemmlowp's e^-d in Q0.31 for each difference d = max - x "
+                                   "(0 beyond the cut)")
+    return "softmax.c.j2", dict(rows=k.out_size // n, n=n, n4=n - n % 4, table=name, cut=-p.diff_min,
+                                sum_term=SOFTMAX_SUM_TERM, row=SOFTMAX_ROW, row_dsp=SOFTMAX_ROW_DSP,
+                                row_plain=SOFTMAX_ROW_PLAIN, out_dsp=SOFTMAX_OUT_DSP, out_plain=SOFTMAX_OUT_PLAIN,
+                                out_byte=SOFTMAX_OUT_BYTE, plain_step=SOFTMAX_PLAIN_STEP), 0

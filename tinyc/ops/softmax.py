@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..codegen import int8_fast_misc
 from ..errors import TinycError
 from ..quant import params as qp
 from .int8_common import in_quant, out_quant
@@ -131,8 +132,8 @@ def log_softmax_kernel(k):
 
 
 DEFINITIONS = (
-    OpDef("Softmax", "x  [axis, beta?]", evaluate, None, float_kernel, int8_prepare, int8_kernel, None,
-          memory=None, quantize="fixed", fixed_quant=(1.0 / 256, -128)),
+    OpDef("Softmax", "x  [axis, beta?]", evaluate, None, float_kernel, int8_prepare, int8_kernel,
+          int8_fast_misc.softmax, memory=None, quantize="fixed", fixed_quant=(1.0 / 256, -128)),
     OpDef("LogSoftmax", "x  [axis]", lambda a, ins: log_softmax(ins[0].astype(np.float64), a["axis"]), check,
           lambda k: ("log_softmax.c.j2", _axis_loops(k), 0), log_softmax_prepare, log_softmax_kernel, None,
           memory=None, quantize=None),

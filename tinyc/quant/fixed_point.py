@@ -59,3 +59,38 @@ def multiply_by_quantized_multiplier(x: int, multiplier: int, shift: int) -> int
     v = ((x * (1 << left) + (1 << 31)) % (1 << 32)) - (1 << 31)   # the shift happens in 32 bits, as in C
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(v, multiplier), right)
 
+
+
+# -- gemmlowp's exp_on_negative_values for int8 SOFTMAX (runtime_c/tinyc_int8.h, docs/int8-numerics.md 3) --------
+def saturating_rounding_multiply_by_pot(x: int, exponent: int) -> int:
+    """tinyc_satpot: x * 2^exponent saturated to int32 (exponent > 0), a rounding divide (exponent < 0)."""
+    if exponent < 0:
+        return rounding_divide_by_pot(x, -exponent)
+    limit = (1 << (31 - exponent)) - 1
+    return INT32_MAX if x > limit else INT32_MIN if x < -limit else x << exponent
+
+
+def exp_on_interval_quarter(a: int) -> int:
+    """tinyc_exp_quarter: e^a for a in [-1/4, 0), Q0.31 in and out."""
+    srdhm, rdbpot = saturating_rounding_doubling_high_mul, rounding_divide_by_pot
+    c, third = 1895147668, 715827883
+    x = a + (1 << 28)
+    x2 = srdhm(x, x)
+    x3, x4 = srdhm(x2, x), srdhm(x2, x2)
+    poly = rdbpot(srdhm(rdbpot(x4, 2) + x3, third) + x2, 1)
+    return c + srdhm(c, x + poly)
+
+
+EXP_BARREL_FACTORS = (1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242)
+
+
+def exp_on_negative_values_q5(a: int) -> int:
+    """tinyc_exp_negative_q5: e^a for a <= 0 in Q5.26 (int32), the result in Q0.31."""
+    quarter = 1 << 24
+    a_mod = (a & (quarter - 1)) - quarter
+    result = exp_on_interval_quarter(saturating_rounding_multiply_by_pot(a_mod, 5))
+    remainder = a_mod - a
+    for i, factor in enumerate(EXP_BARREL_FACTORS):
+        if remainder & (1 << (24 + i)):
+            result = saturating_rounding_doubling_high_mul(result, factor)
+    return INT32_MAX if a == 0 else result
