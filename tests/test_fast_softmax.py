@@ -3,7 +3,8 @@
 TFLite's reference kernels.
 
 Its table of e^-d for the 256 differences d = max - x is checked against the C helpers it replaces for every
-difference and every multiplier shift; the kernels run on rows chosen to reach every difference, both sides of the
+difference and every multiplier shift; its rewritten roundings against the reference's on rounding ties (they need
+a reciprocal >= 0: checked for every sum); the kernels run on rows chosen to reach every difference, both sides of the
 cut, the largest sums (rows of equal values up to the longest row the rule takes) and the smallest (one maximum),
 over layers of every multiplier shift and, by hypothesis, random input scales and betas."""
 from __future__ import annotations
@@ -79,6 +80,33 @@ def test_exp_table_equals_c_helpers(tmp_path):
     assert got == want
 
 
+# -- the reciprocal's range -------------------------------------------------------------------------------------
+RECIPROCAL = r"""
+#include <stdio.h>
+#include "tinyc_int8.h"
+int main(void) {
+  int32_t lo = INT32_MAX;
+  /* the input of every sum below 2^28 (rows of at most 511 values): (sum << headroom) - 2^31, headroom >= 4 */
+  for (uint32_t a = 0; a < 0x80000000u; a += 16) {
+    const int32_t r = tinyc_one_over_one_plus_x((int32_t)a);
+    if (r < lo) lo = r;
+  }
+  printf("%d\n", lo);
+  return 0;
+}
+"""
+
+
+def test_reciprocal_is_at_least_two_to_the_30_minus_4(tmp_path):
+    """The kernel's rounding rewrite needs r >= 0: tinyc_reciprocal_q12 of every sum the rule sees (every input of
+    tinyc_one_over_one_plus_x a multiple of 16) is at least 2^30 - 4 (over all 2^31 inputs as well: 2^30 - 4)."""
+    (tmp_path / "r.c").write_text(RECIPROCAL)
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-I", str(resource_dir("runtime_c")),
+                    str(tmp_path / "r.c"), "-o", str(tmp_path / "r"), "-lm"], check=True)
+    res = subprocess.run([str(tmp_path / "r")], capture_output=True, text=True, check=True)
+    assert int(res.stdout) >= (1 << 30) - 4
+
+
 # -- the kernel's arithmetic against the reference's, on rounding ties -------------------------------------------
 ARITHMETIC = r"""
 #include <stdio.h>
@@ -99,12 +127,12 @@ int main(void) {
     {
       %(row_dsp)s
       %(out_dsp)s
-      dsp = %(out_byte)s;
+      dsp = %(byte_dsp)s;
     }
     {
       %(row_plain)s
       %(out_plain)s
-      plain = %(out_byte)s;
+      plain = %(byte_plain)s;
     }
     printf("%%d %%d %%d %%d %%d\n", want_term, want, (int)term, dsp, plain);
   }
@@ -149,7 +177,7 @@ def test_kernel_arithmetic_equals_reference_on_ties(tmp_path):
                           row_plain="\n      ".join(int8_fast_misc.SOFTMAX_ROW_PLAIN),
                           out_dsp="\n      ".join(int8_fast_misc.SOFTMAX_OUT_DSP),
                           out_plain="\n      ".join(int8_fast_misc.SOFTMAX_OUT_PLAIN),
-                          out_byte=int8_fast_misc.SOFTMAX_OUT_BYTE)
+                          byte_dsp=int8_fast_misc.SOFTMAX_BYTE_DSP, byte_plain=int8_fast_misc.SOFTMAX_BYTE_PLAIN)
     (tmp_path / "a.c").write_text(c)
     subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Wshadow", "-Werror", "-O1", "-fsanitize=undefined",
                     "-fno-sanitize-recover=all", "-I", str(resource_dir("runtime_c")), str(tmp_path / "a.c"),

@@ -395,11 +395,13 @@ SOFTMAX_ROW_DSP = ["const uint64_t round = ((uint64_t)round_hi << 32) | 0x400000
 SOFTMAX_ROW_PLAIN = ["const uint32_t r_lo = reciprocal & 0xFFFFu, r_hi = reciprocal >> 16;"]
 SOFTMAX_OUT_DSP = ["const uint32_t v = (uint32_t)(((uint64_t)r32 * e + round) >> 32) >> shift;"]
 SOFTMAX_OUT_PLAIN = ["const uint32_t e_lo = e & 0xFFFFu, e_hi = e >> 16;",
-                     "const uint32_t mid = r_hi * e_lo + r_lo * e_hi;   /* < 2^32: r, e < 2^31 */",
-                     "const uint32_t carry = (((r_lo * e_lo) >> 16) + (mid & 0xFFFFu) + 0x4000u) >> 16;",
-                     "const uint32_t v = (r_hi * e_hi + (mid >> 16) + carry + round_hi) >> shift;"]
-SOFTMAX_PLAIN_STEP = 1
-SOFTMAX_OUT_BYTE = "(int8_t)tinyc_ssat8((int32_t)v - 128)"    # the reference's clamp (0 <= v < 2^31)
+                     "/* the middle products, the low one's carry and 2^30: < 2^32 - 2^16 as r, e < 2^31 */",
+                     "const uint32_t mid = r_hi * e_lo + r_lo * e_hi + ((r_lo * e_lo) >> 16) + 0x4000u;",
+                     "const uint32_t v = (r_hi * e_hi + (mid >> 16) + round_hi) >> shift;"]
+SOFTMAX_PLAIN_STEP = 1     # the plain output loop is not unrolled: more spills than it saves on Cortex-M0+
+# the reference's clamp of v - 128 to int8 (0 <= v < 2^31): SSAT on DSP cores, one compare elsewhere
+SOFTMAX_BYTE_DSP = "(int8_t)tinyc_ssat8((int32_t)v - 128)"
+SOFTMAX_BYTE_PLAIN = "(int8_t)((int32_t)(v > 255u ? 255u : v) - 128)"
 
 
 def softmax_exp_table(p) -> list:
@@ -423,4 +425,5 @@ def softmax(k):
     return "softmax.c.j2", dict(rows=k.out_size // n, n=n, n4=n - n % 4, table=name, cut=-p.diff_min,
                                 sum_term=SOFTMAX_SUM_TERM, row=SOFTMAX_ROW, row_dsp=SOFTMAX_ROW_DSP,
                                 row_plain=SOFTMAX_ROW_PLAIN, out_dsp=SOFTMAX_OUT_DSP, out_plain=SOFTMAX_OUT_PLAIN,
-                                out_byte=SOFTMAX_OUT_BYTE, plain_step=SOFTMAX_PLAIN_STEP), 0
+                                byte_dsp=SOFTMAX_BYTE_DSP, byte_plain=SOFTMAX_BYTE_PLAIN,
+                                plain_step=SOFTMAX_PLAIN_STEP), 0
