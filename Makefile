@@ -77,8 +77,13 @@ example-mnist: setup
 example-mobilenetv2: setup
 	$(VPY) examples/mobilenetv2_pico2.py
 
+# The suite runs in TEST_JOBS processes (pytest-xdist), each test file whole in one of them (--dist loadfile: a
+# file's cached models are built once); at most 4 by default, since each process may hold TensorFlow and torch.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+PYTEST    := $(VPY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile
+
 test: setup
-	$(VPY) -m pytest -q -p no:cacheprovider tests
+	$(PYTEST) tests
 
 # Firmware for every board: the test models (MLP, depthwise CNN, residual CNN; float and int8) compiled and built
 # into every image (ELF, UF2, .bin, .hex), checked structurally. Part of `make test` too.
@@ -87,7 +92,7 @@ firmware: setup
 
 # The longer sweep (more random samples, more hypothesis examples).
 test-full: setup
-	TINYC_FULL=1 $(VPY) -m pytest -q -p no:cacheprovider tests
+	TINYC_FULL=1 $(PYTEST) tests
 
 # Speed: instructions per inference of the MLPerf Tiny models and MobileNetV2 on M0+/M4/M7/M33 under QEMU, against
 # TFLite Micro + CMSIS-NN, and RP2040 cycles of the Pico's board image on rp2040js (--soc); writes bench/RESULTS.md.
