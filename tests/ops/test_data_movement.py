@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from c_runner import run_c  # noqa: E402
+from onnx_check import onnx_tools as _onnx, verify_onnx as _verify_onnx  # noqa: E402
 
 from tinyc import interp  # noqa: E402
 from tinyc.errors import TinycError  # noqa: E402
@@ -99,22 +100,6 @@ def test_checks_refuse_in_one_line(op, attrs, match):
 
 
 # -- ONNX against onnxruntime ---------------------------------------------------------------------------------
-def _onnx():
-    pytest.importorskip("onnxruntime")
-    onnx = pytest.importorskip("onnx")
-    from test_onnx_helper_models import Builder, _summary
-    return onnx, Builder, _summary
-
-
-def _verify_onnx(tmp_path, model, name):
-    from tinyc.verify import verify
-    onnx, _, summary = _onnx()
-    path = str(tmp_path / f"{name}.onnx")
-    onnx.save(model, path)
-    report = verify(path, samples=2)
-    assert report["ok"], summary(report)
-
-
 def test_onnx_on_a_channels_last_value(tmp_path):
     """Each op reading a Conv's output (stored NHWC): logical ONNX axes map through the layout."""
     _, Builder, _ = _onnx()

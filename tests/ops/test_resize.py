@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from c_runner import run_c  # noqa: E402
+from onnx_check import onnx_tools as _onnx, verify_onnx as _verify_onnx  # noqa: E402
 
 from tinyc import interp  # noqa: E402
 from tinyc.errors import TinycError  # noqa: E402
@@ -128,22 +129,6 @@ def test_refusals_are_one_line(tmp_path, attrs, dtype, match):
 
 
 # -- ONNX against onnxruntime ---------------------------------------------------------------------------------
-def _onnx():
-    pytest.importorskip("onnxruntime")
-    onnx = pytest.importorskip("onnx")
-    from test_onnx_helper_models import Builder, _summary
-    return onnx, Builder, _summary
-
-
-def _verify_onnx(tmp_path, model, name):
-    from tinyc.verify import verify
-    onnx, _, summary = _onnx()
-    path = str(tmp_path / f"{name}.onnx")
-    onnx.save(model, path)
-    report = verify(path, samples=2)
-    assert report["ok"], summary(report)
-
-
 def test_onnx_resize_after_a_conv(tmp_path):
     """Resize of a Conv's output (stored NHWC): scales and sizes, axes, every mode against onnxruntime."""
     _, Builder, _ = _onnx()
