@@ -166,13 +166,17 @@ def _match(g: Graph, v_node):
                     out = following[0].outputs[0]
     if g.tensors[out].shape != shape:
         return None
-    # every intermediate is read inside the pattern only and is no graph output
-    inside = {id(n) for n in nodes}
-    for n in nodes[:-1]:
-        t = n.outputs[0]
-        if t in g.outputs or any(id(r) not in inside for r in _readers(g, t)):
-            return None
+    if not _private(g, nodes):
+        return None
     return x, center, axes, float(eps.reshape(-1)[0]), nodes, gamma, beta, out
+
+
+def _private(g: Graph, nodes) -> bool:
+    """Every intermediate of the pattern (all but the last node's output) is read inside it only and is no graph
+    output, so folding the nodes into one loses nothing."""
+    inside = {id(n) for n in nodes}
+    return not any(n.outputs[0] in g.outputs or any(id(r) not in inside for r in _readers(g, n.outputs[0]))
+                   for n in nodes[:-1])
 
 
 def _match_moments(g: Graph, v_node):
@@ -244,11 +248,8 @@ def _match_moments(g: Graph, v_node):
     out = y.outputs[0]
     if g.tensors[out].shape != shape or g.tensors[scaled[0].outputs[0]].shape != shape:
         return None
-    inside = {id(n) for n in nodes}
-    for n in nodes[:-1]:
-        t = n.outputs[0]
-        if t in g.outputs or any(id(r) not in inside for r in _readers(g, t)):
-            return None
+    if not _private(g, nodes):
+        return None
     return x, True, axes, float(eps.reshape(-1)[0]), nodes, gamma, beta, out
 
 
