@@ -34,13 +34,47 @@ def run_node(g: Graph, node: Node, env: dict) -> list:
     return [y]
 
 
-def run(g: Graph, inputs: dict | list, keep_all: bool = False) -> dict:
+def run(g: Graph, inputs: dict | list, keep_all: bool = False, state: dict | None = None) -> dict:
     """Evaluate the graph on `inputs` (dict by name, or list in g.inputs order). Returns outputs by name
-    (every tensor when `keep_all`)."""
+    (every tensor when `keep_all`). A stateful graph reads `state` (by state tensor name; default: the initial
+    state); `step` also returns the next state."""
+    return step(g, inputs, state, keep_all)[0]
+
+
+def step(g: Graph, inputs: dict | list, state: dict | None = None, keep_all: bool = False) -> tuple[dict, dict]:
+    """One inference of a (possibly stateful) graph: (outputs by name, or every tensor when `keep_all`; the next
+    state by state tensor name). `state`: the state before it (None: `g.initial_state()`)."""
     if not isinstance(inputs, dict):
         inputs = dict(zip(g.inputs, inputs))
     env = {k: np.asarray(v, dtype=g.tensors[k].dtype).reshape(g.tensors[k].shape) for k, v in inputs.items()}
+    env.update(_state_values(g, state))
     for node in g.nodes:
         for name, val in zip(node.outputs, run_node(g, node, env)):
             env[name] = val
-    return env if keep_all else {o: env[o] if o in env else g.tensors[o].data for o in g.outputs}
+
+    def value(name):
+        return env[name] if name in env else g.tensors[name].data
+
+    # every next value is read before any state changes: the update is simultaneous
+    after = {s: np.array(value(v), dtype=g.tensors[s].dtype) for s, v in g.state.items()}
+    return (env if keep_all else {o: value(o) for o in g.outputs}), after
+
+
+def run_frames(g: Graph, frames: list, state: dict | None = None) -> tuple[list, dict]:
+    """Inferences one after another, each on the state the previous one left: (outputs of each frame, the state
+    after the last). `frames`: a list of `inputs` as for `run`."""
+    outs = []
+    for inputs in frames:
+        out, state = step(g, inputs, state)
+        outs.append(out)
+    return outs, state if state is not None else g.initial_state()
+
+
+def _state_values(g: Graph, state: dict | None) -> dict:
+    values = g.initial_state()
+    for name, v in (state or {}).items():
+        if name not in g.state:
+            raise TinycError(f"'{name}' is not a state tensor of the model (its state: {sorted(g.state) or 'none'})")
+        t = g.tensors[name]
+        values[name] = np.asarray(v, dtype=t.dtype).reshape(t.shape)
+    return values

@@ -16,6 +16,13 @@ input_scale * weight_scale and zero point 0. A fused `activation` becomes a clam
 
 Each tensor may record how it maps back to the reference model (`source_name`, `source_perm`) so that
 `tinyc verify --per-layer` can compare intermediates with the reference runtime.
+
+Streaming state (docs/streaming-state.md): `Graph.state` maps each state tensor to the tensor holding its *next
+value*. A state tensor has no producer, is neither a model input nor a constant, and is read by nodes like any
+tensor; its value at the first inference is `Graph.state_init[name]` (zeros when absent). After an inference
+every state tensor takes its next value, all at once: every read during an inference sees the value from
+before it. The next value has the state's shape, dtype and quantization; it may be the state tensor itself (a
+state nothing updates), a model output, an input or a constant.
 """
 from __future__ import annotations
 
@@ -75,6 +82,13 @@ class Node:
     name: str = ""
 
 
+def _same_quant(a: Quant | None, b: Quant | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (a.axis == b.axis and np.array_equal(np.asarray(a.scale), np.asarray(b.scale))
+            and np.array_equal(np.asarray(a.zero_point), np.asarray(b.zero_point)))
+
+
 def mark_fused(node: Node, what: str) -> None:
     """Record that a pass merged `what` (BatchNorm, an activation, a Pad, ...) into `node`, for the reports; the
     kernels never read it."""
@@ -91,6 +105,8 @@ class Graph:
         self.nodes: list[Node] = []
         self.inputs: list[str] = []
         self.outputs: list[str] = []
+        self.state: dict[str, str] = {}                 # state tensor -> the tensor with its next value
+        self.state_init: dict[str, np.ndarray] = {}     # state tensor -> initial value (absent: zeros)
 
     # -- building -------------------------------------------------------------------------------------------
     def add_tensor(self, name: str, shape, dtype: str = "float32", data=None, **kw) -> Tensor:
@@ -108,6 +124,31 @@ class Graph:
         name = self.unique_name(name)
         self.add_tensor(name, data.shape, dtype, data)
         return name
+
+    def add_state(self, name: str, shape, dtype: str = "float32", initial=None, next_value: str | None = None,
+                  **kw) -> Tensor:
+        """A state tensor: read like any tensor, carried across inferences. `initial`: its value before the first
+        inference (None: zeros). `next_value`: the tensor whose value it takes after each inference (may be set
+        later, as `g.state[name] = ...`; `validate` refuses a state without one)."""
+        t = self.add_tensor(name, shape, dtype, **kw)
+        if initial is not None:
+            self.state_init[name] = np.ascontiguousarray(np.asarray(initial, dtype=dtype).reshape(t.shape))
+        self.state[name] = next_value
+        return t
+
+    def initial_state(self) -> dict:
+        """Every state tensor's value before the first inference (a fresh array each call)."""
+        out = {}
+        for name in self.state:
+            t = self.tensors[name]
+            init = self.state_init.get(name)
+            out[name] = np.zeros(t.shape, t.dtype) if init is None else init.copy()
+        return out
+
+    def live_out(self) -> set:
+        """Tensors whose values outlive the inference: the model outputs and the next values of the state. Passes
+        must keep their names and producers (as for an output); the planner keeps them live to the end."""
+        return set(self.outputs) | {v for v in self.state.values() if v is not None}
 
     def add_node(self, op: str, inputs, outputs, name: str = "", **attrs) -> Node:
         node = Node(op, list(inputs), list(outputs), attrs, name or (outputs[0] if outputs else op))
@@ -138,17 +179,19 @@ class Graph:
         return copy.deepcopy(self)
 
     def remove_unused_tensors(self) -> None:
-        used = set(self.inputs) | set(self.outputs)
+        used = set(self.inputs) | self.live_out() | set(self.state)
         for n in self.nodes:
             used.update(n.inputs)
             used.update(n.outputs)
         self.tensors = {k: v for k, v in self.tensors.items() if k in used}
 
     def replace_uses(self, old: str, new: str) -> None:
-        """Every consumer of `old` (and the graph outputs) reads `new` instead."""
+        """Every consumer of `old` (and the graph outputs, and a state whose next value it is) reads `new`
+        instead."""
         for n in self.nodes:
             n.inputs = [new if i == old else i for i in n.inputs]
         self.outputs = [new if o == old else o for o in self.outputs]
+        self.state = {s: new if v == old else v for s, v in self.state.items()}
 
     def validate(self) -> None:
         """Check what every later stage assumes: known tensors, one producer each, topological order."""
@@ -156,6 +199,8 @@ class Graph:
         for name in list(self.inputs) + list(self.outputs):
             if name not in self.tensors:
                 raise TinycError(f"graph input/output '{name}' is not a tensor of the model")
+        self._validate_state()
+        available |= set(self.state)
         for n in self.nodes:
             if n.op not in OPS:
                 raise TinycError(f"internal op '{n.op}' is unknown")
@@ -191,8 +236,42 @@ class Graph:
             if o not in available:
                 raise TinycError(f"model output '{o}' is never computed")
 
+    def _validate_state(self) -> None:
+        """A state tensor: not an input or constant, no producer, not zero-size; its next value exists with the same
+        shape, dtype and quantization (the C copies its bytes); initial values of that shape."""
+        written = {o for n in self.nodes for o in n.outputs}
+        for name, nxt in self.state.items():
+            t = self.tensors.get(name)
+            if t is None:
+                raise TinycError(f"state tensor '{name}' is not a tensor of the model")
+            if name in self.inputs or t.is_const or name in written:
+                what = "a model input" if name in self.inputs else "a constant" if t.is_const else "written by a node"
+                raise TinycError(f"state tensor '{name}' is {what}; a state tensor is carried across inferences and "
+                                 "only takes its next value after one")
+            if t.size == 0:
+                raise TinycError(f"state tensor '{name}' is zero-size (shape {tuple(t.shape)}); remove it from the "
+                                 "model's state")
+            if nxt is None or nxt not in self.tensors:
+                raise TinycError(f"state tensor '{name}' has no next value" if nxt is None else
+                                 f"state tensor '{name}' takes its next value from '{nxt}', which does not exist")
+            v = self.tensors[nxt]
+            if (v.shape, v.dtype) != (t.shape, t.dtype) or not _same_quant(v.quant, t.quant):
+                raise TinycError(f"state tensor '{name}' ({t.dtype} {tuple(t.shape)}) takes its next value from "
+                                 f"'{nxt}' ({v.dtype} {tuple(v.shape)}"
+                                 f"{', other quantization' if v.shape == t.shape and v.dtype == t.dtype else ''}); "
+                                 "they must have the same shape, type and quantization")
+            init = self.state_init.get(name)
+            if init is not None and (init.shape != tuple(t.shape) or init.dtype != np.dtype(t.dtype)):
+                raise TinycError(f"state tensor '{name}': its initial value is {init.dtype} {init.shape}, the tensor "
+                                 f"{t.dtype} {tuple(t.shape)}")
+        extra = set(self.state_init) - set(self.state)
+        if extra:
+            raise TinycError(f"'{sorted(extra)[0]}' has an initial value but is not a state tensor")
+
     def summary(self) -> str:
         lines = [f"graph {self.name}: inputs {self.inputs} outputs {self.outputs}"]
+        if self.state:
+            lines.append(f"  state (tensor -> next value): {self.state}")
         for n in self.nodes:
             shapes = [self.tensors[o].shape for o in n.outputs]
             lines.append(f"  {n.op:<10} {n.name}: {n.inputs} -> {n.outputs} {shapes} {n.attrs}")

@@ -26,11 +26,11 @@ def alias_reshape(g: Graph) -> Graph:
             continue
         x = node.inputs[0]
         p = g.producer(x)
-        if p is not None and p.op == "Reshape" and x not in g.outputs and _reads(g, x) == 1:
+        if p is not None and p.op == "Reshape" and x not in g.live_out() and _reads(g, x) == 1:
             node.inputs[0] = p.inputs[0]
             g.nodes = [n for n in g.nodes if n is not p]
         y = node.outputs[0]
-        if g.tensors[node.inputs[0]].shape == g.tensors[y].shape and y not in g.outputs:
+        if g.tensors[node.inputs[0]].shape == g.tensors[y].shape and y not in g.live_out():
             for n in g.nodes:
                 n.inputs = [node.inputs[0] if i == y else i for i in n.inputs]
             g.nodes = [n for n in g.nodes if n is not node]

@@ -4,6 +4,7 @@ An Identity computes nothing, so its consumers can read its input directly and t
 one exception is an Identity whose output is a graph output: the output name is part of the model's
 interface and must survive, so that node becomes a Reshape to the same shape (after `alias_reshape` a free
 alias of its input, or a copy where the scheduler cannot alias, e.g. a graph input read straight back out).
+A state whose next value is an Identity's output takes the Identity's input as its next value instead.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def drop_identity(g: Graph) -> Graph:
             kept.append(node)
             continue
         _rewire(g, dst, src)
+        g.state = {s: src if v == dst else v for s, v in g.state.items()}
         # Keep the reference-runtime name for per-layer verification if the input has none of its own.
         s, d = g.tensors[src], g.tensors[dst]
         if s.source_name is None and d.source_name is not None and not s.is_const:

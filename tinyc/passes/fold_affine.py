@@ -37,7 +37,7 @@ def _set_const(g: Graph, node, index: int, data: np.ndarray, base: str, dtype: s
     if index < len(node.inputs):
         name = node.inputs[index]
         t = g.tensors[name]
-        if _reads(g, name) == 1 and name not in g.outputs and name not in g.inputs:
+        if _reads(g, name) == 1 and name not in g.live_out() and name not in g.inputs:
             t.data = np.ascontiguousarray(data.astype(t.dtype).reshape(t.shape))
             return
         node.inputs[index] = g.add_const(name + "_affine", data.astype(t.dtype).reshape(t.shape), t.dtype)
@@ -68,7 +68,7 @@ def _try_fold(g: Graph, node) -> bool:
             continue
         if len(p.outputs) != 1 or not _float_const(g, c):
             continue
-        if _reads(g, y) != 1 or y in g.outputs or y in g.inputs:
+        if _reads(g, y) != 1 or y in g.live_out() or y in g.inputs:
             continue
         yt, out = g.tensors[y], g.tensors[node.outputs[0]]
         if yt.quant is not None or out.quant is not None or yt.dtype != out.dtype or out.shape != yt.shape:

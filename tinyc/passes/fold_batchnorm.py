@@ -19,7 +19,7 @@ from ..ir import Graph, mark_fused
 def _sole_reader(g: Graph, tensor: str, node) -> bool:
     """`node` is the only reader of `tensor` (and reads it once), which is not a graph input or output."""
     reads = sum(i == tensor for n in g.nodes for i in n.inputs)
-    return reads == 1 and tensor in node.inputs and tensor not in g.outputs and tensor not in g.inputs
+    return reads == 1 and tensor in node.inputs and tensor not in g.live_out() and tensor not in g.inputs
 
 
 def _set_const(g: Graph, node, index: int, data: np.ndarray, base: str, dtype: str) -> None:

@@ -50,7 +50,7 @@ def _readers(g: Graph, name: str) -> list:
 
 def _private(g: Graph, name: str) -> bool:
     """Read by exactly one node (once) and not a graph output: its producer may be rewritten freely."""
-    return name not in g.outputs and sum(i == name for n in g.nodes for i in n.inputs) == 1
+    return name not in g.live_out() and sum(i == name for n in g.nodes for i in n.inputs) == 1
 
 
 def _per_tensor(q: Quant | None) -> bool:
@@ -190,7 +190,7 @@ def _cancel_pairs(g: Graph) -> None:
         y = q.outputs[0]
         if not _same_quant(g.tensors[t].quant, g.tensors[y].quant):
             g.nodes[g.nodes.index(q)] = _requantize(g, t, y)
-        elif y in g.outputs:   # the output name must survive: an exact int8 copy
+        elif y in g.live_out():   # the output name must survive: an exact int8 copy
             q.inputs = [t]
         else:
             g.replace_uses(y, t)
@@ -404,7 +404,7 @@ def _fold_groups(g: Graph) -> None:
 # -- step 5: clean up -----------------------------------------------------------------------------------------
 def _drop_unread_qdq(g: Graph) -> None:
     while True:
-        read = set(g.outputs) | {i for n in g.nodes for i in n.inputs}
+        read = g.live_out() | {i for n in g.nodes for i in n.inputs}
         kept = [n for n in g.nodes if n.op not in ("Quantize", "Dequantize") or any(o in read for o in n.outputs)]
         if len(kept) == len(g.nodes):
             return

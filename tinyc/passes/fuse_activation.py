@@ -63,7 +63,7 @@ def _merge(g: Graph, node) -> bool:
     """Merge Activation `node` into its producer if allowed; True if the node is now gone."""
     x = node.inputs[0]
     p = g.producer(x)
-    if p is None or x in g.outputs or sum(i == x for n in g.nodes for i in n.inputs) != 1:
+    if p is None or x in g.live_out() or sum(i == x for n in g.nodes for i in n.inputs) != 1:
         return False
     if any(g.tensors[t].quant is not None for t in (x, node.outputs[0])):
         return False  # int8: a standalone activation may rescale; fusing it would change the result

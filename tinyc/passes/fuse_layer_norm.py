@@ -153,13 +153,13 @@ def _match(g: Graph, v_node):
         return None
     gamma = beta = None
     following = _readers(g, out)
-    if len(following) == 1 and out not in g.outputs:
+    if len(following) == 1 and out not in g.live_out():
         gamma = _affine(g, following[0], "Mul", out, shape)
         if gamma is not None:
             nodes.append(following[0])
             out = following[0].outputs[0]
             following = _readers(g, out)
-            if len(following) == 1 and out not in g.outputs:
+            if len(following) == 1 and out not in g.live_out():
                 beta = _affine(g, following[0], "Add", out, shape)
                 if beta is not None:
                     nodes.append(following[0])
@@ -175,7 +175,7 @@ def _private(g: Graph, nodes) -> bool:
     """Every intermediate of the pattern (all but the last node's output) is read inside it only and is no graph
     output, so folding the nodes into one loses nothing."""
     inside = {id(n) for n in nodes}
-    return not any(n.outputs[0] in g.outputs or any(id(r) not in inside for r in _readers(g, n.outputs[0]))
+    return not any(n.outputs[0] in g.live_out() or any(id(r) not in inside for r in _readers(g, n.outputs[0]))
                    for n in nodes[:-1])
 
 

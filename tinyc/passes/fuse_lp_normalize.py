@@ -72,7 +72,7 @@ def _match(g: Graph, div):
     nodes.append(r)
     for node in nodes:           # every intermediate read inside the pattern only
         t = node.outputs[0]
-        if t in g.outputs or len(_readers(g, t)) != 1:
+        if t in g.live_out() or len(_readers(g, t)) != 1:
             return None
     return x, int(r.attrs["axes"][0]), 2 if r.attrs["kind"] == "l2" else 1, eps, nodes
 

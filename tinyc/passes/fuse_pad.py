@@ -37,7 +37,7 @@ def fuse_pad(g: Graph) -> Graph:
             continue
         y = pad.outputs[0]
         readers = [(n, k) for n in g.nodes for k, i in enumerate(n.inputs) if i == y]
-        if y in g.outputs or len(readers) != 1 or readers[0][0].op != "Conv2D" or readers[0][1] != 0:
+        if y in g.live_out() or len(readers) != 1 or readers[0][0].op != "Conv2D" or readers[0][1] != 0:
             continue
         extra = _hw_pads(g, pad)
         if extra is None:

@@ -25,7 +25,7 @@ MAX_ELEMENTS = 1 << 20          # the index map is computed in numpy at compile 
 
 def _single_reader(g: Graph, name: str):
     readers = g.consumers(name)
-    return readers[0] if len(readers) == 1 and name not in g.outputs else None
+    return readers[0] if len(readers) == 1 and name not in g.live_out() else None
 
 
 def _chain_around(g: Graph, core) -> list:
