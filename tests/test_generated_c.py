@@ -66,7 +66,17 @@ def every_kernel_graph() -> Graph:
     g.add_node("Activation", ["tr"], [t("act", (1, 16, 2, 2))], fn="elu", alpha=1.0)
     g.add_node("Reshape", ["gap"], [t("flat", (1, 16))])
     g.add_node("Dense", ["flat", c("wd", (5, 16)), c("bd", (5,))], [t("fc", (1, 5))], activation={"fn": "swish"})
-    g.add_node("LogSoftmax", ["fc"], [t("lsm", (1, 5))], axis=1)
+    g.add_node("Reshape", ["flat"], [t("seq", (1, 4, 4))])
+    g.add_node("LSTM", ["seq", c("lw", (12, 4)), c("lr", (12, 3)), c("lb", (12,)), c("lh", (1, 3)), c("lc", (1, 3)),
+                        c("lp", (9,))], [t("lstm", (1, 4, 3))], output="sequence", clip=2.0, cell_clip=None,
+               activations=({"fn": "sigmoid"}, {"fn": "tanh"}, {"fn": "tanh"}))
+    g.add_node("GRU", ["lstm", c("gw", (12, 3)), c("gr", (12, 4)), c("gb", (12,)), c("grb", (12,)), c("gh", (1, 4))],
+               [t("gru", (1, 4, 4))], output="sequence", reverse=True, linear_before_reset=True,
+               activations=({"fn": "sigmoid"}, {"fn": "tanh"}))
+    g.add_node("RNN", ["gru", c("rw", (5, 4)), c("rr", (5, 5)), c("rb", (5,)), c("rh", (1, 5))], [t("rnn", (1, 5))],
+               output="last_h", activations=({"fn": "tanh"},))
+    g.add_node("Add", ["fc", "rnn"], [t("fc_rnn", (1, 5))], activation=None)
+    g.add_node("LogSoftmax", ["fc_rnn"], [t("lsm", (1, 5))], axis=1)
     g.add_node("Hardmax", ["lsm"], [t("hm", (1, 5))], axis=1)
     g.add_node("Reduce", ["lsm"], [t("lse", (1, 1))], kind="logsumexp", axes=(1,), keepdims=True)
     g.add_node("Add", ["hm", "lse"], [t("hm_lse", (1, 5))], activation=None)

@@ -118,3 +118,115 @@ def test_a_constant_next_value_folds_and_still_updates():
     assert out.tensors[out.state["s"]].is_const
     _, last = interp.run_frames(out, frames((1, 4), 2))
     assert not last["s"].any()
+
+
+# -- the generated C ---------------------------------------------------------------------------------------------
+
+def recurrent_cell():
+    """A small GRU-like cell with three states: h (next value a model output: copied at the end), c (initial
+    value not zero, next value written in place by the Add that reads it), and a pair that swaps (copies)."""
+    rng = np.random.default_rng(3)
+    g = Graph("cell")
+    g.add_tensor("x", (1, 3))
+    g.add_state("h", (1, 4))
+    g.add_state("c", (1, 4), initial=rng.uniform(-1, 1, (1, 4)))
+    g.add_state("a", (2,), initial=[1, 2])
+    g.add_state("b", (2,), initial=[-3, 4])
+    for name in ("xw", "hr", "pre", "z", "zh", "hn", "h2", "y", "cx", "c2", "ab"):
+        g.add_tensor(name, (2,) if name == "ab" else (1, 4))
+    w = g.add_const("w", rng.standard_normal((4, 3)))
+    r = g.add_const("r", rng.standard_normal((4, 4)))
+    g.add_node("Dense", ["x", w], ["xw"], activation=None)
+    g.add_node("Dense", ["h", r], ["hr"], activation=None)
+    g.add_node("Add", ["xw", "hr"], ["pre"], activation=None)
+    g.add_node("Activation", ["pre"], ["z"], fn="sigmoid")
+    g.add_node("Mul", ["z", "h"], ["zh"], activation=None)
+    g.add_node("Activation", ["xw"], ["hn"], fn="tanh")
+    g.add_node("Add", ["zh", "hn"], ["h2"], activation=None)
+    g.add_node("Mul", ["c", g.add_const("decay", [0.5])], ["cx"], activation=None)
+    g.add_node("Add", ["cx", "xw"], ["c2"], activation=None)
+    g.add_node("Add", ["h2", "c2"], ["y"], activation=None)
+    g.add_node("Add", ["a", "b"], ["ab"], activation=None)
+    g.inputs, g.outputs = ["x"], ["y", "h2", "ab"]
+    g.state.update(h="h2", c="c2", a="b", b="a")
+    g.validate()
+    return g
+
+
+def test_the_c_carries_the_state_like_the_interpreter():
+    from tinyc.compiler import compile_graph
+    from tinyc.verify import run_generated
+    g = recurrent_cell()
+    compiled = compile_graph(g, "cell")
+    plan = compiled.plan
+    # c's next value is written in place (its Add reads c's bytes element by element); h's is a model output
+    # (copied at the end); the swapped pair through copies of their own
+    assert plan.in_state("c2") and plan.offset_of("c2") == plan.offset_of("c")
+    assert set(plan.state_copies) == {"h", "a", "b"}
+    assert plan.state_bytes == 4 * (4 + 4 + 2 + 2)
+    xs = np.random.default_rng(0).standard_normal((12, 1, 3)).astype(np.float32)
+    ours = run_generated(compiled, [xs])
+    want, _ = interp.run_frames(g, [{"x": x} for x in xs])
+    for k, name in enumerate(g.outputs):
+        got = ours[k]
+        ref = np.stack([w[name] for w in want])
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * (1 + np.abs(ref).max()))
+    h = compiled.library.files["cell.h"]
+    assert "#define CELL_STATE_BYTES 48" in h and "void cell_reset_state(void);" in h
+
+
+def test_the_state_is_outside_the_arena():
+    """Planner: no state tensor (nor in-place next value) in an arena buffer, slots disjoint inside the region.
+    C: with an external arena filled with garbage between frames, the outputs stay the interpreter's."""
+    from tinyc.compiler import codegen_options, compile_graph
+    g = recurrent_cell()
+    compiled = compile_graph(g, "cell", options=codegen_options(arena="external"))
+    plan = compiled.plan
+    assert not set(plan.state) & set(plan.buffer_of)
+    slots = sorted((plan.offset_of(s), plan.graph.tensors[s].nbytes) for s in plan.graph.state)
+    assert all(a + n <= b for (a, n), (b, _) in zip(slots, slots[1:])) and slots[-1][0] + slots[-1][1] <= 48
+    assert "static struct cell_state_t cell_state" in compiled.library.files["cell.c"]
+
+
+HARNESS = r"""
+#include <stdio.h>
+#include <string.h>
+#include "cell.h"
+static unsigned char arena[CELL_ARENA_BYTES] __attribute__((aligned(8)));
+int main(void) {
+  float x[3], y[4], h[4], ab[2];
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int f = 0; f < FRAMES; ++f) {
+      for (int i = 0; i < 3; ++i) x[i] = (float)((f * 7 + i * 3) % 11) / 5.0f - 1.0f;
+      memset(arena, 0xA5, sizeof arena);     /* nothing of the state may live here */
+      if (cell_invoke_with_arena(arena, x, y, h, ab) != 0) return 1;
+      printf("%.9g %.9g %.9g %.9g %.9g %.9g %.9g\n", y[0], y[1], y[2], y[3], h[0], ab[0], ab[1]);
+    }
+    cell_reset_state();
+  }
+  return 0;
+}
+"""
+
+
+def test_reset_state_and_garbage_in_the_arena(tmp_path):
+    import subprocess
+    from tinyc.compiler import codegen_options, compile_graph, write_library
+    from tinyc.verify import HOST_CFLAGS
+    g = recurrent_cell()
+    frames_n = 6
+    compiled = compile_graph(g, "cell", options=codegen_options(arena="external"))
+    write_library(compiled.library, str(tmp_path), force=True)
+    (tmp_path / "main.c").write_text(HARNESS)
+    exe = tmp_path / "run"
+    subprocess.run(["gcc", *HOST_CFLAGS, f"-DFRAMES={frames_n}", "-I", str(tmp_path), str(tmp_path / "cell.c"),
+                    str(tmp_path / "main.c"), "-o", str(exe), "-lm"], check=True)
+    lines = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split("\n")
+    got = np.array([[float(v) for v in line.split()] for line in lines if line])
+    assert got.shape == (2 * frames_n, 7)
+    np.testing.assert_array_equal(got[:frames_n], got[frames_n:])       # reset_state: the same stream again
+    xs = [{"x": np.array([[((f * 7 + i * 3) % 11) / 5.0 - 1.0 for i in range(3)]], np.float32)}
+          for f in range(frames_n)]
+    want, _ = interp.run_frames(g, xs)
+    ref = np.array([[*w["y"][0], w["h2"][0, 0], *w["ab"]] for w in want])
+    np.testing.assert_allclose(got[:frames_n], ref, rtol=0, atol=1e-5 * (1 + np.abs(ref).max()))

@@ -30,7 +30,8 @@ class KernelContext:
     tables: object = None             # callback(values, dtype, label, guard) -> C name of a derived constant array
     in_place: object = None           # schedule.overlap.InPlace when the output overwrites an input
     scratch: str | None = None        # C expression of the layer's scratch buffer (in-place depthwise)
-    work: str | None = None           # C expression of the kernel's own scratch (plan.work), e.g. im2col
+    work: str | None = None           # C expression of the layer's kernel scratch (plan.work): the op's own
+                                      # (OpDef.work) first, then the fast kernel's (e.g. im2col)
     params: object = None             # int8: what the op's int8_prepare computed, read by both of its rules
 
     def tensor(self, i):
@@ -166,9 +167,16 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     env = _env()
     P = prefix.upper()
 
+    state = _state_slots(plan, prefix)
+
     # Storage of every runtime tensor, as a C expression valid inside the run function (`arena` in scope).
     def where(name):
+        if plan.in_state(name):
+            return state["member"][plan.offset_of(name)]
         return f"({c_type(g.tensors[name].dtype)} *)(arena + {plan.offset_of(name)})"
+
+    def same_bytes(a, b):      # (the arena's in-place writes are plan.in_place; these: the state region's)
+        return plan.in_state(a) and plan.in_state(b) and plan.offset_of(a) == plan.offset_of(b)
 
     consts, const_names = [], {}
     results = output_values(g)      # constants that may hold Inf or NaN
@@ -203,7 +211,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     for index, node in enumerate(g.nodes):
         out = node.outputs[0]
         in_place = plan.in_place.get(index)
-        restrict = "" if in_place else "restrict "      # an overwritten input aliases the output
+        overwrites = in_place or any(same_bytes(name, out) for name in node.inputs)
+        restrict = "" if overwrites else "restrict "      # an overwritten input aliases the output
         exprs, params, args = [], [], []
         for name in node.inputs:
             if g.tensors[name].is_const:
@@ -221,10 +230,11 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
             params.append(f"{ctype} *restrict t")
             args.append(f"({ctype} *)(arena + {plan.scratch[index].offset})")
         work = None
-        if index in plan.work:
+        if index in plan.work:     # float kernels see it as floats (recurrent state), int8 ones as bytes
             work = "s"
-            params.append("int8_t *restrict s")
-            args.append(f"(int8_t *)(arena + {plan.work[index].offset})")
+            ctype = "float" if kernel_family(g, node) == "float" else "int8_t"
+            params.append(f"{ctype} *restrict s")
+            args.append(f"({ctype} *)(arena + {plan.work[index].offset})")
         layer = dict(index=index, op=node.op, comment=comment_text(node.name), fn=None, macs=0,
                      trace_id=len(lib.traced), out_expr=where(out), out_bytes=g.tensors[out].nbytes,
                      in_place=in_place.kind if in_place else None)
@@ -247,7 +257,7 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
                 chosen = fast(context)
                 folder = f"{family}_fast"
             if chosen is None:
-                if work is not None:
+                if work is not None and definition.work is None:
                     raise TinycError(f"internal: layer {index} has kernel scratch but no fast kernel took it")
                 chosen, folder = rule(context), family
             template, variables, macs = chosen
@@ -282,7 +292,7 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     common = dict(p=prefix, P=P, source=comment_text(source), arena_bytes=arena_bytes, arena_align=arena_align,
                   weight_bytes=lib.weight_bytes, inputs=inputs, outputs=outputs, params=api, helpers=helpers,
                   external=arena == "external", arena_section=_section(arena_section),
-                  weights_section=_section(weights_section))
+                  weights_section=_section(weights_section), state=state)
     int8 = {"int8", "int8_fast"} & families or helpers
     runtime = ["tinyc_float.h"] + (["tinyc_int8.h"] if int8 else []) + \
         (["tinyc_simd.h"] if "int8_fast" in families else [])
@@ -294,6 +304,28 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     lib.files[cmake.FILE] = cmake.render({prefix: cmake.block(lib.files, prefix, comment_text(source),
                                                               arena == "external", kernels)})
     return lib
+
+
+def _state_slots(plan: MemoryPlan, prefix: str) -> dict:
+    """The state region for the templates: its struct members (one per state tensor, in layout order, with the
+    initial values when some are not zero), the copies the end of an inference makes, and each slot's C
+    expression by offset."""
+    g = plan.graph
+    names = sorted(g.state, key=plan.offset_of)
+    inits = g.initial_state()
+    nonzero = any(v.any() for v in inits.values())
+    slots = []
+    for k, name in enumerate(names):
+        t = g.tensors[name]
+        slots.append(dict(member=f"s{k}", ctype=c_type(t.dtype), size=t.size, nbytes=t.nbytes,
+                          comment=comment_text(t.source_name or name), shape_text=_shape_text(t.shape),
+                          dtype=t.dtype, offset=plan.offset_of(name),
+                          init=c_array_body(inits[name], t.dtype) if nonzero else None))
+    member = {s["offset"]: f"{prefix}_state.{s['member']}" for s in slots}
+    copies = [dict(member=member[plan.offset_of(s)], offset=plan.offset_of(v), nbytes=g.tensors[s].nbytes,
+                   comment=comment_text(v)) for s, v in plan.state_copies.items()]
+    return dict(slots=slots, bytes=plan.state_bytes, copies=copies, init=nonzero, member=member,
+                in_place=len(g.state) - len(copies) - sum(v == s for s, v in g.state.items()))
 
 
 def image_batch(g, node) -> int:

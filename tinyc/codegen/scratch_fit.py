@@ -24,7 +24,9 @@ def allowed_arena(base: int, arena_limit: int | None = None) -> int:
 def _next_reductions(plan: MemoryPlan, allowed: int, level: str) -> list[str]:
     """Layers to reduce to `level` next: those whose step alone exceeds the budget; when none does (the arena is
     over only through placement), the one with the largest scratch."""
-    steps = [s for s in plan.work if int8_fast.scratch_level(plan.graph.nodes[s]) not in (level, "none")]
+    # (only fast kernels' scratch can be reduced: an op's own, OpDef.work, is always needed)
+    steps = [s for s in plan.work if int8_fast.work_bytes(plan.graph, plan.graph.nodes[s])
+             and int8_fast.scratch_level(plan.graph.nodes[s]) not in (level, "none")]
     over = [s for s in steps if plan.live[s] > allowed]
     if not over and steps:
         over = [max(steps, key=lambda s: plan.work[s].nbytes)]

@@ -71,3 +71,7 @@ class OpDef:
     plain_dtypes: tuple = FLOAT          # tensor types float_kernel handles (un-quantized tensors)
     int8_plain_dtypes: tuple = ()        # un-quantized integer types int8_kernel reads or writes beside quantized
                                          # int8 tensors (ArgMinMax's indices out, Gather's indices in)
+    work: Optional[Callable] = None      # (graph, node) -> bytes of arena scratch every kernel of the op needs
+                                         # during its layer (recurrent state, gate buffers), or None: none. The
+                                         # planner counts it (with a fast kernel's own, which follows it) and the
+                                         # kernel gets it as `k.work`

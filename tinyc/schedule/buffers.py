@@ -56,13 +56,13 @@ class Buffer:
 
 
 def isolate_io(g: Graph) -> Graph:
-    """Make every model output its own tensor: an output that is also a model input, a constant, or another
-    output gets a copy node, so each output has its own bytes. A zero-size output gets a tensor of its own that
-    nothing writes (it has no values; its buffer has no bytes)."""
+    """Make every model output its own tensor: an output that is also a model input, a constant, a state tensor
+    (in the state region, not the arena) or another output gets a copy node, so each output has its own bytes. A
+    zero-size output gets a tensor of its own that nothing writes (it has no values; its buffer has no bytes)."""
     g = g.copy()
     seen = set(g.inputs)
     for k, name in enumerate(g.outputs):
-        if name in seen or g.tensors[name].is_const:
+        if name in seen or g.tensors[name].is_const or name in g.state:
             t = g.tensors[name]
             new = g.unique_name(f"{name}_out{k}")
             g.add_tensor(new, t.shape, t.dtype, quant=t.quant, source_name=t.source_name, source_perm=t.source_perm)
@@ -109,15 +109,18 @@ def slice_view(g: Graph, node) -> int | None:
     return int(sum(int(b) * int(d) for b, d in zip(starts, dense))) * np.dtype(x.dtype).itemsize
 
 
-def group_tensors(g: Graph, views: bool = True) -> tuple[list[Buffer], dict]:
+def group_tensors(g: Graph, views: bool = True, outside=()) -> tuple[list[Buffer], dict]:
     """Group the graph's runtime tensors into buffers. Returns (buffers, tensor name -> Buffer); the Buffer's
     `tensors` map gives each tensor's byte offset inside it. Node ids are indices into `g.nodes`. `views`: Slices
-    whose output is a contiguous range of their input become views of its bytes (see the module docstring)."""
-    runtime = [n for n, t in g.tensors.items() if not t.is_const]
+    whose output is a contiguous range of their input become views of its bytes (see the module docstring).
+    `outside`: tensors that are not in the arena (the state region's, schedule/state.py); a Reshape of one
+    copies."""
+    runtime = [n for n, t in g.tensors.items() if not t.is_const and n not in outside]
     sets = DisjointSets(runtime)
     producer = {o: i for i, node in enumerate(g.nodes) for o in node.outputs}
     for node in g.nodes:
-        if node.op in ALIAS_OPS and node.attrs.get("alias", True) and not g.tensors[node.inputs[0]].is_const:
+        if (node.op in ALIAS_OPS and node.attrs.get("alias", True) and node.inputs[0] in sets.parent
+                and node.outputs[0] in sets.parent):
             sets.merge(node.inputs[0], node.outputs[0])
             node.attrs["alias"] = True
     # Concat slices: group root -> (root of the concat output's group, byte offset in it)
@@ -151,7 +154,7 @@ def group_tensors(g: Graph, views: bool = True) -> tuple[list[Buffer], dict]:
         for i, node in enumerate(g.nodes):
             offset = slice_view(g, node)
             x, y = node.inputs[0] if node.inputs else None, node.outputs[0]
-            if offset is None or x not in sets.parent:
+            if offset is None or x not in sets.parent or y not in sets.parent:
                 continue
             x_root, y_root = sets.find(x), sets.find(y)
             members = [m for m in sets.parent if sets.find(m) == y_root]
@@ -177,7 +180,8 @@ def group_tensors(g: Graph, views: bool = True) -> tuple[list[Buffer], dict]:
         of[name] = buf
     for i, node in enumerate(g.nodes):
         for name in node.outputs:        # a view writes nothing: it reads its input's buffer at its step
-            (of[name].consumers if i in viewed else of[name].producers).add(i)
+            if name in of:
+                (of[name].consumers if i in viewed else of[name].producers).add(i)
         for name in node.inputs:
             if name in of:
                 of[name].consumers.add(i)

@@ -2,7 +2,8 @@
 
 Step s runs the s-th node of the order. A buffer is live from the first step that writes it (step 0 for a
 model input, which the caller fills before step 0) to the last step that reads it (the last step for a model
-output, which the caller reads after it), inclusive: a node's inputs and outputs are live together.
+output, which the caller reads after it, and for the next value of a state, copied into the state after it),
+inclusive: a node's inputs and outputs are live together.
 
 **Lower bound.** live(s) = the sum of the sizes (rounded up to the 4-byte alignment) of the buffers live at step
 s, plus the scratch of the layer at step s, except that a dying input and the output written over it (in place
@@ -20,7 +21,7 @@ def set_lifetimes(g: Graph, buffers: list[Buffer], order: list[int]) -> None:
     """Fill start/end of every activation buffer for the order (a permutation of node ids)."""
     step = {node_id: s for s, node_id in enumerate(order)}
     last = max(len(order) - 1, 0)
-    inputs, outputs = set(g.inputs), set(g.outputs)
+    inputs, outputs = set(g.inputs), g.live_out()     # (a next value of the state is read after the last step)
     for b in buffers:
         if b.kind == "scratch":
             continue

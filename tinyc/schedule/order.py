@@ -39,7 +39,7 @@ def best_order(g: Graph, buffers: list[Buffer], savings: dict) -> tuple[list[int
     size = [b.size for b in buffers]
     prod_mask = [sum(1 << p for p in b.producers) for b in buffers]
     cons_mask = [sum(1 << c for c in b.consumers) for b in buffers]
-    inputs, outputs = set(g.inputs), set(g.outputs)
+    inputs, outputs = set(g.inputs), g.live_out()
     is_in = [bool(inputs & b.tensors.keys()) for b in buffers]
     is_out = [bool(outputs & b.tensors.keys()) for b in buffers]
     of = {name: ids[id(b)] for b in buffers for name in b.tensors}
