@@ -230,3 +230,87 @@ def test_reset_state_and_garbage_in_the_arena(tmp_path):
     want, _ = interp.run_frames(g, xs)
     ref = np.array([[*w["y"][0], w["h2"][0, 0], *w["ab"]] for w in want])
     np.testing.assert_allclose(got[:frames_n], ref, rtol=0, atol=1e-5 * (1 + np.abs(ref).max()))
+
+
+# -- ONNX: state input/output pairs named by an option ----------------------------------------------------------
+
+def gru_cell_onnx(path, hidden=8, features=5, seed=1):
+    """A GRU cell from elementary ONNX ops (h_in -> h_out, same shape) beside a running sum (acc_in -> acc_out),
+    outputs y = h_out @ V (a projection), h_out and acc_out."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(seed)
+
+    def w(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.5).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "Wz"], ["xz"]), helper.make_node("MatMul", ["h_in", "Uz"], ["hz"]),
+        helper.make_node("Add", ["xz", "hz"], ["z0"]), helper.make_node("Sigmoid", ["z0"], ["z"]),
+        helper.make_node("MatMul", ["x", "Wr"], ["xr"]), helper.make_node("MatMul", ["h_in", "Ur"], ["hr"]),
+        helper.make_node("Add", ["xr", "hr"], ["r0"]), helper.make_node("Sigmoid", ["r0"], ["r"]),
+        helper.make_node("Mul", ["r", "h_in"], ["rh"]), helper.make_node("MatMul", ["rh", "Uh"], ["rhu"]),
+        helper.make_node("MatMul", ["x", "Wh"], ["xh"]), helper.make_node("Add", ["xh", "rhu"], ["n0"]),
+        helper.make_node("Tanh", ["n0"], ["n"]), helper.make_node("Sub", ["one", "z"], ["zc"]),
+        helper.make_node("Mul", ["zc", "n"], ["a"]), helper.make_node("Mul", ["z", "h_in"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["h_out"]), helper.make_node("MatMul", ["h_out", "V"], ["y"]),
+        helper.make_node("Add", ["acc_in", "x"], ["acc_out"]),
+    ]
+    inits = [w("Wz", features, hidden), w("Uz", hidden, hidden), w("Wr", features, hidden), w("Ur", hidden, hidden),
+             w("Wh", features, hidden), w("Uh", hidden, hidden), w("V", hidden, 3),
+             numpy_helper.from_array(np.ones((1, hidden), np.float32), "one")]
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes, "gru_stream",
+        [helper.make_tensor_value_info("x", f, [1, features]), helper.make_tensor_value_info("h_in", f, [1, hidden]),
+         helper.make_tensor_value_info("acc_in", f, [1, features])],
+        [helper.make_tensor_value_info("y", f, [1, 3]), helper.make_tensor_value_info("h_out", f, [1, hidden]),
+         helper.make_tensor_value_info("acc_out", f, [1, features])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)
+
+
+PAIRS = {"h_in": "h_out", "acc_in": "acc_out"}
+
+
+def test_onnx_state_pairs_verified_frame_by_frame_for_50_frames(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from tinyc.verify import verify
+    path = gru_cell_onnx(tmp_path / "gru.onnx")
+    report = verify(path, samples=50, state=PAIRS)
+    assert report["ok"] and report["frames"] == 50, report
+    rows = {r["name"]: r for r in report["state"]}
+    assert rows["h_in"]["next"] == "h_out" and rows["h_in"]["update"] == "copied"   # h_out is a model output too
+    assert rows["acc_in"]["bytes"] == 20
+    # a frame-carried reference: the running sum after 50 frames is far from one frame's value, so a C (or an
+    # oracle) that dropped the state would fail the comparison above
+    assert len(report["outputs"]) == 3
+
+
+def test_onnx_state_pairs_drive_the_ir_and_the_c_api(tmp_path):
+    pytest.importorskip("onnx")
+    from tinyc.compiler import compile_model
+    path = gru_cell_onnx(tmp_path / "gru.onnx")
+    c = compile_model(path, state=PAIRS)
+    g = c.plan.graph
+    assert len(g.inputs) == 1 and len(g.outputs) == 3 and len(g.state) == 2
+    assert "#define GRU_STATE_BYTES 52" in c.library.files["gru.h"]
+
+
+@pytest.mark.parametrize("pairs, message", [
+    ({"h_in": "acc_out"}, "input 'h_in' (float [1, 8]) and output 'acc_out' (float [1, 5]) differ"),
+    ({"nope": "h_out"}, "'nope' is not a graph input"),
+    ({"h_in": "nope"}, "'nope' is not a graph output"),
+    ({"h_in": "h_out", "acc_in": "h_out"}, "output 'h_out' is already the next value of another state"),
+    ({"h_in": "h_out", "acc_in": "acc_out", "x": "y"}, "'x' .* and output 'y' .* differ"),
+])
+def test_onnx_bad_state_pairs_are_refused_in_one_line(tmp_path, pairs, message):
+    pytest.importorskip("onnx")
+    from tinyc.frontends import load_model
+    path = gru_cell_onnx(tmp_path / "gru.onnx")
+    with pytest.raises(TinycError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
+                       .replace(")", r"\)").replace(r"\.\*", ".*")) as e:
+        load_model(path, state=pairs)
+    assert "\n" not in str(e.value)

@@ -73,6 +73,26 @@ _bind_opt = click.option("--bind", "binds", multiple=True, metavar="NAME=file.np
                               "inputs stay inputs of the C API.")
 
 
+_state_opt = click.option("--state", "state_pairs", multiple=True, metavar="IN=OUT",
+                          help="ONNX streaming state: graph input IN is a state carried across inferences, taking "
+                               "the value of graph output OUT (same shape and type) after each one; zeros at first. "
+                               "OUT stays a model output. Repeat per pair. (TFLite variables and Keras "
+                               "stateful=True layers declare their state themselves.)")
+
+
+def _state_pairs(items) -> dict | None:
+    """--state IN=OUT values -> {IN: OUT} (None without any)."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise TinycError(f"--state '{item}' is not IN=OUT; write e.g. --state h_in=h_out")
+        if name in out:
+            raise TinycError(f"--state gives input '{name}' twice; pair each state input once")
+        out[name] = value
+    return out or None
+
+
 def _bind_arrays(binds) -> dict:
     """--bind NAME=file.npy values -> {NAME: array}."""
     import numpy as np
@@ -127,12 +147,13 @@ def _load_board(name):
     return load_board(name)
 
 
-def _compile(model, name, input_shapes, io_layout, quantize, calib, options=None):
-    """compile_model with the command line's shapes and calibration; returns (Compiled, calibration arrays)."""
+def _compile(model, name, input_shapes, io_layout, quantize, calib, options=None, state=None):
+    """compile_model with the command line's shapes, calibration and state pairs; returns (Compiled, calibration
+    arrays)."""
     from .compiler import compile_model
     shapes = _shapes(input_shapes)
     arrays, progress = _calibration(model, quantize, calib, name, shapes, io_layout)
-    return compile_model(model, name, shapes, io_layout, quantize, arrays, progress, options), arrays
+    return compile_model(model, name, shapes, io_layout, quantize, arrays, progress, options, state), arrays
 
 
 def _calibration(model, quantize, calib, name, input_shapes, io_layout):
@@ -200,8 +221,9 @@ def main():
 @click.option("--seed", default=0, show_default=True, help="Seed of the random sample input (without --sample).")
 @_kernels_opt
 @_bind_opt
+@_state_opt
 def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, calib, board, arena, arena_section,
-            weights_section, do_build, opt, sample_files, seed, kernels, binds):
+            weights_section, do_build, opt, sample_files, seed, kernels, binds, state_pairs):
     """Compile MODEL (.onnx, .keras, .h5, float32 or int8 .tflite) to a C library in OUT; with --board also a
     firmware project in OUT/firmware (main.c, startup, linker scripts, Makefile for arm-none-eabi-gcc)."""
     from .compiler import codegen_options, write_library
@@ -210,7 +232,7 @@ def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, cali
     if target is None and (do_build or sample_files or opt):
         raise TinycError("--build, --opt and --sample make firmware and need --board (see `tinyc boards`)")
     with _bound_model(model, binds) as path:
-        c, arrays = _compile(path, name, input_shapes, io_layout, quantize, calib, options)
+        c, arrays = _compile(path, name, input_shapes, io_layout, quantize, calib, options, _state_pairs(state_pairs))
     if target is not None:
         from .firmware.project import check_firmware_fits
         check_firmware_fits(c, target)
@@ -229,7 +251,8 @@ def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, cali
     lib = c.library
     click.echo(f"{model}: {len([l for l in lib.layers if not l['alias']])} layers, {lib.macs:,} MACs, "
                f"arena {lib.arena_bytes:,} bytes (lower bound {c.plan.lower_bound:,}), "
-               f"weights {lib.weight_bytes:,} bytes")
+               f"weights {lib.weight_bytes:,} bytes"
+               + (f", state {c.plan.state_bytes:,} bytes ({lib.prefix}_reset_state)" if c.plan.graph.state else ""))
     for f in files:
         click.echo(f"  wrote {f}")
     from .codegen.cmake import target_name
@@ -342,6 +365,9 @@ def _oracle_text(report) -> str:
 @click.option("--input", "inputs", multiple=True, type=click.Path(dir_okay=False),
               help=".npy file per model input (one sample, or a stack of samples); default: seeded random.")
 @click.option("--samples", default=3, show_default=True, help="Random samples when no --input is given.")
+@click.option("--frames", default=None, type=click.IntRange(min=1),
+              help="A model with streaming state: random frames run one after another as one stream (the same "
+                   "as --samples, whose samples are such frames for these models).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--per-layer", is_flag=True, help="Compare every layer's output and name the first that diverges.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -354,8 +380,9 @@ def _oracle_text(report) -> str:
 @_calib_opt
 @_kernels_opt
 @_bind_opt
-def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, input_shapes, io_layout, quantize,
-           calib, kernels, binds):
+@_state_opt
+def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, name, input_shapes, io_layout,
+           quantize, calib, kernels, binds, state_pairs):
     """Compile MODEL for the host (gcc, ASan+UBSan), run it and compare with the reference runtime (for
     --quantize int8: TFLite's reference kernels on the int8 model tinyc made, bit for bit)."""
     from .compiler import codegen_options
@@ -364,8 +391,11 @@ def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, inp
     shapes = _shapes(input_shapes)
     with _bound_model(model, binds) as path:
         calib_arrays, progress = _calibration(path, quantize, calib, name, shapes, io_layout)
-        report = run_verify(path, arrays, samples, seed, per_layer, name, shapes, io_layout, keep_dir, quantize,
-                            calib_arrays, progress, codegen_options(kernels=kernels))
+        report = run_verify(path, arrays, frames or samples, seed, per_layer, name, shapes, io_layout, keep_dir,
+                            quantize, calib_arrays, progress, codegen_options(kernels=kernels),
+                            _state_pairs(state_pairs))
+    if frames is not None and "frames" not in report:
+        raise TinycError(f"--frames: '{model}' has no streaming state (use --samples for independent samples)")
     report["model"] = model
     if as_json:
         click.echo(json.dumps(report))
@@ -388,7 +418,12 @@ def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, inp
         click.echo(f"oracle: {_oracle_text(report)}")
         if "oracle_note" in report:
             click.echo(f"note: {report['oracle_note']}")
-        click.echo(f"{report['model']}: {'ok' if report['ok'] else 'MISMATCH'} on {report['samples']} sample(s)")
+        for row in report.get("state", []):
+            click.echo(f"state '{row['name']}': {row['dtype']} {'x'.join(map(str, row['shape']))}, {row['bytes']} "
+                       f"bytes, next value '{row['next']}' ({row['update']})")
+        runs = (f"{report['frames']} consecutive frame(s), the state carried in both" if "frames" in report else
+                f"{report['samples']} sample(s)")
+        click.echo(f"{report['model']}: {'ok' if report['ok'] else 'MISMATCH'} on {runs}")
     sys.exit(0 if report["ok"] else 1)
 
 
@@ -407,8 +442,9 @@ def verify(model, inputs, samples, seed, per_layer, as_json, keep_dir, name, inp
 @_calib_opt
 @_kernels_opt
 @_bind_opt
+@_state_opt
 def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_layout, quantize, calib, kernels,
-           binds):
+           binds, state_pairs):
     """Where the SRAM and flash go: per layer MACs, weights, live bytes, scratch, in-place decisions, the peak;
     the arena and its lower bound; with --board, whether the model fits."""
     from .memory_report import format_report, memory_report, plan_picture_data
@@ -416,7 +452,7 @@ def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_la
     from .compiler import codegen_options
     with _bound_model(model, binds) as path:
         c, _ = _compile(path, name, input_shapes, io_layout, quantize, calib,
-                        codegen_options(kernels=kernels, arena_limit=_arena_limit(target)))
+                        codegen_options(kernels=kernels, arena_limit=_arena_limit(target)), _state_pairs(state_pairs))
     r = memory_report(c, target)
     if svg_file or html_file:
         from .plan_picture import render_html, render_svg

@@ -68,16 +68,20 @@ def compile_graph(g: Graph, name: str, source: str = "", options: dict | None = 
 
 
 def compile_model(path: str, name: str | None = None, input_shapes=None, io_layout: str = "nchw",
-                  quantize: str | None = None, calib=None, progress=None, options: dict | None = None) -> Compiled:
+                  quantize: str | None = None, calib=None, progress=None, options: dict | None = None,
+                  state: dict | None = None) -> Compiled:
     """Load, optimize, schedule and generate. `quantize="int8"` quantizes a float model first, calibrated on
     `calib` (per input an array [N, ...], e.g. from `quant.calibrate.load_calibration`). `options`: from
-    `codegen_options`."""
+    `codegen_options`. `state`: ONNX streaming state pairs {graph input: graph output} (`--state IN=OUT`)."""
     name = c_identifier(name) if name else default_name(path)
-    g = load_model(path, input_shapes, io_layout)
+    g = load_model(path, input_shapes, io_layout, state=state)
     if quantize is None:
         return compile_graph(g, name, os.path.basename(path), options)
     if quantize != "int8":
         raise TinycError(f"--quantize {quantize} is not supported; use int8")
+    if g.state:
+        raise TinycError(f"--quantize int8 of a model with streaming state ('{next(iter(g.state))}') is not "
+                         "supported yet (its calibration would need frame sequences); compile it in float32")
     if any(t.dtype != "float32" for t in g.tensors.values() if not t.is_const):
         raise TinycError(f"'{path}' is already quantized; compile it without --quantize")
     empty = [g.tensors[n].source_name or n for n in g.inputs + g.outputs if g.tensors[n].size == 0]

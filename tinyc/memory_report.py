@@ -32,8 +32,10 @@ def memory_report(compiled, board: Board | None = None) -> dict:
              arena_bytes=plan.arena_bytes, arena_lower_bound_bytes=plan.lower_bound, weights_bytes=lib.weight_bytes,
              macs=lib.macs, peak_step=peak, order="exact" if plan.exact_order else "heuristic",
              schedule=plan.chosen, variants=plan.variants, layers=layers)
+    if g.state:      # the streaming state: its own static bytes, beside the arena (docs/streaming-state.md)
+        r.update(state_bytes=plan.state_bytes, state=state_rows(compiled))
     if board is not None:
-        r["board"] = board_fit(board, plan.arena_bytes, lib.weight_bytes)
+        r["board"] = board_fit(board, plan.arena_bytes + plan.state_bytes, lib.weight_bytes)
         r["fits"] = r["board"]["fits"]
         from .firmware.stack_usage import model_stack
         stack = model_stack(compiled, board)      # None without arm-none-eabi-gcc
@@ -41,6 +43,20 @@ def memory_report(compiled, board: Board | None = None) -> dict:
             r["stack"] = stack
             r["fits"] = r["fits"] and stack["fits"]
     return r
+
+
+def state_rows(compiled) -> list:
+    """The model's state tensors for reports: name (the model's), shape, dtype, bytes, next value, and whether the
+    next value is written in place or copied at the end of an inference."""
+    plan = compiled.plan
+    g = plan.graph
+    rows = []
+    for s in sorted(g.state, key=plan.offset_of):
+        t, v = g.tensors[s], g.state[s]
+        update = "none" if v == s else "copied" if s in plan.state_copies else "in place"
+        rows.append(dict(name=t.source_name or s, shape=list(t.shape), dtype=t.dtype, bytes=t.nbytes,
+                         offset=plan.offset_of(s), next=g.tensors[v].source_name or v, update=update))
+    return rows
 
 
 def _scratch(plan, step: int) -> int:
@@ -90,6 +106,10 @@ def format_report(r: dict) -> str:
               f"arena {r['arena_bytes']:,} B (lower bound {r['arena_lower_bound_bytes']:,} B, x{ratio:.3f}); "
               f"weights {r['weights_bytes']:,} B (flash); {r['macs']:,} MACs",
               "arena by technique: " + ", ".join(f"{k} {v['arena_bytes']:,} B" for k, v in r["variants"].items())]
+    if "state" in r:
+        lines.append(f"state {r['state_bytes']:,} B (static, not in the arena; reset with {r['name']}_reset_state):")
+        lines += [f"  {row['name']}: {row['dtype']} {_shape(row['shape'])}, {row['bytes']:,} B at {row['offset']}, "
+                  f"next value '{row['next']}' ({row['update']})" for row in r["state"]]
     b = r.get("board")
     if b:
         verdict = "fits" if b["fits"] else "DOES NOT FIT"

@@ -39,18 +39,33 @@ def _onnx_session(path: str, extra_outputs=()):
     return sess, n_outputs
 
 
-def run_onnx(path: str, samples: list, intermediates=()) -> tuple[list, list]:
+def run_onnx(path: str, samples: list, intermediates=(), state: dict | None = None) -> tuple[list, list]:
     """samples: per sample a list of input arrays (ONNX layout, batch 1). Returns (outputs per sample,
-    {name: array} per sample for the requested intermediates that onnxruntime could expose)."""
+    {name: array} per sample for the requested intermediates that onnxruntime could expose). `state`: {graph
+    input: graph output} streaming pairs; the samples are then frames of one stream: each state input starts at
+    zeros and is fed the paired output of the frame before, and the samples hold the other inputs only."""
+    state = state or {}
     sess, n_model_outputs = _onnx_session(path, intermediates)
-    in_names = [i.name for i in sess.get_inputs()]
+    inputs = {i.name: i for i in sess.get_inputs()}
+    in_names = [n for n in inputs if n not in state]
     out_names = [o.name for o in sess.get_outputs()]
+    carried = {n: np.zeros([d if isinstance(d, int) else 1 for d in inputs[n].shape], _ORT_TYPES[inputs[n].type])
+               for n in state}     # (a dynamic first dimension is 1, as tinyc reads it)
     outs, inters = [], []
     for sample in samples:
-        res = sess.run(None, dict(zip(in_names, sample)))
+        res = sess.run(None, {**dict(zip(in_names, sample)), **carried})
+        values = dict(zip(out_names, res))
+        carried = {n: values[o] for n, o in state.items()}
         outs.append(res[:n_model_outputs])
-        inters.append(dict(zip(out_names, res)))
+        inters.append(values)
     return outs, inters
+
+
+# onnxruntime's type strings of the state inputs it starts at zeros (tensor types tinyc's runtime tensors have)
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int8)": np.int8,
+              "tensor(uint8)": np.uint8, "tensor(int16)": np.int16, "tensor(uint16)": np.uint16,
+              "tensor(int32)": np.int32, "tensor(uint32)": np.uint32, "tensor(int64)": np.int64,
+              "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_}
 
 
 def computes_on_sub_byte_integers(path: str) -> bool:
@@ -287,19 +302,25 @@ ORACLES = {".onnx": "onnxruntime", ".tflite": "tflite"}   # others: "keras"
 
 
 def run_reference(path: str, samples: list, intermediates=(), fallback: bool = False,
-                  info: dict | None = None) -> tuple[list, list]:
+                  info: dict | None = None, state: dict | None = None) -> tuple[list, list]:
     """The model's reference runtime on `samples`. `fallback`: a .tflite model that TFLite's interpreter rejects
     at load/allocation runs in TFLite Micro's interpreter instead. `info` (a dict) receives "oracle" (onnxruntime,
-    keras, tflite or tflite-micro) and, after a fallback, "oracle_reason"."""
+    keras, tflite or tflite-micro) and, after a fallback, "oracle_reason". `state` (ONNX): streaming state pairs
+    {graph input: graph output}, carried from sample to sample (`run_onnx`). The other runtimes carry a model's
+    own state by themselves when the samples run in order on one interpreter: TFLite's variables, Keras's stateful
+    layers."""
     ext = os.path.splitext(path)[1].lower()
     info = {} if info is None else info
     info["oracle"] = ORACLES.get(ext, "keras")
     try:
         if ext == ".onnx":
             if computes_on_sub_byte_integers(path):
+                if state:
+                    raise TinycError("--state with 4- or 2-bit integers: onnx's reference evaluator is not set up "
+                                     "to carry streaming state; tinyc cannot verify this model")
                 info["oracle"] = "onnx-reference"
                 return run_onnx_reference(path, samples, intermediates)
-            return run_onnx(path, samples, intermediates)
+            return run_onnx(path, samples, intermediates, state)
         if ext == ".tflite":
             try:
                 return run_tflite(path, samples, intermediates)

@@ -28,6 +28,7 @@ from .quant.params import scale_of, zero_point_of
 from .quant.tflite_writer import write_tflite
 from .compiler import Compiled, compile_model, write_library
 from .errors import TinycError
+from .memory_report import state_rows
 from .ops.opdef import integer_range
 from .reference import run_reference
 
@@ -218,12 +219,14 @@ def run_generated(compiled, inputs: list, dsp: bool = False) -> list:
 
 def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: bool = False, name=None,
            input_shapes=None, io_layout: str = "nchw", keep_dir: str | None = None, quantize: str | None = None,
-           calib=None, progress=None, options=None) -> dict:
+           calib=None, progress=None, options=None, state: dict | None = None) -> dict:
     """Compile, run on the host, compare with the reference. With `quantize`, the reference is TFLite's
     reference kernels running the int8 graph tinyc made (written as .tflite): bit-exact. When the library has
     fast kernels, their DSP code paths run too and must give the same bytes as the plain paths
-    (`dsp_path_matches`). `options`: from `compiler.codegen_options` (e.g. kernels="reference")."""
-    compiled = compile_model(path, name, input_shapes, io_layout, quantize, calib, progress, options)
+    (`dsp_path_matches`). `options`: from `compiler.codegen_options` (e.g. kernels="reference"). A model with
+    streaming state (its own, or ONNX pairs named by `state`) runs the samples as consecutive frames of one
+    stream, in the C and in the reference runtime, and every frame's outputs are compared."""
+    compiled = compile_model(path, name, input_shapes, io_layout, quantize, calib, progress, options, state)
     g = compiled.plan.graph
     data = _samples_from(inputs, [g.tensors[n] for n in g.inputs], samples, seed)
     n = data[0].shape[0] if data else 1
@@ -234,8 +237,11 @@ def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: b
         wanted = sorted({t.source_name for t in g.tensors.values() if t.source_name}) if per_layer else ()
         oracle = {}
         refs, ref_inters = reference_outputs(compiled, path, data, io_layout, build, wanted, fallback=True,
-                                             info=oracle)
+                                             info=oracle, state=state)
     report = {"model": path, "samples": n, **oracle, "outputs": []}
+    if g.state:
+        report["frames"] = n
+        report["state"] = state_rows(compiled)
     worst, ok = 0.0, True
     mismatched, max_diff, any_int = 0, 0, False
     for k, o in enumerate(g.outputs):
@@ -265,7 +271,7 @@ def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: b
 
 
 def reference_outputs(compiled, path: str, data: list, io_layout: str, build: Path, wanted=(), fallback=False,
-                      info=None):
+                      info=None, state=None):
     """The reference runtime on `data` (per input [N, ...], our layout): per output [N, ...] in our layout, and
     the per-sample intermediate tensors named in `wanted`. With --quantize the reference is the int8 graph tinyc
     made, written as .tflite into `build`. `fallback`, `info`: as `reference.run_reference` (TFLite Micro for a
@@ -277,7 +283,7 @@ def reference_outputs(compiled, path: str, data: list, io_layout: str, build: Pa
         io_layout = "api"    # the exported model takes and returns the C API's own arrays: nothing to convert
     samples = [[_to_reference(compiled, nm, d[s], io_layout) for nm, d in zip(g.inputs, data)]
                for s in range(data[0].shape[0] if data else 1)]
-    outs, inters = run_reference(path, samples, wanted, fallback, info)
+    outs, inters = run_reference(path, samples, wanted, fallback, info, state)
     refs = [np.stack([_from_reference(compiled, r[k], io_layout).reshape(g.tensors[o].shape) for r in outs])
             for k, o in enumerate(g.outputs)]
     return refs, inters

@@ -9,10 +9,12 @@ from ..ir import Graph
 EXTENSIONS = {".onnx": "onnx", ".keras": "keras", ".h5": "keras", ".hdf5": "keras", ".tflite": "tflite"}
 
 
-def load_model(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict | None = None) -> Graph:
+def load_model(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict | None = None,
+               state: dict | None = None) -> Graph:
     """Read `path` into an IR graph. `input_shapes`: one shape per input in the model's own layout (or None).
     `bind` (ONNX): {graph input name: array}, inputs made constants before import (weights, bounds, shapes that
-    the model takes as inputs); `input_shapes` then counts the remaining inputs only."""
+    the model takes as inputs); `input_shapes` then counts the remaining inputs only. `state` (ONNX): {graph input
+    name: graph output name}, streaming state pairs (docs/streaming-state.md)."""
     if not os.path.isfile(path):
         raise TinycError(f"model file '{path}' does not exist")
     ext = os.path.splitext(path)[1].lower()
@@ -25,9 +27,12 @@ def load_model(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict
     if bind and kind != "onnx":
         raise TinycError(f"binding graph inputs (--bind) applies to ONNX models; '{path}' is a {kind} model, "
                          "whose weights are constants already")
+    if state and kind != "onnx":
+        raise TinycError(f"--state pairs a graph input with a graph output of an ONNX model; '{path}' is a {kind} "
+                         "model, whose state the model itself declares (TFLite variables, Keras stateful=True)")
     if kind == "onnx":
         from .onnx_import import load_onnx
-        return load_onnx(path, input_shapes, io_layout, bind)
+        return load_onnx(path, input_shapes, io_layout, bind, state)
     if kind == "tflite":
         from .tflite_import import load_tflite
         return load_tflite(path, input_shapes)

@@ -683,8 +683,10 @@ def _convert(imp, node) -> None:
                          f"{e}); the model is corrupt or uses the op in a way tinyc does not support") from None
 
 
-def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict | None = None) -> Graph:
-    """`bind`: {graph input name: array} made constants before import (`bind_inputs`)."""
+def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict | None = None,
+              state: dict | None = None) -> Graph:
+    """`bind`: {graph input name: array} made constants before import (`bind_inputs`). `state`: {graph input name:
+    graph output name}, streaming state pairs (`state_pairs`)."""
     import onnx
     from onnx import numpy_helper
 
@@ -717,7 +719,11 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict 
             raise TinycError(f"initializer '{init.name}' holds {imp.consts[init.name].dtype} values; tinyc reads "
                              "numeric constants only")
     _check_graph(model.graph)
+    pairs = state_pairs(model, state)
     for inp in inputs:
+        if inp.name in pairs:       # the model's own layout: the state is no part of the C API
+            g.state[imp.define(inp.name, plain(len(imp.logical_shape(inp.name))))] = None
+            continue
         shape = imp.logical_shape(inp.name)
         if 0 in shape:
             g.inputs.append(_zero_size_input(imp, inp.name))
@@ -756,5 +762,44 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict 
             _constant_output(imp, out.name)
         _check_quantized_output(imp, out.name)
         g.outputs.append(imp.get(out.name, _io_layout(imp, len(imp.logical_shape(out.name)), of_input=False)))
+    for name, out in pairs.items():
+        g.state[imp.get(name)] = imp.get(out, plain(len(imp.logical_shape(out))))
     g.validate()
     return g
+
+
+def state_pairs(model, pairs: dict | None) -> dict:
+    """Checked streaming state pairs {graph input: graph output} (`--state IN=OUT`): the input becomes a state
+    tensor (zeros at first) whose value after each inference is the output's; the output stays a model output.
+    Refuses, in one line, names that are not a graph input / output and pairs of other shapes or types."""
+    if not pairs:
+        return {}
+    inits = {i.name for i in model.graph.initializer}
+    inputs = {i.name: i for i in model.graph.input if i.name not in inits}
+    outputs = {o.name: o for o in model.graph.output}
+    seen = set()
+    for name, out in pairs.items():
+        if name not in inputs:
+            raise TinycError(f"--state {name}={out}: '{name}' is not a graph input of the model (its inputs: "
+                             f"{', '.join(inputs) or 'none'})")
+        if out not in outputs:
+            raise TinycError(f"--state {name}={out}: '{out}' is not a graph output of the model (its outputs: "
+                             f"{', '.join(outputs) or 'none'})")
+        if out in seen:
+            raise TinycError(f"--state {name}={out}: output '{out}' is already the next value of another state")
+        seen.add(out)
+        a, b = inputs[name].type.tensor_type, outputs[out].type.tensor_type
+        shape_a = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in a.shape.dim]
+        shape_b = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in b.shape.dim]
+        if a.elem_type != b.elem_type or (b.HasField("shape") and shape_a != shape_b):
+            raise TinycError(f"--state {name}={out}: input '{name}' ({_elem_name(a.elem_type)} {shape_a}) and output "
+                             f"'{out}' ({_elem_name(b.elem_type)} {shape_b}) differ; a state pair needs the same "
+                             "shape and type")
+    if len(pairs) == len(inputs):
+        raise TinycError("--state names every graph input as state: the model has no input left for the C API")
+    return dict(pairs)
+
+
+def _elem_name(elem_type: int) -> str:
+    import onnx
+    return onnx.TensorProto.DataType.Name(elem_type).lower()
