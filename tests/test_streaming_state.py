@@ -314,3 +314,16 @@ def test_onnx_bad_state_pairs_are_refused_in_one_line(tmp_path, pairs, message):
                        .replace(")", r"\)").replace(r"\.\*", ".*")) as e:
         load_model(path, state=pairs)
     assert "\n" not in str(e.value)
+
+
+def test_report_shows_the_state_beside_the_arena(tmp_path):
+    pytest.importorskip("onnx")
+    from tinyc.compiler import compile_model
+    from tinyc.memory_report import format_report, memory_report
+    c = compile_model(gru_cell_onnx(tmp_path / "gru.onnx"), state=PAIRS)
+    r = memory_report(c)
+    assert r["state_bytes"] == 52 and r["arena_bytes"] == c.plan.arena_bytes
+    assert [(row["name"], row["bytes"], row["next"]) for row in r["state"]] == [("h_in", 32, "h_out"),
+                                                                             ("acc_in", 20, "acc_out")]
+    assert "state 52 B (static, not in the arena; reset with gru_reset_state)" in format_report(r)
+    assert "state" not in memory_report(compile_model(gru_cell_onnx(tmp_path / "g2.onnx")))
