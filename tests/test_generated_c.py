@@ -76,7 +76,12 @@ def every_kernel_graph() -> Graph:
     g.add_node("RNN", ["gru", c("rw", (5, 4)), c("rr", (5, 5)), c("rb", (5,)), c("rh", (1, 5))], [t("rnn", (1, 5))],
                output="last_h", activations=({"fn": "tanh"},))
     g.add_node("Add", ["fc", "rnn"], [t("fc_rnn", (1, 5))], activation=None)
-    g.add_node("LogSoftmax", ["fc_rnn"], [t("lsm", (1, 5))], axis=1)
+    g.add_node("SvdfMemory", ["flat", c("svdf_wf", (4, 16)), "flat"], [t("svdf_memory", (1, 16))])
+    g.add_node("SvdfTimeFilter", ["svdf_memory", c("svdf_wt", (4, 4)), c("svdf_b", (2,))], [t("svdf", (1, 2))], rank=2,
+               activation={"fn": "relu"})
+    g.add_node("Dense", ["svdf", c("svdf_fc_w", (5, 2))], [t("svdf_fc", (1, 5))], activation=None)
+    g.add_node("Add", ["fc_rnn", "svdf_fc"], [t("fc_rnn_svdf", (1, 5))], activation=None)
+    g.add_node("LogSoftmax", ["fc_rnn_svdf"], [t("lsm", (1, 5))], axis=1)
     g.add_node("Hardmax", ["lsm"], [t("hm", (1, 5))], axis=1)
     g.add_node("Reduce", ["lsm"], [t("lse", (1, 1))], kind="logsumexp", axes=(1,), keepdims=True)
     g.add_node("Add", ["hm", "lse"], [t("hm_lse", (1, 5))], activation=None)

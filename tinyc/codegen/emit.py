@@ -115,7 +115,8 @@ def kernel_family(g, node) -> str:
             raise TinycError(f"node '{node.name}' ({node.op}) computes on {', '.join(other)} tensors; tinyc's {node.op} "
                              f"kernel takes {', '.join(accepted)}: run `tinyc ops`")
         return "float"
-    if all(t.dtype == "int8" and t.quant is not None for t in runtime):
+    wide = REGISTRY[node.op].int8_wide_dtypes     # e.g. SVDF's int16 memory beside its int8 input and output
+    if all((t.dtype == "int8" or t.dtype in wide) and t.quant is not None for t in runtime):
         return "int8"
     plain = REGISTRY[node.op].int8_plain_dtypes    # integer indices beside int8 values (ArgMinMax, Gather)
     quantized = [t.dtype == "int8" and t.quant is not None for t in

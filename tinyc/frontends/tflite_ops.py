@@ -156,6 +156,63 @@ def fully_connected(cv, opts, ins):
 
 
 
+def svdf(cv, opts, ins):
+    """SVDF(input [B, I], feature weights [F, I], time weights [F, M], bias [F/rank]?, memory [B, F*M]): the memory
+    is a variable tensor TFLite keeps across invocations, so it becomes a state tensor whose next value is the
+    shifted memory with the newest feature values (`SvdfMemory`); the output is `SvdfTimeFilter` over that
+    (tinyc/ops/svdf.py). int8: int16 memory and time weights, as TFLite's integer kernel (docs/int8-numerics.md
+    §4.39)."""
+    if len(ins) != 5 or min(ins[0], ins[1], ins[2], ins[4]) < 0:
+        raise TinycError(f"{cv.where()}: SVDF takes 5 inputs (input, feature weights, time weights, bias or -1, "
+                         "memory); the .tflite file is corrupt")
+    x, mem_i = ins[0], ins[4]
+    wf, wt = cv.value(ins[1], "feature weights"), cv.value(ins[2], "time weights")
+    rank = int(opts.rank or 0) if opts is not None else 0
+    xs = cv.shape(x)
+    if len(xs) != 2 or wf.ndim != 2 or wt.ndim != 2 or wf.shape[1] != xs[1] or wt.shape[0] != wf.shape[0]:
+        raise TinycError(f"{cv.where()}: input {xs}, feature weights {wf.shape} and time weights {wt.shape} do not "
+                         "fit ([batch, features], [filters, features], [filters, memory size])")
+    filters, size = wt.shape
+    if rank < 1 or filters % rank:
+        raise TinycError(f"{cv.where()}: rank {rank} must be a positive divisor of the {filters} filters")
+    if cv.dtype_name(x) == "FLOAT32" and cv.dtype_name(ins[1]) != "FLOAT32":
+        raise TinycError(f"{cv.where()}: a hybrid SVDF (float input, {cv.dtype_name(ins[1])} weights) is not "
+                         "supported; convert the model fully to int8 or keep it float32")
+    memory = cv.tensor(mem_i)
+    readers = sum(mem_i in (op.inputs if op.inputs is not None else []) for op in cv.sg.operators)
+    if not memory.isVariable or cv.is_const(mem_i) or mem_i in cv.names or readers != 1:
+        raise TinycError(f"{cv.where()}: its memory '{cv.tname(mem_i)}' must be a variable tensor of this operator "
+                         "alone (no buffer, not a model input, read by no other operator)")
+    shape = (xs[0], filters * size)
+    if tuple(int(d) for d in (memory.shape if memory.shape is not None else ())) != shape:
+        raise TinycError(f"{cv.where()}: memory '{cv.tname(mem_i)}' has shape {memory.shape}; it must be "
+                         f"[batch, filters x memory size] = {list(shape)}")
+    int8 = cv.runtime_dtype(x) == "int8"
+    code = int(getattr(opts, "fusedActivationFunction", 0) or 0) if opts is not None else 0
+    if int8 and code != 1:
+        raise TinycError(f"{cv.where()}: an int8 SVDF must declare the fused activation RELU (TFLite refuses "
+                         f"activation {code} and does not apply RELU either: docs/int8-numerics.md §4.39)")
+    act = None if int8 else fused_act(cv, opts)
+    if int8 and (cv.dtype_name(mem_i), cv.dtype_name(ins[2])) != ("INT16", "INT16"):
+        raise TinycError(f"{cv.where()}: memory {cv.dtype_name(mem_i)} and time weights {cv.dtype_name(ins[2])}; "
+                         "TFLite's int8 SVDF keeps both int16 (TFLite Micro's int8 variant is not supported)")
+    dtype = "int16" if int8 else cv.runtime_dtype(mem_i)
+    state = cv.g.unique_name(cv.tname(mem_i).split(";")[0] or f"memory{mem_i}")
+    cv.g.add_state(state, shape, dtype, quant=cv.quant(mem_i) if int8 else None)
+    new = cv.emit("SvdfMemory", [cv.x(x), cv.const(ins[1]), state], shape, final=False, tag="memory", like=state)
+    cv.g.state[state] = new
+    w_time = _int16_const(cv, ins[2]) if int8 else cv.const(ins[2])
+    bias = [cv.const(ins[3])] if ins[3] >= 0 else []
+    return cv.emit("SvdfTimeFilter", [new, w_time] + bias, (xs[0], filters // rank), rank=rank, activation=act)
+
+
+def _int16_const(cv, i) -> str:
+    """An int16 constant with its quantization (SVDF's time weights; no other TFLite rule reads int16 data)."""
+    name = cv.g.add_const(cv.tname(i).split(";")[0] or f"const{i}", cv.value(i).astype(np.int16), "int16")
+    cv.g.tensors[name].quant = cv.quant(i)
+    return name
+
+
 def batch_matmul(cv, opts, ins):
     """BATCH_MATMUL: the IR's MatMul of two tensors (computed or constant), adj_x / adj_y read as transposes, the
     batch axes broadcast (float32, or int8 with per-tensor parameters as TFLite's reference kernel)."""
@@ -680,6 +737,7 @@ TFLITE_OPS = {
     "TRANSPOSE_CONV": transpose_conv,
     "FULLY_CONNECTED": fully_connected,
     "BATCH_MATMUL": batch_matmul,
+    "SVDF": svdf,
     "ADD": _binary("Add"),
     "SUB": _binary("Sub"),
     "MUL": _binary("Mul"),

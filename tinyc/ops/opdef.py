@@ -63,6 +63,8 @@ class OpDef:
     int8_fast: Optional[Callable]        # optimized rule, byte-identical to int8_kernel, or None
     memory: Optional[str]                # MEMORY_KINDS
     quantize: Optional[str]              # QUANTIZE_POLICIES
+    int8_wide_dtypes: tuple = ()         # quantized integer types wider than int8 that int8_kernel reads or writes
+                                         # beside int8 tensors (SVDF's int16 memory)
     one_image: bool = False              # the kernels compute one NHWC image (called N times for [N,H,W,C])
     fuses_activation: bool = False       # passes may fold a following activation into it
     moves_data: bool = False             # copies values unchanged (constant folding may run it on int8)

@@ -1,0 +1,211 @@
+"""SVDF (TFLite's keyword-spotting layer): float32 and int8 with an int16 memory, the memory carried across
+invocations as TFLite and TFLite Micro keep their variable tensor (tinyc/ops/svdf.py, docs/int8-numerics.md §4.39).
+
+No converter writes SVDF, so the models are written here with TF's flatbuffer schema module (object API), the
+memory a variable tensor, in the shapes of TFLite Micro's keyword model's SVDF layers (40 features, rank 1 and 2,
+memory 10). The oracle is TFLite's interpreter with its reference kernels, whose variables persist across
+invoke(); TFLite Micro's interpreter is checked to agree with it.
+"""
+import importlib.util
+import subprocess
+
+import numpy as np
+import pytest
+
+if importlib.util.find_spec("tensorflow") is None:
+    pytest.skip("the TFLite tests need tensorflow", allow_module_level=True)
+
+from tinyc import interp  # noqa: E402
+from tinyc.compiler import compile_graph  # noqa: E402
+from tinyc.codegen.literals import c_storage_dtype  # noqa: E402
+from tinyc.errors import TinycError  # noqa: E402
+from tinyc.frontends.tflite_import import load_tflite  # noqa: E402
+from tinyc.verify import build_host_runner, tolerance  # noqa: E402
+
+RELU = 1    # ActivationFunctionType
+
+
+def svdf_model(int8: bool, features=40, filters=16, memory=10, rank=2, bias=True, activation=RELU, seed=0,
+               scales=None, memory_type="INT16", memory_zero_point=0, variable=True, feature_type=None) -> bytes:
+    """A one-operator SVDF .tflite (input [1, features] -> output [1, filters / rank]). int8: int8 input, feature
+    weights and output, int16 time weights and memory, int32 bias; `scales` overrides the default scales
+    (x, w_feature, memory, w_time, y) and the zero points (x_zp, y_zp)."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as S
+    rng = np.random.default_rng(seed)
+    units = filters // rank
+    s = dict(x=0.05, wf=0.01, mem=0.0017, wt=1.4e-6, y=0.03, x_zp=3, y_zp=-5) | (scales or {})
+    buffers, tensors = [S.BufferT()], []
+
+    def tensor(name, shape, kind, data=None, scale=None, zero_point=0, is_variable=False):
+        buf = S.BufferT()
+        if data is not None:
+            buf.data = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+        buffers.append(buf)
+        t = S.TensorT()
+        t.name, t.shape, t.type, t.buffer, t.isVariable = name, list(shape), getattr(S.TensorType, kind), \
+            len(buffers) - 1, is_variable
+        if scale is not None:
+            q = S.QuantizationParametersT()
+            q.scale, q.zeroPoint = np.asarray([scale], np.float32), np.asarray([zero_point], np.int64)
+            t.quantization = q
+        tensors.append(t)
+        return len(tensors) - 1
+
+    if int8:
+        x = tensor("x", [1, features], "INT8", scale=s["x"], zero_point=s["x_zp"])
+        wf = tensor("w_feature", [filters, features], feature_type or "INT8",
+                    rng.integers(-127, 128, (filters, features)).astype(np.int8), s["wf"])
+        wt_type = np.int8 if memory_type == "INT8" else np.int16
+        info = np.iinfo(wt_type)
+        wt = tensor("w_time", [filters, memory], memory_type,
+                    rng.integers(info.min + 1, info.max + 1, (filters, memory)).astype(wt_type), s["wt"])
+        b = tensor("bias", [units], "INT32", rng.integers(-20000, 20000, units).astype(np.int32),
+                   float(np.float32(s["mem"]) * np.float32(s["wt"])))
+        mem = tensor("memory", [1, filters * memory], memory_type, scale=s["mem"],
+                     zero_point=memory_zero_point, is_variable=variable)
+        y = tensor("y", [1, units], "INT8", scale=s["y"], zero_point=s["y_zp"])
+    else:
+        x = tensor("x", [1, features], "FLOAT32")
+        wf_data = (rng.normal(size=(filters, features)) / np.sqrt(features)).astype(np.float32)
+        if feature_type == "INT8":
+            wf = tensor("w_feature", [filters, features], "INT8",
+                        rng.integers(-127, 128, (filters, features)).astype(np.int8), 0.01)
+        else:
+            wf = tensor("w_feature", [filters, features], "FLOAT32", wf_data)
+        wt = tensor("w_time", [filters, memory], "FLOAT32", rng.normal(size=(filters, memory)).astype(np.float32))
+        b = tensor("bias", [units], "FLOAT32", rng.normal(size=units).astype(np.float32))
+        mem = tensor("memory", [1, filters * memory], "FLOAT32", is_variable=variable)
+        y = tensor("y", [1, units], "FLOAT32")
+    op = S.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [x, wf, wt, b if bias else -1, mem], [y]
+    op.builtinOptionsType = S.BuiltinOptions.SVDFOptions
+    op.builtinOptions = S.SVDFOptionsT()
+    op.builtinOptions.rank, op.builtinOptions.fusedActivationFunction = rank, activation
+    sg = S.SubGraphT()
+    sg.tensors, sg.inputs, sg.outputs, sg.operators, sg.name = tensors, [x], [y], [op], "main"
+    code = S.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = S.BuiltinOperator.SVDF
+    code.version = 1
+    model = S.ModelT()
+    model.version, model.operatorCodes, model.subgraphs, model.buffers = 3, [code], [sg], buffers
+    model.description = "svdf test model"
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def frames(int8: bool, n: int, features=40, seed=1) -> list:
+    rng = np.random.default_rng(seed)
+    if int8:
+        return [rng.integers(-128, 128, (1, features)).astype(np.int8) for _ in range(n)]
+    return [rng.normal(size=(1, features)).astype(np.float32) for _ in range(n)]
+
+
+def tflite_frames(data: bytes, xs: list) -> list:
+    """TFLite's reference kernels, one invoke() per frame on one interpreter (its variables carry the memory)."""
+    import warnings
+
+    import tensorflow as tf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        it = tf.lite.Interpreter(model_content=data,
+                                 experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    out = []
+    for x in xs:
+        it.set_tensor(i, x)
+        it.invoke()
+        out.append(it.get_tensor(o).copy())
+    return out
+
+
+def write(tmp_path, data: bytes, name="svdf.tflite") -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("rank,activation", [(1, 0), (2, RELU), (4, 4)])
+def test_float_frames_match_tflite_in_the_interpreter(tmp_path, rank, activation):
+    """The IR (SvdfMemory then SvdfTimeFilter, the memory a state tensor) means what TFLite computes, frame after
+    frame: 50 invocations, the memory carried."""
+    data = svdf_model(False, rank=rank, activation=activation)
+    g = load_tflite(write(tmp_path, data))
+    assert [n.op for n in g.nodes] == ["SvdfMemory", "SvdfTimeFilter"] and len(g.state) == 1
+    xs = frames(False, 50)
+    ref = tflite_frames(data, xs)
+    ours, _ = interp.run_frames(g, [[x] for x in xs])
+    for k, (o, r) in enumerate(zip(ours, ref)):
+        assert np.abs(o[g.outputs[0]] - r).max() <= tolerance(r), f"frame {k}"
+
+
+def _memory_as_io(g):
+    """The graph with its memory state turned into an input and its next value into an output, so a test can
+    carry the memory itself (the kernels alone, without the state machinery)."""
+    (state, nxt), = g.state.items()
+    g.state.clear()
+    g.inputs.append(state)
+    g.outputs.append(nxt)
+    return g
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_int8_kernels_bit_exact_with_the_memory_carried_by_hand(tmp_path, rank):
+    """The int8 kernels (plain C, ASan + UBSan) against TFLite over 12 frames, the int16 memory fed back by the
+    test: every output byte and every memory value equal."""
+    data = svdf_model(True, rank=rank)
+    g = _memory_as_io(load_tflite(write(tmp_path, data)))
+    exe = build_host_runner(compile_graph(g, "svdf"), tmp_path, 1, False)
+    xs = frames(True, 12)
+    ref = tflite_frames(data, xs)
+    mem = np.zeros(g.tensors[g.inputs[1]].shape, np.int16)
+    for k, (x, r) in enumerate(zip(xs, ref)):
+        files = [tmp_path / "x.bin", tmp_path / "mem.bin", tmp_path / "y.bin", tmp_path / "mem_next.bin"]
+        x.tofile(files[0])
+        mem.tofile(files[1])
+        subprocess.run([str(exe), *map(str, files), str(tmp_path / "trace.bin")], check=True)
+        y = np.fromfile(files[2], c_storage_dtype("int8")).reshape(r.shape)
+        mem = np.fromfile(files[3], np.int16).reshape(mem.shape)
+        assert np.array_equal(y, r), f"frame {k}: {int((y != r).sum())} differing bytes"
+        assert mem[0, -1] != 0 or k == 0
+
+
+def test_tflite_micro_agrees_with_tflite(tmp_path):
+    """TFLite Micro's SVDF (svdf_common.cc) and TFLite's reference kernel give the same bytes on these models
+    (memory zero point 0), so either is the oracle."""
+    if importlib.util.find_spec("tflite_micro") is None:
+        pytest.skip("tflite-micro is not installed")
+    from tflite_micro import runtime as tflm
+    for rank in (1, 2):
+        data = svdf_model(True, rank=rank, seed=rank)
+        xs = frames(True, 50, seed=rank)
+        ref = tflite_frames(data, xs)
+        micro = tflm.Interpreter.from_bytes(data, arena_size=1 << 20)
+        for k, (x, r) in enumerate(zip(xs, ref)):
+            micro.set_input(x, 0)
+            micro.invoke()
+            assert np.array_equal(np.array(micro.get_output(0)), r), f"rank {rank}, frame {k}"
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(activation=0), "must declare the fused activation RELU"),
+    (dict(memory_type="INT8"), "keeps both int16"),
+    (dict(variable=False), "must be a variable tensor"),
+    (dict(rank=3), "rank 3 must be a positive divisor of the 16 filters"),
+])
+def test_int8_variants_tinyc_does_not_cover_are_refused(tmp_path, change, message):
+    with pytest.raises(TinycError, match=message) as e:
+        load_tflite(write(tmp_path, svdf_model(True, **change)))
+    assert "\n" not in str(e.value) and "SVDF" in str(e.value)
+
+
+def test_memory_zero_point_and_hybrid_are_refused(tmp_path):
+    g = load_tflite(write(tmp_path, svdf_model(True, memory_zero_point=4)))
+    with pytest.raises(TinycError, match="zero point 0") as e:
+        compile_graph(g, "svdf")
+    assert "\n" not in str(e.value)
+    with pytest.raises(TinycError, match="hybrid SVDF") as e:
+        load_tflite(write(tmp_path, svdf_model(False, feature_type="INT8"), "hybrid.tflite"))
+    assert "\n" not in str(e.value)
