@@ -61,6 +61,9 @@ ACTIVATIONS = {
     "celu": ("({x} > 0.0f ? {x} : {alpha} * (expf({x} / {alpha}) - 1.0f))",
              lambda x, p: np.maximum(x, 0) + np.minimum(0, p["alpha"] * (np.exp(np.minimum(x, 0) / p["alpha"]) - 1))),
     "thresholded_relu": ("({x} > {alpha} ? {x} : 0.0f)", lambda x, p: np.where(x > p["alpha"], x, 0.0)),
+    # ONNX's recurrent-op activations Affine (alpha * x + beta) and ScaledTanh (alpha * tanh(beta * x))
+    "affine": ("({alpha} * {x} + {beta})", lambda x, p: p["alpha"] * x + p["beta"]),
+    "scaled_tanh": ("({alpha} * tanhf({beta} * {x}))", lambda x, p: p["alpha"] * np.tanh(p["beta"] * x)),
     "keras_relu": ("(({x} > {threshold} ? ({x} < {hi} ? {x} : {hi}) : 0.0f) - "
                    "{slope} * ({threshold} - {x} > 0.0f ? {threshold} - {x} : 0.0f))", _keras_relu),
     # ONNX Shrink: x < -lambd ? x + bias : (x > lambd ? x - bias : 0) (Keras hard_shrink / soft_shrink)

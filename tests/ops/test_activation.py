@@ -20,6 +20,8 @@ PARAMS = {
     "thresholded_relu": dict(alpha=0.4),
     "keras_relu": dict(threshold=0.5, hi=3.0, slope=0.2),
     "shrink": dict(lambd=0.5, bias=0.25),
+    "affine": dict(alpha=0.5, beta=0.25),
+    "scaled_tanh": dict(alpha=1.5, beta=0.5),
 }
 _EXTREMES = [-F32_MAX, -1e30, -1e4, -100.0, -89.0, -88.0, -20.0, 20.0, 88.0, 89.0, 100.0, 1e4, 1e30, F32_MAX]
 _HALVES = [-2.5, -1.5, -0.5, -0.0, 0.0, 0.5, 1.5, 2.5, 3.5, 1e7 + 1, -1e7 - 1]
@@ -40,7 +42,7 @@ LIMITED = {f for _, fns in DOMAINS.values() for f in fns}
 BOUNDED_OR_LINEAR = ("relu", "clip", "leaky_relu", "sigmoid", "tanh", "hard_sigmoid", "hard_swish", "swish", "elu",
                      "selu", "celu", "thresholded_relu", "keras_relu", "shrink", "softplus", "log_sigmoid",
                      "softsign", "mish", "tanh_shrink", "gelu", "gelu_tanh", "abs", "neg", "sign", "erf", "floor",
-                     "ceil", "round", "atan", "asinh")
+                     "ceil", "round", "atan", "asinh", "affine", "scaled_tanh")
 # Finite on the real line but overflowing float32 for large |x|, as their float64 meaning does
 OVERFLOWING = ("exp", "sinh", "cosh", "reciprocal", "square")
 

@@ -10,6 +10,7 @@ import numpy as np
 from ..activations import relu6
 from ..errors import TinycError
 from ..ir import Quant
+from ..ops import recurrent
 from ..ops.cast import cast_values
 from ..ops.linear_quant import DEQUANTIZED_TYPES, QUANTIZED_TYPES, dequantize_evaluate
 from ..ops.opdef import SUB_BYTE_INTEGERS
@@ -1850,6 +1851,204 @@ def dequantize_linear(imp, node):
     imp.g.add_node("Dequantize", [src], [out], name=_name(node))
 
 
+# -- recurrent layers (issue 19): LSTM, GRU, RNN --------------------------------------------------------------
+# ONNX's gate blocks in tinyc's order (tinyc/ops/recurrent.py): LSTM W/R/B rows i, o, f, c -> i, f, g(c), o and its
+# peepholes i, o, f -> i, f, o; GRU z, r, h and RNN keep theirs.
+_ONNX_GATE_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (0, 1, 2), "RNN": (0,)}
+_ONNX_PEEPHOLE_ORDER = (0, 2, 1)
+# ONNX recurrent activation -> (tinyc activation, its parameters in (alpha, beta) order with onnxruntime's defaults;
+# None: no default, the model must give it)
+_RECURRENT_ACTIVATIONS = {
+    "relu": ("relu", ()), "tanh": ("tanh", ()), "sigmoid": ("sigmoid", ()), "softsign": ("softsign", ()),
+    "softplus": ("softplus", ()), "affine": ("affine", (("alpha", None), ("beta", None))),
+    "leakyrelu": ("leaky_relu", (("alpha", 0.01),)), "thresholdedrelu": ("thresholded_relu", (("alpha", None),)),
+    "scaledtanh": ("scaled_tanh", (("alpha", None), ("beta", None))),
+    "hardsigmoid": ("hard_sigmoid", (("alpha", 0.2), ("beta", 0.5))), "elu": ("elu", (("alpha", 1.0),)),
+}
+
+
+def _recurrent_activations(node, op: str, directions: int) -> list:
+    """Per direction, the tuple of tinyc activation dicts. activation_alpha / activation_beta are consumed in the
+    order of the activations (both directions'), each by the functions that take that parameter, as onnxruntime
+    does; a function whose parameter has no default there (Affine, ThresholdedRelu, ScaledTanh) must be given it."""
+    a = _attrs(node)
+    per = len(recurrent.DEFAULT_ACTIVATIONS[op])
+    names = [n.decode() if isinstance(n, bytes) else n for n in a.get("activations", [])]
+    names = names or list(recurrent.DEFAULT_ACTIVATIONS[op]) * directions
+    if len(names) != per * directions:
+        raise TinycError(f"{op} '{_name(node)}': {len(names)} activations for {directions} direction(s); ONNX wants "
+                         f"{per} per direction")
+    given = {"alpha": list(a.get("activation_alpha", [])), "beta": list(a.get("activation_beta", []))}
+    acts = []
+    for name in names:
+        if name.lower() not in _RECURRENT_ACTIVATIONS:
+            raise TinycError(f"{op} '{_name(node)}': activation '{name}' is not one of ONNX's recurrent activations "
+                             f"({', '.join(sorted(_RECURRENT_ACTIVATIONS))})")
+        fn, params = _RECURRENT_ACTIVATIONS[name.lower()]
+        act = {"fn": fn}
+        for param, default in params:
+            if given[param]:
+                act[param] = float(given[param].pop(0))
+            elif default is None:
+                raise TinycError(f"{op} '{_name(node)}': activation {name} without its activation_{param}; its "
+                                 "default differs between onnxruntime (0) and the ONNX operator: give it explicitly")
+            else:
+                act[param] = default
+        acts.append(act)
+    return [tuple(acts[d * per:(d + 1) * per]) for d in range(directions)]
+
+
+def _gate_blocks(arr, order, H: int):
+    """The rows of `arr` (gate blocks of H along its first axis) in tinyc's gate order."""
+    return np.concatenate([arr[k * H:(k + 1) * H] for k in order], axis=0)
+
+
+def _recurrent_state(imp, node, i: int, d: int, directions: int, batch_first: bool, shape, base: str) -> str:
+    """Direction d's [B, H] slice of initial_h / initial_c (input i): a constant (zeros when absent), or a computed
+    value of the model sliced (free when it has one direction)."""
+    name = node.input[i] if len(node.input) > i else ""
+    axis = 1 if batch_first else 0
+    if not name:
+        return imp.g.add_const(base, np.zeros(shape, np.float32))
+    if name in imp.consts:
+        return imp.g.add_const(base, np.take(np.asarray(imp.consts[name], np.float32), d, axis=axis))
+    src = imp.get(name, plain(3))
+    full = imp.g.tensors[src].shape
+    if directions > 1:
+        part = imp.g.unique_name(f"{base}_slice")
+        sizes = tuple(1 if k == axis else n for k, n in enumerate(full))
+        imp.g.add_tensor(part, sizes)
+        imp.g.add_node("Slice", [src], [part], name=part, starts=tuple(d if k == axis else 0 for k in range(3)),
+                       steps=(1, 1, 1), sizes=sizes)
+        src = part
+    out = imp.g.unique_name(base)
+    imp.g.add_tensor(out, shape)
+    imp.g.add_node("Reshape", [src], [out], name=out)
+    return out
+
+
+def _used(imp, node, k: int) -> bool:
+    name = node.output[k] if len(node.output) > k else ""
+    return bool(name) and (name in imp.output_names or bool(imp.consumers.get(name)))
+
+
+def _check_sequence_lens(imp, node, op: str, B: int, T: int) -> None:
+    """A `sequence_lens` of the full length T for every sequence is the default; tinyc runs every sequence over all
+    T steps, so any other (or one computed at run time) is refused."""
+    name = node.input[4] if len(node.input) > 4 else ""
+    if not name:
+        return
+    if name not in imp.consts:
+        raise TinycError(f"{op} '{_name(node)}': sequence_lens '{name}' is computed at run time; tinyc runs every "
+                         f"sequence over its full length {T}: drop sequence_lens or make it constant")
+    lens = np.asarray(imp.consts[name]).ravel()
+    if lens.size != B or np.any(lens != T):
+        raise TinycError(f"{op} '{_name(node)}': sequence_lens {lens.tolist()[:8]} differs from the full length {T}; "
+                         "tinyc runs every sequence over all its steps: pad or cut the sequences to one length")
+
+
+def recurrent_layer(op: str):
+    """ONNX LSTM / GRU / RNN: one IR node per direction and per output that is read (the sequence, the last hidden
+    state, and for the LSTM the last cell state), their results put into ONNX's Y [T, D, B, H] (layout 0, stored
+    batch-major as [B, T, D, H]) or [B, T, D, H] (layout 1), Y_h / Y_c [D, B, H] or [B, D, H]. The last hidden
+    state comes out of the sequence (one Slice) when the sequence is computed anyway."""
+    def rule(imp, node):
+        a = _attrs(node)
+        what = f"{op} '{_name(node)}'"
+        direction = a.get("direction", "forward")
+        if direction not in ("forward", "reverse", "bidirectional"):
+            raise TinycError(f"{what}: direction '{direction}' is not forward, reverse or bidirectional")
+        batch_first = bool(a.get("layout", 0))
+        directions = 2 if direction == "bidirectional" else 1
+        x = node.input[0]
+        T, B, I = imp.logical_shape(x)
+        if batch_first:
+            B, T = T, B
+        w = np.asarray(imp.const(node.input[1], f"{what} W"), np.float32)
+        r = np.asarray(imp.const(node.input[2], f"{what} R"), np.float32)
+        H, G = r.shape[-1], recurrent.GATES[op]
+        if w.shape != (directions, G * H, I) or r.shape != (directions, G * H, H) or \
+                a.get("hidden_size", H) != H:
+            raise TinycError(f"{what}: W {list(w.shape)} and R {list(r.shape)} do not fit {directions} direction(s), "
+                             f"input size {I} and hidden size {a.get('hidden_size', H)}")
+        bias = imp.opt_const(node, 3)
+        if len(node.input) > 3 and node.input[3] and bias is None:
+            imp.const(node.input[3], f"{what} B")     # raises: computed biases
+        bias = np.zeros((directions, 2 * G * H), np.float32) if bias is None else np.asarray(bias, np.float32)
+        peep = imp.opt_const(node, 7) if op == "LSTM" else None
+        if op == "LSTM" and len(node.input) > 7 and node.input[7] and peep is None:
+            imp.const(node.input[7], f"{what} P")
+        peep = np.zeros((directions, 3 * H), np.float32) if peep is None else np.asarray(peep, np.float32)
+        if bias.shape != (directions, 2 * G * H) or peep.shape != (directions, 3 * H):
+            raise TinycError(f"{what}: B {list(bias.shape)} or P {list(peep.shape)} do not fit hidden size {H}")
+        _check_sequence_lens(imp, node, op, B, T)
+        acts = _recurrent_activations(node, op, directions)
+        attrs = dict(clip=float(a["clip"]) if "clip" in a else None)
+        if op == "LSTM":
+            attrs.update(cell_clip=None, input_forget=bool(a.get("input_forget", 0)))
+        if op == "GRU":
+            attrs["linear_before_reset"] = bool(a.get("linear_before_reset", 0))
+        src = imp.get(x, plain(3) if batch_first else Layout((1, 0, 2)))
+        order = _ONNX_GATE_ORDER[op]
+        wants = [k for k, out in enumerate(recurrent.OUTPUTS[op]) if _used(imp, node, k)]
+        results = {k: [] for k in wants}    # output index -> per direction IR tensor
+        for d in range(directions):
+            base = f"{node.output[0] or _name(node)}_d{d}" if directions > 1 else (node.output[0] or _name(node))
+            ins = [src, imp.g.add_const(f"{base}_w", _gate_blocks(w[d], order, H)),
+                   imp.g.add_const(f"{base}_r", _gate_blocks(r[d], order, H))]
+            wb, rb = (_gate_blocks(bias[d, k * G * H:(k + 1) * G * H], order, H) for k in (0, 1))
+            if op == "GRU":
+                ins += [imp.g.add_const(f"{base}_b", wb), imp.g.add_const(f"{base}_rb", rb)]
+            else:
+                ins.append(imp.g.add_const(f"{base}_b", wb + rb))
+            ins.append(_recurrent_state(imp, node, 5, d, directions, batch_first, (B, H), f"{base}_h0"))
+            if op == "LSTM":
+                ins.append(_recurrent_state(imp, node, 6, d, directions, batch_first, (B, H), f"{base}_c0"))
+                ins.append(imp.g.add_const(f"{base}_p", _gate_blocks(peep[d], _ONNX_PEEPHOLE_ORDER, H)))
+            reverse = direction == "reverse" or d == 1
+            layer = dict(attrs, activations=acts[d], reverse=reverse)
+            for k in wants:
+                kind = recurrent.OUTPUTS[op][k]
+                if kind == "last_h" and 0 in wants:      # the sequence's last step in processing order
+                    seq = results[0][d]
+                    out = imp.g.unique_name(f"{base}_last_h")
+                    imp.g.add_tensor(out, (B, 1, H))
+                    imp.g.add_node("Slice", [seq], [out], name=out, starts=(0, 0 if reverse else T - 1, 0),
+                                   steps=(1, 1, 1), sizes=(B, 1, H))
+                else:
+                    out = imp.g.unique_name(f"{base}_{kind}")
+                    imp.g.add_tensor(out, (B, T, H) if kind == "sequence" else (B, H))
+                    imp.g.add_node(op, ins, [out], name=f"{_name(node)}_{kind}" + (f"_d{d}" if directions > 1 else ""),
+                                   output=kind, **layer)
+                results[k].append(out)
+        for k in wants:
+            _recurrent_output(imp, node.output[k], results[k], k == 0, batch_first, directions)
+    return rule
+
+
+def _recurrent_output(imp, y: str, parts: list, sequence: bool, batch_first: bool, directions: int) -> None:
+    """ONNX output `y` from the per-direction IR results: each given a unit direction axis (a free Reshape), then
+    concatenated along it. The sequence is stored [B, T, D, H] (for layout 0, Y [T, D, B, H] in a transposed
+    layout, which PyTorch's Transpose back to batch-first reads without a copy); the final states in ONNX's own
+    order."""
+    if sequence:
+        lay, axis = (plain(4), 2) if batch_first else (Layout((1, 2, 0, 3)), 2)
+    else:
+        lay, axis = (plain(3), 1) if batch_first else (plain(3), 0)
+    out = imp.define(y, lay)
+    if directions == 1:
+        imp.g.add_node("Reshape", parts, [out], name=y)
+        return
+    shape = list(imp.g.tensors[out].shape)
+    shape[axis] = 1
+    units = []
+    for part in parts:
+        units.append(imp.g.unique_name(f"{part}_unit"))
+        imp.g.add_tensor(units[-1], shape)
+        imp.g.add_node("Reshape", [part], [units[-1]], name=units[-1])
+    imp.g.add_node("Concat", units, [out], name=y, axis=axis)
+
+
 ONNX_OPS = {
     "Conv": conv, "ConvTranspose": conv_transpose, "Gemm": gemm, "MatMul": matmul,
     "Add": binary("Add"), "Sub": binary("Sub"), "Mul": binary("Mul"), "Div": binary("Div"),
@@ -1887,4 +2086,5 @@ ONNX_OPS = {
     "InstanceNormalization": instance_norm, "GroupNormalization": group_norm, "LpNormalization": lp_norm,
     "Resize": resize, "Upsample": resize,
     "Einsum": einsum,
+    "LSTM": recurrent_layer("LSTM"), "GRU": recurrent_layer("GRU"), "RNN": recurrent_layer("RNN"),
 }

@@ -1,0 +1,57 @@
+"""PyTorch's nn.LSTM / nn.GRU / nn.RNN exported to ONNX (TorchScript exporter and the dynamo one), with the
+Transpose / Squeeze / Concat / Reshape patterns they wrap around ONNX's LSTM/GRU/RNN (batch_first, num_layers=2,
+bidirectional, the final states as outputs), compiled by tinyc and checked against onnxruntime with `verify`.
+TINYC_FULL=1 runs every combination; the default run the two-layer bidirectional batch-first LSTM (TorchScript
+exporter) and GRU (dynamo)."""
+import itertools
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from torch import nn  # noqa: E402
+
+from tinyc.verify import verify  # noqa: E402
+
+FULL = bool(os.environ.get("TINYC_FULL"))
+LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+class Recurrent(nn.Module):
+    """A recurrent layer (input 6, hidden 8) and a Linear head on its sequence; also returns the final hidden state."""
+
+    def __init__(self, kind: str, batch_first: bool, layers: int, bidirectional: bool):
+        super().__init__()
+        self.kind = kind
+        self.rnn = LAYERS[kind](6, 8, num_layers=layers, batch_first=batch_first, bidirectional=bidirectional)
+        self.head = nn.Linear(16 if bidirectional else 8, 3)
+
+    def forward(self, x):
+        y, state = self.rnn(x)
+        return self.head(y), state[0] if self.kind == "lstm" else state
+
+
+def export(tmp_path, kind, batch_first, layers, bidirectional, dynamo) -> str:
+    torch.manual_seed(19)
+    model = Recurrent(kind, batch_first, layers, bidirectional).eval()
+    x = torch.randn((2, 5, 6) if batch_first else (5, 2, 6))
+    path = str(tmp_path / f"{kind}.onnx")
+    with torch.no_grad():
+        if dynamo:
+            torch.onnx.export(model, (x,), path, input_names=["input"], dynamo=True, verbose=False)
+        else:
+            torch.onnx.export(model, (x,), path, input_names=["input"], opset_version=17, dynamo=False)
+    return path
+
+
+DEFAULT = [("lstm", True, 2, True, False), ("gru", True, 2, True, True)]    # one exporter each
+ALL = list(itertools.product(LAYERS, (True, False), (1, 2), (False, True), (False, True)))
+
+
+@pytest.mark.parametrize("kind,batch_first,layers,bidirectional,dynamo", ALL if FULL else DEFAULT,
+                         ids=lambda v: str(v))
+def test_torch_recurrent_matches_onnxruntime(tmp_path, kind, batch_first, layers, bidirectional, dynamo):
+    report = verify(export(tmp_path, kind, batch_first, layers, bidirectional, dynamo), samples=2)
+    assert report["ok"], [(o["max_abs_err"], o["tolerance"]) for o in report["outputs"]]
