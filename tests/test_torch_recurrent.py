@@ -55,3 +55,24 @@ ALL = list(itertools.product(LAYERS, (True, False), (1, 2), (False, True), (Fals
 def test_torch_recurrent_matches_onnxruntime(tmp_path, kind, batch_first, layers, bidirectional, dynamo):
     report = verify(export(tmp_path, kind, batch_first, layers, bidirectional, dynamo), samples=2)
     assert report["ok"], [(o["max_abs_err"], o["tolerance"]) for o in report["outputs"]]
+
+
+@pytest.mark.skipif(not FULL, reason="QEMU runs: TINYC_FULL=1")
+@pytest.mark.parametrize("board_name", ["pico", "pico2"])     # Cortex-M0+ (mps2-an385), Cortex-M33 (mps2-an505)
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_emulated_runs_match(tmp_path, kind, board_name):
+    """A two-layer bidirectional batch-first nn.LSTM / nn.GRU (one sequence) under QEMU: the outputs equal the host
+    build's and onnxruntime's; every MAC counted."""
+    from tinyc.boards import load_board
+    from tinyc.compiler import compile_model
+    from tinyc.firmware.run import run_emulated
+    torch.manual_seed(19)
+    model = Recurrent(kind, True, 2, True).eval()
+    path = str(tmp_path / f"{kind}.onnx")
+    with torch.no_grad():
+        torch.onnx.export(model, (torch.randn(1, 10, 6),), path, input_names=["input"], opset_version=17,
+                          dynamo=False)
+    compiled = compile_model(path)
+    r = run_emulated(compiled, load_board(board_name), path, str(tmp_path / "out"))
+    assert r["outputs_match"], [(o["max_abs_diff_host"], o["max_abs_err_reference"]) for o in r["outputs"]]
+    assert r["macs"] == compiled.library.macs and r["instructions"] > r["macs"]
