@@ -231,10 +231,10 @@ def _save(model, tmp, name):
 
 
 def test_unsupported_layer(tmp):
-    x = keras.Input((5, 3), name="seq")
-    model = keras.Model(x, layers.Dense(2)(layers.LSTM(4, name="my_lstm")(x)))
-    with pytest.raises(TinycError, match=r"'my_lstm' of type LSTM is not supported; run `tinyc ops`"):
-        load_keras(_save(model, tmp, "lstm"))
+    x = keras.Input((5, 6, 3), name="seq")
+    model = keras.Model(x, layers.Flatten()(layers.ConvLSTM1D(4, 3, name="my_conv_lstm")(x)))
+    with pytest.raises(TinycError, match=r"'my_conv_lstm' of type ConvLSTM1D is not supported; run `tinyc ops`"):
+        load_keras(_save(model, tmp, "conv_lstm"))
 
 
 def test_lambda_layer(tmp):

@@ -40,6 +40,7 @@ class Ctx:
         self.source = None   # that tensor's source_name (the Keras layer name, or None)
         self._consts = {}    # (id(layer), what) -> const name: a shared layer stores its weights once
         self._final = None   # while `inner` runs: the helper tensor that final nodes write instead of `out`
+        self.used = (True,)  # per output of the current layer: whether anything reads it (a model output, a layer)
 
     def shape(self, name: str) -> tuple:
         return self.g.tensors[name].shape
@@ -125,9 +126,11 @@ def _walk(cv: Ctx, model, names: dict, top: bool) -> list[str]:
     names of model.outputs. `top`: layers of the loaded model itself (they get source names)."""
     keras = cv.keras
     order = _topo_nodes(model, set(names))
+    _refuse_masks(order)
     uses: dict[int, int] = {}
     for op, _ in order:
         uses[id(op)] = uses.get(id(op), 0) + 1
+    read = {_key(t) for t in model.outputs} | {_key(t) for _, node in order for t in node.input_tensors}
     for op, node in order:
         kind = type(op).__name__
         missing = [t for t in node.input_tensors if _key(t) not in names]
@@ -151,15 +154,38 @@ def _walk(cv: Ctx, model, names: dict, top: bool) -> list[str]:
         if rule is None:
             raise TinycError(f"layer '{op.name}' of type {kind} is not supported; "
                              "run `tinyc ops` to see supported layers")
-        if len(outs) != 1:
-            raise TinycError(f"layer '{op.name}' ({kind}) has {len(outs)} outputs; only single-output layers "
-                             "are supported")
         cv.layer, cv.out = op, cv.g.unique_name(op.name)
-        cv.source = op.name if top and uses[id(op)] == 1 else None
+        cv.source = op.name if top and uses[id(op)] == 1 and len(outs) == 1 else None
+        cv.used = tuple(_key(t) in read for t in outs)
         result = rule(cv, op, op.get_config(), ins)
-        _check_shape(op, cv.shape(result), outs[0].shape)
-        names[_key(outs[0])] = result
+        results = result if isinstance(result, list) else [result]   # a list: one IR name per output (None: unread)
+        if len(results) != len(outs):
+            raise TinycError(f"layer '{op.name}' ({kind}) has {len(outs)} outputs; tinyc converts it with one "
+                             "output only")
+        for t, r in zip(outs, results):
+            if r is not None:
+                _check_shape(op, cv.shape(r), t.shape)
+                names[_key(t)] = r
     return [names[_key(t)] for t in model.outputs]
+
+
+def _refuse_masks(order) -> None:
+    """A layer called with a mask (from an Embedding with mask_zero=True or a Masking layer) skips the masked
+    steps; tinyc computes every step, so such a model is refused at the first layer that reads a mask."""
+    for op, node in order:
+        kwargs = getattr(getattr(node, "arguments", None), "kwargs", None) or {}
+        if any(hasattr(m, "_keras_history") for m in _leaves(kwargs.get("mask"))):
+            raise TinycError(f"layer '{op.name}' ({type(op).__name__}) is called with a mask (from an Embedding with "
+                             "mask_zero=True or a Masking layer); tinyc computes every step: remove the mask")
+
+
+def _leaves(value) -> list:
+    """The leaves of a nested list / tuple / dict (a Keras call argument)."""
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    return [] if value is None else [value]
 
 
 # -- inputs --------------------------------------------------------------------------------------------------

@@ -574,6 +574,197 @@ def time_distributed(cv, layer, cfg, ins):
     return cv.emit("Reshape", [y], tuple(shape[:2]) + tuple(cv.shape(y)[1:]))
 
 
+# -- recurrent layers (tinyc/ops/recurrent.py) ---------------------------------------------------------------
+# Keras cell class -> (IR op, the states the cell carries, as return_state gives them)
+_CELLS = {"LSTMCell": ("LSTM", ("h", "c")), "GRUCell": ("GRU", ("h",)), "SimpleRNNCell": ("RNN", ("h",))}
+
+
+def _cell_of(layer):
+    """(cell, IR op, state names) of an LSTM / GRU / SimpleRNN layer, or of an RNN layer of one such cell."""
+    cell = getattr(layer, "cell", None)
+    kind = type(cell).__name__
+    if kind not in _CELLS:
+        raise TinycError(f"{type(layer).__name__} '{layer.name}' runs a {kind}; tinyc converts recurrent layers of "
+                         "one LSTMCell, GRUCell or SimpleRNNCell (stack layers rather than cells)")
+    return (cell,) + _CELLS[kind]
+
+
+def _cell_activations(cv, layer, cell, op) -> tuple:
+    """The IR op's activations (f, g, h) / (f, g) / (f,) from the cell's recurrent_activation and activation."""
+    fns = {"LSTM": ("recurrent_activation", "activation", "activation"),
+           "GRU": ("recurrent_activation", "activation"), "RNN": ("activation",)}[op]
+    acts = []
+    for fn in fns:
+        act, softmax = activation_of(cv, layer, getattr(cell, fn))
+        if softmax:
+            raise TinycError(f"{type(layer).__name__} '{layer.name}' uses softmax inside its cell; tinyc's recurrent "
+                             "layers take elementwise activations")
+        acts.append(act)
+    return tuple(acts)
+
+
+class _Direction:
+    """One direction of a recurrent layer (a whole LSTM / GRU / SimpleRNN, or one half of a Bidirectional): its IR
+    node's inputs and attributes, and the outputs built so far ("sequence", "last_h", "last_c")."""
+
+    def __init__(self, op, inputs, attrs, shape, prefix, flip, carried):
+        self.op, self.inputs, self.attrs, self.shape = op, inputs, attrs, shape
+        self.prefix = prefix    # of its constants and helper tensors: '' or 'forward_' / 'backward_'
+        self.flip = flip        # its sequence is wanted in the reverse of the node's order (input order)
+        self.carried = carried  # stateful=True: state name ('h', 'c') -> the IR state tensor it starts from
+        self.made = {}          # its outputs built so far, by kind, as Keras gives them
+        self.sequence = None    # the node's own sequence output (input order), once built
+
+
+def _direction(cv, layer, x, initial, prefix, flip) -> _Direction:
+    """The node inputs of one recurrent layer: weights transposed to [gates*H, I] and [gates*H, H] (Keras' gate
+    order is the op's), zeros for an absent bias, peepholes and initial states not given as inputs. GRU
+    reset_after=True: the [2, 3H] bias is the input bias and the recurrent one (linear_before_reset);
+    reset_after=False: one bias, the recurrent bias zero."""
+    cell, op, states = _cell_of(layer)
+    shape = cv.shape(x)
+    if len(shape) != 3:
+        raise TinycError(f"{type(layer).__name__} '{layer.name}' gets an input of shape {shape}; recurrent layers "
+                         "take [batch, steps, features]")
+    if initial and len(initial) != len(states):
+        raise TinycError(f"{type(layer).__name__} '{layer.name}' is given {len(initial)} initial states; it "
+                         f"carries {len(states)}")
+    B, T, _ = shape
+    H = int(cell.units)
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    zeros = np.zeros(G * H, np.float32)
+    bias = cv.numpy(cell.bias) if cell.use_bias else zeros
+    if op == "GRU" and cell.reset_after:
+        b, rb = (bias[0], bias[1]) if cell.use_bias else (zeros, zeros)
+        biases = [cv.const(f"{prefix}input_bias", b), cv.const(f"{prefix}recurrent_bias", rb)]
+    elif op == "GRU":
+        biases = [cv.const(f"{prefix}bias", bias), cv.const(f"{prefix}recurrent_bias", zeros)]
+    else:
+        biases = [cv.const(f"{prefix}bias", bias)]
+    carried = {}
+    if not initial and layer.stateful:   # initial states given at the call replace the carried ones, as in Keras
+        for s, value in zip(states, layer.states):
+            if tuple(value.shape) != (B, H):
+                raise TinycError(f"{type(layer).__name__} '{layer.name}' is stateful with batch size {value.shape[0]}; "
+                                 "tinyc compiles one sample at a time: build the model with batch_size=1")
+            name = cv.g.unique_name(f"{cv.out}_{prefix}state_{s}")
+            cv.g.add_state(name, (B, H), initial=cv.numpy(value))
+            carried[s] = name
+        initial = [carried[s] for s in states]
+    if not initial:
+        initial = [cv.const(f"{prefix}initial_{s}", np.zeros((B, H), np.float32)) for s in states]
+    inputs = [x, cv.const(f"{prefix}kernel", cv.numpy(cell.kernel).T),
+              cv.const(f"{prefix}recurrent_kernel", cv.numpy(cell.recurrent_kernel).T)] + biases + list(initial)
+    attrs = dict(activations=_cell_activations(cv, layer, cell, op), clip=None, reverse=bool(layer.go_backwards))
+    if op == "LSTM":
+        inputs.append(cv.const(f"{prefix}peepholes", np.zeros(3 * H, np.float32)))
+        attrs.update(cell_clip=None, input_forget=False)
+    if op == "GRU":
+        attrs.update(linear_before_reset=bool(cell.reset_after))
+    return _Direction(op, inputs, attrs, (B, T, H), prefix, flip, carried)
+
+
+def _direction_output(cv, d: _Direction, kind: str, final: bool) -> str:
+    """Output `kind` of direction `d`, built on first use: a node of the op, but the final h of a direction whose
+    sequence is built is its last processed step (a Slice and a Reshape, no second pass over the sequence); a
+    flipped sequence is a Slice stepping back over the node's (Keras returns a go_backwards layer's sequence in
+    processing order)."""
+    if kind in d.made:
+        return d.made[kind]
+    B, T, H = d.shape
+    tag = f"{d.prefix}{kind}"
+    if kind == "last_h" and d.sequence is not None:
+        step = 0 if d.attrs["reverse"] else T - 1
+        last = cv.emit("Slice", [d.sequence], (B, 1, H), final=False, tag=f"{d.prefix}last_step",
+                       starts=(0, step, 0), steps=(1, 1, 1), sizes=(B, 1, H))
+        y = cv.emit("Reshape", [last], (B, H), final=final, tag=tag)
+    elif kind == "sequence":
+        y = d.sequence = cv.emit(d.op, d.inputs, (B, T, H), final=final and not d.flip, tag=tag, output=kind,
+                                 **d.attrs)
+        if d.flip:
+            y = cv.emit("Slice", [y], (B, T, H), final=final, tag=f"{tag}_reversed", starts=(0, T - 1, 0),
+                        steps=(1, -1, 1), sizes=(B, T, H))
+    else:
+        y = cv.emit(d.op, d.inputs, (B, H), final=final, tag=tag, output=kind, **d.attrs)
+    d.made[kind] = y
+    return y
+
+
+def _carry(cv, d: _Direction) -> None:
+    """stateful=True: each carried state takes the layer's final state after every inference."""
+    for s, name in d.carried.items():
+        cv.g.state[name] = _direction_output(cv, d, f"last_{s}", final=False)
+
+
+def _distinct(cv, names: list) -> list:
+    """A layer's outputs, each its own tensor: an output with the value of an earlier one (the last output and the
+    final h) is an Identity copy of it, so that a model may return both."""
+    seen, out = set(), []
+    for name in names:
+        if name is not None and name in seen:
+            name = cv.emit("Identity", [name], cv.shape(name), final=False, tag="copy")
+        seen.add(name)
+        out.append(name)
+    return out
+
+
+def recurrent(cv, layer, cfg, ins):
+    """LSTM, GRU, SimpleRNN (and RNN of one such cell): a node for each read output — the sequence
+    (return_sequences) or the last output, and the final states (return_state: h, and c for an LSTM). Initial
+    states passed at the call are inputs of the nodes. stateful=True: the initial states are state tensors of the
+    graph (docs/streaming-state.md), starting from the layer's states, and take the final states after each
+    inference. Dropout, unroll and the cuDNN choice do not change what inference computes."""
+    _, _, states = _cell_of(layer)
+    d = _direction(cv, layer, ins[0], ins[1:], "", flip=bool(layer.go_backwards))
+    kinds = ["sequence" if layer.return_sequences else "last_h"]
+    kinds += [f"last_{s}" for s in states] if layer.return_state else []
+    outs = [_direction_output(cv, d, kind, final=i == 0) if used else None
+            for i, (kind, used) in enumerate(zip(kinds, cv.used))]
+    _carry(cv, d)
+    return _distinct(cv, outs) if len(outs) > 1 else outs[0]
+
+
+def _merge(cv, mode: str, ys: list) -> str:
+    """Bidirectional's merge of the two directions' outputs, as Keras computes it."""
+    shape = cv.shape(ys[0])
+    if mode == "concat":
+        return cv.emit("Concat", ys, shape[:-1] + (shape[-1] + cv.shape(ys[1])[-1],), axis=len(shape) - 1)
+    if mode in ("sum", "mul"):
+        return cv.emit("Add" if mode == "sum" else "Mul", ys, shape, activation=None)
+    total = cv.emit("Add", ys, shape, final=False, tag="sum", activation=None)
+    return cv.emit("Div", [total, cv.const("count", np.float32(2))], shape, activation=None)
+
+
+def bidirectional(cv, layer, cfg, ins):
+    """Bidirectional: its forward and backward layers as two directions (the backward one's sequence back in input
+    order, as Keras flips it), merged by concat / sum / ave / mul, or both returned (merge_mode None); with
+    return_state, the forward layer's final states, then the backward one's."""
+    subs = (("forward_", layer.forward_layer), ("backward_", layer.backward_layer))
+    counts = [len(_cell_of(sub)[2]) for _, sub in subs]
+    initial = ins[1:]
+    if initial and len(initial) != sum(counts):
+        raise TinycError(f"Bidirectional '{layer.name}' is given {len(initial)} initial states; its layers carry "
+                         f"{sum(counts)}")
+    parts = (initial[:counts[0]], initial[counts[0]:])
+    dirs = [_direction(cv, sub, ins[0], part, prefix, flip=bool(sub.go_backwards) != (prefix == "backward_"))
+            for (prefix, sub), part in zip(subs, parts)]
+    main = "sequence" if layer.return_sequences else "last_h"
+    mode = cfg.get("merge_mode")
+    if mode is None:
+        heads = [_direction_output(cv, d, main, final=i == 0) if used else None
+                 for i, (d, used) in enumerate(zip(dirs, cv.used))]
+    else:
+        heads = [_merge(cv, mode, [_direction_output(cv, d, main, final=False) for d in dirs])
+                 if cv.used[0] else None]
+    states = [(d, f"last_{s}") for d, (_, sub) in zip(dirs, subs) for s in _cell_of(sub)[2]] \
+        if layer.return_state else []
+    outs = heads + [_direction_output(cv, d, kind, final=False) if used else None
+                    for (d, kind), used in zip(states, cv.used[len(heads):])]
+    for d in dirs:
+        _carry(cv, d)
+    return _distinct(cv, outs) if len(outs) > 1 else outs[0]
+
+
 def input_layer(cv, layer, cfg, ins):
     raise TinycError(f"InputLayer '{layer.name}' is not one of the model's inputs")
 
@@ -729,5 +920,7 @@ SUPPORTED_LAYERS = {
     "TimeDistributed": time_distributed,
     "Dot": dot,
     "MultiHeadAttention": multi_head_attention,
+    "LSTM": recurrent, "GRU": recurrent, "SimpleRNN": recurrent, "RNN": recurrent,
+    "Bidirectional": bidirectional,
     **{name: identity for name in _DROPOUT_LIKE},
 }

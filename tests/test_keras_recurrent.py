@@ -1,0 +1,293 @@
+"""Keras recurrent layers (LSTM, GRU, SimpleRNN, RNN of one cell, Bidirectional) -> tinyc/ops/recurrent.py.
+
+Each model is checked twice against Keras: the imported graph in the IR interpreter, and the generated C under
+AddressSanitizer/UBSan (`tinyc verify`). Stateful layers run 50 frames, each compared with Keras carrying its state.
+With TINYC_FULL: an LSTM, a GRU and a Bidirectional model under QEMU on the Cortex-M0+ (pico: mps2-an385) and the
+Cortex-M33 (pico2: mps2-an505).
+"""
+import os
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+from keras import layers  # noqa: E402
+
+from model_zoo import randomize  # noqa: E402
+from test_keras_import import sample_inputs  # noqa: E402
+from tinyc.errors import TinycError  # noqa: E402
+from tinyc.frontends.keras_import import load_keras  # noqa: E402
+from tinyc.frontends.keras_layers import ACTIVATIONS  # noqa: E402
+from tinyc.interp import run  # noqa: E402
+from tinyc.verify import verify  # noqa: E402
+
+FULL = bool(os.environ.get("TINYC_FULL"))
+STEPS, FEATURES = 6, 3
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory):
+    return tmp_path_factory.mktemp("keras_recurrent")
+
+
+def _save(model, tmp):
+    path = str(tmp / f"{model.name}.keras")
+    model.save(path)
+    return path
+
+
+def _matches_keras(model, g, xs):
+    """The interpreter against Keras (called eagerly: tracing a graph of many recurrent layers takes seconds)."""
+    ref = model(xs if len(xs) > 1 else xs[0], training=False)
+    ref = [np.asarray(r) for r in (ref if isinstance(ref, (list, tuple)) else [ref])]
+    got = run(g, xs)
+    assert len(ref) == len(g.outputs)
+    for r, name in zip(ref, g.outputs):
+        err = np.abs(got[name] - r).max()
+        assert got[name].shape == r.shape and err <= 1e-4 * (1 + np.abs(r).max()), (name, err)
+
+
+def _check(model, tmp):
+    """The imported graph in the interpreter and the generated C against Keras; returns the graph."""
+    path = _save(model, tmp)
+    g = load_keras(path)
+    _matches_keras(model, g, sample_inputs(model))
+    report = verify(path, samples=2, seed=3)
+    assert report["ok"], report["outputs"]
+    return g
+
+
+# -- models --------------------------------------------------------------------------------------------------
+def variants_model(cls, seed, **extra):
+    """`cls` with every combination of go_backwards, return_sequences and return_state, all outputs returned."""
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((STEPS, FEATURES), name="x")
+    outs = []
+    for backwards in (False, True):
+        for sequences in (False, True):
+            name = f"{cls.__name__.lower()}{'_back' if backwards else ''}{'_seq' if sequences else ''}"
+            outs += cls(4, go_backwards=backwards, return_sequences=sequences, return_state=True, name=name,
+                        **extra)(x)
+    return randomize(keras.Model(x, outs, name=f"variants_{cls.__name__.lower()}"), seed)
+
+
+def options_model():
+    """use_bias=False, GRU reset_after False (with and without bias), other activations, an RNN of one cell."""
+    keras.utils.set_random_seed(11)
+    x = keras.Input((STEPS, FEATURES), name="x")
+    outs = [layers.LSTM(5, use_bias=False, return_sequences=True, name="lstm_nobias")(x),
+            layers.LSTM(3, activation="relu", recurrent_activation="hard_sigmoid", name="lstm_relu")(x),
+            layers.GRU(4, use_bias=False, return_sequences=True, name="gru_nobias")(x),
+            layers.GRU(4, reset_after=False, go_backwards=True, name="gru_v1")(x),
+            layers.GRU(4, reset_after=False, use_bias=False, return_sequences=True, name="gru_v1_nobias")(x),
+            layers.GRU(3, activation="softsign", recurrent_activation="hard_silu", name="gru_softsign")(x),
+            layers.SimpleRNN(4, use_bias=False, activation="linear", return_sequences=True, name="rnn_linear")(x),
+            layers.RNN(layers.LSTMCell(3), return_sequences=True, go_backwards=True, name="rnn_of_lstm_cell")(x),
+            layers.RNN(layers.GRUCell(3, reset_after=False), name="rnn_of_gru_cell")(x),
+            layers.LSTM(4, dropout=0.5, recurrent_dropout=0.5, unroll=True, name="lstm_dropout")(x)]
+    return randomize(keras.Model(x, outs, name="options"), 11)
+
+
+def activations_model():
+    """Every activation of the frontend's table, each in a SimpleRNN of a chain (each layer's sequence feeds the
+    next, all returned), and a few as an LSTM's recurrent activation."""
+    keras.utils.set_random_seed(12)
+    x = keras.Input((3, FEATURES), name="x")
+    outs, h = [], x
+    for name in sorted(ACTIVATIONS):
+        h = layers.SimpleRNN(3, activation=name, return_sequences=True, name=f"rnn_{name}")(h)
+        h = layers.LayerNormalization(name=f"norm_{name}")(h)     # keeps exponential & co. in range
+        outs.append(h)
+    for act, recurrent in (("relu6", "hard_silu"), ("softsign", "relu"), ("linear", "softplus")):
+        outs.append(layers.LSTM(2, activation=act, recurrent_activation=recurrent, name=f"lstm_{recurrent}")(h))
+    return randomize(keras.Model(x, outs, name="activations"), 12)
+
+
+def bidirectional_model(mode):
+    """Bidirectional with merge_mode `mode`: an LSTM with sequences and states, a GRU, a SimpleRNN forward
+    layer with a GRU backward layer of its own."""
+    keras.utils.set_random_seed(13)
+    x = keras.Input((STEPS, FEATURES), name="x")
+    outs = list(layers.Bidirectional(layers.LSTM(3, return_sequences=True, return_state=True), merge_mode=mode,
+                                     name="bi_lstm")(x))
+    y = layers.Bidirectional(layers.GRU(3), merge_mode=mode, name="bi_gru")(x)
+    outs += list(y) if mode is None else [y]
+    back = layers.GRU(3, go_backwards=True, return_sequences=True, reset_after=False)
+    y = layers.Bidirectional(layers.SimpleRNN(3, return_sequences=True), merge_mode=mode, backward_layer=back,
+                             name="bi_mixed")(x)
+    outs += list(y) if mode is None else [y]
+    return randomize(keras.Model(x, outs, name=f"bidirectional_{mode or 'none'}"), 13)
+
+
+def stacked_model():
+    """Stacked layers (sequences feeding the next layer), initial states from model inputs and from a Dense, a
+    classifier head."""
+    keras.utils.set_random_seed(14)
+    x = keras.Input((STEPS, FEATURES), name="x")
+    h0, c0 = keras.Input((6,), name="h0"), keras.Input((6,), name="c0")
+    h = layers.LSTM(6, return_sequences=True, name="lstm1")(x, initial_state=[h0, c0])
+    h, state = layers.GRU(5, return_sequences=True, return_state=True, go_backwards=True, name="gru2")(h)
+    h = layers.Bidirectional(layers.LSTM(4, return_sequences=True), name="bi3")(h)
+    h = layers.SimpleRNN(4, name="rnn4")(h, initial_state=layers.Dense(4, name="rnn4_h0")(state))
+    y = layers.Dense(3, activation="softmax", name="head")(layers.Concatenate(name="features")([h, state]))
+    return randomize(keras.Model([x, h0, c0], y, name="stacked"), 14)
+
+
+# -- equivalence ---------------------------------------------------------------------------------------------
+# The default run takes one model of each kind; TINYC_FULL the others.
+def _full_only(*values):
+    return [v if FULL else pytest.param(v, marks=pytest.mark.skip(reason="TINYC_FULL")) for v in values]
+
+
+@pytest.mark.parametrize("cls", [layers.LSTM, layers.SimpleRNN, *_full_only(layers.GRU)],
+                         ids=["lstm", "simple_rnn", "gru"])
+def test_variants_match_keras(cls, tmp):
+    _check(variants_model(cls, seed=10), tmp)
+
+
+def test_options_match_keras(tmp):
+    _check(options_model(), tmp)
+
+
+@pytest.mark.skipif(not FULL, reason="every activation of the table: TINYC_FULL")
+def test_activations_match_keras(tmp):
+    _check(activations_model(), tmp)
+
+
+@pytest.mark.parametrize("mode", ["concat", None, *_full_only("sum", "ave", "mul")])
+def test_bidirectional_matches_keras(mode, tmp):
+    _check(bidirectional_model(mode), tmp)
+
+
+def test_stacked_matches_keras(tmp):
+    _check(stacked_model(), tmp)
+
+
+# -- structure -----------------------------------------------------------------------------------------------
+def _ops(g, prefix):
+    return sorted(n.op for n in g.nodes if n.name.startswith(prefix))
+
+
+def test_only_read_outputs_are_built(tmp):
+    """A node per read output; the final h of a layer whose sequence is built is its last step (Slice, Reshape);
+    a backwards sequence is a Slice stepping back; a second output of the same value is an Identity copy."""
+    keras.utils.set_random_seed(15)
+    x = keras.Input((STEPS, FEATURES), name="x")
+    _, h_only, _ = layers.LSTM(4, return_state=True, name="h_only")(x)
+    seq, seq_h, seq_c = layers.LSTM(4, return_sequences=True, return_state=True, go_backwards=True, name="all")(x)
+    last, last_h = layers.GRU(4, return_state=True, name="twice")(x)
+    model = randomize(keras.Model(x, [h_only, seq, seq_h, seq_c, last, last_h], name="structure"), 15)
+    g = load_keras(_save(model, tmp))
+    assert _ops(g, "h_only") == ["LSTM"] and g.nodes[0].attrs["output"] == "last_h"
+    nodes = {n.name: n for n in g.nodes}
+    assert _ops(g, "all") == ["LSTM", "LSTM", "Reshape", "Slice", "Slice"]
+    assert nodes["all_sequence"].attrs["reverse"] and nodes["all"].attrs["steps"] == (1, -1, 1)
+    assert nodes["all_last_step"].attrs["starts"] == (0, 0, 0)    # a reverse layer ends at step 0
+    assert nodes["all_last_c"].attrs["output"] == "last_c"
+    assert _ops(g, "twice") == ["GRU", "Identity"]
+    _matches_keras(model, g, sample_inputs(model))
+
+
+# -- stateful ------------------------------------------------------------------------------------------------
+FRAMES = 50
+
+
+def stateful_model():
+    """A streaming model: one frame of 2 steps per call, stateful LSTM -> stateful backwards GRU, and a stateful
+    Bidirectional SimpleRNN."""
+    keras.utils.set_random_seed(16)
+    x = keras.Input((2, FEATURES), batch_size=1, name="frame")
+    h = layers.LSTM(5, stateful=True, return_sequences=True, name="lstm")(x)
+    a = layers.GRU(4, stateful=True, go_backwards=True, name="gru")(h)
+    b = layers.Bidirectional(layers.SimpleRNN(3, stateful=True), merge_mode="sum", name="bi")(h)
+    return randomize(keras.Model(x, [a, b], name="stateful"), 16)
+
+
+def test_stateful_carries_state_frame_by_frame(tmp):
+    """The C (host, sanitizers) against Keras on 50 consecutive frames, both carrying the layers' states."""
+    path = _save(stateful_model(), tmp)
+    g = load_keras(path)
+    assert sorted(g.state) == ["bi_backward_state_h", "bi_forward_state_h", "gru_state_h", "lstm_state_c",
+                               "lstm_state_h"]
+    assert g.state["gru_state_h"] == "gru" and all(not v.any() for v in g.initial_state().values())
+    report = verify(path, samples=FRAMES, seed=2)
+    assert report["ok"] and report["frames"] == FRAMES, report["outputs"]
+    assert sum(row["bytes"] for row in report["state"]) == 4 * (5 + 5 + 4 + 3 + 3)
+
+
+# -- refused -------------------------------------------------------------------------------------------------
+def _refused(model, tmp, match):
+    with pytest.raises(TinycError, match=match):
+        load_keras(_save(model, tmp))
+
+
+def test_mask_is_refused(tmp):
+    ids = keras.Input((5,), dtype="int32", name="ids")
+    h = layers.Embedding(10, 4, mask_zero=True, name="embed")(ids)
+    _refused(keras.Model(ids, layers.LSTM(3, name="masked_lstm")(h), name="masked"), tmp,
+             r"layer 'masked_lstm' \(LSTM\) is called with a mask .*mask_zero=True or a Masking layer")
+    x = keras.Input((5, 2), name="x")
+    h = layers.Masking(name="masking")(x)
+    _refused(keras.Model(x, layers.Bidirectional(layers.GRU(3), name="masked_bi")(h), name="masked2"), tmp,
+             r"layer 'masked_bi' \(Bidirectional\) is called with a mask")
+
+
+def test_softmax_in_a_cell_is_refused(tmp):
+    x = keras.Input((5, 2), name="x")
+    _refused(keras.Model(x, layers.SimpleRNN(3, activation="softmax", name="soft")(x), name="soft"), tmp,
+             r"SimpleRNN 'soft' uses softmax inside its cell")
+    _refused(keras.Model(x, layers.GRU(3, recurrent_activation="squareplus", name="sq")(x), name="sq"), tmp,
+             r"activation 'squareplus' of layer 'sq' \(GRU\) is not supported")
+
+
+def test_stacked_cells_are_refused(tmp):
+    x = keras.Input((5, 2), name="x")
+    cells = layers.RNN([layers.LSTMCell(3), layers.GRUCell(3)], name="stack")
+    _refused(keras.Model(x, cells(x), name="cells"), tmp, r"RNN 'stack' runs a StackedRNNCells; .*stack layers")
+
+
+def test_stateful_batch_above_one_is_refused(tmp):
+    x = keras.Input((1, 2), batch_size=2, name="x")
+    _refused(keras.Model(x, layers.LSTM(3, stateful=True, name="batched")(x), name="batched"), tmp,
+             r"LSTM 'batched' is stateful with batch size 2; .*batch_size=1")
+
+
+# -- on target -----------------------------------------------------------------------------------------------
+def kws_lstm():
+    keras.utils.set_random_seed(17)
+    x = keras.Input((12, 10), name="mfcc")
+    h = layers.LSTM(16, return_sequences=True, name="lstm1")(x)
+    h = layers.LSTM(12, go_backwards=True, name="lstm2")(h)
+    return randomize(keras.Model(x, layers.Dense(4, activation="softmax", name="out")(h), name="qemu_lstm"), 17)
+
+
+def kws_gru():
+    keras.utils.set_random_seed(18)
+    x = keras.Input((12, 10), name="mfcc")
+    h = layers.GRU(16, return_sequences=True, name="gru1")(x)
+    h = layers.GRU(12, reset_after=False, name="gru2")(h)
+    return randomize(keras.Model(x, layers.Dense(4, activation="softmax", name="out")(h), name="qemu_gru"), 18)
+
+
+def kws_bidirectional():
+    keras.utils.set_random_seed(19)
+    x = keras.Input((12, 10), name="mfcc")
+    h = layers.Bidirectional(layers.LSTM(8, return_sequences=True), name="bi1")(x)
+    h = layers.Bidirectional(layers.GRU(6), merge_mode="ave", name="bi2")(h)
+    h = layers.Concatenate(name="features")([h, layers.SimpleRNN(4, name="rnn")(x)])
+    return randomize(keras.Model(x, layers.Dense(4, activation="softmax", name="out")(h), name="qemu_bi"), 19)
+
+
+@pytest.mark.skipif(not FULL, reason="QEMU runs: TINYC_FULL=1")
+@pytest.mark.parametrize("board_name", ["pico", "pico2"])     # Cortex-M0+ (mps2-an385), Cortex-M33 (mps2-an505)
+@pytest.mark.parametrize("build", [kws_lstm, kws_gru, kws_bidirectional], ids=["lstm", "gru", "bidirectional"])
+def test_emulated_runs_match(build, board_name, tmp, tmp_path):
+    from tinyc.boards import load_board
+    from tinyc.compiler import compile_model
+    from tinyc.firmware.run import run_emulated
+    path = _save(build(), tmp)
+    assert verify(path, samples=3, seed=4)["ok"]
+    compiled = compile_model(path)
+    r = run_emulated(compiled, load_board(board_name), path, str(tmp_path))
+    assert r["outputs_match"], r["outputs"]
+    assert r["macs"] == compiled.library.macs and r["instructions"] > r["macs"]
