@@ -1,5 +1,7 @@
 """Streaming state (docs/streaming-state.md): the IR's state tensors, the interpreter carrying them frame by frame,
 and the graph passes keeping what the state update needs."""
+import os
+
 import numpy as np
 import pytest
 
@@ -327,3 +329,19 @@ def test_report_shows_the_state_beside_the_arena(tmp_path):
                                                                              ("acc_in", 20, "acc_out")]
     assert "state 52 B (static, not in the arena; reset with gru_reset_state)" in format_report(r)
     assert "state" not in memory_report(compile_model(gru_cell_onnx(tmp_path / "g2.onnx")))
+
+
+@pytest.mark.skipif(not os.environ.get("TINYC_FULL"), reason="QEMU runs: TINYC_FULL=1")
+@pytest.mark.parametrize("board_name", ["pico", "pico2"])
+def test_onnx_state_pairs_under_qemu_for_50_frames(tmp_path, board_name):
+    """The firmware runs the 50 frames in order from the initial state (M0+ and M33 under QEMU), the reference
+    onnxruntime fed back its paired outputs."""
+    pytest.importorskip("onnxruntime")
+    from tinyc.boards import load_board
+    from tinyc.compiler import compile_model
+    from tinyc.firmware.run import run_emulated
+    path = gru_cell_onnx(tmp_path / "gru.onnx")
+    compiled = compile_model(path, state=PAIRS)
+    xs = np.random.default_rng(5).standard_normal((50, 1, 5)).astype(np.float32)
+    r = run_emulated(compiled, load_board(board_name), path, str(tmp_path / "fw"), inputs=[xs], profile=False)
+    assert r["outputs_match"], r

@@ -321,8 +321,9 @@ def build(out_dir, opt, as_json):
 @_quantize_opt
 @_calib_opt
 @_kernels_opt
+@_state_opt
 def run_cmd(model, board, emulate, soc, as_json, out_dir, inputs, seed, no_profile, opt, name, input_shapes,
-            io_layout, quantize, calib, kernels):
+            io_layout, quantize, calib, kernels, state_pairs):
     """Run MODEL's firmware for BOARD under emulation: instructions per inference, per layer and per MAC, and
     whether the outputs equal the host build and the reference runtime (exit 1 when they do not). With --soc the
     board image runs on an emulated RP2040 instead: cycles per inference and per MAC."""
@@ -337,7 +338,7 @@ def run_cmd(model, board, emulate, soc, as_json, out_dir, inputs, seed, no_profi
         check_rp2040js()
     from .compiler import codegen_options
     c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib,
-                    codegen_options(kernels=kernels, arena_limit=_arena_limit(target)))
+                    codegen_options(kernels=kernels, arena_limit=_arena_limit(target)), _state_pairs(state_pairs))
     from .firmware.project import DEFAULT_OPT, check_firmware_fits
     check_firmware_fits(c, target)
     if soc:

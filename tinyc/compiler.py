@@ -28,6 +28,7 @@ class Compiled:
     library: Library
     quantized: Graph | None = None     # --quantize int8: the int8 graph tinyc made (its .tflite is the oracle)
     float_graph: Graph | None = None   # ... and the optimized float graph it was calibrated on
+    state_pairs: dict | None = None    # ONNX streaming state pairs {graph input: graph output} it was compiled with
 
 
 def default_name(path: str) -> str:
@@ -76,7 +77,9 @@ def compile_model(path: str, name: str | None = None, input_shapes=None, io_layo
     name = c_identifier(name) if name else default_name(path)
     g = load_model(path, input_shapes, io_layout, state=state)
     if quantize is None:
-        return compile_graph(g, name, os.path.basename(path), options)
+        c = compile_graph(g, name, os.path.basename(path), options)
+        c.state_pairs = state
+        return c
     if quantize != "int8":
         raise TinycError(f"--quantize {quantize} is not supported; use int8")
     if g.state:

@@ -275,7 +275,8 @@ def reference_outputs(compiled, path: str, data: list, io_layout: str, build: Pa
     """The reference runtime on `data` (per input [N, ...], our layout): per output [N, ...] in our layout, and
     the per-sample intermediate tensors named in `wanted`. With --quantize the reference is the int8 graph tinyc
     made, written as .tflite into `build`. `fallback`, `info`: as `reference.run_reference` (TFLite Micro for a
-    .tflite model TFLite rejects; which oracle ran)."""
+    .tflite model TFLite rejects; which oracle ran). `state`: ONNX streaming state pairs (default: those the model
+    was compiled with); the samples are then frames of one stream."""
     g = compiled.plan.graph
     if compiled.quantized is not None:
         path = str(build / "quantized.tflite")
@@ -283,7 +284,8 @@ def reference_outputs(compiled, path: str, data: list, io_layout: str, build: Pa
         io_layout = "api"    # the exported model takes and returns the C API's own arrays: nothing to convert
     samples = [[_to_reference(compiled, nm, d[s], io_layout) for nm, d in zip(g.inputs, data)]
                for s in range(data[0].shape[0] if data else 1)]
-    outs, inters = run_reference(path, samples, wanted, fallback, info, state)
+    outs, inters = run_reference(path, samples, wanted, fallback, info,
+                                 compiled.state_pairs if state is None else state)
     refs = [np.stack([_from_reference(compiled, r[k], io_layout).reshape(g.tensors[o].shape) for r in outs])
             for k, o in enumerate(g.outputs)]
     return refs, inters
