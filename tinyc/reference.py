@@ -213,6 +213,9 @@ def run_tflite(path: str, samples: list, intermediates=()) -> tuple[list, list]:
     out_idx = [d["index"] for d in interp.get_output_details()]
     outs, inters = [], []
     for sample in samples:
+        # each sample is one inference from the initial state: TFLite's variable tensors (an LSTM's h and c)
+        # would otherwise carry the previous sample's final state into this one
+        interp.reset_all_variables()
         for d, arr in zip(ins, sample):
             interp.set_tensor(d["index"], np.asarray(arr, dtype=d["dtype"]))
         interp.invoke()

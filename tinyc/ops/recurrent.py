@@ -25,6 +25,7 @@ what is a zero constant). Gate order is Keras's and TFLite's; ONNX's (iofc, zrh)
 Attributes: `activations`: the (f, g, h) / (f, g) / (f,) activation dicts of tinyc/activations.py; `clip`: ONNX's
 threshold on every activation's input (None: none); `cell_clip`: TFLite's clamp of the cell state (LSTM; None:
 none); `input_forget` (LSTM), `linear_before_reset` (GRU); `reverse`; `output`.
+int8 (LSTM only): TFLite's integer LSTM, int16 cell state and attribute `hidden_quant`; tinyc/ops/lstm_int8.py.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import numpy as np
 from .. import activations
 from ..codegen.literals import c_float
 from ..errors import TinycError
+from . import lstm_int8
 from .opdef import OpDef
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -202,13 +204,16 @@ def work_bytes(g, node) -> int:
     cell state (its hidden state when the output is the cell state) and a GRU's reset product [H]. The hidden state
     lives in the output (the sequence, or the last h written over itself)."""
     H = hidden_size(g, node)
+    if g.tensors[node.inputs[0]].dtype == "int8":
+        return lstm_int8.work_bytes(H)
     return 4 * {"LSTM": 5 * H, "GRU": 4 * H, "RNN": H}[node.op]
 
 
 _ATTRS = "[activations, clip, reverse, output"
 DEFINITIONS = (
     OpDef("LSTM", "x[B,T,I], w[4H,I], r[4H,H], b[4H], h0[B,H], c0[B,H], p[3H] -> [B,T,H] | [B,H]  "
-          f"{_ATTRS}, cell_clip, input_forget]", evaluate_lstm, check, lstm_kernel, None, None, None,
+          f"{_ATTRS}, cell_clip, input_forget, hidden_quant]", evaluate_lstm, check, lstm_kernel,
+          lstm_int8.int8_prepare, lstm_int8.int8_kernel, None,
           memory=None, quantize=None, work=work_bytes),
     OpDef("GRU", "x[B,T,I], w[3H,I], r[3H,H], b[3H], rb[3H], h0[B,H] -> [B,T,H] | [B,H]  "
           f"{_ATTRS}, linear_before_reset]", evaluate_gru, check, gru_kernel, None, None, None,
