@@ -79,7 +79,7 @@ class Ctx:
         self.out = -1           # its (first) output tensor index; a multi-output rule sets it per output
         self.outs: list = []    # all its output tensor indices
         for i, t in enumerate(self.sg.tensors):
-            arr = self._buffer(i, t)
+            arr = self.buffer_value(t)
             if arr is not None:
                 self.values[i] = arr
 
@@ -93,14 +93,15 @@ class Ctx:
     def dtype_name(self, i: int) -> str:
         return self.types.get(self.sg.tensors[i].type, str(self.sg.tensors[i].type))
 
-    def _np_dtype(self, i: int):
-        name = self.dtype_name(i)
+    def _np_dtype(self, t):
+        name = self.types.get(t.type, str(t.type))
         try:
             return np.dtype(name.lower())
         except TypeError:
-            raise TinycError(f"tensor '{self.tname(i)}' has type {name}, which tinyc cannot read") from None
+            raise TinycError(f"tensor '{_s(t.name)}' has type {name}, which tinyc cannot read") from None
 
-    def _buffer(self, idx: int, t) -> np.ndarray | None:
+    def buffer_value(self, t) -> np.ndarray | None:
+        """The constant data of TFLite tensor `t` (of any subgraph: WHILE bodies read theirs), or None."""
         if not t.buffer or t.buffer >= len(self.model.buffers):
             return None
         b = self.model.buffers[t.buffer]
@@ -112,7 +113,7 @@ class Ctx:
             raw = bytes(np.asarray(b.data, np.uint8))
         else:
             return None
-        dt = self._np_dtype(idx).newbyteorder("<")
+        dt = self._np_dtype(t).newbyteorder("<")
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
         count = int(np.prod(shape, dtype=np.int64))
         if len(raw) != count * dt.itemsize:
@@ -382,7 +383,7 @@ def load_tflite(path: str, input_shapes: list[tuple] | None = None) -> Graph:
             raise TinycError(f"{cv.where()} has {len(op_outs)} outputs; only single-output ops are supported")
         cv.outs = op_outs
         _convert(cv, rule, op.builtinOptions, op_ins)
-        if any(o not in cv.names for o in op_outs):
+        if any(o not in cv.names and o not in cv.values for o in op_outs):   # (a WHILE's counters are constants)
             raise TinycError(f"internal: {cv.where()} did not produce its outputs")
     for i in outs:
         if i not in cv.names:

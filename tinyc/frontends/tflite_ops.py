@@ -15,6 +15,7 @@ import numpy as np
 from ..activations import relu6
 from ..errors import TinycError
 from .geometry import conv_geometry
+from .tflite_recurrent import RECURRENT_MULTI_OUTPUT, RECURRENT_OPS
 
 PADDING = {0: "same", 1: "valid"}
 # fused_activation_function -> IR activation dict (5 = SIGN_BIT is not supported)
@@ -727,7 +728,7 @@ def resize(mode: str):
 
 
 # Operators with several outputs: the rule writes every one of `cv.outs`, setting `cv.out` before each.
-MULTI_OUTPUT_OPS = frozenset({"SPLIT", "SPLIT_V", "UNPACK"})
+MULTI_OUTPUT_OPS = frozenset({"SPLIT", "SPLIT_V", "UNPACK"}) | RECURRENT_MULTI_OUTPUT
 
 
 TFLITE_OPS = {
@@ -796,6 +797,7 @@ TFLITE_OPS = {
     "CAST": cast,
     "RESIZE_NEAREST_NEIGHBOR": resize("nearest"),
     "RESIZE_BILINEAR": resize("linear"),
+    **RECURRENT_OPS,
 }
 
 
