@@ -291,3 +291,16 @@ def test_emulated_runs_match(build, board_name, tmp, tmp_path):
     r = run_emulated(compiled, load_board(board_name), path, str(tmp_path))
     assert r["outputs_match"], r["outputs"]
     assert r["macs"] == compiled.library.macs and r["instructions"] > r["macs"]
+
+
+@pytest.mark.skipif(not FULL, reason="QEMU runs: TINYC_FULL=1")
+@pytest.mark.parametrize("board_name", ["pico", "pico2"])
+def test_emulated_stateful_frames_match(board_name, tmp, tmp_path):
+    """The firmware runs 50 frames in order on one state; each frame's outputs equal Keras' carrying its state."""
+    from tinyc.boards import load_board
+    from tinyc.compiler import compile_model
+    from tinyc.firmware.run import run_emulated
+    path = _save(stateful_model(), tmp)
+    frames = np.random.default_rng(5).normal(0, 1.5, (FRAMES, 1, 2, FEATURES)).astype(np.float32)
+    r = run_emulated(compile_model(path), load_board(board_name), path, str(tmp_path), inputs=[frames])
+    assert r["samples"] == FRAMES and r["outputs_match"], r["outputs"]
