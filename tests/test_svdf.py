@@ -7,10 +7,13 @@ memory 10). The oracle is TFLite's interpreter with its reference kernels, whose
 invoke(); TFLite Micro's interpreter is checked to agree with it.
 """
 import importlib.util
+import os
 import subprocess
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 if importlib.util.find_spec("tensorflow") is None:
     pytest.skip("the TFLite tests need tensorflow", allow_module_level=True)
@@ -246,3 +249,42 @@ def test_memory_zero_point_and_hybrid_are_refused(tmp_path):
     with pytest.raises(TinycError, match="hybrid SVDF") as e:
         load_tflite(write(tmp_path, svdf_model(False, feature_type="INT8"), "hybrid.tflite"))
     assert "\n" not in str(e.value)
+
+
+EXAMPLES = 40 if os.environ.get("TINYC_FULL") else 3
+
+
+def _log_scale(lo: int, hi: int):
+    return st.floats(lo, hi).map(lambda e: float(np.float32(10.0 ** e)))
+
+
+@st.composite
+def svdf_cases(draw):
+    """Shapes, and scales extreme in size (1e-8 and up) but chosen relative to each other, so that most outputs
+    are neither constant nor saturated, the requantization multipliers spread over 1e-5 to 1e3 around that."""
+    features, filters = draw(st.integers(1, 48)), draw(st.integers(1, 12))
+    rank = draw(st.sampled_from([r for r in range(1, filters + 1) if filters % r == 0]))
+    memory = draw(st.integers(1, 12))
+    zero_points = st.sampled_from([-128, -1, 0, 1, 127]) | st.integers(-128, 127)
+    x, wf, wt = draw(_log_scale(-4, 0)), draw(_log_scale(-4, 0)), draw(_log_scale(-8, 0))
+    typical_dot, typical_time = 6000 * np.sqrt(features), 1e8 * np.sqrt(rank * memory)
+    mem = float(np.float32(x * wf * typical_dot / 8000 * 10.0 ** draw(st.floats(-3, 2))))
+    y = float(np.float32(mem * wt * typical_time / 50 * 10.0 ** draw(st.floats(-2, 2))))
+    scales = dict(x=x, wf=wf, mem=mem, wt=wt, y=y, x_zp=draw(zero_points), y_zp=draw(zero_points))
+    return dict(features=features, filters=filters, rank=rank, memory=memory, bias=draw(st.booleans()),
+                scales=scales, seed=draw(st.integers(0, 2**16)))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=svdf_cases())
+def test_int8_bit_exact_with_extreme_scales_and_shapes(tmp_path_factory, case):
+    """Scales from 1e-8 up (requantization multipliers with shifts of both signs), zero points at the int8
+    extremes, full-range int16 time weights (time sums that wrap), memory 1 to 12, any rank: 8 frames of the C (the
+    memory carried) against TFLite, every byte. TINYC_FULL=1: 40 examples."""
+    tmp = tmp_path_factory.mktemp("svdf_case")
+    data = svdf_model(True, **case)
+    compiled = compile_model(write(tmp, data), "svdf_case")
+    xs = frames(True, 8, features=case["features"], seed=case["seed"])
+    ours = run_generated(compiled, [np.stack(xs)])[0]
+    for k, r in enumerate(tflite_frames(data, xs)):
+        assert np.array_equal(ours[k], r), f"frame {k}: {int((ours[k] != r).sum())} differing bytes"
