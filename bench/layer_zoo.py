@@ -33,6 +33,8 @@ def model_files(name: str, directory: Path) -> tuple[str, str | None]:
         model = layer_zoo.build_keras(name)
         path = directory / f"{name}.keras"
         model.save(path)
+        if name in layer_zoo.KERAS_FLOAT_ONLY:
+            return str(path), None
         return str(path), int8_zoo.to_int8_tflite(model, directory / f"{name}.tflite")
     return layer_zoo.export_torch(name, directory / f"{name}.onnx"), None
 
@@ -46,7 +48,7 @@ def measure(name: str, boards, directory: Path) -> list[dict]:
     from tinyc.verify import verify
     float_path, int8_path = model_files(name, directory)
     kinds = [("float", float_path, {}, None)]
-    if name not in FLOAT_ONLY:
+    if name not in FLOAT_ONLY | layer_zoo.KERAS_FLOAT_ONLY:
         if int8_path:
             kinds.append(("int8", int8_path, {}, "converter"))
         else:

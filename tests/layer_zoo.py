@@ -5,7 +5,8 @@ initializer's.
 Keras: a 1-D CNN activity classifier, a dilated causal temporal conv net with residuals and LayerNormalization, a
 conv autoencoder (Conv2DTranspose, UpSampling2D), a small U-Net (bilinear UpSampling2D, skip Concatenate), a
 MobileNetV3-small-style net (hard-swish, squeeze-excitation with a hard-sigmoid gate) and a one-block keyword
-spotting transformer (MultiHeadAttention, LayerNormalization, GELU feed-forward on 49 x 10 MFCC-like frames).
+spotting transformer (MultiHeadAttention, LayerNormalization, GELU feed-forward on 49 x 10 MFCC-like frames), and a
+keyword spotting LSTM on the same frames (float only: KERAS_FLOAT_ONLY).
 PyTorch (exported to ONNX with the TorchScript exporter at opset 20): the same kinds — ConvTranspose2d with
 F.interpolate nearest, a U-Net with F.interpolate bilinear, a transformer block with nn.MultiheadAttention,
 nn.LayerNorm and GELU, and a 1-D CNN.
@@ -138,9 +139,20 @@ def kws_transformer(keras):
     return keras.Model(x, L.Dense(12, name="kwt_out")(h), name="kws_transformer")
 
 
+def kws_lstm(keras):
+    """Keyword spotting on 49 frames of 10 MFCCs with an LSTM (32 units) read at its last step, 12 keywords."""
+    L = keras.layers
+    x = keras.Input((49, 10), name="kwl_in")
+    h = L.LSTM(32, name="kwl_lstm")(x)
+    return keras.Model(x, L.Dense(12, name="kwl_out")(h), name="kws_lstm")
+
+
 # model name -> builder(keras)
 KERAS = {f.__name__: f for f in (har_cnn1d, tcn_layernorm, conv_autoencoder, small_unet, mobilenet_v3_small,
-                                 kws_transformer)}
+                                 kws_transformer, kws_lstm)}
+# No int8 form yet: TFLiteConverter's int8 conversion of a Keras 3 LSTM (a WHILE loop) crashes, and tinyc's quantizer
+# takes no LSTM.
+KERAS_FLOAT_ONLY = {"kws_lstm"}
 AUTOENCODERS = {"conv_autoencoder"}
 SEGMENTERS = {"small_unet"}
 

@@ -25,8 +25,9 @@ HAVE_TORCH = importlib.util.find_spec("torch") is not None
 TORCH = layer_zoo.TORCH if HAVE_TORCH else ()
 # TFLiteConverter does not read ONNX: the PyTorch exports' int8 form is tinyc's quantizer's.
 INT8_BY_TINYC = set(TORCH)
-# tinyc's quantizer takes no Normalize (LayerNorm) yet, and TFLiteConverter does not read ONNX: float only.
-FLOAT_ONLY = {"torch_kws_transformer"}
+# tinyc's quantizer takes no Normalize (LayerNorm) yet, and TFLiteConverter does not read ONNX: float only; the Keras
+# LSTM: layer_zoo.KERAS_FLOAT_ONLY.
+FLOAT_ONLY = {"torch_kws_transformer", *layer_zoo.KERAS_FLOAT_ONLY}
 SAMPLES_INT8 = 10 if FULL else 3
 
 
@@ -45,7 +46,7 @@ class _Zoo:
                     keras_path = self.directory / f"{name}.keras"
                     model.save(keras_path)
                     self.paths[(name, "keras")] = str(keras_path)
-                    if name not in INT8_BY_TINYC:
+                    if name not in INT8_BY_TINYC and name not in FLOAT_ONLY:
                         self.paths[(name, "tflite")] = int8_zoo.to_int8_tflite(model,
                                                                                self.directory / f"{name}.tflite")
                 else:
