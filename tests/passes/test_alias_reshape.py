@@ -68,3 +68,28 @@ def test_graph_input_to_graph_output_reshape_is_marked():
     (r,) = run_pass(g).nodes
     assert r.op == "Reshape" and r.attrs == {"alias": True}
     assert "alias" not in g.nodes[0].attrs
+
+
+def _transposed(shape, perm):
+    g = Graph()
+    g.add_tensor("x", shape)
+    g.add_tensor("r", shape)
+    g.add_tensor("t", tuple(shape[p] for p in perm))
+    g.add_tensor("y", tuple(shape[p] for p in perm))
+    g.add_node("Activation", ["x"], ["r"], fn="relu")
+    g.add_node("Transpose", ["r"], ["t"], perm=perm)
+    g.add_node("Activation", ["t"], ["y"], fn="tanh")
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g
+
+
+def test_a_transpose_moving_only_unit_axes_is_an_alias():
+    """[T, 1, H] -> [1, T, H] (a batch-first recurrent layer of one sequence) keeps every byte in place."""
+    out = run_pass(_transposed((10, 1, 8), (1, 0, 2)))
+    assert [n.op for n in out.nodes] == ["Activation", "Reshape", "Activation"]
+    assert out.nodes[1].attrs == {"alias": True}
+
+
+def test_a_transpose_moving_data_stays():
+    out = run_pass(_transposed((10, 2, 8), (1, 0, 2)))
+    assert [n.op for n in out.nodes] == ["Activation", "Transpose", "Activation"]
