@@ -163,6 +163,16 @@ def test_stacked_matches_keras(tmp):
     _check(stacked_model(), tmp)
 
 
+@pytest.mark.skipif(not FULL, reason="TINYC_FULL")
+def test_time_distributed_matches_keras(tmp):
+    """TimeDistributed recurrent layers: one node over a batch of N*T sequences."""
+    keras.utils.set_random_seed(20)
+    x = keras.Input((3, 5, 2), name="x")
+    y = layers.TimeDistributed(layers.LSTM(4, go_backwards=True, return_sequences=True), name="td_lstm")(x)
+    z = layers.TimeDistributed(layers.Bidirectional(layers.GRU(3)), name="td_bi")(x)
+    _check(randomize(keras.Model(x, [y, z], name="time_distributed"), 20), tmp)
+
+
 # -- structure -----------------------------------------------------------------------------------------------
 def _ops(g, prefix):
     return sorted(n.op for n in g.nodes if n.name.startswith(prefix))
@@ -250,6 +260,13 @@ def test_stateful_batch_above_one_is_refused(tmp):
     x = keras.Input((1, 2), batch_size=2, name="x")
     _refused(keras.Model(x, layers.LSTM(3, stateful=True, name="batched")(x), name="batched"), tmp,
              r"LSTM 'batched' is stateful with batch size 2; .*batch_size=1")
+
+
+def test_shared_stateful_layer_is_refused(tmp):
+    a, b = keras.Input((1, 2), batch_size=1, name="a"), keras.Input((1, 2), batch_size=1, name="b")
+    shared = layers.GRU(3, stateful=True, name="shared")
+    _refused(keras.Model([a, b], [shared(a), shared(b)], name="shared"), tmp,
+             r"GRU 'shared' is stateful and called 2 times")
 
 
 # -- on target -----------------------------------------------------------------------------------------------

@@ -643,6 +643,9 @@ def _direction(cv, layer, x, initial, prefix, flip) -> _Direction:
         biases = [cv.const(f"{prefix}bias", bias)]
     carried = {}
     if not initial and layer.stateful:   # initial states given at the call replace the carried ones, as in Keras
+        if len(cv.layer._inbound_nodes) > 1:
+            raise TinycError(f"{type(cv.layer).__name__} '{cv.layer.name}' is stateful and called "
+                             f"{len(cv.layer._inbound_nodes)} times; tinyc carries the state of a layer called once")
         for s, value in zip(states, layer.states):
             if tuple(value.shape) != (B, H):
                 raise TinycError(f"{type(layer).__name__} '{layer.name}' is stateful with batch size {value.shape[0]}; "
