@@ -167,7 +167,8 @@ def exp_constants(integer_bits: int) -> dict:
     return dict(k=integer_bits, quarter=1 << (fraction - 2), steps=steps, clamp=clamp)
 
 
-def int8_kernel(k):
+def kernel_variables(k) -> dict:
+    """What templates/int8/lstm.c.j2 reads, for the reference kernel and its fast twin (codegen/int8_lstm.py)."""
     p: LstmInt8Params = k.params
     B, T, I = k.in_shape(0)
     H = k.in_shape(2)[1]
@@ -175,8 +176,8 @@ def int8_kernel(k):
     (im, ish), (rm, rsh) = zip(*p.input_mult), zip(*p.recurrent_mult)
     if k.work is None:
         raise TinycError(f"internal: int8 LSTM '{k.node.name}' has no arena scratch for its gates and state")
-    variables = dict(
-        B=B, T=T, I=I, H=H, w=k.expr(1), r=k.expr(2), h0=k.expr(4), c0=k.expr(5),
+    return dict(
+        B=B, T=T, I=I, H=H, w=k.expr(1), r=k.expr(2), h0=k.expr(4), c0=k.expr(5), fast=False,
         sequence=a["output"] == "sequence", reverse=bool(a.get("reverse")),
         input_bias=k.table(p.input_bias, "int32", "int8 LSTM input bias with the input zero point folded in"),
         recurrent_bias=(k.table(p.recurrent_bias, "int32", "int8 LSTM recurrent zero point times the weights")
@@ -191,10 +192,22 @@ def int8_kernel(k):
         c48=int16_constant(1515870810), cn32=int16_constant(-1010580540),
         gate_exp=exp_constants(3), gate_tanh_exp=exp_constants(4),
         cell_tanh_exp=exp_constants(16 + p.cell_shift) if p.cell_shift in CELL_TANH_SHIFTS else None)
-    return "lstm.c.j2", variables, B * T * 4 * H * (I + H)
 
 
-def work_bytes(H: int) -> int:
-    """The int8 kernel's arena scratch for one batch row: the four int16 gates [4H], the int16 cell state [H] and
-    the int8 hidden state [H]."""
-    return 2 * 4 * H + 2 * H + H
+def int8_kernel(k):
+    B, T, I = k.in_shape(0)
+    H = k.in_shape(2)[1]
+    return "lstm.c.j2", kernel_variables(k), B * T * 4 * H * (I + H)
+
+
+def expand_offset(H: int) -> int:
+    """Where the fast kernel's halfword pairs of x_t and h start in the scratch: after the gates and the cell
+    state, 4-byte aligned."""
+    return (2 * 4 * H + 2 * H + 3) // 4 * 4
+
+
+def work_bytes(H: int, I: int) -> int:
+    """The int8 kernel's arena scratch for one batch row: the four int16 gates [4H] and the int16 cell state [H]
+    (the hidden state lives in the output), then, for the fast kernel, x_t and h as int16 halfword pairs (their
+    first multiples of four values)."""
+    return expand_offset(H) + 2 * (I // 4 * 4 + H // 4 * 4)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import activations
+from ..codegen import int8_lstm
 from ..codegen.literals import c_float
 from ..errors import TinycError
 from . import lstm_int8
@@ -205,7 +206,7 @@ def work_bytes(g, node) -> int:
     lives in the output (the sequence, or the last h written over itself)."""
     H = hidden_size(g, node)
     if g.tensors[node.inputs[0]].dtype == "int8":
-        return lstm_int8.work_bytes(H)
+        return lstm_int8.work_bytes(H, g.tensors[node.inputs[0]].shape[2])
     return 4 * {"LSTM": 5 * H, "GRU": 4 * H, "RNN": H}[node.op]
 
 
@@ -213,7 +214,7 @@ _ATTRS = "[activations, clip, reverse, output"
 DEFINITIONS = (
     OpDef("LSTM", "x[B,T,I], w[4H,I], r[4H,H], b[4H], h0[B,H], c0[B,H], p[3H] -> [B,T,H] | [B,H]  "
           f"{_ATTRS}, cell_clip, input_forget, hidden_quant]", evaluate_lstm, check, lstm_kernel,
-          lstm_int8.int8_prepare, lstm_int8.int8_kernel, None,
+          lstm_int8.int8_prepare, lstm_int8.int8_kernel, int8_lstm.lstm,
           memory=None, quantize=None, work=work_bytes),
     OpDef("GRU", "x[B,T,I], w[3H,I], r[3H,H], b[3H], rb[3H], h0[B,H] -> [B,T,H] | [B,H]  "
           f"{_ATTRS}, linear_before_reset]", evaluate_gru, check, gru_kernel, None, None, None,

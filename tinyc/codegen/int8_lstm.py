@@ -1,0 +1,39 @@
+"""Fast int8 LSTM (templates/int8_fast/lstm.c.j2, the reference template with `fast`): the gate products x_t w^T
+and h r^T on the DSP extension, byte-identical to the reference (tinyc/ops/lstm_int8.py, TFLite's integer LSTM).
+
+Each step sign-extends x_t and h once into halfword pairs (v0, v2), (v1, v3) per four values (the kernel
+scratch after the gates and the cell state). The weights are re-laid out at compile time as rows of their first
+multiple of four columns (word-aligned, so one LDR reads four) and a small tail table of the rest. Four rows at a
+time: per four columns two loads of the pairs, then per row one LDR, SXTB16 and SXTB16 ROR 8 of the weights and
+two SMLAD: 22 instructions per 16 multiply-accumulates. The integer sums are exact (int8 products, at most
+(I + H) * 2^14 in magnitude), so the order of the additions does not matter; requantization, saturation and the
+gate activations are the reference's. Cores without DSP run plain loops over the same tables."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ops import lstm_int8
+
+
+def _split(k, i: int, label: str) -> tuple[str, str | None, int]:
+    """Weights [4H, K] as a table of rows of their first K4 = K - K % 4 columns and a tail table (None if K4 = K)."""
+    w = np.asarray(k.tensor(i).data, np.int8)
+    k4 = w.shape[1] // 4 * 4
+    head = k.table(np.ascontiguousarray(w[:, :k4]), "int8", f"int8 LSTM {label}, columns 0..{k4 - 1} per row")
+    tail = None
+    if k4 < w.shape[1]:
+        tail = k.table(np.ascontiguousarray(w[:, k4:]), "int8", f"int8 LSTM {label}, columns {k4}.. per row")
+    return head, tail, k4
+
+
+def lstm(k):
+    """The fast rule of the int8 LSTM, or None (inputs or units fewer than four: the reference kernel)."""
+    B, T, I = k.in_shape(0)
+    H = k.in_shape(2)[1]
+    if I < 4 or H < 4 or k.work is None:
+        return None
+    v = lstm_int8.kernel_variables(k)
+    v["wq"], v["wt"], v["I4"] = _split(k, 1, "input weights")
+    v["rq"], v["rt"], v["H4"] = _split(k, 2, "recurrent weights")
+    v.update(fast=True, expand_offset=lstm_int8.expand_offset(H))
+    return "lstm.c.j2", v, B * T * 4 * H * (I + H)
