@@ -18,7 +18,7 @@ keras = pytest.importorskip("keras")
 
 from tinyc.errors import TinycError  # noqa: E402
 from tinyc.frontends.tflite_import import load_tflite  # noqa: E402
-from tinyc.interp import run  # noqa: E402
+from tinyc.interp import run, run_frames  # noqa: E402
 from tinyc.reference import run_tflite  # noqa: E402
 from tinyc.verify import verify  # noqa: E402
 
@@ -67,8 +67,9 @@ def _matches_tflite(path, seed=1, scale=2.0):
     return g
 
 
-def _recurrent_nodes(g):
-    return [n for n in g.nodes if n.op in RECURRENT]
+def _recurrent_nodes(g, sequences_only=False):
+    """The graph's recurrent nodes (only those giving a whole sequence: not the final c of a carried state)."""
+    return [n for n in g.nodes if n.op in RECURRENT and (n.attrs["output"] == "sequence" or not sequences_only)]
 
 
 # -- converter-made models ------------------------------------------------------------------------------------
@@ -85,37 +86,40 @@ def tf_keras_bidirectional(tmp):
 def test_tf_keras_lstm_is_one_lstm_node_and_verifies(tf_keras_lstm):
     assert _ops(tf_keras_lstm) == ["UNIDIRECTIONAL_SEQUENCE_LSTM", "STRIDED_SLICE"]
     g = _matches_tflite(tf_keras_lstm)
-    (node,) = _recurrent_nodes(g)
+    (node,) = _recurrent_nodes(g, sequences_only=True)
     assert node.op == "LSTM" and node.attrs["cell_clip"] == 10.0   # the converter's clip of every Keras LSTM
-    report = verify(tf_keras_lstm, samples=2, seed=3)
-    assert report["ok"], report["outputs"]
+    report = verify(tf_keras_lstm, samples=3, seed=3)            # three frames, the state carried on both sides
+    assert report["ok"] and report["frames"] == 3 and len(report["state"]) == 2, report
 
 
 def test_tf_keras_bidirectional_lstm_verifies(tf_keras_bidirectional):
     assert _ops(tf_keras_bidirectional) == ["REVERSE_V2", "UNIDIRECTIONAL_SEQUENCE_LSTM", "REVERSE_V2",
                                             "UNIDIRECTIONAL_SEQUENCE_LSTM", "CONCATENATION"]
     g = _matches_tflite(tf_keras_bidirectional)
-    assert len(_recurrent_nodes(g)) == 2
+    assert len(_recurrent_nodes(g, sequences_only=True)) == 2
     report = verify(tf_keras_bidirectional, samples=2, seed=3)
     assert report["ok"], report["outputs"]
 
 
-def test_tflite_carries_lstm_state_across_invokes(tf_keras_lstm):
-    """What TFLite's interpreter does with the converter's variable state tensors: a second invoke() on the same
-    input starts from the first one's final h and c (a different output) until reset_all_variables()."""
+def test_lstm_state_is_carried_across_inferences_as_tflite_does(tf_keras_lstm):
+    """TFLite's interpreter carries the converter's variable state tensors from one invoke() to the next (until
+    reset_all_variables()): tinyc makes them streaming state, the final h and c their next values."""
+    g = load_tflite(tf_keras_lstm)
+    assert len(g.state) == 2 and all(v is not None for v in g.state.values())
     interp = tf.lite.Interpreter(model_path=tf_keras_lstm,
                                  experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
     interp.allocate_tensors()
     x = np.random.default_rng(0).standard_normal((1, STEPS, FEATURES)).astype(np.float32)
     inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
-    outs = []
-    for reset in (False, False, True):
-        if reset:
-            interp.reset_all_variables()
+    ref = []
+    for _ in range(3):                 # the same input three times: three different outputs
         interp.set_tensor(inp, x)
         interp.invoke()
-        outs.append(interp.get_tensor(out).copy())
-    assert np.abs(outs[1] - outs[0]).max() > 1e-3 and np.array_equal(outs[2], outs[0])
+        ref.append(interp.get_tensor(out).copy())
+    ours, _ = run_frames(g, [[x]] * 3)
+    assert np.abs(ref[1] - ref[0]).max() > 1e-3
+    for r, o in zip(ref, ours):
+        assert np.abs(o[g.outputs[0]] - r).max() <= 1e-4 * (1 + np.abs(r).max())
 
 
 KERAS3 = {
@@ -310,7 +314,7 @@ def S():
 def test_bidirectional_sequence_lstm(S, tmp, merge, time_major):
     path = _bidirectional_lstm(S, tmp / f"bidi_{merge}_{time_major}.tflite", merge, time_major)
     g = _matches_tflite(path)
-    nodes = _recurrent_nodes(g)
+    nodes = _recurrent_nodes(g, sequences_only=True)
     assert [n.attrs["reverse"] for n in nodes] == [False, True]
     if merge and not time_major:
         report = verify(path, samples=2, seed=3)
@@ -320,7 +324,7 @@ def test_bidirectional_sequence_lstm(S, tmp, merge, time_major):
 @pytest.mark.parametrize("time_major,activation", [(False, 1), (True, 4)])   # relu, tanh
 def test_unidirectional_sequence_rnn(S, tmp, time_major, activation):
     path = _unidirectional_rnn(S, tmp / f"rnn_{time_major}.tflite", time_major, activation)
-    (node,) = _recurrent_nodes(_matches_tflite(path))
+    (node,) = _recurrent_nodes(_matches_tflite(path))      # (its state's next value: the sequence's last step)
     assert node.op == "RNN"
     if time_major:
         report = verify(path, samples=2, seed=3)
@@ -335,7 +339,7 @@ LSTM_VARIANTS = {"cifg": dict(cifg=True), "peephole_cell_clip": dict(peephole=Tr
 @pytest.mark.parametrize("variant", list(LSTM_VARIANTS))
 def test_unidirectional_sequence_lstm_variants(S, tmp, variant):
     path = _unidirectional_lstm(S, tmp / f"lstm_{variant}.tflite", **LSTM_VARIANTS[variant])
-    (node,) = _recurrent_nodes(_matches_tflite(path))
+    (node,) = _recurrent_nodes(_matches_tflite(path), sequences_only=True)
     assert node.attrs["input_forget"] is LSTM_VARIANTS[variant].get("cifg", False)
     if variant == "cifg_peephole_time_major":
         report = verify(path, samples=2, seed=3)
@@ -363,6 +367,7 @@ def test_emulated_runs_match(tf_keras_lstm, tf_keras_bidirectional, tmp_path, wh
     from tinyc.firmware.run import run_emulated
     path = tf_keras_lstm if which == "lstm" else tf_keras_bidirectional
     compiled = compile_model(path, which)
-    r = run_emulated(compiled, load_board(board_name), path, str(tmp_path))
-    assert r["outputs_match"], r["outputs"]
-    assert r["instructions"] > 0
+    frames = np.random.default_rng(2).standard_normal((3, 1, STEPS, FEATURES)).astype(np.float32)
+    r = run_emulated(compiled, load_board(board_name), path, str(tmp_path), inputs=[frames])
+    assert r["samples"] == 3 and r["outputs_match"], r["outputs"]    # three frames, the state carried
+    print(f"{which} on {board_name}: {r['instructions']} instructions per inference, {r['macs']} MACs")

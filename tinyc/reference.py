@@ -201,9 +201,11 @@ def _tflite_interpreter(path: str, samples: list):
     return interp, ins
 
 
-def run_tflite(path: str, samples: list, intermediates=()) -> tuple[list, list]:
+def run_tflite(path: str, samples: list, intermediates=(), carry_state: bool = False) -> tuple[list, list]:
     """The TFLite interpreter with its reference kernels (BUILTIN_REF) and every intermediate kept, so tensors
-    named in `intermediates` (TFLite tensor names) can be read after each run. Raises TFLiteRejected when TFLite
+    named in `intermediates` (TFLite tensor names) can be read after each run. `carry_state`: the samples are
+    frames of one stream, its variable tensors carried from one to the next (as the C carries the state tinyc
+    made of them); otherwise each sample starts from their initial values. Raises TFLiteRejected when TFLite
     cannot load or allocate the model."""
     interp, ins = _tflite_interpreter(path, samples)
     index = {}
@@ -213,9 +215,10 @@ def run_tflite(path: str, samples: list, intermediates=()) -> tuple[list, list]:
     out_idx = [d["index"] for d in interp.get_output_details()]
     outs, inters = [], []
     for sample in samples:
-        # each sample is one inference from the initial state: TFLite's variable tensors (an LSTM's h and c)
-        # would otherwise carry the previous sample's final state into this one
-        interp.reset_all_variables()
+        if not carry_state:
+            # each sample is one inference from the initial state: TFLite's variable tensors (an LSTM's h and c)
+            # would otherwise carry the previous sample's final state into this one
+            interp.reset_all_variables()
         for d, arr in zip(ins, sample):
             interp.set_tensor(d["index"], np.asarray(arr, dtype=d["dtype"]))
         interp.invoke()
@@ -305,13 +308,15 @@ ORACLES = {".onnx": "onnxruntime", ".tflite": "tflite"}   # others: "keras"
 
 
 def run_reference(path: str, samples: list, intermediates=(), fallback: bool = False,
-                  info: dict | None = None, state: dict | None = None) -> tuple[list, list]:
+                  info: dict | None = None, state: dict | None = None,
+                  carry_state: bool = False) -> tuple[list, list]:
     """The model's reference runtime on `samples`. `fallback`: a .tflite model that TFLite's interpreter rejects
     at load/allocation runs in TFLite Micro's interpreter instead. `info` (a dict) receives "oracle" (onnxruntime,
     keras, tflite or tflite-micro) and, after a fallback, "oracle_reason". `state` (ONNX): streaming state pairs
     {graph input: graph output}, carried from sample to sample (`run_onnx`). The other runtimes carry a model's
-    own state by themselves when the samples run in order on one interpreter: TFLite's variables, Keras's stateful
-    layers."""
+    own state by themselves when the samples run in order on one interpreter: Keras's stateful layers, and
+    TFLite's variables with `carry_state` (the compiled graph has state; otherwise TFLite resets them before each
+    sample)."""
     ext = os.path.splitext(path)[1].lower()
     info = {} if info is None else info
     info["oracle"] = ORACLES.get(ext, "keras")
@@ -326,7 +331,7 @@ def run_reference(path: str, samples: list, intermediates=(), fallback: bool = F
             return run_onnx(path, samples, intermediates, state)
         if ext == ".tflite":
             try:
-                return run_tflite(path, samples, intermediates)
+                return run_tflite(path, samples, intermediates, carry_state)
             except TFLiteRejected as rejected:
                 if not fallback:
                     raise

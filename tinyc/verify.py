@@ -285,7 +285,7 @@ def reference_outputs(compiled, path: str, data: list, io_layout: str, build: Pa
     samples = [[_to_reference(compiled, nm, d[s], io_layout) for nm, d in zip(g.inputs, data)]
                for s in range(data[0].shape[0] if data else 1)]
     outs, inters = run_reference(path, samples, wanted, fallback, info,
-                                 compiled.state_pairs if state is None else state)
+                                 compiled.state_pairs if state is None else state, carry_state=bool(g.state))
     refs = [np.stack([_from_reference(compiled, r[k], io_layout).reshape(g.tensors[o].shape) for r in outs])
             for k, o in enumerate(g.outputs)]
     return refs, inters

@@ -69,17 +69,41 @@ def _float_weights(cv, i, what) -> np.ndarray:
 
 
 def _state(cv, i, shape, what) -> str:
-    """A state input: a model input or computed tensor as it is; a variable tensor (the converter's) or absent
-    one as its initial value, zeros unless the tensor has a buffer."""
+    """A state input: a model input or computed tensor as it is; a variable tensor (the converter's) a streaming
+    state tensor (docs/streaming-state.md) starting at zeros, or at its buffer when it has one, whose next value
+    the rule sets with `_carry`; an absent one zeros."""
     if i >= 0 and i in cv.names:
+        if cv.names[i] in cv.g.state:
+            raise TinycError(f"{cv.where()}: {what} '{cv.tname(i)}' is the state of an earlier recurrent operator "
+                             "too; tinyc carries a variable tensor for one operator")
         return cv.names[i]
     value = cv.values.get(i) if i >= 0 else None
+    declared = tuple(int(d) for d in cv.tensor(i).shape) if i >= 0 and cv.tensor(i).shape is not None else None
+    if value is not None and tuple(value.shape) != tuple(shape) or declared not in (None, (), tuple(shape)):
+        raise TinycError(f"{cv.where()}: {what} '{cv.tname(i)}' has shape {declared}, expected {shape}")
+    if i >= 0 and cv.tensor(i).isVariable:
+        name = cv.g.unique_name(f"{cv.tname(cv.out).split(';')[0]}_{what}")   # (the converter's: arith.constantN)
+        cv.g.add_state(name, shape, "float32", initial=value, source_name=None)
+        cv.names[i] = name
+        return name
     if value is None:
         value = np.zeros(shape, np.float32)
-    if tuple(value.shape) != tuple(shape):
-        raise TinycError(f"{cv.where()}: {what} '{cv.tname(i)}' has shape {tuple(value.shape)}, expected {shape}")
     base = cv.tname(i).split(";")[0] if i >= 0 else f"{cv.tname(cv.out)}_{what}"
     return cv.g.add_const(base or what, np.asarray(value, np.float32))
+
+
+def _carry(cv, state: str, next_value) -> None:
+    """Set the next value of `state` if it is a state tensor (a variable input); `next_value()` makes it."""
+    if state in cv.g.state and cv.g.state[state] is None:
+        cv.g.state[state] = next_value()
+
+
+def _last_step(cv, seq: str, reverse: bool) -> str:
+    """The final hidden state [B,H] of a batch-major sequence [B,T,H]: its last step in processing order."""
+    B, T, H = cv.g.tensors[seq].shape
+    step = cv.emit("Slice", [seq], (B, 1, H), final=False, tag="final_step", like=seq,
+                   starts=(0, 0 if reverse else T - 1, 0), steps=(1, 1, 1), sizes=(B, 1, H))
+    return cv.emit("Reshape", [step], (B, H), final=False, tag="final_h", like=seq)
 
 
 def _to_batch_major(cv, x: str, time_major: bool) -> str:
@@ -147,16 +171,22 @@ def lstm_parameters(cv, ins, first: int, n_input: int) -> dict:
 
 def lstm_node(cv, x: str, params: dict, h0: str, c0: str, activation: dict, cell_clip: float, reverse: bool,
               final: bool, tag: str = "lstm") -> str:
-    """The IR LSTM node of one direction over batch-major x, its whole output sequence [B,T,H]."""
+    """The IR LSTM node of one direction over batch-major x, its whole output sequence [B,T,H]; when h0 / c0 are
+    state tensors (TFLite variables), their next values: the sequence's last step and a `last_c` node."""
     B, T, _ = cv.g.tensors[x].shape
     H = params["hidden"]
     base = cv.tname(cv.out).split(";")[0] or "lstm"
     consts = [cv.g.add_const(f"{base}_{k}", params[k].astype(np.float32)) for k in ("w", "r", "b")]
     p = cv.g.add_const(f"{base}_p", params["p"].astype(np.float32))
-    return cv.emit("LSTM", [x, *consts, h0, c0, p], (B, T, H), final=final, tag=tag,
-                   activations=(dict(SIGMOID), activation, activation), clip=None,
-                   cell_clip=float(cell_clip) if cell_clip and cell_clip > 0 else None,
-                   input_forget=params["cifg"], reverse=reverse, output="sequence")
+    attrs = dict(activations=(dict(SIGMOID), activation, activation), clip=None,
+                 cell_clip=float(cell_clip) if cell_clip and cell_clip > 0 else None, input_forget=params["cifg"],
+                 reverse=reverse)
+    inputs = [x, *consts, h0, c0, p]
+    y = cv.emit("LSTM", inputs, (B, T, H), final=final, tag=tag, output="sequence", **attrs)
+    _carry(cv, h0, lambda: _last_step(cv, y, reverse))
+    _carry(cv, c0, lambda: cv.emit("LSTM", inputs, (B, H), final=False, tag=f"{tag}_final_c", like=y,
+                                   output="last_c", **attrs))
+    return y
 
 
 def _refuse_int8(cv, ins):
@@ -240,6 +270,7 @@ def unidirectional_sequence_rnn(cv, opts, ins):
     act = _activation(cv, opts.fusedActivationFunction if opts else 0)
     y = cv.emit("RNN", [x, *consts, h0], (B, shape[0] if time_major else shape[1], H), final=not time_major,
                 tag="rnn", activations=(act,), clip=None, reverse=False, output="sequence")
+    _carry(cv, h0, lambda: _last_step(cv, y, False))
     return _from_batch_major(cv, y, time_major)
 
 

@@ -566,25 +566,49 @@ def recognise(cv, opts, ins) -> dict:
     return dict(op="GRU", cell=match_gru(h_new, x, states[kh]), roles=roles, h_arg=kh, sequence=sequence, T=T)
 
 
-def _node(cv, found, ins, output: str, final: bool) -> str:
-    """The IR node of the recognised cell over the whole sequence, giving `output`."""
-    cell, roles, op = found["cell"], found["roles"], found["op"]
-    xs = cv.x(ins[roles["x"]])
-    T, B, I = cv.g.tensors[xs].shape
-    x = cv.emit("Reshape", [xs], (B, T, I), final=False, tag="batch_major", like=xs)    # batch 1: free
-    H = cell["r"][0].shape[1]
-    base = cv.tname(cv.out).split(";")[0] or op.lower()
-    weights = [cv.g.add_const(f"{base}_{k}", np.concatenate(cell[k]).astype(np.float32))
-               for k in ("w", "r", "b") + (("rb",) if op == "GRU" else ())]
-    inputs = [x, *weights, cv.x(ins[found["h_arg"]])]
-    attrs = dict(activations=tuple(dict(a) for a in cell["activations"]), clip=None, reverse=False, output=output)
-    if op == "LSTM":
-        inputs += [cv.x(ins[found["c_arg"]]), cv.g.add_const(f"{base}_p", np.zeros(3 * H, np.float32))]
-        attrs.update(cell_clip=None, input_forget=False)
-    if op == "GRU":
-        attrs.update(linear_before_reset=cell["linear_before_reset"])
-    shape = (B, T, H) if output == "sequence" else (B, H)
-    return cv.emit(op, inputs, shape, final=final, tag=output, **attrs)
+class _Results:
+    """The IR tensors of the recognised loop's results, each made once: the cell's node per output kind over the
+    whole sequence (weights added once), a final h beside its sequence the sequence's last step."""
+
+    def __init__(self, cv, found, ins):
+        self.cv, self.found, self.ins = cv, found, ins
+        self.inputs, self.attrs = None, None
+        self.made: dict[str, str] = {}
+
+    def _prepare(self) -> None:
+        cv, found, cell, op = self.cv, self.found, self.found["cell"], self.found["op"]
+        xs = cv.x(self.ins[found["roles"]["x"]])
+        T, B, I = cv.g.tensors[xs].shape
+        x = cv.emit("Reshape", [xs], (B, T, I), final=False, tag="batch_major", like=xs)   # batch 1: free
+        H = cell["r"][0].shape[1]
+        base = cv.tname(cv.outs[found["roles"]["out"]]).split(";")[0] or op.lower()
+        weights = [cv.g.add_const(f"{base}_{k}", np.concatenate(cell[k]).astype(np.float32))
+                   for k in ("w", "r", "b") + (("rb",) if op == "GRU" else ())]
+        self.inputs = [x, *weights, cv.x(self.ins[found["h_arg"]])]
+        self.attrs = dict(activations=tuple(dict(a) for a in cell["activations"]), clip=None, reverse=False)
+        if op == "LSTM":
+            self.inputs += [cv.x(self.ins[found["c_arg"]]), cv.g.add_const(f"{base}_p", np.zeros(3 * H, np.float32))]
+            self.attrs.update(cell_clip=None, input_forget=False)
+        if op == "GRU":
+            self.attrs.update(linear_before_reset=cell["linear_before_reset"])
+        self.B, self.T, self.H = B, T, H
+
+    def get(self, output: str) -> str:
+        """The IR tensor of `output` ("sequence" [B,T,H], "last_h" / "last_c" [B,H])."""
+        if output in self.made:
+            return self.made[output]
+        if self.inputs is None:
+            self._prepare()
+        cv, B, T, H = self.cv, self.B, self.T, self.H
+        if output == "last_h" and "sequence" in self.made:
+            step = cv.emit("Slice", [self.made["sequence"]], (B, 1, H), final=False, tag="final_step",
+                           like=self.made["sequence"], starts=(0, T - 1, 0), steps=(1, 1, 1), sizes=(B, 1, H))
+            y = cv.emit("Reshape", [step], (B, H), final=False, tag="final_h", like=step)
+        else:
+            y = cv.emit(self.found["op"], self.inputs, (B, T, H) if output == "sequence" else (B, H), final=False,
+                        tag=output, like=self.inputs[0], output=output, **self.attrs)
+        self.made[output] = y
+        return y
 
 
 def while_loop(cv, opts, ins):
@@ -598,25 +622,23 @@ def while_loop(cv, opts, ins):
         raise TinycError(f"{cv.where()}: not a recognised recurrent loop: {why}; tinyc compiles the WHILE loops the "
                          "TFLite converter writes for Keras LSTM, GRU and SimpleRNN layers") from None
     roles, T = found["roles"], found["T"]
+    results = _Results(cv, found, ins)
+    used = [k for k, out in enumerate(cv.outs) if _used_later(cv, out)]
+    if roles["out"] in used and found["sequence"]:
+        results.get("sequence")                  # first, so that a final h used beside it is its last step
     for k, out in enumerate(cv.outs):
         cv.out = out
         if k in roles["counters"]:
             cv.values[out] = np.asarray(roles["counters"][k] + T, np.int32)
         elif k == roles["x"]:
             cv.names[out] = cv.x(ins[k])
-        elif not _used_later(cv, out):
-            continue
-        elif k == roles["out"]:
-            if found["sequence"]:
-                y = _node(cv, found, ins, "sequence", final=False)
-                b, t, h = cv.g.tensors[y].shape
-                cv.emit("Reshape", [y], (t, b, h))                                        # the list: time-major
-            else:
-                y = _node(cv, found, ins, "last_h", final=False)
-                cv.emit("Reshape", [y], (1,) + cv.g.tensors[y].shape)
+        elif k not in used:
+            cv.values[out] = np.zeros(0, np.float32)   # a result nothing reads (the importer sees every output)
+        elif k == roles["out"]:                        # the list, time-major: all steps, or the last one
+            y = results.get("sequence" if found["sequence"] else "last_h")
+            b, h = cv.g.tensors[y].shape[0], cv.g.tensors[y].shape[-1]
+            cv.emit("Reshape", [y], (T if found["sequence"] else 1, b, h))
         else:
-            _node(cv, found, ins, "last_c" if k == found.get("c_arg") else "last_h", final=True)
-    for k, out in enumerate(cv.outs):   # results nothing reads: a name, so the importer sees every output
-        if out not in cv.names and out not in cv.values:
-            cv.values[out] = np.zeros(0, np.float32)
+            y = results.get("last_c" if k == found.get("c_arg") else "last_h")
+            cv.emit("Identity", [y], cv.g.tensors[y].shape)
     return None
