@@ -2,6 +2,8 @@
 directions, outputs read or not (Y, Y_h, Y_c), peepholes, clip, input_forget, linear_before_reset, initial states as
 constants, model inputs or absent, explicit activations with their alpha / beta; layout 1 (batch first, which
 onnxruntime does not run) against onnx's reference evaluator; and the refusals (sequence_lens, activations)."""
+import os
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -111,3 +113,38 @@ def test_a_runtime_sequence_lens_is_refused(tmp_path):
     model.graph.node[0].input[4] = "L"
     with pytest.raises(TinycError, match="LSTM 'rec': sequence_lens 'L' is computed at run time"):
         _load(tmp_path, model)
+
+
+@pytest.mark.skipif(not os.environ.get("TINYC_FULL"), reason="QEMU runs: TINYC_FULL=1")
+@pytest.mark.parametrize("board_name", ["pico", "pico2"])     # Cortex-M0+ (mps2-an385), Cortex-M33 (mps2-an505)
+def test_node_tests_under_qemu(tmp_path, board_name):
+    """ONNX's LSTM / GRU / RNN node tests (their weights bound as constants, as the backend does) compiled for the
+    board's core and run under QEMU: every output within the float tolerance of the test's expected values."""
+    from tinyc.boards import load_board
+    from tinyc.compiler import compile_model, write_library
+    from tinyc.firmware.emulate import emulate
+    from tinyc.firmware.project import write_firmware
+    from tinyc.frontends.onnx_import import bound_model_file
+    from tinyc.onnx_backend import load_suite, parameter_inputs
+
+    board = load_board(board_name)
+    cases = [c for c in load_suite(("node",)) if c.op in GATES]
+    assert len(cases) == 18
+    for case in cases:
+        model, (inputs, expected) = case.model, case.data_sets[0]
+        values = dict(zip([i.name for i in model.graph.input], inputs))
+        params = parameter_inputs(model)
+        work = tmp_path / case.name
+        work.mkdir()
+        src = work / "model.onnx"
+        src.write_bytes(model.SerializeToString())
+        path = bound_model_file(str(src), {n: values[n] for n in params}, str(work))
+        compiled = compile_model(path)
+        data = [values[i.name][None] for i in model.graph.input if i.name not in params]
+        write_library(compiled.library, str(work / "out"))
+        write_firmware(compiled, board, str(work / "out"), data)
+        outs = emulate(compiled, board, work / "out")["outputs"]
+        assert len(outs) == len(expected) > 0
+        for got, want in zip(outs, expected):
+            np.testing.assert_allclose(got[0], want, rtol=0, atol=1e-4 * (1 + np.abs(want).max()),
+                                       err_msg=f"{case.name} on {board_name}")
