@@ -262,6 +262,15 @@ def test_stateful_batch_above_one_is_refused(tmp):
              r"LSTM 'batched' is stateful with batch size 2; .*batch_size=1")
 
 
+def test_keras2_recurrent_h5_is_refused(tmp):
+    tf_keras = pytest.importorskip("tf_keras")
+    x = tf_keras.Input((5, 2))
+    path = str(tmp / "keras2_lstm.h5")
+    tf_keras.Model(x, tf_keras.layers.LSTM(3)(x)).save(path)
+    with pytest.raises(TinycError, match=r"a Keras 2 \(tf_keras\) model with recurrent layers \(time_major\)"):
+        load_keras(path)
+
+
 def test_shared_stateful_layer_is_refused(tmp):
     a, b = keras.Input((1, 2), batch_size=1, name="a"), keras.Input((1, 2), batch_size=1, name="b")
     shared = layers.GRU(3, stateful=True, name="shared")

@@ -233,6 +233,10 @@ def _load_model(keras, path: str):
         if "Lambda" in msg or "lambda" in msg:
             raise TinycError(f"'{path}' contains a Lambda layer (arbitrary Python code), which tinyc cannot "
                              "convert; run `tinyc ops` to see supported layers") from None
+        if "time_major" in msg:   # Keras 2 recurrent layers' config, which Keras 3 does not take
+            raise TinycError(f"cannot load Keras model '{path}': it is a Keras 2 (tf_keras) model with recurrent "
+                             "layers (time_major), which Keras 3 cannot read: build it with Keras 3 (its weights set "
+                             "from the tf_keras model), or convert it to .tflite") from None
         raise TinycError(f"cannot load Keras model '{path}': {type(e).__name__}: {msg[:300]}") from None
 
 
