@@ -82,9 +82,6 @@ def compile_model(path: str, name: str | None = None, input_shapes=None, io_layo
         return c
     if quantize != "int8":
         raise TinycError(f"--quantize {quantize} is not supported; use int8")
-    if g.state:
-        raise TinycError(f"--quantize int8 of a model with streaming state ('{next(iter(g.state))}') is not "
-                         "supported yet (its calibration would need frame sequences); compile it in float32")
     if any(t.dtype != "float32" for t in g.tensors.values() if not t.is_const):
         raise TinycError(f"'{path}' is already quantized; compile it without --quantize")
     empty = [g.tensors[n].source_name or n for n in g.inputs + g.outputs if g.tensors[n].size == 0]

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import MALFORMED, TinycError
 from ..ir import Graph, Quant
 from .tflite_ops import FOLD_OPS, MULTI_OUTPUT_OPS, TFLITE_OPS
+from .tflite_variables import finish_variables
 
 __all__ = ["FOLD_OPS", "TFLITE_OPS", "load_tflite"]
 
@@ -383,8 +384,10 @@ def load_tflite(path: str, input_shapes: list[tuple] | None = None) -> Graph:
             raise TinycError(f"{cv.where()} has {len(op_outs)} outputs; only single-output ops are supported")
         cv.outs = op_outs
         _convert(cv, rule, op.builtinOptions, op_ins)
-        if any(o not in cv.names and o not in cv.values for o in op_outs):   # (a WHILE's counters are constants)
+        if any(o not in cv.names and o not in cv.values and o not in getattr(cv, "resources", {})
+               for o in op_outs):   # (a WHILE's counters are constants)
             raise TinycError(f"internal: {cv.where()} did not produce its outputs")
+    finish_variables(cv)      # TFLite resource variables: their state tensors take their last assignments
     for i in outs:
         if i not in cv.names:
             if i in cv.values:

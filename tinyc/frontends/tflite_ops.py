@@ -16,6 +16,7 @@ from ..activations import relu6
 from ..errors import TinycError
 from .geometry import conv_geometry
 from .tflite_recurrent import RECURRENT_MULTI_OUTPUT, RECURRENT_OPS
+from .tflite_variables import VARIABLE_OPS, VARIABLE_OUTPUTS
 
 PADDING = {0: "same", 1: "valid"}
 # fused_activation_function -> IR activation dict (5 = SIGN_BIT is not supported)
@@ -728,7 +729,7 @@ def resize(mode: str):
 
 
 # Operators with several outputs: the rule writes every one of `cv.outs`, setting `cv.out` before each.
-MULTI_OUTPUT_OPS = frozenset({"SPLIT", "SPLIT_V", "UNPACK"}) | RECURRENT_MULTI_OUTPUT
+MULTI_OUTPUT_OPS = frozenset({"SPLIT", "SPLIT_V", "UNPACK"}) | RECURRENT_MULTI_OUTPUT | VARIABLE_OUTPUTS
 
 
 TFLITE_OPS = {
@@ -798,6 +799,7 @@ TFLITE_OPS = {
     "RESIZE_NEAREST_NEIGHBOR": resize("nearest"),
     "RESIZE_BILINEAR": resize("linear"),
     **RECURRENT_OPS,
+    **VARIABLE_OPS,
 }
 
 

@@ -62,12 +62,14 @@ def random_calibration(g: Graph, samples: int = 32, seed: int = 0) -> list[np.nd
 
 def collect_ranges(g: Graph, samples: list[np.ndarray], progress=None) -> dict[str, tuple[float, float]]:
     """(min, max) over all samples of every tensor computed at run time (inputs included). `progress(done,
-    total)` is called after each sample."""
+    total)` is called after each sample. A graph with streaming state runs the samples as consecutive frames of
+    one stream from the initial state (its state tensors' ranges included), as the deployed model would."""
     n = samples[0].shape[0]
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
+    state = None
     for s in range(n):
-        env = interp.run(g, [a[s] for a in samples], keep_all=True)
+        env, state = interp.step(g, [a[s] for a in samples], state, keep_all=True)
         for name, value in env.items():
             if g.tensors[name].is_const or value.size == 0:
                 continue

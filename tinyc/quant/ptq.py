@@ -13,6 +13,10 @@ What the TFLite converter does, in spirit (https://www.tensorflow.org/lite/perfo
     int8 ops: an int8 conv can only clamp its output.
 Graph inputs and outputs become int8 too: the API is `<name>_invoke(const int8_t *, int8_t *)` with the
 quantize/dequantize helpers.
+
+Streaming state (docs/streaming-state.md): a state tensor and its next value share one scale and zero point (the
+C copies the bytes), calibrated over the samples run as consecutive frames; the initial value is quantized with
+them.
 """
 from __future__ import annotations
 
@@ -86,13 +90,19 @@ def activation_params(lo: float, hi: float) -> tuple[float, int]:
 
 
 def _groups(g: Graph) -> dict[str, str]:
-    """Union-find over runtime tensors that must share quantization parameters -> representative."""
+    """Union-find over runtime tensors that must share quantization parameters -> representative (a state tensor
+    and its next value are one group)."""
     sets = DisjointSets(name for name, t in g.tensors.items() if not t.is_const)
     for n in g.nodes:
         if n.op in SHARED:
             for i in n.inputs:
                 if i in sets:
                     sets.merge(n.outputs[0], i)
+    for s, v in g.state.items():
+        if g.tensors[v].is_const:
+            raise TinycError(f"cannot quantize: state '{s}' takes the constant '{v}' after every inference; "
+                             "quantize the model without that state")
+        sets.merge(s, v)
     return {name: sets.find(name) for name in sets.parent}
 
 
@@ -154,6 +164,9 @@ def quantize_graph(g: Graph, samples: list[np.ndarray], progress=None) -> Graph:
         _quantize_constants(q, n)
         if n.op == "Pad":
             n.attrs["value"] = int(q.tensors[n.outputs[0]].quant.zero_point)
+    for s, init in list(q.state_init.items()):
+        quant = q.tensors[s].quant
+        q.state_init[s] = _quantize_tensor(init, float(quant.scale), int(quant.zero_point))
     return q
 
 

@@ -11,6 +11,11 @@ depthwise filters: IR [C*mult,KH,KW,1] becomes TFLite [1,KH,KW,C*mult] (per-chan
 TFLite knows only SAME and VALID padding: a Conv2D whose pads are neither is written as PAD then VALID; pooling
 pads must be SAME or VALID (a PAD would change what an average counts). Every operator is written
 as version 1, which every TFLite op resolver registers; kernels read types and quantization from the tensors.
+
+Streaming state is written in TFLite's resource-variable form (what tinyc's frontend reads back,
+frontends/tflite_variables.py): CALL_ONCE of an init subgraph assigning each variable its initial value, then per
+state tensor VAR_HANDLE + READ_VARIABLE into it, the graph's operators, and ASSIGN_VARIABLE of each next value.
+TFLite's interpreter keeps the variables across invoke(), as the C keeps its state.
 """
 from __future__ import annotations
 
@@ -71,9 +76,11 @@ class _Writer:
         self.codes: list = []
         self.code_index: dict[int, int] = {}    # builtin code -> index into operatorCodes
         self.operators: list = []
+        self.init_subgraph = None               # streaming state: CALL_ONCE's subgraph (index 1)
 
     # -- tensors --------------------------------------------------------------------------------------------
-    def _add(self, name: str, shape, dtype: str, data, quant: Quant | None) -> int:
+    def _add(self, name: str, shape, dtype: str, data, quant: Quant | None, tensors: list | None = None) -> int:
+        """A tensor (and its buffer) in `tensors` (default: the main subgraph's); its index there."""
         S = self.S
         kind = getattr(S.TensorType, dtype.upper(), None)
         if kind is None:
@@ -86,8 +93,9 @@ class _Writer:
         t.buffer = len(self.buffers)
         t.quantization = self._quant(quant)
         self.buffers.append(buf)
-        self.tensors.append(t)
-        return len(self.tensors) - 1
+        tensors = self.tensors if tensors is None else tensors
+        tensors.append(t)
+        return len(tensors) - 1
 
     def _quant(self, quant: Quant | None):
         if quant is None:
@@ -127,7 +135,9 @@ class _Writer:
             setattr(opts, field, value)
         return opts
 
-    def op(self, builtin: str, inputs: list, node: Node, options=None, outputs: list | None = None) -> None:
+    def op(self, builtin: str, inputs: list, node: Node | None, options=None, outputs: list | None = None,
+           into: list | None = None) -> None:
+        """Append an operator (to `into`, default the main subgraph's list)."""
         S = self.S
         code = int(getattr(S.BuiltinOperator, builtin))
         if code not in self.code_index:
@@ -142,7 +152,7 @@ class _Writer:
         if options is not None:   # the union's type tag is the options table's name
             o.builtinOptionsType = getattr(S.BuiltinOptions, type(options).__name__[:-1])
             o.builtinOptions = options
-        self.operators.append(o)
+        (self.operators if into is None else into).append(o)
 
     def fused(self, node: Node) -> int:
         """The fused activation code of `node` (ActivationFunctionType)."""
@@ -180,7 +190,45 @@ class _Writer:
         m = S.ModelT()
         m.version, m.description = SCHEMA_VERSION, f"tinyc IR graph '{self.g.name}'"
         m.operatorCodes, m.subgraphs, m.buffers = self.codes, [sg], self.buffers
+        if self.init_subgraph is not None:
+            m.subgraphs.append(self.init_subgraph)
         return m
+
+    # -- streaming state ------------------------------------------------------------------------------------
+    def _resource(self, tensors: list, name: str) -> int:
+        t = self.S.TensorT()
+        t.name, t.type, t.shape, t.buffer = f"{name}_handle", self.S.TensorType.RESOURCE, [], 0
+        tensors.append(t)
+        return len(tensors) - 1
+
+    def _var_handle(self, name: str):
+        return self.options("VarHandleOptions", container="", sharedName=name)
+
+    def read_state(self) -> dict:
+        """CALL_ONCE(init subgraph), then VAR_HANDLE + READ_VARIABLE into every state tensor; its handles."""
+        S, g = self.S, self.g
+        init = S.SubGraphT()
+        init.name, init.inputs, init.outputs, init.tensors, init.operators = f"{g.name}_init", [], [], [], []
+        for s, value in g.initial_state().items():
+            handle = self._resource(init.tensors, s)
+            t = g.tensors[s]
+            initial = self._add(f"{s}_initial", t.shape, t.dtype, value, t.quant, init.tensors)
+            self.op("VAR_HANDLE", [], None, self._var_handle(s), [handle], into=init.operators)
+            self.op("ASSIGN_VARIABLE", [handle, initial], None, outputs=[], into=init.operators)
+        self.init_subgraph = init
+        self.op("CALL_ONCE", [], None, self.options("CallOnceOptions", initSubgraphIndex=1), outputs=[])
+        handles = {}
+        for s in g.state:
+            handles[s] = self._resource(self.tensors, s)
+            self.op("VAR_HANDLE", [], None, self._var_handle(s), [handles[s]])
+            self.op("READ_VARIABLE", [handles[s]], None, outputs=[self.tensor(s)])
+        return handles
+
+    def update_state(self, handles: dict) -> None:
+        """ASSIGN_VARIABLE of each next value (none for a state that keeps its value)."""
+        for s, v in self.g.state.items():
+            if v != s:
+                self.op("ASSIGN_VARIABLE", [handles[s], self.tensor(v)], None, outputs=[])
 
 
 # -- one writer per IR op ------------------------------------------------------------------------------------
@@ -397,18 +445,22 @@ WRITERS = {
 
 
 def graph_to_tflite(g: Graph) -> bytes:
-    """The .tflite flatbuffer (schema version 3, one subgraph) computing what the IR graph `g` computes."""
+    """The .tflite flatbuffer (schema version 3; one subgraph, and CALL_ONCE's with streaming state) computing what
+    the IR graph `g` computes."""
     import flatbuffers
     g.validate()
     w = _Writer(_schema(), g)
     for name in g.inputs:
         w.tensor(name)          # inputs first, as the converter orders them
+    handles = w.read_state() if g.state else {}
     for node in g.nodes:
         rule = WRITERS.get(node.op)
         if rule is None:
             raise TinycError(f"node '{node.name}': op {node.op} cannot be written to TFLite (supported: "
                              f"{', '.join(WRITERS)})")
         rule(w, node)
+    if g.state:
+        w.update_state(handles)
     builder = flatbuffers.Builder(1024)
     builder.Finish(w.model().Pack(builder), file_identifier=IDENTIFIER)
     return bytes(builder.Output())
