@@ -158,13 +158,26 @@ def _kernel_vars(k) -> dict:
     acts = a["activations"]
     v = dict(B=B, T=T, I=I, H=k.in_shape(2)[1], w=k.expr(1), r=k.expr(2), output=a["output"],
              reverse=bool(a.get("reverse")), f=lambda x: activations.c_expr(acts[0], x),
-             clip=None if a.get("clip") is None else c_float(a["clip"]))
+             clip=None if a.get("clip") is None else c_float(a["clip"]), dot=dot)
     if len(acts) > 1:
         v["g_act"] = lambda x: activations.c_expr(acts[1], x)
     names = STATE_INPUTS[k.node.op]
     for name, i in zip(names, range(3, 3 + len(names))):
         v[name] = None if name in ("b", "rb", "p") and _zero_constant(k, i) else k.expr(i)
     return v
+
+
+def dot(acc: str, a: str, b: str, n: int, indent: str = "        ") -> str:
+    """C statements adding a[0..n) . b[0..n) to `acc`, four products per loop iteration (in index order, so the
+    sum is the plain loop's, bit for bit): the matrix-vector products are most of a recurrent layer's work."""
+    lines = []
+    if n >= 4:
+        step = " ".join(f"{acc} += {a}[i + {j}] * {b}[i + {j}];" if j else f"{acc} += {a}[i] * {b}[i];"
+                        for j in range(4))
+        lines.append(f"for (int i = 0; i < {n - n % 4}; i += 4) {{ {step} }}")
+    if n % 4:
+        lines.append(f"for (int i = {n - n % 4}; i < {n}; ++i) {acc} += {a}[i] * {b}[i];")
+    return "\n".join(indent + line for line in lines)
 
 
 def _macs(k) -> int:
