@@ -76,7 +76,8 @@ def every_kernel_graph() -> Graph:
     g.add_node("RNN", ["gru", c("rw", (5, 4)), c("rr", (5, 5)), c("rb", (5,)), c("rh", (1, 5))], [t("rnn", (1, 5))],
                output="last_h", activations=({"fn": "tanh"},))
     g.add_node("Add", ["fc", "rnn"], [t("fc_rnn", (1, 5))], activation=None)
-    g.add_node("SvdfMemory", ["flat", c("svdf_wf", (4, 16)), "flat"], [t("svdf_memory", (1, 16))])
+    g.add_node("Dense", ["flat", c("svdf_mw", (16, 16))], [t("svdf_old", (1, 16))], activation=None)
+    g.add_node("SvdfMemory", ["flat", c("svdf_wf", (4, 16)), "svdf_old"], [t("svdf_memory", (1, 16))])
     g.add_node("SvdfTimeFilter", ["svdf_memory", c("svdf_wt", (4, 4)), c("svdf_b", (2,))], [t("svdf", (1, 2))], rank=2,
                activation={"fn": "relu"})
     g.add_node("Dense", ["svdf", c("svdf_fc_w", (5, 2))], [t("svdf_fc", (1, 5))], activation=None)

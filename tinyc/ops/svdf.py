@@ -9,6 +9,8 @@ at its memory, which is a state tensor carried across inferences (docs/streaming
   int8: int16 x int16 products summed in int32, requantized to the int8 output.
 
 One TFLite SVDF is `SvdfMemory` then `SvdfTimeFilter` on its result, which is also the memory state's next value.
+`SvdfMemory` may write over the memory it reads (its kernel reads element m + 1 before it writes element m, in
+index order: the "elementwise" contract), so the state takes its next value in place, without a copy.
 The int8 arithmetic is TFLite's reference `EvalIntegerSVDF`, written down in docs/int8-numerics.md §4.39.
 """
 from __future__ import annotations
@@ -39,6 +41,9 @@ def memory_check(g, n):
     if len(n.inputs) != 3:
         raise TinycError(f"SvdfMemory '{n.name}': needs the input, the feature weights and the memory "
                          f"({len(n.inputs)} inputs given)")
+    if n.inputs[0] == n.inputs[2]:
+        raise TinycError(f"SvdfMemory '{n.name}': its input and its memory are one tensor '{n.inputs[0]}'; the "
+                         "memory is the layer's own state")
     x, w, mem = _shapes(g, n, 0, 1, 2)
     if len(x) != 2 or len(w) != 2 or w[1] != x[1] or w[0] < 1:
         raise TinycError(f"SvdfMemory '{n.name}': feature weights of shape {w} do not fit its input of shape {x} "
@@ -182,7 +187,7 @@ def time_int8_kernel(k):
 DEFINITIONS = (
     OpDef("SvdfMemory", "x[B,I], w_feature[F,I], memory[B,F*M]  -> memory'[B,F*M] (shifted, newest last)",
           memory_evaluate, memory_check, memory_float_kernel, memory_int8_prepare, memory_int8_kernel, None,
-          memory=None, quantize=None, int8_wide_dtypes=("int16",)),
+          memory="elementwise", quantize=None, int8_wide_dtypes=("int16",)),
     OpDef("SvdfTimeFilter", "memory[B,F*M], w_time[F,M], b[F/R]?  -> [B,F/R]  [rank R, activation]",
           time_evaluate, time_check, time_float_kernel, time_int8_prepare, time_int8_kernel, None,
           memory=None, quantize=None, int8_wide_dtypes=("int16",)),
