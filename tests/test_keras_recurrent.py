@@ -262,6 +262,14 @@ def test_stateful_batch_above_one_is_refused(tmp):
              r"LSTM 'batched' is stateful with batch size 2; .*batch_size=1")
 
 
+def test_other_multi_output_layers_are_refused(tmp):
+    """Only the recurrent rules give several outputs; another layer's second output is refused in one line."""
+    q = keras.Input((4, 8), name="q")
+    out, scores = layers.MultiHeadAttention(2, 4, name="mha")(q, q, return_attention_scores=True)
+    _refused(keras.Model(q, [out, scores], name="mha_scores"), tmp,
+             r"layer 'mha' \(MultiHeadAttention\) has 2 outputs; tinyc converts it with one output only")
+
+
 def test_keras2_recurrent_h5_is_refused(tmp):
     tf_keras = pytest.importorskip("tf_keras")
     x = tf_keras.Input((5, 2))
