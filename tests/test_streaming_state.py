@@ -345,3 +345,28 @@ def test_onnx_state_pairs_under_qemu_for_50_frames(tmp_path, board_name):
     xs = np.random.default_rng(5).standard_normal((50, 1, 5)).astype(np.float32)
     r = run_emulated(compiled, load_board(board_name), path, str(tmp_path / "fw"), inputs=[xs], profile=False)
     assert r["outputs_match"], r
+
+
+@pytest.mark.parametrize("pass_name", ["drop_identity", "fold_constants", "fuse_activation", "alias_reshape"])
+def test_each_pass_keeps_a_stateful_graph_computing_the_same(pass_name):
+    """Every pass on the recurrent cell (with an Identity on a next value and a Reshape chain on a state read):
+    the same outputs frame after frame and the same state (tests/passes/pass_checks.py)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent / "passes"))
+    from pass_checks import checked
+    from tinyc import passes
+    g = recurrent_cell()
+    g.add_tensor("h2_id", (1, 4))
+    g.add_node("Identity", ["h2"], ["h2_id"])
+    g.state["h"] = "h2_id"
+    g.add_tensor("c_flat", (4,))
+    g.add_tensor("c_back", (1, 4))
+    g.add_tensor("c_relu", (1, 4))
+    g.add_node("Reshape", ["c"], ["c_flat"])
+    g.add_node("Reshape", ["c_flat"], ["c_back"])
+    g.add_node("Activation", ["c_back"], ["c_relu"], fn="relu")
+    g.outputs.append("c_relu")
+    g.validate()
+    out = checked(getattr(passes, pass_name), g)
+    assert set(out.state) == set(g.state)
