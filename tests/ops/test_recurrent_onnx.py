@@ -1,7 +1,9 @@
 """ONNX LSTM, GRU and RNN (tinyc/frontends/onnx_ops.py recurrent_layer) against onnxruntime with `verify`:
 directions, outputs read or not (Y, Y_h, Y_c), peepholes, clip, input_forget, linear_before_reset, initial states as
 constants, model inputs or absent, explicit activations with their alpha / beta; layout 1 (batch first, which
-onnxruntime does not run) against onnx's reference evaluator; and the refusals (sequence_lens, activations)."""
+onnxruntime does not run) against onnx's reference evaluator; a one-step LSTM streamed frame by frame with its
+states as streaming state; the refusals (sequence_lens, activations); with TINYC_FULL, ONNX's node tests of the
+three ops under QEMU on the Cortex-M0+ and M33."""
 import os
 
 import numpy as np
@@ -113,6 +115,17 @@ def test_a_runtime_sequence_lens_is_refused(tmp_path):
     model.graph.node[0].input[4] = "L"
     with pytest.raises(TinycError, match="LSTM 'rec': sequence_lens 'L' is computed at run time"):
         _load(tmp_path, model)
+
+
+def test_streaming_lstm_carries_its_state_frame_by_frame(tmp_path):
+    """One time step per inference, initial_h / initial_c paired with Y_h / Y_c as streaming state (--state): 50
+    frames, every frame's outputs equal onnxruntime's carrying the same state."""
+    from tinyc.verify import verify
+    path = tmp_path / "stream.onnx"
+    path.write_bytes(recurrent_model("LSTM", T=1, B=1, states="input", outputs=("Y", "Y_h", "Y_c"),
+                                     peepholes=True).SerializeToString())
+    report = verify(str(path), samples=50, state={"h0": "Y_h", "c0": "Y_c"})
+    assert report["ok"], [(o["max_abs_err"], o["tolerance"]) for o in report["outputs"]]
 
 
 @pytest.mark.skipif(not os.environ.get("TINYC_FULL"), reason="QEMU runs: TINYC_FULL=1")
