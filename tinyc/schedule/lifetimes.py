@@ -8,9 +8,10 @@ inclusive: a node's inputs and outputs are live together.
 **Lower bound.** live(s) = the sum of the sizes (rounded up to the 4-byte alignment) of the buffers live at step
 s, plus the scratch of the layer at step s (an in-place depthwise plane; the kernel scratch its op needs,
 OpDef.work, e.g. a recurrent layer's gate buffers and cell state; a fast kernel's own), except that a dying input
-and the output written over it (in place or overlapped at a lead, see overlap.py) count once, as the union of the bytes they cover together. The lower
-bound is max over s of live(s): no assignment of offsets for this order and these in-place decisions can use a
-smaller arena, since everything counted at one step must be in the arena at once, disjoint.
+and the output written over it (in place or overlapped at a lead, see overlap.py) count once, as the union of the
+bytes they cover together. The lower bound is max over s of live(s): no assignment of offsets for this order and
+these in-place decisions can use a smaller arena, since everything counted at one step must be in the arena at
+once, disjoint.
 """
 from __future__ import annotations
 
