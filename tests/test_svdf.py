@@ -181,6 +181,31 @@ def test_stacked_svdf_c_carries_its_memories_over_50_frames(tmp_path, int8):
         assert len(np.unique(np.stack(ref))) > 100     # not a saturated output
 
 
+def test_verify_runs_the_samples_as_frames_of_one_stream(tmp_path):
+    """`tinyc verify` of the stacked int8 SVDF: 50 frames, TFLite's interpreter keeping its variables, the C its
+    state region; bit-exact, the state reported in place."""
+    from tinyc.verify import verify
+    r = verify(write(tmp_path, svdf_model(True, layers=KWS_LAYERS, seed=3)), samples=50, seed=2)
+    assert r["ok"] and r["oracle"] == "tflite" and r["mismatched_bytes"] == 0 and r["frames"] == 50
+    assert [(s["name"], s["bytes"], s["update"]) for s in r["state"]] == [("memory0", 1280, "in place"),
+                                                                       ("memory1", 640, "in place")]
+
+
+@pytest.mark.skipif(not os.environ.get("TINYC_FULL"), reason="QEMU runs: TINYC_FULL=1")
+@pytest.mark.parametrize("board_name", ["pico", "pico2"])
+def test_stacked_int8_svdf_under_qemu_for_50_frames(tmp_path, board_name):
+    """The firmware runs 50 frames in order from the initial state on the M0+ (pico, mps2-an385) and the M33
+    (pico2, mps2-an505): every output byte equal to the host build and to TFLite carrying its variables."""
+    from tinyc.boards import load_board
+    from tinyc.firmware.run import run_emulated
+    path = write(tmp_path, svdf_model(True, layers=KWS_LAYERS, seed=3))
+    compiled = compile_model(path, "kws_svdf")
+    xs = np.stack(frames(True, 50, seed=6))
+    r = run_emulated(compiled, load_board(board_name), path, str(tmp_path / "fw"), inputs=[xs], profile=True)
+    assert r["outputs_match"], r
+    print(board_name, r["instructions"], "instructions per inference,", r["macs"], "MACs")
+
+
 def _memory_as_io(g):
     """The graph with its memory state turned into an input and its next value into an output, so a test can
     carry the memory itself (the kernels alone, without the state machinery)."""
