@@ -102,6 +102,8 @@ def _load(tmp_path, model):
     ("RNN", dict(activations=["ThresholdedRelu"]), "activation ThresholdedRelu without its activation_alpha"),
     ("GRU", dict(activations=["Sigmoid", "Gelu"]), "activation 'Gelu' is not one of"),
     ("RNN", dict(activations=["Tanh", "Tanh"]), "2 activations for 1 direction(s)"),
+    ("LSTM", dict(clip=-1.0), "clip -1.0; ONNX's clip threshold must be positive"),
+    ("GRU", dict(seq_lens=[5]), "sequence_lens has 1 values for a batch of 2"),
 ])
 def test_refusals_name_the_node_and_the_attribute(tmp_path, op, kw, words):
     with pytest.raises(TinycError) as e:

@@ -1942,7 +1942,10 @@ def _check_sequence_lens(imp, node, op: str, B: int, T: int) -> None:
         raise TinycError(f"{op} '{_name(node)}': sequence_lens '{name}' is computed at run time; tinyc runs every "
                          f"sequence over its full length {T}: drop sequence_lens or make it constant")
     lens = np.asarray(imp.consts[name]).ravel()
-    if lens.size != B or np.any(lens != T):
+    if lens.size != B:
+        raise TinycError(f"{op} '{_name(node)}': sequence_lens has {lens.size} values for a batch of {B}; the model "
+                         "is invalid")
+    if np.any(lens != T):
         raise TinycError(f"{op} '{_name(node)}': sequence_lens {lens.tolist()[:8]} differs from the full length {T}; "
                          "tinyc runs every sequence over all its steps: pad or cut the sequences to one length")
 
@@ -1983,6 +1986,8 @@ def recurrent_layer(op: str):
             raise TinycError(f"{what}: B {list(bias.shape)} or P {list(peep.shape)} do not fit hidden size {H}")
         _check_sequence_lens(imp, node, op, B, T)
         acts = _recurrent_activations(node, op, directions)
+        if "clip" in a and not a["clip"] > 0:
+            raise TinycError(f"{what}: clip {a['clip']}; ONNX's clip threshold must be positive")
         attrs = dict(clip=float(a["clip"]) if "clip" in a else None)
         if op == "LSTM":
             attrs.update(cell_clip=None, input_forget=bool(a.get("input_forget", 0)))
