@@ -68,7 +68,7 @@ def read_variable(cv, opts, ins):
         if initial is not None and tuple(initial.shape) != shape:
             raise TinycError(f"{cv.where()}: variable '{key}' is {list(shape)} but CALL_ONCE assigns it a "
                              f"{list(initial.shape)} value; the .tflite file is inconsistent")
-        name = cv.g.unique_name(cv.tname(cv.out).split(";")[0] or "variable")
+        name = cv.g.unique_name(key.replace("/", "_") or "variable")    # the variable's name, in C and reports
         cv.g.add_state(name, shape, dtype, initial=None if initial is None else initial.astype(dtype),
                        quant=quant, source_name=key)
         var["state"] = name
