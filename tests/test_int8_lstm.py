@@ -1,8 +1,9 @@
 """TFLite's integer LSTM (UNIDIRECTIONAL_SEQUENCE_LSTM with int8 input/output, int16 cell state and gates), bit for
 bit: converter-made tf_keras LSTMs compiled by tinyc, their C (gcc, AddressSanitizer and UBSan) against TFLite's
-reference kernels (BUILTIN_REF) on 20 random sequences each, TFLite's variable states reset before every
-sequence: zero differing bytes (docs/int8-numerics.md 4.39). Then the same model files with extreme scales, zero
-points and weights written into them (hypothesis), and the variants tinyc refuses in one line."""
+reference kernels (BUILTIN_REF) on 20 random sequences each, run as consecutive invocations with h and c carried
+from one to the next (TFLite's variable tensors, tinyc's streaming state): zero differing bytes
+(docs/int8-numerics.md 4.40). Then the same model files with extreme scales, zero points and weights written into
+them (hypothesis), and the variants tinyc refuses in one line."""
 import importlib.util
 import os
 import shutil
@@ -87,13 +88,15 @@ def lstm_files(tmp_path_factory):
 def test_converter_lstm_bit_exact(lstm_files, name):
     path = lstm_files(name)
     g = load_tflite(path)
-    assert [n.op for n in g.nodes].count("LSTM") == len(MODELS[name][2])
+    lstms = [n for n in g.nodes if n.op == "LSTM"]     # per layer: its sequence, and its final c (the next state)
+    assert sorted(n.attrs["output"] for n in lstms) == sorted(["last_c", "sequence"] * len(MODELS[name][2]))
     report = verify(path, samples=SEQUENCES, seed=7, per_layer=name == "stacked")
-    assert report["oracle"] == "tflite" and report["samples"] == SEQUENCES
+    assert report["oracle"] == "tflite" and report["samples"] == report["frames"] == SEQUENCES
+    assert sorted(row["dtype"] for row in report["state"]) == sorted(["int16", "int8"] * len(MODELS[name][2]))
     assert report["mismatched_bytes"] == 0, report["outputs"]
     if name == "stacked":     # every layer, the first LSTM's whole sequence included
         assert report["first_divergence"] is None, report["layers"]
-        cell_scales = [float(g.tensors[n.inputs[5]].quant.scale) for n in g.nodes if n.op == "LSTM"]
+        cell_scales = [float(g.tensors[n.inputs[5]].quant.scale) for n in lstms]
         assert min(cell_scales) < 2.0 ** -15, cell_scales
 
 
@@ -103,7 +106,7 @@ def test_fast_kernel_taken_and_reference_twin_bit_exact(lstm_files):
     from tinyc.compiler import compile_model
     path = lstm_files("sequence")     # 5 inputs, 6 units: both products have a tail past four columns
     kernels = [layer["kernel"] for layer in compile_model(path).library.layers if layer["op"] == "LSTM"]
-    assert kernels == ["int8_fast/lstm"], kernels
+    assert kernels == ["int8_fast/lstm"] * 2, kernels     # the sequence and the final cell state
     report = verify(path, samples=SEQUENCES, seed=11, options=dict(kernels="reference"))
     assert report["mismatched_bytes"] == 0 and "dsp_path_matches" not in report, report
 

@@ -5,8 +5,10 @@ int8 form of the IR's LSTM node (tinyc/ops/lstm_int8.py).
 The float rule (tflite_recurrent.unidirectional_sequence_lstm) hands int8 operators to `int8_lstm`. The four
 gates' weights are stacked in the IR's order i, f, g, o with one scale per gate (per channel along axis 0, each
 scale repeated H times); the biases stay int32 as stored. The state tensors are TFLite variable tensors, which
-TFLite resets to their zero point (reset_all_variables, and before the first invoke()): h0 becomes a constant of
-the state's zero point with its quantization, c0 int16 zeros with the cell scale. The fifth intermediate tensor
+TFLite keeps across invoke() and resets to their zero points (reset_all_variables, and before the first
+invoke()): they become streaming state tensors (docs/streaming-state.md), h0 int8 and c0 int16 with their
+quantization, starting at their zero points; their next values are the sequence's last step and the final cell
+state (a second LSTM node with `output="last_c"`, which runs the sequence again). The fifth intermediate tensor
 ("effective hidden") gives the hidden value's scale and zero point (`hidden_quant`); the other four, the gates'
 calibrated ranges, only matter for layer normalization, which is refused with projection, peepholes, CIFG,
 time-major input, diagonal recurrent weights and other fused activations than tanh.
@@ -66,7 +68,8 @@ def _weights_const(cv, name: str, data: np.ndarray, scales: list) -> str:
 
 
 def _state(cv, i: int, shape: tuple, dtype: str, what: str) -> str:
-    """A variable state tensor as its value after TFLite's reset: the zero point, with its quantization."""
+    """A state input: a computed int8 tensor as it is; a variable tensor (the converter's) a streaming state tensor
+    (docs/streaming-state.md) starting at its reset value, the zero point, with its quantization."""
     if i < 0:
         raise TinycError(f"{cv.where()}: the {what} state input is absent; the .tflite file is corrupt")
     want = {"int8": "INT8", "int16": "INT16"}[dtype]
@@ -74,23 +77,45 @@ def _state(cv, i: int, shape: tuple, dtype: str, what: str) -> str:
         raise TinycError(f"{cv.where()}: {what} state '{cv.tname(i)}' is {cv.dtype_name(i)}; TFLite's integer LSTM "
                          f"keeps it {want}")
     if i in cv.names:
+        if cv.names[i] in cv.g.state:
+            raise TinycError(f"{cv.where()}: {what} state '{cv.tname(i)}' is the state of an earlier recurrent "
+                             "operator too; tinyc carries a variable tensor for one operator")
         if dtype != "int8":
-            raise TinycError(f"{cv.where()}: a computed {what} state ('{cv.tname(i)}') is not supported; tinyc starts "
-                             "every int8 LSTM from its reset (zero) cell state")
+            raise TinycError(f"{cv.where()}: a computed {what} state ('{cv.tname(i)}') is not supported; tinyc reads "
+                             "an int8 LSTM's cell state from its variable tensor")
         return cv.names[i]
-    if cv.is_const(i):
-        raise TinycError(f"{cv.where()}: {what} state '{cv.tname(i)}' has a buffer; TFLite ignores it and resets the "
-                         "state to zero, so tinyc refuses such a file rather than guess")
+    if cv.is_const(i) or not cv.tensor(i).isVariable:
+        raise TinycError(f"{cv.where()}: {what} state '{cv.tname(i)}' is not a variable tensor without a buffer (a "
+                         "constant state TFLite would overwrite); the .tflite file is not what the converter writes")
     q = cv.quant(i)
     if q is None or q.axis is not None:
         raise TinycError(f"{cv.where()}: {what} state '{cv.tname(i)}' lacks per-tensor quantization parameters")
     if int(np.prod(cv.tensor(i).shape)) != int(np.prod(shape)):
         raise TinycError(f"{cv.where()}: {what} state '{cv.tname(i)}' has shape {tuple(cv.tensor(i).shape)}, "
                          f"expected {shape}")
-    base = cv.tname(i).split(";")[0] or f"{cv.tname(cv.out)}_{what}"
-    t = cv.g.add_const(base, np.full(shape, int(q.zero_point)), dtype)
-    cv.g.tensors[t].quant = q
-    return t
+    name = cv.g.unique_name(f"{cv.tname(cv.out).split(';')[0] or 'lstm'}_{what}_state")
+    cv.g.add_state(name, shape, dtype, initial=np.full(shape, int(q.zero_point)), quant=q)
+    cv.names[i] = name
+    return name
+
+
+def _carry(cv, inputs: list, y: str, attrs: dict) -> None:
+    """TFLite writes the final h and c back into the variable tensors: the next values of the state tensors are
+    the sequence's last step and a second LSTM node's final cell state (the IR is single-output)."""
+    h0, c0 = inputs[4], inputs[5]
+    if h0 in cv.g.state and cv.g.state[h0] is None:
+        B, T, H = cv.g.tensors[y].shape
+        hq, yq = cv.g.tensors[h0].quant, cv.g.tensors[y].quant
+        if (float(hq.scale), int(hq.zero_point)) != (float(yq.scale), int(yq.zero_point)):
+            raise TinycError(f"{cv.where()}: the output's quantization differs from the output state's; TFLite "
+                             "copies the bytes from one to the other, which tinyc does not carry")
+        step = cv.emit("Slice", [y], (B, 1, H), final=False, tag="final_step", like=y, starts=(0, T - 1, 0),
+                       steps=(1, 1, 1), sizes=(B, 1, H))
+        cv.g.state[h0] = cv.emit("Reshape", [step], (B, H), final=False, tag="final_h", like=y)
+    if c0 in cv.g.state and cv.g.state[c0] is None:
+        B, H = cv.g.tensors[c0].shape
+        cv.g.state[c0] = cv.emit("LSTM", inputs, (B, H), final=False, tag="final_c", like=c0,
+                                 **{**attrs, "output": "last_c"})
 
 
 def _hidden_quant(cv) -> tuple[float, int]:
@@ -137,6 +162,8 @@ def int8_lstm(cv, opts, ins) -> str:
               _state(cv, ins[18], (B, H), "int8", "output"), _state(cv, ins[19], (B, H), "int16", "cell"),
               cv.g.add_const(f"{base}_p", np.zeros(3 * H), "int16")]
     clip = float(opts.cellClip) if opts is not None and opts.cellClip and opts.cellClip > 0 else None
-    return cv.emit("LSTM", inputs, (B, T, H), activations=({"fn": "sigmoid"}, {"fn": "tanh"}, {"fn": "tanh"}),
-                   clip=None, cell_clip=clip, input_forget=False, reverse=False, output="sequence",
-                   hidden_quant=_hidden_quant(cv))
+    attrs = dict(activations=({"fn": "sigmoid"}, {"fn": "tanh"}, {"fn": "tanh"}), clip=None, cell_clip=clip,
+                 input_forget=False, reverse=False, hidden_quant=_hidden_quant(cv))
+    y = cv.emit("LSTM", inputs, (B, T, H), output="sequence", **attrs)
+    _carry(cv, inputs, y, attrs)
+    return y

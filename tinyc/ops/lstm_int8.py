@@ -94,12 +94,17 @@ def _check_variant(k) -> None:
     p = k.tensor(6)
     if not p.is_const or np.any(p.data):
         raise _refuse(k, "peepholes are not supported in int8; keep this LSTM float")
-    if k.tensor(0).dtype != "int8" or k.out.dtype != "int8" or k.tensor(4).dtype != "int8":
-        raise _refuse(k, "the input, the hidden state h0 and the output must be int8")
+    if k.tensor(0).dtype != "int8" or k.tensor(4).dtype != "int8":
+        raise _refuse(k, "the input and the hidden state h0 must be int8")
     if k.tensor(3).dtype != "int32":
         raise _refuse(k, f"the biases must be int32 (got {k.tensor(3).dtype})")
-    if a["output"] == "last_c":
-        raise _refuse(k, "output 'last_c' (the int16 cell state) is not supported in int8")
+    out, c0 = k.out, k.tensor(5)
+    if a["output"] == "last_c":     # the cell state's bytes: the output has c0's type and quantization
+        if out.dtype != "int16" or out.quant is None or c0.quant is None or (
+                qp.scale_of(out.quant), qp.zero_point_of(out.quant)) != (qp.scale_of(c0.quant), 0):
+            raise _refuse(k, "output 'last_c' must be int16 with the cell state's scale and zero point 0")
+    elif out.dtype != "int8":
+        raise _refuse(k, f"output '{a['output']}' must be int8 (got {out.dtype})")
     if a.get("hidden_quant") is None:
         raise _refuse(k, "attribute hidden_quant (the effective hidden scale and zero point) is missing")
 
@@ -178,7 +183,7 @@ def kernel_variables(k) -> dict:
         raise TinycError(f"internal: int8 LSTM '{k.node.name}' has no arena scratch for its gates and state")
     return dict(
         B=B, T=T, I=I, H=H, w=k.expr(1), r=k.expr(2), h0=k.expr(4), c0=k.expr(5), fast=False,
-        sequence=a["output"] == "sequence", reverse=bool(a.get("reverse")),
+        output=a["output"], reverse=bool(a.get("reverse")),
         input_bias=k.table(p.input_bias, "int32", "int8 LSTM input bias with the input zero point folded in"),
         recurrent_bias=(k.table(p.recurrent_bias, "int32", "int8 LSTM recurrent zero point times the weights")
                         if any(p.recurrent_bias) else None),
@@ -201,13 +206,13 @@ def int8_kernel(k):
 
 
 def expand_offset(H: int) -> int:
-    """Where the fast kernel's halfword pairs of x_t and h start in the scratch: after the gates and the cell
-    state, 4-byte aligned."""
-    return (2 * 4 * H + 2 * H + 3) // 4 * 4
+    """Where the fast kernel's halfword pairs of x_t and h start in the scratch: after the gates, the cell state
+    and the hidden state of a `last_c` node, 4-byte aligned."""
+    return (2 * 4 * H + 2 * H + H + 3) // 4 * 4
 
 
 def work_bytes(H: int, I: int) -> int:
-    """The int8 kernel's arena scratch for one batch row: the four int16 gates [4H] and the int16 cell state [H]
-    (the hidden state lives in the output), then, for the fast kernel, x_t and h as int16 halfword pairs (their
-    first multiples of four values)."""
+    """The int8 kernel's arena scratch for one batch row: the four int16 gates [4H], the int16 cell state [H] and
+    the int8 hidden state [H] (used when the output is the cell state; otherwise h lives in the output), then,
+    for the fast kernel, x_t and h as int16 halfword pairs (their first multiples of four values)."""
     return expand_offset(H) + 2 * (I // 4 * 4 + H // 4 * 4)

@@ -228,7 +228,7 @@ DEFINITIONS = (
     OpDef("LSTM", "x[B,T,I], w[4H,I], r[4H,H], b[4H], h0[B,H], c0[B,H], p[3H] -> [B,T,H] | [B,H]  "
           f"{_ATTRS}, cell_clip, input_forget, hidden_quant]", evaluate_lstm, check, lstm_kernel,
           lstm_int8.int8_prepare, lstm_int8.int8_kernel, int8_lstm.lstm,
-          memory=None, quantize=None, work=work_bytes),
+          memory=None, quantize=None, work=work_bytes, int8_wide_dtypes=("int16",)),
     OpDef("GRU", "x[B,T,I], w[3H,I], r[3H,H], b[3H], rb[3H], h0[B,H] -> [B,T,H] | [B,H]  "
           f"{_ATTRS}, linear_before_reset]", evaluate_gru, check, gru_kernel, None, None, None,
           memory=None, quantize=None, work=work_bytes),
