@@ -96,7 +96,9 @@ def test_tf_keras_bidirectional_lstm_verifies(tf_keras_bidirectional):
     assert _ops(tf_keras_bidirectional) == ["REVERSE_V2", "UNIDIRECTIONAL_SEQUENCE_LSTM", "REVERSE_V2",
                                             "UNIDIRECTIONAL_SEQUENCE_LSTM", "CONCATENATION"]
     g = _matches_tflite(tf_keras_bidirectional)
-    assert len(_recurrent_nodes(g, sequences_only=True)) == 2
+    nodes = _recurrent_nodes(g, sequences_only=True)
+    assert [n.attrs["reverse"] for n in nodes] == [True, False]     # the two reversals folded into the node
+    assert not [n for n in g.nodes if n.op == "Slice" and -1 in n.attrs["steps"]]
     report = verify(tf_keras_bidirectional, samples=2, seed=3)
     assert report["ok"], report["outputs"]
 
@@ -241,13 +243,14 @@ class _Builder:
         return str(path)
 
 
-def _lstm_direction(b, rng, prefix, n_input, H, cifg=False, peephole=False) -> list:
-    """The 17 weight inputs of one LSTM direction (LSTM_INPUTS[1:18]); -1 where absent."""
+def _lstm_direction(b, rng, prefix, n_input, H, cifg=False, peephole=False, diagonal=False) -> list:
+    """The 17 weight inputs of one LSTM direction (LSTM_INPUTS[1:18]); -1 where absent. `diagonal`: recurrent
+    weights as vectors (diagonal_recurrent_tensors)."""
     def w(name, shape):
         return b.tensor(f"{prefix}_{name}", shape, rng.uniform(-0.7, 0.7, shape).astype(np.float32))
     gates = ("input", "forget", "cell", "output")
     ins = [-1 if cifg and g == "input" else w(f"x_{g}", (H, n_input)) for g in gates]
-    ins += [-1 if cifg and g == "input" else w(f"h_{g}", (H, H)) for g in gates]
+    ins += [-1 if cifg and g == "input" else w(f"h_{g}", (H,) if diagonal else (H, H)) for g in gates]
     ins += [w(f"p_{g}", (H,)) if peephole and not (cifg and g == "input") else -1
             for g in ("input", "forget", "output")]
     ins += [-1 if cifg and g == "input" else w(f"b_{g}", (H,)) for g in gates]
@@ -255,11 +258,11 @@ def _lstm_direction(b, rng, prefix, n_input, H, cifg=False, peephole=False) -> l
 
 
 def _unidirectional_lstm(S, path, time_major=False, cifg=False, peephole=False, cell_clip=0.0, activation=4,
-                         extra=None) -> str:
+                         diagonal=False, extra=None) -> str:
     rng = np.random.default_rng(7)
     b = _Builder(S)
     x, seq = _sequence_input(b, time_major)
-    ins = [seq] + _lstm_direction(b, rng, "lstm", FEATURES, HIDDEN, cifg, peephole)
+    ins = [seq] + _lstm_direction(b, rng, "lstm", FEATURES, HIDDEN, cifg, peephole, diagonal)
     ins += [b.tensor("h", (1, HIDDEN), variable=True), b.tensor("c", (1, HIDDEN), variable=True)]
     ins += [-1] * 4
     for k, shape_k in (extra or {}).items():     # inputs to set (refusal tests)
@@ -267,6 +270,7 @@ def _unidirectional_lstm(S, path, time_major=False, cifg=False, peephole=False, 
     y = b.tensor("y", (STEPS, 1, HIDDEN) if time_major else (1, STEPS, HIDDEN))
     opts = S.UnidirectionalSequenceLSTMOptionsT()
     opts.fusedActivationFunction, opts.cellClip, opts.timeMajor = activation, cell_clip, time_major
+    opts.diagonalRecurrentTensors = diagonal
     b.op("UNIDIRECTIONAL_SEQUENCE_LSTM", ins, [y], opts)
     return b.save(path, [x], [y])
 
@@ -333,7 +337,7 @@ def test_unidirectional_sequence_rnn(S, tmp, time_major, activation):
 
 LSTM_VARIANTS = {"cifg": dict(cifg=True), "peephole_cell_clip": dict(peephole=True, cell_clip=0.6),
                  "cifg_peephole_time_major": dict(cifg=True, peephole=True, time_major=True),
-                 "relu6": dict(activation=3)}
+                 "relu6": dict(activation=3), "diagonal": dict(diagonal=True)}
 
 
 @pytest.mark.parametrize("variant", list(LSTM_VARIANTS))

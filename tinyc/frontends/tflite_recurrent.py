@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import TinycError
 from .tflite_lstm_int8 import int8_lstm
-from .tflite_rnn_loop import while_loop
+from .tflite_rnn_loop import used_later, while_loop
 
 # ActivationFunctionType (schema.fbs) -> IR activation; NONE and SIGN_BIT have no IR activation
 ACTIVATIONS = {1: {"fn": "relu"}, 2: {"fn": "clip", "lo": -1.0, "hi": 1.0}, 3: {"fn": "clip", "lo": 0.0, "hi": 6.0},
@@ -285,7 +285,60 @@ def reverse_v2(cv, opts, ins):
     steps = tuple(-1 if a in axes else 1 for a in range(len(shape)))
     if not any(shape[a] > 1 for a in axes):
         return cv.emit("Identity", [cv.x(ins[0])], shape)
+    if axes == {1} and len(shape) == 3 and _runs_backwards(cv, cv.x(ins[0])):
+        return cv.emit("Identity", [cv.x(ins[0])], shape)
     return cv.emit("Slice", [cv.x(ins[0])], shape, starts=starts, steps=steps, sizes=tuple(shape))
+
+
+def _time_reversal(g, name: str):
+    """The Slice node reversing the time axis of [B,T,F] tensor `name`, or None."""
+    node = g.producer(name)
+    shape = g.tensors[name].shape
+    if node is None or node.op != "Slice" or len(shape) != 3:
+        return None
+    a = node.attrs
+    return node if (tuple(a["starts"]), tuple(a["steps"]), tuple(a["sizes"])) == \
+        ((0, shape[1] - 1, 0), (1, -1, 1), tuple(shape)) else None
+
+
+def _tflite_index(cv, name: str) -> int | None:
+    return next((i for i, n in cv.names.items() if n == name), None)
+
+
+def _runs_backwards(cv, y: str) -> bool:
+    """The converter's backward direction, REVERSE_V2(time) -> recurrent op -> REVERSE_V2(time): when `y` is the
+    sequence of a forward node over a time-reversed x that nothing else reads, the node (and its final-c twin)
+    runs backwards over x itself (`reverse`, its sequence in x's order) and the two reversals go. Returns whether
+    it did (then `y` is the reversed sequence and no longer equals the TFLite tensor it was named after)."""
+    g = cv.g
+    node = g.producer(y)
+    if node is None or node.op not in ("LSTM", "GRU", "RNN") or node.attrs.get("output") != "sequence" or \
+            node.attrs.get("reverse"):
+        return False
+    flip = _time_reversal(g, node.inputs[0])
+    if flip is None:
+        return False
+    xr = node.inputs[0]
+    readers = g.consumers(xr)
+    twins = [n for n in readers if n is not node]
+    if any(n.op != node.op or n.inputs[1:] != node.inputs[1:] or n.attrs.get("output") == "sequence" for n in twins):
+        return False
+    B, T, H = g.tensors[y].shape
+    steps = [n for n in g.consumers(y)]
+    if any(n.op != "Slice" or tuple(n.attrs["sizes"]) != (B, 1, H) for n in steps):
+        return False                            # only the final-step Slice of a carried state may read it
+    for name in (xr, y):
+        i = _tflite_index(cv, name)
+        if i is None or used_later(cv, i):
+            return False
+    for n in [node] + twins:
+        n.inputs[0] = flip.inputs[0]
+        n.attrs["reverse"] = True
+    for n in steps:
+        n.attrs["starts"] = (0, T - 1 - n.attrs["starts"][1], 0)
+    g.nodes.remove(flip)
+    g.tensors[y].source_name = None
+    return True
 
 
 RECURRENT_OPS = {

@@ -473,7 +473,8 @@ def _trip_count(cv, cond, init: dict) -> int:
     return result
 
 
-def _used_later(cv, t: int) -> bool:
+def used_later(cv, t: int) -> bool:
+    """Whether an operator after the current one, or the model's outputs, read TFLite tensor `t`."""
     later = (cv.sg.operators or [])[cv.op_index + 1:]
     return any(t in [int(i) for i in (op.inputs if op.inputs is not None else [])] for op in later) or \
         t in [int(i) for i in (cv.sg.outputs if cv.sg.outputs is not None else [])]
@@ -623,7 +624,7 @@ def while_loop(cv, opts, ins):
                          "TFLite converter writes for Keras LSTM, GRU and SimpleRNN layers") from None
     roles, T = found["roles"], found["T"]
     results = _Results(cv, found, ins)
-    used = [k for k, out in enumerate(cv.outs) if _used_later(cv, out)]
+    used = [k for k, out in enumerate(cv.outs) if used_later(cv, out)]
     if roles["out"] in used and found["sequence"]:
         results.get("sequence")                  # first, so that a final h used beside it is its last step
     for k, out in enumerate(cv.outs):
