@@ -370,3 +370,21 @@ def test_each_pass_keeps_a_stateful_graph_computing_the_same(pass_name):
     g.validate()
     out = checked(getattr(passes, pass_name), g)
     assert set(out.state) == set(g.state)
+
+
+def test_a_next_value_written_over_the_state_it_reads():
+    """The accumulator's Add reads s and writes s + x straight into s's slot (elementwise, same offset): no copy,
+    no restrict on that layer, and the C equals the interpreter frame by frame."""
+    from tinyc.compiler import compile_graph
+    from tinyc.verify import run_generated
+    g = accumulator(shape=(2, 3), initial=np.arange(6).reshape(2, 3) - 2.5)
+    compiled = compile_graph(g, "acc")
+    plan = compiled.plan
+    assert plan.in_state("sum") and plan.offset_of("sum") == plan.offset_of("s") and not plan.state_copies
+    c = compiled.library.files["acc.c"]
+    assert "acc_l0_add(acc_state.s0, (float *)(arena + 0), acc_state.s0); /* writes over its input" in c
+    assert "const float *x0, const float *x1, float *y)" in c          # that layer: no restrict
+    xs = np.random.default_rng(4).standard_normal((9, 2, 3)).astype(np.float32)
+    ours = run_generated(compiled, [xs])[0]
+    want = np.stack([o["y"] for o in interp.run_frames(g, [{"x": x} for x in xs])[0]])
+    np.testing.assert_allclose(ours, want, rtol=0, atol=1e-5 * (1 + np.abs(want).max()))

@@ -13,6 +13,7 @@ from ..errors import TinycError
 from ..names import comment_text
 from ..resources import resource_dir
 from ..schedule import MemoryPlan, is_view
+from ..schedule.overlap import InPlace
 from ..quant.params import scale_of, zero_point_of
 from ..ops import REGISTRY
 from ..ops.opdef import integer_range
@@ -211,9 +212,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     layers, families = [], set()
     for index, node in enumerate(g.nodes):
         out = node.outputs[0]
-        in_place = plan.in_place.get(index)
-        overwrites = in_place or any(same_bytes(name, out) for name in node.inputs)
-        restrict = "" if overwrites else "restrict "      # an overwritten input aliases the output
+        in_place = plan.in_place.get(index) or _state_in_place(plan, index, node, same_bytes)
+        restrict = "" if in_place else "restrict "      # an overwritten input aliases the output
         exprs, params, args = [], [], []
         for name in node.inputs:
             if g.tensors[name].is_const:
@@ -305,6 +305,16 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     lib.files[cmake.FILE] = cmake.render({prefix: cmake.block(lib.files, prefix, comment_text(source),
                                                               arena == "external", kernels)})
     return lib
+
+
+def _state_in_place(plan: MemoryPlan, index: int, node, same_bytes) -> InPlace | None:
+    """A layer writing a state's next value over the state it reads (schedule/state.py: elementwise, at the same
+    offset) is in place as the arena's elementwise layers are: kernels see it (no restrict, same-bytes paths)."""
+    name = next((i for i in node.inputs if same_bytes(i, node.outputs[0])), None)
+    if name is None:
+        return None
+    nbytes = plan.graph.tensors[name].nbytes
+    return InPlace(index, name, "elementwise", 0, nbytes, 0, nbytes)
 
 
 def _state_slots(plan: MemoryPlan, prefix: str) -> dict:
