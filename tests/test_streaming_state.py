@@ -187,7 +187,7 @@ def test_the_state_is_outside_the_arena():
     assert not set(plan.state) & set(plan.buffer_of)
     slots = sorted((plan.offset_of(s), plan.graph.tensors[s].nbytes) for s in plan.graph.state)
     assert all(a + n <= b for (a, n), (b, _) in zip(slots, slots[1:])) and slots[-1][0] + slots[-1][1] <= 48
-    assert "static struct cell_state_t cell_state" in compiled.library.files["cell.c"]
+    assert "static struct cell_state_t cell_state_storage" in compiled.library.files["cell.c"]
 
 
 HARNESS = r"""
@@ -197,12 +197,19 @@ HARNESS = r"""
 static unsigned char arena[CELL_ARENA_BYTES] __attribute__((aligned(8)));
 int main(void) {
   float x[3], y[4], h[4], ab[2];
-  for (int pass = 0; pass < 2; ++pass) {
+  unsigned char saved[CELL_STATE_BYTES];
+  for (int pass = 0; pass < 3; ++pass) {
     for (int f = 0; f < FRAMES; ++f) {
       for (int i = 0; i < 3; ++i) x[i] = (float)((f * 7 + i * 3) % 11) / 5.0f - 1.0f;
       memset(arena, 0xA5, sizeof arena);     /* nothing of the state may live here */
       if (cell_invoke_with_arena(arena, x, y, h, ab) != 0) return 1;
       printf("%.9g %.9g %.9g %.9g %.9g %.9g %.9g\n", y[0], y[1], y[2], y[3], h[0], ab[0], ab[1]);
+      if (pass == 2 && f == 2) {          /* pause the stream: another one runs, then this one resumes */
+        memcpy(saved, cell_state(), sizeof saved);
+        cell_reset_state();
+        for (int g = 0; g < 3; ++g) cell_invoke_with_arena(arena, x, y, h, ab);
+        memcpy(cell_state(), saved, sizeof saved);
+      }
     }
     cell_reset_state();
   }
@@ -211,7 +218,7 @@ int main(void) {
 """
 
 
-def test_reset_state_and_garbage_in_the_arena(tmp_path):
+def test_reset_state_pause_and_garbage_in_the_arena(tmp_path):
     import subprocess
     from tinyc.compiler import codegen_options, compile_graph, write_library
     from tinyc.verify import HOST_CFLAGS
@@ -225,8 +232,9 @@ def test_reset_state_and_garbage_in_the_arena(tmp_path):
                     str(tmp_path / "main.c"), "-o", str(exe), "-lm"], check=True)
     lines = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split("\n")
     got = np.array([[float(v) for v in line.split()] for line in lines if line])
-    assert got.shape == (2 * frames_n, 7)
-    np.testing.assert_array_equal(got[:frames_n], got[frames_n:])       # reset_state: the same stream again
+    assert got.shape == (3 * frames_n, 7)
+    np.testing.assert_array_equal(got[:frames_n], got[frames_n:2 * frames_n])    # reset_state: the same stream
+    np.testing.assert_array_equal(got[:frames_n], got[2 * frames_n:])    # paused and resumed via cell_state()
     xs = [{"x": np.array([[((f * 7 + i * 3) % 11) / 5.0 - 1.0 for i in range(3)]], np.float32)}
           for f in range(frames_n)]
     want, _ = interp.run_frames(g, xs)
@@ -382,7 +390,8 @@ def test_a_next_value_written_over_the_state_it_reads():
     plan = compiled.plan
     assert plan.in_state("sum") and plan.offset_of("sum") == plan.offset_of("s") and not plan.state_copies
     c = compiled.library.files["acc.c"]
-    assert "acc_l0_add(acc_state.s0, (float *)(arena + 0), acc_state.s0); /* writes over its input" in c
+    assert ("acc_l0_add(acc_state_storage.s0, (float *)(arena + 0), acc_state_storage.s0); /* writes over its "
+            "input") in c
     assert "const float *x0, const float *x1, float *y)" in c          # that layer: no restrict
     xs = np.random.default_rng(4).standard_normal((9, 2, 3)).astype(np.float32)
     ours = run_generated(compiled, [xs])[0]
