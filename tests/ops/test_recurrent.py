@@ -94,6 +94,13 @@ def test_rnn_kernel_matches_the_interpreter(tmp_path, case):
     check(recurrent_graph("RNN", **RNN_CASES[case]), tmp_path)
 
 
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("B,T,I,H", [(3, 2, 1, 2), (1, 4, 7, 9)])
+def test_sizes_around_the_unrolled_products(tmp_path, op, B, T, I, H):
+    """Input and hidden sizes below four and with a remainder after the products' four-wide steps."""
+    check(recurrent_graph(op, B=B, T=T, I=I, H=H, output="last_h", reverse=True), tmp_path)
+
+
 @pytest.mark.parametrize("op,floats", [("LSTM", 5), ("GRU", 4), ("RNN", 1)])
 def test_kernel_scratch_is_in_the_arena_and_in_the_bound(op, floats):
     """The per-step buffers are arena scratch of the layer (no static or stack arrays in the kernel): the plan, its
