@@ -397,3 +397,25 @@ def test_a_next_value_written_over_the_state_it_reads():
     ours = run_generated(compiled, [xs])[0]
     want = np.stack([o["y"] for o in interp.run_frames(g, [{"x": x} for x in xs])[0]])
     np.testing.assert_allclose(ours, want, rtol=0, atol=1e-5 * (1 + np.abs(want).max()))
+
+
+def test_onnx_state_input_with_an_initializer_starts_at_it(tmp_path):
+    """A state input that has an initializer (ONNX's default value for an input) starts at that value, in tinyc
+    and in onnxruntime (which applies the initializer until the input is fed)."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from tinyc.frontends import load_model
+    from tinyc.verify import verify
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["s", "x"], ["acc"]), helper.make_node("Relu", ["acc"], ["y"])], "acc",
+        [helper.make_tensor_value_info("x", f, [1, 3]), helper.make_tensor_value_info("s", f, [1, 3])],
+        [helper.make_tensor_value_info("y", f, [1, 3]), helper.make_tensor_value_info("acc", f, [1, 3])],
+        [numpy_helper.from_array(np.array([[2.0, -3.0, 0.5]], np.float32), "s")])
+    path = str(tmp_path / "acc.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path)
+    g = load_model(path, state={"s": "acc"})
+    assert [list(v.ravel()) for v in g.initial_state().values()] == [[2.0, -3.0, 0.5]]
+    report = verify(path, samples=12, state={"s": "acc"})
+    assert report["ok"] and report["frames"] == 12, report

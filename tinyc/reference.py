@@ -49,8 +49,10 @@ def run_onnx(path: str, samples: list, intermediates=(), state: dict | None = No
     inputs = {i.name: i for i in sess.get_inputs()}
     in_names = [n for n in inputs if n not in state]
     out_names = [o.name for o in sess.get_outputs()]
+    # zeros at first, but a state input with an initializer (not fed: its initializer applies to the first frame;
+    # a dynamic first dimension is 1, as tinyc reads it)
     carried = {n: np.zeros([d if isinstance(d, int) else 1 for d in inputs[n].shape], _ORT_TYPES[inputs[n].type])
-               for n in state}     # (a dynamic first dimension is 1, as tinyc reads it)
+               for n in state if n in inputs}
     outs, inters = [], []
     for sample in samples:
         res = sess.run(None, {**dict(zip(in_names, sample)), **carried})

@@ -720,9 +720,14 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict 
                              "numeric constants only")
     _check_graph(model.graph)
     pairs = state_pairs(model, state)
+    for name in pairs:       # the model's own layout: the state is no part of the C API
+        initial = imp.consts.pop(name, None)      # an input with an initializer: its initial value
+        g.state[imp.define(name, plain(len(imp.logical_shape(name))))] = None
+        if initial is not None:
+            t = g.tensors[imp.get(name)]
+            g.state_init[t.name] = np.asarray(initial, t.dtype).reshape(t.shape)
     for inp in inputs:
-        if inp.name in pairs:       # the model's own layout: the state is no part of the C API
-            g.state[imp.define(inp.name, plain(len(imp.logical_shape(inp.name))))] = None
+        if inp.name in pairs:
             continue
         shape = imp.logical_shape(inp.name)
         if 0 in shape:
@@ -770,12 +775,13 @@ def load_onnx(path: str, input_shapes=None, io_layout: str = "nchw", bind: dict 
 
 def state_pairs(model, pairs: dict | None) -> dict:
     """Checked streaming state pairs {graph input: graph output} (`--state IN=OUT`): the input becomes a state
-    tensor (zeros at first) whose value after each inference is the output's; the output stays a model output.
-    Refuses, in one line, names that are not a graph input / output and pairs of other shapes or types."""
+    tensor (zeros at first, or the input's initializer when it has one: ONNX's default value) whose value after
+    each inference is the output's; the output stays a model output. Refuses, in one line, names that are not a
+    graph input / output and pairs of other shapes or types."""
     if not pairs:
         return {}
     inits = {i.name for i in model.graph.initializer}
-    inputs = {i.name: i for i in model.graph.input if i.name not in inits}
+    inputs = {i.name: i for i in model.graph.input}
     outputs = {o.name: o for o in model.graph.output}
     seen = set()
     for name, out in pairs.items():
@@ -795,7 +801,7 @@ def state_pairs(model, pairs: dict | None) -> dict:
             raise TinycError(f"--state {name}={out}: input '{name}' ({_elem_name(a.elem_type)} {shape_a}) and output "
                              f"'{out}' ({_elem_name(b.elem_type)} {shape_b}) differ; a state pair needs the same "
                              "shape and type")
-    if len(pairs) == len(inputs):
+    if not set(inputs) - inits - set(pairs):
         raise TinycError("--state names every graph input as state: the model has no input left for the C API")
     return dict(pairs)
 
