@@ -88,6 +88,23 @@ def options_model():
     return randomize(keras.Model(x, outs, name="options"), 11)
 
 
+def stacked_cells_model():
+    """RNNs of stacked cells (StackedRNNCells): forwards and backwards, with sequences and every cell's states,
+    initial states from model inputs; in a Bidirectional."""
+    keras.utils.set_random_seed(21)
+    x = keras.Input((STEPS, FEATURES), name="x")
+    h0 = [keras.Input((n,), name=f"h0_{k}") for k, n in enumerate((4, 4, 3))]
+    cells = [layers.LSTMCell(4), layers.GRUCell(3, reset_after=False), layers.SimpleRNNCell(2)]
+    outs = keras.tree.flatten(layers.RNN(cells, return_sequences=True, return_state=True, go_backwards=True,
+                                         name="cells_back")(
+        x, initial_state=[[h0[0], h0[1]], [h0[2]], [layers.Dense(2, name="h0_rnn")(h0[2])]]))
+    outs += keras.tree.flatten(layers.RNN([layers.GRUCell(3), layers.LSTMCell(2)], return_state=True,
+                                          name="cells")(x))
+    outs.append(layers.Bidirectional(layers.RNN([layers.SimpleRNNCell(3), layers.GRUCell(2)], return_sequences=True),
+                                     merge_mode="sum", name="bi_cells")(x))
+    return randomize(keras.Model([x, *h0], outs, name="stacked_cells"), 21)
+
+
 def activations_model():
     """Every activation of the frontend's table, each in a SimpleRNN of a chain (each layer's sequence feeds the
     next, all returned), and a few as an LSTM's recurrent activation."""
@@ -163,6 +180,10 @@ def test_stacked_matches_keras(tmp):
     _check(stacked_model(), tmp)
 
 
+def test_stacked_cells_match_keras(tmp):
+    _check(stacked_cells_model(), tmp)
+
+
 @pytest.mark.skipif(not FULL, reason="TINYC_FULL")
 def test_time_distributed_matches_keras(tmp):
     """TimeDistributed recurrent layers: one node over a batch of N*T sequences."""
@@ -203,26 +224,27 @@ FRAMES = 50
 
 
 def stateful_model():
-    """A streaming model: one frame of 2 steps per call, stateful LSTM -> stateful backwards GRU, and a stateful
-    Bidirectional SimpleRNN."""
+    """A streaming model: one frame of 2 steps per call, stateful LSTM -> stateful backwards GRU, a stateful
+    Bidirectional SimpleRNN, and a stateful RNN of two stacked cells."""
     keras.utils.set_random_seed(16)
     x = keras.Input((2, FEATURES), batch_size=1, name="frame")
     h = layers.LSTM(5, stateful=True, return_sequences=True, name="lstm")(x)
     a = layers.GRU(4, stateful=True, go_backwards=True, name="gru")(h)
     b = layers.Bidirectional(layers.SimpleRNN(3, stateful=True), merge_mode="sum", name="bi")(h)
-    return randomize(keras.Model(x, [a, b], name="stateful"), 16)
+    c = layers.RNN([layers.GRUCell(2), layers.SimpleRNNCell(2)], stateful=True, name="cells")(x)
+    return randomize(keras.Model(x, [a, b, c], name="stateful"), 16)
 
 
 def test_stateful_carries_state_frame_by_frame(tmp):
     """The C (host, sanitizers) against Keras on 50 consecutive frames, both carrying the layers' states."""
     path = _save(stateful_model(), tmp)
     g = load_keras(path)
-    assert sorted(g.state) == ["bi_backward_state_h", "bi_forward_state_h", "gru_state_h", "lstm_state_c",
-                               "lstm_state_h"]
+    assert sorted(g.state) == ["bi_backward_state_h", "bi_forward_state_h", "cells_cell0_state_h",
+                               "cells_cell1_state_h", "gru_state_h", "lstm_state_c", "lstm_state_h"]
     assert g.state["gru_state_h"] == "gru" and all(not v.any() for v in g.initial_state().values())
     report = verify(path, samples=FRAMES, seed=2)
     assert report["ok"] and report["frames"] == FRAMES, report["outputs"]
-    assert sum(row["bytes"] for row in report["state"]) == 4 * (5 + 5 + 4 + 3 + 3)
+    assert sum(row["bytes"] for row in report["state"]) == 4 * (5 + 5 + 4 + 3 + 3 + 2 + 2)
 
 
 # -- refused -------------------------------------------------------------------------------------------------
@@ -248,12 +270,6 @@ def test_softmax_in_a_cell_is_refused(tmp):
              r"SimpleRNN 'soft' uses softmax inside its cell")
     _refused(keras.Model(x, layers.GRU(3, recurrent_activation="squareplus", name="sq")(x), name="sq"), tmp,
              r"activation 'squareplus' of layer 'sq' \(GRU\) is not supported")
-
-
-def test_stacked_cells_are_refused(tmp):
-    x = keras.Input((5, 2), name="x")
-    cells = layers.RNN([layers.LSTMCell(3), layers.GRUCell(3)], name="stack")
-    _refused(keras.Model(x, cells(x), name="cells"), tmp, r"RNN 'stack' runs a StackedRNNCells; .*stack layers")
 
 
 def test_stateful_batch_above_one_is_refused(tmp):

@@ -579,14 +579,23 @@ def time_distributed(cv, layer, cfg, ins):
 _CELLS = {"LSTMCell": ("LSTM", ("h", "c")), "GRUCell": ("GRU", ("h",)), "SimpleRNNCell": ("RNN", ("h",))}
 
 
-def _cell_of(layer):
-    """(cell, IR op, state names) of an LSTM / GRU / SimpleRNN layer, or of an RNN layer of one such cell."""
+def _cells_of(layer) -> list:
+    """[(cell, IR op, state names)] of a recurrent layer: its one cell (LSTM, GRU, SimpleRNN, RNN of one cell), or
+    an RNN's stacked cells (StackedRNNCells), bottom first."""
     cell = getattr(layer, "cell", None)
-    kind = type(cell).__name__
-    if kind not in _CELLS:
-        raise TinycError(f"{type(layer).__name__} '{layer.name}' runs a {kind}; tinyc converts recurrent layers of "
-                         "one LSTMCell, GRUCell or SimpleRNNCell (stack layers rather than cells)")
-    return (cell,) + _CELLS[kind]
+    cells = list(cell.cells) if type(cell).__name__ == "StackedRNNCells" else [cell]
+    for c in cells:
+        if type(c).__name__ not in _CELLS:
+            raise TinycError(f"{type(layer).__name__} '{layer.name}' runs a {type(c).__name__}; tinyc converts "
+                             "recurrent layers of LSTMCell, GRUCell and SimpleRNNCell")
+    return [(c,) + _CELLS[type(c).__name__] for c in cells]
+
+
+def _flat(value) -> list:
+    """A layer's states as one list (a stacked RNN's are a list per cell)."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListWrapper":
+        return [leaf for v in value for leaf in _flat(v)]
+    return [value]
 
 
 def _cell_activations(cv, layer, cell, op) -> tuple:
@@ -607,8 +616,8 @@ class _Direction:
     """One direction of a recurrent layer (a whole LSTM / GRU / SimpleRNN, or one half of a Bidirectional): its IR
     node's inputs and attributes, and the outputs built so far ("sequence", "last_h", "last_c")."""
 
-    def __init__(self, op, inputs, attrs, shape, prefix, flip, carried):
-        self.op, self.inputs, self.attrs, self.shape = op, inputs, attrs, shape
+    def __init__(self, op, states, inputs, attrs, shape, prefix, flip, carried):
+        self.op, self.states, self.inputs, self.attrs, self.shape = op, states, inputs, attrs, shape
         self.prefix = prefix    # of its constants and helper tensors: '' or 'forward_' / 'backward_'
         self.flip = flip        # its sequence is wanted in the reverse of the node's order (input order)
         self.carried = carried  # stateful=True: state name ('h', 'c') -> the IR state tensor it starts from
@@ -616,19 +625,44 @@ class _Direction:
         self.sequence = None    # the node's own sequence output (input order), once built
 
 
-def _direction(cv, layer, x, initial, prefix, flip) -> _Direction:
-    """The node inputs of one recurrent layer: weights transposed to [gates*H, I] and [gates*H, H] (Keras' gate
+def _directions(cv, layer, x, initial, prefix, flip) -> list:
+    """The directions of a recurrent layer, one per cell, bottom first: each stacked cell runs over the sequence of
+    the one below (in input order, whichever way they all run); `initial`: the states given at the call, the
+    cells' in order, or none."""
+    cells = _cells_of(layer)
+    counts = [len(states) for _, _, states in cells]
+    if initial and len(initial) != sum(counts):
+        raise TinycError(f"{type(layer).__name__} '{layer.name}' is given {len(initial)} initial states; it "
+                         f"carries {sum(counts)}")
+    # stateful=True: the carried states start from the layer's; initial states given at the call replace them
+    values = _flat(layer.states) if layer.stateful and not initial else None
+    if values is not None and len(cv.layer._inbound_nodes) > 1:
+        raise TinycError(f"{type(cv.layer).__name__} '{cv.layer.name}' is stateful and called "
+                         f"{len(cv.layer._inbound_nodes)} times; tinyc carries the state of a layer called once")
+    dirs, at = [], 0
+    for k, (cell, op, states) in enumerate(cells):
+        top = k == len(cells) - 1
+        own = slice(at, at + len(states))
+        at += len(states)
+        d = _direction(cv, layer, cell, op, states, x, initial[own] if initial else [],
+                       prefix + ("" if len(cells) == 1 else f"cell{k}_"), flip and top,
+                       values[own] if values is not None else None)
+        dirs.append(d)
+        if not top:
+            x = _direction_output(cv, d, "sequence", final=False)
+    return dirs
+
+
+def _direction(cv, layer, cell, op, states, x, initial, prefix, flip, carry_from) -> _Direction:
+    """The node inputs of one recurrent cell: weights transposed to [gates*H, I] and [gates*H, H] (Keras's gate
     order is the op's), zeros for an absent bias, peepholes and initial states not given as inputs. GRU
     reset_after=True: the [2, 3H] bias is the input bias and the recurrent one (linear_before_reset);
-    reset_after=False: one bias, the recurrent bias zero."""
-    cell, op, states = _cell_of(layer)
+    reset_after=False: one bias, the recurrent bias zero. `carry_from`: stateful=True, the layer's state values
+    this cell's state tensors start from."""
     shape = cv.shape(x)
     if len(shape) != 3:
         raise TinycError(f"{type(layer).__name__} '{layer.name}' gets an input of shape {shape}; recurrent layers "
                          "take [batch, steps, features]")
-    if initial and len(initial) != len(states):
-        raise TinycError(f"{type(layer).__name__} '{layer.name}' is given {len(initial)} initial states; it "
-                         f"carries {len(states)}")
     B, T, _ = shape
     H = int(cell.units)
     G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
@@ -642,17 +676,14 @@ def _direction(cv, layer, x, initial, prefix, flip) -> _Direction:
     else:
         biases = [cv.const(f"{prefix}bias", bias)]
     carried = {}
-    if not initial and layer.stateful:   # initial states given at the call replace the carried ones, as in Keras
-        if len(cv.layer._inbound_nodes) > 1:
-            raise TinycError(f"{type(cv.layer).__name__} '{cv.layer.name}' is stateful and called "
-                             f"{len(cv.layer._inbound_nodes)} times; tinyc carries the state of a layer called once")
-        for s, value in zip(states, layer.states):
-            if tuple(value.shape) != (B, H):
-                raise TinycError(f"{type(layer).__name__} '{layer.name}' is stateful with batch size {value.shape[0]}; "
-                                 "tinyc compiles one sample at a time: build the model with batch_size=1")
-            name = cv.g.unique_name(f"{cv.out}_{prefix}state_{s}")
-            cv.g.add_state(name, (B, H), initial=cv.numpy(value))
-            carried[s] = name
+    for s, value in zip(states, carry_from or ()):
+        if tuple(value.shape) != (B, H):
+            raise TinycError(f"{type(layer).__name__} '{layer.name}' is stateful with batch size {value.shape[0]}; "
+                             "tinyc compiles one sample at a time: build the model with batch_size=1")
+        name = cv.g.unique_name(f"{cv.out}_{prefix}state_{s}")
+        cv.g.add_state(name, (B, H), initial=cv.numpy(value))
+        carried[s] = name
+    if carried:
         initial = [carried[s] for s in states]
     if not initial:
         initial = [cv.const(f"{prefix}initial_{s}", np.zeros((B, H), np.float32)) for s in states]
@@ -664,7 +695,7 @@ def _direction(cv, layer, x, initial, prefix, flip) -> _Direction:
         attrs.update(cell_clip=None, input_forget=False)
     if op == "GRU":
         attrs.update(linear_before_reset=bool(cell.reset_after))
-    return _Direction(op, inputs, attrs, (B, T, H), prefix, flip, carried)
+    return _Direction(op, states, inputs, attrs, (B, T, H), prefix, flip, carried)
 
 
 def _direction_output(cv, d: _Direction, kind: str, final: bool) -> str:
@@ -712,18 +743,19 @@ def _distinct(cv, names: list) -> list:
 
 
 def recurrent(cv, layer, cfg, ins):
-    """LSTM, GRU, SimpleRNN (and RNN of one such cell): a node for each read output — the sequence
-    (return_sequences) or the last output, and the final states (return_state: h, and c for an LSTM). Initial
-    states passed at the call are inputs of the nodes. stateful=True: the initial states are state tensors of the
-    graph (docs/streaming-state.md), starting from the layer's states, and take the final states after each
-    inference. Dropout, unroll and the cuDNN choice do not change what inference computes."""
-    _, _, states = _cell_of(layer)
-    d = _direction(cv, layer, ins[0], ins[1:], "", flip=bool(layer.go_backwards))
-    kinds = ["sequence" if layer.return_sequences else "last_h"]
-    kinds += [f"last_{s}" for s in states] if layer.return_state else []
+    """LSTM, GRU, SimpleRNN, RNN of one such cell or of stacked ones: a node for each read output — the sequence
+    (return_sequences) or the last output of the top cell, and the final states (return_state: each cell's h, and
+    c for an LSTM cell). Initial states passed at the call are inputs of the nodes. stateful=True: the initial
+    states are state tensors of the graph (docs/streaming-state.md), starting from the layer's states, and take
+    the final states after each inference. Dropout, unroll and the cuDNN choice do not change what inference
+    computes."""
+    dirs = _directions(cv, layer, ins[0], ins[1:], "", flip=bool(layer.go_backwards))
+    wanted = [(dirs[-1], "sequence" if layer.return_sequences else "last_h")]
+    wanted += [(d, f"last_{s}") for d in dirs for s in d.states] if layer.return_state else []
     outs = [_direction_output(cv, d, kind, final=i == 0) if used else None
-            for i, (kind, used) in enumerate(zip(kinds, cv.used))]
-    _carry(cv, d)
+            for i, ((d, kind), used) in enumerate(zip(wanted, cv.used))]
+    for d in dirs:
+        _carry(cv, d)
     return _distinct(cv, outs) if len(outs) > 1 else outs[0]
 
 
@@ -739,32 +771,32 @@ def _merge(cv, mode: str, ys: list) -> str:
 
 
 def bidirectional(cv, layer, cfg, ins):
-    """Bidirectional: its forward and backward layers as two directions (the backward one's sequence back in input
-    order, as Keras flips it), merged by concat / sum / ave / mul, or both returned (merge_mode None); with
-    return_state, the forward layer's final states, then the backward one's."""
+    """Bidirectional: its forward and backward layers' directions (the backward one's sequence back in input order,
+    as Keras flips it), merged by concat / sum / ave / mul, or both returned (merge_mode None); with return_state,
+    the forward layer's final states, then the backward one's."""
     subs = (("forward_", layer.forward_layer), ("backward_", layer.backward_layer))
-    counts = [len(_cell_of(sub)[2]) for _, sub in subs]
+    counts = [sum(len(states) for _, _, states in _cells_of(sub)) for _, sub in subs]
     initial = ins[1:]
     if initial and len(initial) != sum(counts):
         raise TinycError(f"Bidirectional '{layer.name}' is given {len(initial)} initial states; its layers carry "
                          f"{sum(counts)}")
     parts = (initial[:counts[0]], initial[counts[0]:])
-    dirs = [_direction(cv, sub, ins[0], part, prefix, flip=bool(sub.go_backwards) != (prefix == "backward_"))
-            for (prefix, sub), part in zip(subs, parts)]
+    sides = [_directions(cv, sub, ins[0], part, prefix, flip=bool(sub.go_backwards) != (prefix == "backward_"))
+              for (prefix, sub), part in zip(subs, parts)]
     main = "sequence" if layer.return_sequences else "last_h"
     mode = cfg.get("merge_mode")
     if mode is None:
-        heads = [_direction_output(cv, d, main, final=i == 0) if used else None
-                 for i, (d, used) in enumerate(zip(dirs, cv.used))]
+        heads = [_direction_output(cv, dirs[-1], main, final=i == 0) if used else None
+                 for i, (dirs, used) in enumerate(zip(sides, cv.used))]
     else:
-        heads = [_merge(cv, mode, [_direction_output(cv, d, main, final=False) for d in dirs])
+        heads = [_merge(cv, mode, [_direction_output(cv, dirs[-1], main, final=False) for dirs in sides])
                  if cv.used[0] else None]
-    states = [(d, f"last_{s}") for d, (_, sub) in zip(dirs, subs) for s in _cell_of(sub)[2]] \
-        if layer.return_state else []
+    states = [(d, f"last_{s}") for dirs in sides for d in dirs for s in d.states] if layer.return_state else []
     outs = heads + [_direction_output(cv, d, kind, final=False) if used else None
                     for (d, kind), used in zip(states, cv.used[len(heads):])]
-    for d in dirs:
-        _carry(cv, d)
+    for dirs in sides:
+        for d in dirs:
+            _carry(cv, d)
     return _distinct(cv, outs) if len(outs) > 1 else outs[0]
 
 
