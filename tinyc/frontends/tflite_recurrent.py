@@ -285,59 +285,91 @@ def reverse_v2(cv, opts, ins):
     steps = tuple(-1 if a in axes else 1 for a in range(len(shape)))
     if not any(shape[a] > 1 for a in axes):
         return cv.emit("Identity", [cv.x(ins[0])], shape)
-    if axes == {1} and len(shape) == 3 and _runs_backwards(cv, cv.x(ins[0])):
+    if len(axes) == 1 and len(shape) == 3 and _runs_backwards(cv, cv.x(ins[0]), min(axes)):
         return cv.emit("Identity", [cv.x(ins[0])], shape)
     return cv.emit("Slice", [cv.x(ins[0])], shape, starts=starts, steps=steps, sizes=tuple(shape))
-
-
-def _time_reversal(g, name: str):
-    """The Slice node reversing the time axis of [B,T,F] tensor `name`, or None."""
-    node = g.producer(name)
-    shape = g.tensors[name].shape
-    if node is None or node.op != "Slice" or len(shape) != 3:
-        return None
-    a = node.attrs
-    return node if (tuple(a["starts"]), tuple(a["steps"]), tuple(a["sizes"])) == \
-        ((0, shape[1] - 1, 0), (1, -1, 1), tuple(shape)) else None
 
 
 def _tflite_index(cv, name: str) -> int | None:
     return next((i for i, n in cv.names.items() if n == name), None)
 
 
-def _runs_backwards(cv, y: str) -> bool:
-    """The converter's backward direction, REVERSE_V2(time) -> recurrent op -> REVERSE_V2(time): when `y` is the
-    sequence of a forward node over a time-reversed x that nothing else reads, the node (and its final-c twin)
-    runs backwards over x itself (`reverse`, its sequence in x's order) and the two reversals go. Returns whether
-    it did (then `y` is the reversed sequence and no longer equals the TFLite tensor it was named after)."""
+def _private(cv, name: str, readers: list) -> bool:
+    """Whether IR tensor `name` is read by `readers` alone, now and by the TFLite operators still to come."""
+    i = _tflite_index(cv, name)
+    return name not in cv.g.outputs and {id(n) for n in cv.g.consumers(name)} <= {id(n) for n in readers} and \
+        (i is None or not used_later(cv, i))
+
+
+def _reshape_chain(cv, name: str, readers: list):
+    """Up from `name` through the Reshapes that make it: (the tensors they make, bottom first, each read by nothing
+    else: `readers` for `name`, the next Reshape for the others; None if one is read elsewhere) and the first
+    tensor no Reshape makes."""
+    chain = []
+    while True:
+        p = cv.g.producer(name)
+        if p is None or p.op != "Reshape":
+            return chain, name
+        if not _private(cv, name, readers):
+            return None, name
+        chain.append(name)
+        readers, name = [p], p.inputs[0]
+
+
+def _time_flip(g, name: str, steps: int, features: int):
+    """The Slice reversing the time axis of `name` (batch 1: [1,T,F], [T,1,F], ...), or None."""
+    node = g.producer(name)
+    shape = tuple(g.tensors[name].shape)
+    if node is None or node.op != "Slice" or not shape or shape[-1] != features:
+        return None
+    back = [a for a, st in enumerate(node.attrs["steps"]) if st == -1]
+    if len(back) != 1 or shape[back[0]] != steps or back[0] == len(shape) - 1 or \
+            any(d != 1 for a, d in enumerate(shape[:-1]) if a != back[0]):
+        return None
+    starts = tuple(steps - 1 if a == back[0] else 0 for a in range(len(shape)))
+    ok = tuple(node.attrs["starts"]) == starts and tuple(node.attrs["sizes"]) == shape and \
+        all(st == 1 for a, st in enumerate(node.attrs["steps"]) if a != back[0])
+    return node if ok else None
+
+
+def _runs_backwards(cv, y: str, axis: int) -> bool:
+    """The backward direction as the converter writes it: REVERSE_V2(time) -> recurrent layer (an op, or a WHILE
+    loop with Reshapes around it) -> REVERSE_V2(time). When `y` (what the second reversal reads, on `axis`) is the
+    forward node's sequence over a time-reversed x, and nothing else reads the tensors in between, the node (and its
+    final-state twins) runs backwards over x itself (`reverse`: its sequence in x's order) and both reversal
+    copies go: returns True, `y` then holds the reversed sequence (no longer the TFLite tensor it is named after).
+    Batch 1 (a batch-major reshape keeps the order of time steps)."""
     g = cv.g
-    node = g.producer(y)
-    if node is None or node.op not in ("LSTM", "GRU", "RNN") or node.attrs.get("output") != "sequence" or \
-            node.attrs.get("reverse"):
+    chain_out, seq = _reshape_chain(cv, y, [])
+    node = g.producer(seq)
+    if chain_out is None or node is None or node.op not in ("LSTM", "GRU", "RNN") or \
+            node.attrs.get("output") != "sequence" or node.attrs.get("reverse") or g.tensors[seq].shape[0] != 1:
         return False
-    flip = _time_reversal(g, node.inputs[0])
-    if flip is None:
+    _, T, H = g.tensors[seq].shape
+    shape = g.tensors[y].shape
+    if axis == len(shape) - 1 or shape[axis] != T or any(d != 1 for a, d in enumerate(shape[:-1]) if a != axis):
+        return False                              # not the time axis of y
+    finals = [n for n in g.consumers(seq) if n.op == "Slice" and tuple(n.attrs["sizes"]) == (1, 1, H)]
+    if not _private(cv, seq, finals + ([g.producer(chain_out[-1])] if chain_out else [])):
         return False
-    xr = node.inputs[0]
-    readers = g.consumers(xr)
-    twins = [n for n in readers if n is not node]
+    twins = [n for n in g.consumers(node.inputs[0]) if n is not node]
     if any(n.op != node.op or n.inputs[1:] != node.inputs[1:] or n.attrs.get("output") == "sequence" for n in twins):
         return False
-    B, T, H = g.tensors[y].shape
-    steps = [n for n in g.consumers(y)]
-    if any(n.op != "Slice" or tuple(n.attrs["sizes"]) != (B, 1, H) for n in steps):
-        return False                            # only the final-step Slice of a carried state may read it
-    for name in (xr, y):
-        i = _tflite_index(cv, name)
-        if i is None or used_later(cv, i):
-            return False
-    for n in [node] + twins:
-        n.inputs[0] = flip.inputs[0]
-        n.attrs["reverse"] = True
-    for n in steps:
-        n.attrs["starts"] = (0, T - 1 - n.attrs["starts"][1], 0)
+    chain_in, flipped = _reshape_chain(cv, node.inputs[0], [node] + twins)
+    if chain_in is None:
+        return False
+    flip = _time_flip(g, flipped, T, g.tensors[node.inputs[0]].shape[2])
+    if flip is None or not _private(cv, flipped, [g.producer(chain_in[-1])] if chain_in else [node] + twins):
+        return False
+    for n in g.consumers(flipped):
+        n.inputs = [flip.inputs[0] if i == flipped else i for i in n.inputs]
     g.nodes.remove(flip)
-    g.tensors[y].source_name = None
+    for n in [node] + twins:
+        n.attrs["reverse"] = True
+    for n in finals:
+        n.attrs["starts"] = (0, T - 1 - n.attrs["starts"][1], 0)
+    for name in chain_out + [seq] + chain_in:
+        g.tensors[name].source_name = None
     return True
 
 
