@@ -419,3 +419,37 @@ def test_onnx_state_input_with_an_initializer_starts_at_it(tmp_path):
     assert [list(v.ravel()) for v in g.initial_state().values()] == [[2.0, -3.0, 0.5]]
     report = verify(path, samples=12, state={"s": "acc"})
     assert report["ok"] and report["frames"] == 12, report
+
+
+def test_a_copied_next_value_stays_live_to_the_end():
+    """v is computed first and read by nothing; the state it updates is read last (so v cannot go into the slot
+    early). Without v live to the end, the chain of large layers after it would reuse its bytes before the copy."""
+    from tinyc.compiler import compile_graph
+    from tinyc.verify import run_generated
+    rng = np.random.default_rng(7)
+    g = Graph("late")
+    g.add_tensor("x", (1, 64))
+    g.add_state("s", (1, 64), initial=rng.standard_normal((1, 64)))
+    g.add_tensor("v", (1, 64))
+    g.add_node("Dense", ["x", g.add_const("w", rng.standard_normal((64, 64)) * 0.1)], ["v"], activation=None)
+    prev = "x"
+    for k in range(4):
+        g.add_tensor(f"t{k}", (1, 96))
+        w = g.add_const(f"w{k}", rng.standard_normal((96, g.tensors[prev].shape[1])) * 0.1)
+        g.add_node("Dense", [prev, w], [f"t{k}"], activation={"fn": "relu"})
+        prev = f"t{k}"
+    g.add_tensor("back", (1, 64))
+    g.add_node("Dense", [prev, g.add_const("wb", rng.standard_normal((64, 96)) * 0.1)], ["back"], activation=None)
+    g.add_tensor("y", (1, 64))
+    g.add_node("Add", ["back", "s"], ["y"], activation=None)
+    g.inputs, g.outputs = ["x"], ["y"]
+    g.state["s"] = "v"
+    g.validate()
+    compiled = compile_graph(g, "late")
+    plan = compiled.plan
+    assert plan.state_copies == {"s": "v"}
+    assert plan.buffer_of["v"].end == len(plan.graph.nodes) - 1
+    xs = rng.standard_normal((6, 1, 64)).astype(np.float32)
+    ours = run_generated(compiled, [xs])[0]
+    want = np.stack([o["y"] for o in interp.run_frames(g, [{"x": x} for x in xs])[0]])
+    np.testing.assert_allclose(ours, want, rtol=0, atol=1e-5 * (1 + np.abs(want).max()))
