@@ -57,6 +57,35 @@ def test_torch_recurrent_matches_onnxruntime(tmp_path, kind, batch_first, layers
     assert report["ok"], [(o["max_abs_err"], o["tolerance"]) for o in report["outputs"]]
 
 
+class WithStates(nn.Module):
+    """A two-layer bidirectional batch-first nn.LSTM / nn.GRU called with its initial states (model inputs,
+    [layers * directions, B, H], which the exporters slice per layer), returning the sequence and final states."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.rnn = LAYERS[kind](6, 8, num_layers=2, batch_first=True, bidirectional=True)
+
+    def forward(self, x, h0, c0=None):
+        if self.kind == "lstm":
+            y, (h, c) = self.rnn(x, (h0, c0))
+            return y, h, c
+        return self.rnn(x, h0)
+
+
+@pytest.mark.skipif(not FULL, reason="TINYC_FULL=1")
+@pytest.mark.parametrize("kind,dynamo", list(itertools.product(("lstm", "gru"), (False, True))), ids=str)
+def test_initial_states_as_model_inputs(tmp_path, kind, dynamo):
+    torch.manual_seed(19)
+    states = (torch.randn(4, 2, 8),) * (2 if kind == "lstm" else 1)
+    path = str(tmp_path / f"{kind}.onnx")
+    with torch.no_grad():
+        torch.onnx.export(WithStates(kind).eval(), (torch.randn(2, 5, 6), *states), path, dynamo=dynamo,
+                          opset_version=None if dynamo else 17, verbose=False)
+    report = verify(path, samples=2)
+    assert report["ok"], [(o["max_abs_err"], o["tolerance"]) for o in report["outputs"]]
+
+
 @pytest.mark.skipif(not FULL, reason="QEMU runs: TINYC_FULL=1")
 @pytest.mark.parametrize("board_name", ["pico", "pico2"])     # Cortex-M0+ (mps2-an385), Cortex-M33 (mps2-an505)
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
