@@ -92,6 +92,8 @@ def test_tf_keras_lstm_is_one_lstm_node_and_verifies(tf_keras_lstm):
     assert report["ok"] and report["frames"] == 3 and len(report["state"]) == 2, report
 
 
+@pytest.mark.skipif(not FULL, reason="the converter takes ~15 s on a tf_keras Bidirectional: TINYC_FULL=1 (the same "
+                    "operators written by hand run by default)")
 def test_tf_keras_bidirectional_lstm_verifies(tf_keras_bidirectional):
     assert _ops(tf_keras_bidirectional) == ["REVERSE_V2", "UNIDIRECTIONAL_SEQUENCE_LSTM", "REVERSE_V2",
                                             "UNIDIRECTIONAL_SEQUENCE_LSTM", "CONCATENATION"]
@@ -327,6 +329,41 @@ def test_bidirectional_sequence_lstm(S, tmp, merge, time_major):
     if merge and not time_major:
         report = verify(path, samples=2, seed=3)
         assert report["ok"], report["outputs"]
+
+
+def _converter_bidirectional(S, path) -> str:
+    """What the converter writes for a tf_keras Bidirectional(LSTM(return_sequences=True)): REVERSE_V2(x) ->
+    UNIDIRECTIONAL_SEQUENCE_LSTM -> REVERSE_V2, beside the forward one, CONCATENATION [forward, backward]."""
+    rng = np.random.default_rng(13)
+    b = _Builder(S)
+    x = b.tensor("x", (1, STEPS, FEATURES))
+    axis = b.tensor("axis", (1,), np.array([1]), dtype="int32")
+    xr = b.tensor("x_reversed", (1, STEPS, FEATURES))
+    b.op("REVERSE_V2", [x, axis], [xr], S.ReverseV2OptionsT())
+    seqs = []
+    for name, src in (("backward", xr), ("forward", x)):
+        ins = [src] + _lstm_direction(b, rng, name, FEATURES, HIDDEN)
+        ins += [b.tensor(f"{name}_h", (1, HIDDEN), variable=True), b.tensor(f"{name}_c", (1, HIDDEN), variable=True)]
+        seqs.append(b.tensor(f"{name}_sequence", (1, STEPS, HIDDEN)))
+        opts = S.UnidirectionalSequenceLSTMOptionsT()
+        opts.fusedActivationFunction, opts.cellClip = 4, 10.0
+        b.op("UNIDIRECTIONAL_SEQUENCE_LSTM", ins + [-1] * 4, [seqs[-1]], opts)
+    back = b.tensor("backward_in_order", (1, STEPS, HIDDEN))
+    b.op("REVERSE_V2", [seqs[0], axis], [back], S.ReverseV2OptionsT())
+    y = b.tensor("y", (1, STEPS, 2 * HIDDEN))
+    opts = S.ConcatenationOptionsT()
+    opts.axis = 2
+    b.op("CONCATENATION", [seqs[1], back], [y], opts)
+    return b.save(path, [x], [y])
+
+
+def test_converter_form_of_bidirectional_folds_and_verifies(S, tmp):
+    path = _converter_bidirectional(S, tmp / "bidirectional_converter_form.tflite")
+    g = _matches_tflite(path)
+    assert [n.attrs["reverse"] for n in _recurrent_nodes(g, sequences_only=True)] == [True, False]
+    assert not [n for n in g.nodes if n.op == "Slice" and -1 in n.attrs["steps"]]
+    report = verify(path, samples=3, seed=3)                     # three frames, four carried states
+    assert report["ok"] and len(report["state"]) == 4, report
 
 
 @pytest.mark.parametrize("time_major,activation", [(False, 1), (True, 4)])   # relu, tanh
