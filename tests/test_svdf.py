@@ -170,13 +170,14 @@ def test_stacked_svdf_c_carries_its_memories_over_50_frames(tmp_path, int8):
     width = 2 if int8 else 4
     assert len(g.state) == 2 and compiled.plan.state_bytes == (64 * 10 + 32 * 10) * width
     xs = frames(int8, 50, seed=4)
-    ours = run_generated(compiled, [np.stack(xs)])[0]
     ref = tflite_frames(data, xs)
-    for k, r in enumerate(ref):
-        if int8:
-            assert np.array_equal(ours[k], r), f"frame {k}: {int((ours[k] != r).sum())} differing bytes"
-        else:
-            assert np.abs(ours[k] - r).max() <= tolerance(r), f"frame {k}"
+    for dsp in (False, True) if int8 else (False,):     # the fast kernels' plain and (emulated) DSP paths
+        ours = run_generated(compiled, [np.stack(xs)], dsp=dsp)[0]
+        for k, r in enumerate(ref):
+            if int8:
+                assert np.array_equal(ours[k], r), f"dsp {dsp}, frame {k}: {int((ours[k] != r).sum())} differ"
+            else:
+                assert np.abs(ours[k] - r).max() <= tolerance(r), f"frame {k}"
     if int8:
         assert len(np.unique(np.stack(ref))) > 100     # not a saturated output
 
@@ -187,6 +188,7 @@ def test_verify_runs_the_samples_as_frames_of_one_stream(tmp_path):
     from tinyc.verify import verify
     r = verify(write(tmp_path, svdf_model(True, layers=KWS_LAYERS, seed=3)), samples=50, seed=2)
     assert r["ok"] and r["oracle"] == "tflite" and r["mismatched_bytes"] == 0 and r["frames"] == 50
+    assert r["dsp_path_matches"]
     assert [(s["name"], s["bytes"], s["update"]) for s in r["state"]] == [("memory0", 1280, "in place"),
                                                                        ("memory1", 640, "in place")]
 
@@ -310,6 +312,8 @@ def test_int8_bit_exact_with_extreme_scales_and_shapes(tmp_path_factory, case):
     data = svdf_model(True, **case)
     compiled = compile_model(write(tmp, data), "svdf_case")
     xs = frames(True, 8, features=case["features"], seed=case["seed"])
-    ours = run_generated(compiled, [np.stack(xs)])[0]
-    for k, r in enumerate(tflite_frames(data, xs)):
-        assert np.array_equal(ours[k], r), f"frame {k}: {int((ours[k] != r).sum())} differing bytes"
+    ref = tflite_frames(data, xs)
+    for dsp in (False, True):     # the fast kernels' plain and (emulated) DSP paths
+        ours = run_generated(compiled, [np.stack(xs)], dsp=dsp)[0]
+        for k, r in enumerate(ref):
+            assert np.array_equal(ours[k], r), f"dsp {dsp}, frame {k}: {int((ours[k] != r).sum())} differing bytes"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..codegen import int8_fast_svdf
 from ..errors import TinycError
 from ..quant import params as qp
 from .int8_common import in_quant, out_quant, quant, same_quant
@@ -186,9 +187,10 @@ def time_int8_kernel(k):
 
 DEFINITIONS = (
     OpDef("SvdfMemory", "x[B,I], w_feature[F,I], memory[B,F*M]  -> memory'[B,F*M] (shifted, newest last)",
-          memory_evaluate, memory_check, memory_float_kernel, memory_int8_prepare, memory_int8_kernel, None,
+          memory_evaluate, memory_check, memory_float_kernel, memory_int8_prepare, memory_int8_kernel,
+          int8_fast_svdf.memory,
           memory="elementwise", quantize=None, int8_wide_dtypes=("int16",)),
     OpDef("SvdfTimeFilter", "memory[B,F*M], w_time[F,M], b[F/R]?  -> [B,F/R]  [rank R, activation]",
-          time_evaluate, time_check, time_float_kernel, time_int8_prepare, time_int8_kernel, None,
+          time_evaluate, time_check, time_float_kernel, time_int8_prepare, time_int8_kernel, int8_fast_svdf.time,
           memory=None, quantize=None, int8_wide_dtypes=("int16",)),
 )
