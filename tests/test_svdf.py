@@ -8,6 +8,7 @@ invoke(); TFLite Micro's interpreter is checked to agree with it.
 """
 import importlib.util
 import os
+import shutil
 import subprocess
 
 import numpy as np
@@ -206,6 +207,18 @@ def test_stacked_int8_svdf_under_qemu_for_50_frames(tmp_path, board_name):
     r = run_emulated(compiled, load_board(board_name), path, str(tmp_path / "fw"), inputs=[xs], profile=True)
     assert r["outputs_match"], r
     print(board_name, r["instructions"], "instructions per inference,", r["macs"], "MACs")
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc not installed")
+@pytest.mark.parametrize("cpu", ["cortex-m0plus", "cortex-m4"])
+def test_int8_c_compiles_for_cortex_m_with_the_warning_set(tmp_path, c_compile, cpu):
+    """The int8 library (the M4 compiles the SMLAD paths, the M0+ the reference loops) under the project's
+    warnings with -Werror, memories of 1 and of 3 steps (odd: the time filter's last step alone)."""
+    data = svdf_model(True, features=6, layers=[(4, 1, 2), (6, 3, 3)])
+    lib = compile_model(write(tmp_path, data), "svdf").library
+    flags = ("-O2", f"-mcpu={cpu}", "-mthumb") + (("-mfloat-abi=hard", "-mfpu=fpv4-sp-d16") if cpu == "cortex-m4"
+                                                   else ())
+    c_compile(lib, tmp_path, "arm-none-eabi-gcc", flags)
 
 
 def _memory_as_io(g):
