@@ -12,6 +12,9 @@ and one more for the speed benchmark (bench/speed.py), kept out of BUILDERS so b
   mobilenet_v2_035   MobileNetV2 width 0.35 at 144x144x3 (MCUNet's input size), 10 classes: Keras's builder with
                      inverted residual blocks, the architecture of tests/test_mobilenet.py and of the MobileNetV2
                      rows of bench/memory.py and bench/int8_models.py
+  kws_lstm           Keyword spotting with an LSTM: 49x10 MFCCs, one LSTM of 64 units (its last step), 12 classes.
+                     Built with tf_keras: TFLiteConverter turns only a tf_keras LSTM into the fused int8
+                     UNIDIRECTIONAL_SEQUENCE_LSTM (a Keras 3 LSTM becomes a WHILE loop whose int8 conversion fails)
 """
 import numpy as np
 
@@ -94,13 +97,22 @@ def attention_block(keras):
     o = L.Lambda(_attend, name="attn_heads")([q, k, v])
     return keras.Model(x, L.Add(name="attn_residual")([x, L.Dense(32, name="attn_out")(o)]))
 
+def kws_lstm(keras):
+    x = keras.Input((49, 10), batch_size=1, name="mfcc")
+    h = keras.layers.LSTM(64, name="lstm")(x)
+    return keras.Model(x, keras.layers.Dense(12, activation="softmax", name="fc")(h))
+
+
 BUILDERS = {f.__name__: f for f in (vww_mobilenet_v1, kws_ds_cnn, ic_resnet8, ad_autoencoder)}   # MLPerf Tiny
-EXTRA_BUILDERS = {f.__name__: f for f in (mobilenet_v2_035, conv_autoencoder, attention_block)}
+EXTRA_BUILDERS = {f.__name__: f for f in (mobilenet_v2_035, conv_autoencoder, attention_block, kws_lstm)}
+TF_KERAS_BUILDERS = ("kws_lstm",)     # built with tf_keras (see kws_lstm above)
 
 
 def build(name: str, seed: int = 0):
     """The model with random weights and batch-norm statistics measured on random inputs."""
     keras = import_keras()
+    if name in TF_KERAS_BUILDERS:
+        import tf_keras as keras
     keras.utils.set_random_seed(seed)
     model = {**BUILDERS, **EXTRA_BUILDERS}[name](keras)
     rng = np.random.default_rng(seed)

@@ -12,8 +12,9 @@ Instruction counts are QEMU -icount counts (one guest instruction per ns of virt
 the M0+'s board image (the Pico's UF2) also runs on rp2040js, an emulated RP2040: cycles per inference, per MAC and
 milliseconds at the board's clock (`tinyc run --emulate --soc`; lower bounds: no flash wait states or XIP misses).
 
-Usage: python bench/speed.py [--models vww,kws,resnet8,ad,mbv2,convae,attn] [--cores m0+,m4,m7,m33] [--quick] [--jobs N]
-                             [--out bench/RESULTS.md] [--json FILE] [--keep DIR] [--host-check] [--soc]
+Usage: python bench/speed.py [--models vww,kws,resnet8,ad,mbv2,convae,attn,lstm] [--cores m0+,m4,m7,m33]
+                             [--quick] [--jobs N] [--out bench/RESULTS.md] [--json FILE] [--keep DIR]
+                             [--host-check] [--soc]
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ MODELS = {
     "mbv2": ("mobilenet_v2_035", "MobileNetV2-0.35 @144x144"),
     "convae": ("conv_autoencoder", "Conv autoencoder, Conv2DTranspose @32x32"),
     "attn": ("attention_block", "Attention block, 2 heads of 16 @32 steps"),
+    "lstm": ("kws_lstm", "KWS, LSTM of 64 units @49x10"),
 }
 # TFLite Micro + CMSIS-NN, instructions per inference counted the same way (QEMU -icount). The M33 has no figure
 # of its own: it is compared with the M4's. MobileNetV2 has none.
@@ -69,7 +71,7 @@ TFLM = {
 }
 TFLM_COLUMN = {"m33": "m4"}
 SIZE_HINT = {"mbv2": 25.4, "resnet8": 12.5, "vww": 7.5, "kws": 2.7, "convae": 1.4,
-             "ad": 0.3, "attn": 0.2}   # MACs (M): largest converted first
+             "lstm": 0.9, "ad": 0.3, "attn": 0.2}   # MACs (M): largest converted first
 GOAL = {"m0+": 0.7, "m4": 0.5, "m7": 0.5, "m33": 0.5}     # ours / TFLM at most
 REFERENCE_CORE = "m4"     # where the plain-C reference kernels run too
 SOC_CORE = "m0+"          # --soc: its board (the Pico) runs on rp2040js too
