@@ -119,6 +119,43 @@ def test_a_runtime_sequence_lens_is_refused(tmp_path):
         _load(tmp_path, model)
 
 
+# ONNX's recurrent activations, with the parameters each takes (alpha, beta)
+ONNX_ACTIVATIONS = {"Relu": 0, "Tanh": 0, "Sigmoid": 0, "Affine": 2, "LeakyRelu": 1, "ThresholdedRelu": 1,
+                    "ScaledTanh": 2, "HardSigmoid": 2, "Elu": 1, "Softsign": 0, "Softplus": 0}
+
+
+@pytest.mark.skipif(not os.environ.get("TINYC_FULL"), reason="a random sweep: TINYC_FULL=1")
+@pytest.mark.parametrize("seed", range(30))
+def test_random_layers_match_onnxruntime(tmp_path, seed):
+    """Random op, direction, outputs read, sizes, clip and activations with explicit or default parameters: the
+    alphas and betas are consumed across both directions' activations in order."""
+    rng = np.random.default_rng(seed)
+    op = ["LSTM", "GRU", "RNN"][seed % 3]
+    direction = str(rng.choice(["forward", "reverse", "bidirectional"]))
+    per = {"LSTM": 3, "GRU": 2, "RNN": 1}[op] * (2 if direction == "bidirectional" else 1)
+    names = [str(n) for n in rng.choice(sorted(ONNX_ACTIVATIONS), per)]
+    wanted = sum(ONNX_ACTIVATIONS[n] >= 1 for n in names), sum(ONNX_ACTIVATIONS[n] == 2 for n in names)
+    attrs = dict(activations=names)
+    if wanted[0]:
+        attrs["activation_alpha"] = [float(v) for v in rng.uniform(0.2, 1.2, wanted[0])]
+    if wanted[1]:
+        attrs["activation_beta"] = [float(v) for v in rng.uniform(-0.5, 0.5, wanted[1])]
+    if rng.random() < 0.5:
+        attrs["clip"] = float(rng.uniform(0.5, 3))
+    if op == "LSTM" and rng.random() < 0.3:
+        attrs["input_forget"] = 1
+    if op == "GRU":
+        attrs["linear_before_reset"] = int(rng.integers(2))
+    outputs = [["Y", "Y_h", "Y_c"][k] if rng.random() < 0.7 else "" for k in range(3 if op == "LSTM" else 2)]
+    if not any(outputs):
+        outputs[0] = "Y"
+    model = recurrent_model(op, direction, outputs=tuple(outputs), T=int(rng.integers(1, 6)),
+                            B=int(rng.integers(1, 3)), I=int(rng.integers(1, 6)), H=int(rng.integers(1, 7)),
+                            peepholes=op == "LSTM" and rng.random() < 0.5,
+                            states=str(rng.choice(["constant", "input", "absent"])), seed=seed, **attrs)
+    verify_onnx(tmp_path, model, f"random{seed}")
+
+
 def test_streaming_lstm_carries_its_state_frame_by_frame(tmp_path):
     """One time step per inference, initial_h / initial_c paired with Y_h / Y_c as streaming state (--state): 50
     frames, every frame's outputs equal onnxruntime's carrying the same state."""
