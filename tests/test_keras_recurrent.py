@@ -84,6 +84,8 @@ def options_model():
             layers.SimpleRNN(4, use_bias=False, activation="linear", return_sequences=True, name="rnn_linear")(x),
             layers.RNN(layers.LSTMCell(3), return_sequences=True, go_backwards=True, name="rnn_of_lstm_cell")(x),
             layers.RNN(layers.GRUCell(3, reset_after=False), name="rnn_of_gru_cell")(x),
+            layers.RNN([layers.LSTMCell(3), layers.GRUCell(2)], go_backwards=True, return_sequences=True,
+                       name="rnn_of_stacked_cells")(x),
             layers.LSTM(4, dropout=0.5, recurrent_dropout=0.5, unroll=True, name="lstm_dropout")(x)]
     return randomize(keras.Model(x, outs, name="options"), 11)
 
@@ -180,6 +182,7 @@ def test_stacked_matches_keras(tmp):
     _check(stacked_model(), tmp)
 
 
+@pytest.mark.skipif(not FULL, reason="TINYC_FULL (the default run has stacked cells in the options model)")
 def test_stacked_cells_match_keras(tmp):
     _check(stacked_cells_model(), tmp)
 
@@ -223,28 +226,32 @@ def test_only_read_outputs_are_built(tmp):
 FRAMES = 50
 
 
-def stateful_model():
-    """A streaming model: one frame of 2 steps per call, stateful LSTM -> stateful backwards GRU, a stateful
-    Bidirectional SimpleRNN, and a stateful RNN of two stacked cells."""
+def stateful_model(full=True):
+    """A streaming model: one frame of 2 steps per call, stateful LSTM -> stateful backwards GRU; `full`: also a
+    stateful Bidirectional SimpleRNN and a stateful RNN of two stacked cells."""
     keras.utils.set_random_seed(16)
     x = keras.Input((2, FEATURES), batch_size=1, name="frame")
     h = layers.LSTM(5, stateful=True, return_sequences=True, name="lstm")(x)
-    a = layers.GRU(4, stateful=True, go_backwards=True, name="gru")(h)
-    b = layers.Bidirectional(layers.SimpleRNN(3, stateful=True), merge_mode="sum", name="bi")(h)
-    c = layers.RNN([layers.GRUCell(2), layers.SimpleRNNCell(2)], stateful=True, name="cells")(x)
-    return randomize(keras.Model(x, [a, b, c], name="stateful"), 16)
+    outs = [layers.GRU(4, stateful=True, go_backwards=True, name="gru")(h)]
+    if full:
+        outs.append(layers.Bidirectional(layers.SimpleRNN(3, stateful=True), merge_mode="sum", name="bi")(h))
+        outs.append(layers.RNN([layers.GRUCell(2), layers.SimpleRNNCell(2)], stateful=True, name="cells")(x))
+    return randomize(keras.Model(x, outs, name="stateful" if full else "stateful_small"), 16)
 
 
-def test_stateful_carries_state_frame_by_frame(tmp):
+@pytest.mark.parametrize("full", [False, *_full_only(True)], ids=["lstm_gru", "all"])
+def test_stateful_carries_state_frame_by_frame(full, tmp):
     """The C (host, sanitizers) against Keras on 50 consecutive frames, both carrying the layers' states."""
-    path = _save(stateful_model(), tmp)
+    path = _save(stateful_model(full), tmp)
     g = load_keras(path)
-    assert sorted(g.state) == ["bi_backward_state_h", "bi_forward_state_h", "cells_cell0_state_h",
-                               "cells_cell1_state_h", "gru_state_h", "lstm_state_c", "lstm_state_h"]
+    states = {"gru_state_h": 4, "lstm_state_c": 5, "lstm_state_h": 5}
+    if full:
+        states.update(bi_backward_state_h=3, bi_forward_state_h=3, cells_cell0_state_h=2, cells_cell1_state_h=2)
+    assert sorted(g.state) == sorted(states)
     assert g.state["gru_state_h"] == "gru" and all(not v.any() for v in g.initial_state().values())
     report = verify(path, samples=FRAMES, seed=2)
     assert report["ok"] and report["frames"] == FRAMES, report["outputs"]
-    assert sum(row["bytes"] for row in report["state"]) == 4 * (5 + 5 + 4 + 3 + 3 + 2 + 2)
+    assert sum(row["bytes"] for row in report["state"]) == 4 * sum(states.values())
 
 
 # -- refused -------------------------------------------------------------------------------------------------
