@@ -6,8 +6,9 @@ keep their layout (`source_perm` None) and each layer's output tensor is named a
 (`source_name` = layer name, for per-layer verification).
 
 Keras internals used (Keras 3): `KerasTensor._keras_history` (operation, node_index, tensor_index) and
-`operation._inbound_nodes[node_index]` with `.input_tensors` / `.output_tensors`. TensorFlow and Keras are
-imported lazily, inside `load_keras`.
+`operation._inbound_nodes[node_index]` with `.input_tensors` / `.output_tensors` / `.arguments` (a `mask`
+argument refuses the model: tinyc computes every step). TensorFlow and Keras are imported lazily, inside
+`load_keras`.
 """
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 
 A converter is `fn(cv, layer, cfg, ins)`: `cv` is the conversion context (`keras_import.Ctx`), `cfg` the layer's
 `get_config()`, `ins` the IR names of its inputs. It emits IR nodes through `cv.emit`; the node emitted with
-`final=True` (the default) writes the layer's output tensor. Nothing here imports Keras.
+`final=True` (the default) writes the layer's output tensor, whose name it returns. A layer with several outputs
+(a recurrent layer's return_state) returns a list, one IR name per output, None for an output nothing reads
+(`cv.used`). Nothing here imports Keras.
 """
 from __future__ import annotations
 
