@@ -1,6 +1,8 @@
 """Streaming state from TFLite resource variables (VAR_HANDLE, READ_VARIABLE, ASSIGN_VARIABLE, CALL_ONCE): models
 made by TF's converter from a tf.Module whose tf.Variables each call updates, verified frame by frame against
 TFLite's interpreter (whose variables persist across invoke())."""
+import os
+
 import numpy as np
 import pytest
 
@@ -94,6 +96,8 @@ def test_an_init_subgraph_with_other_ops_is_refused(tmp_path, float_model):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.skipif(not os.environ.get("TINYC_FULL"), reason="two sanitizer builds (~10 s): TINYC_FULL=1; the "
+                    "int8 accumulator below covers PTQ with state in the default run")
 def test_ptq_of_a_stateful_model_is_bit_exact_with_tflite_frame_by_frame(tmp_path):
     """--quantize int8 of ONNX state pairs: each state shares its next value's scale (calibrated over the frames
     carried); the int8 graph written as .tflite keeps the state as resource variables (CALL_ONCE with the
