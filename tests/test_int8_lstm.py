@@ -242,6 +242,20 @@ def test_extreme_parameters_bit_exact(lstm_files, tmp_path, data):
     assert report["mismatched_bytes"] == 0, report["outputs"]
 
 
+def test_output_labelled_apart_from_the_state(lstm_files, tmp_path):
+    """An output whose quantization differs from the hidden state's (the converter does it when a Concatenation
+    reads the LSTM): TFLite computes the bytes with the effective-hidden parameters, labels them with the output's
+    and carries them into the state as they are; tinyc's next h is then its own `last_h` node."""
+    model = _read(lstm_files("sequence"))
+    sg, op = _lstm_op(model)
+    _set_quant(sg.tensors[op.outputs[0]], 0.011, 7)
+    path = _write(model, tmp_path / "relabelled.tflite")
+    g = load_tflite(path)
+    assert sorted(n.attrs["output"] for n in g.nodes if n.op == "LSTM") == ["last_c", "last_h", "sequence"]
+    report = verify(path, samples=6, seed=2)
+    assert report["frames"] == 6 and report["mismatched_bytes"] == 0, report["outputs"]
+
+
 def _variant(lstm_files, tmp_path, change):
     model = _read(lstm_files("sequence"))
     sg, op = _lstm_op(model)

@@ -106,12 +106,14 @@ def _carry(cv, inputs: list, y: str, attrs: dict) -> None:
     if h0 in cv.g.state and cv.g.state[h0] is None:
         B, T, H = cv.g.tensors[y].shape
         hq, yq = cv.g.tensors[h0].quant, cv.g.tensors[y].quant
-        if (float(hq.scale), int(hq.zero_point)) != (float(yq.scale), int(yq.zero_point)):
-            raise TinycError(f"{cv.where()}: the output's quantization differs from the output state's; TFLite "
-                             "copies the bytes from one to the other, which tinyc does not carry")
-        step = cv.emit("Slice", [y], (B, 1, H), final=False, tag="final_step", like=y, starts=(0, T - 1, 0),
-                       steps=(1, 1, 1), sizes=(B, 1, H))
-        cv.g.state[h0] = cv.emit("Reshape", [step], (B, H), final=False, tag="final_h", like=y)
+        if (float(hq.scale), int(hq.zero_point)) == (float(yq.scale), int(yq.zero_point)):
+            step = cv.emit("Slice", [y], (B, 1, H), final=False, tag="final_step", like=y, starts=(0, T - 1, 0),
+                           steps=(1, 1, 1), sizes=(B, 1, H))
+            cv.g.state[h0] = cv.emit("Reshape", [step], (B, H), final=False, tag="final_h", like=y)
+        else:   # the converter relabels an output a Concatenation reads; TFLite copies the state's bytes as they
+            # are: a `last_h` node computes them with the state's label (the sequence once more)
+            cv.g.state[h0] = cv.emit("LSTM", inputs, (B, H), final=False, tag="final_h", like=h0,
+                                     **{**attrs, "output": "last_h"})
     if c0 in cv.g.state and cv.g.state[c0] is None:
         B, H = cv.g.tensors[c0].shape
         cv.g.state[c0] = cv.emit("LSTM", inputs, (B, H), final=False, tag="final_c", like=c0,
