@@ -1,11 +1,12 @@
-"""Fast int8 SVDF kernels (tinyc/ops/svdf.py): on DSP cores the feature and time-filter dot products run on SMLAD,
-two multiply-accumulates per instruction; other cores run the reference loops. Byte-identical to the reference
-kernels (docs/fast-kernels.md, "SVDF"):
+"""Fast int8 SVDF kernels (tinyc/ops/svdf.py), byte-identical to the reference kernels (docs/fast-kernels.md,
+"SVDF"):
 
-- SvdfMemory: sum((x - z) * w) = sum(x * w) - z * sum(w), the second term a per-filter constant; the bytes of x and
-  w are sign-extended in pairs by SXTB16 (bytes 0 and 2, then 1 and 3) and multiplied pairwise by SMLAD. All sums
-  are taken modulo 2^32, as the reference's uint32_t ones, so they agree whatever the sizes.
-- SvdfTimeFilter: the int16 time weights and memory are already pairs: one 32-bit load of each, one SMLAD.
+- SvdfMemory: sum((x - z) * w) = sum(x * w) - z * sum(w), the second term a per-filter constant. On DSP cores the
+  bytes of x and w are sign-extended in pairs by SXTB16 (bytes 0 and 2, then 1 and 3) and multiplied pairwise by
+  SMLAD; elsewhere four products are summed in int32 per step. All sums are taken modulo 2^32, as the reference's
+  uint32_t ones, so they agree whatever the sizes.
+- SvdfTimeFilter: on DSP cores the int16 time weights and memory are already pairs: one 32-bit load of each, one
+  SMLAD; elsewhere the reference loop.
 """
 from __future__ import annotations
 
@@ -17,14 +18,14 @@ def _wrap32(v: np.ndarray) -> np.ndarray:
 
 
 def memory(k):
-    """SvdfMemory on SMLAD; the variables of the reference template (included for cores without DSP) and the
-    per-filter -z * sum(w) table."""
+    """SvdfMemory with the input zero point folded: the reference template's variables, the per-filter
+    -z * sum(w) table (None when z is 0) and the feature count rounded down to a multiple of 4."""
     from ..ops.svdf import memory_int8_kernel
     template, v, macs = memory_int8_kernel(k)
     w = k.tensor(1).data.astype(np.int64)
     folded = _wrap32(-v["in_zp"] * w.sum(axis=1))
     v.update(features4=v["features"] - v["features"] % 4,
-             folded=k.table(folded, "int32", "SVDF: -input zero point x sum of each feature filter", "TINYC_DSP")
+             folded=k.table(folded, "int32", "SVDF: -input zero point x sum of each feature filter")
              if np.any(folded) else None)
     return "svdf_memory.c.j2", v, macs
 
