@@ -197,6 +197,43 @@ def test_time_distributed_matches_keras(tmp):
     _check(randomize(keras.Model(x, [y, z], name="time_distributed"), 20), tmp)
 
 
+def random_stack(seed):
+    """One or two recurrent layers of random kind, size and options (a Bidirectional at times), T and I down to 1;
+    every output of every layer returned."""
+    rng = np.random.default_rng(seed)
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((int(rng.choice([1, 2, 5])), int(rng.choice([1, 3]))), name="x")
+    outs, h, depth = [], x, int(rng.integers(1, 3))
+    for k in range(depth):
+        units, wrap = int(rng.integers(1, 4)), rng.random() < 0.4
+        kw = dict(return_sequences=k < depth - 1 or rng.random() < 0.5, return_state=rng.random() < 0.5,
+                  go_backwards=not wrap and rng.random() < 0.5)   # Bidirectional makes its own backward layer
+        kind = rng.choice(["lstm", "gru", "gru_v1", "rnn", "cells"])
+        if kind == "cells":
+            layer = layers.RNN([layers.LSTMCell(units), layers.SimpleRNNCell(units)], **kw)
+        else:
+            cls = {"lstm": layers.LSTM, "gru": layers.GRU, "gru_v1": layers.GRU, "rnn": layers.SimpleRNN}[kind]
+            layer = cls(units, use_bias=rng.random() < 0.7, **kw, **({"reset_after": False} if kind == "gru_v1"
+                                                                      else {}))
+        if wrap:
+            layer = layers.Bidirectional(layer, merge_mode=rng.choice(["concat", "sum", "ave", "mul", None]))
+        flat = keras.tree.flatten(layer(h))
+        h, outs = flat[0], outs + flat[1:]
+    return randomize(keras.Model(x, [h, *outs], name=f"random_stack_{seed}"), seed)
+
+
+@pytest.mark.skipif(not FULL, reason="40 random models: TINYC_FULL")
+def test_random_stacks_match_keras(tmp):
+    """The interpreter on 40 random stacks, the C (verify) on every fourth, against Keras."""
+    for seed in range(40):
+        model = random_stack(seed)
+        path = _save(model, tmp)
+        _matches_keras(model, load_keras(path), sample_inputs(model))
+        if seed % 4 == 0:
+            report = verify(path, samples=2, seed=seed)
+            assert report["ok"], (seed, report["outputs"])
+
+
 # -- structure -----------------------------------------------------------------------------------------------
 def _ops(g, prefix):
     return sorted(n.op for n in g.nodes if n.name.startswith(prefix))
