@@ -333,8 +333,8 @@ def _state_slots(plan: MemoryPlan, prefix: str) -> dict:
                           dtype=t.dtype, offset=plan.offset_of(name),
                           init=c_array_body(inits[name], t.dtype) if nonzero else None))
     member = {s["offset"]: f"{prefix}_state_storage.{s['member']}" for s in slots}
-    copies = [dict(member=member[plan.offset_of(s)], offset=plan.offset_of(v), nbytes=g.tensors[s].nbytes,
-                   comment=comment_text(v)) for s, v in plan.state_copies.items()]
+    copies = [dict(member=member[plan.offset_of(s)], offset=plan.offset_of(v), size=g.tensors[s].size,
+                   ctype=c_type(g.tensors[s].dtype), comment=comment_text(v)) for s, v in plan.state_copies.items()]
     return dict(slots=slots, bytes=plan.state_bytes, copies=copies, init=nonzero, member=member,
                 in_place=len(g.state) - len(copies) - sum(v == s for s, v in g.state.items()))
 
