@@ -1,9 +1,11 @@
-"""Keras recurrent layers (LSTM, GRU, SimpleRNN, RNN of one cell, Bidirectional) -> tinyc/ops/recurrent.py.
+"""Keras recurrent layers (LSTM, GRU, SimpleRNN, RNN of one cell or stacked cells, Bidirectional) ->
+tinyc/ops/recurrent.py.
 
 Each model is checked twice against Keras: the imported graph in the IR interpreter, and the generated C under
 AddressSanitizer/UBSan (`tinyc verify`). Stateful layers run 50 frames, each compared with Keras carrying its state.
-With TINYC_FULL: an LSTM, a GRU and a Bidirectional model under QEMU on the Cortex-M0+ (pico: mps2-an385) and the
-Cortex-M33 (pico2: mps2-an505).
+With TINYC_FULL: the other variants (every activation, GRU grid, merge modes, 40 random stacks), and an LSTM, a GRU,
+a Bidirectional and the stateful model under QEMU on the Cortex-M0+ (pico: mps2-an385) and the Cortex-M33 (pico2:
+mps2-an505).
 """
 import os
 
@@ -72,7 +74,8 @@ def variants_model(cls, seed, **extra):
 
 
 def options_model():
-    """use_bias=False, GRU reset_after False (with and without bias), other activations, an RNN of one cell."""
+    """use_bias=False, GRU reset_after False (with and without bias), other activations, RNNs of one cell and of
+    stacked cells, dropout and unroll (no effect at inference)."""
     keras.utils.set_random_seed(11)
     x = keras.Input((STEPS, FEATURES), name="x")
     outs = [layers.LSTM(5, use_bias=False, return_sequences=True, name="lstm_nobias")(x),
