@@ -453,3 +453,22 @@ def test_a_copied_next_value_stays_live_to_the_end():
     ours = run_generated(compiled, [xs])[0]
     want = np.stack([o["y"] for o in interp.run_frames(g, [{"x": x} for x in xs])[0]])
     np.testing.assert_allclose(ours, want, rtol=0, atol=1e-5 * (1 + np.abs(want).max()))
+
+
+def test_the_state_counts_in_the_boards_sram():
+    """A tiny arena beside 280,000 B of state does not fit the pico's 256 KB arena region: refused in one line."""
+    from tinyc.boards import load_board
+    from tinyc.compiler import compile_graph
+    from tinyc.firmware.project import check_firmware_fits
+    g = Graph("big")
+    g.add_tensor("x", (4,))
+    g.add_tensor("y", (4,))
+    g.add_state("memory", (70000,))
+    g.state["memory"] = "memory"
+    g.add_node("Add", ["x", "x"], ["y"], activation=None)
+    g.inputs, g.outputs = ["x"], ["y"]
+    compiled = compile_graph(g, "big")
+    assert compiled.plan.state_bytes == 280000 and compiled.plan.arena_bytes < 100
+    with pytest.raises(TinycError, match=r"and 280,000 B of streaming state, the board's SRAM0-3 has") as e:
+        check_firmware_fits(compiled, load_board("pico"))
+    assert "\n" not in str(e.value)

@@ -76,13 +76,14 @@ def board_fit(board: Board, arena_bytes: int, flash_bytes: int) -> dict:
 def check_fits(compiled, board: Board) -> None:
     """One clear line when the model does not fit the board."""
     plan, lib = compiled.plan, compiled.library
-    fit = board_fit(board, plan.arena_bytes, lib.weight_bytes)
+    fit = board_fit(board, plan.arena_bytes + plan.state_bytes, lib.weight_bytes)
     if fit["fits"]:
         return
-    if plan.arena_bytes > fit["sram_bytes"]:
+    if plan.arena_bytes + plan.state_bytes > fit["sram_bytes"]:
         node = plan.graph.nodes[plan.peak_step]
+        state = f" and {plan.state_bytes:,} B of streaming state" if plan.state_bytes else ""
         raise TinycError(f"model does not fit {board.name}: it needs {plan.arena_bytes:,} B of arena (peak at layer "
-                         f"{plan.peak_step}, {node.op} '{node.name}'), the board's {fit['sram_region']} has "
+                         f"{plan.peak_step}, {node.op} '{node.name}'){state}, the board's {fit['sram_region']} has "
                          f"{fit['sram_bytes']:,} B; use a smaller model or input, or a board with more SRAM "
                          "(`tinyc report` shows where the memory goes)")
     raise TinycError(f"model does not fit {board.name}: its weights need {lib.weight_bytes:,} B of flash, the board "

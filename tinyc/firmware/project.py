@@ -56,9 +56,11 @@ def check_firmware_fits(compiled, board: Board) -> None:
     the arena: one line, before any linker runs."""
     check_fits(compiled, board)
     region = board.arena_region
-    need = compiled.plan.arena_bytes + STACK_BYTES
+    state = compiled.plan.state_bytes      # streaming state: static storage beside the arena
+    need = compiled.plan.arena_bytes + state + STACK_BYTES
     if need > region.size:
         raise TinycError(f"model does not fit {board.name} as firmware: arena {compiled.plan.arena_bytes:,} B + "
+                         + (f"state {state:,} B + " if state else "") +
                          f"stack {STACK_BYTES:,} B > {region.name} {region.size:,} B; use a smaller model or a "
                          "board with more SRAM (`tinyc report` shows where the memory goes)")
 
