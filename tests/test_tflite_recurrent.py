@@ -133,9 +133,10 @@ KERAS3 = {
     "gru_reset_before": lambda L, x: L.GRU(HIDDEN, reset_after=False, activation="relu")(x),
     "simple_rnn": lambda L, x: L.SimpleRNN(HIDDEN, return_sequences=True)(x),
     "bidirectional": lambda L, x: L.Bidirectional(L.LSTM(4, return_sequences=True))(x),
+    "gru_hard_sigmoid": lambda L, x: L.GRU(HIDDEN, recurrent_activation="hard_sigmoid")(x),    # relu6(z + 3) / 6
 }
 KERAS3_CELL = {"lstm": "LSTM", "lstm_backwards_state": "LSTM", "gru": "GRU", "gru_reset_before": "GRU",
-               "simple_rnn": "RNN", "bidirectional": "LSTM"}
+               "simple_rnn": "RNN", "bidirectional": "LSTM", "gru_hard_sigmoid": "GRU"}
 
 
 @pytest.mark.parametrize("name", list(KERAS3))
@@ -146,11 +147,14 @@ def test_keras3_while_loop_is_one_recurrent_node(tmp, name):
     nodes = _recurrent_nodes(g)
     assert nodes and {n.op for n in nodes} == {KERAS3_CELL[name]}
     assert {n.attrs["output"] for n in nodes} == ({"last_h", "last_c"} if name == "lstm_backwards_state"
-                                                  else {"last_h"} if name in ("lstm", "gru_reset_before")
+                                                  else {"last_h"} if name in ("lstm", "gru_reset_before",
+                                                                              "gru_hard_sigmoid")
                                                   else {"sequence"})
     if name == "bidirectional":      # REVERSE_V2, WHILE, Reshapes, REVERSE_V2: folded into a backward node
         assert [n.attrs["reverse"] for n in nodes] == [True, False]
         assert not [n for n in g.nodes if n.op == "Slice" and -1 in n.attrs["steps"]]
+    if name == "gru_hard_sigmoid":
+        assert nodes[0].attrs["activations"][0]["fn"] == "hard_sigmoid"
     if name == "gru_reset_before":
         assert nodes[0].attrs["linear_before_reset"] is False and nodes[0].attrs["activations"][1] == {"fn": "relu"}
     if name in ("lstm", "gru_reset_before"):

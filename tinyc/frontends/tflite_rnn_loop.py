@@ -331,9 +331,17 @@ def _pairs(e, kind):
 
 
 def _act(e):
-    """(activation, affine operand) of act(affine), or None."""
+    """(activation, affine operand) of act(affine), or None. relu6(z) / 6 (how the converter writes Keras 3's
+    hard_sigmoid, relu6(x + 3) / 6, the + 3 in z) is hard_sigmoid with alpha 1/6 and beta 0 (equal but for the
+    float rounding of the product)."""
     if isinstance(e, Expr) and e.kind == "act":
         return e.args[0], _affine(e.args[1])
+    if isinstance(e, Affine) and len(e.terms) == 1 and not np.any(e.bias):
+        (inner, m), = e.terms.items()
+        s = float(m.reshape(-1)[0]) if m.size else 0.0
+        if isinstance(inner, Expr) and inner.kind == "act" and inner.args[0] == UNARY["RELU6"] and \
+                m.shape[0] == m.shape[1] and np.array_equal(m, s * np.eye(m.shape[0])) and abs(6 * s - 1) < 1e-6:
+            return {"fn": "hard_sigmoid", "alpha": s, "beta": 0.0}, _affine(inner.args[1])
     return None
 
 
@@ -382,9 +390,7 @@ def match_gru(h_new, x: Source, h: Source):
             if not _is(h_old, h) or za is None:
                 continue
             for one_minus_z, n_gate in _pairs(rest, "mul"):
-                if not (isinstance(one_minus_z, Expr) and one_minus_z.kind == "sub" and _is(one_minus_z.args[1], z_gate)
-                        and isinstance(one_minus_z.args[0], np.ndarray)
-                        and np.all(one_minus_z.args[0] == 1)):
+                if not _is_one_minus(one_minus_z, z_gate):
                     continue
                 na = _act(n_gate)
                 if na is None:
@@ -398,7 +404,17 @@ def match_gru(h_new, x: Source, h: Source):
                 return dict(w=[wz, wr, wn], r=[rz, rr, rn], b=[bz, br, bn],
                             rb=[np.zeros(H), np.zeros(H), rbn], activations=(za[0], na[0]),
                             linear_before_reset=linear_before_reset)
-    raise Refused("its cell is not a GRU cell (h = z * h + (1 - z) * n)")
+    raise Refused("its cell is neither a simple RNN cell (h = act(x w + h r + b), act one of "
+                  f"{', '.join(UNARY)}) nor a GRU cell (h = z * h + (1 - z) * n)")
+
+
+def _is_one_minus(e, z) -> bool:
+    """Whether e is 1 - z: an expression, or (z affine, as relu6(.) / 6 is) the affine map 1 - z."""
+    if isinstance(e, Expr) and e.kind == "sub":
+        return _is(e.args[1], z) and isinstance(e.args[0], np.ndarray) and bool(np.all(e.args[0] == 1))
+    if isinstance(e, Affine) and isinstance(z, Affine) and set(map(id, e.terms)) == set(map(id, z.terms)):
+        return all(np.array_equal(e.terms[k], -m) for k, m in z.terms.items()) and np.array_equal(e.bias, 1 - z.bias)
+    return False
 
 
 def _gru_candidate(n_in: Affine, x: Source, h: Source, gate_act):
