@@ -209,6 +209,18 @@ def test_stacked_int8_svdf_under_qemu_for_50_frames(tmp_path, board_name):
     print(board_name, r["instructions"], "instructions per inference,", r["macs"], "MACs")
 
 
+def test_int8_multipliers_flushed_to_zero(tmp_path):
+    """Scales whose ratios fall below 2^-32 give QuantizeMultiplier 0 (TFLite flushes them): the memory's newest
+    column is 0 and every output the output zero point, in both code paths."""
+    data = svdf_model(True, scales=dict(x=1e-4, wf=1e-4, mem=1e3, wt=1e-8, y=1e4), seed=5)
+    compiled = compile_model(write(tmp_path, data), "svdf_zero")
+    xs = frames(True, 3, seed=5)
+    ref = np.stack(tflite_frames(data, xs))
+    assert np.all(ref == -5)        # the default output zero point
+    for dsp in (False, True):
+        assert np.array_equal(run_generated(compiled, [np.stack(xs)], dsp=dsp)[0], ref)
+
+
 @pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc not installed")
 @pytest.mark.parametrize("cpu", ["cortex-m0plus", "cortex-m4"])
 def test_int8_c_compiles_for_cortex_m_with_the_warning_set(tmp_path, c_compile, cpu):
