@@ -25,15 +25,17 @@ class Streaming(torch.nn.Module):
         return self.head(y[:, -1]), h
 
 
-def export(tmp_path, kind: str) -> tuple[str, dict]:
+def export(tmp_path, kind: str, dynamic_batch: bool = False) -> tuple[str, dict]:
     torch.manual_seed(0)
     m = Streaming(kind).eval()
     x, h = torch.randn(1, 1, 10), torch.zeros(2, 1, 16)
     args, ins, outs = (x, h), ["x", "h0"], ["y", "hn"]
     if kind == "LSTM":
         args, ins, outs = (x, h, torch.zeros(2, 1, 16)), ins + ["c0"], outs + ["cn"]
+    axes = {n: {0 if n in ("x", "y") else 1: "batch"} for n in ins + outs} if dynamic_batch else None
     path = str(tmp_path / f"{kind.lower()}_stream.onnx")
-    torch.onnx.export(m, args, path, input_names=ins, output_names=outs, opset_version=17, dynamo=False)
+    torch.onnx.export(m, args, path, input_names=ins, output_names=outs, opset_version=17, dynamo=False,
+                      dynamic_axes=axes)
     return path, dict(zip(ins[1:], outs[1:]))
 
 
@@ -44,6 +46,19 @@ def test_torch_rnn_streamed_frame_by_frame_for_50_frames(tmp_path, kind):
     report = verify(path, samples=50, state=pairs)
     assert report["ok"] and report["frames"] == 50, report
     assert [r["bytes"] for r in report["state"]] == [128] * len(pairs)
+
+
+def test_a_dynamic_batch_state_is_paired_and_fixed_by_input_shape(tmp_path):
+    """Symbolic batch dimensions on the state input and output (PyTorch's dynamic_axes) pair up; --input-shape
+    fixes them (state inputs included), and the reference starts from the state tinyc starts from."""
+    from tinyc.verify import verify
+    import onnx
+    path, pairs = export(tmp_path, "GRU", dynamic_batch=True)
+    model = onnx.load(path)          # the output's symbolic batch under another name than the input's
+    next(o for o in model.graph.output if o.name == "hn").type.tensor_type.shape.dim[1].dim_param = "n_out"
+    onnx.save(model, path)
+    report = verify(path, samples=10, state=pairs, input_shapes=[(1, 1, 10), (2, 1, 16)])
+    assert report["ok"] and report["frames"] == 10, report
 
 
 @pytest.mark.skipif(not os.environ.get("TINYC_FULL"), reason="QEMU runs: TINYC_FULL=1")

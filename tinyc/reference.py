@@ -39,11 +39,13 @@ def _onnx_session(path: str, extra_outputs=()):
     return sess, n_outputs
 
 
-def run_onnx(path: str, samples: list, intermediates=(), state: dict | None = None) -> tuple[list, list]:
+def run_onnx(path: str, samples: list, intermediates=(), state: dict | None = None,
+             initial: dict | None = None) -> tuple[list, list]:
     """samples: per sample a list of input arrays (ONNX layout, batch 1). Returns (outputs per sample,
     {name: array} per sample for the requested intermediates that onnxruntime could expose). `state`: {graph
     input: graph output} streaming pairs; the samples are then frames of one stream: each state input starts at
-    zeros and is fed the paired output of the frame before, and the samples hold the other inputs only."""
+    `initial[input]` (default: zeros, or its initializer) and is fed the paired output of the frame before, and
+    the samples hold the other inputs only."""
     state = state or {}
     sess, n_model_outputs = _onnx_session(path, intermediates)
     inputs = {i.name: i for i in sess.get_inputs()}
@@ -53,6 +55,7 @@ def run_onnx(path: str, samples: list, intermediates=(), state: dict | None = No
     # a dynamic first dimension is 1, as tinyc reads it)
     carried = {n: np.zeros([d if isinstance(d, int) else 1 for d in inputs[n].shape], _ORT_TYPES[inputs[n].type])
                for n in state if n in inputs}
+    carried.update({n: v for n, v in (initial or {}).items() if n in state})
     outs, inters = [], []
     for sample in samples:
         res = sess.run(None, {**dict(zip(in_names, sample)), **carried})
@@ -311,7 +314,7 @@ ORACLES = {".onnx": "onnxruntime", ".tflite": "tflite"}   # others: "keras"
 
 def run_reference(path: str, samples: list, intermediates=(), fallback: bool = False,
                   info: dict | None = None, state: dict | None = None,
-                  carry_state: bool = False) -> tuple[list, list]:
+                  carry_state: bool = False, initial: dict | None = None) -> tuple[list, list]:
     """The model's reference runtime on `samples`. `fallback`: a .tflite model that TFLite's interpreter rejects
     at load/allocation runs in TFLite Micro's interpreter instead. `info` (a dict) receives "oracle" (onnxruntime,
     keras, tflite or tflite-micro) and, after a fallback, "oracle_reason". `state` (ONNX): streaming state pairs
@@ -330,7 +333,7 @@ def run_reference(path: str, samples: list, intermediates=(), fallback: bool = F
                                      "to carry streaming state; tinyc cannot verify this model")
                 info["oracle"] = "onnx-reference"
                 return run_onnx_reference(path, samples, intermediates)
-            return run_onnx(path, samples, intermediates, state)
+            return run_onnx(path, samples, intermediates, state, initial)
         if ext == ".tflite":
             try:
                 return run_tflite(path, samples, intermediates, carry_state)

@@ -284,8 +284,11 @@ def reference_outputs(compiled, path: str, data: list, io_layout: str, build: Pa
         io_layout = "api"    # the exported model takes and returns the C API's own arrays: nothing to convert
     samples = [[_to_reference(compiled, nm, d[s], io_layout) for nm, d in zip(g.inputs, data)]
                for s in range(data[0].shape[0] if data else 1)]
-    outs, inters = run_reference(path, samples, wanted, fallback, info,
-                                 compiled.state_pairs if state is None else state, carry_state=bool(g.state))
+    pairs = compiled.state_pairs if state is None else state
+    # ONNX pairs start from the state tinyc starts from (zeros or the input's initializer, of the shape it fixed)
+    initial = {g.tensors[s].source_name or s: v for s, v in g.initial_state().items()} if pairs else None
+    outs, inters = run_reference(path, samples, wanted, fallback, info, pairs, carry_state=bool(g.state),
+                                 initial=initial)
     refs = [np.stack([_from_reference(compiled, r[k], io_layout).reshape(g.tensors[o].shape) for r in outs])
             for k, o in enumerate(g.outputs)]
     return refs, inters

@@ -797,7 +797,11 @@ def state_pairs(model, pairs: dict | None) -> dict:
         a, b = inputs[name].type.tensor_type, outputs[out].type.tensor_type
         shape_a = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in a.shape.dim]
         shape_b = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in b.shape.dim]
-        if a.elem_type != b.elem_type or (b.HasField("shape") and shape_a != shape_b):
+        # symbolic dimensions (a dynamic batch) may differ by name: only two static sizes can disagree here; the
+        # shapes tinyc fixes are compared again by Graph.validate
+        static_differ = len(shape_a) != len(shape_b) or any(
+            isinstance(x, int) and isinstance(y, int) and x != y and x > 0 and y > 0 for x, y in zip(shape_a, shape_b))
+        if a.elem_type != b.elem_type or (b.HasField("shape") and static_differ):
             raise TinycError(f"--state {name}={out}: input '{name}' ({_elem_name(a.elem_type)} {shape_a}) and output "
                              f"'{out}' ({_elem_name(b.elem_type)} {shape_b}) differ; a state pair needs the same "
                              "shape and type")
