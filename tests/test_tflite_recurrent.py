@@ -153,6 +153,8 @@ def test_keras3_while_loop_is_one_recurrent_node(tmp, name):
     if name == "bidirectional":      # REVERSE_V2, WHILE, Reshapes, REVERSE_V2: folded into a backward node
         assert [n.attrs["reverse"] for n in nodes] == [True, False]
         assert not [n for n in g.nodes if n.op == "Slice" and -1 in n.attrs["steps"]]
+    if name == "lstm_backwards_state":   # REVERSE_V2 then the loop, no sequence read: the node runs backwards
+        assert all(n.attrs["reverse"] for n in nodes) and not [n for n in g.nodes if n.op == "Slice"]
     if name == "gru_hard_sigmoid":
         assert nodes[0].attrs["activations"][0]["fn"] == "hard_sigmoid"
     if name == "gru_reset_before":

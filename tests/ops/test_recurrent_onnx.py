@@ -91,6 +91,15 @@ def test_batch_first_layout_matches_the_reference_evaluator(tmp_path, op):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("outputs", [("Y", "Y_h", "Y_c"), ("", "Y_h", "Y_c"), ("Y", "", "Y_c"), ("", "", "Y_c"),
+                                     ("Y", "Y_h")])
+def test_one_node_per_direction_whatever_is_read(tmp_path, outputs):
+    """Y_h comes out of Y, and Y_c out of a "sequence_and_c" node with Y: the layer runs once per direction."""
+    path = tmp_path / "rec.onnx"
+    path.write_bytes(recurrent_model("LSTM", direction="bidirectional", outputs=outputs).SerializeToString())
+    assert sum(n.op == "LSTM" for n in load_model(str(path)).nodes) == 2
+
+
 def _load(tmp_path, model):
     path = tmp_path / "bad.onnx"
     path.write_bytes(model.SerializeToString())

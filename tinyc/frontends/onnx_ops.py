@@ -1856,6 +1856,8 @@ def dequantize_linear(imp, node):
 # peepholes i, o, f -> i, f, o; GRU z, r, h and RNN keep theirs.
 _ONNX_GATE_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (0, 1, 2), "RNN": (0,)}
 _ONNX_PEEPHOLE_ORDER = (0, 2, 1)
+_ONNX_RECURRENT_OUTPUTS = {"LSTM": ("sequence", "last_h", "last_c"), "GRU": ("sequence", "last_h"),
+                           "RNN": ("sequence", "last_h")}     # Y, Y_h (, Y_c)
 # ONNX recurrent activation -> (tinyc activation, its parameters in (alpha, beta) order with onnxruntime's defaults;
 # None: no default, the model must give it)
 _RECURRENT_ACTIVATIONS = {
@@ -1954,7 +1956,8 @@ def recurrent_layer(op: str):
     """ONNX LSTM / GRU / RNN: one IR node per direction and per output that is read (the sequence, the last hidden
     state, and for the LSTM the last cell state), their results put into ONNX's Y [T, D, B, H] (layout 0, stored
     batch-major as [B, T, D, H]) or [B, T, D, H] (layout 1), Y_h / Y_c [D, B, H] or [B, D, H]. The last hidden
-    state comes out of the sequence (one Slice) when the sequence is computed anyway."""
+    state comes out of the sequence (one Slice) when the sequence is computed anyway; a cell state read with the
+    sequence or the last hidden state comes with them out of one "sequence_and_c" node."""
     def rule(imp, node):
         a = _attrs(node)
         what = f"{op} '{_name(node)}'"
@@ -1995,7 +1998,9 @@ def recurrent_layer(op: str):
             attrs["linear_before_reset"] = bool(a.get("linear_before_reset", 0))
         src = imp.get(x, plain(3) if batch_first else Layout((1, 0, 2)))
         order = _ONNX_GATE_ORDER[op]
-        wants = [k for k, out in enumerate(recurrent.OUTPUTS[op]) if _used(imp, node, k)]
+        wants = [k for k in range(len(_ONNX_RECURRENT_OUTPUTS[op])) if _used(imp, node, k)]
+        # The cell state read with the sequence or the last hidden state: one node computes both (float LSTM)
+        both = op == "LSTM" and 2 in wants and (0 in wants or 1 in wants)
         results = {k: [] for k in wants}    # output index -> per direction IR tensor
         for d in range(directions):
             base = f"{node.output[0] or _name(node)}_d{d}" if directions > 1 else (node.output[0] or _name(node))
@@ -2011,24 +2016,38 @@ def recurrent_layer(op: str):
                 ins.append(_recurrent_state(imp, node, 6, d, directions, batch_first, (B, H), f"{base}_c0"))
                 ins.append(imp.g.add_const(f"{base}_p", _gate_blocks(peep[d], _ONNX_PEEPHOLE_ORDER, H)))
             reverse = direction == "reverse" or d == 1
-            layer = dict(attrs, activations=acts[d], reverse=reverse)
+            suffix = f"_d{d}" if directions > 1 else ""
+
+            def layer_node(kind, shape):
+                out = imp.g.unique_name(f"{base}_{kind}")
+                imp.g.add_tensor(out, shape)
+                imp.g.add_node(op, ins, [out], name=f"{_name(node)}_{kind}{suffix}", output=kind, activations=acts[d],
+                               reverse=reverse, **attrs)
+                return out
+            seq = layer_node("sequence_and_c", (B, T + 1, H)) if both else None
             for k in wants:
-                kind = recurrent.OUTPUTS[op][k]
-                if kind == "last_h" and 0 in wants:      # the sequence's last step in processing order
-                    seq = results[0][d]
-                    out = imp.g.unique_name(f"{base}_last_h")
-                    imp.g.add_tensor(out, (B, 1, H))
-                    imp.g.add_node("Slice", [seq], [out], name=out, starts=(0, 0 if reverse else T - 1, 0),
-                                   steps=(1, 1, 1), sizes=(B, 1, H))
+                kind = _ONNX_RECURRENT_OUTPUTS[op][k]
+                if both and kind != "last_h":     # the sequence (steps 0..T-1) or the cell state (step T)
+                    out = _time_steps(imp, seq, T if kind == "last_c" else 0, 1 if kind == "last_c" else T,
+                                      f"{base}_{kind}")
+                elif kind == "last_h" and (both or 0 in wants):     # the sequence's last step in processing order
+                    out = _time_steps(imp, seq if both else results[0][d], 0 if reverse else T - 1, 1,
+                                      f"{base}_last_h")
                 else:
-                    out = imp.g.unique_name(f"{base}_{kind}")
-                    imp.g.add_tensor(out, (B, T, H) if kind == "sequence" else (B, H))
-                    imp.g.add_node(op, ins, [out], name=f"{_name(node)}_{kind}" + (f"_d{d}" if directions > 1 else ""),
-                                   output=kind, **layer)
+                    out = layer_node(kind, (B, T, H) if kind == "sequence" else (B, H))
                 results[k].append(out)
         for k in wants:
             _recurrent_output(imp, node.output[k], results[k], k == 0, batch_first, directions)
     return rule
+
+
+def _time_steps(imp, src: str, start: int, count: int, name: str) -> str:
+    """Steps start..start+count-1 of a recurrent node's output [B, steps, H] (a view of its bytes for B = 1)."""
+    B, _, H = imp.g.tensors[src].shape
+    out = imp.g.unique_name(name)
+    imp.g.add_tensor(out, (B, count, H))
+    imp.g.add_node("Slice", [src], [out], name=out, starts=(0, start, 0), steps=(1, 1, 1), sizes=(B, count, H))
+    return out
 
 
 def _recurrent_output(imp, y: str, parts: list, sequence: bool, batch_first: bool, directions: int) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import TinycError
 from .tflite_lstm_int8 import int8_lstm
-from .tflite_rnn_loop import used_later, while_loop
+from .tflite_rnn_loop import private_to, time_flip, while_loop
 
 # ActivationFunctionType (schema.fbs) -> IR activation; NONE and SIGN_BIT have no IR activation
 ACTIVATIONS = {1: {"fn": "relu"}, 2: {"fn": "clip", "lo": -1.0, "hi": 1.0}, 3: {"fn": "clip", "lo": 0.0, "hi": 6.0},
@@ -290,17 +290,6 @@ def reverse_v2(cv, opts, ins):
     return cv.emit("Slice", [cv.x(ins[0])], shape, starts=starts, steps=steps, sizes=tuple(shape))
 
 
-def _tflite_index(cv, name: str) -> int | None:
-    return next((i for i, n in cv.names.items() if n == name), None)
-
-
-def _private(cv, name: str, readers: list) -> bool:
-    """Whether IR tensor `name` is read by `readers` alone, now and by the TFLite operators still to come."""
-    i = _tflite_index(cv, name)
-    return name not in cv.g.outputs and {id(n) for n in cv.g.consumers(name)} <= {id(n) for n in readers} and \
-        (i is None or not used_later(cv, i))
-
-
 def _reshape_chain(cv, name: str, readers: list):
     """Up from `name` through the Reshapes that make it: (the tensors they make, bottom first, each read by nothing
     else: `readers` for `name`, the next Reshape for the others; None if one is read elsewhere) and the first
@@ -310,26 +299,10 @@ def _reshape_chain(cv, name: str, readers: list):
         p = cv.g.producer(name)
         if p is None or p.op != "Reshape":
             return chain, name
-        if not _private(cv, name, readers):
+        if not private_to(cv, name, readers):
             return None, name
         chain.append(name)
         readers, name = [p], p.inputs[0]
-
-
-def _time_flip(g, name: str, steps: int, features: int):
-    """The Slice reversing the time axis of `name` (batch 1: [1,T,F], [T,1,F], ...), or None."""
-    node = g.producer(name)
-    shape = tuple(g.tensors[name].shape)
-    if node is None or node.op != "Slice" or not shape or shape[-1] != features:
-        return None
-    back = [a for a, st in enumerate(node.attrs["steps"]) if st == -1]
-    if len(back) != 1 or shape[back[0]] != steps or back[0] == len(shape) - 1 or \
-            any(d != 1 for a, d in enumerate(shape[:-1]) if a != back[0]):
-        return None
-    starts = tuple(steps - 1 if a == back[0] else 0 for a in range(len(shape)))
-    ok = tuple(node.attrs["starts"]) == starts and tuple(node.attrs["sizes"]) == shape and \
-        all(st == 1 for a, st in enumerate(node.attrs["steps"]) if a != back[0])
-    return node if ok else None
 
 
 def _runs_backwards(cv, y: str, axis: int) -> bool:
@@ -350,7 +323,7 @@ def _runs_backwards(cv, y: str, axis: int) -> bool:
     if axis == len(shape) - 1 or shape[axis] != T or any(d != 1 for a, d in enumerate(shape[:-1]) if a != axis):
         return False                              # not the time axis of y
     finals = [n for n in g.consumers(seq) if n.op == "Slice" and tuple(n.attrs["sizes"]) == (1, 1, H)]
-    if not _private(cv, seq, finals + ([g.producer(chain_out[-1])] if chain_out else [])):
+    if not private_to(cv, seq, finals + ([g.producer(chain_out[-1])] if chain_out else [])):
         return False
     twins = [n for n in g.consumers(node.inputs[0]) if n is not node]
     if any(n.op != node.op or n.inputs[1:] != node.inputs[1:] or n.attrs.get("output") == "sequence" for n in twins):
@@ -358,8 +331,8 @@ def _runs_backwards(cv, y: str, axis: int) -> bool:
     chain_in, flipped = _reshape_chain(cv, node.inputs[0], [node] + twins)
     if chain_in is None:
         return False
-    flip = _time_flip(g, flipped, T, g.tensors[node.inputs[0]].shape[2])
-    if flip is None or not _private(cv, flipped, [g.producer(chain_in[-1])] if chain_in else [node] + twins):
+    flip = time_flip(g, flipped, T, g.tensors[node.inputs[0]].shape[2])
+    if flip is None or not private_to(cv, flipped, [g.producer(chain_in[-1])] if chain_in else [node] + twins):
         return False
     for n in g.consumers(flipped):
         n.inputs = [flip.inputs[0] if i == flipped else i for i in n.inputs]

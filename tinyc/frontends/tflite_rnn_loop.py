@@ -75,6 +75,14 @@ class ListWrite:
         self.value, self.counter = value, counter
 
 
+def _vector(v):
+    """v, when it is a feature vector of the step (a constant, x_t, a state, an affine map or an expression): the
+    sequences, the output list and the counters only enter GATHER, SLICE and the list write."""
+    if isinstance(v, (np.ndarray, Affine, Expr)) or isinstance(v, Source) and v.kind in ("x", "state"):
+        return v
+    raise Refused("a sequence, the output list or a counter enters the cell's arithmetic")
+
+
 def _affine(v):
     """An Affine for any float vector value (a source or expression is itself times the identity)."""
     if isinstance(v, Affine):
@@ -168,7 +176,7 @@ class Body:
 
     def _value(self, kind, opts, ins, outs) -> list:
         if kind in UNARY:
-            v = self.get(ins[0])
+            v = _vector(self.get(ins[0]))
             return [Expr("act", UNARY[kind], v, size=v.size)]
         if kind in RESHAPES:
             return [self._reshape(ins[0], outs[0])]
@@ -196,7 +204,7 @@ class Body:
 
     def _fully_connected(self, ins):
         w = self.const(ins[1]).astype(np.float64)
-        x = self.get(ins[0])
+        x = _vector(self.get(ins[0]))
         if w.ndim != 2 or getattr(x, "size", None) != w.shape[1]:
             raise Refused(f"a FULLY_CONNECTED of weights {w.shape}")
         bias = self.const(ins[2]).reshape(-1) if len(ins) > 2 and ins[2] >= 0 else np.zeros(w.shape[0])
@@ -208,6 +216,7 @@ class Body:
     def _binary(self, kind, a, b):
         if isinstance(a, (Counter, list)) or isinstance(b, (Counter, list)):
             return self._integer(kind, a, b)
+        a, b = _vector(a), _vector(b)
         if kind == "MUL":
             if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
                 return a * b
@@ -241,10 +250,11 @@ class Body:
 
     def _split(self, kind, ins, outs):
         if kind == "SPLIT":
-            axis, v = self.const(ins[0]), self.get(ins[1])
+            axis, v = self.const(ins[0]), _vector(self.get(ins[1]))
             parts = [v.size // len(outs)] * len(outs)
         else:
-            v, parts, axis = self.get(ins[0]), [int(p) for p in self.const(ins[1]).reshape(-1)], self.const(ins[2])
+            v, parts, axis = _vector(self.get(ins[0])), [int(p) for p in self.const(ins[1]).reshape(-1)], \
+                self.const(ins[2])
             if parts.count(-1) == 1:                  # one part takes what the others leave
                 parts[parts.index(-1)] = v.size - (sum(parts) + 1)
         rank = len(self.shape(outs[0]))
@@ -257,6 +267,7 @@ class Body:
         v = self.get(ins[0])
         if isinstance(v, Source) and v.kind == "list_out":
             return self._list_part(ins)
+        v = _vector(v)
         shape, out_shape = self.shape(ins[0]), self.shape(out)
         if not shape or out_shape[:-1] != shape[:-1]:
             raise Refused(f"a {kind} that is not a window of the feature axis")
@@ -447,6 +458,34 @@ def match_rnn(h_new, x: Source, h: Source):
     return dict(w=[w], r=[r], b=[b], activations=(a[0],))
 
 
+# -- time reversals (Bidirectional and go_backwards layers) ----------------------------------------------------
+def tflite_index(cv, name: str) -> int | None:
+    return next((i for i, n in cv.names.items() if n == name), None)
+
+
+def private_to(cv, name: str, readers: list) -> bool:
+    """Whether IR tensor `name` is read by `readers` alone, now and by the TFLite operators still to come."""
+    i = tflite_index(cv, name)
+    return name not in cv.g.outputs and {id(n) for n in cv.g.consumers(name)} <= {id(n) for n in readers} and \
+        (i is None or not used_later(cv, i))
+
+
+def time_flip(g, name: str, steps: int, features: int):
+    """The Slice reversing the time axis of `name` (batch 1: [1,T,F], [T,1,F], ...), or None."""
+    node = g.producer(name)
+    shape = tuple(g.tensors[name].shape)
+    if node is None or node.op != "Slice" or not shape or shape[-1] != features:
+        return None
+    back = [a for a, st in enumerate(node.attrs["steps"]) if st == -1]
+    if len(back) != 1 or shape[back[0]] != steps or back[0] == len(shape) - 1 or \
+            any(d != 1 for a, d in enumerate(shape[:-1]) if a != back[0]):
+        return None
+    starts = tuple(steps - 1 if a == back[0] else 0 for a in range(len(shape)))
+    ok = tuple(node.attrs["starts"]) == starts and tuple(node.attrs["sizes"]) == shape and \
+        all(st == 1 for a, st in enumerate(node.attrs["steps"]) if a != back[0])
+    return node if ok else None
+
+
 # -- the WHILE rule -------------------------------------------------------------------------------------------
 def _op_kind(cv, op) -> str:
     if not hasattr(cv, "_builtin_names"):
@@ -587,22 +626,36 @@ class _Results:
     """The IR tensors of the recognised loop's results, each made once: the cell's node per output kind over the
     whole sequence (weights added once), a final h beside its sequence the sequence's last step."""
 
-    def __init__(self, cv, found, ins):
-        self.cv, self.found, self.ins = cv, found, ins
+    def __init__(self, cv, found, ins, sequence_read: bool):
+        self.cv, self.found, self.ins, self.sequence_read = cv, found, ins, sequence_read
         self.inputs, self.attrs = None, None
         self.made: dict[str, str] = {}
+
+    def _backwards_source(self, xs: str) -> str | None:
+        """A go_backwards layer (or a Bidirectional's backward one) without its sequence read: when the loop runs
+        over a time reversal of x that nothing else reads, the node can run backwards over x (its final states
+        are the same); returns x, the reversal removed."""
+        cv, k = self.cv, self.found["roles"]["x"]
+        T, _, I = cv.g.tensors[xs].shape
+        flip = time_flip(cv.g, xs, T, I)
+        if self.sequence_read or flip is None or not private_to(cv, xs, []) or used_later(cv, cv.outs[k]):
+            return None
+        cv.g.nodes.remove(flip)
+        return flip.inputs[0]
 
     def _prepare(self) -> None:
         cv, found, cell, op = self.cv, self.found, self.found["cell"], self.found["op"]
         xs = cv.x(self.ins[found["roles"]["x"]])
         T, B, I = cv.g.tensors[xs].shape
-        x = cv.emit("Reshape", [xs], (B, T, I), final=False, tag="batch_major", like=xs)   # batch 1: free
+        forward = self._backwards_source(xs)
+        x = cv.emit("Reshape", [forward or xs], (B, T, I), final=False, tag="batch_major", like=xs)   # batch 1
         H = cell["r"][0].shape[1]
         base = cv.tname(cv.outs[found["roles"]["out"]]).split(";")[0] or op.lower()
         weights = [cv.g.add_const(f"{base}_{k}", np.concatenate(cell[k]).astype(np.float32))
                    for k in ("w", "r", "b") + (("rb",) if op == "GRU" else ())]
         self.inputs = [x, *weights, cv.x(self.ins[found["h_arg"]])]
-        self.attrs = dict(activations=tuple(dict(a) for a in cell["activations"]), clip=None, reverse=False)
+        self.attrs = dict(activations=tuple(dict(a) for a in cell["activations"]), clip=None,
+                          reverse=forward is not None)
         if op == "LSTM":
             self.inputs += [cv.x(self.ins[found["c_arg"]]), cv.g.add_const(f"{base}_p", np.zeros(3 * H, np.float32))]
             self.attrs.update(cell_clip=None, input_forget=False)
@@ -639,8 +692,8 @@ def while_loop(cv, opts, ins):
         raise TinycError(f"{cv.where()}: not a recognised recurrent loop: {why}; tinyc compiles the WHILE loops the "
                          "TFLite converter writes for Keras LSTM, GRU and SimpleRNN layers") from None
     roles, T = found["roles"], found["T"]
-    results = _Results(cv, found, ins)
     used = [k for k, out in enumerate(cv.outs) if used_later(cv, out)]
+    results = _Results(cv, found, ins, sequence_read=roles["out"] in used and found["sequence"])
     if roles["out"] in used and found["sequence"]:
         results.get("sequence")                  # first, so that a final h used beside it is its last step
     for k, out in enumerate(cv.outs):

@@ -4,7 +4,9 @@ One node runs one direction over all T steps of x[B,T,I] and gives one output (t
 `output="sequence"` -> h_t for every t, [B,T,H], h_t stored at the position of the x_t it read (a reverse layer's
 sequence is in input order, as ONNX's Y); `"last_h"` -> the final hidden state [B,H] (after the last step in
 processing order: t=0 for a reverse layer); `"last_c"` (LSTM) -> the final cell state [B,H]. A layer whose
-sequence and final cell state are both used is two nodes (frontends do this only when the cell state is read).
+sequence and final cell state are both used is two nodes (frontends do this only when the cell state is read), or,
+in float, one: `"sequence_and_c"` (LSTM) -> [B,T+1,H], the sequence followed by the final cell state as step T
+(the frontend slices them apart; views for one sequence, B = 1).
 Bidirectional layers are two nodes, one with `reverse`, and a Concat (or the merge op) of their outputs.
 
 Every input is present (frontends give zeros for absent biases, initial states and peepholes; kernels may skip
@@ -41,7 +43,8 @@ from .opdef import OpDef
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 # inputs after x, w, r: their names in order, as the signatures show them
 STATE_INPUTS = {"LSTM": ("b", "h0", "c0", "p"), "GRU": ("b", "rb", "h0"), "RNN": ("b", "h0")}
-OUTPUTS = {"LSTM": ("sequence", "last_h", "last_c"), "GRU": ("sequence", "last_h"), "RNN": ("sequence", "last_h")}
+OUTPUTS = {"LSTM": ("sequence", "last_h", "last_c", "sequence_and_c"), "GRU": ("sequence", "last_h"),
+           "RNN": ("sequence", "last_h")}
 DEFAULT_ACTIVATIONS = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "RNN": ("tanh",)}
 
 
@@ -82,6 +85,8 @@ def evaluate_lstm(a, ins):
         o = _act(a, 0, _clip(a, zo + p[2 * H:] * c))
         h = o * _act(a, 2, c)
         ys[:, t] = h
+    if a["output"] == "sequence_and_c":
+        return np.concatenate([ys, c[:, None]], axis=1)
     return {"sequence": ys, "last_h": h, "last_c": c}[a["output"]]
 
 
@@ -140,7 +145,10 @@ def check(g, n) -> None:
         if a.get(key) is not None and not a[key] > 0:
             raise TinycError(f"{op} '{n.name}': {key} must be positive, got {a[key]}")
     out = tuple(g.tensors[n.outputs[0]].shape)
-    if out != ((B, T, H) if a["output"] == "sequence" else (B, H)):
+    if a["output"] == "sequence_and_c" and g.tensors[n.inputs[0]].dtype != "float32":
+        raise TinycError(f"{op} '{n.name}': output 'sequence_and_c' is float32 only (int8 LSTMs keep an int16 cell "
+                         "state: use a 'last_c' node)")
+    if out != {"sequence": (B, T, H), "sequence_and_c": (B, T + 1, H)}.get(a["output"], (B, H)):
         raise TinycError(f"{op} '{n.name}': output of shape {out} for output '{a['output']}'")
 
 
@@ -215,17 +223,20 @@ def rnn_kernel(k):
 
 def work_bytes(g, node) -> int:
     """The float kernels' arena scratch, for one batch row at a time: the gate pre-activations [G*H], plus an LSTM's
-    cell state (its hidden state when the output is the cell state) and a GRU's reset product [H]. The hidden state
-    lives in the output (the sequence, or the last h written over itself)."""
+    cell state (its hidden state when the output is the cell state alone; neither with the sequence and the cell
+    state, which both live in the output) and a GRU's reset product [H]. The hidden state lives in the output (the
+    sequence, or the last h written over itself)."""
     H = hidden_size(g, node)
     if g.tensors[node.inputs[0]].dtype == "int8":
         return lstm_int8.work_bytes(H, g.tensors[node.inputs[0]].shape[2])
+    if node.attrs.get("output") == "sequence_and_c":
+        return 4 * 4 * H
     return 4 * {"LSTM": 5 * H, "GRU": 4 * H, "RNN": H}[node.op]
 
 
 _ATTRS = "[activations, clip, reverse, output"
 DEFINITIONS = (
-    OpDef("LSTM", "x[B,T,I], w[4H,I], r[4H,H], b[4H], h0[B,H], c0[B,H], p[3H] -> [B,T,H] | [B,H]  "
+    OpDef("LSTM", "x[B,T,I], w[4H,I], r[4H,H], b[4H], h0[B,H], c0[B,H], p[3H] -> [B,T,H] | [B,H] | [B,T+1,H]  "
           f"{_ATTRS}, cell_clip, input_forget, hidden_quant]", evaluate_lstm, check, lstm_kernel,
           lstm_int8.int8_prepare, lstm_int8.int8_kernel, int8_lstm.lstm,
           memory=None, quantize=None, work=work_bytes, int8_wide_dtypes=("int16",)),
