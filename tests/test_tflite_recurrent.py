@@ -68,8 +68,9 @@ def _matches_tflite(path, seed=1, scale=2.0):
 
 
 def _recurrent_nodes(g, sequences_only=False):
-    """The graph's recurrent nodes (only those giving a whole sequence: not the final c of a carried state)."""
-    return [n for n in g.nodes if n.op in RECURRENT and (n.attrs["output"] == "sequence" or not sequences_only)]
+    """The graph's recurrent nodes (only those giving a whole sequence, with or without the final c)."""
+    return [n for n in g.nodes if n.op in RECURRENT and (n.attrs["output"] in ("sequence", "sequence_and_c")
+                                                         or not sequences_only)]
 
 
 # -- converter-made models ------------------------------------------------------------------------------------
@@ -86,8 +87,9 @@ def tf_keras_bidirectional(tmp):
 def test_tf_keras_lstm_is_one_lstm_node_and_verifies(tf_keras_lstm):
     assert _ops(tf_keras_lstm) == ["UNIDIRECTIONAL_SEQUENCE_LSTM", "STRIDED_SLICE"]
     g = _matches_tflite(tf_keras_lstm)
-    (node,) = _recurrent_nodes(g, sequences_only=True)
+    (node,) = _recurrent_nodes(g)           # one node: the sequence and the final c of the carried state
     assert node.op == "LSTM" and node.attrs["cell_clip"] == 10.0   # the converter's clip of every Keras LSTM
+    assert node.attrs["output"] == "sequence_and_c"
     report = verify(tf_keras_lstm, samples=3, seed=3)            # three frames, the state carried on both sides
     assert report["ok"] and report["frames"] == 3 and len(report["state"]) == 2, report
 
@@ -146,7 +148,7 @@ def test_keras3_while_loop_is_one_recurrent_node(tmp, name):
     g = _matches_tflite(path)
     nodes = _recurrent_nodes(g)
     assert nodes and {n.op for n in nodes} == {KERAS3_CELL[name]}
-    assert {n.attrs["output"] for n in nodes} == ({"last_h", "last_c"} if name == "lstm_backwards_state"
+    assert {n.attrs["output"] for n in nodes} == ({"sequence_and_c"} if name == "lstm_backwards_state"
                                                   else {"last_h"} if name in ("lstm", "gru_reset_before",
                                                                               "gru_hard_sigmoid")
                                                   else {"sequence"})
@@ -154,7 +156,8 @@ def test_keras3_while_loop_is_one_recurrent_node(tmp, name):
         assert [n.attrs["reverse"] for n in nodes] == [True, False]
         assert not [n for n in g.nodes if n.op == "Slice" and -1 in n.attrs["steps"]]
     if name == "lstm_backwards_state":   # REVERSE_V2 then the loop, no sequence read: the node runs backwards
-        assert all(n.attrs["reverse"] for n in nodes) and not [n for n in g.nodes if n.op == "Slice"]
+        assert all(n.attrs["reverse"] for n in nodes)
+        assert not [n for n in g.nodes if n.op == "Slice" and -1 in n.attrs["steps"]]
     if name == "gru_hard_sigmoid":
         assert nodes[0].attrs["activations"][0]["fn"] == "hard_sigmoid"
     if name == "gru_reset_before":
