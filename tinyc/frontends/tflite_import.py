@@ -79,6 +79,9 @@ class Ctx:
         self.op_index = -1
         self.out = -1           # its (first) output tensor index; a multi-output rule sets it per output
         self.outs: list = []    # all its output tensor indices
+        # resource variables (tflite_variables.py): resource tensor index -> variable key; key -> its state
+        self.resources: dict[int, str] = {}
+        self.variables: dict[str, dict] = {}
         for i, t in enumerate(self.sg.tensors):
             arr = self.buffer_value(t)
             if arr is not None:
@@ -384,8 +387,8 @@ def load_tflite(path: str, input_shapes: list[tuple] | None = None) -> Graph:
             raise TinycError(f"{cv.where()} has {len(op_outs)} outputs; only single-output ops are supported")
         cv.outs = op_outs
         _convert(cv, rule, op.builtinOptions, op_ins)
-        if any(o not in cv.names and o not in cv.values and o not in getattr(cv, "resources", {})
-               for o in op_outs):   # (a WHILE's counters are constants)
+        if any(o not in cv.names and o not in cv.values and o not in cv.resources
+               for o in op_outs):   # (a WHILE's counters are constants; VAR_HANDLE's is a resource)
             raise TinycError(f"internal: {cv.where()} did not produce its outputs")
     finish_variables(cv)      # TFLite resource variables: their state tensors take their last assignments
     for i in outs:

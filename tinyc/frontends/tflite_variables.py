@@ -21,12 +21,9 @@ import numpy as np
 from ..errors import TinycError
 
 
-def _variables(cv) -> dict:
-    """Per converter: variable key -> {"state": IR state tensor or None, "value": IR tensor assigned in this
-    inference or None, "initial": array or None}; and TFLite resource tensor index -> variable key."""
-    if not hasattr(cv, "variables"):
-        cv.variables, cv.resources = {}, {}
-    return cv.variables
+def _new() -> dict:
+    """A variable: its IR state tensor (once read), the IR tensor assigned in this inference, its initial value."""
+    return dict(state=None, value=None, initial=None)
 
 
 def _key(opts) -> str:
@@ -38,16 +35,14 @@ def _key(opts) -> str:
 
 
 def _variable(cv, resource: int) -> tuple[str, dict]:
-    variables = _variables(cv)
     key = cv.resources.get(resource)
     if key is None:
         raise TinycError(f"{cv.where()}: its resource '{cv.tname(resource)}' does not come from a VAR_HANDLE of this "
                          "subgraph; tinyc reads resource variables named by VAR_HANDLE only")
-    return key, variables.setdefault(key, dict(state=None, value=None, initial=None))
+    return key, cv.variables.setdefault(key, _new())
 
 
 def var_handle(cv, opts, ins):
-    _variables(cv)
     cv.resources[cv.out] = _key(opts)
 
 
@@ -88,7 +83,7 @@ def call_once(cv, opts, ins):
     if not 0 < index < len(cv.model.subgraphs):
         raise TinycError(f"{cv.where()}: its init subgraph {index} does not exist; the .tflite file is corrupt")
     sg = cv.model.subgraphs[index]
-    variables, handles = _variables(cv), {}
+    handles = {}
     for k, op in enumerate(sg.operators or []):
         kind = _op_name(cv.S, cv.model, op)
         op_ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
@@ -103,7 +98,7 @@ def call_once(cv, opts, ins):
             if value is None:
                 raise TinycError(f"{cv.where()}: init subgraph {index} assigns variable '{handles[op_ins[0]]}' a "
                                  "computed value; tinyc takes initial values that are constants")
-            var = variables.setdefault(handles[op_ins[0]], dict(state=None, value=None, initial=None))
+            var = cv.variables.setdefault(handles[op_ins[0]], _new())
             var["initial"] = np.array(value)
         else:
             raise TinycError(f"{cv.where()}: init subgraph {index} has a {kind} operator (#{k}); tinyc evaluates "
@@ -113,7 +108,7 @@ def call_once(cv, opts, ins):
 def finish_variables(cv) -> None:
     """After the main subgraph: each variable it reads is a state tensor whose next value is its last assignment
     (the state itself when it is never assigned)."""
-    for key, var in getattr(cv, "variables", {}).items():
+    for key, var in cv.variables.items():
         if var["state"] is None:
             continue
         value = var["value"] or var["state"]
