@@ -111,6 +111,44 @@ def test_fast_kernel_taken_and_reference_twin_bit_exact(lstm_files):
     assert report["mismatched_bytes"] == 0 and "dsp_path_matches" not in report, report
 
 
+def _gemmlowp_exp_quarter(a: int) -> int:
+    """gemmlowp's exp_on_interval_between_negative_one_quarter_and_0_excl on an int16 Q0.15 value, written
+    straight from fixedpoint.h: SRDHM with its nudge and truncating division, int16 wrapping sums."""
+    def wrap(v):
+        return ((v + 32768) & 0xFFFF) - 32768
+
+    def srdhm(x, y):
+        if x == y == -32768:
+            return 32767
+        p = x * y
+        q = p + (1 << 14 if p >= 0 else 1 - (1 << 14))
+        return wrap(abs(q) // 32768 * (1 if q >= 0 else -1))
+
+    def rdbpot(x, e):
+        mask = (1 << e) - 1
+        return (x >> e) + ((x & mask) > (mask >> 1) + (x < 0))
+
+    def const(c32):
+        return rdbpot(c32, 16)
+    x = wrap(a + (1 << 12))
+    x2 = srdhm(x, x)
+    x3, x4 = srdhm(x2, x), srdhm(x2, x2)
+    poly = rdbpot(wrap(srdhm(wrap(rdbpot(x4, 2) + x3), const(715827883)) + x2), 1)
+    c = const(1895147668)
+    return max(-32768, min(32767, c + srdhm(c, wrap(x + poly))))
+
+
+@pytest.mark.parametrize("integer_bits", range(1, 8))
+def test_exp_tables_equal_gemmlowps_series(integer_bits):
+    """The fast kernel's tables of e^x on [-1/4, 0) equal gemmlowp's series at every entry, for every input format
+    an LSTM's exp reads (the gates' sigmoid 3 integer bits, their tanh 4, the cell state's tanh 1 .. 7)."""
+    from tinyc.ops.lstm_int8 import exp_quarter_table
+    quarter = 1 << (13 - integer_bits)
+    table = exp_quarter_table(integer_bits)
+    assert len(table) == quarter
+    assert table == [_gemmlowp_exp_quarter((m - quarter) << integer_bits) for m in range(quarter)]
+
+
 @pytest.mark.skipif(not FULL or not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
                     reason="TINYC_FULL=1 with arm-none-eabi-gcc and qemu-system-arm")
 def test_gate_products_per_mac_on_the_m4(tmp_path):

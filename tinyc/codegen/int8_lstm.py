@@ -7,7 +7,10 @@ multiple of four columns (word-aligned, so one LDR reads four) and a small tail 
 time: per four columns two loads of the pairs, then per row one LDR, SXTB16 and SXTB16 ROR 8 of the weights and
 two SMLAD: 22 instructions per 16 multiply-accumulates. The integer sums are exact (int8 products, at most
 (I + H) * 2^14 in magnitude), so the order of the additions does not matter; requantization, saturation and the
-gate activations are the reference's. Cores without DSP run plain loops over the same tables."""
+gate activations are the reference's, except that e^x on [-1/4, 0) (the Taylor series inside gemmlowp's
+exp_on_negative_values) is read from a table of its values per input format (2^(13 - k) int16 entries for k
+integer bits: 1 KB for the gates' sigmoid, 512 B for their tanh). Cores without DSP run plain loops over the
+same tables."""
 from __future__ import annotations
 
 import numpy as np
@@ -36,4 +39,9 @@ def lstm(k):
     v["wq"], v["wt"], v["I4"] = _split(k, 1, "input weights")
     v["rq"], v["rt"], v["H4"] = _split(k, 2, "recurrent weights")
     v.update(fast=True, expand_offset=lstm_int8.expand_offset(H))
+    for key in ("gate_exp", "gate_tanh_exp", "cell_tanh_exp"):     # the series of e^x on [-1/4, 0) as a table
+        e = v[key]
+        if e is not None:
+            v[key] = dict(e, table=k.table(lstm_int8.exp_quarter_table(e["k"]), "int16",
+                                           f"e^x on [-1/4, 0) in Q0.15, input Q{e['k']}.{15 - e['k']}"))
     return "lstm.c.j2", v, B * T * 4 * H * (I + H)

@@ -89,6 +89,8 @@ def _check_variant(k) -> None:
         raise _refuse(k, f"activations {names}: TFLite's integer LSTM computes sigmoid, tanh, tanh only")
     if a.get("clip") is not None:
         raise _refuse(k, "clip (ONNX's activation threshold) has no integer form in TFLite; keep this LSTM float")
+    if a.get("reverse"):     # TFLite's integer LSTM runs forward only (its bidirectional form reverses tensors)
+        raise _refuse(k, "reverse (a backward direction) is not supported in int8")
     if a.get("input_forget"):
         raise _refuse(k, "input_forget (CIFG, coupled input and forget gates) is not supported in int8")
     p = k.tensor(6)
@@ -169,7 +171,7 @@ def exp_constants(integer_bits: int) -> dict:
     fraction = 15 - integer_bits
     steps = [(1 << (fraction + e), int16_constant(m)) for e, m in EXP_BARREL if integer_bits > e]
     clamp = int16_constant(-(1 << (36 - integer_bits))) if integer_bits > 5 else None
-    return dict(k=integer_bits, quarter=1 << (fraction - 2), steps=steps, clamp=clamp)
+    return dict(k=integer_bits, quarter=1 << (fraction - 2), steps=steps, clamp=clamp, table=None)
 
 
 def kernel_variables(k) -> dict:
@@ -183,7 +185,7 @@ def kernel_variables(k) -> dict:
         raise TinycError(f"internal: int8 LSTM '{k.node.name}' has no arena scratch for its gates and state")
     return dict(
         B=B, T=T, I=I, H=H, w=k.expr(1), r=k.expr(2), h0=k.expr(4), c0=k.expr(5), fast=False,
-        output=a["output"], reverse=bool(a.get("reverse")),
+        output=a["output"],
         input_bias=k.table(p.input_bias, "int32", "int8 LSTM input bias with the input zero point folded in"),
         recurrent_bias=(k.table(p.recurrent_bias, "int32", "int8 LSTM recurrent zero point times the weights")
                         if any(p.recurrent_bias) else None),
@@ -197,6 +199,32 @@ def kernel_variables(k) -> dict:
         c48=int16_constant(1515870810), cn32=int16_constant(-1010580540),
         gate_exp=exp_constants(3), gate_tanh_exp=exp_constants(4),
         cell_tanh_exp=exp_constants(16 + p.cell_shift) if p.cell_shift in CELL_TANH_SHIFTS else None)
+
+
+def _wrap16(v: int) -> int:
+    return ((v + 32768) & 0xFFFF) - 32768
+
+
+def _mul16(a: int, b: int) -> int:
+    """gemmlowp's int16 SaturatingRoundingDoublingHighMul."""
+    return min((a * b + 16384) >> 15, 32767)
+
+
+def exp_quarter_table(integer_bits: int) -> list[int]:
+    """e^(m / 2^(15 - k) - 1/4) in Q0.15 for m = 0 .. 2^(13 - k) - 1: gemmlowp's
+    exp_on_interval_between_negative_one_quarter_and_0_excl on int16 (the Taylor series around -1/8) of each
+    `a mod 1/4 - 1/4` that exp_on_negative_values with k integer bits computes; the fast kernel reads it instead
+    of evaluating the series."""
+    quarter = 1 << (13 - integer_bits)
+    third, c = int16_constant(715827883), int16_constant(1895147668)
+    out = []
+    for m in range(quarter):
+        x = _wrap16((m - quarter) * (1 << integer_bits) + 4096)
+        x2 = _mul16(x, x)
+        x3, x4 = _mul16(x2, x), _mul16(x2, x2)
+        poly = rounding_divide_by_pot(_wrap16(_mul16(_wrap16(rounding_divide_by_pot(x4, 2) + x3), third) + x2), 1)
+        out.append(max(-32768, min(32767, c + _mul16(c, _wrap16(x + poly)))))
+    return out
 
 
 def int8_kernel(k):
