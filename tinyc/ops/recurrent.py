@@ -27,7 +27,8 @@ what is a zero constant). Gate order is Keras's and TFLite's; ONNX's (iofc, zrh)
 Attributes: `activations`: the (f, g, h) / (f, g) / (f,) activation dicts of tinyc/activations.py; `clip`: ONNX's
 threshold on every activation's input (None: none); `cell_clip`: TFLite's clamp of the cell state (LSTM; None:
 none); `input_forget` (LSTM), `linear_before_reset` (GRU); `reverse`; `output`.
-int8 (LSTM only): TFLite's integer LSTM, int16 cell state and attribute `hidden_quant`; tinyc/ops/lstm_int8.py.
+int8 LSTM: TFLite's integer LSTM, int16 cell state and attribute `hidden_quant`; tinyc/ops/lstm_int8.py. int8 GRU
+and RNN: the chain of TFLite int8 ops of one step, looped (attribute `step_quant`); tinyc/ops/gru_rnn_int8.py.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from .. import activations
 from ..codegen import int8_lstm
 from ..codegen.literals import c_float
 from ..errors import TinycError
-from . import lstm_int8
+from . import gru_rnn_int8, lstm_int8
 from .opdef import OpDef
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -227,6 +228,8 @@ def work_bytes(g, node) -> int:
     state, which both live in the output) and a GRU's reset product [H]. The hidden state lives in the output (the
     sequence, or the last h written over itself)."""
     H = hidden_size(g, node)
+    if g.tensors[node.inputs[0]].dtype == "int8" and node.op in gru_rnn_int8.CHAIN_OPS:
+        return gru_rnn_int8.work_bytes(g, node)
     if g.tensors[node.inputs[0]].dtype == "int8":
         return lstm_int8.work_bytes(H, g.tensors[node.inputs[0]].shape[2])
     if node.attrs.get("output") == "sequence_and_c":
@@ -241,9 +244,9 @@ DEFINITIONS = (
           lstm_int8.int8_prepare, lstm_int8.int8_kernel, int8_lstm.lstm,
           memory=None, quantize=None, work=work_bytes, int8_wide_dtypes=("int16",)),
     OpDef("GRU", "x[B,T,I], w[3H,I], r[3H,H], b[3H], rb[3H], h0[B,H] -> [B,T,H] | [B,H]  "
-          f"{_ATTRS}, linear_before_reset]", evaluate_gru, check, gru_kernel, None, None, None,
-          memory=None, quantize=None, work=work_bytes),
+          f"{_ATTRS}, linear_before_reset, step_quant]", evaluate_gru, check, gru_kernel,
+          gru_rnn_int8.int8_prepare, gru_rnn_int8.int8_kernel, None, memory=None, quantize="own", work=work_bytes),
     OpDef("RNN", "x[B,T,I], w[H,I], r[H,H], b[H], h0[B,H] -> [B,T,H] | [B,H]  "
-          f"{_ATTRS}]", evaluate_rnn, check, rnn_kernel, None, None, None, memory=None, quantize=None,
-          work=work_bytes),
+          f"{_ATTRS}, step_quant]", evaluate_rnn, check, rnn_kernel, gru_rnn_int8.int8_prepare,
+          gru_rnn_int8.int8_kernel, None, memory=None, quantize="own", work=work_bytes),
 )

@@ -60,10 +60,11 @@ def random_calibration(g: Graph, samples: int = 32, seed: int = 0) -> list[np.nd
     return [rng.standard_normal((samples, *g.tensors[n].shape)).astype(np.float32) for n in g.inputs]
 
 
-def collect_ranges(g: Graph, samples: list[np.ndarray], progress=None) -> dict[str, tuple[float, float]]:
+def collect_ranges(g: Graph, samples: list[np.ndarray], progress=None, observe=None) -> dict[str, tuple[float, float]]:
     """(min, max) over all samples of every tensor computed at run time (inputs included). `progress(done,
-    total)` is called after each sample. A graph with streaming state runs the samples as consecutive frames of
-    one stream from the initial state (its state tensors' ranges included), as the deployed model would."""
+    total)` is called after each sample, `observe(env)` with each sample's tensors (for values inside a layer). A
+    graph with streaming state runs the samples as consecutive frames of one stream from the initial state (its
+    state tensors' ranges included), as the deployed model would."""
     n = samples[0].shape[0]
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
@@ -76,6 +77,8 @@ def collect_ranges(g: Graph, samples: list[np.ndarray], progress=None) -> dict[s
             vmin, vmax = float(np.min(value)), float(np.max(value))
             lo[name] = min(lo.get(name, vmin), vmin)
             hi[name] = max(hi.get(name, vmax), vmax)
+        if observe is not None:
+            observe(env)
         if progress is not None:
             progress(s + 1, n)
     return {k: (lo[k], hi[k]) for k in lo}

@@ -25,7 +25,7 @@ import numpy as np
 from ..disjoint_sets import DisjointSets
 from ..errors import TinycError
 from ..ir import Graph, Node, Quant
-from ..ops import REGISTRY, names_where
+from ..ops import REGISTRY, gru_rnn_int8, names_where
 from ..ops.activation import FIXED_QUANT, INT8_FUNCTIONS, INT8_FUSABLE, NOT_QUANTIZED
 from .calibrate import collect_ranges
 from .params import QMAX, QMIN
@@ -55,6 +55,8 @@ def _check(g: Graph) -> None:
             raise TinycError(f"cannot quantize node '{n.name}': int8 softmax works on the last axis only")
         if n.op in WEIGHTED and not all(g.tensors[i].is_const for i in n.inputs[1:]):
             raise TinycError(f"cannot quantize node '{n.name}': its weights are computed at run time")
+        if n.op in gru_rnn_int8.CHAIN_OPS:
+            _check_chain(g, n)
 
 
 def split_activations(g: Graph) -> Graph:
@@ -98,6 +100,9 @@ def _groups(g: Graph) -> dict[str, str]:
             for i in n.inputs:
                 if i in sets:
                     sets.merge(n.outputs[0], i)
+    for n in g.nodes:    # a GRU/RNN's initial hidden state is its hidden state
+        if n.op in gru_rnn_int8.CHAIN_OPS and n.inputs[-1] in sets:
+            sets.merge(n.outputs[0], n.inputs[-1])
     for s, v in g.state.items():
         if g.tensors[v].is_const:
             raise TinycError(f"cannot quantize: state '{s}' takes the constant '{v}' after every inference; "
@@ -114,6 +119,8 @@ def _fixed(g: Graph, name: str):
         return REGISTRY[p.op].fixed_quant
     if p.op == "Activation" and p.attrs["fn"] in ("sigmoid", "tanh"):
         return FIXED[p.attrs["fn"]]
+    if p.op in gru_rnn_int8.CHAIN_OPS:    # an RNN's h is its activation's output
+        return gru_rnn_int8.fixed_quant(gru_rnn_int8.chain(p)[-1])
     return None
 
 
@@ -137,7 +144,9 @@ def quantize_graph(g: Graph, samples: list[np.ndarray], progress=None) -> Graph:
     """The int8 version of float graph `g` (already optimized), calibrated on `samples` (per input, [N, ...])."""
     _check(g)
     g = split_activations(g)
-    ranges = collect_ranges(g, samples, progress)
+    step_ranges: dict = {}
+    ranges = collect_ranges(g, samples, progress, lambda env: _observe_chains(g, env, step_ranges))
+    _widen_by_initial_states(g, ranges)
     q = g.copy()
     rep = _groups(q)
     members: dict[str, list[str]] = {}
@@ -161,6 +170,9 @@ def quantize_graph(g: Graph, samples: list[np.ndarray], progress=None) -> Graph:
         t.dtype, t.quant = "int8", Quant(np.asarray(scale, np.float32), np.asarray(zp, np.int64))
         t.source_name, t.source_perm = name, None    # the exported .tflite keeps IR names
     for n in q.nodes:
+        if n.op in gru_rnn_int8.CHAIN_OPS:
+            _quantize_chain(q, n, step_ranges[n.name])
+            continue
         _quantize_constants(q, n)
         if n.op == "Pad":
             n.attrs["value"] = int(q.tensors[n.outputs[0]].quant.zero_point)
@@ -191,3 +203,75 @@ def _quantize_constants(q: Graph, n) -> None:
             scale, zp = activation_params(float(np.min(t.data)), float(np.max(t.data)))
             t.data, t.dtype = _quantize_tensor(t.data, scale, zp), "int8"
             t.quant = Quant(np.asarray(scale, np.float32), np.asarray(zp, np.int64))
+
+
+# -- GRU / RNN: the per-step chain of int8 ops (tinyc/ops/gru_rnn_int8.py) -------------------------------------
+def _check_chain(g: Graph, n) -> None:
+    reason = gru_rnn_int8.refusal(n)
+    if reason:
+        raise TinycError(f"cannot quantize {reason}")
+    if not all(g.tensors[i].is_const for i in n.inputs[1:-1]):
+        raise TinycError(f"cannot quantize node '{n.name}': its weights or biases are computed at run time")
+
+
+def _observe_chains(g: Graph, env: dict, step_ranges: dict) -> None:
+    """Widen each GRU/RNN node's per-role ranges by one sample's run of its chain (every step counts)."""
+    for n in g.nodes:
+        if n.op not in gru_rnn_int8.CHAIN_OPS:
+            continue
+        inputs = [env[i] if i in env else g.tensors[i].data for i in n.inputs]
+        seen = step_ranges.setdefault(n.name, {})
+        for role, (lo, hi) in gru_rnn_int8.float_ranges(n, inputs).items():
+            old = seen.get(role, (lo, hi))
+            seen[role] = (min(old[0], lo), max(old[1], hi))
+
+
+def _widen_by_initial_states(g: Graph, ranges: dict) -> None:
+    """A constant initial hidden state is quantized with the hidden state's parameters: their range covers it."""
+    for n in g.nodes:
+        h0 = g.tensors[n.inputs[-1]]
+        if n.op in gru_rnn_int8.CHAIN_OPS and h0.is_const and n.outputs[0] in ranges:
+            lo, hi = ranges[n.outputs[0]]
+            ranges[n.outputs[0]] = (min(lo, float(np.min(h0.data))), max(hi, float(np.max(h0.data))))
+
+
+def _int32_bias(name: str, values: np.ndarray, in_scale: float, w_scale: np.ndarray, q: Graph) -> str:
+    """An int32 bias tensor with scale in_scale * w_scale[c] (float32), as a Dense bias is quantized."""
+    scale = (np.float32(in_scale) * np.broadcast_to(w_scale, values.shape)).astype(np.float32)
+    b = values / scale.astype(np.float64)
+    b = np.clip(np.sign(b) * np.floor(np.abs(b) + 0.5), -(2 ** 31) + 1, 2 ** 31 - 1)
+    name = q.unique_name(name)
+    q.add_tensor(name, values.shape, "int32", b.astype(np.int32),
+                 quant=Quant(scale, np.zeros(scale.shape, np.int64), 0))
+    return name
+
+
+def _quantize_chain(q: Graph, n, ranges: dict) -> None:
+    """The int8 form of a GRU/RNN node (tinyc/ops/gru_rnn_int8.py): step_quant from the calibrated ranges (fixed
+    for LOGISTIC/TANH outputs), per-channel weights, int32 FC biases, the initial state with the output's
+    parameters."""
+    steps = gru_rnn_int8.chain(n)
+    quant = {}
+    for s in steps:
+        if s.out != "h":
+            quant[s.out] = gru_rnn_int8.fixed_quant(s) or activation_params(*ranges[s.out])
+    n.attrs["step_quant"] = quant
+    x, w, r, b = (q.tensors[i] for i in n.inputs[:4])
+    for t in (w, r):
+        if t.dtype == "float32":
+            data, scale = _quantize_weights(t.data)
+            t.data, t.dtype, t.quant = data, "int8", Quant(scale, np.zeros(scale.shape, np.int64), 0)
+    H = r.shape[1]
+    bx, bh = gru_rnn_int8.fc_biases(n.op, q.const(n.inputs[3]), q.const(n.inputs[4]) if n.op == "GRU" else None, H)
+    w_scale, r_scale = (np.asarray(t.quant.scale, np.float32).reshape(-1) for t in (w, r))
+    n.inputs[3] = _int32_bias(f"{n.name}_input_bias", bx, float(x.quant.scale), w_scale, q)
+    if bh is not None:
+        hn_input = next(s.ins[0] for s in steps if s.out == "hn")
+        in_scale = quant[hn_input][0] if hn_input in quant else float(q.tensors[n.outputs[0]].quant.scale)
+        n.inputs[4] = _int32_bias(f"{n.name}_recurrent_bias", bh, in_scale, r_scale, q)
+    h0, out = q.tensors[n.inputs[-1]], q.tensors[n.outputs[0]]
+    if h0.is_const:
+        name = q.unique_name(f"{n.name}_h0")
+        q.add_tensor(name, h0.shape, "int8", _quantize_tensor(h0.data, float(out.quant.scale),
+                                                               int(out.quant.zero_point)), quant=out.quant)
+        n.inputs[-1] = name

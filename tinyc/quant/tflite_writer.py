@@ -434,6 +434,92 @@ def _plain(builtin: str):
     return write
 
 
+def _slice(w: _Writer, node: Node) -> None:
+    """SLICE for unit steps, else STRIDED_SLICE (an end before index 0 of a backwards axis: its end_mask bit)."""
+    a = node.attrs
+    starts, steps, sizes = (list(int(v) for v in a[k]) for k in ("starts", "steps", "sizes"))
+    x = w.tensor(node.inputs[0])
+    if all(s == 1 for s in steps):
+        w.op("SLICE", [x, w.const(f"{node.name}_begin", starts), w.const(f"{node.name}_size", sizes)], node,
+             w.options("SliceOptions"))
+        return
+    ends = [b + s * n for b, s, n in zip(starts, steps, sizes)]
+    mask = sum(1 << i for i, e in enumerate(ends) if e < 0)
+    w.op("STRIDED_SLICE", [x, w.const(f"{node.name}_begin", starts), w.const(f"{node.name}_end", ends),
+                           w.const(f"{node.name}_strides", steps)], node,
+         w.options("StridedSliceOptions", endMask=mask))
+
+
+def _gate_tensor(w: _Writer, node: Node, i: int, gate: int, H: int) -> int:
+    """Gate `gate`'s H rows of weights or bias input `i`, with their per-channel scales (written once, shared
+    by every step)."""
+    t = w.g.tensors[node.inputs[i]]
+    rows = slice(gate * H, (gate + 1) * H)
+    scale = np.asarray(t.quant.scale, np.float32).reshape(-1)
+    scale = scale[rows] if scale.size > 1 else scale
+    quant = Quant(scale, np.zeros(scale.shape, np.int64), 0)
+    return w._add(f"{t.name}_gate{gate}", (H,) + tuple(t.shape[1:]), t.dtype, t.data[rows], quant)
+
+
+def _recurrent_chain(w: _Writer, node: Node) -> None:
+    """An int8 GRU / RNN node as TFLite's int8 ops, one chain per step (tinyc/ops/gru_rnn_int8.py): SLICE of x_t,
+    FULLY_CONNECTED / ADD / SUB / MUL / LOGISTIC / TANH over [B,H] tensors with the node's shared parameters, then
+    CONCATENATION + RESHAPE of the steps' h into the sequence (or the last h as the output)."""
+    from ..ops import gru_rnn_int8 as chain_op
+    g, a = w.g, node.attrs
+    x, out = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
+    if x.dtype != "int8" or a.get("step_quant") is None:
+        raise TinycError(f"node '{node.name}': a {x.dtype} {node.op} has no TFLite builtin; tinyc writes int8 "
+                         f"{node.op} nodes of its --quantize int8 only")
+    B, T, I = x.shape
+    H = g.tensors[node.inputs[2]].shape[1]
+    steps = chain_op.chain(node)
+    quant = {r: Quant(np.asarray(sz[0], np.float32), np.asarray(sz[1], np.int64)) for r, sz in a["step_quant"].items()}
+    quant["h"] = out.quant
+    fc_inputs = {}
+    for s in steps:
+        if s.kind == "fc" and (s.matrix, s.gate) not in fc_inputs:
+            i = 1 if s.matrix == "w" else 2
+            bias = _gate_tensor(w, node, 3 if s.matrix == "w" else 4, s.gate, H) if s.bias else -1
+            fc_inputs[s.matrix, s.gate] = (_gate_tensor(w, node, i, s.gate, H), bias)
+    fc_opts = w.options("FullyConnectedOptions", fusedActivationFunction=w.S.ActivationFunctionType.NONE,
+                        keepNumDims=False)
+    h, outputs = w.tensor(node.inputs[-1]), {}
+    order = range(T - 1, -1, -1) if a.get("reverse") else range(T)
+    for n_step, t in enumerate(order):
+        last = n_step == T - 1
+        xt = w._add(f"{node.name}_x{t}", (B, 1, I), "int8", None, x.quant)
+        w.op("SLICE", [w.tensor(x.name), w.const(f"{node.name}_x{t}_begin", [0, t, 0]),
+                       w.const(f"{node.name}_x{t}_size", [B, 1, I])], node, w.options("SliceOptions"), outputs=[xt])
+        value = {"x": xt, "h": h}
+        for s in steps:
+            if s.out == "h" and last and a["output"] == "last_h":
+                y = w.tensor(out.name)
+            else:
+                y = w._add(f"{node.name}_{s.out}{t}", (B, H), "int8", None, quant[s.out])
+            ins = [value[r] for r in s.ins]
+            if s.kind == "fc":
+                w.op("FULLY_CONNECTED", ins + list(fc_inputs[s.matrix, s.gate]), node, fc_opts, outputs=[y])
+            elif s.kind == "act":
+                w.op("LOGISTIC" if s.fn == "sigmoid" else "TANH", ins, node, outputs=[y])
+            else:
+                builtin = s.kind.upper()
+                fused = getattr(w.S.ActivationFunctionType, "RELU" if s.fn == "relu" else "NONE")
+                w.op(builtin, ins, node, w.options(builtin.title() + "Options", fusedActivationFunction=fused),
+                     outputs=[y])
+            value[s.out] = y
+        h = outputs[t] = value["h"]
+    if a["output"] == "sequence":
+        joined = outputs[0]
+        if T > 1:
+            joined = w._add(f"{node.name}_steps", (B, T * H), "int8", None, out.quant)
+            w.op("CONCATENATION", [outputs[t] for t in range(T)], node,
+                 w.options("ConcatenationOptions", axis=1, fusedActivationFunction=w.S.ActivationFunctionType.NONE),
+                 outputs=[joined])
+        shape = w.const(f"{node.name}_shape", [B, T, H])
+        w.op("RESHAPE", [joined, shape], node, w.options("ReshapeOptions", newShape=[B, T, H]))
+
+
 WRITERS = {
     "Conv2D": _conv, "ConvTranspose2D": _transpose_conv,
     "Dense": _dense, "Add": _binary("ADD"), "Sub": _binary("SUB"), "Mul": _binary("MUL"),
@@ -441,6 +527,7 @@ WRITERS = {
     "MaxPool2D": _pool("MAX_POOL_2D"), "AvgPool2D": _pool("AVERAGE_POOL_2D"), "Mean": _mean,
     "Reshape": _reshape, "Transpose": _transpose, "Pad": _pad, "Concat": _concat, "Resize": _resize,
     "Quantize": _plain("QUANTIZE"), "Dequantize": _plain("DEQUANTIZE"), "LpNormalize": _l2_normalization,
+    "GRU": _recurrent_chain, "RNN": _recurrent_chain, "Slice": _slice,
 }
 
 

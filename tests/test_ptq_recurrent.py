@@ -1,0 +1,159 @@
+"""tinyc's post-training quantization of GRU and SimpleRNN layers (tinyc/ops/gru_rnn_int8.py): `--quantize int8`
+gives each node int8 parameters shared by all steps and one looping kernel; tinyc's TFLite writer unrolls the node
+into TFLite's int8 ops (SLICE, FULLY_CONNECTED, ADD, SUB, MUL, LOGISTIC, TANH, CONCATENATION, RESHAPE), and the C
+(AddressSanitizer/UBSan) must equal TFLite's reference kernels running that file byte for byte on every output for
+20 random sequences. The int8 outputs' error against the float model is measured and bounded (docs/int8-numerics.md
+4.41 lists the figures). A Keras GRU (reset_after) under two SimpleRNNs (tanh, relu), a Bidirectional GRU with
+reset_after=False returning both last states (one direction backwards), an ONNX GRU (batch 2, a constant initial
+state, Y and Y_h); refusals in one line; with TINYC_FULL a stateful GRU streamed over 20 frames."""
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+if importlib.util.find_spec("tensorflow") is None:
+    pytest.skip("PTQ tests need tensorflow (TFLite is the oracle)", allow_module_level=True)
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from tinyc.compiler import compile_model  # noqa: E402
+from tinyc.errors import TinycError  # noqa: E402
+from tinyc.verify import run_generated, verify  # noqa: E402
+
+FULL = bool(os.environ.get("TINYC_FULL"))
+T, F = 6, 3
+SEQUENCES = 20
+CALIBRATION = 100
+
+
+def _keras():
+    from tinyc.keras_runtime import import_keras
+    return import_keras()
+
+
+def _randomized(model, seed=1, scale=0.8):
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        w.assign(rng.uniform(-scale, scale, w.shape).astype(np.float32))
+    return model
+
+
+def _data(shape, seed, n=SEQUENCES):
+    return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+
+
+def _dequantized(values, t):
+    return (values.astype(np.float64) - float(np.asarray(t.quant.zero_point).reshape(-1)[0])) * \
+        float(np.asarray(t.quant.scale).reshape(-1)[0])
+
+
+def _check(path, calib, x, float_outputs, frames=False):
+    """C vs TFLite on tinyc's written int8 graph: 0 differing bytes on every output of every sequence; then the int8
+    C's dequantized outputs vs the float model's, per output: (max error / max |float|, mean error in output LSBs).
+    (The worst case is a test value whose intermediates leave their calibrated range, and saturate.)"""
+    report = verify(path, inputs=[x], quantize="int8", calib=[calib])
+    assert report["oracle"] == "tflite" and report["samples"] == SEQUENCES
+    for row in report["outputs"]:
+        assert row["mismatched_bytes"] == 0, report
+    assert report["ok"] and (not frames or report["frames"] == SEQUENCES), report
+    compiled = compile_model(path, quantize="int8", calib=[calib])
+    g = compiled.plan.graph
+    ours = run_generated(compiled, [x])
+    errors = []
+    for got, name, ref in zip(ours, g.outputs, float_outputs):
+        got = _dequantized(got, g.tensors[name]).reshape(ref.shape)
+        lsb = float(np.asarray(g.tensors[name].quant.scale).reshape(-1)[0])
+        errors.append((float(np.abs(got - ref).max() / np.abs(ref).max()), float(np.abs(got - ref).mean() / lsb)))
+    print(f"{path}: 0 differing bytes over {SEQUENCES} sequences; int8 vs float per output (max error / max |float|, "
+          f"mean error in LSBs): {[(round(a, 4), round(b, 2)) for a, b in errors]}")
+    return errors
+
+
+def _bounded(errors, worst=0.1, mean_lsbs=1.5):
+    for relative, lsbs in errors:
+        assert relative < worst and lsbs < mean_lsbs, errors
+
+
+def _keras_case(tmp_path, model, frames=False, **bounds):
+    path = str(tmp_path / f"{model.name}.keras")
+    model.save(path)
+    calib, x = _data(model.input_shape[1:], 0, CALIBRATION), _data(model.input_shape[1:], 7)
+    if frames:      # a stateful model (not called before): one stream from zeros, frame after frame, as verify runs it
+        ref = [np.concatenate([np.asarray(model(x[i:i + 1], training=False)) for i in range(SEQUENCES)])]
+    else:
+        ref = [np.asarray(model(x, training=False))]
+    _bounded(_check(path, calib, x, ref, frames), **bounds)
+
+
+def test_gru_reset_after_then_simple_rnns_tanh_and_relu(tmp_path):
+    keras = _keras()
+    L = keras.layers
+    inp = keras.Input((T, F))
+    h = L.GRU(5, return_sequences=True)(inp)
+    h = L.SimpleRNN(4, return_sequences=True)(h)
+    model = _randomized(keras.Model(inp, L.SimpleRNN(3, activation="relu", return_sequences=True)(h),
+                                    name="gru_rnns"), scale=0.6)
+    _keras_case(tmp_path, model)
+
+
+def test_bidirectional_gru_reset_before_last_states(tmp_path):
+    """reset_after=False (the reset gate before the recurrent product), both directions' last h concatenated."""
+    keras = _keras()
+    L = keras.layers
+    inp = keras.Input((T, F))
+    model = _randomized(keras.Model(inp, L.Bidirectional(L.GRU(6, reset_after=False))(inp), name="bi_gru"))
+    _keras_case(tmp_path, model)
+
+
+def onnx_gru(clip=None, H=4, I=3, B=2, seed=0):
+    """One forward ONNX GRU (linear_before_reset 0, ONNX's default), X [T,B,I], a constant initial state, Y and Y_h."""
+    rng = np.random.default_rng(seed)
+
+    def const(name, shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.6).astype(np.float32), name)
+    attrs = dict(hidden_size=H) if clip is None else dict(hidden_size=H, clip=clip)
+    node = helper.make_node("GRU", ["X", "W", "R", "B", "", "h0"], ["Y", "Y_h"], name="gru", **attrs)
+    graph = helper.make_graph(
+        [node], "gru", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, B, I])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("Y", "Y_h")],
+        [const("W", (1, 3 * H, I)), const("R", (1, 3 * H, H)), const("B", (1, 6 * H)), const("h0", (1, B, H))])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+
+
+def test_onnx_gru_batch_two_initial_state(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    model = onnx_gru()
+    path = str(tmp_path / "gru.onnx")
+    onnx.save(model, path)
+    calib, x = _data((T, 2, 3), 0, CALIBRATION), _data((T, 2, 3), 7)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    ref = [np.stack([sess.run(None, {"X": x[i]})[k] for i in range(SEQUENCES)]) for k in range(2)]
+    _bounded(_check(path, calib, x, ref))
+
+
+@pytest.mark.skipif(not FULL, reason="TINYC_FULL: a stateful GRU streamed over 20 frames")
+def test_stateful_gru_streamed(tmp_path):
+    """A stateful GRU: the hidden state is streaming state (one scale with the layer's h), 20 frames of one stream."""
+    keras = _keras()
+    L = keras.layers
+    inp = keras.Input((T, F), batch_size=1)
+    model = _randomized(keras.Model(inp, L.GRU(4, stateful=True)(inp), name="stateful_gru"))
+    _keras_case(tmp_path, model, frames=True)
+
+
+def test_refusals_are_one_line(tmp_path):
+    import onnx
+    path = str(tmp_path / "clip.onnx")
+    onnx.save(onnx_gru(clip=0.9), path)
+    with pytest.raises(TinycError, match=r"^cannot quantize GRU '.*': attribute clip 0\.9") as e:
+        compile_model(path, quantize="int8", calib=[_data((T, 2, 3), 0)])
+    assert "\n" not in str(e.value)
+    keras = _keras()
+    inp = keras.Input((T, F))
+    model = keras.Model(inp, keras.layers.GRU(3, activation="elu")(inp), name="gru_elu")
+    path = str(tmp_path / "gru_elu.keras")
+    model.save(path)
+    with pytest.raises(TinycError, match=r"^cannot quantize GRU '.*': activation \{'fn': 'elu'.*takes sigmoid, tanh"):
+        compile_model(path, quantize="int8", calib=[_data((T, F), 0)])

@@ -1,0 +1,324 @@
+"""int8 GRU and RNN: the int8 facets of the GRU and RNN ops of tinyc/ops/recurrent.py. TFLite has no integer GRU
+or RNN kernel, so an int8 GRU/RNN node means the chain of TFLite int8 ops below run once per time step
+(FULLY_CONNECTED, ADD, SUB, MUL, LOGISTIC, TANH, RELU fused into an ADD), with one set of quantization parameters
+shared by all steps; tinyc's TFLite writer writes the node as that chain unrolled over the steps, and the kernel
+here loops over time doing, at each step, exactly those ops' integer arithmetic: the parameters come from the
+ops' own int8_prepare functions (Dense, Add/Sub, Mul, Activation) and the C uses their helpers, so the loop is
+bit-exact with TFLite running the unrolled file by construction (docs/int8-numerics.md 4.41).
+
+The chain of one step (roles: `x` = x_t, `h` = the previous hidden state, and the new one as output `h`):
+  GRU   xz = FC(x, w_z, bx_z)   hz = FC(h, r_z)   zs = xz + hz   z = f(zs)      (same for r with w_r, r_r)
+        xn = FC(x, w_n, bx_n)
+        linear_before_reset: hn = FC(h, r_n, bh_n)   rhn = r * hn   ns = xn + rhn
+        otherwise:           rh = r * h   hn = FC(rh, r_n, bh_n)     ns = xn + hn
+        n = g(ns)   d = h - n   zd = z * d   h = n + zd                 ((1 - z) * n + z * h, rewritten)
+  RNN   xa = FC(x, w, bx)   ha = FC(h, r)   s = xa + ha   h = f(s)
+An activation relu is fused into the ADD before it (no `zs`/`ns`/`s` then); sigmoid and tanh are LOGISTIC / TANH
+with TFLite's fixed output parameters. The FC biases: bx = b with a GRU's recurrent biases of z and r added, bh_n
+= a GRU's recurrent bias of n (bh of z, r and of an RNN: none).
+
+The int8 form of a node (what `--quantize int8` makes, tinyc/quant/ptq.py):
+  x   int8 [B,T,I]; w int8 [G*H,I], r int8 [G*H,H]: symmetric, per output channel (axis 0)
+  b   int32 [G*H]: bx, scale s_x * s_w[c];  rb (GRU) int32 [3H]: bh (zeros for z and r), scale s_in * s_r[c] with
+      s_in the scale of hn's FC input (h, or rh)
+  h0  int8 [B,H] with the output's scale and zero point (the hidden state and the output sequence share them)
+  attribute `step_quant`: {role: (scale, zero point)} of every intermediate role of the chain.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+
+from .. import activations
+from ..codegen.literals import c_double
+from ..errors import TinycError
+from . import activation as activation_op
+from . import binary, dense
+
+CHAIN_OPS = ("GRU", "RNN")
+CELL_ACTIVATIONS = ("sigmoid", "tanh", "relu")
+FIXED_QUANT = activation_op.FIXED_QUANT       # sigmoid, tanh: TFLite's fixed output scale and zero point
+
+
+@dataclass(frozen=True)
+class Step:
+    """One op of the per-step chain: `kind` fc / add / sub / mul / act, its output role and input roles."""
+    kind: str
+    out: str
+    ins: tuple
+    matrix: str = ""        # fc: "w" (input weights) or "r" (recurrent weights)
+    gate: int = 0           # fc: which H rows of the matrix
+    bias: bool = False      # fc: reads its gate's rows of the bias (w: input b, r: recurrent rb)
+    fn: str = ""            # act: sigmoid / tanh; add: "relu" when fused
+
+
+def _fc(out, x, matrix, gate, bias=False):
+    return Step("fc", out, (x,), matrix, gate, bias)
+
+
+def _activated(out: str, pre: str, a: str, b: str, fn: str) -> list:
+    """`out` = fn(a + b): relu fused into the ADD, sigmoid/tanh a LOGISTIC/TANH after it."""
+    if fn == "relu":
+        return [Step("add", out, (a, b), fn="relu")]
+    return [Step("add", pre, (a, b)), Step("act", out, (pre,), fn=fn)]
+
+
+def refusal(node) -> str | None:
+    """Why tinyc cannot quantize this GRU/RNN node (None: it can)."""
+    a = node.attrs
+    if a.get("clip") is not None:
+        return f"{node.op} '{node.name}': attribute clip {a['clip']:g} (int8 GRU/RNN chains have no clip); " \
+               "quantize a model without clip"
+    for act in a["activations"]:
+        if act.get("fn") not in CELL_ACTIVATIONS or len(act) > 1:
+            return f"{node.op} '{node.name}': activation {act} in the cell; tinyc's int8 GRU/RNN cell takes " \
+                   f"{', '.join(CELL_ACTIVATIONS)}"
+    return None
+
+
+def chain(node) -> list[Step]:
+    """The per-step chain of a GRU or RNN node, in execution order; the last step writes role `h`."""
+    a = node.attrs
+    fns = [act["fn"] for act in a["activations"]]
+    if node.op == "RNN":
+        return [_fc("xa", "x", "w", 0, True), _fc("ha", "h", "r", 0)] + _activated("h", "s", "xa", "ha", fns[0])
+    f, g = fns
+    steps = []
+    for gate, name in enumerate("zr"):
+        steps += [_fc(f"x{name}", "x", "w", gate, True), _fc(f"h{name}", "h", "r", gate)]
+        steps += _activated(name, f"{name}s", f"x{name}", f"h{name}", f)
+    steps.append(_fc("xn", "x", "w", 2, True))
+    if a.get("linear_before_reset"):
+        steps += [_fc("hn", "h", "r", 2, True), Step("mul", "rhn", ("r", "hn"))]
+        steps += _activated("n", "ns", "xn", "rhn", g)
+    else:
+        steps += [Step("mul", "rh", ("r", "h")), _fc("hn", "rh", "r", 2, True)]
+        steps += _activated("n", "ns", "xn", "hn", g)
+    return steps + [Step("sub", "d", ("h", "n")), Step("mul", "zd", ("z", "d")), Step("add", "h", ("n", "zd"))]
+
+
+def intermediate_roles(steps) -> list[str]:
+    """Roles with their own parameters: every output but the new hidden state's."""
+    return [s.out for s in steps if s.out != "h"]
+
+
+def fixed_quant(step: Step):
+    return FIXED_QUANT.get(step.fn) if step.kind == "act" else None
+
+
+def fc_biases(op: str, b: np.ndarray, rb: np.ndarray | None, H: int):
+    """(bx, bh): the biases of the FCs of x and of the recurrent input, float; bh None for an RNN."""
+    if op == "RNN":
+        return np.asarray(b, np.float64), None
+    b, rb = np.asarray(b, np.float64), np.asarray(rb, np.float64)
+    bx = b.copy()
+    bx[:2 * H] += rb[:2 * H]
+    bh = np.zeros(3 * H)
+    bh[2 * H:] = rb[2 * H:]
+    return bx, bh
+
+
+def float_ranges(node, inputs) -> dict[str, tuple[float, float]]:
+    """(min, max) of every role of the chain over all steps of one float run of the node (calibration)."""
+    steps = chain(node)
+    x, w, r, b = (np.asarray(v, np.float64) for v in inputs[:4])
+    H = r.shape[1]
+    bx, bh = fc_biases(node.op, b, inputs[4] if node.op == "GRU" else None, H)
+    h = np.asarray(inputs[-1], np.float64)
+    T = x.shape[1]
+    lo: dict = {}
+    hi: dict = {}
+    for t in (range(T - 1, -1, -1) if node.attrs.get("reverse") else range(T)):
+        v = {"x": x[:, t], "h": h}
+        for s in steps:
+            ins = [v[i] for i in s.ins]
+            if s.kind == "fc":
+                rows = slice(s.gate * H, (s.gate + 1) * H)
+                m, bias = (w, bx) if s.matrix == "w" else (r, bh)
+                y = ins[0] @ m[rows].T + (bias[rows] if s.bias else 0.0)
+            elif s.kind in ("add", "sub", "mul"):
+                y = ins[0] + ins[1] if s.kind == "add" else ins[0] - ins[1] if s.kind == "sub" else ins[0] * ins[1]
+                if s.fn == "relu":
+                    y = np.maximum(y, 0.0)
+            else:
+                y = activations.apply({"fn": s.fn}, ins[0])
+            v[s.out] = y
+            if s.out != "h":
+                lo[s.out] = min(lo.get(s.out, np.inf), float(np.min(y)))
+                hi[s.out] = max(hi.get(s.out, -np.inf), float(np.max(y)))
+        h = v["h"]
+    return {k: (lo[k], hi[k]) for k in lo}
+
+
+# -- int8_prepare: each step's parameters from its op's own int8_prepare -----------------------------------------
+def _quant(scale, zero_point, axis=None):
+    """A Quant-like record (ops sit below tinyc.ir)."""
+    return SimpleNamespace(scale=scale, zero_point=zero_point, axis=axis)
+
+
+def _tensor(name: str, shape, quant, data=None):
+    return SimpleNamespace(name=name, shape=tuple(shape), dtype="int8", data=data, quant=quant,
+                           is_const=data is not None)
+
+
+class _StepContext:
+    """What an op's int8_prepare reads of a kernel context, for one step of the chain."""
+
+    def __init__(self, name: str, op: str, attrs: dict, inputs: list, out):
+        self.node = SimpleNamespace(name=name, op=op, attrs=attrs)
+        self._inputs, self.out = inputs, out
+
+    def tensor(self, i):
+        return self._inputs[i]
+
+    def in_shape(self, i):
+        return self._inputs[i].shape
+
+    def has_input(self, i):
+        return len(self._inputs) > i
+
+
+@dataclass(frozen=True)
+class ChainParams:
+    steps: tuple            # Step
+    params: tuple           # per step: DenseParams / AddSubParams / MulParams / ActivationParams
+    quants: dict            # role -> Quant
+
+
+def _refuse(k, what: str) -> TinycError:
+    return TinycError(f"int8 {k.node.op} '{k.node.name}': {what}")
+
+
+def _gate_quant(k, i: int, gate: int, H: int):
+    t = k.tensor(i)
+    if t.dtype != "int8" or not t.is_const or t.quant is None:
+        raise _refuse(k, f"weights '{t.name}' must be constant int8 with quantization parameters (got {t.dtype})")
+    scale = np.asarray(t.quant.scale, np.float32).reshape(-1)
+    if scale.size != 1:
+        scale = scale[gate * H:(gate + 1) * H]
+    return _quant(scale, np.zeros(scale.shape, np.int64), 0 if scale.size > 1 else None)
+
+
+def _role_quants(k, steps) -> dict:
+    a = k.node.attrs
+    given = a.get("step_quant")
+    if given is None:
+        raise _refuse(k, "attribute step_quant (each intermediate's scale and zero point) is missing; int8 GRU/RNN "
+                         "nodes come from tinyc's --quantize int8")
+    quants = {"x": k.tensor(0).quant, "h": k.out.quant}
+    for role in intermediate_roles(steps):
+        if role not in given:
+            raise _refuse(k, f"step_quant has no parameters for '{role}'")
+        scale, zp = given[role]
+        quants[role] = _quant(np.asarray(scale, np.float32), np.asarray(zp, np.int64))
+    h0 = k.tensor(len(k.node.inputs) - 1).quant
+    if h0 is None or quants["h"] is None or not (
+            np.array_equal(np.float32(h0.scale), np.float32(quants["h"].scale))
+            and np.array_equal(np.asarray(h0.zero_point), np.asarray(quants["h"].zero_point))):
+        raise _refuse(k, "the initial hidden state and the output need one scale and zero point")
+    return quants
+
+
+def int8_prepare(k) -> ChainParams:
+    reason = refusal(k.node)
+    if reason:
+        raise TinycError(reason)
+    steps = chain(k.node)
+    quants = _role_quants(k, steps)
+    H, I = k.in_shape(2)[1], k.in_shape(0)[2]
+    size = {"x": I}
+    params = []
+    for s in steps:
+        name = f"{k.node.name} step {s.out}"
+        ins = [_tensor(r, (1, size.get(r, H)), quants[r]) for r in s.ins]
+        out = _tensor(s.out, (1, H), quants[s.out])
+        if s.kind == "fc":
+            i = 1 if s.matrix == "w" else 2
+            K = size.get(s.ins[0], H)
+            weights = _tensor(f"{k.tensor(i).name}[{s.gate}]", (H, K), _gate_quant(k, i, s.gate, H),
+                              np.zeros((H, K), np.int8))
+            params.append(dense.int8_prepare(_StepContext(name, "Dense", {}, ins + [weights], out)))
+        elif s.kind in ("add", "sub"):
+            attrs = {"activation": {"fn": "relu"}} if s.fn == "relu" else {}
+            params.append(binary.add_sub_prepare(_StepContext(name, s.kind.title(), attrs, ins, out)))
+        elif s.kind == "mul":
+            params.append(binary.mul_prepare(_StepContext(name, "Mul", {}, ins, out)))
+        else:
+            params.append(activation_op.int8_prepare(_StepContext(name, "Activation", {"fn": s.fn}, ins, out)))
+    return ChainParams(tuple(steps), tuple(params), quants)
+
+
+# -- int8_kernel: one loop over time, the chain's arithmetic per step ---------------------------------------------
+def _buffer(role: str) -> str:
+    return {"x": "xt", "h": "h"}.get(role, f"v_{role}")
+
+
+def _fc_code(k, s: Step, p, H: int, K: int) -> str:
+    src, dst = _buffer(s.ins[0]), "h_new" if s.out == "h" else _buffer(s.out)
+    weights = k.expr(1 if s.matrix == "w" else 2)
+    scale = (k.table(p.scales, "float64", f"requantization scales of {s.out}") + "[o]" if p.per_channel
+             else c_double(p.scales[0]))
+    bias = ""
+    if s.bias:
+        bias = f"        acc += {k.expr(3 if s.matrix == 'w' else 4)}[{s.gate * H} + o];\n"
+    return (f"      for (int o = 0; o < {H}; ++o) {{  /* {s.out} = FULLY_CONNECTED({s.ins[0]}) */\n"
+            f"        const int8_t *wr = {weights} + ({s.gate * H} + o) * {K};\n"
+            f"        int32_t acc = 0;\n"
+            f"        for (int i = 0; i < {K}; ++i) acc += ((int32_t){src}[i] - ({p.in_zp})) * wr[i];\n"
+            f"{bias}"
+            f"        acc = tinyc_requantize_double(acc, {scale}) + ({p.out_zp});\n"
+            f"        {dst}[o] = tinyc_sat8(acc, {p.lo}, {p.hi});\n"
+            f"      }}")
+
+
+def _elementwise_code(k, s: Step, p, H: int) -> str:
+    dst = "h_new" if s.out == "h" else _buffer(s.out)
+    a = _buffer(s.ins[0]) + "[i]"
+    if s.kind in ("add", "sub"):
+        (m1, sh1), (m2, sh2) = p.in_mults
+        z1, z2 = p.in_zps
+        b = _buffer(s.ins[1]) + "[i]"
+        sign = "+" if s.kind == "add" else "-"
+        body = (f"const int32_t u = tinyc_requantize(((int32_t){a} - ({z1})) * (1 << 20), {m1}, {sh1});\n        "
+                f"const int32_t v = tinyc_requantize(((int32_t){b} - ({z2})) * (1 << 20), {m2}, {sh2});\n        "
+                f"{dst}[i] = tinyc_sat8(tinyc_requantize(u {sign} v, {p.out_mult}, {p.out_shift}) + ({p.out_zp}), "
+                f"{p.lo}, {p.hi});")
+    elif s.kind == "mul":
+        z1, z2 = p.in_zps
+        b = _buffer(s.ins[1]) + "[i]"
+        body = (f"{dst}[i] = tinyc_sat8(tinyc_requantize(((int32_t){a} - ({z1})) * ((int32_t){b} - ({z2})), "
+                f"{p.mult}, {p.shift}) + ({p.out_zp}), {p.lo}, {p.hi});")
+    else:
+        table = k.table(list(p.table), "int8", f"int8 {p.fn} table of {s.out}")
+        body = f"{dst}[i] = {table}[{a} + 128];"
+    what = {"add": "ADD", "sub": "SUB", "mul": "MUL"}.get(s.kind) or ("LOGISTIC" if s.fn == "sigmoid" else "TANH")
+    fused = " + RELU" if s.fn == "relu" and s.kind == "add" else ""
+    return (f"      for (int i = 0; i < {H}; ++i) {{  /* {s.out} = {what}{fused}({', '.join(s.ins)}) */\n"
+            f"        {body}\n      }}")
+
+
+def work_bytes(g, node) -> int:
+    """Arena scratch: one int8 vector of H per intermediate role (the hidden state lives in the output)."""
+    H = g.tensors[node.inputs[2]].shape[1]
+    return H * len(intermediate_roles(chain(node)))
+
+
+def int8_kernel(k):
+    p: ChainParams = k.params
+    B, T, I = k.in_shape(0)
+    H = k.in_shape(2)[1]
+    if k.work is None:
+        raise TinycError(f"internal: int8 {k.node.op} '{k.node.name}' has no arena scratch for its step values")
+    roles = intermediate_roles(p.steps)
+    code = []
+    for s, sp in zip(p.steps, p.params):
+        K = I if s.ins[0] == "x" else H
+        code.append(_fc_code(k, s, sp, H, K) if s.kind == "fc" else _elementwise_code(k, s, sp, H))
+    v = dict(B=B, T=T, I=I, H=H, op=k.node.op, reverse=bool(k.node.attrs.get("reverse")),
+             sequence=k.node.attrs["output"] == "sequence", h0=k.expr(len(k.node.inputs) - 1), x=k.expr(0),
+             buffers=[(_buffer(r), j * H) for j, r in enumerate(roles)], steps="\n".join(code),
+             chain=", ".join(f"{s.out} = {s.kind}{'/' + s.fn if s.fn else ''}({', '.join(s.ins)})" for s in p.steps))
+    G = 3 if k.node.op == "GRU" else 1
+    return "recurrent_chain.c.j2", v, B * T * G * H * (I + H)
