@@ -326,6 +326,26 @@ def test_unsupported_variants_refused_in_one_line(lstm_files, tmp_path, change, 
     assert words in msg and "UNIDIRECTIONAL_SEQUENCE_LSTM" in msg and "\n" not in msg
 
 
+@pytest.mark.parametrize("change, words", [
+    (lambda n, g: n.attrs.update(reverse=True), "reverse"),
+    (lambda n, g: n.attrs.update(clip=3.0), "clip"),
+    (lambda n, g: n.attrs.update(input_forget=True), "input_forget"),
+    (lambda n, g: n.attrs.update(activations=({"fn": "sigmoid"}, {"fn": "relu"}, {"fn": "tanh"})), "activations"),
+    (lambda n, g: g.tensors[n.inputs[6]].data.__setitem__(0, 1), "peepholes"),
+])
+def test_int8_node_variants_refused_in_one_line(lstm_files, change, words):
+    """IR int8 LSTM nodes that TFLite's integer kernel does not compute (no frontend writes them) are refused when
+    the C is made, naming the node and the attribute."""
+    from tinyc.compiler import compile_graph
+    g = load_tflite(lstm_files("sequence"))
+    node = next(n for n in g.nodes if n.op == "LSTM")
+    g.tensors[node.inputs[6]].data = g.tensors[node.inputs[6]].data.copy()
+    change(node, g)
+    with pytest.raises(TinycError) as e:
+        compile_graph(g, "m")
+    assert words in str(e.value) and node.name in str(e.value) and "\n" not in str(e.value)
+
+
 def test_non_power_of_two_cell_scale_refused(lstm_files, tmp_path):
     def change(model, sg, op):
         _set_quant(sg.tensors[op.inputs[19]], 3e-4, 0)
