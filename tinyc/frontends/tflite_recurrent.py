@@ -13,12 +13,17 @@ weights, bias and peephole; the forget slot is then unused and holds the forget 
 
 The states are TFLite variable tensors: the kernel reads them as the initial h and c and writes the final h and c
 back, so TFLite's interpreter carries them from one invoke() to the next (until reset_all_variables()). Here they
-are the initial state of one invocation (zeros, or the tensor's buffer when it has one); the model computes what
-TFLite computes on its first invoke() after a reset.
+are streaming state tensors (docs/streaming-state.md), zeros at first (or the tensor's buffer), whose next values
+are the final h and c: the node gives its sequence and final c at once (output "sequence_and_c", [B,T+1,H],
+sliced into views), so the C computes what TFLite computes invoke after invoke. Diagonal recurrent weights
+(vectors) become diagonal matrices.
 
 BIDIRECTIONAL_SEQUENCE_LSTM is two such nodes (the backward one `reverse`) and, with merge_outputs, a Concat;
 UNIDIRECTIONAL_SEQUENCE_RNN (x, w [H,I], r [H,H], b, h) is one RNN node; REVERSE_V2 is a Slice with step -1 on
-its axes. Projection (LSTMP), layer normalization, auxiliary inputs and hybrid (int8-weight) models are refused.
+its axes, except the converter's pair around a backward layer (REVERSE_V2, the layer, Reshapes, REVERSE_V2),
+which folds into the node run backwards. Projection (LSTMP), layer normalization, auxiliary inputs and hybrid
+(int8-weight) models are refused. An int8 UNIDIRECTIONAL_SEQUENCE_LSTM is TFLite's integer LSTM
+(tflite_lstm_int8.py).
 """
 from __future__ import annotations
 

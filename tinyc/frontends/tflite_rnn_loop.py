@@ -8,8 +8,12 @@ and passes x through. The body is read by symbolic evaluation: every tensor of t
 the sources (x_t, a state, or a non-linear sub-expression) — FULLY_CONNECTED, ADD, SUB, MUL by constants, SPLIT and
 slices of the feature axis compose exactly — or an expression (activation, product, sum) of such values. The new
 states' expressions are then matched against the LSTM, GRU (reset_after true or false) and RNN cells (Keras's
-formulas), which gives the IR node's weights. Any other op, or a body that computes something else, is refused in
-one line naming the WHILE node. Batch 1 only (tinyc's TFLite inputs are batch 1).
+formulas; Keras 3's hard_sigmoid as the converter writes it, relu6(z + 3) / 6, too), which gives the IR node's
+weights. Any other op, or a body that computes something else, is refused in one line naming the WHILE node.
+Batch 1 only (tinyc's TFLite inputs are batch 1).
+
+Time reversals: a loop over a REVERSE_V2 of x whose sequence is not read (go_backwards) runs backwards over x
+itself; the helpers here (time_flip, private_to) also serve tflite_recurrent's fold of REVERSE_V2 pairs.
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ class Refused(Exception):
 
 # -- symbolic values ------------------------------------------------------------------------------------------
 class Source:
-    """x_t ("x") or the value of a loop state at the start of the step ("state", its argument index)."""
+    """A value the body starts from: x_t ("x"), a loop state at the start of the step ("state"), the input
+    sequence ("list_x") or the output list ("list_out"); `arg` is its loop argument, `size` its features."""
 
     def __init__(self, kind: str, arg: int, size: int):
         self.kind, self.arg, self.size = kind, arg, size
