@@ -157,3 +157,26 @@ def test_refusals_are_one_line(tmp_path):
     model.save(path)
     with pytest.raises(TinycError, match=r"^cannot quantize GRU '.*': activation \{'fn': 'elu'.*takes sigmoid, tanh"):
         compile_model(path, quantize="int8", calib=[_data((T, F), 0)])
+
+
+@pytest.mark.skipif(not FULL, reason="QEMU runs: TINYC_FULL=1")
+@pytest.mark.parametrize("board_name", ["pico", "pico2"])     # Cortex-M0+ (mps2-an385), Cortex-M33 (mps2-an505)
+def test_emulated_int8_gru_rnn_match(board_name, tmp_path):
+    """A keyword-spotting-sized int8 model (GRU 16 over 12 MFCC frames, GRU 12 reset_after=False, SimpleRNN 8, softmax)
+    under QEMU: every output byte equal to the host build and to TFLite running tinyc's file, 20 sequences."""
+    from tinyc.boards import load_board
+    from tinyc.firmware.run import run_emulated
+    keras = _keras()
+    L = keras.layers
+    inp = keras.Input((12, 10), name="mfcc")
+    h = L.GRU(16, return_sequences=True, name="gru1")(inp)
+    h = L.GRU(12, reset_after=False, return_sequences=True, name="gru2")(h)
+    h = L.SimpleRNN(8, name="rnn")(h)
+    model = _randomized(keras.Model(inp, L.Dense(4, activation="softmax", name="out")(h), name="kws_gru_int8"),
+                        scale=0.5)
+    path = str(tmp_path / "kws_gru_int8.keras")
+    model.save(path)
+    compiled = compile_model(path, quantize="int8", calib=[_data((12, 10), 0, CALIBRATION)])
+    r = run_emulated(compiled, load_board(board_name), path, str(tmp_path / "firmware"), inputs=[_data((12, 10), 7)])
+    assert r["samples"] == SEQUENCES and r["outputs_match"], r["outputs"]
+    print(f"{board_name}: {r['instructions']:,} instructions per inference, {r['macs']:,} MACs")
