@@ -27,6 +27,7 @@ from ..errors import TinycError
 from ..ir import Graph, Node, Quant
 from ..ops import REGISTRY, gru_rnn_int8, names_where
 from ..ops.activation import FIXED_QUANT, INT8_FUNCTIONS, INT8_FUSABLE, NOT_QUANTIZED
+from . import lstm_ptq
 from .calibrate import collect_ranges
 from .params import QMAX, QMIN
 
@@ -42,6 +43,9 @@ FIXED = {**{n: d.fixed_quant for n, d in REGISTRY.items() if d.quantize == "fixe
 
 def _check(g: Graph) -> None:
     for n in g.nodes:
+        if n.op == "LSTM":      # TFLite's integer LSTM (quant/lstm_ptq.py)
+            lstm_ptq.check(g, n)
+            continue
         if n.op not in QUANTIZABLE:
             raise TinycError(f"cannot quantize node '{n.name}': tinyc's quantizer does not quantize op {n.op} (it "
                              f"quantizes {', '.join(QUANTIZABLE)}); quantize with TFLiteConverter instead")
@@ -143,9 +147,12 @@ def _quantize_tensor(data: np.ndarray, scale: float, zp: int) -> np.ndarray:
 def quantize_graph(g: Graph, samples: list[np.ndarray], progress=None) -> Graph:
     """The int8 version of float graph `g` (already optimized), calibrated on `samples` (per input, [N, ...])."""
     _check(g)
-    g = split_activations(g)
+    g = lstm_ptq.forward_only(split_activations(g))
     step_ranges: dict = {}
-    ranges = collect_ranges(g, samples, progress, lambda env: _observe_chains(g, env, step_ranges))
+    lstm = lstm_ptq.Calibration(g)
+    ranges = collect_ranges(lstm.graph, samples, progress,
+                            lambda env: (_observe_chains(g, env, step_ranges), lstm(env)))
+    lstm.widen(ranges)
     _widen_by_initial_states(g, ranges)
     q = g.copy()
     rep = _groups(q)
@@ -173,12 +180,16 @@ def quantize_graph(g: Graph, samples: list[np.ndarray], progress=None) -> Graph:
         if n.op in gru_rnn_int8.CHAIN_OPS:
             _quantize_chain(q, n, step_ranges[n.name])
             continue
+        if n.op == "LSTM":
+            lstm_ptq.quantize_node(q, n, lstm.c_max[n.name])
+            continue
         _quantize_constants(q, n)
         if n.op == "Pad":
             n.attrs["value"] = int(q.tensors[n.outputs[0]].quant.zero_point)
     for s, init in list(q.state_init.items()):
         quant = q.tensors[s].quant
         q.state_init[s] = _quantize_tensor(init, float(quant.scale), int(quant.zero_point))
+    q.remove_unused_tensors()
     return q
 
 

@@ -428,6 +428,81 @@ def _resize(w: _Writer, node: Node) -> None:
              w.options("ResizeNearestNeighborOptions", **flags))
 
 
+def _gather(w: _Writer, node: Node) -> None:
+    """GATHER along `axis`: constant indices (the attribute) as an int32 tensor, or the runtime indices input."""
+    if len(node.inputs) > 1:
+        indices = w.tensor(node.inputs[1])
+    else:
+        indices = w.const(f"{node.name}_indices", np.asarray(node.attrs["indices"]))
+    rank = len(w.g.tensors[node.inputs[0]].shape)
+    w.op("GATHER", [w.tensor(node.inputs[0]), indices], node,
+         w.options("GatherOptions", axis=int(node.attrs["axis"]) % rank))
+
+
+def _int8_lstm(w: _Writer, node: Node) -> None:
+    """An int8 LSTM node (TFLite's integer LSTM, tinyc/ops/lstm_int8.py) as UNIDIRECTIONAL_SEQUENCE_LSTM, written
+    as the converter writes it: the gates' weights and biases as 8 + 4 tensors (one scale each), h and c as
+    variable tensors (TFLite resets them to their zero points and carries them across invoke() until reset: the
+    node's h0 and c0 must be those zero points), five intermediates of which the fifth carries `hidden_quant`.
+    The kernel's output is the whole sequence: a last-step output is a SLICE and a RESHAPE of it. It runs forward
+    only (tinyc's quantizer makes a reverse LSTM a forward one between two Gathers)."""
+    g, a = w.g, node.attrs
+    x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
+    B, T, _ = x.shape
+    H = g.tensors[node.inputs[2]].shape[1]
+    if x.dtype != "int8":
+        raise TinycError(f"node '{node.name}': only int8 LSTMs (TFLite's integer LSTM) are written to TFLite")
+    if a["output"] not in ("sequence", "last_h"):
+        raise TinycError(f"node '{node.name}': LSTM output '{a['output']}' has no TFLite form (its kernel gives the "
+                         "sequence)")
+    h0, c0 = g.tensors[node.inputs[4]], g.tensors[node.inputs[5]]
+    for t, what in ((h0, "h0"), (c0, "c0")):
+        zp = int(np.asarray(t.quant.zero_point).reshape(-1)[0])
+        if not t.is_const or np.any(np.asarray(t.data) != zp):
+            raise TinycError(f"node '{node.name}': initial state {what} is not its zero point; TFLite's LSTM starts "
+                             "from its variable tensors, reset to their zero points")
+
+    def per_tensor(scales, k: int) -> Quant:
+        return Quant(np.asarray(np.asarray(scales, np.float32).reshape(-1)[k * H], np.float32),
+                     np.asarray(0, np.int64))
+
+    if a.get("reverse"):
+        raise TinycError(f"node '{node.name}': TFLite's integer LSTM runs forward only; write the reverse LSTM as a "
+                         "forward one between Gathers along time")
+    ins = [w.tensor(x.name)]
+    for k in (1, 2):     # the four gates' weights, each its own tensor with its gate's scale
+        t = g.tensors[node.inputs[k]]
+        for gate in range(4):
+            ins.append(w._add(f"{node.name}_{'wr'[k - 1]}{'ifco'[gate]}", (H, t.shape[1]), "int8",
+                              np.asarray(t.data)[gate * H:(gate + 1) * H], per_tensor(t.quant.scale, gate)))
+    ins += [-1, -1, -1]  # no peepholes
+    b = g.tensors[node.inputs[3]]
+    ins += [w._add(f"{node.name}_b{'ifco'[gate]}", (H,), "int32", np.asarray(b.data)[gate * H:(gate + 1) * H],
+                   per_tensor(b.quant.scale, gate)) for gate in range(4)]
+    ins += [-1, -1]      # no projection
+    for t, what in ((h0, "output_state"), (c0, "cell_state")):
+        ins.append(w._add(f"{node.name}_{what}", (B, H), t.dtype, None, t.quant))
+        w.tensors[ins[-1]].isVariable = True
+    ins += [-1, -1, -1, -1]   # no layer normalization
+    inter = [w._add(f"{node.name}_intermediate{k}", (0,), "float32", None, None) for k in range(4)]
+    s_e, z_e = a["hidden_quant"]
+    inter.append(w._add(f"{node.name}_effective_hidden", (0,), "int8", None,
+                        Quant(np.asarray(s_e, np.float32), np.asarray(int(z_e), np.int64))))
+    seq = w.tensor(y.name) if a["output"] == "sequence" else w._add(f"{node.name}_sequence", (B, T, H), "int8", None,
+                                                                     y.quant)
+    opts = w.options("UnidirectionalSequenceLSTMOptions", fusedActivationFunction=w.S.ActivationFunctionType.TANH,
+                     cellClip=float(a.get("cell_clip") or 0.0), projClip=0.0, timeMajor=False,
+                     asymmetricQuantizeInputs=False)
+    w.op("UNIDIRECTIONAL_SEQUENCE_LSTM", ins, node, opts, [seq])
+    w.operators[-1].intermediates = inter
+    if a["output"] == "last_h":
+        step = w._add(f"{node.name}_last_step", (B, 1, H), "int8", None, y.quant)
+        w.op("SLICE", [seq, w.const(f"{node.name}_begin", [0, T - 1, 0]), w.const(f"{node.name}_size", [B, 1, H])],
+             node, w.options("SliceOptions"), [step])
+        w.op("RESHAPE", [step, w.const(f"{node.name}_shape", [B, H])], node,
+             w.options("ReshapeOptions", newShape=[B, H]))
+
+
 def _plain(builtin: str):
     def write(w: _Writer, node: Node) -> None:
         w.op(builtin, _inputs(w, node), node)
@@ -521,6 +596,7 @@ def _recurrent_chain(w: _Writer, node: Node) -> None:
 
 
 WRITERS = {
+    "LSTM": _int8_lstm, "Gather": _gather,
     "Conv2D": _conv, "ConvTranspose2D": _transpose_conv,
     "Dense": _dense, "Add": _binary("ADD"), "Sub": _binary("SUB"), "Mul": _binary("MUL"),
     "Div": _binary("DIV"), "Activation": _activation, "Softmax": _softmax, "LogSoftmax": _log_softmax,
