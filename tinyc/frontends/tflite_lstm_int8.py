@@ -167,5 +167,27 @@ def int8_lstm(cv, opts, ins) -> str:
     attrs = dict(activations=({"fn": "sigmoid"}, {"fn": "tanh"}, {"fn": "tanh"}), clip=None, cell_clip=clip,
                  input_forget=False, reverse=False, hidden_quant=_hidden_quant(cv))
     y = cv.emit("LSTM", inputs, (B, T, H), output="sequence", **attrs)
+    relabel = _moved_as(cv)
+    if relabel is not None:
+        cv.g.tensors[y].quant = relabel
     _carry(cv, inputs, y, attrs)
     return y
+
+
+def _moved_as(cv):
+    """The quantization a byte-moving consumer (REVERSE_V2) declares for the output's bytes when it differs from
+    the output's own, or None. The converter's bidirectional LSTM reverses the backward sequence with an output
+    labelled like the Concatenation after it: TFLite copies the bytes, so they mean the label downstream, and the
+    LSTM computes them with its effective-hidden parameters whatever its output's label says."""
+    readers = [op for op in cv.sg.operators if cv.out in [int(i) for i in (op.inputs if op.inputs is not None else [])]]
+    if len(readers) != 1 or cv.out in [int(i) for i in cv.sg.outputs]:
+        return None
+    op = readers[0]
+    code = cv.model.operatorCodes[op.opcodeIndex]
+    if max(int(code.builtinCode), int(code.deprecatedBuiltinCode)) != cv.S.BuiltinOperator.REVERSE_V2:
+        return None
+    theirs, ours = cv.quant(int(op.outputs[0])), cv.quant(cv.out)
+    if theirs is None or theirs.axis is not None or (float(theirs.scale), int(theirs.zero_point)) == (
+            float(ours.scale), int(ours.zero_point)):
+        return None
+    return theirs

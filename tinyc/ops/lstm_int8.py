@@ -89,8 +89,6 @@ def _check_variant(k) -> None:
         raise _refuse(k, f"activations {names}: TFLite's integer LSTM computes sigmoid, tanh, tanh only")
     if a.get("clip") is not None:
         raise _refuse(k, "clip (ONNX's activation threshold) has no integer form in TFLite; keep this LSTM float")
-    if a.get("reverse"):     # TFLite's integer LSTM runs forward only (its bidirectional form reverses tensors)
-        raise _refuse(k, "reverse (a backward direction) is not supported in int8")
     if a.get("input_forget"):
         raise _refuse(k, "input_forget (CIFG, coupled input and forget gates) is not supported in int8")
     p = k.tensor(6)
@@ -185,7 +183,7 @@ def kernel_variables(k) -> dict:
         raise TinycError(f"internal: int8 LSTM '{k.node.name}' has no arena scratch for its gates and state")
     return dict(
         B=B, T=T, I=I, H=H, w=k.expr(1), r=k.expr(2), h0=k.expr(4), c0=k.expr(5), fast=False,
-        output=a["output"],
+        output=a["output"], reverse=bool(a.get("reverse")),
         input_bias=k.table(p.input_bias, "int32", "int8 LSTM input bias with the input zero point folded in"),
         recurrent_bias=(k.table(p.recurrent_bias, "int32", "int8 LSTM recurrent zero point times the weights")
                         if any(p.recurrent_bias) else None),
