@@ -17,7 +17,7 @@ if importlib.util.find_spec("tensorflow") is None:
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from tinyc.compiler import compile_model  # noqa: E402
+from tinyc.compiler import codegen_options, compile_model  # noqa: E402
 from tinyc.errors import TinycError  # noqa: E402
 from tinyc.verify import run_generated, verify  # noqa: E402
 
@@ -49,11 +49,12 @@ def _dequantized(values, t):
 
 
 def _check(path, calib, x, float_outputs, frames=False):
-    """C vs TFLite on tinyc's written int8 graph: 0 differing bytes on every output of every sequence; then the int8
-    C's dequantized outputs vs the float model's, per output: (max error / max |float|, mean error in output LSBs).
-    (The worst case is a test value whose intermediates leave their calibrated range, and saturate.)"""
+    """C (fast kernels) vs TFLite on tinyc's written int8 graph: 0 differing bytes on every output of every sequence
+    (the fast kernel's DSP path too: verify's dsp_path_matches); then the int8 C's dequantized outputs vs the float
+    model's, per output: (max error / max |float|, mean error in output LSBs). (The worst case is a test value whose
+    intermediates leave their calibrated range, and saturate.)"""
     report = verify(path, inputs=[x], quantize="int8", calib=[calib])
-    assert report["oracle"] == "tflite" and report["samples"] == SEQUENCES
+    assert report["oracle"] == "tflite" and report["samples"] == SEQUENCES and report.get("dsp_path_matches", True)
     for row in report["outputs"]:
         assert row["mismatched_bytes"] == 0, report
     assert report["ok"] and (not frames or report["frames"] == SEQUENCES), report
@@ -131,6 +132,8 @@ def test_onnx_gru_batch_two_initial_state(tmp_path):
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     ref = [np.stack([sess.run(None, {"X": x[i]})[k] for i in range(SEQUENCES)]) for k in range(2)]
     _bounded(_check(path, calib, x, ref))
+    reference = verify(path, inputs=[x], quantize="int8", calib=[calib], options=codegen_options(kernels="reference"))
+    assert reference["ok"] and reference["mismatched_bytes"] == 0, reference     # the plain-C twin of the fast kernel
 
 
 @pytest.mark.skipif(not FULL, reason="TINYC_FULL: a stateful GRU streamed over 20 frames")

@@ -32,6 +32,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .. import activations
+from ..codegen import gemm_pack
 from ..codegen.literals import c_double
 from ..errors import TinycError
 from . import activation as activation_op
@@ -255,11 +256,19 @@ def _buffer(role: str) -> str:
     return {"x": "xt", "h": "h"}.get(role, f"v_{role}")
 
 
-def _fc_code(k, s: Step, p, H: int, K: int) -> str:
+def _fc_code(k, s: Step, p, H: int, K: int, fast: bool) -> str:
+    """FULLY_CONNECTED's reference requantization, round(acc * scale) in double; `fast`: the same result by
+    tinyc_requantize_double_fast (acc * round(scale * 2^32), the double path only near a tie; docs/fast-kernels.md)."""
     src, dst = _buffer(s.ins[0]), "h_new" if s.out == "h" else _buffer(s.out)
     weights = k.expr(1 if s.matrix == "w" else 2)
-    scale = (k.table(p.scales, "float64", f"requantization scales of {s.out}") + "[o]" if p.per_channel
-             else c_double(p.scales[0]))
+    scales = list(p.scales) if p.per_channel else [p.scales[0]] * H
+    table = k.table(scales, "float64", f"requantization scales of {s.out}")
+    requant = f"tinyc_requantize_double(acc, {table}[o])" if p.per_channel else \
+        f"tinyc_requantize_double(acc, {c_double(p.scales[0])})"
+    if fast:
+        m, tie = zip(*(gemm_pack.double_requant(v) for v in scales))
+        requant = (f"tinyc_requantize_double_fast(acc, {k.table(m, 'int32', f'{s.out}: scale x 2^32')}[o], "
+                   f"(uint32_t){k.table(tie, 'int32', f'{s.out}: half-way margin')}[o], {table} + o)")
     bias = ""
     if s.bias:
         bias = f"        acc += {k.expr(3 if s.matrix == 'w' else 4)}[{s.gate * H} + o];\n"
@@ -268,7 +277,7 @@ def _fc_code(k, s: Step, p, H: int, K: int) -> str:
             f"        int32_t acc = 0;\n"
             f"        for (int i = 0; i < {K}; ++i) acc += ((int32_t){src}[i] - ({p.in_zp})) * wr[i];\n"
             f"{bias}"
-            f"        acc = tinyc_requantize_double(acc, {scale}) + ({p.out_zp});\n"
+            f"        acc = {requant} + ({p.out_zp});\n"
             f"        {dst}[o] = tinyc_sat8(acc, {p.lo}, {p.hi});\n"
             f"      }}")
 
@@ -305,7 +314,7 @@ def work_bytes(g, node) -> int:
     return H * len(intermediate_roles(chain(node)))
 
 
-def int8_kernel(k):
+def int8_kernel(k, fast: bool = False):
     p: ChainParams = k.params
     B, T, I = k.in_shape(0)
     H = k.in_shape(2)[1]
@@ -315,10 +324,20 @@ def int8_kernel(k):
     code = []
     for s, sp in zip(p.steps, p.params):
         K = I if s.ins[0] == "x" else H
-        code.append(_fc_code(k, s, sp, H, K) if s.kind == "fc" else _elementwise_code(k, s, sp, H))
+        code.append(_fc_code(k, s, sp, H, K, fast) if s.kind == "fc" else _elementwise_code(k, s, sp, H))
     v = dict(B=B, T=T, I=I, H=H, op=k.node.op, reverse=bool(k.node.attrs.get("reverse")),
              sequence=k.node.attrs["output"] == "sequence", h0=k.expr(len(k.node.inputs) - 1), x=k.expr(0),
              buffers=[(_buffer(r), j * H) for j, r in enumerate(roles)], steps="\n".join(code),
              chain=", ".join(f"{s.out} = {s.kind}{'/' + s.fn if s.fn else ''}({', '.join(s.ins)})" for s in p.steps))
     G = 3 if k.node.op == "GRU" else 1
     return "recurrent_chain.c.j2", v, B * T * G * H * (I + H)
+
+
+def int8_fast(k):
+    """The reference kernel with each FC output requantized by tinyc_requantize_double_fast (the soft-float double
+    product and round of Cortex-M0+/M33 only within a margin of a tie); None when a scale is outside its range."""
+    p: ChainParams = k.params
+    for s, sp in zip(p.steps, p.params):
+        if s.kind == "fc" and any(gemm_pack.double_requant(v) is None for v in sp.scales):
+            return None
+    return int8_kernel(k, fast=True)

@@ -245,8 +245,9 @@ DEFINITIONS = (
           memory=None, quantize=None, work=work_bytes, int8_wide_dtypes=("int16",)),
     OpDef("GRU", "x[B,T,I], w[3H,I], r[3H,H], b[3H], rb[3H], h0[B,H] -> [B,T,H] | [B,H]  "
           f"{_ATTRS}, linear_before_reset, step_quant]", evaluate_gru, check, gru_kernel,
-          gru_rnn_int8.int8_prepare, gru_rnn_int8.int8_kernel, None, memory=None, quantize="own", work=work_bytes),
+          gru_rnn_int8.int8_prepare, gru_rnn_int8.int8_kernel, gru_rnn_int8.int8_fast, memory=None, quantize="own",
+          work=work_bytes),
     OpDef("RNN", "x[B,T,I], w[H,I], r[H,H], b[H], h0[B,H] -> [B,T,H] | [B,H]  "
           f"{_ATTRS}, step_quant]", evaluate_rnn, check, rnn_kernel, gru_rnn_int8.int8_prepare,
-          gru_rnn_int8.int8_kernel, None, memory=None, quantize="own", work=work_bytes),
+          gru_rnn_int8.int8_kernel, gru_rnn_int8.int8_fast, memory=None, quantize="own", work=work_bytes),
 )
