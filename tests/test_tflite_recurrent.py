@@ -411,6 +411,30 @@ def test_unsupported_lstm_variants_are_refused_in_one_line(S, tmp, inputs, word)
     assert "\n" not in msg and "UNIDIRECTIONAL_SEQUENCE_LSTM" in msg and word in msg
 
 
+@pytest.mark.skipif(not FULL, reason="the converter takes ~15 s on a tf_keras Bidirectional: TINYC_FULL=1")
+def test_int8_bidirectional_lstm_is_bit_exact_with_the_reference_kernels(tmp):
+    """The converter writes an int8 Bidirectional's REVERSE_V2 as version 3, which BUILTIN_REF registers up to
+    version 2 with the same kernel (reference.REF_MAX_VERSION): the oracle is TFLite's reference kernels, not TFLite
+    Micro's. The reversals fold into the backward node in int8 too."""
+    rng = np.random.default_rng(0)
+    x = tf_keras.Input((STEPS, FEATURES), batch_size=1)
+    model = tf_keras.Model(x, tf_keras.layers.Bidirectional(tf_keras.layers.LSTM(4, return_sequences=True))(x))
+    model.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rng.standard_normal((1, STEPS, FEATURES)).astype(np.float32)]
+                                           for _ in range(50))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    path = tmp / "bidirectional_int8.tflite"
+    path.write_bytes(conv.convert())
+    g = load_tflite(str(path))
+    assert [n.attrs["reverse"] for n in g.nodes if n.op == "LSTM" and n.attrs["output"] == "sequence"] == [True, False]
+    report = verify(str(path), samples=5, seed=1)
+    assert report["oracle"] == "tflite" and report["ok"], report
+    assert all(o["mismatched_bytes"] == 0 for o in report["outputs"])
+
+
 # -- on the targets -------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not FULL, reason="QEMU runs: TINYC_FULL=1")
 @pytest.mark.parametrize("board_name", ["pico", "pico2"])     # Cortex-M0+ (mps2-an385), Cortex-M33 (mps2-an505)

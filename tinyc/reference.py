@@ -147,8 +147,10 @@ def _tf_message(e: Exception) -> str:
 
 # Operators BUILTIN_REF registers with the same kernel as TFLite's default resolver but for fewer versions:
 # lite/kernels/register_ref.cc adds Register_TILE() for versions 1-2, register.cc the same kernel for 1-3, and
-# the converter writes an int8 TILE (Keras UpSampling2D nearest) as version 3, which kernels/tile.cc runs as a copy.
-REF_MAX_VERSION = {"TILE": 2}
+# the converter writes an int8 TILE (Keras UpSampling2D nearest) as version 3, which kernels/tile.cc runs as a copy;
+# the same for REVERSE_V2 (Register_REVERSE_V2() for versions 1-2 there, 1-3 in register.cc; the converter's int8
+# Bidirectional LSTM has version 3), a copy in kernels/reverse.cc whatever the type.
+REF_MAX_VERSION = {"TILE": 2, "REVERSE_V2": 2}
 
 
 def _ref_loadable(path: str) -> bytes | None:
