@@ -162,6 +162,28 @@ def test_refusals_are_one_line(tmp_path):
         compile_model(path, quantize="int8", calib=[_data((T, F), 0)])
 
 
+def onnx_slice(starts, ends, steps):
+    """Relu then Slice of axes 1 and 2 of X [1,6,5] (the Relu keeps the Slice a node of its own)."""
+    consts = [numpy_helper.from_array(np.array(v, np.int64), n)
+              for v, n in ((starts, "s"), (ends, "e"), ([1, 2], "a"), (steps, "st"))]
+    nodes = [helper.make_node("Relu", ["X"], ["R"]), helper.make_node("Slice", ["R", "s", "e", "a", "st"], ["Y"])]
+    g = helper.make_graph(nodes, "slice", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 6, 5])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], consts)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+
+
+@pytest.mark.parametrize("starts,ends,steps", [([0, 1], [6, 4], [1, 1]), ([5, 4], [-100, -100], [-1, -2]),
+                                               ([4, 0], [0, 5], [-2, 2])], ids=["slice", "backwards_to_0", "strided"])
+def test_slice_is_written_as_slice_or_strided_slice(tmp_path, starts, ends, steps):
+    """The writer's Slice rule (an ONNX GRU's Y_h is one): SLICE, or STRIDED_SLICE with end_mask for an axis read
+    backwards down to index 0; TFLite on the file equals the C."""
+    import onnx
+    path = str(tmp_path / "slice.onnx")
+    onnx.save(onnx_slice(starts, ends, steps), path)
+    report = verify(path, quantize="int8", calib=[_data((1, 6, 5), 0)], samples=5)
+    assert report["ok"] and report["mismatched_bytes"] == 0, report
+
+
 @pytest.mark.skipif(not FULL, reason="QEMU runs: TINYC_FULL=1")
 @pytest.mark.parametrize("board_name", ["pico", "pico2"])     # Cortex-M0+ (mps2-an385), Cortex-M33 (mps2-an505)
 def test_emulated_int8_gru_rnn_match(board_name, tmp_path):

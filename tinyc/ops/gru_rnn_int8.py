@@ -328,7 +328,8 @@ def int8_kernel(k, fast: bool = False):
     v = dict(B=B, T=T, I=I, H=H, op=k.node.op, reverse=bool(k.node.attrs.get("reverse")),
              sequence=k.node.attrs["output"] == "sequence", h0=k.expr(len(k.node.inputs) - 1), x=k.expr(0),
              buffers=[(_buffer(r), j * H) for j, r in enumerate(roles)], steps="\n".join(code),
-             chain=", ".join(f"{s.out} = {s.kind}{'/' + s.fn if s.fn else ''}({', '.join(s.ins)})" for s in p.steps))
+             chain=",\n   *   ".join(f"{s.out} = {s.kind}{'/' + s.fn if s.fn else ''}({', '.join(s.ins)})"
+                                     for s in p.steps))
     G = 3 if k.node.op == "GRU" else 1
     return "recurrent_chain.c.j2", v, B * T * G * H * (I + H)
 
