@@ -244,20 +244,26 @@ def _ops(g, prefix):
 
 def test_only_read_outputs_are_built(tmp):
     """A node per read output; the final h of a layer whose sequence is built is its last step (Slice, Reshape);
-    a backwards sequence is a Slice stepping back; a second output of the same value is an Identity copy."""
+    an LSTM whose final c is read beside its h is one "sequence_and_c" node and Slices; a backwards sequence is a
+    Slice stepping back; a second output of the same value is an Identity copy."""
     keras.utils.set_random_seed(15)
     x = keras.Input((STEPS, FEATURES), name="x")
     _, h_only, _ = layers.LSTM(4, return_state=True, name="h_only")(x)
+    _, _, c_only = layers.LSTM(4, return_state=True, name="c_only")(x)
     seq, seq_h, seq_c = layers.LSTM(4, return_sequences=True, return_state=True, go_backwards=True, name="all")(x)
     last, last_h = layers.GRU(4, return_state=True, name="twice")(x)
-    model = randomize(keras.Model(x, [h_only, seq, seq_h, seq_c, last, last_h], name="structure"), 15)
+    model = randomize(keras.Model(x, [h_only, c_only, seq, seq_h, seq_c, last, last_h], name="structure"), 15)
     g = load_keras(_save(model, tmp))
-    assert _ops(g, "h_only") == ["LSTM"] and g.nodes[0].attrs["output"] == "last_h"
     nodes = {n.name: n for n in g.nodes}
-    assert _ops(g, "all") == ["LSTM", "LSTM", "Reshape", "Slice", "Slice"]
-    assert nodes["all_sequence"].attrs["reverse"] and nodes["all"].attrs["steps"] == (1, -1, 1)
-    assert nodes["all_last_step"].attrs["starts"] == (0, 0, 0)    # a reverse layer ends at step 0
-    assert nodes["all_last_c"].attrs["output"] == "last_c"
+    assert _ops(g, "h_only") == ["LSTM"] and nodes["h_only_last_h"].attrs["output"] == "last_h"
+    assert _ops(g, "c_only") == ["LSTM"] and nodes["c_only_last_c"].attrs["output"] == "last_c"
+    assert _ops(g, "all") == ["LSTM", "Reshape", "Reshape", "Slice", "Slice", "Slice"]
+    joint = nodes["all_sequence_and_c"]
+    assert joint.attrs["output"] == "sequence_and_c" and joint.attrs["reverse"]
+    assert g.tensors[joint.outputs[0]].shape == (1, STEPS + 1, 4)
+    assert nodes["all"].attrs["starts"] == (0, STEPS - 1, 0) and nodes["all"].attrs["steps"] == (1, -1, 1)
+    assert nodes["all_last_h_step"].attrs["starts"] == (0, 0, 0)    # a reverse layer ends at step 0
+    assert nodes["all_last_c_step"].attrs["starts"] == (0, STEPS, 0)
     assert _ops(g, "twice") == ["GRU", "Identity"]
     _matches_keras(model, g, sample_inputs(model))
 

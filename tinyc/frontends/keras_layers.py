@@ -618,19 +618,37 @@ class _Direction:
     """One direction of a recurrent layer (a whole LSTM / GRU / SimpleRNN, or one half of a Bidirectional): its IR
     node's inputs and attributes, and the outputs built so far ("sequence", "last_h", "last_c")."""
 
-    def __init__(self, op, states, inputs, attrs, shape, prefix, flip, carried):
+    def __init__(self, op, states, inputs, attrs, shape, prefix, flip, carried, joint):
         self.op, self.states, self.inputs, self.attrs, self.shape = op, states, inputs, attrs, shape
         self.prefix = prefix    # of its constants and helper tensors: '' or 'forward_' / 'backward_'
         self.flip = flip        # its sequence is wanted in the reverse of the node's order (input order)
         self.carried = carried  # stateful=True: state name ('h', 'c') -> the IR state tensor it starts from
+        self.joint = joint      # an LSTM whose final c is read beside its h: one "sequence_and_c" node gives both
         self.made = {}          # its outputs built so far, by kind, as Keras gives them
-        self.sequence = None    # the node's own sequence output (input order), once built
+        self.sequence = None    # the node's own sequence output (input order), or the whole joint output, once built
 
 
-def _directions(cv, layer, x, initial, prefix, flip) -> list:
+def _needs(layer, used) -> list:
+    """Per cell of a recurrent layer (bottom first), the outputs its direction gives: the sequence below the top
+    cell, the top's sequence or final h when read (`used[0]`), the final states return_state gives that are read
+    (`used[1:]`, the cells' in order) and those a stateful layer carries."""
+    cells = _cells_of(layer)
+    needs = [{"sequence"} for _ in cells[:-1]] + [set()]
+    if used[0]:
+        needs[-1].add("sequence" if layer.return_sequences else "last_h")
+    states = [(k, f"last_{s}") for k, (_, _, names) in enumerate(cells) for s in names]
+    for (k, kind), read in zip(states, used[1:] if layer.return_state else ()):
+        if read:
+            needs[k].add(kind)
+    for k, kind in states if layer.stateful else ():
+        needs[k].add(kind)
+    return needs
+
+
+def _directions(cv, layer, x, initial, prefix, flip, needs) -> list:
     """The directions of a recurrent layer, one per cell, bottom first: each stacked cell runs over the sequence of
     the one below (in input order, whichever way they all run); `initial`: the states given at the call, the
-    cells' in order, or none."""
+    cells' in order, or none; `needs`: what each gives (`_needs`)."""
     cells = _cells_of(layer)
     counts = [len(states) for _, _, states in cells]
     if initial and len(initial) != sum(counts):
@@ -646,16 +664,17 @@ def _directions(cv, layer, x, initial, prefix, flip) -> list:
         top = k == len(cells) - 1
         own = slice(at, at + len(states))
         at += len(states)
+        joint = op == "LSTM" and "last_c" in needs[k] and bool(needs[k] & {"sequence", "last_h"})
         d = _direction(cv, layer, cell, op, states, x, initial[own] if initial else [],
                        prefix + ("" if len(cells) == 1 else f"cell{k}_"), flip and top,
-                       values[own] if values is not None else None)
+                       values[own] if values is not None else None, joint)
         dirs.append(d)
         if not top:
             x = _direction_output(cv, d, "sequence", final=False)
     return dirs
 
 
-def _direction(cv, layer, cell, op, states, x, initial, prefix, flip, carry_from) -> _Direction:
+def _direction(cv, layer, cell, op, states, x, initial, prefix, flip, carry_from, joint) -> _Direction:
     """The node inputs of one recurrent cell: weights transposed to [gates*H, I] and [gates*H, H] (Keras's gate
     order is the op's), zeros for an absent bias, peepholes and initial states not given as inputs. GRU
     reset_after=True: the [2, 3H] bias is the input bias and the recurrent one (linear_before_reset);
@@ -697,29 +716,35 @@ def _direction(cv, layer, cell, op, states, x, initial, prefix, flip, carry_from
         attrs.update(cell_clip=None, input_forget=False)
     if op == "GRU":
         attrs.update(linear_before_reset=bool(cell.reset_after))
-    return _Direction(op, states, inputs, attrs, (B, T, H), prefix, flip, carried)
+    return _Direction(op, states, inputs, attrs, (B, T, H), prefix, flip, carried, joint)
 
 
 def _direction_output(cv, d: _Direction, kind: str, final: bool) -> str:
-    """Output `kind` of direction `d`, built on first use: a node of the op, but the final h of a direction whose
-    sequence is built is its last processed step (a Slice and a Reshape, no second pass over the sequence); a
-    flipped sequence is a Slice stepping back over the node's (Keras returns a go_backwards layer's sequence in
-    processing order)."""
+    """Output `kind` of direction `d`, built on first use. A node of the op gives it, but the final h of a direction
+    whose sequence is built is its last processed step (a Slice and a Reshape, no second pass over the sequence),
+    and a joint direction's sequence, final h and final c are Slices of its one "sequence_and_c" node ([B,T+1,H]:
+    the sequence, then the final c; views of it for one sequence). A flipped sequence is a Slice stepping back over
+    the node's (Keras returns a go_backwards layer's sequence in processing order)."""
     if kind in d.made:
         return d.made[kind]
     B, T, H = d.shape
     tag = f"{d.prefix}{kind}"
-    if kind == "last_h" and d.sequence is not None:
-        step = 0 if d.attrs["reverse"] else T - 1
-        last = cv.emit("Slice", [d.sequence], (B, 1, H), final=False, tag=f"{d.prefix}last_step",
+    if d.joint and d.sequence is None:
+        d.sequence = cv.emit(d.op, d.inputs, (B, T + 1, H), final=False, tag=f"{d.prefix}sequence_and_c",
+                             output="sequence_and_c", **d.attrs)
+    if kind in ("last_h", "last_c") and d.sequence is not None:
+        step = T if kind == "last_c" else 0 if d.attrs["reverse"] else T - 1
+        last = cv.emit("Slice", [d.sequence], (B, 1, H), final=False, tag=f"{d.prefix}{kind}_step",
                        starts=(0, step, 0), steps=(1, 1, 1), sizes=(B, 1, H))
         y = cv.emit("Reshape", [last], (B, H), final=final, tag=tag)
+    elif kind == "sequence" and (d.joint or d.flip):
+        if not d.joint:
+            d.sequence = cv.emit(d.op, d.inputs, (B, T, H), final=False, tag=tag, output=kind, **d.attrs)
+        start, step = (T - 1, -1) if d.flip else (0, 1)
+        y = cv.emit("Slice", [d.sequence], (B, T, H), final=final, tag=f"{tag}_reversed" if d.flip else tag,
+                    starts=(0, start, 0), steps=(1, step, 1), sizes=(B, T, H))
     elif kind == "sequence":
-        y = d.sequence = cv.emit(d.op, d.inputs, (B, T, H), final=final and not d.flip, tag=tag, output=kind,
-                                 **d.attrs)
-        if d.flip:
-            y = cv.emit("Slice", [y], (B, T, H), final=final, tag=f"{tag}_reversed", starts=(0, T - 1, 0),
-                        steps=(1, -1, 1), sizes=(B, T, H))
+        y = d.sequence = cv.emit(d.op, d.inputs, (B, T, H), final=final, tag=tag, output=kind, **d.attrs)
     else:
         y = cv.emit(d.op, d.inputs, (B, H), final=final, tag=tag, output=kind, **d.attrs)
     d.made[kind] = y
@@ -751,7 +776,7 @@ def recurrent(cv, layer, cfg, ins):
     states are state tensors of the graph (docs/streaming-state.md), starting from the layer's states, and take
     the final states after each inference. Dropout, unroll and the cuDNN choice do not change what inference
     computes."""
-    dirs = _directions(cv, layer, ins[0], ins[1:], "", flip=bool(layer.go_backwards))
+    dirs = _directions(cv, layer, ins[0], ins[1:], "", bool(layer.go_backwards), _needs(layer, cv.used))
     wanted = [(dirs[-1], "sequence" if layer.return_sequences else "last_h")]
     wanted += [(d, f"last_{s}") for d in dirs for s in d.states] if layer.return_state else []
     outs = [_direction_output(cv, d, kind, final=i == 0) if used else None
@@ -783,10 +808,14 @@ def bidirectional(cv, layer, cfg, ins):
         raise TinycError(f"Bidirectional '{layer.name}' is given {len(initial)} initial states; its layers carry "
                          f"{sum(counts)}")
     parts = (initial[:counts[0]], initial[counts[0]:])
-    sides = [_directions(cv, sub, ins[0], part, prefix, flip=bool(sub.go_backwards) != (prefix == "backward_"))
-              for (prefix, sub), part in zip(subs, parts)]
-    main = "sequence" if layer.return_sequences else "last_h"
     mode = cfg.get("merge_mode")
+    n_heads = 2 if mode is None else 1
+    reads = [(cv.used[0], cv.used[n_heads:n_heads + counts[0]]),        # per side: its head, its states
+             (cv.used[1] if mode is None else cv.used[0], cv.used[n_heads + counts[0]:])]
+    sides = [_directions(cv, sub, ins[0], part, prefix, bool(sub.go_backwards) != (prefix == "backward_"),
+                         _needs(sub, (head, *states)))
+             for (prefix, sub), part, (head, states) in zip(subs, parts, reads)]
+    main = "sequence" if layer.return_sequences else "last_h"
     if mode is None:
         heads = [_direction_output(cv, dirs[-1], main, final=i == 0) if used else None
                  for i, (dirs, used) in enumerate(zip(sides, cv.used))]
