@@ -33,8 +33,10 @@ import numpy as np
 
 from .. import activations
 from ..codegen import gemm_pack
+from ..codegen.int8_fast_misc import clamp_expr, requant_expr
 from ..codegen.literals import c_double
 from ..errors import TinycError
+from ..quant.fixed_point import multiply_by_quantized_multiplier as mbqm
 from . import activation as activation_op
 from . import binary, dense
 
@@ -282,10 +284,36 @@ def _fc_code(k, s: Step, p, H: int, K: int, fast: bool) -> str:
             f"      }}")
 
 
-def _elementwise_code(k, s: Step, p, H: int) -> str:
+def _absmax(zp: int) -> int:
+    """max |x - zp| over int8 x."""
+    return max(abs(-128 - zp), abs(127 - zp))
+
+
+def _fast_elementwise_body(s: Step, p, dst: str, a: str, b: str) -> str:
+    """ADD / SUB / MUL with int8_fast_misc's requantization expressions, each equal to tinyc_requantize over the
+    bound of its operand (as the fast Add/Sub/Mul kernels)."""
+    if s.kind == "mul":
+        (z1, z2) = p.in_zps
+        out = requant_expr("p", _absmax(z1) * _absmax(z2), p.mult, p.shift, p.out_zp)
+        return f"const int32_t p = ((int32_t){a} - ({z1})) * ((int32_t){b} - ({z2})); " \
+               f"{dst}[i] = {clamp_expr(out, p.lo, p.hi)};"
+    operands = []
+    for x, (m, sh), z in zip((a, b), p.in_mults, p.in_zps):
+        operands.append(requant_expr(f"((int32_t){x} - ({z})) * (1 << 20)", _absmax(z) << 20, m, sh))
+    bound = sum(max(abs(mbqm((v - z) * (1 << 20), m, sh)) for v in range(-128, 128))
+                for (m, sh), z in zip(p.in_mults, p.in_zps))
+    out = requant_expr("r", bound, p.out_mult, p.out_shift, p.out_zp)
+    sign = "+" if s.kind == "add" else "-"
+    return (f"const int32_t r = ({operands[0]}) {sign} ({operands[1]});\n        "
+            f"{dst}[i] = {clamp_expr(out, p.lo, p.hi)};")
+
+
+def _elementwise_code(k, s: Step, p, H: int, fast: bool) -> str:
     dst = "h_new" if s.out == "h" else _buffer(s.out)
     a = _buffer(s.ins[0]) + "[i]"
-    if s.kind in ("add", "sub"):
+    if fast and s.kind in ("add", "sub", "mul"):
+        body = _fast_elementwise_body(s, p, dst, a, _buffer(s.ins[1]) + "[i]")
+    elif s.kind in ("add", "sub"):
         (m1, sh1), (m2, sh2) = p.in_mults
         z1, z2 = p.in_zps
         b = _buffer(s.ins[1]) + "[i]"
@@ -324,7 +352,7 @@ def int8_kernel(k, fast: bool = False):
     code = []
     for s, sp in zip(p.steps, p.params):
         K = I if s.ins[0] == "x" else H
-        code.append(_fc_code(k, s, sp, H, K, fast) if s.kind == "fc" else _elementwise_code(k, s, sp, H))
+        code.append(_fc_code(k, s, sp, H, K, fast) if s.kind == "fc" else _elementwise_code(k, s, sp, H, fast))
     v = dict(B=B, T=T, I=I, H=H, op=k.node.op, reverse=bool(k.node.attrs.get("reverse")),
              sequence=k.node.attrs["output"] == "sequence", h0=k.expr(len(k.node.inputs) - 1), x=k.expr(0),
              buffers=[(_buffer(r), j * H) for j, r in enumerate(roles)], steps="\n".join(code),
@@ -336,7 +364,9 @@ def int8_kernel(k, fast: bool = False):
 
 def int8_fast(k):
     """The reference kernel with each FC output requantized by tinyc_requantize_double_fast (the soft-float double
-    product and round of Cortex-M0+/M33 only within a margin of a tie); None when a scale is outside its range."""
+    product and round of Cortex-M0+/M33 only within a margin of a tie) and ADD / SUB / MUL by the fast Add/Sub/Mul
+    kernels' requantization expressions (SMMULR forms proved over each operand's bound); None when a scale is
+    outside tinyc_requantize_double_fast's range."""
     p: ChainParams = k.params
     for s, sp in zip(p.steps, p.params):
         if s.kind == "fc" and any(gemm_pack.double_requant(v) is None for v in sp.scales):
