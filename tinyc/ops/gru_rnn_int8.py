@@ -216,6 +216,10 @@ def _role_quants(k, steps) -> dict:
             raise _refuse(k, f"step_quant has no parameters for '{role}'")
         scale, zp = given[role]
         quants[role] = _quant(np.asarray(scale, np.float32), np.asarray(zp, np.int64))
+    for i in (3, 4) if k.node.op == "GRU" else (3,):
+        b = k.tensor(i)
+        if b.dtype != "int32" or not b.is_const:
+            raise _refuse(k, f"bias '{b.name}' must be constant int32 (found {b.dtype})")
     h0 = k.tensor(len(k.node.inputs) - 1).quant
     if h0 is None or quants["h"] is None or not (
             np.array_equal(np.float32(h0.scale), np.float32(quants["h"].scale))
