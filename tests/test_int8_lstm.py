@@ -192,9 +192,8 @@ def test_arm_gcc_warning_set(lstm_files, tmp_path, c_compile, cpu):
 def test_bidirectional_as_the_converter_writes_it(tmp_path):
     """tf_keras Bidirectional(LSTM) in int8: REVERSE_V2, two UNIDIRECTIONAL_SEQUENCE_LSTM (the backward one over
     the reversed input, its output relabelled by the REVERSE_V2 after it) and a CONCATENATION; tinyc runs the
-    backward node in reverse. BUILTIN_REF has no REVERSE_V2 of the converter's version, so the oracle is TFLite's
-    builtin resolver (the LSTM has one registration whatever the resolver): 10 frames with the states carried,
-    0 differing bytes."""
+    backward node in reverse. 10 frames with the states carried against BUILTIN_REF (its REVERSE_V2 loaded as
+    version 2, reference.REF_MAX_VERSION) and against TFLite's builtin resolver: 0 differing bytes."""
     tf, keras = _tf()
     from tinyc.compiler import compile_model
     from tinyc.verify import run_generated
@@ -202,6 +201,8 @@ def test_bidirectional_as_the_converter_writes_it(tmp_path):
     x = keras.Input((6, 4), batch_size=1)
     model = keras.Model(x, keras.layers.Bidirectional(keras.layers.LSTM(5, return_sequences=True))(x))
     path = _convert(model, (6, 4), tmp_path / "bidirectional.tflite")
+    report = verify(path, samples=10, seed=4)
+    assert report["oracle"] == "tflite" and report["frames"] == 10 and report["mismatched_bytes"] == 0, report
     compiled = compile_model(path)
     assert sorted(n.attrs["reverse"] for n in compiled.plan.graph.nodes if n.op == "LSTM") == [False] * 3 + [True] * 3
     frames = np.random.default_rng(0).integers(-128, 128, (10, 1, 6, 4)).astype(np.int8)
