@@ -5,7 +5,9 @@ into TFLite's int8 ops (SLICE, FULLY_CONNECTED, ADD, SUB, MUL, LOGISTIC, TANH, C
 20 random sequences. The int8 outputs' error against the float model is measured and bounded (docs/int8-numerics.md
 4.41 lists the figures). A Keras GRU (reset_after) under two SimpleRNNs (tanh, relu), a Bidirectional GRU with
 reset_after=False returning both last states (one direction backwards), an ONNX GRU (batch 2, a constant initial
-state, Y and Y_h); refusals in one line; with TINYC_FULL a stateful GRU streamed over 20 frames."""
+state, Y and Y_h; also with saturating inputs, fast and reference kernels); the writer's Slice rule; refusals in one
+line. With TINYC_FULL: a stateful GRU streamed over 20 frames, and a KWS-sized int8 GRU/RNN model under QEMU on the
+Cortex-M0+ and M33."""
 import importlib.util
 import os
 
