@@ -167,6 +167,18 @@ def test_keras3_while_loop_is_one_recurrent_node(tmp, name):
         assert report["ok"], report["outputs"]
 
 
+def test_stateful_tf_keras_lstm_loop_carries_its_resource_variables(tmp):
+    """A tf_keras LSTM with stateful=True converts to resource variables (VAR_HANDLE, READ_VARIABLE) feeding a WHILE
+    loop's initial states and ASSIGN_VARIABLE of its final h and c: the loop's one LSTM node reads the state
+    tensors, its final states are their next values; verified over 4 frames."""
+    path = _model(tf_keras, lambda L, x: L.LSTM(HIDDEN, stateful=True)(x), tmp, "tk_stateful_lstm")
+    assert {"WHILE", "VAR_HANDLE", "ASSIGN_VARIABLE"} <= set(_ops(path))
+    g = load_tflite(path)
+    assert len(_recurrent_nodes(g)) == 1 and len(g.state) == 2
+    report = verify(path, samples=4, seed=3)
+    assert report["ok"] and report["frames"] == 4, report
+
+
 def test_unrecognised_while_body_is_refused_in_one_line(tmp):
     """The Keras 3 LSTM's body with its cell-state tanh made an EXP: not a cell tinyc knows."""
     path = _model(keras, KERAS3["lstm"], tmp, "k3_lstm_exp")
