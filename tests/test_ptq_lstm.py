@@ -2,12 +2,13 @@
 LSTM (int8 x, h and weights, int16 cell state with a power-of-two scale, int32 biases), tinyc's TFLite writer writes
 it as an int8 UNIDIRECTIONAL_SEQUENCE_LSTM with its intermediates and variable state tensors, and the C
 (AddressSanitizer/UBSan) must equal TFLite's reference kernels running that file byte for byte on 20 random
-sequences (TFLite's variables reset before each, as the stateless float model starts each sequence from zero). The
-int8 outputs' error against the float model is measured and bounded. Then tinyc's parameters against the ones
+sequences (TFLite's variables reset before each, as the stateless float model starts each sequence from zero; a
+Keras stateful LSTM and a float .tflite LSTM, whose state is carried, as 20 frames of one stream). The int8
+outputs' error against the float model is measured and bounded. Then tinyc's parameters against the ones
 TFLite's converter writes for the same tf_keras model and calibration data: the weights, biases and cell-state
 scales equal, the activations' and biases' scales within one float32 ulp (docs/int8-numerics.md 4.42). Refusals in
-one line. The stacked Keras model (the ONNX one is stacked too) and the converter comparison run with
-TINYC_FULL."""
+one line. The stacked Keras model (the ONNX one is stacked too), the float .tflite LSTM and the converter
+comparison run with TINYC_FULL."""
 import importlib.util
 import os
 from pathlib import Path
@@ -43,11 +44,13 @@ def _dequantized(values, t):
         float(np.asarray(t.quant.scale).reshape(-1)[0])
 
 
-def _check(path, calib, x, float_outputs):
-    """C vs TFLite on tinyc's written int8 graph: 0 differing bytes on every output of every sequence; then the int8
-    C's dequantized outputs vs the float model's: the worst error relative to each output's largest |float|."""
+def _check(path, calib, x, float_outputs, frames=False):
+    """C vs TFLite on tinyc's written int8 graph: 0 differing bytes on every output of every sequence (with
+    `frames`, the sequences are frames of one stream, the LSTMs' state carried in both); then the int8 C's
+    dequantized outputs vs the float model's: the worst error relative to each output's largest |float|."""
     report = verify(path, inputs=[x], quantize="int8", calib=[calib])
     assert report["oracle"] == "tflite" and report["samples"] == SEQUENCES, report
+    assert report.get("frames") == (SEQUENCES if frames else None), report
     for row in report["outputs"]:
         assert row["mismatched_bytes"] == 0, report
     assert report["ok"], report
@@ -57,7 +60,7 @@ def _check(path, calib, x, float_outputs):
     written = str(Path(path).with_suffix(".int8.tflite"))
     write_tflite(g, written)
     x_q = quantize_array(x, g.tensors[g.inputs[0]].quant).reshape(-1, *g.tensors[g.inputs[0]].shape)
-    ours = run_tflite(written, [[sample] for sample in x_q])[0]
+    ours = run_tflite(written, [[sample] for sample in x_q], carry_state=frames)[0]
     errors = []
     for k, (name, ref) in enumerate(zip(g.outputs, float_outputs)):
         got = _dequantized(np.stack([o[k] for o in ours]), g.tensors[name]).reshape(ref.shape)
@@ -131,6 +134,42 @@ def test_onnx_pytorch_two_layer_lstm(tmp_path):
     ref = np.stack([sess.run(None, {"x": x[i]})[0] for i in range(SEQUENCES)])
     errors = _check(path, calib, x, [ref])
     assert max(errors) < 0.05, errors
+
+
+def test_keras3_stateful_lstm_streamed(tmp_path):
+    """stateful=True: h and c are streaming state; the written LSTM carries them in its variable tensors (TFLite
+    writes the final h and c back), the C in its state region (c int16): 20 frames of one stream."""
+    keras = _keras()
+    keras.utils.set_random_seed(4)
+    L = keras.layers
+    inp = keras.Input((T, F), batch_size=1)
+    model = keras.Model(inp, L.Dense(3)(L.LSTM(7, stateful=True)(inp)), name="stateful_lstm")
+    path = str(tmp_path / "stateful_lstm.keras")
+    model.save(path)
+    calib, x = _data((T, F), 0, 40), _data((T, F), 7)
+    model.layers[1].reset_state()
+    ref = np.concatenate([np.asarray(model(x[i:i + 1], training=False)) for i in range(SEQUENCES)])
+    errors = _check(path, calib, x, [ref], frames=True)
+    assert max(errors) < 0.08, errors
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None or not FULL,
+                    reason="TINYC_FULL and tf_keras (the test extra): a converter-made float LSTM (~10 s)")
+def test_float_tflite_lstm_streamed(tmp_path):
+    """A float .tflite LSTM (the converter's, from tf_keras): its variable tensors are carried state, quantized and
+    written back as the int8 LSTM's variable tensors; the float reference is TFLite carrying them too."""
+    import tensorflow as tf
+    import tf_keras
+    _keras()
+    tf_keras.utils.set_random_seed(5)
+    inp = tf_keras.Input((T, F), batch_size=1)
+    model = tf_keras.Model(inp, tf_keras.layers.Dense(3)(tf_keras.layers.LSTM(6)(inp)))
+    path = tmp_path / "float_lstm.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    calib, x = _data((1, T, F), 0, 40), _data((1, T, F), 7)
+    ref = np.stack([o[0] for o in run_tflite(str(path), [[sample] for sample in x], carry_state=True)[0]])
+    errors = _check(str(path), calib, x, [ref], frames=True)
+    assert max(errors) < 0.08, errors
 
 
 def _converter_twin(tmp_path, calib):

@@ -17,6 +17,9 @@ tinyc keeps the cell scale within 2^-15 .. 2^-9: for the others TFLite 2.21's ke
 (h = o * i, docs/int8-numerics.md 4.40), which the converter lets happen (2^-16 when max|c| <= 0.5).
 The converter's calibrator never resets the LSTM's variables: each sample starts from the h and c the previous one
 left. tinyc calibrates so too (`Calibration.graph`), so every range downstream of an LSTM is the converter's.
+State carried across inferences (a float .tflite LSTM's variable tensors, Keras stateful=True) stays carried: the
+node is split into its int8 sequence and its int16 final c (`split_cell_state`), which the writer leaves to
+TFLite's variable tensors. A reverse LSTM becomes a forward one between Gathers (`forward_only`).
 """
 from __future__ import annotations
 
@@ -56,8 +59,8 @@ def check(g: Graph, n: Node) -> None:
         raise _refuse(n, "peepholes (input p)")
     carried = [i for i in n.inputs[4:6] if i in g.state]
     if carried:
-        raise _refuse(n, f"its state '{carried[0]}' is carried across inferences (a float .tflite LSTM's variable "
-                         "tensors, Keras stateful=True), which tinyc's quantizer does not cover yet")
+        _check_carried(g, n)
+        return
     if a["output"] not in ("sequence", "last_h"):
         raise _refuse(n, f"output '{a['output']}': the cell state is read, which tinyc's quantizer does not cover")
     for k, what in ((1, "w"), (2, "r"), (3, "b")):
@@ -104,7 +107,7 @@ def _carrying(g: Graph) -> Graph:
     the next (its final h and c, computed by extra `last_h` / `last_c` nodes): what the converter's calibrator
     sees, since TFLite keeps the LSTM's variable tensors across invoke() and the calibrator never resets them."""
     g = g.copy()
-    for n in [n for n in g.nodes if n.op == "LSTM"]:
+    for n in [n for n in g.nodes if n.op == "LSTM" and n.inputs[4] not in g.state]:
         for k, output in ((4, "last_h"), (5, "last_c")):
             t = g.tensors[n.inputs[k]]
             state = g.unique_name(f"{n.name}_calibration_{output[-1]}")
@@ -119,13 +122,62 @@ def _carrying(g: Graph) -> Graph:
     return g
 
 
+def _check_carried(g: Graph, n: Node) -> None:
+    """State carried across inferences in TFLite's form (a float .tflite LSTM's variable tensors, Keras
+    stateful=True): h0 and c0 both state tensors starting at zero, the node's output the sequence and its final c
+    ('sequence_and_c'), read by Slices of whole steps (the sequence's, the final c)."""
+    h0, c0 = n.inputs[4:6]
+    if not (h0 in g.state and c0 in g.state) or n.attrs["output"] != "sequence_and_c" or n.attrs.get("reverse"):
+        raise _refuse(n, "state carried across inferences in another form than TFLite's (h and c both state tensors "
+                         "of a forward LSTM whose output is its sequence and final c)")
+    for s in (h0, c0):
+        if np.any(g.initial_state()[s]):
+            raise _refuse(n, f"state '{s}' starts at nonzero values; TFLite's variable tensors start at zero")
+        if any(m is not n for m in g.consumers(s)):
+            raise _refuse(n, f"state '{s}' is read by another node than the LSTM")
+    T = g.tensors[n.inputs[0]].shape[1]
+    for m in g.consumers(n.outputs[0]):
+        if m.op != "Slice" or tuple(m.attrs["steps"]) != (1, 1, 1) or m.attrs["starts"][0] != 0 or \
+                m.attrs["starts"][2] != 0 or not (m.attrs["starts"][1] + m.attrs["sizes"][1] <= T or
+                                                  m.attrs["starts"][1] == T):
+            raise _refuse(n, f"its sequence and final cell state are read by '{m.name}' ({m.op}), not by Slices of "
+                             "whole steps")
+
+
+def split_cell_state(g: Graph) -> Graph:
+    """Each LSTM with output 'sequence_and_c' ([B,T+1,H]: the sequence, then the final c) as two nodes, the
+    sequence and the final c ('last_c'; int8 LSTMs keep c int16, apart from the int8 sequence): the Slices of the
+    sequence read the first node, the Slice of the final c becomes a Reshape of the second. A copy of `g` when
+    there is one."""
+    if not any(n.op == "LSTM" and n.attrs["output"] == "sequence_and_c" for n in g.nodes):
+        return g
+    g = g.copy()
+    for n in [n for n in g.nodes if n.op == "LSTM" and n.attrs["output"] == "sequence_and_c"]:
+        B, T, H = g.tensors[n.inputs[0]].shape[0], g.tensors[n.inputs[0]].shape[1], g.tensors[n.inputs[2]].shape[1]
+        both = n.outputs[0]
+        seq, c = g.unique_name(f"{n.name}_sequence"), g.unique_name(f"{n.name}_final_c")
+        g.add_tensor(seq, (B, T, H))
+        g.add_tensor(c, (B, H))
+        readers = g.consumers(both)
+        n.outputs[0], n.attrs["output"] = seq, "sequence"
+        at = g.nodes.index(n) + 1
+        g.nodes.insert(at, Node("LSTM", list(n.inputs), [c], {**n.attrs, "output": "last_c"}, c))
+        for m in readers:
+            if m.attrs["starts"][1] == T:       # the final c: [B,1,H]
+                m.op, m.inputs, m.attrs = "Reshape", [c], {}
+            else:
+                m.inputs = [seq]
+    g.remove_unused_tensors()
+    return g
+
+
 class Calibration:
     """`observe(env)` for collect_ranges over `graph` (the model with the LSTMs' states carried, as the converter
     calibrates): per LSTM node, the range of h over the whole sequence and the largest |c| after the last step, over
     the samples."""
 
     def __init__(self, g: Graph):
-        self.graph = _carrying(g) if any(n.op == "LSTM" for n in g.nodes) else g
+        self.graph = _carrying(g) if any(n.op == "LSTM" and n.inputs[4] not in g.state for n in g.nodes) else g
         self.g = self.graph
         self.nodes = [n for n in self.graph.nodes if n.op == "LSTM" and n.name in {m.name for m in g.nodes}]
         self.h_range: dict[str, tuple[float, float]] = {}
@@ -144,6 +196,8 @@ class Calibration:
         """The output's range becomes the sequence's (and 0, the state's first value): the converter's output is
         the whole sequence, a last-step output is a slice sharing its parameters."""
         for n in self.nodes:
+            if n.attrs["output"] == "last_c":
+                continue
             y = n.outputs[0]
             lo, hi = self.h_range[n.name]
             old = ranges.get(y, (lo, hi))
@@ -174,30 +228,50 @@ def _per_gate(scales: np.ndarray, H: int) -> Quant:
     return Quant(np.repeat(scales, H).astype(np.float32), np.zeros(4 * H, np.int64), 0)
 
 
-def quantize_node(q: Graph, n: Node, c_max: float) -> None:
-    """Node `n` of the int8 graph `q` (x and the output already int8 with their parameters) as TFLite's integer
-    LSTM: new int8 weights, int32 biases, the zero-point h0, the int16 c0 and `hidden_quant`."""
+def quantize_node(q: Graph, n: Node, c_max: float, rep: dict, made: dict) -> None:
+    """Node `n` of the int8 graph `q` (x, the output and carried states already int8 with their parameters) as
+    TFLite's integer LSTM: int8 weights and int32 biases (made once for nodes that share them: `made`), a zero-point
+    h0 and an int16 c0 when they are constants, a carried cell state int16 with everything sharing its parameters
+    (`rep`: tensor -> representative of its group), and `hidden_quant`: h's parameters."""
     x, y = q.tensors[n.inputs[0]], q.tensors[n.outputs[0]]
     B, H = x.shape[0], q.tensors[n.inputs[2]].shape[1]
-    s_x = np.float32(np.asarray(x.quant.scale).reshape(-1)[0])
-    s_h, z_h = float(np.asarray(y.quant.scale).reshape(-1)[0]), int(np.asarray(y.quant.zero_point).reshape(-1)[0])
+    h_quant = q.tensors[n.inputs[4]].quant if n.inputs[4] in q.state else y.quant
+    s_h, z_h = float(np.asarray(h_quant.scale).reshape(-1)[0]), int(np.asarray(h_quant.zero_point).reshape(-1)[0])
+    shift = cell_exponent(c_max) - 15
+    cell = Quant(np.asarray(2.0 ** shift, np.float32), np.asarray(0, np.int64))
+    key = tuple(n.inputs[1:4]) + (x.name,)
+    if key not in made:
+        made[key] = _weights(q, n, float(np.asarray(x.quant.scale).reshape(-1)[0])) + [
+            q.add_const(f"{n.name}_p_int16", np.zeros(3 * H), "int16")]
+    n.inputs[1:4], n.inputs[6] = made[key][:3], made[key][3]
+    if n.inputs[5] in q.state:      # carried: the cell state's group (c0, the final c, its reshapes) is int16
+        group = rep[n.inputs[5]]
+        for name, r in rep.items():
+            if r == group:
+                q.tensors[name].dtype, q.tensors[name].quant = "int16", cell
+    else:
+        for k, name, data, dtype, quant in (
+                (4, f"{n.name}_h0_int8", np.full((B, H), z_h), "int8", h_quant),
+                (5, f"{n.name}_c0_int16", np.zeros((B, H)), "int16", cell)):
+            t = q.tensors[q.add_const(name, data, dtype)]
+            t.quant = quant
+            n.inputs[k] = t.name
+    n.attrs["hidden_quant"] = (s_h, z_h)
+
+
+def _weights(q: Graph, n: Node, s_x: float) -> list:
+    """The int8 w and r (one symmetric scale per gate) and the int32 b (scale s_x * s_w of its gate) of node `n`."""
+    H = q.tensors[n.inputs[2]].shape[1]
     w, w_scales = _gate_weights(q.tensors[n.inputs[1]].data)
     r, r_scales = _gate_weights(q.tensors[n.inputs[2]].data)
-    bias_scales = (s_x * w_scales).astype(np.float32)
+    bias_scales = (np.float32(s_x) * w_scales).astype(np.float32)
     b = np.asarray(q.tensors[n.inputs[3]].data, np.float64).reshape(4, H) / bias_scales.astype(np.float64)[:, None]
     b = np.clip(_round_away(b), -(2 ** 31) + 1, 2 ** 31 - 1).astype(np.int32).reshape(-1)
-    shift = cell_exponent(c_max) - 15
-    base = n.name
-    consts = [(f"{base}_w_int8", w, "int8", _per_gate(w_scales, H)),
-              (f"{base}_r_int8", r, "int8", _per_gate(r_scales, H)),
-              (f"{base}_b_int32", b, "int32", _per_gate(bias_scales, H)),
-              (f"{base}_h0_int8", np.full((B, H), z_h), "int8", Quant(np.asarray(s_h, np.float32),
-                                                                     np.asarray(z_h, np.int64))),
-              (f"{base}_c0_int16", np.zeros((B, H)), "int16", Quant(np.asarray(2.0 ** shift, np.float32),
-                                                                   np.asarray(0, np.int64))),
-              (f"{base}_p_int16", np.zeros(3 * H), "int16", None)]
-    for k, (name, data, dtype, quant) in enumerate(consts, start=1):
+    names = []
+    for name, data, dtype, scales in ((f"{n.name}_w_int8", w, "int8", w_scales),
+                                      (f"{n.name}_r_int8", r, "int8", r_scales),
+                                      (f"{n.name}_b_int32", b, "int32", bias_scales)):
         t = q.tensors[q.add_const(name, data, dtype)]
-        t.quant = quant
-        n.inputs[k] = t.name
-    n.attrs["hidden_quant"] = (s_h, z_h)
+        t.quant = _per_gate(scales, H)
+        names.append(t.name)
+    return names

@@ -147,7 +147,7 @@ def _quantize_tensor(data: np.ndarray, scale: float, zp: int) -> np.ndarray:
 def quantize_graph(g: Graph, samples: list[np.ndarray], progress=None) -> Graph:
     """The int8 version of float graph `g` (already optimized), calibrated on `samples` (per input, [N, ...])."""
     _check(g)
-    g = lstm_ptq.forward_only(split_activations(g))
+    g = lstm_ptq.split_cell_state(lstm_ptq.forward_only(split_activations(g)))
     step_ranges: dict = {}
     lstm = lstm_ptq.Calibration(g)
     ranges = collect_ranges(lstm.graph, samples, progress,
@@ -176,18 +176,22 @@ def quantize_graph(g: Graph, samples: list[np.ndarray], progress=None) -> Graph:
         scale, zp = params[r]
         t.dtype, t.quant = "int8", Quant(np.asarray(scale, np.float32), np.asarray(zp, np.int64))
         t.source_name, t.source_perm = name, None    # the exported .tflite keeps IR names
+    made: dict = {}     # LSTM weights quantized once for the nodes sharing them
     for n in q.nodes:
         if n.op in gru_rnn_int8.CHAIN_OPS:
             _quantize_chain(q, n, step_ranges[n.name])
             continue
         if n.op == "LSTM":
-            lstm_ptq.quantize_node(q, n, lstm.c_max[n.name])
+            lstm_ptq.quantize_node(q, n, lstm.c_max[n.name], rep, made)
             continue
         _quantize_constants(q, n)
         if n.op == "Pad":
             n.attrs["value"] = int(q.tensors[n.outputs[0]].quant.zero_point)
     for s, init in list(q.state_init.items()):
         quant = q.tensors[s].quant
+        if q.tensors[s].dtype == "int16":   # an LSTM's cell state, starting at zero (lstm_ptq checks)
+            q.state_init[s] = np.zeros(q.tensors[s].shape, np.int16)
+            continue
         q.state_init[s] = _quantize_tensor(init, float(quant.scale), int(quant.zero_point))
     q.remove_unused_tensors()
     return q

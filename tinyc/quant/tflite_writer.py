@@ -77,6 +77,7 @@ class _Writer:
         self.code_index: dict[int, int] = {}    # builtin code -> index into operatorCodes
         self.operators: list = []
         self.init_subgraph = None               # streaming state: CALL_ONCE's subgraph (index 1)
+        self.lstm_states, self.lstm_done = _lstm_carried_states(g)   # carried by LSTMs' variable tensors
 
     # -- tensors --------------------------------------------------------------------------------------------
     def _add(self, name: str, shape, dtype: str, data, quant: Quant | None, tensors: list | None = None) -> int:
@@ -210,6 +211,8 @@ class _Writer:
         init = S.SubGraphT()
         init.name, init.inputs, init.outputs, init.tensors, init.operators = f"{g.name}_init", [], [], [], []
         for s, value in g.initial_state().items():
+            if s in self.lstm_states:
+                continue
             handle = self._resource(init.tensors, s)
             t = g.tensors[s]
             initial = self._add(f"{s}_initial", t.shape, t.dtype, value, t.quant, init.tensors)
@@ -218,7 +221,7 @@ class _Writer:
         self.init_subgraph = init
         self.op("CALL_ONCE", [], None, self.options("CallOnceOptions", initSubgraphIndex=1), outputs=[])
         handles = {}
-        for s in g.state:
+        for s in [s for s in g.state if s not in self.lstm_states]:
             handles[s] = self._resource(self.tensors, s)
             self.op("VAR_HANDLE", [], None, self._var_handle(s), [handles[s]])
             self.op("READ_VARIABLE", [handles[s]], None, outputs=[self.tensor(s)])
@@ -227,7 +230,7 @@ class _Writer:
     def update_state(self, handles: dict) -> None:
         """ASSIGN_VARIABLE of each next value (none for a state that keeps its value)."""
         for s, v in self.g.state.items():
-            if v != s:
+            if v != s and s not in self.lstm_states:
                 self.op("ASSIGN_VARIABLE", [handles[s], self.tensor(v)], None, outputs=[])
 
 
@@ -439,6 +442,44 @@ def _gather(w: _Writer, node: Node) -> None:
          w.options("GatherOptions", axis=int(node.attrs["axis"]) % rank))
 
 
+def _lstm_carried_states(g: Graph) -> tuple[set, set]:
+    """The state tensors an int8 LSTM carries in its own variable tensors (TFLite writes the final h and c back into
+    them, as tinyc's quantizer makes a float .tflite LSTM or a Keras stateful one), and the nodes whose work the
+    kernel does: the LSTM computing the final c (`last_c`) and the Reshapes to the c state's next value. The final
+    h must be the sequence's last step (Slice, Reshape) or the node's last_h output."""
+    states, done = set(), set()
+    for n in g.nodes:
+        if n.op != "LSTM" or n.attrs["output"] == "last_c" or n.inputs[4] not in g.state:
+            continue
+        h0, c0 = n.inputs[4], n.inputs[5]
+        T = g.tensors[n.inputs[0]].shape[1]
+        chain, name = [], g.state.get(c0)
+        while name is not None and g.producer(name) is not None and g.producer(name).op == "Reshape":
+            chain.append(g.producer(name))
+            name = chain[-1].inputs[0]
+        last_c = g.producer(name) if name is not None else None
+        if last_c is None or last_c.op != "LSTM" or last_c.attrs["output"] != "last_c" or \
+                last_c.inputs != n.inputs or any(len(g.consumers(m.outputs[0])) != 1 or m.outputs[0] in g.outputs
+                                                 for m in [last_c] + chain[1:]):
+            raise TinycError(f"node '{n.name}': state '{c0}' is not carried as TFLite's LSTM carries its cell state "
+                             "(the next value must be this LSTM's final c alone)")
+        name = g.state[h0]
+        while g.producer(name) is not None and g.producer(name).op == "Reshape":
+            name = g.producer(name).inputs[0]
+        p = g.producer(name)
+        if p is not None and p.op == "Slice" and p.attrs["starts"][1] == T - 1 and p.attrs["sizes"][1] == 1:
+            name = p.inputs[0]
+            while g.producer(name) is not None and g.producer(name).op == "Slice" and \
+                    g.tensors[g.producer(name).inputs[0]].shape == g.tensors[name].shape:   # a whole-tensor copy
+                name = g.producer(name).inputs[0]
+        if name != n.outputs[0] or (n.attrs["output"] == "sequence") == (p is n):
+            raise TinycError(f"node '{n.name}': state '{h0}' is not carried as TFLite's LSTM carries its hidden state "
+                             "(the next value must be this LSTM's final h)")
+        states |= {h0, c0}
+        done |= {id(m) for m in [last_c] + chain}
+    return states, done
+
+
 def _int8_lstm(w: _Writer, node: Node) -> None:
     """An int8 LSTM node (TFLite's integer LSTM, tinyc/ops/lstm_int8.py) as UNIDIRECTIONAL_SEQUENCE_LSTM, written
     as the converter writes it: the gates' weights and biases as 8 + 4 tensors (one scale each), h and c as
@@ -458,7 +499,7 @@ def _int8_lstm(w: _Writer, node: Node) -> None:
     h0, c0 = g.tensors[node.inputs[4]], g.tensors[node.inputs[5]]
     for t, what in ((h0, "h0"), (c0, "c0")):
         zp = int(np.asarray(t.quant.zero_point).reshape(-1)[0])
-        if not t.is_const or np.any(np.asarray(t.data) != zp):
+        if t.name not in w.lstm_states and (not t.is_const or np.any(np.asarray(t.data) != zp)):
             raise TinycError(f"node '{node.name}': initial state {what} is not its zero point; TFLite's LSTM starts "
                              "from its variable tensors, reset to their zero points")
 
@@ -480,8 +521,9 @@ def _int8_lstm(w: _Writer, node: Node) -> None:
     ins += [w._add(f"{node.name}_b{'ifco'[gate]}", (H,), "int32", np.asarray(b.data)[gate * H:(gate + 1) * H],
                    per_tensor(b.quant.scale, gate)) for gate in range(4)]
     ins += [-1, -1]      # no projection
-    for t, what in ((h0, "output_state"), (c0, "cell_state")):
-        ins.append(w._add(f"{node.name}_{what}", (B, H), t.dtype, None, t.quant))
+    for t, what in ((h0, "output_state"), (c0, "cell_state")):    # a carried state: the variable is the state
+        ins.append(w._add(t.name if t.name in w.lstm_states else f"{node.name}_{what}", (B, H), t.dtype, None,
+                          t.quant))
         w.tensors[ins[-1]].isVariable = True
     ins += [-1, -1, -1, -1]   # no layer normalization
     inter = [w._add(f"{node.name}_intermediate{k}", (0,), "float32", None, None) for k in range(4)]
@@ -615,8 +657,10 @@ def graph_to_tflite(g: Graph) -> bytes:
     w = _Writer(_schema(), g)
     for name in g.inputs:
         w.tensor(name)          # inputs first, as the converter orders them
-    handles = w.read_state() if g.state else {}
+    handles = w.read_state() if set(g.state) - w.lstm_states else {}
     for node in g.nodes:
+        if id(node) in w.lstm_done:     # the final c: TFLite's LSTM writes it into its variable tensor
+            continue
         rule = WRITERS.get(node.op)
         if rule is None:
             raise TinycError(f"node '{node.name}': op {node.op} cannot be written to TFLite (supported: "
