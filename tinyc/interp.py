@@ -10,28 +10,41 @@ import numpy as np
 
 from . import activations
 from .errors import TinycError
-from .ir import Graph, Node
+from .ir import Graph, Node, outputs_of
 from .ops import REGISTRY
 
 
 def run_node(g: Graph, node: Node, env: dict) -> list:
+    """The node's output values, one array per output (`evaluate` returns a tuple for a node with several)."""
     ins = [env[i] if i in env else g.tensors[i].data for i in node.inputs]
     op = node.op
     definition = REGISTRY.get(op)
     if definition is None or definition.evaluate is None:
         raise TinycError(f"the interpreter has no rule for op '{op}'")
     y = definition.evaluate(node.attrs, ins)
+    several = outputs_of(node) > 1
+    ys = list(y) if several else [y]
+    if len(ys) != len(node.outputs):
+        raise TinycError(f"node '{node.name}' ({op}) computes {len(ys)} outputs but writes {len(node.outputs)} "
+                         "tensors")
     act = node.attrs.get("activation")
     if act is not None and op != "Activation":
-        y = activations.apply(act, y)
-    out = g.tensors[node.outputs[0]]
+        if several:
+            raise TinycError(f"node '{node.name}' ({op}) has several outputs and a fused activation; a fused "
+                             "activation applies to single-output nodes only")
+        ys = [activations.apply(act, ys[0])]
+    return [_as_declared(g, node, name, value) for name, value in zip(node.outputs, ys)]
+
+
+def _as_declared(g: Graph, node: Node, name: str, y) -> np.ndarray:
+    out = g.tensors[name]
     y = np.asarray(y, dtype=out.dtype)
-    if definition.memory == "alias":
-        y = y.reshape(out.shape)
-    elif y.shape != tuple(out.shape):
-        raise TinycError(f"node '{node.name}' ({op}) computes shape {y.shape} but its output is declared "
+    if REGISTRY[node.op].memory == "alias":
+        return y.reshape(out.shape)
+    if y.shape != tuple(out.shape):
+        raise TinycError(f"node '{node.name}' ({node.op}) computes shape {y.shape} for '{name}' but it is declared "
                          f"{tuple(out.shape)}")
-    return [y]
+    return y
 
 
 def run(g: Graph, inputs: dict | list, keep_all: bool = False, state: dict | None = None) -> dict:

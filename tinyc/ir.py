@@ -1,8 +1,12 @@
 """The graph IR every frontend produces and every later stage consumes.
 
 Tensors have a name, a static shape, a dtype, optional constant data and optional quantization. Nodes have an
-op, input and output tensor names and attributes. Layout is NHWC throughout (what embedded kernels and TFLite
-use); frontends convert. A leading dimension is an ordinary one (N images for conv and pooling).
+op, input and output tensor names and attributes. A node has one output, except where its op defines more
+(`OpDef.outputs`: an LSTM with `cell_output` gives its sequence or final h, and its final cell state); `validate`
+checks the count. Each output is a tensor of its own (its own buffer and lifetime in the plan); code that only
+handles single-output nodes reads `only_output(node)`, which refuses a node with several. Layout is NHWC
+throughout (what embedded kernels and TFLite use); frontends convert. A leading dimension is an ordinary one (N
+images for conv and pooling).
 
 Op vocabulary: `tinyc.ops` defines every op (inputs, attributes, meaning, kernels); `tinyc ops` lists them.
 `activation` attributes are None or a dict, see `tinyc.activations`.
@@ -33,6 +37,7 @@ import numpy as np
 
 from .errors import TinycError
 from .ops import REGISTRY, names_where
+from .ops.opdef import output_count
 
 OPS = tuple(REGISTRY)
 
@@ -80,6 +85,20 @@ class Node:
     outputs: list
     attrs: dict = field(default_factory=dict)
     name: str = ""
+
+
+def outputs_of(node: Node) -> int:
+    """How many outputs the node's op and attributes give it (one for most ops; OpDef.outputs)."""
+    return output_count(REGISTRY[node.op], node.attrs)
+
+
+def only_output(node: Node) -> str:
+    """The output of a node that code handling single-output nodes only is about to read or rewire; a node with
+    several outputs is refused there rather than silently losing its others."""
+    if len(node.outputs) != 1:
+        raise TinycError(f"internal: node '{node.name}' ({node.op}) has {len(node.outputs)} outputs, and this step "
+                         "handles single-output nodes only")
+    return node.outputs[0]
 
 
 def _same_quant(a: Quant | None, b: Quant | None) -> bool:
@@ -214,6 +233,9 @@ class Graph:
                 if i not in available:
                     raise TinycError(f"node '{n.name}' ({n.op}) reads '{i}' before it is computed "
                                      "(the graph has a cycle or a missing producer)")
+            if len(n.outputs) != outputs_of(n):
+                raise TinycError(f"node '{n.name}' ({n.op}) writes {len(n.outputs)} tensors, its op and attributes "
+                                 f"give it {outputs_of(n)} outputs")
             check = REGISTRY[n.op].check
             if check is not None:
                 check(self, n)

@@ -21,9 +21,11 @@ def memory_report(compiled, board: Board | None = None) -> dict:
     peak = plan.peak_step
     layers = []
     for step, (node, info) in enumerate(zip(g.nodes, lib.layers)):
-        out = g.tensors[node.outputs[0]]
+        outs = [g.tensors[o] for o in node.outputs]
+        more = dict(output_shapes=[list(t.shape) for t in outs]) if len(outs) > 1 else {}     # (LSTM cell_output)
         layers.append(dict(
-            index=step, op=node.op, name=node.name, output_shape=list(out.shape), output_bytes=out.nbytes,
+            index=step, op=node.op, name=node.name, output_shape=list(outs[0].shape),
+            output_bytes=sum(t.nbytes for t in outs), **more,
             macs=info["macs"], weight_bytes=sum(g.tensors[t].nbytes for t in node.inputs if g.tensors[t].is_const),
             live_bytes=plan.live[step], scratch_bytes=_scratch(plan, step),
             in_place=info["in_place"], no_code=info["alias"], peak=step == peak, kernel=info.get("kernel"),
@@ -99,7 +101,8 @@ def format_report(r: dict) -> str:
         mark = (f"  (fused: {', '.join(row['fused'])})" if row.get("fused") else "") + \
             ("  <- peak" if row["peak"] else "")
         how = row["in_place"] or ("(no code)" if row["no_code"] else "")
-        lines.append(f"{row['index']:>3} {row['op'][:11]:<11} {_shape(row['output_shape'])[:14]:<14} "
+        shape = "+".join(_shape(s) for s in row.get("output_shapes", [row["output_shape"]]))
+        lines.append(f"{row['index']:>3} {row['op'][:11]:<11} {shape[:14]:<14} "
                      f"{row['macs']:>11,} {row['weight_bytes']:>9,} {row['live_bytes']:>9,} "
                      f"{row['scratch_bytes']:>8,}  {how:<12} {row.get('kernel') or ''}{mark}")
     ratio = r["arena_bytes"] / max(r["arena_lower_bound_bytes"], 1)

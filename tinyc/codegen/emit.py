@@ -46,7 +46,13 @@ class KernelContext:
 
     @property
     def out(self):
+        """The output (output 0 of a node with several, see `outs`)."""
         return self.plan.graph.tensors[self.node.outputs[0]]
+
+    @property
+    def outs(self):
+        """Every output tensor, in order: the kernel writes output j through `y` (j = 0), `y1`, `y2`, ..."""
+        return [self.plan.graph.tensors[o] for o in self.node.outputs]
 
     @property
     def out_shape(self):
@@ -81,7 +87,7 @@ class Library:
     """What `generate` produced: file name -> text, plus figures for reports and the host runner."""
     prefix: str
     files: dict
-    traced: list = field(default_factory=list)    # trace id -> tensor name
+    traced: list = field(default_factory=list)    # trace id -> tensor name (every output of every layer)
     macs: int = 0
     arena_bytes: int = 0
     weight_bytes: int = 0
@@ -222,8 +228,9 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
                 exprs.append(f"x{len(params)}")
                 params.append(f"const {c_type(g.tensors[name].dtype)} *{restrict}x{len(params)}")
                 args.append(where(name))
-        params.append(f"{c_type(g.tensors[out].dtype)} *{restrict}y")
-        args.append(where(out))
+        for j, name in enumerate(node.outputs):    # output j: y, y1, y2, ... (several: never in place)
+            params.append(f"{c_type(g.tensors[name].dtype)} *{restrict}y{j or ''}")
+            args.append(where(name))
         scratch = None
         if index in plan.scratch:
             ctype = c_type(g.tensors[out].dtype)
@@ -236,10 +243,11 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
             ctype = "float" if kernel_family(g, node) == "float" else "int8_t"
             params.append(f"{ctype} *restrict s")
             args.append(f"({ctype} *)(arena + {plan.work[index].offset})")
-        layer = dict(index=index, op=node.op, comment=comment_text(node.name), fn=None, macs=0,
-                     trace_id=len(lib.traced), out_expr=where(out), out_bytes=g.tensors[out].nbytes,
+        traces = [dict(id=len(lib.traced) + j, expr=where(name), bytes=g.tensors[name].nbytes)
+                  for j, name in enumerate(node.outputs)]
+        layer = dict(index=index, op=node.op, comment=comment_text(node.name), fn=None, macs=0, traces=traces,
                      in_place=in_place.kind if in_place else None)
-        lib.traced.append(out)
+        lib.traced.extend(node.outputs)
         alias = _is_alias(plan, node)
         if not alias:
             family = kernel_family(g, node)
@@ -309,7 +317,10 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
 
 def _state_in_place(plan: MemoryPlan, index: int, node, same_bytes) -> InPlace | None:
     """A layer writing a state's next value over the state it reads (schedule/state.py: elementwise, at the same
-    offset) is in place as the arena's elementwise layers are: kernels see it (no restrict, same-bytes paths)."""
+    offset) is in place as the arena's elementwise layers are: kernels see it (no restrict, same-bytes paths). Never
+    for a node with several outputs (overlap.options gives it no in-place contract)."""
+    if len(node.outputs) != 1:
+        return None
     name = next((i for i in node.inputs if same_bytes(i, node.outputs[0])), None)
     if name is None:
         return None

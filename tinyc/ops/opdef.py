@@ -10,6 +10,10 @@ the C expression of each input (`k.expr(i)`), `k.table(...)` for derived constan
 (`k.act`), and `k.params`: what the op's `int8_prepare` computed for this layer (TFLM's Prepare/OpData), shared
 by the reference and the fast rule. A rule returns (template, variables, MACs); a fast rule may return None,
 and the reference twin is used.
+
+Most ops have one output. An op whose nodes may have more (`outputs`: LSTM with cell_output) returns a tuple
+from `evaluate`, one array per output in order; its kernels see output j as `k.outs[j]` and write it through `y`
+(j = 0), `y1`, `y2`, ... (each output its own buffer and lifetime; such nodes are never written in place).
 """
 from __future__ import annotations
 
@@ -55,7 +59,8 @@ def integer_range(dtype: str) -> tuple[int, int]:
 class OpDef:
     name: str
     signature: str                       # inputs, outputs and attributes, as the IR op table shows them
-    evaluate: Callable                   # (attrs, [numpy inputs]) -> numpy output: what the op means
+    evaluate: Callable                   # (attrs, [numpy inputs]) -> numpy output: what the op means (a tuple
+                                         # of them for a node with several outputs, see `outputs`)
     check: Optional[Callable]            # (graph, node) -> None; raises TinycError for attributes/weights
     float_kernel: Optional[Callable]     # rule for un-quantized tensors of `plain_dtypes` (templates/float/)
     int8_prepare: Optional[Callable]     # (k) -> parameters for both int8 rules; raises where TFLite refuses
@@ -77,3 +82,12 @@ class OpDef:
                                          # during its layer (recurrent state, gate buffers), or None: none. The
                                          # planner counts it (with a fast kernel's own, which follows it) and the
                                          # kernel gets it as `k.work`
+    outputs: Optional[Callable] = None   # (attrs) -> how many outputs a node of the op has, for an op where an
+                                         # attribute asks for more than one (LSTM's cell_output); None: one.
+                                         # Kernels write output j through `y` (j = 0), `y1`, `y2`, ... Nodes with
+                                         # several outputs are never written in place (schedule/overlap.py)
+
+
+def output_count(definition: OpDef, attrs: dict) -> int:
+    """How many outputs a node of the op with these attributes has (OpDef.outputs; one for most ops)."""
+    return 1 if definition.outputs is None else int(definition.outputs(attrs))

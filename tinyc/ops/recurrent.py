@@ -1,12 +1,11 @@
 """LSTM, GRU and RNN: one direction of a recurrent layer over a whole sequence, batch-major.
 
-One node runs one direction over all T steps of x[B,T,I] and gives one output (the IR is single-output):
-`output="sequence"` -> h_t for every t, [B,T,H], h_t stored at the position of the x_t it read (a reverse layer's
-sequence is in input order, as ONNX's Y); `"last_h"` -> the final hidden state [B,H] (after the last step in
-processing order: t=0 for a reverse layer); `"last_c"` (LSTM) -> the final cell state [B,H]. A layer whose
-sequence and final cell state are both used is two nodes (frontends do this only when the cell state is read), or,
-in float, one: `"sequence_and_c"` (LSTM) -> [B,T+1,H], the sequence followed by the final cell state as step T
-(the frontend slices them apart; views for one sequence, B = 1).
+One node runs one direction over all T steps of x[B,T,I]. Its output: `output="sequence"` -> h_t for every t,
+[B,T,H], h_t stored at the position of the x_t it read (a reverse layer's sequence is in input order, as ONNX's
+Y); `"last_h"` -> the final hidden state [B,H] (after the last step in processing order: t=0 for a reverse layer);
+`"last_c"` (LSTM) -> the final cell state [B,H]. An LSTM with `cell_output=True` has a second output, its final
+cell state c[B,H] (float32), beside its sequence or final h: one node where both are read (OpDef.outputs).
+In float, `"sequence_and_c"` (LSTM) -> [B,T+1,H] is the sequence followed by the final cell state as step T.
 Bidirectional layers are two nodes, one with `reverse`, and a Concat (or the merge op) of their outputs.
 
 Every input is present (frontends give zeros for absent biases, initial states and peepholes; kernels may skip
@@ -88,7 +87,8 @@ def evaluate_lstm(a, ins):
         ys[:, t] = h
     if a["output"] == "sequence_and_c":
         return np.concatenate([ys, c[:, None]], axis=1)
-    return {"sequence": ys, "last_h": h, "last_c": c}[a["output"]]
+    y = {"sequence": ys, "last_h": h, "last_c": c}[a["output"]]
+    return (y, c) if a.get("cell_output") else y
 
 
 def evaluate_gru(a, ins):
@@ -146,11 +146,33 @@ def check(g, n) -> None:
         if a.get(key) is not None and not a[key] > 0:
             raise TinycError(f"{op} '{n.name}': {key} must be positive, got {a[key]}")
     out = tuple(g.tensors[n.outputs[0]].shape)
+    if a.get("cell_output"):
+        _check_cell_output(g, n, (B, H))
     if a["output"] == "sequence_and_c" and g.tensors[n.inputs[0]].dtype != "float32":
         raise TinycError(f"{op} '{n.name}': output 'sequence_and_c' is float32 only (int8 LSTMs keep an int16 cell "
                          "state: use a 'last_c' node)")
     if out != {"sequence": (B, T, H), "sequence_and_c": (B, T + 1, H)}.get(a["output"], (B, H)):
         raise TinycError(f"{op} '{n.name}': output of shape {out} for output '{a['output']}'")
+
+
+def _check_cell_output(g, n, shape) -> None:
+    """The second output of an LSTM with `cell_output`: the final cell state [B,H], float32 beside a float
+    sequence or final h."""
+    if n.op != "LSTM" or n.attrs["output"] not in ("sequence", "last_h"):
+        raise TinycError(f"{n.op} '{n.name}': cell_output is an LSTM's, beside output 'sequence' or 'last_h' (got "
+                         f"output '{n.attrs['output']}')")
+    c = g.tensors[n.outputs[1]]
+    if g.tensors[n.inputs[0]].dtype != "float32" or c.dtype != "float32":
+        raise TinycError(f"{n.op} '{n.name}': cell_output (the final cell state as a second output) is float32 "
+                         "only; an int8 LSTM reads its int16 cell state from a node with output 'last_c'")
+    if tuple(c.shape) != shape:
+        raise TinycError(f"{n.op} '{n.name}': its final cell state '{c.name}' has shape {tuple(c.shape)}, expected "
+                         f"{shape}")
+
+
+def cell_outputs(attrs: dict) -> int:
+    """An LSTM with `cell_output` has two outputs: its sequence or final h, and its final cell state."""
+    return 2 if attrs.get("cell_output") else 1
 
 
 def _zero_constant(k, i: int) -> bool:
@@ -166,7 +188,8 @@ def _kernel_vars(k) -> dict:
     B, T, I = k.in_shape(0)
     acts = a["activations"]
     v = dict(B=B, T=T, I=I, H=k.in_shape(2)[1], w=k.expr(1), r=k.expr(2), output=a["output"],
-             reverse=bool(a.get("reverse")), f=lambda x: activations.c_expr(acts[0], x),
+             reverse=bool(a.get("reverse")), cell_output=bool(a.get("cell_output")),
+             f=lambda x: activations.c_expr(acts[0], x),
              clip=None if a.get("clip") is None else c_float(a["clip"]), dot=dot)
     if len(acts) > 1:
         v["g_act"] = lambda x: activations.c_expr(acts[1], x)
@@ -225,24 +248,24 @@ def rnn_kernel(k):
 def work_bytes(g, node) -> int:
     """The float kernels' arena scratch, for one batch row at a time: the gate pre-activations [G*H], plus an LSTM's
     cell state (its hidden state when the output is the cell state alone; neither with the sequence and the cell
-    state, which both live in the output) and a GRU's reset product [H]. The hidden state lives in the output (the
-    sequence, or the last h written over itself)."""
+    state, or with `cell_output`: the final cell state is the second output) and a GRU's reset product [H]. The
+    hidden state lives in the output (the sequence, or the last h written over itself)."""
     H = hidden_size(g, node)
     if g.tensors[node.inputs[0]].dtype == "int8" and node.op in gru_rnn_int8.CHAIN_OPS:
         return gru_rnn_int8.work_bytes(g, node)
     if g.tensors[node.inputs[0]].dtype == "int8":
         return lstm_int8.work_bytes(H, g.tensors[node.inputs[0]].shape[2])
-    if node.attrs.get("output") == "sequence_and_c":
+    if node.attrs.get("output") == "sequence_and_c" or node.attrs.get("cell_output"):
         return 4 * 4 * H
     return 4 * {"LSTM": 5 * H, "GRU": 4 * H, "RNN": H}[node.op]
 
 
 _ATTRS = "[activations, clip, reverse, output"
 DEFINITIONS = (
-    OpDef("LSTM", "x[B,T,I], w[4H,I], r[4H,H], b[4H], h0[B,H], c0[B,H], p[3H] -> [B,T,H] | [B,H] | [B,T+1,H]  "
-          f"{_ATTRS}, cell_clip, input_forget, hidden_quant]", evaluate_lstm, check, lstm_kernel,
-          lstm_int8.int8_prepare, lstm_int8.int8_kernel, int8_lstm.lstm,
-          memory=None, quantize=None, work=work_bytes, int8_wide_dtypes=("int16",)),
+    OpDef("LSTM", "x[B,T,I], w[4H,I], r[4H,H], b[4H], h0[B,H], c0[B,H], p[3H] -> [B,T,H] | [B,H] | [B,T+1,H]"
+          f"(, c[B,H])  {_ATTRS}, cell_clip, input_forget, cell_output, hidden_quant]", evaluate_lstm, check,
+          lstm_kernel, lstm_int8.int8_prepare, lstm_int8.int8_kernel, int8_lstm.lstm,
+          memory=None, quantize=None, work=work_bytes, int8_wide_dtypes=("int16",), outputs=cell_outputs),
     OpDef("GRU", "x[B,T,I], w[3H,I], r[3H,H], b[3H], rb[3H], h0[B,H] -> [B,T,H] | [B,H]  "
           f"{_ATTRS}, linear_before_reset, step_quant]", evaluate_gru, check, gru_kernel,
           gru_rnn_int8.int8_prepare, gru_rnn_int8.int8_kernel, gru_rnn_int8.int8_fast, memory=None, quantize="own",

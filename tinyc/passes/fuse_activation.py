@@ -63,8 +63,8 @@ def _merge(g: Graph, node) -> bool:
     """Merge Activation `node` into its producer if allowed; True if the node is now gone."""
     x = node.inputs[0]
     p = g.producer(x)
-    if p is None or x in g.live_out() or sum(i == x for n in g.nodes for i in n.inputs) != 1:
-        return False
+    if p is None or len(p.outputs) != 1 or x in g.live_out() or sum(i == x for n in g.nodes for i in n.inputs) != 1:
+        return False     # (a node with several outputs: its activation would apply to only one of them)
     if any(g.tensors[t].quant is not None for t in (x, node.outputs[0])):
         return False  # int8: a standalone activation may rescale; fusing it would change the result
     if g.tensors[x].dtype != "float32":

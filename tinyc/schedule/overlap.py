@@ -141,8 +141,11 @@ def is_channelwise_depthwise(g: Graph, node) -> bool:
 
 def options(g: Graph, node_id: int, kinds=KINDS) -> list[InPlace]:
     """Every way node `node_id` can write over one of its inputs, best first (the input must die there; the
-    caller checks)."""
+    caller checks). None for a node with several outputs (OpDef.outputs): each output gets its own bytes, since no
+    op proves an in-place contract for more than one."""
     node = g.nodes[node_id]
+    if len(node.outputs) != 1:
+        return []
     out = g.tensors[node.outputs[0]]
     if any(np.dtype(g.tensors[t].dtype).itemsize > ALIGN for t in node.inputs + node.outputs):
         return []       # leads are multiples of 4 bytes: 64-bit elements would lose their alignment
