@@ -1953,11 +1953,10 @@ def _check_sequence_lens(imp, node, op: str, B: int, T: int) -> None:
 
 
 def recurrent_layer(op: str):
-    """ONNX LSTM / GRU / RNN: one IR node per direction and per output that is read (the sequence, the last hidden
-    state, and for the LSTM the last cell state), their results put into ONNX's Y [T, D, B, H] (layout 0, stored
-    batch-major as [B, T, D, H]) or [B, T, D, H] (layout 1), Y_h / Y_c [D, B, H] or [B, D, H]. The last hidden
-    state comes out of the sequence (one Slice) when the sequence is computed anyway; a cell state read with the
-    sequence or the last hidden state comes with them out of one "sequence_and_c" node."""
+    """ONNX LSTM / GRU / RNN: one IR node per direction, its results put into ONNX's Y [T, D, B, H] (layout 0,
+    stored batch-major as [B, T, D, H]) or [B, T, D, H] (layout 1), Y_h / Y_c [D, B, H] or [B, D, H]. The node
+    gives the sequence when Y is read (the last hidden state then a Slice of it), else the last hidden state; an
+    LSTM whose Y_c is read gives its final cell state as its second output (cell_output)."""
     def rule(imp, node):
         a = _attrs(node)
         what = f"{op} '{_name(node)}'"
@@ -1999,8 +1998,9 @@ def recurrent_layer(op: str):
         src = imp.get(x, plain(3) if batch_first else Layout((1, 0, 2)))
         order = _ONNX_GATE_ORDER[op]
         wants = [k for k in range(len(_ONNX_RECURRENT_OUTPUTS[op])) if _used(imp, node, k)]
-        # The cell state read with the sequence or the last hidden state: one node computes both (float LSTM)
-        both = op == "LSTM" and 2 in wants and (0 in wants or 1 in wants)
+        # The cell state (Y_c) is an LSTM node's second output (cell_output), beside its sequence or last h
+        cell = op == "LSTM" and 2 in wants
+        main = "sequence" if 0 in wants else "last_h"
         results = {k: [] for k in wants}    # output index -> per direction IR tensor
         for d in range(directions):
             base = f"{node.output[0] or _name(node)}_d{d}" if directions > 1 else (node.output[0] or _name(node))
@@ -2017,24 +2017,19 @@ def recurrent_layer(op: str):
                 ins.append(imp.g.add_const(f"{base}_p", _gate_blocks(peep[d], _ONNX_PEEPHOLE_ORDER, H)))
             reverse = direction == "reverse" or d == 1
             suffix = f"_d{d}" if directions > 1 else ""
-
-            def layer_node(kind, shape):
-                out = imp.g.unique_name(f"{base}_{kind}")
-                imp.g.add_tensor(out, shape)
-                imp.g.add_node(op, ins, [out], name=f"{_name(node)}_{kind}{suffix}", output=kind, activations=acts[d],
-                               reverse=reverse, **attrs)
-                return out
-            seq = layer_node("sequence_and_c", (B, T + 1, H)) if both else None
+            outs = [imp.g.unique_name(f"{base}_{main}")]
+            imp.g.add_tensor(outs[0], (B, T, H) if main == "sequence" else (B, H))
+            if cell:
+                outs.append(imp.g.unique_name(f"{base}_last_c"))
+                imp.g.add_tensor(outs[1], (B, H))
+            imp.g.add_node(op, ins, outs, name=f"{_name(node)}_{main}{suffix}", output=main, activations=acts[d],
+                           reverse=reverse, **attrs, **({"cell_output": True} if cell else {}))
             for k in wants:
                 kind = _ONNX_RECURRENT_OUTPUTS[op][k]
-                if both and kind != "last_h":     # the sequence (steps 0..T-1) or the cell state (step T)
-                    out = _time_steps(imp, seq, T if kind == "last_c" else 0, 1 if kind == "last_c" else T,
-                                      f"{base}_{kind}")
-                elif kind == "last_h" and (both or 0 in wants):     # the sequence's last step in processing order
-                    out = _time_steps(imp, seq if both else results[0][d], 0 if reverse else T - 1, 1,
-                                      f"{base}_last_h")
+                if kind == "last_h" and main == "sequence":     # the sequence's last step in processing order
+                    out = _time_steps(imp, outs[0], 0 if reverse else T - 1, 1, f"{base}_last_h")
                 else:
-                    out = layer_node(kind, (B, T, H) if kind == "sequence" else (B, H))
+                    out = outs[1] if kind == "last_c" else outs[0]
                 results[k].append(out)
         for k in wants:
             _recurrent_output(imp, node.output[k], results[k], k == 0, batch_first, directions)
