@@ -88,8 +88,9 @@ def lstm_files(tmp_path_factory):
 def test_converter_lstm_bit_exact(lstm_files, name):
     path = lstm_files(name)
     g = load_tflite(path)
-    lstms = [n for n in g.nodes if n.op == "LSTM"]     # per layer: its sequence, and its final c (the next state)
-    assert sorted(n.attrs["output"] for n in lstms) == sorted(["last_c", "sequence"] * len(MODELS[name][2]))
+    lstms = [n for n in g.nodes if n.op == "LSTM"]     # per layer one node: its sequence, and its final c (the next
+    assert [(n.attrs["output"], n.attrs.get("cell_output")) for n in lstms] == [("sequence", True)] * len(
+        MODELS[name][2])                                # state) as a second output
     report = verify(path, samples=SEQUENCES, seed=7, per_layer=name == "stacked")
     assert report["oracle"] == "tflite" and report["samples"] == report["frames"] == SEQUENCES
     assert sorted(row["dtype"] for row in report["state"]) == sorted(["int16", "int8"] * len(MODELS[name][2]))
@@ -106,7 +107,7 @@ def test_fast_kernel_taken_and_reference_twin_bit_exact(lstm_files):
     from tinyc.compiler import compile_model
     path = lstm_files("sequence")     # 5 inputs, 6 units: both products have a tail past four columns
     kernels = [layer["kernel"] for layer in compile_model(path).library.layers if layer["op"] == "LSTM"]
-    assert kernels == ["int8_fast/lstm"] * 2, kernels     # the sequence and the final cell state
+    assert kernels == ["int8_fast/lstm"], kernels
     report = verify(path, samples=SEQUENCES, seed=11, options=dict(kernels="reference"))
     assert report["mismatched_bytes"] == 0 and "dsp_path_matches" not in report, report
 
@@ -204,7 +205,7 @@ def test_bidirectional_as_the_converter_writes_it(tmp_path):
     report = verify(path, samples=10, seed=4)
     assert report["oracle"] == "tflite" and report["frames"] == 10 and report["mismatched_bytes"] == 0, report
     compiled = compile_model(path)
-    assert sorted(n.attrs["reverse"] for n in compiled.plan.graph.nodes if n.op == "LSTM") == [False] * 3 + [True] * 3
+    assert {n.attrs["reverse"] for n in compiled.plan.graph.nodes if n.op == "LSTM"} == {False, True}
     frames = np.random.default_rng(0).integers(-128, 128, (10, 1, 6, 4)).astype(np.int8)
     ours = run_generated(compiled, [frames])[0]
     it = tf.lite.Interpreter(path, experimental_op_resolver_type=tf.lite.experimental.OpResolverType
@@ -318,7 +319,7 @@ def test_output_labelled_apart_from_the_state(lstm_files, tmp_path):
     _set_quant(sg.tensors[op.outputs[0]], 0.011, 7)
     path = _write(model, tmp_path / "relabelled.tflite")
     g = load_tflite(path)
-    assert sorted(n.attrs["output"] for n in g.nodes if n.op == "LSTM") == ["last_c", "last_h", "sequence"]
+    assert sorted(n.attrs["output"] for n in g.nodes if n.op == "LSTM") == ["last_h", "sequence"]
     report = verify(path, samples=6, seed=2)
     assert report["frames"] == 6 and report["mismatched_bytes"] == 0, report["outputs"]
 

@@ -8,7 +8,7 @@ scale repeated H times); the biases stay int32 as stored. The state tensors are 
 TFLite keeps across invoke() and resets to their zero points (reset_all_variables, and before the first
 invoke()): they become streaming state tensors (docs/streaming-state.md), h0 int8 and c0 int16 with their
 quantization, starting at their zero points; their next values are the sequence's last step and the final cell
-state (a second LSTM node with `output="last_c"`, which runs the sequence again). The fifth intermediate tensor
+state (the node's second output, `cell_output`). The fifth intermediate tensor
 ("effective hidden") gives the hidden value's scale and zero point (`hidden_quant`); the other four, the gates'
 calibrated ranges, only matter for layer normalization, which is refused with projection, peepholes, CIFG,
 time-major input, diagonal recurrent weights and other fused activations than tanh.
@@ -101,7 +101,7 @@ def _state(cv, i: int, shape: tuple, dtype: str, what: str) -> str:
 
 def _carry(cv, inputs: list, y: str, attrs: dict) -> None:
     """TFLite writes the final h and c back into the variable tensors: the next values of the state tensors are
-    the sequence's last step and a second LSTM node's final cell state (the IR is single-output)."""
+    the sequence's last step and the node's final cell state, its second output (`cell_output`)."""
     h0, c0 = inputs[4], inputs[5]
     if h0 in cv.g.state and cv.g.state[h0] is None:
         B, T, H = cv.g.tensors[y].shape
@@ -114,10 +114,13 @@ def _carry(cv, inputs: list, y: str, attrs: dict) -> None:
             # are: a `last_h` node computes them with the state's label (the sequence once more)
             cv.g.state[h0] = cv.emit("LSTM", inputs, (B, H), final=False, tag="final_h", like=h0,
                                      **{**attrs, "output": "last_h"})
-    if c0 in cv.g.state and cv.g.state[c0] is None:
-        B, H = cv.g.tensors[c0].shape
-        cv.g.state[c0] = cv.emit("LSTM", inputs, (B, H), final=False, tag="final_c", like=c0,
-                                 **{**attrs, "output": "last_c"})
+    if c0 in cv.g.state and cv.g.state[c0] is None:     # the sequence node's second output (cell_output)
+        t = cv.g.tensors[c0]
+        c = cv.g.add_tensor(cv.g.unique_name(f"{y}_final_c"), t.shape, t.dtype, quant=t.quant).name
+        node = cv.g.producer(y)
+        node.outputs.append(c)
+        node.attrs["cell_output"] = True
+        cv.g.state[c0] = c
 
 
 def _hidden_quant(cv) -> tuple[float, int]:

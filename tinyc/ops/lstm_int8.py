@@ -105,6 +105,11 @@ def _check_variant(k) -> None:
             raise _refuse(k, "output 'last_c' must be int16 with the cell state's scale and zero point 0")
     elif out.dtype != "int8":
         raise _refuse(k, f"output '{a['output']}' must be int8 (got {out.dtype})")
+    if a.get("cell_output"):        # the final cell state's bytes as a second output
+        c = k.outs[1]
+        if c.quant is None or c0.quant is None or (qp.scale_of(c.quant), qp.zero_point_of(c.quant)) != (
+                qp.scale_of(c0.quant), 0):
+            raise _refuse(k, "cell_output must be int16 with the cell state's scale and zero point 0")
     if a.get("hidden_quant") is None:
         raise _refuse(k, "attribute hidden_quant (the effective hidden scale and zero point) is missing")
 
@@ -183,7 +188,7 @@ def kernel_variables(k) -> dict:
         raise TinycError(f"internal: int8 LSTM '{k.node.name}' has no arena scratch for its gates and state")
     return dict(
         B=B, T=T, I=I, H=H, w=k.expr(1), r=k.expr(2), h0=k.expr(4), c0=k.expr(5), fast=False,
-        output=a["output"], reverse=bool(a.get("reverse")),
+        output=a["output"], reverse=bool(a.get("reverse")), cell_output=bool(a.get("cell_output")),
         input_bias=k.table(p.input_bias, "int32", "int8 LSTM input bias with the input zero point folded in"),
         recurrent_bias=(k.table(p.recurrent_bias, "int32", "int8 LSTM recurrent zero point times the weights")
                         if any(p.recurrent_bias) else None),

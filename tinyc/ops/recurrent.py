@@ -162,9 +162,9 @@ def _check_cell_output(g, n, shape) -> None:
         raise TinycError(f"{n.op} '{n.name}': cell_output is an LSTM's, beside output 'sequence' or 'last_h' (got "
                          f"output '{n.attrs['output']}')")
     c = g.tensors[n.outputs[1]]
-    if g.tensors[n.inputs[0]].dtype != "float32" or c.dtype != "float32":
+    if (g.tensors[n.inputs[0]].dtype, c.dtype) not in (("float32", "float32"), ("int8", "int16")):
         raise TinycError(f"{n.op} '{n.name}': cell_output (the final cell state as a second output) is float32 "
-                         "only; an int8 LSTM reads its int16 cell state from a node with output 'last_c'")
+                         "beside a float32 LSTM, int16 beside an int8 one (tinyc/ops/lstm_int8.py)")
     if tuple(c.shape) != shape:
         raise TinycError(f"{n.op} '{n.name}': its final cell state '{c.name}' has shape {tuple(c.shape)}, expected "
                          f"{shape}")
