@@ -51,6 +51,10 @@ def _check(path, calib, x, float_outputs, frames=False):
     report = verify(path, inputs=[x], quantize="int8", calib=[calib])
     assert report["oracle"] == "tflite" and report["samples"] == SEQUENCES, report
     assert report.get("frames") == (SEQUENCES if frames else None), report
+    if frames:      # h starts at its zero point (TFLite resets variables to it), c at 0
+        g = compile_model(path, quantize="int8", calib=[calib]).quantized
+        for s, value in g.initial_state().items():
+            assert np.all(value == int(np.asarray(g.tensors[s].quant.zero_point))), (s, value)
     for row in report["outputs"]:
         assert row["mismatched_bytes"] == 0, report
     assert report["ok"], report
@@ -156,14 +160,16 @@ def test_keras3_stateful_lstm_streamed(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None or not FULL,
                     reason="TINYC_FULL and tf_keras (the test extra): a converter-made float LSTM (~10 s)")
 def test_float_tflite_lstm_streamed(tmp_path):
-    """A float .tflite LSTM (the converter's, from tf_keras): its variable tensors are carried state, quantized and
-    written back as the int8 LSTM's variable tensors; the float reference is TFLite carrying them too."""
+    """Stacked float .tflite LSTMs (the converter's, from tf_keras): their variable tensors are carried state,
+    quantized (h starting at its zero point, c at 0) and written back as the int8 LSTMs' variable tensors; the float
+    reference is TFLite carrying them too."""
     import tensorflow as tf
     import tf_keras
     _keras()
-    tf_keras.utils.set_random_seed(5)
+    tf_keras.utils.set_random_seed(6)
     inp = tf_keras.Input((T, F), batch_size=1)
-    model = tf_keras.Model(inp, tf_keras.layers.Dense(3)(tf_keras.layers.LSTM(6)(inp)))
+    h = tf_keras.layers.LSTM(5, return_sequences=True)(inp)
+    model = tf_keras.Model(inp, tf_keras.layers.Dense(3)(tf_keras.layers.LSTM(4)(h)))
     path = tmp_path / "float_lstm.tflite"
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     calib, x = _data((1, T, F), 0, 40), _data((1, T, F), 7)
@@ -263,3 +269,9 @@ def test_refusals_are_one_line(tmp_path):
                        ) as e:
         compile_model(path, quantize="int8", calib=[_data((T, F), 0)])
     assert "\n" not in str(e.value)
+    _, _, c = keras.layers.LSTM(3, return_state=True)(inp)      # the final c as a model output: int16, refused
+    model = keras.Model(inp, c, name="lstm_cell_out")
+    path = str(tmp_path / "lstm_cell_out.keras")
+    model.save(path)
+    with pytest.raises(TinycError, match=r"^cannot quantize LSTM '.*': output .*the cell state is read"):
+        compile_model(path, quantize="int8", calib=[_data((T, F), 0)])

@@ -61,8 +61,9 @@ def check(g: Graph, n: Node) -> None:
     if carried:
         _check_carried(g, n)
         return
-    if a["output"] not in ("sequence", "last_h"):
-        raise _refuse(n, f"output '{a['output']}': the cell state is read, which tinyc's quantizer does not cover")
+    if a["output"] not in ("sequence", "last_h") or a.get("cell_output"):
+        raise _refuse(n, f"output '{a['output']}'{' and its final c' if a.get('cell_output') else ''}: the cell "
+                         "state is read, which tinyc's quantizer does not cover")
     for k, what in ((1, "w"), (2, "r"), (3, "b")):
         if not g.tensors[n.inputs[k]].is_const:
             raise _refuse(n, f"input {what} is computed at run time; the weights and biases must be constants")
@@ -127,16 +128,18 @@ def _check_carried(g: Graph, n: Node) -> None:
     stateful=True): h0 and c0 both state tensors starting at zero, the node's output the sequence and its final c
     ('sequence_and_c'), read by Slices of whole steps (the sequence's, the final c)."""
     h0, c0 = n.inputs[4:6]
-    if not (h0 in g.state and c0 in g.state) or n.attrs["output"] != "sequence_and_c" or n.attrs.get("reverse"):
+    with_c = n.attrs["output"] == "sequence_and_c" or (n.attrs.get("cell_output") and
+                                                         n.attrs["output"] in ("sequence", "last_h"))
+    if not (h0 in g.state and c0 in g.state) or not with_c or n.attrs.get("reverse"):
         raise _refuse(n, "state carried across inferences in another form than TFLite's (h and c both state tensors "
-                         "of a forward LSTM whose output is its sequence and final c)")
+                         "of a forward LSTM giving its final c)")
     for s in (h0, c0):
         if np.any(g.initial_state()[s]):
             raise _refuse(n, f"state '{s}' starts at nonzero values; TFLite's variable tensors start at zero")
         if any(m is not n for m in g.consumers(s)):
             raise _refuse(n, f"state '{s}' is read by another node than the LSTM")
     T = g.tensors[n.inputs[0]].shape[1]
-    for m in g.consumers(n.outputs[0]):
+    for m in g.consumers(n.outputs[0]) if n.attrs["output"] == "sequence_and_c" else ():
         if m.op != "Slice" or tuple(m.attrs["steps"]) != (1, 1, 1) or m.attrs["starts"][0] != 0 or \
                 m.attrs["starts"][2] != 0 or not (m.attrs["starts"][1] + m.attrs["sizes"][1] <= T or
                                                   m.attrs["starts"][1] == T):
@@ -145,13 +148,18 @@ def _check_carried(g: Graph, n: Node) -> None:
 
 
 def split_cell_state(g: Graph) -> Graph:
-    """Each LSTM with output 'sequence_and_c' ([B,T+1,H]: the sequence, then the final c) as two nodes, the
-    sequence and the final c ('last_c'; int8 LSTMs keep c int16, apart from the int8 sequence): the Slices of the
-    sequence read the first node, the Slice of the final c becomes a Reshape of the second. A copy of `g` when
-    there is one."""
-    if not any(n.op == "LSTM" and n.attrs["output"] == "sequence_and_c" for n in g.nodes):
+    """Each LSTM giving its final c beside its sequence or final h as two nodes, the second with output 'last_c'
+    (int8 LSTMs keep c int16, apart from the int8 sequence): a second output (`cell_output`) is written by the new
+    node; of output 'sequence_and_c' ([B,T+1,H]: the sequence, then the final c) the Slices of the sequence read the
+    first node, the Slice of the final c becomes a Reshape of the second. A copy of `g` when there is one."""
+    if not any(n.op == "LSTM" and (n.attrs["output"] == "sequence_and_c" or n.attrs.get("cell_output"))
+               for n in g.nodes):
         return g
     g = g.copy()
+    for n in [n for n in g.nodes if n.op == "LSTM" and n.attrs.get("cell_output")]:
+        c = n.outputs.pop()
+        n.attrs["cell_output"] = False
+        g.nodes.insert(g.nodes.index(n) + 1, Node("LSTM", list(n.inputs), [c], {**n.attrs, "output": "last_c"}, c))
     for n in [n for n in g.nodes if n.op == "LSTM" and n.attrs["output"] == "sequence_and_c"]:
         B, T, H = g.tensors[n.inputs[0]].shape[0], g.tensors[n.inputs[0]].shape[1], g.tensors[n.inputs[2]].shape[1]
         both = n.outputs[0]

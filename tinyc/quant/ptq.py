@@ -187,8 +187,8 @@ def quantize_graph(g: Graph, samples: list[np.ndarray], progress=None) -> Graph:
         _quantize_constants(q, n)
         if n.op == "Pad":
             n.attrs["value"] = int(q.tensors[n.outputs[0]].quant.zero_point)
-    for s, init in list(q.state_init.items()):
-        quant = q.tensors[s].quant
+    for s in q.state:   # an absent initial value is float zeros: the zero point in int8
+        init, quant = q.state_init.get(s, np.zeros(q.tensors[s].shape, np.float32)), q.tensors[s].quant
         if q.tensors[s].dtype == "int16":   # an LSTM's cell state, starting at zero (lstm_ptq checks)
             q.state_init[s] = np.zeros(q.tensors[s].shape, np.int16)
             continue

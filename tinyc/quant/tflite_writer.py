@@ -458,9 +458,10 @@ def _lstm_carried_states(g: Graph) -> tuple[set, set]:
             chain.append(g.producer(name))
             name = chain[-1].inputs[0]
         last_c = g.producer(name) if name is not None else None
+        behind = (chain + [last_c])[1:]     # each read only by the next one towards the state's next value
         if last_c is None or last_c.op != "LSTM" or last_c.attrs["output"] != "last_c" or \
-                last_c.inputs != n.inputs or any(len(g.consumers(m.outputs[0])) != 1 or m.outputs[0] in g.outputs
-                                                 for m in [last_c] + chain[1:]):
+                last_c.inputs != n.inputs or g.state[c0] in g.outputs or \
+                any(len(g.consumers(m.outputs[0])) != 1 or m.outputs[0] in g.outputs for m in behind):
             raise TinycError(f"node '{n.name}': state '{c0}' is not carried as TFLite's LSTM carries its cell state "
                              "(the next value must be this LSTM's final c alone)")
         name = g.state[h0]
