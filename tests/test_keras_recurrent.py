@@ -244,8 +244,8 @@ def _ops(g, prefix):
 
 def test_only_read_outputs_are_built(tmp):
     """A node per read output; the final h of a layer whose sequence is built is its last step (Slice, Reshape);
-    an LSTM whose final c is read beside its h is one "sequence_and_c" node and Slices; a backwards sequence is a
-    Slice stepping back; a second output of the same value is an Identity copy."""
+    an LSTM whose final c is read is one node giving it as its second output (cell_output); a backwards sequence is a Slice stepping back; a second output of the same value is an
+    Identity copy."""
     keras.utils.set_random_seed(15)
     x = keras.Input((STEPS, FEATURES), name="x")
     _, h_only, _ = layers.LSTM(4, return_state=True, name="h_only")(x)
@@ -256,14 +256,16 @@ def test_only_read_outputs_are_built(tmp):
     g = load_keras(_save(model, tmp))
     nodes = {n.name: n for n in g.nodes}
     assert _ops(g, "h_only") == ["LSTM"] and nodes["h_only_last_h"].attrs["output"] == "last_h"
-    assert _ops(g, "c_only") == ["LSTM"] and nodes["c_only_last_c"].attrs["output"] == "last_c"
-    assert _ops(g, "all") == ["LSTM", "Reshape", "Reshape", "Slice", "Slice", "Slice"]
-    joint = nodes["all_sequence_and_c"]
-    assert joint.attrs["output"] == "sequence_and_c" and joint.attrs["reverse"]
-    assert g.tensors[joint.outputs[0]].shape == (1, STEPS + 1, 4)
+    assert _ops(g, "c_only") == ["LSTM"]
+    c_node = nodes["c_only_last_h"]
+    assert c_node.attrs["cell_output"] and len(c_node.outputs) == 2 and c_node.outputs[1] in g.outputs
+    assert _ops(g, "all") == ["LSTM", "Reshape", "Slice", "Slice"]
+    joint = nodes["all_sequence"]
+    assert joint.attrs["output"] == "sequence" and joint.attrs["reverse"] and joint.attrs["cell_output"]
+    assert [g.tensors[o].shape for o in joint.outputs] == [(1, STEPS, 4), (1, 4)]
     assert nodes["all"].attrs["starts"] == (0, STEPS - 1, 0) and nodes["all"].attrs["steps"] == (1, -1, 1)
     assert nodes["all_last_h_step"].attrs["starts"] == (0, 0, 0)    # a reverse layer ends at step 0
-    assert nodes["all_last_c_step"].attrs["starts"] == (0, STEPS, 0)
+    assert joint.outputs[1] in g.outputs
     assert _ops(g, "twice") == ["GRU", "Identity"]
     _matches_keras(model, g, sample_inputs(model))
 

@@ -69,8 +69,7 @@ def _matches_tflite(path, seed=1, scale=2.0):
 
 def _recurrent_nodes(g, sequences_only=False):
     """The graph's recurrent nodes (only those giving a whole sequence, with or without the final c)."""
-    return [n for n in g.nodes if n.op in RECURRENT and (n.attrs["output"] in ("sequence", "sequence_and_c")
-                                                         or not sequences_only)]
+    return [n for n in g.nodes if n.op in RECURRENT and (n.attrs["output"] == "sequence" or not sequences_only)]
 
 
 # -- converter-made models ------------------------------------------------------------------------------------
@@ -89,7 +88,8 @@ def test_tf_keras_lstm_is_one_lstm_node_and_verifies(tf_keras_lstm):
     g = _matches_tflite(tf_keras_lstm)
     (node,) = _recurrent_nodes(g)           # one node: the sequence and the final c of the carried state
     assert node.op == "LSTM" and node.attrs["cell_clip"] == 10.0   # the converter's clip of every Keras LSTM
-    assert node.attrs["output"] == "sequence_and_c"
+    assert node.attrs["output"] == "sequence" and node.attrs["cell_output"] and len(node.outputs) == 2
+    assert g.state[node.inputs[5]] == node.outputs[1]     # the carried c: the node's second output
     report = verify(tf_keras_lstm, samples=3, seed=3)            # three frames, the state carried on both sides
     assert report["ok"] and report["frames"] == 3 and len(report["state"]) == 2, report
 
@@ -148,10 +148,10 @@ def test_keras3_while_loop_is_one_recurrent_node(tmp, name):
     g = _matches_tflite(path)
     nodes = _recurrent_nodes(g)
     assert nodes and {n.op for n in nodes} == {KERAS3_CELL[name]}
-    assert {n.attrs["output"] for n in nodes} == ({"sequence_and_c"} if name == "lstm_backwards_state"
-                                                  else {"last_h"} if name in ("lstm", "gru_reset_before",
-                                                                              "gru_hard_sigmoid")
+    assert {n.attrs["output"] for n in nodes} == ({"last_h"} if name in ("lstm", "lstm_backwards_state",
+                                                                         "gru_reset_before", "gru_hard_sigmoid")
                                                   else {"sequence"})
+    assert all(len(n.outputs) == (2 if name == "lstm_backwards_state" else 1) for n in nodes)
     if name == "bidirectional":      # REVERSE_V2, WHILE, Reshapes, REVERSE_V2: folded into a backward node
         assert [n.attrs["reverse"] for n in nodes] == [True, False]
         assert not [n for n in g.nodes if n.op == "Slice" and -1 in n.attrs["steps"]]

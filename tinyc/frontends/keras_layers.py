@@ -623,9 +623,11 @@ class _Direction:
         self.prefix = prefix    # of its constants and helper tensors: '' or 'forward_' / 'backward_'
         self.flip = flip        # its sequence is wanted in the reverse of the node's order (input order)
         self.carried = carried  # stateful=True: state name ('h', 'c') -> the IR state tensor it starts from
-        self.joint = joint      # an LSTM whose final c is read beside its h: one "sequence_and_c" node gives both
+        self.joint = joint      # an LSTM whose final c is read: the kind ("sequence" / "last_h") of its one node,
+                                # which gives its final c as a second output (cell_output); else None
         self.made = {}          # its outputs built so far, by kind, as Keras gives them
-        self.sequence = None    # the node's own sequence output (input order), or the whole joint output, once built
+        self.sequence = None    # the node's own sequence output (input order), once built
+        self.node_outputs = None    # a joint direction's node's two outputs, once built
 
 
 def _needs(layer, used) -> list:
@@ -664,7 +666,7 @@ def _directions(cv, layer, x, initial, prefix, flip, needs) -> list:
         top = k == len(cells) - 1
         own = slice(at, at + len(states))
         at += len(states)
-        joint = op == "LSTM" and "last_c" in needs[k] and bool(needs[k] & {"sequence", "last_h"})
+        joint = ("sequence" if "sequence" in needs[k] else "last_h") if op == "LSTM" and "last_c" in needs[k] else None
         d = _direction(cv, layer, cell, op, states, x, initial[own] if initial else [],
                        prefix + ("" if len(cells) == 1 else f"cell{k}_"), flip and top,
                        values[own] if values is not None else None, joint)
@@ -722,27 +724,37 @@ def _direction(cv, layer, cell, op, states, x, initial, prefix, flip, carry_from
 def _direction_output(cv, d: _Direction, kind: str, final: bool) -> str:
     """Output `kind` of direction `d`, built on first use. A node of the op gives it, but the final h of a direction
     whose sequence is built is its last processed step (a Slice and a Reshape, no second pass over the sequence),
-    and a joint direction's sequence, final h and final c are Slices of its one "sequence_and_c" node ([B,T+1,H]:
-    the sequence, then the final c; views of it for one sequence). A flipped sequence is a Slice stepping back over
-    the node's (Keras returns a go_backwards layer's sequence in processing order)."""
+    and a joint direction's final c is the second output of its one node (cell_output; a Reshape of it, which
+    costs nothing, when it is the layer's output). A flipped sequence is a Slice stepping back over the node's
+    (Keras returns a go_backwards layer's sequence in processing order)."""
     if kind in d.made:
         return d.made[kind]
     B, T, H = d.shape
     tag = f"{d.prefix}{kind}"
-    if d.joint and d.sequence is None:
-        d.sequence = cv.emit(d.op, d.inputs, (B, T + 1, H), final=False, tag=f"{d.prefix}sequence_and_c",
-                             output="sequence_and_c", **d.attrs)
-    if kind in ("last_h", "last_c") and d.sequence is not None:
-        step = T if kind == "last_c" else 0 if d.attrs["reverse"] else T - 1
+    if d.joint and d.node_outputs is None:
+        main = d.joint
+        out = cv.emit(d.op, d.inputs, (B, T, H) if main == "sequence" else (B, H), final=False,
+                      tag=f"{d.prefix}{main}", output=main, cell_output=True, **d.attrs)
+        c = cv.g.unique_name(f"{cv.out}_{d.prefix}last_c")
+        cv.g.add_tensor(c, (B, H))
+        cv.g.nodes[-1].outputs.append(c)
+        d.node_outputs = {main: out, "last_c": c}
+        if main == "sequence":
+            d.sequence = out
+    if d.joint and kind in d.node_outputs and not (kind == "sequence" and d.flip):
+        y = d.node_outputs[kind]
+        if final:
+            y = cv.emit("Reshape", [y], cv.g.tensors[y].shape, final=True, tag=tag)
+    elif kind == "last_h" and d.sequence is not None:
+        step = 0 if d.attrs["reverse"] else T - 1
         last = cv.emit("Slice", [d.sequence], (B, 1, H), final=False, tag=f"{d.prefix}{kind}_step",
                        starts=(0, step, 0), steps=(1, 1, 1), sizes=(B, 1, H))
         y = cv.emit("Reshape", [last], (B, H), final=final, tag=tag)
-    elif kind == "sequence" and (d.joint or d.flip):
-        if not d.joint:
+    elif kind == "sequence" and d.flip:
+        if d.sequence is None:
             d.sequence = cv.emit(d.op, d.inputs, (B, T, H), final=False, tag=tag, output=kind, **d.attrs)
-        start, step = (T - 1, -1) if d.flip else (0, 1)
-        y = cv.emit("Slice", [d.sequence], (B, T, H), final=final, tag=f"{tag}_reversed" if d.flip else tag,
-                    starts=(0, start, 0), steps=(1, step, 1), sizes=(B, T, H))
+        y = cv.emit("Slice", [d.sequence], (B, T, H), final=final, tag=f"{tag}_reversed",
+                    starts=(0, T - 1, 0), steps=(1, -1, 1), sizes=(B, T, H))
     elif kind == "sequence":
         y = d.sequence = cv.emit(d.op, d.inputs, (B, T, H), final=final, tag=tag, output=kind, **d.attrs)
     else:

@@ -14,9 +14,9 @@ weights, bias and peephole; the forget slot is then unused and holds the forget 
 The states are TFLite variable tensors: the kernel reads them as the initial h and c and writes the final h and c
 back, so TFLite's interpreter carries them from one invoke() to the next (until reset_all_variables()). Here they
 are streaming state tensors (docs/streaming-state.md), zeros at first (or the tensor's buffer), whose next values
-are the final h and c: the node gives its sequence and final c at once (output "sequence_and_c", [B,T+1,H],
-sliced into views), so the C computes what TFLite computes invoke after invoke. Diagonal recurrent weights
-(vectors) become diagonal matrices.
+are the final h and c: the node gives its sequence and, as its second output, its final c (cell_output), so
+the C computes what TFLite computes invoke after invoke. Diagonal recurrent weights (vectors) become diagonal
+matrices.
 
 BIDIRECTIONAL_SEQUENCE_LSTM is two such nodes (the backward one `reverse`) and, with merge_outputs, a Concat;
 UNIDIRECTIONAL_SEQUENCE_RNN (x, w [H,I], r [H,H], b, h) is one RNN node; REVERSE_V2 is a Slice with step -1 on
@@ -177,8 +177,8 @@ def lstm_parameters(cv, ins, first: int, n_input: int) -> dict:
 def lstm_node(cv, x: str, params: dict, h0: str, c0: str, activation: dict, cell_clip: float, reverse: bool,
               final: bool, tag: str = "lstm") -> str:
     """The IR LSTM node of one direction over batch-major x, its whole output sequence [B,T,H]; when h0 / c0 are
-    state tensors (TFLite variables), their next values: the sequence's last step, and the final cell state, which
-    the same node gives after the sequence (output "sequence_and_c", [B,T+1,H]; the sequence a view of it)."""
+    state tensors (TFLite variables), their next values: the sequence's last step, and the final cell state, the
+    same node's second output (cell_output)."""
     B, T, _ = cv.g.tensors[x].shape
     H = params["hidden"]
     base = cv.tname(cv.out).split(";")[0] or "lstm"
@@ -188,17 +188,14 @@ def lstm_node(cv, x: str, params: dict, h0: str, c0: str, activation: dict, cell
                  cell_clip=float(cell_clip) if cell_clip and cell_clip > 0 else None, input_forget=params["cifg"],
                  reverse=reverse)
     inputs = [x, *consts, h0, c0, p]
-    if not (c0 in cv.g.state and cv.g.state[c0] is None):
-        y = cv.emit("LSTM", inputs, (B, T, H), final=final, tag=tag, output="sequence", **attrs)
-        _carry(cv, h0, lambda: _last_step(cv, y, reverse))
-        return y
-    both = cv.emit("LSTM", inputs, (B, T + 1, H), final=False, tag=f"{tag}_and_c", output="sequence_and_c", **attrs)
-    y = cv.emit("Slice", [both], (B, T, H), final=final, tag=tag, like=both, starts=(0, 0, 0), steps=(1, 1, 1),
-                sizes=(B, T, H))
+    carries_c = c0 in cv.g.state and cv.g.state[c0] is None
+    y = cv.emit("LSTM", inputs, (B, T, H), final=final, tag=tag, output="sequence", **attrs,
+                **({"cell_output": True} if carries_c else {}))
     _carry(cv, h0, lambda: _last_step(cv, y, reverse))
-    cell = cv.emit("Slice", [both], (B, 1, H), final=False, tag="final_cell", like=both, starts=(0, T, 0),
-                   steps=(1, 1, 1), sizes=(B, 1, H))
-    _carry(cv, c0, lambda: cv.emit("Reshape", [cell], (B, H), final=False, tag="final_c", like=both))
+    if carries_c:
+        c = cv.g.add_tensor(cv.g.unique_name(f"{y}_final_c"), (B, H)).name
+        cv.g.producer(y).outputs.append(c)
+        cv.g.state[c0] = c
     return y
 
 
@@ -328,15 +325,8 @@ def _runs_backwards(cv, y: str, axis: int) -> bool:
     g = cv.g
     chain_out, seq = _reshape_chain(cv, y, [])
     node = g.producer(seq)
-    if node is not None and node.op == "Slice" and g.producer(node.inputs[0]) is not None and \
-            g.producer(node.inputs[0]).attrs.get("output") == "sequence_and_c" and tuple(node.attrs["starts"]) == \
-            (0, 0, 0) and tuple(node.attrs["steps"]) == (1, 1, 1):           # the sequence part of [B,T+1,H]
-        both = node.inputs[0]
-        cells = [n for n in g.consumers(both) if n is not node and n.op == "Slice" and n.attrs["starts"][1] ==
-                 g.tensors[seq].shape[1]]                                     # the final cell state (step T)
-        node = g.producer(both) if private_to(cv, both, [node] + cells) else None
     if chain_out is None or node is None or node.op not in ("LSTM", "GRU", "RNN") or \
-            node.attrs.get("output") not in ("sequence", "sequence_and_c") or node.attrs.get("reverse") or \
+            node.attrs.get("output") != "sequence" or node.attrs.get("reverse") or \
             g.tensors[seq].shape[0] != 1:
         return False
     _, T, H = g.tensors[seq].shape

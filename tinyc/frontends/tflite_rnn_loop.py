@@ -630,11 +630,11 @@ def recognise(cv, opts, ins) -> dict:
 class _Results:
     """The IR tensors of the recognised loop's results, each made once: the cell's node per output kind over the
     whole sequence (weights added once), a final h beside its sequence the sequence's last step; an LSTM whose
-    final c is read beside its sequence or final h is one node giving both ("sequence_and_c", [B,T+1,H])."""
+    final c is read gives it as its second output (cell_output) beside its sequence or final h."""
 
-    def __init__(self, cv, found, ins, sequence_read: bool, h_and_c: bool):
+    def __init__(self, cv, found, ins, sequence_read: bool, c_read: bool):
         self.cv, self.found, self.ins, self.sequence_read = cv, found, ins, sequence_read
-        self.h_and_c = h_and_c and found["op"] == "LSTM"
+        self.c_read = c_read and found["op"] == "LSTM"
         self.inputs, self.attrs = None, None
         self.made: dict[str, str] = {}
 
@@ -677,21 +677,21 @@ class _Results:
         if self.inputs is None:
             self._prepare()
         cv, B, T, H = self.cv, self.B, self.T, self.H
-        if self.h_and_c and output != "sequence_and_c":        # parts of the one node's [B,T+1,H]
-            both = self.get("sequence_and_c")
-            at = {"sequence": 0, "last_h": 0 if self.attrs["reverse"] else T - 1, "last_c": T}[output]
-            n = T if output == "sequence" else 1
-            y = cv.emit("Slice", [both], (B, n, H), final=False, tag=output, like=both, starts=(0, at, 0),
-                        steps=(1, 1, 1), sizes=(B, n, H))
-            if output != "sequence":
-                y = cv.emit("Reshape", [y], (B, H), final=False, tag=f"{output}_value", like=y)
-        elif output == "last_h" and "sequence" in self.made:
+        if self.c_read and "last_c" not in self.made:       # one node: its sequence or final h, and its final c
+            main = "sequence" if self.sequence_read else "last_h"
+            y = cv.emit(self.found["op"], self.inputs, (B, T, H) if main == "sequence" else (B, H), final=False,
+                        tag=main, like=self.inputs[0], output=main, cell_output=True, **self.attrs)
+            c = cv.g.add_tensor(cv.g.unique_name(f"{y}_final_c"), (B, H)).name
+            cv.g.producer(y).outputs.append(c)
+            self.made.update({main: y, "last_c": c})
+            return self.get(output)
+        if output == "last_h" and "sequence" in self.made:
             step = cv.emit("Slice", [self.made["sequence"]], (B, 1, H), final=False, tag="final_step",
                            like=self.made["sequence"], starts=(0, 0 if self.attrs["reverse"] else T - 1, 0),
                            steps=(1, 1, 1), sizes=(B, 1, H))
             y = cv.emit("Reshape", [step], (B, H), final=False, tag="final_h", like=step)
         else:
-            shape = {"sequence": (B, T, H), "sequence_and_c": (B, T + 1, H)}.get(output, (B, H))
+            shape = (B, T, H) if output == "sequence" else (B, H)
             y = cv.emit(self.found["op"], self.inputs, shape, final=False, tag=output, like=self.inputs[0],
                         output=output, **self.attrs)
         self.made[output] = y
@@ -710,10 +710,8 @@ def while_loop(cv, opts, ins):
                          "TFLite converter writes for Keras LSTM, GRU and SimpleRNN layers") from None
     roles, T = found["roles"], found["T"]
     used = [k for k, out in enumerate(cv.outs) if used_later(cv, out)]
-    c_read = found.get("c_arg") in used
-    h_read = roles["out"] in used or found["h_arg"] in used
     results = _Results(cv, found, ins, sequence_read=roles["out"] in used and found["sequence"],
-                       h_and_c=c_read and h_read)
+                       c_read=found.get("c_arg") in used)
     if roles["out"] in used and found["sequence"]:
         results.get("sequence")                  # first, so that a final h used beside it is its last step
     for k, out in enumerate(cv.outs):
