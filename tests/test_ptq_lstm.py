@@ -11,6 +11,7 @@ one line. The stacked Keras model (the ONNX one is stacked too), the float .tfli
 comparison run with TINYC_FULL."""
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -275,3 +276,40 @@ def test_refusals_are_one_line(tmp_path):
     model.save(path)
     with pytest.raises(TinycError, match=r"^cannot quantize LSTM '.*': output .*the cell state is read"):
         compile_model(path, quantize="int8", calib=[_data((T, F), 0)])
+
+
+@pytest.mark.skipif(not FULL or not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
+                    reason="TINYC_FULL=1 with arm-none-eabi-gcc and qemu-system-arm")
+def test_on_target_m0plus_and_m33(tmp_path):
+    """tinyc's int8 LSTMs as firmware under QEMU on the Cortex-M0+ (pico) and M33 (pico2): a Bidirectional +
+    backwards model (Gathers, reference and DSP fast kernels) and a stateful one (state carried over 6 frames);
+    every output byte equal to the host build, which equals TFLite (the tests above)."""
+    from tinyc.boards import load_board
+    from tinyc.compiler import write_library
+    from tinyc.firmware.emulate import emulate
+    from tinyc.firmware.project import write_firmware
+    from tinyc.verify import run_generated
+    keras = _keras()
+    L = keras.layers
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((T, F), batch_size=1)
+    h = L.Bidirectional(L.LSTM(6, return_sequences=True))(inp)
+    models = [keras.Model(inp, L.LSTM(5, go_backwards=True)(h), name="bidirectional_lstm")]
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((T, F), batch_size=1)
+    models.append(keras.Model(inp, L.Dense(3)(L.LSTM(7, stateful=True)(inp)), name="stateful_lstm"))
+    for model in models:
+        path = str(tmp_path / f"{model.name}.keras")
+        model.save(path)
+        compiled = compile_model(path, quantize="int8", calib=[_data((T, F), 0, 40)])
+        g = compiled.plan.graph
+        x = quantize_array(_data((T, F), 7, 6), g.tensors[g.inputs[0]].quant).reshape(6, 1, T, F)
+        host = run_generated(compiled, [x])[0]
+        for board in ("pico", "pico2"):
+            out = tmp_path / f"{model.name}-{board}"
+            write_library(compiled.library, str(out), force=True)
+            write_firmware(compiled, load_board(board), str(out), [x])
+            run = emulate(compiled, load_board(board), out, profile=False)
+            np.testing.assert_array_equal(run["outputs"][0], host, err_msg=f"{model.name} on {board}")
+            print(f"{model.name} on {board}: {run['instructions']:,} instructions per inference, {x.shape[0]} "
+                  "frames equal to the host build")
