@@ -28,7 +28,7 @@ def lstm_inputs(g, B, I, H, states=False):
     return ins + [g.add_const("p", np.zeros(3 * H))]
 
 
-def two_output_graph(B=2, T=4, I=3, H=5, output="sequence", reverse=False, readers=False):
+def two_output_graph(B=2, T=4, I=3, H=5, output="sequence", reverse=False, readers=False, **attrs):
     """x[B,T,I] -> LSTM(cell_output) -> y, c. `readers`: both read by later layers (y's last step times c, and c
     plus one), so the plan must keep each live past the LSTM; else both are model outputs."""
     g = Graph("two")
@@ -36,7 +36,7 @@ def two_output_graph(B=2, T=4, I=3, H=5, output="sequence", reverse=False, reade
     g.add_tensor("y", (B, T, H) if output == "sequence" else (B, H))
     g.add_tensor("c", (B, H))
     g.add_node("LSTM", lstm_inputs(g, B, I, H), ["y", "c"], output=output, reverse=reverse, cell_output=True,
-               activations=default_activations("LSTM"))
+               activations=default_activations("LSTM"), **attrs)
     g.inputs, g.outputs = ["x"], ["y", "c"]
     if readers:
         g.add_tensor("last", (B, 1, H))
@@ -59,10 +59,11 @@ def single_output_values(g, xs):
     return evaluate_lstm(attrs, ins), evaluate_lstm({**attrs, "output": "last_c"}, ins)
 
 
-@pytest.mark.parametrize("output,reverse", [("sequence", False), ("last_h", False), ("sequence", True),
-                                            ("last_h", True)])
-def test_both_outputs_are_the_single_output_forms_and_the_c_computes_them(tmp_path, output, reverse):
-    g = two_output_graph(output=output, reverse=reverse)
+@pytest.mark.parametrize("output,reverse,attrs", [
+    ("sequence", False, {}), ("last_h", False, {}), ("sequence", True, {}), ("last_h", True, {}),
+    ("sequence", True, dict(cell_clip=0.3)), ("last_h", False, dict(input_forget=True, clip=0.8))])
+def test_both_outputs_are_the_single_output_forms_and_the_c_computes_them(tmp_path, output, reverse, attrs):
+    g = two_output_graph(output=output, reverse=reverse, **attrs)
     xs = [RNG.standard_normal(g.tensors["x"].shape).astype(np.float32)]
     env = interp.run(g, xs)
     want_y, want_c = single_output_values(g, xs)

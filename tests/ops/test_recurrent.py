@@ -32,7 +32,7 @@ def recurrent_graph(op, B=2, T=3, I=4, H=5, output="sequence", state_inputs=(), 
         else:
             data = np.zeros(shapes[name]) if name in zero else RNG.standard_normal(shapes[name]) * 0.5
             ins.append(g.add_const(name, data))
-    g.add_tensor("y", {"sequence": (B, T, H), "sequence_and_c": (B, T + 1, H)}.get(output, (B, H)))
+    g.add_tensor("y", (B, T, H) if output == "sequence" else (B, H))
     attrs.setdefault("activations", default_activations(op))
     g.add_node(op, ins, ["y"], output=output, **attrs)
     g.inputs, g.outputs = ["x", *state_inputs], ["y"]
@@ -59,8 +59,7 @@ LSTM_CASES = {
     "activations": dict(activations=({"fn": "hard_sigmoid", "alpha": 0.2, "beta": 0.5}, {"fn": "relu"},
                                      {"fn": "softsign"})),
     "one_step_one_unit": dict(T=1, H=1, B=1),
-    "sequence_and_c": dict(output="sequence_and_c"),
-    "reverse_sequence_and_c_cell_clip_state_inputs": dict(output="sequence_and_c", reverse=True, cell_clip=0.3,
+    "reverse_cell_clip_state_inputs": dict(reverse=True, cell_clip=0.3,
                                                           state_inputs=("h0", "c0")),
 }
 
@@ -118,10 +117,3 @@ def test_kernel_scratch_is_in_the_arena_and_in_the_bound(op, floats):
     assert report["layers"][step]["scratch_bytes"] == 4 * floats * H
     body = c.library.files["rec.c"]
     assert "static float" not in body and "float z[" not in body and "float g[" not in body
-
-
-def test_sequence_and_cell_state_in_one_node_need_no_state_scratch():
-    """The sequence and the final cell state both live in the output: the scratch is the gate pre-activations."""
-    c = compile_graph(recurrent_graph("LSTM", H=6, output="sequence_and_c"), "rec")
-    step = next(s for s, n in enumerate(c.plan.graph.nodes) if n.op == "LSTM")
-    assert c.plan.work[step].nbytes == 4 * 4 * 6

@@ -4,8 +4,8 @@ One node runs one direction over all T steps of x[B,T,I]. Its output: `output="s
 [B,T,H], h_t stored at the position of the x_t it read (a reverse layer's sequence is in input order, as ONNX's
 Y); `"last_h"` -> the final hidden state [B,H] (after the last step in processing order: t=0 for a reverse layer);
 `"last_c"` (LSTM) -> the final cell state [B,H]. An LSTM with `cell_output=True` has a second output, its final
-cell state c[B,H] (float32), beside its sequence or final h: one node where both are read (OpDef.outputs).
-In float, `"sequence_and_c"` (LSTM) -> [B,T+1,H] is the sequence followed by the final cell state as step T.
+cell state c[B,H] (float32; int16 beside an int8 LSTM), beside its sequence or final h: one node where both are
+read (OpDef.outputs).
 Bidirectional layers are two nodes, one with `reverse`, and a Concat (or the merge op) of their outputs.
 
 Every input is present (frontends give zeros for absent biases, initial states and peepholes; kernels may skip
@@ -43,7 +43,7 @@ from .opdef import OpDef
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 # inputs after x, w, r: their names in order, as the signatures show them
 STATE_INPUTS = {"LSTM": ("b", "h0", "c0", "p"), "GRU": ("b", "rb", "h0"), "RNN": ("b", "h0")}
-OUTPUTS = {"LSTM": ("sequence", "last_h", "last_c", "sequence_and_c"), "GRU": ("sequence", "last_h"),
+OUTPUTS = {"LSTM": ("sequence", "last_h", "last_c"), "GRU": ("sequence", "last_h"),
            "RNN": ("sequence", "last_h")}
 DEFAULT_ACTIVATIONS = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "RNN": ("tanh",)}
 
@@ -85,8 +85,6 @@ def evaluate_lstm(a, ins):
         o = _act(a, 0, _clip(a, zo + p[2 * H:] * c))
         h = o * _act(a, 2, c)
         ys[:, t] = h
-    if a["output"] == "sequence_and_c":
-        return np.concatenate([ys, c[:, None]], axis=1)
     y = {"sequence": ys, "last_h": h, "last_c": c}[a["output"]]
     return (y, c) if a.get("cell_output") else y
 
@@ -148,10 +146,7 @@ def check(g, n) -> None:
     out = tuple(g.tensors[n.outputs[0]].shape)
     if a.get("cell_output"):
         _check_cell_output(g, n, (B, H))
-    if a["output"] == "sequence_and_c" and g.tensors[n.inputs[0]].dtype != "float32":
-        raise TinycError(f"{op} '{n.name}': output 'sequence_and_c' is float32 only (int8 LSTMs keep an int16 cell "
-                         "state: use a 'last_c' node)")
-    if out != {"sequence": (B, T, H), "sequence_and_c": (B, T + 1, H)}.get(a["output"], (B, H)):
+    if out != ((B, T, H) if a["output"] == "sequence" else (B, H)):
         raise TinycError(f"{op} '{n.name}': output of shape {out} for output '{a['output']}'")
 
 
@@ -247,23 +242,23 @@ def rnn_kernel(k):
 
 def work_bytes(g, node) -> int:
     """The float kernels' arena scratch, for one batch row at a time: the gate pre-activations [G*H], plus an LSTM's
-    cell state (its hidden state when the output is the cell state alone; neither with the sequence and the cell
-    state, or with `cell_output`: the final cell state is the second output) and a GRU's reset product [H]. The
-    hidden state lives in the output (the sequence, or the last h written over itself)."""
+    cell state (its hidden state when the output is the cell state alone; neither with `cell_output`: the final
+    cell state is the second output, the hidden state the first) and a GRU's reset product [H]. The hidden state
+    lives in the output (the sequence, or the last h written over itself)."""
     H = hidden_size(g, node)
     if g.tensors[node.inputs[0]].dtype == "int8" and node.op in gru_rnn_int8.CHAIN_OPS:
         return gru_rnn_int8.work_bytes(g, node)
     if g.tensors[node.inputs[0]].dtype == "int8":
         return lstm_int8.work_bytes(H, g.tensors[node.inputs[0]].shape[2])
-    if node.attrs.get("output") == "sequence_and_c" or node.attrs.get("cell_output"):
+    if node.attrs.get("cell_output"):
         return 4 * 4 * H
     return 4 * {"LSTM": 5 * H, "GRU": 4 * H, "RNN": H}[node.op]
 
 
 _ATTRS = "[activations, clip, reverse, output"
 DEFINITIONS = (
-    OpDef("LSTM", "x[B,T,I], w[4H,I], r[4H,H], b[4H], h0[B,H], c0[B,H], p[3H] -> [B,T,H] | [B,H] | [B,T+1,H]"
-          f"(, c[B,H])  {_ATTRS}, cell_clip, input_forget, cell_output, hidden_quant]", evaluate_lstm, check,
+    OpDef("LSTM", "x[B,T,I], w[4H,I], r[4H,H], b[4H], h0[B,H], c0[B,H], p[3H] -> [B,T,H] | [B,H] (, c[B,H])  "
+          f"{_ATTRS}, cell_clip, input_forget, cell_output, hidden_quant]", evaluate_lstm, check,
           lstm_kernel, lstm_int8.int8_prepare, lstm_int8.int8_kernel, int8_lstm.lstm,
           memory=None, quantize=None, work=work_bytes, int8_wide_dtypes=("int16",), outputs=cell_outputs),
     OpDef("GRU", "x[B,T,I], w[3H,I], r[3H,H], b[3H], rb[3H], h0[B,H] -> [B,T,H] | [B,H]  "
