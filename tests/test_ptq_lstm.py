@@ -156,6 +156,8 @@ def test_keras3_stateful_lstm_streamed(tmp_path):
     ref = np.concatenate([np.asarray(model(x[i:i + 1], training=False)) for i in range(SEQUENCES)])
     errors = _check(path, calib, x, [ref], frames=True)
     assert max(errors) < 0.08, errors
+    g = compile_model(path, quantize="int8", calib=[calib]).quantized   # one node, its final c its second output
+    assert [(n.attrs["output"], n.attrs.get("cell_output")) for n in g.nodes if n.op == "LSTM"] == [("last_h", True)]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None or not FULL,

@@ -18,8 +18,8 @@ tinyc keeps the cell scale within 2^-15 .. 2^-9: for the others TFLite 2.21's ke
 The converter's calibrator never resets the LSTM's variables: each sample starts from the h and c the previous one
 left. tinyc calibrates so too (`Calibration.graph`), so every range downstream of an LSTM is the converter's.
 State carried across inferences (a float .tflite LSTM's variable tensors, Keras stateful=True) stays carried: the
-node is split into its int8 sequence and its int16 final c (`split_cell_state`), which the writer leaves to
-TFLite's variable tensors. A reverse LSTM becomes a forward one between Gathers (`forward_only`).
+node gives its int8 sequence and its int16 final c (`cell_output_form`), which the writer leaves to TFLite's
+variable tensors. A reverse LSTM becomes a forward one between Gathers (`forward_only`).
 """
 from __future__ import annotations
 
@@ -117,7 +117,8 @@ def _carrying(g: Graph) -> Graph:
             following = g.unique_name(f"{state}_next")
             g.add_tensor(following, t.shape, t.dtype)
             g.state[state] = following
-            g.nodes.append(Node("LSTM", [], [following], {**n.attrs, "output": output}, following))
+            g.nodes.append(Node("LSTM", [], [following], {**n.attrs, "output": output, "cell_output": False},
+                                following))
         for extra in g.nodes[-2:]:      # both read the states, as the node does
             extra.inputs = list(n.inputs)
     return g
@@ -147,19 +148,14 @@ def _check_carried(g: Graph, n: Node) -> None:
                              "whole steps")
 
 
-def split_cell_state(g: Graph) -> Graph:
-    """Each LSTM giving its final c beside its sequence or final h as two nodes, the second with output 'last_c'
-    (int8 LSTMs keep c int16, apart from the int8 sequence): a second output (`cell_output`) is written by the new
-    node; of output 'sequence_and_c' ([B,T+1,H]: the sequence, then the final c) the Slices of the sequence read the
-    first node, the Slice of the final c becomes a Reshape of the second. A copy of `g` when there is one."""
-    if not any(n.op == "LSTM" and (n.attrs["output"] == "sequence_and_c" or n.attrs.get("cell_output"))
-               for n in g.nodes):
+def cell_output_form(g: Graph) -> Graph:
+    """Each LSTM with output 'sequence_and_c' ([B,T+1,H]: the sequence, then the final c) as one node giving its
+    sequence and, as its second output (`cell_output`), its final c (an int8 LSTM keeps c int16, apart from the
+    int8 sequence): the Slices of the sequence read the first output, the Slice of the final c becomes a Reshape of
+    the second. A copy of `g` when there is one."""
+    if not any(n.op == "LSTM" and n.attrs["output"] == "sequence_and_c" for n in g.nodes):
         return g
     g = g.copy()
-    for n in [n for n in g.nodes if n.op == "LSTM" and n.attrs.get("cell_output")]:
-        c = n.outputs.pop()
-        n.attrs["cell_output"] = False
-        g.nodes.insert(g.nodes.index(n) + 1, Node("LSTM", list(n.inputs), [c], {**n.attrs, "output": "last_c"}, c))
     for n in [n for n in g.nodes if n.op == "LSTM" and n.attrs["output"] == "sequence_and_c"]:
         B, T, H = g.tensors[n.inputs[0]].shape[0], g.tensors[n.inputs[0]].shape[1], g.tensors[n.inputs[2]].shape[1]
         both = n.outputs[0]
@@ -167,9 +163,8 @@ def split_cell_state(g: Graph) -> Graph:
         g.add_tensor(seq, (B, T, H))
         g.add_tensor(c, (B, H))
         readers = g.consumers(both)
-        n.outputs[0], n.attrs["output"] = seq, "sequence"
-        at = g.nodes.index(n) + 1
-        g.nodes.insert(at, Node("LSTM", list(n.inputs), [c], {**n.attrs, "output": "last_c"}, c))
+        n.outputs = [seq, c]
+        n.attrs.update(output="sequence", cell_output=True)
         for m in readers:
             if m.attrs["starts"][1] == T:       # the final c: [B,1,H]
                 m.op, m.inputs, m.attrs = "Reshape", [c], {}
@@ -194,8 +189,8 @@ class Calibration:
     def __call__(self, env: dict) -> None:
         for n in self.nodes:
             ins = [env[i] if i in env else self.g.tensors[i].data for i in n.inputs]
-            h = evaluate_lstm({**n.attrs, "output": "sequence"}, ins)
-            c = evaluate_lstm({**n.attrs, "output": "last_c"}, ins)
+            h = evaluate_lstm({**n.attrs, "output": "sequence", "cell_output": False}, ins)
+            c = evaluate_lstm({**n.attrs, "output": "last_c", "cell_output": False}, ins)
             lo, hi = self.h_range.get(n.name, (float(h.min()), float(h.max())))
             self.h_range[n.name] = (min(lo, float(h.min())), max(hi, float(h.max())))
             self.c_max[n.name] = max(self.c_max.get(n.name, 0.0), float(np.abs(c).max()))

@@ -445,8 +445,9 @@ def _gather(w: _Writer, node: Node) -> None:
 def _lstm_carried_states(g: Graph) -> tuple[set, set]:
     """The state tensors an int8 LSTM carries in its own variable tensors (TFLite writes the final h and c back into
     them, as tinyc's quantizer makes a float .tflite LSTM or a Keras stateful one), and the nodes whose work the
-    kernel does: the LSTM computing the final c (`last_c`) and the Reshapes to the c state's next value. The final
-    h must be the sequence's last step (Slice, Reshape) or the node's last_h output."""
+    kernel does: the Reshapes from the LSTM's final c (its second output, `cell_output`, or a `last_c` node's) to
+    the c state's next value, and that `last_c` node. The final h must be the sequence's last step (Slice,
+    Reshape) or the node's last_h output."""
     states, done = set(), set()
     for n in g.nodes:
         if n.op != "LSTM" or n.attrs["output"] == "last_c" or n.inputs[4] not in g.state:
@@ -457,11 +458,13 @@ def _lstm_carried_states(g: Graph) -> tuple[set, set]:
         while name is not None and g.producer(name) is not None and g.producer(name).op == "Reshape":
             chain.append(g.producer(name))
             name = chain[-1].inputs[0]
-        last_c = g.producer(name) if name is not None else None
-        behind = (chain + [last_c])[1:]     # each read only by the next one towards the state's next value
-        if last_c is None or last_c.op != "LSTM" or last_c.attrs["output"] != "last_c" or \
-                last_c.inputs != n.inputs or g.state[c0] in g.outputs or \
-                any(len(g.consumers(m.outputs[0])) != 1 or m.outputs[0] in g.outputs for m in behind):
+        source = g.producer(name) if name is not None else None
+        own = source is n and name == n.outputs[-1] and n.attrs.get("cell_output")
+        separate = source is not None and source.op == "LSTM" and source.attrs["output"] == "last_c" and \
+            source.inputs == n.inputs
+        behind = (chain + ([] if own else [source]))[1:] + ([n] if own and chain else [])
+        if not (own or separate) or g.state[c0] in g.outputs or \
+                any(len(g.consumers(m.outputs[-1])) != 1 or m.outputs[-1] in g.outputs for m in behind):
             raise TinycError(f"node '{n.name}': state '{c0}' is not carried as TFLite's LSTM carries its cell state "
                              "(the next value must be this LSTM's final c alone)")
         name = g.state[h0]
@@ -477,7 +480,7 @@ def _lstm_carried_states(g: Graph) -> tuple[set, set]:
             raise TinycError(f"node '{n.name}': state '{h0}' is not carried as TFLite's LSTM carries its hidden state "
                              "(the next value must be this LSTM's final h)")
         states |= {h0, c0}
-        done |= {id(m) for m in [last_c] + chain}
+        done |= {id(m) for m in chain + ([] if own else [source])}
     return states, done
 
 
@@ -543,7 +546,7 @@ def _int8_lstm(w: _Writer, node: Node) -> None:
         w.op("SLICE", [seq, w.const(f"{node.name}_begin", [0, T - 1, 0]), w.const(f"{node.name}_size", [B, 1, H])],
              node, w.options("SliceOptions"), [step])
         w.op("RESHAPE", [step, w.const(f"{node.name}_shape", [B, H])], node,
-             w.options("ReshapeOptions", newShape=[B, H]))
+             w.options("ReshapeOptions", newShape=[B, H]), [w.tensor(y.name)])
 
 
 def _plain(builtin: str):
