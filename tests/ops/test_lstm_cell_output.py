@@ -104,6 +104,19 @@ def test_each_output_is_planned_live_and_traced(tmp_path):
         np.testing.assert_allclose(got, ref[name], rtol=0, atol=1e-5 * (1 + np.abs(ref[name]).max()))
 
 
+def test_the_per_layer_trace_holds_both_outputs(tmp_path):
+    """The C's per-layer trace (tinyc verify --per-layer) records each output of the two-output layer under its own
+    tensor: the bytes equal the interpreter's sequence and final c."""
+    from tinyc.verify import _run_in
+    g = two_output_graph(B=1, readers=True)
+    x = RNG.standard_normal(g.tensors["x"].shape).astype(np.float32)
+    env = interp.run(g, [x], keep_all=True)
+    _, traces = _run_in(compile_graph(g, "two"), [x[None]], tmp_path, per_layer=True)
+    for name in ("y", "c"):
+        got = traces[0][name].reshape(g.tensors[name].shape)
+        np.testing.assert_allclose(got, env[name], rtol=0, atol=1e-5 * (1 + np.abs(env[name]).max()))
+
+
 @pytest.mark.parametrize("name", [p.__name__ for p in PIPELINE])
 def test_each_pass_keeps_both_outputs(name):
     g = two_output_graph(B=1, readers=True)
