@@ -18,8 +18,8 @@ tinyc keeps the cell scale within 2^-15 .. 2^-9: for the others TFLite 2.21's ke
 The converter's calibrator never resets the LSTM's variables: each sample starts from the h and c the previous one
 left. tinyc calibrates so too (`Calibration.graph`), so every range downstream of an LSTM is the converter's.
 State carried across inferences (a float .tflite LSTM's variable tensors, Keras stateful=True) stays carried: the
-node gives its int8 sequence and its int16 final c (`cell_output_form`), which the writer leaves to TFLite's
-variable tensors. A reverse LSTM becomes a forward one between Gathers (`forward_only`).
+node gives its int8 sequence and its int16 final c (its second output, `cell_output`), which the writer leaves to
+TFLite's variable tensors. A reverse LSTM becomes a forward one between Gathers (`forward_only`).
 """
 from __future__ import annotations
 
@@ -105,33 +105,31 @@ def forward_only(g: Graph) -> Graph:
 
 def _carrying(g: Graph) -> Graph:
     """`g` with each LSTM's h0 and c0 (zero constants) as streaming state carried from one calibration sample to
-    the next (its final h and c, computed by extra `last_h` / `last_c` nodes): what the converter's calibrator
-    sees, since TFLite keeps the LSTM's variable tensors across invoke() and the calibrator never resets them."""
+    the next (its final h and c, computed by an extra node giving both: `last_h` with `cell_output`): what the
+    converter's calibrator sees, since TFLite keeps the LSTM's variable tensors across invoke() and the calibrator
+    never resets them."""
     g = g.copy()
     for n in [n for n in g.nodes if n.op == "LSTM" and n.inputs[4] not in g.state]:
-        for k, output in ((4, "last_h"), (5, "last_c")):
+        following = []
+        for k, what in ((4, "h"), (5, "c")):
             t = g.tensors[n.inputs[k]]
-            state = g.unique_name(f"{n.name}_calibration_{output[-1]}")
+            state = g.unique_name(f"{n.name}_calibration_{what}")
             g.add_state(state, t.shape, t.dtype)
             n.inputs[k] = state
-            following = g.unique_name(f"{state}_next")
-            g.add_tensor(following, t.shape, t.dtype)
-            g.state[state] = following
-            g.nodes.append(Node("LSTM", [], [following], {**n.attrs, "output": output, "cell_output": False},
-                                following))
-        for extra in g.nodes[-2:]:      # both read the states, as the node does
-            extra.inputs = list(n.inputs)
+            following.append(g.unique_name(f"{state}_next"))
+            g.add_tensor(following[-1], t.shape, t.dtype)
+            g.state[state] = following[-1]
+        g.nodes.append(Node("LSTM", list(n.inputs), following, {**n.attrs, "output": "last_h", "cell_output": True},
+                            following[0]))
     return g
 
 
 def _check_carried(g: Graph, n: Node) -> None:
     """State carried across inferences in TFLite's form (a float .tflite LSTM's variable tensors, Keras
-    stateful=True): h0 and c0 both state tensors starting at zero, the node's output the sequence and its final c
-    ('sequence_and_c'), read by Slices of whole steps (the sequence's, the final c)."""
+    stateful=True): h0 and c0 both state tensors starting at zero, the node giving its sequence or final h and, as
+    its second output (`cell_output`), its final c."""
     h0, c0 = n.inputs[4:6]
-    with_c = n.attrs["output"] == "sequence_and_c" or (n.attrs.get("cell_output") and
-                                                         n.attrs["output"] in ("sequence", "last_h"))
-    if not (h0 in g.state and c0 in g.state) or not with_c or n.attrs.get("reverse"):
+    if not (h0 in g.state and c0 in g.state) or not n.attrs.get("cell_output") or n.attrs.get("reverse"):
         raise _refuse(n, "state carried across inferences in another form than TFLite's (h and c both state tensors "
                          "of a forward LSTM giving its final c)")
     for s in (h0, c0):
@@ -139,39 +137,6 @@ def _check_carried(g: Graph, n: Node) -> None:
             raise _refuse(n, f"state '{s}' starts at nonzero values; TFLite's variable tensors start at zero")
         if any(m is not n for m in g.consumers(s)):
             raise _refuse(n, f"state '{s}' is read by another node than the LSTM")
-    T = g.tensors[n.inputs[0]].shape[1]
-    for m in g.consumers(n.outputs[0]) if n.attrs["output"] == "sequence_and_c" else ():
-        if m.op != "Slice" or tuple(m.attrs["steps"]) != (1, 1, 1) or m.attrs["starts"][0] != 0 or \
-                m.attrs["starts"][2] != 0 or not (m.attrs["starts"][1] + m.attrs["sizes"][1] <= T or
-                                                  m.attrs["starts"][1] == T):
-            raise _refuse(n, f"its sequence and final cell state are read by '{m.name}' ({m.op}), not by Slices of "
-                             "whole steps")
-
-
-def cell_output_form(g: Graph) -> Graph:
-    """Each LSTM with output 'sequence_and_c' ([B,T+1,H]: the sequence, then the final c) as one node giving its
-    sequence and, as its second output (`cell_output`), its final c (an int8 LSTM keeps c int16, apart from the
-    int8 sequence): the Slices of the sequence read the first output, the Slice of the final c becomes a Reshape of
-    the second. A copy of `g` when there is one."""
-    if not any(n.op == "LSTM" and n.attrs["output"] == "sequence_and_c" for n in g.nodes):
-        return g
-    g = g.copy()
-    for n in [n for n in g.nodes if n.op == "LSTM" and n.attrs["output"] == "sequence_and_c"]:
-        B, T, H = g.tensors[n.inputs[0]].shape[0], g.tensors[n.inputs[0]].shape[1], g.tensors[n.inputs[2]].shape[1]
-        both = n.outputs[0]
-        seq, c = g.unique_name(f"{n.name}_sequence"), g.unique_name(f"{n.name}_final_c")
-        g.add_tensor(seq, (B, T, H))
-        g.add_tensor(c, (B, H))
-        readers = g.consumers(both)
-        n.outputs = [seq, c]
-        n.attrs.update(output="sequence", cell_output=True)
-        for m in readers:
-            if m.attrs["starts"][1] == T:       # the final c: [B,1,H]
-                m.op, m.inputs, m.attrs = "Reshape", [c], {}
-            else:
-                m.inputs = [seq]
-    g.remove_unused_tensors()
-    return g
 
 
 class Calibration:
@@ -189,8 +154,7 @@ class Calibration:
     def __call__(self, env: dict) -> None:
         for n in self.nodes:
             ins = [env[i] if i in env else self.g.tensors[i].data for i in n.inputs]
-            h = evaluate_lstm({**n.attrs, "output": "sequence", "cell_output": False}, ins)
-            c = evaluate_lstm({**n.attrs, "output": "last_c", "cell_output": False}, ins)
+            h, c = evaluate_lstm({**n.attrs, "output": "sequence", "cell_output": True}, ins)
             lo, hi = self.h_range.get(n.name, (float(h.min()), float(h.max())))
             self.h_range[n.name] = (min(lo, float(h.min())), max(hi, float(h.max())))
             self.c_max[n.name] = max(self.c_max.get(n.name, 0.0), float(np.abs(c).max()))
@@ -199,8 +163,6 @@ class Calibration:
         """The output's range becomes the sequence's (and 0, the state's first value): the converter's output is
         the whole sequence, a last-step output is a slice sharing its parameters."""
         for n in self.nodes:
-            if n.attrs["output"] == "last_c":
-                continue
             y = n.outputs[0]
             lo, hi = self.h_range[n.name]
             old = ranges.get(y, (lo, hi))

@@ -147,7 +147,7 @@ def _quantize_tensor(data: np.ndarray, scale: float, zp: int) -> np.ndarray:
 def quantize_graph(g: Graph, samples: list[np.ndarray], progress=None) -> Graph:
     """The int8 version of float graph `g` (already optimized), calibrated on `samples` (per input, [N, ...])."""
     _check(g)
-    g = lstm_ptq.cell_output_form(lstm_ptq.forward_only(split_activations(g)))
+    g = lstm_ptq.forward_only(split_activations(g))
     step_ranges: dict = {}
     lstm = lstm_ptq.Calibration(g)
     ranges = collect_ranges(lstm.graph, samples, progress,

@@ -445,12 +445,11 @@ def _gather(w: _Writer, node: Node) -> None:
 def _lstm_carried_states(g: Graph) -> tuple[set, set]:
     """The state tensors an int8 LSTM carries in its own variable tensors (TFLite writes the final h and c back into
     them, as tinyc's quantizer makes a float .tflite LSTM or a Keras stateful one), and the nodes whose work the
-    kernel does: the Reshapes from the LSTM's final c (its second output, `cell_output`, or a `last_c` node's) to
-    the c state's next value, and that `last_c` node. The final h must be the sequence's last step (Slice,
-    Reshape) or the node's last_h output."""
+    kernel does: the Reshapes from the LSTM's final c (its second output, `cell_output`) to the c state's next
+    value. The final h must be the sequence's last step (Slice, Reshape) or the node's last_h output."""
     states, done = set(), set()
     for n in g.nodes:
-        if n.op != "LSTM" or n.attrs["output"] == "last_c" or n.inputs[4] not in g.state:
+        if n.op != "LSTM" or n.inputs[4] not in g.state:
             continue
         h0, c0 = n.inputs[4], n.inputs[5]
         T = g.tensors[n.inputs[0]].shape[1]
@@ -460,10 +459,8 @@ def _lstm_carried_states(g: Graph) -> tuple[set, set]:
             name = chain[-1].inputs[0]
         source = g.producer(name) if name is not None else None
         own = source is n and name == n.outputs[-1] and n.attrs.get("cell_output")
-        separate = source is not None and source.op == "LSTM" and source.attrs["output"] == "last_c" and \
-            source.inputs == n.inputs
-        behind = (chain + ([] if own else [source]))[1:] + ([n] if own and chain else [])
-        if not (own or separate) or g.state[c0] in g.outputs or \
+        behind = chain[1:] + ([n] if chain else [])
+        if not own or g.state[c0] in g.outputs or \
                 any(len(g.consumers(m.outputs[-1])) != 1 or m.outputs[-1] in g.outputs for m in behind):
             raise TinycError(f"node '{n.name}': state '{c0}' is not carried as TFLite's LSTM carries its cell state "
                              "(the next value must be this LSTM's final c alone)")
@@ -480,7 +477,7 @@ def _lstm_carried_states(g: Graph) -> tuple[set, set]:
             raise TinycError(f"node '{n.name}': state '{h0}' is not carried as TFLite's LSTM carries its hidden state "
                              "(the next value must be this LSTM's final h)")
         states |= {h0, c0}
-        done |= {id(m) for m in chain + ([] if own else [source])}
+        done |= {id(m) for m in chain}
     return states, done
 
 
