@@ -52,11 +52,30 @@ def two_output_graph(B=2, T=4, I=3, H=5, output="sequence", reverse=False, reade
 
 
 def single_output_values(g, xs):
-    """The same LSTM as two single-output nodes ('sequence' / 'last_h', and 'last_c'): the meaning to match."""
+    """The meaning to match: the first output is the single-output node's, the final c the cell equations' own,
+    written out again here (`_final_c`)."""
     n = g.nodes[0]
     ins = [xs[0]] + [g.tensors[i].data for i in n.inputs[1:]]
     attrs = {k: v for k, v in n.attrs.items() if k != "cell_output"}
-    return evaluate_lstm(attrs, ins), evaluate_lstm({**attrs, "output": "last_c"}, ins)
+    return evaluate_lstm(attrs, ins), _final_c(attrs, ins)
+
+
+def _final_c(a, ins):
+    """The final cell state by the cell equations of tinyc/ops/recurrent.py, written out here apart from
+    evaluate_lstm."""
+    x, w, r, b, h, c, p = (np.asarray(v, np.float64) for v in ins)
+    H = r.shape[1]
+    sig = lambda v: 1 / (1 + np.exp(-v))      # noqa: E731
+    clip = (lambda v: np.clip(v, -a["clip"], a["clip"])) if a.get("clip") else (lambda v: v)      # noqa: E731
+    for t in (range(x.shape[1] - 1, -1, -1) if a.get("reverse") else range(x.shape[1])):
+        z = x[:, t] @ w.T + h @ r.T + b
+        i = sig(clip(z[:, :H] + p[:H] * c))
+        f = 1 - i if a.get("input_forget") else sig(clip(z[:, H:2 * H] + p[H:2 * H] * c))
+        c = f * c + i * np.tanh(clip(z[:, 2 * H:3 * H]))
+        if a.get("cell_clip"):
+            c = np.clip(c, -a["cell_clip"], a["cell_clip"])
+        h = sig(clip(z[:, 3 * H:] + p[2 * H:] * c)) * np.tanh(c)
+    return c
 
 
 @pytest.mark.parametrize("output,reverse,attrs", [
@@ -185,7 +204,7 @@ def test_the_second_output_as_a_states_next_value_frame_by_frame():
 
 @pytest.mark.parametrize("spoil,message", [
     (lambda g: g.nodes[0].outputs.pop(), "writes 1 tensors, its op and attributes give it 2 outputs"),
-    (lambda g: g.nodes[0].attrs.update(output="last_c"), "cell_output is an LSTM's, beside output 'sequence'"),
+    (lambda g: g.nodes[0].attrs.update(output="last_c"), "output 'last_c' is not one of ('sequence', 'last_h')"),
     (lambda g: setattr(g.tensors["c"], "shape", (2, 4)), "final cell state 'c' has shape (2, 4)"),
 ])
 def test_bad_two_output_nodes_are_refused_in_one_line(spoil, message):

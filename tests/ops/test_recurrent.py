@@ -50,8 +50,7 @@ def check(g, tmp_path):
 LSTM_CASES = {
     "defaults": {},
     "reverse_last_h": dict(reverse=True, output="last_h"),
-    "last_c": dict(output="last_c"),
-    "reverse_last_c_peepholes": dict(reverse=True, output="last_c"),
+    "reverse_last_h_peepholes": dict(reverse=True, output="last_h"),
     "clip_cell_clip": dict(clip=0.7, cell_clip=0.4),
     "input_forget": dict(input_forget=True),
     "no_bias_no_peepholes": dict(zero=("b", "p")),

@@ -9,7 +9,8 @@ The int8 form of an LSTM node (what the TFLite frontend writes, docs/int8-numeri
   h0  int8 [B,H], Quant (s_h, z_h): the hidden state as the recurrent product reads it (TFLite's output_state)
   c0  int16 [B,H], Quant (2^n, 0): the cell state; its scale must be a power of two, 2^-15 .. 2^-9
   p   the peepholes: must be a zero constant (peephole int8 LSTMs are refused)
-  output int8, sequence [B,T,H] or last_h [B,H].
+  output int8, sequence [B,T,H] or last_h [B,H]; with `cell_output`, a second output: the final cell state, int16
+  with c0's quantization.
 Attributes beyond the float ones: `hidden_quant` = (scale, zero point) of the hidden value each step computes
 (TFLite's "effective hidden" intermediate; the converter gives it the output's parameters); `cell_clip` stays a
 float and is quantized here as TFLite does. The gates are Q3.12 (TFLite's fixed gate scale 2^-12 of an LSTM
@@ -99,11 +100,7 @@ def _check_variant(k) -> None:
     if k.tensor(3).dtype != "int32":
         raise _refuse(k, f"the biases must be int32 (got {k.tensor(3).dtype})")
     out, c0 = k.out, k.tensor(5)
-    if a["output"] == "last_c":     # the cell state's bytes: the output has c0's type and quantization
-        if out.dtype != "int16" or out.quant is None or c0.quant is None or (
-                qp.scale_of(out.quant), qp.zero_point_of(out.quant)) != (qp.scale_of(c0.quant), 0):
-            raise _refuse(k, "output 'last_c' must be int16 with the cell state's scale and zero point 0")
-    elif out.dtype != "int8":
+    if out.dtype != "int8":
         raise _refuse(k, f"output '{a['output']}' must be int8 (got {out.dtype})")
     if a.get("cell_output"):        # the final cell state's bytes as a second output
         c = k.outs[1]
@@ -237,13 +234,13 @@ def int8_kernel(k):
 
 
 def expand_offset(H: int) -> int:
-    """Where the fast kernel's halfword pairs of x_t and h start in the scratch: after the gates, the cell state
-    and the hidden state of a `last_c` node, 4-byte aligned."""
-    return (2 * 4 * H + 2 * H + H + 3) // 4 * 4
+    """Where the fast kernel's halfword pairs of x_t and h start in the scratch: after the gates and the cell
+    state, 4-byte aligned."""
+    return (2 * 4 * H + 2 * H + 3) // 4 * 4
 
 
 def work_bytes(H: int, I: int) -> int:
-    """The int8 kernel's arena scratch for one batch row: the four int16 gates [4H], the int16 cell state [H] and
-    the int8 hidden state [H] (used when the output is the cell state; otherwise h lives in the output), then,
-    for the fast kernel, x_t and h as int16 halfword pairs (their first multiples of four values)."""
+    """The int8 kernel's arena scratch for one batch row: the four int16 gates [4H] and the int16 cell state [H]
+    (h lives in the output), then, for the fast kernel, x_t and h as int16 halfword pairs (their first multiples of
+    four values)."""
     return expand_offset(H) + 2 * (I // 4 * 4 + H // 4 * 4)

@@ -2,10 +2,9 @@
 
 One node runs one direction over all T steps of x[B,T,I]. Its output: `output="sequence"` -> h_t for every t,
 [B,T,H], h_t stored at the position of the x_t it read (a reverse layer's sequence is in input order, as ONNX's
-Y); `"last_h"` -> the final hidden state [B,H] (after the last step in processing order: t=0 for a reverse layer);
-`"last_c"` (LSTM) -> the final cell state [B,H]. An LSTM with `cell_output=True` has a second output, its final
-cell state c[B,H] (float32; int16 beside an int8 LSTM), beside its sequence or final h: one node where both are
-read (OpDef.outputs).
+Y); `"last_h"` -> the final hidden state [B,H] (after the last step in processing order: t=0 for a reverse layer).
+An LSTM with `cell_output=True` has a second output, its final cell state c[B,H] (float32; int16 beside an int8
+LSTM), beside its sequence or final h (OpDef.outputs): the one way to read the final cell state.
 Bidirectional layers are two nodes, one with `reverse`, and a Concat (or the merge op) of their outputs.
 
 Every input is present (frontends give zeros for absent biases, initial states and peepholes; kernels may skip
@@ -43,7 +42,7 @@ from .opdef import OpDef
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 # inputs after x, w, r: their names in order, as the signatures show them
 STATE_INPUTS = {"LSTM": ("b", "h0", "c0", "p"), "GRU": ("b", "rb", "h0"), "RNN": ("b", "h0")}
-OUTPUTS = {"LSTM": ("sequence", "last_h", "last_c"), "GRU": ("sequence", "last_h"),
+OUTPUTS = {"LSTM": ("sequence", "last_h"), "GRU": ("sequence", "last_h"),
            "RNN": ("sequence", "last_h")}
 DEFAULT_ACTIVATIONS = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh"), "RNN": ("tanh",)}
 
@@ -85,7 +84,7 @@ def evaluate_lstm(a, ins):
         o = _act(a, 0, _clip(a, zo + p[2 * H:] * c))
         h = o * _act(a, 2, c)
         ys[:, t] = h
-    y = {"sequence": ys, "last_h": h, "last_c": c}[a["output"]]
+    y = ys if a["output"] == "sequence" else h
     return (y, c) if a.get("cell_output") else y
 
 
@@ -153,9 +152,8 @@ def check(g, n) -> None:
 def _check_cell_output(g, n, shape) -> None:
     """The second output of an LSTM with `cell_output`: the final cell state [B,H], float32 beside a float
     sequence or final h."""
-    if n.op != "LSTM" or n.attrs["output"] not in ("sequence", "last_h"):
-        raise TinycError(f"{n.op} '{n.name}': cell_output is an LSTM's, beside output 'sequence' or 'last_h' (got "
-                         f"output '{n.attrs['output']}')")
+    if n.op != "LSTM":
+        raise TinycError(f"{n.op} '{n.name}': cell_output (the final cell state as a second output) is an LSTM's")
     c = g.tensors[n.outputs[1]]
     if (g.tensors[n.inputs[0]].dtype, c.dtype) not in (("float32", "float32"), ("int8", "int16")):
         raise TinycError(f"{n.op} '{n.name}': cell_output (the final cell state as a second output) is float32 "
@@ -242,9 +240,8 @@ def rnn_kernel(k):
 
 def work_bytes(g, node) -> int:
     """The float kernels' arena scratch, for one batch row at a time: the gate pre-activations [G*H], plus an LSTM's
-    cell state (its hidden state when the output is the cell state alone; neither with `cell_output`: the final
-    cell state is the second output, the hidden state the first) and a GRU's reset product [H]. The hidden state
-    lives in the output (the sequence, or the last h written over itself)."""
+    cell state (none with `cell_output`: the final cell state is the second output) and a GRU's reset product [H].
+    The hidden state lives in the output (the sequence, or the last h written over itself)."""
     H = hidden_size(g, node)
     if g.tensors[node.inputs[0]].dtype == "int8" and node.op in gru_rnn_int8.CHAIN_OPS:
         return gru_rnn_int8.work_bytes(g, node)
