@@ -10,6 +10,8 @@ line. With TINYC_FULL: a stateful GRU streamed over 20 frames, and a KWS-sized i
 Cortex-M0+ and M33."""
 import importlib.util
 import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,3 +212,106 @@ def test_emulated_int8_gru_rnn_match(board_name, tmp_path):
     r = run_emulated(compiled, load_board(board_name), path, str(tmp_path / "firmware"), inputs=[_data((12, 10), 7)])
     assert r["samples"] == SEQUENCES and r["outputs_match"], r["outputs"]
     print(f"{board_name}: {r['instructions']:,} instructions per inference, {r['macs']:,} MACs")
+
+
+# -- parameters tinyc's quantizer does not pick: extreme scales and zero points of every role -------------------
+def _int8_chain_graph(draw, rng):
+    """An int8 GRU or RNN node with random shapes and attributes, in the form --quantize makes, whose roles' scales
+    are the ranges a float run of its chain gives times 1/4 .. 4 and whose zero points are moved by up to 48 from
+    those ranges' (so that values neither all saturate nor sit on a few steps), h0 random."""
+    from hypothesis import strategies as st
+
+    from tinyc.ir import Graph, Node, Quant
+    from tinyc.ops import gru_rnn_int8
+    from tinyc.quant.ptq import activation_params
+    op = draw(st.sampled_from(["GRU", "RNN"]))
+    B, T, I, H = draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    G = 3 if op == "GRU" else 1
+    fns = st.sampled_from(["sigmoid", "tanh", "relu"])
+    attrs = dict(activations=tuple({"fn": draw(fns)} for _ in range(2 if op == "GRU" else 1)), clip=None,
+                 reverse=draw(st.booleans()), output=draw(st.sampled_from(["sequence", "last_h"])))
+    if op == "GRU":
+        attrs["linear_before_reset"] = draw(st.booleans())
+    node = Node(op, [], ["y"], attrs, "cell")
+    steps = gru_rnn_int8.chain(node)
+
+    def varied(lo, hi):
+        s, z = activation_params(lo, hi)
+        s = float(np.float32(s * np.exp(draw(st.floats(np.log(0.25), np.log(4.0))))))
+        return s, int(np.clip(z + draw(st.integers(-48, 48)), -128, 127))
+    x_quant = varied(-3.0, 3.0)
+    w_scale = np.exp(rng.uniform(np.log(1e-3), np.log(0.02), G * H)).astype(np.float32)
+    r_scale = np.exp(rng.uniform(np.log(1e-3), np.log(0.02), G * H)).astype(np.float32)
+    w_q, r_q = rng.integers(-127, 128, (G * H, I)), rng.integers(-127, 128, (G * H, H))
+    bx, bh = rng.uniform(-0.5, 0.5, G * H), np.zeros(G * H)
+    if op == "GRU":
+        bh[2 * H:] = rng.uniform(-0.5, 0.5, H)
+    h_quant = gru_rnn_int8.fixed_quant(steps[-1]) or varied(-1.5, 1.5)
+    h0_q = rng.integers(-128, 128, (B, H))
+    x = (rng.integers(-128, 128, (16, B, T, I)) - x_quant[1]) * x_quant[0]
+    floats = [w_q * w_scale[:, None], r_q * r_scale[:, None], bx] + ([bh] if op == "GRU" else [])
+    ranges = {}
+    for sample in x:
+        h0 = (h0_q - h_quant[1]) * h_quant[0]
+        for role, (lo, hi) in gru_rnn_int8.float_ranges(node, [sample] + floats + [h0]).items():
+            old = ranges.get(role, (lo, hi))
+            ranges[role] = (min(old[0], lo), max(old[1], hi))
+    attrs["step_quant"] = {s.out: gru_rnn_int8.fixed_quant(s) or varied(*ranges[s.out]) for s in steps if s.out != "h"}
+
+    def q(sz):
+        return Quant(np.asarray(sz[0], np.float32), np.asarray(sz[1], np.int64))
+
+    zeros = np.zeros(G * H, np.int64)
+
+    def bias(values, s_in, w_s):
+        scale = (np.float32(s_in) * w_s).astype(np.float32)
+        return np.round(values / scale).astype(np.int32), Quant(scale, zeros, 0)
+    g = Graph(f"{op.lower()}_int8")
+    g.add_tensor("x", (B, T, I), "int8", quant=q(x_quant))
+    g.add_tensor("w", (G * H, I), "int8", w_q, quant=Quant(w_scale, zeros, 0))
+    g.add_tensor("r", (G * H, H), "int8", r_q, quant=Quant(r_scale, zeros, 0))
+    data, quant = bias(bx, x_quant[0], w_scale)
+    g.add_tensor("b", (G * H,), "int32", data, quant=quant)
+    node.inputs = ["x", "w", "r", "b"]
+    if op == "GRU":
+        hn_input = next(s.ins[0] for s in steps if s.out == "hn")
+        data, quant = bias(bh, attrs["step_quant"][hn_input][0] if hn_input != "h" else h_quant[0], r_scale)
+        g.add_tensor("rb", (G * H,), "int32", data, quant=quant)
+        node.inputs.append("rb")
+    g.add_tensor("h0", (B, H), "int8", h0_q, quant=q(h_quant))
+    node.inputs.append("h0")
+    g.add_tensor("y", (B, T, H) if attrs["output"] == "sequence" else (B, H), "int8", quant=q(h_quant))
+    g.nodes, g.inputs, g.outputs = [node], ["x"], ["y"]
+    return g
+
+
+@pytest.mark.parametrize("kernels", ["fast", "reference"])
+def test_extreme_parameters_match_tflite(tmp_path, kernels):
+    """Random int8 GRU / RNN nodes (shapes, attributes, every role's scale and zero point moved off what calibration
+    would pick, nonzero h0) compiled by tinyc and written unrolled by its writer: 0 differing bytes on 8 random input
+    sequences (hypothesis: 6 examples per kernel set, 40 with TINYC_FULL). Parameters TFLite's ADD cannot represent
+    are refused by its Prepare and by tinyc alike (skipped)."""
+    from hypothesis import HealthCheck, assume, given, settings
+    from hypothesis import strategies as st
+
+    from tinyc.compiler import compile_graph
+    from tinyc.verify import reference_outputs
+
+    @settings(max_examples=40 if FULL else 6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.data())
+    def check(data):
+        rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 31)))
+        g = _int8_chain_graph(data.draw, rng)
+        try:
+            compiled = compile_graph(g, "cell", options=codegen_options(kernels=kernels))
+        except TinycError as e:
+            assume("cannot be computed by TFLite's scheme" not in str(e))
+            raise
+        compiled.quantized = g
+        x = [rng.integers(-128, 128, (8, *g.tensors["x"].shape)).astype(np.int8)]
+        ours = run_generated(compiled, x)[0]
+        with tempfile.TemporaryDirectory(dir=tmp_path) as build:
+            ref = reference_outputs(compiled, "", x, "api", Path(build))[0][0]
+        assert np.array_equal(ours, ref.reshape(ours.shape)), (g.nodes[0].attrs, np.abs(
+            ours.astype(int) - ref.reshape(ours.shape).astype(int)).max())
+    check()
