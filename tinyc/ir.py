@@ -3,10 +3,10 @@
 Tensors have a name, a static shape, a dtype, optional constant data and optional quantization. Nodes have an
 op, input and output tensor names and attributes. A node has one output, except where its op defines more
 (`OpDef.outputs`: an LSTM with `cell_output` gives its sequence or final h, and its final cell state); `validate`
-checks the count. Each output is a tensor of its own (its own buffer and lifetime in the plan); code that only
-handles single-output nodes reads `only_output(node)`, which refuses a node with several. Layout is NHWC
-throughout (what embedded kernels and TFLite use); frontends convert. A leading dimension is an ordinary one (N
-images for conv and pooling).
+checks the count, so a node of any other op has exactly one. Each output is a tensor of its own (its own buffer
+and lifetime in the plan); generic code (the interpreter, constant folding, the planner, codegen, reports, passes
+that rewire a node's outputs) handles every output. Layout is NHWC throughout (what embedded kernels and TFLite
+use); frontends convert. A leading dimension is an ordinary one (N images for conv and pooling).
 
 Op vocabulary: `tinyc.ops` defines every op (inputs, attributes, meaning, kernels); `tinyc ops` lists them.
 `activation` attributes are None or a dict, see `tinyc.activations`.
@@ -90,15 +90,6 @@ class Node:
 def outputs_of(node: Node) -> int:
     """How many outputs the node's op and attributes give it (one for most ops; OpDef.outputs)."""
     return output_count(REGISTRY[node.op], node.attrs)
-
-
-def only_output(node: Node) -> str:
-    """The output of a node that code handling single-output nodes only is about to read or rewire; a node with
-    several outputs is refused there rather than silently losing its others."""
-    if len(node.outputs) != 1:
-        raise TinycError(f"internal: node '{node.name}' ({node.op}) has {len(node.outputs)} outputs, and this step "
-                         "handles single-output nodes only")
-    return node.outputs[0]
 
 
 def _same_quant(a: Quant | None, b: Quant | None) -> bool:
