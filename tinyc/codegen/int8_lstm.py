@@ -38,7 +38,7 @@ def lstm(k):
     v = lstm_int8.kernel_variables(k)
     v["wq"], v["wt"], v["I4"] = _split(k, 1, "input weights")
     v["rq"], v["rt"], v["H4"] = _split(k, 2, "recurrent weights")
-    v.update(fast=True, expand_offset=lstm_int8.expand_offset(H))
+    v.update(fast=True, expand_offset=lstm_int8.expand_offset(H, not k.node.attrs.get("cell_output")))
     for key in ("gate_exp", "gate_tanh_exp", "cell_tanh_exp"):     # the series of e^x on [-1/4, 0) as a table
         e = v[key]
         if e is not None:

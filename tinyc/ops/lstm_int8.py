@@ -233,14 +233,14 @@ def int8_kernel(k):
     return "lstm.c.j2", kernel_variables(k), B * T * 4 * H * (I + H)
 
 
-def expand_offset(H: int) -> int:
+def expand_offset(H: int, cell_in_scratch: bool = True) -> int:
     """Where the fast kernel's halfword pairs of x_t and h start in the scratch: after the gates and the cell
-    state, 4-byte aligned."""
-    return (2 * 4 * H + 2 * H + 3) // 4 * 4
+    state (not there with `cell_output`: the kernel keeps it in the second output), 4-byte aligned."""
+    return (2 * 4 * H + (2 * H if cell_in_scratch else 0) + 3) // 4 * 4
 
 
-def work_bytes(H: int, I: int) -> int:
+def work_bytes(H: int, I: int, cell_in_scratch: bool = True) -> int:
     """The int8 kernel's arena scratch for one batch row: the four int16 gates [4H] and the int16 cell state [H]
-    (h lives in the output), then, for the fast kernel, x_t and h as int16 halfword pairs (their first multiples of
-    four values)."""
-    return expand_offset(H) + 2 * (I // 4 * 4 + H // 4 * 4)
+    (none with `cell_output`, whose output holds it; h lives in the first output), then, for the fast kernel, x_t
+    and h as int16 halfword pairs (their first multiples of four values)."""
+    return expand_offset(H, cell_in_scratch) + 2 * (I // 4 * 4 + H // 4 * 4)

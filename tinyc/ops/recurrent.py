@@ -246,7 +246,7 @@ def work_bytes(g, node) -> int:
     if g.tensors[node.inputs[0]].dtype == "int8" and node.op in gru_rnn_int8.CHAIN_OPS:
         return gru_rnn_int8.work_bytes(g, node)
     if g.tensors[node.inputs[0]].dtype == "int8":
-        return lstm_int8.work_bytes(H, g.tensors[node.inputs[0]].shape[2])
+        return lstm_int8.work_bytes(H, g.tensors[node.inputs[0]].shape[2], not node.attrs.get("cell_output"))
     if node.attrs.get("cell_output"):
         return 4 * 4 * H
     return 4 * {"LSTM": 5 * H, "GRU": 4 * H, "RNN": H}[node.op]
