@@ -92,8 +92,9 @@ def test_mnist_cnn_torch_example(tmp_path):
         d = res[kind]
         assert d["run"]["outputs_match"] and d["run"]["samples"] == 20 and d["run"]["core"] == "cortex-m7"
         assert d["size"]["fits"] and d["size"]["flash_bytes"] > d["compiled"].library.weight_bytes
-        assert [row["op"] for row in d["run"]["layers"]][1:] == ["Conv2D", "MaxPool2D", "Conv2D", "MaxPool2D",
-                                                                 "Dense", "Dense"]
+        # the NCHW input of one channel needs no Transpose (alias_reshape: it moves only an axis of size 1)
+        assert [row["op"] for row in d["run"]["layers"]] == ["Conv2D", "MaxPool2D", "Conv2D", "MaxPool2D",
+                                                             "Dense", "Dense"]
     assert res["int8"]["size"]["flash_bytes"] < res["float32"]["size"]["flash_bytes"] / 3
 
 

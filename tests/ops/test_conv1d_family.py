@@ -95,9 +95,9 @@ def test_keras_time_distributed_matches_keras(tmp_path):
 
 
 def test_time_distributed_of_an_unsupported_layer_is_refused(tmp_path):
-    x = keras.Input((4, 6, 3))
-    model = keras.Model(x, L.TimeDistributed(L.SimpleRNN(2), name="td_rnn")(x), name="td_rnn")
-    with pytest.raises(TinycError, match="TimeDistributed 'td_rnn' wraps a SimpleRNN"):
+    x = keras.Input((4, 5, 6, 3))
+    model = keras.Model(x, L.TimeDistributed(L.ConvLSTM1D(2, 3), name="td_rnn")(x), name="td_rnn")
+    with pytest.raises(TinycError, match="TimeDistributed 'td_rnn' wraps a ConvLSTM1D"):
         verify(_save(model, tmp_path), samples=1)
 
 
