@@ -80,29 +80,31 @@ _state_opt = click.option("--state", "state_pairs", multiple=True, metavar="IN=O
                                "stateful=True layers declare their state themselves.)")
 
 
-def _state_pairs(items) -> dict | None:
-    """--state IN=OUT values -> {IN: OUT} (None without any)."""
+def _name_value_pairs(items, option: str, shape: str, example: str, remedy: str) -> dict:
+    """--option NAME=VALUE values -> {NAME: VALUE}, each name once."""
     out = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
-            raise TinycError(f"--state '{item}' is not IN=OUT; write e.g. --state h_in=h_out")
+            raise TinycError(f"{option} '{item}' is not {shape}; write e.g. {option} {example}")
         if name in out:
-            raise TinycError(f"--state gives input '{name}' twice; pair each state input once")
+            raise TinycError(f"{option} gives '{name}' twice; {remedy}")
         out[name] = value
-    return out or None
+    return out
+
+
+def _state_pairs(items) -> dict | None:
+    """--state IN=OUT values -> {IN: OUT} (None without any)."""
+    return _name_value_pairs(items, "--state", "IN=OUT", "h_in=h_out",
+                             "pair each state input once") or None
 
 
 def _bind_arrays(binds) -> dict:
     """--bind NAME=file.npy values -> {NAME: array}."""
     import numpy as np
     out = {}
-    for item in binds:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise TinycError(f"--bind '{item}' is not NAME=file.npy; write e.g. --bind W=weights.npy")
-        if name in out:
-            raise TinycError(f"--bind gives '{name}' twice; bind each input once")
+    for name, path in _name_value_pairs(binds, "--bind", "NAME=file.npy", "W=weights.npy",
+                                        "bind each input once").items():
         try:
             out[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
