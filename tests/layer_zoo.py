@@ -6,7 +6,7 @@ Keras: a 1-D CNN activity classifier, a dilated causal temporal conv net with re
 conv autoencoder (Conv2DTranspose, UpSampling2D), a small U-Net (bilinear UpSampling2D, skip Concatenate), a
 MobileNetV3-small-style net (hard-swish, squeeze-excitation with a hard-sigmoid gate) and a one-block keyword
 spotting transformer (MultiHeadAttention, LayerNormalization, GELU feed-forward on 49 x 10 MFCC-like frames), and a
-keyword spotting LSTM on the same frames (float only: KERAS_FLOAT_ONLY).
+keyword spotting LSTM on the same frames (its int8 form made by tinyc's quantizer: KERAS_INT8_BY_TINYC).
 PyTorch (exported to ONNX with the TorchScript exporter at opset 20): the same kinds — ConvTranspose2d with
 F.interpolate nearest, a U-Net with F.interpolate bilinear, a transformer block with nn.MultiheadAttention,
 nn.LayerNorm and GELU, and a 1-D CNN.
@@ -150,9 +150,9 @@ def kws_lstm(keras):
 # model name -> builder(keras)
 KERAS = {f.__name__: f for f in (har_cnn1d, tcn_layernorm, conv_autoencoder, small_unet, mobilenet_v3_small,
                                  kws_transformer, kws_lstm)}
-# No int8 form yet: TFLiteConverter's int8 conversion of a Keras 3 LSTM (a WHILE loop) crashes, and tinyc's quantizer
-# takes no LSTM.
-KERAS_FLOAT_ONLY = {"kws_lstm"}
+# int8 by tinyc's quantizer (tinyc/quant/lstm_ptq.py: TFLite's integer LSTM), not the converter: TFLiteConverter's
+# int8 conversion of a Keras 3 LSTM (a WHILE loop) crashes.
+KERAS_INT8_BY_TINYC = {"kws_lstm"}
 AUTOENCODERS = {"conv_autoencoder"}
 SEGMENTERS = {"small_unet"}
 
