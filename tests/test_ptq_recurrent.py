@@ -7,9 +7,10 @@ into TFLite's int8 ops (SLICE, FULLY_CONNECTED, ADD, SUB, MUL, LOGISTIC, TANH, C
 reset_after=False returning both last states (one direction backwards), an ONNX GRU (batch 2, a constant initial
 state, Y and Y_h; also with saturating inputs, fast and reference kernels); the writer's Slice rule; refusals in one
 line. With TINYC_FULL: a stateful GRU streamed over 20 frames, and a KWS-sized int8 GRU/RNN model under QEMU on the
-Cortex-M0+ and M33."""
+Cortex-M0+, M33 and M4 (its recurrent layers' products on SMLAD on the DSP cores)."""
 import importlib.util
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -192,11 +193,16 @@ def test_slice_is_written_as_slice_or_strided_slice(tmp_path, starts, ends, step
 
 
 @pytest.mark.skipif(not FULL, reason="QEMU runs: TINYC_FULL=1")
-@pytest.mark.parametrize("board_name", ["pico", "pico2"])     # Cortex-M0+ (mps2-an385), Cortex-M33 (mps2-an505)
+@pytest.mark.parametrize("board_name", ["pico", "pico2", "nucleo-f412zg"])   # Cortex-M0+, M33, M4 (mps2-an385/505/386)
 def test_emulated_int8_gru_rnn_match(board_name, tmp_path):
     """A keyword-spotting-sized int8 model (GRU 16 over 12 MFCC frames, GRU 12 reset_after=False, SimpleRNN 8, softmax)
-    under QEMU: every output byte equal to the host build and to TFLite running tinyc's file, 20 sequences."""
+    under QEMU: every output byte equal to the host build and to TFLite running tinyc's file, 20 sequences. The
+    recurrent layers take the fast kernel's SMLAD products, and on the DSP cores (M33, M4) the firmware's code of
+    each of them holds SMLAD instructions (the TINYC_DSP path was built), on the M0+ none."""
+    import subprocess
+
     from tinyc.boards import load_board
+    from tinyc.firmware.emulate import firmware_dir
     from tinyc.firmware.run import run_emulated
     keras = _keras()
     L = keras.layers
@@ -209,8 +215,17 @@ def test_emulated_int8_gru_rnn_match(board_name, tmp_path):
     path = str(tmp_path / "kws_gru_int8.keras")
     model.save(path)
     compiled = compile_model(path, quantize="int8", calib=[_data((12, 10), 0, CALIBRATION)])
-    r = run_emulated(compiled, load_board(board_name), path, str(tmp_path / "firmware"), inputs=[_data((12, 10), 7)])
+    recurrent = [layer for layer in compiled.library.layers if layer["op"] in ("GRU", "RNN")]
+    assert [layer["kernel"] for layer in recurrent] == ["int8_fast/recurrent_chain/smlad"] * 3, recurrent
+    firmware = tmp_path / "firmware"
+    r = run_emulated(compiled, load_board(board_name), path, str(firmware), inputs=[_data((12, 10), 7)])
     assert r["samples"] == SEQUENCES and r["outputs_match"], r["outputs"]
+    listing = subprocess.run(["arm-none-eabi-objdump", "-d", str(firmware_dir(firmware) / "build" / "emulate.elf")],
+                             capture_output=True, text=True, check=True).stdout
+    for layer in recurrent:
+        symbol = re.escape(f"{compiled.library.prefix}_l{layer['index']}_{layer['op'].lower()}")
+        body = re.search(rf"<{symbol}(\.[\w.]+)?>:\n(.*?)\n\n", listing, re.S).group(2)   # GCC's .constprop.0
+        assert ("smlad" in body) == (board_name != "pico"), (board_name, layer["name"])
     print(f"{board_name}: {r['instructions']:,} instructions per inference, {r['macs']:,} MACs")
 
 

@@ -13,20 +13,13 @@ integer bits: 1 KB for the gates' sigmoid, 512 B for their tanh). Cores without 
 same tables."""
 from __future__ import annotations
 
-import numpy as np
-
 from ..ops import lstm_int8
+from . import int8_smlad
 
 
 def _split(k, i: int, label: str) -> tuple[str, str | None, int]:
     """Weights [4H, K] as a table of rows of their first K4 = K - K % 4 columns and a tail table (None if K4 = K)."""
-    w = np.asarray(k.tensor(i).data, np.int8)
-    k4 = w.shape[1] // 4 * 4
-    head = k.table(np.ascontiguousarray(w[:, :k4]), "int8", f"int8 LSTM {label}, columns 0..{k4 - 1} per row")
-    tail = None
-    if k4 < w.shape[1]:
-        tail = k.table(np.ascontiguousarray(w[:, k4:]), "int8", f"int8 LSTM {label}, columns {k4}.. per row")
-    return head, tail, k4
+    return int8_smlad.split_rows(k, k.tensor(i).data, f"int8 LSTM {label}")
 
 
 def lstm(k):

@@ -32,7 +32,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .. import activations
-from ..codegen import gemm_pack
+from ..codegen import gemm_pack, int8_smlad
 from ..codegen.int8_fast_misc import clamp_expr, requant_expr
 from ..codegen.literals import c_double
 from ..errors import TinycError
@@ -267,14 +267,7 @@ def _fc_code(k, s: Step, p, H: int, K: int, fast: bool) -> str:
     tinyc_requantize_double_fast (acc * round(scale * 2^32), the double path only near a tie; docs/fast-kernels.md)."""
     src, dst = _buffer(s.ins[0]), "h_new" if s.out == "h" else _buffer(s.out)
     weights = k.expr(1 if s.matrix == "w" else 2)
-    scales = list(p.scales) if p.per_channel else [p.scales[0]] * H
-    table = k.table(scales, "float64", f"requantization scales of {s.out}")
-    requant = f"tinyc_requantize_double(acc, {table}[o])" if p.per_channel else \
-        f"tinyc_requantize_double(acc, {c_double(p.scales[0])})"
-    if fast:
-        m, tie = zip(*(gemm_pack.double_requant(v) for v in scales))
-        requant = (f"tinyc_requantize_double_fast(acc, {k.table(m, 'int32', f'{s.out}: scale x 2^32')}[o], "
-                   f"(uint32_t){k.table(tie, 'int32', f'{s.out}: half-way margin')}[o], {table} + o)")
+    requant = _fc_requant(k, s, p, H, fast)
     bias = ""
     if s.bias:
         bias = f"        acc += {k.expr(3 if s.matrix == 'w' else 4)}[{s.gate * H} + o];\n"
@@ -283,9 +276,103 @@ def _fc_code(k, s: Step, p, H: int, K: int, fast: bool) -> str:
             f"        int32_t acc = 0;\n"
             f"        for (int i = 0; i < {K}; ++i) acc += ((int32_t){src}[i] - ({p.in_zp})) * wr[i];\n"
             f"{bias}"
-            f"        acc = {requant} + ({p.out_zp});\n"
+            f"        acc = {requant};\n"
             f"        {dst}[o] = tinyc_sat8(acc, {p.lo}, {p.hi});\n"
             f"      }}")
+
+
+def _fc_requant(k, s: Step, p, H: int, fast: bool) -> str:
+    """acc requantized to the output's int8 scale plus its zero point (before saturation), for row `o`."""
+    scales = list(p.scales) if p.per_channel else [p.scales[0]] * H
+    table = k.table(scales, "float64", f"requantization scales of {s.out}")
+    requant = f"tinyc_requantize_double(acc, {table}[o])" if p.per_channel else \
+        f"tinyc_requantize_double(acc, {c_double(p.scales[0])})"
+    if fast:
+        m, tie = zip(*(gemm_pack.double_requant(v) for v in scales))
+        requant = (f"tinyc_requantize_double_fast(acc, {k.table(m, 'int32', f'{s.out}: scale x 2^32')}[o], "
+                   f"(uint32_t){k.table(tie, 'int32', f'{s.out}: half-way margin')}[o], {table} + o)")
+    return f"{requant} + ({p.out_zp})"
+
+
+def _pair_roles(steps, I: int, H: int) -> list[tuple[str, int]]:
+    """(role, K4) of each vector an FC reads with at least four columns, in first-use order: the fast kernel's
+    halfword pairs of it (x_t, h, and a GRU's r * h when the reset comes before the product)."""
+    roles = []
+    for s in steps:
+        K4 = (I if s.ins[0] == "x" else H) // 4 * 4
+        if s.kind == "fc" and K4 and s.ins[0] not in dict(roles):
+            roles.append((s.ins[0], K4))
+    return roles
+
+
+def _pairs_offset(steps, H: int) -> int:
+    """Where the halfword pairs start in the scratch: after the int8 intermediates, 4-byte aligned."""
+    return (H * len(intermediate_roles(steps)) + 3) // 4 * 4
+
+
+def _indented(text: str, spaces: int) -> str:
+    return "\n".join(" " * spaces + line for line in text.rstrip("\n").split("\n"))
+
+
+def _fc_smlad_code(k, s: Step, p, H: int, K: int) -> str | None:
+    """FULLY_CONNECTED with its products on SMLAD against the halfword pairs of its input (DSP cores; plain C over
+    the same re-laid-out weights otherwise). The input's zero point is folded into a per-row constant, bias -
+    zp * sum(row): the same exact integer sum as the reference's sum of (v - zp) w plus bias. None when that constant
+    plus the products could leave int32 (the reference loop is used then)."""
+    w = np.asarray(k.tensor(1 if s.matrix == "w" else 2).data, np.int64)[s.gate * H:(s.gate + 1) * H]
+    fold = -int(p.in_zp) * w.sum(axis=1)
+    if s.bias:
+        fold = fold + np.asarray(k.tensor(3 if s.matrix == "w" else 4).data, np.int64)[s.gate * H:(s.gate + 1) * H]
+    if int(np.abs(fold).max()) + K * 128 * 128 >= 2 ** 31:
+        return None
+    src, dst = _buffer(s.ins[0]), "h_new" if s.out == "h" else _buffer(s.out)
+    what = f"{s.out} gate {s.gate} of {'w' if s.matrix == 'w' else 'r'}"
+    if K >= 4:
+        head, tail, K4 = int8_smlad.split_rows(k, w.astype(np.int8), f"int8 {k.node.op} {what}")
+    else:
+        head, tail, K4 = None, k.table(w.astype(np.int8), "int8", f"int8 {k.node.op} {what}"), 0
+    folded = k.table(fold.astype(np.int32), "int32", f"{s.out}: bias - input zero point x row sum")
+    requant = _fc_requant(k, s, p, H, True)
+    Kt, H4 = K - K4, H // 4 * 4
+    tail_rows = "".join(f"          a{u} += e * {tail}[(j + {u}) * {Kt} + i];\n" for u in range(4))
+    code = [f"      {{  /* {s.out} = FULLY_CONNECTED({s.ins[0]}), zero point folded into {folded} */"]
+    rest = "0"
+    if K4 and H4:
+        code += ["#if TINYC_DSP",
+                 f"        for (int j = 0; j < {H4}; j += 4) {{",
+                 f"          const int8_t *restrict w0 = {head} + j * {K4};",
+                 f"          int32_t a0 = {folded}[j], a1 = {folded}[j + 1], a2 = {folded}[j + 2], "
+                 f"a3 = {folded}[j + 3];",
+                 _indented(int8_smlad.macros().rows4(f"{src}_pairs", "w0", K4), 2)]
+        if Kt:
+            code += [f"          for (int i = 0; i < {Kt}; ++i) {{",
+                     f"            const int32_t e = {src}[{K4} + i];",
+                     tail_rows.replace("          a", "            a").rstrip("\n"),
+                     "          }"]
+        code += ["          const int32_t sums[4] = {a0, a1, a2, a3};",
+                 "          for (int o = j; o < j + 4; ++o) {",
+                 "            int32_t acc = sums[o - j];",
+                 f"            acc = {requant};",
+                 f"            {dst}[o] = tinyc_sat8(acc, {p.lo}, {p.hi});",
+                 "          }",
+                 "        }",
+                 f"        const int rest = {H4};     /* the rows after the groups of four */",
+                 "#else",
+                 "        const int rest = 0;",
+                 "#endif"]
+        rest = "rest"
+    code += [f"        for (int o = {rest}; o < {H}; ++o) {{",
+             f"          int32_t acc = {folded}[o];"]
+    if K4:
+        code += [f"          const int8_t *restrict wr = {head} + o * {K4};",
+                 f"          for (int i = 0; i < {K4}; ++i) acc += {src}[i] * wr[i];"]
+    if Kt:
+        code += [f"          for (int i = 0; i < {Kt}; ++i) acc += {src}[{K4} + i] * {tail}[o * {Kt} + i];"]
+    code += [f"          acc = {requant};",
+             f"          {dst}[o] = tinyc_sat8(acc, {p.lo}, {p.hi});",
+             "        }",
+             "      }"]
+    return "\n".join(code)
 
 
 def _absmax(zp: int) -> int:
@@ -341,9 +428,12 @@ def _elementwise_code(k, s: Step, p, H: int, fast: bool) -> str:
 
 
 def work_bytes(g, node) -> int:
-    """Arena scratch: one int8 vector of H per intermediate role (the hidden state lives in the output)."""
+    """Arena scratch: one int8 vector of H per intermediate role (the hidden state lives in the output), then, for
+    the fast kernel, the halfword pairs of each vector an FC reads (the first multiple of four of its values)."""
     H = g.tensors[node.inputs[2]].shape[1]
-    return H * len(intermediate_roles(chain(node)))
+    I = g.tensors[node.inputs[0]].shape[2]
+    steps = chain(node)
+    return _pairs_offset(steps, H) + sum(2 * K4 for _, K4 in _pair_roles(steps, I, H))
 
 
 def int8_kernel(k, fast: bool = False):
@@ -353,24 +443,41 @@ def int8_kernel(k, fast: bool = False):
     if k.work is None:
         raise TinycError(f"internal: int8 {k.node.op} '{k.node.name}' has no arena scratch for its step values")
     roles = intermediate_roles(p.steps)
+    pairs, offset, expanded, smlad = {}, _pairs_offset(p.steps, H), set(), False
+    for role, K4 in _pair_roles(p.steps, I, H) if fast else ():
+        pairs[role] = offset
+        offset += 2 * K4
     code = []
     for s, sp in zip(p.steps, p.params):
         K = I if s.ins[0] == "x" else H
-        code.append(_fc_code(k, s, sp, H, K, fast) if s.kind == "fc" else _elementwise_code(k, s, sp, H, fast))
+        fc = _fc_smlad_code(k, s, sp, H, K) if fast and s.kind == "fc" else None
+        if fc is not None and K >= 4 and s.ins[0] not in expanded and H >= 4:
+            # once per step, before the first product that reads the vector (x_t and h do not change in a step)
+            expanded.add(s.ins[0])
+            src = _buffer(s.ins[0])
+            code.append("#if TINYC_DSP\n" + int8_smlad.macros().expand_pairs(f"{src}_pairs", src, K // 4 * 4)
+                        + "#endif")
+        smlad = smlad or (fc is not None and K >= 4 and H >= 4)
+        if fc is None:
+            fc = _fc_code(k, s, sp, H, K, fast) if s.kind == "fc" else _elementwise_code(k, s, sp, H, fast)
+        code.append(fc)
     v = dict(B=B, T=T, I=I, H=H, op=k.node.op, reverse=bool(k.node.attrs.get("reverse")),
              sequence=k.node.attrs["output"] == "sequence", h0=k.expr(len(k.node.inputs) - 1), x=k.expr(0),
              buffers=[(_buffer(r), j * H) for j, r in enumerate(roles)], steps="\n".join(code),
              chain=",\n   *   ".join(f"{s.out} = {s.kind}{'/' + s.fn if s.fn else ''}({', '.join(s.ins)})"
-                                     for s in p.steps))
+                                     for s in p.steps),
+             pairs=[(f"{_buffer(r)}_pairs", at) for r, at in pairs.items() if r in expanded],
+             variant="smlad" if smlad else "")
     G = 3 if k.node.op == "GRU" else 1
     return "recurrent_chain.c.j2", v, B * T * G * H * (I + H)
 
 
 def int8_fast(k):
-    """The reference kernel with each FC output requantized by tinyc_requantize_double_fast (the soft-float double
-    product and round of Cortex-M0+/M33 only within a margin of a tie) and ADD / SUB / MUL by the fast Add/Sub/Mul
-    kernels' requantization expressions (SMMULR forms proved over each operand's bound); None when a scale is
-    outside tinyc_requantize_double_fast's range."""
+    """The reference kernel with each FC's products on SMLAD (DSP cores; plain loops over the same re-laid-out
+    weights otherwise; codegen/int8_smlad.py, as the fast int8 LSTM) and its output requantized by
+    tinyc_requantize_double_fast (the soft-float double product and round of Cortex-M0+/M33 only within a margin of
+    a tie), and ADD / SUB / MUL by the fast Add/Sub/Mul kernels' requantization expressions (SMMULR forms proved over
+    each operand's bound); None when a scale is outside tinyc_requantize_double_fast's range."""
     p: ChainParams = k.params
     for s, sp in zip(p.steps, p.params):
         if s.kind == "fc" and any(gemm_pack.double_requant(v) is None for v in sp.scales):
