@@ -29,7 +29,7 @@ def lstm_inputs(g, B, I, H, states=False):
 
 
 def two_output_graph(B=2, T=4, I=3, H=5, output="sequence", reverse=False, readers=False, **attrs):
-    """x[B,T,I] -> LSTM(cell_output) -> y, c. `readers`: both read by later layers (y's last step times c, and c
+    """x[B,T,I] -> LSTM(cell_output) -> y, c. `readers`: both read by later layers (y's first step times c, and c
     plus one), so the plan must keep each live past the LSTM; else both are model outputs."""
     g = Graph("two")
     g.add_tensor("x", (B, T, I))
@@ -42,7 +42,8 @@ def two_output_graph(B=2, T=4, I=3, H=5, output="sequence", reverse=False, reade
         g.add_tensor("last", (B, 1, H))
         for name in ("last2", "yc", "c1"):
             g.add_tensor(name, (B, H))
-        g.add_node("Slice", ["y"], ["last"], starts=[0, T - 1, 0], sizes=[B, 1, H], steps=[1, 1, 1])
+        # the first step: a read of the final step alone would make the node a last_h one (recurrent_last_step)
+        g.add_node("Slice", ["y"], ["last"], starts=[0, 0, 0], sizes=[B, 1, H], steps=[1, 1, 1])
         g.add_node("Reshape", ["last"], ["last2"])
         g.add_node("Mul", ["last2", "c"], ["yc"], activation=None)
         g.add_node("Add", ["c", g.add_const("one", [1.0])], ["c1"], activation=None)

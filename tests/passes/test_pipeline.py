@@ -54,7 +54,7 @@ def test_optimize_every_pass_fires_and_function_is_kept():
 def test_describe_lists_the_pipeline():
     names = [name for name, _ in describe()]
     assert names == ["drop_identity", "fold_constants", "fold_qdq", "fuse_layer_norm", "fuse_lp_normalize",
-                     "fold_batchnorm", "fold_affine", "fuse_pad", "repeat_as_resize", "fuse_activation",
-                     "alias_reshape"]
+                     "fold_batchnorm", "fold_affine", "fuse_pad", "repeat_as_resize", "recurrent_last_step",
+                     "fuse_activation", "alias_reshape"]
     assert names == [p.__name__ for p in PIPELINE]
     assert all(doc and "\n" not in doc for _, doc in describe())

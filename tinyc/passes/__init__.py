@@ -13,6 +13,7 @@
   fold_affine      the same for constant Mul/Add/Sub/Div after a conv (how tf2onnx exports BatchNorm);
   fuse_pad         before fuse_activation (independent of it, but keeps conv rewrites together);
   repeat_as_resize before alias_reshape, which marks the Reshapes of the chains it replaces;
+  recurrent_last_step before alias_reshape too: the Slices of a sequence's final step it turns into Reshapes;
   fuse_activation  after fold_batchnorm has removed the BatchNorm between conv and activation;
   alias_reshape    last: it only marks/simplifies Reshapes, which the passes above never look through.
 Every pass deep-copies its input, so the caller's graph is never changed.
@@ -30,10 +31,11 @@ from .fuse_activation import fuse_activation
 from .fuse_layer_norm import fuse_layer_norm
 from .fuse_lp_normalize import fuse_lp_normalize
 from .fuse_pad import fuse_pad
+from .recurrent_last_step import recurrent_last_step
 from .repeat_as_resize import repeat_as_resize
 
 PIPELINE = (drop_identity, fold_constants, fold_qdq, fuse_layer_norm, fuse_lp_normalize, fold_batchnorm,
-            fold_affine, fuse_pad, repeat_as_resize, fuse_activation, alias_reshape)
+            fold_affine, fuse_pad, repeat_as_resize, recurrent_last_step, fuse_activation, alias_reshape)
 
 
 def optimize(g: Graph) -> Graph:
