@@ -70,6 +70,8 @@ class OpDef:
     quantize: Optional[str]              # QUANTIZE_POLICIES
     int8_wide_dtypes: tuple = ()         # quantized integer types wider than int8 that int8_kernel reads or writes
                                          # beside int8 tensors (SVDF's int16 memory)
+    int16_activations: bool = False      # the int8 rules also compute TFLite's 16x8 scheme: int16 activations
+                                         # (per-tensor, zero point 0), int8 weights, int64 bias (docs/int16-numerics.md)
     one_image: bool = False              # the kernels compute one NHWC image (called N times for [N,H,W,C])
     fuses_activation: bool = False       # passes may fold a following activation into it
     moves_data: bool = False             # copies values unchanged (constant folding may run it on int8)
