@@ -341,7 +341,7 @@ def _softmax(w: _Writer, node: Node) -> None:
     rank = len(w.g.tensors[node.inputs[0]].shape)
     if int(node.attrs.get("axis", -1)) % rank != rank - 1:
         raise TinycError(f"node '{node.name}': TFLite SOFTMAX works on the last axis only")
-    w.op("SOFTMAX", _inputs(w, node), node, w.options("SoftmaxOptions", beta=1.0))
+    w.op("SOFTMAX", _inputs(w, node), node, w.options("SoftmaxOptions", beta=float(node.attrs.get("beta", 1.0))))
 
 
 def _log_softmax(w: _Writer, node: Node) -> None:

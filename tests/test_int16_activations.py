@@ -1,0 +1,148 @@
+"""TFLite's 16x8 LOGISTIC, TANH and SOFTMAX (docs/int16-numerics.md §5): tinyc's numpy twin of each kernel
+(tinyc/quant/int16_activations.py) against TF 2.21's BUILTIN_REF interpreter on single-op .tflite files written
+by tinyc's writer — LOGISTIC and TANH on all 65,536 int16 inputs, SOFTMAX on rows of every kind — and the
+parameters tinyc refuses."""
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+if importlib.util.find_spec("tensorflow") is None:
+    pytest.skip("needs tensorflow", allow_module_level=True)
+
+from tinyc.errors import TinycError  # noqa: E402
+from tinyc.ir import Graph, Quant  # noqa: E402
+from tinyc.quant import int16_activations as A  # noqa: E402
+from tinyc.quant.tflite_writer import write_tflite  # noqa: E402
+from tinyc.reference import TFLiteRejected, run_tflite  # noqa: E402
+
+FULL = bool(os.environ.get("TINYC_FULL"))
+EVERY_INT16 = np.arange(-32768, 32768, dtype=np.int16).reshape(1, -1)
+# powers of two as TFLite reads them (2^-12 for both, 2^-11 for TANH only), scales within 1e-3 in log2 of one
+# (taken as it) or just beyond, the converter's kind of scale (about 1e-4 .. 1e-3) and the extremes accepted
+SIGMOID_SCALES = [2.0 ** -12, 2.0 ** -11, 2.0 ** -12 * 1.00068, 2.0 ** -12 * 1.0007, 2.0 ** -11 * 0.99932,
+                  2.38e-4, 1e-3, 0.3, 5.3, 1e-13]
+if FULL:
+    SIGMOID_SCALES += [float(s) for s in np.exp(np.random.default_rng(20).uniform(np.log(1e-9), np.log(5.3), 24))]
+
+
+def _quant(scale):
+    return Quant(np.asarray(scale, np.float32), np.asarray(0, np.int64))
+
+
+def _single_op(tmp_path, op, shape, s_in, s_out, **attrs) -> str:
+    g = Graph(op.lower())
+    g.add_tensor("x", shape, "int16", quant=_quant(s_in))
+    g.add_tensor("y", shape, "int16", quant=_quant(s_out))
+    g.add_node(op, ["x"], ["y"], **attrs)
+    g.inputs, g.outputs = ["x"], ["y"]
+    path = str(tmp_path / f"{g.name}.tflite")
+    write_tflite(g, path)
+    return path
+
+
+def _tflite(path, x):
+    return run_tflite(path, [[x]])[0][0][0]
+
+
+@pytest.mark.parametrize("fn", ["sigmoid", "tanh"])
+@pytest.mark.parametrize("s_in", SIGMOID_SCALES)
+def test_sigmoid_tanh_every_input(tmp_path, fn, s_in):
+    s_in = float(np.float32(s_in))
+    mult, shift = A.sigmoid_tanh_rescale(fn, s_in, "test")
+    ours = A.sigmoid_tanh(fn, EVERY_INT16, mult, shift)
+    ref = _tflite(_single_op(tmp_path, "Activation", EVERY_INT16.shape, s_in, A.OUT_SCALE, fn=fn), EVERY_INT16)
+    assert np.count_nonzero(ours != ref) == 0
+    if s_in > 1e-6:     # (below, every input rounds to 0 at the table's scale: a constant output)
+        assert len(np.unique(ours)) > 2
+
+
+def test_power_of_two_reading():
+    """2^-11 is a power of two for TANH (x * 6) but not for LOGISTIC (multiplier 24576 >> 12); a scale 0.07 %
+    off 2^-12 is still 2^-12 (CheckedLog2's tolerance is 1e-3 in log2)."""
+    assert A.sigmoid_tanh_rescale("tanh", 2.0 ** -11, "t") == (6, 0)
+    assert A.sigmoid_tanh_rescale("sigmoid", 2.0 ** -11, "t") == (24576, 12)
+    assert A.sigmoid_tanh_rescale("sigmoid", float(np.float32(2.0 ** -12 * 1.00068)), "t") == (3, 0)
+    assert A.sigmoid_tanh_rescale("sigmoid", float(np.float32(2.0 ** -12 * 1.0007)), "t")[0] != 3
+
+
+@pytest.mark.parametrize("fn, s_in, s_out, words", [
+    ("sigmoid", 5.34, A.OUT_SCALE, "below 5.3"),
+    ("tanh", 3e-14, A.OUT_SCALE, "below 4e-14"),
+    ("sigmoid", 1e-3, A.OUT_SCALE * 1.0005, "requires 1/32768"),
+    ("tanh", 1e-3, A.OUT_SCALE * 1.001, "requires 1/32768"),
+])
+def test_sigmoid_tanh_refusals(fn, s_in, s_out, words):
+    with pytest.raises(TinycError, match=words):
+        A.sigmoid_tanh_rescale(fn, float(np.float32(s_in)), "node 'n'")
+        A.check_sigmoid_tanh_output(fn, float(np.float32(s_out)), "node 'n'")
+
+
+def test_tanh_output_scale_tolerance_is_tflites(tmp_path):
+    """TANH accepts an output scale 0.05 % off 1/32768 (and computes the same integers); LOGISTIC does not."""
+    s_out = float(np.float32(A.OUT_SCALE * 1.0005))
+    A.check_sigmoid_tanh_output("tanh", s_out, "t")
+    with pytest.raises(TinycError):
+        A.check_sigmoid_tanh_output("sigmoid", s_out, "t")
+    x = EVERY_INT16[:, ::97]
+    ref = _tflite(_single_op(tmp_path, "Activation", x.shape, 1e-3, s_out, fn="tanh"), x)
+    assert np.array_equal(ref, A.sigmoid_tanh("tanh", x, *A.sigmoid_tanh_rescale("tanh", 1e-3, "t")))
+    with pytest.raises(TFLiteRejected):
+        _tflite(_single_op(tmp_path, "Activation", x.shape, 1e-3, s_out, fn="sigmoid"), x)
+
+
+def _softmax_rows(rng, rows: int, n: int) -> np.ndarray:
+    """Random rows, then rows that are near-equal, all maximum, all minimum, one-hot, and spanning the range."""
+    x = rng.integers(-32768, 32768, (rows, n))
+    kinds = [rng.integers(-100, 100, n), np.full(n, 32767), np.full(n, -32768),
+             np.where(np.arange(n) == rng.integers(n), 32767, -32768), rng.integers(-3000, 3000, n)]
+    for i, row in enumerate(kinds[:rows]):
+        x[i] = row
+    return x.astype(np.int16)
+
+
+@settings(max_examples=40 if FULL else 8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(log_scale=st.floats(np.log(1e-12), np.log(4.9)), n=st.integers(1, 300), rows=st.integers(1, 7),
+       lead=st.sampled_from([(), (2,), (1, 2)]), seed=st.integers(0, 2 ** 16))
+def test_softmax_rows(tmp_path, log_scale, n, rows, lead, seed):
+    s_in = float(np.float32(np.exp(log_scale)))
+    shape = lead + (rows, n)
+    x = _softmax_rows(np.random.default_rng(seed), int(np.prod(shape[:-1])), n).reshape(shape)
+    mult, shift = A.softmax_rescale(s_in, 1.0, "test")
+    exp_lut, recip_lut = A.softmax_tables()
+    ref = _tflite(_single_op(tmp_path, "Softmax", shape, s_in, A.OUT_SCALE, axis=len(shape) - 1), x)
+    assert np.count_nonzero(A.softmax(x, mult, shift, exp_lut, recip_lut) != ref) == 0
+
+
+@pytest.mark.parametrize("beta", [0.001, 0.37, 2.0, 7.3])
+def test_softmax_beta(tmp_path, beta):
+    """beta scales the logits in float32 before the rescale (TFLite's f32(s_in * beta))."""
+    s_in = float(np.float32(1.3e-4))
+    x = _softmax_rows(np.random.default_rng(7), 6, 50)
+    ref = _tflite(_single_op(tmp_path, "Softmax", x.shape, s_in, A.OUT_SCALE, axis=1, beta=beta), x)
+    ours = A.softmax(x, *A.softmax_rescale(s_in, beta, "t"), *A.softmax_tables())
+    assert np.count_nonzero(ours != ref) == 0
+
+
+def test_softmax_tables_are_tflites_double_ones():
+    """The two tables TF 2.21 builds in double: e^0 saturates to 32767; e^-10 (1.49 in Q0.15) is 2 after the
+    midpoint correction; 1/(1+0) is 32767 and 1/(1+1) 16384."""
+    exp_lut, recip_lut = A.softmax_tables()
+    assert len(exp_lut) == len(recip_lut) == A.LUT_SIZE
+    assert (exp_lut[0], exp_lut[-1], recip_lut[0], recip_lut[-1]) == (2, 32767, 32767, 16384)
+    assert all(a <= b for a, b in zip(exp_lut, exp_lut[1:])) and all(a >= b for a, b in zip(recip_lut, recip_lut[1:]))
+
+
+@pytest.mark.parametrize("s_in, beta, s_out, words", [
+    (5.001, 1.0, A.OUT_SCALE, "below 5"),
+    (1.0, 7.3, A.OUT_SCALE, "below 5"),
+    (1e-3, 1.0, A.OUT_SCALE * 1.002, "requires 1/32768"),
+    (1e-3, 1.0, 1.0 / 256, "requires 1/32768"),
+])
+def test_softmax_refusals(s_in, beta, s_out, words):
+    with pytest.raises(TinycError, match=words):
+        A.softmax_rescale(float(np.float32(s_in)), beta, "node 'n'")
+        A.check_softmax_output(float(np.float32(s_out)), "node 'n'")
