@@ -1,0 +1,38 @@
+"""16x8 elementwise, data-movement, pooling and MEAN layers (ADD, SUB, MUL, LEAKY_RELU, RELU, QUANTIZE, PAD,
+CONCATENATION, RESHAPE, STRIDED_SLICE, TRANSPOSE, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN) in models made by TF's
+converter: docs/int16-numerics.md §3-4 (tests/int16_numerics.py) against TF 2.21's BUILTIN_REF interpreter on
+every layer. Two multi-op models by default, every single-op model with TINYC_FULL."""
+import importlib.util
+import os
+import threading
+
+import pytest
+
+if importlib.util.find_spec("tensorflow") is None:
+    pytest.skip("16x8 TFLite tests need tensorflow", allow_module_level=True)
+
+import int16_numerics  # noqa: E402
+
+MIXES = ("elementwise_mix", "movement_mix")
+MODELS = MIXES + (tuple(m for m in int16_numerics.OP_MODELS if m not in MIXES) if os.environ.get("TINYC_FULL")
+                  else ())
+
+
+@pytest.fixture(scope="session")
+def op_models(tmp_path_factory):
+    """Lazily converted single- and multi-op 16x8 models: `op_models("add")` -> path."""
+    directory, cache, lock = tmp_path_factory.mktemp("int16_ops"), {}, threading.Lock()
+
+    def get(name):
+        with lock:
+            if name not in cache:
+                cache[name] = int16_numerics.convert(name, directory / f"{name}.tflite")
+            return cache[name]
+    return get
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_document_matches_tflite(op_models, name):
+    """Every layer the document models computes what TFLite computes, on random int16 inputs over the full range."""
+    differing, compared = int16_numerics.layer_mismatches(op_models(name))
+    assert compared > 0 and not any(differing.values()), differing
