@@ -169,23 +169,6 @@ def test_int8_output_is_reproducible(int8_models):
     assert compile_model(path).library.files == compile_model(path).library.files
 
 
-def test_int16_activation_model_is_refused(tmp_path):
-    """TFLite's 16x8 quantization (int16 activations): one clear line, exit code 2."""
-    from test_cli import one_line_error
-    keras = int8_zoo._keras()
-    import tensorflow as tf
-    model = int8_zoo.build("mlp_heads")
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = int8_zoo.representative(model, 8)
-    conv.target_spec.supported_ops = [
-        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    path = tmp_path / "int16.tflite"
-    path.write_bytes(conv.convert())
-    del keras
-    one_line_error(tinyc("compile", path, "-o", tmp_path / "o"), "INT16")
-
-
 def test_asymmetric_weights_are_refused(tmp_path):
     from test_cli import one_line_error
 

@@ -80,19 +80,20 @@ def build_host_runner(compiled: Compiled, build_dir: Path, samples: int, trace: 
     return exe
 
 
-def quantize_array(x: np.ndarray, q) -> np.ndarray:
-    """float -> int8 as TFLite's QUANTIZE (and our `<name>_quantize_input`): zp + round(x / scale), halves away
-    from zero, division in float32, saturated."""
+def quantize_array(x: np.ndarray, q, dtype: str = "int8") -> np.ndarray:
+    """float -> int8 (or int16, 16x8) as TFLite's QUANTIZE (and our `<name>_quantize_input`): zp + round(x /
+    scale), halves away from zero, division in float32, saturated."""
+    lo, hi = integer_range(dtype)
     r = np.asarray(x, np.float32) / np.float32(scale_of(q))
     r = np.where(np.isnan(r), 0, np.trunc(r + np.copysign(np.float32(0.5), r)))
-    r = np.clip(r, -128 - zero_point_of(q), 127 - zero_point_of(q))
-    return (r + zero_point_of(q)).astype(np.int8)
+    r = np.clip(r, lo - zero_point_of(q), hi - zero_point_of(q))
+    return (r + zero_point_of(q)).astype(dtype)
 
 
 def _samples_from(arrays, tensors, samples, seed):
     """Per input, an array [S, *shape] of the input's dtype. `arrays`: user arrays (shape, or [S, *shape]);
-    float arrays given for an int8 input are quantized with its scale and zero point. None: random data
-    (standard normal floats; uniform int8 over the whole range)."""
+    float arrays given for an int8 or int16 (16x8) input are quantized with its scale and zero point. None: random
+    data (standard normal floats; uniform int8 / int16 over the whole range)."""
     shapes = [t.shape for t in tensors]
     if arrays is None:
         rng = np.random.default_rng(seed)
@@ -106,13 +107,14 @@ def _samples_from(arrays, tensors, samples, seed):
         if t.size == 0:     # no values: as many samples as the other inputs have (below)
             out.append(None)
             continue
-        if t.dtype == "int8":
+        if t.dtype in ("int8", "int16") and t.quant is not None:
+            lo, hi = integer_range(t.dtype)
             if a.dtype.kind == "f":
-                a = quantize_array(a, t.quant)
-            elif a.dtype != np.int8:
-                if a.size and (a.min() < -128 or a.max() > 127):
-                    raise TinycError(f"integer input of type {a.dtype} holds values outside int8's range")
-                a = a.astype(np.int8)
+                a = quantize_array(a, t.quant, t.dtype)
+            elif a.dtype != np.dtype(t.dtype):
+                if a.size and (a.min() < lo or a.max() > hi):
+                    raise TinycError(f"integer input of type {a.dtype} holds values outside {t.dtype}'s range")
+                a = a.astype(t.dtype)
         elif t.dtype != "float32":       # an un-quantized integer or bool input: its values, exactly
             b = a.astype(t.dtype)
             if not np.array_equal(b, a):
@@ -132,13 +134,14 @@ def _samples_from(arrays, tensors, samples, seed):
 
 
 def _random_samples(rng, t, samples: int) -> np.ndarray:
-    """Random data for input `t`: standard normal floats, uniform int8 over the whole range for quantized inputs,
+    """Random data for input `t`: standard normal floats, uniform over the whole range for quantized inputs,
     small integers (which no op's arithmetic can overflow) for other integer types, and random bools."""
     shape = (samples, *t.shape)
     if t.dtype == "float32":
         return rng.standard_normal(shape).astype(np.float32)
-    if t.quant is not None:
-        return rng.integers(-128, 128, shape).astype(np.int8)
+    if t.quant is not None:          # int8, or int16 (16x8): the whole range
+        lo, hi = integer_range(t.dtype)
+        return rng.integers(lo, hi + 1, shape).astype(t.dtype)
     if t.dtype == "bool":
         return rng.integers(0, 2, shape).astype(bool)
     if t.dtype in C_STORAGE:      # 4- and 2-bit integers: their whole range

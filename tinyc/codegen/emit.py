@@ -125,6 +125,14 @@ def kernel_family(g, node) -> str:
     wide = REGISTRY[node.op].int8_wide_dtypes     # e.g. SVDF's int16 memory beside its int8 input and output
     if all((t.dtype == "int8" or t.dtype in wide) and t.quant is not None for t in runtime):
         return "int8"
+    sixteen = [t for t in runtime if t.dtype == "int16" and t.quant is not None]
+    if sixteen and all(t.dtype in ("int8", "int16") and t.quant is not None for t in runtime):
+        if not REGISTRY[node.op].int16_activations:
+            raise TinycError(f"node '{node.name}' ({node.op}) computes on int16 activations (16x8) and tinyc's "
+                             f"{node.op} has no 16x8 kernel: run `tinyc ops`")
+        for t in sixteen:
+            check_16x8_activation(t)
+        return "int8"
     plain = REGISTRY[node.op].int8_plain_dtypes    # integer indices beside int8 values (ArgMinMax, Gather)
     quantized = [t.dtype == "int8" and t.quant is not None for t in
                  [g.tensors[n] for n in node.inputs + node.outputs if g.tensors[n].dtype == "int8"]]
@@ -133,6 +141,26 @@ def kernel_family(g, node) -> str:
         return "int8"
     raise TinycError(f"node '{node.name}' ({node.op}) computes on {sorted({t.dtype for t in runtime})} tensors; tinyc "
                      "supports float32 or int8 (with quantization parameters) models")
+
+
+def check_16x8_activation(t) -> None:
+    """An int16 activation is one of TFLite's 16x8 scheme: one scale, zero point 0 (docs/int16-numerics.md 1)."""
+    scheme = "TFLite's 16x8 scheme (int16 activations per tensor with zero point 0, int8 weights)"
+    if t.quant.axis is not None or np.asarray(t.quant.scale).size != 1:
+        raise TinycError(f"int16 tensor '{t.name}' is quantized per channel; tinyc takes {scheme}")
+    if zero_point_of(t.quant) != 0:
+        raise TinycError(f"int16 tensor '{t.name}' has zero point {zero_point_of(t.quant)}; tinyc takes {scheme}")
+
+
+def uses_16x8(g) -> bool:
+    """Whether the graph has int16 activations of the 16x8 scheme (its library then includes tinyc_int16.h; int8
+    libraries, whose int16 tensors are LSTM / SVDF state, do not)."""
+    def sixteen(name):
+        t = g.tensors[name]
+        return t.dtype == "int16" and t.quant is not None and not t.is_const
+    return any(sixteen(n) for n in g.inputs + g.outputs) or any(
+        (REGISTRY[n.op].int16_activations or n.op in ("Quantize", "Dequantize")) and
+        any(sixteen(t) for t in n.inputs + n.outputs) for n in g.nodes)
 
 
 def _unpacked_note(dtype: str) -> str:
@@ -304,7 +332,7 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
                   weights_section=_section(weights_section), state=state)
     int8 = {"int8", "int8_fast"} & families or helpers
     runtime = ["tinyc_float.h"] + (["tinyc_int8.h"] if int8 else []) + \
-        (["tinyc_simd.h"] if "int8_fast" in families else [])
+        (["tinyc_int16.h"] if uses_16x8(g) else []) + (["tinyc_simd.h"] if "int8_fast" in families else [])
     lib.files[f"{prefix}.h"] = env.get_template("model.h.j2").render(**common)
     lib.files[f"{prefix}.c"] = env.get_template("model.c.j2").render(
         layers=layers, consts=consts, macs=lib.macs, lower_bound=plan.lower_bound, runtime=runtime, **common)
@@ -379,8 +407,8 @@ def _is_alias(plan: MemoryPlan, node) -> bool:
 
 
 def _conversion_helpers(prefix, inputs, outputs) -> list:
-    """`<p>_quantize_input[k]` / `<p>_dequantize_output[k]` for each int8 input/output (no number when the model
-    has one of them)."""
+    """`<p>_quantize_input[k]` / `<p>_dequantize_output[k]` for each int8 or int16 (16x8) input/output (no number
+    when the model has one of them)."""
     out = []
     for rows, verb in ((inputs, "quantize"), (outputs, "dequantize")):
         for r in rows:

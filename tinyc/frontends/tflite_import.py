@@ -9,8 +9,10 @@ around Flatten, DEQUANTIZE of float16/int8 weights) are evaluated with numpy by 
 
 int8 models keep their integers: activations become int8 IR tensors and weights int8/int32 constants, each with
 its `Tensor.quant` (per-channel parameters re-indexed to the IR weight layout); QUANTIZE/DEQUANTIZE computed at
-run time become Quantize/Dequantize nodes. Other integer activation types (uint8, int16) and hybrid models
-(float activations with int8 weights) are refused with a clear error.
+run time become Quantize/Dequantize nodes. 16x8 models (TFLite's int16 activations with int8 weights) keep theirs
+the same way: int16 IR tensors with a per-tensor scale and zero point 0, int64 (or int32) biases
+(docs/int16-numerics.md 1). Other integer activation types (uint8, per-channel or asymmetric int16), int16 weights
+and hybrid models (float activations with int8 weights) are refused with a clear error.
 """
 from __future__ import annotations
 
@@ -27,10 +29,14 @@ from .tflite_variables import finish_variables
 __all__ = ["FOLD_OPS", "TFLITE_OPS", "load_tflite"]
 
 IDENTIFIER = b"TFL3"
-RUNTIME_TYPES = {"FLOAT32": "float32", "INT8": "int8", "INT32": "int32", "INT64": "int64"}   # integers: indices (ARG_MAX, GATHER)
-CONST_TYPES = {"FLOAT32": "float32", "INT8": "int8", "INT32": "int32"}
-OTHER_TYPE_HINT = ("tinyc compiles float32 and int8 models; convert with int8 activations "
-                   "(TFLITE_BUILTINS_INT8, inference_input_type=tf.int8) or without quantization")
+RUNTIME_TYPES = {"FLOAT32": "float32", "INT8": "int8", "INT16": "int16",
+                 "INT32": "int32", "INT64": "int64"}   # INT32/INT64: indices (ARG_MAX, GATHER)
+CONST_TYPES = {"FLOAT32": "float32", "INT8": "int8", "INT32": "int32", "INT64": "int64"}   # INT64: 16x8 biases
+QUANTIZED = ("int8", "int16")     # runtime types that carry quantization parameters (int16: 16x8 activations)
+OTHER_TYPE_HINT = ("tinyc compiles float32, int8 and 16x8 (int16 activations, int8 weights) models; convert with "
+                   "TFLITE_BUILTINS_INT8 or EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, or without "
+                   "quantization")
+SIXTEEN_BY_EIGHT = "TFLite's 16x8 scheme (int16 activations per tensor with zero point 0, int8 weights)"
 
 
 def _schema():
@@ -156,6 +162,9 @@ class Ctx:
         if arr is None:
             arr = self.value(i)
         kind = self.dtype_name(i) if i in self.values and np.issubdtype(arr.dtype, np.integer) else "FLOAT32"
+        if kind == "INT16":
+            raise TinycError(f"{self.where()}: constant '{self.tname(i)}' is int16 (int16 weights); tinyc takes "
+                             f"{SIXTEEN_BY_EIGHT}: quantize the weights to int8")
         if kind not in CONST_TYPES:
             raise TinycError(f"{self.where()}: constant '{self.tname(i)}' has type {kind}; {OTHER_TYPE_HINT}")
         base = self.tname(i).split(";")[0] or f"const{i}"
@@ -175,7 +184,22 @@ class Ctx:
             q = self.quant(i)
             if q is None or q.axis is not None:
                 raise TinycError(f"int8 tensor '{self.tname(i)}' lacks per-tensor quantization parameters")
+        if kind == "INT16":
+            self._check_int16(i)
         return RUNTIME_TYPES[kind]
+
+    def _check_int16(self, i: int) -> None:
+        """An int16 activation is one of TFLite's 16x8 scheme: per-tensor scale, zero point 0."""
+        q = self.quant(i)
+        if q is None:
+            raise TinycError(f"int16 tensor '{self.tname(i)}' has no quantization parameters; tinyc takes int16 "
+                             f"only as {SIXTEEN_BY_EIGHT}")
+        if q.axis is not None:
+            raise TinycError(f"int16 tensor '{self.tname(i)}' is quantized per channel (axis {q.axis}); tinyc takes "
+                             f"{SIXTEEN_BY_EIGHT}")
+        if int(np.asarray(q.zero_point)) != 0:
+            raise TinycError(f"int16 tensor '{self.tname(i)}' has zero point {int(np.asarray(q.zero_point))}; tinyc "
+                             f"takes {SIXTEEN_BY_EIGHT}")
 
     def quant(self, i: int) -> Quant | None:
         q = self.tensor(i).quantization
@@ -219,7 +243,7 @@ class Ctx:
             name = self.g.unique_name(base)
             full = self.tname(self.out)
             self.g.add_tensor(name, shape, dtype, source_name=full if full in self._unique else None,
-                              quant=self.quant(self.out) if dtype == "int8" else None)
+                              quant=self.quant(self.out) if dtype in QUANTIZED else None)
             self.names[self.out] = name
         else:
             name = self.g.unique_name(f"{base}_{tag or op.lower()}")
@@ -228,7 +252,7 @@ class Ctx:
                 dtype, quant = ref.dtype, ref.quant
             else:
                 dtype = self.runtime_dtype(self.out)
-                quant = self.quant(self.out) if dtype == "int8" else None
+                quant = self.quant(self.out) if dtype in QUANTIZED else None
             self.g.add_tensor(name, shape, dtype, quant=quant)
         self.g.add_node(op, inputs, [name], name=name, **attrs)
         return name
@@ -338,7 +362,7 @@ def _convert(cv, fn, opts, ins):
 
 
 def load_tflite(path: str, input_shapes: list[tuple] | None = None) -> Graph:
-    """Load a float32 or int8 .tflite model as an IR Graph (NHWC, batch 1)."""
+    """Load a float32, int8 or 16x8 .tflite model as an IR Graph (NHWC, batch 1)."""
     if not os.path.isfile(path):
         raise TinycError(f"model file '{path}' not found")
     S = _schema()
@@ -364,7 +388,7 @@ def load_tflite(path: str, input_shapes: list[tuple] | None = None) -> Graph:
         shape = _input_shape(cv.tname(i), shape, input_shapes[k] if input_shapes else None)
         ir = g.unique_name(cv.tname(i).split(";")[0] or f"input{k}")
         g.add_tensor(ir, shape, dtype, source_name=cv.tname(i) if cv.tname(i) in cv._unique else None,
-                     quant=cv.quant(i) if dtype == "int8" else None)
+                     quant=cv.quant(i) if dtype in QUANTIZED else None)
         g.inputs.append(ir)
         cv.names[i] = ir
     for k, op in enumerate(sg.operators or []):

@@ -32,10 +32,11 @@ def fused_act(cv, opts) -> dict | None:
 
 def _then_act(cv, op, inputs, shape, act, **attrs) -> str:
     """`op` followed by its fused activation, if any. float32: a separate Activation node (the op has no
-    `activation` attribute); int8: the clamp is the op's `activation` attribute, as TFLite applies it."""
+    `activation` attribute); int8 and int16 (16x8): the clamp is the op's `activation` attribute, as TFLite
+    applies it."""
     if act is None:
         return cv.emit(op, inputs, shape, **attrs)
-    if cv.runtime_dtype(cv.out) == "int8":
+    if cv.runtime_dtype(cv.out) in ("int8", "int16"):
         return cv.emit(op, inputs, shape, activation=act, **attrs)
     y = cv.emit(op, inputs, shape, final=False, tag=op.lower(), **attrs)
     return cv.emit("Activation", [y], shape, **act)

@@ -58,7 +58,7 @@ def read_variable(cv, opts, ins):
             raise TinycError(f"{cv.where()}: variable '{key}' has a dynamic shape {list(t.shapeSignature)}; a "
                              "streaming state needs a static shape")
         dtype = cv.runtime_dtype(cv.out)
-        quant = cv.quant(cv.out) if dtype == "int8" else None
+        quant = cv.quant(cv.out) if dtype in ("int8", "int16") else None    # int16: a 16x8 activation
         initial = var["initial"]
         if initial is not None and tuple(initial.shape) != shape:
             raise TinycError(f"{cv.where()}: variable '{key}' is {list(shape)} but CALL_ONCE assigns it a "

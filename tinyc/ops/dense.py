@@ -9,7 +9,7 @@ from ..codegen import int8_fast
 from ..codegen.literals import c_double
 from ..quant import params as qp
 from .conv2d import check_weights
-from .int8_common import bias_expr, in_quant, out_quant, symmetric_weights
+from .int8_common import bias_expr, in_quant, is_16x8, out_quant, symmetric_weights, weighted_16x8_bias
 from .opdef import OpDef
 
 
@@ -39,7 +39,7 @@ class DenseParams:
 def int8_prepare(k) -> DenseParams:
     """TFLite 2.21's reference FULLY_CONNECTED requantizes in double: round(acc * in_s * w_s[c] / out_s)."""
     iq, oq, wq = in_quant(k), out_quant(k), symmetric_weights(k)
-    lo, hi = qp.activation_range(k.node.attrs.get("activation"), oq)
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), oq, k.out.dtype)
     return DenseParams(qp.fc_scales(iq, wq, oq, k.in_shape(1)[0]), np.asarray(wq.scale).size > 1,
                        qp.zero_point_of(iq), qp.zero_point_of(oq), lo, hi)
 
@@ -48,6 +48,10 @@ def int8_kernel(k):
     v, macs = float_kernel(k)[1:]
     p = k.params
     scale = k.table(p.scales, "float64", "requantization scales") if p.per_channel else c_double(p.scales[0])
+    if is_16x8(k):     # int64 accumulator, zero points 0; the same double requantization (int16-numerics 2.3)
+        w = np.abs(k.tensor(1).data.astype(np.int64)).sum(axis=1)
+        v.update(lo=p.lo, hi=p.hi, bias=weighted_16x8_bias(k, w, bits=62), scale=scale, per_channel=p.per_channel)
+        return "dense_16x8.c.j2", v, macs
     v.update(in_zp=p.in_zp, out_zp=p.out_zp, lo=p.lo, hi=p.hi, bias=bias_expr(k), scale=scale,
              per_channel=p.per_channel)
     return "dense.c.j2", v, macs
@@ -56,4 +60,4 @@ def int8_kernel(k):
 DEFINITIONS = (OpDef(
     "Dense", "x[...,K], w[O,K], b[O]?  -> [...,O]  [activation]",
     evaluate, check_weights, float_kernel, int8_prepare, int8_kernel, int8_fast.dense,
-    memory="windowed", quantize="own", fuses_activation=True, qdq_rule="weighted"),)
+    memory="windowed", quantize="own", fuses_activation=True, qdq_rule="weighted", int16_activations=True),)

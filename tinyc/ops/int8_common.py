@@ -43,6 +43,34 @@ def bias_expr(k):
     return k.expr(2)
 
 
+def is_16x8(k) -> bool:
+    """The layer computes TFLite's 16x8 scheme: int16 activations in and out (docs/int16-numerics.md 1)."""
+    return k.tensor(0).dtype == "int16" or k.out.dtype == "int16"
+
+
+def weighted_16x8_bias(k, w_abs_sums, bits: int = 47) -> str | None:
+    """The 16x8 bias of a conv / depthwise / FC / transpose-conv layer: constant int64, accumulated with the
+    products in int64 (its C expression, or None). `w_abs_sums`: per output channel, the sum of |w| over its
+    reduction; the accumulator must stay below 2^bits for the worst input (every x at -32768): 47 for TFLite's
+    int64 MultiplyByQuantizedMultiplier, 62 where the requantization is in double (no int64 overflow)."""
+    if k.tensor(0).dtype != "int16" or k.out.dtype != "int16":
+        raise TinycError(f"node '{k.node.name}' ({k.node.op}): input '{k.tensor(0).name}' is {k.tensor(0).dtype} and "
+                         f"output '{k.out.name}' {k.out.dtype}; a 16x8 layer has int16 input and output")
+    bias = np.zeros(len(w_abs_sums), np.int64)
+    name = None
+    if k.has_input(2):
+        b = k.tensor(2)
+        if b.dtype != "int64" or not b.is_const:
+            raise TinycError(f"node '{k.node.name}': bias '{b.name}' is {b.dtype}; a 16x8 layer takes a constant "
+                             "int64 bias (as TFLite's converter writes it)")
+        bias, name = b.data.astype(np.int64).reshape(-1), k.expr(2)
+    worst = np.abs(bias).astype(object) + np.asarray(w_abs_sums, dtype=object) * 32768
+    if max(worst, default=0) >= 1 << bits:
+        raise TinycError(f"node '{k.node.name}': its weights and bias can make an accumulator of {max(worst)}; "
+                         f"TFLite's 16x8 requantization of this op takes |acc| < 2^{bits}")
+    return name
+
+
 def same_quant(a, b) -> bool:
     return qp.scale_of(a) == qp.scale_of(b) and qp.zero_point_of(a) == qp.zero_point_of(b)
 

@@ -12,14 +12,23 @@ from .opdef import OpDef
 
 
 def quantize_prepare(k) -> tuple:
-    """int8 -> int8: (multiplier, shift) in_scale / out_scale in double, as TFLite's requantize."""
-    if k.out.dtype != "int8":
-        raise TinycError(f"node '{k.node.name}': quantizing to {k.out.dtype} is not supported; only int8")
-    return () if k.tensor(0).dtype == "float32" else qp.rescale(in_quant(k), out_quant(k))
+    """int8 -> int8: (multiplier, shift) in_scale / out_scale in double, as TFLite's requantize. float32 -> int16
+    (16x8, zero point 0) has no parameters either."""
+    if k.out.dtype not in ("int8", "int16"):
+        raise TinycError(f"node '{k.node.name}': quantizing to {k.out.dtype} is not supported; only int8 and int16")
+    if k.tensor(0).dtype == "float32":
+        return ()
+    if "int16" in (k.out.dtype, k.tensor(0).dtype):
+        raise TinycError(f"node '{k.node.name}': requantizing {k.tensor(0).dtype} to {k.out.dtype} is not supported")
+    return qp.rescale(in_quant(k), out_quant(k))
 
 
 def quantize_kernel(k):
     oq = out_quant(k)
+    if k.tensor(0).dtype == "float32" and k.out.dtype == "int16":     # zero point 0 (emit.check_16x8_activation)
+        body = "y[{o0}] = tinyc_quantize_f32_s16(x0[{o0}], %s);" % c_float(qp.scale_of(oq))
+        return "elementwise.c.j2", dict(comment=f"quantize {k.out_size} floats to int16",
+                                        loops=strided_loops([k.out_size], [[1]], body)), 0
     if k.tensor(0).dtype == "float32":
         body = "y[{o0}] = tinyc_quantize_f32(x0[{o0}], %s, %d);" % (c_float(qp.scale_of(oq)), qp.zero_point_of(oq))
         return "elementwise.c.j2", dict(comment=f"quantize {k.out_size} floats",
@@ -37,8 +46,8 @@ def dequantize_kernel(k):
 
 
 DEFINITIONS = (
-    OpDef("Quantize", "x -> y  (float32 -> int8, or int8 -> int8 with new parameters)", None, None, None,
+    OpDef("Quantize", "x -> y  (float32 -> int8 / int16, or int8 -> int8 with new parameters)", None, None, None,
           quantize_prepare, quantize_kernel, int8_fast_misc.unary, memory="elementwise", quantize=None),
-    OpDef("Dequantize", "x -> y  (int8 -> float32)", None, None, None, None, dequantize_kernel, None,
+    OpDef("Dequantize", "x -> y  (int8 / int16 -> float32)", None, None, None, None, dequantize_kernel, None,
           memory="elementwise", quantize=None),
 )

@@ -28,8 +28,8 @@ def copy_kernel(k):
 DEFINITIONS = (
     OpDef("Reshape", "x -> y with the same element count", evaluate, check, copy_kernel, None,
           same_quant_copy(copy_kernel), None, memory="alias", quantize="shared", moves_data=True,
-          plain_dtypes=ALL_DTYPES),
+          plain_dtypes=ALL_DTYPES, int16_activations=True),
     OpDef("Identity", "x  (Identity / Dropout; dropped by a pass)", evaluate, None, copy_kernel, None,
           same_quant_copy(copy_kernel), None, memory="alias", quantize="shared", moves_data=True,
-          plain_dtypes=ALL_DTYPES),
+          plain_dtypes=ALL_DTYPES, int16_activations=True),
 )

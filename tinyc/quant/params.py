@@ -38,17 +38,19 @@ def quantize_value(real: float, scale: float, zero_point: int) -> int:
     return zero_point + tflite_round(float(np.float32(real) / np.float32(scale)))
 
 
-def activation_range(act: dict | None, q) -> tuple[int, int]:
-    """The int8 clamp of a fused activation (TFLite CalculateActivationRangeQuantized)."""
+def activation_range(act: dict | None, q, dtype: str = "int8") -> tuple[int, int]:
+    """The clamp of a fused activation (TFLite CalculateActivationRangeQuantized) for an int8 output, or an int16
+    one (`dtype`, 16x8)."""
     scale, zp = scale_of(q), zero_point_of(q)
+    qmin, qmax = (QMIN, QMAX) if dtype == "int8" else (-32768, 32767)
     if act is None:
-        return QMIN, QMAX
+        return qmin, qmax
     fn = act["fn"]
     if fn == "relu":
-        return max(QMIN, quantize_value(0.0, scale, zp)), QMAX
+        return max(qmin, quantize_value(0.0, scale, zp)), qmax
     if fn == "clip":
-        lo = max(QMIN, quantize_value(act["lo"], scale, zp))
-        hi = min(QMAX, quantize_value(act["hi"], scale, zp)) if math.isfinite(act["hi"]) else QMAX
+        lo = max(qmin, quantize_value(act["lo"], scale, zp))
+        hi = min(qmax, quantize_value(act["hi"], scale, zp)) if math.isfinite(act["hi"]) else qmax
         return lo, hi
     raise TinycError(f"activation '{fn}' cannot be fused into an int8 op; only relu, relu6 and clip can")
 

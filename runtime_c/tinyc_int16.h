@@ -1,0 +1,38 @@
+/* TFLite's 16x8 scheme for tinyc's generated code: int16 activations (one scale per tensor, zero point 0), int8
+ * weights, int64 biases (docs/int16-numerics.md). Header-only, static inline; included only by libraries with
+ * 16x8 layers, after tinyc_int8.h. */
+#ifndef TINYC_INT16_H
+#define TINYC_INT16_H
+
+#include <math.h>
+#include <stdint.h>
+
+/* MultiplyByQuantizedMultiplier for an int64 accumulator (docs/int16-numerics.md 1.3): the multiplier reduced to
+ * 16 bits, one rounding (half up), the result truncated to 32 bits as TFLite's cast does. |acc| < 2^47. */
+static inline int32_t tinyc_requantize64(int64_t acc, int32_t multiplier, int shift) {
+  const int64_t reduced = multiplier < 0x7FFF0000 ? (multiplier + (1 << 15)) >> 16 : 0x7FFF;
+  const int total = 15 - shift;
+  return (int32_t)((acc * reduced + ((int64_t)1 << (total - 1))) >> total);
+}
+
+/* FULLY_CONNECTED's reference requantization (TFLite 2.21, as for int8): round(acc * effective_scale) in double,
+ * halves away from zero (docs/int16-numerics.md 2.3). Results beyond +-2^24 saturate any int16 output. */
+static inline int32_t tinyc_requantize64_double(int64_t acc, double effective_scale) {
+  const double r = round((double)acc * effective_scale);
+  return r > 16777216.0 ? 16777216 : (r < -16777216.0 ? -16777216 : (int32_t)r);
+}
+
+static inline int16_t tinyc_clamp16(int32_t v, int32_t lo, int32_t hi) {
+  return (int16_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+/* float -> int16 (zero point 0): round(x / scale) halves away from zero, saturated (TFLite's AffineQuantize). */
+static inline int16_t tinyc_quantize_f32_s16(float x, float scale) {
+  const float r = roundf(x / scale);
+  if (!(r == r)) return 0;                 /* NaN */
+  if (r > 32767.0f) return 32767;
+  if (r < -32768.0f) return -32768;
+  return (int16_t)r;
+}
+
+#endif

@@ -1,0 +1,56 @@
+"""16x8 TFLite models for the int16 test matrix (no tests here): TFLiteConverter with a representative dataset
+and EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 (int16 activations, int8 weights, int64 biases),
+int16 input and output unless `float_io`. Each builder returns a seeded Keras model (random biases). Other
+engineers' ops add their builders to BUILDERS (docs/int16-numerics.md)."""
+from __future__ import annotations
+
+import numpy as np
+
+from int8_zoo import representative
+from model_zoo import randomize
+
+
+def _keras():
+    from tinyc.keras_runtime import import_keras
+    return import_keras()
+
+
+def mlp_reshape():
+    """RESHAPE in, FULLY_CONNECTED with relu, relu6 and none (per-channel weights, int64 biases), RESHAPE out."""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((4, 6))
+    h = L.Dense(32, activation="relu")(L.Reshape((24,))(x))
+    h = L.Dense(32, activation="relu6")(h)
+    return keras.Model(x, L.Reshape((2, 8))(L.Dense(16)(h)), name="mlp_reshape")
+
+
+BUILDERS = {f.__name__: f for f in (mlp_reshape,)}
+
+
+def build(name: str, seed: int = 0):
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    return randomize(BUILDERS[name](), seed)
+
+
+def to_int16_tflite(model, path, float_io: bool = False) -> str:
+    _keras()
+    import tensorflow as tf
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative(model)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    if not float_io:
+        conv.inference_input_type = tf.int16
+        conv.inference_output_type = tf.int16
+    path.write_bytes(conv.convert())
+    return str(path)
+
+
+def sample_inputs(path: str, samples: int, seed: int = 0) -> list:
+    """Float inputs of the model's shape (standard normal), for the float-I/O variants."""
+    import tensorflow as tf
+    rng = np.random.default_rng(seed)
+    shapes = [tuple(d["shape"][1:]) for d in tf.lite.Interpreter(path).get_input_details()]
+    return [rng.standard_normal((samples, 1, *s)).astype(np.float32) for s in shapes]
