@@ -16,6 +16,7 @@ from ..schedule import MemoryPlan, is_view
 from ..schedule.overlap import InPlace
 from ..quant.params import scale_of, zero_point_of
 from ..ops import REGISTRY
+from ..ops.hybrid import HYBRID_KERNELS
 from ..ops.opdef import integer_range
 from . import cmake
 from .literals import C_STORAGE, c_array_body, c_float, c_type
@@ -106,11 +107,14 @@ def _shape_text(shape) -> str:
 
 def kernel_family(g, node) -> str:
     """'int8' for ops on quantized tensors (and Quantize/Dequantize), 'float' for ops on un-quantized tensors
-    (float32, and the integer and bool types of the op's `plain_dtypes`)."""
+    (float32, and the integer and bool types of the op's `plain_dtypes`), 'hybrid' for a layer with float
+    activations and int8 weights (the `hybrid` attribute, tinyc/ops/hybrid.py)."""
     if node.op in ("Quantize", "Dequantize"):
         return "int8"
     runtime = [g.tensors[t] for t in node.inputs + node.outputs if not g.tensors[t].is_const]
     if all(t.quant is None for t in runtime):
+        if node.attrs.get("hybrid"):       # float activations, int8 weights: TFLite's hybrid kernels (ops/hybrid.py)
+            return "hybrid"
         for t in node.inputs:
             if g.tensors[t].is_const and g.tensors[t].quant is not None:
                 raise TinycError(f"node '{node.name}' ({node.op}) computes in float32 with {g.tensors[t].dtype} "
@@ -281,6 +285,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
             family = kernel_family(g, node)
             definition = REGISTRY[node.op]
             rule = definition.float_kernel if family == "float" else definition.int8_kernel
+            if family == "hybrid":
+                rule = HYBRID_KERNELS[node.op]
             if rule is None:
                 raise TinycError(f"no {family} C kernel for op '{node.op}' (node '{node.name}'); run `tinyc ops`")
             context = KernelContext(node, plan, exprs, table, in_place, scratch, work)
@@ -333,6 +339,7 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     int8 = {"int8", "int8_fast"} & families or helpers
     runtime = ["tinyc_float.h"] + (["tinyc_int8.h"] if int8 else []) + \
         (["tinyc_int16.h"] if uses_16x8(g) else []) + (["tinyc_simd.h"] if "int8_fast" in families else [])
+    runtime += ["tinyc_hybrid.h"] if "hybrid" in families else []
     lib.files[f"{prefix}.h"] = env.get_template("model.h.j2").render(**common)
     lib.files[f"{prefix}.c"] = env.get_template("model.c.j2").render(
         layers=layers, consts=consts, macs=lib.macs, lower_bound=plan.lower_bound, runtime=runtime, **common)

@@ -15,6 +15,7 @@ import numpy as np
 from ..activations import relu6
 from ..errors import TinycError
 from .geometry import conv_geometry
+from .tflite_hybrid import hybrid_rules, refuse_hybrid
 from .tflite_recurrent import RECURRENT_MULTI_OUTPUT, RECURRENT_OPS
 from .tflite_variables import VARIABLE_OPS, VARIABLE_OUTPUTS
 
@@ -802,6 +803,9 @@ TFLITE_OPS = {
     **RECURRENT_OPS,
     **VARIABLE_OPS,
 }
+# Hybrid (dynamic-range) layers, float activations with int8 weights: tflite_hybrid.py
+TFLITE_OPS.update(hybrid_rules(TFLITE_OPS))
+TFLITE_OPS["TRANSPOSE_CONV"] = refuse_hybrid(TFLITE_OPS["TRANSPOSE_CONV"], "filter")
 
 
 # -- compile-time folding of constant sub-graphs -------------------------------------------------------------

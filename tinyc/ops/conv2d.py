@@ -8,6 +8,7 @@ import numpy as np
 from ..codegen import int8_fast
 from ..errors import TinycError
 from ..quant import params as qp
+from . import hybrid
 from .int8_common import bias_expr, in_quant, out_quant, symmetric_weights
 from .opdef import OpDef
 
@@ -18,7 +19,9 @@ def pad_nhwc(x, pads, value=0.0):
 
 
 def evaluate(a, ins):
-    """x[N,H,W,C], w[O,KH,KW,C/groups] -> [N,OH,OW,O], in float64."""
+    """x[N,H,W,C], w[O,KH,KW,C/groups] -> [N,OH,OW,O], in float64 (a hybrid layer: TFLite's hybrid arithmetic)."""
+    if a.get("hybrid"):
+        return hybrid.evaluate_conv(a, ins)
     x, w = ins[0], ins[1]
     b = ins[2] if len(ins) > 2 else None
     x = pad_nhwc(x.astype(np.float64), a["pads"])
@@ -114,3 +117,4 @@ DEFINITIONS = (OpDef(
     "pads=(top,left,bottom,right), groups, activation]; groups == C gives depthwise (O = C*multiplier)",
     evaluate, check_weights, float_kernel, int8_prepare, int8_kernel, int8_fast.conv2d,
     memory="windowed", quantize="own", one_image=True, fuses_activation=True, qdq_rule="weighted"),)
+DEFINITIONS = tuple(hybrid.with_hybrid_variant(d) for d in DEFINITIONS)     # float inputs, int8 weights

@@ -8,12 +8,15 @@ import numpy as np
 from ..codegen import int8_fast
 from ..codegen.literals import c_double
 from ..quant import params as qp
+from . import hybrid
 from .conv2d import check_weights
 from .int8_common import bias_expr, in_quant, is_16x8, out_quant, symmetric_weights, weighted_16x8_bias
 from .opdef import OpDef
 
 
 def evaluate(a, ins):
+    if a.get("hybrid"):
+        return hybrid.evaluate_dense(a, ins)
     y = ins[0].astype(np.float64) @ ins[1].T.astype(np.float64)
     return y + ins[2] if len(ins) > 2 else y
 
@@ -61,3 +64,4 @@ DEFINITIONS = (OpDef(
     "Dense", "x[...,K], w[O,K], b[O]?  -> [...,O]  [activation]",
     evaluate, check_weights, float_kernel, int8_prepare, int8_kernel, int8_fast.dense,
     memory="windowed", quantize="own", fuses_activation=True, qdq_rule="weighted", int16_activations=True),)
+DEFINITIONS = tuple(hybrid.with_hybrid_variant(d) for d in DEFINITIONS)     # float inputs, int8 weights

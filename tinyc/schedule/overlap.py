@@ -130,7 +130,7 @@ def _several_images(x) -> bool:
 
 
 def is_channelwise_depthwise(g: Graph, node) -> bool:
-    if node.op != "Conv2D":
+    if node.op != "Conv2D" or node.attrs.get("hybrid"):    # a hybrid layer reads its quantized image, not x
         return False
     x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
     if _several_images(x):

@@ -1,0 +1,68 @@
+/* The on-the-fly input quantization of TFLite's hybrid (dynamic-range) kernels: float activations, int8 weights
+ * (docs/hybrid-numerics.md). Header-only, static inline. The same float32 and double operations as TFLite's
+ * tensor_utils, in the same order: fused multiply-adds would round differently, so gcc may not contract them. */
+#ifndef TINYC_HYBRID_H
+#define TINYC_HYBRID_H
+#include <math.h>
+#include <stdint.h>
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define TINYC_NO_FMA __attribute__((optimize("fp-contract=off")))
+#else
+#define TINYC_NO_FMA
+#endif
+
+/* SymmetricQuantizeFloats: q = round(v * 127 / max|v|) in [-127, 127], *scale = max|v| / 127; all zero: q = 0,
+ * scale 1. */
+static inline TINYC_NO_FMA void tinyc_quantize_symmetric(const float *v, int n, int8_t *q, float *scale) {
+  float lo = v[0], hi = v[0];
+  for (int i = 1; i < n; ++i) {
+    lo = v[i] < lo ? v[i] : lo;
+    hi = v[i] > hi ? v[i] : hi;
+  }
+  const float range = fabsf(lo) > fabsf(hi) ? fabsf(lo) : fabsf(hi);
+  if (range == 0.0f) {
+    for (int i = 0; i < n; ++i) q[i] = 0;
+    *scale = 1.0f;
+    return;
+  }
+  *scale = range / 127.0f;
+  const float inv = 127.0f / range;
+  for (int i = 0; i < n; ++i) {
+    const float r = roundf(v[i] * inv);
+    q[i] = (int8_t)(r > 127.0f ? 127 : (r < -127.0f ? -127 : (int32_t)r));
+  }
+}
+
+/* AsymmetricQuantizeFloats: the range [min(v, 0), max(v, 0)] in 255 steps (in double), the zero point from the end
+ * with the smaller error, nudged into [-128, 127]; q = round(zp + v * (1 / scale)) in float. An empty range: q = 0,
+ * scale 1, zero point 0. */
+static inline TINYC_NO_FMA void tinyc_quantize_asymmetric(const float *v, int n, int8_t *q, float *scale,
+                                                   int32_t *zero_point) {
+  float lo = 0.0f, hi = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    lo = v[i] < lo ? v[i] : lo;
+    hi = v[i] > hi ? v[i] : hi;
+  }
+  const double rmin = lo, rmax = hi;
+  if (rmin == rmax) {
+    for (int i = 0; i < n; ++i) q[i] = 0;
+    *scale = 1.0f;
+    *zero_point = 0;
+    return;
+  }
+  const double s = (rmax - rmin) / 255.0;
+  const double from_min = -128.0 - rmin / s, from_max = 127.0 - rmax / s;
+  const double zp = 128.0 + fabs(rmin / s) < 127.0 + fabs(rmax / s) ? from_min : from_max;
+  const int32_t nudged = zp <= -128.0 ? -128 : (zp >= 127.0 ? 127 : (int32_t)round(zp));
+  *scale = (float)s;
+  *zero_point = nudged;
+  const float inv = (float)(1.0 / (double)*scale);
+  const float z = (float)nudged;
+  for (int i = 0; i < n; ++i) {
+    const float t = v[i] * inv;
+    const float r = roundf(z + t);
+    q[i] = (int8_t)(r > 127.0f ? 127 : (r < -128.0f ? -128 : (int32_t)r));
+  }
+}
+#endif

@@ -1,0 +1,225 @@
+"""Hybrid (dynamic-range) TFLite models: float activations, int8 weights, the input quantized on the fly as TFLite's
+hybrid kernels do (tinyc/ops/hybrid.py, docs/hybrid-numerics.md). The models come from TF's converter with
+`optimizations = [tf.lite.Optimize.DEFAULT]` and no representative dataset; the symmetric FULLY_CONNECTED variant
+(the converter writes `asymmetric_quantize_inputs` true) is the converter's model with that option cleared. The
+oracle is TFLite's interpreter with its reference kernels (BUILTIN_REF), float tolerance 1e-4 (1 + max |ref|); the
+C runs on the host under ASan/UBSan (tinyc.verify). With TINYC_FULL: the MLPerf Tiny KWS DS-CNN and FC autoencoder
+as hybrid models, and QEMU runs on the Cortex-M0+ and M4.
+"""
+import importlib.util
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+if importlib.util.find_spec("tensorflow") is None:
+    pytest.skip("the TFLite tests need tensorflow", allow_module_level=True)
+
+from tinyc import interp  # noqa: E402
+from tinyc.errors import TinycError  # noqa: E402
+from tinyc.frontends.tflite_import import load_tflite  # noqa: E402
+from tinyc.verify import verify  # noqa: E402
+
+FULL = bool(os.environ.get("TINYC_FULL"))
+SAMPLES = 12 if FULL else 4
+
+
+def _tf():
+    from tinyc.keras_runtime import import_keras
+    import_keras()     # TensorFlow, quietly
+    import tensorflow as tf
+    import tf_keras
+    return tf, tf_keras
+
+
+def _convert(model, path, per_tensor=False, symmetric_fc=()) -> str:
+    """The converter's dynamic-range model; `symmetric_fc`: FULLY_CONNECTED operators (by their order) whose
+    asymmetric_quantize_inputs is cleared."""
+    tf, _ = _tf()
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if per_tensor:
+        conv._experimental_disable_per_channel = True
+    data = conv.convert()
+    if symmetric_fc:
+        data = _edit(data, lambda S, m: [setattr(op.builtinOptions, "asymmetricQuantizeInputs", False)
+                                         for k, op in enumerate(_ops(S, m, "FULLY_CONNECTED")) if k in symmetric_fc])
+    path.write_bytes(data)
+    return str(path)
+
+
+def _ops(S, m, kind):
+    code = getattr(S.BuiltinOperator, kind)
+    return [op for op in m.subgraphs[0].operators if m.operatorCodes[op.opcodeIndex].builtinCode == code]
+
+
+def _edit(data: bytes, change) -> bytes:
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as S
+    m = S.ModelT.InitFromObj(S.Model.GetRootAsModel(data, 0))
+    change(S, m)
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def _randomized(model, seed):
+    """Random weights and biases (the converter drops all-zero biases; Keras initializes them to zero)."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([(rng.standard_normal(w.shape) * (0.2 if w.ndim > 1 else 0.5)).astype(np.float32)
+                       for w in model.get_weights()])
+    return model
+
+
+def per_channel_cnn():
+    """CONV_2D stride 2 relu6 (per-channel weights: asymmetric inputs), DEPTHWISE_CONV_2D with multiplier 2 (128
+    channels), two FULLY_CONNECTED (relu, then none), each weight tensor of at least 1,024 values (the converter
+    leaves smaller ones float)."""
+    _, K = _tf()
+    L = K.layers
+    x = K.Input((9, 8, 16))
+    h = L.Conv2D(64, 3, strides=2, padding="same", activation="relu6")(x)
+    h = L.DepthwiseConv2D(3, padding="valid", depth_multiplier=2)(h)
+    h = L.Dense(40, activation="relu")(L.Flatten()(h))
+    return _randomized(K.Model(x, L.Dense(32)(h)), 1)
+
+
+def per_tensor_mlp():
+    """CONV_2D (one weight scale: symmetric inputs) and two FULLY_CONNECTED, per-tensor weights."""
+    _, K = _tf()
+    L = K.layers
+    x = K.Input((6, 6, 16))
+    h = L.Conv2D(16, 3, padding="same", activation="relu")(x)
+    h = L.Dense(48, activation="tanh")(L.Flatten()(h))
+    return _randomized(K.Model(x, L.Dense(32)(h)), 2)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hybrid")
+    return {"per_channel": _convert(per_channel_cnn(), d / "pc.tflite"),
+            "per_channel_symmetric_fc": _convert(per_channel_cnn(), d / "pcs.tflite", symmetric_fc=(0,)),
+            "per_tensor": _convert(per_tensor_mlp(), d / "pt.tflite", per_tensor=True, symmetric_fc=(1,))}
+
+
+def _hybrid_nodes(path):
+    g = load_tflite(path)
+    return [(n.op, n.attrs["groups"] > 1 if n.op == "Conv2D" else None, n.attrs["hybrid"]["inputs"])
+            for n in g.nodes if n.attrs.get("hybrid")]
+
+
+def test_the_converter_makes_them_hybrid(models):
+    assert _hybrid_nodes(models["per_channel"]) == [
+        ("Conv2D", False, "asymmetric"), ("Conv2D", True, "asymmetric"), ("Dense", None, "asymmetric"),
+        ("Dense", None, "asymmetric")]
+    assert [n[2] for n in _hybrid_nodes(models["per_channel_symmetric_fc"])][2:] == ["symmetric", "asymmetric"]
+    assert _hybrid_nodes(models["per_tensor"]) == [("Conv2D", False, "symmetric"), ("Dense", None, "asymmetric"),
+                                                   ("Dense", None, "symmetric")]
+
+
+@pytest.mark.parametrize("name", ["per_channel", "per_channel_symmetric_fc", "per_tensor"])
+def test_c_matches_tflite_hybrid_kernels(models, name):
+    report = verify(models[name], samples=SAMPLES, seed=3)
+    assert report["oracle"] == "tflite" and report["ok"], report
+    row = report["outputs"][0]
+    print(f"{name}: max abs error {row['max_abs_err']:.3g} (tolerance {row['tolerance']:.3g})")
+
+
+def test_interpreter_is_tflites_arithmetic(models):
+    """The definition (ops/hybrid.py, run by tinyc's interpreter) against TFLite, on inputs of every sign mix, an
+    all-zero input and one of a single sign (the asymmetric range then ends at 0)."""
+    from tinyc.reference import run_tflite
+    from tinyc.verify import tolerance
+    rng = np.random.default_rng(5)
+    for path in models.values():
+        g = load_tflite(path)
+        shape = g.tensors[g.inputs[0]].shape
+        xs = [np.zeros(shape, np.float32), np.abs(rng.standard_normal(shape)).astype(np.float32),
+              -np.abs(rng.standard_normal(shape)).astype(np.float32) * 40,
+              (rng.standard_normal(shape) * 3 + 1).astype(np.float32)]
+        refs = run_tflite(path, [[x] for x in xs])[0]
+        for x, ref in zip(xs, refs):
+            ours = interp.run(g, [x])[g.outputs[0]]
+            assert np.abs(ours - ref[0]).max() <= tolerance(ref[0]), path
+
+
+def test_reference_kernels_only(models):
+    from tinyc.compiler import codegen_options
+    report = verify(models["per_channel"], samples=2, options=codegen_options(kernels="reference"))
+    assert report["ok"], report
+
+
+def _refusal(models, tmp_path, change, name):
+    data = _edit(open(models["per_channel"], "rb").read(), change)
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(data)
+    with pytest.raises(TinycError) as e:
+        load_tflite(str(path))
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_refusals(models, tmp_path):
+    def depthwise_per_tensor(S, m):
+        t = m.subgraphs[0].tensors[_ops(S, m, "DEPTHWISE_CONV_2D")[0].inputs[1]]
+        t.quantization.scale = t.quantization.scale[:1]
+        t.quantization.zeroPoint = t.quantization.zeroPoint[:1]
+    assert "one weight scale per tensor" in _refusal(models, tmp_path, depthwise_per_tensor, "dw_pt")
+
+    def dilated(S, m):
+        _ops(S, m, "CONV_2D")[0].builtinOptions.dilationHFactor = 2
+    assert "dilation (2, 1)" in _refusal(models, tmp_path, dilated, "dilated")
+
+    def asymmetric_weights(S, m):
+        t = m.subgraphs[0].tensors[_ops(S, m, "FULLY_CONNECTED")[0].inputs[1]]
+        t.quantization.zeroPoint = np.full(len(t.quantization.scale), 3, np.int64)
+    assert "nonzero zero point" in _refusal(models, tmp_path, asymmetric_weights, "zp")
+
+
+def test_hybrid_transpose_conv_refused(tmp_path):
+    _, K = _tf()
+    x = K.Input((8, 8, 32))
+    model = _randomized(K.Model(x, K.layers.Conv2DTranspose(32, 3, strides=2, padding="same")(x)), 3)
+    path = _convert(model, tmp_path / "tconv.tflite")
+    with pytest.raises(TinycError, match="hybrid TRANSPOSE_CONV .* not supported"):
+        load_tflite(path)
+
+
+@pytest.mark.skipif(not FULL, reason="TINYC_FULL=1: the MLPerf Tiny models as hybrid models")
+@pytest.mark.parametrize("name", ["kws_ds_cnn", "ad_autoencoder"])
+def test_mlperf_tiny_hybrid(tmp_path, name):
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    import mlperf_tiny
+    path = _convert(mlperf_tiny.build(name), tmp_path / f"{name}.tflite")
+    assert any(n.attrs.get("hybrid") for n in load_tflite(path).nodes)
+    report = verify(path, samples=50, seed=1)
+    row = report["outputs"][0]
+    print(f"{name}: max abs error {row['max_abs_err']:.3g} over 50 inputs (tolerance {row['tolerance']:.3g})")
+    assert report["ok"], report
+
+
+@pytest.mark.skipif(not FULL or not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
+                    reason="TINYC_FULL=1 with arm-none-eabi-gcc and qemu-system-arm")
+def test_on_the_m0plus_and_m4(models, tmp_path):
+    """The per-channel model under QEMU on the Cortex-M0+ (pico) and M4 (nucleo-f412zg, hard float): outputs within
+    the float tolerance of TFLite's."""
+    from tinyc.boards import load_board
+    from tinyc.compiler import compile_model, write_library
+    from tinyc.firmware.emulate import emulate
+    from tinyc.firmware.project import write_firmware
+    from tinyc.reference import run_tflite
+    from tinyc.verify import tolerance
+    path = models["per_channel"]
+    compiled = compile_model(path)
+    x = np.random.default_rng(4).standard_normal((3, 1, 9, 8, 16)).astype(np.float32)
+    refs = np.stack([r[0] for r in run_tflite(path, [[s] for s in x])[0]])
+    for board in ("pico", "nucleo-f412zg"):
+        out = tmp_path / board
+        write_library(compiled.library, str(out), force=True)
+        write_firmware(compiled, load_board(board), str(out), [x])
+        run = emulate(compiled, load_board(board), out, profile=False)
+        got = np.asarray(run["outputs"][0]).reshape(refs.shape)
+        assert np.abs(got - refs).max() <= tolerance(refs), board
+        print(f"{board}: {run['instructions']:,} instructions, max abs error {np.abs(got - refs).max():.3g}")
