@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import MALFORMED, TinycError
 from ..ir import Graph, Quant
+from ..nibbles import packed_bytes, unpack_int4
 from .tflite_ops import FOLD_OPS, MULTI_OUTPUT_OPS, TFLITE_OPS
 from .tflite_variables import finish_variables
 
@@ -126,6 +127,11 @@ class Ctx:
         dt = self._np_dtype(t).newbyteorder("<")
         shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
         count = int(np.prod(shape, dtype=np.int64))
+        if self.types.get(t.type) == "INT4":               # two values per byte, low nibble first
+            if len(raw) != packed_bytes(count):
+                raise TinycError(f"int4 constant tensor '{_s(t.name)}' holds {len(raw)} bytes but its shape "
+                                 f"{list(shape)} needs {packed_bytes(count)}; the .tflite file is corrupt")
+            return unpack_int4(raw, count).reshape(shape)
         if len(raw) != count * dt.itemsize:
             raise TinycError(f"constant tensor '{_s(t.name)}' holds {len(raw)} bytes but its shape {list(shape)} "
                              f"and type need {count * dt.itemsize}; the .tflite file is corrupt")
@@ -139,6 +145,31 @@ class Ctx:
             raise TinycError(f"{self.where()}: its {what} '{self.tname(i)}' must be a constant "
                              "(computed at run time here, which is not supported)")
         return self.values[i]
+
+    def weights(self, i: int, arr: np.ndarray | None = None, key: str = "", axis_map: dict | None = None) -> str:
+        """The weights of a CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED as an IR constant (`const`'s arguments):
+        INT4 ones (two per byte in the file) stay int4, with symmetric per-channel or per-tensor scales."""
+        if self.dtype_name(i) != "INT4":
+            return self.const(i, arr, key, axis_map)
+        if (i, key) in self._consts:
+            return self._consts[(i, key)]
+        q = self.quant(i)
+        if q is None:
+            raise TinycError(f"{self.where()}: int4 weights '{self.tname(i)}' have no quantization parameters; "
+                             "tinyc takes int4 weights with symmetric scales (zero point 0)")
+        zps = np.asarray(q.zero_point).reshape(-1)
+        if np.any(zps != 0):
+            raise TinycError(f"{self.where()}: int4 weights '{self.tname(i)}' are asymmetric (zero point "
+                             f"{int(zps[zps != 0][0])}); tinyc takes symmetric int4 weights (zero point 0, per "
+                             "channel or per tensor): quantize them symmetrically")
+        if q.axis is not None and axis_map:
+            q.axis = axis_map[q.axis]
+        arr = self.value(i) if arr is None else arr
+        name = self.g.add_const((self.tname(i).split(";")[0] or f"const{i}") + (f"_{key}" if key else ""),
+                                arr.astype("int4"), "int4")
+        self.g.tensors[name].quant = q
+        self._consts[(i, key)] = name
+        return name
 
     def shape(self, i: int) -> tuple:
         if i in self.values:
@@ -157,6 +188,9 @@ class Ctx:
     def const(self, i: int, arr: np.ndarray | None = None, key: str = "", axis_map: dict | None = None) -> str:
         """Add constant tensor `i` (or `arr` derived from it) to the IR: float32 weights, or int8/int32 with
         their quantization (`axis_map` re-indexes a per-channel axis when `arr` is a transposed view)."""
+        if self.dtype_name(i) == "INT4":      # (the weights of CONV_2D, DEPTHWISE_CONV_2D, FC: `weights`)
+            raise TinycError(f"{self.where()}: constant '{self.tname(i)}' has type INT4; tinyc takes int4 only as the "
+                             "weights of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED: quantize it to int8")
         if (i, key) in self._consts:
             return self._consts[(i, key)]
         if arr is None:

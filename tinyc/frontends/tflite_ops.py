@@ -81,7 +81,7 @@ def conv_2d(cv, opts, ins):
         raise TinycError(f"{cv.where()}: filter {w.shape} does not fit input channels {xs[3]}")
     s, d = (opts.strideH, opts.strideW), (opts.dilationHFactor, opts.dilationWFactor)
     nhw, pads = _geometry(cv, xs, (kh, kw), s, d, opts.padding)
-    return cv.emit("Conv2D", [cv.x(ins[0]), cv.const(ins[1])] + _bias(cv, ins), nhw + (o,), strides=s,
+    return cv.emit("Conv2D", [cv.x(ins[0]), cv.weights(ins[1])] + _bias(cv, ins), nhw + (o,), strides=s,
                    dilations=d, pads=pads, groups=xs[3] // ci, activation=fused_act(cv, opts))
 
 
@@ -110,7 +110,7 @@ def depthwise_conv_2d(cv, opts, ins):
         raise TinycError(f"{cv.where()}: depthwise filter {w.shape} does not fit input channels {c}")
     s, d = (opts.strideH, opts.strideW), (opts.dilationHFactor, opts.dilationWFactor)
     nhw, pads = _geometry(cv, xs, (kh, kw), s, d, opts.padding)
-    wt = cv.const(ins[1], np.ascontiguousarray(w.transpose(3, 1, 2, 0)), key="ir",   # -> [C*mult,KH,KW,1]
+    wt = cv.weights(ins[1], np.ascontiguousarray(w.transpose(3, 1, 2, 0)), key="ir",   # -> [C*mult,KH,KW,1]
                   axis_map={3: 0, 0: 3})
     return cv.emit("Conv2D", [cv.x(ins[0]), wt] + _bias(cv, ins), nhw + (cm,), strides=s, dilations=d,
                    pads=pads, groups=c, activation=fused_act(cv, opts))
@@ -156,7 +156,7 @@ def fully_connected(cv, opts, ins):
         if xs != (size // k, k):
             x = cv.emit("Reshape", [x], (size // k, k), final=False, tag="rows", like=x)
         out = (size // k, o)
-    return cv.emit("Dense", [x, cv.const(ins[1])] + _bias(cv, ins), out, activation=fused_act(cv, opts))
+    return cv.emit("Dense", [x, cv.weights(ins[1])] + _bias(cv, ins), out, activation=fused_act(cv, opts))
 
 
 

@@ -10,6 +10,7 @@ from ..errors import TinycError
 from ..quant import params as qp
 from . import hybrid
 from .int8_common import bias_expr, in_quant, out_quant, symmetric_weights
+from .int8_common import int4_weights
 from .opdef import OpDef
 
 
@@ -105,6 +106,7 @@ def requantized(float_rule):
         v.update(in_zp=p.in_zp, out_zp=p.out_zp, lo=p.lo, hi=p.hi, bias=bias_expr(k),
                  mult=k.table(p.mults, "int32", "requantization multipliers"),
                  shift=k.table(p.shifts, "int8", "requantization shifts"))
+        v.update(int4_weights(k))      # int4 weights stay packed; the template unpacks them per use
         return template, v, macs
     return int8_rule
 

@@ -11,6 +11,7 @@ from ..quant import params as qp
 from . import hybrid
 from .conv2d import check_weights
 from .int8_common import bias_expr, in_quant, is_16x8, out_quant, symmetric_weights, weighted_16x8_bias
+from .int8_common import int4_weights
 from .opdef import OpDef
 
 
@@ -57,6 +58,7 @@ def int8_kernel(k):
         return "dense_16x8.c.j2", v, macs
     v.update(in_zp=p.in_zp, out_zp=p.out_zp, lo=p.lo, hi=p.hi, bias=bias_expr(k), scale=scale,
              per_channel=p.per_channel)
+    v.update(int4_weights(k))      # int4 weights stay packed; the template unpacks them per use
     return "dense.c.j2", v, macs
 
 

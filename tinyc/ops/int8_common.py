@@ -5,6 +5,7 @@ import numpy as np
 
 from ..codegen.loops import strided_loops
 from ..errors import TinycError
+from ..nibbles import c_nibble, pack_int4
 from ..quant import params as qp
 
 
@@ -22,9 +23,16 @@ def out_quant(k):
     return quant(k.out, "output")
 
 
+# Ops whose int8 rules take int4 weights (TFLite's INT4 filters of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED)
+INT4_WEIGHT_OPS = ("Conv2D", "Dense")
+
+
 def symmetric_weights(k, i=1):
     w = k.tensor(i)
-    if w.dtype != "int8" or not w.is_const:
+    if w.dtype == "int4" and k.node.op not in INT4_WEIGHT_OPS:
+        raise TinycError(f"node '{k.node.name}' ({k.node.op}): weights '{w.name}' are int4; tinyc takes int4 weights "
+                         "in Conv2D (incl. depthwise) and Dense only: quantize these to int8")
+    if w.dtype not in ("int8", "int4") or not w.is_const:
         raise TinycError(f"node '{k.node.name}': weights '{w.name}' must be constant int8 (found {w.dtype}); "
                          "hybrid models (float activations, int8 weights) are not supported")
     q = quant(w, "weights")
@@ -32,6 +40,17 @@ def symmetric_weights(k, i=1):
         raise TinycError(f"node '{k.node.name}': weights '{w.name}' are asymmetric (zero point != 0); TFLite's "
                          "int8 scheme needs symmetric weights — requantize the model per channel")
     return q
+
+
+def int4_weights(k, i=1) -> dict:
+    """Template variables of int4 weights: `w`, the weights packed two per byte (low nibble first, as TFLite stores
+    them) in a uint8 table, so that flash holds half the bytes of int8, and `w4(index)`, the C expression of
+    weight `index` of the flattened [O, ...] weights, unpacked per use. Empty for other weights."""
+    t = k.tensor(i)
+    if t.dtype != "int4":
+        return {}
+    table = k.table(pack_int4(t.data), "uint8", "int4 weights, two per byte, low nibble first")
+    return dict(w=table, w4=lambda index: c_nibble(table, index))
 
 
 def bias_expr(k):

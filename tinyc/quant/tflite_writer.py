@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import TinycError
 from ..frontends.geometry import conv_geometry
 from ..ir import Graph, Node, Quant
+from ..nibbles import pack_int4
 from ..passes.fuse_activation import activation_of
 
 __all__ = ["graph_to_tflite", "write_tflite"]
@@ -59,7 +60,10 @@ def _activation_key(act: dict) -> tuple:
 
 
 def _le_bytes(data: np.ndarray, dtype: str) -> np.ndarray:
-    """Constant data as the little-endian uint8 vector a TFLite buffer holds."""
+    """Constant data as the little-endian uint8 vector a TFLite buffer holds (int4: two values per byte, low
+    nibble first, as TFLite's INT4 tensors)."""
+    if dtype == "int4":
+        return pack_int4(data)
     arr = np.ascontiguousarray(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(-1)
     return arr.view(np.uint8)
 
