@@ -223,3 +223,20 @@ def test_on_the_m0plus_and_m4(models, tmp_path):
         got = np.asarray(run["outputs"][0]).reshape(refs.shape)
         assert np.abs(got - refs).max() <= tolerance(refs), board
         print(f"{board}: {run['instructions']:,} instructions, max abs error {np.abs(got - refs).max():.3g}")
+
+
+def test_hybrid_float_option(models):
+    """--hybrid float: the weights dequantized at compile time (float32 in flash), checked against the float model
+    (TFLite on the .tflite with those weights dequantized); the hybrid arithmetic gives other numbers."""
+    from click.testing import CliRunner
+
+    from tinyc.cli import main
+    from tinyc.compiler import compile_model
+    path = models["per_channel"]
+    report = verify(path, samples=3, hybrid="float")
+    assert report["ok"] and "dequantized" in report["oracle_weights"], report
+    hybrid, dequantized = compile_model(path), compile_model(path, hybrid="float")
+    assert "tinyc_hybrid.h" in hybrid.library.files and "tinyc_hybrid.h" not in dequantized.library.files
+    assert dequantized.library.weight_bytes > 3 * hybrid.library.weight_bytes
+    result = CliRunner().invoke(main, ["verify", path, "--hybrid", "float", "--samples", "2", "--json"])
+    assert result.exit_code == 0 and "the oracle runs the float model" in result.output, result.output

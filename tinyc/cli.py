@@ -155,7 +155,26 @@ def _compile(model, name, input_shapes, io_layout, quantize, calib, options=None
     from .compiler import compile_model
     shapes = _shapes(input_shapes)
     arrays, progress = _calibration(model, quantize, calib, name, shapes, io_layout)
-    return compile_model(model, name, shapes, io_layout, quantize, arrays, progress, options, state), arrays
+    return compile_model(model, name, shapes, io_layout, quantize, arrays, progress, options, state,
+                         _hybrid_choice()), arrays
+
+
+def _remember_hybrid(ctx, param, value):
+    ctx.meta["hybrid"] = value
+
+
+def _hybrid_choice() -> str:
+    """--hybrid of the running command (the commands that have no such option compile with the default)."""
+    ctx = click.get_current_context(silent=True)
+    return (ctx.meta.get("hybrid") if ctx is not None else None) or "tflite"
+
+
+_hybrid_opt = click.option(
+    "--hybrid", type=click.Choice(["tflite", "float"]), default="tflite", show_default=True, expose_value=False,
+    callback=_remember_hybrid,
+    help="Hybrid (dynamic-range) models, int8 weights with float activations: tflite computes what TFLite's hybrid "
+         "kernels compute (inputs quantized on the fly, weights int8 in flash); float dequantizes the weights at "
+         "compile time and computes the float model (4 bytes per weight).")
 
 
 def _calibration(model, quantize, calib, name, input_shapes, io_layout):
@@ -209,6 +228,7 @@ def main():
 @_layout_opt
 @click.option("--force", is_flag=True, help="Write into a non-empty directory tinyc did not create.")
 @_quantize_opt
+@_hybrid_opt
 @_calib_opt
 @_board_opt
 @click.option("--arena", type=click.Choice(["static", "external"]), default="static", show_default=True,
@@ -321,6 +341,7 @@ def build(out_dir, opt, as_json):
 @_shape_opt
 @_layout_opt
 @_quantize_opt
+@_hybrid_opt
 @_calib_opt
 @_kernels_opt
 @_state_opt
@@ -380,6 +401,7 @@ def _oracle_text(report) -> str:
 @_shape_opt
 @_layout_opt
 @_quantize_opt
+@_hybrid_opt
 @_calib_opt
 @_kernels_opt
 @_bind_opt
@@ -396,7 +418,7 @@ def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, n
         calib_arrays, progress = _calibration(path, quantize, calib, name, shapes, io_layout)
         report = run_verify(path, arrays, frames or samples, seed, per_layer, name, shapes, io_layout, keep_dir,
                             quantize, calib_arrays, progress, codegen_options(kernels=kernels),
-                            _state_pairs(state_pairs))
+                            _state_pairs(state_pairs), hybrid=_hybrid_choice())
     if frames is not None and "frames" not in report:
         raise TinycError(f"--frames: '{model}' has no streaming state (use --samples for independent samples)")
     report["model"] = model
@@ -442,6 +464,7 @@ def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, n
 @_shape_opt
 @_layout_opt
 @_quantize_opt
+@_hybrid_opt
 @_calib_opt
 @_kernels_opt
 @_bind_opt

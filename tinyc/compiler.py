@@ -14,6 +14,7 @@ from .frontends import load_model
 from .ir import Graph
 from .names import c_identifier
 from .passes import optimize
+from .passes.dequantize_hybrid import apply_hybrid_choice
 from .quant.ptq import quantize_graph
 from .schedule import MemoryPlan, schedule
 
@@ -29,6 +30,7 @@ class Compiled:
     quantized: Graph | None = None     # --quantize int8: the int8 graph tinyc made (its .tflite is the oracle)
     float_graph: Graph | None = None   # ... and the optimized float graph it was calibrated on
     state_pairs: dict | None = None    # ONNX streaming state pairs {graph input: graph output} it was compiled with
+    hybrid: str = "tflite"             # --hybrid: hybrid layers in TFLite's arithmetic, or "float" (dequantized)
 
 
 def default_name(path: str) -> str:
@@ -70,15 +72,17 @@ def compile_graph(g: Graph, name: str, source: str = "", options: dict | None = 
 
 def compile_model(path: str, name: str | None = None, input_shapes=None, io_layout: str = "nchw",
                   quantize: str | None = None, calib=None, progress=None, options: dict | None = None,
-                  state: dict | None = None) -> Compiled:
+                  state: dict | None = None, hybrid: str = "tflite") -> Compiled:
     """Load, optimize, schedule and generate. `quantize="int8"` quantizes a float model first, calibrated on
     `calib` (per input an array [N, ...], e.g. from `quant.calibrate.load_calibration`). `options`: from
     `codegen_options`. `state`: ONNX streaming state pairs {graph input: graph output} (`--state IN=OUT`)."""
     name = c_identifier(name) if name else default_name(path)
     g = load_model(path, input_shapes, io_layout, state=state)
+    g = apply_hybrid_choice(g, hybrid, quantize)      # --hybrid float: the hybrid layers' weights dequantized
     if quantize is None:
         c = compile_graph(g, name, os.path.basename(path), options)
         c.state_pairs = state
+        c.hybrid = hybrid
         return c
     if quantize != "int8":
         raise TinycError(f"--quantize {quantize} is not supported; use int8")

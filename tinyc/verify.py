@@ -26,6 +26,7 @@ from .codegen.emit import _env
 from .codegen.literals import C_STORAGE, c_storage_dtype, c_type, from_c_storage, to_c_storage
 from .quant.params import scale_of, zero_point_of
 from .quant.tflite_writer import write_tflite
+from .frontends.tflite_hybrid import dequantized_model_file
 from .compiler import Compiled, compile_model, write_library
 from .errors import TinycError
 from .memory_report import state_rows
@@ -222,14 +223,14 @@ def run_generated(compiled, inputs: list, dsp: bool = False) -> list:
 
 def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: bool = False, name=None,
            input_shapes=None, io_layout: str = "nchw", keep_dir: str | None = None, quantize: str | None = None,
-           calib=None, progress=None, options=None, state: dict | None = None) -> dict:
+           calib=None, progress=None, options=None, state: dict | None = None, hybrid: str = "tflite") -> dict:
     """Compile, run on the host, compare with the reference. With `quantize`, the reference is TFLite's
     reference kernels running the int8 graph tinyc made (written as .tflite): bit-exact. When the library has
     fast kernels, their DSP code paths run too and must give the same bytes as the plain paths
     (`dsp_path_matches`). `options`: from `compiler.codegen_options` (e.g. kernels="reference"). A model with
     streaming state (its own, or ONNX pairs named by `state`) runs the samples as consecutive frames of one
     stream, in the C and in the reference runtime, and every frame's outputs are compared."""
-    compiled = compile_model(path, name, input_shapes, io_layout, quantize, calib, progress, options, state)
+    compiled = compile_model(path, name, input_shapes, io_layout, quantize, calib, progress, options, state, hybrid)
     g = compiled.plan.graph
     data = _samples_from(inputs, [g.tensors[n] for n in g.inputs], samples, seed)
     n = data[0].shape[0] if data else 1
@@ -287,6 +288,12 @@ def reference_outputs(compiled, path: str, data: list, io_layout: str, build: Pa
         io_layout = "api"    # the exported model takes and returns the C API's own arrays: nothing to convert
     samples = [[_to_reference(compiled, nm, d[s], io_layout) for nm, d in zip(g.inputs, data)]
                for s in range(data[0].shape[0] if data else 1)]
+    if compiled.hybrid == "float":      # the float model: the hybrid layers' weights dequantized, as compiled
+        count = dequantized_model_file(path, str(build / "dequantized.tflite"))
+        path = str(build / "dequantized.tflite")
+        if info is not None:
+            info["oracle_weights"] = (f"--hybrid float: the oracle runs the float model, the int8 weights of its "
+                                      f"{count} hybrid layer(s) dequantized")
     pairs = compiled.state_pairs if state is None else state
     # ONNX pairs start from the state tinyc starts from (zeros or the input's initializer, of the shape it fixed)
     initial = {g.tensors[s].source_name or s: v for s, v in g.initial_state().items()} if pairs else None

@@ -87,3 +87,42 @@ def refuse_hybrid(rule, what: str):
                              "`converter.optimizations = []` or fully to int8 (a representative dataset)")
         return rule(cv, opts, ins)
     return convert
+
+
+def dequantized_model_file(path: str, out_path: str) -> int:
+    """The .tflite at `path` with the int8 weights of its hybrid layers dequantized to float32 (w * scale[c], as
+    TFLite's DEQUANTIZE), written to `out_path`: the float model `--hybrid float` computes, which `tinyc verify`
+    runs as the oracle. Returns how many weight tensors it dequantized."""
+    import flatbuffers
+
+    from .tflite_import import _read, _schema
+    S = _schema()
+    _, model = _read(S, path)
+    sg = model.subgraphs[0]
+    codes = {getattr(S.BuiltinOperator, kind): kind for kind in LAYERS}
+    done = set()
+    for op in sg.operators or []:
+        code = model.operatorCodes[op.opcodeIndex]
+        kind = codes.get(max(int(code.builtinCode), int(code.deprecatedBuiltinCode)))
+        ins = [int(i) for i in (op.inputs if op.inputs is not None else [])]
+        if kind is None or len(ins) < 2 or min(ins[:2]) < 0 or ins[1] in done:
+            continue
+        x, w = sg.tensors[ins[0]], sg.tensors[ins[1]]
+        if x.type != S.TensorType.FLOAT32 or w.type != S.TensorType.INT8:
+            continue
+        buf = model.buffers[w.buffer]
+        values = np.frombuffer(bytes(np.asarray(buf.data, np.uint8)), np.int8).astype(np.float32)
+        values = values.reshape([int(d) for d in w.shape])
+        scales = np.asarray(w.quantization.scale, np.float32)
+        if scales.size > 1:
+            shape = [1] * values.ndim
+            shape[int(w.quantization.quantizedDimension)] = -1
+            scales = scales.reshape(shape)
+        buf.data = np.frombuffer((values * scales).astype("<f4").tobytes(), np.uint8)
+        w.type, w.quantization = S.TensorType.FLOAT32, None
+        done.add(ins[1])
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    with open(out_path, "wb") as f:
+        f.write(bytes(builder.Output()))
+    return len(done)
