@@ -146,3 +146,67 @@ def test_softmax_refusals(s_in, beta, s_out, words):
     with pytest.raises(TinycError, match=words):
         A.softmax_rescale(float(np.float32(s_in)), beta, "node 'n'")
         A.check_softmax_output(float(np.float32(s_out)), "node 'n'")
+
+
+# -- tinyc's C: every int16 input (LOGISTIC / TANH) and rows of every kind (SOFTMAX), both kernel sets ------------
+C_SCALES = [2.0 ** -12, 2.0 ** -11, 2.38e-4, 0.3] + ([1e-13, 5.3, 2.0 ** -12 * 1.0007, 0.0117] if FULL else [])
+SOFTMAX_CASES = [((1, 7, 33), 1e-3), ((1, 2, 2, 300), 3e-5), ((1, 3, 1), 4.9), ((1, 2, 64), 1e-12), ((1, 10), 2.38e-4)]
+if FULL:
+    SOFTMAX_CASES += [((1, 4096), 1e-4), ((1, 3, 5, 7), 0.05)]
+
+
+def _activations_graph(scales, softmax_cases) -> Graph:
+    """Per scale an input of every int16 value into a sigmoid and a tanh; per softmax case an input and a softmax."""
+    g = Graph("activations16")
+    for i, s in enumerate(scales):
+        g.add_tensor(f"x{i}", EVERY_INT16.shape, "int16", quant=_quant(s))
+        for fn in ("sigmoid", "tanh"):
+            g.add_tensor(f"{fn}{i}", EVERY_INT16.shape, "int16", quant=_quant(A.OUT_SCALE))
+            g.add_node("Activation", [f"x{i}"], [f"{fn}{i}"], fn=fn)
+            g.outputs.append(f"{fn}{i}")
+        g.inputs.append(f"x{i}")
+    for i, (shape, s) in enumerate(softmax_cases):
+        g.add_tensor(f"s{i}", shape, "int16", quant=_quant(s))
+        g.add_tensor(f"softmax{i}", shape, "int16", quant=_quant(A.OUT_SCALE))
+        g.add_node("Softmax", [f"s{i}"], [f"softmax{i}"], axis=len(shape) - 1)
+        g.inputs.append(f"s{i}")
+        g.outputs.append(f"softmax{i}")
+    return g
+
+
+def _activations_inputs(scales, softmax_cases, samples: int, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    every = [np.repeat(EVERY_INT16[None], samples, axis=0)] * len(scales)
+    return every + [_softmax_rows(rng, samples * int(np.prod(shape[:-1])), shape[-1]).reshape((samples, *shape))
+                    for shape, _ in softmax_cases]
+
+
+@pytest.mark.parametrize("kernels", ["fast", "reference"])
+def test_c_every_input_and_row(tmp_path, kernels):
+    """tinyc's C (host, ASan/UBSan): LOGISTIC and TANH on all 65,536 inputs at each scale, SOFTMAX on rows of every
+    kind (3 samples), equal to TFLite's."""
+    from tinyc.compiler import codegen_options
+    from tinyc.verify import verify
+    scales = [float(np.float32(s)) for s in C_SCALES]
+    cases = [(shape, float(np.float32(s))) for shape, s in SOFTMAX_CASES]
+    path = tmp_path / "activations16.tflite"
+    write_tflite(_activations_graph(scales, cases), str(path))
+    report = verify(str(path), inputs=_activations_inputs(scales, cases, 3, 11),
+                    options=codegen_options(kernels=kernels))
+    assert report["mismatched_bytes"] == 0 and report["ok"], report["outputs"]
+
+
+def _compile_refused(tmp_path, g):
+    from tinyc.compiler import compile_model
+    path = tmp_path / f"{g.name}.tflite"
+    write_tflite(g, str(path))
+    with pytest.raises(TinycError) as e:
+        compile_model(str(path))
+    assert "\n" not in str(e.value) and "node '" in str(e.value)
+    return str(e.value)
+
+
+def test_c_refusals_name_the_node(tmp_path):
+    assert "5.3" in _compile_refused(tmp_path, _activations_graph([5.4], []))
+    assert "1 to 4 dimensions" in _compile_refused(tmp_path, _activations_graph([], [((1, 2, 2, 2, 3), 1e-3)]))
+    assert "below 5" in _compile_refused(tmp_path, _activations_graph([], [((1, 8), 6.0)]))

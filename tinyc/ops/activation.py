@@ -11,6 +11,7 @@ from ..codegen import int8_fast_misc
 from ..codegen.literals import c_int_literal, c_type
 from ..codegen.loops import strided_loops
 from ..errors import TinycError
+from ..quant import int16_activations as i16
 from ..quant import params as qp
 from .int8_common import elementwise, in_quant, out_quant
 from .opdef import FLOAT, INTEGERS, OpDef
@@ -95,9 +96,30 @@ class ActivationParams:
     alpha_rescale: tuple = ()    # leaky_relu x < 0: alpha * input LSBs -> output LSBs
     hard_swish: tuple = ()       # (out_mult, out_exp, relu_mult, relu_exp), int16 multipliers
     table: tuple = ()            # TABLE_FUNCTIONS: the output for each input v, at v + 128
+    int16_rescale: tuple = ()    # 16x8 sigmoid / tanh: (multiplier, shift) taking x to the sigmoid table's scale
+
+
+# Activation functions with a 16x8 kernel (int16 in and out, TFLite's own algorithms: docs/int16-numerics.md 5)
+INT16_FUNCTIONS = ("sigmoid", "tanh")
+
+
+def _int16_prepare(k) -> ActivationParams:
+    """16x8 LOGISTIC / TANH (docs/int16-numerics.md 5.1): the input rescale to the sigmoid table, the output
+    scale TFLite requires."""
+    fn, where = k.node.attrs["fn"], f"node '{k.node.name}'"
+    if fn not in INT16_FUNCTIONS:
+        raise TinycError(f"{where}: activation '{fn}' on int16 (16x8) tensors; tinyc's 16x8 activations are "
+                         f"{', '.join(INT16_FUNCTIONS)}: run `tinyc ops`")
+    if k.tensor(0).dtype != "int16" or k.out.dtype != "int16":
+        raise TinycError(f"{where}: 16x8 {fn} from {k.tensor(0).dtype} to {k.out.dtype}; TFLite's kernel takes int16 "
+                         "in and out")
+    i16.check_sigmoid_tanh_output(fn, qp.scale_of(out_quant(k)), where)
+    return ActivationParams(fn, 0, 0, int16_rescale=i16.sigmoid_tanh_rescale(fn, qp.scale_of(in_quant(k)), where))
 
 
 def int8_prepare(k) -> ActivationParams:
+    if "int16" in (k.tensor(0).dtype, k.out.dtype):
+        return _int16_prepare(k)
     a = dict(k.node.attrs)
     fn = a["fn"]
     iq, oq = in_quant(k), out_quant(k)
@@ -146,6 +168,8 @@ def _negated_bytes(k, iq, oq) -> list:
 
 def int8_kernel(k):
     p = k.params
+    if p.int16_rescale:
+        return sigmoid_tanh_int16(k)
     if p.fn in ("relu", "clip"):    # RELU / RELU6 / RELU_N1_TO_1: rescale to output LSBs, then clamp
         m, sh = p.rescale
         return elementwise(k, "tinyc_sat8(tinyc_requantize(v - (%d), %d, %d) + (%d), %d, %d)"
@@ -163,7 +187,18 @@ def int8_kernel(k):
     return elementwise(k, "%s[v + 128]" % table, f"int8 {p.fn} by table")
 
 
+def sigmoid_tanh_int16(k):
+    """TFLite's int16 LOGISTIC / TANH: the rescaled input's magnitude indexes the sigmoid table (one step per 2^9
+    LSB for sigmoid, 2^8 for tanh), interpolated, mirrored below 0."""
+    p = k.params
+    mult, shift = p.int16_rescale
+    table = k.table(list(i16.SIGMOID_TABLE), "uint16", "sigmoid(i / 24) in 0.16 fixed point (TFLite's table)")
+    return "sigmoid_tanh_int16.c.j2", dict(fn=p.fn, n=k.out_size, mult=mult, shift=shift,
+                                           round=(1 << (shift - 1)) if shift > 0 else 0, table=table), 0
+
+
 DEFINITIONS = (OpDef(
     "Activation", "x  [fn, **params] (the activation dict, flat; see tinyc.activations)",
     evaluate, check, float_kernel, int8_prepare, int8_kernel, int8_fast_misc.unary,
-    memory="elementwise", quantize="own", qdq_rule="activation", plain_dtypes=FLOAT + INTEGERS),)
+    memory="elementwise", quantize="own", qdq_rule="activation", plain_dtypes=FLOAT + INTEGERS,
+    int16_activations=True),)

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..codegen import int8_fast_misc
 from ..errors import TinycError
+from ..quant import int16_activations as i16
 from ..quant import params as qp
 from .int8_common import in_quant, out_quant
 from .opdef import OpDef
@@ -57,8 +58,35 @@ class SoftmaxParams:
     diff_min: int
 
 
-def int8_prepare(k) -> SoftmaxParams:
+@dataclass(frozen=True)
+class SoftmaxInt16Params:
+    mult: int           # x - max(row) to the exp table's input (-65535 is -10)
+    shift: int
+
+
+def _int16_prepare(k) -> SoftmaxInt16Params:
+    """TFLite's 16x8 softmax over the last axis (docs/int16-numerics.md 5.2)."""
+    shape, axis, where = k.out_shape, k.node.attrs["axis"], f"node '{k.node.name}'"
+    if axis != len(shape) - 1:
+        raise TinycError(f"{where}: int16 softmax works on the last axis only (as TFLite's)")
+    if k.tensor(0).dtype != "int16" or k.out.dtype != "int16":
+        raise TinycError(f"{where}: softmax from {k.tensor(0).dtype} to {k.out.dtype}; tinyc's 16x8 softmax takes "
+                         "int16 in and out")
+    if not 1 <= len(shape) <= i16.SOFTMAX_MAX_RANK:
+        raise TinycError(f"{where}: int16 softmax of a rank-{len(shape)} tensor; TFLite's int16 softmax takes 1 to "
+                         f"{i16.SOFTMAX_MAX_RANK} dimensions: reshape it")
+    if shape[-1] > i16.SOFTMAX_MAX_ROW:
+        raise TinycError(f"{where}: int16 softmax over rows of {shape[-1]}; TFLite's int32 sum of exponentials "
+                         f"overflows beyond {i16.SOFTMAX_MAX_ROW}")
+    i16.check_softmax_output(qp.scale_of(out_quant(k)), where)
+    return SoftmaxInt16Params(*i16.softmax_rescale(qp.scale_of(in_quant(k)), float(k.node.attrs.get("beta", 1.0)),
+                                                   where))
+
+
+def int8_prepare(k) -> SoftmaxParams | SoftmaxInt16Params:
     """gemmlowp fixed-point softmax over the last axis (docs/int8-numerics.md 4.9): PreprocessSoftmaxScaling."""
+    if "int16" in (k.tensor(0).dtype, k.out.dtype):
+        return _int16_prepare(k)
     shape, axis = k.out_shape, k.node.attrs["axis"]
     if axis != len(shape) - 1:
         raise TinycError(f"node '{k.node.name}': int8 softmax works on the last axis only")
@@ -82,7 +110,19 @@ def int8_prepare(k) -> SoftmaxParams:
 
 def int8_kernel(k):
     p, n = k.params, k.out_shape[-1]
+    if isinstance(p, SoftmaxInt16Params):
+        return softmax_int16(k)
     return "softmax.c.j2", dict(rows=k.out_size // n, n=n, mult=p.mult, shift=p.shift, diff_min=p.diff_min), 0
+
+
+def softmax_int16(k):
+    p, n = k.params, k.out_shape[-1]
+    exp_lut, recip_lut = i16.softmax_tables()
+    return "softmax_int16.c.j2", dict(
+        rows=k.out_size // n, n=n, mult=p.mult, shift=p.shift,
+        exp_lut=k.table(exp_lut, "int16", "int16 softmax: e^x on [-10, 0] in Q0.15, 512 steps and the end point"),
+        recip_lut=k.table(recip_lut, "int16", "int16 softmax: 1 / (1 + x) on [0, 1] in Q0.15, 512 steps and the "
+                                              "end point")), 0
 
 
 @dataclass(frozen=True)
@@ -133,7 +173,8 @@ def log_softmax_kernel(k):
 
 DEFINITIONS = (
     OpDef("Softmax", "x  [axis, beta?]", evaluate, None, float_kernel, int8_prepare, int8_kernel,
-          int8_fast_misc.softmax, memory=None, quantize="fixed", fixed_quant=(1.0 / 256, -128)),
+          int8_fast_misc.softmax, memory=None, quantize="fixed", fixed_quant=(1.0 / 256, -128),
+          int16_activations=True),
     OpDef("LogSoftmax", "x  [axis]", lambda a, ins: log_softmax(ins[0].astype(np.float64), a["axis"]), check,
           lambda k: ("log_softmax.c.j2", _axis_loops(k), 0), log_softmax_prepare, log_softmax_kernel, None,
           memory=None, quantize=None),

@@ -43,6 +43,7 @@ OUT_SCALE = 1.0 / 32768         # the output scale each of the three ops require
 MAX_SIGMOID_MULTIPLIER = 65535
 SOFTMAX_MAX_RANK = 4            # TFLite's int16 softmax takes tensors of 1 to 4 dimensions
 SOFTMAX_MAX_LEFT_SHIFT = 15     # |x - max| <= 65535 times 2^15 still fits in int32 before the high multiply
+SOFTMAX_MAX_ROW = 65536         # rows of up to this many Q0.15 exponentials (each <= 32767) sum within int32
 LUT_SIZE = 513                  # 512 intervals and the end point
 
 
