@@ -16,10 +16,11 @@ static inline int32_t tinyc_requantize64(int64_t acc, int32_t multiplier, int sh
 }
 
 /* FULLY_CONNECTED's reference requantization (TFLite 2.21, as for int8): round(acc * effective_scale) in double,
- * halves away from zero (docs/int16-numerics.md 2.3). Results beyond +-2^24 saturate any int16 output. */
+ * halves away from zero, converted to int32 (docs/int16-numerics.md 2.3). A result outside int32 is what TFLite's
+ * conversion gives on x86 (the oracle): INT32_MIN, which the clamp then takes to the activation's minimum. */
 static inline int32_t tinyc_requantize64_double(int64_t acc, double effective_scale) {
   const double r = round((double)acc * effective_scale);
-  return r > 16777216.0 ? 16777216 : (r < -16777216.0 ? -16777216 : (int32_t)r);
+  return r >= -2147483648.0 && r < 2147483648.0 ? (int32_t)r : INT32_MIN;
 }
 
 static inline int16_t tinyc_clamp16(int32_t v, int32_t lo, int32_t hi) {

@@ -25,7 +25,22 @@ def mlp_reshape():
     return keras.Model(x, L.Reshape((2, 8))(L.Dense(16)(h)), name="mlp_reshape")
 
 
-BUILDERS = {f.__name__: f for f in (mlp_reshape,)}
+def conv_block():
+    """CONV_2D 3x3 stride 2 (relu), DEPTHWISE 3x3 same (relu6), DEPTHWISE 3x3 valid with multiplier 2, 1x1 CONV_2D,
+    TRANSPOSE_CONV 3x3 stride 2 (relu). (A dilated CONV_2D is written with SPACE_TO_BATCH_ND, PAD and ADD: the
+    property tests cover dilation.)"""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((10, 10, 3))
+    h = L.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    h = L.DepthwiseConv2D(3, padding="same", activation="relu6")(h)
+    h = L.DepthwiseConv2D(3, padding="valid", depth_multiplier=2)(h)
+    h = L.Conv2D(6, 1)(h)
+    return keras.Model(x, L.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu")(h),
+                       name="conv_block")
+
+
+BUILDERS = {f.__name__: f for f in (mlp_reshape, conv_block)}
 
 
 def build(name: str, seed: int = 0):

@@ -32,8 +32,10 @@ __all__ = ["FOLD_OPS", "TFLITE_OPS", "load_tflite"]
 IDENTIFIER = b"TFL3"
 RUNTIME_TYPES = {"FLOAT32": "float32", "INT8": "int8", "INT16": "int16",
                  "INT32": "int32", "INT64": "int64"}   # INT32/INT64: indices (ARG_MAX, GATHER)
-CONST_TYPES = {"FLOAT32": "float32", "INT8": "int8", "INT32": "int32", "INT64": "int64"}   # INT64: 16x8 biases
+CONST_TYPES = {"FLOAT32": "float32", "INT8": "int8", "INT16": "int16", "INT32": "int32",
+               "INT64": "int64"}                 # INT16: 16x8 operands; INT64: 16x8 biases
 QUANTIZED = ("int8", "int16")     # runtime types that carry quantization parameters (int16: 16x8 activations)
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")   # int8 weights in 16x8
 OTHER_TYPE_HINT = ("tinyc compiles float32, int8 and 16x8 (int16 activations, int8 weights) models; convert with "
                    "TFLITE_BUILTINS_INT8 or EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, or without "
                    "quantization")
@@ -196,9 +198,11 @@ class Ctx:
         if arr is None:
             arr = self.value(i)
         kind = self.dtype_name(i) if i in self.values and np.issubdtype(arr.dtype, np.integer) else "FLOAT32"
-        if kind == "INT16":
+        if kind == "INT16" and self.op_name in WEIGHTED_OPS:
             raise TinycError(f"{self.where()}: constant '{self.tname(i)}' is int16 (int16 weights); tinyc takes "
                              f"{SIXTEEN_BY_EIGHT}: quantize the weights to int8")
+        if kind == "INT16":     # an int16 operand of an elementwise op (ADD of a bias the converter split off)
+            self._check_int16(i)
         if kind not in CONST_TYPES:
             raise TinycError(f"{self.where()}: constant '{self.tname(i)}' has type {kind}; {OTHER_TYPE_HINT}")
         base = self.tname(i).split(";")[0] or f"const{i}"

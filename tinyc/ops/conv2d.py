@@ -9,7 +9,7 @@ from ..codegen import int8_fast
 from ..errors import TinycError
 from ..quant import params as qp
 from . import hybrid
-from .int8_common import bias_expr, in_quant, out_quant, symmetric_weights
+from .int8_common import bias_expr, in_quant, is_16x8, out_quant, symmetric_weights, weighted_16x8_bias
 from .int8_common import int4_weights
 from .opdef import OpDef
 
@@ -93,7 +93,7 @@ def int8_prepare(k) -> ConvParams:
     """Multipliers in_scale * w_scale[c] / out_scale in double (PopulateConvolutionQuantizationParams)."""
     iq, oq = in_quant(k), out_quant(k)
     mults, shifts = qp.conv_multipliers(iq, symmetric_weights(k), oq, k.out_shape[-1])
-    lo, hi = qp.activation_range(k.node.attrs.get("activation"), oq)
+    lo, hi = qp.activation_range(k.node.attrs.get("activation"), oq, k.out.dtype)
     return ConvParams(mults, shifts, qp.zero_point_of(iq), qp.zero_point_of(oq), lo, hi)
 
 
@@ -103,6 +103,15 @@ def requantized(float_rule):
     def int8_rule(k):
         template, v, macs = float_rule(k)
         p = k.params
+        if is_16x8(k):     # int64 accumulator, int64 bias, no zero points (docs/int16-numerics.md 2)
+            if max(p.shifts) > 14:     # the int64 MultiplyByQuantizedMultiplier would shift by a negative amount
+                raise TinycError(f"node '{k.node.name}' ({k.node.op}): input scale x weight scale / output scale "
+                                 f"is 2^{max(p.shifts)} or more; TFLite's 16x8 requantization takes less than 2^14")
+            w = np.abs(k.tensor(1).data.astype(np.int64)).reshape(k.in_shape(1)[0], -1).sum(axis=1)
+            v.update(lo=p.lo, hi=p.hi, bias=weighted_16x8_bias(k, w),
+                     mult=k.table(p.mults, "int32", "requantization multipliers"),
+                     shift=k.table(p.shifts, "int8", "requantization shifts"))
+            return template.replace(".c.j2", "_16x8.c.j2"), v, macs
         v.update(in_zp=p.in_zp, out_zp=p.out_zp, lo=p.lo, hi=p.hi, bias=bias_expr(k),
                  mult=k.table(p.mults, "int32", "requantization multipliers"),
                  shift=k.table(p.shifts, "int8", "requantization shifts"))
@@ -118,5 +127,6 @@ DEFINITIONS = (OpDef(
     "Conv2D", "x[N,H,W,C], w[O,KH,KW,C/groups], b[O]?  [strides=(sh,sw), dilations=(dh,dw), "
     "pads=(top,left,bottom,right), groups, activation]; groups == C gives depthwise (O = C*multiplier)",
     evaluate, check_weights, float_kernel, int8_prepare, int8_kernel, int8_fast.conv2d,
-    memory="windowed", quantize="own", one_image=True, fuses_activation=True, qdq_rule="weighted"),)
+    memory="windowed", quantize="own", one_image=True, fuses_activation=True, qdq_rule="weighted",
+    int16_activations=True),)
 DEFINITIONS = tuple(hybrid.with_hybrid_variant(d) for d in DEFINITIONS)     # float inputs, int8 weights

@@ -106,4 +106,4 @@ DEFINITIONS = (OpDef(
     "ConvTranspose2D", "x[N,H,W,C], w[O,KH,KW,C/groups], b[O]?  [strides=(sh,sw), dilations=(dh,dw), "
     "pads=(top,left,bottom,right) cropped from the full output (negative: extended), groups, activation]",
     evaluate, check, float_kernel, int8_prepare, int8_kernel, int8_fast.conv_transpose,
-    memory=None, quantize="own", fuses_activation=True),)
+    memory=None, quantize="own", fuses_activation=True, int16_activations=True),)

@@ -75,6 +75,9 @@ def weighted_16x8_bias(k, w_abs_sums, bits: int = 47) -> str | None:
     if k.tensor(0).dtype != "int16" or k.out.dtype != "int16":
         raise TinycError(f"node '{k.node.name}' ({k.node.op}): input '{k.tensor(0).name}' is {k.tensor(0).dtype} and "
                          f"output '{k.out.name}' {k.out.dtype}; a 16x8 layer has int16 input and output")
+    if k.tensor(1).dtype != "int8":
+        raise TinycError(f"node '{k.node.name}' ({k.node.op}): weights '{k.tensor(1).name}' are {k.tensor(1).dtype}; "
+                         "TFLite's 16x8 scheme takes int8 weights")
     bias = np.zeros(len(w_abs_sums), np.int64)
     name = None
     if k.has_input(2):

@@ -300,13 +300,15 @@ def _transpose_conv(w: _Writer, node: Node) -> None:
 
 
 def _zero_bias(w: _Writer, node: Node, x, weights, channels: int) -> int:
-    """TFLite's CONV_2D insists on a bias tensor: zeros (int32 with scale input * weight scale for int8)."""
+    """TFLite's CONV_2D insists on a bias tensor: zeros (int32 with scale input * weight scale for int8, int64 for
+    16x8)."""
     if x.dtype == "float32":
         return w._add(f"{node.name}_bias", (channels,), "float32", np.zeros(channels, np.float32), None)
     ws = np.broadcast_to(np.asarray(weights.quant.scale, np.float32).reshape(-1), (channels,))
     q = Quant((np.float32(np.asarray(x.quant.scale).reshape(-1)[0]) * ws).astype(np.float32),
               np.zeros(channels, np.int64), 0)
-    return w._add(f"{node.name}_bias", (channels,), "int32", np.zeros(channels, np.int32), q)
+    kind = "int64" if x.dtype == "int16" else "int32"       # 16x8: TFLite's int16 CONV_2D takes an int64 bias
+    return w._add(f"{node.name}_bias", (channels,), kind, np.zeros(channels, kind), q)
 
 
 def _dense(w: _Writer, node: Node) -> None:

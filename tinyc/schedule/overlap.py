@@ -147,8 +147,10 @@ def options(g: Graph, node_id: int, kinds=KINDS) -> list[InPlace]:
     if len(node.outputs) != 1:
         return []
     out = g.tensors[node.outputs[0]]
-    if any(np.dtype(g.tensors[t].dtype).itemsize > ALIGN for t in node.inputs + node.outputs):
-        return []       # leads are multiples of 4 bytes: 64-bit elements would lose their alignment
+    if any(np.dtype(g.tensors[t].dtype).itemsize > ALIGN for t in node.inputs + node.outputs
+           if not g.tensors[t].is_const):
+        return []       # leads are multiples of 4 bytes: 64-bit elements would lose their alignment (constants,
+                        # e.g. a 16x8 layer's int64 bias, are not in the arena)
     sy = align(out.nbytes)
     found = []
     for i, name in enumerate(node.inputs):
