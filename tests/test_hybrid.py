@@ -98,8 +98,11 @@ def per_tensor_mlp():
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("hybrid")
-    return {"per_channel": _convert(per_channel_cnn(), d / "pc.tflite"),
-            "per_channel_symmetric_fc": _convert(per_channel_cnn(), d / "pcs.tflite", symmetric_fc=(0,)),
+    per_channel = _convert(per_channel_cnn(), d / "pc.tflite")
+    symmetric = d / "pcs.tflite"
+    symmetric.write_bytes(_edit(open(per_channel, "rb").read(), lambda S, m: setattr(
+        _ops(S, m, "FULLY_CONNECTED")[0].builtinOptions, "asymmetricQuantizeInputs", False)))
+    return {"per_channel": per_channel, "per_channel_symmetric_fc": str(symmetric),
             "per_tensor": _convert(per_tensor_mlp(), d / "pt.tflite", per_tensor=True, symmetric_fc=(1,))}
 
 
@@ -144,10 +147,25 @@ def test_interpreter_is_tflites_arithmetic(models):
             assert np.abs(ours - ref[0]).max() <= tolerance(ref[0]), path
 
 
-def test_reference_kernels_only(models):
-    from tinyc.compiler import codegen_options
-    report = verify(models["per_channel"], samples=2, options=codegen_options(kernels="reference"))
-    assert report["ok"], report
+def test_fast_kernels_equal_reference_kernels(models):
+    """The fast kernels (SMLAD products; codegen/hybrid_fast.py) are taken for FULLY_CONNECTED and CONV_2D and give
+    the reference kernels' bytes, on the DSP path (emulated in C) and the plain path; depthwise stays reference."""
+    from tinyc.compiler import codegen_options, compile_model
+    from tinyc.verify import run_generated
+    x = np.random.default_rng(6).standard_normal((3, 1, 9, 8, 16)).astype(np.float32) * 2 + 0.5
+    for name in ("per_channel", "per_tensor") if FULL else ("per_channel",):
+        path = models[name]
+        shape = load_tflite(path).tensors[load_tflite(path).inputs[0]].shape
+        xs = x[..., :shape[1], :shape[2], :shape[3]].copy()
+        fast = compile_model(path)
+        kernels = [layer["kernel"] for layer in fast.library.layers if layer["op"] in ("Dense", "Conv2D")]
+        assert "hybrid_fast/dense" in kernels and "hybrid_fast/conv2d" in kernels, kernels
+        reference = compile_model(path, options=codegen_options(kernels="reference"))
+        assert all(layer["kernel"] is None or not layer["kernel"].startswith("hybrid_fast")
+                   for layer in reference.library.layers)
+        ref = run_generated(reference, [xs])[0]
+        np.testing.assert_array_equal(run_generated(fast, [xs])[0], ref)
+        np.testing.assert_array_equal(run_generated(fast, [xs], dsp=True)[0], ref)
 
 
 def _refusal(models, tmp_path, change, name):
@@ -238,5 +256,7 @@ def test_hybrid_float_option(models):
     hybrid, dequantized = compile_model(path), compile_model(path, hybrid="float")
     assert "tinyc_hybrid.h" in hybrid.library.files and "tinyc_hybrid.h" not in dequantized.library.files
     assert dequantized.library.weight_bytes > 3 * hybrid.library.weight_bytes
+    result = CliRunner().invoke(main, ["report", path, "--hybrid", "float", "--json"])
+    assert result.exit_code == 0 and '"hybrid' not in result.output, result.output     # float kernels only
     result = CliRunner().invoke(main, ["verify", path, "--hybrid", "float", "--samples", "2", "--json"])
     assert result.exit_code == 0 and "the oracle runs the float model" in result.output, result.output

@@ -17,6 +17,7 @@ from ..schedule.overlap import InPlace
 from ..quant.params import scale_of, zero_point_of
 from ..ops import REGISTRY
 from ..ops.hybrid import HYBRID_KERNELS
+from .hybrid_fast import HYBRID_FAST
 from ..ops.opdef import integer_range
 from . import cmake
 from .literals import C_STORAGE, c_array_body, c_float, c_type
@@ -296,6 +297,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
             # The optimized kernel, tried first; it returns None where it does not apply (the reference kernel
             # is used then), and must equal its reference twin bit for bit.
             fast = definition.int8_fast if family == "int8" and kernels == "fast" else None
+            if family == "hybrid" and kernels == "fast":
+                fast = HYBRID_FAST[node.op]
             if fast is not None:
                 chosen = fast(context)
                 folder = f"{family}_fast"
@@ -339,7 +342,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     int8 = {"int8", "int8_fast"} & families or helpers
     runtime = ["tinyc_float.h"] + (["tinyc_int8.h"] if int8 else []) + \
         (["tinyc_int16.h"] if uses_16x8(g) else []) + (["tinyc_simd.h"] if "int8_fast" in families else [])
-    runtime += ["tinyc_hybrid.h"] if "hybrid" in families else []
+    runtime += ["tinyc_hybrid.h"] if {"hybrid", "hybrid_fast"} & families else []
+    runtime += ["tinyc_simd.h"] if "hybrid_fast" in families and "tinyc_simd.h" not in runtime else []
     lib.files[f"{prefix}.h"] = env.get_template("model.h.j2").render(**common)
     lib.files[f"{prefix}.c"] = env.get_template("model.c.j2").render(
         layers=layers, consts=consts, macs=lib.macs, lower_bound=plan.lower_bound, runtime=runtime, **common)

@@ -162,6 +162,9 @@ def work_bytes(g, node) -> int:
     the DSP path's and the byte path's (one row of inputs + 128, K rounded up to 8), which share it."""
     if scratch_level(node) == "none":
         return 0
+    from .hybrid_fast import applies as hybrid_applies, work_bytes as hybrid_work_bytes   # (it imports the ops)
+    if hybrid_applies(g, node):
+        return hybrid_work_bytes(g, node)
     if node.op == "ConvTranspose2D":
         return transpose_work_bytes(g, node)
     if is_depthwise(g, node):

@@ -164,9 +164,13 @@ def _scales(k) -> str:
     return k.table(scales, "float32", "hybrid weight scales") + "[o]"
 
 
-def _common(k) -> dict:
+def common_vars(k) -> dict:
+    """Template variables every hybrid kernel reads; `scale` is the weight scale of channel `o`, `scale_at(i)` of
+    channel i."""
     h = k.node.attrs["hybrid"]
-    return dict(asymmetric=h["inputs"] == "asymmetric", w=k.expr(1), scale=_scales(k),
+    scale = _scales(k)
+    scale_at = (lambda i: scale) if not scale.endswith("[o]") else (lambda i: f"{scale[:-3]}[{i}]")
+    return dict(asymmetric=h["inputs"] == "asymmetric", w=k.expr(1), scale=scale, scale_at=scale_at,
                 bias=k.expr(2) if k.has_input(2) else None, q=k.work)
 
 
@@ -174,7 +178,7 @@ def dense_kernel(k):
     kdim = k.in_shape(0)[-1]
     o = k.in_shape(1)[0]
     rows = k.in_size(0) // kdim
-    v = dict(_common(k), rows=rows, k=kdim, o=o)
+    v = dict(common_vars(k), rows=rows, k=kdim, o=o)
     if v["asymmetric"]:
         sums = k.tensor(1).data.astype(np.int64).sum(axis=1)
         v["row_sums"] = k.table(sums, "int32", "hybrid weight row sums")
@@ -187,7 +191,7 @@ def conv_kernel(k):
     o, kh, kw, cg = k.in_shape(1)
     a = k.node.attrs
     pt, pl, _, _ = a["pads"]
-    v = dict(_common(k), ih=ih, iw=iw, ic=ic, oh=oh, ow=ow, oc=oc, kh=kh, kw=kw, cg=cg, og=oc // a["groups"],
+    v = dict(common_vars(k), ih=ih, iw=iw, ic=ic, oh=oh, ow=ow, oc=oc, kh=kh, kw=kw, cg=cg, og=oc // a["groups"],
              sh=a["strides"][0], sw=a["strides"][1], dh=a["dilations"][0], dw=a["dilations"][1], pt=pt, pl=pl,
              order=a["hybrid"]["order"])
     return "conv2d.c.j2", v, oh * ow * oc * kh * kw * cg
