@@ -27,6 +27,15 @@ static inline int16_t tinyc_clamp16(int32_t v, int32_t lo, int32_t hi) {
   return (int16_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 
+/* gemmlowp's RoundingDivideByPOT instantiated on int16 (TFLite's power-of-two int16 ADD / SUB, docs/int16-numerics.md
+ * 3.2): x / 2^exponent rounded half away from zero for exponent <= 15; the mask is cut to 16 bits, so exponents 16
+ * to 31 give 1 for every x >= 0 and -1 for every x < 0. */
+static inline int16_t tinyc_rdbpot16(int16_t x, int exponent) {
+  const int16_t mask = (int16_t)(uint16_t)((1UL << exponent) - 1);
+  const int16_t threshold = (int16_t)((mask >> 1) + (x < 0 ? 1 : 0));
+  return (int16_t)((x >> exponent) + ((int16_t)(x & mask) > threshold ? 1 : 0));
+}
+
 /* float -> int16 (zero point 0): round(x / scale) halves away from zero, saturated (TFLite's AffineQuantize). */
 static inline int16_t tinyc_quantize_f32_s16(float x, float scale) {
   const float r = roundf(x / scale);

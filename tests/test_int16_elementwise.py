@@ -36,3 +36,19 @@ def test_document_matches_tflite(op_models, name):
     """Every layer the document models computes what TFLite computes, on random int16 inputs over the full range."""
     differing, compared = int16_numerics.layer_mismatches(op_models(name))
     assert compared > 0 and not any(differing.values()), differing
+
+
+C_MODELS = MIXES + (tuple(m for m in int16_numerics.OP_MODELS if m not in MIXES)
+                                if os.environ.get("TINYC_FULL") else ())
+
+
+@pytest.mark.parametrize("kernels", ("fast", "reference"))
+@pytest.mark.parametrize("name", C_MODELS)
+def test_bit_exact_with_tflite_reference(op_models, name, kernels):
+    """tinyc's C (each kernel set) gives TFLite's bytes on every layer, for random int16 inputs."""
+    from tinyc.compiler import codegen_options
+    from tinyc.verify import verify
+    report = verify(op_models(name), samples=6, seed=5, per_layer=True, options=codegen_options(kernels=kernels))
+    assert report["mismatched_bytes"] == 0, report["outputs"]
+    bad = [row for row in report["layers"] if not row["ok"]]
+    assert not bad and report["layers"], bad

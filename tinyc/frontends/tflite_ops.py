@@ -246,7 +246,10 @@ def _binary(op):
             shape = tuple(np.broadcast_shapes(a, b))
         except ValueError:
             raise TinycError(f"{cv.where()}: shapes {a} and {b} do not broadcast") from None
-        return cv.emit(op, [cv.x(ins[0]), cv.x(ins[1])], shape, activation=fused_act(cv, opts))
+        pot = {}
+        if op in ("Add", "Sub") and cv.runtime_dtype(cv.out) == "int16" and getattr(opts, "potScaleInt16", True):
+            pot = dict(pot_scale_int16=True)   # the schema's default: TFLite's power-of-two kernel where it applies
+        return cv.emit(op, [cv.x(ins[0]), cv.x(ins[1])], shape, activation=fused_act(cv, opts), **pot)
     return convert
 
 

@@ -99,8 +99,9 @@ class ActivationParams:
     int16_rescale: tuple = ()    # 16x8 sigmoid / tanh: (multiplier, shift) taking x to the sigmoid table's scale
 
 
-# Activation functions with a 16x8 kernel (int16 in and out, TFLite's own algorithms: docs/int16-numerics.md 5)
-INT16_FUNCTIONS = ("sigmoid", "tanh")
+# Activation functions with a 16x8 kernel (int16 in and out, TFLite's own algorithms: docs/int16-numerics.md 5;
+# the rescaling ones 3.4)
+INT16_FUNCTIONS = ("sigmoid", "tanh", "relu", "clip", "leaky_relu")
 
 
 def _int16_prepare(k) -> ActivationParams:
@@ -113,8 +114,29 @@ def _int16_prepare(k) -> ActivationParams:
     if k.tensor(0).dtype != "int16" or k.out.dtype != "int16":
         raise TinycError(f"{where}: 16x8 {fn} from {k.tensor(0).dtype} to {k.out.dtype}; TFLite's kernel takes int16 "
                          "in and out")
+    if fn in ("relu", "clip", "leaky_relu"):
+        return _int16_rescaling(k, fn, where)
     i16.check_sigmoid_tanh_output(fn, qp.scale_of(out_quant(k)), where)
     return ActivationParams(fn, 0, 0, int16_rescale=i16.sigmoid_tanh_rescale(fn, qp.scale_of(in_quant(k)), where))
+
+
+def _int16_rescaling(k, fn: str, where: str) -> ActivationParams:
+    """16x8 RELU / RELU6 / RELU_N1_TO_1 / clip and LEAKY_RELU (docs/int16-numerics.md 3.4): the int8 multipliers
+    (float32 quotients) on int16 values; a clamp bound more than int32 output steps away is refused (TFLite's
+    float-to-int32 cast of it is undefined)."""
+    a, iq, oq = dict(k.node.attrs), in_quant(k), out_quant(k)
+    rescale = qp.rescale(iq, oq, in_float32=True)
+    if fn == "leaky_relu":
+        f32 = np.float32
+        alpha = qp.multiplier(float(f32(f32(f32(qp.scale_of(iq)) * f32(a["alpha"])) / f32(qp.scale_of(oq)))))
+        return ActivationParams(fn, 0, 0, -32768, 32767, rescale=rescale, alpha_rescale=alpha)
+    for bound in (a["lo"], a["hi"]) if fn == "clip" else ():
+        steps = float(np.float32(np.float32(bound) / np.float32(qp.scale_of(oq))))
+        if np.isfinite(bound) and not abs(steps) < 2.0 ** 31:
+            raise TinycError(f"{where}: int16 {fn} bound {bound:g} is {steps:.3g} steps of the output scale "
+                             f"{qp.scale_of(oq):g}, beyond int32, where TFLite's bound is undefined; requantize the "
+                             "model with a coarser output scale")
+    return ActivationParams(fn, 0, 0, *qp.activation_range(a, oq, "int16"), rescale=rescale)
 
 
 def int8_prepare(k) -> ActivationParams:
@@ -170,16 +192,17 @@ def int8_kernel(k):
     p = k.params
     if p.int16_rescale:
         return sigmoid_tanh_int16(k)
+    clamp, t = ("tinyc_clamp16", "int16") if k.out.dtype == "int16" else ("tinyc_sat8", "int8")
     if p.fn in ("relu", "clip"):    # RELU / RELU6 / RELU_N1_TO_1: rescale to output LSBs, then clamp
         m, sh = p.rescale
-        return elementwise(k, "tinyc_sat8(tinyc_requantize(v - (%d), %d, %d) + (%d), %d, %d)"
-                           % (p.in_zp, m, sh, p.out_zp, p.lo, p.hi), f"int8 {p.fn}")
+        return elementwise(k, "%s(tinyc_requantize(v - (%d), %d, %d) + (%d), %d, %d)"
+                           % (clamp, p.in_zp, m, sh, p.out_zp, p.lo, p.hi), f"{t} {p.fn}")
     if p.fn == "leaky_relu":
         (m_i, e_i), (m_a, e_a) = p.rescale, p.alpha_rescale
         zi, zo = p.in_zp, p.out_zp
-        return elementwise(k, "tinyc_sat8((%d) + (v >= %d ? tinyc_requantize(v - (%d), %d, %d) : "
-                           "tinyc_requantize(v - (%d), %d, %d)), -128, 127)" % (zo, zi, zi, m_i, e_i, zi, m_a, e_a),
-                           "int8 leaky relu")
+        return elementwise(k, "%s((%d) + (v >= %d ? tinyc_requantize(v - (%d), %d, %d) : "
+                           "tinyc_requantize(v - (%d), %d, %d)), %d, %d)"
+                           % (clamp, zo, zi, zi, m_i, e_i, zi, m_a, e_a, p.lo, p.hi), f"{t} leaky relu")
     if p.fn == "hard_swish":
         return elementwise(k, "tinyc_hard_swish(v, %d, %d, %d, %d, %d, %d)" % (p.in_zp, *p.hard_swish, p.out_zp),
                            "int8 hard swish")

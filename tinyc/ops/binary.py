@@ -14,7 +14,8 @@ from ..codegen.literals import c_int_literal, c_type
 from ..codegen.loops import broadcast_strides, row_major_strides, strided_loops
 from ..errors import TinycError
 from ..quant import params as qp
-from .int8_common import in_quant, out_quant, same_quant
+from ..quant.int16_activations import checked_log2
+from .int8_common import in_quant, is_16x8, out_quant, same_quant
 from .opdef import OpDef
 
 
@@ -253,7 +254,9 @@ def float_kernel(k):
         # a zero remainder takes the divisor's sign too (ONNX Mod-28, Python's %)
         expr = "((r != 0.0f && ((r < 0.0f) != (rhs < 0.0f))) ? r + rhs : (r == 0.0f ? copysignf(0.0f, rhs) : r))"
     else:
-        loads, expr = c_binary(op, k.expr(0) + "[{o1}]", k.expr(1) + "[{o2}]")
+        slope = k.weight(1) if op == "PRelu" else None      # PReLU's slope is a weight (--weights float16)
+        rhs = slope.load(f"{slope}[{{o2}}]") if slope is not None else k.expr(1) + "[{o2}]"
+        loads, expr = c_binary(op, k.expr(0) + "[{o1}]", rhs)
     # Doubled braces survive strided_loops' str.format; {o0}.. become the operands' offsets.
     body = "{{ %sconst float v = %s; y[{o0}] = %s; }}" % (loads, expr, k.act("v"))
     what = SYMBOL.get(op, op)
@@ -263,8 +266,9 @@ def float_kernel(k):
 
 @dataclass(frozen=True)
 class AddSubParams:
-    """TFLite's ADD/SUB OpData: both inputs shifted left by 20 bits and rescaled to twice the larger input scale,
-    combined, then rescaled to the output."""
+    """TFLite's ADD/SUB OpData: both inputs shifted left by 20 bits (int8; 15 for int16) and rescaled to twice the
+    larger input scale, combined, then rescaled to the output. int16 with the option pot_scale_int16 and three
+    power-of-two scales: `pot_shifts`, the right shift of each input instead (docs/int16-numerics.md 3.2)."""
     in_mults: tuple        # ((m1, shift1), (m2, shift2))
     in_zps: tuple          # (z1, z2)
     out_mult: int
@@ -272,33 +276,103 @@ class AddSubParams:
     out_zp: int
     lo: int
     hi: int
+    left_shift: int = 20
+    pot_shifts: tuple = ()     # (right shift of input 1, of input 2): TFLite's int16 power-of-two path
 
 
 def add_sub_prepare(k) -> AddSubParams:
     q1, q2, qo = in_quant(k, 0), in_quant(k, 1), out_quant(k)
     s1, s2, so = qp.scale_of(q1), qp.scale_of(q2), qp.scale_of(qo)
+    sixteen = is_16x8(k)
+    if sixteen:
+        _int16_operands(k)
+        pot = _pot_shifts(k, s1, s2, so)
+        if pot:
+            return AddSubParams((), (0, 0), 0, 0, 0, *_int16_range(k, qo), left_shift=0, pot_shifts=pot)
+    left = 15 if sixteen else 20
     twice_max = 2.0 * max(s1, s2)
     ms = (qp.multiplier(s1 / twice_max), qp.multiplier(s2 / twice_max))
-    out_real = twice_max / float(np.float32((1 << 20) * np.float32(so)))
+    out_real = twice_max / float(np.float32((1 << left) * np.float32(so)))
     if out_real >= 1.0:
-        raise TinycError(f"node '{k.node.name}': int8 {k.node.op} with output scale {so:g} far below its input "
-                         f"scales ({s1:g}, {s2:g}) cannot be computed by TFLite's scheme; requantize the model")
+        raise TinycError(f"node '{k.node.name}': {k.out.dtype} {k.node.op} with output scale {so:g} far below its "
+                         f"input scales ({s1:g}, {s2:g}) cannot be computed by TFLite's scheme; requantize the model")
     mo, sho = qp.multiplier(out_real)
-    lo, hi = qp.activation_range(k.node.attrs.get("activation"), qo)
-    return AddSubParams(ms, (qp.zero_point_of(q1), qp.zero_point_of(q2)), mo, sho, qp.zero_point_of(qo), lo, hi)
+    lo, hi = _int16_range(k, qo) if sixteen else qp.activation_range(k.node.attrs.get("activation"), qo)
+    return AddSubParams(ms, (qp.zero_point_of(q1), qp.zero_point_of(q2)), mo, sho, qp.zero_point_of(qo), lo, hi,
+                        left_shift=left)
+
+
+def _int16_operands(k) -> None:
+    """16x8 Add / Sub / Mul: int16 operands and output (TFLite's int16-in, int8-out MUL is an LSTM kernel)."""
+    types = [k.tensor(0).dtype, k.tensor(1).dtype, k.out.dtype]
+    if types != ["int16"] * 3:
+        raise TinycError(f"node '{k.node.name}' ({k.node.op}): operands {types[0]}, {types[1]} -> {types[2]}; the "
+                         "16x8 kernel takes int16 operands and an int16 output")
+
+
+def _int16_range(k, qo) -> tuple[int, int]:
+    """The fused activation's clamp on an int16 output; TFLite's Prepare fails where a bound's quantized value
+    leaves int32 (docs/int16-numerics.md 3.1)."""
+    act = k.node.attrs.get("activation")
+    for bound in () if act is None or act["fn"] != "clip" else (act["lo"], act["hi"]):
+        steps = float(np.float32(np.float32(bound) / np.float32(qp.scale_of(qo))))
+        if np.isfinite(bound) and not -2.0 ** 31 <= qp.tflite_round(steps) < 2.0 ** 31:
+            raise TinycError(f"node '{k.node.name}' ({k.node.op}): its activation bound {bound:g} is {steps:.3g} "
+                             f"steps of the output scale {qp.scale_of(qo):g}, beyond int32, which TFLite refuses; "
+                             "requantize the model with a coarser output scale")
+    return qp.activation_range(act, qo, "int16")
+
+
+def _pot_shifts(k, s1: float, s2: float, so: float) -> tuple:
+    """TFLite's int16 ADD / SUB power-of-two path (docs/int16-numerics.md 3.2): the right shift of each input when
+    the node asks for it (pot_scale_int16) and CheckedLog2 finds all three scales powers of two, else ()."""
+    if not k.node.attrs.get("pot_scale_int16"):
+        return ()
+    (l1, p1), (l2, p2), (lo, po) = (checked_log2(s) for s in (s1, s2, so))
+    if not (p1 and p2 and po):
+        return ()
+    shifts = (lo - l1, lo - l2)
+    where = f"node '{k.node.name}' ({k.node.op}, int16 with power-of-two scales)"
+    if min(shifts) != 0:
+        raise TinycError(f"{where}: input scales 2^{l1}, 2^{l2} and output 2^{lo}; TFLite's power-of-two kernel "
+                         "takes one input on the output's scale and the other finer, and refuses these")
+    if max(shifts) > 31:
+        raise TinycError(f"{where}: an input 2^{max(shifts)} times finer than the output makes TFLite shift by more "
+                         "than 31 bits, which is undefined; requantize the model")
+    if k.node.op == "Add" and tuple(k.in_shape(0)) != tuple(k.in_shape(1)):
+        raise TinycError(f"{where}: TFLite's power-of-two ADD has no broadcasting kernel (it aborts); write the "
+                         "model with pot_scale_int16 false or operands of one shape")
+    return shifts
 
 
 def add_sub_kernel(k):
     p = k.params
+    sign = SYMBOL[k.node.op]
+    out, strides = _loop_operands(k)
+    if p.pot_shifts:
+        return _add_sub_pot_kernel(k, sign, out, strides)
     (m1, sh1), (m2, sh2) = p.in_mults
     z1, z2 = p.in_zps
-    sign = SYMBOL[k.node.op]
-    body = ("{{ const int32_t a = tinyc_requantize(((int32_t)%s[{o1}] - (%d)) * (1 << 20), %d, %d);\n"
-            "  const int32_t b = tinyc_requantize(((int32_t)%s[{o2}] - (%d)) * (1 << 20), %d, %d);\n"
-            "  y[{o0}] = tinyc_sat8(tinyc_requantize(a %s b, %d, %d) + (%d), %d, %d); }}"
-            % (k.expr(0), z1, m1, sh1, k.expr(1), z2, m2, sh2, sign, p.out_mult, p.out_shift, p.out_zp, p.lo, p.hi))
-    out, strides = _loop_operands(k)
-    return "elementwise.c.j2", dict(comment=f"int8 {k.node.op} {k.in_shape(0)} {sign} {k.in_shape(1)} -> {out}",
+    clamp = "tinyc_clamp16" if k.out.dtype == "int16" else "tinyc_sat8"
+    body = ("{{ const int32_t a = tinyc_requantize(((int32_t)%s[{o1}] - (%d)) * (1 << %d), %d, %d);\n"
+            "  const int32_t b = tinyc_requantize(((int32_t)%s[{o2}] - (%d)) * (1 << %d), %d, %d);\n"
+            "  y[{o0}] = %s(tinyc_requantize(a %s b, %d, %d) + (%d), %d, %d); }}"
+            % (k.expr(0), z1, p.left_shift, m1, sh1, k.expr(1), z2, p.left_shift, m2, sh2, clamp, sign,
+               p.out_mult, p.out_shift, p.out_zp, p.lo, p.hi))
+    return "elementwise.c.j2", dict(comment=f"{k.out.dtype} {k.node.op} {k.in_shape(0)} {sign} {k.in_shape(1)} -> "
+                                            f"{out}", loops=strided_loops(out, strides, body)), 0
+
+
+def _add_sub_pot_kernel(k, sign, out, strides):
+    """int16 ADD / SUB on power-of-two scales: each input's rounding right shift as gemmlowp computes it on int16
+    (tinyc_rdbpot16), the saturating sum or difference, the activation's clamp."""
+    s1, s2 = k.params.pot_shifts
+    body = ("{{ const int32_t a = tinyc_rdbpot16(%s[{o1}], %d);\n"
+            "  const int32_t b = tinyc_rdbpot16(%s[{o2}], %d);\n"
+            "  y[{o0}] = tinyc_clamp16(tinyc_sat16(a %s b), %d, %d); }}"
+            % (k.expr(0), s1, k.expr(1), s2, sign, k.params.lo, k.params.hi))
+    return "elementwise.c.j2", dict(comment=f"int16 {k.node.op} {k.in_shape(0)} {sign} {k.in_shape(1)} -> {out}, "
+                                            f"power-of-two scales: inputs shifted right by {s1}, {s2}",
                                     loops=strided_loops(out, strides, body)), 0
 
 
@@ -313,21 +387,27 @@ class MulParams:
 
 
 def mul_prepare(k) -> MulParams:
-    """(a - za) * (b - zb) rescaled by sa * sb / so, computed in float32 as TFLite does."""
+    """(a - za) * (b - zb) rescaled by sa * sb / so, computed in float32 as TFLite does (int16: zero points 0,
+    docs/int16-numerics.md 3.3)."""
     q1, q2, qo = in_quant(k, 0), in_quant(k, 1), out_quant(k)
     s1, s2, so = (np.float32(qp.scale_of(q)) for q in (q1, q2, qo))
     m, sh = qp.multiplier(float(np.float32(np.float32(s1 * s2) / so)))
-    lo, hi = qp.activation_range(k.node.attrs.get("activation"), qo)
+    if is_16x8(k):
+        _int16_operands(k)
+        lo, hi = _int16_range(k, qo)
+    else:
+        lo, hi = qp.activation_range(k.node.attrs.get("activation"), qo)
     return MulParams(m, sh, (qp.zero_point_of(q1), qp.zero_point_of(q2)), qp.zero_point_of(qo), lo, hi)
 
 
 def mul_kernel(k):
     p = k.params
     z1, z2 = p.in_zps
-    body = ("y[{o0}] = tinyc_sat8(tinyc_requantize(((int32_t)%s[{o1}] - (%d)) * ((int32_t)%s[{o2}] - (%d)), "
-            "%d, %d) + (%d), %d, %d);" % (k.expr(0), z1, k.expr(1), z2, p.mult, p.shift, p.out_zp, p.lo, p.hi))
+    clamp = "tinyc_clamp16" if k.out.dtype == "int16" else "tinyc_sat8"
+    body = ("y[{o0}] = %s(tinyc_requantize(((int32_t)%s[{o1}] - (%d)) * ((int32_t)%s[{o2}] - (%d)), "
+            "%d, %d) + (%d), %d, %d);" % (clamp, k.expr(0), z1, k.expr(1), z2, p.mult, p.shift, p.out_zp, p.lo, p.hi))
     out, strides = _loop_operands(k)
-    return "elementwise.c.j2", dict(comment=f"int8 Mul {k.in_shape(0)} * {k.in_shape(1)} -> {out}",
+    return "elementwise.c.j2", dict(comment=f"{k.out.dtype} Mul {k.in_shape(0)} * {k.in_shape(1)} -> {out}",
                                     loops=strided_loops(out, strides, body)), 0
 
 
@@ -492,16 +572,18 @@ def squared_difference_kernel(k):
 
 
 SIGNATURE = "a, b with numpy broadcasting  [activation]"
+ADD_SUB_SIGNATURE = ("a, b with numpy broadcasting  [activation, pot_scale_int16 (int16: TFLite's option for its "
+                     "power-of-two kernel)]")
 DEFINITIONS = (
-    OpDef("Add", SIGNATURE, evaluator("Add"), check, float_kernel, add_sub_prepare, add_sub_kernel,
+    OpDef("Add", ADD_SUB_SIGNATURE, evaluator("Add"), check, float_kernel, add_sub_prepare, add_sub_kernel,
           int8_fast_misc.add_sub, memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary",
-          plain_dtypes=INTEGER_DTYPES),
-    OpDef("Sub", SIGNATURE, evaluator("Sub"), check, float_kernel, add_sub_prepare, add_sub_kernel,
+          plain_dtypes=INTEGER_DTYPES, int16_activations=True),
+    OpDef("Sub", ADD_SUB_SIGNATURE, evaluator("Sub"), check, float_kernel, add_sub_prepare, add_sub_kernel,
           int8_fast_misc.add_sub, memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary",
-          plain_dtypes=INTEGER_DTYPES),
+          plain_dtypes=INTEGER_DTYPES, int16_activations=True),
     OpDef("Mul", SIGNATURE, evaluator("Mul"), check, float_kernel, mul_prepare, mul_kernel, int8_fast_misc.mul,
           memory="elementwise", quantize="own", fuses_activation=True, qdq_rule="binary",
-          plain_dtypes=INTEGER_DTYPES),
+          plain_dtypes=INTEGER_DTYPES, int16_activations=True),
     OpDef("Div", SIGNATURE, evaluator("Div"), check, float_kernel, div_prepare, div_kernel, None,
           memory="elementwise", quantize=None, fuses_activation=True, plain_dtypes=INTEGER_DTYPES),
     OpDef("Pow", "base, exponent (float32 or integer) with numpy broadcasting -> the base's type  [activation]",

@@ -27,4 +27,4 @@ def float_kernel(k):
 
 DEFINITIONS = (OpDef(
     "Concat", "x0, x1, ...  [axis]", evaluate, None, float_kernel, None, same_quant_copy(float_kernel), None,
-    memory=None, quantize="shared", qdq_rule="concat", plain_dtypes=ALL_DTYPES),)
+    memory=None, quantize="shared", qdq_rule="concat", plain_dtypes=ALL_DTYPES, int16_activations=True),)

@@ -8,9 +8,12 @@ import numpy as np
 from ..codegen import int8_fast_misc
 from ..codegen.literals import c_float
 from ..codegen.loops import row_major_strides, strided_loops
+from ..errors import TinycError
 from ..quant import params as qp
 from .int8_common import in_quant, out_quant
-from .opdef import OpDef
+from .opdef import OpDef, integer_range
+
+MAX_INT16_COUNT = 65536     # int16 values per output whose int32 sum cannot overflow
 from .reduce import reduction_loops
 
 
@@ -38,10 +41,16 @@ class MeanParams:
 
 
 def int8_prepare(k) -> MeanParams:
-    """TFLite's integer QuantizedMeanOrSum (docs/int8-numerics.md 4.8): the division by the count folded into the
-    multiplier, after shifting it left as far as it goes."""
+    """TFLite's integer QuantizedMeanOrSum (docs/int8-numerics.md 4.8; int16 the same, docs/int16-numerics.md 4.4):
+    the division by the count folded into the multiplier, after shifting it left as far as it goes."""
     shape = k.in_shape(0)
     n = int(np.prod([shape[a] for a in sorted(set(k.node.attrs["axes"]))]))
+    if k.tensor(0).dtype != k.out.dtype:
+        raise TinycError(f"node '{k.node.name}': MEAN from {k.tensor(0).dtype} to {k.out.dtype}; TFLite averages "
+                         "within one type")
+    if k.out.dtype == "int16" and n > MAX_INT16_COUNT:
+        raise TinycError(f"node '{k.node.name}': int16 MEAN of {n} values per output; TFLite sums them in int32, "
+                         f"which can overflow beyond {MAX_INT16_COUNT} (undefined): split the reduction")
     m, e = qp.rescale(in_quant(k), out_quant(k))
     shift = min(n.bit_length() - 1, 32, 31 + e)
     return MeanParams(n, (m << shift) // n, e - shift, qp.zero_point_of(in_quant(k)), qp.zero_point_of(out_quant(k)))
@@ -50,13 +59,15 @@ def int8_prepare(k) -> MeanParams:
 def int8_kernel(k):
     """Sum of raw values minus n * zero point, rescaled."""
     p = k.params
-    store = ("y[{o1}] = tinyc_sat8(tinyc_requantize(acc - (%d), %d, %d) + (%d), -128, 127);"
-             % (p.in_zp * p.count, p.mult, p.shift, p.out_zp))
+    clamp = "tinyc_clamp16" if k.out.dtype == "int16" else "tinyc_sat8"
+    lo, hi = integer_range(k.out.dtype)
+    store = ("y[{o1}] = %s(tinyc_requantize(acc - (%d), %d, %d) + (%d), %d, %d);"
+             % (clamp, p.in_zp * p.count, p.mult, p.shift, p.out_zp, lo, hi))
     loops = reduction_loops(k.in_shape(0), sorted(set(k.node.attrs["axes"])), "    int32_t acc = 0;",
                             ["acc += x0[base + {o0}];"], store)
-    return "elementwise.c.j2", dict(comment=f"int8 mean of {p.count} values per output", loops=loops), 0
+    return "elementwise.c.j2", dict(comment=f"{k.out.dtype} mean of {p.count} values per output", loops=loops), 0
 
 
 DEFINITIONS = (OpDef(
     "Mean", "x  [axes, keepdims]", evaluate, None, float_kernel, int8_prepare, int8_kernel, int8_fast_misc.mean,
-    memory=None, quantize="own", qdq_rule="mean"),)
+    memory=None, quantize="own", qdq_rule="mean", int16_activations=True),)

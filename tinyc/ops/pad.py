@@ -1,4 +1,4 @@
-"""Pad: constant padding on every axis. int8: `value` is the stored int8 value."""
+"""Pad: constant padding on every axis. int8 and int16 (16x8): `value` is the stored integer value."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,15 +24,15 @@ def float_kernel(k):
 
 def int8_kernel(k):
     if not same_quant(in_quant(k), out_quant(k)):
-        raise TinycError(f"node '{k.node.name}': int8 Pad needs equal input and output quantization")
+        raise TinycError(f"node '{k.node.name}': {k.out.dtype} Pad needs equal input and output quantization")
     value = int(k.node.attrs.get("value", qp.zero_point_of(out_quant(k))))
     pads = k.node.attrs["pads"]
     fill = strided_loops([k.out_size], [[1]], "y[{o0}] = %d;" % value)
     place = place_block(k.in_shape(0), k.out_shape, [b for b, _ in pads], "x0")
-    return "elementwise.c.j2", dict(comment=f"int8 pad {k.in_shape(0)} by {tuple(pads)} with {value}",
+    return "elementwise.c.j2", dict(comment=f"{k.out.dtype} pad {k.in_shape(0)} by {tuple(pads)} with {value}",
                                     loops=fill + "\n" + place), 0
 
 
 DEFINITIONS = (OpDef(
     "Pad", "x  [pads=((b0,e0),(b1,e1),...), value]", evaluate, None, float_kernel, None, int8_kernel, None,
-    memory=None, quantize="shared"),)
+    memory=None, quantize="shared", int16_activations=True),)

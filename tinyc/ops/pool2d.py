@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from ..codegen import int8_fast_misc
+from ..codegen.literals import c_type
 from ..errors import TinycError
 from ..quant import params as qp
 from .int8_common import in_quant, out_quant
-from .opdef import OpDef
+from .opdef import OpDef, integer_range
 from .pool3d import MAX_POOL_DTYPES, pool_windows, window_kernel
 
 
@@ -51,7 +52,13 @@ def int8_prepare(k) -> dict:
                          "output (TFLite requires it)")
     if v["kind"] == "avg" and v["count_include_pad"] and any((v["pt"], v["pl"], v["pb"], v["pr"])):
         raise TinycError(f"node '{k.node.name}': int8 average pooling that counts padded cells is not supported")
-    v["lo"], v["hi"] = qp.activation_range(k.node.attrs.get("activation"), out_quant(k))
+    dtype = k.out.dtype            # int8, or int16 (16x8: the same arithmetic, docs/int16-numerics.md 4.3)
+    if k.tensor(0).dtype != dtype:
+        raise TinycError(f"node '{k.node.name}': pooling from {k.tensor(0).dtype} to {dtype}; TFLite pools within "
+                         "one type")
+    v["lo"], v["hi"] = qp.activation_range(k.node.attrs.get("activation"), out_quant(k), dtype)
+    v.update(dtype=dtype, ctype=c_type(dtype), lowest=integer_range(dtype)[0],
+             clamp="tinyc_clamp16" if dtype == "int16" else "tinyc_sat8")
     return v
 
 
@@ -64,7 +71,8 @@ SIGNATURE = ("x[N,H,W,C]  [kernel=(kh,kw), strides, dilations (float only; defau
 DEFINITIONS = (
     OpDef("MaxPool2D", SIGNATURE, evaluator("max"), None, float_kernel, int8_prepare, int8_kernel,
           int8_fast_misc.pool2d, memory="windowed", quantize="shared", one_image=True, qdq_rule="pool",
-          plain_dtypes=MAX_POOL_DTYPES),
+          plain_dtypes=MAX_POOL_DTYPES, int16_activations=True),
     OpDef("AvgPool2D", SIGNATURE, evaluator("avg"), None, float_kernel, int8_prepare, int8_kernel,
-          int8_fast_misc.pool2d, memory="windowed", quantize="shared", one_image=True, qdq_rule="pool"),
+          int8_fast_misc.pool2d, memory="windowed", quantize="shared", one_image=True, qdq_rule="pool",
+          int16_activations=True),
 )

@@ -60,4 +60,4 @@ def float_kernel(k):
 DEFINITIONS = (OpDef(
     "Slice", "x  [starts, steps, sizes]  (one per axis)", evaluate, check, float_kernel, None,
     same_quant_copy(float_kernel), None, memory=None, quantize="shared", moves_data=True,
-    plain_dtypes=ALL_DTYPES),)
+    plain_dtypes=ALL_DTYPES, int16_activations=True),)

@@ -21,4 +21,4 @@ def float_kernel(k):
 
 DEFINITIONS = (OpDef(
     "Transpose", "x  [perm]", evaluate, None, float_kernel, None, same_quant_copy(float_kernel), None,
-    memory=None, quantize="shared", moves_data=True, plain_dtypes=ALL_DTYPES),)
+    memory=None, quantize="shared", moves_data=True, plain_dtypes=ALL_DTYPES, int16_activations=True),)

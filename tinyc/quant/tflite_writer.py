@@ -320,6 +320,8 @@ def _dense(w: _Writer, node: Node) -> None:
 def _binary(builtin: str):
     def write(w: _Writer, node: Node) -> None:
         opts = w.options(builtin.title() + "Options", fusedActivationFunction=w.fused(node))
+        if builtin in ("ADD", "SUB"):      # the schema's default is true: TFLite's int16 power-of-two kernel
+            opts.potScaleInt16 = bool(node.attrs.get("pot_scale_int16", False))
         w.op(builtin, _inputs(w, node), node, opts)
     return write
 
