@@ -207,6 +207,17 @@ def _calibration(model, quantize, calib, name, input_shapes, io_layout):
     return arrays, progress
 
 
+def _weight_forms():
+    from .codegen.weight_storage import FORMS
+    return list(FORMS)
+
+
+_weights_opt = click.option(
+    "--weights", "weights", type=click.Choice(_weight_forms()), default=None,
+    help="Store the weights in flash in this form, converted where each is read (no copy in SRAM): float16 for a "
+         "float model (half the bytes; the model's weights are rounded to float16, ties to even).")
+
+
 _kernels_opt = click.option(
     "--kernels", type=click.Choice(["fast", "reference"]), default="fast", show_default=True,
     help="fast: optimized kernels (DSP SIMD on M4/M7/M33) where one applies; reference: the plain-C twins only "
@@ -242,15 +253,17 @@ def main():
 @_sample_opt
 @click.option("--seed", default=0, show_default=True, help="Seed of the random sample input (without --sample).")
 @_kernels_opt
+@_weights_opt
 @_bind_opt
 @_state_opt
 def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, calib, board, arena, arena_section,
-            weights_section, do_build, opt, sample_files, seed, kernels, binds, state_pairs):
+            weights_section, do_build, opt, sample_files, seed, kernels, weights, binds, state_pairs):
     """Compile MODEL (.onnx, .keras, .h5, float32 or int8 .tflite) to a C library in OUT; with --board also a
     firmware project in OUT/firmware (main.c, startup, linker scripts, Makefile for arm-none-eabi-gcc)."""
     from .compiler import codegen_options, write_library
+    from .memory_report import stored_weights_text
     target = _load_board(board)
-    options = codegen_options(arena, arena_section, weights_section, kernels, _arena_limit(target))
+    options = codegen_options(arena, arena_section, weights_section, kernels, _arena_limit(target), weights)
     if target is None and (do_build or sample_files or opt):
         raise TinycError("--build, --opt and --sample make firmware and need --board (see `tinyc boards`)")
     with _bound_model(model, binds) as path:
@@ -273,7 +286,7 @@ def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, cali
     lib = c.library
     click.echo(f"{model}: {len([l for l in lib.layers if not l['alias']])} layers, {lib.macs:,} MACs, "
                f"arena {lib.arena_bytes:,} bytes (lower bound {c.plan.lower_bound:,}), "
-               f"weights {lib.weight_bytes:,} bytes"
+               f"weights {lib.weight_bytes:,} bytes{stored_weights_text(lib.stored_weights)}"
                + (f", state {c.plan.state_bytes:,} bytes ({lib.prefix}_reset_state)" if c.plan.graph.state else ""))
     for f in files:
         click.echo(f"  wrote {f}")
@@ -344,9 +357,10 @@ def build(out_dir, opt, as_json):
 @_hybrid_opt
 @_calib_opt
 @_kernels_opt
+@_weights_opt
 @_state_opt
 def run_cmd(model, board, emulate, soc, as_json, out_dir, inputs, seed, no_profile, opt, name, input_shapes,
-            io_layout, quantize, calib, kernels, state_pairs):
+            io_layout, quantize, calib, kernels, weights, state_pairs):
     """Run MODEL's firmware for BOARD under emulation: instructions per inference, per layer and per MAC, and
     whether the outputs equal the host build and the reference runtime (exit 1 when they do not). With --soc the
     board image runs on an emulated RP2040 instead: cycles per inference and per MAC."""
@@ -361,7 +375,8 @@ def run_cmd(model, board, emulate, soc, as_json, out_dir, inputs, seed, no_profi
         check_rp2040js()
     from .compiler import codegen_options
     c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib,
-                    codegen_options(kernels=kernels, arena_limit=_arena_limit(target)), _state_pairs(state_pairs))
+                    codegen_options(kernels=kernels, arena_limit=_arena_limit(target), weights=weights),
+                    _state_pairs(state_pairs))
     from .firmware.project import DEFAULT_OPT, check_firmware_fits
     check_firmware_fits(c, target)
     if soc:
@@ -404,10 +419,11 @@ def _oracle_text(report) -> str:
 @_hybrid_opt
 @_calib_opt
 @_kernels_opt
+@_weights_opt
 @_bind_opt
 @_state_opt
 def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, name, input_shapes, io_layout,
-           quantize, calib, kernels, binds, state_pairs):
+           quantize, calib, kernels, weights, binds, state_pairs):
     """Compile MODEL for the host (gcc, ASan+UBSan), run it and compare with the reference runtime (for
     --quantize int8: TFLite's reference kernels on the int8 model tinyc made, bit for bit)."""
     from .compiler import codegen_options
@@ -417,7 +433,7 @@ def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, n
     with _bound_model(model, binds) as path:
         calib_arrays, progress = _calibration(path, quantize, calib, name, shapes, io_layout)
         report = run_verify(path, arrays, frames or samples, seed, per_layer, name, shapes, io_layout, keep_dir,
-                            quantize, calib_arrays, progress, codegen_options(kernels=kernels),
+                            quantize, calib_arrays, progress, codegen_options(kernels=kernels, weights=weights),
                             _state_pairs(state_pairs), hybrid=_hybrid_choice())
     if frames is not None and "frames" not in report:
         raise TinycError(f"--frames: '{model}' has no streaming state (use --samples for independent samples)")
@@ -441,6 +457,8 @@ def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, n
             click.echo(f"fast kernels: DSP code paths (emulated in C) "
                        f"{'give the same bytes as' if report['dsp_path_matches'] else 'DIFFER FROM'} the plain-C paths")
         click.echo(f"oracle: {_oracle_text(report)}")
+        if "oracle_weights" in report:
+            click.echo(f"weights: {report['oracle_weights']}")
         if "oracle_note" in report:
             click.echo(f"note: {report['oracle_note']}")
         for row in report.get("state", []):
@@ -467,10 +485,11 @@ def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, n
 @_hybrid_opt
 @_calib_opt
 @_kernels_opt
+@_weights_opt
 @_bind_opt
 @_state_opt
 def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_layout, quantize, calib, kernels,
-           binds, state_pairs):
+           weights, binds, state_pairs):
     """Where the SRAM and flash go: per layer MACs, weights, live bytes, scratch, in-place decisions, the peak;
     the arena and its lower bound; with --board, whether the model fits."""
     from .memory_report import format_report, memory_report, plan_picture_data
@@ -478,7 +497,8 @@ def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_la
     from .compiler import codegen_options
     with _bound_model(model, binds) as path:
         c, _ = _compile(path, name, input_shapes, io_layout, quantize, calib,
-                        codegen_options(kernels=kernels, arena_limit=_arena_limit(target)), _state_pairs(state_pairs))
+                        codegen_options(kernels=kernels, arena_limit=_arena_limit(target), weights=weights),
+                        _state_pairs(state_pairs))
     r = memory_report(c, target)
     if svg_file or html_file:
         from .plan_picture import render_html, render_svg

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .codegen import cmake
 from .codegen.scratch_fit import schedule_with_scratch
 from .codegen.emit import KERNEL_SETS, Library, generate, weights_are_finite
+from .codegen.weight_storage import weight_form
 from .errors import TinycError
 from .frontends import load_model
+from .frontends.rounded_weights import rounded_model_file
 from .ir import Graph
 from .names import c_identifier
 from .passes import optimize
@@ -31,6 +34,7 @@ class Compiled:
     float_graph: Graph | None = None   # ... and the optimized float graph it was calibrated on
     state_pairs: dict | None = None    # ONNX streaming state pairs {graph input: graph output} it was compiled with
     hybrid: str = "tflite"             # --hybrid: hybrid layers in TFLite's arithmetic, or "float" (dequantized)
+    weights: str | None = None         # --weights: the form its weights are stored in (float16: the model's rounded)
 
 
 def default_name(path: str) -> str:
@@ -41,9 +45,12 @@ _SECTION = re.compile(r"[A-Za-z_.][A-Za-z0-9_.$]{0,63}")
 
 
 def codegen_options(arena: str = "static", arena_section: str | None = None,
-                    weights_section: str | None = None, kernels: str = "fast", arena_limit: int | None = None) -> dict:
+                    weights_section: str | None = None, kernels: str = "fast", arena_limit: int | None = None,
+                    weights: str | None = None) -> dict:
     """Checked options for `generate`: who owns the arena, linker sections for the arena and the weights, and
     the kernel set ("fast": optimized kernels where one applies; "reference": the plain-C twins only).
+    `weights`: the form the weights are stored in (--weights, codegen/weight_storage.py; None: as the model has
+    them).
     `arena_limit`: bytes the target has for the arena; the fast kernels' scratch is reduced to stay within it
     (codegen/scratch_fit.py)."""
     if kernels not in KERNEL_SETS:
@@ -56,8 +63,9 @@ def codegen_options(arena: str = "static", arena_section: str | None = None,
                              "'.', e.g. .dtcm_bss")
     if arena == "external" and arena_section:
         raise TinycError("--arena-section places tinyc's static arena; with --arena external the caller places it")
+    weight_form(weights)
     return dict(arena=arena, arena_section=arena_section, weights_section=weights_section, kernels=kernels,
-                arena_limit=arena_limit)
+                arena_limit=arena_limit, weights=weights)
 
 
 def compile_graph(g: Graph, name: str, source: str = "", options: dict | None = None) -> Compiled:
@@ -77,11 +85,18 @@ def compile_model(path: str, name: str | None = None, input_shapes=None, io_layo
     `calib` (per input an array [N, ...], e.g. from `quant.calibrate.load_calibration`). `options`: from
     `codegen_options`. `state`: ONNX streaming state pairs {graph input: graph output} (`--state IN=OUT`)."""
     name = c_identifier(name) if name else default_name(path)
-    g = load_model(path, input_shapes, io_layout, state=state)
+    form = weight_form((options or {}).get("weights"))
+    if form is not None and form.family == "float":      # the model with its weights rounded (float16)
+        with tempfile.TemporaryDirectory(prefix="tinyc-weights-") as tmp:
+            g = load_model(rounded_model_file(path, tmp)[0], input_shapes, io_layout, state=state)
+    else:
+        g = load_model(path, input_shapes, io_layout, state=state)
+    if form is not None:
+        check_weight_form(form, g, path, quantize)
     g = apply_hybrid_choice(g, hybrid, quantize)      # --hybrid float: the hybrid layers' weights dequantized
     if quantize is None:
         c = compile_graph(g, name, os.path.basename(path), options)
-        c.state_pairs = state
+        c.state_pairs, c.weights = state, form.name if form is not None else None
         c.hybrid = hybrid
         return c
     if quantize != "int8":
@@ -101,6 +116,17 @@ def compile_model(path: str, name: str | None = None, input_shapes=None, io_layo
     c = compile_graph(q, name, os.path.basename(path), options)
     c.quantized, c.float_graph = q, float_graph
     return c
+
+
+def check_weight_form(form, g: Graph, path: str, quantize: str | None) -> None:
+    """--weights names a form for the weights of float models (float16) or of int8 ones; refuse the others."""
+    kind = "int8" if quantize or any(t.quant is not None for t in g.tensors.values() if not t.is_const) else "float"
+    if form.family == kind:
+        return
+    article = "an int8" if kind == "int8" else "a float"
+    what = f"--quantize {quantize} makes an int8 model" if quantize else f"'{path}' is {article} model"
+    raise TinycError(f"--weights {form.name} stores the weights of {form.family} models; {what}, whose weights are "
+                     f"{kind} already: compile it without --weights {form.name}")
 
 
 def write_library(lib: Library, out_dir: str, force: bool = False) -> list:

@@ -15,6 +15,11 @@ def _shape(shape) -> str:
     return "x".join(str(d) for d in shape) if shape else "scalar"
 
 
+def stored_weights_text(stored: dict | None) -> str:
+    """", of which float16 6,144 B" for weights --weights stores narrower; "" without."""
+    return "".join(f", of which {form} {nbytes:,} B" for form, nbytes in (stored or {}).items())
+
+
 def memory_report(compiled, board: Board | None = None) -> dict:
     plan, lib = compiled.plan, compiled.library
     g = plan.graph
@@ -26,7 +31,8 @@ def memory_report(compiled, board: Board | None = None) -> dict:
         layers.append(dict(
             index=step, op=node.op, name=node.name, output_shape=list(outs[0].shape),
             output_bytes=sum(t.nbytes for t in outs), **more,
-            macs=info["macs"], weight_bytes=sum(g.tensors[t].nbytes for t in node.inputs if g.tensors[t].is_const),
+            macs=info["macs"], weight_bytes=sum(lib.stored_tensors.get(t, g.tensors[t].nbytes) for t in node.inputs
+                             if g.tensors[t].is_const),
             live_bytes=plan.live[step], scratch_bytes=_scratch(plan, step),
             in_place=info["in_place"], no_code=info["alias"], peak=step == peak, kernel=info.get("kernel"),
             fused=list(node.attrs.get("fused", ()))))
@@ -34,6 +40,8 @@ def memory_report(compiled, board: Board | None = None) -> dict:
              arena_bytes=plan.arena_bytes, arena_lower_bound_bytes=plan.lower_bound, weights_bytes=lib.weight_bytes,
              macs=lib.macs, peak_step=peak, order="exact" if plan.exact_order else "heuristic",
              schedule=plan.chosen, variants=plan.variants, layers=layers)
+    if lib.stored_weights:     # --weights: the bytes each narrower form holds (part of weights_bytes)
+        r["stored_weights"] = dict(lib.stored_weights)
     if g.state:      # the streaming state: its own static bytes, beside the arena (docs/streaming-state.md)
         r.update(state_bytes=plan.state_bytes, state=state_rows(compiled))
     if board is not None:
@@ -108,7 +116,8 @@ def format_report(r: dict) -> str:
     ratio = r["arena_bytes"] / max(r["arena_lower_bound_bytes"], 1)
     lines += ["-" * len(head),
               f"arena {r['arena_bytes']:,} B (lower bound {r['arena_lower_bound_bytes']:,} B, x{ratio:.3f}); "
-              f"weights {r['weights_bytes']:,} B (flash); {r['macs']:,} MACs",
+              f"weights {r['weights_bytes']:,} B (flash{stored_weights_text(r.get('stored_weights'))}); "
+              f"{r['macs']:,} MACs",
               "arena by technique: " + ", ".join(f"{k} {v['arena_bytes']:,} B" for k, v in r["variants"].items())]
     if "state" in r:
         lines.append(f"state {r['state_bytes']:,} B (static, not in the arena; reset with {r['name']}_reset_state):")

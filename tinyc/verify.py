@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .codegen.emit import _env
+from .codegen.weight_storage import weight_form
+from .frontends.rounded_weights import rounded_model_file
 from .codegen.literals import C_STORAGE, c_storage_dtype, c_type, from_c_storage, to_c_storage
 from .quant.params import scale_of, zero_point_of
 from .quant.tflite_writer import write_tflite
@@ -274,6 +276,20 @@ def verify(path: str, inputs=None, samples: int = 3, seed: int = 0, per_layer: b
     return report
 
 
+def _rounded_oracle(compiled, path: str, tmp: Path, info: dict) -> str:
+    """The model file the reference runtime runs: for a model compiled with --weights float16, the model with its
+    weights rounded to float16 (frontends/rounded_weights.py, the copy tinyc compiled), said in
+    `info["oracle_weights"]`."""
+    form = weight_form(getattr(compiled, "weights", None))
+    if form is None or form.family != "float":
+        return path
+    rounded, count = rounded_model_file(path, str(tmp))
+    info["oracle_weights"] = (f"the oracle runs the model with its {count} weight tensor(s) of rank >= 2 rounded to "
+                              f"{form.name} (ties to even), as --weights {form.name} compiles it" if count else
+                              f"the model's weights are {form.name} values already: the oracle runs it as it is")
+    return rounded
+
+
 def reference_outputs(compiled, path: str, data: list, io_layout: str, build: Path, wanted=(), fallback=False,
                       info=None, state=None):
     """The reference runtime on `data` (per input [N, ...], our layout): per output [N, ...] in our layout, and
@@ -282,6 +298,7 @@ def reference_outputs(compiled, path: str, data: list, io_layout: str, build: Pa
     .tflite model TFLite rejects; which oracle ran). `state`: ONNX streaming state pairs (default: those the model
     was compiled with); the samples are then frames of one stream."""
     g = compiled.plan.graph
+    path = _rounded_oracle(compiled, path, build, info if info is not None else {})
     if compiled.quantized is not None:
         path = str(build / "quantized.tflite")
         write_tflite(compiled.quantized, path)

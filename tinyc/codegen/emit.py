@@ -21,6 +21,7 @@ from .hybrid_fast import HYBRID_FAST
 from ..ops.opdef import integer_range
 from . import cmake
 from .literals import C_STORAGE, c_array_body, c_float, c_type
+from .weight_storage import WeightArray, weight_form
 
 KERNEL_SETS = ("fast", "reference")
 GUARDS = ("TINYC_DSP", "!TINYC_DSP")    # the table guards: read only on DSP cores / only elsewhere
@@ -36,6 +37,7 @@ class KernelContext:
     work: str | None = None           # C expression of the layer's kernel scratch (plan.work): the op's own
                                       # (OpDef.work) first, then the fast kernel's (e.g. im2col)
     params: object = None             # int8: what the op's int8_prepare computed, read by both of its rules
+    weights: object = None            # callback(tensor name) -> WeightArray of a constant stored narrower (--weights)
 
     def tensor(self, i):
         return self.plan.graph.tensors[self.node.inputs[i]]
@@ -70,6 +72,12 @@ class KernelContext:
     def has_input(self, i):
         return len(self.node.inputs) > i
 
+    def weight(self, i) -> WeightArray:
+        """Input i read element by element through `.load(e)` (codegen/weight_storage.py): a constant that
+        --weights stores narrower (e.g. float16 bits), else the array as `expr(i)` gives it."""
+        stored = self.weights(self.node.inputs[i]) if self.weights is not None and self.tensor(i).is_const else None
+        return stored or WeightArray(self.expr(i), c_type(self.tensor(i).dtype))
+
     def table(self, values, dtype: str, label: str, guard: str | None = None) -> str:
         """A constant array derived at compile time (e.g. per-channel multipliers); its C name. `guard`: a
         preprocessor condition (e.g. "TINYC_DSP") when only one code path reads it, so other builds neither
@@ -94,6 +102,8 @@ class Library:
     arena_bytes: int = 0
     weight_bytes: int = 0
     layers: list = field(default_factory=list)    # per layer: dict(index, op, name, macs, kernel, ...)
+    stored_weights: dict = field(default_factory=dict)   # --weights: form -> bytes of the constants it stores
+    stored_tensors: dict = field(default_factory=dict)   # ... and per constant tensor it stores, its bytes
 
 
 def _env() -> jinja2.Environment:
@@ -200,10 +210,12 @@ def _section(name: str | None) -> str:
 
 
 def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", arena_section: str | None = None,
-             weights_section: str | None = None, kernels: str = "fast") -> Library:
+             weights_section: str | None = None, kernels: str = "fast", weights: str | None = None) -> Library:
     """`arena`: "static" (the library owns a static arena) or "external" (every entry point takes the caller's
     arena pointer, so several models can share one region). The sections put the arena / weights into named
-    linker sections. `kernels`: "fast" (optimized kernels where one applies) or "reference" (plain C only)."""
+    linker sections. `kernels`: "fast" (optimized kernels where one applies) or "reference" (plain C only).
+    `weights`: a form of codegen/weight_storage.py (e.g. "float16") for the weights kernels read through
+    `KernelContext.weight`."""
     g = plan.graph
     env = _env()
     P = prefix.upper()
@@ -245,6 +257,17 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
         exact = values.astype(np.float64 if dtype.startswith("float") else np.int64)
         key = ("table", dtype, values.shape, exact.tobytes())
         return add_const(key, values, dtype, label, guard)
+
+    form, stored = weight_form(weights), {}    # --weights: C name of a stored constant -> (its form, tensor)
+
+    def stored_weight(family, name):
+        t = g.tensors[name]
+        if form is None or family != form.family or t.dtype != form.source_dtype or name in results or \
+                not form.holds(t.data):
+            return None
+        c = add_const((form.name, name), form.store(t.data), form.stored_dtype, comment_text(name))
+        stored[c] = (form, name)
+        return WeightArray(c, c_type(form.stored_dtype), form)
 
     arena_bytes = plan.arena_bytes or 1    # (every tensor zero-size: C has no zero-length arrays)
     lib = Library(prefix, {}, arena_bytes=arena_bytes)
@@ -290,7 +313,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
                 rule = HYBRID_KERNELS[node.op]
             if rule is None:
                 raise TinycError(f"no {family} C kernel for op '{node.op}' (node '{node.name}'); run `tinyc ops`")
-            context = KernelContext(node, plan, exprs, table, in_place, scratch, work)
+            context = KernelContext(node, plan, exprs, table, in_place, scratch, work,
+                                    weights=lambda name, _family=family: stored_weight(_family, name))
             if family == "int8" and definition.int8_prepare is not None:
                 context.params = definition.int8_prepare(context)
             chosen, folder = None, family
@@ -327,6 +351,11 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     # Constants no kernel refers to (e.g. weights a fast kernel replaced by a re-laid-out copy) are not emitted.
     used = set(re.findall(rf"\b{prefix}_c\d+\b", "\n".join(l.get("body", "") for l in layers if l["fn"])))
     consts = [c for c in consts if c["name"] in used]
+    for c in consts:
+        if c["name"] in stored:
+            kind, tensor = stored[c["name"]]
+            lib.stored_weights[kind.name] = lib.stored_weights.get(kind.name, 0) + c["nbytes"]
+            lib.stored_tensors[tensor] = c["nbytes"]
     # the larger of the two builds (DSP cores, others) where tables are guarded by TINYC_DSP
     lib.weight_bytes = max(sum(c["nbytes"] for c in consts if c["guard"] != skip) for skip in GUARDS)
 
@@ -345,6 +374,7 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     runtime += ["tinyc_hybrid.h"] if {"hybrid", "hybrid_fast"} & families else []
     runtime += ["tinyc_simd.h"] if "hybrid_fast" in families and "tinyc_simd.h" not in runtime else []
     lib.files[f"{prefix}.h"] = env.get_template("model.h.j2").render(**common)
+    runtime += sorted({stored[c["name"]][0].header for c in consts if c["name"] in stored})
     lib.files[f"{prefix}.c"] = env.get_template("model.c.j2").render(
         layers=layers, consts=consts, macs=lib.macs, lower_bound=plan.lower_bound, runtime=runtime, **common)
     for name in runtime:

@@ -31,7 +31,8 @@ __all__ = ["FOLD_OPS", "TFLITE_OPS", "load_tflite"]
 
 IDENTIFIER = b"TFL3"
 RUNTIME_TYPES = {"FLOAT32": "float32", "INT8": "int8", "INT16": "int16",
-                 "INT32": "int32", "INT64": "int64"}   # INT32/INT64: indices (ARG_MAX, GATHER)
+                 "INT32": "int32", "INT64": "int64",   # INT32/INT64: indices (ARG_MAX, GATHER)
+                 "BOOL": "bool"}                       # BOOL: LESS / SELECT_V2 (Keras 3's Embedding)
 CONST_TYPES = {"FLOAT32": "float32", "INT8": "int8", "INT16": "int16", "INT32": "int32",
                "INT64": "int64"}                 # INT16: 16x8 operands; INT64: 16x8 biases
 QUANTIZED = ("int8", "int16")     # runtime types that carry quantization parameters (int16: 16x8 activations)

@@ -253,6 +253,32 @@ def _binary(op):
     return convert
 
 
+def _compare(kind):
+    """LESS, GREATER, ...: a bool per element (Keras 3's Embedding wraps negative indices with LESS and SELECT)."""
+    def convert(cv, opts, ins):
+        a, b = cv.shape(ins[0]), cv.shape(ins[1])
+        try:
+            shape = tuple(np.broadcast_shapes(a, b))
+        except ValueError:
+            raise TinycError(f"{cv.where()}: shapes {a} and {b} do not broadcast") from None
+        return cv.emit("Compare", [cv.x(ins[0]), cv.x(ins[1])], shape, kind=kind)
+    return convert
+
+
+def select(cv, opts, ins):
+    """SELECT_V2 broadcasts its three operands NumPy-style; SELECT (v1) also takes a 1-D condition over the first
+    axis, which is not NumPy broadcasting: only equal shapes are read for it."""
+    shapes = [cv.shape(i) for i in ins[:3]]
+    try:
+        shape = tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise TinycError(f"{cv.where()}: shapes {shapes} do not broadcast") from None
+    if cv.op_name == "SELECT" and len(set(shapes)) > 1:
+        raise TinycError(f"{cv.where()}: SELECT of shapes {shapes}: tinyc reads SELECT with equal shapes only "
+                         "(SELECT_V2 broadcasts)")
+    return cv.emit("Where", [cv.x(i) for i in ins[:3]], shape)
+
+
 def _activation(act):
     def convert(cv, opts, ins):
         return cv.emit("Activation", [cv.x(ins[0])], cv.shape(ins[0]), **act)
@@ -754,6 +780,9 @@ TFLITE_OPS = {
     "MINIMUM": _binary("Min"),
     "SQUARED_DIFFERENCE": _binary("SquaredDifference"),
     "PRELU": _binary("PRelu"),
+    **{op: _compare(op.lower()) for op in ("LESS", "GREATER", "EQUAL", "LESS_EQUAL", "GREATER_EQUAL")},
+    "SELECT": select,
+    "SELECT_V2": select,
     "AVERAGE_POOL_2D": _pool("AvgPool2D", count_include_pad=False),   # TFLite averages over the valid cells
     "MAX_POOL_2D": _pool("MaxPool2D"),
     "MEAN": reduction("mean"),

@@ -197,6 +197,8 @@ class Body:
             return [self._slice(kind, opts, ins, outs[0])]
         if kind == "CONCATENATION":
             return [self._concat(opts, ins)]
+        if kind == "DEQUANTIZE" and isinstance(self.get(ins[0]), np.ndarray) and self.get(ins[0]).dtype == np.float16:
+            return [self.get(ins[0]).astype(np.float32)]     # float16 weights (the converter's float16 models)
         raise Refused(f"its body has a {kind}, which is not part of a recognised recurrent cell")
 
     def _reshape(self, i, o):

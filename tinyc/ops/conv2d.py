@@ -72,7 +72,7 @@ def float_kernel(k):
     groups = a["groups"]
     v = dict(ih=ih, iw=iw, ic=ic, oh=oh, ow=ow, oc=oc, kh=kh, kw=kw, cg=cg, groups=groups, og=oc // groups,
              sh=a["strides"][0], sw=a["strides"][1], dh=a["dilations"][0], dw=a["dilations"][1],
-             pt=pt, pl=pl, pb=pb, pr=pr, padded=any(a["pads"]), w=k.expr(1),
+             pt=pt, pl=pl, pb=pb, pr=pr, padded=any(a["pads"]), w=k.weight(1),
              bias=k.expr(2) if len(k.node.inputs) > 2 else None, t=k.scratch)
     template = "depthwise_in_place.c.j2" if k.depthwise_in_place else "conv2d.c.j2"
     return template, v, oh * ow * oc * kh * kw * cg

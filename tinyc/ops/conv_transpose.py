@@ -94,7 +94,7 @@ def float_kernel(k):
     top, left = a["pads"][0], a["pads"][1]
     v = dict(batch=batch, ih=ih, iw=iw, ic=ic, oh=oh, ow=ow, oc=oc, kh=kh, kw=kw, cg=cg, groups=groups, og=oc // groups,
              sh=sh, sw=sw, dh=dh, dw=dw, pads=tuple(a["pads"]), ty=_offset("oy", top), tx=_offset("ox", left),
-             w=k.expr(1), bias=k.expr(2) if len(k.node.inputs) > 2 else None)
+             w=k.weight(1), bias=k.expr(2) if len(k.node.inputs) > 2 else None)
     macs = batch * taps_hit(ih, kh, sh, dh, top, oh) * taps_hit(iw, kw, sw, dw, left, ow) * cg * oc
     return "conv_transpose.c.j2", v, macs
 

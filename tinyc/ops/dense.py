@@ -26,7 +26,7 @@ def float_kernel(k):
     kdim = k.in_shape(0)[-1]
     o = k.in_shape(1)[0]
     rows = k.in_size(0) // kdim
-    v = dict(rows=rows, k=kdim, o=o, w=k.expr(1), bias=k.expr(2) if len(k.node.inputs) > 2 else None)
+    v = dict(rows=rows, k=kdim, o=o, w=k.weight(1), bias=k.expr(2) if len(k.node.inputs) > 2 else None)
     return "dense.c.j2", v, rows * kdim * o
 
 

@@ -78,14 +78,14 @@ def runtime_kernel(k):
     size = x[axis]
     outer, inner = int(np.prod(x[:axis], dtype=np.int64)), int(np.prod(x[axis + 1:], dtype=np.int64))
     n = k.in_size(1)
-    src, idx = k.expr(0), k.expr(1)
+    src, idx = k.weight(0), k.expr(1)      # a constant table may be stored narrower (--weights float16)
     lines = [f"  for (int o = 0; o < {outer}; ++o) {{",
              f"    for (int j = 0; j < {n}; ++j) {{",
              f"      long long i = (long long){idx}[j];",
              f"      if (i < 0) i += {size};",
              f"      i = i < 0 ? 0 : (i > {size - 1} ? {size - 1} : i);   /* out of range: the nearest slice */",
              f"      const int at = o * {size * inner} + (int)i * {inner};",
-             f"      for (int e = 0; e < {inner}; ++e) y[(o * {n} + j) * {inner} + e] = {src}[at + e];",
+             f"      for (int e = 0; e < {inner}; ++e) y[(o * {n} + j) * {inner} + e] = {src.load(f'{src}[at + e]')};",
              "    }",
              "  }"]
     return "elementwise.c.j2", dict(comment=f"gather {n} runtime indices into the {size} slices on axis {axis} of "

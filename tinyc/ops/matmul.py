@@ -57,14 +57,16 @@ def _comment(k, geo, kind=""):
 
 def float_kernel(k):
     geo = geometry(k)
-    body = ("{{ const float *pa = %s + {o1}; const float *pb = %s + {o2}; float *py = y + {o0};\n"
+    a, b = k.weight(0), k.weight(1)     # a constant operand may be stored narrower (--weights float16)
+    body = ("{{ const %s *pa = %s + {o1}; const %s *pb = %s + {o2}; float *py = y + {o0};\n"
             "    for (int m = 0; m < %d; ++m) {{\n"
             "      for (int n = 0; n < %d; ++n) {{\n"
             "        float acc = 0.0f;\n"
             "        for (int k = 0; k < %d; ++k) acc += %s * %s;\n"
             "        py[m * %d + n] = acc;\n"
             "      }}\n"
-            "    }} }}" % (k.expr(0), k.expr(1), geo["m"], geo["n"], geo["k"], geo["a_at"], geo["b_at"], geo["n"]))
+            "    }} }}" % (a.ctype, a, b.ctype, b, geo["m"], geo["n"], geo["k"], a.load(geo["a_at"]),
+                         b.load(geo["b_at"]), geo["n"]))
     loops = strided_loops(geo["batch"], geo["strides"], body)
     return "elementwise.c.j2", dict(comment=_comment(k, geo), loops=loops), geo["macs"]
 

@@ -180,7 +180,7 @@ def _kernel_vars(k) -> dict:
     a = k.node.attrs
     B, T, I = k.in_shape(0)
     acts = a["activations"]
-    v = dict(B=B, T=T, I=I, H=k.in_shape(2)[1], w=k.expr(1), r=k.expr(2), output=a["output"],
+    v = dict(B=B, T=T, I=I, H=k.in_shape(2)[1], w=k.weight(1), r=k.weight(2), output=a["output"],
              reverse=bool(a.get("reverse")), cell_output=bool(a.get("cell_output")),
              f=lambda x: activations.c_expr(acts[0], x),
              clip=None if a.get("clip") is None else c_float(a["clip"]), dot=dot)
@@ -192,16 +192,18 @@ def _kernel_vars(k) -> dict:
     return v
 
 
-def dot(acc: str, a: str, b: str, n: int, indent: str = "        ") -> str:
+def dot(acc: str, a: str, b: str, n: int, indent: str = "        ", load=None) -> str:
     """C statements adding a[0..n) . b[0..n) to `acc`, four products per loop iteration (in index order, so the
-    sum is the plain loop's, bit for bit): the matrix-vector products are most of a recurrent layer's work."""
+    sum is the plain loop's, bit for bit): the matrix-vector products are most of a recurrent layer's work.
+    `load`: the value of an element of b (weights stored narrower, WeightArray.load)."""
+    load = load or (lambda e: e)
     lines = []
     if n >= 4:
-        step = " ".join(f"{acc} += {a}[i + {j}] * {b}[i + {j}];" if j else f"{acc} += {a}[i] * {b}[i];"
-                        for j in range(4))
+        step = " ".join(f"{acc} += {a}[i + {j}] * {load(f'{b}[i + {j}]')};" if j else
+                        f"{acc} += {a}[i] * {load(f'{b}[i]')};" for j in range(4))
         lines.append(f"for (int i = 0; i < {n - n % 4}; i += 4) {{ {step} }}")
     if n % 4:
-        lines.append(f"for (int i = {n - n % 4}; i < {n}; ++i) {acc} += {a}[i] * {b}[i];")
+        lines.append(f"for (int i = {n - n % 4}; i < {n}; ++i) {acc} += {a}[i] * {load(f'{b}[i]')};")
     return "\n".join(indent + line for line in lines)
 
 

@@ -1,0 +1,72 @@
+"""Weights stored in flash in a narrower form than the kernel computes in, widened where the kernel reads each one
+(`--weights`): never a wide copy in SRAM.
+
+A kernel rule opts in per input with `KernelContext.weight(i)`, which returns a `WeightArray`: the C array's name,
+its element type and `load(e)`, the C expression of element `e`'s value in the kernel's arithmetic. Without a
+`--weights` form (or for a constant the form cannot hold exactly) that is the constant itself, so a kernel written
+with `weight(i)` compiles the same as before. Which constants a form holds is thus decided by the kernels that read
+them: a constant also read by a kernel without `weight(i)` is emitted twice (each kernel gets its own array).
+
+Forms: `float16` (float models: IEEE binary16 bits, runtime_c/tinyc_half.h widens them; a constant is stored so
+only when every value is a float16 value, which `tinyc.frontends.rounded_weights` makes of a model's weights).
+Another form (e.g. packed int4 for int8 models) is one more `WeightForm` in `FORMS`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..errors import TinycError
+
+
+@dataclass(frozen=True)
+class WeightForm:
+    name: str                              # the --weights choice
+    family: str                            # the kernel family whose constants it holds ("float", "int8")
+    source_dtype: str                      # IR dtype of the constants it holds
+    stored_dtype: str                      # IR dtype of the stored array's elements (C type via literals.c_type)
+    header: str                            # runtime_c header defining the widening
+    holds: Callable[[np.ndarray], bool]    # the form represents these values exactly
+    store: Callable[[np.ndarray], np.ndarray]   # the values -> the stored elements
+    widen: str                             # C: "%s" -> the value of stored element %s
+
+
+def _is_half(data: np.ndarray) -> bool:
+    data = np.asarray(data, np.float32)
+    with np.errstate(over="ignore"):
+        return bool(np.array_equal(data.astype(np.float16).astype(np.float32), data))
+
+
+def _half_bits(data: np.ndarray) -> np.ndarray:
+    return np.asarray(data, np.float32).astype(np.float16).view(np.uint16)
+
+
+FLOAT16 = WeightForm("float16", "float", "float32", "uint16", "tinyc_half.h", _is_half, _half_bits,
+                     "tinyc_half_to_float(%s)")
+
+FORMS = {f.name: f for f in (FLOAT16,)}
+
+
+def weight_form(name: str | None) -> WeightForm | None:
+    """The form named by --weights (None: every constant as the model has it)."""
+    if name is None:
+        return None
+    if name not in FORMS:
+        raise TinycError(f"--weights {name} is not supported; use {' or '.join(FORMS)}")
+    return FORMS[name]
+
+
+@dataclass(frozen=True)
+class WeightArray:
+    """A weight input as a kernel reads it: `name[i]` of C type `ctype`, whose value is `load("name[i]")`."""
+    name: str
+    ctype: str
+    form: WeightForm | None = None
+
+    def load(self, element: str) -> str:
+        return self.form.widen % element if self.form is not None else element
+
+    def __str__(self) -> str:
+        return self.name
