@@ -210,3 +210,13 @@ def test_c_refusals_name_the_node(tmp_path):
     assert "5.3" in _compile_refused(tmp_path, _activations_graph([5.4], []))
     assert "1 to 4 dimensions" in _compile_refused(tmp_path, _activations_graph([], [((1, 2, 2, 2, 3), 1e-3)]))
     assert "below 5" in _compile_refused(tmp_path, _activations_graph([], [((1, 8), 6.0)]))
+
+
+def test_fast_softmax_is_chosen(tmp_path):
+    """The fast kernel set takes int8_fast/softmax_int16 (its DSP paths run on the host in the verify above);
+    LOGISTIC / TANH keep their reference kernel (no faster twin: docs/int16-numerics.md 5.5)."""
+    from tinyc.compiler import codegen_options, compile_model
+    path = tmp_path / "activations16.tflite"
+    write_tflite(_activations_graph([2.38e-4], SOFTMAX_CASES[:2]), str(path))
+    kernels = {row["op"]: row["kernel"] for row in compile_model(str(path), options=codegen_options()).library.layers}
+    assert kernels["Softmax"] == "int8_fast/softmax_int16" and kernels["Activation"] == "int8/sigmoid_tanh_int16"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codegen import int8_fast_misc
+from ..codegen import int8_fast_misc, int16_fast_activations
 from ..errors import TinycError
 from ..quant import int16_activations as i16
 from ..quant import params as qp
@@ -108,6 +108,13 @@ def int8_prepare(k) -> SoftmaxParams | SoftmaxInt16Params:
     return SoftmaxParams(mult, shift, diff_min)
 
 
+def fast_kernel(k):
+    """16x8: int16_fast_activations.softmax; int8: int8_fast_misc.softmax."""
+    if isinstance(k.params, SoftmaxInt16Params):
+        return int16_fast_activations.softmax(k)
+    return int8_fast_misc.softmax(k)
+
+
 def int8_kernel(k):
     p, n = k.params, k.out_shape[-1]
     if isinstance(p, SoftmaxInt16Params):
@@ -172,8 +179,8 @@ def log_softmax_kernel(k):
 
 
 DEFINITIONS = (
-    OpDef("Softmax", "x  [axis, beta?]", evaluate, None, float_kernel, int8_prepare, int8_kernel,
-          int8_fast_misc.softmax, memory=None, quantize="fixed", fixed_quant=(1.0 / 256, -128),
+    OpDef("Softmax", "x  [axis, beta?]", evaluate, None, float_kernel, int8_prepare, int8_kernel, fast_kernel,
+          memory=None, quantize="fixed", fixed_quant=(1.0 / 256, -128),
           int16_activations=True),
     OpDef("LogSoftmax", "x  [axis]", lambda a, ins: log_softmax(ins[0].astype(np.float64), a["axis"]), check,
           lambda k: ("log_softmax.c.j2", _axis_loops(k), 0), log_softmax_prepare, log_softmax_kernel, None,
