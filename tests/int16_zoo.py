@@ -40,7 +40,19 @@ def conv_block():
                        name="conv_block")
 
 
-BUILDERS = {f.__name__: f for f in (mlp_reshape, conv_block)}
+def activation_heads():
+    """FULLY_CONNECTED trunk into TANH, LOGISTIC and SOFTMAX heads, and a SOFTMAX over the last axis of a rank-3
+    tensor (docs/int16-numerics.md 5)."""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((24,))
+    h = L.Dense(32, activation="relu")(x)
+    rows = L.Dense(5)(L.Reshape((4, 8))(h))
+    return keras.Model(x, [L.Dense(4, activation="tanh")(h), L.Dense(1, activation="sigmoid")(h),
+                           L.Dense(6, activation="softmax")(h), L.Softmax()(rows)], name="activation_heads")
+
+
+BUILDERS = {f.__name__: f for f in (mlp_reshape, conv_block, activation_heads)}
 
 
 def build(name: str, seed: int = 0):
