@@ -25,11 +25,13 @@ if importlib.util.find_spec("tensorflow") is None:
 from tinyc.quant.tflite_writer import graph_to_tflite, write_tflite  # noqa: E402
 from tinyc.verify import verify  # noqa: E402
 
-EXAMPLES = 30 if os.environ.get("TINYC_FULL") else 4
+EXAMPLES = 30 if os.environ.get("TINYC_FULL") else 3
 SETTINGS = dict(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 ACTS = [None, {"fn": "relu"}, {"fn": "clip", "lo": 0.0, "hi": 6.0}]
 KERNELS = ("fast", "reference")
+# against TFLite: the fast set by default (the twin tests hold the reference set to it), both with TINYC_FULL
+ORACLE_KERNELS = KERNELS if os.environ.get("TINYC_FULL") else ("fast",)
 
 
 def _q(scale, zp=0):
@@ -138,7 +140,7 @@ def assert_matches_tflite(tmp_path, g):
     DSP path emulated): zero differing bytes."""
     path = tmp_path / f"{g.name}.tflite"
     write_tflite(g, str(path))
-    for kernels in KERNELS:
+    for kernels in ORACLE_KERNELS:
         report = verify(str(path), samples=3, seed=1, options=codegen_options(kernels=kernels))
         assert report["oracle"] == "tflite", report
         assert report["mismatched_bytes"] == 0, (kernels, report["outputs"])
@@ -221,3 +223,95 @@ def test_int4_elsewhere_is_refused_naming_the_tensor(tmp_path):
     write_tflite(g, str(path))
     with pytest.raises(TinycError, match=r"constant 'w' has type INT4"):
         verify(str(path), samples=1)
+
+
+# -- the fast kernels (tinyc/codegen/int4_gemm.py) ----------------------------------------------------------------
+def _x(g, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (4, *g.tensors["x"].shape[1:])).astype(np.int8)
+    x[0], x[1] = 127, -128
+    return x
+
+
+def assert_twins_agree(g, seed):
+    """The fast int4 kernels equal the reference twins on both code paths (DSP emulated in C); returns the fast
+    kernels' names."""
+    from tinyc.verify import run_generated
+    fast = compile_graph(g, "m", options=codegen_options(kernels="fast"))
+    ref = compile_graph(g, "m", options=codegen_options(kernels="reference"))
+    x = _x(g, seed)
+    want = run_generated(ref, [x])[0]
+    kernels = [layer["kernel"] for layer in fast.library.layers if layer["kernel"]]
+    for dsp in (False, True):
+        np.testing.assert_array_equal(run_generated(fast, [x], dsp=dsp)[0], want, err_msg=f"dsp={dsp} {kernels}")
+    return kernels
+
+
+@settings(**SETTINGS)
+@given(c=conv_case(False))
+def test_fast_int4_conv_equals_reference(c):
+    kernels = assert_twins_agree(conv_graph(c), c["seed"])
+    if c["c"] * c["k"][0] * c["k"][1] >= 8:
+        assert kernels[0].startswith("int8_fast/gemm_int4/"), kernels
+
+
+@settings(**SETTINGS)
+@given(c=dense_case())
+def test_fast_int4_dense_equals_reference(c):
+    kernels = assert_twins_agree(dense_graph(c), c["seed"])
+    if c["k"] >= 8 and c["out_scale"] != 2.0:
+        assert kernels[0] == "int8_fast/gemm_int4/int4-fc", kernels
+
+
+def test_fast_int4_weights_stay_packed():
+    """The fast kernel's tables hold the weights as nibbles: one build stores O * K / 2 bytes of them (plus the
+    per-channel tables), about half of the int8 layer's."""
+    c = dict(k=256, o=64, rows=1, in_zp=-9, out_zp=0, out_scale=0.3, act=None, extreme=True, seed=3,
+             per_tensor=False)
+    g4 = dense_graph(c)
+    g8 = g4.copy()
+    g8.tensors["w"].dtype, g8.tensors["w"].data = "int8", g8.tensors["w"].data.astype(np.int8)
+    lib4 = compile_graph(g4, "m", options=codegen_options(kernels="fast")).library
+    lib8 = compile_graph(g8, "m", options=codegen_options(kernels="fast")).library
+    assert lib4.layers[0]["kernel"] == "int8_fast/gemm_int4/int4-fc"
+    assert "int4 weights + 8, 8 nibbles per word (DSP path): 2048" in lib4.files["m.c"]
+    assert "int4 weights + 8, per 4 channels and input: 16x256x2" in lib4.files["m.c"]
+    assert lib4.weight_bytes == 64 * 256 // 2 + 64 * 16 + 64 * 8 < lib8.weight_bytes
+
+
+def _qemu_cases():
+    return {
+        "fc": dense_graph(dict(k=100, o=11, rows=1, in_zp=-9, out_zp=0, out_scale=0.3, act=None, extreme=True,
+                               seed=3, per_tensor=False)),
+        "conv3x3": conv_graph(dict(k=(3, 3), s=(1, 1), c=5, o=7, depthwise=False, h=6, w=7, mode="same", in_zp=-5,
+                                   out_zp=3, out_scale=0.1, act=None, extreme=True, seed=1)),
+        "conv1x1s2": conv_graph(dict(k=(1, 1), s=(2, 2), c=16, o=9, depthwise=False, h=5, w=5, mode="valid",
+                                     in_zp=17, out_zp=3, out_scale=0.6, act={"fn": "relu"}, extreme=False, seed=2)),
+        "depthwise": conv_graph(dict(k=(3, 3), s=(1, 1), c=13, o=13, depthwise=True, h=6, w=5, mode="same",
+                                     in_zp=4, out_zp=-3, out_scale=0.1, act=None, extreme=True, seed=5)),
+    }
+
+
+@pytest.mark.skipif(not os.environ.get("TINYC_FULL"), reason="QEMU runs: set TINYC_FULL=1")
+def test_int4_kernels_under_qemu(tmp_path):
+    """The int4 layers on the emulated Cortex-M4 (the DSP asm loop) and Cortex-M0+ (the Thumb-1 nibble loop) equal
+    the host build, which equals the reference kernels."""
+    import shutil
+    from tinyc.boards import load_board
+    from tinyc.compiler import write_library
+    from tinyc.firmware.emulate import emulate
+    from tinyc.firmware.project import write_firmware
+    from tinyc.verify import run_generated
+    if not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")):
+        pytest.skip("needs arm-none-eabi-gcc and qemu-system-arm")
+    for name, g in _qemu_cases().items():
+        fast = compile_graph(g, "m", options=codegen_options(kernels="fast"))
+        ref = compile_graph(g, "m", options=codegen_options(kernels="reference"))
+        x = _x(g, 0)[:2]
+        host = run_generated(ref, [x])[0]
+        for board in ("nucleo-f412zg", "pico"):
+            out = tmp_path / f"{name}-{board}"
+            write_library(fast.library, str(out), force=True)
+            write_firmware(fast, load_board(board), str(out), [x])
+            emulated = emulate(fast, load_board(board), out, profile=False)["outputs"][0]
+            np.testing.assert_array_equal(emulated, host, err_msg=f"{name} on {board}")

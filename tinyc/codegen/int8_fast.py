@@ -16,6 +16,7 @@ from ..quant import fixed_point
 from ..quant import params as qp
 from ..resources import resource_dir
 from . import gemm_pack, int8_depthwise, int8_matmul
+from . import int4_gemm
 
 
 def conv_geometry(g, node) -> dict:
@@ -162,6 +163,8 @@ def work_bytes(g, node) -> int:
     the DSP path's and the byte path's (one row of inputs + 128, K rounded up to 8), which share it."""
     if scratch_level(node) == "none":
         return 0
+    if int4_gemm.mode(g, node):        # int4 weights (int4_gemm.py)
+        return int4_gemm.work_bytes(g, node)
     from .hybrid_fast import applies as hybrid_applies, work_bytes as hybrid_work_bytes   # (it imports the ops)
     if hybrid_applies(g, node):
         return hybrid_work_bytes(g, node)
@@ -241,6 +244,8 @@ def conv2d(k):
         if int8_depthwise.work_bytes(g, k.node) and k.work is None:     # a plan made without kernel scratch
             return None
         return int8_depthwise.depthwise(k)
+    if int4_gemm.mode(g, k.node):
+        return int4_gemm.gemm(k)
     mode = conv_mode(g, k.node)
     px2 = two_pixels(g, k.node)
     if mode is None or k.work is None:     # a plan made without kernel scratch (the byte path always needs it)
@@ -267,6 +272,8 @@ def conv2d(k):
 
 def dense(k):
     g = k.plan.graph
+    if int4_gemm.mode(g, k.node):
+        return int4_gemm.gemm(k)
     expand = dense_expands(g, k.node)
     if not dense_applies(g, k.node) or k.work is None:      # a plan made without kernel scratch
         return None

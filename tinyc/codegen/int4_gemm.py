@@ -1,0 +1,181 @@
+"""Fast int8 GEMM kernels for int4 weights (templates/int8_fast/gemm_int4.c.j2): Conv2D with groups 1 (1x1, strided
+1x1, k x k through a per-pixel im2col) and Dense. Byte-identical to their reference twins (templates/int8/
+conv2d.c.j2 and dense.c.j2 with `w4`), which compute what TFLite's reference kernels compute after unpacking the
+int4 filter to int8: the arithmetic is the int8 one, and so are the requantization paths (int8_fast.py).
+
+The weights stay packed, two per byte in flash, and are unpacked in registers where they are multiplied: no int8
+copy of them anywhere (TFLite Micro unpacks the whole filter into a scratch buffer first). The nibbles hold
+v = w + 8 (0..15), so unpacking needs no sign extension: the kernels subtract 8 x (the sum of the row's inputs).
+
+**DSP path** (Cortex-M4/M7/M33). A row's first K8 = K - K % 8 inputs are sign-extended once into kernel scratch as
+halfword pairs P0 = (x0, x2), P1 = (x1, x3), P2 = (x4, x6), P3 = (x5, x7) per 8 inputs (SXTB16, SXTB16 ROR 8), and
+summed (S). Per channel and 8 inputs one 32-bit word holds the 8 nibbles, ordered at compile time so that
+(W >> 4j) & 0x000F000F is the halfword pair of weights that matches P_j (`nibble_words`): one AND (its operand
+shifted for free) and one SMLAD per two multiply-accumulates, one LDR per eight. Two channels share each LDRD of
+inputs: 20 instructions per 16 MACs in the inner loop (int8's pair-packed words: 17, or 13 two pixels at a time).
+acc = Σ x v - 8 S + Σ_tail x w + (bias - zp Σ w); the last K % 8 inputs meet a small packed tail table, read with
+the reference's nibble expression.
+
+**Byte path** (Cortex-M0+, Thumb-1). As gemm_pack's byte kernel: the row's inputs + 128 (u, unsigned bytes) in the
+scratch with their sum S, then per four channels and input position two bytes, b0 = vA | vB << 4 and b1 = vC | vD
+<< 4 (`nibble_bytes`). Per byte: Z += u (b & 15) and Y += u b, so Σ u vA = Z and Σ u vB = (Y - Z) >> 4 (Y - Z is
+16 Σ u vB exactly): LDRB, LSLS, LSRS, two MULS, two ADDs per two MACs, 15 instructions per position of 4 channels.
+Since Σ u v = Σ x w + 8 S + 128 Σ w, acc = Σ u v - 8 S + (bias - (zp + 128) Σ w), gemm_pack.byte_folded_bias.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..nibbles import c_nibble, pack_int4
+from ..quant import params as qp
+from . import gemm_pack
+
+MIN_K = 8        # inputs per row the kernels need (one word of nibbles); shorter rows: the reference kernel
+DSP_UNROLL = 2   # chunks of 8 inputs per iteration of the DSP inner loop
+# input j of a chunk of 8 -> its nibble position in the chunk's word: P_j's pair (lo, hi) at bits 4j and 16 + 4j
+WORD_ORDER = (0, 1, 4, 5, 2, 3, 6, 7)     # nibble n holds input WORD_ORDER[n]
+
+
+def int4_weights(g, node) -> np.ndarray | None:
+    """The layer's int4 weights as int8 values [O, K] when they are constant and symmetric, else None."""
+    w = g.tensors[node.inputs[1]]
+    if w.dtype != "int4" or not w.is_const or w.quant is None or np.any(np.asarray(w.quant.zero_point) != 0):
+        return None
+    return w.data.astype(np.int8).reshape(w.shape[0], -1)
+
+
+def mode(g, node) -> str | None:
+    """'rows' (1x1 stride 1 conv, Dense), 'strided' (1x1), 'im2col' (k x k) when the int4 GEMM kernel takes the
+    layer, else None (the reference kernel)."""
+    from .int8_fast import _bias, _io_int8, conv_geometry, scratch_level
+    if node.op not in ("Conv2D", "Dense") or not _io_int8(g, node) or scratch_level(node) == "none":
+        return None
+    if node.op == "Conv2D" and node.attrs.get("groups", 1) != 1:
+        return None
+    w, bias = int4_weights(g, node), _bias(g, node)
+    if w is None or bias is False or w.shape[1] < MIN_K or 128 * 15 * w.shape[1] >= 1 << 30:
+        return None
+    zp = qp.zero_point_of(g.tensors[node.inputs[0]].quant)
+    if gemm_pack.folded_bias(w, bias, zp) is None or gemm_pack.byte_folded_bias(w, bias, zp) is None:
+        return None
+    if node.op == "Dense":
+        scales = qp.fc_scales(g.tensors[node.inputs[0]].quant, g.tensors[node.inputs[1]].quant,
+                              g.tensors[node.outputs[0]].quant, w.shape[0])
+        return "rows" if all(gemm_pack.double_requant(s) is not None for s in scales) else None
+    geo = conv_geometry(g, node)
+    if geo["kh"] == 1 and geo["kw"] == 1 and not any(geo["pads"]):
+        return "rows" if (geo["sh"], geo["sw"]) == (1, 1) else "strided"
+    return "im2col"
+
+
+def _layout(g, node) -> dict:
+    """Kernel scratch: the im2col window (DSP path), the expanded inputs, the tail inputs; the byte path's row."""
+    kdim = int4_weights(g, node).shape[1]
+    k8 = kdim - kdim % 8
+    gather = -(-kdim // 4) * 4 if mode(g, node) == "im2col" else 0     # (the expanded inputs: word-aligned)
+    e_offset = gather
+    t_offset = e_offset + 2 * k8
+    dsp = t_offset + (-(-(kdim - k8) // 4) * 4)
+    return dict(e_offset=e_offset, t_offset=t_offset, bytes=max(dsp, gemm_pack.byte_k(kdim), gather))
+
+
+def work_bytes(g, node) -> int:
+    return _layout(g, node)["bytes"] if mode(g, node) else 0
+
+
+def nibble_words(w: np.ndarray) -> np.ndarray:
+    """w: int8 [O, K] in -8..7 -> uint32 words of the DSP path: channel pairs one after another, per pair and chunk
+    of 8 inputs the first channel's word then the second's; a last odd channel's words after them. Nibble n of a
+    word holds v = w + 8 of input WORD_ORDER[n] of the chunk."""
+    o, kdim = w.shape
+    k8 = kdim - kdim % 8
+    v = (w[:, :k8].astype(np.uint32) + 8).reshape(o, -1, 8)[:, :, list(WORD_ORDER)]    # [O, chunks, nibble]
+    words = (v << (4 * np.arange(8, dtype=np.uint32))).sum(axis=2, dtype=np.uint32)     # [O, chunks]
+    pairs = o // 2
+    parts = [words[:2 * pairs].reshape(pairs, 2, -1).transpose(0, 2, 1).reshape(-1)] if pairs else []
+    if o % 2:
+        parts.append(words[-1])
+    return np.concatenate(parts).astype(np.uint32)
+
+
+def nibble_bytes(w: np.ndarray) -> np.ndarray:
+    """w: int8 [O, K] -> uint8 [ceil(O / 4), byte_k(K), 2] for the byte path: per group of four channels and input
+    position, vA | vB << 4 and vC | vD << 4 (padding channels and positions: w = 0)."""
+    o, kdim = w.shape
+    groups = -(-o // 4)
+    v = np.full((groups * 4, gemm_pack.byte_k(kdim)), 8, np.int64)
+    v[:o, :kdim] = w.astype(np.int64) + 8
+    v = v.reshape(groups, 2, 2, -1)                                  # group, byte, nibble, position
+    return (v[:, :, 0] | (v[:, :, 1] << 4)).transpose(0, 2, 1).astype(np.uint8)
+
+
+def _dsp_asm(channels: int, steps: int) -> str:
+    """The DSP inner loop's asm text: `steps` chunks of 8 inputs per iteration, `channels` (1 or 2) words each."""
+    body = []
+    for _ in range(steps):
+        body += ["ldrd %[p0], %[p1], [%[ep]], #8", "ldrd %[p2], %[p3], [%[ep]], #8"]
+        for c in range(channels):
+            body.append("ldr %[w], [%[wp]], #4")
+            for j in range(4):
+                shift = f", lsr #{4 * j}" if j else ""
+                body += [f"and %[t], %[m], %[w]{shift}", f"smlad %[a{c}], %[p{j}], %[t], %[a{c}]"]
+    return "".join(f'"{line}\\n\\t"' for line in body)
+
+
+def gemm(k):
+    """(template, variables, MACs) of the int4 GEMM kernel, or None where it does not apply (or the plan has no
+    kernel scratch for it)."""
+    from .int8_fast import _bias, _prm_table, conv_geometry, interior
+    g = k.plan.graph
+    m = mode(g, k.node)
+    if m is None or k.work is None:
+        return None
+    w = int4_weights(g, k.node)
+    o, kdim = w.shape
+    bias = _bias(g, k.node)
+    p = k.params
+    k8, ktail = kdim - kdim % 8, kdim % 8
+    folded = gemm_pack.folded_bias(w, bias, p.in_zp)
+    folded_b = gemm_pack.byte_folded_bias(w, bias, p.in_zp)
+    lay = _layout(g, k.node)
+    chunks = k8 // 8
+    v = dict(nibble=c_nibble, mode=m, o=o, kdim=kdim, kwin=kdim, k8=k8, ktail=ktail, chunks=chunks, pairs=o // 2,
+             odd=o % 2,
+             iters=chunks // DSP_UNROLL, rest=chunks % DSP_UNROLL, e_offset=lay["e_offset"], t_offset=lay["t_offset"],
+             asm2=_dsp_asm(2, DSP_UNROLL), asm2_rest=_dsp_asm(2, 1), asm1=_dsp_asm(1, DSP_UNROLL),
+             asm1_rest=_dsp_asm(1, 1), kb=gemm_pack.byte_k(kdim), groups=o // 4, group_rest=o % 4,
+             in_zp=p.in_zp, zp_word=(p.in_zp & 0xFF) * 0x01010101, out_zp=p.out_zp, lo=p.lo, hi=p.hi,
+             in_aligned=k.plan.offset_of(k.node.inputs[0]) % 4 == 0,
+             restrict="" if k.in_place is not None else "restrict ",
+             words=k.table(nibble_words(w), "uint32", "int4 weights + 8, 8 nibbles per word (DSP path)", "TINYC_DSP"),
+             wbytes=k.table(nibble_bytes(w), "uint8", "int4 weights + 8, per 4 channels and input", "!TINYC_DSP"),
+             tail=k.table(pack_int4(w[:, k8:]), "uint8", "int4 weights of the last inputs, two per byte",
+                          "TINYC_DSP") if ktail else None,
+             prm=None, prm_b=None, bias=None, bias_b=None, mult=None, shift=None, scale=None)
+    if k.node.op == "Dense":
+        fixed = [gemm_pack.double_requant(s) for s in p.scales]
+        rest = [[m32 for m32, _ in fixed], [tie for _, tie in fixed], [0] * o]
+        label = "per channel: bias, multiplier, half-way margin, 0"
+        v.update(requant="double", rows=k.in_size(0) // kdim, variant="int4-fc",
+                 scale=k.table(p.scales, "float64", "requantization scales (the double path near ties)"),
+                 prm=_prm_table(k, folded, rest, label, "TINYC_DSP"),
+                 prm_b=_prm_table(k, folded_b, rest, label, "!TINYC_DSP"),
+                 comment=f"fully connected {k.in_size(0) // kdim} row(s) x {kdim} -> {o}, int4 weights")
+        return "gemm_int4.c.j2", v, v["rows"] * kdim * o
+    geo = conv_geometry(g, k.node)
+    if gemm_pack.fast_mbqm(p.shifts, gemm_pack.acc_bound(w, bias, p.in_zp)):
+        rest = [p.mults, [-s for s in p.shifts], [1 << (-s - 1) for s in p.shifts]]
+        label = "per channel: bias, multiplier, right shift, rounding"
+        v.update(requant="fast", prm=_prm_table(k, folded, rest, label, "TINYC_DSP"),
+                 prm_b=_prm_table(k, folded_b, rest, label, "!TINYC_DSP"))
+    else:
+        v.update(requant="mbqm", bias=k.table(folded, "int32", "bias - input zero point x weight sums", "TINYC_DSP"),
+                 bias_b=k.table(folded_b, "int32", "bias - (input zero point + 128) x weight sums", "!TINYC_DSP"),
+                 mult=k.table(p.mults, "int32", "requantization multipliers"),
+                 shift=k.table(p.shifts, "int8", "requantization shifts"))
+    v.update(geo, **interior(geo), rows=geo["oh"] * geo["ow"],
+             variant={"rows": "int4-1x1", "strided": "int4-1x1-strided", "im2col": "int4-im2col"}[m],
+             comment=f"conv {geo['ih']}x{geo['iw']}x{geo['ic']} -> {geo['oh']}x{geo['ow']}x{geo['oc']}, kernel "
+                     f"{geo['kh']}x{geo['kw']}, stride {geo['sh']}x{geo['sw']}, pads {tuple(geo['pads'])}, int4 "
+                     "weights")
+    return "gemm_int4.c.j2", v, geo["oh"] * geo["ow"] * o * kdim
