@@ -4,6 +4,7 @@ by tinyc's writer — LOGISTIC and TANH on all 65,536 int16 inputs, SOFTMAX on r
 parameters tinyc refuses."""
 import importlib.util
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -155,13 +156,14 @@ if FULL:
     SOFTMAX_CASES += [((1, 4096), 1e-4), ((1, 3, 5, 7), 0.05)]
 
 
-def _activations_graph(scales, softmax_cases) -> Graph:
-    """Per scale an input of every int16 value into a sigmoid and a tanh; per softmax case an input and a softmax."""
+def _activations_graph(scales, softmax_cases, width: int = 65536) -> Graph:
+    """Per scale an input of `width` int16 values (every one by default) into a sigmoid and a tanh; per softmax case
+    an input and a softmax."""
     g = Graph("activations16")
     for i, s in enumerate(scales):
-        g.add_tensor(f"x{i}", EVERY_INT16.shape, "int16", quant=_quant(s))
+        g.add_tensor(f"x{i}", (1, width), "int16", quant=_quant(s))
         for fn in ("sigmoid", "tanh"):
-            g.add_tensor(f"{fn}{i}", EVERY_INT16.shape, "int16", quant=_quant(A.OUT_SCALE))
+            g.add_tensor(f"{fn}{i}", (1, width), "int16", quant=_quant(A.OUT_SCALE))
             g.add_node("Activation", [f"x{i}"], [f"{fn}{i}"], fn=fn)
             g.outputs.append(f"{fn}{i}")
         g.inputs.append(f"x{i}")
@@ -212,6 +214,25 @@ def test_c_refusals_name_the_node(tmp_path):
     assert "below 5" in _compile_refused(tmp_path, _activations_graph([], [((1, 8), 6.0)]))
 
 
+@settings(max_examples=20 if FULL else 3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(log_scales=st.lists(st.floats(np.log(1e-12), np.log(4.9)), min_size=2, max_size=2),
+       n=st.integers(1, 300), lead=st.sampled_from([(1,), (1, 3), (1, 2, 2)]),
+       kernels=st.sampled_from(["fast", "reference"]), seed=st.integers(0, 2 ** 16))
+def test_c_property(tmp_path, log_scales, n, lead, kernels, seed):
+    """Random 16x8 softmax shapes and scales, a sigmoid and a tanh at another scale, compiled from the written
+    .tflite: 0 differing values against TFLite (host C under ASan/UBSan, DSP paths emulated)."""
+    from tinyc.compiler import codegen_options
+    from tinyc.verify import verify
+    s_act, s_soft = (float(np.float32(np.exp(v))) for v in log_scales)
+    cases = [(lead + (n,), s_soft)]
+    path = tmp_path / "property16.tflite"
+    write_tflite(_activations_graph([s_act], cases, width=4096), str(path))
+    x = np.random.default_rng(seed).integers(-32768, 32768, (2, 1, 4096)).astype(np.int16)
+    report = verify(str(path), inputs=[x] + _activations_inputs([], cases, 2, seed),
+                    options=codegen_options(kernels=kernels))
+    assert report["mismatched_bytes"] == 0 and report["ok"], report["outputs"]
+
+
 def test_fast_softmax_is_chosen(tmp_path):
     """The fast kernel set takes int8_fast/softmax_int16 (its DSP paths run on the host in the verify above);
     LOGISTIC / TANH keep their reference kernel (no faster twin: docs/int16-numerics.md 5.5)."""
@@ -220,3 +241,38 @@ def test_fast_softmax_is_chosen(tmp_path):
     write_tflite(_activations_graph([2.38e-4], SOFTMAX_CASES[:2]), str(path))
     kernels = {row["op"]: row["kernel"] for row in compile_model(str(path), options=codegen_options()).library.layers}
     assert kernels["Softmax"] == "int8_fast/softmax_int16" and kernels["Activation"] == "int8/sigmoid_tanh_int16"
+
+
+@pytest.mark.skipif(not FULL or not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
+                    reason="TINYC_FULL=1 with arm-none-eabi-gcc and qemu-system-arm")
+def test_fast_and_reference_under_qemu(tmp_path):
+    """Every 16th int16 value through LOGISTIC and TANH, softmax rows of every kind, on the emulated Cortex-M4
+    (mps2-an386: the DSP paths) and M0+ (mps2-an385): both kernel sets equal the host build, which equals TFLite."""
+    from tinyc.boards import load_board
+    from tinyc.compiler import codegen_options, compile_graph, write_library
+    from tinyc.firmware.emulate import emulate
+    from tinyc.firmware.project import write_firmware
+    from tinyc.verify import run_generated
+    x = np.arange(-32768, 32768, 16, dtype=np.int16).reshape(1, -1)
+    cases = [((1, 7, 33), float(np.float32(1e-3))), ((1, 3, 64), float(np.float32(3e-5))),
+             ((1, 2, 9), float(np.float32(4.9)))]
+    g = _activations_graph([float(np.float32(2.38e-4))], cases, width=x.size)
+    inputs = [np.repeat(x[None], 2, axis=0)] + _activations_inputs([], cases, 2, 5)
+    host = None
+    for kernels in ("fast", "reference"):
+        compiled = compile_graph(g, "m", options=codegen_options(kernels=kernels))
+        outputs = run_generated(compiled, inputs)
+        host = outputs if host is None else host
+        for k, (a, b) in enumerate(zip(outputs, host)):
+            np.testing.assert_array_equal(a, b, err_msg=f"{kernels} output {k} on the host")
+        for board in ("nucleo-f412zg", "pico"):
+            out = tmp_path / f"{kernels}-{board}"
+            write_library(compiled.library, str(out), force=True)
+            write_firmware(compiled, load_board(board), str(out), inputs)
+            run = emulate(compiled, load_board(board), out, profile=True)
+            for k, (a, b) in enumerate(zip(run["outputs"], host)):
+                np.testing.assert_array_equal(a, b, err_msg=f"{kernels} output {k} on {board}")
+            per_op = {row["op"]: 0 for row in run["layers"]}
+            for row in run["layers"]:
+                per_op[row["op"]] += row["instructions"]
+            print(f"{kernels} on {board}: {run['instructions']:,} instructions; per op {per_op}")
