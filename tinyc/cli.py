@@ -34,8 +34,9 @@ _shape_opt = click.option("--input-shape", "input_shapes", multiple=True, metava
 _layout_opt = click.option("--io-layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True,
                            help="Layout of image inputs/outputs in the C API (ONNX models; Keras is always NHWC).")
 _name_opt = click.option("--name", default=None, help="C symbol prefix (default: the model file's stem).")
-_quantize_opt = click.option("--quantize", type=click.Choice(["int8"]), default=None,
-                             help="Quantize a float model to int8 (TFLite's scheme) with tinyc's own PTQ.")
+_quantize_opt = click.option("--quantize", type=click.Choice(["int8", "int16x8"]), default=None,
+                             help="Quantize a float model with tinyc's own PTQ: int8 (TFLite's scheme), or int16x8 "
+                                  "(TFLite's 16x8: int16 activations, int8 weights).")
 _calib_opt = click.option("--calib", default=None, metavar="calib.npy|random",
                           help="Calibration inputs for --quantize: .npy (N x input shape) or .npz (one array per "
                                "input); 'random' uses random data (not representative).")
@@ -181,10 +182,10 @@ def _calibration(model, quantize, calib, name, input_shapes, io_layout):
     """The calibration arrays for --quantize (None without it), with a progress line on stderr."""
     if quantize is None:
         if calib is not None:
-            raise TinycError("--calib is only used with --quantize int8")
+            raise TinycError("--calib is only used with --quantize int8 or int16x8")
         return None, None
     if calib is None:
-        raise TinycError("--quantize int8 needs calibration data: --calib calib.npy (N samples of the input, "
+        raise TinycError(f"--quantize {quantize} needs calibration data: --calib calib.npy (N samples of the input, "
                          "float32) or --calib random")
     from .frontends import load_model
     from .quant.calibrate import load_calibration, random_calibration
@@ -208,14 +209,15 @@ def _calibration(model, quantize, calib, name, input_shapes, io_layout):
 
 
 def _weight_forms():
-    from .codegen.weight_storage import FORMS
-    return list(FORMS)
+    from .codegen.weight_storage import weight_choices
+    return weight_choices()
 
 
 _weights_opt = click.option(
     "--weights", "weights", type=click.Choice(_weight_forms()), default=None,
     help="Store the weights in flash in this form, converted where each is read (no copy in SRAM): float16 for a "
-         "float model (half the bytes; the model's weights are rounded to float16, ties to even).")
+         "float model (half the bytes; the model's weights are rounded to float16, ties to even); int4 with "
+         "--quantize int8 (per-channel symmetric int4 conv/depthwise/dense weights, two per byte).")
 
 
 _kernels_opt = click.option(
@@ -280,9 +282,10 @@ def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, cali
         from .quant.report import quantization_error
         for row in quantization_error(c.float_graph, c.quantized, arrays):
             agree = f", arg-max agrees on {100 * row['argmax_agreement']:.1f}%" if "argmax_agreement" in row else ""
-            click.echo(f"int8 vs float on the {arrays[0].shape[0]} calibration sample(s), output {row['index']}: "
+            step = "int16" if quantize == "int16x8" else "int8"
+            click.echo(f"{quantize} vs float on the {arrays[0].shape[0]} calibration sample(s), output {row['index']}: "
                        f"max abs error {row['max_abs_err']:.4g}, mean {row['mean_abs_err']:.4g} (output range "
-                       f"{row['output_range']:.4g}, one int8 step {row['output_scale']:.4g}){agree}")
+                       f"{row['output_range']:.4g}, one {step} step {row['output_scale']:.4g}){agree}")
     lib = c.library
     click.echo(f"{model}: {len([l for l in lib.layers if not l['alias']])} layers, {lib.macs:,} MACs, "
                f"arena {lib.arena_bytes:,} bytes (lower bound {c.plan.lower_bound:,}), "

@@ -10,7 +10,7 @@ from pathlib import Path
 from .codegen import cmake
 from .codegen.scratch_fit import schedule_with_scratch
 from .codegen.emit import KERNEL_SETS, Library, generate, weights_are_finite
-from .codegen.weight_storage import weight_form
+from .codegen.weight_storage import QUANTIZED_WEIGHTS, weight_form
 from .errors import TinycError
 from .frontends import load_model
 from .frontends.rounded_weights import rounded_model_file
@@ -19,9 +19,11 @@ from .names import c_identifier
 from .passes import optimize
 from .passes.dequantize_hybrid import apply_hybrid_choice
 from .quant.ptq import quantize_graph
+from .quant.ptq_int16 import quantize_graph_int16
 from .schedule import MemoryPlan, schedule
 
 MARKER = ".tinyc"   # written into every output directory tinyc owns
+QUANTIZERS = {"int8": quantize_graph, "int16x8": quantize_graph_int16}    # --quantize: tinyc's own PTQ schemes
 
 
 @dataclass
@@ -85,6 +87,7 @@ def compile_model(path: str, name: str | None = None, input_shapes=None, io_layo
     `calib` (per input an array [N, ...], e.g. from `quant.calibrate.load_calibration`). `options`: from
     `codegen_options`. `state`: ONNX streaming state pairs {graph input: graph output} (`--state IN=OUT`)."""
     name = c_identifier(name) if name else default_name(path)
+    made = quantizer_options(options, quantize)      # --weights int4: what tinyc's quantizer makes
     form = weight_form((options or {}).get("weights"))
     if form is not None and form.family == "float":      # the model with its weights rounded (float16)
         with tempfile.TemporaryDirectory(prefix="tinyc-weights-") as tmp:
@@ -99,23 +102,36 @@ def compile_model(path: str, name: str | None = None, input_shapes=None, io_layo
         c.state_pairs, c.weights = state, form.name if form is not None else None
         c.hybrid = hybrid
         return c
-    if quantize != "int8":
-        raise TinycError(f"--quantize {quantize} is not supported; use int8")
+    if quantize not in QUANTIZERS:
+        raise TinycError(f"--quantize {quantize} is not supported; use {' or '.join(QUANTIZERS)}")
     if any(t.dtype != "float32" for t in g.tensors.values() if not t.is_const):
         raise TinycError(f"'{path}' is already quantized; compile it without --quantize")
     empty = [g.tensors[n].source_name or n for n in g.inputs + g.outputs if g.tensors[n].size == 0]
     if empty:
-        raise TinycError(f"--quantize int8: '{empty[0]}' of '{path}' is zero-size; tinyc quantizes models without "
-                         "zero-size inputs and outputs (compile this one in float32)")
+        raise TinycError(f"--quantize {quantize}: '{empty[0]}' of '{path}' is zero-size; tinyc quantizes models "
+                         "without zero-size inputs and outputs (compile this one in float32)")
     if calib is None:
-        raise TinycError("--quantize int8 needs calibration data: --calib calib.npy (N samples of the input) "
+        raise TinycError(f"--quantize {quantize} needs calibration data: --calib calib.npy (N samples of the input) "
                          "or --calib random")
     weights_are_finite(g)
     float_graph = optimize(g)
-    q = quantize_graph(float_graph, calib, progress)
+    q = QUANTIZERS[quantize](float_graph, calib, progress, **made)
     c = compile_graph(q, name, os.path.basename(path), options)
     c.quantized, c.float_graph = q, float_graph
     return c
+
+
+def quantizer_options(options: dict | None, quantize: str | None) -> dict:
+    """The quantizer's arguments a --weights choice asks for: int4 weights (weight_storage.QUANTIZED_WEIGHTS),
+    which only tinyc's int8 quantizer makes (an int4 .tflite compiles as it is, no --weights needed)."""
+    weights = (options or {}).get("weights")
+    if weights not in QUANTIZED_WEIGHTS:
+        return {}
+    if quantize != "int8":
+        raise TinycError(f"--weights {weights} makes tinyc's quantizer give conv/depthwise/dense {weights} weights: "
+                         f"use it with --quantize int8 on a float model (an {weights} .tflite compiles without "
+                         "--weights)")
+    return dict(weights=weights)
 
 
 def check_weight_form(form, g: Graph, path: str, quantize: str | None) -> None:

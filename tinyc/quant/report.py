@@ -15,12 +15,12 @@ from .tflite_writer import write_tflite
 
 
 def run_int8_reference(q: Graph, samples: list[np.ndarray]) -> list[np.ndarray]:
-    """Per output, int8 results [N, ...] of the int8 graph `q` on float `samples` (quantized like the API's
-    `<name>_quantize_input`), from TFLite's reference kernels."""
+    """Per output, int8 (16x8: int16) results [N, ...] of the quantized graph `q` on float `samples` (quantized
+    like the API's `<name>_quantize_input`), from TFLite's reference kernels."""
     from ..reference import run_tflite
     from ..verify import quantize_array
     n = samples[0].shape[0]
-    ins = [quantize_array(a, q.tensors[name].quant) for a, name in zip(samples, q.inputs)]
+    ins = [quantize_array(a, q.tensors[name].quant, q.tensors[name].dtype) for a, name in zip(samples, q.inputs)]
     with tempfile.TemporaryDirectory(prefix="tinyc-ptq-") as tmp:
         path = os.path.join(tmp, "quantized.tflite")
         write_tflite(q, path)
