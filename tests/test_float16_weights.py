@@ -262,7 +262,9 @@ def test_converter_float16_model_matches_tflite(models, name):
 @needs_tf
 @pytest.mark.parametrize("name,fmt", [("image", "f32"),
                                       pytest.param("image", "keras", marks=pytest.mark.skipif(not FULL, reason=SLOW)),
-                                      pytest.param("sequence", "f32", marks=pytest.mark.skipif(not FULL, reason=SLOW))])
+                                      pytest.param("sequence", "f32", marks=pytest.mark.skipif(not FULL, reason=SLOW)),
+                                      pytest.param("sequence", "keras", marks=pytest.mark.skipif(not FULL,
+                                                                                                 reason=SLOW))])
 def test_weights_float16_equals_the_rounded_model(models, name, fmt):
     """--weights float16 on a float32 model: the C equals the reference runtime on the model with its weights
     rounded to float16 (not the float32 model: the rounding moves the outputs by more than the tolerance), and the
@@ -281,6 +283,35 @@ def test_weights_float16_equals_the_rounded_model(models, name, fmt):
     assert moved > 0, "rounding the weights changed nothing: the test would not see a float32 copy"
     assert half.library.weight_bytes < 0.6 * full.library.weight_bytes, (half.library.weight_bytes,
                                                                           full.library.weight_bytes)
+
+
+@needs_tf
+def test_keras_batchnorm_is_folded_before_rounding(tmp_path):
+    """A Keras Conv2D / DepthwiseConv2D / Dense followed by BatchNormalization (what fold_batchnorm folds): the
+    rounded copy folds the BatchNormalization's scale into the kernel before rounding, as TFLite's converter does,
+    so tinyc stores every such kernel as float16 and Keras runs the same numbers; a Conv2D whose output has a
+    second reader keeps its BatchNormalization apart (not folded) and still verifies."""
+    keras, _ = _keras()
+    sys.path.insert(0, os.path.dirname(__file__))
+    import model_zoo
+    L = keras.layers
+    keras.utils.set_random_seed(8)
+    x = keras.Input((6, 6, 3))
+    h = L.Activation("relu")(L.BatchNormalization()(L.Conv2D(8, 3, use_bias=False)(x)))
+    h = L.BatchNormalization()(L.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(h))
+    shared = L.Conv2D(4, 1)(h)
+    h = L.Add()([L.BatchNormalization()(shared), shared])
+    h = L.BatchNormalization()(L.Dense(5)(L.Flatten()(h)))
+    m = model_zoo.randomize(keras.Model(x, h), 3)
+    m.save(tmp_path / "bn.keras")
+    half = codegen_options(weights="float16")
+    r = verify(str(tmp_path / "bn.keras"), options=half)
+    assert r["ok"], r["outputs"]
+    c = compile_model(str(tmp_path / "bn.keras"), options=half)
+    kernels = [n.inputs[1] for n in c.graph.nodes if n.op in ("Conv2D", "Dense")]
+    assert len(kernels) == 4 and all(k in c.library.stored_tensors for k in kernels), \
+        (kernels, c.library.stored_tensors)
+    assert sum(n.op == "ScaleShift" for n in c.graph.nodes) == 1     # the shared conv's BatchNormalization
 
 
 def test_onnx_model_with_weights_float16(tmp_path):

@@ -4,7 +4,12 @@ one `tinyc verify --weights float16` runs in the reference runtime, so both see 
 
 The weights are the float32 constant tensors of rank 2 or more: the kernels of conv, dense, matmul and recurrent
 layers, embedding tables. Biases, normalization parameters and scalars (rank 0 or 1) stay float32. A float16
-TFLite model's weights are float16 already (its DEQUANTIZE is folded at import): the copy changes nothing."""
+TFLite model's weights are float16 already (its DEQUANTIZE is folded at import): the copy changes nothing.
+
+A Keras BatchNormalization that tinyc folds into the Conv / Dense before it (passes/fold_batchnorm.py) is folded
+into the copy's kernel before rounding, as TFLite's converter does for its float16 models: rounding the kernel
+alone would leave tinyc a folded kernel float16 cannot hold, and the copy's BatchNormalization keeps only its
+shift (a scale of exactly 1), so the kernel tinyc stores is the rounded one Keras runs."""
 from __future__ import annotations
 
 import os
@@ -113,10 +118,71 @@ def _round_keras(path: str, out: str) -> int:
         model = keras.models.load_model(path, compile=False)
     except Exception as e:
         raise TinycError(f"cannot read '{path}' as a Keras model ({type(e).__name__})") from None
+    folded = {id(v) for layer, bn in _batchnorm_pairs(keras, model) for v in _fold_keras_batchnorm(layer, bn)}
     count = 0
     for v in model.weights:
         if _is_weight(v.shape) and str(v.dtype) == "float32":
-            v.assign(round_to_half(np.asarray(v.numpy()), v.path))
+            if id(v) not in folded:
+                v.assign(round_to_half(np.asarray(v.numpy()), v.path))
             count += 1
     model.save(out)
     return count
+
+
+# Keras layers whose output channels a following BatchNormalization scales: kernel attribute -> how its output
+# channels lie on the kernel's axes (Conv2D [kh, kw, cin, cout], Conv1D [k, cin, cout], Dense [in, out]: the last;
+# DepthwiseConv2D [kh, kw, cin, mult]: channel c * mult + m, the last two).
+_SCALED = {"Conv2D": ("kernel", 1), "Conv1D": ("kernel", 1), "Dense": ("kernel", 1),
+           "DepthwiseConv2D": ("kernel", 2)}
+
+
+def _batchnorm_pairs(keras, model) -> list:
+    """(layer, BatchNormalization) where the BatchNormalization over the last axis alone reads a linear Conv2D,
+    Conv1D, DepthwiseConv2D or Dense of the model (each called once): what tinyc's fold_batchnorm folds."""
+    def producer(t):
+        history = getattr(t, "_keras_history", None)
+        return history.operation if history is not None else None
+
+    layers = [l for l in model.layers if len(getattr(l, "_inbound_nodes", ())) == 1]
+    readers: dict = {}
+    for l in layers:
+        for t in keras.tree.flatten(l.input) if type(l).__name__ != "InputLayer" else ():
+            readers.setdefault(id(producer(t)), []).append(l)
+    outputs = {id(producer(t)) for t in keras.tree.flatten(model.outputs)}
+    pairs = []
+    for bn in layers:
+        if type(bn).__name__ != "BatchNormalization" or bn.axis not in (-1, len(bn.input.shape) - 1) or not bn.center:
+            continue
+        layer = producer(bn.input)
+        if (type(layer).__name__ in _SCALED and layer in layers and readers.get(id(layer)) == [bn]
+                and id(layer) not in outputs and getattr(layer.activation, "__name__", "") == "linear"):
+            pairs.append((layer, bn))
+    return pairs
+
+
+def _fold_keras_batchnorm(layer, bn) -> list:
+    """As TFLite's converter does before rounding: the BatchNormalization's per-channel scale s = gamma /
+    sqrt(var + eps) goes into the layer's kernel (rounded to float16 there) and bias (b * s); the BatchNormalization
+    keeps its shift alone (gamma 1, mean 0, variance 1 - eps: a factor of exactly 1 in float32, so tinyc folds it
+    without changing the rounded kernel). The variables set; [] where 1 - eps cannot give that factor."""
+    eps = np.float32(bn.epsilon)
+    unit = np.float32(np.float32(1.0) - eps)
+    if np.float32(unit + eps) != np.float32(1.0) or np.float64(unit) + float(bn.epsilon) <= 0:
+        return []
+    attr, axes = _SCALED[type(layer).__name__]
+    kernel = getattr(layer, attr)
+    gamma = bn.gamma.numpy() if bn.scale else np.ones(bn.moving_mean.shape, np.float32)
+    scale = gamma.astype(np.float64) / np.sqrt(bn.moving_variance.numpy().astype(np.float64) + float(bn.epsilon))
+    shift = bn.beta.numpy().astype(np.float64) - bn.moving_mean.numpy().astype(np.float64) * scale
+    w = kernel.numpy()
+    kernel.assign(round_to_half((w * scale.reshape(w.shape[-axes:])).astype(np.float32), kernel.path))
+    done = [kernel]
+    if layer.use_bias:
+        layer.bias.assign((layer.bias.numpy() * scale).astype(np.float32))
+        done.append(layer.bias)
+    if bn.scale:
+        bn.gamma.assign(np.ones(bn.gamma.shape, np.float32))
+    bn.beta.assign(shift.astype(np.float32))
+    bn.moving_mean.assign(np.zeros(bn.moving_mean.shape, np.float32))
+    bn.moving_variance.assign(np.full(bn.moving_variance.shape, unit, np.float32))
+    return done
