@@ -315,3 +315,72 @@ def test_int4_kernels_under_qemu(tmp_path):
             write_firmware(fast, load_board(board), str(out), [x])
             emulated = emulate(fast, load_board(board), out, profile=False)["outputs"][0]
             np.testing.assert_array_equal(emulated, host, err_msg=f"{name} on {board}")
+
+
+# -- producers: tinyc's quantizer (--quantize int8 --weights int4) and ai-edge-quantizer --------------------------
+def _small_keras(path):
+    import keras
+    from keras import layers
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8, 8, 1))
+    y = layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    y = layers.DepthwiseConv2D(3, padding="same")(y)
+    y = layers.Conv2D(13, 1)(y)
+    y = layers.Flatten()(y)
+    y = layers.Dense(10)(y)
+    keras.Model(x, y).save(path)
+    return path
+
+
+def test_quantize_int8_weights_int4(tmp_path):
+    """tinyc's quantizer gives conv, depthwise and dense int4 weights (scale max|w| / 7 per channel, values in
+    -7..7); the C equals TFLite's reference kernels running the .tflite tinyc writes (INT4 tensors), with half the
+    weight bytes of --quantize int8."""
+    from tinyc.compiler import compile_model
+    from tinyc.quant.calibrate import random_calibration
+    from tinyc.frontends import load_model
+    path = str(_small_keras(tmp_path / "small.keras"))
+    calib = random_calibration(load_model(path))
+    report = verify(path, samples=3, quantize="int8", calib=calib, options=codegen_options(weights="int4"))
+    assert report["oracle"] == "tflite" and report["mismatched_bytes"] == 0, report["outputs"]
+    c4 = compile_model(path, quantize="int8", calib=calib, options=codegen_options(weights="int4"))
+    c8 = compile_model(path, quantize="int8", calib=calib)
+    weights = [c4.quantized.tensors[n.inputs[1]] for n in c4.quantized.nodes if n.op in ("Conv2D", "Dense")]
+    assert len(weights) == 4 and all(t.dtype == "int4" for t in weights)
+    for t in weights:
+        q = t.data.astype(np.int8).reshape(t.shape[0], -1)
+        assert np.abs(q).max(axis=1).tolist() == [7] * t.shape[0]
+    assert c4.library.weight_bytes < 0.6 * c8.library.weight_bytes
+
+
+def test_weights_int4_needs_quantize_int8(tmp_path):
+    from tinyc.compiler import compile_model
+    path = str(_small_keras(tmp_path / "small.keras"))
+    with pytest.raises(TinycError, match=r"--weights int4 .*use it with --quantize int8"):
+        compile_model(path, options=codegen_options(weights="int4"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ai_edge_quantizer") is None, reason="needs ai-edge-quantizer")
+def test_ai_edge_quantizer_int4_model(tmp_path):
+    """A float .tflite quantized by ai-edge-quantizer (static recipe: int8 activations, int4 channelwise weights)
+    compiles bit-exact against TFLite's reference kernels; its conv and FC weights are INT4 in the file."""
+    import tensorflow as tf
+    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
+    import keras
+    model = keras.models.load_model(_small_keras(tmp_path / "small.keras"))
+    float_path = tmp_path / "float.tflite"
+    float_path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    rm = recipe_manager.RecipeManager()
+    rm.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, activation_num_bits=8,
+                         weight_num_bits=4)
+    qt = quantizer.Quantizer(str(float_path), rm.get_quantization_recipe())
+    interp = tf.lite.Interpreter(model_path=str(float_path))
+    (key, sig), = interp.get_signature_list().items()
+    rng = np.random.default_rng(0)
+    calib = {key: [{sig["inputs"][0]: rng.uniform(0, 1, (1, 8, 8, 1)).astype(np.float32)} for _ in range(8)]}
+    int4_path = tmp_path / "int4.tflite"
+    qt.quantize(qt.calibrate(calib)).export_model(str(int4_path), overwrite=True)
+    assert len(_file_weights(int4_path.read_bytes())) >= 2
+    for kernels in ORACLE_KERNELS:
+        report = verify(str(int4_path), samples=3, options=codegen_options(kernels=kernels))
+        assert report["oracle"] == "tflite" and report["mismatched_bytes"] == 0, (kernels, report["outputs"])

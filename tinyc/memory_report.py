@@ -7,12 +7,18 @@ from __future__ import annotations
 
 from .boards import Board
 from .errors import TinycError
+from .nibbles import packed_bytes
 
 SCHEMA_VERSION = 1
 
 
 def _shape(shape) -> str:
     return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
+def const_bytes(t) -> int:
+    """Bytes of a constant in flash: quantized int4 weights are kept packed two per byte (ops/int8_common.py)."""
+    return packed_bytes(t.size) if t.dtype == "int4" and t.quant is not None else t.nbytes
 
 
 def stored_weights_text(stored: dict | None) -> str:
@@ -31,8 +37,8 @@ def memory_report(compiled, board: Board | None = None) -> dict:
         layers.append(dict(
             index=step, op=node.op, name=node.name, output_shape=list(outs[0].shape),
             output_bytes=sum(t.nbytes for t in outs), **more,
-            macs=info["macs"], weight_bytes=sum(lib.stored_tensors.get(t, g.tensors[t].nbytes) for t in node.inputs
-                             if g.tensors[t].is_const),
+            macs=info["macs"], weight_bytes=sum(lib.stored_tensors.get(t, const_bytes(g.tensors[t]))
+                                                for t in node.inputs if g.tensors[t].is_const),
             live_bytes=plan.live[step], scratch_bytes=_scratch(plan, step),
             in_place=info["in_place"], no_code=info["alias"], peak=step == peak, kernel=info.get("kernel"),
             fused=list(node.attrs.get("fused", ()))))

@@ -47,14 +47,22 @@ FLOAT16 = WeightForm("float16", "float", "float32", "uint16", "tinyc_half.h", _i
                      "tinyc_half_to_float(%s)")
 
 FORMS = {f.name: f for f in (FLOAT16,)}
+# --weights choices that are no stored form but weights tinyc's quantizer makes (`--quantize int8 --weights int4`:
+# per-channel symmetric int4, which the int8 kernels keep packed two per byte themselves, ops/int8_common.py)
+QUANTIZED_WEIGHTS = ("int4",)
+
+
+def weight_choices() -> list:
+    """Every --weights choice."""
+    return list(FORMS) + list(QUANTIZED_WEIGHTS)
 
 
 def weight_form(name: str | None) -> WeightForm | None:
-    """The form named by --weights (None: every constant as the model has it)."""
-    if name is None:
+    """The form named by --weights (None: every constant as the model has it, or as the quantizer makes it)."""
+    if name is None or name in QUANTIZED_WEIGHTS:
         return None
     if name not in FORMS:
-        raise TinycError(f"--weights {name} is not supported; use {' or '.join(FORMS)}")
+        raise TinycError(f"--weights {name} is not supported; use {' or '.join(weight_choices())}")
     return FORMS[name]
 
 

@@ -4,6 +4,7 @@ What the TFLite converter does, in spirit (https://www.tensorflow.org/lite/perfo
   * activations: per-tensor asymmetric int8; the calibrated range is widened to include 0, scale =
     (max - min) / 255, zero point = round(-128 - min / scale) clamped to int8;
   * Conv2D/Dense weights: per output channel, symmetric, narrow range [-127, 127], scale = max|w| / 127;
+    with `weights="int4"` (`--weights int4`) int4 instead: scale = max|w| / 7, values in [-7, 7] (below);
   * biases: int32 with scale input_scale * weight_scale[c], zero point 0;
   * ops that move bytes (pooling, reshape, transpose, pad, concatenation) share one scale and zero point
     between their inputs and output (the union of the members' ranges);
@@ -39,6 +40,10 @@ QUANTIZABLE = tuple(n for n, d in REGISTRY.items() if d.quantize is not None)
 # ops whose input 1 is weights (int8, symmetric, per output channel along axis 0) and input 2 an int32 bias
 WEIGHTED = ("Conv2D", "ConvTranspose2D", "Dense")
 FIXED = {**{n: d.fixed_quant for n, d in REGISTRY.items() if d.quantize == "fixed"}, **FIXED_QUANT}
+# --weights int4: the weighted ops whose int8 kernels take int4 weights (ConvTranspose2D keeps int8: TFLite's
+# TRANSPOSE_CONV has no INT4 filter)
+INT4_WEIGHTED = ("Conv2D", "Dense")
+WEIGHT_TYPES = ("int8", "int4")
 
 
 def _check(g: Graph) -> None:
@@ -128,6 +133,18 @@ def _fixed(g: Graph, name: str):
     return None
 
 
+def _quantize_int4_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel (axis 0), symmetric int4 as ai-edge-quantizer makes them (uniform_quantize_tensor:
+    scale = max|w| / 7, round half to even, clipped to [-8, 7]): the channel's largest magnitude is +-7, so -8
+    never occurs, and the grid stays symmetric (a scale of max|w| / 8 would clip the largest positive weight to 7).
+    TFLite's kernels unpack int4 to int8 and run the int8 arithmetic, so every int8 rule holds."""
+    flat = w.reshape(w.shape[0], -1).astype(np.float64)
+    amax = np.max(np.abs(flat), axis=1)
+    scale = np.where(amax > 0, amax / 7.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(flat / scale.astype(np.float64)[:, None]), -8, 7)
+    return q.astype(np.int8).reshape(w.shape), scale
+
+
 def _quantize_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per output channel (axis 0), symmetric, [-127, 127]; halves rounded away from zero."""
     flat = w.reshape(w.shape[0], -1).astype(np.float64)
@@ -144,8 +161,11 @@ def _quantize_tensor(data: np.ndarray, scale: float, zp: int) -> np.ndarray:
     return np.clip(q, QMIN, QMAX).astype(np.int8)
 
 
-def quantize_graph(g: Graph, samples: list[np.ndarray], progress=None) -> Graph:
-    """The int8 version of float graph `g` (already optimized), calibrated on `samples` (per input, [N, ...])."""
+def quantize_graph(g: Graph, samples: list[np.ndarray], progress=None, weights: str = "int8") -> Graph:
+    """The int8 version of float graph `g` (already optimized), calibrated on `samples` (per input, [N, ...]).
+    `weights`: "int8", or "int4" for the weights of Conv2D (depthwise too) and Dense (INT4_WEIGHTED)."""
+    if weights not in WEIGHT_TYPES:
+        raise TinycError(f"tinyc's quantizer makes {' or '.join(WEIGHT_TYPES)} weights, not {weights}")
     _check(g)
     g = lstm_ptq.forward_only(split_activations(g))
     step_ranges: dict = {}
@@ -184,7 +204,7 @@ def quantize_graph(g: Graph, samples: list[np.ndarray], progress=None) -> Graph:
         if n.op == "LSTM":
             lstm_ptq.quantize_node(q, n, lstm.c_max[n.name], rep, made)
             continue
-        _quantize_constants(q, n)
+        _quantize_constants(q, n, weights if n.op in INT4_WEIGHTED else "int8")
         if n.op == "Pad":
             n.attrs["value"] = int(q.tensors[n.outputs[0]].quant.zero_point)
     for s in q.state:   # an absent initial value is float zeros: the zero point in int8
@@ -197,14 +217,14 @@ def quantize_graph(g: Graph, samples: list[np.ndarray], progress=None) -> Graph:
     return q
 
 
-def _quantize_constants(q: Graph, n) -> None:
+def _quantize_constants(q: Graph, n, weights: str = "int8") -> None:
     for k, name in enumerate(n.inputs):
         t = q.tensors[name]
         if not t.is_const or t.dtype != "float32":
             continue
         if n.op in WEIGHTED and k == 1:
-            data, scale = _quantize_weights(t.data)
-            t.data, t.dtype = data, "int8"
+            data, scale = (_quantize_int4_weights if weights == "int4" else _quantize_weights)(t.data)
+            t.data, t.dtype = data.astype(weights), weights
             t.quant = Quant(scale, np.zeros(scale.shape, np.int64), 0)
         elif n.op in WEIGHTED and k == 2:
             in_scale = np.float32(q.tensors[n.inputs[0]].quant.scale)
