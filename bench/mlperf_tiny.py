@@ -12,6 +12,8 @@ and one more for the speed benchmark (bench/speed.py), kept out of BUILDERS so b
   mobilenet_v2_035   MobileNetV2 width 0.35 at 144x144x3 (MCUNet's input size), 10 classes: Keras's builder with
                      inverted residual blocks, the architecture of tests/test_mobilenet.py and of the MobileNetV2
                      rows of bench/memory.py and bench/int8_models.py
+  denoise_autoencoder  Speech denoising: a conv / FC autoencoder over 16x64 spectrogram patches (benchmarked in
+                     int8 and 16x8)
   kws_lstm           Keyword spotting with an LSTM: 49x10 MFCCs, one LSTM of 64 units (its last step), 12 classes.
                      Built with tf_keras: TFLiteConverter turns only a tf_keras LSTM into the fused int8
                      UNIDIRECTIONAL_SEQUENCE_LSTM (a Keras 3 LSTM becomes a WHILE loop whose int8 conversion fails)
@@ -79,6 +81,23 @@ def conv_autoencoder(keras):
 
 
 
+def denoise_autoencoder(keras):
+    """Speech denoising autoencoder, the kind TensorFlow points to 16x8 for (a regression whose output int8 steps
+    would be audible): a noisy log-magnitude spectrogram patch (16 frames x 64 bands) in, the clean patch's
+    estimate out. Encoder: two 3x3 stride-2 Conv2D + BatchNorm + ReLU (16x64 -> 4x16x32); a Dense bottleneck of
+    32 and a Dense back to 4x16x32; decoder: two 3x3 stride-2 Conv2DTranspose with relu (-> 16x64x8) and a 3x3
+    Conv2D to one channel."""
+    L = keras.layers
+    x = keras.Input((16, 64, 1))
+    h = _bn_relu(L, L.Conv2D(16, 3, strides=2, padding="same")(x))
+    h = _bn_relu(L, L.Conv2D(32, 3, strides=2, padding="same")(h))
+    h = L.Dense(32, activation="relu")(L.Flatten()(h))
+    h = L.Reshape((4, 16, 32))(L.Dense(4 * 16 * 32, activation="relu")(h))
+    h = L.Conv2DTranspose(16, 3, strides=2, padding="same", activation="relu")(h)
+    h = L.Conv2DTranspose(8, 3, strides=2, padding="same", activation="relu")(h)
+    return keras.Model(x, L.Conv2D(1, 3, padding="same")(h), name="denoise_autoencoder")
+
+
 def _attend(qkv, heads=2):
     """Scaled dot-product attention over [B, T, H*D] projections: q @ k^T, softmax, @ v, heads merged."""
     import tensorflow as tf
@@ -104,7 +123,8 @@ def kws_lstm(keras):
 
 
 BUILDERS = {f.__name__: f for f in (vww_mobilenet_v1, kws_ds_cnn, ic_resnet8, ad_autoencoder)}   # MLPerf Tiny
-EXTRA_BUILDERS = {f.__name__: f for f in (mobilenet_v2_035, conv_autoencoder, attention_block, kws_lstm)}
+EXTRA_BUILDERS = {f.__name__: f for f in (mobilenet_v2_035, conv_autoencoder, attention_block, kws_lstm,
+                                           denoise_autoencoder)}
 TF_KERAS_BUILDERS = ("kws_lstm",)     # built with tf_keras (see kws_lstm above)
 
 

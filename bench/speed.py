@@ -2,7 +2,8 @@
 autoencoder) on each Cortex-M core under QEMU, against TFLite Micro + CMSIS-NN; writes bench/RESULTS.md.
 
 For each model: build it (bench/mlperf_tiny.py, random weights), convert it to a fully-int8 TFLite model (seeded
-representative dataset, tests/int8_zoo.py), compile it with tinyc (fast kernels), then on each core's board run
+representative dataset, tests/int8_zoo.py; the 16x8 models of INT16_TWINS to TFLite's 16x8 instead,
+tests/int16_zoo.py), compile it with tinyc (fast kernels), then on each core's board run
 the emulation images (instructions per inference, per layer) and build the board image (flash, and the model's
 code per kernel from the ELF symbol table). TFLite's reference kernels run once per model and every emulated
 output is compared with theirs, byte for byte (--host-check: with the host build's too, as `tinyc run
@@ -12,7 +13,8 @@ Instruction counts are QEMU -icount counts (one guest instruction per ns of virt
 the M0+'s board image (the Pico's UF2) also runs on rp2040js, an emulated RP2040: cycles per inference, per MAC and
 milliseconds at the board's clock (`tinyc run --emulate --soc`; lower bounds: no flash wait states or XIP misses).
 
-Usage: python bench/speed.py [--models vww,kws,resnet8,ad,mbv2,convae,attn,lstm] [--cores m0+,m4,m7,m33]
+Usage: python bench/speed.py [--models vww,kws,resnet8,ad,mbv2,convae,attn,lstm,kws16,dae,dae16]
+                             [--cores m0+,m4,m7,m33]
                              [--quick] [--jobs N] [--out bench/RESULTS.md] [--json FILE] [--keep DIR]
                              [--host-check] [--soc]
 """
@@ -60,7 +62,14 @@ MODELS = {
     "convae": ("conv_autoencoder", "Conv autoencoder, Conv2DTranspose @32x32"),
     "attn": ("attention_block", "Attention block, 2 heads of 16 @32 steps"),
     "lstm": ("kws_lstm", "KWS, LSTM of 64 units @49x10"),
+    "kws16": ("kws_ds_cnn", "KWS, DS-CNN, 16x8"),
+    "dae": ("denoise_autoencoder", "Denoising autoencoder @16x64"),
+    "dae16": ("denoise_autoencoder", "Denoising autoencoder @16x64, 16x8"),
 }
+# models converted to TFLite's 16x8 scheme (int16 activations, int8 weights) instead of int8, and their int8 twin
+# (the same builder and weights): the "16x8 against int8" table
+INT16_TWINS = {"kws16": "kws", "dae16": "dae"}
+RATIO_GOAL = {"m4": 1.5}      # 16x8 / int8 instructions at most
 # TFLite Micro + CMSIS-NN, instructions per inference counted the same way (QEMU -icount). The M33 has no figure
 # of its own: it is compared with the M4's. MobileNetV2 has none.
 TFLM = {
@@ -70,8 +79,8 @@ TFLM = {
     "ad": {"m7": 0.583e6, "m4": 0.583e6, "m0+": 1.76e6},
 }
 TFLM_COLUMN = {"m33": "m4"}
-SIZE_HINT = {"mbv2": 25.4, "resnet8": 12.5, "vww": 7.5, "kws": 2.7, "convae": 1.4,
-             "lstm": 0.9, "ad": 0.3, "attn": 0.2}   # MACs (M): largest converted first
+SIZE_HINT = {"mbv2": 25.4, "resnet8": 12.5, "vww": 7.5, "kws": 2.7, "kws16": 2.7, "convae": 1.4, "dae": 1.1,
+             "dae16": 1.1, "lstm": 0.9, "ad": 0.3, "attn": 0.2}   # MACs (M): largest converted first
 GOAL = {"m0+": 0.7, "m4": 0.5, "m7": 0.5, "m33": 0.5}     # ours / TFLM at most
 REFERENCE_CORE = "m4"     # where the plain-C reference kernels run too
 SOC_CORE = "m0+"          # --soc: its board (the Pico) runs on rp2040js too
@@ -86,10 +95,13 @@ def tflm_figure(model: str, core: str) -> float | None:
 # the steps
 
 def convert(model: str, directory: Path) -> str:
-    """The model as a fully-int8 TFLite file (int8 input and output; representative data seeded)."""
+    """The model as a fully-int8 TFLite file (int8 input and output; representative data seeded), or for the
+    models of INT16_TWINS as TFLite's 16x8 (int16 input and output, the same representative data)."""
     import int8_zoo
+    import int16_zoo
     import mlperf_tiny
-    return int8_zoo.to_int8_tflite(mlperf_tiny.build(MODELS[model][0], seed=SEED), directory / f"{model}.tflite")
+    to_tflite = int16_zoo.to_int16_tflite if model in INT16_TWINS else int8_zoo.to_int8_tflite
+    return to_tflite(mlperf_tiny.build(MODELS[model][0], seed=SEED), directory / f"{model}.tflite")
 
 
 @dataclass
@@ -139,7 +151,7 @@ def outputs_match(compiled, emulated, expected, reference: bool) -> bool:
     for k, (name, emu) in enumerate(zip(compiled.plan.graph.outputs, emulated)):
         if reference:
             ok = compare(emu, expected[k], lsb_tolerance(compiled, name))["ok"]
-        elif emu.dtype == np.int8:
+        elif np.issubdtype(emu.dtype, np.integer):     # int8, int16 (16x8): bit for bit
             ok = bool(np.array_equal(emu, expected[k]))
         else:
             ok = compare(emu, expected[k])["ok"]
@@ -358,7 +370,8 @@ def benchmark(models, cores, work_dir, reference_core: str | None = REFERENCE_CO
                     facts[model] = dict(label=MODELS[model][1], error=error)
                     runs.extend(dict(model=model, core=c, kernels="fast", error=error, seconds=0) for c in cores)
                 return
-            log(f"[{time.time() - t0:6.1f}s] {model}: converted to int8 TFLite")
+            log(f"[{time.time() - t0:6.1f}s] {model}: converted to {'16x8' if model in INT16_TWINS else 'int8'} "
+                "TFLite")
             submit(prepare_and_submit, model, path_or_error)
 
         if jobs > 1:     # TensorFlow in processes of its own: no GIL shared with the worker threads
@@ -486,6 +499,39 @@ def render_soc(result: dict, models: dict, fast: dict) -> list[str]:
     return L + [""]
 
 
+def render_int16(models: dict, fast: dict, cores) -> list[str]:
+    """The "16x8 against int8" table: each 16x8 model beside its int8 twin, per core."""
+    pairs = [(m, INT16_TWINS[m]) for m in models if m in INT16_TWINS and INT16_TWINS[m] in models]
+    if not pairs:
+        return []
+    label = {c: CORES[c][1] for c in CORES}
+    L = ["## 16x8 against int8", "",
+         "The same Keras model and weights converted by TFLiteConverter twice: fully int8, and 16x8 "
+         "(`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`: int16 activations, int8 weights, int64 "
+         "biases), both compiled by tinyc with its fast kernels and run as above (outputs equal to TFLite's "
+         "reference kernels). Ratio = 16x8 / int8; goal: " + ", ".join(
+             f"<= {g} on the {label[c]}" for c, g in RATIO_GOAL.items()) + ". Arena and weights are the "
+         "library's (`Library.arena_bytes`, `Library.weight_bytes`); flash is the whole board image.", "",
+         "| model | core | int8 instructions | 16x8 instructions | ratio | goal | met | int8 arena | 16x8 arena "
+         "| int8 weights | 16x8 weights | int8 flash | 16x8 flash |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m16, m8 in pairs:
+        for c in cores:
+            a, b = fast.get((m8, c), {}), fast.get((m16, c), {})
+            if "instructions" not in a or "instructions" not in b:
+                why = (a.get("error") or b.get("error") or "not run")[:160]
+                L.append(f"| {models[m16]['label']} | {label[c]} | not run: {why} |" + " |" * 10)
+                continue
+            ratio, goal = b["instructions"] / a["instructions"], RATIO_GOAL.get(c)
+            met = "-" if goal is None else ("yes" if ratio <= goal else "**no**")
+            L.append(f"| {models[m16]['label']} | {label[c]} | {_n(a['instructions'])} | {_n(b['instructions'])} | "
+                     f"{ratio:.2f} | {f'<= {goal}' if goal else '-'} | {met} | {_n(models[m8]['arena_bytes'])} | "
+                     f"{_n(models[m16]['arena_bytes'])} | {_n(models[m8]['weight_bytes'])} | "
+                     f"{_n(models[m16]['weight_bytes'])} | {_n(a.get('flash_bytes', 0))} | "
+                     f"{_n(b.get('flash_bytes', 0))} |")
+    return L + [""]
+
+
 def render(result: dict, command: str = "make bench") -> str:
     models, cores = result["models"], result["cores"]
     fast = {(r["model"], r["core"]): r for r in result["runs"] if r["kernels"] == "fast"}
@@ -504,7 +550,9 @@ def render(result: dict, command: str = "make bench") -> str:
          "default), run on one seeded random input. Boards: " + ", ".join(
              f"{label[c]} = {CORES[c][0]}" for c in cores) + ". \"outputs\": the emulated outputs equal "
          + ("the host build's and " if result.get("host_check", True) else "")
-         + "TFLite's reference kernels', byte for byte.", "",
+         + "TFLite's reference kernels', byte for byte. The 16x8 models (int16 activations, int8 weights) are "
+         "converted to TFLite's 16x8 scheme instead, with the same representative dataset: see \"16x8 against "
+         "int8\".", "",
          "TFLM: TFLite Micro with CMSIS-NN, instructions per inference counted the same way; the M33 is compared "
          "with the M4 figure (there is no M33 one); MobileNetV2 and the autoencoder have none. Goal: ours / TFLM "
          + ", ".join(f"<= {GOAL[c]} on {label[c]}" for c in CORES) + ".", ""]
@@ -549,6 +597,7 @@ def render(result: dict, command: str = "make bench") -> str:
                      f"{'yes' if r['outputs_match'] else '**MISMATCH**'} | {pc} | {sp} |")
     L += [""] + [f"- {n}" for n in notes] + ([""] if notes else [])
     L += [f"Goals met: {passed} of {passed + failed}.", ""]
+    L += render_int16(models, fast, cores)
     L += render_soc(result, models, fast)
 
     # per layer kind
