@@ -4,8 +4,10 @@ converter: docs/int16-numerics.md §3-4 (tests/int16_numerics.py) against TF 2.2
 every layer. Two multi-op models by default, every single-op model with TINYC_FULL."""
 import importlib.util
 import os
+import shutil
 import threading
 
+import numpy as np
 import pytest
 
 if importlib.util.find_spec("tensorflow") is None:
@@ -52,3 +54,26 @@ def test_bit_exact_with_tflite_reference(op_models, name, kernels):
     assert report["mismatched_bytes"] == 0, report["outputs"]
     bad = [row for row in report["layers"] if not row["ok"]]
     assert not bad and report["layers"], bad
+
+
+@pytest.mark.skipif(not (os.environ.get("TINYC_FULL") and shutil.which("arm-none-eabi-gcc")
+                         and shutil.which("qemu-system-arm")),
+                    reason="TINYC_FULL, arm-none-eabi-gcc and qemu-system-arm")
+@pytest.mark.parametrize("kernels", ("fast", "reference"))
+@pytest.mark.parametrize("board", ("nucleo-f412zg", "pico"))       # Cortex-M4 (mps2-an386), M0+ (mps2-an385)
+@pytest.mark.parametrize("name", MIXES)
+def test_on_emulated_cortex_m(op_models, tmp_path, name, board, kernels):
+    """The firmware on the emulated M4 (DSP paths) and M0+ gives the host build's and TFLite's int16 values."""
+    from tinyc.boards import load_board
+    from tinyc.compiler import codegen_options, compile_model
+    from tinyc.firmware.run import run_emulated
+    path = op_models(name)
+    compiled = compile_model(path, name, options=codegen_options(kernels=kernels))
+    rng = np.random.default_rng(3)     # three samples over the whole int16 range, the extremes included
+    xs = [rng.integers(-32768, 32768, (3, *compiled.plan.graph.tensors[n].shape)).astype(np.int16)
+          for n in compiled.plan.graph.inputs]
+    for x in xs:
+        x[0], x[1] = -32768, 32767
+    r = run_emulated(compiled, load_board(board), path, str(tmp_path / "fw"), inputs=xs, profile=False)
+    for row in r["outputs"]:
+        assert row["dtype"] == "int16" and row["max_abs_diff_host"] == 0 and row["max_abs_err_reference"] == 0, row

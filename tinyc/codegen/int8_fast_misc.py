@@ -240,7 +240,9 @@ def add_sub(k):
     """raw = a(x0) +- b(x1) then the output rescale. The operand with the larger scale has multiplier 0.5, so it
     is (x - z) * 2^19 (found by checking all 256 values); the other is a table (big tensors) or computed. The
     final rescale's smmulr wants 2 raw: the operands come doubled, and every constant term is folded into a
-    table (or added once)."""
+    table (or added once). int16 (16x8): `add_sub_int16`."""
+    if k.out.dtype == "int16":
+        return add_sub_int16(k)
     if not _int8_io(k) or any(k.tensor(i).is_const for i in (0, 1)):
         return None
     values, ms, zs, mo, sho, zo, lo, hi = add_sub_params(k)
@@ -281,6 +283,31 @@ def add_sub(k):
                                        f"{k.out_shape}, operands {' and '.join(kinds)}",
                                loops=_binary_loops(k, stmt),
                                variant="table" if "table" in kinds else "compute"), 0
+
+
+def add_sub_int16(k):
+    """16x8 ADD / SUB on the general path (docs/int16-numerics.md 3.1): the operand with the larger scale has
+    multiplier 0.5 (2^30, shift 0) on x * 2^15, which SRDHM makes exactly x * 2^14 (x * 2^45 plus or minus the
+    nudge, divided by 2^31 toward zero); the other operand and the output keep the reference's rescale. The
+    power-of-two path and constant operands use the reference kernel."""
+    p = k.params
+    if p.pot_shifts or any(k.tensor(i).is_const for i in (0, 1)):
+        return None
+    sign = "+" if k.node.op == "Add" else "-"
+    terms, kinds = [], []
+    for i, (m, sh) in enumerate(p.in_mults):
+        x = "(int32_t)%s[{o%d}]" % (k.expr(i), i + 1)
+        if (m, sh) == (1 << 30, 0):
+            terms.append(f"{x} * {1 << (p.left_shift - 1)}")
+            kinds.append("shifted")
+        else:
+            terms.append(f"tinyc_requantize({x} * {1 << p.left_shift}, {m}, {sh})")
+            kinds.append("requantized")
+    stmt = ("{{ const int32_t r = %s %s %s; y[{o0}] = tinyc_clamp16(tinyc_requantize(r, %d, %d), %d, %d); }}"
+            % (terms[0], sign, terms[1], p.out_mult, p.out_shift, p.lo, p.hi))
+    return "binary.c.j2", dict(comment=f"int16 {k.node.op} {k.in_shape(0)} {sign} {k.in_shape(1)} -> "
+                                       f"{k.out_shape}, operands {' and '.join(kinds)}",
+                               loops=_binary_loops(k, stmt), variant="int16"), 0
 
 
 def mul(k):
