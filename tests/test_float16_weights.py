@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "ops"))
 from c_runner import run_c  # noqa: E402
 
 FULL = bool(os.environ.get("TINYC_FULL"))
-SLOW = "a Keras save or another conversion (a few seconds): TINYC_FULL=1"
+SLOW = "a few seconds more (a Keras save, a conversion, another core): TINYC_FULL=1"
 HALF = {"weights": "float16"}
 ARM = shutil.which("arm-none-eabi-gcc") is not None
 QEMU = ARM and shutil.which("qemu-system-arm") is not None
@@ -161,6 +161,18 @@ def test_weighted_kernels_read_float16_weights_and_equal_the_interpreter(tmp_pat
         for t, nbytes in compiled.library.stored_tensors.items():
             assert nbytes == 2 * compiled.graph.tensors[t].size, t
         assert sum(compiled.library.stored_tensors.values()) == compiled.library.stored_weights["float16"]
+
+
+@pytest.mark.skipif(not ARM, reason="needs arm-none-eabi-gcc")
+@pytest.mark.parametrize("core", ["m0plus", "m4", *[pytest.param(c, marks=pytest.mark.skipif(not FULL, reason=SLOW))
+                                                  for c in ("m7", "m33")]])
+def test_float16_library_builds_cleanly_on_every_core(tmp_path, c_compile, core):
+    """The every-kernel library with float16 weights under the project's warning set and -Werror on the M0+, M4,
+    M7 and M33 (hard-float ABI on the FPU cores: the VCVTB path)."""
+    g = rounded_graph(_every_kernel_graph())
+    lib = compile_graph(g, "allk", options=codegen_options(weights="float16")).library
+    assert lib.stored_weights
+    c_compile(lib, tmp_path, "arm-none-eabi-gcc", ("-mthumb", "-O2", *ARM_CORES[core]))
 
 
 def test_a_constant_float16_cannot_hold_stays_float32(tmp_path):
