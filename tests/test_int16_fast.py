@@ -1,7 +1,13 @@
 """16x8 kernels: every placement and every kernel set computes the same values. The depthwise layer written in
 place (the planner's "depthwise" decision: channel by channel through a plane) equals the layer with its own
-output buffer, which tests/test_int16_properties.py holds to TFLite's reference kernels."""
+output buffer, which tests/test_int16_properties.py holds to TFLite's reference kernels; the fast GEMM
+(codegen/int16_fast.py) equals its reference twin on the host (plain and emulated DSP paths) and, with TINYC_FULL,
+under QEMU on the Cortex-M4 and M0+."""
+import os
+import shutil
+
 import numpy as np
+import pytest
 
 from tinyc.codegen.emit import generate
 from tinyc.compiler import Compiled
@@ -50,3 +56,64 @@ def test_depthwise_in_place_equals_its_own_buffer():
     want, got = run_generated(apart, [x])[0], run_generated(in_place, [x])[0]
     assert want.dtype == np.int16 and np.array_equal(want, got)
     assert len(np.unique(want)) > 100       # not a saturated constant
+
+
+def _gemm_graph(op: str, k: int, o: int, rows: int, seed: int) -> Graph:
+    """A 16x8 FC ([1, rows, k]) or 1x1 conv ([1, rows, 1, k]) the fast GEMM takes (codegen/int16_fast.py)."""
+    rng = np.random.default_rng(seed)
+    g = Graph(f"{op.lower()}16")
+    shape = (1, rows, k) if op == "Dense" else (1, rows, 1, k)
+    g.add_tensor("x", shape, "int16", quant=_quant(1e-4))
+    wshape = (o, k) if op == "Dense" else (o, 1, 1, k)
+    g.add_tensor("w", wshape, "int8", rng.integers(-127, 128, wshape).astype(np.int8),
+                 quant=Quant(rng.uniform(0.002, 0.02, o).astype(np.float32), np.zeros(o, np.int64), 0))
+    g.add_tensor("b", (o,), "int64", rng.integers(-1 << 20, 1 << 20, o).astype(np.int64),
+                 quant=Quant(np.ones(o, np.float32), np.zeros(o, np.int64), 0))
+    g.add_tensor("y", shape[:-1] + (o,), "int16", quant=_quant(0.002 * np.sqrt(k)))
+    if op == "Dense":
+        g.add_node("Dense", ["x", "w", "b"], ["y"], activation=None)
+    else:
+        g.add_node("Conv2D", ["x", "w", "b"], ["y"], strides=(1, 1), dilations=(1, 1), pads=(0, 0, 0, 0), groups=1)
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g
+
+
+# (op, k, o, rows): channel blocks of 4/2/1, odd rows, a tail of k % 4 inputs, several int32 runs (k = 1,100)
+GEMMS = [("Dense", 64, 7, 1), ("Dense", 30, 5, 3), ("Conv2D", 16, 6, 9), ("Dense", 1100, 3, 2),
+         ("Conv2D", 3, 4, 4)]
+
+
+def test_fast_gemm_equals_reference():
+    from tinyc.compiler import codegen_options, compile_graph
+    for op, k, o, rows in GEMMS:
+        g = _gemm_graph(op, k, o, rows, seed=k)
+        fast = compile_graph(g, "m", options=codegen_options(kernels="fast"))
+        assert fast.library.layers[0]["kernel"] == "int8_fast/gemm_16x8", (op, k, o, rows)
+        ref = compile_graph(g, "m", options=codegen_options(kernels="reference"))
+        x = np.random.default_rng(2).integers(-32768, 32768, (3, *g.tensors["x"].shape)).astype(np.int16)
+        x[0] = -32768
+        want = run_generated(ref, [x])[0]
+        for dsp in (False, True):
+            assert np.array_equal(run_generated(fast, [x], dsp=dsp)[0], want), (op, k, o, rows, dsp)
+
+
+@pytest.mark.skipif(not (os.environ.get("TINYC_FULL") and shutil.which("arm-none-eabi-gcc")
+                         and shutil.which("qemu-system-arm")),
+                    reason="QEMU runs: TINYC_FULL with arm-none-eabi-gcc and qemu-system-arm")
+def test_fast_gemm_under_qemu(tmp_path):
+    """The 16x8 fast GEMM on the emulated Cortex-M4 (SMLAD path) and M0+ (plain path) equals the host build."""
+    from tinyc.boards import load_board
+    from tinyc.compiler import codegen_options, compile_graph, write_library
+    from tinyc.firmware.emulate import emulate
+    from tinyc.firmware.project import write_firmware
+    for op, k, o, rows in GEMMS:
+        g = _gemm_graph(op, k, o, rows, seed=k)
+        fast = compile_graph(g, "m", options=codegen_options(kernels="fast"))
+        x = np.random.default_rng(3).integers(-32768, 32768, (2, *g.tensors["x"].shape)).astype(np.int16)
+        host = run_generated(fast, [x])[0]
+        for board in ("nucleo-f412zg", "pico"):
+            out = tmp_path / f"{op}-{k}-{board}"
+            write_library(fast.library, str(out), force=True)
+            write_firmware(fast, load_board(board), str(out), [x])
+            emulated = emulate(fast, load_board(board), out, profile=False)["outputs"][0]
+            np.testing.assert_array_equal(emulated, host, err_msg=f"{op} k={k} on {board}")

@@ -15,7 +15,7 @@ import numpy as np
 from ..quant import fixed_point
 from ..quant import params as qp
 from ..resources import resource_dir
-from . import gemm_pack, int8_depthwise, int8_matmul
+from . import gemm_pack, int8_depthwise, int8_matmul, int16_fast
 from . import int4_gemm
 
 
@@ -240,6 +240,8 @@ def _prm_table(k, folded, rest, label, guard):
 
 def conv2d(k):
     g = k.plan.graph
+    if int16_fast.applies(g, k.node):      # 16x8 1x1 conv (int16_fast.py)
+        return int16_fast.gemm(k)
     if is_depthwise(g, k.node):
         if int8_depthwise.work_bytes(g, k.node) and k.work is None:     # a plan made without kernel scratch
             return None
@@ -272,6 +274,8 @@ def conv2d(k):
 
 def dense(k):
     g = k.plan.graph
+    if int16_fast.applies(g, k.node):      # 16x8 FULLY_CONNECTED (int16_fast.py)
+        return int16_fast.gemm(k)
     if int4_gemm.mode(g, k.node):
         return int4_gemm.gemm(k)
     expand = dense_expands(g, k.node)

@@ -1,0 +1,189 @@
+"""Fast 16x8 kernels (int16 activations, int8 weights; docs/int16-numerics.md 2.4): FULLY_CONNECTED and the 1x1
+CONV_2D as one GEMM over rows (templates/int8_fast/gemm_16x8.c.j2), byte-identical to their reference twins.
+
+**int32 sums, proved at compile time.** TFLite accumulates 16x8 products in int64; one product is below 2^22 in
+magnitude, so a sum of them over input positions whose weights satisfy 32768 * Σ|w| < 2^31 cannot leave int32,
+whatever the int16 inputs (and neither can any partial sum). `segments` cuts the input chunks (4 positions each)
+greedily into such runs, for every output channel at once; the kernel sums each run in int32 (SMLAD on cores
+with the DSP extension: two int16 x int16 products per instruction, the int8 weights sign-extended in registers
+by SXTB16) and adds the runs to the int64 total that starts from the int64 bias. One run is the usual case (a
+4,096-input FC with |w| <= 16 on average). The requantization reads the int64 total exactly as the reference.
+
+**Weight layout (DSP path).** Per output channel, per chunk of four positions k0..k3, the bytes (w0, w2, w1, w3):
+SXTB16 of the word gives (w0, w1) and SXTB16 ROR 8 gives (w2, w3), the halfword pairs that meet the int16 input
+words (x0, x1) and (x2, x3). Positions past the last multiple of four are a small tail table. The plain path
+(Cortex-M0+) reads the weights in their own order (a copy compiled only there).
+
+**FULLY_CONNECTED's double requantization** (round(acc * scale) in double, int16-numerics 2.3) is done in integers
+where exact, as the int8 kernel does (gemm_pack.double_requant, runtime_c/tinyc_simd.h): when every total fits
+int32, q = acc * round(scale * 2^32) decides the rounding except within a compile-time margin of a half-integer,
+where the double path runs.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+INT31 = 1 << 31
+PRODUCT = 32768          # |x| <= 32768 for int16 x: a run's sum stays in int32 while 32768 * Σ|w| < 2^31
+MAX_SEGMENTS = 8         # beyond this many int32 runs, the reference kernel
+SATURATED = 1 << 16      # |acc * scale| beyond this saturates any int16 output
+
+
+def _is_16x8(g, node) -> bool:
+    x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
+    return x.dtype == "int16" and y.dtype == "int16" and x.quant is not None and y.quant is not None
+
+
+def segments(w: np.ndarray) -> list[tuple[int, int]] | None:
+    """w: int8 [O, K4] (K4 a multiple of 4). (first chunk, end chunk) of the fewest greedy runs of chunks in which
+    every channel keeps 32768 * Σ|w| < 2^31; None beyond MAX_SEGMENTS."""
+    o, k4 = w.shape
+    per_chunk = PRODUCT * np.abs(w.astype(np.int64)).reshape(o, k4 // 4, 4).sum(axis=2)
+    out, run, start = [], np.zeros(o, np.int64), 0
+    for c in range(k4 // 4):
+        if np.any(run + per_chunk[:, c] >= INT31):
+            out.append((start, c))
+            run, start = np.zeros(o, np.int64), c
+        run += per_chunk[:, c]
+    if k4:
+        out.append((start, k4 // 4))
+    return out if len(out) <= MAX_SEGMENTS else None
+
+
+def fits_int32(w: np.ndarray, bias: np.ndarray) -> bool:
+    """Every channel's whole total (bias included) is below 2^31 for every int16 input."""
+    return bool(np.all(np.abs(bias) + PRODUCT * np.abs(w.astype(np.int64)).sum(axis=1) < INT31))
+
+
+def reordered(w4: np.ndarray) -> np.ndarray:
+    """int8 [O, K4] -> the DSP layout: per chunk of four, bytes (w0, w2, w1, w3)."""
+    o, k4 = w4.shape
+    return np.ascontiguousarray(w4.reshape(o, k4 // 4, 4)[:, :, [0, 2, 1, 3]]).reshape(o, k4)
+
+
+def double_requant16(scale: float) -> tuple[int, int] | None:
+    """gemm_pack.double_requant for int16 outputs: (m, tie) with m = round(scale * 2^32) and the margin `tie` (in
+    2^-32 units) beyond which rounding q = acc * m equals round(acc * scale) in double for every int32 acc whose
+    result does not saturate an int16 (|acc * scale| < SATURATED); None when no such margin fits."""
+    s = Fraction(scale)
+    if not (0 < s < Fraction(1, 2)):
+        return None
+    m = round(s * (1 << 32))
+    if not (0 < m < INT31):
+        return None
+    a_max = min(Fraction(SATURATED) / s, Fraction(INT31))
+    err = a_max * abs(m - s * (1 << 32))
+    rounding = Fraction(SATURATED * (1 << 32), 1 << 53)
+    tie = int(err + rounding) + 2
+    return (m, tie) if tie < (1 << 30) else None
+
+
+def _weights_bias(g, node):
+    w = g.tensors[node.inputs[1]]
+    if w.dtype != "int8" or not w.is_const:
+        return None, None
+    w2d = w.data.astype(np.int8).reshape(w.shape[0], -1)
+    if len(node.inputs) > 2:
+        b = g.tensors[node.inputs[2]]
+        if b.dtype != "int64" or not b.is_const:
+            return None, None
+        bias = b.data.astype(np.int64).reshape(-1)
+    else:
+        bias = np.zeros(w2d.shape[0], np.int64)
+    return w2d, bias
+
+
+def pointwise(g, node) -> bool:
+    """A 1x1 CONV_2D that is a GEMM over its pixels: stride 1, no padding, no groups."""
+    a = node.attrs
+    w = g.tensors[node.inputs[1]]
+    return (node.op == "Conv2D" and len(w.shape) == 4 and w.shape[1:3] == (1, 1) and int(a.get("groups", 1)) == 1
+            and tuple(a["strides"]) == (1, 1) and not any(a["pads"]))
+
+
+def applies(g, node) -> bool:
+    """The 16x8 GEMM kernel takes this layer."""
+    if node.op not in ("Dense", "Conv2D") or not _is_16x8(g, node):
+        return False
+    if node.op == "Conv2D" and not pointwise(g, node):
+        return False
+    w2d, bias = _weights_bias(g, node)
+    if w2d is None:
+        return False
+    k4 = w2d.shape[1] - w2d.shape[1] % 4
+    return segments(w2d[:, :k4]) is not None
+
+
+def gemm(k):
+    """FULLY_CONNECTED / 1x1 CONV_2D 16x8 (the module docstring), or None where it does not apply."""
+    g, node, p = k.plan.graph, k.node, k.params
+    if not applies(g, node):
+        return None
+    w2d, bias = _weights_bias(g, node)
+    o, kdim = w2d.shape
+    k4 = kdim - kdim % 4
+    rows = k.in_size(0) // kdim
+    # Written over its input (a window overlap), output row r + 1 may cover input row r: one row at a time then
+    v = dict(rows=rows, k=kdim, k4=k4, o=o, lo=p.lo, hi=p.hi, segments=segments(w2d[:, :k4]),
+             pair_rows=k.in_place is None, restrict="" if k.in_place is not None else "restrict ",
+             wd=k.table(reordered(w2d[:, :k4]), "int8", "16x8 weights, bytes (w0, w2, w1, w3) per chunk of four",
+                        "TINYC_DSP") if k4 else None,
+             wp=k.table(w2d, "int8", "16x8 weights", "!TINYC_DSP"),
+             tail=k.table(np.ascontiguousarray(w2d[:, k4:]), "int8", "16x8 weights of the last inputs",
+                          "TINYC_DSP") if kdim - k4 else None,
+             wide=not fits_int32(w2d, bias))
+    if np.any(bias):     # int32 when the whole total provably fits (then no int64 arithmetic at all)
+        v["bias"] = k.table(bias, "int64" if v["wide"] else "int32", "16x8 bias")
+    else:
+        v["bias"] = None
+    if node.op == "Dense":
+        scales = p.scales
+        fixed = [double_requant16(s) for s in scales]
+        v["scale"] = k.table(np.asarray(scales, np.float64), "float64", "requantization scales")
+        v["fast_double"] = not v["wide"] and all(f is not None for f in fixed)
+        if v["fast_double"]:
+            v["m32"] = k.table([f[0] for f in fixed], "int32", "requantization multipliers (scale x 2^32)")
+            v["tie"] = k.table([f[1] for f in fixed], "uint32", "half-way margins")
+        v["what"] = f"fully connected {rows} row(s) x {kdim} -> {o}"
+    else:
+        v.update(mult=k.table(p.mults, "int32", "requantization multipliers"),
+                 shift=k.table(p.shifts, "int8", "requantization shifts"), fast_double=False)
+        high = high_word_multipliers(p.mults, p.shifts)
+        if high is not None and not v["wide"]:
+            v["high"] = k.table(high, "int32", "requantization multipliers (high word of the product)")
+        _, ih, iw, ic = k.in_shape(0)
+        v["what"] = f"1x1 conv {ih}x{iw}x{ic} -> {o}"
+    v["kind"] = node.op
+    v["requant"] = lambda total, c: requantize_expr(v, total, c)
+    return "gemm_16x8.c.j2", v, rows * kdim * o
+
+
+def high_word_multipliers(mults, shifts) -> list[int] | None:
+    """MBQM64 of an int32 acc (int16-numerics 1.3) as one rounded high-word product: with reduced = m rounded to
+    16 bits and total = 15 - shift, (acc * reduced + 2^(total-1)) >> total = (acc * M + 2^31) >> 32 (SMMULR) for
+    M = reduced * 2^(32 - total), both sides scaled by 2^(32 - total); exact when 16 <= total <= 32 (shift -17 ..
+    -1), where M < 2^31. None when a channel's shift is outside."""
+    out = []
+    for m, sh in zip(mults, shifts):
+        total = 15 - int(sh)
+        if not 16 <= total <= 32:
+            return None
+        reduced = (int(m) + (1 << 15)) >> 16 if int(m) < 0x7FFF0000 else 0x7FFF
+        out.append(reduced << (32 - total))
+    return out
+
+
+def requantize_expr(v: dict, total: str, c: str) -> str:
+    """C expression of output channel `c` from its `total` (int64, or int32 where proved; reference arithmetic,
+    int16-numerics 2)."""
+    lo, hi = v["lo"], v["hi"]
+    if v.get("high"):
+        return f"tinyc_clamp16(tinyc_smmulr({total}, {v['high']}[{c}]), {lo}, {hi})"
+    if v["kind"] == "Conv2D":
+        return f"tinyc_clamp16(tinyc_requantize64({total}, {v['mult']}[{c}], {v['shift']}[{c}]), {lo}, {hi})"
+    if v["fast_double"]:
+        return (f"tinyc_clamp16(tinyc_requantize_double_fast((int32_t)({total}), {v['m32']}[{c}], {v['tie']}[{c}], "
+                f"&{v['scale']}[{c}]), {lo}, {hi})")
+    return f"tinyc_clamp16(tinyc_requantize64_double({total}, {v['scale']}[{c}]), {lo}, {hi})"
