@@ -52,7 +52,28 @@ def activation_heads():
                            L.Dense(6, activation="softmax")(h), L.Softmax()(rows)], name="activation_heads")
 
 
-BUILDERS = {f.__name__: f for f in (mlp_reshape, conv_block, activation_heads)}
+def residual_pool_cnn():
+    """16x8 elementwise and data movement around convolutions (docs/int16-numerics.md 3-4): LEAKY_RELU, a residual
+    ADD, MUL by a gate, SUB, MAX_POOL_2D, PAD (ZeroPadding2D) and AVERAGE_POOL_2D, CONCATENATION of branches with
+    their own ranges (int16 QUANTIZE before it), TRANSPOSE (Permute), STRIDED_SLICE (Cropping), MEAN (global
+    average pooling), a Dense head. Every layer is named (the converter orders operators by name)."""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((12, 12, 4), name="rp_in")
+    h = L.LeakyReLU(negative_slope=0.1, name="rp_leaky")(L.Conv2D(8, 3, padding="same", name="rp_conv")(x))
+    h = L.Add(name="rp_residual")([h, L.Conv2D(8, 1, name="rp_skip")(x)])
+    gate = L.Conv2D(8, 1, activation="relu6", name="rp_gate")(h)
+    h = L.Subtract(name="rp_sub")([L.Multiply(name="rp_mul")([h, gate]), h])
+    h = L.MaxPooling2D(2, name="rp_max")(h)
+    a = L.AveragePooling2D(3, strides=1, name="rp_avg")(L.ZeroPadding2D(1, name="rp_pad")(h))
+    b = L.Conv2D(4, 1, name="rp_branch")(h)
+    h = L.Concatenate(name="rp_concat")([a, b])
+    h = L.Cropping2D(((1, 0), (0, 1)), name="rp_crop")(L.Permute((2, 1, 3), name="rp_permute")(h))
+    return keras.Model(x, L.Dense(5, name="rp_head")(L.GlobalAveragePooling2D(name="rp_mean")(h)),
+                       name="residual_pool_cnn")
+
+
+BUILDERS = {f.__name__: f for f in (mlp_reshape, conv_block, activation_heads, residual_pool_cnn)}
 
 
 def build(name: str, seed: int = 0):
