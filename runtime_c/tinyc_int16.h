@@ -45,4 +45,26 @@ static inline int16_t tinyc_quantize_f32_s16(float x, float scale) {
   return (int16_t)r;
 }
 
+/* v saturated to [-2^16, 2^16 - 1] / [-2^17, 2^17 - 1]: one SSAT where the core has it. The fast 16x8 LOGISTIC /
+ * TANH (templates/int8_fast/sigmoid_tanh_int16.c.j2) clamp their rescaled input to their segment tables with it. */
+static inline int32_t tinyc_ssat17(int32_t v) {
+#if defined(__ARM_FEATURE_SAT)
+  int32_t r;
+  __asm__("ssat %0, #17, %1" : "=r"(r) : "r"(v));
+  return r;
+#else
+  return v < -65536 ? -65536 : (v > 65535 ? 65535 : v);
+#endif
+}
+
+static inline int32_t tinyc_ssat18(int32_t v) {
+#if defined(__ARM_FEATURE_SAT)
+  int32_t r;
+  __asm__("ssat %0, #18, %1" : "=r"(r) : "r"(v));
+  return r;
+#else
+  return v < -131072 ? -131072 : (v > 131071 ? 131071 : v);
+#endif
+}
+
 #endif

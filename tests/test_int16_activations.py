@@ -234,13 +234,13 @@ def test_c_property(tmp_path, log_scales, n, lead, kernels, seed):
 
 
 def test_fast_softmax_is_chosen(tmp_path):
-    """The fast kernel set takes int8_fast/softmax_int16 (its DSP paths run on the host in the verify above);
-    LOGISTIC / TANH keep their reference kernel (no faster twin: docs/int16-numerics.md 5.5)."""
+    """The fast kernel set takes int8_fast/softmax_int16 and int8_fast/sigmoid_tanh_int16 (their DSP paths run on
+    the host in the verifies above)."""
     from tinyc.compiler import codegen_options, compile_model
     path = tmp_path / "activations16.tflite"
     write_tflite(_activations_graph([2.38e-4], SOFTMAX_CASES[:2]), str(path))
     kernels = {row["op"]: row["kernel"] for row in compile_model(str(path), options=codegen_options()).library.layers}
-    assert kernels["Softmax"] == "int8_fast/softmax_int16" and kernels["Activation"] == "int8/sigmoid_tanh_int16"
+    assert kernels["Softmax"] == "int8_fast/softmax_int16" and kernels["Activation"] == "int8_fast/sigmoid_tanh_int16"
 
 
 @pytest.mark.skipif(not FULL or not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),

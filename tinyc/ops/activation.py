@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import activations
-from ..codegen import int8_fast_misc
+from ..codegen import int8_fast_misc, int16_fast_activations
 from ..codegen.literals import c_int_literal, c_type
 from ..codegen.loops import strided_loops
 from ..errors import TinycError
@@ -220,8 +220,15 @@ def sigmoid_tanh_int16(k):
                                            round=(1 << (shift - 1)) if shift > 0 else 0, table=table), 0
 
 
+def fast_kernel(k):
+    """16x8 sigmoid / tanh: int16_fast_activations.sigmoid_tanh; otherwise int8_fast_misc.unary."""
+    if k.params.int16_rescale:
+        return int16_fast_activations.sigmoid_tanh(k)
+    return int8_fast_misc.unary(k)
+
+
 DEFINITIONS = (OpDef(
     "Activation", "x  [fn, **params] (the activation dict, flat; see tinyc.activations)",
-    evaluate, check, float_kernel, int8_prepare, int8_kernel, int8_fast_misc.unary,
+    evaluate, check, float_kernel, int8_prepare, int8_kernel, fast_kernel,
     memory="elementwise", quantize="own", qdq_rule="activation", plain_dtypes=FLOAT + INTEGERS,
     int16_activations=True),)

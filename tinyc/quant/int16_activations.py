@@ -98,10 +98,14 @@ def check_sigmoid_tanh_output(fn: str, s_out: float, where: str) -> None:
                          "TFLite's kernel requires 1/32768 (zero point 0)")
 
 
-def sigmoid_tanh(fn: str, x: np.ndarray, mult: int, shift: int) -> np.ndarray:
-    """The kernel on int16 `x` (reference_integer_ops::Logistic / Tanh for int16), in exact integers."""
+def rescaled(x: np.ndarray, mult: int, shift: int) -> np.ndarray:
+    """v = (x * mult + rounding) >> shift: the input at the sigmoid table's scale (int64 array)."""
+    return (x.astype(np.int64) * mult + ((1 << (shift - 1)) if shift > 0 else 0)) >> shift
+
+
+def sigmoid_tanh_of_rescaled(fn: str, v: np.ndarray) -> np.ndarray:
+    """The kernel's output for the rescaled input v (int64 array)."""
     table = np.asarray(SIGMOID_TABLE, np.int64)
-    v = (x.astype(np.int64) * mult + ((1 << (shift - 1)) if shift > 0 else 0)) >> shift
     a = np.abs(v)
     frac_bits = 9 if fn == "sigmoid" else 8        # tanh(x) = 2 sigmoid(2x) - 1: the table at twice the step
     hi, lo = a >> frac_bits, a & ((1 << frac_bits) - 1)
@@ -113,6 +117,11 @@ def sigmoid_tanh(fn: str, x: np.ndarray, mult: int, shift: int) -> np.ndarray:
     else:                   # 2 sigmoid - 1, its negation below 0; Q0.23 -> Q0.15 rounding
         r = np.where(v >= 0, r - (1 << 23) + (1 << 7), (1 << 23) - r + (1 << 7) - 1) >> 8
     return r.astype(np.int16)
+
+
+def sigmoid_tanh(fn: str, x: np.ndarray, mult: int, shift: int) -> np.ndarray:
+    """The kernel on int16 `x` (reference_integer_ops::Logistic / Tanh for int16), in exact integers."""
+    return sigmoid_tanh_of_rescaled(fn, rescaled(x, mult, shift))
 
 
 # -- SOFTMAX --------------------------------------------------------------------------------------------------------
