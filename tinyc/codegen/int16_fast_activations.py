@@ -1,10 +1,10 @@
-"""Fast 16x8 SOFTMAX rule (templates/int8_fast/softmax_int16.c.j2), the byte-identical twin of the reference rule
-in tinyc/ops/softmax.py, reading the same parameters (`k.params`, docs/int16-numerics.md §5.2).
+"""Fast 16x8 SOFTMAX, LOGISTIC and TANH rules, the byte-identical twins of the reference rules in tinyc/ops/softmax.py
+and activation.py, reading the same parameters (`k.params`, docs/int16-numerics.md §5).
 
-How it stays exact: x - max(row) is in [-65535, 0], so the reference's MultiplyByQuantizedMultiplier becomes the
-cheapest expression int8_fast_misc.requant_expr proves equal to it over that bound (SMMULR on DSP cores instead of
-a 64-bit product; 16-bit halves on the M0+); the exponentials wait in y as in the reference; the sum's leading
-zeros come from CLZ where the core has it.
+SOFTMAX (templates/int8_fast/softmax_int16.c.j2): x - max(row) is in [-65535, 0], so the reference's
+MultiplyByQuantizedMultiplier becomes the cheapest expression int8_fast_misc.requant_expr proves equal to it over
+that bound (SMMULR on DSP cores instead of a 64-bit product; 16-bit halves on the M0+); the exponentials wait in y
+as in the reference; the sum's leading zeros come from CLZ where the core has it.
 
 LOGISTIC / TANH (templates/int8_fast/sigmoid_tanh_int16.c.j2): the reference takes |v| of the rescaled input v,
 interpolates TFLite's sigmoid table between two entries and mirrors the result below 0 with a rounding of its
