@@ -34,35 +34,58 @@ static inline TINYC_NO_FMA void tinyc_quantize_symmetric(const float *v, int n, 
   }
 }
 
-/* AsymmetricQuantizeFloats: the range [min(v, 0), max(v, 0)] in 255 steps (in double), the zero point from the end
- * with the smaller error, nudged into [-128, 127]; q = round(zp + v * (1 / scale)) in float. An empty range: q = 0,
- * scale 1, zero point 0. */
-static inline TINYC_NO_FMA void tinyc_quantize_asymmetric(const float *v, int n, int8_t *q, float *scale,
-                                                   int32_t *zero_point) {
+/* AsymmetricQuantizeFloats' parameters: the range [min(v, 0), max(v, 0)] (its width in float, as TFLite's float rmin
+ * and rmax) in 255 steps in double, the zero point from the end with the smaller error, nudged into [-128, 127].
+ * Returns 0 for an empty range (scale 1, zero point 0: every q is 0). */
+static inline TINYC_NO_FMA int tinyc_asymmetric_params(const float *v, int n, float *scale, int32_t *zero_point) {
   float lo = 0.0f, hi = 0.0f;
   for (int i = 0; i < n; ++i) {
     lo = v[i] < lo ? v[i] : lo;
     hi = v[i] > hi ? v[i] : hi;
   }
-  const double rmin = lo, rmax = hi;
-  if (rmin == rmax) {
-    for (int i = 0; i < n; ++i) q[i] = 0;
-    *scale = 1.0f;
-    *zero_point = 0;
-    return;
+  *scale = 1.0f;
+  *zero_point = 0;
+  if (lo == hi) {
+    return 0;
   }
-  const double s = (rmax - rmin) / 255.0;
+  const double rmin = lo, rmax = hi;
+  const double s = (double)(hi - lo) / 255.0;
   const double from_min = -128.0 - rmin / s, from_max = 127.0 - rmax / s;
   const double zp = 128.0 + fabs(rmin / s) < 127.0 + fabs(rmax / s) ? from_min : from_max;
-  const int32_t nudged = zp <= -128.0 ? -128 : (zp >= 127.0 ? 127 : (int32_t)round(zp));
+  *zero_point = zp <= -128.0 ? -128 : (zp >= 127.0 ? 127 : (int32_t)round(zp));
   *scale = (float)s;
-  *zero_point = nudged;
+  return 1;
+}
+
+/* AsymmetricQuantizeFloats: q = round(zp + v * (1 / scale)) in float, in [-128, 127] (FULLY_CONNECTED, CONV_2D). */
+static inline TINYC_NO_FMA void tinyc_quantize_asymmetric(const float *v, int n, int8_t *q, float *scale,
+                                                          int32_t *zero_point) {
+  if (!tinyc_asymmetric_params(v, n, scale, zero_point)) {
+    for (int i = 0; i < n; ++i) q[i] = 0;
+    return;
+  }
   const float inv = (float)(1.0 / (double)*scale);
-  const float z = (float)nudged;
+  const float z = (float)*zero_point;
   for (int i = 0; i < n; ++i) {
     const float t = v[i] * inv;
     const float r = roundf(z + t);
     q[i] = (int8_t)(r > 127.0f ? 127 : (r < -128.0f ? -128 : (int32_t)r));
+  }
+}
+
+/* The same scaled in double, q = round(zp + v * (1.0 / scale)), as TFLite's hybrid DEPTHWISE_CONV_2D rounds. */
+static inline TINYC_NO_FMA void tinyc_quantize_asymmetric_double(const float *v, int n, int8_t *q, float *scale,
+                                                                 int32_t *zero_point) {
+  if (!tinyc_asymmetric_params(v, n, scale, zero_point)) {
+    for (int i = 0; i < n; ++i) q[i] = 0;
+    return;
+  }
+  const double inv = 1.0 / (double)*scale;
+  const double z = (double)*zero_point;
+  for (int i = 0; i < n; ++i) {
+    const double t = (double)v[i] * inv;
+    const double r = round(z + t);
+    q[i] = (int8_t)(r > 127.0 ? 127 : (r < -128.0 ? -128 : (int32_t)r));
   }
 }
 #endif

@@ -22,14 +22,14 @@ def _hybrid_graph(inputs="asymmetric"):
     g.add_const("b1", rng.standard_normal(4).astype(np.float32), "float32")
     g.add_tensor("c", (1, 6, 6, 4), "float32")
     g.add_node("Conv2D", ["x", "w1", "b1"], ["c"], name="conv", strides=(1, 1), dilations=(1, 1),
-               pads=(1, 1, 1, 1), groups=1, activation={"fn": "relu"}, hybrid=hybrid.attrs(inputs, s1, "conv"))
+               pads=(1, 1, 1, 1), groups=1, activation={"fn": "relu"}, hybrid=hybrid.attrs(inputs, s1, "separate"))
     g.add_tensor("r", (1, 144), "float32")
     g.add_node("Reshape", ["c"], ["r"], name="flat")
     w2 = rng.integers(-127, 128, (5, 144)).astype(np.int8)
     g.add_const("w2", w2, "int8")
     g.tensors["w2"].quant = Quant(np.float32(0.003), np.int64(0), None)
     g.add_tensor("y", (1, 5), "float32")
-    g.add_node("Dense", ["r", "w2"], ["y"], name="fc", hybrid=hybrid.attrs(inputs, np.full(5, 0.003), "dense"))
+    g.add_node("Dense", ["r", "w2"], ["y"], name="fc", hybrid=hybrid.attrs(inputs, np.full(5, 0.003), "combined"))
     g.outputs.append("y")
     g.validate()
     return g

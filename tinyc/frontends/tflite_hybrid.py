@@ -42,7 +42,7 @@ def hybrid_attrs(cv, opts, ins) -> dict:
                          f"{scales.size} scales; {kind} needs one scale per output channel (axis {axis})")
     if kind == "FULLY_CONNECTED":
         asymmetric = bool(getattr(opts, "asymmetricQuantizeInputs", False)) if opts is not None else False
-        return hybrid.attrs("asymmetric" if asymmetric else "symmetric", np.resize(scales, channels), "dense")
+        return hybrid.attrs("asymmetric" if asymmetric else "symmetric", np.resize(scales, channels), "combined")
     if (opts.dilationHFactor, opts.dilationWFactor) != (1, 1):
         raise TinycError(f"{cv.where()}: a hybrid {kind} with dilation {(opts.dilationHFactor, opts.dilationWFactor)}"
                          " is not supported (the converter writes dilation as SPACE_TO_BATCH_ND); " + HINT)
@@ -50,12 +50,14 @@ def hybrid_attrs(cv, opts, ins) -> dict:
         if not per_channel:
             raise TinycError(f"{cv.where()}: a hybrid DEPTHWISE_CONV_2D with one weight scale per tensor: TFLite's "
                              "hybrid depthwise kernel reads a scale per channel, which such a model lacks; " + HINT)
-        return hybrid.attrs("asymmetric", scales, "depthwise")
+        return hybrid.attrs("asymmetric", scales, "combined", precision="double")
     groups = cv.shape(ins[0])[3] // w.shape[3]
     if not per_channel and groups != 1:
         raise TinycError(f"{cv.where()}: a grouped hybrid CONV_2D with one weight scale per tensor is not supported; "
                          + HINT)
-    return hybrid.attrs("asymmetric" if per_channel else "symmetric", np.resize(scales, channels), "conv")
+    if per_channel:
+        return hybrid.attrs("asymmetric", scales, "separate")
+    return hybrid.attrs("symmetric", np.resize(scales, channels), "combined")     # s_in * s_w first (EvalHybrid)
 
 
 def hybrid_rule(rule):
