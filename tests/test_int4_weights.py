@@ -25,7 +25,7 @@ if importlib.util.find_spec("tensorflow") is None:
 from tinyc.quant.tflite_writer import graph_to_tflite, write_tflite  # noqa: E402
 from tinyc.verify import verify  # noqa: E402
 
-EXAMPLES = 30 if os.environ.get("TINYC_FULL") else 3
+EXAMPLES = 30 if os.environ.get("TINYC_FULL") else 2
 SETTINGS = dict(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 ACTS = [None, {"fn": "relu"}, {"fn": "clip", "lo": 0.0, "hi": 6.0}]

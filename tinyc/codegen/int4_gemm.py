@@ -11,8 +11,11 @@ v = w + 8 (0..15), so unpacking needs no sign extension: the kernels subtract 8 
 halfword pairs P0 = (x0, x2), P1 = (x1, x3), P2 = (x4, x6), P3 = (x5, x7) per 8 inputs (SXTB16, SXTB16 ROR 8), and
 summed (S). Per channel and 8 inputs one 32-bit word holds the 8 nibbles, ordered at compile time so that
 (W >> 4j) & 0x000F000F is the halfword pair of weights that matches P_j (`nibble_words`): one AND (its operand
-shifted for free) and one SMLAD per two multiply-accumulates, one LDR per eight. Two channels share each LDRD of
-inputs: 20 instructions per 16 MACs in the inner loop (int8's pair-packed words: 17, or 13 two pixels at a time).
+shifted for free) and one SMLAD per two multiply-accumulates, one LDR per eight. With two or more rows (conv
+pixels), two rows at a time share each unpacked weight pair (one AND, two SMLADs; the inputs interleaved as A0 A1
+B0 B1 A2 A3 B2 B3 per chunk, a last odd row paired with itself): 17 instructions per 16 MACs in the inner loop;
+a single row (FULLY_CONNECTED) takes two channels per LDRD of inputs: 20 (int8's pair-packed words: 17 one pixel
+at a time, 13 two at a time).
 acc = Σ x v - 8 S + Σ_tail x w + (bias - zp Σ w); the last K % 8 inputs meet a small packed tail table, read with
 the reference's nibble expression.
 
@@ -68,29 +71,40 @@ def mode(g, node) -> str | None:
     return "im2col"
 
 
+def rows_of(g, node) -> int:
+    """Rows of K inputs the layer multiplies (output pixels of a conv, rows of a Dense)."""
+    return g.tensors[node.outputs[0]].size // g.tensors[node.outputs[0]].shape[-1]
+
+
 def _layout(g, node) -> dict:
-    """Kernel scratch: the im2col window (DSP path), the expanded inputs, the tail inputs; the byte path's row."""
+    """Kernel scratch of the DSP path: the im2col windows of one or two rows, their expanded inputs, their tail
+    inputs (each part word-aligned); the byte path's row of inputs + 128 shares it."""
     kdim = int4_weights(g, node).shape[1]
     k8 = kdim - kdim % 8
-    gather = -(-kdim // 4) * 4 if mode(g, node) == "im2col" else 0     # (the expanded inputs: word-aligned)
-    e_offset = gather
-    t_offset = e_offset + 2 * k8
-    dsp = t_offset + (-(-(kdim - k8) // 4) * 4)
-    return dict(e_offset=e_offset, t_offset=t_offset, bytes=max(dsp, gemm_pack.byte_k(kdim), gather))
+    n = 2 if rows_of(g, node) >= 2 else 1
+    gather = -(-kdim // 4) * 4 if mode(g, node) == "im2col" else 0
+    e_offset = n * gather
+    t_offset = e_offset + n * 2 * k8
+    dsp = t_offset + n * 8
+    return dict(gather=gather, e_offset=e_offset, t_offset=t_offset, px2=n == 2,
+                bytes=max(dsp, gemm_pack.byte_k(kdim), gather))
 
 
 def work_bytes(g, node) -> int:
     return _layout(g, node)["bytes"] if mode(g, node) else 0
 
 
-def nibble_words(w: np.ndarray) -> np.ndarray:
-    """w: int8 [O, K] in -8..7 -> uint32 words of the DSP path: channel pairs one after another, per pair and chunk
-    of 8 inputs the first channel's word then the second's; a last odd channel's words after them. Nibble n of a
-    word holds v = w + 8 of input WORD_ORDER[n] of the chunk."""
+def nibble_words(w: np.ndarray, px2: bool = False) -> np.ndarray:
+    """w: int8 [O, K] in -8..7 -> uint32 words of the DSP path: with `px2` (two rows at a time, one channel) each
+    channel's words in order; else channel pairs one after another, per pair and chunk of 8 inputs the first
+    channel's word then the second's, a last odd channel's words after them. Nibble n of a word holds v = w + 8 of
+    input WORD_ORDER[n] of the chunk."""
     o, kdim = w.shape
     k8 = kdim - kdim % 8
     v = (w[:, :k8].astype(np.uint32) + 8).reshape(o, -1, 8)[:, :, list(WORD_ORDER)]    # [O, chunks, nibble]
     words = (v << (4 * np.arange(8, dtype=np.uint32))).sum(axis=2, dtype=np.uint32)     # [O, chunks]
+    if px2:
+        return words.reshape(-1).astype(np.uint32)
     pairs = o // 2
     parts = [words[:2 * pairs].reshape(pairs, 2, -1).transpose(0, 2, 1).reshape(-1)] if pairs else []
     if o % 2:
@@ -107,6 +121,21 @@ def nibble_bytes(w: np.ndarray) -> np.ndarray:
     v[:o, :kdim] = w.astype(np.int64) + 8
     v = v.reshape(groups, 2, 2, -1)                                  # group, byte, nibble, position
     return (v[:, :, 0] | (v[:, :, 1] << 4)).transpose(0, 2, 1).astype(np.uint8)
+
+
+def _dsp_asm_px2(steps: int) -> str:
+    """The two-row DSP inner loop's asm text: `steps` chunks per iteration, one channel's word each, the inputs of
+    rows A and B interleaved as A0 A1 B0 B1 A2 A3 B2 B3."""
+    body = []
+    for _ in range(steps):
+        body.append("ldr %[w], [%[wp]], #4")
+        for half in range(2):
+            body += ["ldrd %[x0], %[x1], [%[ep]], #8", "ldrd %[y0], %[y1], [%[ep]], #8"]
+            for j in (2 * half, 2 * half + 1):
+                shift = f", lsr #{4 * j}" if j else ""
+                body += [f"and %[t], %[m], %[w]{shift}", f"smlad %[aa], %[x{j % 2}], %[t], %[aa]",
+                         f"smlad %[ab], %[y{j % 2}], %[t], %[ab]"]
+    return "".join(f'"{line}\\n\\t"' for line in body)
 
 
 def _dsp_asm(channels: int, steps: int) -> str:
@@ -139,15 +168,18 @@ def gemm(k):
     folded_b = gemm_pack.byte_folded_bias(w, bias, p.in_zp)
     lay = _layout(g, k.node)
     chunks = k8 // 8
+    px2 = lay["px2"]
     v = dict(nibble=c_nibble, mode=m, o=o, kdim=kdim, kwin=kdim, k8=k8, ktail=ktail, chunks=chunks, pairs=o // 2,
              odd=o % 2,
              iters=chunks // DSP_UNROLL, rest=chunks % DSP_UNROLL, e_offset=lay["e_offset"], t_offset=lay["t_offset"],
              asm2=_dsp_asm(2, DSP_UNROLL), asm2_rest=_dsp_asm(2, 1), asm1=_dsp_asm(1, DSP_UNROLL),
-             asm1_rest=_dsp_asm(1, 1), kb=gemm_pack.byte_k(kdim), groups=o // 4, group_rest=o % 4,
+             asm1_rest=_dsp_asm(1, 1), asmx=_dsp_asm_px2(DSP_UNROLL), asmx_rest=_dsp_asm_px2(1), px2=px2,
+             gather_bytes=lay["gather"], kb=gemm_pack.byte_k(kdim), groups=o // 4, group_rest=o % 4,
              in_zp=p.in_zp, zp_word=(p.in_zp & 0xFF) * 0x01010101, out_zp=p.out_zp, lo=p.lo, hi=p.hi,
              in_aligned=k.plan.offset_of(k.node.inputs[0]) % 4 == 0,
              restrict="" if k.in_place is not None else "restrict ",
-             words=k.table(nibble_words(w), "uint32", "int4 weights + 8, 8 nibbles per word (DSP path)", "TINYC_DSP"),
+             words=k.table(nibble_words(w, px2), "uint32", "int4 weights + 8, 8 nibbles per word (DSP path)",
+                           "TINYC_DSP"),
              wbytes=k.table(nibble_bytes(w), "uint8", "int4 weights + 8, per 4 channels and input", "!TINYC_DSP"),
              tail=k.table(pack_int4(w[:, k8:]), "uint8", "int4 weights of the last inputs, two per byte",
                           "TINYC_DSP") if ktail else None,
