@@ -43,4 +43,23 @@ static inline float tinyc_half_to_float(uint16_t h) {
   return v.f;
 #endif
 }
+
+/* acc + x[0] w[0] + x[1] w[1] + ... + x[n-1] w[n-1], added in index order, the weights float16. On the FPU cores
+ * two weights come per 32-bit load (unaligned LDR is allowed there) and VCVTB / VCVTT widen the low and the high
+ * half: two instructions of conversion per pair instead of a load, a move and a conversion per weight. */
+static inline float tinyc_dot_half(float acc, const float *x, const uint16_t *w, int n) {
+  int i = 0;
+#ifdef TINYC_HALF_VCVT
+  for (; i + 1 < n; i += 2) {
+    uint32_t two;
+    float lo, hi;
+    __builtin_memcpy(&two, w + i, sizeof two);
+    __asm__("vmov %0, %2\n\tvcvtt.f32.f16 %1, %0\n\tvcvtb.f32.f16 %0, %0" : "=&t"(lo), "=&t"(hi) : "r"(two));
+    acc += x[i] * lo;
+    acc += x[i + 1] * hi;
+  }
+#endif
+  for (; i < n; ++i) acc += x[i] * tinyc_half_to_float(w[i]);
+  return acc;
+}
 #endif

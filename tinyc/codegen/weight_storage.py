@@ -31,6 +31,7 @@ class WeightForm:
     holds: Callable[[np.ndarray], bool]    # the form represents these values exactly
     store: Callable[[np.ndarray], np.ndarray]   # the values -> the stored elements
     widen: str                             # C: "%s" -> the value of stored element %s
+    dot: str | None = None                 # C function (acc, const float *x, const stored *w, n) -> acc + x . w
 
 
 def _is_half(data: np.ndarray) -> bool:
@@ -44,7 +45,7 @@ def _half_bits(data: np.ndarray) -> np.ndarray:
 
 
 FLOAT16 = WeightForm("float16", "float", "float32", "uint16", "tinyc_half.h", _is_half, _half_bits,
-                     "tinyc_half_to_float(%s)")
+                     "tinyc_half_to_float(%s)", "tinyc_dot_half")
 
 FORMS = {f.name: f for f in (FLOAT16,)}
 # --weights choices that are no stored form but weights tinyc's quantizer makes (`--quantize int8 --weights int4`:
@@ -75,6 +76,13 @@ class WeightArray:
 
     def load(self, element: str) -> str:
         return self.form.widen % element if self.form is not None else element
+
+    def dot(self, acc: str, x: str, w: str, n: int, i: str = "i") -> str:
+        """A C statement adding x[0..n) . w[0..n) to `acc` in index order, `w` a pointer into this array: the plain
+        loop (counter `i`), or the form's dot-product function (e.g. two float16 weights per load)."""
+        if self.form is not None and self.form.dot is not None:
+            return f"{acc} = {self.form.dot}({acc}, {x}, {w}, {n});"
+        return f"for (int {i} = 0; {i} < {n}; ++{i}) {acc} += {x}[{i}] * {self.load(f'{w}[{i}]')};"
 
     def __str__(self) -> str:
         return self.name
