@@ -69,3 +69,26 @@ def test_speed_benchmark_soc_column_ad_autoencoder_on_m0plus(tmp_path):
     # without --soc the report has no such section
     del run["soc"]
     assert "## RP2040 cycles" not in speed.render(result)
+
+
+def test_int16_twins_table_renders():
+    """The "16x8 against int8" table: each 16x8 model beside its int8 twin, the ratio against the M4 goal; a run
+    that failed is a row saying so. (Rendering only: the runs are the real ones `make bench` makes.)"""
+    speed = _speed()
+    assert speed.MODELS["kws16"][0] == speed.MODELS["kws"][0] and speed.INT16_TWINS["dae16"] == "dae"
+    facts = {m: dict(label=speed.MODELS[m][1], macs=1000, arena_bytes=a, weight_bytes=w)
+             for m, a, w in (("kws", 8384, 51744), ("kws16", 16380, 31492), ("dae", 12672, 194456),
+                             ("dae16", 24576, 175437))}
+    runs = [dict(model="kws", core="m4", kernels="fast", instructions=1_000_000, outputs_match=True, macs=1000,
+                 flash_bytes=70_000),
+            dict(model="kws16", core="m4", kernels="fast", instructions=1_400_000, outputs_match=True, macs=1000,
+                 flash_bytes=60_000),
+            dict(model="dae", core="m4", kernels="fast", instructions=2_000_000, outputs_match=True, macs=1000),
+            dict(model="dae16", core="m4", kernels="fast", error="a reason", seconds=0)]
+    text = speed.render(dict(models=facts, cores=["m4"], runs=runs, seconds=1))
+    table = text.split("## 16x8 against int8")[1].split("\n## ")[0]
+    assert ("| KWS, DS-CNN, 16x8 | Cortex-M4 | 1,000,000 | 1,400,000 | 1.40 | <= 1.5 | yes | 8,384 | 16,380 | "
+            "51,744 | 31,492 | 70,000 | 60,000 |") in table
+    assert "| Denoising autoencoder @16x64, 16x8 | Cortex-M4 | not run: a reason |" in table
+    assert "## 16x8 against int8" not in speed.render(dict(models={"kws": facts["kws"]}, cores=["m4"],
+                                                              runs=runs[:1], seconds=1))
