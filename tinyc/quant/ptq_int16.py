@@ -14,6 +14,9 @@ representative dataset (checked tensor by tensor against the converter, tests/te
     by the op's output range: the converter's calibrator logs an op's inputs again after the op ran, when an
     in-place op has overwritten that input with its output (TFLite's ArenaPlanner shares the first input of the
     same size that nothing else reads, unless it is a graph input or the output a graph output).
+One deliberate difference: a relu / relu6 that tinyc's passes fused into a Conv2DTranspose stays fused (TFLite's
+16x8 TRANSPOSE_CONV clamps its output as well), where the converter writes TRANSPOSE_CONV and a separate RELU with a
+scale of its own: one rounding instead of two, one layer fewer.
 Graph inputs and outputs become int16: the API is `<name>_invoke(const int16_t *, int16_t *)` with the
 quantize/dequantize helpers. Ops without a 16x8 kernel in tinyc (OpDef.int16_activations) are refused, naming the
 node; so are recurrent layers (TF 2.21's converter makes no 16x8 LSTM) and streaming state.
