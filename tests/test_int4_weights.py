@@ -384,3 +384,15 @@ def test_ai_edge_quantizer_int4_model(tmp_path):
     for kernels in ORACLE_KERNELS:
         report = verify(str(int4_path), samples=3, options=codegen_options(kernels=kernels))
         assert report["oracle"] == "tflite" and report["mismatched_bytes"] == 0, (kernels, report["outputs"])
+    # its weight-only int4 recipe (DEQUANTIZE of INT4 weights) compiles as the float model it computes; its dynamic
+    # one (int4 weights, float activations: hybrid) is refused in one line naming the weights
+    from ai_edge_quantizer import recipe
+    for kind, rp in (("weight_only", recipe.weight_only_wi4_afp32()), ("dynamic", recipe.dynamic_wi4_afp32())):
+        out = tmp_path / f"{kind}.tflite"
+        quantizer.Quantizer(str(float_path), rp).quantize().export_model(str(out), overwrite=True)
+        if kind == "weight_only":
+            report = verify(str(out), samples=2)
+            assert report["oracle"] == "tflite" and report["ok"], report["outputs"]
+        else:
+            with pytest.raises(TinycError, match=r"int4 weights '.*' with float activations \(a hybrid layer\)"):
+                verify(str(out), samples=1)

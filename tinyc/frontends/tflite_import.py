@@ -156,6 +156,10 @@ class Ctx:
             return self.const(i, arr, key, axis_map)
         if (i, key) in self._consts:
             return self._consts[(i, key)]
+        if self.dtype_name(self.out) == "FLOAT32":
+            raise TinycError(f"{self.where()}: int4 weights '{self.tname(i)}' with float activations (a hybrid layer); "
+                             "tinyc takes int4 weights with int8 activations (ai-edge-quantizer's static recipe, or "
+                             "--quantize int8 --weights int4) and hybrid layers with int8 weights")
         q = self.quant(i)
         if q is None:
             raise TinycError(f"{self.where()}: int4 weights '{self.tname(i)}' have no quantization parameters; "
