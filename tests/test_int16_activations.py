@@ -226,8 +226,8 @@ def test_c_property(tmp_path, log_scales, n, lead, kernels, seed):
     s_act, s_soft = (float(np.float32(np.exp(v))) for v in log_scales)
     cases = [(lead + (n,), s_soft)]
     path = tmp_path / "property16.tflite"
-    write_tflite(_activations_graph([s_act], cases, width=4096), str(path))
-    x = np.random.default_rng(seed).integers(-32768, 32768, (2, 1, 4096)).astype(np.int16)
+    write_tflite(_activations_graph([s_act], cases, width=4095), str(path))     # odd: the DSP paths' last value
+    x = np.random.default_rng(seed).integers(-32768, 32768, (2, 1, 4095)).astype(np.int16)
     report = verify(str(path), inputs=[x] + _activations_inputs([], cases, 2, seed),
                     options=codegen_options(kernels=kernels))
     assert report["mismatched_bytes"] == 0 and report["ok"], report["outputs"]
