@@ -45,11 +45,16 @@ static inline float tinyc_half_to_float(uint16_t h) {
 }
 
 /* acc + x[0] w[0] + x[1] w[1] + ... + x[n-1] w[n-1], added in index order, the weights float16. On the FPU cores
- * two weights come per 32-bit load (unaligned LDR is allowed there) and VCVTB / VCVTT widen the low and the high
- * half: two instructions of conversion per pair instead of a load, a move and a conversion per weight. */
+ * two weights come per aligned 32-bit load (a first weight at an odd half-word is taken alone) and VCVTB / VCVTT
+ * widen the low and the high half: two instructions of conversion per pair instead of a load, a move and a
+ * conversion per weight. */
 static inline float tinyc_dot_half(float acc, const float *x, const uint16_t *w, int n) {
   int i = 0;
 #ifdef TINYC_HALF_VCVT
+  if (n > 0 && ((uintptr_t)(const void *)w & 2u)) {
+    acc += x[0] * tinyc_half_to_float(w[0]);
+    i = 1;
+  }
   for (; i + 1 < n; i += 2) {
     uint32_t two;
     float lo, hi;
