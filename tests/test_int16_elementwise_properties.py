@@ -145,7 +145,7 @@ def test_general_path_refusals(tmp_path):
 
 
 def _one_image_graph(draw) -> Graph:
-    """From one int16 input x (scale 1e-6..1e2): LEAKY_RELU and RELU/RELU6/RELU_N1_TO_1 to output scales 2^-12..2^12
+    """From one int16 input x (scale 1e-6..1e2): LEAKY_RELU and RELU/RELU6 to output scales 2^-12..2^12
     of the input's, QUANTIZE to int8 (any zero point) and to int16, AVERAGE_POOL_2D and MAX_POOL_2D (kernels 1-4,
     strides 1-3, SAME/VALID, fused activation), MEAN over some axes (keepdims either way), PAD, TRANSPOSE, a strided
     SLICE and a CONCATENATION: one graph, one compilation per kernel set."""
@@ -163,7 +163,7 @@ def _one_image_graph(draw) -> Graph:
         g.outputs.append(name)
 
     out("leaky", "Activation", ["x"], (1, h, w, c), draw(ratio), fn="leaky_relu", alpha=draw(st.floats(0.0, 1.0)))
-    clamp = draw(st.sampled_from([a for a in ACTS if a is not None]))
+    clamp = draw(st.sampled_from(ACTS[1:3]))       # TFLite's standalone int16 clamps: RELU, RELU6
     so = draw(ratio)
     out("relu", "Activation", ["x"], (1, h, w, c), so, **(clamp if _activation_fits(clamp, so) else ACTS[1]))
     out("to_int8", "Quantize", ["x"], (1, h, w, c), draw(ratio), "int8", draw(st.integers(-128, 127)))
@@ -202,7 +202,8 @@ def test_unary_pool_mean_movement_int16(tmp_path, kernels, data):
 
 
 def test_refusals_of_one_input_ops(tmp_path):
-    """int8 -> int16 QUANTIZE (TFLite has none), a MEAN of more values than an int32 sum of int16 holds."""
+    """int8 -> int16 QUANTIZE (TFLite has none), a MEAN of more values than an int32 sum of int16 holds, a
+    standalone RELU_N1_TO_1 on int16 (TFLite's refuses int16)."""
     from tinyc.compiler import compile_model
     g = Graph("q816")
     g.add_tensor("x", (1, 4), "int8", quant=_quant(0.1, 3))
@@ -214,7 +215,12 @@ def test_refusals_of_one_input_ops(tmp_path):
     m.add_tensor("y", (1, 1), "int16", quant=_quant(0.1))
     m.add_node("Mean", ["x"], ["y"], axes=(1, 2), keepdims=False)
     m.inputs, m.outputs = ["x"], ["y"]
-    for graph, words in ((g, "int8 to int16"), (m, "int32")):
+    r = Graph("relu1")
+    r.add_tensor("x", (1, 4), "int16", quant=_quant(0.01))
+    r.add_tensor("y", (1, 4), "int16", quant=_quant(0.01))
+    r.add_node("Activation", ["x"], ["y"], fn="clip", lo=-1.0, hi=1.0)
+    r.inputs, r.outputs = ["x"], ["y"]
+    for graph, words in ((g, "int8 to int16"), (m, "int32"), (r, "RELU6 only")):
         path = tmp_path / f"{graph.name}.tflite"
         write_tflite(graph, str(path))
         with pytest.raises(TinycError, match=words):

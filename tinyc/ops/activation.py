@@ -121,7 +121,7 @@ def _int16_prepare(k) -> ActivationParams:
 
 
 def _int16_rescaling(k, fn: str, where: str) -> ActivationParams:
-    """16x8 RELU / RELU6 / RELU_N1_TO_1 / clip and LEAKY_RELU (docs/int16-numerics.md 3.4): the int8 multipliers
+    """16x8 RELU, RELU6 and LEAKY_RELU (docs/int16-numerics.md 3.4): the int8 multipliers
     (float32 quotients) on int16 values; a clamp bound more than int32 output steps away is refused (TFLite's
     float-to-int32 cast of it is undefined)."""
     a, iq, oq = dict(k.node.attrs), in_quant(k), out_quant(k)
@@ -130,6 +130,10 @@ def _int16_rescaling(k, fn: str, where: str) -> ActivationParams:
         f32 = np.float32
         alpha = qp.multiplier(float(f32(f32(f32(qp.scale_of(iq)) * f32(a["alpha"])) / f32(qp.scale_of(oq)))))
         return ActivationParams(fn, 0, 0, -32768, 32767, rescale=rescale, alpha_rescale=alpha)
+    if fn == "clip" and (float(a["lo"]), float(a["hi"])) != (0.0, 6.0):
+        raise TinycError(f"{where}: int16 clip to [{a['lo']:g}, {a['hi']:g}]; TFLite's 16x8 kernels clamp standalone "
+                         "with RELU and RELU6 only (its RELU_N1_TO_1 and RELU_0_TO_1 refuse int16): keep this clip in "
+                         "float32, or fuse it into the op before it")
     for bound in (a["lo"], a["hi"]) if fn == "clip" else ():
         steps = float(np.float32(np.float32(bound) / np.float32(qp.scale_of(oq))))
         if np.isfinite(bound) and not abs(steps) < 2.0 ** 31:
