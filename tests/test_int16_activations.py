@@ -208,10 +208,25 @@ def _compile_refused(tmp_path, g):
     return str(e.value)
 
 
+def _one_op_graph(op, in_dtype, out_dtype, out_scale=A.OUT_SCALE, **attrs) -> Graph:
+    g = Graph(f"{op.lower()}_{in_dtype}_{out_dtype}")
+    g.add_tensor("x", (1, 8), in_dtype, quant=_quant(1e-3))
+    g.add_tensor("y", (1, 8), out_dtype, quant=_quant(out_scale))
+    g.add_node(op, ["x"], ["y"], **attrs)
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g
+
+
 def test_c_refusals_name_the_node(tmp_path):
     assert "5.3" in _compile_refused(tmp_path, _activations_graph([5.4], []))
     assert "1 to 4 dimensions" in _compile_refused(tmp_path, _activations_graph([], [((1, 2, 2, 2, 3), 1e-3)]))
     assert "below 5" in _compile_refused(tmp_path, _activations_graph([], [((1, 8), 6.0)]))
+    assert "int16 in and out" in _compile_refused(tmp_path, _one_op_graph("Softmax", "int8", "int16", axis=1))
+    assert "int16 in and out" in _compile_refused(tmp_path, _one_op_graph("Activation", "int16", "int8", fn="tanh"))
+    assert "requires 1/32768" in _compile_refused(tmp_path, _one_op_graph("Softmax", "int16", "int16", 1 / 256,
+                                                                          axis=1))
+    assert "16x8 activations are" in _compile_refused(tmp_path, _one_op_graph("Activation", "int16", "int16",
+                                                                              fn="exp"))
 
 
 @settings(max_examples=20 if FULL else 3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
