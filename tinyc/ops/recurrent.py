@@ -192,11 +192,13 @@ def _kernel_vars(k) -> dict:
     return v
 
 
-def dot(acc: str, a: str, b: str, n: int, indent: str = "        ", load=None) -> str:
+def dot(acc: str, a: str, b: str, n: int, indent: str = "        ", weights=None) -> str:
     """C statements adding a[0..n) . b[0..n) to `acc`, four products per loop iteration (in index order, so the
     sum is the plain loop's, bit for bit): the matrix-vector products are most of a recurrent layer's work.
-    `load`: the value of an element of b (weights stored narrower, WeightArray.load)."""
-    load = load or (lambda e: e)
+    `weights`: the WeightArray b points into, when --weights stores it narrower (its form's dot product)."""
+    if weights is not None and weights.form is not None and weights.form.dot is not None:
+        return indent + weights.dot(acc, a, b, n)
+    load = weights.load if weights is not None else (lambda e: e)
     lines = []
     if n >= 4:
         step = " ".join(f"{acc} += {a}[i + {j}] * {load(f'{b}[i + {j}]')};" if j else
