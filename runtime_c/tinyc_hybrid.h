@@ -73,19 +73,4 @@ static inline TINYC_NO_FMA void tinyc_quantize_asymmetric(const float *v, int n,
   }
 }
 
-/* The same scaled in double, q = round(zp + v * (1.0 / scale)), as TFLite's hybrid DEPTHWISE_CONV_2D rounds. */
-static inline TINYC_NO_FMA void tinyc_quantize_asymmetric_double(const float *v, int n, int8_t *q, float *scale,
-                                                                 int32_t *zero_point) {
-  if (!tinyc_asymmetric_params(v, n, scale, zero_point)) {
-    for (int i = 0; i < n; ++i) q[i] = 0;
-    return;
-  }
-  const double inv = 1.0 / (double)*scale;
-  const double z = (double)*zero_point;
-  for (int i = 0; i < n; ++i) {
-    const double t = (double)v[i] * inv;
-    const double r = round(z + t);
-    q[i] = (int8_t)(r > 127.0 ? 127 : (r < -128.0 ? -128 : (int32_t)r));
-  }
-}
 #endif

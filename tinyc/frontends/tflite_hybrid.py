@@ -50,7 +50,7 @@ def hybrid_attrs(cv, opts, ins) -> dict:
         if not per_channel:
             raise TinycError(f"{cv.where()}: a hybrid DEPTHWISE_CONV_2D with one weight scale per tensor: TFLite's "
                              "hybrid depthwise kernel reads a scale per channel, which such a model lacks; " + HINT)
-        return hybrid.attrs("asymmetric", scales, "combined", precision="double")
+        return hybrid.attrs("asymmetric", scales, "combined")
     groups = cv.shape(ins[0])[3] // w.shape[3]
     if not per_channel and groups != 1:
         raise TinycError(f"{cv.where()}: a grouped hybrid CONV_2D with one weight scale per tensor is not supported; "

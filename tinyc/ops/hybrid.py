@@ -7,10 +7,9 @@ symmetric or asymmetric —, multiplies int8 by int8 into int32 and rescales in 
 
 A Dense / Conv2D node with the attribute `hybrid` is such a layer: `{"inputs": "symmetric" | "asymmetric",
 "scales": float32 per output channel (the weights' scales, repeated when per tensor), "order": how the float
-rescale is grouped, "separate" or "combined", "precision": where asymmetric quantization scales the input,
-"float" or "double"}`; its weights input is the int8 constant, its bias float32. `evaluate_dense` /
-`evaluate_conv` are the definition (the ops' `evaluate` calls them), the C rules below compute the same in the
-same float32 operations, in the order TFLite's reference kernels use.
+rescale is grouped, "separate" or "combined"}`; its weights input is the int8 constant, its bias float32.
+`evaluate_dense` / `evaluate_conv` are the definition (the ops' `evaluate` calls them), the C rules below compute
+the same in the same float32 operations, in the order TFLite's reference kernels use.
 """
 from __future__ import annotations
 
@@ -26,21 +25,17 @@ INPUTS = ("symmetric", "asymmetric")
 # The float rescale of the int32 sum: "separate" (acc * s_w[c]) * s_in (CONV_2D with per-channel weights),
 # "combined" acc * (s_w[c] * s_in) (FULLY_CONNECTED, DEPTHWISE_CONV_2D, CONV_2D with one weight scale)
 ORDERS = ("separate", "combined")
-# Asymmetric quantization scales the input by 1 / scale and adds the zero point in float32 (FULLY_CONNECTED,
-# CONV_2D) or in double (DEPTHWISE_CONV_2D: TF 2.21's kernel rounds those, measured: 0 of 194,560 values differ)
-PRECISIONS = ("float", "double")
 
 
 def is_hybrid(node) -> bool:
     return bool(node.attrs.get("hybrid"))
 
 
-def attrs(inputs: str, scales, order: str, precision: str = "float") -> dict:
-    """The `hybrid` attribute of a layer with these quantized inputs, weight scales, rescale order and precision
-    of the asymmetric input scaling."""
-    if inputs not in INPUTS or order not in ORDERS or precision not in PRECISIONS:
-        raise TinycError(f"internal: hybrid inputs '{inputs}' / order '{order}' / precision '{precision}'")
-    return {"inputs": inputs, "scales": np.asarray(scales, F32).reshape(-1), "order": order, "precision": precision}
+def attrs(inputs: str, scales, order: str) -> dict:
+    """The `hybrid` attribute of a layer with these quantized inputs, weight scales and rescale order."""
+    if inputs not in INPUTS or order not in ORDERS:
+        raise TinycError(f"internal: hybrid inputs '{inputs}' / order '{order}'")
+    return {"inputs": inputs, "scales": np.asarray(scales, F32).reshape(-1), "order": order}
 
 
 # -- the definition ------------------------------------------------------------------------------------------
@@ -62,11 +57,10 @@ def quantize_symmetric(v) -> tuple[np.ndarray, np.float32, int]:
     return q, F32(r / F32(127)), 0
 
 
-def quantize_asymmetric(v, precision: str = "float") -> tuple[np.ndarray, np.float32, int]:
+def quantize_asymmetric(v) -> tuple[np.ndarray, np.float32, int]:
     """tensor_utils::AsymmetricQuantizeFloats: the range [min(v, 0), max(v, 0)] (its width in float32) over 255
     steps in double, the zero point from the end with the smaller error (in double), nudged into [-128, 127];
-    q = round(zp + v * (1 / scale)) in float (`precision` "double": in double). An all-zero range: q = 0, scale 1,
-    zero point 0."""
+    q = round(zp + v * (1 / scale)) in float. An all-zero range: q = 0, scale 1, zero point 0."""
     v = np.asarray(v, F32).reshape(-1)
     lo, hi = min(F32(0), F32(v.min())), max(F32(0), F32(v.max()))
     if lo == hi:
@@ -77,17 +71,12 @@ def quantize_asymmetric(v, precision: str = "float") -> tuple[np.ndarray, np.flo
     zp = from_min if 128.0 + abs(rmin / scale) < 127.0 + abs(rmax / scale) else from_max
     offset = -128 if zp <= -128.0 else 127 if zp >= 127.0 else int(_round_away(zp))
     s = F32(scale)
-    if precision == "double":
-        scaled = offset + v.astype(np.float64) * (1.0 / float(s))
-    else:
-        scaled = (F32(offset) + (v * F32(1.0 / float(s))).astype(F32)).astype(F32)
+    scaled = (F32(offset) + (v * F32(1.0 / float(s))).astype(F32)).astype(F32)
     return np.clip(_round_away(scaled), -128, 127).astype(np.int64), s, offset
 
 
 def _quantize(a: dict, v):
-    h = a["hybrid"]
-    return quantize_asymmetric(v, h.get("precision", "float")) if h["inputs"] == "asymmetric" else \
-        quantize_symmetric(v)
+    return (quantize_asymmetric if a["hybrid"]["inputs"] == "asymmetric" else quantize_symmetric)(v)
 
 
 def evaluate_dense(a: dict, ins) -> np.ndarray:
@@ -182,9 +171,7 @@ def common_vars(k) -> dict:
     scale = _scales(k)
     scale_at = (lambda i: scale) if not scale.endswith("[o]") else (lambda i: f"{scale[:-3]}[{i}]")
     asymmetric = h["inputs"] == "asymmetric"
-    quantize = "tinyc_quantize_symmetric" if not asymmetric else (
-        "tinyc_quantize_asymmetric_double" if h.get("precision") == "double" else "tinyc_quantize_asymmetric")
-    return dict(asymmetric=asymmetric, quantize=quantize, w=k.expr(1), scale=scale, scale_at=scale_at,
+    return dict(asymmetric=asymmetric, w=k.expr(1), scale=scale, scale_at=scale_at,
                 bias=k.expr(2) if k.has_input(2) else None, q=k.work)
 
 
