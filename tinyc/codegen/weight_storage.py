@@ -80,8 +80,10 @@ class WeightArray:
     def dot(self, acc: str, x: str, w: str, n: int, i: str = "i") -> str:
         """A C statement adding x[0..n) . w[0..n) to `acc` in index order, `w` a pointer into this array: the plain
         loop (counter `i`), or the form's dot-product function (e.g. two float16 weights per load)."""
-        if self.form is not None and self.form.dot is not None:
+        if self.form is not None and self.form.dot is not None and n > 1:
             return f"{acc} = {self.form.dot}({acc}, {x}, {w}, {n});"
+        if self.form is not None and n == 1:      # (a depthwise tap: no pair to load)
+            return f"{acc} += {x}[0] * {self.load(f'{w}[0]')};"
         return f"for (int {i} = 0; {i} < {n}; ++{i}) {acc} += {x}[{i}] * {self.load(f'{w}[{i}]')};"
 
     def __str__(self) -> str:
