@@ -101,19 +101,36 @@ def test_fast_gemm_equals_reference():
                          and shutil.which("qemu-system-arm")),
                     reason="QEMU runs: TINYC_FULL with arm-none-eabi-gcc and qemu-system-arm")
 def test_fast_gemm_under_qemu(tmp_path):
-    """The 16x8 fast GEMM on the emulated Cortex-M4 (SMLAD path) and M0+ (plain path) equals the host build."""
+    """The 16x8 fast GEMM (SMLAD asm path) and depthwise (SMLABB path) on the emulated Cortex-M4 and their plain
+    paths on the M0+ equal the host build."""
     from tinyc.boards import load_board
     from tinyc.compiler import codegen_options, compile_graph, write_library
     from tinyc.firmware.emulate import emulate
     from tinyc.firmware.project import write_firmware
-    for op, k, o, rows in GEMMS:
-        g = _gemm_graph(op, k, o, rows, seed=k)
+    graphs = [_gemm_graph(op, k, o, rows, seed=k) for op, k, o, rows in GEMMS]
+    graphs += [_depthwise_graph(), _depthwise_graph(k=5, s=2, pads=(2, 1, 2, 2), h=11, w=7)]
+    for n, g in enumerate(graphs):
         fast = compile_graph(g, "m", options=codegen_options(kernels="fast"))
-        x = np.random.default_rng(3).integers(-32768, 32768, (2, *g.tensors["x"].shape)).astype(np.int16)
+        x = np.random.default_rng(3).integers(-32768, 32768, (2, *g.tensors[g.inputs[0]].shape)).astype(np.int16)
         host = run_generated(fast, [x])[0]
         for board in ("nucleo-f412zg", "pico"):
-            out = tmp_path / f"{op}-{k}-{board}"
+            out = tmp_path / f"{n}-{board}"
             write_library(fast.library, str(out), force=True)
             write_firmware(fast, load_board(board), str(out), [x])
             emulated = emulate(fast, load_board(board), out, profile=False)["outputs"][0]
-            np.testing.assert_array_equal(emulated, host, err_msg=f"{op} k={k} on {board}")
+            np.testing.assert_array_equal(emulated, host, err_msg=f"{g.name} #{n} on {board}")
+
+
+@pytest.mark.parametrize("case", [dict(), dict(k=5, s=2, pads=(2, 1, 2, 2), h=11, w=7), dict(k=3, pads=(0, 0, 0, 0)),
+                                  dict(c=3, h=4, w=3, k=3, pads=(1, 1, 1, 1))])
+def test_fast_depthwise_equals_reference(case):
+    """The 16x8 fast depthwise (int16_fast.depthwise): inner pixel pairs, odd inner columns, edge pixels, strides,
+    in place through the plane and with its own buffer, plain and emulated DSP paths."""
+    g = _depthwise_graph(**case)
+    x = np.random.default_rng(4).integers(-32768, 32768, (3, *g.tensors["x0"].shape[1:])).astype(np.int16)
+    want = run_generated(_build(g, "reference", ()), [x])[0]
+    for kinds in ((), ("depthwise",)):
+        fast = _build(g, "fast", kinds)
+        assert "int8_fast/depthwise_16x8" in [layer["kernel"] for layer in fast.library.layers], kinds
+        for dsp in (False, True):
+            assert np.array_equal(run_generated(fast, [x], dsp=dsp)[0], want), (case, kinds, dsp)

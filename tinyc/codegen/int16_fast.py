@@ -189,3 +189,48 @@ def requantize_expr(v: dict, total: str, c: str) -> str:
         return (f"tinyc_clamp16(tinyc_requantize_double_fast((int32_t)({total}), {v['m32']}[{c}], {v['tie']}[{c}], "
                 f"&{v['scale']}[{c}]), {lo}, {hi})")
     return f"tinyc_clamp16(tinyc_requantize64_double({total}, {v['scale']}[{c}]), {lo}, {hi})"
+
+
+# -- depthwise ---------------------------------------------------------------------------------------------------
+# One channel at a time (the order of the reference's in-place depthwise, so the planner's "depthwise" in-place
+# decision holds too): the channel's kh x kw weights are int16 locals, each output pixel inside the image sums its
+# taps at compile-time offsets from the pixel (one LDRSH and one MLA per multiply-accumulate) in int32, proved not
+# to overflow (|bias| + 32768 * Σ|w| < 2^31); pixels whose window leaves the image take a bounds-checked loop.
+
+def depthwise_applies(g, node) -> bool:
+    """A 16x8 depthwise conv (multiplier 1) whose totals fit int32 and whose requantization is one SMMULR."""
+    if node.op != "Conv2D" or not _is_16x8(g, node):
+        return False
+    x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
+    c = x.shape[-1]
+    if int(node.attrs.get("groups", 1)) != c or y.shape[-1] != c or len(x.shape) != 4 or x.shape[0] != 1:
+        return False
+    w2d, bias = _weights_bias(g, node)
+    return w2d is not None and fits_int32(w2d, bias)
+
+
+def depthwise(k):
+    g, node, p = k.plan.graph, k.node, k.params
+    if not depthwise_applies(g, node) or (k.in_place is not None and not k.depthwise_in_place):
+        return None     # written over its input in raster order (an overlap): the reference keeps that order
+    high = high_word_multipliers(p.mults, p.shifts)
+    if high is None:
+        return None
+    w2d, bias = _weights_bias(g, node)
+    _, ih, iw, c = k.in_shape(0)
+    _, oh, ow, _ = k.out_shape
+    _, kh, kw, _ = k.in_shape(1)
+    a = node.attrs
+    (sh, sw), (dh, dw), (pt, pl) = a["strides"], a["dilations"], a["pads"][:2]
+    # output rows / columns whose whole window lies inside the input
+    rows = [oy for oy in range(oh) if oy * sh - pt >= 0 and oy * sh - pt + (kh - 1) * dh < ih]
+    cols = [ox for ox in range(ow) if ox * sw - pl >= 0 and ox * sw - pl + (kw - 1) * dw < iw]
+    taps = [(ky, kx, ((ky * dh) * iw + kx * dw) * c) for ky in range(kh) for kx in range(kw)]
+    v = dict(ih=ih, iw=iw, c=c, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=pt, pl=pl, taps=taps,
+             rows=(rows[0], rows[-1] + 1) if rows else (0, 0), cols=(cols[0], cols[-1] + 1) if cols else (0, 0),
+             w=k.table(np.pad(w2d, ((0, 0), (0, (kh * kw) % 2))).astype(np.int16), "int16",
+                       "16x8 depthwise weights, int16 per tap (rows padded to an even count)"),
+             bias=k.table(bias, "int32", "16x8 bias") if np.any(bias) else None,
+             high=k.table(high, "int32", "requantization multipliers (high word of the product)"),
+             lo=p.lo, hi=p.hi, t=k.scratch if k.depthwise_in_place else None, wstride=kh * kw + (kh * kw) % 2)
+    return "depthwise_16x8.c.j2", v, oh * ow * c * kh * kw

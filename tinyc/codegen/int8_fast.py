@@ -242,6 +242,8 @@ def conv2d(k):
     g = k.plan.graph
     if int16_fast.applies(g, k.node):      # 16x8 1x1 conv (int16_fast.py)
         return int16_fast.gemm(k)
+    if int16_fast.depthwise_applies(g, k.node):     # 16x8 depthwise (int16_fast.py)
+        return int16_fast.depthwise(k)
     if is_depthwise(g, k.node):
         if int8_depthwise.work_bytes(g, k.node) and k.work is None:     # a plan made without kernel scratch
             return None
