@@ -227,6 +227,9 @@ def _ops():
         "transpose": (lambda a: tf.transpose(a, [0, 2, 1, 3]), [(4, 5, 3)], [1.0]),
         "strided_slice": (lambda a: a[:, 1:4:2, ::-1, :2], [(5, 5, 3)], [1.0]),
         "reshape": (lambda a: tf.reshape(a, (1, 12, 4)), [(4, 4, 3)], [1.0]),
+        # TF 2.21's converter leaves PADV2's constant float32 beside int16 data, which TFLite then refuses
+        "padv2_float_constant": (lambda a: tf.pad(a, [[0, 0], [1, 1], [2, 0], [0, 0]], constant_values=0.5),
+                                 [(4, 4, 3)], [1.0]),
         "elementwise_mix": (_elementwise_mix, [(4, 4, 3), (4, 4, 3), (1, 1, 3)], [1.0, 3.0, 0.3]),
         "movement_mix": (_movement_mix, [(7, 7, 3)], [1.0]),
     }

@@ -77,3 +77,12 @@ def test_on_emulated_cortex_m(op_models, tmp_path, name, board, kernels):
     r = run_emulated(compiled, load_board(board), path, str(tmp_path / "fw"), inputs=xs, profile=False)
     for row in r["outputs"]:
         assert row["dtype"] == "int16" and row["max_abs_diff_host"] == 0 and row["max_abs_err_reference"] == 0, row
+
+
+def test_padv2_with_a_float_constant_is_refused(op_models):
+    """TF 2.21's converter writes a 16x8 PADV2 whose constant stays float32; TFLite's Prepare refuses it, so does
+    tinyc, in one line naming the node."""
+    from tinyc.compiler import compile_model
+    from tinyc.errors import TinycError
+    with pytest.raises(TinycError, match="int16 PADV2 with the float constant"):
+        compile_model(op_models("padv2_float_constant"))

@@ -414,7 +414,7 @@ def pad(cv, opts, ins):
     if len(ins) > 2 and ins[2] >= 0:
         v = cv.value(ins[2], "constant value").reshape(-1)[0]
         value = float(v) if np.issubdtype(v.dtype, np.floating) else int(v)
-    elif cv.runtime_dtype(cv.out) == "int8":
+    elif cv.runtime_dtype(cv.out) in ("int8", "int16"):
         value = int(np.asarray(cv.quant(cv.out).zero_point).reshape(-1)[0])   # TFLite pads with the zero point
     else:
         value = 0.0

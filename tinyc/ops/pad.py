@@ -25,7 +25,11 @@ def float_kernel(k):
 def int8_kernel(k):
     if not same_quant(in_quant(k), out_quant(k)):
         raise TinycError(f"node '{k.node.name}': {k.out.dtype} Pad needs equal input and output quantization")
-    value = int(k.node.attrs.get("value", qp.zero_point_of(out_quant(k))))
+    value = k.node.attrs.get("value", qp.zero_point_of(out_quant(k)))
+    if k.out.dtype == "int16" and not isinstance(value, (int, np.integer)):
+        raise TinycError(f"node '{k.node.name}': int16 PADV2 with the {type(value).__name__} constant {value!r}; "
+                         "TFLite takes a constant of the input's type (int16) and refuses this model")
+    value = int(value)
     pads = k.node.attrs["pads"]
     fill = strided_loops([k.out_size], [[1]], "y[{o0}] = %d;" % value)
     place = place_block(k.in_shape(0), k.out_shape, [b for b, _ in pads], "x0")
