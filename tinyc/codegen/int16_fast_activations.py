@@ -4,7 +4,8 @@ and activation.py, reading the same parameters (`k.params`, docs/int16-numerics.
 SOFTMAX (templates/int8_fast/softmax_int16.c.j2): x - max(row) is in [-65535, 0], so the reference's
 MultiplyByQuantizedMultiplier becomes the cheapest expression int8_fast_misc.requant_expr proves equal to it over
 that bound (SMMULR on DSP cores instead of a 64-bit product; 16-bit halves on the M0+); the exponentials wait in y
-as in the reference; the sum's leading zeros come from CLZ where the core has it.
+as in the reference; differences that rescale to the table's first entry (at most `cut`, found at compile time) take
+its value without the rescale; the sum's leading zeros come from CLZ where the core has it.
 
 LOGISTIC / TANH (templates/int8_fast/sigmoid_tanh_int16.c.j2): the reference takes |v| of the rescaled input v,
 interpolates TFLite's sigmoid table between two entries and mirrors the result below 0 with a rounding of its
@@ -32,13 +33,26 @@ def _int16_io(k) -> bool:
     return all(k.tensor(i).dtype == "int16" for i in range(len(k.node.inputs))) and k.out.dtype == "int16"
 
 
+def softmax_cut(mult: int, shift: int, exp_lut) -> tuple[int, int] | None:
+    """(cut, e0): every difference d = x - max <= cut (and only those) rescales to the exp table's first entry,
+    whose value is e0; None when no difference does. Checked for every d in [-65535, 0]."""
+    d = np.arange(-DIFF_BOUND, 1, dtype=np.int64)
+    first = i16.multiply_by_quantized_multiplier(d, mult, shift) + 65535 <= 0
+    if not first.any():
+        return None
+    cut = int(d[first].max())
+    assert np.array_equal(first, d <= cut)
+    return cut, int(i16.table_lookup(np.array([-32768]), exp_lut)[0])
+
+
 def softmax(k):
     p, n = k.params, k.out_shape[-1]
     if not _int16_io(k):
         return None
     exp_lut, recip_lut = i16.softmax_tables()
     return "softmax_int16.c.j2", dict(
-        rows=k.out_size // n, n=n, scaled=requant_expr("(int32_t)in[c] - max", DIFF_BOUND, p.mult, p.shift),
+        rows=k.out_size // n, n=n, scaled=requant_expr("d", DIFF_BOUND, p.mult, p.shift),
+        cut=softmax_cut(p.mult, p.shift, exp_lut),
         exp_lut=k.table(exp_lut, "int16", "int16 softmax: e^x on [-10, 0] in Q0.15, 512 steps and the end point"),
         recip_lut=k.table(recip_lut, "int16", "int16 softmax: 1 / (1 + x) on [0, 1] in Q0.15, 512 steps and the "
                                               "end point")), 0

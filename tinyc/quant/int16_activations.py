@@ -172,7 +172,7 @@ def table_lookup(v: np.ndarray, lut) -> np.ndarray:
     return lut[i] + (((lut[i + 1] - lut[i]) * (v & 0x7F) + 64) >> 7)
 
 
-def _mbqm(x: np.ndarray, mult: int, shift: int) -> np.ndarray:
+def multiply_by_quantized_multiplier(x: np.ndarray, mult: int, shift: int) -> np.ndarray:
     """MultiplyByQuantizedMultiplier on int64 arrays of int32 values (the left shift wraps in 32 bits, as C)."""
     left, right = max(shift, 0), max(-shift, 0)
     v = ((x << left) + (1 << 31)) % (1 << 32) - (1 << 31)
@@ -192,8 +192,9 @@ def softmax(x: np.ndarray, mult: int, shift: int, exp_lut, recip_lut) -> np.ndar
     """The kernel (reference_ops::SoftmaxInt16) over the last axis of int16 `x`, in exact integers."""
     rows = x.reshape(-1, x.shape[-1]).astype(np.int64)
     diff = rows - rows.max(axis=1, keepdims=True)
-    e = table_lookup(np.clip(_mbqm(diff, mult, shift) + 32767, -32768, 32767), exp_lut)      # Q0.15
-    total = e.sum(axis=1)                                                                   # Q16.15
+    scaled = multiply_by_quantized_multiplier(diff, mult, shift)
+    e = table_lookup(np.clip(scaled + 32767, -32768, 32767), exp_lut)          # Q0.15
+    total = e.sum(axis=1)                                                       # Q16.15
     out = np.empty_like(rows)
     for r, s in enumerate(total.tolist()):
         headroom_plus_one = 32 - int(s).bit_length()                    # count of leading zeros of uint32
