@@ -218,6 +218,38 @@ def test_mlperf_tiny_hybrid(tmp_path, name):
     assert report["ok"], report
 
 
+def _embedding():
+    """Keras 3 Embedding: the converter makes GATHER of an int8 table and a run-time DEQUANTIZE (no hybrid layer)
+    and a hybrid FULLY_CONNECTED head."""
+    from tinyc.keras_runtime import import_keras
+    keras = import_keras()
+    x = keras.Input((8,), dtype="int32")
+    h = keras.layers.Embedding(1000, 32)(x)
+    return keras.Model(x, keras.layers.Dense(4)(keras.layers.Flatten()(h)))
+
+
+def _conv1d():
+    """Keras 3 Conv1D (EXPAND_DIMS + hybrid CONV_2D) and a hybrid FULLY_CONNECTED."""
+    from tinyc.keras_runtime import import_keras
+    keras = import_keras()
+    x = keras.Input((64, 8))
+    h = keras.layers.Conv1D(32, 5, activation="relu")(x)
+    return keras.Model(x, keras.layers.Dense(4)(keras.layers.Flatten()(h)))
+
+
+@pytest.mark.skipif(not FULL, reason="TINYC_FULL=1: more converter-made dynamic-range models")
+@pytest.mark.parametrize("name", ["embedding", "conv1d", "attention_block"])
+def test_more_converter_models(tmp_path, name):
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    import mlperf_tiny
+    model = {"embedding": _embedding, "conv1d": _conv1d}.get(name, lambda: mlperf_tiny.build(name))()
+    path = _convert(model, tmp_path / f"{name}.tflite")
+    report = verify(path, samples=10, seed=2)
+    print(f"{name}: max abs error {report['max_abs_err']:.3g} (tolerance {report['outputs'][0]['tolerance']:.3g})")
+    assert report["ok"], report
+
+
 @pytest.mark.skipif(not FULL or not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
                     reason="TINYC_FULL=1 with arm-none-eabi-gcc and qemu-system-arm")
 def test_on_the_m0plus_and_m4(models, tmp_path):
