@@ -108,3 +108,17 @@ def test_mobilenetv2_pico2_example(tmp_path):
     assert r["layers"][r["peak_step"]]["in_place"]            # the peak layer writes over its input
     assert res["svg"].read_text().startswith("<svg") and "<html" in res["html"].read_text().lower()
     assert res["run"]["outputs_match"] and res["run"]["core"] == "cortex-m33" and len(res["run"]["layers"]) == 65
+
+
+@needs_arm
+@pytest.mark.skipif(not __import__("os").environ.get("TINYC_FULL"), reason="trains two CNNs, 8 QEMU runs: TINYC_FULL=1")
+def test_int4_weights_example(tmp_path):
+    import int4_weights
+    rows = int4_weights.main(["--out", str(tmp_path)])
+    by = {(r["model"], r["scheme"]): r for r in rows}
+    for model in ("digits CNN", "MNIST CNN"):
+        i8, i4 = by[(model, "int8")], by[(model, "int4")]
+        assert i4["weight_bytes"] < 0.65 * i8["weight_bytes"] and i4["macs"] == i8["macs"]
+        assert abs(i4["accuracy"] - i8["accuracy"]) <= 0.03
+        for board in int4_weights.BOARDS:
+            assert i4[board]["flash"] < i8[board]["flash"]

@@ -256,6 +256,14 @@ def test_fast_int4_conv_equals_reference(c):
 
 
 @settings(**SETTINGS)
+@given(c=conv_case(True))
+def test_fast_int4_depthwise_equals_reference(c):
+    kernels = assert_twins_agree(conv_graph(c), c["seed"])
+    if c["c"] > 1 and c["o"] == c["c"]:
+        assert kernels[0].startswith("int8_fast/depthwise_int4/"), kernels
+
+
+@settings(**SETTINGS)
 @given(c=dense_case())
 def test_fast_int4_dense_equals_reference(c):
     kernels = assert_twins_agree(dense_graph(c), c["seed"])

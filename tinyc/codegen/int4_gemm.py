@@ -211,3 +211,79 @@ def gemm(k):
                      f"{geo['kh']}x{geo['kw']}, stride {geo['sh']}x{geo['sw']}, pads {tuple(geo['pads'])}, int4 "
                      "weights")
     return "gemm_int4.c.j2", v, geo["oh"] * geo["ow"] * o * kdim
+
+
+# -- depthwise (depth multiplier 1): templates/int8_fast/depthwise_int4.c.j2 -------------------------------------
+# Channel after channel: the channel's input plane is copied into kernel scratch as u = x + 128 (unsigned bytes, so
+# every load is an LDRB with an immediate offset, on the M0+ too), padded with the input zero point's u, so the
+# output pixels need no bounds checks; the channel's kh x kw nibbles are unpacked once into registers (its taps,
+# never stored); acc = Σ u w + bias - (zp + 128) Σ w, the twin of the reference's Σ (x - zp) w + bias.
+MAX_TAPS = 25        # taps unrolled per output pixel (5x5); larger windows keep the reference kernel
+
+
+def _depthwise_geometry(g, node) -> dict | None:
+    from .int8_fast import _bias, _io_int8, conv_geometry, is_depthwise, scratch_level
+    if not is_depthwise(g, node) or not _io_int8(g, node) or scratch_level(node) == "none":
+        return None
+    w = g.tensors[node.inputs[1]]
+    if w.dtype != "int4" or not w.is_const or w.quant is None or np.any(np.asarray(w.quant.zero_point) != 0):
+        return None
+    if _bias(g, node) is False:
+        return None
+    geo = conv_geometry(g, node)
+    if geo["kh"] * geo["kw"] > MAX_TAPS:
+        return None
+    geo["ph"] = (geo["oh"] - 1) * geo["sh"] + (geo["kh"] - 1) * geo["dh"] + 1     # padded rows the outputs read
+    geo["pw"] = (geo["ow"] - 1) * geo["sw"] + (geo["kw"] - 1) * geo["dw"] + 1
+    return geo
+
+
+def depthwise_applies(g, node) -> bool:
+    return _depthwise_geometry(g, node) is not None
+
+
+def applies(g, node) -> bool:
+    """One of this module's kernels takes the layer."""
+    return bool(mode(g, node)) or depthwise_applies(g, node)
+
+
+def scratch_bytes(g, node) -> int:
+    """Kernel scratch of the layer's int4 kernel (0 where none applies)."""
+    if mode(g, node):
+        return work_bytes(g, node)
+    geo = _depthwise_geometry(g, node)
+    return -(-geo["ph"] * geo["pw"] // 4) * 4 if geo else 0
+
+
+def depthwise(k):
+    """(template, variables, MACs) of the int4 depthwise kernel, or None (no scratch in the plan, or an output
+    overlapping its input other than pixel for pixel: the reference kernel's raster order then)."""
+    from .int8_fast import _bias
+    g = k.plan.graph
+    geo = _depthwise_geometry(g, k.node)
+    if geo is None or k.work is None:
+        return None
+    c = geo["oc"]
+    # planar (channel by channel) unless the output overlaps its input other than pixel for pixel: then the
+    # reference's raster order (its memory contract), taps unpacked per use
+    raster = k.in_place is not None and (k.in_place.kind != "depthwise" or k.in_place.lead % c != 0)
+    p = k.params
+    bias = _bias(g, k.node)
+    w = k.tensor(1).data.astype(np.int8).reshape(c, -1)
+    taps = [dict(index=t, off=(t // geo["kw"]) * geo["dh"] * geo["pw"] + (t % geo["kw"]) * geo["dw"])
+            for t in range(geo["kh"] * geo["kw"])]
+    bound = gemm_pack.acc_bound(w, bias, p.in_zp)
+    fast = gemm_pack.fast_mbqm(p.shifts, bound)
+    v = dict(geo, taps=taps, kk=len(taps), c=c, nibble=c_nibble, in_zp=p.in_zp, u_zp=(p.in_zp + 128) & 0xFF,
+             out_zp=p.out_zp, lo=p.lo, hi=p.hi, has_t=k.scratch is not None, fast=fast,
+             w=k.table(pack_int4(w), "uint8", "int4 weights, two per byte, low nibble first"),
+             bias=k.table(bias, "int32", "biases") if bias is not None else None,
+             prm=k.table(np.stack([p.mults, [-s for s in p.shifts], [1 << (-s - 1) for s in p.shifts]], axis=1),
+                         "int32", "per channel: multiplier, right shift, rounding") if fast else None,
+             mult=None if fast else k.table(p.mults, "int32", "requantization multipliers"),
+             shift=None if fast else k.table(p.shifts, "int8", "requantization shifts"),
+             raster=raster, padded=any(geo["pads"]), variant="int4-depthwise" + ("-raster" if raster else ""),
+             comment=f"depthwise {geo['ih']}x{geo['iw']}x{c} -> {geo['oh']}x{geo['ow']}x{c}, kernel "
+                     f"{geo['kh']}x{geo['kw']}, stride {geo['sh']}x{geo['sw']}, pads {tuple(geo['pads'])}, int4 "
+                     "weights")
+    return "depthwise_int4.c.j2", v, geo["oh"] * geo["ow"] * c * len(taps)

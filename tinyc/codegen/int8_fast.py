@@ -163,8 +163,8 @@ def work_bytes(g, node) -> int:
     the DSP path's and the byte path's (one row of inputs + 128, K rounded up to 8), which share it."""
     if scratch_level(node) == "none":
         return 0
-    if int4_gemm.mode(g, node):        # int4 weights (int4_gemm.py)
-        return int4_gemm.work_bytes(g, node)
+    if int4_gemm.applies(g, node):        # int4 weights (int4_gemm.py)
+        return int4_gemm.scratch_bytes(g, node)
     from .hybrid_fast import applies as hybrid_applies, work_bytes as hybrid_work_bytes   # (it imports the ops)
     if hybrid_applies(g, node):
         return hybrid_work_bytes(g, node)
@@ -244,6 +244,8 @@ def conv2d(k):
         return int16_fast.gemm(k)
     if int16_fast.depthwise_applies(g, k.node):     # 16x8 depthwise (int16_fast.py)
         return int16_fast.depthwise(k)
+    if int4_gemm.depthwise_applies(g, k.node):
+        return int4_gemm.depthwise(k)
     if is_depthwise(g, k.node):
         if int8_depthwise.work_bytes(g, k.node) and k.work is None:     # a plan made without kernel scratch
             return None
