@@ -73,7 +73,16 @@ def residual_pool_cnn():
                        name="residual_pool_cnn")
 
 
-BUILDERS = {f.__name__: f for f in (mlp_reshape, conv_block, activation_heads, residual_pool_cnn)}
+def unrolled_lstm():
+    """A Keras LSTM with unroll=True: the converter writes its steps as FULLY_CONNECTED, SPLIT, LOGISTIC, TANH,
+    MUL and ADD in 16x8 (TF 2.21 makes no 16x8 UNIDIRECTIONAL_SEQUENCE_LSTM: docs/int16-numerics.md 5.3)."""
+    keras = _keras()
+    L = keras.layers
+    x = keras.Input((3, 4), batch_size=1)
+    return keras.Model(x, L.LSTM(6, unroll=True)(x), name="unrolled_lstm")
+
+
+BUILDERS = {f.__name__: f for f in (mlp_reshape, conv_block, activation_heads, residual_pool_cnn, unrolled_lstm)}
 
 
 def build(name: str, seed: int = 0):
