@@ -142,6 +142,8 @@ def _output_lines(r: dict, samples: str) -> list[str]:
                      f"{o['max_abs_err_reference']:.3g}, tolerance {o['tolerance']:.3g})")
     if r.get("oracle_reason"):
         lines.append(f"oracle: TFLite Micro {r.get('oracle_version') or ''} -- {r['oracle_reason']}")
+    if r.get("oracle_weights"):        # --weights float16: the reference ran the model with its weights rounded
+        lines.append(f"weights: {r['oracle_weights']}")
     lines.append(f"outputs match: {'yes' if r['outputs_match'] else 'NO'}")
     lines.append(f"note: {r['note']}")
     return lines
