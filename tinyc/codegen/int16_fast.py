@@ -234,3 +234,55 @@ def depthwise(k):
              high=k.table(high, "int32", "requantization multipliers (high word of the product)"),
              lo=p.lo, hi=p.hi, t=k.scratch if k.depthwise_in_place else None, wstride=kh * kw + (kh * kw) % 2)
     return "depthwise_16x8.c.j2", v, oh * ow * c * kh * kw
+
+
+# -- k x k convolution -------------------------------------------------------------------------------------------
+# Raster order, all channels of a pixel before the next pixel (the reference's order: its window placements hold).
+# An inner pixel's window is kh runs of kw * C contiguous int16 inputs (dilation 1 along the row); each run meets
+# its weights as int16 pairs (the weights stored int16, runs padded to an even length) with one SMLAD per two
+# multiply-accumulates, two output channels per pass sharing the input loads; edge pixels take a bounds-checked
+# loop. int32 totals proved not to overflow, as above.
+
+def conv_applies(g, node) -> bool:
+    if node.op != "Conv2D" or not _is_16x8(g, node) or pointwise(g, node) or depthwise_applies(g, node):
+        return False
+    a = node.attrs
+    x = g.tensors[node.inputs[0]]
+    if int(a.get("groups", 1)) != 1 or int(a["dilations"][1]) != 1 or len(x.shape) != 4 or x.shape[0] != 1:
+        return False
+    w2d, bias = _weights_bias(g, node)
+    return w2d is not None and fits_int32(w2d, bias)
+
+
+def conv(k):
+    g, node, p = k.plan.graph, k.node, k.params
+    if not conv_applies(g, node):
+        return None
+    w2d, bias = _weights_bias(g, node)
+    _, ih, iw, c = k.in_shape(0)
+    _, oh, ow, o = k.out_shape
+    _, kh, kw, _ = k.in_shape(1)
+    a = node.attrs
+    (sh, sw), dh, (pt, pl) = a["strides"], a["dilations"][0], a["pads"][:2]
+    run = kw * c
+    runp = run + run % 2
+    w = np.zeros((o, kh, runp), np.int16)
+    w[:, :, :run] = w2d.reshape(o, kh, run)
+    rows = [oy for oy in range(oh) if oy * sh - pt >= 0 and oy * sh - pt + (kh - 1) * dh < ih]
+    cols = [ox for ox in range(ow) if ox * sw - pl >= 0 and ox * sw - pl + kw - 1 < iw]
+    high = high_word_multipliers(p.mults, p.shifts)
+    v = dict(ih=ih, iw=iw, c=c, oh=oh, ow=ow, o=o, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, pt=pt, pl=pl, run=run, runp=runp,
+             rows=(rows[0], rows[-1] + 1) if rows else (0, 0), cols=(cols[0], cols[-1] + 1) if cols else (0, 0),
+             w=k.table(w, "int16", "16x8 conv weights, int16, each row of the window padded to an even length"),
+             bias=k.table(bias, "int32", "16x8 bias") if np.any(bias) else None, lo=p.lo, hi=p.hi,
+             restrict="" if k.in_place is not None else "restrict ",
+             window=kh * runp * 2 <= 512)     # edge pixels copy their window onto the stack (<= 512 bytes)
+    if high is not None:
+        hw = k.table(high, "int32", "requantization multipliers (high word of the product)")
+        v["requant"] = lambda acc, ch: f"tinyc_clamp16(tinyc_smmulr({acc}, {hw}[{ch}]), {p.lo}, {p.hi})"
+    else:
+        mult = k.table(p.mults, "int32", "requantization multipliers")
+        shift = k.table(p.shifts, "int8", "requantization shifts")
+        v["requant"] = lambda acc, ch: (f"tinyc_clamp16(tinyc_requantize64({acc}, {mult}[{ch}], {shift}[{ch}]), "
+                                        f"{p.lo}, {p.hi})")
+    return "conv_16x8.c.j2", v, oh * ow * o * kh * kw * c

@@ -244,6 +244,8 @@ def conv2d(k):
         return int16_fast.gemm(k)
     if int16_fast.depthwise_applies(g, k.node):     # 16x8 depthwise (int16_fast.py)
         return int16_fast.depthwise(k)
+    if int16_fast.conv_applies(g, k.node):          # 16x8 k x k conv (int16_fast.py)
+        return int16_fast.conv(k)
     if int4_gemm.depthwise_applies(g, k.node):
         return int4_gemm.depthwise(k)
     if is_depthwise(g, k.node):
