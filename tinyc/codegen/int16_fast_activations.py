@@ -46,6 +46,7 @@ def softmax_cut(mult: int, shift: int, exp_lut) -> tuple[int, int] | None:
 
 
 def softmax(k):
+    """SOFTMAX on int16 rows: the reference's tables, its rescale by the cheapest exact expression."""
     p, n = k.params, k.out_shape[-1]
     if not _int16_io(k):
         return None
@@ -56,7 +57,6 @@ def softmax(k):
         exp_lut=k.table(exp_lut, "int16", "int16 softmax: e^x on [-10, 0] in Q0.15, 512 steps and the end point"),
         recip_lut=k.table(recip_lut, "int16", "int16 softmax: 1 / (1 + x) on [0, 1] in Q0.15, 512 steps and the "
                                               "end point")), 0
-
 
 
 def _segment_bits(fn: str) -> tuple[int, int]:
@@ -72,7 +72,7 @@ def segment_tables(fn: str) -> tuple[tuple, tuple]:
     width, table = 1 << bits, i16.SIGMOID_TABLE
     base, rise = [], []
     for s in range(-256, 256):
-        if s >= 0 and s < 255:          # |v| in table interval s: the reference's rounding, offset = |v|'s
+        if 0 <= s < 255:                # |v| in table interval s: the reference's rounding, offset = |v|'s
             b = (table[s] << bits) + (1 << (out_shift - 1)) - (0 if fn == "sigmoid" else 1 << 23)
             r = table[s + 1] - table[s]
         elif 0 > s > -256:              # the mirror: |v| = -s * width - offset, in interval -s - 1 (offset > 0)
