@@ -298,6 +298,29 @@ def test_weights_float16_equals_the_rounded_model(models, name, fmt):
 
 
 @needs_tf
+def test_batch_matmul_with_float16_constant(tmp_path):
+    """BATCH_MATMUL of the input by a constant of rank 3 (broadcast over the input's two leading axes), from the
+    converter's float16 path (DEQUANTIZE folded): TFLite's numbers, and with --weights float16 the constant is
+    stored as float16 (MatMul reads it through the widening)."""
+    _, tf = _keras()
+    w = tf.constant(np.random.default_rng(9).standard_normal((2, 4, 5)).astype(np.float32))
+
+    @tf.function
+    def product(x):
+        return tf.linalg.matmul(x, w)
+    conv = tf.lite.TFLiteConverter.from_concrete_functions(
+        [product.get_concrete_function(tf.TensorSpec([1, 2, 3, 4], tf.float32))], product)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.target_spec.supported_types = [tf.float16]
+    path = tmp_path / "bmm.tflite"
+    path.write_bytes(conv.convert())
+    for options in (None, codegen_options(weights="float16")):
+        assert verify(str(path), options=options)["ok"]
+    c = compile_model(str(path), options=codegen_options(weights="float16"))
+    assert [n.op for n in c.graph.nodes] == ["MatMul"] and c.library.stored_weights == {"float16": 2 * 40}
+
+
+@needs_tf
 def test_keras_batchnorm_is_folded_before_rounding(tmp_path):
     """A Keras Conv2D / DepthwiseConv2D / Dense followed by BatchNormalization (what fold_batchnorm folds): the
     rounded copy folds the BatchNormalization's scale into the kernel before rounding, as TFLite's converter does,
