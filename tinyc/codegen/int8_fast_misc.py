@@ -174,6 +174,8 @@ def _word(v: int) -> str:
 
 
 def unary(k):
+    if "int16" in (k.tensor(0).dtype, k.out.dtype):
+        return unary_int16(k)
     table = unary_table(k)
     if table is None:
         return None
@@ -194,6 +196,38 @@ def unary(k):
     v["table"] = None if v["noop"] else k.table([table[u ^ 0x80] for u in range(256)], "int8",
                                                   f"int8 {what}: output for each input byte")
     return "lut.c.j2", v, 0
+
+
+def _clamp16_expr(v: str, lo: int, hi: int, dtype: str) -> str:
+    """The output of a 16x8 rescale: int8 (QUANTIZE int16 -> int8) or int16, clamped to [lo, hi]."""
+    return clamp_expr(v, lo, hi) if dtype == "int8" else f"tinyc_clamp16({v}, {lo}, {hi})"
+
+
+def unary_int16(k):
+    """16x8 RELU / RELU6, LEAKY_RELU and QUANTIZE int16 -> int8 / int16 (docs/int16-numerics.md 3.4, 3.5): each
+    MultiplyByQuantizedMultiplier of an int16 value (|v| <= 2^15) in the cheapest form `requant_expr` proves equal.
+    LOGISTIC / TANH (their own kernels) use the reference rule."""
+    node, p = k.node, k.params
+    if k.tensor(0).dtype != "int16":
+        return None
+    if node.op == "Quantize":
+        m, sh = p
+        lo, hi = (-128, 127) if k.out.dtype == "int8" else (-32768, 32767)
+        expr = _clamp16_expr(requant_expr("v", 1 << 15, m, sh, qp.zero_point_of(k.out.quant)), lo, hi, k.out.dtype)
+        what = f"requantize int16 to {k.out.dtype}"
+    elif node.op == "Activation" and p.fn in ("relu", "clip"):
+        m, sh = p.rescale
+        expr, what = _clamp16_expr(requant_expr("v", 1 << 15, m, sh), p.lo, p.hi, "int16"), f"int16 {p.fn}"
+    elif node.op == "Activation" and p.fn == "leaky_relu":
+        (m_i, e_i), (m_a, e_a) = p.rescale, p.alpha_rescale
+        expr = _clamp16_expr(f"(v >= 0 ? {requant_expr('v', 1 << 15, m_i, e_i)} : "
+                             f"{requant_expr('v', 1 << 15, m_a, e_a)})", p.lo, p.hi, "int16")
+        what = "int16 leaky relu"
+    else:
+        return None
+    stmt = "{{ const int32_t v = %s[{o1}]; y[{o0}] = %s; }}" % (k.expr(0), expr)
+    return "binary.c.j2", dict(comment=f"{what} on {k.out_size} values", variant="int16",
+                               loops=strided_loops([k.out_size], [[1], [1]], stmt)), 0
 
 
 # -- Add / Sub / Mul ----------------------------------------------------------------------------------------------
