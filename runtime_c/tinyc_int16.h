@@ -53,7 +53,8 @@ static inline int32_t tinyc_ssat17(int32_t v) {
   __asm__("ssat %0, #17, %1" : "=r"(r) : "r"(v));
   return r;
 #else
-  return v < -65536 ? -65536 : (v > 65535 ? 65535 : v);
+  /* in range exactly when the bits from 16 up are all the sign (two shifts, no constants on the M0+) */
+  return (v >> 16) == (v >> 31) ? v : (v >> 31) ^ 0xFFFF;
 #endif
 }
 
@@ -63,7 +64,7 @@ static inline int32_t tinyc_ssat18(int32_t v) {
   __asm__("ssat %0, #18, %1" : "=r"(r) : "r"(v));
   return r;
 #else
-  return v < -131072 ? -131072 : (v > 131071 ? 131071 : v);
+  return (v >> 17) == (v >> 31) ? v : (v >> 31) ^ 0x1FFFF;
 #endif
 }
 
