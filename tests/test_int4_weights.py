@@ -297,6 +297,8 @@ def _qemu_cases():
                                      in_zp=17, out_zp=3, out_scale=0.6, act={"fn": "relu"}, extreme=False, seed=2)),
         "depthwise": conv_graph(dict(k=(3, 3), s=(1, 1), c=13, o=13, depthwise=True, h=6, w=5, mode="same",
                                      in_zp=4, out_zp=-3, out_scale=0.1, act=None, extreme=True, seed=5)),
+        "depthwise_s2": conv_graph(dict(k=(3, 3), s=(2, 2), c=10, o=10, depthwise=True, h=7, w=8, mode="same",
+                                        in_zp=-128, out_zp=5, out_scale=0.1, act=None, extreme=True, seed=6)),
     }
 
 
@@ -315,6 +317,7 @@ def test_int4_kernels_under_qemu(tmp_path):
     for name, g in _qemu_cases().items():
         fast = compile_graph(g, "m", options=codegen_options(kernels="fast"))
         ref = compile_graph(g, "m", options=codegen_options(kernels="reference"))
+        assert fast.library.layers[0]["kernel"].startswith("int8_fast/"), (name, fast.library.layers[0]["kernel"])
         x = _x(g, 0)[:2]
         host = run_generated(ref, [x])[0]
         for board in ("nucleo-f412zg", "pico"):

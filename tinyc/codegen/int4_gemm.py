@@ -252,20 +252,32 @@ def scratch_bytes(g, node) -> int:
     if mode(g, node):
         return work_bytes(g, node)
     geo = _depthwise_geometry(g, node)
-    return -(-geo["ph"] * geo["pw"] // 4) * 4 if geo else 0
+    if geo is None:
+        return 0
+    return max(-(-geo["ph"] * geo["pw"] // 4) * 4, -(-geo["oc"] // 4) * 4)    # planar plane / raster zero-point row
+
+
+def tap_major_nibbles(w: np.ndarray) -> np.ndarray:
+    """w: int8 [C, taps] -> the raster kernel's table: per tap, the channels' int4 values packed two per byte, low
+    nibble first (as TFLite), channels padded to a multiple of 4 with zeros: one 16-bit load gives 4 channels."""
+    c, taps = w.shape
+    padded = np.zeros((taps, -(-c // 4) * 4), np.int64)
+    padded[:, :c] = w.T
+    return pack_int4(padded)
 
 
 def depthwise(k):
     """(template, variables, MACs) of the int4 depthwise kernel, or None (no scratch in the plan, or an output
     overlapping its input other than pixel for pixel: the reference kernel's raster order then)."""
-    from .int8_fast import _bias
+    from .int8_fast import _bias, interior
     g = k.plan.graph
     geo = _depthwise_geometry(g, k.node)
     if geo is None or k.work is None:
         return None
     c = geo["oc"]
     # planar (channel by channel) unless the output overlaps its input other than pixel for pixel: then the
-    # reference's raster order (its memory contract), taps unpacked per use
+    # reference's raster order (its memory contract), four channels per 16-bit load of tap-major nibbles, padded taps
+    # reading a row of the input zero point from the scratch
     raster = k.in_place is not None and (k.in_place.kind != "depthwise" or k.in_place.lead % c != 0)
     p = k.params
     bias = _bias(g, k.node)
@@ -283,6 +295,12 @@ def depthwise(k):
              mult=None if fast else k.table(p.mults, "int32", "requantization multipliers"),
              shift=None if fast else k.table(p.shifts, "int8", "requantization shifts"),
              raster=raster, padded=any(geo["pads"]), variant="int4-depthwise" + ("-raster" if raster else ""),
+             **interior(geo),
+             c4=c - c % 4, cpad=-(-c // 4) * 4,
+             wt=k.table(tap_major_nibbles(w), "uint8", "int4 weights per tap, 4 channels per 16 bits")
+             if raster else None,
+             folded=k.table(gemm_pack.folded_bias(w, bias, p.in_zp), "int32", "bias - input zero point x weight sums")
+             if raster else None,
              comment=f"depthwise {geo['ih']}x{geo['iw']}x{c} -> {geo['oh']}x{geo['ow']}x{c}, kernel "
                      f"{geo['kh']}x{geo['kw']}, stride {geo['sh']}x{geo['sw']}, pads {tuple(geo['pads'])}, int4 "
                      "weights")
