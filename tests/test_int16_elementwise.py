@@ -87,3 +87,17 @@ def test_padv2_with_a_float_constant_is_refused(op_models):
     from tinyc.errors import TinycError
     with pytest.raises(TinycError, match="int16 PADV2 with the float constant"):
         compile_model(op_models("padv2_float_constant"))
+
+
+def test_fast_set_uses_the_int16_fast_kernels(op_models):
+    """The fast kernel set compiles the 16x8 ADD / SUB, RELU / LEAKY_RELU / QUANTIZE and pools with their fast rules
+    (int8_fast_misc), which test_bit_exact_with_tflite_reference and the property tests hold to TFLite."""
+    from tinyc.compiler import codegen_options, compile_model
+    kernels = set()
+    for name in MIXES:
+        layers = compile_model(op_models(name), options=codegen_options(kernels="fast")).library.layers
+        kernels |= {(layer["op"], layer["kernel"]) for layer in layers}
+    for op, kernel in (("Add", "int8_fast/binary/int16"), ("Sub", "int8_fast/binary/int16"),
+                       ("Activation", "int8_fast/binary/int16"), ("Quantize", "int8_fast/binary/int16"),
+                       ("AvgPool2D", "int8_fast/pool16"), ("MaxPool2D", "int8_fast/pool16")):
+        assert (op, kernel) in kernels, (op, kernel, kernels)

@@ -388,7 +388,23 @@ def _window_counts(v) -> set:
     return counts
 
 
+def pool2d_int16(k):
+    """16x8 AVERAGE_POOL_2D / MAX_POOL_2D (docs/int16-numerics.md 4.3): the reference's arithmetic, the windows that
+    lie inside the input read with their taps unrolled at constant offsets and divided by a constant count."""
+    v = dict(k.params)
+    oy_lo, oy_hi = _interior(v["oh"], v["sh"], v["pt"], v["kh"], v["ih"])
+    ox_lo, ox_hi = _interior(v["ow"], v["sw"], v["pl"], v["kw"], v["iw"])
+    if oy_hi <= oy_lo or ox_hi <= ox_lo or v["kh"] * v["kw"] > UNROLL_TAPS:
+        return None
+    v.update(oy_lo=oy_lo, oy_hi=oy_hi, ox_lo=ox_lo, ox_hi=ox_hi, count=v["kh"] * v["kw"],
+             taps=["in[j + %d]" % ((ky * v["iw"] + kx) * v["c"]) if ky or kx else "in[j]"
+                   for ky in range(v["kh"]) for kx in range(v["kw"])])
+    return "pool16.c.j2", v, 0
+
+
 def pool2d(k):
+    if k.out.dtype == "int16":
+        return pool2d_int16(k)
     if not _int8_io(k):
         return None
     v = dict(k.params)                        # the geometry and clamp the reference uses (ops/pool2d.py)
