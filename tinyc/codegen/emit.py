@@ -265,7 +265,7 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
         if form is None or family != form.family or t.dtype != form.source_dtype or name in results or \
                 not form.holds(t.data):
             return None
-        c = add_const((form.name, name), form.store(t.data), form.stored_dtype, comment_text(name))
+        c = add_const((form.name, name), form.store(t.data), form.stored_dtype, f"{comment_text(name)}, {form.name}")
         stored[c] = (form, name)
         return WeightArray(c, c_type(form.stored_dtype), form)
 
