@@ -296,7 +296,7 @@ def depthwise(k):
              shift=None if fast else k.table(p.shifts, "int8", "requantization shifts"),
              raster=raster, padded=any(geo["pads"]), variant="int4-depthwise" + ("-raster" if raster else ""),
              **interior(geo),
-             c4=c - c % 4, cpad=-(-c // 4) * 4,
+             c4=c - c % 4, cpad=-(-c // 4) * 4, pair3=(geo["kw"], geo["sw"], geo["dw"]) == (3, 1, 1),
              wt=k.table(tap_major_nibbles(w), "uint8", "int4 weights per tap, 4 channels per 16 bits")
              if raster else None,
              folded=k.table(gemm_pack.folded_bias(w, bias, p.in_zp), "int32", "bias - input zero point x weight sums")
