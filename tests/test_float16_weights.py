@@ -371,6 +371,30 @@ def test_onnx_model_with_weights_float16(tmp_path):
     assert lib.stored_weights["float16"] == 2 * (4 * 27 + 5 * 16 + 5 * 2)
 
 
+def test_onnx_conv_mul_add_is_folded_before_rounding(tmp_path):
+    """tf2onnx's BatchNormalization after a depthwise conv (Conv -> Mul(c[1,O,1,1]) -> Add): the rounded copy folds
+    c into W before rounding (c becomes ones), so tinyc's fold_affine leaves W a float16 value, stored as such, and
+    onnxruntime runs the same numbers."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in
+             (("W", rng.standard_normal((6, 1, 3, 3))), ("B", rng.standard_normal(6)),
+              ("C", rng.uniform(0.5, 1.5, (1, 6, 1, 1))), ("T", rng.standard_normal((1, 6, 1, 1))))]
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], group=6, pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["c", "C"], ["m"]), helper.make_node("Add", ["m", "T"], ["a"]),
+             helper.make_node("Relu", ["a"], ["y"])]
+    graph = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 5, 5])], inits)
+    path = tmp_path / "bn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    half = codegen_options(weights="float16")
+    assert verify(str(path), options=half)["ok"]
+    c = compile_model(str(path), options=half)
+    assert [n.op for n in c.graph.nodes if n.op != "Transpose"] == ["Conv2D"]   # (NCHW in and out: transposes)
+    assert c.library.stored_weights == {"float16": 2 * 54}
+
+
 # -- refusals -----------------------------------------------------------------------------------------------------
 def test_refusals_are_one_line(tmp_path):
     from test_cli import one_line_error, tinyc

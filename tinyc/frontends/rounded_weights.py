@@ -9,7 +9,9 @@ TFLite model's weights are float16 already (its DEQUANTIZE is folded at import):
 A Keras BatchNormalization that tinyc folds into the Conv / Dense before it (passes/fold_batchnorm.py) is folded
 into the copy's kernel before rounding, as TFLite's converter does for its float16 models: rounding the kernel
 alone would leave tinyc a folded kernel float16 cannot hold, and the copy's BatchNormalization keeps only its
-shift (a scale of exactly 1), so the kernel tinyc stores is the rounded one Keras runs."""
+shift (a scale of exactly 1), so the kernel tinyc stores is the rounded one Keras runs. The same for the
+Conv -> Mul(per-channel constant) that tf2onnx makes of a BatchNormalization (passes/fold_affine.py): the Mul's
+constant becomes ones."""
 from __future__ import annotations
 
 import os
@@ -64,10 +66,14 @@ def _round_onnx(path: str, out: str) -> int:
         count += 1
         return numpy_helper.from_array(round_to_half(numpy_helper.to_array(t), t.name), t.name)
 
+    scaled = _fold_onnx_scales(model.graph)
     graphs = [model.graph]
     while graphs:
         g = graphs.pop()
         for k, t in enumerate(g.initializer):
+            if g is model.graph and t.name in scaled:      # folded and rounded by _fold_onnx_scales
+                count += 1
+                continue
             r = rounded(t)
             if r is not None:
                 g.initializer[k].CopyFrom(r)
@@ -80,6 +86,47 @@ def _round_onnx(path: str, out: str) -> int:
                 graphs += [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
     onnx.save(model, out)
     return count
+
+
+def _fold_onnx_scales(graph) -> set:
+    """tf2onnx's BatchNormalization after a conv: Conv -> Mul(per-channel constant) -> Add. What tinyc's fold_affine
+    folds (the Mul alone reads the Conv's output, which is no graph output; the constant [O,1,1] or [1,O,1,1]; W and
+    B initializers read by that Conv only) is folded here first, as for Keras: W := float16(W * c), B := B * c, c :=
+    ones, so the kernel tinyc stores is the rounded one onnxruntime runs. The names of the weights rounded."""
+    from onnx import numpy_helper
+    inits = {t.name: t for t in graph.initializer}
+    readers: dict = {}
+    for node in graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    outputs = {o.name for o in graph.output}
+    done = set()
+    for conv in graph.node:
+        if conv.op_type != "Conv" or len(conv.output) != 1 or conv.output[0] in outputs:
+            continue
+        users = readers.get(conv.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Mul":
+            continue
+        mul = users[0]
+        other = [i for i in mul.input if i != conv.output[0]]
+        names = list(conv.input[1:3])
+        if (len(other) != 1 or other[0] not in inits or any(n not in inits or len(readers.get(n, [])) != 1
+                                                            for n in names) or len(readers.get(other[0], [])) != 1):
+            continue
+        w = numpy_helper.to_array(inits[names[0]])
+        c = numpy_helper.to_array(inits[other[0]])
+        if (w.dtype != np.float32 or c.dtype != np.float32 or w.ndim != 4 or c.ndim not in (3, 4)
+                or c.shape[-3:] != (w.shape[0], 1, 1) or c.size != w.shape[0] or not np.all(np.isfinite(c))):
+            continue
+        scale = c.reshape(-1)
+        inits[names[0]].CopyFrom(numpy_helper.from_array(
+            round_to_half((w * scale.reshape(-1, 1, 1, 1)).astype(np.float32), names[0]), names[0]))
+        if len(names) > 1:
+            b = numpy_helper.to_array(inits[names[1]])
+            inits[names[1]].CopyFrom(numpy_helper.from_array((b * scale).astype(np.float32), names[1]))
+        inits[other[0]].CopyFrom(numpy_helper.from_array(np.ones_like(c), other[0]))
+        done.update([names[0], other[0]])
+    return done
 
 
 def _round_tflite(path: str, out: str) -> int:
