@@ -209,6 +209,19 @@ def depthwise_applies(g, node) -> bool:
     return w2d is not None and fits_int32(w2d, bias)
 
 
+def _segments_of(n_out: int, stride: int, pad: int, k: int, dil: int, n_in: int) -> list[tuple]:
+    """Runs (first, end, taps inside) of output positions along one axis whose window taps inside the input are
+    the same."""
+    out = []
+    for o in range(n_out):
+        inside = tuple(t for t in range(k) if 0 <= o * stride - pad + t * dil < n_in)
+        if out and out[-1][2] == inside:
+            out[-1] = (out[-1][0], o + 1, inside)
+        else:
+            out.append((o, o + 1, inside))
+    return out
+
+
 def depthwise(k):
     g, node, p = k.plan.graph, k.node, k.params
     if not depthwise_applies(g, node) or (k.in_place is not None and not k.depthwise_in_place):
@@ -226,13 +239,18 @@ def depthwise(k):
     rows = [oy for oy in range(oh) if oy * sh - pt >= 0 and oy * sh - pt + (kh - 1) * dh < ih]
     cols = [ox for ox in range(ow) if ox * sw - pl >= 0 and ox * sw - pl + (kw - 1) * dw < iw]
     taps = [(ky, kx, ((ky * dh) * iw + kx * dw) * c) for ky in range(kh) for kx in range(kw)]
+    row_segs = _segments_of(oh, sh, pt, kh, dh, ih)
+    col_segs = _segments_of(ow, sw, pl, kw, dw, iw)
     v = dict(ih=ih, iw=iw, c=c, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=pt, pl=pl, taps=taps,
              rows=(rows[0], rows[-1] + 1) if rows else (0, 0), cols=(cols[0], cols[-1] + 1) if cols else (0, 0),
              w=k.table(np.pad(w2d, ((0, 0), (0, (kh * kw) % 2))).astype(np.int16), "int16",
                        "16x8 depthwise weights, int16 per tap (rows padded to an even count)"),
              bias=k.table(bias, "int32", "16x8 bias") if np.any(bias) else None,
              high=k.table(high, "int32", "requantization multipliers (high word of the product)"),
-             lo=p.lo, hi=p.hi, t=k.scratch if k.depthwise_in_place else None, wstride=kh * kw + (kh * kw) % 2)
+             lo=p.lo, hi=p.hi, t=k.scratch if k.depthwise_in_place else None, wstride=kh * kw + (kh * kw) % 2,
+             # edge pixels: per block of rows and columns whose taps inside the image are the same, those taps
+             # unrolled (no bounds checks); a kernel with many such blocks checks its taps per pixel instead
+             blocks=[(r, cs) for r in row_segs for cs in col_segs] if len(row_segs) * len(col_segs) <= 16 else None)
     return "depthwise_16x8.c.j2", v, oh * ow * c * kh * kw
 
 
