@@ -362,6 +362,13 @@ def test_quantize_int8_weights_int4(tmp_path):
         q = t.data.astype(np.int8).reshape(t.shape[0], -1)
         assert np.abs(q).max(axis=1).tolist() == [7] * t.shape[0]
     assert c4.library.weight_bytes < 0.6 * c8.library.weight_bytes
+    # tinyc report: a layer's int4 weights count packed, two per byte (plus its int32 bias)
+    from tinyc.memory_report import memory_report
+    rows = {row["name"]: row for row in memory_report(c4)["layers"]}
+    for n in c4.quantized.nodes:
+        if n.op in ("Conv2D", "Dense"):
+            w, b = (c4.quantized.tensors[i] for i in n.inputs[1:3])
+            assert rows[n.name]["weight_bytes"] == (w.size + 1) // 2 + b.nbytes, n.name
 
 
 def test_weights_int4_needs_quantize_int8(tmp_path):
