@@ -100,13 +100,13 @@ int main(void) {
     assert np.array_equal(np.array(vals[24:], np.float32), expect)
 
 
-def _dense_graph(x_quant, w_dtype="int8") -> Graph:
+def _dense_graph(x_quant, w_dtype="int8", b_dtype="int64") -> Graph:
     g = Graph("refused")
     g.add_tensor("x", (1, 8), "int16", quant=x_quant)
     g.add_tensor("w", (4, 8), w_dtype, np.ones((4, 8), w_dtype), quant=Quant(np.full(4, 0.01, np.float32),
                                                                                np.zeros(4, np.int64), 0))
-    g.add_tensor("b", (4,), "int64", np.zeros(4, np.int64), quant=Quant(np.full(4, 1e-5, np.float32),
-                                                                         np.zeros(4, np.int64), 0))
+    g.add_tensor("b", (4,), b_dtype, np.zeros(4, b_dtype), quant=Quant(np.full(4, 1e-5, np.float32),
+                                                                        np.zeros(4, np.int64), 0))
     g.add_tensor("y", (1, 4), "int16", quant=Quant(np.float32(0.002), np.int64(0)))
     g.add_node("Dense", ["x", "w", "b"], ["y"])
     g.inputs, g.outputs = ["x"], ["y"]
@@ -117,12 +117,14 @@ def _dense_graph(x_quant, w_dtype="int8") -> Graph:
     ("zero_point", "int16 tensor 'x' has zero point 5; tinyc takes TFLite's 16x8 scheme"),
     ("per_channel", "int16 tensor 'x' is quantized per channel .axis 1.; tinyc takes TFLite's 16x8 scheme"),
     ("int16_weights", "constant 'w' is int16 .int16 weights.; tinyc takes TFLite's 16x8 scheme"),
+    ("int32_bias", "bias 'b' is int32; a 16x8 layer takes a constant int64 bias"),
 ])
 def test_refusals_name_the_tensor(tmp_path, case, message):
     x_quant = {"zero_point": Quant(np.float32(0.001), np.int64(5)),
                "per_channel": Quant(np.full(8, 0.001, np.float32), np.zeros(8, np.int64), 1)}.get(
         case, Quant(np.float32(0.001), np.int64(0)))
-    g = _dense_graph(x_quant, "int16" if case == "int16_weights" else "int8")
+    g = _dense_graph(x_quant, "int16" if case == "int16_weights" else "int8",
+                     "int32" if case == "int32_bias" else "int64")
     path = tmp_path / f"{case}.tflite"
     write_tflite(g, str(path))
     with pytest.raises(TinycError, match=message) as e:

@@ -84,7 +84,8 @@ def weighted_16x8_bias(k, w_abs_sums, bits: int = 47) -> str | None:
         b = k.tensor(2)
         if b.dtype != "int64" or not b.is_const:
             raise TinycError(f"node '{k.node.name}': bias '{b.name}' is {b.dtype}; a 16x8 layer takes a constant "
-                             "int64 bias (as TFLite's converter writes it)")
+                             "int64 bias, as TFLite's converter writes it (TF 2.21's int16 kernels read an int32 bias "
+                             "as int64: docs/int16-numerics.md 1.1)")
         bias, name = b.data.astype(np.int64).reshape(-1), k.expr(2)
     worst = np.abs(bias).astype(object) + np.asarray(w_abs_sums, dtype=object) * 32768
     if max(worst, default=0) >= 1 << bits:
