@@ -15,7 +15,7 @@ from ..codegen.loops import broadcast_strides, row_major_strides, strided_loops
 from ..errors import TinycError
 from ..quant import params as qp
 from ..quant.int16_activations import checked_log2
-from .int8_common import in_quant, is_16x8, out_quant, same_quant
+from .int8_common import in_quant, int16_activation_range, is_16x8, out_quant, same_quant
 from .opdef import OpDef
 
 
@@ -288,7 +288,7 @@ def add_sub_prepare(k) -> AddSubParams:
         _int16_operands(k)
         pot = _pot_shifts(k, s1, s2, so)
         if pot:
-            return AddSubParams((), (0, 0), 0, 0, 0, *_int16_range(k, qo), left_shift=0, pot_shifts=pot)
+            return AddSubParams((), (0, 0), 0, 0, 0, *int16_activation_range(k, qo), left_shift=0, pot_shifts=pot)
     left = 15 if sixteen else 20
     twice_max = 2.0 * max(s1, s2)
     ms = (qp.multiplier(s1 / twice_max), qp.multiplier(s2 / twice_max))
@@ -297,7 +297,7 @@ def add_sub_prepare(k) -> AddSubParams:
         raise TinycError(f"node '{k.node.name}': {k.out.dtype} {k.node.op} with output scale {so:g} far below its "
                          f"input scales ({s1:g}, {s2:g}) cannot be computed by TFLite's scheme; requantize the model")
     mo, sho = qp.multiplier(out_real)
-    lo, hi = _int16_range(k, qo) if sixteen else qp.activation_range(k.node.attrs.get("activation"), qo)
+    lo, hi = int16_activation_range(k, qo) if sixteen else qp.activation_range(k.node.attrs.get("activation"), qo)
     return AddSubParams(ms, (qp.zero_point_of(q1), qp.zero_point_of(q2)), mo, sho, qp.zero_point_of(qo), lo, hi,
                         left_shift=left)
 
@@ -308,19 +308,6 @@ def _int16_operands(k) -> None:
     if types != ["int16"] * 3:
         raise TinycError(f"node '{k.node.name}' ({k.node.op}): operands {types[0]}, {types[1]} -> {types[2]}; the "
                          "16x8 kernel takes int16 operands and an int16 output")
-
-
-def _int16_range(k, qo) -> tuple[int, int]:
-    """The fused activation's clamp on an int16 output; TFLite's Prepare fails where a bound's quantized value
-    leaves int32 (docs/int16-numerics.md 3.1)."""
-    act = k.node.attrs.get("activation")
-    for bound in () if act is None or act["fn"] != "clip" else (act["lo"], act["hi"]):
-        steps = float(np.float32(np.float32(bound) / np.float32(qp.scale_of(qo))))
-        if np.isfinite(bound) and not -2.0 ** 31 <= qp.tflite_round(steps) < 2.0 ** 31:
-            raise TinycError(f"node '{k.node.name}' ({k.node.op}): its activation bound {bound:g} is {steps:.3g} "
-                             f"steps of the output scale {qp.scale_of(qo):g}, beyond int32, which TFLite refuses; "
-                             "requantize the model with a coarser output scale")
-    return qp.activation_range(act, qo, "int16")
 
 
 def _pot_shifts(k, s1: float, s2: float, so: float) -> tuple:
@@ -394,7 +381,7 @@ def mul_prepare(k) -> MulParams:
     m, sh = qp.multiplier(float(np.float32(np.float32(s1 * s2) / so)))
     if is_16x8(k):
         _int16_operands(k)
-        lo, hi = _int16_range(k, qo)
+        lo, hi = int16_activation_range(k, qo)
     else:
         lo, hi = qp.activation_range(k.node.attrs.get("activation"), qo)
     return MulParams(m, sh, (qp.zero_point_of(q1), qp.zero_point_of(q2)), qp.zero_point_of(qo), lo, hi)

@@ -94,6 +94,20 @@ def weighted_16x8_bias(k, w_abs_sums, bits: int = 47) -> str | None:
     return name
 
 
+def int16_activation_range(k, q) -> tuple[int, int]:
+    """The fused activation's clamp on an int16 (16x8) output of quantization `q`. Where a bound's quantized value
+    leaves int32, TFLite's Prepare fails (ADD, SUB, MUL) or its clamp is undefined (the pools: a float -> int32
+    cast out of range); refused in one line (docs/int16-numerics.md 3.1)."""
+    act = k.node.attrs.get("activation")
+    for bound in () if act is None or act["fn"] != "clip" else (act["lo"], act["hi"]):
+        steps = float(np.float32(np.float32(bound) / np.float32(qp.scale_of(q))))
+        if np.isfinite(bound) and not -2.0 ** 31 <= qp.tflite_round(steps) < 2.0 ** 31:
+            raise TinycError(f"node '{k.node.name}' ({k.node.op}): its activation bound {bound:g} is {steps:.3g} "
+                             f"steps of the output scale {qp.scale_of(q):g}, beyond int32, where TFLite refuses the "
+                             "layer or its clamp is undefined; requantize the model with a coarser output scale")
+    return qp.activation_range(act, q, "int16")
+
+
 def same_quant(a, b) -> bool:
     return qp.scale_of(a) == qp.scale_of(b) and qp.zero_point_of(a) == qp.zero_point_of(b)
 

@@ -5,7 +5,7 @@ from ..codegen import int8_fast_misc
 from ..codegen.literals import c_type
 from ..errors import TinycError
 from ..quant import params as qp
-from .int8_common import in_quant, out_quant
+from .int8_common import in_quant, int16_activation_range, out_quant
 from .opdef import OpDef, integer_range
 from .pool3d import MAX_POOL_DTYPES, pool_windows, window_kernel
 
@@ -56,7 +56,8 @@ def int8_prepare(k) -> dict:
     if k.tensor(0).dtype != dtype:
         raise TinycError(f"node '{k.node.name}': pooling from {k.tensor(0).dtype} to {dtype}; TFLite pools within "
                          "one type")
-    v["lo"], v["hi"] = qp.activation_range(k.node.attrs.get("activation"), out_quant(k), dtype)
+    v["lo"], v["hi"] = int16_activation_range(k, out_quant(k)) if dtype == "int16" else \
+        qp.activation_range(k.node.attrs.get("activation"), out_quant(k))
     v.update(dtype=dtype, ctype=c_type(dtype), lowest=integer_range(dtype)[0],
              clamp="tinyc_clamp16" if dtype == "int16" else "tinyc_sat8")
     return v
