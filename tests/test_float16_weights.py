@@ -209,17 +209,19 @@ def _convert(model, path, float16: bool) -> str:
 
 
 def image_model():
-    """CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV, PRELU, FULLY_CONNECTED in one Keras model."""
+    """CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV, PRELU, FULLY_CONNECTED in one Keras model. (Every layer of this
+    file's models is named: Keras numbers unnamed ones process-wide, and tests after this file should see the
+    numbers they see alone.)"""
     keras, _ = _keras()
     L = keras.layers
     keras.utils.set_random_seed(5)
-    x = keras.Input((8, 8, 3), batch_size=1)
-    h = L.Conv2D(6, 3, padding="same", activation="relu")(x)
-    h = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(h)
-    h = L.PReLU(alpha_initializer=keras.initializers.RandomUniform(0.05, 0.3))(h)
-    h = L.Conv2DTranspose(4, 3, strides=2, padding="same")(h)
-    h = L.Flatten()(L.AveragePooling2D(4)(h))
-    return keras.Model(x, L.Dense(5)(h))
+    x = keras.Input((8, 8, 3), batch_size=1, name="img")
+    h = L.Conv2D(6, 3, padding="same", activation="relu", name="img_conv")(x)
+    h = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="img_dw")(h)
+    h = L.PReLU(alpha_initializer=keras.initializers.RandomUniform(0.05, 0.3), name="img_prelu")(h)
+    h = L.Conv2DTranspose(4, 3, strides=2, padding="same", name="img_up")(h)
+    h = L.Flatten(name="img_flat")(L.AveragePooling2D(4, name="img_pool")(h))
+    return keras.Model(x, L.Dense(5, name="img_fc")(h), name="img_model")
 
 
 def sequence_model():
@@ -228,11 +230,11 @@ def sequence_model():
     keras, _ = _keras()
     L = keras.layers
     keras.utils.set_random_seed(6)
-    ids = keras.Input((6,), batch_size=1, dtype="int32")
-    h = L.Embedding(40, 5)(ids)
-    h = L.GRU(8, return_sequences=True)(h)
-    h = L.SimpleRNN(6)(h)
-    return keras.Model(ids, L.Dense(3)(h))
+    ids = keras.Input((6,), batch_size=1, dtype="int32", name="ids")
+    h = L.Embedding(40, 5, name="seq_embedding")(ids)
+    h = L.GRU(8, return_sequences=True, name="seq_gru")(h)
+    h = L.SimpleRNN(6, name="seq_rnn")(h)
+    return keras.Model(ids, L.Dense(3, name="seq_fc")(h), name="seq_model")
 
 
 @pytest.fixture(scope="module")
@@ -331,13 +333,14 @@ def test_keras_batchnorm_is_folded_before_rounding(tmp_path):
     import model_zoo
     L = keras.layers
     keras.utils.set_random_seed(8)
-    x = keras.Input((6, 6, 3))
-    h = L.Activation("relu")(L.BatchNormalization()(L.Conv2D(8, 3, use_bias=False)(x)))
-    h = L.BatchNormalization()(L.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(h))
-    shared = L.Conv2D(4, 1)(h)
-    h = L.Add()([L.BatchNormalization()(shared), shared])
-    h = L.BatchNormalization()(L.Dense(5)(L.Flatten()(h)))
-    m = model_zoo.randomize(keras.Model(x, h), 3)
+    x = keras.Input((6, 6, 3), name="bn_in")
+    h = L.BatchNormalization(name="bn1")(L.Conv2D(8, 3, use_bias=False, name="bn_conv")(x))
+    h = L.Activation("relu", name="bn_relu")(h)
+    h = L.BatchNormalization(name="bn2")(L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="bn_dw")(h))
+    shared = L.Conv2D(4, 1, name="bn_shared")(h)
+    h = L.Add(name="bn_add")([L.BatchNormalization(name="bn3")(shared), shared])
+    h = L.BatchNormalization(name="bn4")(L.Dense(5, name="bn_fc")(L.Flatten(name="bn_flat")(h)))
+    m = model_zoo.randomize(keras.Model(x, h, name="bn_model"), 3)
     m.save(tmp_path / "bn.keras")
     half = codegen_options(weights="float16")
     r = verify(str(tmp_path / "bn.keras"), options=half)
