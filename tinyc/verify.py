@@ -308,9 +308,10 @@ def reference_outputs(compiled, path: str, data: list, io_layout: str, build: Pa
     if compiled.hybrid == "float":      # the float model: the hybrid layers' weights dequantized, as compiled
         count = dequantized_model_file(path, str(build / "dequantized.tflite"))
         path = str(build / "dequantized.tflite")
-        if info is not None:
-            info["oracle_weights"] = (f"--hybrid float: the oracle runs the float model, the int8 weights of its "
-                                      f"{count} hybrid layer(s) dequantized")
+        if info is not None:     # (after --weights float16's line, when both apply)
+            info["oracle_weights"] = "; ".join(filter(None, [
+                info.get("oracle_weights"), f"--hybrid float: the oracle runs the float model, the int8 weights of "
+                                            f"its {count} hybrid layer(s) dequantized"]))
     pairs = compiled.state_pairs if state is None else state
     # ONNX pairs start from the state tinyc starts from (zeros or the input's initializer, of the shape it fixed)
     initial = {g.tensors[s].source_name or s: v for s, v in g.initial_state().items()} if pairs else None
