@@ -178,3 +178,43 @@ def test_fast_conv_equals_reference(case):
     assert len(np.unique(want)) > 20
     for dsp in (False, True):
         assert np.array_equal(run_generated(fast, [x], dsp=dsp)[0], want), (case, dsp)
+
+
+@pytest.mark.skipif(not (os.environ.get("TINYC_FULL") and shutil.which("arm-none-eabi-gcc")
+                         and shutil.which("qemu-system-arm")),
+                    reason="QEMU runs: TINYC_FULL with arm-none-eabi-gcc and qemu-system-arm")
+def test_ds_cnn_16x8_within_one_and_a_half_int8_on_m4(tmp_path):
+    """Issue 20's goal for the fast 16x8 kernels: a converter-made DS-CNN (MLPerf Tiny's shape, 64 channels) in 16x8
+    runs at most 1.5x the instructions of its int8 twin on the emulated Cortex-M4, both equal to TFLite."""
+    import importlib.util
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("needs tensorflow")
+    import int8_zoo
+    import int16_zoo
+    from model_zoo import randomize
+    from tinyc.boards import load_board
+    from tinyc.compiler import compile_model, write_library
+    from tinyc.firmware.emulate import emulate
+    from tinyc.firmware.project import write_firmware
+    from tinyc.verify import verify
+    keras = int8_zoo._keras()
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    x = keras.Input((49, 10, 1))
+    h = int8_zoo._conv_bn(L, x, 64, (10, 4), strides=2)
+    for _ in range(4):
+        h = L.Activation("relu")(L.BatchNormalization()(L.DepthwiseConv2D(3, padding="same", use_bias=False)(h)))
+        h = int8_zoo._conv_bn(L, h, 64, 1)
+    model = randomize(keras.Model(x, L.Dense(12, activation="softmax")(L.GlobalAveragePooling2D()(h))), 0)
+    counts = {}
+    for kind, convert in (("int8", int8_zoo.to_int8_tflite), ("int16", int16_zoo.to_int16_tflite)):
+        path = convert(model, tmp_path / f"ds_cnn_{kind}.tflite")
+        assert verify(path, samples=3, per_layer=True)["mismatched_bytes"] == 0
+        compiled = compile_model(path)
+        t = compiled.plan.graph.tensors[compiled.plan.graph.inputs[0]]
+        data = np.random.default_rng(0).integers(np.iinfo(kind).min, np.iinfo(kind).max + 1, (1, *t.shape))
+        out = tmp_path / kind
+        write_library(compiled.library, str(out), force=True)
+        write_firmware(compiled, load_board("nucleo-f412zg"), str(out), [data.astype(kind)])
+        counts[kind] = emulate(compiled, load_board("nucleo-f412zg"), out, profile=False)["instructions"]
+    assert counts["int16"] <= 1.5 * counts["int8"], counts
