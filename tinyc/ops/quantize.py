@@ -54,8 +54,8 @@ def dequantize_kernel(k):
 
 DEFINITIONS = (
     OpDef("Quantize", "x -> y  (float32 -> int8 / int16, or int8 -> int8 and int16 -> int8 / int16 with new "
-          "parameters)", None, None, None,
-          quantize_prepare, quantize_kernel, int8_fast_misc.unary, memory="elementwise", quantize=None, int16_activations=True),
+          "parameters)", None, None, None, quantize_prepare, quantize_kernel, int8_fast_misc.unary,
+          memory="elementwise", quantize=None, int16_activations=True),
     OpDef("Dequantize", "x -> y  (int8 / int16 -> float32)", None, None, None, None, dequantize_kernel, None,
           memory="elementwise", quantize=None),
 )
