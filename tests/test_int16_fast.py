@@ -112,7 +112,7 @@ def test_fast_gemm_under_qemu(tmp_path):
     from tinyc.firmware.project import write_firmware
     graphs = [_gemm_graph(op, k, o, rows, seed=k) for op, k, o, rows in GEMMS]
     graphs += [_depthwise_graph(), _depthwise_graph(k=5, s=2, pads=(2, 1, 2, 2), h=11, w=7)]
-    graphs += [_conv_graph(**case) for case in CONVS]
+    graphs += [_conv_graph(**case) for case in CONVS] + [_transpose_graph(case) for case in TRANSPOSES]
     for n, g in enumerate(graphs):
         fast = compile_graph(g, "m", options=codegen_options(kernels="fast"))
         x = np.random.default_rng(3).integers(-32768, 32768, (2, *g.tensors[g.inputs[0]].shape)).astype(np.int16)
@@ -218,3 +218,41 @@ def test_ds_cnn_16x8_within_one_and_a_half_int8_on_m4(tmp_path):
         write_firmware(compiled, load_board("nucleo-f412zg"), str(out), [data.astype(kind)])
         counts[kind] = emulate(compiled, load_board("nucleo-f412zg"), out, profile=False)["instructions"]
     assert counts["int16"] <= 1.5 * counts["int8"], counts
+
+
+TRANSPOSES = [dict(h=5, w=4, c=3, o=4, kh=3, kw=3, s=(2, 2), pads=(1, 1, 0, 0)),
+              dict(h=3, w=6, c=8, o=3, kh=4, kw=2, s=(3, 1), pads=(0, 0, 1, 1))]
+
+
+def _transpose_graph(case) -> Graph:
+    rng = np.random.default_rng(6)
+    h, w, c, o, kh, kw, (sh, sw), pads = (case[n] for n in ("h", "w", "c", "o", "kh", "kw", "s", "pads"))
+    oh, ow = (h - 1) * sh + kh - pads[0] - pads[2], (w - 1) * sw + kw - pads[1] - pads[3]
+    g = Graph("tconv16")
+    g.add_tensor("x", (1, h, w, c), "int16", quant=_quant(0.001))
+    g.add_tensor("w", (o, kh, kw, c), "int8", rng.integers(-127, 128, (o, kh, kw, c)).astype(np.int8),
+                 quant=Quant(rng.uniform(0.002, 0.02, o).astype(np.float32), np.zeros(o, np.int64), 0))
+    g.add_tensor("b", (o,), "int64", rng.integers(-1 << 20, 1 << 20, o).astype(np.int64),
+                 quant=Quant(np.ones(o, np.float32), np.zeros(o, np.int64), 0))
+    g.add_tensor("y", (1, oh, ow, o), "int16", quant=_quant(0.05))
+    g.add_node("ConvTranspose2D", ["x", "w", "b"], ["y"], strides=(sh, sw), dilations=(1, 1), pads=pads, groups=1,
+               activation=None)
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g
+
+
+@pytest.mark.parametrize("case", TRANSPOSES)
+def test_fast_transpose_conv_equals_reference(case):
+    """The 16x8 fast TRANSPOSE_CONV (int16_fast.conv_transpose): odd and even channel counts, strides, crops."""
+    from tinyc.compiler import codegen_options, compile_graph
+    g = _transpose_graph(case)
+    h, w, c = g.tensors["x"].shape[1:]
+    fast = compile_graph(g, "m", options=codegen_options(kernels="fast"))
+    assert fast.library.layers[0]["kernel"] == "int8_fast/conv_transpose_16x8"
+    ref = compile_graph(g, "m", options=codegen_options(kernels="reference"))
+    assert fast.library.macs == ref.library.macs
+    x = np.random.default_rng(7).integers(-32768, 32768, (3, h, w, c)).astype(np.int16)
+    want = run_generated(ref, [x])[0]
+    assert len(np.unique(want)) > 20
+    for dsp in (False, True):
+        assert np.array_equal(run_generated(fast, [x], dsp=dsp)[0], want), (case, dsp)

@@ -304,3 +304,63 @@ def conv(k):
         v["requant"] = lambda acc, ch: (f"tinyc_clamp16(tinyc_requantize64({acc}, {mult}[{ch}], {shift}[{ch}]), "
                                         f"{p.lo}, {p.hi})")
     return "conv_16x8.c.j2", v, oh * ow * o * kh * kw * c
+
+
+# -- transposed convolution ----------------------------------------------------------------------------------------
+# The reference's gather form (each output pixel sums the taps that reach it) with int32 totals proved not to
+# overflow, int16 weights (each tap's channels padded to an even count) multiplied by SMLAD over channel pairs, and
+# the SMMULR requantization where exact.
+
+def transpose_applies(g, node) -> bool:
+    if node.op != "ConvTranspose2D" or not _is_16x8(g, node) or int(node.attrs.get("groups", 1)) != 1:
+        return False
+    w2d, bias = _weights_bias(g, node)
+    return w2d is not None and fits_int32(w2d, bias)
+
+
+def conv_transpose(k):
+    g, node, p = k.plan.graph, k.node, k.params
+    if not transpose_applies(g, node):
+        return None
+    template, v, macs = _reference_transpose_vars(k)
+    w2d, bias = _weights_bias(g, node)
+    o, kh, kw, cg = k.in_shape(1)
+    cgp = cg + cg % 2
+    w = np.zeros((o, kh, kw, cgp), np.int16)
+    w[..., :cg] = w2d.reshape(o, kh, kw, cg)
+    high = high_word_multipliers(p.mults, p.shifts)
+    v.update(w=k.table(w, "int16", "16x8 transposed conv weights, int16, each tap's channels padded to even"),
+             cgp=cgp, bias=k.table(bias, "int32", "16x8 bias") if np.any(bias) else None, lo=p.lo, hi=p.hi,
+             restrict="" if k.in_place is not None else "restrict ")
+    if high is not None:
+        hw = k.table(high, "int32", "requantization multipliers (high word of the product)")
+        v["requant"] = lambda acc, ch: f"tinyc_clamp16(tinyc_smmulr({acc}, {hw}[{ch}]), {p.lo}, {p.hi})"
+    else:
+        mult = k.table(p.mults, "int32", "requantization multipliers")
+        shift = k.table(p.shifts, "int8", "requantization shifts")
+        v["requant"] = lambda acc, ch: (f"tinyc_clamp16(tinyc_requantize64({acc}, {mult}[{ch}], {shift}[{ch}]), "
+                                        f"{p.lo}, {p.hi})")
+    return "conv_transpose_16x8.c.j2", v, macs
+
+
+def _reference_transpose_vars(k):
+    """The reference template's loop variables (ops/conv_transpose.py float_kernel's), and the MACs: per axis, the
+    taps whose input position exists, summed over the output positions."""
+    batch, ih, iw, ic = k.in_shape(0)
+    _, oh, ow, oc = k.out_shape
+    _, kh, kw, cg = k.in_shape(1)
+    a = k.node.attrs
+    (sh, sw), (dh, dw), groups = a["strides"], a["dilations"], a["groups"]
+    top, left = a["pads"][0], a["pads"][1]
+
+    def offset(name, v):
+        return f"{name} + {v}" if v > 0 else (f"{name} - {-v}" if v < 0 else name)
+
+    def hits(size, kk, s, d, begin, out):
+        return sum(1 for o in range(out) for t in range(kk)
+                   if (o + begin - t * d) % s == 0 and 0 <= (o + begin - t * d) // s < size)
+    v = dict(batch=batch, ih=ih, iw=iw, ic=ic, oh=oh, ow=ow, oc=oc, kh=kh, kw=kw, cg=cg, groups=groups,
+             og=oc // groups, sh=sh, sw=sw, dh=dh, dw=dw, pads=tuple(a["pads"]), ty=offset("oy", top),
+             tx=offset("ox", left))
+    macs = batch * hits(ih, kh, sh, dh, top, oh) * hits(iw, kw, sw, dw, left, ow) * cg * oc
+    return "conv_transpose_16x8.c.j2", v, macs

@@ -393,6 +393,8 @@ def conv_transpose(k):
     one sub-kernel, so each phase is a stride-1 convolution of the input (taps flipped) written to every sh-th
     row and sw-th column: the GEMM kernel with im2col per output pixel, one phase after another."""
     g = k.plan.graph
+    if int16_fast.transpose_applies(g, k.node):      # 16x8 (int16_fast.py)
+        return int16_fast.conv_transpose(k)
     phases = transpose_phases(g, k.node)
     if phases is None or (k.work is None and any(ph["w2d"] is not None for ph in phases)):   # a plan without scratch
         return None
