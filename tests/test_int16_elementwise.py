@@ -90,8 +90,8 @@ def test_padv2_with_a_float_constant_is_refused(op_models):
 
 
 def test_fast_set_uses_the_int16_fast_kernels(op_models):
-    """The fast kernel set compiles the 16x8 ADD / SUB, RELU / LEAKY_RELU / QUANTIZE and pools with their fast rules
-    (int8_fast_misc), which test_bit_exact_with_tflite_reference and the property tests hold to TFLite."""
+    """The fast kernel set compiles the 16x8 ADD / SUB, RELU / LEAKY_RELU / QUANTIZE, pools and MEAN with their fast
+    rules (int8_fast_misc), which test_bit_exact_with_tflite_reference and the property tests hold to TFLite."""
     from tinyc.compiler import codegen_options, compile_model
     kernels = set()
     for name in MIXES:
@@ -99,5 +99,6 @@ def test_fast_set_uses_the_int16_fast_kernels(op_models):
         kernels |= {(layer["op"], layer["kernel"]) for layer in layers}
     for op, kernel in (("Add", "int8_fast/binary/int16"), ("Sub", "int8_fast/binary/int16"),
                        ("Activation", "int8_fast/binary/int16"), ("Quantize", "int8_fast/binary/int16"),
-                       ("AvgPool2D", "int8_fast/pool16"), ("MaxPool2D", "int8_fast/pool16")):
+                       ("AvgPool2D", "int8_fast/pool16"), ("MaxPool2D", "int8_fast/pool16"),
+                       ("Mean", "int8_fast/mean16")):
         assert (op, kernel) in kernels, (op, kernel, kernels)

@@ -440,8 +440,23 @@ def pool2d(k):
 
 
 # -- MEAN over H and W ------------------------------------------------------------------------------------------
+def mean_int16(k):
+    """16x8 global average pooling (MEAN over axes 1, 2 of NHWC, docs/int16-numerics.md 4.4): four channel sums in
+    registers per pass down the pixels; the rescale of each sum (|sum| <= 2^15 n) by `requant_expr`."""
+    shape = k.in_shape(0)
+    if len(shape) != 4 or shape[0] != 1 or sorted(set(k.node.attrs["axes"])) != [1, 2]:
+        return None
+    _, h, w, c = shape
+    p = k.params
+    out = "tinyc_clamp16(%s, -32768, 32767)" % requant_expr("acc", (1 << 15) * p.count, p.mult, p.shift)
+    return "mean16.c.j2", dict(n=p.count, c=c, c4=c - c % 4, out=out,
+                               comment=f"int16 mean of {p.count} values per channel ({h}x{w}x{c})"), 0
+
+
 def mean(k):
     """Global average pooling (MEAN over axes 1, 2 of NHWC): sums of 4 channels per word on DSP cores."""
+    if k.out.dtype == "int16":
+        return mean_int16(k)
     shape = k.in_shape(0)
     if not _int8_io(k) or len(shape) != 4 or shape[0] != 1 or sorted(set(k.node.attrs["axes"])) != [1, 2]:
         return None
