@@ -103,6 +103,14 @@ def _arithmetic_graph(draw) -> Graph:
         _output(draw, g, op.lower(), op, ["a", "b"], out, so, pot_scale_int16=draw(st.booleans()))
     so = float(np.float32(s1 * s2 * draw(st.floats(2.0 ** -4, 2.0 ** 16))))   # multiplier shifts of both signs
     _output(draw, g, "mul", "Mul", ["a", "b"], out, so)
+    # a constant operand (the converter quantizes a constant of ADD / MUL to int16 with its own scale)
+    s_c = draw(scales)
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    g.add_tensor("c", b, "int16", rng.integers(-32768, 32768, b).astype(np.int16), quant=_quant(s_c))
+    op = draw(st.sampled_from(["Add", "Mul"]))
+    so = float(np.float32(max(s1, s_c) * draw(st.floats(1.001 * 2.0 ** -14, 100.0)))) if op == "Add" else \
+        float(np.float32(s1 * s_c * draw(st.floats(2.0 ** -4, 2.0 ** 16))))
+    _output(draw, g, "with_const", op, ["a", "c"], out, so)
     pot_add = ["p", "q"] if draw(st.booleans()) else ["q", "p"]
     _output(draw, g, "add_pot", "Add", pot_add, out, s_pot, pot_scale_int16=True)
     pot_sub = ["p", "r"] if draw(st.booleans()) else ["r", "p"]
