@@ -1,7 +1,7 @@
 """docs/int16-numerics.md §3-4 as numpy (no tests here): what TFLite's 16x8 reference kernels compute for ADD, SUB,
-MUL, LEAKY_RELU, RELU*, QUANTIZE (requantize), AVERAGE_POOL_2D, MAX_POOL_2D and MEAN, written from the document
-and not from tinyc's kernels, so that tests can hold the document to TF 2.21's BUILTIN_REF interpreter
-(`layer_mismatches`), and single-op 16x8 models made by TF's converter (`OP_MODELS`, `convert`).
+MUL, LEAKY_RELU, RELU*, QUANTIZE (requantize), MAXIMUM, MINIMUM, AVERAGE_POOL_2D, MAX_POOL_2D and MEAN, written
+from the document and not from tinyc's kernels, so that tests can hold the document to TF 2.21's BUILTIN_REF
+interpreter (`layer_mismatches`), and single-op 16x8 models made by TF's converter (`OP_MODELS`, `convert`).
 
 Integers are int64 numpy arrays throughout; values stay in the int32 range where TFLite computes in int32.
 """
@@ -168,6 +168,8 @@ def expected(name: str, opts, ins: list, in_q: list, out: np.ndarray, out_q) -> 
                 for o, st_, k_, i in zip(out.shape[1:3], st, k, ins[0].shape[1:3])]
         return pool(ins[0], "avg" if name.startswith("AVERAGE") else "max", k, st, pads, out.shape[1:3],
                     *activation_range(act, out_q[0]))
+    if name in ("MAXIMUM", "MINIMUM"):     # the stored values compared (inputs and output share their scale)
+        return (np.maximum if name == "MAXIMUM" else np.minimum)(*np.broadcast_arrays(ins[0], ins[1]))
     if name == "MEAN":
         return mean(ins[0], [int(a) % ins[0].ndim for a in ins[1].reshape(-1)], s[0], out_q[0])
     return None
@@ -237,11 +239,12 @@ def _ops():
 
 def _elementwise_mix(a, b, c):
     """ADD, SUB (a broadcast operand), MUL, LEAKY_RELU, RELU, MUL with fused RELU6, a CONCATENATION of inputs of
-    other ranges (int16 -> int16 QUANTIZE before it)."""
+    other ranges (int16 -> int16 QUANTIZE before it), MAXIMUM and MINIMUM (requantized operands, a constant)."""
     import tensorflow as tf
     m = (a + b) * (a - c)
     leaky = tf.nn.leaky_relu(m, 0.1)
-    return tf.concat([leaky, b], axis=-1), tf.nn.relu(leaky - b), tf.nn.relu6(m * 2.0)
+    return (tf.concat([leaky, b], axis=-1), tf.nn.relu(leaky - b), tf.nn.relu6(m * 2.0),
+            tf.minimum(tf.maximum(a, b), 0.5))
 
 
 def _movement_mix(a):

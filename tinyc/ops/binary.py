@@ -16,7 +16,7 @@ from ..errors import TinycError
 from ..quant import params as qp
 from ..quant.int16_activations import checked_log2
 from .int8_common import in_quant, int16_activation_range, is_16x8, out_quant, same_quant
-from .opdef import OpDef
+from .opdef import OpDef, integer_range
 
 
 def _prelu(a, slope):
@@ -406,24 +406,26 @@ class MaxMinParams:
 
 
 def max_min_prepare(k) -> MaxMinParams:
+    """int8, or int16 (16x8: TFLite's MAXIMUM / MINIMUM compare the stored int16 values the same way)."""
     qo = out_quant(k)
     for i in (0, 1):
-        if not same_quant(in_quant(k, i), qo):
-            raise TinycError(f"node '{k.node.name}': int8 {k.node.op} with input '{k.tensor(i).name}' quantized "
-                             "differently from its output; TFLite compares the stored integers, so inputs and output "
-                             "need one scale and zero point (as TFLiteConverter makes them)")
-    return MaxMinParams(*qp.activation_range(k.node.attrs.get("activation"), qo))
+        if k.tensor(i).dtype != k.out.dtype or not same_quant(in_quant(k, i), qo):
+            raise TinycError(f"node '{k.node.name}': {k.out.dtype} {k.node.op} with input '{k.tensor(i).name}' "
+                             "quantized differently from its output; TFLite compares the stored integers, so inputs "
+                             "and output need one type, scale and zero point (as TFLiteConverter makes them)")
+    return MaxMinParams(*qp.activation_range(k.node.attrs.get("activation"), qo, k.out.dtype))
 
 
 def max_min_kernel(k):
     p = k.params
     pick = ">" if k.node.op == "Max" else "<"
-    clamp = (p.lo, p.hi) != (qp.QMIN, qp.QMAX)
+    ctype, full = c_type(k.out.dtype), (p.lo, p.hi) == integer_range(k.out.dtype)
+    clamp = "tinyc_clamp16" if k.out.dtype == "int16" else "tinyc_sat8"
     value = "(lhs %s rhs ? lhs : rhs)" % pick
-    body = ("{{ const int8_t lhs = %s[{o1}]; const int8_t rhs = %s[{o2}]; y[{o0}] = %s; }}"
-            % (k.expr(0), k.expr(1), "tinyc_sat8(%s, %d, %d)" % (value, p.lo, p.hi) if clamp else value))
+    body = ("{{ const %s lhs = %s[{o1}]; const %s rhs = %s[{o2}]; y[{o0}] = %s; }}"
+            % (ctype, k.expr(0), ctype, k.expr(1), value if full else "%s(%s, %d, %d)" % (clamp, value, p.lo, p.hi)))
     out, strides = _loop_operands(k)
-    return "elementwise.c.j2", dict(comment=f"int8 {k.node.op} {k.in_shape(0)}, {k.in_shape(1)} -> {out}",
+    return "elementwise.c.j2", dict(comment=f"{k.out.dtype} {k.node.op} {k.in_shape(0)}, {k.in_shape(1)} -> {out}",
                                     loops=strided_loops(out, strides, body)), 0
 
 
@@ -577,9 +579,11 @@ DEFINITIONS = (
           evaluator("Pow"), pow_check, float_kernel, None, None, None, memory="elementwise", quantize=None,
           fuses_activation=True, plain_dtypes=POW_TYPES),
     OpDef("Max", SIGNATURE, evaluator("Max"), check, float_kernel, max_min_prepare, max_min_kernel, None,
-          memory="elementwise", quantize=None, fuses_activation=True, plain_dtypes=INTEGER_DTYPES),
+          memory="elementwise", quantize=None, fuses_activation=True, plain_dtypes=INTEGER_DTYPES,
+          int16_activations=True),
     OpDef("Min", SIGNATURE, evaluator("Min"), check, float_kernel, max_min_prepare, max_min_kernel, None,
-          memory="elementwise", quantize=None, fuses_activation=True, plain_dtypes=INTEGER_DTYPES),
+          memory="elementwise", quantize=None, fuses_activation=True, plain_dtypes=INTEGER_DTYPES,
+          int16_activations=True),
     OpDef("Mod", "a, b with numpy broadcasting  [fmod: 1 the dividend's sign (C), 0 the divisor's (Python)]",
           evaluator("Mod"), check, float_kernel, None, None, None, memory="elementwise", quantize=None,
           fuses_activation=True, plain_dtypes=INTEGER_DTYPES),
