@@ -229,6 +229,9 @@ def _ops():
         "transpose": (lambda a: tf.transpose(a, [0, 2, 1, 3]), [(4, 5, 3)], [1.0]),
         "strided_slice": (lambda a: a[:, 1:4:2, ::-1, :2], [(5, 5, 3)], [1.0]),
         "reshape": (lambda a: tf.reshape(a, (1, 12, 4)), [(4, 4, 3)], [1.0]),
+        "mirror_pad": (lambda a: tf.pad(a, [[0, 0], [1, 2], [2, 1], [0, 0]], mode="REFLECT"), [(4, 4, 3)], [1.0]),
+        "broadcast_to": (lambda a: tf.broadcast_to(a, (1, 4, 4, 3)), [(1, 4, 3)], [1.0]),
+        "tile": (lambda a: tf.tile(a, [1, 2, 1, 1]), [(4, 4, 3)], [1.0]),     # TF 2.21's TILE refuses int16
         # TF 2.21's converter leaves PADV2's constant float32 beside int16 data, which TFLite then refuses
         "padv2_float_constant": (lambda a: tf.pad(a, [[0, 0], [1, 1], [2, 0], [0, 0]], constant_values=0.5),
                                  [(4, 4, 3)], [1.0]),
@@ -259,7 +262,7 @@ def _movement_mix(a):
 
 OP_MODELS = ("add", "add_broadcast", "sub", "sub_broadcast", "mul", "mul_broadcast", "leaky_relu", "relu",
              "mul_relu6", "avg_pool", "max_pool", "mean", "concat", "pad", "transpose", "strided_slice", "reshape",
-             "elementwise_mix", "movement_mix")
+             "mirror_pad", "broadcast_to", "elementwise_mix", "movement_mix")
 
 
 def convert(name: str, path, samples: int = 32) -> str:

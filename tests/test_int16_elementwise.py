@@ -16,7 +16,7 @@ if importlib.util.find_spec("tensorflow") is None:
 import int16_numerics  # noqa: E402
 
 MIXES = ("elementwise_mix", "movement_mix")
-COPIES = ("pad", "transpose", "strided_slice", "reshape")     # no arithmetic for the document to model
+COPIES = ("pad", "transpose", "strided_slice", "reshape", "mirror_pad", "broadcast_to")   # no arithmetic to model
 MODELS = MIXES + (tuple(m for m in int16_numerics.OP_MODELS if m not in MIXES + COPIES)
                   if os.environ.get("TINYC_FULL") else ())
 
@@ -102,3 +102,12 @@ def test_fast_set_uses_the_int16_fast_kernels(op_models):
                        ("AvgPool2D", "int8_fast/pool16"), ("MaxPool2D", "int8_fast/pool16"),
                        ("Mean", "int8_fast/mean16")):
         assert (op, kernel) in kernels, (op, kernel, kernels)
+
+
+def test_tile_is_refused_as_tflite_refuses_it(op_models):
+    """TF 2.21's converter makes a 16x8 TILE that TFLite's kernel refuses at Eval ('Type INT16 is not supported by
+    tile'); tinyc refuses it in one line (MIRROR_PAD and BROADCAST_TO, copies TFLite takes, compile: TINYC_FULL)."""
+    from tinyc.compiler import compile_model
+    from tinyc.errors import TinycError
+    with pytest.raises(TinycError, match="Tile has no 16x8 kernel"):
+        compile_model(op_models("tile"))

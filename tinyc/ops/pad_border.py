@@ -65,4 +65,4 @@ def float_kernel(k):
 DEFINITIONS = (OpDef(
     "PadBorder", "x  [pads=((b0,e0),(b1,e1),...), mode=reflect|symmetric|edge|wrap]", evaluate, check,
     float_kernel, None, same_quant_copy(float_kernel), None, memory=None, quantize="shared", moves_data=True,
-    plain_dtypes=ALL_DTYPES),)
+    plain_dtypes=ALL_DTYPES, int16_activations=True),)

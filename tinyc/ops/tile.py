@@ -53,8 +53,8 @@ def broadcast_kernel(k):
 DEFINITIONS = (
     OpDef("Tile", "x  [reps]  (one per axis)", evaluate_tile, check, tile_kernel, None,
           same_quant_copy(tile_kernel), None, memory=None, quantize="shared", moves_data=True,
-          plain_dtypes=ALL_DTYPES),
+          plain_dtypes=ALL_DTYPES),       # (no int16: TF 2.21's TILE refuses INT16)
     OpDef("BroadcastTo", "x  [target (the output shape)]", evaluate_broadcast, check, broadcast_kernel, None,
           same_quant_copy(broadcast_kernel), None, memory=None, quantize="shared", moves_data=True,
-          plain_dtypes=ALL_DTYPES),
+          plain_dtypes=ALL_DTYPES, int16_activations=True),
 )
