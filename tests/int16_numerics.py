@@ -1,5 +1,5 @@
 """docs/int16-numerics.md §3-4 as numpy (no tests here): what TFLite's 16x8 reference kernels compute for ADD, SUB,
-MUL, LEAKY_RELU, RELU*, QUANTIZE (requantize), MAXIMUM, MINIMUM, AVERAGE_POOL_2D, MAX_POOL_2D and MEAN, written
+MUL, LEAKY_RELU, RELU*, QUANTIZE, MAXIMUM, MINIMUM, AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, REDUCE_MAX/MIN, written
 from the document and not from tinyc's kernels, so that tests can hold the document to TF 2.21's BUILTIN_REF
 interpreter (`layer_mismatches`), and single-op 16x8 models made by TF's converter (`OP_MODELS`, `convert`).
 
@@ -170,6 +170,9 @@ def expected(name: str, opts, ins: list, in_q: list, out: np.ndarray, out_q) -> 
                     *activation_range(act, out_q[0]))
     if name in ("MAXIMUM", "MINIMUM"):     # the stored values compared (inputs and output share their scale)
         return (np.maximum if name == "MAXIMUM" else np.minimum)(*np.broadcast_arrays(ins[0], ins[1]))
+    if name in ("REDUCE_MAX", "REDUCE_MIN"):
+        axes = tuple(int(a) % ins[0].ndim for a in ins[1].reshape(-1))
+        return (np.max if name == "REDUCE_MAX" else np.min)(ins[0], axis=axes)
     if name == "MEAN":
         return mean(ins[0], [int(a) % ins[0].ndim for a in ins[1].reshape(-1)], s[0], out_q[0])
     return None
@@ -232,6 +235,9 @@ def _ops():
         "mirror_pad": (lambda a: tf.pad(a, [[0, 0], [1, 2], [2, 1], [0, 0]], mode="REFLECT"), [(4, 4, 3)], [1.0]),
         "broadcast_to": (lambda a: tf.broadcast_to(a, (1, 4, 4, 3)), [(1, 4, 3)], [1.0]),
         "tile": (lambda a: tf.tile(a, [1, 2, 1, 1]), [(4, 4, 3)], [1.0]),     # TF 2.21's TILE refuses int16
+        "reduce_max_min": (lambda a: (tf.reduce_max(a, axis=[1, 2]), tf.reduce_min(a, axis=2, keepdims=True)),
+                           [(4, 5, 3)], [1.0]),
+        "sum": (lambda a: tf.reduce_sum(a, axis=[1]), [(4, 4, 3)], [1.0]),
         # TF 2.21's converter leaves PADV2's constant float32 beside int16 data, which TFLite then refuses
         "padv2_float_constant": (lambda a: tf.pad(a, [[0, 0], [1, 1], [2, 0], [0, 0]], constant_values=0.5),
                                  [(4, 4, 3)], [1.0]),
@@ -262,7 +268,7 @@ def _movement_mix(a):
 
 OP_MODELS = ("add", "add_broadcast", "sub", "sub_broadcast", "mul", "mul_broadcast", "leaky_relu", "relu",
              "mul_relu6", "avg_pool", "max_pool", "mean", "concat", "pad", "transpose", "strided_slice", "reshape",
-             "mirror_pad", "broadcast_to", "elementwise_mix", "movement_mix")
+             "mirror_pad", "broadcast_to", "reduce_max_min", "elementwise_mix", "movement_mix")
 
 
 def convert(name: str, path, samples: int = 32) -> str:

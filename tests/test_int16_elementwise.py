@@ -111,3 +111,12 @@ def test_tile_is_refused_as_tflite_refuses_it(op_models):
     from tinyc.errors import TinycError
     with pytest.raises(TinycError, match="Tile has no 16x8 kernel"):
         compile_model(op_models("tile"))
+
+
+def test_sum_is_refused(op_models):
+    """A 16x8 SUM (TFLite sums int16 in int16, wrapping, with equal scales): refused in one line; REDUCE_MAX / MIN
+    compile (TINYC_FULL: the single-op model, every layer)."""
+    from tinyc.compiler import compile_model
+    from tinyc.errors import TinycError
+    with pytest.raises(TinycError, match="REDUCE_MAX and REDUCE_MIN"):
+        compile_model(op_models("sum"))

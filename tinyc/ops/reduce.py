@@ -134,6 +134,10 @@ def int8_prepare(k) -> ReduceParams:
                          "float32 (dequantize before it)")
     iq, oq = in_quant(k), out_quant(k)
     n = _count(k)
+    types = (k.tensor(0).dtype, k.out.dtype)
+    if "int16" in types and (kind not in ("max", "min") or types != ("int16", "int16")):
+        raise TinycError(f"node '{name}': 16x8 Reduce '{kind}' from {types[0]} to {types[1]}; tinyc's int16 "
+                         "reductions are REDUCE_MAX and REDUCE_MIN (MEAN is Mean): run this one in float32")
     if kind in ("max", "min"):
         if not same_quant(iq, oq):
             raise TinycError(f"node '{name}': int8 reduce {kind} needs equal input and output quantization "
@@ -161,7 +165,7 @@ def int8_kernel(k):
     axes = sorted(k.node.attrs["axes"])
     if kind in ("max", "min"):
         cmp = ">" if kind == "max" else "<"
-        setup, steps = "    int8_t acc = x0[base];", [f"acc = {V} {cmp} acc ? {V} : acc;"]
+        setup, steps = f"    {c_type(k.out.dtype)} acc = x0[base];", [f"acc = {V} {cmp} acc ? {V} : acc;"]
         store = "y[{o1}] = acc;"
     elif kind == "sum":   # QuantizedMeanOrSum with compute_sum: int32 sum of raw values, less n * zero point
         setup, steps = "    int32_t acc = 0;", [f"acc += {V};"]
@@ -174,9 +178,9 @@ def int8_kernel(k):
         store = ("y[{o1}] = tinyc_sat8(%s + (%d), -128, 127);"
                  % (_requantize64("(int64_t)acc", p.mult, p.shift), p.out_zp))
     loops = reduction_loops(k.in_shape(0), axes, setup, steps, store)
-    return "elementwise.c.j2", dict(comment=f"int8 {kind} of {p.count} values per output", loops=loops), 0
+    return "elementwise.c.j2", dict(comment=f"{k.out.dtype} {kind} of {p.count} values per output", loops=loops), 0
 
 
 DEFINITIONS = (OpDef(
     "Reduce", "x  [kind, axes, keepdims]", evaluate, check, float_kernel, int8_prepare, int8_kernel, None,
-    memory=None, quantize=None, plain_dtypes=ALL_DTYPES),)
+    memory=None, quantize=None, plain_dtypes=ALL_DTYPES, int16_activations=True),)
