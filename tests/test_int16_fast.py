@@ -81,9 +81,9 @@ def _gemm_graph(op: str, k: int, o: int, rows: int, seed: int) -> Graph:
     return g
 
 
-# (op, k, o, rows): channel blocks of 4/2/1, odd rows, a tail of k % 4 inputs, several int32 runs (k = 1,100)
+# (op, k, o, rows): channel blocks of 4/2/1, odd rows, a tail of k % 4 inputs, several int32 runs (k >= 1,100)
 GEMMS = [("Dense", 64, 7, 1), ("Dense", 30, 5, 3), ("Conv2D", 16, 6, 9), ("Dense", 1100, 3, 2),
-         ("Conv2D", 3, 4, 4)]
+         ("Conv2D", 3, 4, 4), ("Dense", 1400, 5, 1)]     # (the last: the M4 asm's second weight pointer)
 
 
 def test_fast_gemm_equals_reference():

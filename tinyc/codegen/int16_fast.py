@@ -128,8 +128,9 @@ def gemm(k):
     # Written over its input (a window overlap), output row r + 1 may cover input row r: one row at a time then
     v = dict(rows=rows, k=kdim, k4=k4, o=o, lo=p.lo, hi=p.hi, segments=segments(w2d[:, :k4]),
              pair_rows=k.in_place is None, restrict="" if k.in_place is not None else "restrict ",
-             # the M4 asm loop: LDRD of word-aligned input rows (even k), LDR offsets of 4 channels below 4096
-             asm=kdim % 2 == 0 and 3 * (kdim - kdim % 4) + 4 <= 4095,
+             # the M4 asm loop: LDRD of word-aligned input rows (even k), LDR offsets (k4 + 4) below 4096
+             asm=kdim % 2 == 0 and (kdim - kdim % 4) + 4 <= 4095,
+             far=3 * (kdim - kdim % 4) + 4 > 4095,    # channels 2, 3 from a second pointer (LDR offsets < 4096)
              wd=k.table(reordered(w2d[:, :k4]), "int8", "16x8 weights, bytes (w0, w2, w1, w3) per chunk of four",
                         "TINYC_DSP") if k4 else None,
              wp=k.table(w2d, "int8", "16x8 weights", "!TINYC_DSP"),
