@@ -98,11 +98,12 @@ def test_float16_weights_are_dequantized_at_compile_time(tfl):
     assert report["ok"], report["outputs"]
 
 
-def test_hybrid_model_is_refused(tmp_path):
-    """Dynamic-range quantization (int8 weights, float activations) is not an int8 model: one clear line."""
+def test_hybrid_layer_without_hybrid_kernel_is_refused(tmp_path):
+    """Dynamic-range (hybrid) FC / conv / depthwise compile (tests/test_hybrid.py); a hybrid TRANSPOSE_CONV has no
+    kernel in tinyc: one clear line."""
     keras, tf = _tf()
-    x = keras.Input((64,))
-    model = keras.Model(x, keras.layers.Dense(64)(x))      # >= 1024 weights: the converter quantizes them
+    x = keras.Input((6, 6, 16))
+    model = keras.Model(x, keras.layers.Conv2DTranspose(16, 3, strides=2)(x))   # >= 1024 weights: quantized
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     path = tmp_path / "hybrid.tflite"
