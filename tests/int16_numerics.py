@@ -238,6 +238,8 @@ def _ops():
         "reduce_max_min": (lambda a: (tf.reduce_max(a, axis=[1, 2]), tf.reduce_min(a, axis=2, keepdims=True)),
                            [(4, 5, 3)], [1.0]),
         "sum": (lambda a: tf.reduce_sum(a, axis=[1]), [(4, 4, 3)], [1.0]),
+        "resize_nearest": (lambda a: tf.image.resize(a, (7, 9), method="nearest"), [(4, 4, 3)], [1.0]),
+        "resize_bilinear": (lambda a: tf.image.resize(a, (8, 8)), [(4, 4, 3)], [1.0]),
         # TF 2.21's converter leaves PADV2's constant float32 beside int16 data, which TFLite then refuses
         "padv2_float_constant": (lambda a: tf.pad(a, [[0, 0], [1, 1], [2, 0], [0, 0]], constant_values=0.5),
                                  [(4, 4, 3)], [1.0]),
@@ -268,7 +270,7 @@ def _movement_mix(a):
 
 OP_MODELS = ("add", "add_broadcast", "sub", "sub_broadcast", "mul", "mul_broadcast", "leaky_relu", "relu",
              "mul_relu6", "avg_pool", "max_pool", "mean", "concat", "pad", "transpose", "strided_slice", "reshape",
-             "mirror_pad", "broadcast_to", "reduce_max_min", "elementwise_mix", "movement_mix")
+             "mirror_pad", "broadcast_to", "reduce_max_min", "resize_nearest", "elementwise_mix", "movement_mix")
 
 
 def convert(name: str, path, samples: int = 32) -> str:

@@ -16,7 +16,8 @@ if importlib.util.find_spec("tensorflow") is None:
 import int16_numerics  # noqa: E402
 
 MIXES = ("elementwise_mix", "movement_mix")
-COPIES = ("pad", "transpose", "strided_slice", "reshape", "mirror_pad", "broadcast_to")   # no arithmetic to model
+COPIES = ("pad", "transpose", "strided_slice", "reshape", "mirror_pad", "broadcast_to",     # no arithmetic to
+          "resize_nearest")                                                                  # model
 MODELS = MIXES + (tuple(m for m in int16_numerics.OP_MODELS if m not in MIXES + COPIES)
                   if os.environ.get("TINYC_FULL") else ())
 
@@ -120,3 +121,12 @@ def test_sum_is_refused(op_models):
     from tinyc.errors import TinycError
     with pytest.raises(TinycError, match="REDUCE_MAX and REDUCE_MIN"):
         compile_model(op_models("sum"))
+
+
+def test_bilinear_resize_is_refused(op_models):
+    """16x8 RESIZE_BILINEAR (TFLite's int16 kernel sums in int64): refused in one line; RESIZE_NEAREST_NEIGHBOR, a
+    copy, compiles (TINYC_FULL: the single-op model, every layer)."""
+    from tinyc.compiler import compile_model
+    from tinyc.errors import TinycError
+    with pytest.raises(TinycError, match="int16 Resize is nearest"):
+        compile_model(op_models("resize_bilinear"))

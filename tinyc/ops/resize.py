@@ -316,6 +316,10 @@ def int8_kernel(k):
                          "parameters; TFLite's int8 resize needs them equal")
     if a["mode"] == "nearest":
         return float_kernel(k)
+    if k.out.dtype == "int16":
+        raise TinycError(f"node '{k.node.name}' (Resize): 16x8 {a['mode']} interpolation; tinyc's int16 Resize is "
+                         "nearest (TFLite's int16 bilinear sums in int64, which tinyc does not compute): keep this "
+                         "layer float")
     x, y = k.in_shape(0), k.out_shape
     coord = tflite_coord(a, x, y)
     if coord is None:
@@ -342,4 +346,4 @@ SIGNATURE = ("x  [sizes (output shape), mode=nearest|linear|cubic, coord (ONNX c
              "cubic_coeff_a, exclude_outside]")
 
 DEFINITIONS = (OpDef("Resize", SIGNATURE, evaluate, check, float_kernel, None, int8_kernel, None, memory=None,
-                     quantize="shared", qdq_rule="resize", plain_dtypes=ALL_DTYPES),)
+                     quantize="shared", qdq_rule="resize", plain_dtypes=ALL_DTYPES, int16_activations=True),)
