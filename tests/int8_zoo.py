@@ -69,8 +69,11 @@ def mlp_heads():
     x = keras.Input((24,))
     h = L.Dense(32, activation="relu")(x)
     h = L.Dense(16, activation="relu6")(h)
-    return keras.Model(x, [L.Dense(4, activation="tanh")(h), L.Dense(1, activation="sigmoid")(h),
-                           L.Dense(6, activation="softmax")(h)], name="mlp_heads")
+    # named heads: the converter orders outputs by name, and unnamed ones (dense_9, dense_10) would sort by how
+    # many layers the process made before
+    return keras.Model(x, [L.Dense(4, activation="tanh", name="head_1_tanh")(h),
+                           L.Dense(1, activation="sigmoid", name="head_2_sigmoid")(h),
+                           L.Dense(6, activation="softmax", name="head_3_softmax")(h)], name="mlp_heads")
 
 
 def activations_cnn():
