@@ -151,3 +151,24 @@ def test_long_reductions_16x8(tmp_path, data, op):
     from tinyc.codegen.int16_fast import segments
     assert len(segments(w.reshape(o, -1)[:, :k - k % 4])) >= 2
     _check(tmp_path, g, "fast")
+
+
+@pytest.mark.parametrize("op", ["Dense", "Conv2D"])
+def test_activation_bound_beyond_int32_is_refused(tmp_path, op):
+    """RELU6 fused at an output scale of 1e-9 is 6e9 output steps: TFLite's clamp bound leaves int32 (its cast is
+    undefined), so tinyc refuses the layer in one line instead of clamping somewhere."""
+    from tinyc.compiler import compile_model
+    from tinyc.errors import TinycError
+    rng = np.random.default_rng(0)
+    g = Graph(f"{op.lower()}_bound")
+    shape, wshape = ((1, 4), (3, 4)) if op == "Dense" else ((1, 2, 2, 4), (3, 1, 1, 4))
+    g.add_tensor("x", shape, "int16", quant=_quant(0.01))
+    _weights(g, rng, "w", wshape, 0.01, 1e-9, 3)
+    g.add_tensor("y", shape[:-1] + (3,), "int16", quant=_quant(1e-9))
+    attrs = {} if op == "Dense" else dict(strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1)
+    g.add_node(op, ["x", "w"], ["y"], activation=ACTS[2], **attrs)
+    g.inputs, g.outputs = ["x"], ["y"]
+    path = tmp_path / f"{g.name}.tflite"
+    write_tflite(g, str(path))
+    with pytest.raises(TinycError, match="beyond int32"):
+        compile_model(str(path))

@@ -10,7 +10,7 @@ from ..errors import TinycError
 from ..quant import params as qp
 from . import hybrid
 from .int8_common import bias_expr, in_quant, is_16x8, out_quant, symmetric_weights, weighted_16x8_bias
-from .int8_common import int4_weights
+from .int8_common import int4_weights, int16_activation_range
 from .opdef import OpDef
 
 
@@ -93,7 +93,8 @@ def int8_prepare(k) -> ConvParams:
     """Multipliers in_scale * w_scale[c] / out_scale in double (PopulateConvolutionQuantizationParams)."""
     iq, oq = in_quant(k), out_quant(k)
     mults, shifts = qp.conv_multipliers(iq, symmetric_weights(k), oq, k.out_shape[-1])
-    lo, hi = qp.activation_range(k.node.attrs.get("activation"), oq, k.out.dtype)
+    lo, hi = int16_activation_range(k, oq) if k.out.dtype == "int16" else \
+        qp.activation_range(k.node.attrs.get("activation"), oq)
     return ConvParams(mults, shifts, qp.zero_point_of(iq), qp.zero_point_of(oq), lo, hi)
 
 

@@ -11,7 +11,7 @@ from ..quant import params as qp
 from . import hybrid
 from .conv2d import check_weights
 from .int8_common import bias_expr, in_quant, is_16x8, out_quant, symmetric_weights, weighted_16x8_bias
-from .int8_common import int4_weights
+from .int8_common import int4_weights, int16_activation_range
 from .opdef import OpDef
 
 
@@ -43,7 +43,8 @@ class DenseParams:
 def int8_prepare(k) -> DenseParams:
     """TFLite 2.21's reference FULLY_CONNECTED requantizes in double: round(acc * in_s * w_s[c] / out_s)."""
     iq, oq, wq = in_quant(k), out_quant(k), symmetric_weights(k)
-    lo, hi = qp.activation_range(k.node.attrs.get("activation"), oq, k.out.dtype)
+    lo, hi = int16_activation_range(k, oq) if k.out.dtype == "int16" else \
+        qp.activation_range(k.node.attrs.get("activation"), oq)
     return DenseParams(qp.fc_scales(iq, wq, oq, k.in_shape(1)[0]), np.asarray(wq.scale).size > 1,
                        qp.zero_point_of(iq), qp.zero_point_of(oq), lo, hi)
 
