@@ -23,16 +23,17 @@ def _quant(scale):
     return Quant(np.asarray(scale, np.float32), np.asarray(0, np.int64))
 
 
-def _depthwise_graph(c=5, h=9, w=11, k=3, s=1, pads=(1, 1, 1, 1), seed=0) -> Graph:
+def _depthwise_graph(c=5, h=9, w=11, k=3, s=1, pads=(1, 1, 1, 1), seed=0, kw=None) -> Graph:
     rng = np.random.default_rng(seed)
-    oh, ow = (h + pads[0] + pads[2] - k) // s + 1, (w + pads[1] + pads[3] - k) // s + 1
+    kw = k if kw is None else kw
+    oh, ow = (h + pads[0] + pads[2] - k) // s + 1, (w + pads[1] + pads[3] - kw) // s + 1
     g = Graph("dw16")
     g.add_tensor("x0", (1, h, w, 1), "int16", quant=_quant(0.001))
     g.add_tensor("w0", (c, 1, 1, 1), "int8", rng.integers(-127, 128, (c, 1, 1, 1)).astype(np.int8),
                  quant=Quant(np.full(c, 0.004, np.float32), np.zeros(c, np.int64), 0))
     g.add_tensor("x", (1, h, w, c), "int16", quant=_quant(0.001))     # a graph input is never written over
     g.add_node("Conv2D", ["x0", "w0"], ["x"], strides=(1, 1), dilations=(1, 1), pads=(0, 0, 0, 0), groups=1)
-    g.add_tensor("w", (c, k, k, 1), "int8", rng.integers(-127, 128, (c, k, k, 1)).astype(np.int8),
+    g.add_tensor("w", (c, k, kw, 1), "int8", rng.integers(-127, 128, (c, k, kw, 1)).astype(np.int8),
                  quant=Quant(rng.uniform(0.002, 0.05, c).astype(np.float32), np.zeros(c, np.int64), 0))
     g.add_tensor("b", (c,), "int64", rng.integers(-1 << 20, 1 << 20, c).astype(np.int64),
                  quant=Quant(np.ones(c, np.float32), np.zeros(c, np.int64), 0))
@@ -126,13 +127,16 @@ def test_fast_gemm_under_qemu(tmp_path):
 
 
 DEPTHWISE = [dict(), dict(k=5, s=2, pads=(2, 1, 2, 2), h=11, w=7), dict(k=3, pads=(0, 0, 0, 0)),
-             dict(c=3, h=4, w=3, k=3, pads=(1, 1, 1, 1))]
+             dict(c=3, h=4, w=3, k=3, pads=(1, 1, 1, 1)),
+             # 6 and 7 taps: the taps past the last word of four (2 and 3) widen one register each
+             dict(k=2, kw=3, pads=(1, 1, 0, 1)), dict(c=4, k=1, kw=7, pads=(0, 3, 0, 3), w=12)]
 
 
 @pytest.mark.parametrize("case", DEPTHWISE if FULL else DEPTHWISE[:2])
 def test_fast_depthwise_equals_reference(case):
     """The 16x8 fast depthwise (int16_fast.depthwise): inner pixel pairs, odd inner columns, edge pixels, strides,
-    in place through the plane and with its own buffer, plain and emulated DSP paths."""
+    tap counts of every residue mod 4 (int8 weights widened in registers), in place through the plane and with its
+    own buffer, plain and emulated DSP paths."""
     g = _depthwise_graph(**case)
     x = np.random.default_rng(4).integers(-32768, 32768, (3, *g.tensors["x0"].shape[1:])).astype(np.int16)
     want = run_generated(_build(g, "reference", ()), [x])[0]

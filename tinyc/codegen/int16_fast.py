@@ -194,7 +194,8 @@ def requantize_expr(v: dict, total: str, c: str) -> str:
 
 # -- depthwise ---------------------------------------------------------------------------------------------------
 # One channel at a time (the order of the reference's in-place depthwise, so the planner's "depthwise" in-place
-# decision holds too): the channel's kh x kw weights are int16 locals, each output pixel inside the image sums its
+# decision holds too): the channel's kh x kw int8 weights (as stored: int8 in flash) are widened once per channel
+# into int16 pairs in registers (SXTB16, _tap_register), each output pixel inside the image sums its
 # taps at compile-time offsets from the pixel (one LDRSH and one MLA per multiply-accumulate) in int32, proved not
 # to overflow (|bias| + 32768 * Σ|w| < 2^31); pixels whose window leaves the image take a bounds-checked loop.
 
@@ -223,6 +224,22 @@ def _segments_of(n_out: int, stride: int, pad: int, k: int, dil: int, n_in: int)
     return out
 
 
+def _tap_register(j: int, n: int) -> tuple[int, str]:
+    """(register, half) of depthwise tap j of n on the DSP path: word q of a channel's int8 taps widens by SXTB16 into
+    p(2q) = (tap 4q, tap 4q+2) and by SXTB16 ROR 8 into p(2q+1) = (4q+1, 4q+3) (low, high half); the n % 4 last taps
+    one register each, in the low half."""
+    n4 = n - n % 4
+    if j < n4:
+        return 2 * (j // 4) + j % 2, "t" if j % 4 >= 2 else "b"
+    return n4 // 2 + j - n4, "b"
+
+
+def _tap_mac(j: int, n: int) -> str:
+    """The start of the SMLAxB call that multiplies tap j's widened weight by an int16 input in the low half."""
+    r, half = _tap_register(j, n)
+    return f"tinyc_smla{half}b(p{r}, "
+
+
 def depthwise(k):
     g, node, p = k.plan.graph, k.node, k.params
     if not depthwise_applies(g, node) or (k.in_place is not None and not k.depthwise_in_place):
@@ -244,11 +261,12 @@ def depthwise(k):
     col_segs = _segments_of(ow, sw, pl, kw, dw, iw)
     v = dict(ih=ih, iw=iw, c=c, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=pt, pl=pl, taps=taps,
              rows=(rows[0], rows[-1] + 1) if rows else (0, 0), cols=(cols[0], cols[-1] + 1) if cols else (0, 0),
-             w=k.table(np.pad(w2d, ((0, 0), (0, (kh * kw) % 2))).astype(np.int16), "int16",
-                       "16x8 depthwise weights, int16 per tap (rows padded to an even count)"),
+             w=k.table(w2d, "int8", "16x8 depthwise weights, int8, the kh x kw taps of each channel"),
              bias=k.table(bias, "int32", "16x8 bias") if np.any(bias) else None,
              high=k.table(high, "int32", "requantization multipliers (high word of the product)"),
-             lo=p.lo, hi=p.hi, t=k.scratch if k.depthwise_in_place else None, wstride=kh * kw + (kh * kw) % 2,
+             lo=p.lo, hi=p.hi, t=k.scratch if k.depthwise_in_place else None, wstride=kh * kw,
+             mac=[_tap_mac(j, kh * kw) for j in range(kh * kw)],
+             tail=[(j, _tap_register(j, kh * kw)[0]) for j in range(kh * kw - (kh * kw) % 4, kh * kw)],
              # edge pixels: per block of rows and columns whose taps inside the image are the same, those taps
              # unrolled (no bounds checks); a kernel with many such blocks checks its taps per pixel instead
              blocks=[(r, cs) for r in row_segs for cs in col_segs] if len(row_segs) * len(col_segs) <= 16 else None)
