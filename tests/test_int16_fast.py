@@ -165,7 +165,9 @@ def _conv_graph(h=9, w=7, c=3, o=5, kh=3, kw=3, s=(1, 1), d=(1, 1), pads=(1, 1, 
 
 
 CONVS = [dict(), dict(h=49, w=10, c=1, o=8, kh=10, kw=4, s=(2, 2), pads=(4, 1, 5, 2)),     # DS-CNN's first conv
-         dict(c=2, o=3, kh=5, kw=2, s=(2, 1), d=(2, 1), pads=(2, 0, 3, 1)), dict(c=5, o=1, pads=(0, 0, 0, 0))]
+         dict(c=2, o=3, kh=5, kw=2, s=(2, 1), d=(2, 1), pads=(2, 0, 3, 1)), dict(c=5, o=1, pads=(0, 0, 0, 0)),
+         # runs of 90 (two bytes past the last word of four); a window of 540 bytes: edge pixels without the copy
+         dict(h=5, w=6, c=30, o=3)]
 
 
 @pytest.mark.parametrize("case", CONVS if FULL else CONVS[:2])

@@ -57,6 +57,13 @@ def fits_int32(w: np.ndarray, bias: np.ndarray) -> bool:
     return bool(np.all(np.abs(bias) + PRODUCT * np.abs(w.astype(np.int64)).sum(axis=1) < INT31))
 
 
+def words_of_four(w: np.ndarray) -> np.ndarray:
+    """int8 [R, n] -> the same bytes with each row's first n - n % 4 in the DSP layout of `reordered` (SXTB16 and
+    SXTB16 ROR 8 of a word give the int16 pairs (w0, w1), (w2, w3)); the n % 4 last bytes of a row as they are."""
+    n4 = w.shape[1] - w.shape[1] % 4
+    return np.ascontiguousarray(np.concatenate([reordered(w[:, :n4]), w[:, n4:]], axis=1))
+
+
 def reordered(w4: np.ndarray) -> np.ndarray:
     """int8 [O, K4] -> the DSP layout: per chunk of four, bytes (w0, w2, w1, w3)."""
     o, k4 = w4.shape
@@ -276,9 +283,12 @@ def depthwise(k):
 # -- k x k convolution -------------------------------------------------------------------------------------------
 # Raster order, all channels of a pixel before the next pixel (the reference's order: its window placements hold).
 # An inner pixel's window is kh runs of kw * C contiguous int16 inputs (dilation 1 along the row); each run meets
-# its weights as int16 pairs (the weights stored int16, runs padded to an even length) with one SMLAD per two
-# multiply-accumulates, two output channels per pass sharing the input loads; edge pixels take a bounds-checked
-# loop. int32 totals proved not to overflow, as above.
+# its weights as int16 pairs (the weights stored int8, bytes (w0, w2, w1, w3) per word of four, widened in registers
+# by SXTB16 / SXTB16 ROR 8) with one SMLAD per two multiply-accumulates; two output channels of two neighbouring
+# inner pixels per pass, so each widened weight word serves four SMLADs (on the M4 one asm statement per window:
+# in C the compiler hoists the window's input loads out of the channel loop and spills them). Edge pixels copy their
+# window with zeros outside onto the stack, or take a bounds-checked loop. int32 totals proved not to overflow, as
+# above.
 
 def conv_applies(g, node) -> bool:
     if node.op != "Conv2D" or not _is_16x8(g, node) or pointwise(g, node) or depthwise_applies(g, node):
@@ -303,16 +313,21 @@ def conv(k):
     (sh, sw), dh, (pt, pl) = a["strides"], a["dilations"][0], a["pads"][:2]
     run = kw * c
     runp = run + run % 2
-    w = np.zeros((o, kh, runp), np.int16)
-    w[:, :, :run] = w2d.reshape(o, kh, run)
+    run4 = run - run % 4
     rows = [oy for oy in range(oh) if oy * sh - pt >= 0 and oy * sh - pt + (kh - 1) * dh < ih]
     cols = [ox for ox in range(ow) if ox * sw - pl >= 0 and ox * sw - pl + kw - 1 < iw]
     high = high_word_multipliers(p.mults, p.shifts)
     v = dict(ih=ih, iw=iw, c=c, oh=oh, ow=ow, o=o, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, pt=pt, pl=pl, run=run, runp=runp,
-             rows=(rows[0], rows[-1] + 1) if rows else (0, 0), cols=(cols[0], cols[-1] + 1) if cols else (0, 0),
-             w=k.table(w, "int16", "16x8 conv weights, int16, each row of the window padded to an even length"),
+             run4=run4, rows=(rows[0], rows[-1] + 1) if rows else (0, 0),
+             cols=(cols[0], cols[-1] + 1) if cols else (0, 0),
+             w=k.table(words_of_four(w2d.reshape(o * kh, run)), "int8",
+                       "16x8 conv weights, int8, each row of the window as bytes (w0, w2, w1, w3) per four"),
              bias=k.table(bias, "int32", "16x8 bias") if np.any(bias) else None, lo=p.lo, hi=p.hi,
              restrict="" if k.in_place is not None else "restrict ",
+             # written over its input (the planner's window placement, safe in raster order), a pass over two
+             # pixels stores the second one's outputs after the first one's last read: no read follows a write
+             # that raster order puts after it
+             buffer_b=k.in_place is not None,
              window=kh * runp * 2 <= 512)     # edge pixels copy their window onto the stack (<= 512 bytes)
     if high is not None:
         hw = k.table(high, "int32", "requantization multipliers (high word of the product)")
