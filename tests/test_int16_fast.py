@@ -227,7 +227,9 @@ def test_ds_cnn_16x8_within_one_and_a_half_int8_on_m4(tmp_path):
 
 
 TRANSPOSES = [dict(h=5, w=4, c=3, o=4, kh=3, kw=3, s=(2, 2), pads=(1, 1, 0, 0)),
-              dict(h=3, w=6, c=8, o=3, kh=4, kw=2, s=(3, 1), pads=(0, 0, 1, 1))]
+              dict(h=3, w=6, c=8, o=3, kh=4, kw=2, s=(3, 1), pads=(0, 0, 1, 1)),
+              # a pass of four output channels and one of three; 10 input channels: two past the last word of four
+              dict(h=4, w=3, c=10, o=7, kh=3, kw=3, s=(2, 2), pads=(1, 1, 1, 1))]
 
 
 def _transpose_graph(case) -> Graph:
@@ -249,7 +251,8 @@ def _transpose_graph(case) -> Graph:
 
 @pytest.mark.parametrize("case", TRANSPOSES)
 def test_fast_transpose_conv_equals_reference(case):
-    """The 16x8 fast TRANSPOSE_CONV (int16_fast.conv_transpose): odd and even channel counts, strides, crops."""
+    """The 16x8 fast TRANSPOSE_CONV (int16_fast.conv_transpose): odd and even channel counts, input channels past
+    the last word of four weights, passes of four and fewer output channels, strides, crops."""
     from tinyc.compiler import codegen_options, compile_graph
     g = _transpose_graph(case)
     h, w, c = g.tensors["x"].shape[1:]

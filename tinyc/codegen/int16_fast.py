@@ -342,8 +342,9 @@ def conv(k):
 
 # -- transposed convolution ----------------------------------------------------------------------------------------
 # The reference's gather form (each output pixel sums the taps that reach it) with int32 totals proved not to
-# overflow, int16 weights (each tap's channels padded to an even count) multiplied by SMLAD over channel pairs, and
-# the SMMULR requantization where exact.
+# overflow, int8 weights (each tap's input channels as bytes (w0, w2, w1, w3) per word of four, widened in registers
+# by SXTB16 / SXTB16 ROR 8) multiplied by SMLAD over channel pairs, four output channels per pass sharing the input
+# loads (on the M4 one asm statement per tap), and the SMMULR requantization where exact.
 
 def transpose_applies(g, node) -> bool:
     if node.op != "ConvTranspose2D" or not _is_16x8(g, node) or int(node.attrs.get("groups", 1)) != 1:
@@ -359,12 +360,10 @@ def conv_transpose(k):
     template, v, macs = _reference_transpose_vars(k)
     w2d, bias = _weights_bias(g, node)
     o, kh, kw, cg = k.in_shape(1)
-    cgp = cg + cg % 2
-    w = np.zeros((o, kh, kw, cgp), np.int16)
-    w[..., :cg] = w2d.reshape(o, kh, kw, cg)
     high = high_word_multipliers(p.mults, p.shifts)
-    v.update(w=k.table(w, "int16", "16x8 transposed conv weights, int16, each tap's channels padded to even"),
-             cgp=cgp, bias=k.table(bias, "int32", "16x8 bias") if np.any(bias) else None, lo=p.lo, hi=p.hi,
+    v.update(w=k.table(words_of_four(w2d.reshape(o * kh * kw, cg)), "int8",
+                       "16x8 transposed conv weights, int8, each tap's channels as bytes (w0, w2, w1, w3) per four"),
+             cg4=cg - cg % 4, bias=k.table(bias, "int32", "16x8 bias") if np.any(bias) else None, lo=p.lo, hi=p.hi,
              restrict="" if k.in_place is not None else "restrict ")
     if high is not None:
         hw = k.table(high, "int32", "requantization multipliers (high word of the product)")
