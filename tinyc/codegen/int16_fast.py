@@ -362,7 +362,9 @@ def conv_transpose(k):
     o, kh, kw, cg = k.in_shape(1)
     high = high_word_multipliers(p.mults, p.shifts)
     v.update(w=k.table(words_of_four(w2d.reshape(o * kh * kw, cg)), "int8",
-                       "16x8 transposed conv weights, int8, each tap's channels as bytes (w0, w2, w1, w3) per four"),
+                       "16x8 transposed conv weights, int8, each tap's channels as bytes (w0, w2, w1, w3) per four",
+                       "TINYC_DSP"),
+             wp=k.table(w2d, "int8", "16x8 transposed conv weights, int8", "!TINYC_DSP"),
              cg4=cg - cg % 4, bias=k.table(bias, "int32", "16x8 bias") if np.any(bias) else None, lo=p.lo, hi=p.hi,
              restrict="" if k.in_place is not None else "restrict ")
     if high is not None:
