@@ -124,19 +124,20 @@ def fast_mbqm(shifts, bound: int) -> bool:
 SATURATED = 400     # |acc * scale| beyond this saturates any int8 output whatever the zero point
 
 
-def double_requant(scale: float) -> tuple[int, int] | None:
+def double_requant(scale: float, saturated: int = SATURATED) -> tuple[int, int] | None:
     """For tinyc_requantize_double_fast: (m, tie) with m = round(scale * 2^32) and tie (in 2^-32 units) larger
     than |acc * m / 2^32 - acc * scale| plus the double product's rounding for every acc whose result does not
-    saturate (|acc * scale| < SATURATED); None when the scale is outside (0, 0.5)."""
+    saturate (|acc * scale| < saturated: SATURATED for int8 outputs, int16_fast.SATURATED for int16 ones); None
+    when the scale is outside (0, 0.5)."""
     s = Fraction(scale)
     if not (0 < s < Fraction(1, 2)):
         return None
     m = round(s * (1 << 32))
     if not (0 < m < INT31):
         return None
-    a_max = min(Fraction(SATURATED) / s, Fraction(INT31))
+    a_max = min(Fraction(saturated) / s, Fraction(INT31))
     err = a_max * abs(m - s * (1 << 32))                   # |acc| * |m - scale * 2^32|
-    rounding = Fraction(SATURATED * (1 << 32), 1 << 53)    # the double product's relative error 2^-53
+    rounding = Fraction(saturated * (1 << 32), 1 << 53)    # the double product's relative error 2^-53
     tie = int(err + rounding) + 2
     return (m, tie) if tie < (1 << 30) else None
 

@@ -21,9 +21,9 @@ where the double path runs.
 """
 from __future__ import annotations
 
-from fractions import Fraction
-
 import numpy as np
+
+from .gemm_pack import double_requant
 
 INT31 = 1 << 31
 PRODUCT = 32768          # |x| <= 32768 for int16 x: a run's sum stays in int32 while 32768 * Σ|w| < 2^31
@@ -68,23 +68,6 @@ def reordered(w4: np.ndarray) -> np.ndarray:
     """int8 [O, K4] -> the DSP layout: per chunk of four, bytes (w0, w2, w1, w3)."""
     o, k4 = w4.shape
     return np.ascontiguousarray(w4.reshape(o, k4 // 4, 4)[:, :, [0, 2, 1, 3]]).reshape(o, k4)
-
-
-def double_requant16(scale: float) -> tuple[int, int] | None:
-    """gemm_pack.double_requant for int16 outputs: (m, tie) with m = round(scale * 2^32) and the margin `tie` (in
-    2^-32 units) beyond which rounding q = acc * m equals round(acc * scale) in double for every int32 acc whose
-    result does not saturate an int16 (|acc * scale| < SATURATED); None when no such margin fits."""
-    s = Fraction(scale)
-    if not (0 < s < Fraction(1, 2)):
-        return None
-    m = round(s * (1 << 32))
-    if not (0 < m < INT31):
-        return None
-    a_max = min(Fraction(SATURATED) / s, Fraction(INT31))
-    err = a_max * abs(m - s * (1 << 32))
-    rounding = Fraction(SATURATED * (1 << 32), 1 << 53)
-    tie = int(err + rounding) + 2
-    return (m, tie) if tie < (1 << 30) else None
 
 
 def _weights_bias(g, node):
@@ -150,7 +133,7 @@ def gemm(k):
         v["bias"] = None
     if node.op == "Dense":
         scales = p.scales
-        fixed = [double_requant16(s) for s in scales]
+        fixed = [double_requant(s, SATURATED) for s in scales]
         v["scale"] = k.table(np.asarray(scales, np.float64), "float64", "requantization scales")
         v["fast_double"] = not v["wide"] and all(f is not None for f in fixed)
         if v["fast_double"]:
