@@ -239,13 +239,17 @@ def batch_matmul(cv, opts, ins):
     return cv.emit("MatMul", [cv.x(ins[0]), cv.x(ins[1])], batch + (m, n), transpose_a=adj_x, transpose_b=adj_y)
 
 # -- elementwise ---------------------------------------------------------------------------------------------
+def _broadcast_shape(cv, ins) -> tuple:
+    a, b = cv.shape(ins[0]), cv.shape(ins[1])
+    try:
+        return tuple(np.broadcast_shapes(a, b))
+    except ValueError:
+        raise TinycError(f"{cv.where()}: shapes {a} and {b} do not broadcast") from None
+
+
 def _binary(op):
     def convert(cv, opts, ins):
-        a, b = cv.shape(ins[0]), cv.shape(ins[1])
-        try:
-            shape = tuple(np.broadcast_shapes(a, b))
-        except ValueError:
-            raise TinycError(f"{cv.where()}: shapes {a} and {b} do not broadcast") from None
+        shape = _broadcast_shape(cv, ins)
         pot = {}
         if op in ("Add", "Sub") and cv.runtime_dtype(cv.out) == "int16" and getattr(opts, "potScaleInt16", True):
             pot = dict(pot_scale_int16=True)   # the schema's default: TFLite's power-of-two kernel where it applies
@@ -256,11 +260,7 @@ def _binary(op):
 def _compare(kind):
     """LESS, GREATER, ...: a bool per element (Keras 3's Embedding wraps negative indices with LESS and SELECT)."""
     def convert(cv, opts, ins):
-        a, b = cv.shape(ins[0]), cv.shape(ins[1])
-        try:
-            shape = tuple(np.broadcast_shapes(a, b))
-        except ValueError:
-            raise TinycError(f"{cv.where()}: shapes {a} and {b} do not broadcast") from None
+        shape = _broadcast_shape(cv, ins)
         return cv.emit("Compare", [cv.x(ins[0]), cv.x(ins[1])], shape, kind=kind)
     return convert
 
