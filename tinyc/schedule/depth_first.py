@@ -105,6 +105,8 @@ class FusedBlock:
     block_bytes: int       # live bytes during the block's single step
     peak_bytes: int        # the graph's peak (lower bound) with the block fused
     peak_before: int       # the plan's lower bound layer by layer
+    overlapped_bytes: int  # block_bytes with the output over the dead input rows (module docstring)
+    peak_overlapped: int   # the graph's peak with that
 
 
 def _element_bytes(t) -> int:
@@ -154,8 +156,21 @@ def fused_block(plan, names, stream_input: bool = False) -> FusedBlock:
         for s in range(first):
             live[s] -= whole_x - input_bytes
     outside = [v for s, v in enumerate(live) if not first <= s <= last]
+    overlapped = block
+    if not stream_input and [c.name for c in g.consumers(x)] == [nodes[0].name] and x not in g.live_out():
+        rolling = max((windows[0].in_rows - first_live_row(windows, r)) * _row_bytes(g, x) + (r + 1) * _row_bytes(g, y)
+                      for r in range(windows[-1].out_rows))
+        overlapped = min(block, crossing + sum(line) + align(rolling))
     return FusedBlock([n.name for n in nodes], rows, line, input_bytes, output_bytes, crossing, block,
-                      max(outside + [block]), max(plan.live))
+                      max(outside + [block]), max(plan.live), overlapped, max(outside + [overlapped]))
+
+
+def first_live_row(windows: list[RowWindow], r: int) -> int:
+    """The first row of the chain's input that its output rows >= r still read (windows are monotone)."""
+    for w in reversed(windows):
+        first = next((min(rows) for q in range(r, w.out_rows) if (rows := w.reads(q))), w.in_rows)
+        r = first
+    return r
 
 
 def _row_bytes(g, name) -> int:
