@@ -100,12 +100,12 @@ def activation_params(lo: float, hi: float) -> tuple[float, int]:
     return scale, zp
 
 
-def _groups(g: Graph) -> dict[str, str]:
-    """Union-find over runtime tensors that must share quantization parameters -> representative (a state tensor
-    and its next value are one group)."""
+def _groups(g: Graph, shared: tuple = SHARED) -> dict[str, str]:
+    """Union-find over runtime tensors that must share quantization parameters (the outputs of `shared` ops with
+    their inputs) -> representative (a state tensor and its next value are one group)."""
     sets = DisjointSets(name for name, t in g.tensors.items() if not t.is_const)
     for n in g.nodes:
-        if n.op in SHARED:
+        if n.op in shared:
             for i in n.inputs:
                 if i in sets:
                     sets.merge(n.outputs[0], i)
@@ -118,6 +118,14 @@ def _groups(g: Graph) -> dict[str, str]:
                              "quantize the model without that state")
         sets.merge(s, v)
     return {name: sets.find(name) for name in sets.parent}
+
+
+def group_members(rep: dict[str, str]) -> dict[str, list[str]]:
+    """representative -> the tensors of its group (the inverse of `_groups`)."""
+    members: dict[str, list[str]] = {}
+    for name, r in rep.items():
+        members.setdefault(r, []).append(name)
+    return members
 
 
 def _fixed(g: Graph, name: str):
@@ -176,9 +184,7 @@ def quantize_graph(g: Graph, samples: list[np.ndarray], progress=None, weights: 
     _widen_by_initial_states(g, ranges)
     q = g.copy()
     rep = _groups(q)
-    members: dict[str, list[str]] = {}
-    for name, r in rep.items():
-        members.setdefault(r, []).append(name)
+    members = group_members(rep)
     params: dict[str, tuple[float, int]] = {}
     for r, names in members.items():
         fixed = [f for f in (_fixed(q, n) for n in names) if f is not None]

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..disjoint_sets import DisjointSets
 from ..errors import TinycError
 from ..ir import Graph, Node, Quant
 from ..ops import REGISTRY
 from .calibrate import collect_ranges
 from .int16_activations import OUT_SCALE
-from .ptq import WEIGHTED, _quantize_weights, split_activations
+from .ptq import WEIGHTED, _groups, _quantize_weights, group_members, split_activations
 
 INT16_MAX = 32767
 # Activation functions TFLite has in 16x8 and tinyc computes on int16 (relu and clip also fuse into producers)
@@ -127,16 +126,6 @@ def widen_in_place_inputs(g: Graph, ranges: dict) -> None:
             break
 
 
-def _groups(g: Graph) -> dict[str, str]:
-    sets = DisjointSets(name for name, t in g.tensors.items() if not t.is_const)
-    for n in g.nodes:
-        if n.op in SHARED:
-            for i in n.inputs:
-                if i in sets:
-                    sets.merge(n.outputs[0], i)
-    return {name: sets.find(name) for name in sets.parent}
-
-
 def _fixed(g: Graph, name: str) -> bool:
     p = g.producer(name)
     return p is not None and (p.op == "Softmax" or (p.op == "Activation" and p.attrs["fn"] in FIXED_FUNCTIONS))
@@ -149,10 +138,8 @@ def quantize_graph_int16(g: Graph, samples: list[np.ndarray], progress=None) -> 
     ranges = collect_ranges(g, samples, progress)
     widen_in_place_inputs(g, ranges)
     q = g.copy()
-    rep = _groups(q)
-    members: dict[str, list[str]] = {}
-    for name, r in rep.items():
-        members.setdefault(r, []).append(name)
+    rep = _groups(q, SHARED)
+    members = group_members(rep)
     scales: dict[str, float] = {}
     for r, names in members.items():
         if any(_fixed(q, n) for n in names):     # the group of a LOGISTIC / TANH / SOFTMAX output (its reshapes)
