@@ -18,6 +18,7 @@ from ..quant.params import scale_of, zero_point_of
 from ..ops import REGISTRY
 from ..ops.hybrid import HYBRID_KERNELS
 from .hybrid_fast import HYBRID_FAST
+from . import fused_block
 from ..ops.opdef import integer_range
 from . import cmake
 from .literals import C_STORAGE, c_array_body, c_float, c_type
@@ -134,7 +135,8 @@ def kernel_family(g, node) -> str:
         accepted = REGISTRY[node.op].plain_dtypes
         other = sorted({t.dtype for t in runtime} - set(accepted))
         if other:
-            raise TinycError(f"node '{node.name}' ({node.op}) computes on {', '.join(other)} tensors; tinyc's {node.op} "
+            raise TinycError(f"node '{node.name}' ({node.op}) computes on {', '.join(other)} tensors; tinyc's "
+                             f"{node.op} "
                              f"kernel takes {', '.join(accepted)}: run `tinyc ops`")
         return "float"
     wide = REGISTRY[node.op].int8_wide_dtypes     # e.g. SVDF's int16 memory beside its int8 input and output
@@ -269,9 +271,45 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
         stored[c] = (form, name)
         return WeightArray(c, c_type(form.stored_dtype), form)
 
+    families = set()
+
+    def kernel_body(kg, node, kplan, exprs, in_place, scratch, work, index):
+        """(C body, kernel name, MACs) of one layer: the fast rule where one applies, else the reference one."""
+        family = kernel_family(kg, node)
+        definition = REGISTRY[node.op]
+        rule = definition.float_kernel if family == "float" else definition.int8_kernel
+        if family == "hybrid":
+            rule = HYBRID_KERNELS[node.op]
+        if rule is None:
+            raise TinycError(f"no {family} C kernel for op '{node.op}' (node '{node.name}'); run `tinyc ops`")
+        context = KernelContext(node, kplan, exprs, table, in_place, scratch, work,
+                                weights=lambda name, _family=family: stored_weight(_family, name))
+        if family == "int8" and definition.int8_prepare is not None:
+            context.params = definition.int8_prepare(context)
+        chosen, folder = None, family
+        # The optimized kernel, tried first; it returns None where it does not apply (the reference kernel
+        # is used then), and must equal its reference twin bit for bit.
+        fast = definition.int8_fast if family == "int8" and kernels == "fast" else None
+        if family == "hybrid" and kernels == "fast":
+            fast = HYBRID_FAST[node.op]
+        if fast is not None:
+            chosen = fast(context)
+            folder = f"{family}_fast"
+        if chosen is None:
+            if work is not None and definition.work is None:
+                raise TinycError(f"internal: layer {index} has kernel scratch but no fast kernel took it")
+            chosen, folder = rule(context), family
+        template, variables, macs = chosen
+        families.add(folder)
+        variables["act"] = lambda x, _node=node: activations.c_expr(_node.attrs.get("activation"), x)
+        kernel_name = f"{folder}/{template.removesuffix('.c.j2')}"
+        if variables.get("variant"):
+            kernel_name += f"/{variables['variant']}"
+        return env.get_template(f"{folder}/{template}").render(**variables).rstrip("\n"), kernel_name, macs
+
     arena_bytes = plan.arena_bytes or 1    # (every tensor zero-size: C has no zero-length arrays)
     lib = Library(prefix, {}, arena_bytes=arena_bytes)
-    layers, families = [], set()
+    layers = []
     for index, node in enumerate(g.nodes):
         out = node.outputs[0]
         in_place = plan.in_place.get(index) or _state_in_place(plan, index, node, same_bytes)
@@ -302,44 +340,44 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
         traces = [dict(id=len(lib.traced) + j, expr=where(name), bytes=g.tensors[name].nbytes)
                   for j, name in enumerate(node.outputs)]
         layer = dict(index=index, op=node.op, comment=comment_text(node.name), fn=None, macs=0, traces=traces,
-                     in_place=in_place.kind if in_place else None)
+                     in_place=in_place.kind if in_place else None, functions=[])
         lib.traced.extend(node.outputs)
         alias = _is_alias(plan, node)
-        if not alias:
-            family = kernel_family(g, node)
-            definition = REGISTRY[node.op]
-            rule = definition.float_kernel if family == "float" else definition.int8_kernel
-            if family == "hybrid":
-                rule = HYBRID_KERNELS[node.op]
-            if rule is None:
-                raise TinycError(f"no {family} C kernel for op '{node.op}' (node '{node.name}'); run `tinyc ops`")
-            context = KernelContext(node, plan, exprs, table, in_place, scratch, work,
-                                    weights=lambda name, _family=family: stored_weight(_family, name))
-            if family == "int8" and definition.int8_prepare is not None:
-                context.params = definition.int8_prepare(context)
-            chosen, folder = None, family
-            # The optimized kernel, tried first; it returns None where it does not apply (the reference kernel
-            # is used then), and must equal its reference twin bit for bit.
-            fast = definition.int8_fast if family == "int8" and kernels == "fast" else None
-            if family == "hybrid" and kernels == "fast":
-                fast = HYBRID_FAST[node.op]
-            if fast is not None:
-                chosen = fast(context)
-                folder = f"{family}_fast"
-            if chosen is None:
-                if work is not None and definition.work is None:
-                    raise TinycError(f"internal: layer {index} has kernel scratch but no fast kernel took it")
-                chosen, folder = rule(context), family
-            template, variables, macs = chosen
-            families.add(folder)
-            variables["act"] = lambda x, _node=node: activations.c_expr(_node.attrs.get("activation"), x)
-            kernel_name = f"{folder}/{template.removesuffix('.c.j2')}"
-            if variables.get("variant"):
-                kernel_name += f"/{variables['variant']}"
+        if not alias and node.op == "FusedBlock":
+            fn = f"{prefix}_l{index}_fused"
+
+            def row_kernel(vg, vnode, vplan, has_work):
+                vexprs, vparams = [], []
+                for name in vnode.inputs:
+                    if vg.tensors[name].is_const:
+                        vexprs.append(const_name(name))
+                    else:
+                        vexprs.append(f"x{len(vparams)}")
+                        vparams.append(f"const {c_type(vg.tensors[name].dtype)} *restrict x{len(vparams)}")
+                vparams.append(f"{c_type(vg.tensors[vnode.outputs[0]].dtype)} *restrict y")
+                vwork = None
+                if has_work:
+                    vwork = "s"
+                    vparams.append(f"{'float' if kernel_family(vg, vnode) == 'float' else 'int8_t'} *restrict s")
+                body, kernel_name, vmacs = kernel_body(vg, vnode, vplan, vexprs, None, None, vwork, index)
+                return body, kernel_name, vparams, vmacs
+
+            functions, body, macs = fused_block.render_block(node, prefix, fn, row_kernel,
+                                                       plan.work[index].nbytes if index in plan.work else 0)
+            runtime_in = [t for t in node.inputs if not g.tensors[t].is_const]
+            restrict = "" if in_place else "restrict "
+            params = [f"const unsigned char *{restrict}x{j}" for j in range(len(runtime_in))] + \
+                [f"unsigned char *{restrict}y", "unsigned char *restrict s"]
+            args = [f"arena + {plan.offset_of(t)}" for t in runtime_in] + [f"arena + {plan.offset_of(out)}",
+                                                                          f"arena + {plan.work[index].offset}"]
+            layer.update(fn=fn, params=params, args=args, macs=macs, kernel="fused_block", body=body,
+                         functions=functions)
+            lib.macs += macs
+        elif not alias:
+            body, kernel_name, macs = kernel_body(g, node, plan, exprs, in_place, scratch, work, index)
             batch = image_batch(g, node)
             layer.update(fn=f"{prefix}_l{index}_{node.op.lower()}", params=params, args=args, macs=macs * batch,
-                         kernel=kernel_name,
-                         body=env.get_template(f"{folder}/{template}").render(**variables).rstrip("\n"))
+                         kernel=kernel_name, body=body)
             if batch > 1:     # the kernel computes one image: the layer calls it once per image
                 layer["batch"] = batch
                 layer["image_args"] = _image_args(g, node, params)
@@ -349,7 +387,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
         lib.layers.append(dict(index=index, op=node.op, name=node.name, macs=layer["macs"], alias=alias,
                                in_place=layer["in_place"], kernel=layer.get("kernel")))
     # Constants no kernel refers to (e.g. weights a fast kernel replaced by a re-laid-out copy) are not emitted.
-    used = set(re.findall(rf"\b{prefix}_c\d+\b", "\n".join(l.get("body", "") for l in layers if l["fn"])))
+    bodies = [l.get("body", "") for l in layers if l["fn"]] + [f["body"] for l in layers for f in l["functions"]]
+    used = set(re.findall(rf"\b{prefix}_c\d+\b", "\n".join(bodies)))
     consts = [c for c in consts if c["name"] in used]
     for c in consts:
         if c["name"] in stored:

@@ -163,6 +163,9 @@ def work_bytes(g, node) -> int:
     the DSP path's and the byte path's (one row of inputs + 128, K rounded up to 8), which share it."""
     if scratch_level(node) == "none":
         return 0
+    if node.op == "FusedBlock":           # the largest of its layers' row kernels (codegen/fused_block.py)
+        from .fused_block import fast_work_bytes
+        return fast_work_bytes(node)
     if int4_gemm.applies(g, node):        # int4 weights (int4_gemm.py)
         return int4_gemm.scratch_bytes(g, node)
     from .hybrid_fast import applies as hybrid_applies, work_bytes as hybrid_work_bytes   # (it imports the ops)

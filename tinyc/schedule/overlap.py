@@ -108,6 +108,14 @@ def lead_for(g: Graph, node, i: int) -> tuple[bool, int | None] | None:
         return True, _elementwise_lead(y.size, ei, eo)
     if node.op not in WINDOWED or i != 0 or (node.op in ONE_IMAGE and _several_images(x)):
         return None
+    if node.op == "FusedBlock":        # output rows in order; input rows are dead once loaded (row_schedule.py)
+        if node.attrs.get("stream"):
+            return None
+        from ..ops.fused_block import schedule_of
+        sched = schedule_of(node)
+        rows = sched.output_rows_min_read(node.inputs[0])
+        row_elems = x.shape[2] * x.shape[3]
+        return False, _window_lead(rows * row_elems, y.shape[2] * y.shape[3] * eo, ei)
     if node.op == "Dense":
         k, o = x.shape[-1], y.shape[-1]
         rows = y.size // o

@@ -1,0 +1,248 @@
+"""C for a FusedBlock (tinyc/ops/fused_block.py): one kernel per layer specialized for a window of rows, and the
+block function that runs the row schedule (schedule/row_schedule.py), its repeating steps compressed into loops.
+
+**Kernels.** Layer L of a block computes one output row at a time from a window of its input's rows with no
+vertical padding (padding rows are stored rows): the layer's own kernel rule (fast, else reference) applied to a
+copy of the layer whose input is `span` rows high, output one row high, top and bottom pads 0 (`row_variant`). So
+the row kernels are the whole-layer kernels, byte for byte the same arithmetic per output pixel, and the
+reference twin of a row kernel is the reference rule on the same copy.
+
+**Scratch** (the block node's arena scratch, `s`): the line buffers one after another, then the largest fast kernel
+scratch of one layer (its layers run one at a time).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from ..ir import Graph
+from ..schedule.buffers import align
+
+SCRATCH = "kernel_scratch"       # int8_fast.SCRATCH (imported there from here would be a cycle)
+MAX_PERIOD = 256                 # longest run of steps a loop body may repeat
+
+
+@dataclass
+class RowVariant:
+    layer: int              # index in the block
+    graph: Graph            # the layer on a window of rows: input(s) `span` rows, output one row
+    node: object
+    own_work: int = 0       # OpDef.work of the layer's op (0: the block refuses ops that have one)
+
+
+def row_variant(sub: Graph, node, reads: list, scratch_level: str | None = None) -> tuple[Graph, object]:
+    """The layer `node` of block graph `sub` computing one output row from windows of its inputs' rows."""
+    g = Graph(f"{node.name} (one row)", sub.source_format)
+    n = copy.copy(node)
+    n.attrs = dict(node.attrs)
+    for name, w in zip(node.inputs, reads):
+        t = sub.tensors[name]
+        if w is None:
+            g.tensors[name] = t
+            continue
+        v = copy.copy(t)
+        v.shape = (1, w.span, t.shape[2], t.shape[3])
+        g.tensors[name] = v
+    y = copy.copy(sub.tensors[node.outputs[0]])
+    y.shape = (1, 1) + tuple(y.shape[2:])
+    g.tensors[y.name] = y
+    if "pads" in n.attrs:
+        t, left, b, r = n.attrs["pads"]
+        n.attrs["pads"] = (0, left, 0, r) if isinstance(n.attrs["pads"], tuple) else [0, left, 0, r]
+    if scratch_level is not None:
+        n.attrs[SCRATCH] = scratch_level
+    g.nodes = [n]
+    g.inputs = [i for i in node.inputs if not g.tensors[i].is_const]
+    g.outputs = list(node.outputs)
+    return g, n
+
+
+def layer_variants(node) -> list[RowVariant]:
+    from ..ops.fused_block import schedule_of
+    sched = schedule_of(node)
+    sub = node.attrs["graph"]
+    level = node.attrs.get(SCRATCH)
+    out = []
+    for li, n in enumerate(sched.layers):
+        reads = [sched.reads.get((li, pos)) for pos in range(len(n.inputs))]
+        g, v = row_variant(sub, n, reads, level)
+        out.append(RowVariant(li, g, v))
+    node.attrs.setdefault("_variants", out)
+    return out
+
+
+def own_work_offset(node) -> int:
+    """Bytes of the line buffers: the start of the kernel scratch in the block's scratch."""
+    from ..ops.fused_block import schedule_of
+    return align(schedule_of(node).line_bytes)
+
+
+def fast_work_bytes(node) -> int:
+    """The largest fast-kernel scratch of one of the block's layers (they run one at a time)."""
+    from . import int8_fast
+    from .emit import kernel_family
+    best = 0
+    for v in layer_variants(node):
+        if kernel_family(v.graph, v.node) == "int8":
+            best = max(best, int8_fast.work_bytes(v.graph, v.node))
+    return best
+
+
+class RowPlan:
+    """What a kernel rule reads of the plan (KernelContext.plan): the graph, and offsets whose alignment holds for
+    every call (0 when every window starts 4-byte aligned, else 1)."""
+
+    def __init__(self, graph, aligned: dict):
+        self.graph = graph
+        self._aligned = aligned
+
+    def offset_of(self, name):
+        return 0 if self._aligned.get(name, True) else 1
+
+
+def buffer_offsets(sched) -> dict:
+    """Each line buffer's byte offset in the block's scratch."""
+    offsets, at = {}, 0
+    for name, b in sched.buffers.items():
+        offsets[name] = at
+        at += b.nbytes
+    return offsets
+
+
+def render_block(node, prefix: str, fn: str, render_kernel, work_bytes: int) -> tuple[list, str, int]:
+    """(functions, body, MACs) of the block layer `fn(x0.., y, s)`: `render_kernel(graph, node, plan, has_work)`
+    gives a row kernel's (body, kernel name, params, MACs per row); `work_bytes`: the block's scratch in the
+    plan."""
+    from ..ops.fused_block import schedule_of
+    sched = schedule_of(node)
+    sub = node.attrs["graph"]
+    offsets = buffer_offsets(sched)
+    line = own_work_offset(node)
+    xs = {name: f"x{j}" for j, name in enumerate(sched.inputs)}
+
+    def place(name, slot, row):
+        """(base pointer, byte offset) of row `row` / slot `slot` of tensor `name`."""
+        if name == sched.output:
+            t = sub.tensors[name]
+            return "y", row * t.shape[2] * t.shape[3] * (t.nbytes // t.size)
+        b = sched.buffers[name]
+        return "s", offsets[name] + slot * b.row_bytes
+
+    computes = {}
+    for a in sched.actions:
+        if a.kind == "compute":
+            n = sched.layers[a.layer]
+            ins = [t for t in n.inputs if not sub.tensors[t].is_const]
+            for t, slot in zip(ins, a.in_slots):
+                computes.setdefault((a.layer, t), set()).add(place(t, slot, 0)[1] % 4)
+    functions, kernels, macs = [], {}, 0
+    for v in layer_variants(node):
+        n = sched.layers[v.layer]
+        aligned = {t: computes.get((v.layer, t), {0}) == {0} for t in n.inputs}
+        aligned[n.outputs[0]] = True
+        need = fast_work_bytes_of(v)
+        work = line if need and line + need <= work_bytes else None
+        body, kernel, params, row_macs = render_kernel(v.graph, v.node, RowPlan(v.graph, aligned), work is not None)
+        macs += row_macs * sub.tensors[n.outputs[0]].shape[1]
+        name = f"{fn}_r{v.layer}"
+        functions.append(dict(fn=name, params=params, body=body, comment=f"row kernel of layer '{n.name}'",
+                              kernel=kernel))
+        casts = [p.rsplit("*", 1)[0].strip() + " *" for p in params]
+        kernels[v.layer] = (name, work, [sub.tensors[t] for t in n.inputs if not sub.tensors[t].is_const],
+                            sub.tensors[n.outputs[0]], casts)
+    steps = []
+    for a in sched.actions:
+        if a.kind == "compute":
+            name, work, ins, out, casts = kernels[a.layer]
+            args = [place(t.name, slot, 0) for t, slot in zip(ins, a.in_slots)] + [place(out.name, a.slot, a.row)]
+            key = ("compute", name, work, tuple(b for b, _ in args), tuple(casts))
+            steps.append((key, tuple(o for _, o in args), None))
+        elif a.kind == "load":
+            b = sched.buffers[a.tensor]
+            row_bytes = b.row_bytes
+            key = ("copy", row_bytes, xs[a.tensor], "s")
+            steps.append((key, (a.row * row_bytes, offsets[a.tensor] + a.slot * row_bytes), None))
+        elif a.kind == "fill":
+            b = sched.buffers[a.tensor]
+            key = ("fill", b.row_bytes, b.pad_value)
+            steps.append((key, (offsets[a.tensor] + a.slot * b.row_bytes,), None))
+        elif a.kind == "move":
+            b = sched.buffers[a.tensor]
+            key = ("copy", a.rows * b.row_bytes, "s", "s")
+            steps.append((key, (offsets[a.tensor] + a.src * b.row_bytes, offsets[a.tensor] + a.slot * b.row_bytes),
+                          None))
+    lines = [f"  /* {len(sched.layers)} layers row by row: {len(sched.actions)} steps; line buffers "
+             f"{sched.line_bytes} bytes (" + ", ".join(f"'{t}' {b.capacity} rows" for t, b in sched.buffers.items())
+             + ") */"]
+    for item in compress(steps):
+        if item[0] == "loop":
+            _, count, body = item
+            lines.append(f"  for (int n = 0; n < {count}; ++n) {{")
+            for key, base, delta in body:
+                lines.append("    " + _statement(prefix, key, base, delta))
+            lines.append("  }")
+        else:
+            key, args = item[1], item[2]
+            lines.append("  " + _statement(prefix, key, args, None))
+    return functions, "\n".join(lines), macs
+
+
+def fast_work_bytes_of(v: RowVariant) -> int:
+    from . import int8_fast
+    from .emit import kernel_family
+    return int8_fast.work_bytes(v.graph, v.node) if kernel_family(v.graph, v.node) == "int8" else 0
+
+
+def _expr(base: str, offset: int, delta: int | None) -> str:
+    step = f" + n * {delta}" if delta else ""
+    return f"{base} + {offset}{step}"
+
+
+def _aligned(offsets, deltas) -> bool:
+    return all(o % 4 == 0 for o in offsets) and all((d or 0) % 4 == 0 for d in deltas)
+
+
+def _statement(prefix: str, key, args, deltas) -> str:
+    deltas = deltas or (None,) * len(args)
+    if key[0] == "compute":
+        _, name, work, bases, casts = key
+        ptrs = [f"({cast})({_expr(b, o, d)})" for b, o, d, cast in zip(bases, args, deltas, casts)]
+        if work is not None:
+            ptrs.append(f"({casts[-1]})(s + {work})")
+        return f"{name}({', '.join(ptrs)});"
+    if key[0] == "copy":
+        _, nbytes, src, dst = key
+        words = _aligned(args, deltas) and nbytes % 4 == 0
+        fn = f"{prefix}_rows_copy{'4' if words else ''}"
+        return f"{fn}({_expr(dst, args[1], deltas[1])}, {_expr(src, args[0], deltas[0])}, {nbytes});"
+    _, nbytes, value = key
+    return f"{prefix}_rows_fill({_expr('s', args[0], deltas[0])}, {value}, {nbytes});"
+
+
+def compress(steps: list) -> list:
+    """The steps as straight-line items ("one", key, args) and loops ("loop", count, [(key, base, delta)]): a run
+    of P steps repeated with the same keys and arguments advancing by the same amounts each time."""
+    out, i, n = [], 0, len(steps)
+    keys = [s[0] for s in steps]
+    while i < n:
+        best = (1, 1)           # (period, repetitions)
+        for p in range(1, min(MAX_PERIOD, (n - i) // 2) + 1):
+            if keys[i + p] != keys[i] or keys[i:i + p] != keys[i + p:i + 2 * p]:
+                continue
+            deltas = [tuple(b - a for a, b in zip(steps[i + j][1], steps[i + p + j][1])) for j in range(p)]
+            reps = 2
+            while i + (reps + 1) * p <= n and keys[i + reps * p:i + (reps + 1) * p] == keys[i:i + p] and all(
+                    tuple(b - a for a, b in zip(steps[i + (reps - 1) * p + j][1], steps[i + reps * p + j][1]))
+                    == deltas[j] for j in range(p)):
+                reps += 1
+            if reps * p > best[0] * best[1] and reps >= 2:
+                best = (p, reps)
+        p, reps = best
+        if reps >= 2 and p * reps >= 2:
+            deltas = [tuple(b - a for a, b in zip(steps[i + j][1], steps[i + p + j][1])) for j in range(p)]
+            out.append(("loop", reps, [(steps[i + j][0], steps[i + j][1], deltas[j]) for j in range(p)]))
+            i += p * reps
+        else:
+            out.append(("one", steps[i][0], steps[i][1]))
+            i += 1
+    return out

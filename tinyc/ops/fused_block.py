@@ -1,0 +1,55 @@
+"""FusedBlock: layers executed depth-first, row by row (issue 21). Not an op of any model format: the planner
+makes it (schedule/fuse_block.py) from a chain or residual block of layers, the `graph` attribute holds them, and
+schedule/row_schedule.py says in which order their rows are computed and where they are held.
+
+It computes exactly what its layers compute, row by row: the same kernels (codegen/fused_block.py specializes each
+for a window of rows), so int8 stays bit-exact. Inputs: the block's runtime inputs, then every constant its
+layers read (so the library stores them once, under the same names). Its arena scratch (`work`) holds the line
+buffers and the largest kernel scratch of one layer.
+"""
+from __future__ import annotations
+
+from ..errors import TinycError
+from .opdef import OpDef
+
+SCRATCH_ATTR = "kernel_scratch"    # codegen/int8_fast.SCRATCH: passed on to the layers
+
+
+def evaluate(a, ins):
+    from ..interp import run      # (the interpreter imports the ops)
+    sub = a["graph"]
+    return run(sub, dict(zip(sub.inputs, ins[:len(sub.inputs)])))[sub.outputs[0]]
+
+
+def schedule_of(node):
+    """The block's RowSchedule (schedule/row_schedule.py), computed once per node."""
+    from ..schedule.row_schedule import row_schedule
+    key = ("row_schedule", node.attrs.get("slack_rows", 0))
+    cached = node.attrs.get("_cache")
+    if cached is None or cached[0] != key:
+        sub = node.attrs["graph"]
+        cached = (key, row_schedule(sub, [n.name for n in sub.nodes], node.attrs.get("slack_rows", 0)))
+        node.attrs["_cache"] = cached
+    return cached[1]
+
+
+def check(g, node):
+    sub = node.attrs.get("graph")
+    if sub is None or len(sub.outputs) != 1 or node.outputs != sub.outputs:
+        raise TinycError(f"internal: fused block '{node.name}' does not hold its layers")
+    runtime = [t for t in node.inputs if not g.tensors[t].is_const]
+    if runtime != list(sub.inputs):
+        raise TinycError(f"internal: fused block '{node.name}' reads {runtime}, its layers {sub.inputs}")
+    schedule_of(node)
+
+
+def work(g, node) -> int:
+    """Line buffers, then the largest scratch the op of one of its layers needs (OpDef.work)."""
+    from ..codegen.fused_block import layer_variants, own_work_offset
+    return own_work_offset(node) + max([0] + [v.own_work for v in layer_variants(node)])
+
+
+DEFINITIONS = (OpDef(
+    "FusedBlock", "runtime inputs..., constants... -> y[1,H,W,C]  [graph: the layers; stream: the first input "
+    "comes from the user's row callback; slack_rows]",
+    evaluate, check, None, None, None, None, memory="windowed", quantize=None, work=work),)

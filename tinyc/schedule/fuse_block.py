@@ -1,0 +1,35 @@
+"""fuse_block: a rewrite of the graph that replaces a block of layers by one FusedBlock node (tinyc/ops/
+fused_block.py) executed row by row (schedule/row_schedule.py). It computes the same values; the planner
+(schedule/depth_first_search.py) decides where to use it."""
+from __future__ import annotations
+
+import copy
+
+from ..ir import Graph, Node
+from .row_schedule import block_nodes, row_schedule
+
+
+def fuse_block(g: Graph, names, stream: bool = False, slack_rows: int = 0) -> Graph:
+    """A copy of `g` with the layers `names` as one FusedBlock node, placed where the last of them was.
+    `stream`: its first input, a model input, comes from the user's row callback."""
+    nodes, inputs, output = block_nodes(g, names)
+    row_schedule(g, names, slack_rows)          # refuses what cannot run row by row
+    h = g.copy()
+    wanted = {n.name for n in nodes}
+    sub = Graph(f"{nodes[0].name}..{nodes[-1].name}", g.source_format)
+    consts = []
+    for n in nodes:
+        for t in n.inputs + n.outputs:
+            if t not in sub.tensors:
+                sub.tensors[t] = copy.deepcopy(g.tensors[t])
+            if g.tensors[t].is_const and t not in consts:
+                consts.append(t)
+    sub.nodes = [copy.deepcopy(n) for n in nodes]
+    sub.inputs, sub.outputs = list(inputs), [output]
+    block = Node("FusedBlock", list(inputs) + consts, [output],
+                 dict(graph=sub, stream=bool(stream), slack_rows=int(slack_rows)),
+                 name=h.unique_name(f"fused_{nodes[0].name}"))
+    last = max(i for i, n in enumerate(h.nodes) if n.name in wanted)
+    h.nodes = [n for n in h.nodes[:last] if n.name not in wanted] + [block] + h.nodes[last + 1:]
+    h.remove_unused_tensors()
+    return h
