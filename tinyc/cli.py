@@ -226,6 +226,23 @@ _kernels_opt = click.option(
          "(every fast kernel equals its twin bit for bit).")
 
 
+_fusion_opt = click.option(
+    "--fusion", type=click.Choice(["auto", "none"]), default="none", show_default=True,
+    help="auto: run the memory-heavy early layers row by row (fused blocks) where that lowers the arena: within "
+         "--arena-budget (or the --board's SRAM) the fastest plan that fits, else the smallest arena within 1.15x "
+         "the instructions; none: layer by layer.")
+_budget_opt = click.option(
+    "--arena-budget", "arena_budget", type=int, default=None, metavar="BYTES",
+    help="Bytes the arena may use: --fusion auto finds the fastest plan within it, or refuses in one line naming "
+         "the smallest arena it can reach; with --fusion none the layer-by-layer arena must fit it.")
+
+
+def _fusion_options(fusion, arena_budget, target) -> dict:
+    """--fusion and --arena-budget, with the instruction figures of the board's core (the M4's without one)."""
+    from .compiler import fusion_options
+    return fusion_options(fusion, arena_budget, target.core if target is not None else "cortex-m4")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tinyc")
 def main():
@@ -258,14 +275,18 @@ def main():
 @_weights_opt
 @_bind_opt
 @_state_opt
+@_fusion_opt
+@_budget_opt
 def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, calib, board, arena, arena_section,
-            weights_section, do_build, opt, sample_files, seed, kernels, weights, binds, state_pairs):
+            weights_section, do_build, opt, sample_files, seed, kernels, weights, binds, state_pairs, fusion,
+            arena_budget):
     """Compile MODEL (.onnx, .keras, .h5, float32 or int8 .tflite) to a C library in OUT; with --board also a
     firmware project in OUT/firmware (main.c, startup, linker scripts, Makefile for arm-none-eabi-gcc)."""
     from .compiler import codegen_options, write_library
     from .memory_report import stored_weights_text
     target = _load_board(board)
     options = codegen_options(arena, arena_section, weights_section, kernels, _arena_limit(target), weights)
+    options.update(_fusion_options(fusion, arena_budget, target))
     if target is None and (do_build or sample_files or opt):
         raise TinycError("--build, --opt and --sample make firmware and need --board (see `tinyc boards`)")
     with _bound_model(model, binds) as path:
@@ -362,8 +383,10 @@ def build(out_dir, opt, as_json):
 @_kernels_opt
 @_weights_opt
 @_state_opt
+@_fusion_opt
+@_budget_opt
 def run_cmd(model, board, emulate, soc, as_json, out_dir, inputs, seed, no_profile, opt, name, input_shapes,
-            io_layout, quantize, calib, kernels, weights, state_pairs):
+            io_layout, quantize, calib, kernels, weights, state_pairs, fusion, arena_budget):
     """Run MODEL's firmware for BOARD under emulation: instructions per inference, per layer and per MAC, and
     whether the outputs equal the host build and the reference runtime (exit 1 when they do not). With --soc the
     board image runs on an emulated RP2040 instead: cycles per inference and per MAC."""
@@ -378,7 +401,8 @@ def run_cmd(model, board, emulate, soc, as_json, out_dir, inputs, seed, no_profi
         check_rp2040js()
     from .compiler import codegen_options
     c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib,
-                    codegen_options(kernels=kernels, arena_limit=_arena_limit(target), weights=weights),
+                    {**codegen_options(kernels=kernels, arena_limit=_arena_limit(target), weights=weights),
+                     **_fusion_options(fusion, arena_budget, target)},
                     _state_pairs(state_pairs))
     from .firmware.project import DEFAULT_OPT, check_firmware_fits
     check_firmware_fits(c, target)
@@ -425,8 +449,10 @@ def _oracle_text(report) -> str:
 @_weights_opt
 @_bind_opt
 @_state_opt
+@_fusion_opt
+@_budget_opt
 def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, name, input_shapes, io_layout,
-           quantize, calib, kernels, weights, binds, state_pairs):
+           quantize, calib, kernels, weights, binds, state_pairs, fusion, arena_budget):
     """Compile MODEL for the host (gcc, ASan+UBSan), run it and compare with the reference runtime (for
     --quantize int8: TFLite's reference kernels on the int8 model tinyc made, bit for bit)."""
     from .compiler import codegen_options
@@ -436,7 +462,9 @@ def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, n
     with _bound_model(model, binds) as path:
         calib_arrays, progress = _calibration(path, quantize, calib, name, shapes, io_layout)
         report = run_verify(path, arrays, frames or samples, seed, per_layer, name, shapes, io_layout, keep_dir,
-                            quantize, calib_arrays, progress, codegen_options(kernels=kernels, weights=weights),
+                            quantize, calib_arrays, progress,
+                            {**codegen_options(kernels=kernels, weights=weights),
+                             **_fusion_options(fusion, arena_budget, None)},
                             _state_pairs(state_pairs), hybrid=_hybrid_choice())
     if frames is not None and "frames" not in report:
         raise TinycError(f"--frames: '{model}' has no streaming state (use --samples for independent samples)")
@@ -491,8 +519,10 @@ def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, n
 @_weights_opt
 @_bind_opt
 @_state_opt
+@_fusion_opt
+@_budget_opt
 def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_layout, quantize, calib, kernels,
-           weights, binds, state_pairs):
+           weights, binds, state_pairs, fusion, arena_budget):
     """Where the SRAM and flash go: per layer MACs, weights, live bytes, scratch, in-place decisions, the peak;
     the arena and its lower bound; with --board, whether the model fits."""
     from .memory_report import format_report, memory_report, plan_picture_data
@@ -500,7 +530,8 @@ def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_la
     from .compiler import codegen_options
     with _bound_model(model, binds) as path:
         c, _ = _compile(path, name, input_shapes, io_layout, quantize, calib,
-                        codegen_options(kernels=kernels, arena_limit=_arena_limit(target), weights=weights),
+                        {**codegen_options(kernels=kernels, arena_limit=_arena_limit(target), weights=weights),
+                         **_fusion_options(fusion, arena_budget, target)},
                         _state_pairs(state_pairs))
     r = memory_report(c, target)
     if svg_file or html_file:

@@ -21,6 +21,7 @@ from .passes.dequantize_hybrid import apply_hybrid_choice
 from .quant.ptq import quantize_graph
 from .quant.ptq_int16 import quantize_graph_int16
 from .schedule import MemoryPlan, schedule
+from .schedule.depth_first_search import CORES, FusionPlan, check_budget, plan_fusion
 
 MARKER = ".tinyc"   # written into every output directory tinyc owns
 QUANTIZERS = {"int8": quantize_graph, "int16x8": quantize_graph_int16}    # --quantize: tinyc's own PTQ schemes
@@ -37,6 +38,7 @@ class Compiled:
     state_pairs: dict | None = None    # ONNX streaming state pairs {graph input: graph output} it was compiled with
     hybrid: str = "tflite"             # --hybrid: hybrid layers in TFLite's arithmetic, or "float" (dequantized)
     weights: str | None = None         # --weights: the form its weights are stored in (float16: the model's rounded)
+    fusion: FusionPlan | None = None   # --fusion auto: the fused blocks chosen (schedule/depth_first_search.py)
 
 
 def default_name(path: str) -> str:
@@ -70,14 +72,54 @@ def codegen_options(arena: str = "static", arena_section: str | None = None,
                 arena_limit=arena_limit, weights=weights)
 
 
+FUSION = ("auto", "none")     # --fusion
+
+
+def fusion_options(fusion: str = "none", arena_budget: int | None = None, core: str = "cortex-m4") -> dict:
+    """Checked options for the fused blocks (schedule/depth_first_search.py), merged into `codegen_options`'s:
+    "auto" runs layers row by row where that lowers the arena (within `arena_budget` bytes: the fastest plan that
+    fits it; without one: the smallest arena within 1.15x the instructions), "none" plans layer by layer.
+    `arena_budget`: bytes the arena may use (with "none": checked); `core`: whose instruction figures to use
+    (the board's)."""
+    if fusion not in FUSION:
+        raise TinycError(f"--fusion {fusion} is not supported; use {' or '.join(FUSION)}")
+    check_budget(arena_budget)
+    if core not in CORES:
+        raise TinycError(f"fusion: unknown core '{core}'; use one of {', '.join(CORES)}")
+    return dict(fusion=fusion, arena_budget=arena_budget, core=core)
+
+
 def compile_graph(g: Graph, name: str, source: str = "", options: dict | None = None) -> Compiled:
     weights_are_finite(g)
     g = optimize(g)
     options = dict(options or {})
     fast = options.get("kernels", "fast") == "fast"
     arena_limit = options.pop("arena_limit", None)
-    plan = schedule_with_scratch(g, arena_limit) if fast else schedule(g)
-    return Compiled(source, g, plan, generate(plan, name, source or g.name, **options))
+    fusion = fusion_options(**{k: options.pop(k) for k in ("fusion", "arena_budget", "core") if k in options})
+    budget = fusion["arena_budget"]
+    if budget is not None:      # the fast kernels' scratch stays within the budget too
+        arena_limit = budget if arena_limit is None else min(arena_limit, budget)
+    planner = (lambda h: schedule_with_scratch(h, arena_limit)) if fast else schedule
+    plan = planner(g)
+    g, plan, chosen = _fused(g, plan, planner, fusion, arena_limit, options.get("kernels", "fast"))
+    c = Compiled(source, g, plan, generate(plan, name, source or g.name, **options))
+    c.fusion = chosen
+    return c
+
+
+def _fused(g: Graph, plan: MemoryPlan, planner, fusion: dict, arena_limit: int | None, kernels: str):
+    """(graph, plan, FusionPlan or None): with --fusion auto the blocks plan_fusion chooses within the budget
+    (--arena-budget, else the board's); with none today's plan, which must fit --arena-budget."""
+    budget = fusion["arena_budget"]
+    if fusion["fusion"] == "auto":
+        g, chosen = plan_fusion(g, budget if budget is not None else arena_limit, fusion["core"],
+                                planner=planner, kernels=kernels, base=plan)
+        return g, chosen.memory_plan, chosen
+    if budget is not None and plan.arena_bytes > budget:
+        node = plan.graph.nodes[plan.peak_step]
+        raise TinycError(f"--arena-budget {budget:,} B: the arena needs {plan.arena_bytes:,} B, its peak at layer "
+                         f"'{node.name}' ({node.op}); --fusion auto runs early layers row by row to lower it")
+    return g, plan, None
 
 
 def compile_model(path: str, name: str | None = None, input_shapes=None, io_layout: str = "nchw",

@@ -1,0 +1,138 @@
+"""The fusion planner (schedule/depth_first_search.py): it lowers the arena of a MobileNet-like stem within the
+instruction cap and the fused C computes what the unfused C computes; it never makes the arena larger (a plan it
+cannot improve comes back unchanged, with the reason); budgets are honoured (the fastest plan that fits; the
+layer-by-layer plan when it fits; a one-line refusal naming the smallest arena and its layer when nothing fits);
+the cost model counts what the row schedule copies and calls; the compiler's fusion option."""
+import numpy as np
+import pytest
+
+from tinyc.compiler import compile_graph, fusion_options
+from tinyc.errors import TinycError
+from tinyc.ir import Graph
+from tinyc.schedule import schedule
+from tinyc.schedule.depth_first_search import (M4, block_overhead, layer_instructions, layer_macs, plan_fusion)
+from tinyc.schedule.row_schedule import row_schedule
+from tinyc.verify import run_generated
+
+
+def conv(g, x, name, out_c, k, s=1, pads=(0, 0, 0, 0), groups=1, rng=None):
+    _, h, w, c = g.tensors[x].shape
+    rng = rng or np.random.default_rng(0)
+    weights = g.add_const(f"{name}_w", rng.standard_normal((out_c, k, k, c // groups)).astype(np.float32) * 0.3)
+    bias = g.add_const(f"{name}_b", rng.standard_normal(out_c).astype(np.float32) * 0.1)
+    t, left, b, r = pads
+    g.add_tensor(name, (1, (h + t + b - k) // s + 1, (w + left + r - k) // s + 1, out_c))
+    g.add_node("Conv2D", [x, weights, bias], [name], name=name, strides=(s, s), dilations=(1, 1), pads=pads,
+               groups=groups, activation=dict(fn="relu"))
+    return name
+
+
+def stem(size=32) -> Graph:
+    """MobileNetV2's first two blocks, small: conv 3x3 s2 -> depthwise -> project, expand -> depthwise s2 ->
+    project, then a global mean (not row-streamed) and a dense head."""
+    g = Graph("stem")
+    g.add_tensor("x", (1, size, size, 3))
+    g.inputs = ["x"]
+    rng = np.random.default_rng(1)
+    y = conv(g, "x", "c1", 8, 3, s=2, pads=(0, 0, 1, 1), rng=rng)
+    y = conv(g, y, "dw1", 8, 3, pads=(1, 1, 1, 1), groups=8, rng=rng)
+    y = conv(g, y, "pw1", 4, 1, rng=rng)
+    y = conv(g, y, "ex2", 24, 1, rng=rng)
+    y = conv(g, y, "dw2", 24, 3, s=2, pads=(0, 0, 1, 1), groups=24, rng=rng)
+    y = conv(g, y, "pw2", 8, 1, rng=rng)
+    g.add_tensor("m", (1, 8))
+    g.add_node("Mean", [y], ["m"], name="m", axes=[1, 2], keepdims=False)
+    g.outputs = ["m"]
+    return g
+
+
+def mlp() -> Graph:
+    g = Graph("mlp")
+    g.add_tensor("x", (1, 16))
+    g.inputs = ["x"]
+    g.add_const("w", np.ones((8, 16), np.float32))
+    g.add_const("b", np.zeros(8, np.float32))
+    g.add_tensor("y", (1, 8))
+    g.add_node("Dense", ["x", "w", "b"], ["y"], name="fc", activation=None)
+    g.outputs = ["y"]
+    return g
+
+
+def test_fused_stem_lowers_the_arena_and_computes_the_same(tmp_path):
+    g = stem()
+    h, fusion = plan_fusion(g)
+    assert fusion.arena_after < fusion.arena_before == schedule(g).arena_bytes
+    assert fusion.memory_plan.arena_bytes == fusion.arena_after
+    assert fusion.blocks and fusion.reason == ""
+    assert fusion.est_instr_after <= 1.15 * fusion.est_instr_before
+    fused = [n for n in h.nodes if n.op == "FusedBlock"]
+    assert [b.name for b in fusion.blocks] == [n.name for n in fused]
+    for b, n in zip(fusion.blocks, fused):
+        assert b.layers == [m.name for m in n.attrs["graph"].nodes]
+        assert b.macs == sum(layer_macs(g, m) for m in g.nodes if m.name in b.layers) > 0
+        assert b.line_bytes > 0 and (b.mode, b.rows_per_step, b.recompute) == ("rows", 1, 1.0)
+    # the C of the chosen plan computes what the layer-by-layer C computes
+    x = [np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype(np.float32)]
+    before = compile_graph(g, "m")
+    after = compile_graph(g, "m", options=dict(fusion="auto"))
+    assert after.plan.arena_bytes == fusion.arena_after < before.plan.arena_bytes
+    assert after.fusion.blocks and before.fusion is None
+    ref, ours = run_generated(before, x)[0], run_generated(after, x)[0]
+    assert np.max(np.abs(ours - ref)) <= 1e-4 * (1 + np.max(np.abs(ref)))
+
+
+def test_never_worse():
+    g = mlp()
+    h, fusion = plan_fusion(g)
+    assert h is g and not fusion.blocks and fusion.arena_after == fusion.arena_before
+    assert "stream rows" in fusion.reason
+    # no block within the instruction cap: the layer-by-layer plan, and why
+    g = stem()
+    h, fusion = plan_fusion(g, max_ratio=1.0)
+    assert h is g and not fusion.blocks and fusion.arena_after == fusion.arena_before
+    assert "within 1x the instructions" in fusion.reason
+
+
+def test_budgets():
+    g = stem()
+    _, smallest = plan_fusion(g, max_ratio=10.0)
+    base = smallest.arena_before
+    # the layer-by-layer plan fits: nothing fused
+    h, fusion = plan_fusion(g, budget=base)
+    assert h is g and not fusion.blocks and "fits the budget" in fusion.reason
+    # a budget between: honoured, and no slower than the smallest plan
+    budget = (base + smallest.arena_after) // 2
+    h, fusion = plan_fusion(g, budget=budget)
+    assert smallest.arena_after <= fusion.arena_after <= budget < base
+    assert fusion.est_instr_after <= smallest.est_instr_after
+    # a budget nothing meets: one line, the smallest arena and where its peak is
+    with pytest.raises(TinycError) as e:
+        plan_fusion(g, budget=smallest.arena_after // 4)
+    text = str(e.value)
+    assert "\n" not in text and "no plan fits it" in text and "smallest arena" in text and "layer '" in text
+
+
+def test_cost_model_counts_copies_and_calls():
+    g = stem()
+    c1 = g.nodes[0]
+    assert layer_macs(g, c1) == 16 * 16 * 8 * 3 * 3 * 3
+    assert layer_instructions(g, c1, M4, "fast") == layer_macs(g, c1) * 8.5      # float: plain C per MAC
+    sched = row_schedule(g, ["c1", "dw1", "pw1"])
+    loads = sum(sched.buffers[a.tensor].row_bytes for a in sched.actions if a.kind == "load")
+    moves = sum(a.rows * sched.buffers[a.tensor].row_bytes for a in sched.actions if a.kind == "move")
+    fills = sum(sched.buffers[a.tensor].row_bytes for a in sched.actions if a.kind == "fill")
+    calls = sum(a.kind == "compute" for a in sched.actions)
+    assert loads == 32 * 32 * 3 * 4 and calls == 3 * 16 and moves > 0 and fills > 0
+    assert block_overhead(sched, M4) == pytest.approx(
+        (loads + moves) * M4.copy_per_byte + fills * M4.fill_per_byte + calls * M4.call)
+
+
+def test_fusion_none_is_todays_plan():
+    g = stem()
+    default = compile_graph(g, "m")
+    none = compile_graph(g, "m", options=dict(fusion="none"))
+    assert none.library.files == default.library.files and none.fusion is None
+    with pytest.raises(TinycError, match="--fusion"):
+        fusion_options(fusion="rows")
+    with pytest.raises(TinycError, match="--arena-budget"):
+        compile_graph(g, "m", options=dict(fusion="none", arena_budget=1000))

@@ -1,0 +1,418 @@
+"""Where to cut the network into fused blocks (issue 21): the planner that chooses them, never worse.
+
+A fused block (schedule/row_schedule.py, schedule/fuse_block.py) runs consecutive layers row by row so their
+intermediate tensors are never whole. `plan_fusion` chooses which blocks, if any:
+
+**Candidates.** Maximal runs of consecutive layers (graph order) that can stream rows (`row_schedule.windows`
+accepts them) and every sub-run of 2 .. MAX_BLOCK_LAYERS of them that `row_schedule` accepts as a block (one output
+read after it; residual Adds inside are fine).
+
+**Search.** A greedy on the real memory plan: take the current plan's peak step, try the candidate blocks covering
+its layers (replacing blocks they overlap; the parts of an overlapped block outside the new one stay fused when
+they still form a block, so a block can also be split), rank them by a cheap estimate of the peak, plan the best
+MOVES_PER_ROUND of them in full (the caller's `planner`, e.g. codegen/scratch_fit.schedule_with_scratch, with the
+fast kernels' scratch) and keep the best; repeat until the peak stops falling (at most MAX_PLANS full plans).
+Estimated peak of a set of blocks: the layer-by-layer plan's live bytes at every step outside them, and per block
+the tensors live across it + its inputs that die in it + its output (less the part that may overlap its first
+input) + its line buffers.
+
+**Objective.** With a budget (`--arena-budget`, or the board's SRAM for the arena): the plan with the fewest
+estimated instructions whose arena fits it (the layer-by-layer plan when it fits); a budget no plan meets is a
+one-line TinycError naming the smallest arena found and the layer at its peak. Without: the smallest arena whose
+estimated instructions are at most `max_ratio` x the layer-by-layer plan's. Either way a fused plan is used only if
+its arena is smaller than the layer-by-layer plan's.
+
+**Cost model** (instructions, per core). A layer costs MACs x the per-MAC figure of its kernel kind (convolution
+k x k, pointwise 1x1, pointwise strided, depthwise, dense), or per output element for elementwise ops (Add) and
+per window element for pooling. The figures are the fast kernels' on the MLPerf Tiny models and MobileNetV2-0.35
+measured by bench/speed.py under QEMU (bench/RESULTS.md at tinyc 46b1750, "Instructions per layer kind": per-MAC of
+`int8_fast/gemm/im2col`, `gemm/1x1`, `gemm/1x1-strided`, `depthwise/planar` + `depthwise_raster`, `gemm/fc`; Add =
+`binary/table` instructions / elements added: IC ResNet-8 322,640 / 28,672 on the M4, 1,468,200 / 28,672 on the
+M0+; pooling = `pool/avg` of KWS 18,160 / 8,000 window elements). The Cortex-M7 and M33 figures are within 1% of
+the M4's and use them. The plain-C kernels (`kernels="reference"`) cost REFERENCE_PER_MAC per MAC on every core
+(the M4 "plain C" column: 6.9-10.1 per MAC over the models; not measured on the other cores, whose ratios it only
+serves), and so do float layers (plain C too). A fused block computes the same layers with the same kernels, one
+output row per call, and adds: the bytes its "load" and "move" actions copy x `copy_per_byte` (a word loop,
+`<p>_rows_copy4`: load, store, count, branch per 4 bytes), the bytes of its "fill" rows x `fill_per_byte` (a byte
+loop), and `call` per row-kernel call (the call, the kernel's set-up per row: pointers, per-channel tables, loop
+counters).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..errors import TinycError
+from ..ir import Graph
+from ..ops import REGISTRY
+from .buffers import align
+from .fuse_block import fuse_block
+from .row_schedule import row_schedule, windows
+
+MAX_BLOCK_LAYERS = 16      # longest candidate block (the candidates per peak layer grow as its square)
+MOVES_PER_ROUND = 3        # candidate plans planned in full per greedy round
+MAX_PLANS = 18             # full plans per search at most, the layer-by-layer one included
+
+CORES = ("cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33")
+
+
+@dataclass(frozen=True)
+class CoreCosts:
+    """Instructions per MAC of each kernel kind (fast kernels), per element of Add, per pooled window element, per
+    output element of other ops, and the fused-block overheads (module docstring)."""
+    conv: float
+    pointwise: float
+    pointwise_strided: float
+    depthwise: float
+    dense: float
+    add: float
+    pool: float
+    other: float
+    copy_per_byte: float
+    fill_per_byte: float
+    call: float
+
+
+# bench/RESULTS.md at 46b1750 (module docstring). Per MAC: conv = KWS's im2col layer (1.37; VWW's 3-channel first
+# layer 2.61, ResNet-8's 1.04), pointwise = VWW's 1x1 layers (KWS 1.09, MobileNetV2 1.44), depthwise = MobileNetV2's
+# planar layers (2.81; KWS 2.53, raster 3.61-3.68), dense = the FC autoencoder (1.07).
+M4 = CoreCosts(conv=1.37, pointwise=1.17, pointwise_strided=1.60, depthwise=2.81, dense=1.07, add=11.3, pool=2.3,
+               other=2.0, copy_per_byte=1.25, fill_per_byte=5.0, call=60.0)
+M0PLUS = CoreCosts(conv=5.34, pointwise=4.67, pointwise_strided=6.16, depthwise=11.09, dense=3.90, add=51.2,
+                   pool=7.5, other=6.0, copy_per_byte=1.5, fill_per_byte=6.0, call=80.0)
+COSTS = {"cortex-m0plus": M0PLUS, "cortex-m4": M4, "cortex-m7": M4, "cortex-m33": M4}
+REFERENCE_PER_MAC = 8.5
+
+
+@dataclass
+class BlockChoice:
+    """One fused block of the chosen plan, as `tinyc report` shows it."""
+    name: str                  # the FusedBlock node
+    layers: list               # its layers' names, in order
+    mode: str = "rows"         # row-streamed (the only mode so far; patches would recompute)
+    rows_per_step: int = 1     # output rows computed per step
+    line_bytes: int = 0        # its line buffers
+    kernel_scratch_bytes: int = 0   # the largest fast-kernel scratch of one of its layers (the planner's)
+    recompute: float = 1.0     # MACs computed / MACs of the layers (row streaming computes each row once)
+    macs: int = 0
+
+
+@dataclass
+class FusionPlan:
+    """What `plan_fusion` chose (Compiled.fusion): the blocks, the arena and estimated instructions before (layer
+    by layer) and after, the budget, and why nothing was fused when nothing was."""
+    blocks: list = field(default_factory=list)        # list[BlockChoice]
+    arena_before: int = 0
+    arena_after: int = 0
+    est_instr_before: int = 0
+    est_instr_after: int = 0
+    budget: int | None = None
+    core: str = "cortex-m4"
+    reason: str = ""           # why no block was fused ("" when some were)
+    peak_layer: str = ""       # the layer at the chosen plan's peak
+    plans_tried: int = 0       # full memory plans the search made
+    memory_plan: object = field(default=None, repr=False, compare=False)   # the chosen MemoryPlan (not reported)
+
+    @property
+    def instr_ratio(self) -> float:
+        return self.est_instr_after / self.est_instr_before if self.est_instr_before else 1.0
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("memory_plan")
+        d["instr_ratio"] = round(self.instr_ratio, 4)
+        return d
+
+
+# ---- cost model -------------------------------------------------------------------------------------------------
+
+def layer_macs(g: Graph, node) -> int:
+    """Multiply-accumulates of a convolution or dense layer (0 for other ops)."""
+    if node.op == "Conv2D":
+        y, w = g.tensors[node.outputs[0]].shape, g.tensors[node.inputs[1]].shape
+        return int(np.prod(y)) * int(np.prod(w[1:]))
+    if node.op in ("Dense", "MatMul"):
+        y = g.tensors[node.outputs[0]]
+        return y.size * int(g.tensors[node.inputs[0]].shape[-1])
+    return 0
+
+
+def _kind(g: Graph, node) -> str:
+    if node.op in ("Dense", "MatMul"):
+        return "dense"
+    x, w = g.tensors[node.inputs[0]].shape, g.tensors[node.inputs[1]].shape
+    groups = node.attrs.get("groups", 1)
+    if groups > 1 and groups == x[-1]:
+        return "depthwise"
+    if w[1] == w[2] == 1:
+        return "pointwise" if tuple(node.attrs.get("strides", (1, 1))) == (1, 1) else "pointwise_strided"
+    return "conv"
+
+
+def layer_instructions(g: Graph, node, costs: CoreCosts, kernels: str = "fast") -> float:
+    """Estimated instructions of one layer (module docstring)."""
+    if node.op == "FusedBlock":
+        sub = node.attrs["graph"]
+        return sum(layer_instructions(sub, n, costs, kernels) for n in sub.nodes)
+    macs = layer_macs(g, node)
+    if macs:
+        plain = kernels == "reference" or g.tensors[node.outputs[0]].dtype.startswith("float")
+        return macs * (REFERENCE_PER_MAC if plain else getattr(costs, _kind(g, node)))
+    y = g.tensors[node.outputs[0]] if node.outputs else None
+    elements = y.size if y is not None else 0
+    if node.op in ("Add", "Sub", "Mul"):
+        return elements * costs.add
+    if node.op in ("AvgPool2D", "MaxPool2D"):
+        kh, kw = node.attrs["kernel"]
+        return elements * kh * kw * costs.pool
+    if REGISTRY[node.op].memory == "alias":
+        return 0.0
+    return elements * costs.other
+
+
+def block_overhead(sched, costs: CoreCosts) -> float:
+    """Instructions a block adds to its layers' own (module docstring): copied and filled rows, row-kernel calls."""
+    copied = filled = calls = 0
+    for a in sched.actions:
+        if a.kind == "load":
+            copied += sched.buffers[a.tensor].row_bytes
+        elif a.kind == "move":
+            copied += a.rows * sched.buffers[a.tensor].row_bytes
+        elif a.kind == "fill":
+            filled += sched.buffers[a.tensor].row_bytes
+        elif a.kind in ("compute", "accumulate"):
+            calls += 1
+    return copied * costs.copy_per_byte + filled * costs.fill_per_byte + calls * costs.call
+
+
+# ---- the search -------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Evaluated:
+    ranges: tuple              # ((first, end) node indexes of g), sorted
+    graph: Graph
+    plan: object               # MemoryPlan
+    instr: float
+
+    @property
+    def arena(self) -> int:
+        return self.plan.arena_bytes
+
+
+class _Search:
+    def __init__(self, g: Graph, planner, costs: CoreCosts, kernels: str):
+        self.g, self.planner, self.costs, self.kernels = g, planner, costs, kernels
+        self.index = {n.name: i for i, n in enumerate(g.nodes)}
+        self.layer_cost = [layer_instructions(g, n, costs, kernels) for n in g.nodes]
+        self.schedules = {}    # (first, end) -> RowSchedule or None (not a block)
+        self.plans = 0
+        self._lifetimes()
+        self.runs = self._streamable_runs()
+
+    def _lifetimes(self):
+        """First producing and last reading step of every runtime tensor, in graph order (-1: a model input;
+        len(nodes): read after the last step)."""
+        g = self.g
+        self.made, self.last = {t: -1 for t in g.inputs}, {}
+        for i, n in enumerate(g.nodes):
+            for t in n.outputs:
+                self.made[t] = i
+            for t in n.inputs:
+                if not g.tensors[t].is_const:
+                    self.last[t] = i
+        for t in g.live_out():
+            self.last[t] = len(g.nodes)
+
+    def _streamable_runs(self) -> list:
+        runs, start = [], None
+        for i, n in enumerate(self.g.nodes + [None]):
+            ok = n is not None and self._streams(n)
+            if ok and start is None:
+                start = i
+            elif not ok and start is not None:
+                if i - start >= 2:
+                    runs.append((start, i))
+                start = None
+        return runs
+
+    def _streams(self, node) -> bool:
+        try:
+            windows(self.g, node)
+        except TinycError:
+            return False
+        return True
+
+    def schedule(self, r):
+        if r not in self.schedules:
+            try:
+                self.schedules[r] = row_schedule(self.g, [n.name for n in self.g.nodes[r[0]:r[1]]])
+            except TinycError:
+                self.schedules[r] = None
+        return self.schedules[r]
+
+    def block_estimate(self, r) -> int:
+        """Bytes live while the block runs (module docstring): crossing tensors, dying inputs, the output less
+        what may overlap its first input, its line buffers."""
+        g, (a, b) = self.g, r
+        sched = self.schedule(r)
+        total = sched.line_bytes
+        out = align(g.tensors[sched.output].nbytes)
+        total += out
+        for t, made in self.made.items():
+            if made < a and self.last.get(t, -1) >= a:
+                total += align(g.tensors[t].nbytes)
+        first = sched.inputs[0] if sched.inputs else None
+        if first is not None and self.last.get(first, 0) < b:
+            total -= min(out, align(g.tensors[first].nbytes))
+        return total
+
+    def instructions(self, ranges) -> float:
+        return sum(self.layer_cost) + sum(block_overhead(self.schedule(r), self.costs) for r in ranges)
+
+    def estimated_peak(self, ranges, live: dict) -> int:
+        covered = {i for a, b in ranges for i in range(a, b)}
+        outside = [v for name, v in live.items() if self.index.get(name) not in covered]
+        return max(outside + [self.block_estimate(r) for r in ranges])
+
+    def evaluate(self, ranges) -> _Evaluated:
+        h = self.g
+        for a, b in ranges:
+            h = fuse_block(h, [n.name for n in self.g.nodes[a:b]])
+        self.plans += 1
+        return _Evaluated(ranges, h, self.planner(h), self.instructions(ranges))
+
+    def peak_layers(self, ev: _Evaluated) -> list:
+        """Indexes (in g) of the layers at the plan's peak step: the layer, or a fused block's layers."""
+        node = ev.plan.graph.nodes[ev.plan.peak_step]
+        names = [n.name for n in node.attrs["graph"].nodes] if node.op == "FusedBlock" else [node.name]
+        return [self.index[n] for n in names if n in self.index]
+
+    def moves(self, ev: _Evaluated) -> set:
+        """Block sets that change the blocks covering the peak: each candidate containing a peak layer replaces
+        the blocks it overlaps, keeping their parts outside it that still form blocks."""
+        found = set()
+        for i in self.peak_layers(ev):
+            run = next((r for r in self.runs if r[0] <= i < r[1]), None)
+            if run is None:
+                continue
+            for a in range(max(run[0], i - MAX_BLOCK_LAYERS + 1), i + 1):
+                for b in range(max(i + 1, a + 2), min(run[1], a + MAX_BLOCK_LAYERS) + 1):
+                    if self.schedule((a, b)) is None:
+                        continue
+                    kept = []
+                    for c, d in ev.ranges:
+                        if d <= a or c >= b:
+                            kept.append((c, d))
+                            continue
+                        for part in ((c, a), (b, d)):
+                            if part[1] - part[0] >= 2 and self.schedule(part) is not None:
+                                kept.append(part)
+                    found.add(tuple(sorted(kept + [(a, b)])))
+        found.discard(ev.ranges)
+        return found
+
+
+def _live_by_layer(plan) -> dict:
+    return {n.name: plan.live[s] for s, n in enumerate(plan.graph.nodes)}
+
+
+def _where(plan) -> str:
+    node = plan.graph.nodes[plan.peak_step]
+    return f"'{node.name}' ({node.op})"
+
+
+def check_budget(budget: int | None) -> None:
+    if budget is not None and budget <= 0:
+        raise TinycError(f"--arena-budget {budget}: give the bytes the arena may use, a positive number")
+
+
+def plan_fusion(g: Graph, budget: int | None = None, core: str = "cortex-m4", max_ratio: float = 1.15,
+                planner=None, kernels: str = "fast", base=None) -> tuple[Graph, FusionPlan]:
+    """(graph with the chosen blocks fused, FusionPlan) for the optimized graph `g` (module docstring).
+    `planner(graph) -> MemoryPlan` plans the arena as the compiler will (default: schedule without fast-kernel
+    scratch); the chosen plan is `FusionPlan.memory_plan`. `kernels`: "fast" or "reference" (the cost figures).
+    Blocks already in `g` (e.g. the streamed input's, schedule/stream_input.py) stay as they are. `base`: the
+    layer-by-layer plan of `g` when the caller has it (`planner(g)`)."""
+    from . import schedule
+    if core not in COSTS:
+        raise TinycError(f"fusion: unknown core '{core}'; use one of {', '.join(CORES)}")
+    check_budget(budget)
+    planner = planner or schedule
+    search = _Search(g, planner, COSTS[core], kernels)
+    base = search.evaluate(()) if base is None else _Evaluated((), g, base, search.instructions(()))
+    fusion = FusionPlan(arena_before=base.arena, est_instr_before=round(base.instr), budget=budget, core=core)
+    chosen = base
+    if budget is not None and base.arena <= budget:
+        fusion.reason = f"the layer-by-layer plan ({base.arena:,} B) fits the budget"
+    elif not search.runs:
+        fusion.reason = "no two consecutive layers can stream rows"
+    else:
+        chosen = _greedy(search, base, budget, max_ratio)
+        if budget is not None and chosen.arena > budget:
+            raise TinycError(f"arena budget {budget:,} B: no plan fits it; the smallest arena tinyc finds is "
+                             f"{chosen.arena:,} B, its peak at layer {_where(chosen.plan)}; raise the budget or "
+                             "use a smaller model")
+        if chosen.arena >= base.arena:
+            fusion.reason = (f"no fused plan lowers the arena ({base.arena:,} B) within {max_ratio:g}x the "
+                             "instructions" if budget is None else "no fused plan lowers the arena")
+            chosen = base
+    fusion.arena_after, fusion.est_instr_after = chosen.arena, round(chosen.instr)
+    fusion.memory_plan, fusion.plans_tried = chosen.plan, search.plans
+    fusion.peak_layer = chosen.plan.graph.nodes[chosen.plan.peak_step].name if chosen.plan.graph.nodes else ""
+    fusion.blocks = [_block_choice(search, chosen, r) for r in chosen.ranges]
+    return chosen.graph, fusion
+
+
+def _better(a: _Evaluated, b: _Evaluated | None, budget, cap) -> bool:
+    """Is a better than b: within the budget, fewer instructions; else a smaller arena (within the cap)."""
+    if b is None:
+        return True
+    if budget is not None:
+        fits_a, fits_b = a.arena <= budget, b.arena <= budget
+        if fits_a != fits_b:
+            return fits_a
+        if fits_a:
+            return (a.instr, a.arena) < (b.instr, b.arena)
+        return (a.arena, a.instr) < (b.arena, b.instr)
+    return (a.arena, a.instr) < (b.arena, b.instr)
+
+
+def _greedy(search: _Search, base: _Evaluated, budget, max_ratio) -> _Evaluated:
+    cap = None if budget is not None else max_ratio * base.instr
+    live = _live_by_layer(base.plan)
+    current, seen = base, {()}
+    while search.plans < MAX_PLANS and (budget is None or current.arena > budget):
+        ranked = []
+        for ranges in search.moves(current):
+            if ranges in seen:
+                continue
+            instr = search.instructions(ranges)
+            if cap is not None and instr > cap:
+                continue
+            peak = search.estimated_peak(ranges, live)
+            key = (False, instr, peak) if budget is not None and peak <= budget else (True, peak, instr)
+            ranked.append((key, ranges))
+        ranked.sort()
+        best = None
+        for _, ranges in ranked[:min(MOVES_PER_ROUND, MAX_PLANS - search.plans)]:
+            seen.add(ranges)
+            ev = search.evaluate(ranges)
+            if _better(ev, best, budget, cap):
+                best = ev
+        if best is None or best.arena >= current.arena:
+            break
+        current = best
+    return current
+
+
+def _block_choice(search: _Search, chosen: _Evaluated, r) -> BlockChoice:
+    sched = search.schedule(r)
+    layers = [n.name for n in search.g.nodes[r[0]:r[1]]]
+    node = next(n for n in chosen.plan.graph.nodes if n.op == "FusedBlock"
+                and [m.name for m in n.attrs["graph"].nodes] == layers)
+    step = chosen.plan.graph.nodes.index(node)
+    work = chosen.plan.work.get(step)
+    scratch = max(0, (work.nbytes if work is not None else 0) - align(sched.line_bytes))
+    return BlockChoice(node.name, layers, line_bytes=sched.line_bytes, kernel_scratch_bytes=scratch,
+                       macs=sum(layer_macs(search.g, n) for n in search.g.nodes[r[0]:r[1]]))
