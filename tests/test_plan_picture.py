@@ -132,7 +132,8 @@ def test_empty_plan():
 
 def test_small_labels_omitted_large_ones_drawn():
     steps = [{"index": i, "op": "Conv2D", "name": f"c{i}", "live_bytes": 0, "scratch_bytes": 0} for i in range(4)]
-    rects = [{"label": "big tensor", "first_step": 0, "last_step": 3, "offset": 0, "nbytes": 8000, "kind": "activation"},
+    rects = [{"label": "big tensor", "first_step": 0, "last_step": 3, "offset": 0, "nbytes": 8000,
+              "kind": "activation"},
              {"label": "tiny but with a very long name", "first_step": 0, "last_step": 0, "offset": 8000,
               "nbytes": 8, "kind": "scratch"}]
     root = ET.fromstring(render_svg(steps, rects, arena_bytes=8008, lower_bound=8008, peak_step=0, title="t"))
@@ -192,3 +193,26 @@ def test_html_hostile():
     page = render_html(**plan)
     _check_html(page)
     assert "<script>" not in page and "\x00" not in page
+
+
+def test_line_buffer_bands_are_labelled_beside_their_column():
+    """A fused block's line buffers: bands too small for a label inside get one beside the column, one line apart
+    whatever their offsets, the end of a long name kept, and hostile names stay well-formed."""
+    plan = synthetic_plan(12)
+    names = ["model/block_1/expand_relu/Relu6", "model/block_1/depthwise_relu/Relu6", "x <&> \x00 y", "é" * 200]
+    base = plan["arena_bytes"]
+    bands = [{"label": f"{name}: 3 rows x 96 B", "first_step": step, "last_step": step, "offset": base + 40 * i,
+              "nbytes": 40, "kind": "linebuffer"} for i, name in enumerate(names) for step in (2, 9)]
+    plan["rects"] = plan["rects"] + bands
+    root = ET.fromstring(render_svg(**plan))
+    assert len([r for r in root.iter(SVG + "rect") if "linebuffer" in (r.get("class") or "")]) == len(bands)
+    callouts = [t for t in root.iter(SVG + "text") if t.get("class") == "callout"]
+    assert len(callouts) == len(bands)
+    texts = [t.text for t in callouts]
+    assert sum("expand_relu/Relu6: 3 rows x 96 B" in t for t in texts) == 2            # the end of the name
+    assert all(len(t) <= 44 for t in texts) and any(t.startswith("\u2026") for t in texts)
+    ys = sorted(float(t.get("y")) for t in callouts)
+    assert all(b - a >= 11 for a, b in zip(ys, ys[1:]))                                  # one line apart
+    width = float(root.get("width"))
+    assert all(0 <= float(t.get("x")) <= width for t in callouts)
+    assert any(t.text == "line buffer" for t in root.iter(SVG + "text"))                 # the legend

@@ -482,6 +482,9 @@ def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, n
         for row in report.get("layers", []):
             click.echo(f"  {row['op']:<10} {row['layer'][:40]:<40} err {row['max_abs_err']:.3g} "
                        f"{'ok' if row['ok'] else 'DIVERGES'}")
+            if "block_layers" in row:
+                click.echo(f"             (its layers {', '.join(row['block_layers'])} run row by row: only the "
+                           "block's output is traced)")
         if per_layer:
             click.echo(f"first diverging layer: {report['first_divergence'] or 'none'}")
         if "dsp_path_matches" in report:
@@ -539,11 +542,11 @@ def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_la
         steps, rects = plan_picture_data(c)
         kw = dict(arena_bytes=r["arena_bytes"], lower_bound=r["arena_lower_bound_bytes"], peak_step=r["peak_step"],
                   title=f"{os.path.basename(model)}: arena plan")
-        for path, render in ((svg_file, render_svg), (html_file, render_html)):
+        for path, render, more in ((svg_file, render_svg, {}), (html_file, render_html, dict(fusion=r.get("fusion")))):
             if path:
                 try:
                     with open(path, "w", encoding="utf-8") as f:
-                        f.write(render(steps, rects, **kw))
+                        f.write(render(steps, rects, **kw, **more))
                 except OSError as e:
                     raise TinycError(f"cannot write '{path}': {e.strerror}")
     click.echo(json.dumps(r, indent=2) if as_json else format_report(r))

@@ -14,9 +14,10 @@ import unicodedata
 from xml.sax.saxutils import escape
 
 # Fixed order: the legend and the palette must not depend on which kinds a plan happens to contain.
-KINDS = ("activation", "input", "output", "scratch", "inplace")
+KINDS = ("activation", "input", "output", "scratch", "inplace", "linebuffer")
 PALETTE = {"activation": "#4e79a7", "input": "#59a14f", "output": "#e15759", "scratch": "#f28e2b",
-           "inplace": "#b07aa1"}
+           "inplace": "#b07aa1", "linebuffer": "#76b7b2"}
+LEGEND = {"linebuffer": "line buffer"}    # (a fused block's rows: docs/depth-first.md)
 _OTHER = "#9c9c9c"
 
 FONT = 11                      # px; text widths below are estimated from it (no font metrics available here)
@@ -80,7 +81,8 @@ def _ticks(top: float) -> list[int]:
 def _free_run(first: int, last: int, off: int, nb: int, covers: list[tuple[int, int, int, int]]) -> tuple[int, int]:
     """Longest run of columns of a buffer not hidden by an in-place buffer drawn over it (the label goes there);
     (first, first - 1) when it is hidden everywhere."""
-    hidden = {s for f, la, o, n in covers if o < off + nb and off < o + n for s in range(max(f, first), min(la, last) + 1)}
+    hidden = {s for f, la, o, n in covers if o < off + nb and off < o + n
+              for s in range(max(f, first), min(la, last) + 1)}
     best, start = (first, first - 1), None
     for s in range(first, last + 2):
         if s <= last and s not in hidden:
@@ -89,6 +91,39 @@ def _free_run(first: int, last: int, off: int, nb: int, covers: list[tuple[int, 
             best = max(best, (start, s - 1), key=lambda run: run[1] - run[0])
             start = None
     return best
+
+
+def _callouts(labels: list[tuple[int, int, float, str]], x0: float, col: float, plot_w: float,
+              y0: float) -> list[str]:
+    """Labels of small bands (a fused block's line buffers: one column wide, a few rows high) in one stack beside
+    their columns, one line apart in the bands' vertical order, each with a leader to its band: right of the
+    rightmost column when it is in the left half of the plot, else left of the leftmost."""
+    if not labels:
+        return []
+    labels = sorted(labels, key=lambda c: c[2])
+    ys = []
+    for _, _, cy, _ in labels:
+        ys.append(max(cy, ys[-1] + FONT + 2) if ys else cy)
+    shift = max(0.0, ys[-1] - (y0 - 4))          # (kept inside the plot)
+    right = x0 + (max(c[1] for c in labels) + 1) * col
+    left = x0 + min(c[0] for c in labels) * col
+    on_left = (left + right) / 2 > x0 + plot_w / 2
+    tx = left - 14 if on_left else right + 14
+    out = []
+    for (first, last, cy, label), y in zip(labels, ys):
+        y = max(y - shift, TOP + FONT)
+        edge = x0 + (first if on_left else last + 1) * col
+        out.append(f'<line x1="{_n(edge)}" y1="{_n(cy)}" x2="{_n(tx + (2 if on_left else -2))}" y2="{_n(y)}" '
+                   'stroke="#333" stroke-width="0.75" pointer-events="none"/>')
+        out.append(f'<text class="callout" x="{_n(tx)}" y="{_n(y)}" dy="0.35em" font-size="{FONT - 1}" '
+                   f'text-anchor="{"end" if on_left else "start"}" fill="#000" stroke="#fff" stroke-width="3" '
+                   f'paint-order="stroke" pointer-events="none">{escape(_cut_left(label, 2 * XLABEL_CHARS))}</text>')
+    return out
+
+
+def _cut_left(text: str, n: int) -> str:
+    """The end of a long label: tensor names of one model share long prefixes, their ends tell them apart."""
+    return text if len(text) <= n else "\u2026" + text[-(n - 1):]
 
 
 def render_svg(steps: list[dict], rects: list[dict], *, arena_bytes: int, lower_bound: int, peak_step: int,
@@ -106,7 +141,8 @@ def render_svg(steps: list[dict], rects: list[dict], *, arena_bytes: int, lower_
     xlabels = [(s, _cut(_oneline(f"{s.get('index', i)} {s.get('op', '')}"), XLABEL_CHARS))
                for i, s in enumerate(steps)]
     bottom = 44 + int(max([_text_width(t) * 0.87 for _, t in xlabels] + [0]))
-    width, height = LEFT + plot_w + RIGHT + 150, TOP + PLOT_H + bottom
+    legend_w = sum(26 + _text_width(LEGEND.get(kind, kind)) for kind in KINDS)
+    width, height = max(LEFT + plot_w + RIGHT + 150, LEFT + legend_w), TOP + PLOT_H + bottom
     x0, y0 = LEFT, TOP + PLOT_H  # y0: the pixel row of offset 0
 
     def y_of(b: float) -> float:
@@ -129,8 +165,9 @@ def render_svg(steps: list[dict], rects: list[dict], *, arena_bytes: int, lower_
                    + (' stroke="#000" stroke-dasharray="3 2"/>' if kind == "inplace" else "/>"))
         if kind == "inplace":
             out.append(f'<rect x="{lx}" y="32" width="14" height="12" fill="url(#hatch)"/>')
-        out.append(f'<text x="{lx + 18}" y="42">{kind}</text>')
-        lx += 26 + _text_width(kind)
+        name = LEGEND.get(kind, kind)
+        out.append(f'<text x="{lx + 18}" y="42">{name}</text>')
+        lx += 26 + _text_width(name)
 
     # y grid + tick labels
     for t in ticks:
@@ -153,6 +190,7 @@ def render_svg(steps: list[dict], rects: list[dict], *, arena_bytes: int, lower_
     inplace = [(int(r["first_step"]), int(r["last_step"]), int(r["offset"]), int(r["nbytes"]))
                for r in rects if r.get("kind") == "inplace"]
     texts: list[str] = []
+    callouts: list[tuple[int, int, float, str]] = []     # line buffers too small for their label inside
     for r in sorted(rects, key=lambda r: r.get("kind") == "inplace"):
         kind = str(r.get("kind", ""))
         first, last, off, nb = int(r["first_step"]), int(r["last_step"]), int(r["offset"]), int(r["nbytes"])
@@ -175,7 +213,10 @@ def render_svg(steps: list[dict], rects: list[dict], *, arena_bytes: int, lower_
             texts.append(f'<text x="{_n(x0 + a * col + lw / 2)}" y="{_n(y + h / 2)}" dy="0.35em" '
                          f'text-anchor="middle" fill="#fff" stroke="#000" stroke-opacity="0.4" stroke-width="2" '
                          f'paint-order="stroke" pointer-events="none">{escape(label)}</text>')
+        elif label and kind == "linebuffer":
+            callouts.append((first, last, y + h / 2, label))
     out += texts
+    out += _callouts(callouts, x0, col, plot_w, y0)
     if 0 <= peak_step < ncols:  # outline over the buffers: the band below them only shows in the gaps
         out.append(f'<rect x="{_n(x0 + peak_step * col)}" y="{TOP}" width="{_n(col)}" height="{PLOT_H}" '
                    f'fill="none" stroke="#e0a800" stroke-width="1.5" pointer-events="none"/>')
@@ -213,7 +254,9 @@ def render_svg(steps: list[dict], rects: list[dict], *, arena_bytes: int, lower_
 
 
 def render_html(steps: list[dict], rects: list[dict], *, arena_bytes: int, lower_bound: int, peak_step: int,
-                title: str) -> str:
+                title: str, fusion: dict | None = None) -> str:
+    """The picture, a summary and the per-step table; `fusion` (memory_report's "fusion"): a table of the fused
+    blocks and the peak before and after fusion."""
     svg = render_svg(steps, rects, arena_bytes=arena_bytes, lower_bound=lower_bound, peak_step=peak_step,
                      title=title)
 
@@ -242,4 +285,27 @@ def render_html(steps: list[dict], rects: list[dict], *, arena_bytes: int, lower
         f"({_fmt_bytes(lower_bound)}), ratio {ratio}, peak at {peak_txt}</p>",
         f'<div class="plan">\n{svg}</div>',
         "<table>", "<thead><tr><th>step</th><th>op</th><th>name</th><th>live bytes</th><th>scratch bytes</th>"
-        "</tr></thead>", "<tbody>", *rows, "</tbody>", "</table>", "</body>", "</html>", ""])
+        "</tr></thead>", "<tbody>", *rows, "</tbody>", "</table>", *_fusion_html(fusion, h), "</body>", "</html>",
+        ""])
+
+
+def _fusion_html(fusion: dict | None, h) -> list[str]:
+    if not fusion:
+        return []
+    rows = []
+    for b in fusion.get("blocks", []):
+        buffers = ", ".join(f"{lb['tensor']}: {lb['rows']} rows \u00d7 {lb['row_bytes']} B" for lb in b["line_buffers"])
+        rows.append(f"<tr><td>{h(b['index'])}</td><td>{h(b['name'])}</td>"
+                    f"<td>{h(', '.join(row['name'] for row in b['layers']))}</td><td>{h(b['mode'])}</td>"
+                    f"<td>{h(buffers)}</td><td>{h(b['line_buffer_bytes'])}</td>"
+                    f"<td>{h(b['kernel_scratch_bytes'])}</td><td>{h(b['recompute_factor'])}</td>"
+                    f"<td>{h(b['macs'])}</td></tr>")
+    before, after = fusion["peak_before"], fusion["peak_after"]
+    return ["<h2>Fused blocks (depth-first, row by row)</h2>",
+            f'<p class="fusion">layer by layer: arena {h(fusion["arena_before_bytes"])} B, peak at step '
+            f"{h(before['step'])} ({h(before['op'])} {h(before['layer'])}); fused: arena "
+            f"{h(fusion['arena_after_bytes'])} B, peak at step {h(after['step'])} ({h(after['op'])} "
+            f"{h(after['layer'])})</p>",
+            '<table class="fusion">', "<thead><tr><th>step</th><th>block</th><th>layers</th><th>mode</th>"
+            "<th>line buffers</th><th>line buffer bytes</th><th>kernel scratch bytes</th><th>recompute</th>"
+            "<th>MACs</th></tr></thead>", "<tbody>", *rows, "</tbody>", "</table>"]

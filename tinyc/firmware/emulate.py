@@ -135,6 +135,8 @@ def emulate(compiled, board: Board, out_dir: str | Path, profile: bool = True) -
             n = max(ticks - hooks, 0) * per_tick / prof["reps"]
             layers.append(dict(index=info["index"], name=info["name"], op=info["op"], macs=info["macs"],
                                instructions=round(n)))
+            if "block" in info:     # a fused block: its layers run row by row inside this one profiled layer
+                layers[-1]["block_layers"] = [row["name"] for row in info["block"]]
         result["layers"] = layers
         result["profiled_instructions"] = sum(row["instructions"] for row in layers)
     return result

@@ -89,7 +89,8 @@ def run_soc(compiled, board: Board, model_path: str, out_dir: str | None = None,
     cycles = soc["cycles"]
     clocks_match = soc["clk_sys"] == soc["board_cpu_clock_hz"] and soc["clk_peri"] == soc["board_uart_clock_hz"]
     return dict(**oracle, board=board.name, core=board.core, mcu=board.mcu, **soc,
-                firmware_cycles=console["firmware_cycles"], cpu_clock_hz=clock, ms=round(1000 * cycles / clock, 3), macs=lib.macs,
+                firmware_cycles=console["firmware_cycles"], cpu_clock_hz=clock, ms=round(1000 * cycles / clock, 3),
+                macs=lib.macs,
                 cycles_per_mac=round(cycles / lib.macs, 3) if lib.macs else None, clocks_match=clocks_match,
                 model=model_path, name=lib.prefix, samples=1, samples_given=int(given[0].shape[0]), outputs=rows,
                 outputs_match=all(r["matches_host"] and r["matches_reference"] for r in rows), note=NOTE)
@@ -123,6 +124,8 @@ def format_run(r: dict) -> list[str]:
             per = f"{row['instructions'] / row['macs']:.2f}" if row["macs"] else "-"
             lines.append(f"{row['index']:>3} {row['op'][:12]:<12} {row['macs']:>11,} {row['instructions']:>13,} "
                          f"{per:>8}  {row['name'][:48]}")
+            if row.get("block_layers"):
+                lines.append(f"{'':>50}(row by row: {', '.join(row['block_layers'])})")
         lines.append(f"    (layers sum to {r['profiled_instructions']:,} with the profiling hooks compiled in)")
     per_mac = f", {r['instructions_per_mac']} per MAC" if r["instructions_per_mac"] is not None else ""
     lines.append(f"instructions per inference: {r['instructions']:,} ({r['macs']:,} MACs{per_mac}; "

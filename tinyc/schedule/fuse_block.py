@@ -33,3 +33,20 @@ def fuse_block(g: Graph, names, stream: bool = False, slack_rows: int = 0) -> Gr
     h.nodes = [n for n in h.nodes[:last] if n.name not in wanted] + [block] + h.nodes[last + 1:]
     h.remove_unused_tensors()
     return h
+
+
+def inline_blocks(g: Graph) -> Graph:
+    """A copy of `g` with every FusedBlock node replaced by its layers: the graph layer by layer, as it was before
+    `fuse_block` (what `tinyc report` plans to show the peak without fusion)."""
+    h = g.copy()
+    nodes = []
+    for n in h.nodes:
+        if n.op != "FusedBlock":
+            nodes.append(n)
+            continue
+        sub = n.attrs["graph"]
+        for name, t in sub.tensors.items():
+            h.tensors.setdefault(name, t)
+        nodes += sub.nodes
+    h.nodes = nodes
+    return h
