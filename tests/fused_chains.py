@@ -6,9 +6,11 @@ A chain is (height, width, channels, layers); a layer is one of
   ("pool", "max" | "avg", k, stride)                     no padding
   ("act", fn)                                            a standalone activation
   ("residual", expand, k)    inverted residual: 1x1 expand, relu -> depthwise k x k same, relu -> 1x1 project, + x
+  ("join",)                  + another model input of the same shape (a block with two external inputs)
 `chains()` draws them (hypothesis); `float_graph` builds chains as one float32 IR graph (a branch per chain: input
-i -> output i), `keras_model` as one Keras model of the same branches. `branch_nodes` and `longest_block` find the
-longest run of a branch's layers that a fused block accepts.
+`x<i>` (and `x<i>_<j>` for a join) -> output i), `keras_model` as one Keras model of the same branches.
+`branch_nodes` (the layers an output depends on) and `longest_block` find the longest run of layers that a fused
+block accepts.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ def chains(draw, max_layers: int = 4, max_size: int = 12, max_channels: int = 17
     shape, layers = first, []
     for _ in range(draw(st.integers(1, max_layers))):
         h, w, c = shape
-        kind = draw(st.sampled_from(("conv", "dw", "pool", "act", "residual")))
+        kind = draw(st.sampled_from(("conv", "dw", "pool", "act", "residual", "join")))
         k, s, d = draw(st.integers(1, 5)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
         if k == 1 or keras:
             d = 1
@@ -67,6 +69,8 @@ def chains(draw, max_layers: int = 4, max_size: int = 12, max_channels: int = 17
             layer = ("pool", draw(st.sampled_from(("max", "avg"))), k, min(s, k))
         elif kind == "act":
             layer = ("act", draw(st.sampled_from(ACTIVATIONS)))
+        elif kind == "join":
+            layer = ("join",)
         else:
             layer = ("residual", draw(st.integers(1, max_channels)), min(k, 3) | 1)
         layers.append(layer)
@@ -111,6 +115,13 @@ def _float_layer(g, x, name, layer, rng):
         g.add_tensor(name, g.tensors[x].shape)
         g.add_node("Activation", [x], [name], name=name, fn=layer[1])
         return name
+    if kind == "join":
+        other = f"x{name[1:].replace('_l', '_')}"          # b<i>_l<j> -> x<i>_<j>
+        g.add_tensor(other, g.tensors[x].shape)
+        g.inputs.append(other)
+        g.add_tensor(name, g.tensors[x].shape)
+        g.add_node("Add", [x, other], [name], name=name)
+        return name
     _, expand, k = layer
     relu = {"fn": "relu"}
     e = _conv(g, x, f"{name}_expand", rng.standard_normal((expand, 1, 1, c)) / np.sqrt(c), 1, 1, True, 1, relu,
@@ -139,7 +150,7 @@ def float_graph(chains_, seed: int = 0) -> Graph:
 
 # -- Keras ---------------------------------------------------------------------------------------------------
 
-def _keras_layer(L, t, layer):
+def _keras_layer(keras, L, t, layer, inputs):
     kind = layer[0]
     if kind == "conv":
         _, k, s, d, same, o = layer
@@ -153,6 +164,9 @@ def _keras_layer(L, t, layer):
         return (L.MaxPooling2D if op == "max" else L.AveragePooling2D)(k, s, padding="valid")(t)
     if kind == "act":
         return L.Activation(layer[1])(t)
+    if kind == "join":
+        inputs.append(keras.Input(tuple(t.shape[1:]), name=f"{inputs[0].name}_{len(inputs)}"))
+        return L.Add()([t, inputs[-1]])
     _, expand, k = layer
     h = L.Conv2D(expand, 1, activation="relu")(t)
     h = L.DepthwiseConv2D(k, padding="same", activation="relu")(h)
@@ -169,10 +183,10 @@ def keras_model(chains_, name: str = "chains"):
     inputs, outputs = [], []
     for i, (h, w, c, layers) in enumerate(chains_):
         x = keras.Input((h, w, c), name=f"x{i}")
-        t = x
+        t, branch = x, [x]
         for layer in layers:
-            t = _keras_layer(L, t, layer)
-        inputs.append(x)
+            t = _keras_layer(keras, L, t, layer, branch)
+        inputs.extend(branch)
         outputs.append(L.Identity(name=f"y{i}")(t) if t is x else t)
     model = keras.Model(inputs, outputs, name=name)
     randomize(model, 0)
@@ -189,14 +203,14 @@ def fusable(g, names) -> bool:
     return True
 
 
-def branch_nodes(g, start: str) -> list:
-    """The nodes that depend on tensor `start`, in graph order."""
-    reached, out = {start}, []
-    for n in g.nodes:
-        if reached & set(n.inputs):
-            reached.update(n.outputs)
+def branch_nodes(g, output: str) -> list:
+    """The names of the nodes tensor `output` depends on, in graph order."""
+    wanted, out = {output}, []
+    for n in reversed(g.nodes):
+        if wanted & set(n.outputs):
+            wanted.update(n.inputs)
             out.append(n.name)
-    return out
+    return out[::-1]
 
 
 def longest_block(g, names) -> list:

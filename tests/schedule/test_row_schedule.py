@@ -106,9 +106,9 @@ def check_chain(chain, seed=0):
     names = [n.name for n in g.nodes]
     sched = row_schedule(g, names)
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal(g.tensors["x0"].shape).astype(np.float32)
-    want = run(g, {"x0": x})[g.outputs[0]]
-    got = execute(g, sched, {"x0": x})
+    x = {name: rng.standard_normal(g.tensors[name].shape).astype(np.float32) for name in g.inputs}
+    want = run(g, x)[g.outputs[0]]
+    got = execute(g, sched, x)
     np.testing.assert_array_equal(got, want)
     whole = all_rows_read(g, sched)
     for name, b in sched.buffers.items():
@@ -143,6 +143,7 @@ def all_rows_read(g, sched) -> set:
 @example((5, 3, 2, [("conv", 5, 1, 2, True, 3), ("pool", "avg", 3, 1)]))        # windows taller than the image
 @example((12, 7, 3, [("conv", 1, 2, 1, False, 3), ("dw", 3, 3, 2, True, 2)]))      # skipped rows
 @example((3, 1, 1, [("conv", 1, 3, 1, False, 1), ("conv", 2, 1, 2, True, 1)]))      # no input row is read
+@example((6, 5, 3, [("conv", 3, 1, 1, True, 3), ("join",), ("dw", 3, 2, 1, False, 1)]))   # two external inputs
 def test_schedule_executes_layer_by_layer_values(chain):
     check_chain(chain)
 
