@@ -237,6 +237,12 @@ _budget_opt = click.option(
          "the smallest arena it can reach; with --fusion none the layer-by-layer arena must fit it.")
 
 
+_stream_opt = click.option(
+    "--stream-input", "stream_input", is_flag=True,
+    help="The model input (one batch-1 NHWC image) is never in the arena: the first layers run row by row and pull "
+         "its rows from <name>_input_rows(row, count, dst), which your application defines (see <name>.h).")
+
+
 def _fusion_options(fusion, arena_budget, target) -> dict:
     """--fusion and --arena-budget, with the instruction figures of the board's core (the M4's without one)."""
     from .compiler import fusion_options
@@ -277,15 +283,17 @@ def main():
 @_state_opt
 @_fusion_opt
 @_budget_opt
+@_stream_opt
 def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, calib, board, arena, arena_section,
             weights_section, do_build, opt, sample_files, seed, kernels, weights, binds, state_pairs, fusion,
-            arena_budget):
+            arena_budget, stream_input):
     """Compile MODEL (.onnx, .keras, .h5, float32 or int8 .tflite) to a C library in OUT; with --board also a
     firmware project in OUT/firmware (main.c, startup, linker scripts, Makefile for arm-none-eabi-gcc)."""
     from .compiler import codegen_options, write_library
     from .memory_report import stored_weights_text
     target = _load_board(board)
-    options = codegen_options(arena, arena_section, weights_section, kernels, _arena_limit(target), weights)
+    options = codegen_options(arena, arena_section, weights_section, kernels, _arena_limit(target), weights,
+                              stream_input)
     options.update(_fusion_options(fusion, arena_budget, target))
     if target is None and (do_build or sample_files or opt):
         raise TinycError("--build, --opt and --sample make firmware and need --board (see `tinyc boards`)")
@@ -385,8 +393,9 @@ def build(out_dir, opt, as_json):
 @_state_opt
 @_fusion_opt
 @_budget_opt
+@_stream_opt
 def run_cmd(model, board, emulate, soc, as_json, out_dir, inputs, seed, no_profile, opt, name, input_shapes,
-            io_layout, quantize, calib, kernels, weights, state_pairs, fusion, arena_budget):
+            io_layout, quantize, calib, kernels, weights, state_pairs, fusion, arena_budget, stream_input):
     """Run MODEL's firmware for BOARD under emulation: instructions per inference, per layer and per MAC, and
     whether the outputs equal the host build and the reference runtime (exit 1 when they do not). With --soc the
     board image runs on an emulated RP2040 instead: cycles per inference and per MAC."""
@@ -401,7 +410,8 @@ def run_cmd(model, board, emulate, soc, as_json, out_dir, inputs, seed, no_profi
         check_rp2040js()
     from .compiler import codegen_options
     c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib,
-                    {**codegen_options(kernels=kernels, arena_limit=_arena_limit(target), weights=weights),
+                    {**codegen_options(kernels=kernels, arena_limit=_arena_limit(target), weights=weights,
+                                       stream_input=stream_input),
                      **_fusion_options(fusion, arena_budget, target)},
                     _state_pairs(state_pairs))
     from .firmware.project import DEFAULT_OPT, check_firmware_fits
@@ -451,8 +461,9 @@ def _oracle_text(report) -> str:
 @_state_opt
 @_fusion_opt
 @_budget_opt
+@_stream_opt
 def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, name, input_shapes, io_layout,
-           quantize, calib, kernels, weights, binds, state_pairs, fusion, arena_budget):
+           quantize, calib, kernels, weights, binds, state_pairs, fusion, arena_budget, stream_input):
     """Compile MODEL for the host (gcc, ASan+UBSan), run it and compare with the reference runtime (for
     --quantize int8: TFLite's reference kernels on the int8 model tinyc made, bit for bit)."""
     from .compiler import codegen_options
@@ -463,7 +474,7 @@ def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, n
         calib_arrays, progress = _calibration(path, quantize, calib, name, shapes, io_layout)
         report = run_verify(path, arrays, frames or samples, seed, per_layer, name, shapes, io_layout, keep_dir,
                             quantize, calib_arrays, progress,
-                            {**codegen_options(kernels=kernels, weights=weights),
+                            {**codegen_options(kernels=kernels, weights=weights, stream_input=stream_input),
                              **_fusion_options(fusion, arena_budget, None)},
                             _state_pairs(state_pairs), hybrid=_hybrid_choice())
     if frames is not None and "frames" not in report:

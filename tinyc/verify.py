@@ -34,6 +34,7 @@ from .errors import TinycError
 from .memory_report import state_rows
 from .ops.opdef import integer_range
 from .reference import run_reference
+from .schedule.stream_input import streamed_inputs
 
 HOST_CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wshadow", "-Werror", "-O1", "-g",
                "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
@@ -66,9 +67,11 @@ def build_host_runner(compiled: Compiled, build_dir: Path, samples: int, trace: 
     lib = compiled.library
     write_library(lib, str(build_dir), force=True)
     g = compiled.plan.graph
-    io = lambda names: [dict(size=g.tensors[n].size, ctype=c_type(g.tensors[n].dtype)) for n in names]  # noqa: E731
-    runner = _env().get_template("host_runner.c.j2").render(p=lib.prefix, samples=samples, inputs=io(g.inputs),
-                                                             outputs=io(g.outputs))
+    streamed = streamed_inputs(g)       # (its rows: the runner's <p>_input_rows)
+    io = lambda names: [dict(index=k, size=g.tensors[n].size, ctype=c_type(g.tensors[n].dtype),  # noqa: E731
+                             streamed=n in streamed) for k, n in enumerate(names)]
+    runner = _env().get_template("host_runner.c.j2").render(p=lib.prefix, P=lib.prefix.upper(), samples=samples,
+                                                             inputs=io(g.inputs), outputs=io(g.outputs))
     (build_dir / "runner.c").write_text(runner)
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:

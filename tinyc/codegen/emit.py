@@ -14,6 +14,7 @@ from ..names import comment_text
 from ..resources import resource_dir
 from ..schedule import MemoryPlan, is_view
 from ..schedule.overlap import InPlace
+from ..schedule.stream_input import requested_rows, streamed_inputs
 from ..quant.params import scale_of, zero_point_of
 from ..ops import REGISTRY
 from ..ops.hybrid import HYBRID_KERNELS
@@ -188,14 +189,18 @@ def _unpacked_note(dtype: str) -> str:
     return f", unpacked: one value per {c_type(dtype)} ({lo} to {hi}; ONNX packs {8 // (hi - lo).bit_length()} a byte)"
 
 
-def _io(plan, kind, names):
+def _io(plan, kind, names, streamed=None):
+    """The template's rows of the inputs or outputs. A streamed input (schedule/stream_input.py) has no bytes in
+    the arena (offset None): its rows come from `<p>_input_rows`, `rows` of them (0 .. rows - 1)."""
     g = plan.graph
     rows = []
     for k, n in enumerate(names):
         t = g.tensors[n]
         suffix = str(k) if len(names) > 1 else ""
+        stream = (streamed or {}).get(n)
         row = dict(kind=kind, index=k, comment=comment_text(t.source_name or n), shape=list(t.shape),
-                   offset=plan.offset_of(n), fn=f"{kind}{suffix}", nbytes=t.nbytes,
+                   offset=None if stream else plan.offset_of(n), fn=f"{kind}{suffix}", nbytes=t.nbytes,
+                   streamed=stream,
                    shape_text=_shape_text(t.shape), size=t.size, dtype=t.dtype, ctype=c_type(t.dtype), quant=None,
                    unpacked=_unpacked_note(t.dtype))
         if t.quant is not None:
@@ -225,9 +230,13 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     state = _state_slots(plan, prefix)
 
     # Storage of every runtime tensor, as a C expression valid inside the run function (`arena` in scope).
+    streamed = streamed_inputs(g)     # (read by their FusedBlock only, which passes no pointer for them)
+
     def where(name):
         if plan.in_state(name):
             return state["member"][plan.offset_of(name)]
+        if name in streamed:
+            return None
         return f"({c_type(g.tensors[name].dtype)} *)(arena + {plan.offset_of(name)})"
 
     def same_bytes(a, b):      # (the arena's in-place writes are plan.in_place; these: the state region's)
@@ -364,7 +373,7 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
 
             functions, body, macs = fused_block.render_block(node, prefix, fn, row_kernel,
                                                        plan.work[index].nbytes if index in plan.work else 0)
-            runtime_in = [t for t in node.inputs if not g.tensors[t].is_const]
+            runtime_in = [t for t in node.inputs if not g.tensors[t].is_const and t not in streamed]
             restrict = "" if in_place else "restrict "
             params = [f"const unsigned char *{restrict}x{j}" for j in range(len(runtime_in))] + \
                 [f"unsigned char *{restrict}y", "unsigned char *restrict s"]
@@ -398,8 +407,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     # the larger of the two builds (DSP cores, others) where tables are guarded by TINYC_DSP
     lib.weight_bytes = max(sum(c["nbytes"] for c in consts if c["guard"] != skip) for skip in GUARDS)
 
-    inputs, outputs = _io(plan, "input", g.inputs), _io(plan, "output", g.outputs)
-    api = [f"const {i['ctype']} *input{i['index']}" for i in inputs] + \
+    inputs, outputs = _io(plan, "input", g.inputs, _streamed_rows(g)), _io(plan, "output", g.outputs)
+    api = [f"const {i['ctype']} *input{i['index']}" for i in inputs if not i["streamed"]] + \
           [f"{o['ctype']} *output{o['index']}" for o in outputs]
     helpers = _conversion_helpers(prefix, inputs, outputs)
     arena_align = max([ARENA_ALIGN] + [b.alignment for b in plan.buffers])
@@ -421,6 +430,17 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
     lib.files[cmake.FILE] = cmake.render({prefix: cmake.block(lib.files, prefix, comment_text(source),
                                                               arena == "external", kernels)})
     return lib
+
+
+def _streamed_rows(g) -> dict:
+    """Each streamed model input -> what the header says of its rows: values per row, rows the callback is asked
+    for (schedule/stream_input.py)."""
+    out = {}
+    for node in g.nodes:
+        if node.op == "FusedBlock" and node.inputs[0] in streamed_inputs(g):
+            t = g.tensors[node.inputs[0]]
+            out[node.inputs[0]] = dict(row_size=t.shape[2] * t.shape[3], rows=requested_rows(node))
+    return out
 
 
 def _state_in_place(plan: MemoryPlan, index: int, node, same_bytes) -> InPlace | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ..ir import Graph
 from ..schedule.buffers import align
+from . import literals
 
 SCRATCH = "kernel_scratch"       # int8_fast.SCRATCH (imported there from here would be a cycle)
 MAX_PERIOD = 256                 # longest run of steps a loop body may repeat
@@ -118,7 +119,8 @@ def render_block(node, prefix: str, fn: str, render_kernel, work_bytes: int) -> 
     sub = node.attrs["graph"]
     offsets = buffer_offsets(sched)
     line = own_work_offset(node)
-    xs = {name: f"x{j}" for j, name in enumerate(sched.inputs)}
+    streamed = node.inputs[0] if node.attrs.get("stream") else None     # its rows: <prefix>_input_rows
+    xs = {name: f"x{j}" for j, name in enumerate(t for t in sched.inputs if t != streamed)}
 
     def place(name, slot, row):
         """(base pointer, byte offset) of row `row` / slot `slot` of tensor `name`."""
@@ -157,6 +159,10 @@ def render_block(node, prefix: str, fn: str, render_kernel, work_bytes: int) -> 
             args = [place(t.name, slot, 0) for t, slot in zip(ins, a.in_slots)] + [place(out.name, a.slot, a.row)]
             key = ("compute", name, work, tuple(b for b, _ in args), tuple(casts))
             steps.append((key, tuple(o for _, o in args), None))
+        elif a.kind == "load" and a.tensor == streamed:
+            row_bytes = sched.buffers[a.tensor].row_bytes
+            _input_rows(steps, a.row, literals.c_type(sub.tensors[a.tensor].dtype), row_bytes,
+                        offsets[a.tensor] + a.slot * row_bytes)
         elif a.kind == "load":
             b = sched.buffers[a.tensor]
             row_bytes = b.row_bytes
@@ -193,6 +199,17 @@ def fast_work_bytes_of(v: RowVariant) -> int:
     return int8_fast.work_bytes(v.graph, v.node) if kernel_family(v.graph, v.node) == "int8" else 0
 
 
+def _input_rows(steps: list, row: int, ctype: str, row_bytes: int, offset: int) -> None:
+    """Append the load of a streamed input's row to `steps`: one more row of the step before when that one asks
+    for the rows just above, into the bytes just below (one callback call for consecutive rows)."""
+    if steps and steps[-1][0][0] == "input_rows":
+        (_, count, _, _), (first, at), _ = steps[-1]
+        if first + count == row and at + count * row_bytes == offset:
+            steps[-1] = (("input_rows", count + 1, ctype, row_bytes), (first, at), None)
+            return
+    steps.append((("input_rows", 1, ctype, row_bytes), (row, offset), None))
+
+
 def _expr(base: str, offset: int, delta: int | None) -> str:
     step = f" + n * {delta}" if delta else ""
     return f"{base} + {offset}{step}"
@@ -210,6 +227,10 @@ def _statement(prefix: str, key, args, deltas) -> str:
         if work is not None:
             ptrs.append(f"({casts[-1]})(s + {work})")
         return f"{name}({', '.join(ptrs)});"
+    if key[0] == "input_rows":        # the user's callback (schedule/stream_input.py)
+        _, count, ctype, _ = key
+        row = f"{args[0]}" + (f" + n * {deltas[0]}" if deltas[0] else "")
+        return f"{prefix}_input_rows({row}, {count}, ({ctype} *)(void *)({_expr('s', args[1], deltas[1])}));"
     if key[0] == "copy":
         _, nbytes, src, dst = key
         words = _aligned(args, deltas) and nbytes % 4 == 0

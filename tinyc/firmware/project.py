@@ -17,6 +17,7 @@ from ..codegen.literals import c_array_body, c_type
 from ..errors import TinycError
 from ..memory_report import check_fits
 from ..resources import resource_dir
+from ..schedule.stream_input import streamed_inputs
 from .console import console_source
 from .machines import QemuMachine, load_machine
 from .rp_boot import boot_block_source
@@ -121,8 +122,10 @@ def _as_batches(compiled, samples: list[np.ndarray]) -> list[np.ndarray]:
 
 def _io_rows(compiled, names, kind):
     g = compiled.plan.graph
+    streamed = streamed_inputs(g)        # (rows from <p>_input_rows, which main.c defines)
     return [dict(index=k, fn=f"{kind}{k if len(names) > 1 else ''}", dtype=g.tensors[n].dtype,
-                 ctype=c_type(g.tensors[n].dtype), size=g.tensors[n].size, nbytes=g.tensors[n].nbytes)
+                 ctype=c_type(g.tensors[n].dtype), size=g.tensors[n].size, nbytes=g.tensors[n].nbytes,
+                 streamed=n in streamed)
             for k, n in enumerate(names)]
 
 

@@ -16,6 +16,7 @@ from .order import best_order
 from .overlap import KINDS, InPlace, options
 from .plan_arena import plan_arena
 from .state import isolate_state, layout, written_in_place
+from .stream_input import streamed_inputs
 
 # The variants planned, in order; each adds one technique to the one before.
 VARIANTS = (("plain", (), False), ("in_place", ("elementwise", "depthwise"), False),
@@ -211,7 +212,7 @@ def schedule(g: Graph, variants=VARIANTS, work=None, views=True) -> MemoryPlan:
     Slice copies; "always": views wherever they apply (tests)."""
     g = isolate_io(isolate_state(g))
     direct = written_in_place(g)
-    outside = set(g.state) | set(direct.values())
+    outside = set(g.state) | set(direct.values()) | streamed_inputs(g)    # (a streamed input: the user's rows)
     plain = list(range(len(g.nodes)))
     best, figures = None, {}
     for name, kinds, reorder in variants:

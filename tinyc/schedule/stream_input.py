@@ -1,0 +1,128 @@
+"""The streamed model input (issue 21, `--stream-input`): the first fused block pulls the rows of the model input
+from the user's callback `<name>_input_rows(row, count, dst)` as it needs them, so the whole input (a camera
+frame) is never in SRAM and the arena does not hold it.
+
+`streamed_blocks(g)` lists the candidates: the runs of layers from the start of the graph that form one fused
+block (schedule/row_schedule.py) reading the model input, which no other layer reads (`streamed_block(g)`: the
+longest). `stream_input(g, plan)` fuses the one with the smallest arena, with the block's `stream` attribute set:
+the planner keeps the input out of the arena (`streamed_inputs`), and codegen calls the callback for the
+block's "load" actions of it. (The longest is seldom the smallest: every layer adds its line buffers.)
+
+The rows come in the order the row schedule loads them: increasing, each once, rows 0 .. `requested_rows` - 1
+(the whole height unless the first layers never read the bottom rows, e.g. a valid convolution whose stride
+skips them).
+"""
+from __future__ import annotations
+
+from ..errors import TinycError
+from ..ir import Graph
+from .fuse_block import fuse_block
+from .row_schedule import block_nodes, row_schedule, windows
+
+FLAG = "--stream-input"
+
+
+def _input_name(g: Graph, name: str) -> str:
+    return g.tensors[name].source_name or name
+
+
+def _streamable_input(g: Graph) -> str:
+    """The model input that can stream, or a one-line TinycError saying why none can."""
+    if len(g.inputs) != 1:
+        raise TinycError(f"{FLAG}: the model has {len(g.inputs)} inputs; only a model with one image input can "
+                         f"stream it, compile without {FLAG}")
+    x = g.inputs[0]
+    t = g.tensors[x]
+    if len(t.shape) != 4 or t.shape[0] != 1 or t.size == 0:
+        raise TinycError(f"{FLAG}: the model input '{_input_name(g, x)}' has shape {tuple(t.shape)}; only a "
+                         f"batch-1 NHWC image (1, height, width, channels) streams by rows, compile without {FLAG}")
+    if x in g.state or x in g.outputs:
+        raise TinycError(f"{FLAG}: the model input '{_input_name(g, x)}' is also a state or an output; compile "
+                         f"without {FLAG}")
+    return x
+
+
+def _cannot_stream(g: Graph, x: str, node, why: str) -> TinycError:
+    hint = " (an ONNX image model: compile with --io-layout nhwc)" if node.op == "Transpose" else ""
+    return TinycError(f"{FLAG}: the model input '{_input_name(g, x)}' is read by layer '{node.name}' ({node.op}), "
+                      f"which cannot run row by row{hint}: {why}; compile without {FLAG}")
+
+
+def streamed_blocks(g: Graph) -> list[list[str]]:
+    """The names of the layers of every block that can stream the model input, shortest first: the prefixes of
+    the graph's order that are one fused block whose only runtime input is the model input and that hold every
+    layer reading it. TinycError (one line) for a model with several inputs, an input that is not a batch-1 NHWC
+    image, or an input read by a layer that cannot run row by row."""
+    x = _streamable_input(g)
+    readers = [n for n in g.nodes if x in n.inputs]
+    if not readers:
+        raise TinycError(f"{FLAG}: no layer reads the model input '{_input_name(g, x)}'; compile without {FLAG}")
+    for n in readers:
+        try:
+            windows(g, n)
+        except TinycError as e:
+            raise _cannot_stream(g, x, n, str(e).removeprefix("fused block: ").split("; end the block")[0])
+    found, stop = [], None
+    for k, node in enumerate(g.nodes):
+        try:
+            windows(g, node)
+        except TinycError:
+            stop = node
+            break
+        names = [n.name for n in g.nodes[:k + 1]]
+        try:
+            _, inputs, _ = block_nodes(g, names)
+        except TinycError:
+            continue            # (e.g. a residual branch still open: a longer prefix may close it)
+        if inputs == [x] and all(n.name in names for n in readers):
+            found.append(names)
+    if not found:
+        where = f" before layer '{stop.name}' ({stop.op}), which cannot," if stop is not None else ""
+        raise _cannot_stream(g, x, readers[0], f"the layers reading it join into no block with one output{where}")
+    return found
+
+
+def streamed_block(g: Graph) -> list[str]:
+    """The names of the layers of the longest block that can stream the model input (`streamed_blocks`)."""
+    return streamed_blocks(g)[-1]
+
+
+def stream_input(g: Graph, plan) -> tuple[Graph, object]:
+    """`g` with its input streamed, and its plan: of the blocks that can stream it (`streamed_blocks`), the one
+    whose graph `plan(graph)` (a MemoryPlan) gives the smallest arena, fused with its rows pulled from the user's
+    callback. The blocks are planned in the order of a lower bound of the arena (their line buffers and output
+    are live together; the longer block first of equal bounds), until that bound reaches the smallest arena
+    found."""
+    bounds = []
+    for names in streamed_blocks(g):
+        sched = row_schedule(g, names)
+        bounds.append((sched.line_bytes + g.tensors[sched.output].nbytes, -len(names), names))
+    best = None
+    for bound, _, names in sorted(bounds):
+        if best is not None and bound >= best[1].arena_bytes:
+            break
+        h = fuse_block(g, names, stream=True)
+        p = plan(h)
+        if best is None or p.arena_bytes < best[1].arena_bytes:
+            best = (h, p)
+    return best
+
+
+def streamed_inputs(g: Graph) -> set:
+    """The model inputs a fused block streams (not in the arena): the first input of a FusedBlock with `stream`."""
+    return {n.inputs[0] for n in g.nodes if n.op == "FusedBlock" and n.attrs.get("stream")}
+
+
+def input_row_loads(schedule, name: str) -> list[int]:
+    """The rows of external input `name` a RowSchedule loads, in order."""
+    return [a.row for a in schedule.actions if a.kind == "load" and a.tensor == name]
+
+
+def requested_rows(node) -> int:
+    """How many rows of its streamed input a FusedBlock asks the callback for: rows 0 .. this - 1, each once."""
+    from ..ops.fused_block import schedule_of     # (the ops import the schedule package: imported when used)
+    sched = schedule_of(node)
+    rows = input_row_loads(sched, node.inputs[0])
+    if rows != list(range(len(rows))):
+        raise TinycError(f"internal: fused block '{node.name}' loads its streamed input out of order")
+    return len(rows)
