@@ -342,8 +342,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
             args.append(f"({ctype} *)(arena + {plan.scratch[index].offset})")
         work = None
         if index in plan.work:     # float kernels see it as floats (recurrent state), int8 ones as bytes
-            work = "s"
-            ctype = "float" if kernel_family(g, node) == "float" else "int8_t"
+            work = "s"     # (a fused block's layers may mix families: its scratch is bytes, its params its own)
+            ctype = "float" if node.op != "FusedBlock" and kernel_family(g, node) == "float" else "int8_t"
             params.append(f"{ctype} *restrict s")
             args.append(f"({ctype} *)(arena + {plan.work[index].offset})")
         traces = [dict(id=len(lib.traced) + j, expr=where(name), bytes=g.tensors[name].nbytes)

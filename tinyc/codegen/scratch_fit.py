@@ -33,12 +33,26 @@ def _next_reductions(plan: MemoryPlan, allowed: int, level: str) -> list[str]:
     return [plan.graph.nodes[s].name for s in over]
 
 
+def _remembered(work):
+    """`work(graph, node)` computed once per layer and scratch level: every variant `schedule` plans asks for every
+    layer's (the graph copies it reorders have the same layers under the same names)."""
+    known = {}
+
+    def remembered(g, node):
+        key = (node.name, int8_fast.scratch_level(node))
+        if key not in known:
+            known[key] = work(g, node)
+        return known[key]
+    return remembered
+
+
 def schedule_with_scratch(g, arena_limit: int | None = None) -> MemoryPlan:
     """The memory plan for the fast kernels: `schedule(g, work=int8_fast.work_bytes)`, with the scratch of the
     layers that push the arena over `allowed_arena` reduced (int8_fast.SCRATCH set on those nodes of g, the
     compiler's own copy; each plan keeps its own copy of the graph, so the chosen plan's nodes say what its
     kernels may use). When no reduction gets within the budget, the plan with the smallest arena."""
-    plan = schedule(g, work=int8_fast.work_bytes)
+    work = _remembered(int8_fast.work_bytes)
+    plan = schedule(g, work=work)
     allowed = allowed_arena(schedule(g).arena_bytes, arena_limit)
     best, plans = plan, 2
     nodes = {n.name: n for n in g.nodes}
@@ -49,7 +63,7 @@ def schedule_with_scratch(g, arena_limit: int | None = None) -> MemoryPlan:
                 break
             for n in names:
                 nodes[n].attrs[int8_fast.SCRATCH] = level
-            plan = schedule(g, work=int8_fast.work_bytes)
+            plan = schedule(g, work=work)
             plans += 1
             if plan.arena_bytes < best.arena_bytes:
                 best = plan

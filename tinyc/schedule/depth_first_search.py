@@ -48,10 +48,11 @@ from ..ir import Graph
 from ..ops import REGISTRY
 from .buffers import align
 from .fuse_block import fuse_block
-from .row_schedule import row_schedule, windows
+from .row_schedule import block_nodes, row_schedule, windows
 
 MAX_BLOCK_LAYERS = 16      # longest candidate block (the candidates per peak layer grow as its square)
 MOVES_PER_ROUND = 3        # candidate plans planned in full per greedy round
+SIMULATED_PER_ROUND = 12   # candidates whose row schedules are simulated per round (the best by the quick estimate)
 MAX_PLANS = 18             # full plans per search at most, the layer-by-layer one included
 
 CORES = ("cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33")
@@ -206,6 +207,8 @@ class _Search:
         self.index = {n.name: i for i, n in enumerate(g.nodes)}
         self.layer_cost = [layer_instructions(g, n, costs, kernels) for n in g.nodes]
         self.schedules = {}    # (first, end) -> RowSchedule or None (not a block)
+        self.blocks = {}       # (first, end) -> do the layers form a block (row_schedule.block_nodes)
+        self.windows = {}      # layer name -> its Windows, None when it cannot stream rows
         self.plans = 0
         self._lifetimes()
         self.runs = self._streamable_runs()
@@ -237,11 +240,32 @@ class _Search:
         return runs
 
     def _streams(self, node) -> bool:
-        try:
-            windows(self.g, node)
-        except TinycError:
-            return False
-        return True
+        if node.name not in self.windows:
+            try:
+                self.windows[node.name] = windows(self.g, node)
+            except TinycError:
+                self.windows[node.name] = None
+        return self.windows[node.name] is not None
+
+    def is_block(self, r) -> bool:
+        """Do layers r form a block (one output, streamable layers)? Cheap: no row schedule."""
+        if r not in self.blocks:
+            try:
+                block_nodes(self.g, [n.name for n in self.g.nodes[r[0]:r[1]]])
+                self.blocks[r] = all(self._streams(n) for n in self.g.nodes[r[0]:r[1]])
+            except TinycError:
+                self.blocks[r] = False
+        return self.blocks[r]
+
+    def line_guess(self, r) -> int:
+        """Line-buffer bytes before the row schedule is simulated: each tensor the block reads, the most rows one
+        window of it spans (the simulation may need a row more or fewer)."""
+        g, rows = self.g, {}
+        for n in g.nodes[r[0]:r[1]]:
+            for t, w in zip(n.inputs, self.windows[n.name]):
+                if w is not None:       # (a running pool takes its input row by row)
+                    rows[t] = max(rows.get(t, 0), 1 if getattr(w, "running", False) else w.span)
+        return sum(align(k * g.tensors[t].nbytes // g.tensors[t].shape[1]) for t, k in rows.items())
 
     def schedule(self, r):
         if r not in self.schedules:
@@ -255,14 +279,15 @@ class _Search:
         """Bytes live while the block runs (module docstring): crossing tensors, dying inputs, the output less
         what may overlap its first input, its line buffers."""
         g, (a, b) = self.g, r
-        sched = self.schedule(r)
-        total = sched.line_bytes
-        out = align(g.tensors[sched.output].nbytes)
+        sched = self.schedules.get(r)
+        total = sched.line_bytes if sched is not None else self.line_guess(r)
+        output = g.nodes[b - 1].outputs[0]
+        out = align(g.tensors[output].nbytes)
         total += out
         for t, made in self.made.items():
             if made < a and self.last.get(t, -1) >= a:
                 total += align(g.tensors[t].nbytes)
-        first = sched.inputs[0] if sched.inputs else None
+        first = next((t for n in g.nodes[a:b] for t in n.inputs if self.made.get(t, b) < a), None)
         if first is not None and self.last.get(first, 0) < b:
             total -= min(out, align(g.tensors[first].nbytes))
         return total
@@ -298,7 +323,7 @@ class _Search:
                 continue
             for a in range(max(run[0], i - MAX_BLOCK_LAYERS + 1), i + 1):
                 for b in range(max(i + 1, a + 2), min(run[1], a + MAX_BLOCK_LAYERS) + 1):
-                    if self.schedule((a, b)) is None:
+                    if not self.is_block((a, b)):
                         continue
                     kept = []
                     for c, d in ev.ranges:
@@ -306,7 +331,7 @@ class _Search:
                             kept.append((c, d))
                             continue
                         for part in ((c, a), (b, d)):
-                            if part[1] - part[0] >= 2 and self.schedule(part) is not None:
+                            if part[1] - part[0] >= 2 and self.is_block(part):
                                 kept.append(part)
                     found.add(tuple(sorted(kept + [(a, b)])))
         found.discard(ev.ranges)
@@ -383,9 +408,13 @@ def _greedy(search: _Search, base: _Evaluated, budget, max_ratio) -> _Evaluated:
     live = _live_by_layer(base.plan)
     current, seen = base, {()}
     while search.plans < MAX_PLANS and (budget is None or current.arena > budget):
+        quick = sorted((search.estimated_peak(ranges, live), ranges) for ranges in search.moves(current)
+                       if ranges not in seen)
         ranked = []
-        for ranges in search.moves(current):
-            if ranges in seen:
+        for _, ranges in quick:
+            if len(ranked) == SIMULATED_PER_ROUND:
+                break
+            if any(search.schedule(r) is None for r in ranges):
                 continue
             instr = search.instructions(ranges)
             if cap is not None and instr > cap:
