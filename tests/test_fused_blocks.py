@@ -157,6 +157,23 @@ def test_random_int8_chains(tmp_path_factory, chains_):
         check_fused_equal(g, blocks, int8_inputs(g), kernels)
 
 
+def test_block_of_float_and_int8_layers():
+    """Regression: a block from a float layer through Quantize to int8 layers (as the converter leaves GELU's POW)
+    was refused at generation ("computes on ['float32', 'int8'] tensors"): the block's scratch was typed by one
+    kernel family for all its layers."""
+    from tinyc.ir import Quant
+    g = float_graph([(7, 5, 3, [("conv", 3, 1, 1, True, 5)])])
+    q = Quant(np.array(0.05), np.array(3))
+    g.add_tensor("q", g.tensors["b0_l0"].shape, "int8", quant=q)
+    g.add_node("Quantize", ["b0_l0"], ["q"], name="quantize")
+    g.add_tensor("pooled", (1, 3, 2, 5), "int8", quant=q)
+    g.add_node("MaxPool2D", ["q"], ["pooled"], name="pool", kernel=(3, 3), strides=(2, 2), dilations=(1, 1),
+               pads=(0, 0, 0, 0))
+    g.outputs = ["pooled"]
+    for kernels in ("fast", "reference"):
+        check_fused_equal(g, [["b0_l0", "quantize", "pool"]], float_inputs(g), kernels)
+
+
 # -- the int8 test zoo -----------------------------------------------------------------------------------------
 
 def zoo_names():
