@@ -535,8 +535,9 @@ def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, n
 @_state_opt
 @_fusion_opt
 @_budget_opt
+@_stream_opt
 def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_layout, quantize, calib, kernels,
-           weights, binds, state_pairs, fusion, arena_budget):
+           weights, binds, state_pairs, fusion, arena_budget, stream_input):
     """Where the SRAM and flash go: per layer MACs, weights, live bytes, scratch, in-place decisions, the peak;
     the arena and its lower bound; with --board, whether the model fits."""
     from .memory_report import format_report, memory_report, plan_picture_data
@@ -544,7 +545,8 @@ def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_la
     from .compiler import codegen_options
     with _bound_model(model, binds) as path:
         c, _ = _compile(path, name, input_shapes, io_layout, quantize, calib,
-                        {**codegen_options(kernels=kernels, arena_limit=_arena_limit(target), weights=weights),
+                        {**codegen_options(kernels=kernels, arena_limit=_arena_limit(target), weights=weights,
+                                           stream_input=stream_input),
                          **_fusion_options(fusion, arena_budget, target)},
                         _state_pairs(state_pairs))
     r = memory_report(c, target)
