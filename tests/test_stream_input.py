@@ -201,6 +201,9 @@ def test_callback_rows_and_same_bytes(tmp_path, dtype, valid_stem):
     assert "void s_input_rows(int row, int count, " in header
     assert "int s_invoke(" + ("int8_t" if dtype == "int8" else "float") + " *output0);" in header
     assert "s_input(void)" not in header and "s_input(void)" not in streamed.library.files["s.c"]
+    if dtype == "int8":     # (no whole-frame conversion: there is no frame)
+        assert "void s_quantize_input_rows(const float *x, int8_t *q, int count);" in header
+        assert "s_quantize_input(" not in header
 
 
 def test_verify_runner_serves_rows(tmp_path):

@@ -515,7 +515,8 @@ def _conversion_helpers(prefix, inputs, outputs) -> list:
             if r["quant"] is None:
                 continue
             suffix = str(r["index"]) if len(rows) > 1 else ""
-            out.append(dict(verb=verb, fn=f"{prefix}_{verb}_{r['kind']}{suffix}", io=r))
+            rows_of = "_rows" if r.get("streamed") else ""     # (a streamed input: count rows at a time)
+            out.append(dict(verb=verb, fn=f"{prefix}_{verb}_{r['kind']}{suffix}{rows_of}", io=r))
     return out
 
 
