@@ -3,10 +3,11 @@
 A chain is (height, width, channels, layers); a layer is one of
   ("conv", k, stride, dilation, same, out_channels)
   ("dw", k, stride, dilation, same, multiplier)          depthwise
-  ("pool", "max" | "avg", k, stride)                     no padding
+  ("pool", "max" | "avg", k, stride[, same])            no vertical padding (same: only when none is needed)
   ("act", fn)                                            a standalone activation
   ("residual", expand, k)    inverted residual: 1x1 expand, relu -> depthwise k x k same, relu -> 1x1 project, + x
   ("join",)                  + another model input of the same shape (a block with two external inputs)
+  ("scale",)                 * a constant per channel (broadcast over the rows; float IR only)
 `chains()` draws them (hypothesis); `float_graph` builds chains as one float32 IR graph (a branch per chain: input
 `x<i>` (and `x<i>_<j>` for a join) -> output i), `keras_model` as one Keras model of the same branches.
 `branch_nodes` (the layers an output depends on) and `longest_block` find the longest run of layers that a fused
@@ -42,8 +43,8 @@ def next_shape(shape, layer):
         _, k, s, d, same, n = layer
         return out_size(h, k, s, d, same), out_size(w, k, s, d, same), n if layer[0] == "conv" else c * n
     if layer[0] == "pool":
-        _, _, k, s = layer
-        return out_size(h, k, s, 1, False), out_size(w, k, s, 1, False), c
+        k, s, same = layer[2], layer[3], layer[4:] == (True,)
+        return out_size(h, k, s, 1, same), out_size(w, k, s, 1, same), c
     return shape
 
 
@@ -55,7 +56,7 @@ def chains(draw, max_layers: int = 4, max_size: int = 12, max_channels: int = 17
     shape, layers = first, []
     for _ in range(draw(st.integers(1, max_layers))):
         h, w, c = shape
-        kind = draw(st.sampled_from(("conv", "dw", "pool", "act", "residual", "join")))
+        kind = draw(st.sampled_from(("conv", "dw", "pool", "act", "residual", "join") + ((), ("scale",))[not keras]))
         k, s, d = draw(st.integers(1, 5)), draw(st.integers(1, 3)), draw(st.integers(1, 2))
         if k == 1 or keras:
             d = 1
@@ -66,11 +67,13 @@ def chains(draw, max_layers: int = 4, max_size: int = 12, max_channels: int = 17
             layer = ("dw", k, s, d, same, draw(st.sampled_from((1, 1, 2))))
         elif kind == "pool":
             k = min(k, 3, h, w)
-            layer = ("pool", draw(st.sampled_from(("max", "avg"))), k, min(s, k))
+            s = min(s, k)
+            same = draw(st.booleans()) and same_pads(h, k, s, 1) == (0, 0)      # (horizontal pads only)
+            layer = ("pool", draw(st.sampled_from(("max", "avg"))), k, s) + ((True,) if same else ())
         elif kind == "act":
             layer = ("act", draw(st.sampled_from(ACTIVATIONS)))
-        elif kind == "join":
-            layer = ("join",)
+        elif kind in ("join", "scale"):
+            layer = (kind,)
         else:
             layer = ("residual", draw(st.integers(1, max_channels)), min(k, 3) | 1)
         layers.append(layer)
@@ -105,11 +108,12 @@ def _float_layer(g, x, name, layer, rng):
         _, k, s, d, same, mult = layer
         return _conv(g, x, name, rng.standard_normal((c * mult, k, k, 1)) / k, s, d, same, c, None, rng)
     if kind == "pool":
-        _, op, k, s = layer
+        op, k, s, same = layer[1], layer[2], layer[3], layer[4:] == (True,)
         _, h, w, _ = g.tensors[x].shape
-        g.add_tensor(name, (1, out_size(h, k, s, 1, False), out_size(w, k, s, 1, False), c))
+        (t, bottom), (left, right) = (same_pads(h, k, s, 1), same_pads(w, k, s, 1)) if same else ((0, 0), (0, 0))
+        g.add_tensor(name, (1, out_size(h, k, s, 1, same), out_size(w, k, s, 1, same), c))
         g.add_node("MaxPool2D" if op == "max" else "AvgPool2D", [x], [name], name=name, kernel=(k, k),
-                   strides=(s, s), dilations=(1, 1), pads=(0, 0, 0, 0))
+                   strides=(s, s), dilations=(1, 1), pads=(t, left, bottom, right))
         return name
     if kind == "act":
         g.add_tensor(name, g.tensors[x].shape)
@@ -121,6 +125,10 @@ def _float_layer(g, x, name, layer, rng):
         g.inputs.append(other)
         g.add_tensor(name, g.tensors[x].shape)
         g.add_node("Add", [x, other], [name], name=name)
+        return name
+    if kind == "scale":
+        g.add_tensor(name, g.tensors[x].shape)
+        g.add_node("Mul", [x, g.add_const(f"{name}_scale", rng.standard_normal(c))], [name], name=name)
         return name
     _, expand, k = layer
     relu = {"fn": "relu"}
@@ -160,8 +168,8 @@ def _keras_layer(keras, L, t, layer, inputs):
         return L.DepthwiseConv2D(k, strides=s, dilation_rate=d, depth_multiplier=mult,
                                  padding="same" if same else "valid")(t)
     if kind == "pool":
-        _, op, k, s = layer
-        return (L.MaxPooling2D if op == "max" else L.AveragePooling2D)(k, s, padding="valid")(t)
+        op, k, s, same = layer[1], layer[2], layer[3], layer[4:] == (True,)
+        return (L.MaxPooling2D if op == "max" else L.AveragePooling2D)(k, s, padding="same" if same else "valid")(t)
     if kind == "act":
         return L.Activation(layer[1])(t)
     if kind == "join":

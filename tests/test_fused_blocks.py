@@ -37,6 +37,7 @@ CHAINS = [
     (5, 3, 2, [("conv", 5, 1, 2, True, 3), ("conv", 3, 3, 1, True, 17)]),
     (12, 7, 3, [("conv", 1, 2, 1, False, 9), ("dw", 3, 3, 2, True, 2), ("act", "tanh")]),
     (6, 5, 3, [("conv", 3, 1, 1, True, 3), ("join",), ("dw", 3, 2, 1, False, 1)]),    # two external inputs
+    (4, 5, 5, [("pool", "avg", 2, 2, True), ("scale",), ("pool", "max", 2, 2, True)]),  # horizontal pool pads
 ]
 
 
@@ -133,6 +134,7 @@ KERAS_CHAINS = [
     (11, 7, 3, [("conv", 2, 1, 1, False, 7), ("pool", "max", 2, 2), ("act", "relu"), ("pool", "avg", 2, 1)]),
     (5, 3, 2, [("conv", 5, 1, 1, True, 3), ("conv", 3, 3, 1, True, 17), ("act", "tanh")]),
     (12, 7, 3, [("conv", 1, 2, 1, False, 9), ("dw", 3, 3, 1, True, 2), ("join",), ("dw", 5, 1, 1, True, 1)]),
+    (4, 5, 5, [("pool", "avg", 2, 2, True), ("pool", "max", 2, 2, True)]),     # horizontal pool pads
 ]
 
 

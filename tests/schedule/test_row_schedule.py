@@ -41,6 +41,8 @@ def execute(g, sched, values: dict) -> np.ndarray:
     def mark(name, slot, row):
         owner[span_of(name, slot)] = code[name] + row + 1000
 
+    computed, read = set(), set()        # rows of intermediates
+
     def slot_ok(name, slot, count=1):
         assert 0 <= slot and slot + count <= sched.buffers[name].capacity, (name, slot, count)
 
@@ -70,6 +72,7 @@ def execute(g, sched, values: dict) -> np.ndarray:
                 slot_ok(name, first, w.span)
                 for tap in w.taps(a.row):         # the rows the layer reads are in place (between taps: unread)
                     assert tags[name][first + tap - w.first(a.row)] == tap, (node.name, a.row, name, tap)
+                    read.add((name, tap))
                     assert set(owner[span_of(name, first + tap - w.first(a.row))]) == {code[name] + tap + 1000}, \
                         f"row {tap} of '{name}' overwritten by another line buffer before layer {node.name} reads it"
                 ins[name] = rows[name][first:first + w.span][None]
@@ -83,7 +86,9 @@ def execute(g, sched, values: dict) -> np.ndarray:
                 rows[a.tensor][a.slot] = row[0, 0]
                 tags[a.tensor][a.slot] = a.row
                 mark(a.tensor, a.slot, a.row)
+                computed.add((a.tensor, a.row))
     assert written == list(range(out_shape[1]))        # each output row once, in order
+    assert computed <= read, f"rows computed that nothing reads: {sorted(computed - read)}"
     return out
 
 
@@ -144,6 +149,9 @@ def all_rows_read(g, sched) -> set:
 @example((12, 7, 3, [("conv", 1, 2, 1, False, 3), ("dw", 3, 3, 2, True, 2)]))      # skipped rows
 @example((3, 1, 1, [("conv", 1, 3, 1, False, 1), ("conv", 2, 1, 2, True, 1)]))      # no input row is read
 @example((6, 5, 3, [("conv", 3, 1, 1, True, 3), ("join",), ("dw", 3, 2, 1, False, 1)]))   # two external inputs
+@example((4, 5, 5, [("pool", "avg", 2, 2, True), ("scale",), ("pool", "max", 2, 2, True)]))  # horizontal pads
+# regression: rows of b0_l0 and b0_l1 were computed for rows of the Add that the dilated conv never reads
+@example((3, 1, 1, [("conv", 2, 1, 1, True, 2), ("dw", 2, 2, 1, True, 1), ("join",), ("conv", 3, 2, 2, True, 1)]))
 def test_schedule_executes_layer_by_layer_values(chain):
     check_chain(chain)
 

@@ -253,9 +253,15 @@ def _simulate(g, nodes, index, producer, consumers, buffers, output, sched):
                   if hi[n.outputs[0]] < g.tensors[n.outputs[0]].shape[1]]
         return min(firsts) if firsts else buffers[name].end_row
 
+    known = {}
+
     def needed(name, r):
-        return any(r in w.taps(q) for n, w in consumers[name] for q in _rows_reading(w, r)
-                   if q < g.tensors[n.outputs[0]].shape[1])
+        """Whether a row computed is read: by the block's output or a needed row (not only by rows skipped)."""
+        if (name, r) not in known:
+            known[(name, r)] = any(r in w.taps(q) and (n.outputs[0] == output or needed(n.outputs[0], q))
+                                   for n, w in consumers[name] for q in _rows_reading(w, r)
+                                   if q < g.tensors[n.outputs[0]].shape[1])
+        return known[(name, r)]
 
     def make_room(name, r):
         b = buffers[name]
