@@ -106,6 +106,7 @@ class Library:
     layers: list = field(default_factory=list)    # per layer: dict(index, op, name, macs, kernel, ...)
     stored_weights: dict = field(default_factory=dict)   # --weights: form -> bytes of the constants it stores
     stored_tensors: dict = field(default_factory=dict)   # ... and per constant tensor it stores, its bytes
+    kernels: str = "fast"      # the kernel set it was generated with (KERNEL_SETS)
 
 
 def _env() -> jinja2.Environment:
@@ -317,7 +318,7 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
         return env.get_template(f"{folder}/{template}").render(**variables).rstrip("\n"), kernel_name, macs
 
     arena_bytes = plan.arena_bytes or 1    # (every tensor zero-size: C has no zero-length arrays)
-    lib = Library(prefix, {}, arena_bytes=arena_bytes)
+    lib = Library(prefix, {}, arena_bytes=arena_bytes, kernels=kernels)
     layers = []
     for index, node in enumerate(g.nodes):
         out = node.outputs[0]
@@ -371,7 +372,13 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
                 body, kernel_name, vmacs = kernel_body(vg, vnode, vplan, vexprs, None, None, vwork, index)
                 return body, kernel_name, vparams, vmacs
 
-            functions, body, macs = fused_block.render_block(node, prefix, fn, row_kernel,
+            def running_pool(vg, vnode, part):
+                context = KernelContext(vnode, fused_block.RowPlan(vg, {}), ["x0"], table)
+                variables = dict(REGISTRY[vnode.op].int8_prepare(context), part=part)
+                families.add("int8")
+                return env.get_template("int8/pool_rows.c.j2").render(**variables).rstrip("\n")
+
+            functions, body, macs = fused_block.render_block(node, prefix, fn, row_kernel, running_pool,
                                                        plan.work[index].nbytes if index in plan.work else 0)
             runtime_in = [t for t in node.inputs if not g.tensors[t].is_const and t not in streamed]
             restrict = "" if in_place else "restrict "
@@ -380,7 +387,7 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
             args = [f"arena + {plan.offset_of(t)}" for t in runtime_in] + [f"arena + {plan.offset_of(out)}",
                                                                           f"arena + {plan.work[index].offset}"]
             layer.update(fn=fn, params=params, args=args, macs=macs, kernel="fused_block", body=body,
-                         functions=functions)
+                         functions=functions, block=fused_block.layer_figures(node, functions))
             lib.macs += macs
         elif not alias:
             body, kernel_name, macs = kernel_body(g, node, plan, exprs, in_place, scratch, work, index)
@@ -394,7 +401,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
             lib.macs += macs
         layers.append(layer)
         lib.layers.append(dict(index=index, op=node.op, name=node.name, macs=layer["macs"], alias=alias,
-                               in_place=layer["in_place"], kernel=layer.get("kernel")))
+                               in_place=layer["in_place"], kernel=layer.get("kernel"),
+                               **({"block": layer["block"]} if "block" in layer else {})))
     # Constants no kernel refers to (e.g. weights a fast kernel replaced by a re-laid-out copy) are not emitted.
     bodies = [l.get("body", "") for l in layers if l["fn"]] + [f["body"] for l in layers for f in l["functions"]]
     used = set(re.findall(rf"\b{prefix}_c\d+\b", "\n".join(bodies)))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ..ir import Graph
 from ..schedule.buffers import align
 from . import literals
+from .literals import c_type
 
 SCRATCH = "kernel_scratch"       # int8_fast.SCRATCH (imported there from here would be a cycle)
 MAX_PERIOD = 256                 # longest run of steps a loop body may repeat
@@ -72,10 +73,24 @@ def layer_variants(node) -> list[RowVariant]:
     return out
 
 
-def own_work_offset(node) -> int:
-    """Bytes of the line buffers: the start of the kernel scratch in the block's scratch."""
+def accumulator_offsets(node) -> dict:
+    """Byte offset in the block's scratch of each running pool's int32 accumulators (after the line buffers),
+    by layer index; the key None holds the end."""
     from ..ops.fused_block import schedule_of
-    return align(schedule_of(node).line_bytes)
+    from ..schedule.row_schedule import running_layers
+    sched = schedule_of(node)
+    at, out = align(sched.line_bytes), {}
+    for li in running_layers(sched):
+        out[li] = at
+        y = node.attrs["graph"].tensors[sched.layers[li].outputs[0]]
+        at += 4 * y.shape[2] * y.shape[3]
+    out[None] = at
+    return out
+
+
+def own_work_offset(node) -> int:
+    """Bytes of the line buffers and accumulators: the start of the kernel scratch in the block's scratch."""
+    return accumulator_offsets(node)[None]
 
 
 def fast_work_bytes(node) -> int:
@@ -102,18 +117,14 @@ class RowPlan:
 
 
 def buffer_offsets(sched) -> dict:
-    """Each line buffer's byte offset in the block's scratch."""
-    offsets, at = {}, 0
-    for name, b in sched.buffers.items():
-        offsets[name] = at
-        at += b.nbytes
-    return offsets
+    """Each line buffer's byte offset in the block's scratch (row_schedule.pack_buffers)."""
+    return sched.offsets
 
 
-def render_block(node, prefix: str, fn: str, render_kernel, work_bytes: int) -> tuple[list, str, int]:
+def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_bytes: int) -> tuple[list, str, int]:
     """(functions, body, MACs) of the block layer `fn(x0.., y, s)`: `render_kernel(graph, node, plan, has_work)`
-    gives a row kernel's (body, kernel name, params, MACs per row); `work_bytes`: the block's scratch in the
-    plan."""
+    gives a row kernel's (body, kernel name, params, MACs per row), `render_pool(graph, node, part)` a running
+    pool's accumulate / finalize body; `work_bytes`: the block's scratch in the plan."""
     from ..ops.fused_block import schedule_of
     sched = schedule_of(node)
     sub = node.attrs["graph"]
@@ -131,30 +142,54 @@ def render_block(node, prefix: str, fn: str, render_kernel, work_bytes: int) -> 
         return "s", offsets[name] + slot * b.row_bytes
 
     computes = {}
+    rows_computed = [0] * len(sched.layers)     # (rows no window reads are not computed)
     for a in sched.actions:
         if a.kind == "compute":
+            rows_computed[a.layer] += 1
             n = sched.layers[a.layer]
             ins = [t for t in n.inputs if not sub.tensors[t].is_const]
             for t, slot in zip(ins, a.in_slots):
                 computes.setdefault((a.layer, t), set()).add(place(t, slot, 0)[1] % 4)
+    from ..schedule.row_schedule import running_layers
+    running = running_layers(sched)
+    accs = accumulator_offsets(node)
     functions, kernels, macs = [], {}, 0
     for v in layer_variants(node):
         n = sched.layers[v.layer]
+        if v.layer in running:
+            functions += running_pool_functions(v, fn, render_pool)
+            x = sub.tensors[n.inputs[0]]
+            init = (-128 if x.dtype == "int8" else -32768) if n.op == "MaxPool2D" else 0
+            kernels[v.layer] = (f"{fn}_r{v.layer}", init, [x], sub.tensors[n.outputs[0]], None)
+            macs += x.size
+            continue
         aligned = {t: computes.get((v.layer, t), {0}) == {0} for t in n.inputs}
         aligned[n.outputs[0]] = True
         need = fast_work_bytes_of(v)
         work = line if need and line + need <= work_bytes else None
         body, kernel, params, row_macs = render_kernel(v.graph, v.node, RowPlan(v.graph, aligned), work is not None)
-        macs += row_macs * sub.tensors[n.outputs[0]].shape[1]
+        macs += row_macs * rows_computed[v.layer]
         name = f"{fn}_r{v.layer}"
         functions.append(dict(fn=name, params=params, body=body, comment=f"row kernel of layer '{n.name}'",
-                              kernel=kernel))
+                              kernel=kernel, layer=v.layer, macs=row_macs * rows_computed[v.layer],
+                              layer_macs=row_macs * sub.tensors[n.outputs[0]].shape[1]))
         casts = [p.rsplit("*", 1)[0].strip() + " *" for p in params]
         kernels[v.layer] = (name, work, [sub.tensors[t] for t in n.inputs if not sub.tensors[t].is_const],
                             sub.tensors[n.outputs[0]], casts)
     steps = []
     for a in sched.actions:
-        if a.kind == "compute":
+        if a.kind == "clear":
+            y = sub.tensors[sched.layers[a.layer].outputs[0]]
+            steps.append((("clear", y.shape[2] * y.shape[3], kernels[a.layer][1]), (accs[a.layer],), None))
+        elif a.kind == "accumulate":
+            name, _, ins, _, _ = kernels[a.layer]
+            steps.append((("accumulate", name, c_type(ins[0].dtype)),
+                          (place(ins[0].name, a.in_slots[0], 0)[1], accs[a.layer]), None))
+        elif a.kind == "compute" and a.layer in running:
+            name, _, _, out, _ = kernels[a.layer]
+            base, offset = place(out.name, a.slot, a.row)
+            steps.append((("finalize", name, base, c_type(out.dtype)), (accs[a.layer], offset), None))
+        elif a.kind == "compute":
             name, work, ins, out, casts = kernels[a.layer]
             args = [place(t.name, slot, 0) for t, slot in zip(ins, a.in_slots)] + [place(out.name, a.slot, a.row)]
             key = ("compute", name, work, tuple(b for b, _ in args), tuple(casts))
@@ -193,6 +228,20 @@ def render_block(node, prefix: str, fn: str, render_kernel, work_bytes: int) -> 
     return functions, "\n".join(lines), macs
 
 
+def running_pool_functions(v: RowVariant, fn: str, render_pool) -> list:
+    """The accumulate and finalize functions of a running pool (row_schedule._running_pool)."""
+    n = v.node
+    x, y = v.graph.tensors[n.inputs[0]], v.graph.tensors[n.outputs[0]]
+    out = []
+    for part, params in (("accumulate", [f"const {c_type(x.dtype)} *restrict x0", "int32_t *restrict acc"]),
+                         ("finalize", ["const int32_t *restrict acc", f"{c_type(y.dtype)} *restrict y"])):
+        macs = x.size if part == "accumulate" else 0
+        out.append(dict(fn=f"{fn}_r{v.layer}_{part}", params=params, body=render_pool(v.graph, n, part),
+                        comment=f"running {part} of layer '{n.name}'", kernel=f"int8/pool_rows/{part}",
+                        layer=v.layer, macs=macs, layer_macs=macs))
+    return out
+
+
 def fast_work_bytes_of(v: RowVariant) -> int:
     from . import int8_fast
     from .emit import kernel_family
@@ -227,6 +276,16 @@ def _statement(prefix: str, key, args, deltas) -> str:
         if work is not None:
             ptrs.append(f"({casts[-1]})(s + {work})")
         return f"{name}({', '.join(ptrs)});"
+    if key[0] == "clear":
+        _, count, init = key
+        return f"for (int i = 0; i < {count}; ++i) ((int32_t *)(void *)(s + {args[0]}))[i] = {init};"
+    if key[0] == "accumulate":
+        return (f"{key[1]}_accumulate((const {key[2]} *)({_expr('s', args[0], deltas[0])}), "
+                f"(int32_t *)(void *)(s + {args[1]}));")
+    if key[0] == "finalize":
+        _, name, base, ctype = key
+        return (f"{name}_finalize((const int32_t *)(const void *)(s + {args[0]}), "
+                f"({ctype} *)({_expr(base, args[1], deltas[1])}));")
     if key[0] == "input_rows":        # the user's callback (schedule/stream_input.py)
         _, count, ctype, _ = key
         row = f"{args[0]}" + (f" + n * {deltas[0]}" if deltas[0] else "")
@@ -267,3 +326,40 @@ def compress(steps: list) -> list:
             out.append(("one", steps[i][0], steps[i][1]))
             i += 1
     return out
+
+
+def block_scratch(node) -> list[dict]:
+    """The parts of the block's own scratch, in order (reports, the plan picture): each line buffer (rows x row
+    bytes), then each running pool's accumulators; the kernel scratch of its layers follows them."""
+    from ..ops.fused_block import schedule_of
+    sched = schedule_of(node)
+    parts = [dict(kind="line buffer", tensor=name, offset=at, bytes=sched.buffers[name].nbytes,
+                  label=f"{name}: {_rows(sched.buffers[name].capacity)} x {sched.buffers[name].row_bytes:,} B")
+             for name, at in buffer_offsets(sched).items()]
+    accs = accumulator_offsets(node)
+    for li, at in sorted((k, v) for k, v in accs.items() if k is not None):
+        end = min([v for k, v in accs.items() if k is not None and v > at] + [accs[None]])
+        parts.append(dict(kind="accumulators", tensor=sched.layers[li].outputs[0], offset=at, bytes=end - at,
+                          label=f"{sched.layers[li].name}: accumulators"))
+    return parts
+
+
+def layer_figures(node, functions: list) -> list[dict]:
+    """Per layer of the block `node` (render_block's functions grouped by layer): its name, op and kernel(s), the
+    MACs the block runs and the MACs of the layer computed whole (layer by layer)."""
+    from ..ops.fused_block import schedule_of
+    layers = schedule_of(node).layers
+    out = {}
+    for f in functions:
+        n = layers[f["layer"]]
+        row = out.setdefault(f["layer"], dict(layer=f["layer"], name=n.name, op=n.op, kernel=f["kernel"], macs=0,
+                                              layer_macs=0))
+        if f["kernel"] not in row["kernel"].split(" + "):
+            row["kernel"] += " + " + f["kernel"]
+        row["macs"] += f["macs"]
+        row["layer_macs"] += f["layer_macs"]
+    return [out[k] for k in sorted(out)]
+
+
+def _rows(n: int) -> str:
+    return f"{n} row{'' if n == 1 else 's'}"

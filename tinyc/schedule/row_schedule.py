@@ -40,6 +40,7 @@ class Window:
     dilation: int
     pad_top: int
     pad_bottom: int
+    running: bool = False     # a pooling window over every row: accumulated row by row as rows arrive
 
     @property
     def span(self) -> int:
@@ -93,7 +94,7 @@ def windows(g, node) -> list:
                 if pt or pb:
                     _refuse(node, "pads rows (a padded pooling window excludes them, they cannot be stored)")
                 k, s, d = a["kernel"][0], a["strides"][0], a.get("dilations", (1, 1))[0]
-            found.append(Window(int(k), int(s), int(d), int(pt), int(pb)))
+            found.append(Window(int(k), int(s), int(d), int(pt), int(pb), running=_running_pool(g, node)))
         elif REGISTRY[node.op].memory == "elementwise":
             if tuple(t.shape) != tuple(y.shape):
                 _refuse(node, f"broadcasts '{name}' {tuple(t.shape)} to {tuple(y.shape)}")
@@ -101,6 +102,24 @@ def windows(g, node) -> list:
         else:
             _refuse(node, "is not a row-streamed layer (convolution, pooling, elementwise)")
     return found
+
+
+def _running_pool(g, node) -> bool:
+    """An integer pooling layer whose window covers every input row (one output row, no padding, no dilation,
+    e.g. a global average pool): it runs on each row as it arrives, into one accumulator per output value,
+    so its input needs one row, not all (codegen/fused_block.py, templates/int8/pool_rows.c.j2)."""
+    if node.op not in ("MaxPool2D", "AvgPool2D"):
+        return False
+    x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
+    a = node.attrs
+    return (y.shape[1] == 1 and a["kernel"][0] == x.shape[1] and not any(a["pads"]) and x.quant is not None
+            and x.dtype in ("int8", "int16") and tuple(a.get("dilations", (1, 1))) == (1, 1)
+            and not a.get("count_include_pad", False))
+
+
+def running_layers(sched) -> list:
+    """Indexes of the block's layers that accumulate their input row by row (`Window.running`)."""
+    return sorted({li for (li, pos), w in sched.reads.items() if w.running})
 
 
 @dataclass
@@ -124,7 +143,8 @@ class Action:
     """One step of the block. kind: "load" (row `row` of an external input into `slot`), "fill" (a padding row),
     "move" (`rows` rows from slot `src` down to slot `slot`), "compute" (layer `layer` computes output row `row`:
     its inputs' windows start at `in_slots`, one per runtime input; the output row goes to `slot`, or to the
-    block output's row `row` when `tensor` is the block output)."""
+    block output's row `row` when `tensor` is the block output; for a running pool: from its accumulators),
+    "clear" (a running pool's accumulators start), "accumulate" (it takes input row `row` from `in_slots`)."""
     kind: str
     tensor: str
     row: int = 0
@@ -144,9 +164,11 @@ class RowSchedule:
     actions: list = field(default_factory=list)
     reads: dict = field(default_factory=dict)     # (layer index, input position) -> Window
 
+    offsets: dict = field(default_factory=dict)   # tensor -> byte offset of its line buffer (pack_buffers)
+
     @property
     def line_bytes(self) -> int:
-        return sum(b.nbytes for b in self.buffers.values())
+        return max([0] + [self.offsets[t] + b.nbytes for t, b in self.buffers.items()])
 
     def output_rows_min_read(self, name: str) -> np.ndarray:
         """Per output row q: the lowest row of external input `name` still read when row q is written (the
@@ -235,7 +257,68 @@ def row_schedule(g, names, slack_rows: int = 0) -> RowSchedule:
         b.capacity = minimal[b.tensor] + (slack_rows if minimal[b.tensor] else 0)
     sched = RowSchedule(nodes, output, inputs, buffers, reads=reads)
     sched.actions = _simulate(g, nodes, index, producer, consumers, buffers, output, sched)
+    sched.offsets = pack_buffers(sched, busy_intervals(sched))
     return sched
+
+
+def busy_intervals(sched) -> dict:
+    """Per line buffer, the action intervals [write, last read] of each of its rows: when it holds a live row."""
+    written, intervals = {}, {t: [] for t in sched.buffers}
+    for i, a in enumerate(sched.actions):
+        if a.kind in ("compute", "accumulate"):
+            n = sched.layers[a.layer]
+            ins = [t for t in n.inputs if t in sched.buffers]
+            for pos, t in enumerate(ins):
+                w = sched.reads[(a.layer, n.inputs.index(t))]
+                rows = [a.row] if a.kind == "accumulate" else range(w.first(a.row), w.end(a.row))
+                if a.kind == "compute" and w.running:
+                    continue
+                for r in rows:
+                    if (t, r) in written:
+                        intervals[t].append((written[(t, r)], i))
+        if a.kind in ("load", "fill") or (a.kind == "compute" and a.tensor in sched.buffers):
+            written[(a.tensor, a.row)] = i
+    return {t: _merged(v) for t, v in intervals.items()}
+
+
+def _merged(intervals: list) -> list:
+    out = []
+    for lo, hi in sorted(intervals):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _overlap(a: list, b: list) -> bool:
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if a[i][1] < b[j][0]:
+            i += 1
+        elif b[j][1] < a[i][0]:
+            j += 1
+        else:
+            return True
+    return False
+
+
+def pack_buffers(sched, busy: dict) -> dict:
+    """Byte offsets of the line buffers: two buffers never holding live rows at the same time (e.g. the one-row
+    buffers between a depthwise layer and the pointwise one after it, in successive blocks) share bytes. Largest
+    first, each at the lowest offset clear of the buffers it overlaps in time."""
+    offsets = {}
+    for t in sorted(sched.buffers, key=lambda t: (-sched.buffers[t].nbytes, t)):
+        size = sched.buffers[t].nbytes
+        taken = sorted((offsets[u], offsets[u] + sched.buffers[u].nbytes) for u in offsets
+                       if _overlap(busy[t], busy[u]))
+        at = 0
+        for lo, hi in taken:
+            if at + size <= lo:
+                break
+            at = max(at, hi)
+        offsets[t] = at
+    return offsets
 
 
 def _simulate(g, nodes, index, producer, consumers, buffers, output, sched):
@@ -247,9 +330,10 @@ def _simulate(g, nodes, index, producer, consumers, buffers, output, sched):
     base = dict(hi)
     peak = {name: 0 for name in buffers}
     actions = []
+    taken = {}          # running pool -> rows accumulated so far
 
     def next_first(name):
-        firsts = [w.first(hi[n.outputs[0]]) for n, w in consumers[name]
+        firsts = [taken.get(n.name, 0) if w.running else w.first(hi[n.outputs[0]]) for n, w in consumers[name]
                   if hi[n.outputs[0]] < g.tensors[n.outputs[0]].shape[1]]
         return min(firsts) if firsts else buffers[name].end_row
 
@@ -292,6 +376,17 @@ def _simulate(g, nodes, index, producer, consumers, buffers, output, sched):
                 actions.append(Action("load", name, row=r, slot=slot or 0))
             elif b is not None and not needed(name, r):
                 slot = make_room(name, r)       # a row no window reads (e.g. under a 1x1 stride 2): skipped
+            elif _is_running(producer[name], g):
+                n = producer[name]
+                (name_in, w), = [(t, w) for t, w in zip(n.inputs, windows(g, n)) if w is not None]
+                actions.append(Action("clear", name, layer=index[id(n)]))
+                for q in range(w.span):
+                    ensure(name_in, q + 1)
+                    actions.append(Action("accumulate", name, row=q, layer=index[id(n)],
+                                          in_slots=(q - base[name_in],)))
+                    taken[n.name] = q + 1
+                slot = make_room(name, r) if b is not None else r
+                actions.append(Action("compute", name, row=r, slot=slot or 0, layer=index[id(n)]))
             else:
                 n = producer[name]
                 ins = []
@@ -309,6 +404,10 @@ def _simulate(g, nodes, index, producer, consumers, buffers, output, sched):
     if sched is None:
         return peak
     return actions
+
+
+def _is_running(node, g) -> bool:
+    return any(w is not None and w.running for w in windows(g, node))
 
 
 def _rows_reading(w: Window, r: int) -> range:
