@@ -161,15 +161,15 @@ def outputs_match(compiled, emulated, expected, reference: bool) -> bool:
 
 
 def code_by_layer(functions: dict, prefix: str, layers) -> tuple[dict, int]:
-    """({layer index: code bytes}, bytes of the other model functions: run loop, API, shared helpers). A layer
-    function is `<prefix>_l<index>_<op>`, maybe cloned by gcc (`.constprop.0`, `.part.0`, ...); one that gcc
-    inlined into the run loop has no symbol of its own (it is then not in the dict, its code counts as other)."""
+    """({layer index: code bytes}, bytes of the other model functions: run loop, API, shared helpers). A layer's
+    functions are `<prefix>_l<index>_<op>` (a fused block's `<prefix>_l<index>_fused` and its row kernels
+    `..._fused_r<k>`), maybe cloned by gcc (`.constprop.0`, `.part.0`, ...); one that gcc inlined into the run loop
+    has no symbol of its own (it is then not in the dict, its code counts as other)."""
     per, used = {}, set()
     for info in layers:
         if info["alias"] or not info.get("kernel"):
             continue
-        fn = f"{prefix}_l{info['index']}_{info['op'].lower()}"
-        names = [n for n in functions if n == fn or n.startswith(fn + ".")]
+        names = [n for n in functions if n.startswith(f"{prefix}_l{info['index']}_")]
         if names:
             per[info["index"]] = sum(functions[n] for n in names)
             used.update(names)

@@ -319,7 +319,8 @@ def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, cali
     click.echo(f"{model}: {len([l for l in lib.layers if not l['alias']])} layers, {lib.macs:,} MACs, "
                f"arena {lib.arena_bytes:,} bytes (lower bound {c.plan.lower_bound:,}), "
                f"weights {lib.weight_bytes:,} bytes{stored_weights_text(lib.stored_weights)}"
-               + (f", state {c.plan.state_bytes:,} bytes ({lib.prefix}_reset_state)" if c.plan.graph.state else ""))
+               + (f", state {c.plan.state_bytes:,} bytes ({lib.prefix}_reset_state)" if c.plan.graph.state else "")
+               + _blocks_text(lib))
     for f in files:
         click.echo(f"  wrote {f}")
     from .codegen.cmake import target_name
@@ -352,6 +353,15 @@ def _print_build(out_dir, opt, as_json):
                    f"0x{u['start']:08x}..0x{u['end']:08x}, checked")
     for fmt, path in r["images"].items():
         click.echo(f"  {fmt}: {path}")
+
+
+def _blocks_text(lib) -> str:
+    """'; 2 fused block(s) (13 layers) run row by row ...' for the compile summary; '' without one."""
+    blocks = [info for info in lib.layers if "block" in info]
+    if not blocks:
+        return ""
+    return (f"; {len(blocks)} fused block(s) ({sum(len(info['block']) for info in blocks)} layers) run row by row "
+            "(`tinyc report` shows them)")
 
 
 @main.command()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .codegen import cmake
-from .codegen.scratch_fit import schedule_with_scratch
+from .codegen.scratch_fit import schedule_full_scratch, schedule_with_scratch
 from .codegen.emit import KERNEL_SETS, Library, generate, weights_are_finite
 from .codegen.weight_storage import QUANTIZED_WEIGHTS, weight_form
 from .errors import TinycError
@@ -119,7 +119,8 @@ def _fused(g: Graph, plan: MemoryPlan, planner, fusion: dict, arena_limit: int |
     budget = fusion["arena_budget"]
     if fusion["fusion"] == "auto":
         g, chosen = plan_fusion(g, budget if budget is not None else arena_limit, fusion["core"],
-                                planner=planner, kernels=kernels, base=plan)
+                                planner=planner, kernels=kernels, base=plan,
+                                full_planner=schedule_full_scratch if kernels == "fast" else None)
         return g, chosen.memory_plan, chosen
     if budget is not None and plan.arena_bytes > budget:
         node = plan.graph.nodes[plan.peak_step]

@@ -42,10 +42,15 @@ def memory_report(compiled, board: Board | None = None) -> dict:
             live_bytes=plan.live[step], scratch_bytes=_scratch(plan, step),
             in_place=info["in_place"], no_code=info["alias"], peak=step == peak, kernel=info.get("kernel"),
             fused=list(node.attrs.get("fused", ()))))
+        if node.op == "FusedBlock":       # (its layers run row by row: r["fusion"]["blocks"])
+            layers[-1]["block_layers"] = [n.name for n in node.attrs["graph"].nodes]
     r = dict(schema_version=SCHEMA_VERSION, model=compiled.source, name=lib.prefix,
              arena_bytes=plan.arena_bytes, arena_lower_bound_bytes=plan.lower_bound, weights_bytes=lib.weight_bytes,
              macs=lib.macs, peak_step=peak, order="exact" if plan.exact_order else "heuristic",
              schedule=plan.chosen, variants=plan.variants, layers=layers)
+    fusion = fusion_report(compiled, board)
+    if fusion is not None:     # fused blocks, run depth-first (docs/depth-first.md)
+        r["fusion"] = fusion
     if lib.stored_weights:     # --weights: the bytes each narrower form holds (part of weights_bytes)
         r["stored_weights"] = dict(lib.stored_weights)
     if g.state:      # the streaming state: its own static bytes, beside the arena (docs/streaming-state.md)
@@ -58,6 +63,92 @@ def memory_report(compiled, board: Board | None = None) -> dict:
         if stack is not None:
             r["stack"] = stack
             r["fits"] = r["fits"] and stack["fits"]
+    return r
+
+
+def fused_blocks(compiled) -> list:
+    """Per fused block of the plan (a FusedBlock layer: its layers run depth-first, row by row; docs/depth-first.md):
+    its layers with the rows each computes and their MACs, its line buffers (rows x row bytes each), the running
+    pools' accumulators and the kernel scratch, from the block's row schedule and the library."""
+    from .codegen.fused_block import block_scratch, own_work_offset
+    from .ops.fused_block import schedule_of
+    plan, lib = compiled.plan, compiled.library
+    blocks = []
+    for step, (node, info) in enumerate(zip(plan.graph.nodes, lib.layers)):
+        if node.op != "FusedBlock":
+            continue
+        sched = schedule_of(node)
+        sub = node.attrs["graph"]
+        computed = [0] * len(sched.layers)
+        for a in sched.actions:
+            if a.kind == "compute":
+                computed[a.layer] += 1
+        figures = {f["layer"]: f for f in info["block"]}
+        layers = []
+        for li, n in enumerate(sched.layers):
+            y = sub.tensors[n.outputs[0]]
+            layers.append(dict(name=n.name, op=n.op, output_shape=list(y.shape), rows=int(y.shape[1]),
+                               rows_computed=computed[li], macs=figures[li]["macs"],
+                               layer_macs=figures[li]["layer_macs"], kernel=figures[li]["kernel"]))
+        parts = block_scratch(node)
+        at = {p["tensor"]: p["offset"] for p in parts if p["kind"] == "line buffer"}
+        streamed = node.inputs[0] if node.attrs.get("stream") else None
+        buffers = [dict(tensor=b.tensor, rows=b.capacity, row_bytes=b.row_bytes, bytes=b.nbytes, offset=at[b.tensor],
+                        role="streamed input" if b.tensor == streamed else "input" if b.external else "intermediate")
+                   for b in sched.buffers.values()]
+        accumulators = sum(p["bytes"] for p in parts if p["kind"] == "accumulators")
+        total = plan.work[step].size if step in plan.work else 0
+        unfused = sum(row["layer_macs"] for row in layers)
+        out_height = sub.tensors[sched.output].shape[1]
+        blocks.append(dict(
+            index=step, name=node.name, layers=layers, mode="rows",
+            output_rows_per_step=out_height // max(computed[-1], 1),
+            recompute_factor=round(info["macs"] / unfused, 4) if unfused else 1.0, macs=info["macs"],
+            inputs=list(sched.inputs), output=sched.output, streamed_input=bool(node.attrs.get("stream")),
+            slack_rows=int(node.attrs.get("slack_rows", 0)), line_buffers=buffers,
+            line_buffer_bytes=sched.line_bytes, accumulator_bytes=accumulators,
+            kernel_scratch_bytes=total - own_work_offset(node), scratch_bytes=total))
+    return blocks
+
+
+def _peak_at(plan) -> dict:
+    node = plan.graph.nodes[plan.peak_step]
+    where = dict(step=plan.peak_step, layer=node.name, op=node.op, live_bytes=plan.live[plan.peak_step])
+    if node.op == "FusedBlock":
+        where["block_layers"] = [n.name for n in node.attrs["graph"].nodes]
+    return where
+
+
+def plan_without_fusion(compiled, board: Board | None = None):
+    """The memory plan of the model layer by layer: `Compiled.graph` with every fused block in it inlined, planned
+    the way the compiler plans it, for the kernel set the library was generated with."""
+    from .codegen.scratch_fit import schedule_with_scratch
+    from .schedule import schedule
+    from .schedule.fuse_block import inline_blocks
+    g = inline_blocks(compiled.graph)       # (a copy: planning marks the scratch levels on its nodes)
+    if compiled.library.kernels != "fast":
+        return schedule(g)
+    from .firmware.project import arena_budget
+    return schedule_with_scratch(g, arena_budget(board) if board is not None else None)
+
+
+def fusion_report(compiled, board: Board | None = None) -> dict | None:
+    """The fused blocks and the peak before and after fusion (where it sat, where it sits now); None when the plan
+    has no fused block and the compiler made no fusion plan. The compiler's fusion plan (`Compiled.fusion`,
+    schedule/depth_first_search.py), when there is one, adds its instruction estimates."""
+    blocks = fused_blocks(compiled)
+    chosen = getattr(compiled, "fusion", None)
+    if not blocks and chosen is None:
+        return None
+    plan = compiled.plan
+    before = plan_without_fusion(compiled, board) if blocks else plan
+    r = dict(blocks=blocks, arena_before_bytes=before.arena_bytes, peak_before=_peak_at(before),
+             arena_after_bytes=plan.arena_bytes, peak_after=_peak_at(plan))
+    if chosen is not None:      # the planner's estimates and why it fused nothing, when it did not
+        r["planner"] = dict(est_instructions_before=chosen.est_instr_before,
+                            est_instructions_after=chosen.est_instr_after, instr_ratio=round(chosen.instr_ratio, 4),
+                            core=chosen.core, budget_bytes=chosen.budget, reason=chosen.reason,
+                            plans_tried=chosen.plans_tried)
     return r
 
 
@@ -113,6 +204,7 @@ def format_report(r: dict) -> str:
              "-" * len(head)]
     for row in r["layers"]:
         mark = (f"  (fused: {', '.join(row['fused'])})" if row.get("fused") else "") + \
+            (f"  ({len(row['block_layers'])} layers row by row, below)" if row.get("block_layers") else "") + \
             ("  <- peak" if row["peak"] else "")
         how = row["in_place"] or ("(no code)" if row["no_code"] else "")
         shape = "+".join(_shape(s) for s in row.get("output_shapes", [row["output_shape"]]))
@@ -125,6 +217,8 @@ def format_report(r: dict) -> str:
               f"weights {r['weights_bytes']:,} B (flash{stored_weights_text(r.get('stored_weights'))}); "
               f"{r['macs']:,} MACs",
               "arena by technique: " + ", ".join(f"{k} {v['arena_bytes']:,} B" for k, v in r["variants"].items())]
+    if "fusion" in r:
+        lines += format_fusion(r["fusion"])
     if "state" in r:
         lines.append(f"state {r['state_bytes']:,} B (static, not in the arena; reset with {r['name']}_reset_state):")
         lines += [f"  {row['name']}: {row['dtype']} {_shape(row['shape'])}, {row['bytes']:,} B at {row['offset']}, "
@@ -141,20 +235,90 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def format_fusion(f: dict) -> list[str]:
+    """The fused blocks (each: its layers, mode, line buffers, scratch, recompute factor, MACs) and the peak
+    before and after fusion, as lines of the terminal report."""
+    planner = f.get("planner")
+    none = f" ({planner['reason']})" if planner and not f["blocks"] and planner["reason"] else ""
+    lines = [f"fused blocks (depth-first, docs/depth-first.md): {len(f['blocks']) or 'none'}{none}"]
+    for b in f["blocks"]:
+        stream = "; its input streamed from the row callback" if b["streamed_input"] else ""
+        lines.append(f"  layer {b['index']} '{_tail(b['name'], 48)}': {len(b['layers'])} layers, {b['mode']} mode "
+                     f"({b['output_rows_per_step']} output row per step), recompute x{b['recompute_factor']:.2f}, "
+                     f"{b['macs']:,} MACs{stream}")
+        for row in b["layers"]:
+            rows = f"{row['rows_computed']}/{row['rows']} rows"
+            lines.append(f"    {_tail(row['name'], 40):<40} {row['op'][:10]:<10} {_shape(row['output_shape']):<14} "
+                         f"{rows:>11} {row['macs']:>11,} MACs  {row['kernel']}")
+        shared = " (buffers not live at once share bytes)" if b["line_buffer_bytes"] < sum(
+            lb["bytes"] for lb in b["line_buffers"]) else ""
+        lines.append(f"    scratch {b['scratch_bytes']:,} B: line buffers {b['line_buffer_bytes']:,} B{shared}, "
+                     + (f"accumulators {b['accumulator_bytes']:,} B, " if b["accumulator_bytes"] else "")
+                     + f"kernel scratch {b['kernel_scratch_bytes']:,} B")
+        for lb in b["line_buffers"]:
+            role = f", block {lb['role']}" if lb["role"] != "intermediate" else ""
+            lines.append(f"      '{_tail(lb['tensor'], 44)}' {lb['rows']} x {lb['row_bytes']:,} B = {lb['bytes']:,} B "
+                         f"at +{lb['offset']:,}{role}")
+    if not f["blocks"]:
+        return lines
+    before, after = f["peak_before"], f["peak_after"]
+    change = (f["arena_after_bytes"] - f["arena_before_bytes"]) / max(f["arena_before_bytes"], 1)
+    lines.append(f"layer by layer: arena {f['arena_before_bytes']:,} B, peak at layer {before['step']} {before['op']} "
+                 f"'{before['layer']}' ({before['live_bytes']:,} B live)")
+    lines.append(f"fused: arena {f['arena_after_bytes']:,} B ({change:+.1%}), peak at layer {after['step']} "
+                 f"{after['op']} '{after['layer']}' ({after['live_bytes']:,} B live)")
+    if planner and planner["est_instructions_before"]:
+        budget = f", budget {planner['budget_bytes']:,} B" if planner["budget_bytes"] else ""
+        lines.append(f"planner: estimated instructions x{planner['instr_ratio']:.3f} of layer by layer "
+                     f"({planner['est_instructions_after']:,} / {planner['est_instructions_before']:,} on the "
+                     f"{planner['core']}){budget}")
+    return lines
+
+
+def _tail(name: str, n: int) -> str:
+    """The end of a long name (TFLite's share long prefixes; the end tells layers apart)."""
+    return name if len(name) <= n else "\u2026" + name[-(n - 1):]
+
+
 def plan_picture_data(compiled) -> tuple[list, list]:
     """(steps, rects) for plan_picture: one rectangle per buffer (a tensor written over its input is drawn as
-    "inplace"; scratch as "scratch")."""
+    "inplace"; scratch as "scratch"). A fused block is one step whose scratch is drawn as its parts: a band per
+    line buffer (and running pool accumulators), then its kernel scratch."""
     plan = compiled.plan
     g = plan.graph
-    steps = [dict(index=s, op=n.op, name=n.name, live_bytes=plan.live[s],
+    steps = [dict(index=s, op=n.op, name=_step_name(n), live_bytes=plan.live[s],
                   scratch_bytes=_scratch(plan, s)) for s, n in enumerate(g.nodes)]
     inputs, outputs = set(g.inputs), set(g.outputs)
     overwriters = {id(b.anchor[0]) for b in plan.buffers if b.anchor}
+    blocks = {id(b): s for s, b in plan.work.items() if g.nodes[s].op == "FusedBlock"}
     rects = []
     for b in plan.buffers:
+        if id(b) in blocks:
+            rects += _block_bands(g.nodes[blocks[id(b)]], b)
+            continue
         kind = ("scratch" if b.kind == "scratch" else "input" if inputs & b.tensors.keys()
                 else "output" if outputs & b.tensors.keys() else "inplace" if id(b) in overwriters
                 else "activation")
         rects.append(dict(label=b.label, first_step=b.start, last_step=b.end, offset=b.offset, nbytes=b.size,
                           kind=kind))
     return steps, rects
+
+
+def _step_name(node) -> str:
+    if node.op != "FusedBlock":
+        return node.name
+    return f"{node.name} (row by row: {', '.join(n.name for n in node.attrs['graph'].nodes)})"
+
+
+def _block_bands(node, work) -> list:
+    """A fused block's scratch buffer as bands: its line buffers and accumulators, then the kernel scratch."""
+    from .codegen.fused_block import block_scratch
+    rects, end = [], 0
+    for part in block_scratch(node):
+        rects.append(dict(label=part["label"], first_step=work.start, last_step=work.end,
+                          offset=work.offset + part["offset"], nbytes=part["bytes"], kind="linebuffer"))
+        end = max(end, part["offset"] + part["bytes"])
+    if work.size > end:
+        rects.append(dict(label=f"kernel scratch of layer {work.start}", first_step=work.start, last_step=work.end,
+                          offset=work.offset + end, nbytes=work.size - end, kind="scratch"))
+    return rects

@@ -123,8 +123,20 @@ def test_cost_model_counts_copies_and_calls():
     fills = sum(sched.buffers[a.tensor].row_bytes for a in sched.actions if a.kind == "fill")
     calls = sum(a.kind == "compute" for a in sched.actions)
     assert loads == 32 * 32 * 3 * 4 and calls == 3 * 16 and moves > 0 and fills > 0
-    assert block_overhead(sched, M4) == pytest.approx(
-        (loads + moves) * M4.copy_per_byte + fills * M4.fill_per_byte + calls * M4.call)
+    # rows of 16 pixels: no tail; the depthwise layer's MACs
+    assert block_overhead(g, sched, M4) == pytest.approx(
+        (loads + moves) * M4.copy_per_byte + fills * M4.fill_per_byte + calls * M4.call
+        + 16 * 16 * 8 * 9 * M4.depthwise_rows)
+    # rows of 15 pixels (a 30-pixel input): per row call, one output pixel's MACs on the tail path
+    narrow = stem(30)
+    sched = row_schedule(narrow, ["c1", "dw1", "pw1"])
+    tails = 15 * (3 * 3 * 3 * 8 + 3 * 3 * 8 + 8 * 4)
+    extra = block_overhead(narrow, sched, M4) - sum(
+        sched.buffers[a.tensor].row_bytes * (a.rows if a.kind == "move" else 1) for a in sched.actions
+        if a.kind in ("load", "move")) * M4.copy_per_byte
+    fills = sum(sched.buffers[a.tensor].row_bytes for a in sched.actions if a.kind == "fill")
+    assert extra == pytest.approx(fills * M4.fill_per_byte + 3 * 15 * M4.call + tails * M4.tail_per_pixel_mac
+                                  + 15 * 15 * 8 * 9 * M4.depthwise_rows)
 
 
 def test_fusion_none_is_todays_plan():
@@ -136,3 +148,25 @@ def test_fusion_none_is_todays_plan():
         fusion_options(fusion="rows")
     with pytest.raises(TinycError, match="--arena-budget"):
         compile_graph(g, "m", options=dict(fusion="none", arena_budget=1000))
+
+
+def test_full_scratch_plan_is_tried_where_the_planner_gave_a_block_less():
+    g = stem()
+    calls = []
+
+    def least_scratch(h):           # as codegen/scratch_fit does when kernel scratch would grow the arena
+        for n in h.nodes:
+            if n.op == "FusedBlock":
+                n.attrs["kernel_scratch"] = "small"
+        return schedule(h)
+
+    def full(h):
+        assert not any(n.attrs.get("kernel_scratch") for n in h.nodes)     # a fresh copy, not the marked one
+        calls.append(h)
+        return schedule(h)
+
+    h, fusion = plan_fusion(g, planner=least_scratch, full_planner=full)
+    assert fusion.blocks and calls and fusion.plans_tried > len(calls)
+    calls.clear()
+    plan_fusion(g, full_planner=full)
+    assert not calls

@@ -46,6 +46,11 @@ def _remembered(work):
     return remembered
 
 
+def schedule_full_scratch(g) -> MemoryPlan:
+    """The memory plan with every fast kernel's full scratch, whatever it adds to the arena."""
+    return schedule(g, work=_remembered(int8_fast.work_bytes))
+
+
 def schedule_with_scratch(g, arena_limit: int | None = None) -> MemoryPlan:
     """The memory plan for the fast kernels: `schedule(g, work=int8_fast.work_bytes)`, with the scratch of the
     layers that push the arena over `allowed_arena` reduced (int8_fast.SCRATCH set on those nodes of g, the

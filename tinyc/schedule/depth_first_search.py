@@ -9,9 +9,11 @@ read after it; residual Adds inside are fine).
 
 **Search.** A greedy on the real memory plan: take the current plan's peak step, try the candidate blocks covering
 its layers (replacing blocks they overlap; the parts of an overlapped block outside the new one stay fused when
-they still form a block, so a block can also be split), rank them by a cheap estimate of the peak, plan the best
+they still form a block, so a block can also be split), rank them by a cheap estimate of the peak (with a budget:
+those estimated within it by their row-kernel calls), simulate the best SIMULATED_PER_ROUND, plan the best
 MOVES_PER_ROUND of them in full (the caller's `planner`, e.g. codegen/scratch_fit.schedule_with_scratch, with the
-fast kernels' scratch) and keep the best; repeat until the peak stops falling (at most MAX_PLANS full plans).
+fast kernels' scratch; where it gave a block's kernels less scratch, `full_planner` too: a larger arena, faster
+kernels) and keep the best; repeat until the peak stops falling (at most MAX_PLANS full plans).
 Estimated peak of a set of blocks: the layer-by-layer plan's live bytes at every step outside them, and per block
 the tensors live across it + its inputs that die in it + its output (less the part that may overlap its first
 input) + its line buffers.
@@ -31,11 +33,18 @@ measured by bench/speed.py under QEMU (bench/RESULTS.md at tinyc 46b1750, "Instr
 M0+; pooling = `pool/avg` of KWS 18,160 / 8,000 window elements). The Cortex-M7 and M33 figures are within 1% of
 the M4's and use them. The plain-C kernels (`kernels="reference"`) cost REFERENCE_PER_MAC per MAC on every core
 (the M4 "plain C" column: 6.9-10.1 per MAC over the models; not measured on the other cores, whose ratios it only
-serves), and so do float layers (plain C too). A fused block computes the same layers with the same kernels, one
-output row per call, and adds: the bytes its "load" and "move" actions copy x `copy_per_byte` (a word loop,
-`<p>_rows_copy4`: load, store, count, branch per 4 bytes), the bytes of its "fill" rows x `fill_per_byte` (a byte
-loop), and `call` per row-kernel call (the call, the kernel's set-up per row: pointers, per-channel tables, loop
-counters).
+serves), and so do float layers (plain C too), and a convolution whose fast kernel the memory plan left the least
+scratch ("small") costs `least_scratch` more per MAC. A fused block computes the same layers, one output row per
+call, and adds: the bytes its "load" and "move" actions copy x `copy_per_byte` (a word loop, `<p>_rows_copy4`:
+load, store, count, branch per 4 bytes), the bytes of its "fill" rows x `fill_per_byte` (a byte loop), `call` per
+row-kernel call, and where a row is not a multiple of 4 pixels `tail_per_pixel_mac` x the MACs of one output pixel
+per call (the kernels' slower tail path, once per row instead of once per layer), and `depthwise_rows` per MAC of
+its depthwise layers (a row kernel may take the raster depthwise kernel where the whole layer took the planar one).
+The fused-block terms and `least_scratch` are fitted to QEMU instruction counts on the M4 (`run_emulated`, whole
+models, blocks the planner chose; estimated vs measured instructions / layer by layer): IC ResNet-8 layers 0-12 at
+"small" scratch 1.175 vs 1.175 (13,334,480 -> 15,665,040), layers 0-7 1.013 vs 0.988 (-> 13,181,080), KWS layers
+0-9 with the global pool 1.162 vs 1.174 (3,419,820 -> 4,015,200), VWW conv_dw_1 .. conv_dw_2 1.021 vs 1.010
+(11,018,080 -> 11,129,560), MobileNetV2-0.35@144 layers 0-2 and 3-12 1.046 vs 1.037 (42,910,320 -> 44,513,760).
 """
 from __future__ import annotations
 
@@ -62,7 +71,8 @@ CORES = ("cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33")
 class CoreCosts:
     """Instructions per MAC of each kernel kind (fast kernels), per element of Add, per pooled window element, per
     output element of other ops, and the fused-block overheads (module docstring)."""
-    conv: float
+    conv: float                # k x k, fewer than 8 input channels (first layers)
+    conv_deep: float           # k x k, 8 or more
     pointwise: float
     pointwise_strided: float
     depthwise: float
@@ -72,16 +82,24 @@ class CoreCosts:
     other: float
     copy_per_byte: float
     fill_per_byte: float
-    call: float
+    call: float                # per row-kernel call ...
+    tail_per_pixel_mac: float  # ... and, when its row is not a multiple of 4 pixels, per MAC of one output pixel
+    depthwise_rows: float      # per MAC more for a depthwise layer in a block
+    least_scratch: float       # per MAC more for a convolution whose fast kernel got the least scratch ("small")
 
 
-# bench/RESULTS.md at 46b1750 (module docstring). Per MAC: conv = KWS's im2col layer (1.37; VWW's 3-channel first
-# layer 2.61, ResNet-8's 1.04), pointwise = VWW's 1x1 layers (KWS 1.09, MobileNetV2 1.44), depthwise = MobileNetV2's
-# planar layers (2.81; KWS 2.53, raster 3.61-3.68), dense = the FC autoencoder (1.07).
-M4 = CoreCosts(conv=1.37, pointwise=1.17, pointwise_strided=1.60, depthwise=2.81, dense=1.07, add=11.3, pool=2.3,
-               other=2.0, copy_per_byte=1.25, fill_per_byte=5.0, call=60.0)
-M0PLUS = CoreCosts(conv=5.34, pointwise=4.67, pointwise_strided=6.16, depthwise=11.09, dense=3.90, add=51.2,
-                   pool=7.5, other=6.0, copy_per_byte=1.5, fill_per_byte=6.0, call=80.0)
+# bench/RESULTS.md at 46b1750 (module docstring). Per MAC: conv = MobileNetV2's 3-channel first layer (1.69; KWS's
+# 1-channel 1.37, VWW's 2.61), conv_deep = ResNet-8's (1.04), pointwise = VWW's 1x1 layers (KWS 1.09, MobileNetV2
+# 1.44), depthwise = MobileNetV2's planar layers (2.81; KWS 2.53, raster 3.61-3.68), dense = the FC autoencoder.
+# (M0+: 7.49, 3.99, 4.67, 11.09, 3.90.)
+# The fused-block terms are fitted to QEMU counts on the M4 (module docstring); the M0+'s are the M4's x 4, its
+# kernels' typical ratio (not measured).
+M4 = CoreCosts(conv=1.69, conv_deep=1.04, pointwise=1.17, pointwise_strided=1.60, depthwise=2.81, dense=1.07,
+               add=11.3, pool=2.3, other=2.0, copy_per_byte=1.25, fill_per_byte=5.0, call=200.0,
+               tail_per_pixel_mac=0.66, depthwise_rows=0.4, least_scratch=0.18)
+M0PLUS = CoreCosts(conv=7.49, conv_deep=3.99, pointwise=4.67, pointwise_strided=6.16, depthwise=11.09, dense=3.90,
+                   add=51.2, pool=7.5, other=6.0, copy_per_byte=1.5, fill_per_byte=6.0, call=800.0,
+                   tail_per_pixel_mac=2.6, depthwise_rows=1.6, least_scratch=0.72)
 COSTS = {"cortex-m0plus": M0PLUS, "cortex-m4": M4, "cortex-m7": M4, "cortex-m33": M4}
 REFERENCE_PER_MAC = 8.5
 
@@ -148,18 +166,25 @@ def _kind(g: Graph, node) -> str:
         return "depthwise"
     if w[1] == w[2] == 1:
         return "pointwise" if tuple(node.attrs.get("strides", (1, 1))) == (1, 1) else "pointwise_strided"
-    return "conv"
+    return "conv" if x[-1] < 8 else "conv_deep"
 
 
-def layer_instructions(g: Graph, node, costs: CoreCosts, kernels: str = "fast") -> float:
-    """Estimated instructions of one layer (module docstring)."""
+def layer_instructions(g: Graph, node, costs: CoreCosts, kernels: str = "fast", scratch: str = "full") -> float:
+    """Estimated instructions of one layer (module docstring); `scratch`: the scratch level the memory plan left
+    its fast kernel (codegen/int8_fast.SCRATCH: "full", "small", "none": the plain-C kernel)."""
+    from ..ops.fused_block import SCRATCH_ATTR
+    scratch = node.attrs.get(SCRATCH_ATTR, scratch)
     if node.op == "FusedBlock":
         sub = node.attrs["graph"]
-        return sum(layer_instructions(sub, n, costs, kernels) for n in sub.nodes)
+        return sum(layer_instructions(sub, n, costs, kernels, scratch) for n in sub.nodes)
     macs = layer_macs(g, node)
     if macs:
-        plain = kernels == "reference" or g.tensors[node.outputs[0]].dtype.startswith("float")
-        return macs * (REFERENCE_PER_MAC if plain else getattr(costs, _kind(g, node)))
+        plain = kernels == "reference" or scratch == "none" or g.tensors[node.outputs[0]].dtype.startswith("float")
+        if plain:
+            return macs * REFERENCE_PER_MAC
+        kind = _kind(g, node)
+        small = scratch == "small" and kind in ("conv", "conv_deep")
+        return macs * (getattr(costs, kind) + (costs.least_scratch if small else 0))
     y = g.tensors[node.outputs[0]] if node.outputs else None
     elements = y.size if y is not None else 0
     if node.op in ("Add", "Sub", "Mul"):
@@ -172,9 +197,10 @@ def layer_instructions(g: Graph, node, costs: CoreCosts, kernels: str = "fast") 
     return elements * costs.other
 
 
-def block_overhead(sched, costs: CoreCosts) -> float:
-    """Instructions a block adds to its layers' own (module docstring): copied and filled rows, row-kernel calls."""
-    copied = filled = calls = 0
+def block_overhead(g: Graph, sched, costs: CoreCosts) -> float:
+    """Instructions a block of `g` adds to its layers' own (module docstring): copied and filled rows, row-kernel
+    calls."""
+    copied = filled = calls = tail_macs = depthwise_macs = 0
     for a in sched.actions:
         if a.kind == "load":
             copied += sched.buffers[a.tensor].row_bytes
@@ -184,7 +210,15 @@ def block_overhead(sched, costs: CoreCosts) -> float:
             filled += sched.buffers[a.tensor].row_bytes
         elif a.kind in ("compute", "accumulate"):
             calls += 1
-    return copied * costs.copy_per_byte + filled * costs.fill_per_byte + calls * costs.call
+            node = sched.layers[a.layer]
+            y = g.tensors[node.outputs[0]].shape
+            if a.kind == "compute" and y[2] % 4:
+                tail_macs += layer_macs(g, node) // (y[1] * y[2])
+    for node in sched.layers:
+        if layer_macs(g, node) and _kind(g, node) == "depthwise":
+            depthwise_macs += layer_macs(g, node)
+    return (copied * costs.copy_per_byte + filled * costs.fill_per_byte + calls * costs.call
+            + tail_macs * costs.tail_per_pixel_mac + depthwise_macs * costs.depthwise_rows)
 
 
 # ---- the search -------------------------------------------------------------------------------------------------
@@ -202,8 +236,8 @@ class _Evaluated:
 
 
 class _Search:
-    def __init__(self, g: Graph, planner, costs: CoreCosts, kernels: str):
-        self.g, self.planner, self.costs, self.kernels = g, planner, costs, kernels
+    def __init__(self, g: Graph, planner, full_planner, costs: CoreCosts, kernels: str):
+        self.g, self.planner, self.full_planner, self.costs, self.kernels = g, planner, full_planner, costs, kernels
         self.index = {n.name: i for i, n in enumerate(g.nodes)}
         self.layer_cost = [layer_instructions(g, n, costs, kernels) for n in g.nodes]
         self.schedules = {}    # (first, end) -> RowSchedule or None (not a block)
@@ -293,19 +327,40 @@ class _Search:
         return total
 
     def instructions(self, ranges) -> float:
-        return sum(self.layer_cost) + sum(block_overhead(self.schedule(r), self.costs) for r in ranges)
+        """Estimated before planning (every fast kernel with its full scratch)."""
+        return sum(self.layer_cost) + sum(block_overhead(self.g, self.schedule(r), self.costs) for r in ranges)
+
+    def planned_instructions(self, plan, ranges) -> float:
+        """Estimated with the scratch the memory plan left each fast kernel."""
+        layers = sum(layer_instructions(plan.graph, n, self.costs, self.kernels) for n in plan.graph.nodes)
+        return layers + sum(block_overhead(self.g, self.schedule(r), self.costs) for r in ranges)
 
     def estimated_peak(self, ranges, live: dict) -> int:
         covered = {i for a, b in ranges for i in range(a, b)}
         outside = [v for name, v in live.items() if self.index.get(name) not in covered]
         return max(outside + [self.block_estimate(r) for r in ranges])
 
-    def evaluate(self, ranges) -> _Evaluated:
+    def fused(self, ranges) -> Graph:
         h = self.g
         for a, b in ranges:
             h = fuse_block(h, [n.name for n in self.g.nodes[a:b]])
+        return h
+
+    def evaluate(self, ranges) -> list:
+        """The plans of the block set: the planner's, and when it left some fast kernel of a block less scratch,
+        the full-scratch planner's too (a larger arena, faster kernels)."""
+        from ..ops.fused_block import SCRATCH_ATTR
+        h = self.fused(ranges)
         self.plans += 1
-        return _Evaluated(ranges, h, self.planner(h), self.instructions(ranges))
+        plan = self.planner(h)
+        found = [_Evaluated(ranges, h, plan, self.planned_instructions(plan, ranges))]
+        reduced = any(n.op == "FusedBlock" and n.attrs.get(SCRATCH_ATTR) for n in plan.graph.nodes)
+        if reduced and self.full_planner is not None:
+            h = self.fused(ranges)          # (the planner marked the nodes of the first copy)
+            self.plans += 1
+            plan = self.full_planner(h)
+            found.append(_Evaluated(ranges, h, plan, self.planned_instructions(plan, ranges)))
+        return found
 
     def peak_layers(self, ev: _Evaluated) -> list:
         """Indexes (in g) of the layers at the plan's peak step: the layer, or a fused block's layers."""
@@ -344,6 +399,9 @@ def _live_by_layer(plan) -> dict:
 
 def _where(plan) -> str:
     node = plan.graph.nodes[plan.peak_step]
+    if node.op == "FusedBlock":
+        layers = node.attrs["graph"].nodes
+        return f"'{layers[0].name}' (fused block of {len(layers)} layers, to '{layers[-1].name}')"
     return f"'{node.name}' ({node.op})"
 
 
@@ -353,19 +411,21 @@ def check_budget(budget: int | None) -> None:
 
 
 def plan_fusion(g: Graph, budget: int | None = None, core: str = "cortex-m4", max_ratio: float = 1.15,
-                planner=None, kernels: str = "fast", base=None) -> tuple[Graph, FusionPlan]:
+                planner=None, kernels: str = "fast", base=None, full_planner=None) -> tuple[Graph, FusionPlan]:
     """(graph with the chosen blocks fused, FusionPlan) for the optimized graph `g` (module docstring).
     `planner(graph) -> MemoryPlan` plans the arena as the compiler will (default: schedule without fast-kernel
     scratch); the chosen plan is `FusionPlan.memory_plan`. `kernels`: "fast" or "reference" (the cost figures).
     Blocks already in `g` (e.g. the streamed input's, schedule/stream_input.py) stay as they are. `base`: the
-    layer-by-layer plan of `g` when the caller has it (`planner(g)`)."""
+    layer-by-layer plan of `g` when the caller has it (`planner(g)`). `full_planner(graph)`: a plan with every
+    fast kernel's full scratch (codegen/scratch_fit.schedule_full_scratch), tried too where `planner` left a
+    block's kernels less."""
     from . import schedule
     if core not in COSTS:
         raise TinycError(f"fusion: unknown core '{core}'; use one of {', '.join(CORES)}")
     check_budget(budget)
     planner = planner or schedule
-    search = _Search(g, planner, COSTS[core], kernels)
-    base = search.evaluate(()) if base is None else _Evaluated((), g, base, search.instructions(()))
+    search = _Search(g, planner, full_planner, COSTS[core], kernels)
+    base = search.evaluate(())[0] if base is None else _Evaluated((), g, base, search.planned_instructions(base, ()))
     fusion = FusionPlan(arena_before=base.arena, est_instr_before=round(base.instr), budget=budget, core=core)
     chosen = base
     if budget is not None and base.arena <= budget:
@@ -389,8 +449,8 @@ def plan_fusion(g: Graph, budget: int | None = None, core: str = "cortex-m4", ma
     return chosen.graph, fusion
 
 
-def _better(a: _Evaluated, b: _Evaluated | None, budget, cap) -> bool:
-    """Is a better than b: within the budget, fewer instructions; else a smaller arena (within the cap)."""
+def _better(a: _Evaluated, b: _Evaluated | None, budget) -> bool:
+    """Is a better than b: within the budget, fewer instructions; else a smaller arena."""
     if b is None:
         return True
     if budget is not None:
@@ -408,7 +468,7 @@ def _greedy(search: _Search, base: _Evaluated, budget, max_ratio) -> _Evaluated:
     live = _live_by_layer(base.plan)
     current, seen = base, {()}
     while search.plans < MAX_PLANS and (budget is None or current.arena > budget):
-        quick = sorted((search.estimated_peak(ranges, live), ranges) for ranges in search.moves(current)
+        quick = sorted((_quick_key(search, ranges, live, budget), ranges) for ranges in search.moves(current)
                        if ranges not in seen)
         ranked = []
         for _, ranges in quick:
@@ -424,15 +484,31 @@ def _greedy(search: _Search, base: _Evaluated, budget, max_ratio) -> _Evaluated:
             ranked.append((key, ranges))
         ranked.sort()
         best = None
-        for _, ranges in ranked[:min(MOVES_PER_ROUND, MAX_PLANS - search.plans)]:
+        acceptable = 0
+        for _, ranges in ranked:
+            if acceptable == MOVES_PER_ROUND or search.plans >= MAX_PLANS:
+                break
             seen.add(ranges)
-            ev = search.evaluate(ranges)
-            if _better(ev, best, budget, cap):
-                best = ev
+            for ev in search.evaluate(ranges):
+                if cap is not None and ev.instr > cap:      # (the plan left some kernel less scratch)
+                    continue
+                acceptable += 1
+                if _better(ev, best, budget):
+                    best = ev
         if best is None or best.arena >= current.arena:
             break
         current = best
     return current
+
+
+def _quick_key(search: _Search, ranges, live: dict, budget) -> tuple:
+    """Before simulating: within the budget, the fewest row-kernel calls first (each layer's output height:
+    the calls a block adds), else the smallest estimated peak."""
+    peak = search.estimated_peak(ranges, live)
+    if budget is not None and peak <= budget:
+        g = search.g
+        return (False, sum(g.tensors[n.outputs[0]].shape[1] for a, b in ranges for n in g.nodes[a:b]), peak)
+    return (True, peak, 0)
 
 
 def _block_choice(search: _Search, chosen: _Evaluated, r) -> BlockChoice:
