@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -287,6 +288,17 @@ def test_code_size_by_layer_counts_the_row_kernels(int8_pair):
     per, other = speed.code_by_layer(functions, "m", fused.library.layers)
     assert sorted(n for n in names if n.startswith("m_l0_")) == ["m_l0_fused"] + [f"m_l0_fused_r{k}" for k in range(3)]
     assert per[0] == 4 * 10 + 5 and per[1] == 10 and other == 7 + 3
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="needs arm-none-eabi-gcc")
+def test_stack_depth_goes_through_the_row_kernels(int8_pair):
+    """The report's stack figure (gcc's call graph): a block's function calls its row kernels, one frame deeper."""
+    from tinyc.boards import load_board
+    _, fused = int8_pair
+    stack = memory_report(fused, load_board("pico"))["stack"]
+    assert stack["bounded"] and stack["fits"]
+    path = [name.split(".")[0] for name in stack["path"]]
+    assert "m_l0_fused" in path and any(name.startswith("m_l0_fused_r") for name in path)
 
 
 @pytest.mark.skipif(not os.environ.get("TINYC_FULL"), reason="a QEMU run: TINYC_FULL=1")
