@@ -136,7 +136,9 @@ def all_rows_read(g, sched) -> set:
         for pos, name in enumerate(node.inputs):
             w = sched.reads.get((li, pos))
             if w is not None:
-                read.setdefault(name, set()).update(y for r in read.get(node.outputs[0], ()) for y in w.taps(r))
+                height = g.tensors[node.outputs[0]].shape[1]
+                read.setdefault(name, set()).update(y for r in read.get(node.outputs[0], ()) if 0 <= r < height
+                                                    for y in w.taps(r))
     return {t for t, rows in read.items() if rows >= set(range(g.tensors[t].shape[1]))}
 
 
@@ -148,6 +150,7 @@ def all_rows_read(g, sched) -> set:
 @example((5, 3, 2, [("conv", 5, 1, 2, True, 3), ("pool", "avg", 3, 1)]))        # windows taller than the image
 @example((12, 7, 3, [("conv", 1, 2, 1, False, 3), ("dw", 3, 3, 2, True, 2)]))      # skipped rows
 @example((3, 1, 1, [("conv", 1, 3, 1, False, 1), ("conv", 2, 1, 2, True, 1)]))      # no input row is read
+@example((3, 1, 1, [("conv", 1, 3, 1, False, 1), ("conv", 2, 1, 2, True, 1), ("conv", 2, 1, 1, True, 1)]))
 @example((6, 5, 3, [("conv", 3, 1, 1, True, 3), ("join",), ("dw", 3, 2, 1, False, 1)]))   # two external inputs
 @example((4, 5, 5, [("pool", "avg", 2, 2, True), ("scale",), ("pool", "max", 2, 2, True)]))  # horizontal pads
 # regression: rows of b0_l0 and b0_l1 were computed for rows of the Add that the dilated conv never reads
