@@ -248,18 +248,20 @@ def test_compile_summary_counts_the_blocks(int8_pair):
     assert _blocks_text(plain.library) == ""
 
 
-def test_verify_per_layer_traces_the_block_output_and_says_so(tmp_path, monkeypatch):
-    from tinyc import verify
-    path = inverted_residual_onnx(tmp_path / "ir.onnx")
-    fused = compile_as_the_compiler(layer_graph(path), fused=3)
-    monkeypatch.setattr(verify, "compile_model", lambda *a, **k: fused)
-    report = verify.verify(path, per_layer=True, io_layout="nhwc", samples=1)
-    assert report["ok"], report
+def test_verify_per_layer_traces_the_block_output_and_says_so(tmp_path):
+    from tinyc.cli import main
+    model = inverted_residual_onnx(tmp_path / "ir.onnx")
+    args = ["verify", model, "--io-layout", "nhwc", "--fusion", "auto", "--per-layer", "--samples", "1"]
+    res = CliRunner().invoke(main, args + ["--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
     rows = {row["layer"]: row for row in report["layers"]}
-    block = rows[fused.plan.graph.nodes[0].name]
-    assert block["op"] == "FusedBlock" and block["ok"] and block["block_layers"] == ["expand", "dw", "project"]
-    assert "not traced" in block["note"]
-    assert not {"expand", "dw"} & rows.keys()             # inside the block: never whole, not traced
+    (block,) = [row for row in report["layers"] if row["op"] == "FusedBlock"]
+    assert block["ok"] and block["block_layers"] == ["expand", "dw", "project"] and "not traced" in block["note"]
+    assert not {"expand", "dw", "project"} & rows.keys()      # inside the block: never whole, not traced
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and "(3 layers 'expand' .. 'project' run row by row: only the block's output is " \
+        "traced)" in res.output
 
 
 def test_firmware_project_of_a_fused_graph(int8_pair, tmp_path):

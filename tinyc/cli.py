@@ -504,8 +504,9 @@ def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, n
             click.echo(f"  {row['op']:<10} {row['layer'][:40]:<40} err {row['max_abs_err']:.3g} "
                        f"{'ok' if row['ok'] else 'DIVERGES'}")
             if "block_layers" in row:
-                click.echo(f"             (its layers {', '.join(row['block_layers'])} run row by row: only the "
-                           "block's output is traced)")
+                names = row["block_layers"]
+                click.echo(f"             ({len(names)} layers '{names[0][-40:]}' .. '{names[-1][-40:]}' run row by "
+                           "row: only the block's output is traced)")
         if per_layer:
             click.echo(f"first diverging layer: {report['first_divergence'] or 'none'}")
         if "dsp_path_matches" in report:
