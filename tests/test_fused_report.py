@@ -221,7 +221,8 @@ def test_plan_picture_draws_the_block_as_one_step_with_its_line_buffers(int8_pai
     for lb in block["line_buffers"]:
         assert any(f"{lb['tensor']}: {lb['rows']} row" in text for text in callouts), lb
     assert any(e.text == "line buffer" for e in root.iter(SVG + "text"))          # the legend
-    assert '<table class="fusion">' in page and "expand, dw, project" in page
+    assert '<table class="fusion">' in page and "<td>expand<br>dw<br>project</td>" in page
+    assert f"{block['line_buffers'][-1]['tensor']}: 1 row \u00d7 {SIZE // 2 * WIDE} B" in page
 
 
 def test_report_command_json_svg_html(tmp_path):

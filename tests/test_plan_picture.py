@@ -195,6 +195,21 @@ def test_html_hostile():
     assert "<script>" not in page and "\x00" not in page
 
 
+def test_html_fusion_table_hostile():
+    """The fused-blocks table of the HTML page: every name from the model escaped, the page well-formed."""
+    plan = synthetic_plan(6)
+    buffers = [dict(tensor=name, rows=3, row_bytes=96, bytes=288, offset=0, role="intermediate") for name in HOSTILE]
+    block = dict(index=0, name=HOSTILE[1], layers=[dict(name=name) for name in HOSTILE], mode="rows",
+                 line_buffers=buffers, line_buffer_bytes=288, accumulator_bytes=0, kernel_scratch_bytes=16,
+                 recompute_factor=1.0, macs=1000)
+    peak = dict(step=0, layer=HOSTILE[1], op=HOSTILE[0])
+    fusion = dict(blocks=[block], arena_before_bytes=9000, peak_before=peak, arena_after_bytes=3000, peak_after=peak)
+    page = render_html(**plan, fusion=fusion)
+    p = _check_html(page)
+    assert p.tags.count("table") == 2 and "<script>" not in page and "\x00" not in page
+    assert page.count("3 rows \u00d7 96 B") == len(HOSTILE)
+
+
 def test_line_buffer_bands_are_labelled_beside_their_column():
     """A fused block's line buffers: bands too small for a label inside get one beside the column, one line apart
     whatever their offsets, the end of a long name kept, and hostile names stay well-formed."""

@@ -294,10 +294,11 @@ def _fusion_html(fusion: dict | None, h) -> list[str]:
         return []
     rows = []
     for b in fusion.get("blocks", []):
-        buffers = ", ".join(f"{lb['tensor']}: {lb['rows']} rows \u00d7 {lb['row_bytes']} B" for lb in b["line_buffers"])
+        buffers = "<br>".join(h(f"{lb['tensor']}: {lb['rows']} row{'' if lb['rows'] == 1 else 's'} \u00d7 "
+                                f"{lb['row_bytes']} B") for lb in b["line_buffers"])
         rows.append(f"<tr><td>{h(b['index'])}</td><td>{h(b['name'])}</td>"
-                    f"<td>{h(', '.join(row['name'] for row in b['layers']))}</td><td>{h(b['mode'])}</td>"
-                    f"<td>{h(buffers)}</td><td>{h(b['line_buffer_bytes'])}</td>"
+                    f"<td>{'<br>'.join(h(row['name']) for row in b['layers'])}</td><td>{h(b['mode'])}</td>"
+                    f"<td>{buffers}</td><td>{h(b['line_buffer_bytes'])}</td><td>{h(b['accumulator_bytes'])}</td>"
                     f"<td>{h(b['kernel_scratch_bytes'])}</td><td>{h(b['recompute_factor'])}</td>"
                     f"<td>{h(b['macs'])}</td></tr>")
     before, after = fusion["peak_before"], fusion["peak_after"]
@@ -307,5 +308,6 @@ def _fusion_html(fusion: dict | None, h) -> list[str]:
             f"{h(fusion['arena_after_bytes'])} B, peak at step {h(after['step'])} ({h(after['op'])} "
             f"{h(after['layer'])})</p>",
             '<table class="fusion">', "<thead><tr><th>step</th><th>block</th><th>layers</th><th>mode</th>"
-            "<th>line buffers</th><th>line buffer bytes</th><th>kernel scratch bytes</th><th>recompute</th>"
+            "<th>line buffers</th><th>line buffer bytes</th><th>accumulator bytes</th><th>kernel scratch bytes</th>"
+            "<th>recompute</th>"
             "<th>MACs</th></tr></thead>", "<tbody>", *rows, "</tbody>", "</table>"]
