@@ -118,6 +118,10 @@ def test_report_of_the_compilers_fusion(tmp_path):
     assert "planner: estimated instructions x" in "\n".join(format_report(memory_report(c)).splitlines()[-2:])
     m0 = compile_graph(g, "m", options={**codegen_options(), **fusion_options("auto", core="cortex-m0plus")})
     assert memory_report(m0)["fusion"]["planner"]["core"] == "cortex-m0plus"
+    budget = compile_graph(g, "m", options={**codegen_options(), **fusion_options("auto", arena_budget=5000)})
+    f = memory_report(budget)["fusion"]
+    assert f["planner"]["budget_bytes"] == 5000 and f["arena_after_bytes"] <= 5000
+    assert f["arena_before_bytes"] == budget.fusion.arena_before
 
 
 def test_report_of_a_streamed_input(tmp_path):

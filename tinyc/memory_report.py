@@ -121,7 +121,8 @@ def _peak_at(plan) -> dict:
 
 def plan_without_fusion(compiled, board: Board | None = None):
     """The memory plan of the model layer by layer: `Compiled.graph` with every fused block in it inlined, planned
-    the way the compiler plans it, for the kernel set the library was generated with."""
+    the way the compiler plans it, for the kernel set the library was generated with (the fast kernels' scratch
+    within the board's arena and the fusion budget, as the compiler keeps it)."""
     from .codegen.scratch_fit import schedule_with_scratch
     from .schedule import schedule
     from .schedule.fuse_block import inline_blocks
@@ -129,7 +130,9 @@ def plan_without_fusion(compiled, board: Board | None = None):
     if compiled.library.kernels != "fast":
         return schedule(g)
     from .firmware.project import arena_budget
-    return schedule_with_scratch(g, arena_budget(board) if board is not None else None)
+    limits = [arena_budget(board)] if board is not None else []
+    budget = getattr(getattr(compiled, "fusion", None), "budget", None)
+    return schedule_with_scratch(g, min(limits + ([budget] if budget is not None else []), default=None))
 
 
 def fusion_report(compiled, board: Board | None = None) -> dict | None:
