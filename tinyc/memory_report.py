@@ -111,7 +111,9 @@ def fused_blocks(compiled) -> list:
     return blocks
 
 
-def _peak_at(plan) -> dict:
+def _peak_at(plan) -> dict | None:
+    if not plan.graph.nodes:        # (no layer: the outputs are inputs or constants)
+        return None
     node = plan.graph.nodes[plan.peak_step]
     where = dict(step=plan.peak_step, layer=node.name, op=node.op, live_bytes=plan.live[plan.peak_step])
     if node.op == "FusedBlock":
