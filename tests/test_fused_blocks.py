@@ -135,6 +135,8 @@ KERAS_CHAINS = [
     (5, 3, 2, [("conv", 5, 1, 1, True, 3), ("conv", 3, 3, 1, True, 17), ("act", "tanh")]),
     (12, 7, 3, [("conv", 1, 2, 1, False, 9), ("dw", 3, 3, 1, True, 2), ("join",), ("dw", 5, 1, 1, True, 1)]),
     (4, 5, 5, [("pool", "avg", 2, 2, True), ("pool", "max", 2, 2, True)]),     # horizontal pool pads
+    (3, 7, 1, [("conv", 1, 1, 1, False, 1), ("pool", "max", 3, 1)]),           # pooling windows over every row
+    (3, 6, 3, [("conv", 3, 1, 1, True, 4), ("pool", "avg", 3, 2)]),
 ]
 
 
