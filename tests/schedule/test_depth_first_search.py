@@ -3,6 +3,8 @@ instruction cap and the fused C computes what the unfused C computes; it never m
 cannot improve comes back unchanged, with the reason); budgets are honoured (the fastest plan that fits; the
 layer-by-layer plan when it fits; a one-line refusal naming the smallest arena and its layer when nothing fits);
 the cost model counts what the row schedule copies and calls; the compiler's fusion option."""
+import os
+
 import numpy as np
 import pytest
 
@@ -170,3 +172,26 @@ def test_full_scratch_plan_is_tried_where_the_planner_gave_a_block_less():
     calls.clear()
     plan_fusion(g, full_planner=full)
     assert not calls
+
+
+@pytest.mark.skipif(not os.environ.get("TINYC_FULL"), reason="TINYC_FULL: converts a model, builds it three times, "
+                    "runs QEMU (~40 s)")
+def test_int8_model_fast_kernels(int8_models):
+    """A converter-made int8 model through the compiler: the planner plans with the fast kernels' scratch, and the
+    fused C gives the unfused C's bytes on the host and on the emulated Cortex-M4 (and TFLite's)."""
+    from tinyc.compiler import compile_model
+    path = int8_models("residual_cnn")
+    before = compile_model(path)
+    after = compile_model(path, options=dict(fusion="auto"))
+    fusion = after.fusion
+    assert fusion.arena_before == before.plan.arena_bytes > fusion.arena_after == after.plan.arena_bytes
+    assert fusion.blocks and fusion.est_instr_after <= 1.15 * fusion.est_instr_before
+    g = before.plan.graph
+    rng = np.random.default_rng(0)
+    x = [rng.integers(-128, 128, size=g.tensors[n].shape).astype(np.int8) for n in g.inputs]
+    for ref, ours in zip(run_generated(before, x), run_generated(after, x)):
+        assert np.array_equal(ref, ours)
+    from tinyc.boards import load_board
+    from tinyc.firmware.run import run_emulated
+    run = run_emulated(after, load_board("nucleo-f412zg"), path, profile=False)
+    assert run["outputs_match"]
