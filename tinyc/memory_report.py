@@ -70,45 +70,43 @@ def fused_blocks(compiled) -> list:
     """Per fused block of the plan (a FusedBlock layer: its layers run depth-first, row by row; docs/depth-first.md):
     its layers with the rows each computes and their MACs, its line buffers (rows x row bytes each), the running
     pools' accumulators and the kernel scratch, from the block's row schedule and the library."""
+    plan, lib = compiled.plan, compiled.library
+    return [_block_report(plan, step, node, info) for step, (node, info) in enumerate(zip(plan.graph.nodes, lib.layers))
+            if node.op == "FusedBlock"]
+
+
+def _block_report(plan, step: int, node, info: dict) -> dict:
     from .codegen.fused_block import block_scratch, own_work_offset
     from .ops.fused_block import schedule_of
-    plan, lib = compiled.plan, compiled.library
-    blocks = []
-    for step, (node, info) in enumerate(zip(plan.graph.nodes, lib.layers)):
-        if node.op != "FusedBlock":
-            continue
-        sched = schedule_of(node)
-        sub = node.attrs["graph"]
-        computed = [0] * len(sched.layers)
-        for a in sched.actions:
-            if a.kind == "compute":
-                computed[a.layer] += 1
-        figures = {f["layer"]: f for f in info["block"]}
-        layers = []
-        for li, n in enumerate(sched.layers):
-            y = sub.tensors[n.outputs[0]]
-            layers.append(dict(name=n.name, op=n.op, output_shape=list(y.shape), rows=int(y.shape[1]),
-                               rows_computed=computed[li], macs=figures[li]["macs"],
-                               layer_macs=figures[li]["layer_macs"], kernel=figures[li]["kernel"]))
-        parts = block_scratch(node)
-        at = {p["tensor"]: p["offset"] for p in parts if p["kind"] == "line buffer"}
-        streamed = node.inputs[0] if node.attrs.get("stream") else None
-        buffers = [dict(tensor=b.tensor, rows=b.capacity, row_bytes=b.row_bytes, bytes=b.nbytes, offset=at[b.tensor],
-                        role="streamed input" if b.tensor == streamed else "input" if b.external else "intermediate")
-                   for b in sched.buffers.values()]
-        accumulators = sum(p["bytes"] for p in parts if p["kind"] == "accumulators")
-        total = plan.work[step].size if step in plan.work else 0
-        unfused = sum(row["layer_macs"] for row in layers)
-        out_height = sub.tensors[sched.output].shape[1]
-        blocks.append(dict(
-            index=step, name=node.name, layers=layers, mode="rows",
-            output_rows_per_step=out_height // max(computed[-1], 1),
-            recompute_factor=round(info["macs"] / unfused, 4) if unfused else 1.0, macs=info["macs"],
-            inputs=list(sched.inputs), output=sched.output, streamed_input=bool(node.attrs.get("stream")),
-            slack_rows=int(node.attrs.get("slack_rows", 0)), line_buffers=buffers,
-            line_buffer_bytes=sched.line_bytes, accumulator_bytes=accumulators,
-            kernel_scratch_bytes=total - own_work_offset(node), scratch_bytes=total))
-    return blocks
+    sched = schedule_of(node)
+    sub = node.attrs["graph"]
+    computed = [0] * len(sched.layers)
+    for a in sched.actions:
+        if a.kind == "compute":
+            computed[a.layer] += 1
+    figures = {f["layer"]: f for f in info["block"]}      # (codegen/fused_block.layer_figures)
+    layers = []
+    for li, n in enumerate(sched.layers):
+        y = sub.tensors[n.outputs[0]]
+        layers.append(dict(name=n.name, op=n.op, output_shape=list(y.shape), rows=int(y.shape[1]),
+                           rows_computed=computed[li], macs=figures[li]["macs"], layer_macs=figures[li]["layer_macs"],
+                           kernel=figures[li]["kernel"]))
+    parts = block_scratch(node)
+    at = {p["tensor"]: p["offset"] for p in parts if p["kind"] == "line buffer"}
+    streamed = node.inputs[0] if node.attrs.get("stream") else None
+    buffers = [dict(tensor=b.tensor, rows=b.capacity, row_bytes=b.row_bytes, bytes=b.nbytes, offset=at[b.tensor],
+                    role="streamed input" if b.tensor == streamed else "input" if b.external else "intermediate")
+               for b in sched.buffers.values()]
+    total = plan.work[step].size if step in plan.work else 0
+    unfused = sum(row["layer_macs"] for row in layers)
+    return dict(
+        index=step, name=node.name, layers=layers, mode="rows",
+        output_rows_per_step=sub.tensors[sched.output].shape[1] // max(computed[-1], 1),
+        recompute_factor=round(info["macs"] / unfused, 4) if unfused else 1.0, macs=info["macs"],
+        inputs=list(sched.inputs), output=sched.output, streamed_input=streamed is not None,
+        slack_rows=int(node.attrs.get("slack_rows", 0)), line_buffers=buffers, line_buffer_bytes=sched.line_bytes,
+        accumulator_bytes=sum(p["bytes"] for p in parts if p["kind"] == "accumulators"),
+        kernel_scratch_bytes=total - own_work_offset(node), scratch_bytes=total)
 
 
 def _peak_at(plan) -> dict | None:
