@@ -10,6 +10,7 @@ depthwise convolution (multiplier 1-2), 1-17 channels (odd row sizes: unaligned 
 with their Add, max/avg pooling. TINYC_FULL draws many more, and fuses the longest block of every int8 zoo model.
 """
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -204,3 +205,28 @@ def test_int8_zoo_longest_block(int8_models, name):
         g.outputs.append(out)
     for kernels in ("fast", "reference"):
         check_fused_equal(g, [block], any_inputs(g), kernels)
+
+
+# -- on target ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not FULL or not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
+                    reason="TINYC_FULL, with arm-none-eabi-gcc and qemu-system-arm")
+@pytest.mark.parametrize("board", ["nucleo-f412zg", "pico", "pico2"])
+def test_int8_chains_under_qemu(keras_chains, tmp_path, board):
+    """The fused chains on the emulated Cortex-M4 and M33 (the DSP code paths, for real) and M0+ (its assembly
+    GEMM) give the unfused library's bytes on the host."""
+    from tinyc.boards import load_board
+    from tinyc.compiler import write_library
+    from tinyc.firmware.emulate import emulate
+    from tinyc.firmware.project import write_firmware
+    g, xs = keras_chains, int8_inputs(keras_chains)
+    want = run_generated(compile_with(g, "fast"), xs)
+    fused = g
+    for names in whole_branches(g):
+        fused = fuse_block(fused, names)
+    compiled = compile_with(fused, "fast")
+    write_library(compiled.library, str(tmp_path), force=True)
+    write_firmware(compiled, load_board(board), str(tmp_path), xs)
+    got = emulate(compiled, load_board(board), tmp_path, profile=False)["outputs"]
+    for name, a, b in zip(g.outputs, want, got):
+        assert a.tobytes() == b.tobytes(), (name, board)
