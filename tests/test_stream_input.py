@@ -257,12 +257,29 @@ def _padded_pool_first():
     return g
 
 
+def _saves_nothing():
+    """A 3x3 convolution keeping the input's size: unstreamed, it writes its output over its dying input (a row
+    apart); streamed, the input's three-row line buffer sits beside the whole output."""
+    g = Graph("same_size")
+    g.add_tensor("x", (1, 8, 8, 2))
+    w = g.add_const("w", np.random.default_rng(0).standard_normal((2, 3, 3, 2)))
+    g.add_tensor("y", (1, 8, 8, 2))
+    g.add_node("Conv2D", ["x", w], ["y"], strides=(1, 1), dilations=(1, 1), pads=(1, 1, 1, 1), groups=1,
+               activation=None, name="conv")
+    g.add_tensor("m", (1, 2))
+    g.add_node("Mean", ["y"], ["m"], axes=[1, 2], keepdims=False, name="mean")
+    g.inputs, g.outputs = ["x"], ["m"]
+    return g
+
+
 @pytest.mark.parametrize("make,words", [
     (_two_inputs, "the model has 2 inputs"),
     (_flat_input, "has shape (1, 20); only a batch-1 NHWC image"),
     (_also_flattened, "is read by layer 'flatten' (Reshape), which cannot run row by row"),
     (_padded_pool_first, "is read by layer 'pool' (AvgPool2D), which cannot run row by row: layer 'pool' "
                          "(AvgPool2D) pads rows"),
+    (_saves_nothing, "saves no memory: the arena would be 704 B (its peak at layer 'fused_conv' (FusedBlock)), "
+                     "592 B with the input in it"),
 ])
 def test_refusals_are_one_line(make, words):
     with pytest.raises(TinycError) as e:

@@ -92,7 +92,8 @@ def stream_input(g: Graph, plan) -> tuple[Graph, object]:
     whose graph `plan(graph)` (a MemoryPlan) gives the smallest arena, fused with its rows pulled from the user's
     callback. The blocks are planned in the order of a lower bound of the arena (their line buffers and output
     are live together; the longer block first of equal bounds), until that bound reaches the smallest arena
-    found."""
+    found. Never worse: TinycError (one line) when every streamed arena is larger than `g`'s with its input in
+    the arena (a small input, line buffers and row-kernel scratch that cost more than it)."""
     bounds = []
     for names in streamed_blocks(g):
         sched = row_schedule(g, names)
@@ -105,6 +106,12 @@ def stream_input(g: Graph, plan) -> tuple[Graph, object]:
         p = plan(h)
         if best is None or p.arena_bytes < best[1].arena_bytes:
             best = (h, p)
+    base = plan(g)
+    if best[1].arena_bytes > base.arena_bytes:
+        peak = best[1].graph.nodes[best[1].peak_step]
+        raise TinycError(f"{FLAG}: streaming the model input '{_input_name(g, g.inputs[0])}' saves no memory: the "
+                         f"arena would be {best[1].arena_bytes:,} B (its peak at layer '{peak.name}' ({peak.op})), "
+                         f"{base.arena_bytes:,} B with the input in it; compile without {FLAG}")
     return best
 
 
