@@ -125,12 +125,18 @@ def test_cost_model_counts_copies_and_calls():
     fills = sum(sched.buffers[a.tensor].row_bytes for a in sched.actions if a.kind == "fill")
     calls = sum(a.kind == "compute" for a in sched.actions)
     assert loads == 32 * 32 * 3 * 4 and calls == 3 * 16 and moves > 0 and fills > 0
-    # rows of 16 pixels: no tail; the depthwise layer's MACs
-    assert block_overhead(g, sched, M4) == pytest.approx(
-        (loads + moves) * M4.copy_per_byte + fills * M4.fill_per_byte + calls * M4.call
-        + 16 * 16 * 8 * 9 * M4.depthwise_rows)
+    copies = (loads + moves) * M4.copy_per_byte + fills * M4.fill_per_byte + calls * M4.call
+    # float layers run plain C: no fast-kernel terms
+    assert block_overhead(g, sched, M4) == pytest.approx(copies)
+    # int8 fast kernels, rows of 16 pixels: no tail; the depthwise layer's MACs
+    for n in g.nodes:
+        g.tensors[n.outputs[0]].dtype = "int8"
+    assert block_overhead(g, sched, M4) == pytest.approx(copies + 16 * 16 * 8 * 9 * M4.depthwise_rows)
+    assert block_overhead(g, sched, M4, "reference") == pytest.approx(copies)
     # rows of 15 pixels (a 30-pixel input): per row call, one output pixel's MACs on the tail path
     narrow = stem(30)
+    for n in narrow.nodes:
+        narrow.tensors[n.outputs[0]].dtype = "int8"
     sched = row_schedule(narrow, ["c1", "dw1", "pw1"])
     tails = 15 * (3 * 3 * 3 * 8 + 3 * 3 * 8 + 8 * 4)
     extra = block_overhead(narrow, sched, M4) - sum(

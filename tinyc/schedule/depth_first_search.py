@@ -199,9 +199,13 @@ def layer_instructions(g: Graph, node, costs: CoreCosts, kernels: str = "fast", 
     return elements * costs.other
 
 
-def block_overhead(g: Graph, sched, costs: CoreCosts) -> float:
+def block_overhead(g: Graph, sched, costs: CoreCosts, kernels: str = "fast") -> float:
     """Instructions a block of `g` adds to its layers' own (module docstring): copied and filled rows, row-kernel
-    calls."""
+    calls (the tail and depthwise terms for fast kernels only)."""
+
+    def fast(node) -> bool:
+        return kernels == "fast" and not g.tensors[node.outputs[0]].dtype.startswith("float")
+
     copied = filled = calls = tail_macs = depthwise_macs = 0
     for a in sched.actions:
         if a.kind == "load":
@@ -214,10 +218,10 @@ def block_overhead(g: Graph, sched, costs: CoreCosts) -> float:
             calls += 1
             node = sched.layers[a.layer]
             y = g.tensors[node.outputs[0]].shape
-            if a.kind == "compute" and y[2] % 4:
+            if a.kind == "compute" and y[2] % 4 and fast(node):
                 tail_macs += layer_macs(g, node) // (y[1] * y[2])
     for node in sched.layers:
-        if layer_macs(g, node) and _kind(g, node) == "depthwise":
+        if layer_macs(g, node) and _kind(g, node) == "depthwise" and fast(node):
             depthwise_macs += layer_macs(g, node)
     return (copied * costs.copy_per_byte + filled * costs.fill_per_byte + calls * costs.call
             + tail_macs * costs.tail_per_pixel_mac + depthwise_macs * costs.depthwise_rows)
@@ -330,12 +334,15 @@ class _Search:
 
     def instructions(self, ranges) -> float:
         """Estimated before planning (every fast kernel with its full scratch)."""
-        return sum(self.layer_cost) + sum(block_overhead(self.g, self.schedule(r), self.costs) for r in ranges)
+        return sum(self.layer_cost) + sum(self.overhead(r) for r in ranges)
+
+    def overhead(self, r) -> float:
+        return block_overhead(self.g, self.schedule(r), self.costs, self.kernels)
 
     def planned_instructions(self, plan, ranges) -> float:
         """Estimated with the scratch the memory plan left each fast kernel."""
         layers = sum(layer_instructions(plan.graph, n, self.costs, self.kernels) for n in plan.graph.nodes)
-        return layers + sum(block_overhead(self.g, self.schedule(r), self.costs) for r in ranges)
+        return layers + sum(self.overhead(r) for r in ranges)
 
     def estimated_peak(self, ranges, live: dict) -> int:
         covered = {i for a, b in ranges for i in range(a, b)}
