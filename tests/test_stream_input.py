@@ -313,6 +313,7 @@ def test_cli_stream_input(tmp_path):
     ok = runner.invoke(cli_main, ["compile", str(model), "-o", str(tmp_path / "b"), "--stream-input",
                                   "--io-layout", "nhwc"])
     assert ok.exit_code == 0, ok.output
+    assert "your application defines conv_input_rows(row, count, dst)" in ok.output
     header = (tmp_path / "b" / "conv.h").read_text()
     assert "void conv_input_rows(int row, int count, float *dst);" in header
     assert "#define CONV_INPUT0_STREAM_ROWS 16" in header and "#define CONV_INPUT0_ROW_SIZE 36" in header

@@ -321,6 +321,9 @@ def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, cali
                f"weights {lib.weight_bytes:,} bytes{stored_weights_text(lib.stored_weights)}"
                + (f", state {c.plan.state_bytes:,} bytes ({lib.prefix}_reset_state)" if c.plan.graph.state else "")
                + _blocks_text(lib))
+    if stream_input:
+        click.echo(f"input streamed by rows, not in the arena: your application defines {lib.prefix}_input_rows(row, "
+                   f"count, dst) ({lib.prefix}.h says when it is called and with which rows)")
     for f in files:
         click.echo(f"  wrote {f}")
     from .codegen.cmake import target_name
