@@ -245,7 +245,7 @@ class _Search:
     def __init__(self, g: Graph, planner, full_planner, costs: CoreCosts, kernels: str):
         self.g, self.planner, self.full_planner, self.costs, self.kernels = g, planner, full_planner, costs, kernels
         self.index = {n.name: i for i, n in enumerate(g.nodes)}
-        self.layer_cost = [layer_instructions(g, n, costs, kernels) for n in g.nodes]
+        self.layer_cost = [self.node_instructions(g, n) for n in g.nodes]
         self.schedules = {}    # (first, end) -> RowSchedule or None (not a block)
         self.blocks = {}       # (first, end) -> do the layers form a block (row_schedule.block_nodes)
         self.windows = {}      # layer name -> its Windows, None when it cannot stream rows
@@ -340,9 +340,16 @@ class _Search:
         return block_overhead(self.g, self.schedule(r), self.costs, self.kernels)
 
     def planned_instructions(self, plan, ranges) -> float:
-        """Estimated with the scratch the memory plan left each fast kernel."""
-        layers = sum(layer_instructions(plan.graph, n, self.costs, self.kernels) for n in plan.graph.nodes)
-        return layers + sum(self.overhead(r) for r in ranges)
+        """Estimated with the scratch the memory plan left each fast kernel (its blocks are the ranges')."""
+        return sum(self.node_instructions(plan.graph, n) for n in plan.graph.nodes)
+
+    def node_instructions(self, g: Graph, node) -> float:
+        """A layer's estimate; a fused block's: its layers' and its overhead."""
+        own = layer_instructions(g, node, self.costs, self.kernels)
+        if node.op != "FusedBlock":
+            return own
+        from ..ops.fused_block import schedule_of
+        return own + block_overhead(node.attrs["graph"], schedule_of(node), self.costs, self.kernels)
 
     def estimated_peak(self, ranges, live: dict) -> int:
         covered = {i for a, b in ranges for i in range(a, b)}
