@@ -339,8 +339,8 @@ class _Search:
     def overhead(self, r) -> float:
         return block_overhead(self.g, self.schedule(r), self.costs, self.kernels)
 
-    def planned_instructions(self, plan, ranges) -> float:
-        """Estimated with the scratch the memory plan left each fast kernel (its blocks are the ranges')."""
+    def planned_instructions(self, plan) -> float:
+        """Estimated with the scratch the memory plan left each fast kernel."""
         return sum(self.node_instructions(plan.graph, n) for n in plan.graph.nodes)
 
     def node_instructions(self, g: Graph, node) -> float:
@@ -369,13 +369,13 @@ class _Search:
         h = self.fused(ranges)
         self.plans += 1
         plan = self.planner(h)
-        found = [_Evaluated(ranges, h, plan, self.planned_instructions(plan, ranges))]
+        found = [_Evaluated(ranges, h, plan, self.planned_instructions(plan))]
         reduced = any(n.op == "FusedBlock" and n.attrs.get(SCRATCH_ATTR) for n in plan.graph.nodes)
         if reduced and self.full_planner is not None:
             h = self.fused(ranges)          # (the planner marked the nodes of the first copy)
             self.plans += 1
             plan = self.full_planner(h)
-            found.append(_Evaluated(ranges, h, plan, self.planned_instructions(plan, ranges)))
+            found.append(_Evaluated(ranges, h, plan, self.planned_instructions(plan)))
         return found
 
     def peak_layers(self, ev: _Evaluated) -> list:
@@ -441,7 +441,7 @@ def plan_fusion(g: Graph, budget: int | None = None, core: str = "cortex-m4", ma
     check_budget(budget)
     planner = planner or schedule
     search = _Search(g, planner, full_planner, COSTS[core], kernels)
-    base = search.evaluate(())[0] if base is None else _Evaluated((), g, base, search.planned_instructions(base, ()))
+    base = search.evaluate(())[0] if base is None else _Evaluated((), g, base, search.planned_instructions(base))
     fusion = FusionPlan(arena_before=base.arena, est_instr_before=round(base.instr), budget=budget, core=core)
     chosen = base
     if budget is not None and base.arena <= budget:
@@ -454,9 +454,8 @@ def plan_fusion(g: Graph, budget: int | None = None, core: str = "cortex-m4", ma
             raise TinycError(f"arena budget {budget:,} B: no plan fits it; the smallest arena tinyc finds is "
                              f"{chosen.arena:,} B, its peak at layer {_where(chosen.plan)}; raise the budget or "
                              "use a smaller model")
-        if chosen.arena >= base.arena:
-            fusion.reason = (f"no fused plan lowers the arena ({base.arena:,} B) within {max_ratio:g}x the "
-                             "instructions" if budget is None else "no fused plan lowers the arena")
+        if chosen.arena >= base.arena:      # (with a budget: it fits, so it is smaller)
+            fusion.reason = f"no fused plan lowers the arena ({base.arena:,} B) within {max_ratio:g}x the instructions"
             chosen = base
     fusion.arena_after, fusion.est_instr_after = chosen.arena, round(chosen.instr)
     fusion.memory_plan, fusion.plans_tried = chosen.plan, search.plans
