@@ -7,7 +7,9 @@ one block run row by row (schedule/fuse_block.py on the optimized graph, the lay
 overrides them). Both libraries run on each core's board under QEMU (`tinyc run --emulate`: -icount instruction
 counts, per layer from the profiling image), and every emulated output is compared with TFLite's reference kernels,
 byte for byte. "block": the instructions of the fused layers — layer by layer, the sum of their rows in the
-profile; fused, the one FusedBlock layer.
+profile; fused, the one FusedBlock layer. A second table: what `--fusion auto` chooses (the planner,
+schedule/depth_first_search.py, with each core's cost figures, no budget: the smallest arena within 1.15x the
+estimated instructions), run on that core.
 
 Usage: python bench/depth_first.py [--models mbv2,vww,resnet8,kws] [--cores m4,m0+] [--blocks mbv2=0:6,kws=0:10]
                                    [--keep DIR] [--out FILE] [--json FILE]
@@ -41,6 +43,7 @@ BLOCKS = {
     "kws": (0, 10),       # every conv and the global average pool (accumulated row by row)
 }
 RATIO_GOAL = 1.15         # fused instructions / layer-by-layer instructions, at most (issue 21)
+PLANNER_CORE = {"m0+": "cortex-m0plus", "m4": "cortex-m4", "m7": "cortex-m7", "m33": "cortex-m33"}
 
 
 def model_file(model: str, directory: Path) -> str:
@@ -64,6 +67,18 @@ def compile_both(path: str, model: str, block: tuple, limit: int) -> dict:
     except TinycError as e:
         fused = f"refused: {e}"
     return {"layer by layer": base, "fused": fused, "layers": names}
+
+
+def compile_auto(path: str, model: str, core: str):
+    """The library `--fusion auto` makes for `core` (its cost figures; no budget: an arena limit would be the
+    planner's budget, and the fastest plan within the board's SRAM is layer by layer), or the refusal."""
+    from tinyc.compiler import codegen_options, compile_model
+    from tinyc.errors import TinycError
+    options = dict(codegen_options(kernels="fast"), fusion="auto", core=PLANNER_CORE[core])
+    try:
+        return compile_model(path, model, options=options)
+    except TinycError as e:
+        return f"refused: {e}"
 
 
 def run_one(compiled, core: str, out: Path, samples, refs) -> dict:
@@ -113,6 +128,19 @@ def benchmark(models, cores, work_dir: Path, blocks: dict, log=lambda msg: None)
                 row["runs"][f"{kind}|{core}"] = run
                 log(f"[{time.time() - t0:6.1f}s] {model} {kind} on {core}: {run['instructions']:,} instructions, "
                     f"outputs {'equal' if run['outputs_match'] else 'DIFFER'}")
+        row["auto"] = {}
+        for core in cores:
+            auto = compile_auto(path, model, core)
+            if isinstance(auto, str):
+                row["auto"][core] = dict(error=auto)
+                continue
+            run = run_one(auto, core, work_dir / f"{model}-auto-{core.replace('+', 'p')}", samples, refs)
+            plan = auto.fusion
+            run.update(arena=auto.plan.arena_bytes, blocks=[b.layers for b in plan.blocks] if plan else [],
+                       est_ratio=round(plan.instr_ratio, 3) if plan else 1.0)
+            row["auto"][core] = run
+            log(f"[{time.time() - t0:6.1f}s] {model} --fusion auto on {core}: {len(run['blocks'])} block(s), arena "
+                f"{run['arena']:,}, {run['instructions']:,} instructions")
         rows.append(row)
     return dict(cores=list(cores), rows=rows, seconds=round(time.time() - t0, 1))
 
@@ -148,7 +176,27 @@ def render(result: dict) -> str:
     return "\n".join([
         "Depth-first fused blocks (bench/depth_first.py): int8, fast kernels, QEMU -icount instructions per "
         f"inference; LbL = layer by layer; ratio = fused / LbL (goal <= {RATIO_GOAL}); \"outputs\": every "
-        "emulated output equals TFLite's reference kernels'.", "", *lines])
+        "emulated output equals TFLite's reference kernels'.", "", *lines, "", *render_auto(result)])
+
+
+def render_auto(result: dict) -> list:
+    """The `--fusion auto` table: per model and core, the blocks the planner chose, the arena and the emulated
+    instructions against the layer-by-layer run, and the planner's own estimate of the ratio."""
+    lines = ["`--fusion auto` (the planner with the core's cost figures, no budget):", "",
+             "| Model | core | blocks (layers) | arena | instructions | ratio | estimated ratio | outputs |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        for core, auto in row.get("auto", {}).items():
+            label = speed.CORES[core][1]
+            if "error" in auto:
+                lines.append(f"| {row['label']} | {label} | {auto['error']} | | | | | |")
+                continue
+            lbl = row["runs"].get(f"layer by layer|{core}", {}).get("instructions")
+            blocks = ", ".join(str(len(b)) for b in auto["blocks"]) or "none"
+            lines.append(f"| {row['label']} | {label} | {blocks} | {auto['arena']:,} | {auto['instructions']:,} | "
+                         f"{_ratio(lbl, auto['instructions'])} | {auto['est_ratio']:.3f}x | "
+                         f"{'equal' if auto['outputs_match'] else 'DIFFER'} |")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -184,7 +232,8 @@ def main(argv=None) -> int:
         Path(a.out).write_text(text + "\n")
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=1))
-    broken = [r for r in result["rows"] if "error" in r or not all(v["outputs_match"] for v in r["runs"].values())]
+    broken = [r for r in result["rows"] if "error" in r or not all(v["outputs_match"] for v in r["runs"].values())
+              or not all(v.get("outputs_match", True) for v in r.get("auto", {}).values())]
     return 1 if broken else 0
 
 

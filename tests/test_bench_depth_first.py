@@ -1,5 +1,6 @@
-"""bench/depth_first.py (issue 21): the fused-against-layer-by-layer table renders every figure, a refused block
-is a row saying so; TINYC_FULL: the benchmark itself on KWS, Cortex-M4 (convert, compile twice, QEMU runs)."""
+"""bench/depth_first.py (issue 21): the fused-against-layer-by-layer table and the `--fusion auto` one render
+every figure, a refused block is a row saying so; TINYC_FULL: the benchmark itself on KWS, Cortex-M4 (convert,
+compile three times, QEMU runs)."""
 import importlib.util
 import os
 import sys
@@ -28,7 +29,9 @@ def test_table_has_arena_and_instructions_of_both_plans_per_core():
     result = dict(cores=["m4", "m0+"], rows=[
         dict(model="kws", label="KWS, DS-CNN", block=[0, 10], layers=[], arena={"layer by layer": 8384, "fused": 5648},
              runs={"layer by layer|m4": _run(3_419_820, 3_418_580), "fused|m4": _run(4_015_120, 4_013_720),
-                   "layer by layer|m0+": _run(13_610_200, 13_604_880), "fused|m0+": _run(13_891_880, 13_886_760)}),
+                   "layer by layer|m0+": _run(13_610_200, 13_604_880), "fused|m0+": _run(13_891_880, 13_886_760)},
+             auto={"m4": dict(_run(3_416_200, 0), arena=8384, blocks=[], est_ratio=1.0),
+                   "m0+": dict(_run(13_891_880, 0), arena=5648, blocks=[["a"] * 10], est_ratio=1.014)}),
         dict(model="mbv2", label="MobileNetV2", block=[0, 6], layers=[], arena={}, runs={},
              error="refused: fused block: ..."),
     ])
@@ -38,8 +41,10 @@ def test_table_has_arena_and_instructions_of_both_plans_per_core():
     assert "| 13,610,200 | 13,891,880 | 1.021x |" in kws and kws.endswith("| equal |")
     assert "| MobileNetV2 | 0..5 (6) | refused: fused block: ... |" in text
     assert "Cortex-M4 LbL" in text and "Cortex-M0+ LbL" in text and "goal <= 1.15" in text
+    assert "| KWS, DS-CNN | Cortex-M4 | none | 8,384 | 3,416,200 | 0.999x | 1.000x | equal |" in text
+    assert "| KWS, DS-CNN | Cortex-M0+ | 10 | 5,648 | 13,891,880 | 1.021x | 1.014x | equal |" in text
     result["rows"][0]["runs"]["fused|m0+"]["outputs_match"] = False
-    assert bench.render(result).splitlines()[-2].endswith("| DIFFER |")
+    assert next(line for line in bench.render(result).splitlines() if line.startswith("| KWS")).endswith("| DIFFER |")
 
 
 def test_blocks_option_is_checked():
@@ -61,3 +66,5 @@ def test_benchmark_kws_on_m4(tmp_path):
     assert lbl["outputs_match"] and fused["outputs_match"]
     assert 0 < fused["block"] <= fused["instructions"] and 0 < lbl["block"] <= lbl["instructions"]
     assert len(row["layers"]) == 9
+    auto = row["auto"]["m4"]
+    assert "error" not in auto and auto["outputs_match"] and auto["arena"] > 0 and auto["instructions"] > 0
