@@ -260,7 +260,18 @@ def depthwise(k):
              # edge pixels: per block of rows and columns whose taps inside the image are the same, those taps
              # unrolled (no bounds checks); a kernel with many such blocks checks its taps per pixel instead
              blocks=[(r, cs) for r in row_segs for cs in col_segs] if len(row_segs) * len(col_segs) <= 16 else None)
+    v["unused"] = _unused_tap_registers(v["blocks"], kh, kw)
     return "depthwise_16x8.c.j2", v, oh * ow * c * kh * kw
+
+
+def _unused_tap_registers(blocks, kh: int, kw: int) -> list[int]:
+    """The widened weight registers no block of pixels multiplies by (taps that no output pixel's window brings
+    inside an image smaller than the kernel): declared with the others, then marked used for -Werror. Without
+    blocks every tap is written out (the inner pixels' loop)."""
+    n = kh * kw
+    used = range(n) if blocks is None else {ky * kw + kx for (_, _, kys), (_, _, kxs) in blocks
+                                             for ky in kys for kx in kxs}
+    return sorted({_tap_register(j, n)[0] for j in range(n)} - {_tap_register(j, n)[0] for j in used})
 
 
 # -- k x k convolution -------------------------------------------------------------------------------------------
