@@ -232,9 +232,10 @@ def longest_block(g, names) -> list:
     return best
 
 
-def to_int8_tflite(model, path) -> str:
+def to_int8_tflite(model, path, int16: bool = False) -> str:
     """tests/int8_zoo.to_int8_tflite for a model of several inputs: the representative samples by input name
-    (the converter's calibrator does not order several inputs as model.inputs)."""
+    (the converter's calibrator does not order several inputs as model.inputs). `int16`: 16x8 (int16 activations,
+    int8 weights; int16 input and output), as tests/int16_zoo.to_int16_tflite."""
     import tensorflow as tf
     shapes = {i.name: tuple(i.shape[1:]) for i in model.inputs}
 
@@ -245,7 +246,8 @@ def to_int8_tflite(model, path) -> str:
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = samples
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.int8
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+                                      if int16 else tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int16 if int16 else tf.int8
     path.write_bytes(conv.convert())
     return str(path)

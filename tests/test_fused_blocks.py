@@ -152,6 +152,18 @@ def test_int8_chains(keras_chains, kernels):
     assert overlapped_blocks(compiled) >= 1
 
 
+@pytest.mark.skipif(not FULL, reason="TINYC_FULL: 16x8 chains")
+def test_int16_chains(tmp_path):
+    """16x8 (int16 activations, int8 weights): int16 line buffers, their padding rows zero (the zero point)."""
+    from tinyc.frontends import load_model
+    g = optimize(load_model(to_int8_tflite(keras_model(KERAS_CHAINS), tmp_path / "chains.tflite", int16=True)))
+    rng = np.random.default_rng(0)
+    xs = [rng.integers(-32768, 32768, (2,) + g.tensors[i].shape).astype(np.int16) for i in g.inputs]
+    blocks = whole_branches(g)
+    for kernels in ("fast", "reference"):
+        assert overlapped_blocks(check_fused_equal(g, blocks, xs, kernels)) >= 1
+
+
 @pytest.mark.skipif(not FULL, reason="TINYC_FULL: random int8 chains")
 @settings(max_examples=15, **SETTINGS)
 @given(st.lists(chains(max_layers=5, keras=True), min_size=1, max_size=4))
