@@ -4,9 +4,12 @@ cannot improve comes back unchanged, with the reason); budgets are honoured (the
 layer-by-layer plan when it fits; a one-line refusal naming the smallest arena and its layer when nothing fits);
 the cost model counts what the row schedule copies and calls; the compiler's fusion option."""
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 from tinyc.compiler import compile_graph, fusion_options
 from tinyc.errors import TinycError
@@ -15,6 +18,11 @@ from tinyc.schedule import schedule
 from tinyc.schedule.depth_first_search import (M4, block_overhead, layer_instructions, layer_macs, plan_fusion)
 from tinyc.schedule.row_schedule import row_schedule
 from tinyc.verify import run_generated
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fused_chains import chains, float_graph     # noqa: E402  (tests/: the random chains of the fused-block tests)
+
+EXAMPLES = 40 if os.environ.get("TINYC_FULL") else 8
 
 
 def conv(g, x, name, out_c, k, s=1, pads=(0, 0, 0, 0), groups=1, rng=None):
@@ -201,3 +209,22 @@ def test_int8_model_fast_kernels(int8_models):
     from tinyc.firmware.run import run_emulated
     run = run_emulated(after, load_board("nucleo-f412zg"), path, profile=False)
     assert run["outputs_match"]
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(chains(max_layers=5, max_size=14, max_channels=8))
+def test_never_worse_and_budgets_on_random_chains(chain):
+    g = float_graph([chain])
+    base = schedule(g).arena_bytes
+    h, fusion = plan_fusion(g)
+    assert fusion.arena_before == base and fusion.memory_plan.arena_bytes == fusion.arena_after <= base
+    assert bool(fusion.blocks) == (fusion.arena_after < base) == (h is not g)
+    assert fusion.est_instr_after <= 1.15 * fusion.est_instr_before
+    # a budget is honoured, or refused in one line
+    for budget in (fusion.arena_after, max(1, fusion.arena_after * 3 // 4)):
+        try:
+            _, fit = plan_fusion(g, budget=budget)
+        except TinycError as e:
+            assert budget < fusion.arena_after and "\n" not in str(e) and "no plan fits it" in str(e)
+            continue
+        assert fit.arena_after <= budget

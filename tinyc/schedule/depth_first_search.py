@@ -446,15 +446,15 @@ def plan_fusion(g: Graph, budget: int | None = None, core: str = "cortex-m4", ma
     chosen = base
     if budget is not None and base.arena <= budget:
         fusion.reason = f"the layer-by-layer plan ({base.arena:,} B) fits the budget"
-    elif not search.runs:
-        fusion.reason = "no two consecutive layers can stream rows"
     else:
-        chosen = _greedy(search, base, budget, max_ratio)
+        chosen = _greedy(search, base, budget, max_ratio) if search.runs else base
         if budget is not None and chosen.arena > budget:
             raise TinycError(f"arena budget {budget:,} B: no plan fits it; the smallest arena tinyc finds is "
                              f"{chosen.arena:,} B, its peak at layer {_where(chosen.plan)}; raise the budget or "
                              "use a smaller model")
-        if chosen.arena >= base.arena:      # (with a budget: it fits, so it is smaller)
+        if not search.runs:
+            fusion.reason = "no two consecutive layers can stream rows"
+        elif chosen.arena >= base.arena:      # (with a budget: it fits, so it is smaller)
             fusion.reason = f"no fused plan lowers the arena ({base.arena:,} B) within {max_ratio:g}x the instructions"
             chosen = base
     fusion.arena_after, fusion.est_instr_after = chosen.arena, round(chosen.instr)
