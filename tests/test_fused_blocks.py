@@ -242,3 +242,24 @@ def test_int8_chains_under_qemu(keras_chains, tmp_path, board):
     got = emulate(compiled, load_board(board), tmp_path, profile=False)["outputs"]
     for name, a, b in zip(g.outputs, want, got):
         assert a.tobytes() == b.tobytes(), (name, board)
+
+
+def float_zoo_cases():
+    from model_zoo import ZOO, formats
+    return [(name, fmt) for name in sorted(ZOO) if not name.startswith("mlp") for fmt in formats(name)]
+
+
+@pytest.mark.skipif(not FULL, reason="TINYC_FULL: every float zoo model")
+@pytest.mark.parametrize("name,fmt", float_zoo_cases())
+def test_float_zoo_longest_block(zoo, name, fmt):
+    """The float32 test zoo (tests/model_zoo.py) as Keras and ONNX (NCHW, its layout Transposes outside the
+    blocks): the longest block fused, compared directly and through the layers after it."""
+    from tinyc.frontends import load_model
+    g = optimize(load_model(zoo.path(name, fmt)))
+    block = longest_block(g, [n.name for n in g.nodes])
+    if len(block) < 2:
+        pytest.skip(f"{name}.{fmt}: no two layers fuse")
+    out = next(n for n in g.nodes if n.name == block[-1]).outputs[0]
+    if out not in g.outputs:
+        g.outputs.append(out)
+    check_fused_equal(g, [block], any_inputs(g), "fast")
