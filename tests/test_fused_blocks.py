@@ -14,7 +14,7 @@ import shutil
 
 import numpy as np
 import pytest
-from fused_chains import branch_nodes, chains, float_graph, keras_model, longest_block, to_int8_tflite
+from fused_chains import branch_nodes, chains, float_graph, fusable, keras_model, longest_block, to_int8_tflite
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -93,9 +93,22 @@ def whole_branches(g) -> list:
 
 # -- float32 -------------------------------------------------------------------------------------------------
 
-def check_float(chains_):
+def split(g, blocks, cuts) -> list:
+    """Each block cut before the layers at positions `cuts[i]` (block i): the pieces that fuse, in order (a
+    piece that does not, e.g. half a residual block, stays layer by layer). Consecutive blocks: one block's
+    output is the next one's input."""
+    out = []
+    for block, at in zip(blocks, cuts):
+        bounds = [0] + sorted({c for c in at if 0 < c < len(block)}) + [len(block)]
+        out += [piece for piece in (block[a:b] for a, b in zip(bounds, bounds[1:])) if fusable(g, piece)]
+    return out
+
+
+def check_float(chains_, cuts=None):
     g = optimize(float_graph(chains_))
     blocks = whole_branches(g)
+    if cuts is not None:
+        blocks = split(g, blocks, cuts)
     fused = g
     for names in blocks:
         fused = fuse_block(fused, names)
@@ -106,14 +119,19 @@ def check_float(chains_):
 
 
 def test_float_chains():
-    assert overlapped_blocks(check_float(CHAINS)) >= 1
+    """Each chain one block, but the first two: blocks back to back (the residual block, then the depthwise and the
+    1x1 after it; a convolution, then each pooling and activation layer after it, one block each)."""
+    compiled = check_float(CHAINS, cuts=[[4], [1, 2, 3]] + [[]] * (len(CHAINS) - 2))
+    assert sum(n.op == "FusedBlock" for n in compiled.plan.graph.nodes) == 2 + 4 + len(CHAINS) - 2
+    assert overlapped_blocks(compiled) >= 1
 
 
 @pytest.mark.skipif(not FULL, reason="TINYC_FULL: random float chains")
 @settings(max_examples=25, **SETTINGS)
-@given(st.lists(chains(max_layers=5), min_size=1, max_size=4))
-def test_random_float_chains(chains_):
-    check_float(chains_)
+@given(st.lists(chains(max_layers=5), min_size=1, max_size=4), st.data())
+def test_random_float_chains(chains_, data):
+    cuts = [data.draw(st.lists(st.integers(0, 8), max_size=3)) for _ in chains_]
+    check_float(chains_, cuts)
 
 
 # -- int8 ----------------------------------------------------------------------------------------------------
