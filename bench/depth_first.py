@@ -9,16 +9,21 @@ counts, per layer from the profiling image), and every emulated output is compar
 byte for byte. "block": the instructions of the fused layers — layer by layer, the sum of their rows in the
 profile; fused, the one FusedBlock layer. A second table: what `--fusion auto` chooses (the planner,
 schedule/depth_first_search.py, with each core's cost figures, no budget: the smallest arena within 1.15x the
-estimated instructions), run on that core.
+estimated instructions), run on that core. With --rows a third: the instructions of each layer inside the fixed
+block (its row kernel, all its calls) beside the same layer run whole, and the block's row copies, from an
+instrumented copy of the fused project (row_profile).
 
 Usage: python bench/depth_first.py [--models mbv2,vww,resnet8,kws] [--cores m4,m0+] [--blocks mbv2=0:6,kws=0:10]
-                                   [--keep DIR] [--out FILE] [--json FILE]
+                                   [--rows] [--keep DIR] [--out FILE] [--json FILE]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -97,7 +102,79 @@ def run_one(compiled, core: str, out: Path, samples, refs) -> dict:
                 outputs_match=speed.outputs_match(compiled, res["outputs"], refs, True))
 
 
-def benchmark(models, cores, work_dir: Path, blocks: dict, log=lambda msg: None) -> dict:
+ROW_COPIES = "row copies"      # row_profile: the block's loads, moves, fills (and a running pool's clears)
+
+
+def row_profile(compiled, core: str, out: Path) -> dict:
+    """{fused layer name: instructions} of the FusedBlock layers of the fused library in `out` (its emulation
+    project written), from a copy of the project with a profiling hook after every statement of each block
+    function: one slot per layer of the block (its row kernel's calls), one for the block's row copies; the slots
+    follow the model's own. The hooks' own cost, measured per call by the emulation main, is taken off per call."""
+    from tinyc.boards import load_board
+    from tinyc.errors import TinycError
+    from tinyc.firmware.emulate import run_qemu
+    from tinyc.firmware.machines import load_machine
+    from tinyc.ops.fused_block import schedule_of
+    lib, g = compiled.library, compiled.plan.graph
+    dst = out.with_name(out.name + "-rows")
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(out, dst, ignore=shutil.ignore_patterns("build"))
+    main = (dst / "firmware" / "main.c").read_text()
+    found = re.search(r"#define NUM_LAYERS (\d+)", main)
+    model_c = (dst / f"{lib.prefix}.c").read_text()
+    macro = re.search(r"#define (\w+_PROFILE)\(layer\)", model_c)
+    if not found or not macro:
+        raise TinycError("row profile: the emulation main or the model has no profiling hooks")
+    slots, names = int(found.group(1)), {}
+    lines = model_c.splitlines()
+    for info in lib.layers:
+        if info["op"] != "FusedBlock" or info["alias"]:
+            continue
+        fn = f"{lib.prefix}_l{info['index']}_fused"
+        layers = schedule_of(g.nodes[info["index"]]).layers
+        first = slots
+        names.update({first + k: n.name for k, n in enumerate(layers)})
+        names[first + len(layers)] = f"{ROW_COPIES} ({info['name']})"
+        slots += len(layers) + 1
+        start = lines.index(next(ln for ln in lines if ln.startswith(f"TINYC_LAYER void {fn}(")))
+        end = lines.index("}", start)
+        body = []
+        for ln in lines[start + 1:end]:
+            body.append(ln)
+            if not ln.rstrip().endswith(";"):
+                continue
+            call = re.match(rf"\s*{fn}_r(\d+)(_[a-z]+)?\(", ln)      # a row kernel, a running pool's parts
+            slot = first + int(call.group(1)) if call else first + len(layers)
+            body.append(f"{ln[:len(ln) - len(ln.lstrip())]}{macro.group(1)}({slot});")
+        lines[start + 1:end] = body
+    (dst / f"{lib.prefix}.c").write_text("\n".join(lines) + "\n")
+    counting = "if (layer >= 0) { layer_ticks[layer] += now - profile_last; layer_calls[layer]++; }"
+    for old, new in ((found.group(0), f"#define NUM_LAYERS {slots}"),
+                     ("static uint32_t profile_last;",
+                      "static uint32_t profile_last;\nstatic uint32_t layer_calls[NUM_LAYERS + 1];"),
+                     ("if (layer >= 0) layer_ticks[layer] += now - profile_last;", counting),
+                     ("    tinyc_print_u32(layer_ticks[i]);\n", "    tinyc_print_u32(layer_ticks[i]);\n"
+                      "    tinyc_print(\" \");\n    tinyc_print_u32(layer_calls[i]);\n")):
+        if main.count(old) != 1:
+            raise TinycError(f"row profile: the emulation main changed ({old!r} not found once)")
+        main = main.replace(old, new)
+    (dst / "firmware" / "main.c").write_text(main)
+    subprocess.run(["make", "-s", "-C", str(dst / "firmware"), "build/emulate_profile.elf"], check=True,
+                   capture_output=True)
+    machine = load_machine(load_board(speed.CORES[core][0]).qemu_machine)
+    code, text = run_qemu(machine, dst / "firmware" / "build" / "emulate_profile.elf")
+    reps = re.search(r"^reps (\d+)", text, re.M)
+    counts = {int(i): (int(t), int(n)) for i, t, n in re.findall(r"^layer (-?\d+) (\d+) (\d+)", text, re.M)}
+    if code or not reps or slots not in counts or not counts[slots][1]:
+        raise TinycError(f"row profile: the instrumented image did not finish on {machine.name}")
+    hook = counts[slots][0] / counts[slots][1]          # ticks of one hook call
+    per_tick, reps = machine.instructions_per_tick, int(reps.group(1))
+    return {name: round((counts[i][0] - counts[i][1] * hook) * per_tick / reps) for i, name in names.items()
+            if i in counts}
+
+
+def benchmark(models, cores, work_dir: Path, blocks: dict, log=lambda msg: None,
+              profile_rows: bool = False) -> dict:
     from tinyc.firmware.project import sample_inputs
     from tinyc.verify import reference_outputs
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +200,8 @@ def benchmark(models, cores, work_dir: Path, blocks: dict, log=lambda msg: None)
                 run = run_one(compiled, core, out, samples, refs)
                 if kind == "fused":
                     run["block"] = next(v for name, v in run["layers"].items() if name.startswith("fused_"))
+                    if profile_rows:
+                        run["rows"] = row_profile(compiled, core, out)
                 else:
                     run["block"] = sum(run["layers"].get(name, 0) for name in built["layers"])
                 row["runs"][f"{kind}|{core}"] = run
@@ -176,7 +255,32 @@ def render(result: dict) -> str:
     return "\n".join([
         "Depth-first fused blocks (bench/depth_first.py): int8, fast kernels, QEMU -icount instructions per "
         f"inference; LbL = layer by layer; ratio = fused / LbL (goal <= {RATIO_GOAL}); \"outputs\": every "
-        "emulated output equals TFLite's reference kernels'.", "", *lines, "", *render_auto(result)])
+        "emulated output equals TFLite's reference kernels'.", "", *lines, "", *render_auto(result),
+        *render_rows(result)])
+
+
+def render_rows(result: dict) -> list:
+    """The --rows table: per layer of each fixed block, per core, the layer run whole and its row kernel's calls
+    in the block (instrumented profile), and the block's row copies."""
+    cores = [c for c in result["cores"] if any(f"fused|{c}" in r["runs"] and "rows" in r["runs"][f"fused|{c}"]
+                                               for r in result["rows"])]
+    if not cores:
+        return []
+    head = ["Model", "layer"] + [x for c in cores for x in (f"{speed.CORES[c][1]} whole", "rows", "ratio")]
+    lines = ["", "Inside the fixed blocks (--rows: a hook after every statement of the block, their cost taken off):",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in result["rows"]:
+        names = row["layers"] + sorted({n for c in cores for n in row["runs"].get(f"fused|{c}", {}).get("rows", {})
+                                        if n.startswith(ROW_COPIES)})
+        for name in names:
+            cells = [row["label"], name if len(name) <= 48 else "..." + name[-45:]]
+            for c in cores:
+                whole = row["runs"].get(f"layer by layer|{c}", {}).get("layers", {}).get(name)
+                fused = row["runs"].get(f"fused|{c}", {}).get("rows", {}).get(name)
+                cells += [f"{whole:,}" if whole is not None else "-", f"{fused:,}" if fused is not None else "-",
+                          _ratio(whole, fused)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def render_auto(result: dict) -> list:
@@ -205,6 +309,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cores", default=",".join(CORES), help=f"comma-separated, of {', '.join(speed.CORES)}")
     ap.add_argument("--blocks", default="", help="MODEL=FIRST:END,...: fuse layers [FIRST, END) of the optimized "
                                                  "graph instead of BLOCKS'")
+    ap.add_argument("--rows", action="store_true", help="also profile each layer inside the fixed blocks (an "
+                                                        "instrumented copy of each fused project)")
     ap.add_argument("--keep", help="keep the models, libraries and firmware projects in this directory (a model "
                                    "converted there before is reused)")
     ap.add_argument("--out", help="also write the table (Markdown) to this file (TensorFlow's converter prints "
@@ -225,7 +331,7 @@ def main(argv=None) -> int:
         blocks[model] = (int(first), int(end))
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="tinyc-bench-") as tmp:
-        result = benchmark(models, cores, Path(a.keep) if a.keep else Path(tmp), blocks, log)
+        result = benchmark(models, cores, Path(a.keep) if a.keep else Path(tmp), blocks, log, a.rows)
     text = render(result)
     print(text)
     if a.out:

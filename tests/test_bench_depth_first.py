@@ -43,6 +43,13 @@ def test_table_has_arena_and_instructions_of_both_plans_per_core():
     assert "Cortex-M4 LbL" in text and "Cortex-M0+ LbL" in text and "goal <= 1.15" in text
     assert "| KWS, DS-CNN | Cortex-M4 | none | 8,384 | 3,416,200 | 0.999x | 1.000x | equal |" in text
     assert "| KWS, DS-CNN | Cortex-M0+ | 10 | 5,648 | 13,891,880 | 1.021x | 1.014x | equal |" in text
+    assert "Inside the fixed blocks" not in text          # without --rows
+    result["rows"][0]["layers"] = ["conv", "pool"]
+    result["rows"][0]["runs"]["layer by layer|m4"]["layers"] = {"conv": 1000, "pool": 100}
+    result["rows"][0]["runs"]["fused|m4"]["rows"] = {"conv": 1100, "pool": 150, "row copies (fused_conv)": 40}
+    rows = bench.render(result).split("Inside the fixed blocks")[1]
+    assert "| KWS, DS-CNN | conv | 1,000 | 1,100 | 1.100x |" in rows and "| pool | 100 | 150 | 1.500x |" in rows
+    assert "| KWS, DS-CNN | row copies (fused_conv) | - | 40 | - |" in rows and "Cortex-M0+" not in rows
     result["rows"][0]["runs"]["fused|m0+"]["outputs_match"] = False
     assert next(line for line in bench.render(result).splitlines() if line.startswith("| KWS")).endswith("| DIFFER |")
 
@@ -58,7 +65,7 @@ def test_blocks_option_is_checked():
 @pytest.mark.skipif(not os.environ.get("TINYC_FULL"), reason="TINYC_FULL: converts KWS and runs QEMU (~40 s)")
 def test_benchmark_kws_on_m4(tmp_path):
     bench = _bench()
-    result = bench.benchmark(["kws"], ["m4"], tmp_path, {"kws": (0, 9)})
+    result = bench.benchmark(["kws"], ["m4"], tmp_path, {"kws": (0, 9)}, profile_rows=True)
     row = result["rows"][0]
     assert "error" not in row, row.get("error")
     assert row["arena"]["fused"] > 0 and row["arena"]["layer by layer"] > 0
@@ -66,5 +73,9 @@ def test_benchmark_kws_on_m4(tmp_path):
     assert lbl["outputs_match"] and fused["outputs_match"]
     assert 0 < fused["block"] <= fused["instructions"] and 0 < lbl["block"] <= lbl["instructions"]
     assert len(row["layers"]) == 9
+    # inside the block: every layer's row kernel and the row copies, adding up to the block's own figure
+    inside = fused["rows"]
+    assert set(row["layers"]) < set(inside) and all(v > 0 for v in inside.values())
+    assert abs(sum(inside.values()) - fused["block"]) <= 0.01 * fused["block"]
     auto = row["auto"]["m4"]
     assert "error" not in auto and auto["outputs_match"] and auto["arena"] > 0 and auto["instructions"] > 0
