@@ -180,6 +180,9 @@ def test_int16_chains(tmp_path):
     blocks = whole_branches(g)
     for kernels in ("fast", "reference"):
         assert overlapped_blocks(check_fused_equal(g, blocks, xs, kernels)) >= 1
+    if shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"):
+        for board in ("nucleo-f412zg", "pico"):     # int16 rows of any length on the M4's DSP path and the M0+
+            check_under_qemu(g, xs, board, tmp_path / board)
 
 
 @pytest.mark.skipif(not FULL, reason="TINYC_FULL: random int8 chains")
@@ -245,19 +248,22 @@ def test_int8_zoo_longest_block(int8_models, name):
 def test_int8_chains_under_qemu(keras_chains, tmp_path, board):
     """The fused chains on the emulated Cortex-M4 and M33 (the DSP code paths, for real) and M0+ (its assembly
     GEMM) give the unfused library's bytes on the host."""
+    check_under_qemu(keras_chains, int8_inputs(keras_chains), board, tmp_path)
+
+
+def check_under_qemu(g, xs, board, out):
     from tinyc.boards import load_board
     from tinyc.compiler import write_library
     from tinyc.firmware.emulate import emulate
     from tinyc.firmware.project import write_firmware
-    g, xs = keras_chains, int8_inputs(keras_chains)
     want = run_generated(compile_with(g, "fast"), xs)
     fused = g
     for names in whole_branches(g):
         fused = fuse_block(fused, names)
     compiled = compile_with(fused, "fast")
-    write_library(compiled.library, str(tmp_path), force=True)
-    write_firmware(compiled, load_board(board), str(tmp_path), xs)
-    got = emulate(compiled, load_board(board), tmp_path, profile=False)["outputs"]
+    write_library(compiled.library, str(out), force=True)
+    write_firmware(compiled, load_board(board), str(out), xs)
+    got = emulate(compiled, load_board(board), out, profile=False)["outputs"]
     for name, a, b in zip(g.outputs, want, got):
         assert a.tobytes() == b.tobytes(), (name, board)
 
