@@ -15,14 +15,18 @@ from tinyc.errors import TinycError
 from tinyc.interp import run, run_node
 from tinyc.ir import Graph
 from tinyc.schedule.depth_first import RowWindow, line_rows
+from tinyc.schedule.fuse_block import fuse_block
+from tinyc.schedule.overlap import lead_for
 from tinyc.schedule.row_schedule import row_schedule
 
 FULL = bool(__import__("os").environ.get("TINYC_FULL"))
 EXAMPLES = 300 if FULL else 40
 
 
-def execute(g, sched, values: dict) -> np.ndarray:
-    """The block's output computed by its actions alone, on line buffers of exactly the scheduled rows."""
+def execute(g, sched, values: dict, load=None, store=None) -> np.ndarray:
+    """The block's output computed by its actions alone, on line buffers of exactly the scheduled rows. `load(name,
+    row)` / `store(row, values)`: where external rows come from and output rows go (default: `values`, the
+    returned array)."""
     rows = {name: np.full((b.capacity,) + g.tensors[name].shape[2:], np.nan) for name, b in sched.buffers.items()}
     tags = {name: [None] * b.capacity for name, b in sched.buffers.items()}
     out_shape = g.tensors[sched.output].shape
@@ -51,7 +55,10 @@ def execute(g, sched, values: dict) -> np.ndarray:
             slot_ok(a.tensor, a.slot)
             inside = 0 <= a.row < g.tensors[a.tensor].shape[1]
             assert inside == (a.kind == "load"), a        # pad rows are filled, rows of the tensor loaded
-            rows[a.tensor][a.slot] = values[a.tensor][0, a.row] if inside else 0.0
+            if inside:
+                rows[a.tensor][a.slot] = load(a.tensor, a.row) if load else values[a.tensor][0, a.row]
+            else:
+                rows[a.tensor][a.slot] = 0.0
             tags[a.tensor][a.slot] = a.row
             mark(a.tensor, a.slot, a.row)
         elif a.kind == "move":
@@ -80,6 +87,8 @@ def execute(g, sched, values: dict) -> np.ndarray:
             assert row.shape[1] == 1
             if a.tensor == sched.output:
                 out[0, a.row] = row[0, 0]
+                if store:
+                    store(a.row, row[0, 0])
                 written.append(a.row)
             else:
                 slot_ok(a.tensor, a.slot)
@@ -157,6 +166,47 @@ def all_rows_read(g, sched) -> set:
 @example((3, 1, 1, [("conv", 2, 1, 1, True, 2), ("dw", 2, 2, 1, True, 1), ("join",), ("conv", 3, 2, 2, True, 1)]))
 def test_schedule_executes_layer_by_layer_values(chain):
     check_chain(chain)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(chains(max_layers=4))
+@example((12, 5, 3, [("residual", 6, 3), ("dw", 3, 2, 1, True, 1), ("conv", 1, 1, 1, True, 5)]))
+@example((9, 4, 2, [("conv", 3, 1, 1, True, 8), ("conv", 3, 1, 1, True, 8)]))         # output rows wider
+def test_output_over_its_dying_input(chain):
+    """The overlap contract (RowSchedule.output_rows_min_read, schedule/overlap.lead_for): with the output at the
+    smallest lead below its input in one memory, every input row is loaded before an output row is written over
+    it, and the output is right."""
+    g = float_graph([chain])
+    names = [n.name for n in g.nodes]
+    block = fuse_block(g, names)
+    node = next(n for n in block.nodes if n.op == "FusedBlock")
+    found = lead_for(block, node, 0)
+    if found is None:
+        return
+    lead = found[1]
+    x, y = g.tensors["x0"], g.tensors[g.outputs[0]]
+    x_row, y_row = x.shape[2] * x.shape[3], y.shape[2] * y.shape[3]     # float32 values per row
+    assert lead % 4 == 0
+    lead //= 4
+    base = max(0, -lead)                   # the output's first value in one flat memory, the input's at base + lead
+    memory = np.full(max(base + y.size, base + lead + x.size), np.nan, np.float32)
+    rng = np.random.default_rng(0)
+    values = {name: rng.standard_normal(g.tensors[name].shape).astype(np.float32) for name in g.inputs}
+    memory[base + lead:base + lead + x.size] = values["x0"].reshape(-1)
+
+    def load(name, row):
+        if name != "x0":
+            return values[name][0, row]
+        got = memory[base + lead + row * x_row:base + lead + (row + 1) * x_row]
+        assert np.array_equal(got, values["x0"][0, row].reshape(-1)), f"input row {row} overwritten before loaded"
+        return got.reshape(x.shape[2:])
+
+    def store(row, value):
+        memory[base + row * y_row:base + (row + 1) * y_row] = value.reshape(-1)
+
+    sched = row_schedule(g, names)
+    execute(g, sched, values, load, store)
+    np.testing.assert_array_equal(memory[base:base + y.size].reshape(y.shape), run(g, values)[g.outputs[0]])
 
 
 def test_slack_rows_move_less_and_compute_the_same():
