@@ -39,6 +39,10 @@ CHAINS = [
     (12, 7, 3, [("conv", 1, 2, 1, False, 9), ("dw", 3, 3, 2, True, 2), ("act", "tanh")]),
     (6, 5, 3, [("conv", 3, 1, 1, True, 3), ("join",), ("dw", 3, 2, 1, False, 1)]),    # two external inputs
     (4, 5, 5, [("pool", "avg", 2, 2, True), ("scale",), ("pool", "max", 2, 2, True)]),  # horizontal pool pads
+    # regression: the dilated conv reads only padding rows of its 1-row input: the layers before it never run (their
+    # row kernels were emitted unused, the block's input parameter unread: -Werror)
+    (3, 1, 1, [("conv", 1, 3, 1, False, 1), ("pool", "max", 1, 1), ("conv", 2, 1, 2, True, 1),
+               ("conv", 1, 1, 1, False, 2)]),
 ]
 
 

@@ -176,6 +176,9 @@ def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_by
         casts = [p.rsplit("*", 1)[0].strip() + " *" for p in params]
         kernels[v.layer] = (name, work, [sub.tensors[t] for t in n.inputs if not sub.tensors[t].is_const],
                             sub.tensors[n.outputs[0]], casts)
+    # A layer none of whose rows is read (a dilated window over a short tensor may read only padding rows) is never
+    # called: no function for it.
+    functions = [f for f in functions if f.get("layer") is None or rows_computed[f["layer"]]]
     steps = []
     for a in sched.actions:
         if a.kind == "clear":
@@ -215,6 +218,8 @@ def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_by
     lines = [f"  /* {len(sched.layers)} layers row by row: {len(sched.actions)} steps; line buffers "
              f"{sched.line_bytes} bytes (" + ", ".join(f"'{t}' {b.capacity} rows" for t, b in sched.buffers.items())
              + ") */"]
+    loaded = {a.tensor for a in sched.actions if a.kind == "load"}
+    lines += [f"  (void){x};     /* no row of '{name}' is read */" for name, x in xs.items() if name not in loaded]
     for item in compress(steps):
         if item[0] == "loop":
             _, count, body = item
