@@ -46,6 +46,13 @@ def execute(g, sched, values: dict, load=None, store=None) -> np.ndarray:
         owner[span_of(name, slot)] = code[name] + row + 1000
 
     computed, read = set(), set()        # rows of intermediates
+    accumulated = {}                     # running pool (layer index) -> the input rows it has taken
+
+    def check_row(name, slot, row, node):
+        assert tags[name][slot] == row, (node.name, name, row)
+        read.add((name, row))
+        assert set(owner[span_of(name, slot)]) == {code[name] + row + 1000}, \
+            f"row {row} of '{name}' overwritten by another line buffer before layer {node.name} reads it"
 
     def slot_ok(name, slot, count=1):
         assert 0 <= slot and slot + count <= sched.buffers[name].capacity, (name, slot, count)
@@ -67,6 +74,29 @@ def execute(g, sched, values: dict, load=None, store=None) -> np.ndarray:
             rows[a.tensor][a.slot:a.slot + a.rows] = rows[a.tensor][a.src:a.src + a.rows].copy()
             tags[a.tensor][a.slot:a.slot + a.rows] = tags[a.tensor][a.src:a.src + a.rows]
             owner[span_of(a.tensor, a.slot, a.rows)] = owner[span_of(a.tensor, a.src, a.rows)].copy()
+        elif a.kind == "clear":
+            accumulated[a.layer] = []
+        elif a.kind == "accumulate":          # a running pool takes input row a.row from its slot
+            node = sched.layers[a.layer]
+            slot_ok(node.inputs[0], a.in_slots[0])
+            check_row(node.inputs[0], a.in_slots[0], a.row, node)
+            assert a.row == len(accumulated[a.layer]), "rows accumulated out of order"
+            accumulated[a.layer].append(rows[node.inputs[0]][a.in_slots[0]].copy())
+        elif getattr(sched.reads.get((a.layer, 0)), "running", False):
+            node = sched.layers[a.layer]       # the pool over every row it accumulated
+            x = g.tensors[node.inputs[0]]
+            assert len(accumulated[a.layer]) == x.shape[1]
+            whole = np.stack(accumulated[a.layer])[None].astype(x.dtype)
+            row = run_node(g, node, {node.inputs[0]: whole})[0]
+            if a.tensor == sched.output:
+                out[0, a.row] = row[0, 0]
+                written.append(a.row)
+            else:
+                slot_ok(a.tensor, a.slot)
+                rows[a.tensor][a.slot] = row[0, 0]
+                tags[a.tensor][a.slot] = a.row
+                mark(a.tensor, a.slot, a.row)
+                computed.add((a.tensor, a.row))
         else:
             node = sched.layers[a.layer]
             reads = [sched.reads.get((a.layer, pos)) for pos in range(len(node.inputs))]
@@ -78,11 +108,9 @@ def execute(g, sched, values: dict, load=None, store=None) -> np.ndarray:
                 first = next(runtime)
                 slot_ok(name, first, w.span)
                 for tap in w.taps(a.row):         # the rows the layer reads are in place (between taps: unread)
-                    assert tags[name][first + tap - w.first(a.row)] == tap, (node.name, a.row, name, tap)
-                    read.add((name, tap))
-                    assert set(owner[span_of(name, first + tap - w.first(a.row))]) == {code[name] + tap + 1000}, \
-                        f"row {tap} of '{name}' overwritten by another line buffer before layer {node.name} reads it"
-                ins[name] = rows[name][first:first + w.span][None]
+                    check_row(name, first + tap - w.first(a.row), tap, node)
+                window = rows[name][first:first + w.span][None]
+                ins[name] = window.astype(g.tensors[name].dtype) if g.tensors[name].dtype != "float32" else window
             row = run_node(variant_graph, variant, ins)[0]
             assert row.shape[1] == 1
             if a.tensor == sched.output:
@@ -207,6 +235,30 @@ def test_output_over_its_dying_input(chain):
     sched = row_schedule(g, names)
     execute(g, sched, values, load, store)
     np.testing.assert_array_equal(memory[base:base + y.size].reshape(y.shape), run(g, values)[g.outputs[0]])
+
+
+def test_running_pools():
+    """An integer pooling window over every row (e.g. a global average pool) accumulates each row as it arrives
+    (row_schedule's running pool): its input needs one row; the accumulated rows are the input's, in order."""
+    from tinyc.ir import Quant
+    q = Quant(np.array(0.05), np.array(-3))
+    for op, kernel, strides, out_w in (("MaxPool2D", (7, 2), (1, 2), 2), ("AvgPool2D", (7, 5), (1, 1), 1)):
+        g = Graph("running")
+        g.add_tensor("x", (1, 7, 5, 3), "int8", quant=q)
+        g.inputs = ["x"]
+        g.add_tensor("r", (1, 7, 5, 3), "int8", quant=q)
+        g.add_node("Activation", ["x"], ["r"], name="relu", fn="relu")
+        g.add_tensor("p", (1, 1, out_w, 3), "int8", quant=q)
+        g.add_node(op, ["r"], ["p"], name="pool", kernel=kernel, strides=strides, dilations=(1, 1),
+                   pads=(0, 0, 0, 0))
+        g.add_tensor("y", (1, 1, out_w, 3), "int8", quant=q)
+        g.add_node("Activation", ["p"], ["y"], name="relu2", fn="relu")
+        g.outputs = ["y"]
+        sched = row_schedule(g, ["relu", "pool", "relu2"])
+        assert [a.row for a in sched.actions if a.kind == "accumulate"] == list(range(7))
+        assert sched.buffers["r"].capacity == 1
+        x = {"x": np.random.default_rng(2).integers(-128, 128, (1, 7, 5, 3)).astype(np.int8)}
+        np.testing.assert_array_equal(execute(g, sched, x), run(g, x)["y"])
 
 
 def test_slack_rows_move_less_and_compute_the_same():
