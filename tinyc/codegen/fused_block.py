@@ -154,7 +154,28 @@ def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_by
     running = running_layers(sched)
     accs = accumulator_offsets(node)
     functions, kernels, macs = [], {}, 0
-    for v in layer_variants(node):
+    variants = layer_variants(node)
+    rendered = {}
+
+    def render(v):
+        n = sched.layers[v.layer]
+        aligned = {t: computes.get((v.layer, t), {0}) == {0} for t in n.inputs}
+        aligned[n.outputs[0]] = True
+        need = fast_work_bytes_of(v)
+        work = line if need and line + need <= work_bytes else None
+        rendered[v.layer] = render_kernel(v.graph, v.node, RowPlan(v.graph, aligned), work is not None) + (work,)
+
+    pairs = channel_major_pairs(sched, sub)
+    for v in variants:
+        if v.layer not in running:
+            _mark_channel_major(variants, pairs, v.layer, True)
+            render(v)
+    for p, c in pairs.items():       # both fast kernels took the channel-major rows, or neither does
+        if not (rendered[p][1].startswith("int8_fast/gemm") and rendered[c][1] == "int8_fast/depthwise/planar"):
+            _mark_channel_major(variants, {p: c}, p, False)
+            render(variants[p])
+            render(variants[c])
+    for v in variants:
         n = sched.layers[v.layer]
         if v.layer in running:
             functions += running_pool_functions(v, fn, render_pool)
@@ -163,11 +184,7 @@ def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_by
             kernels[v.layer] = (f"{fn}_r{v.layer}", init, [x], sub.tensors[n.outputs[0]], None)
             macs += x.size
             continue
-        aligned = {t: computes.get((v.layer, t), {0}) == {0} for t in n.inputs}
-        aligned[n.outputs[0]] = True
-        need = fast_work_bytes_of(v)
-        work = line if need and line + need <= work_bytes else None
-        body, kernel, params, row_macs = render_kernel(v.graph, v.node, RowPlan(v.graph, aligned), work is not None)
+        body, kernel, params, row_macs, work = rendered[v.layer]
         macs += row_macs * rows_computed[v.layer]
         name = f"{fn}_r{v.layer}"
         functions.append(dict(fn=name, params=params, body=body, comment=f"row kernel of layer '{n.name}'",
@@ -231,6 +248,39 @@ def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_by
             key, args = item[1], item[2]
             lines.append("  " + _statement(prefix, key, args, None))
     return functions, "\n".join(lines), macs
+
+
+def channel_major_pairs(sched, sub) -> dict:
+    """{producer layer: depthwise layer} of the block whose rows in between are stored channel-major (a conv that
+    is not depthwise writes them, int8_fast.PLANAR_ROWS_OUT; the depthwise layer alone reads them,
+    int8_depthwise.PLANAR_ROWS_IN): its planar kernel then copies each channel's run of a row in words instead of
+    gathering every C-th byte, once per row of each window. Rows only: the schedule's bytes are the same."""
+    from . import int8_fast
+    out = {}
+    for c, n in enumerate(sched.layers):
+        t = n.inputs[0]
+        b = sched.buffers.get(t)
+        if not int8_fast.is_depthwise(sub, n) or b is None or b.external:
+            continue
+        producer = [p for p, m in enumerate(sched.layers) if t in m.outputs]
+        if len(producer) == 1 and sum(t in m.inputs for m in sched.layers) == 1:
+            m = sched.layers[producer[0]]
+            if m.op == "Conv2D" and len(m.outputs) == 1 and not int8_fast.is_depthwise(sub, m):
+                out[producer[0]] = c
+    return out
+
+
+def _mark_channel_major(variants: list, pairs: dict, layer: int, on: bool) -> None:
+    """Set (or clear) the channel-major marks of `layer` as a producer or consumer of `pairs`."""
+    from .int8_depthwise import PLANAR_ROWS_IN
+    from .int8_fast import PLANAR_ROWS_OUT
+    for p, c in pairs.items():
+        for index, attr in ((p, PLANAR_ROWS_OUT), (c, PLANAR_ROWS_IN)):
+            if layer in (p, c):
+                if on:
+                    variants[index].node.attrs[attr] = True
+                else:
+                    variants[index].node.attrs.pop(attr, None)
 
 
 def running_pool_functions(v: RowVariant, fn: str, render_pool) -> list:

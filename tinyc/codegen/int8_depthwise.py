@@ -47,6 +47,9 @@ from ..quant import params as qp
 from . import gemm_pack
 
 GROUP = 2           # output pixels per step of the planar kernel's inner loop (DSP path)
+# Its input rows are channel-major (int8_fast.PLANAR_ROWS_OUT: a fused block's GEMM row kernel wrote them so): the
+# planar kernel copies each channel's run of a row contiguously, in words, instead of gathering every C-th byte
+PLANAR_ROWS_IN = "planar_rows_in"
 ROWS_BUDGET = 256   # bytes of padded input rows the planar kernel may keep, at least (or 1/16 of the input tensor)
 
 
@@ -614,9 +617,13 @@ def depthwise(k):
     macs = geo.oh * geo.ow * geo.c * geo.kh * geo.kw
     lead = k.in_place.lead if k.in_place is not None else None
     direct = lead is None or _direct_ok(geo, lead)
+    planar_in = bool(k.node.attrs.get(PLANAR_ROWS_IN))
+    if planar_in and (k.depthwise_in_place or not direct):
+        return None         # (a row kernel is never in place; the block then stores the rows pixel-major)
+    v["planar_in"] = planar_in
     # raster order is never safe for an output written channel by channel (in place, kind "depthwise"); it is
     # the only kernel for an overlap the planar one cannot keep, and otherwise taken where it is cheaper
-    if not k.depthwise_in_place and (layer["raster_cheaper"] or not direct):
+    if not k.depthwise_in_place and not planar_in and (layer["raster_cheaper"] or not direct):
         raster = layer["raster"]
         v.update(raster, **_raster_tables(k, raster, geo, in_zp))
         return "depthwise_raster.c.j2", v, macs

@@ -12,6 +12,7 @@ import math
 import jinja2
 import numpy as np
 
+from ..errors import TinycError
 from ..quant import fixed_point
 from ..quant import params as qp
 from ..resources import resource_dir
@@ -109,6 +110,10 @@ def is_depthwise(g, node) -> bool:
 
 
 SCRATCH = "kernel_scratch"
+# A conv computing one output row (a fused block's row kernel, codegen/fused_block.py) stores it channel-major: the
+# row's channel c is bytes [c W, (c + 1) W), what a depthwise row kernel reading int8_depthwise.PLANAR_ROWS_IN copies
+# contiguously
+PLANAR_ROWS_OUT = "planar_rows_out"
 """Node attribute the memory planner sets (codegen/scratch_fit.py) where a fast kernel's scratch would raise the
 arena: "small" (the variant with the least scratch) or "none" (no scratch: the reference kernel)."""
 
@@ -198,7 +203,7 @@ def _gemm_vars(k, w2d, bias, in_zp, layout="quad"):
     return dict(
         kdim=kdim, kwin=kdim, o=o, k4=packed.k4, ktail=kdim - packed.k4, quads=packed.quads, odd_pair=packed.odd_pair,
         odd_single=packed.odd_single, segs=segs, layout=layout,
-        pairs=packed.pairs, px2=False, e_offset=0, expand=False,
+        pairs=packed.pairs, px2=False, e_offset=0, expand=False, pstride=None, cstride=1,
         packed=k.table(packed.packed, "int16", "pair-packed weights", dsp) if packed.packed.size else None,
         single=k.table(packed.single, "int8", "weights of the odd channel", dsp) if packed.odd_single else None,
         tailw=k.table(packed.tail, "int8", "weights of the last inputs", dsp) if kdim - packed.k4 else None,
@@ -278,6 +283,10 @@ def conv2d(k):
              comment=f"conv {geo['ih']}x{geo['iw']}x{geo['ic']} -> {geo['oh']}x{geo['ow']}x{geo['oc']}, kernel "
                      f"{geo['kh']}x{geo['kw']}, stride {geo['sh']}x{geo['sw']}, pads {tuple(geo['pads'])}",
              rows=geo["oh"] * geo["ow"])
+    if k.node.attrs.get(PLANAR_ROWS_OUT):
+        if geo["oh"] != 1:
+            raise TinycError(f"internal: '{k.node.name}' stores channel-major rows but computes {geo['oh']}")
+        v.update(pstride=1, cstride=geo["ow"])
     return "gemm.c.j2", v, geo["oh"] * geo["ow"] * geo["oc"] * kwin
 
 
