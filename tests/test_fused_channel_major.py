@@ -1,8 +1,11 @@
 """Channel-major rows between a GEMM row kernel and a depthwise one (codegen/fused_block.channel_major_pairs): on
 the DSP path the conv's row kernel stores its output row channel by channel and the depthwise planar kernel copies
 each channel's run in words (int8_fast.PLANAR_ROWS_OUT, int8_depthwise.PLANAR_ROWS_IN); the byte path keeps the
-rows pixel-major. The fused C equals the unfused C byte for byte on both paths; the reference kernels, which read
-pixel-major rows only, never get the marks."""
+rows pixel-major (and the raster kernel where that one is the cheaper: depthwise_split.c.j2). The fused C equals
+the unfused C byte for byte on both paths; the reference kernels, which read pixel-major rows only, never get the
+marks."""
+import re
+
 import numpy as np
 import pytest
 
@@ -15,8 +18,9 @@ from tinyc.schedule.fuse_block import fuse_block
 from tinyc.verify import run_generated
 
 MARK = "channel-major rows"
-# (kind, k, stride, output channels): an im2col conv then a depthwise (stride 1, width 4), a 1x1 conv then a
-# strided depthwise of 12 channels, a depthwise after a depthwise (pixel-major rows: the producer is no GEMM)
+# (kind, k, stride, output channels): an im2col conv then a depthwise (stride 1, width 15: 3 words + 3 bytes per
+# run), a 1x1 conv then a strided depthwise of 12 channels, a depthwise after a depthwise (pixel-major rows: the
+# producer is no GEMM)
 LAYERS = [("conv", 3, 2, 8), ("dw", 3, 1, 8), ("conv", 1, 1, 12), ("dw", 3, 2, 12), ("dw", 3, 1, 12),
           ("conv", 1, 1, 4)]
 
@@ -24,7 +28,7 @@ LAYERS = [("conv", 3, 2, 8), ("dw", 3, 1, 8), ("conv", 1, 1, 12), ("dw", 3, 2, 1
 def _graph() -> Graph:
     rng = np.random.default_rng(5)
     g = Graph("cm")
-    x = g.add_tensor("x", (1, 9, 7, 3), "int8", quant=Quant(np.float32(0.03), np.int64(-5))).name
+    x = g.add_tensor("x", (1, 9, 30, 3), "int8", quant=Quant(np.float32(0.03), np.int64(-5))).name
     g.inputs = [x]
     for i, (kind, k, s, oc) in enumerate(LAYERS):
         _, h, w, c = g.tensors[x].shape
@@ -63,7 +67,12 @@ def test_channel_major_rows_equal_the_unfused_c_on_both_paths(chain):
     fused = _compile(fuse_block(g, [n.name for n in g.nodes]), "fast")
     code = fused.library.files["cm.c"]
     assert code.count(MARK) == 2        # the two depthwise row kernels after a GEMM one, their DSP path only
-    assert "[(q) * 4] = " in code       # a GEMM row kernel storing its 4-pixel row channel-major
+    assert "[(q) * 15] = " in code      # a GEMM row kernel storing its 15-pixel row channel-major
+    kernels = dict(re.findall(r"row kernel of layer '(\w+)' \(([^)]*)\)", code))
+    # the planar kernel on both paths; planar on DSP cores and raster on the others (the byte path's rows are
+    # pixel-major); pixel-major rows after a depthwise layer
+    assert (kernels["l1"], kernels["l3"], kernels["l4"]) == (
+        "int8_fast/depthwise/planar", "int8_fast/depthwise_split/planar+raster", "int8_fast/depthwise_raster/raster")
     for dsp in (False, True):
         got = run_generated(fused, xs, dsp=dsp)
         assert all(a.tobytes() == b.tobytes() for a, b in zip(want, got)), dsp

@@ -171,7 +171,8 @@ def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_by
             _mark_channel_major(variants, pairs, v.layer, True)
             render(v)
     for p, c in pairs.items():       # both fast kernels took the channel-major rows, or neither does
-        if not (rendered[p][1].startswith("int8_fast/gemm") and rendered[c][1] == "int8_fast/depthwise/planar"):
+        if not (rendered[p][1].startswith("int8_fast/gemm")
+                and rendered[c][1] in ("int8_fast/depthwise/planar", "int8_fast/depthwise_split/planar+raster")):
             _mark_channel_major(variants, {p: c}, p, False)
             render(variants[p])
             render(variants[c])

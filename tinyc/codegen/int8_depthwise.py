@@ -651,4 +651,11 @@ def depthwise(k):
              plain_group=_plain_lines(1, geo, accs),
              asm_group=_asm_vars(plans[0], geo, keys, v, direct) if asm else None,
              asm_tail=_asm_vars(plans[1], geo, keys, v, direct) if asm and tail else None)
+    if planar_in and layer["raster_cheaper"]:      # channel-major rows on the DSP path only: raster elsewhere
+        raster = layer["raster"]
+        tables = _raster_tables(k, raster, geo, in_zp)
+        v.update({key: raster[key] for key in ("c4", "taps", "offsets", "oy_lo", "oy_hi", "ox_lo", "ox_hi", "asm",
+                                               "quad_words")},
+                 wquad=tables["wquad"], zpbuf=tables["zpbuf"], variant="planar+raster")
+        return "depthwise_split.c.j2", v, macs
     return "depthwise.c.j2", v, macs
