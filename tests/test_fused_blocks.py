@@ -292,3 +292,19 @@ def test_float_zoo_longest_block(zoo, name, fmt):
     if out not in g.outputs:
         g.outputs.append(out)
     check_fused_equal(g, [block], any_inputs(g), "fast")
+
+
+@pytest.mark.skipif(not FULL, reason="TINYC_FULL: every int8 zoo model through the fusion planner")
+@pytest.mark.parametrize("name", zoo_names())
+def test_int8_zoo_planned_fusion(int8_models, name):
+    """`--fusion auto` (the planner's blocks, within the default instruction budget, the smallest peak) gives the
+    bytes of `--fusion none`, fast kernels (plain and DSP paths) and reference kernels."""
+    from tinyc.compiler import compile_model
+    path = int8_models(name)
+    for kernels in ("fast", "reference"):
+        plain = compile_model(path, "fused", options=dict(kernels=kernels, fusion="none"))
+        fused = compile_model(path, "fused", options=dict(kernels=kernels, fusion="auto"))
+        xs = any_inputs(plain.plan.graph)
+        for got, want in zip(run_all(fused, xs), run_all(plain, xs)):
+            for a, b in zip(got, want):
+                assert a.tobytes() == b.tobytes(), (name, kernels)
