@@ -320,3 +320,25 @@ def test_int8_zoo_planned_fusion(int8_models, name):
             for got, ref in zip(run_all(fused, xs), want):
                 for a, b in zip(got, ref):
                     assert a.tobytes() == b.tobytes(), (name, kernels, budget)
+
+
+@pytest.mark.skipif(not FULL, reason="TINYC_FULL: int4 weights")
+@pytest.mark.parametrize("name", ["cnn_residual", "cnn_depthwise", "cnn_plain"])
+def test_int4_weights_longest_block(zoo, name):
+    """tinyc's own int8 quantization with int4 weights (--weights int4: the int4 GEMM and depthwise kernels, their
+    unpacking scratch inside the block's): the longest block fused equals unfused."""
+    from tinyc.compiler import compile_model
+    from tinyc.frontends import load_model
+    from tinyc.quant.calibrate import random_calibration
+    path = zoo.path(name, "keras")
+    plain = compile_model(path, "fused", quantize="int8", calib=random_calibration(load_model(path)),
+                          options=dict(kernels="fast", weights="int4", fusion="none"))
+    assert any("int4" in (layer["kernel"] or "") for layer in plain.library.layers)
+    g = optimize(plain.quantized)
+    block = longest_block(g, [n.name for n in g.nodes])
+    assert len(block) >= 2
+    out = next(n for n in g.nodes if n.name == block[-1]).outputs[0]
+    if out not in g.outputs:
+        g.outputs.append(out)
+    for kernels in ("fast", "reference"):
+        check_fused_equal(g, [block], any_inputs(g), kernels)
