@@ -96,9 +96,11 @@ test-full: setup
 
 # Speed: instructions per inference of the MLPerf Tiny models and MobileNetV2 on M0+/M4/M7/M33 under QEMU, against
 # TFLite Micro + CMSIS-NN, and RP2040 cycles of the Pico's board image on rp2040js (--soc); writes bench/RESULTS.md.
-# `bench/speed.py --help` for subsets (--models, --cores, --quick).
+# `bench/speed.py --help` for subsets (--models, --cores, --quick). Then the depth-first fused blocks against the
+# layer-by-layer plans (arena, M4 and M0+ instructions), appended to bench/RESULTS.md.
 bench: setup
 	$(VPY) bench/speed.py --soc
+	$(VPY) bench/depth_first.py --append bench/RESULTS.md
 
 # README.md's op list, regenerated from `tinyc ops` (tests/test_readme_ops.py fails when they differ).
 readme-ops: setup

@@ -303,6 +303,16 @@ def render_auto(result: dict) -> list:
     return lines
 
 
+SECTION = "## Depth-first fused blocks (bench/depth_first.py)"
+
+
+def append_section(path: Path, text: str) -> None:
+    """`text` as the section SECTION at the end of the Markdown file `path` (an older one replaced)."""
+    old = path.read_text() if path.exists() else ""
+    head = old.split("\n" + SECTION + "\n")[0].rstrip("\n")
+    path.write_text((head + "\n\n" if head else "") + SECTION + "\n\n" + text.strip("\n") + "\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
@@ -315,6 +325,8 @@ def main(argv=None) -> int:
                                    "converted there before is reused)")
     ap.add_argument("--out", help="also write the table (Markdown) to this file (TensorFlow's converter prints "
                                   "much to stdout)")
+    ap.add_argument("--append", help="also put the tables into this Markdown file (make bench: bench/RESULTS.md, "
+                                     "which bench/speed.py writes first) as its last section, replacing an older one")
     ap.add_argument("--json", help="also write the raw results as JSON")
     a = ap.parse_args(argv)
     models = [m for m in a.models.split(",") if m]
@@ -336,6 +348,8 @@ def main(argv=None) -> int:
     print(text)
     if a.out:
         Path(a.out).write_text(text + "\n")
+    if a.append:
+        append_section(Path(a.append), text)
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=1))
     broken = [r for r in result["rows"] if "error" in r or not all(v["outputs_match"] for v in r["runs"].values())
