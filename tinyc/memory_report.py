@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .boards import Board
 from .errors import TinycError
+from .names import tail_text
 from .nibbles import packed_bytes
 
 SCHEMA_VERSION = 1
@@ -246,12 +247,12 @@ def format_fusion(f: dict) -> list[str]:
     lines = [f"fused blocks (depth-first, docs/depth-first.md): {len(f['blocks']) or 'none'}{none}"]
     for b in f["blocks"]:
         stream = "; its input streamed from the row callback" if b["streamed_input"] else ""
-        lines.append(f"  layer {b['index']} '{_tail(b['name'], 48)}': {len(b['layers'])} layers, {b['mode']} mode "
+        lines.append(f"  layer {b['index']} '{tail_text(b['name'], 48)}': {len(b['layers'])} layers, {b['mode']} mode "
                      f"({b['output_rows_per_step']} output row per step), recompute x{b['recompute_factor']:.2f}, "
                      f"{b['macs']:,} MACs{stream}")
         for row in b["layers"]:
             rows = f"{row['rows_computed']}/{row['rows']} rows"
-            lines.append(f"    {_tail(row['name'], 40):<40} {row['op'][:10]:<10} {_shape(row['output_shape']):<14} "
+            lines.append(f"    {tail_text(row['name'], 40):<40} {row['op'][:10]:<10} {_shape(row['output_shape']):<14} "
                          f"{rows:>11} {row['macs']:>11,} MACs  {row['kernel']}")
         shared = " (buffers not live at once share bytes)" if b["line_buffer_bytes"] < sum(
             lb["bytes"] for lb in b["line_buffers"]) else ""
@@ -260,8 +261,8 @@ def format_fusion(f: dict) -> list[str]:
                      + f"kernel scratch {b['kernel_scratch_bytes']:,} B")
         for lb in b["line_buffers"]:
             role = f", block {lb['role']}" if lb["role"] != "intermediate" else ""
-            lines.append(f"      '{_tail(lb['tensor'], 44)}' {lb['rows']} x {lb['row_bytes']:,} B = {lb['bytes']:,} B "
-                         f"at +{lb['offset']:,}{role}")
+            lines.append(f"      '{tail_text(lb['tensor'], 44)}' {lb['rows']} x {lb['row_bytes']:,} B = "
+                         f"{lb['bytes']:,} B at +{lb['offset']:,}{role}")
     if not f["blocks"]:
         return lines
     before, after = f["peak_before"], f["peak_after"]
@@ -276,11 +277,6 @@ def format_fusion(f: dict) -> list[str]:
                      f"({planner['est_instructions_after']:,} / {planner['est_instructions_before']:,} on the "
                      f"{planner['core']}){budget}")
     return lines
-
-
-def _tail(name: str, n: int) -> str:
-    """The end of a long name (TFLite's share long prefixes; the end tells layers apart)."""
-    return name if len(name) <= n else "\u2026" + name[-(n - 1):]
 
 
 def plan_picture_data(compiled) -> tuple[list, list]:

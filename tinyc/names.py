@@ -37,3 +37,9 @@ def comment_text(name: str, limit: int = 60) -> str:
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
+
+
+def tail_text(text: str, n: int) -> str:
+    """The end of a long name in at most n characters: tensor and layer names of one model share long prefixes
+    (TFLite's), their ends tell them apart."""
+    return text if len(text) <= n else "\u2026" + text[-(n - 1):]

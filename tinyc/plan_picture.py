@@ -13,6 +13,8 @@ import re
 import unicodedata
 from xml.sax.saxutils import escape
 
+from .names import tail_text
+
 # Fixed order: the legend and the palette must not depend on which kinds a plan happens to contain.
 KINDS = ("activation", "input", "output", "scratch", "inplace", "linebuffer")
 PALETTE = {"activation": "#4e79a7", "input": "#59a14f", "output": "#e15759", "scratch": "#f28e2b",
@@ -117,13 +119,8 @@ def _callouts(labels: list[tuple[int, int, float, str]], x0: float, col: float, 
                    'stroke="#333" stroke-width="0.75" pointer-events="none"/>')
         out.append(f'<text class="callout" x="{_n(tx)}" y="{_n(y)}" dy="0.35em" font-size="{FONT - 1}" '
                    f'text-anchor="{"end" if on_left else "start"}" fill="#000" stroke="#fff" stroke-width="3" '
-                   f'paint-order="stroke" pointer-events="none">{escape(_cut_left(label, 2 * XLABEL_CHARS))}</text>')
+                   f'paint-order="stroke" pointer-events="none">{escape(tail_text(label, 2 * XLABEL_CHARS))}</text>')
     return out
-
-
-def _cut_left(text: str, n: int) -> str:
-    """The end of a long label: tensor names of one model share long prefixes, their ends tell them apart."""
-    return text if len(text) <= n else "\u2026" + text[-(n - 1):]
 
 
 def render_svg(steps: list[dict], rects: list[dict], *, arena_bytes: int, lower_bound: int, peak_step: int,
