@@ -283,6 +283,19 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
 
     families = set()
 
+    def kernel_params(kg, node, restrict):
+        """(C expression of each input: a constant's array name, else x0, x1, ...; the C parameters of the runtime
+        inputs; their tensor names)."""
+        exprs, params, runtime = [], [], []
+        for name in node.inputs:
+            if kg.tensors[name].is_const:
+                exprs.append(const_name(name))
+            else:
+                exprs.append(f"x{len(params)}")
+                params.append(f"const {c_type(kg.tensors[name].dtype)} *{restrict}x{len(params)}")
+                runtime.append(name)
+        return exprs, params, runtime
+
     def kernel_body(kg, node, kplan, exprs, in_place, scratch, work, index):
         """(C body, kernel name, MACs) of one layer: the fast rule where one applies, else the reference one."""
         family = kernel_family(kg, node)
@@ -324,14 +337,8 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
         out = node.outputs[0]
         in_place = plan.in_place.get(index) or _state_in_place(plan, index, node, same_bytes)
         restrict = "" if in_place else "restrict "      # an overwritten input aliases the output
-        exprs, params, args = [], [], []
-        for name in node.inputs:
-            if g.tensors[name].is_const:
-                exprs.append(const_name(name))
-            else:
-                exprs.append(f"x{len(params)}")
-                params.append(f"const {c_type(g.tensors[name].dtype)} *{restrict}x{len(params)}")
-                args.append(where(name))
+        exprs, params, runtime = kernel_params(g, node, restrict)
+        args = [where(name) for name in runtime]
         for j, name in enumerate(node.outputs):    # output j: y, y1, y2, ... (several: never in place)
             params.append(f"{c_type(g.tensors[name].dtype)} *{restrict}y{j or ''}")
             args.append(where(name))
@@ -357,13 +364,7 @@ def generate(plan: MemoryPlan, prefix: str, source: str, arena: str = "static", 
             fn = f"{prefix}_l{index}_fused"
 
             def row_kernel(vg, vnode, vplan, has_work):
-                vexprs, vparams = [], []
-                for name in vnode.inputs:
-                    if vg.tensors[name].is_const:
-                        vexprs.append(const_name(name))
-                    else:
-                        vexprs.append(f"x{len(vparams)}")
-                        vparams.append(f"const {c_type(vg.tensors[name].dtype)} *restrict x{len(vparams)}")
+                vexprs, vparams, _ = kernel_params(vg, vnode, "restrict ")
                 vparams.append(f"{c_type(vg.tensors[vnode.outputs[0]].dtype)} *restrict y")
                 vwork = None
                 if has_work:
