@@ -36,15 +36,22 @@ the M4's and use them. The plain-C kernels (`kernels="reference"`) cost REFERENC
 serves), and so do float layers (plain C too), and a convolution whose fast kernel the memory plan left the least
 scratch ("small") costs `least_scratch` more per MAC. A fused block computes the same layers, one output row per
 call, and adds: the bytes its "load" and "move" actions copy x `copy_per_byte` (a word loop, `<p>_rows_copy4`:
-load, store, count, branch per 4 bytes), the bytes of its "fill" rows x `fill_per_byte` (a byte loop), `call` per
+under 3 instructions per word as compiled), the bytes of its "fill" rows x `fill_per_byte` (a byte loop), `call` per
 row-kernel call, and where a row is not a multiple of 4 pixels `tail_per_pixel_mac` x the MACs of one output pixel
-per call (the kernels' slower tail path, once per row instead of once per layer), and `depthwise_rows` per MAC of
-its depthwise layers (a row kernel may take the raster depthwise kernel where the whole layer took the planar one).
-The fused-block terms and `least_scratch` are fitted to QEMU instruction counts on the M4 (`run_emulated`, whole
-models, blocks the planner chose; estimated vs measured instructions / layer by layer): IC ResNet-8 layers 0-12 at
-"small" scratch 1.175 vs 1.175 (13,334,480 -> 15,665,040), layers 0-7 1.013 vs 0.988 (-> 13,181,080), KWS layers
-0-9 with the global pool 1.162 vs 1.174 (3,419,820 -> 4,015,200), VWW conv_dw_1 .. conv_dw_2 1.021 vs 1.010
-(11,018,080 -> 11,129,560), MobileNetV2-0.35@144 layers 0-2 and 3-12 1.046 vs 1.037 (42,910,320 -> 44,513,760).
+per call (the lone pixel of an odd row loads each weight for one pixel where a pair shares it), and
+`depthwise_rows` per MAC of its depthwise layers (negative: a depthwise row kernel reading channel-major rows costs
+less than the whole layer, bench/depth_first.py --rows: MobileNetV2's strided one 0.81x, VWW's 0.93-0.94x, KWS's
+0.99x). The fused-block terms and `least_scratch` are fitted to QEMU instruction counts on the M4 at 353a306
+(bench/depth_first.py, `run_emulated`, whole models; estimated vs measured instructions / layer by layer): KWS
+layers 0-9 with the running global pool (the planner's choice) 1.041 vs 1.050 (3,416,200 -> 3,585,340),
+MobileNetV2-0.35@144 layers 0-2 and 3-12 (the planner's) 1.005 vs 0.998 (42,915,360 -> 42,845,320), layers 0-5
+1.003 vs 0.995 (-> 42,697,400), IC ResNet-8 layers 0-7 (the planner's) 1.009 vs 0.988 (13,334,480 ->
+13,181,080), layers 0-3 1.006 vs 0.994 (-> 13,260,800), layers 0-12 at "small" scratch 1.171 vs 1.175 (->
+15,665,040), VWW conv_dw_1 .. conv_dw_2 (the planner's) 1.003 vs 1.010 (10,994,240 -> 11,103,840), layers 0-3 1.006
+vs 0.969 (-> 10,649,800: its first convolution costs 1,299,240 whole and 937,080 as rows, which the per-kind figure,
+the same for both, cannot tell apart). `copy_per_byte` and `fill_per_byte` are solved from the --rows "row copies" of
+the ResNet-8 and VWW blocks (61,240 and 75,280 instructions), `tail_per_pixel_mac` from KWS's pointwise rows (1.043x
+their layers: 24.2K per layer over 25 rows of 5 pixels).
 """
 from __future__ import annotations
 
@@ -92,13 +99,14 @@ class CoreCosts:
 # 1-channel 1.37, VWW's 2.61), conv_deep = ResNet-8's (1.04), pointwise = VWW's 1x1 layers (KWS 1.09, MobileNetV2
 # 1.44), depthwise = MobileNetV2's planar layers (2.81; KWS 2.53, raster 3.61-3.68), dense = the FC autoencoder.
 # (M0+: 7.49, 3.99, 4.67, 11.09, 3.90.)
-# The fused-block terms are fitted to QEMU counts (module docstring). On the M0+ blocks cost far less relative to
-# their layers (bench/depth_first.py at 100dde2, one block from the input: KWS 1.021x where the M4 takes 1.174x,
-# MobileNetV2 1.000x, VWW 0.990x, ResNet-8 0.991x): no tail or depthwise term, 400 per call fits KWS (est. 1.014x);
+# The fused-block terms are fitted to QEMU counts (module docstring). On the M0+ blocks cost little relative to
+# their layers (bench/depth_first.py at 100dde2, one block from the input: KWS 1.021x, MobileNetV2 1.000x, VWW
+# 0.990x, ResNet-8 0.991x): no tail or depthwise term, 400 per call fits KWS (est. 1.014x); at 353a306 the planner's
+# plans measure KWS 1.021x (est. 1.014x), VWW 0.995x (1.004x), ResNet-8 0.992x (1.005x), so the figures stand;
 # least_scratch is the M4's x 4 (not measured).
 M4 = CoreCosts(conv=1.69, conv_deep=1.04, pointwise=1.17, pointwise_strided=1.60, depthwise=2.81, dense=1.07,
-               add=11.3, pool=2.3, other=2.0, copy_per_byte=1.25, fill_per_byte=5.0, call=200.0,
-               tail_per_pixel_mac=0.66, depthwise_rows=0.4, least_scratch=0.18)
+               add=11.3, pool=2.3, other=2.0, copy_per_byte=0.7, fill_per_byte=4.5, call=200.0,
+               tail_per_pixel_mac=0.2, depthwise_rows=-0.2, least_scratch=0.18)
 M0PLUS = CoreCosts(conv=7.49, conv_deep=3.99, pointwise=4.67, pointwise_strided=6.16, depthwise=11.09, dense=3.90,
                    add=51.2, pool=7.5, other=6.0, copy_per_byte=1.5, fill_per_byte=6.0, call=400.0,
                    tail_per_pixel_mac=0.0, depthwise_rows=0.0, least_scratch=0.72)
