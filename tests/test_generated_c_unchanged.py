@@ -5,7 +5,11 @@ it unchanged; a change meant to alter the C regenerates the digests with `TINYC_
 
 Covered: every Keras zoo model in every format it is exported to, every int8 zoo model (TFLiteConverter, int8 and
 float I/O), and tinyc's own quantizer (--quantize int8) on three zoo models, each with the fast and the reference
-kernels. (tests/test_generated_c.py's every-kernel graph grows with every new op, so it is not pinned.)"""
+kernels. (tests/test_generated_c.py's every-kernel graph grows with every new op, so it is not pinned.)
+
+Each case is pinned with `--fusion none` (layer by layer: the C of every tinyc before fused blocks), and compiled
+with the default `--fusion auto` too: where that fuses blocks, its C is pinned as well (case + " fused"); where it
+does not, it must be the same C."""
 import hashlib
 import json
 import os
@@ -38,7 +42,18 @@ def _digest(compiled) -> str:
     return h.hexdigest()
 
 
-def _check(case: str, compiled) -> None:
+def _check(case: str, compile_with) -> None:
+    """`compile_with(options)`: the case compiled with codegen options (plus the fusion choice)."""
+    plain = compile_with({"fusion": "none"})
+    _check_digest(case, plain)
+    fused = compile_with({})
+    if any(n.op == "FusedBlock" for n in fused.plan.graph.nodes):
+        _check_digest(case + " fused", fused)
+    else:
+        assert fused.library.files == plain.library.files, f"{case}: --fusion auto fused nothing, yet the C differs"
+
+
+def _check_digest(case: str, compiled) -> None:
     digest = _digest(compiled)
     stored = json.loads(DIGESTS.read_text()) if DIGESTS.exists() else {}
     if UPDATE:
@@ -56,7 +71,7 @@ def test_float_zoo(zoo, name):
     for fmt in model_zoo.formats(name):
         for kernels in KERNEL_SETS:
             _check(f"{name}.{fmt}/{kernels}",
-                   compile_model(zoo.path(name, fmt), options=codegen_options(kernels=kernels)))
+                   lambda o: compile_model(zoo.path(name, fmt), options={**codegen_options(kernels=kernels), **o}))
 
 
 @pytest.mark.parametrize("name", sorted(int8_zoo.BUILDERS))
@@ -65,7 +80,8 @@ def test_int8_zoo(int8_models, name):
     for float_io in variants:
         for kernels in KERNEL_SETS:
             _check(f"{name}{'_float_io' if float_io else ''}.tflite/{kernels}",
-                   compile_model(int8_models(name, float_io), options=codegen_options(kernels=kernels)))
+                   lambda o: compile_model(int8_models(name, float_io), options={**codegen_options(kernels=kernels),
+                                                                                 **o}))
 
 
 @pytest.mark.parametrize("name", PTQ_MODELS)
@@ -74,4 +90,5 @@ def test_own_quantizer(zoo, name):
     calib = random_calibration(load_model(path))
     for kernels in KERNEL_SETS:
         _check(f"{name}.onnx --quantize int8/{kernels}",
-               compile_model(path, quantize="int8", calib=calib, options=codegen_options(kernels=kernels)))
+               lambda o: compile_model(path, quantize="int8", calib=calib,
+                                       options={**codegen_options(kernels=kernels), **o}))

@@ -227,7 +227,7 @@ _kernels_opt = click.option(
 
 
 _fusion_opt = click.option(
-    "--fusion", type=click.Choice(["auto", "none"]), default="none", show_default=True,
+    "--fusion", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
     help="auto: run the memory-heavy early layers row by row (fused blocks) where that lowers the arena: within "
          "--arena-budget (or the --board's SRAM) the fastest plan that fits, else the smallest arena within 1.15x "
          "the instructions; none: layer by layer.")

@@ -78,7 +78,7 @@ def codegen_options(arena: str = "static", arena_section: str | None = None,
 FUSION = ("auto", "none")     # --fusion
 
 
-def fusion_options(fusion: str = "none", arena_budget: int | None = None, core: str = "cortex-m4") -> dict:
+def fusion_options(fusion: str = "auto", arena_budget: int | None = None, core: str = "cortex-m4") -> dict:
     """Checked options for the fused blocks (schedule/depth_first_search.py), merged into `codegen_options`'s:
     "auto" runs layers row by row where that lowers the arena (within `arena_budget` bytes: the fastest plan that
     fits it; without one: the smallest arena within 1.15x the instructions), "none" plans layer by layer.
@@ -120,7 +120,9 @@ def _fused(g: Graph, plan: MemoryPlan, planner, fusion: dict, arena_limit: int |
     if fusion["fusion"] == "auto":
         g, chosen = plan_fusion(g, budget if budget is not None else arena_limit, fusion["core"],
                                 planner=planner, kernels=kernels, base=plan,
-                                full_planner=schedule_full_scratch if kernels == "fast" else None)
+                                full_planner=schedule_full_scratch if kernels == "fast" else None,
+                                refuse=budget is not None)    # a board's limit: the board check says it
+
         return g, chosen.memory_plan, chosen
     if budget is not None and plan.arena_bytes > budget:
         node = plan.graph.nodes[plan.peak_step]

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
+from tinyc.codegen.scratch_fit import schedule_with_scratch
 from tinyc.compiler import compile_graph, fusion_options
 from tinyc.errors import TinycError
 from tinyc.ir import Graph
+from tinyc.passes import optimize
 from tinyc.schedule import schedule
 from tinyc.schedule.depth_first_search import (M4, block_overhead, layer_instructions, layer_macs, plan_fusion)
 from tinyc.schedule.row_schedule import row_schedule
@@ -83,7 +85,7 @@ def test_fused_stem_lowers_the_arena_and_computes_the_same(tmp_path):
         assert b.line_bytes > 0 and (b.mode, b.rows_per_step, b.recompute) == ("rows", 1, 1.0)
     # the C of the chosen plan computes what the layer-by-layer C computes
     x = [np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype(np.float32)]
-    before = compile_graph(g, "m")
+    before = compile_graph(g, "m", options=dict(fusion="none"))
     after = compile_graph(g, "m", options=dict(fusion="auto"))
     assert after.plan.arena_bytes == fusion.arena_after < before.plan.arena_bytes
     assert after.fusion.blocks and before.fusion is None
@@ -155,11 +157,13 @@ def test_cost_model_counts_copies_and_calls():
                                   + 15 * 15 * 8 * 9 * M4.depthwise_rows)
 
 
-def test_fusion_none_is_todays_plan():
+def test_fusion_none_is_the_layer_by_layer_plan():
     g = stem()
-    default = compile_graph(g, "m")
     none = compile_graph(g, "m", options=dict(fusion="none"))
-    assert none.library.files == default.library.files and none.fusion is None
+    assert none.fusion is None and not any(n.op == "FusedBlock" for n in none.plan.graph.nodes)
+    assert none.plan.arena_bytes == schedule_with_scratch(optimize(g)).arena_bytes
+    default = compile_graph(g, "m")          # --fusion auto is the default
+    assert default.fusion.blocks and default.plan.arena_bytes < none.plan.arena_bytes
     with pytest.raises(TinycError, match="--fusion"):
         fusion_options(fusion="rows")
     with pytest.raises(TinycError, match="--arena-budget"):

@@ -435,14 +435,16 @@ def check_budget(budget: int | None) -> None:
 
 
 def plan_fusion(g: Graph, budget: int | None = None, core: str = "cortex-m4", max_ratio: float = 1.15,
-                planner=None, kernels: str = "fast", base=None, full_planner=None) -> tuple[Graph, FusionPlan]:
+                planner=None, kernels: str = "fast", base=None, full_planner=None,
+                refuse: bool = True) -> tuple[Graph, FusionPlan]:
     """(graph with the chosen blocks fused, FusionPlan) for the optimized graph `g` (module docstring).
     `planner(graph) -> MemoryPlan` plans the arena as the compiler will (default: schedule without fast-kernel
     scratch); the chosen plan is `FusionPlan.memory_plan`. `kernels`: "fast" or "reference" (the cost figures).
     Blocks already in `g` (e.g. the streamed input's, schedule/stream_input.py) stay as they are. `base`: the
     layer-by-layer plan of `g` when the caller has it (`planner(g)`). `full_planner(graph)`: a plan with every
     fast kernel's full scratch (codegen/scratch_fit.schedule_full_scratch), tried too where `planner` left a
-    block's kernels less."""
+    block's kernels less. `refuse`: a budget no plan meets is a TinycError; else (a board's SRAM, whose own check
+    then says the model does not fit it) the smallest plan found."""
     from . import schedule
     if core not in COSTS:
         raise TinycError(f"fusion: unknown core '{core}'; use one of {', '.join(CORES)}")
@@ -456,7 +458,7 @@ def plan_fusion(g: Graph, budget: int | None = None, core: str = "cortex-m4", ma
         fusion.reason = f"the layer-by-layer plan ({base.arena:,} B) fits the budget"
     else:
         chosen = _greedy(search, base, budget, max_ratio) if search.runs else base
-        if budget is not None and chosen.arena > budget:
+        if budget is not None and chosen.arena > budget and refuse:
             raise TinycError(f"arena budget {budget:,} B: no plan fits it; the smallest arena tinyc finds is "
                              f"{chosen.arena:,} B, its peak at layer {_where(chosen.plan)}; raise the budget or "
                              "use a smaller model")
