@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ..ir import Graph
 from ..schedule.buffers import align
 from . import literals
+from ..names import comment_text
 from .literals import c_type
 
 SCRATCH = "kernel_scratch"       # int8_fast.SCRATCH (imported there from here would be a cycle)
@@ -188,7 +189,8 @@ def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_by
         body, kernel, params, row_macs, work = rendered[v.layer]
         macs += row_macs * rows_computed[v.layer]
         name = f"{fn}_r{v.layer}"
-        functions.append(dict(fn=name, params=params, body=body, comment=f"row kernel of layer '{n.name}'",
+        functions.append(dict(fn=name, params=params, body=body,
+                              comment=f"row kernel of layer '{comment_text(n.name)}'",
                               kernel=kernel, layer=v.layer, macs=row_macs * rows_computed[v.layer],
                               layer_macs=row_macs * sub.tensors[n.outputs[0]].shape[1]))
         casts = [p.rsplit("*", 1)[0].strip() + " *" for p in params]
@@ -234,10 +236,11 @@ def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_by
             steps.append((key, (offsets[a.tensor] + a.src * b.row_bytes, offsets[a.tensor] + a.slot * b.row_bytes),
                           None))
     lines = [f"  /* {len(sched.layers)} layers row by row: {len(sched.actions)} steps; line buffers "
-             f"{sched.line_bytes} bytes (" + ", ".join(f"'{t}' {b.capacity} rows" for t, b in sched.buffers.items())
-             + ") */"]
+             f"{sched.line_bytes} bytes ("
+             + ", ".join(f"'{comment_text(t)}' {b.capacity} rows" for t, b in sched.buffers.items()) + ") */"]
     loaded = {a.tensor for a in sched.actions if a.kind == "load"}
-    lines += [f"  (void){x};     /* no row of '{name}' is read */" for name, x in xs.items() if name not in loaded]
+    lines += [f"  (void){x};     /* no row of '{comment_text(name)}' is read */" for name, x in xs.items()
+              if name not in loaded]
     for item in compress(steps):
         if item[0] == "loop":
             _, count, body = item
@@ -293,7 +296,7 @@ def running_pool_functions(v: RowVariant, fn: str, render_pool) -> list:
                          ("finalize", ["const int32_t *restrict acc", f"{c_type(y.dtype)} *restrict y"])):
         macs = x.size if part == "accumulate" else 0
         out.append(dict(fn=f"{fn}_r{v.layer}_{part}", params=params, body=render_pool(v.graph, n, part),
-                        comment=f"running {part} of layer '{n.name}'", kernel=f"int8/pool_rows/{part}",
+                        comment=f"running {part} of layer '{comment_text(n.name)}'", kernel=f"int8/pool_rows/{part}",
                         layer=v.layer, macs=macs, layer_macs=macs))
     return out
 
