@@ -65,4 +65,6 @@ def test_mobilenetv2_035_144_int8_bit_exact(mobilenet):
     d, _ = mobilenet
     report = verify(str(d / "mobilenetv2_int8.tflite"), samples=4, seed=5, per_layer=True)
     assert report["mismatched_bytes"] == 0, report["outputs"]
-    assert len(report["layers"]) >= 60 and all(row["ok"] for row in report["layers"])
+    assert all(row["ok"] for row in report["layers"])
+    # the default plan fuses the early layers: a block's row stands for its layers, compared at its output
+    assert sum(len(row.get("block_layers", ())) or 1 for row in report["layers"]) >= 60

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from tinyc.codegen.emit import kernel_family  # noqa: E402
 from tinyc.compiler import compile_model  # noqa: E402
 from tinyc.errors import TinycError  # noqa: E402
+from tinyc.schedule.fuse_block import inline_blocks  # noqa: E402
 from tinyc.verify import verify  # noqa: E402
 from test_cli import one_line_error, tinyc  # noqa: E402
 
@@ -102,7 +103,7 @@ ACTIVATIONS = {"s8": quantization.QuantType.QInt8, "u8": quantization.QuantType.
 def test_quantize_static_model_compiles_to_int8_and_matches_onnxruntime(float_models, tmp_path, model, act,
                                                                         per_channel):
     path = quantize(float_models[model], tmp_path / "q.onnx", ACTIVATIONS[act], per_channel=per_channel)
-    g = compile_model(path).graph
+    g = inline_blocks(compile_model(path).graph)      # (fused blocks' layers too)
     int8_ops = [n.op for n in g.nodes if n.op in ("Conv2D", "Dense") and kernel_family(g, n) == "int8"]
     if model == "convnet":
         # conv, depthwise conv (+ the Add, pools and flatten between them) and the Linear all run int8

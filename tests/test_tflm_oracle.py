@@ -117,7 +117,9 @@ def test_per_layer_through_tflite_micro(models):
     """TFLite Micro's interpreter keeps every tensor (kPreserveAllTensors), so every layer is compared."""
     r = verify(str(models["patched"]), samples=5, seed=3, per_layer=True)
     assert r["oracle"] == "tflite-micro" and r["ok"]
-    assert len(r["layers"]) >= 8 and all(row["ok"] and row["mismatched_bytes"] == 0 for row in r["layers"])
+    assert all(row["ok"] and row["mismatched_bytes"] == 0 for row in r["layers"])
+    # a fused block's row stands for its layers (their intermediates are never whole, so not traced)
+    assert sum(len(row.get("block_layers", ())) or 1 for row in r["layers"]) >= 8
     assert r["first_divergence"] is None
 
 
