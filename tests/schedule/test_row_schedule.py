@@ -57,6 +57,20 @@ def execute(g, sched, values: dict, load=None, store=None) -> np.ndarray:
     def slot_ok(name, slot, count=1):
         assert 0 <= slot and slot + count <= sched.buffers[name].capacity, (name, slot, count)
 
+    def put(a, row, store=None):
+        """Output row a.row of the layer: into the block output, or into its slot of a line buffer."""
+        if a.tensor == sched.output:
+            out[0, a.row] = row[0, 0]
+            if store:
+                store(a.row, row[0, 0])
+            written.append(a.row)
+        else:
+            slot_ok(a.tensor, a.slot)
+            rows[a.tensor][a.slot] = row[0, 0]
+            tags[a.tensor][a.slot] = a.row
+            mark(a.tensor, a.slot, a.row)
+            computed.add((a.tensor, a.row))
+
     for a in sched.actions:
         if a.kind in ("load", "fill"):
             slot_ok(a.tensor, a.slot)
@@ -87,16 +101,7 @@ def execute(g, sched, values: dict, load=None, store=None) -> np.ndarray:
             x = g.tensors[node.inputs[0]]
             assert len(accumulated[a.layer]) == x.shape[1]
             whole = np.stack(accumulated[a.layer])[None].astype(x.dtype)
-            row = run_node(g, node, {node.inputs[0]: whole})[0]
-            if a.tensor == sched.output:
-                out[0, a.row] = row[0, 0]
-                written.append(a.row)
-            else:
-                slot_ok(a.tensor, a.slot)
-                rows[a.tensor][a.slot] = row[0, 0]
-                tags[a.tensor][a.slot] = a.row
-                mark(a.tensor, a.slot, a.row)
-                computed.add((a.tensor, a.row))
+            put(a, run_node(g, node, {node.inputs[0]: whole})[0])
         else:
             node = sched.layers[a.layer]
             reads = [sched.reads.get((a.layer, pos)) for pos in range(len(node.inputs))]
@@ -113,17 +118,7 @@ def execute(g, sched, values: dict, load=None, store=None) -> np.ndarray:
                 ins[name] = window.astype(g.tensors[name].dtype) if g.tensors[name].dtype != "float32" else window
             row = run_node(variant_graph, variant, ins)[0]
             assert row.shape[1] == 1
-            if a.tensor == sched.output:
-                out[0, a.row] = row[0, 0]
-                if store:
-                    store(a.row, row[0, 0])
-                written.append(a.row)
-            else:
-                slot_ok(a.tensor, a.slot)
-                rows[a.tensor][a.slot] = row[0, 0]
-                tags[a.tensor][a.slot] = a.row
-                mark(a.tensor, a.slot, a.row)
-                computed.add((a.tensor, a.row))
+            put(a, row, store)
     assert written == list(range(out_shape[1]))        # each output row once, in order
     assert computed <= read, f"rows computed that nothing reads: {sorted(computed - read)}"
     return out
