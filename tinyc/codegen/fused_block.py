@@ -7,8 +7,8 @@ copy of the layer whose input is `span` rows high, output one row high, top and 
 the row kernels are the whole-layer kernels, byte for byte the same arithmetic per output pixel, and the
 reference twin of a row kernel is the reference rule on the same copy.
 
-**Scratch** (the block node's arena scratch, `s`): the line buffers one after another, then the largest fast kernel
-scratch of one layer (its layers run one at a time).
+**Scratch** (the block node's arena scratch, `s`): the line buffers (packed by liveness, row_schedule.pack_buffers),
+the running pools' accumulators, then the largest fast kernel scratch of one layer (its layers run one at a time).
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from ..ir import Graph
 from ..schedule.buffers import align
-from . import literals
 from ..names import comment_text
 from .literals import c_type
 
@@ -30,7 +29,6 @@ class RowVariant:
     layer: int              # index in the block
     graph: Graph            # the layer on a window of rows: input(s) `span` rows, output one row
     node: object
-    own_work: int = 0       # OpDef.work of the layer's op (0: the block refuses ops that have one)
 
 
 def row_variant(sub: Graph, node, reads: list, scratch_level: str | None = None) -> tuple[Graph, object]:
@@ -70,7 +68,6 @@ def layer_variants(node) -> list[RowVariant]:
         reads = [sched.reads.get((li, pos)) for pos in range(len(n.inputs))]
         g, v = row_variant(sub, n, reads, level)
         out.append(RowVariant(li, g, v))
-    node.attrs.setdefault("_variants", out)
     return out
 
 
@@ -96,13 +93,7 @@ def own_work_offset(node) -> int:
 
 def fast_work_bytes(node) -> int:
     """The largest fast-kernel scratch of one of the block's layers (they run one at a time)."""
-    from . import int8_fast
-    from .emit import kernel_family
-    best = 0
-    for v in layer_variants(node):
-        if kernel_family(v.graph, v.node) == "int8":
-            best = max(best, int8_fast.work_bytes(v.graph, v.node))
-    return best
+    return max([0] + [fast_work_bytes_of(v) for v in layer_variants(node)])
 
 
 class RowPlan:
@@ -117,11 +108,6 @@ class RowPlan:
         return 0 if self._aligned.get(name, True) else 1
 
 
-def buffer_offsets(sched) -> dict:
-    """Each line buffer's byte offset in the block's scratch (row_schedule.pack_buffers)."""
-    return sched.offsets
-
-
 def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_bytes: int) -> tuple[list, str, int]:
     """(functions, body, MACs) of the block layer `fn(x0.., y, s)`: `render_kernel(graph, node, plan, has_work)`
     gives a row kernel's (body, kernel name, params, MACs per row), `render_pool(graph, node, part)` a running
@@ -129,7 +115,7 @@ def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_by
     from ..ops.fused_block import schedule_of
     sched = schedule_of(node)
     sub = node.attrs["graph"]
-    offsets = buffer_offsets(sched)
+    offsets = sched.offsets
     line = own_work_offset(node)
     streamed = node.inputs[0] if node.attrs.get("stream") else None     # its rows: <prefix>_input_rows
     xs = {name: f"x{j}" for j, name in enumerate(t for t in sched.inputs if t != streamed)}
@@ -219,7 +205,7 @@ def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_by
             steps.append((key, tuple(o for _, o in args), None))
         elif a.kind == "load" and a.tensor == streamed:
             row_bytes = sched.buffers[a.tensor].row_bytes
-            _input_rows(steps, a.row, literals.c_type(sub.tensors[a.tensor].dtype), row_bytes,
+            _input_rows(steps, a.row, c_type(sub.tensors[a.tensor].dtype), row_bytes,
                         offsets[a.tensor] + a.slot * row_bytes)
         elif a.kind == "load":
             b = sched.buffers[a.tensor]
@@ -394,7 +380,7 @@ def block_scratch(node) -> list[dict]:
     sched = schedule_of(node)
     parts = [dict(kind="line buffer", tensor=name, offset=at, bytes=sched.buffers[name].nbytes,
                   label=f"{name}: {_rows(sched.buffers[name].capacity)} x {sched.buffers[name].row_bytes:,} B")
-             for name, at in buffer_offsets(sched).items()]
+             for name, at in sched.offsets.items()]
     accs = accumulator_offsets(node)
     for li, at in sorted((k, v) for k, v in accs.items() if k is not None):
         end = min([v for k, v in accs.items() if k is not None and v > at] + [accs[None]])

@@ -4,8 +4,8 @@ schedule/row_schedule.py says in which order their rows are computed and where t
 
 It computes exactly what its layers compute, row by row: the same kernels (codegen/fused_block.py specializes each
 for a window of rows), so int8 stays bit-exact. Inputs: the block's runtime inputs, then every constant its
-layers read (so the library stores them once, under the same names). Its arena scratch (`work`) holds the line
-buffers and the largest kernel scratch of one layer.
+layers read (so the library stores them once, under the same names). Its arena scratch holds the line
+buffers and running pools' accumulators (`work`), then the largest kernel scratch of one layer.
 """
 from __future__ import annotations
 
@@ -44,9 +44,10 @@ def check(g, node):
 
 
 def work(g, node) -> int:
-    """Line buffers, then the largest scratch the op of one of its layers needs (OpDef.work)."""
-    from ..codegen.fused_block import layer_variants, own_work_offset
-    return own_work_offset(node) + max([0] + [v.own_work for v in layer_variants(node)])
+    """Line buffers and running pools' accumulators (its layers' ops have no scratch of their own: a block takes
+    convolutions, pooling and elementwise ops only)."""
+    from ..codegen.fused_block import own_work_offset
+    return own_work_offset(node)
 
 
 DEFINITIONS = (OpDef(

@@ -233,16 +233,17 @@ def row_schedule(g, names, slack_rows: int = 0) -> RowSchedule:
     nodes, inputs, output = block_nodes(g, names)
     index = {id(n): i for i, n in enumerate(nodes)}
     producer = {n.outputs[0]: n for n in nodes}
+    wins = {id(n): windows(g, n) for n in nodes}     # each layer's Window per input (None: a constant)
     consumers = {}          # tensor -> [(layer, Window)]
     reads = {}
     for li, n in enumerate(nodes):
-        for pos, (name, w) in enumerate(zip(n.inputs, windows(g, n))):
+        for pos, (name, w) in enumerate(zip(n.inputs, wins[id(n)])):
             if w is not None:
                 consumers.setdefault(name, []).append((n, w))
                 reads[(li, pos)] = w
     for n in nodes:
         y = g.tensors[n.outputs[0]].shape
-        for name, w in zip(n.inputs, windows(g, n)):
+        for name, w in zip(n.inputs, wins[id(n)]):
             if w is not None and w.end(y[1] - 1) > g.tensors[name].shape[1] + w.pad_bottom:
                 _refuse(n, "reads rows below its padded input")     # (not for a well-formed layer)
     buffers = {}
@@ -252,11 +253,11 @@ def row_schedule(g, names, slack_rows: int = 0) -> RowSchedule:
                                    pad_value=_pad_value(g, name), external=name in inputs,
                                    first_row=min(-w.pad_top for _, w in readers),
                                    end_row=t.shape[1] + max(w.pad_bottom for _, w in readers))
-    minimal = _simulate(g, nodes, index, producer, consumers, buffers, output, None)
+    minimal = _simulate(g, wins, index, producer, consumers, buffers, output, None)
     for b in buffers.values():
         b.capacity = minimal[b.tensor] + (slack_rows if minimal[b.tensor] else 0)
     sched = RowSchedule(nodes, output, inputs, buffers, reads=reads)
-    sched.actions = _simulate(g, nodes, index, producer, consumers, buffers, output, sched)
+    sched.actions = _simulate(g, wins, index, producer, consumers, buffers, output, sched)
     sched.offsets = pack_buffers(sched, busy_intervals(sched))
     return sched
 
@@ -321,7 +322,7 @@ def pack_buffers(sched, busy: dict) -> dict:
     return offsets
 
 
-def _simulate(g, nodes, index, producer, consumers, buffers, output, sched):
+def _simulate(g, wins, index, producer, consumers, buffers, output, sched):
     """Without `sched`: the minimal capacity of each line buffer (rows moved down whenever one dies). With it:
     the actions for the capacities set in `buffers`."""
     hi = {name: b.first_row for name, b in buffers.items()}
@@ -376,9 +377,9 @@ def _simulate(g, nodes, index, producer, consumers, buffers, output, sched):
                 actions.append(Action("load", name, row=r, slot=slot or 0))
             elif b is not None and not needed(name, r):
                 slot = make_room(name, r)       # a row no window reads (e.g. under a 1x1 stride 2): skipped
-            elif _is_running(producer[name], g):
+            elif any(w is not None and w.running for w in wins[id(producer[name])]):
                 n = producer[name]
-                (name_in, w), = [(t, w) for t, w in zip(n.inputs, windows(g, n)) if w is not None]
+                (name_in, w), = [(t, w) for t, w in zip(n.inputs, wins[id(n)]) if w is not None]
                 actions.append(Action("clear", name, layer=index[id(n)]))
                 for q in range(w.span):
                     ensure(name_in, q + 1)
@@ -390,7 +391,7 @@ def _simulate(g, nodes, index, producer, consumers, buffers, output, sched):
             else:
                 n = producer[name]
                 ins = []
-                for name_in, w in zip(n.inputs, windows(g, n)):
+                for name_in, w in zip(n.inputs, wins[id(n)]):
                     if w is not None:
                         ensure(name_in, w.end(r))
                         ins.append((name_in, w))
@@ -404,10 +405,6 @@ def _simulate(g, nodes, index, producer, consumers, buffers, output, sched):
     if sched is None:
         return peak
     return actions
-
-
-def _is_running(node, g) -> bool:
-    return any(w is not None and w.running for w in windows(g, node))
 
 
 def _rows_reading(w: Window, r: int) -> range:
