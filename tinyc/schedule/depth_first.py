@@ -1,4 +1,6 @@
-"""Memory model of a row-streamed fused block (issue 21, analysis only: no codegen uses it yet).
+"""Memory model of a row-streamed fused block, in closed form (issue 21): the independent analysis that
+tests/schedule/test_row_schedule.py checks the executed row schedule (row_schedule.py) against; the compiler
+itself plans with row_schedule.py.
 
 A *block* is a chain of single-input spatial layers on NHWC tensors (Conv2D incl. 1x1 and depthwise, Max/AvgPool2D,
 Pad, elementwise Activation), each intermediate read only by the next layer. Row-streamed, the block computes its
