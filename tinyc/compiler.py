@@ -122,7 +122,6 @@ def _fused(g: Graph, plan: MemoryPlan, planner, fusion: dict, arena_limit: int |
                                 planner=planner, kernels=kernels, base=plan,
                                 full_planner=schedule_full_scratch if kernels == "fast" else None,
                                 refuse=budget is not None)    # a board's limit: the board check says it
-
         return g, chosen.memory_plan, chosen
     if budget is not None and plan.arena_bytes > budget:
         node = plan.graph.nodes[plan.peak_step]
