@@ -30,6 +30,7 @@ from ..errors import TinycError
 from .buffers import align
 
 WINDOWED_OPS = ("Conv2D", "MaxPool2D", "AvgPool2D")
+VIEW_ATTR = "column_views"  # a strip's layer (column_strips.py): per input, the first column of the row it reads
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,18 @@ def windows(g, node) -> list:
                 k, s, d = a["kernel"][0], a["strides"][0], a.get("dilations", (1, 1))[0]
             found.append(Window(int(k), int(s), int(d), int(pt), int(pb), running=_running_pool(g, node)))
         elif REGISTRY[node.op].memory == "elementwise":
-            if tuple(t.shape) != tuple(y.shape):
+            if tuple(t.shape) != tuple(y.shape) and not _view(node, i, t.shape, y.shape):
                 _refuse(node, f"broadcasts '{name}' {tuple(t.shape)} to {tuple(y.shape)}")
             found.append(ONE_ROW)
         else:
             _refuse(node, "is not a row-streamed layer (convolution, pooling, elementwise)")
     return found
+
+
+def _view(node, i: int, x: tuple, y: tuple) -> bool:
+    """Does input i of a strip's layer read a view of its rows as wide as the output (column_strips.py)?"""
+    views = node.attrs.get(VIEW_ATTR)
+    return bool(views) and views[i] is not None and (x[:2], x[3:]) == (y[:2], y[3:]) and x[2] >= y[2] + views[i]
 
 
 def _running_pool(g, node) -> bool:
