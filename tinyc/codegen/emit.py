@@ -14,7 +14,7 @@ from ..names import comment_text
 from ..resources import resource_dir
 from ..schedule import MemoryPlan, is_view
 from ..schedule.overlap import InPlace
-from ..schedule.stream_input import requested_rows, streamed_inputs
+from ..schedule.stream_input import requested_rows, stream_passes, streamed_inputs
 from ..quant.params import scale_of, zero_point_of
 from ..ops import REGISTRY
 from ..ops.hybrid import HYBRID_KERNELS
@@ -448,7 +448,8 @@ def _streamed_rows(g) -> dict:
     for node in g.nodes:
         if node.op == "FusedBlock" and node.inputs[0] in streamed_inputs(g):
             t = g.tensors[node.inputs[0]]
-            out[node.inputs[0]] = dict(row_size=t.shape[2] * t.shape[3], rows=requested_rows(node))
+            out[node.inputs[0]] = dict(row_size=t.shape[2] * t.shape[3], rows=requested_rows(node),
+                                       passes=stream_passes(node))
     return out
 
 

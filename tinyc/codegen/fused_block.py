@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ..ir import Graph
 from ..schedule.buffers import align
+from ..schedule.row_schedule import VIEW_ATTR
 from ..names import comment_text
 from .literals import c_type
 
@@ -33,16 +34,19 @@ class RowVariant:
 
 def row_variant(sub: Graph, node, reads: list, scratch_level: str | None = None) -> tuple[Graph, object]:
     """The layer `node` of block graph `sub` computing one output row from windows of its inputs' rows."""
+    from ..schedule.column_strips import view_width
     g = Graph(f"{node.name} (one row)", sub.source_format)
     n = copy.copy(node)
     n.attrs = dict(node.attrs)
-    for name, w in zip(node.inputs, reads):
+    n.attrs.pop(VIEW_ATTR, None)
+    for i, (name, w) in enumerate(zip(node.inputs, reads)):
         t = sub.tensors[name]
         if w is None:
             g.tensors[name] = t
             continue
         v = copy.copy(t)
-        v.shape = (1, w.span, t.shape[2], t.shape[3])
+        width = view_width(sub, node, i)
+        v.shape = (1, w.span, t.shape[2] if width is None else width, t.shape[3])
         g.tensors[name] = v
     y = copy.copy(sub.tensors[node.outputs[0]])
     y.shape = (1, 1) + tuple(y.shape[2:])
@@ -58,10 +62,11 @@ def row_variant(sub: Graph, node, reads: list, scratch_level: str | None = None)
     return g, n
 
 
-def layer_variants(node) -> list[RowVariant]:
-    from ..ops.fused_block import schedule_of
-    sched = schedule_of(node)
-    sub = node.attrs["graph"]
+def layer_variants(node, strip=None) -> list[RowVariant]:
+    """The row kernel of each layer of the block (of one of its column strips: `strip`; default the first)."""
+    from ..ops.fused_block import strips_of
+    strip = strip or strips_of(node)[0]
+    sched, sub = strip.sched, strip.graph
     level = node.attrs.get(SCRATCH)
     out = []
     for li, n in enumerate(sched.layers):
@@ -71,13 +76,19 @@ def layer_variants(node) -> list[RowVariant]:
     return out
 
 
+def line_bytes(node) -> int:
+    """Bytes of the line buffers: the widest strip's (the strips run one after another in the same bytes)."""
+    from ..ops.fused_block import strips_of
+    return max(s.sched.line_bytes for s in strips_of(node))
+
+
 def accumulator_offsets(node) -> dict:
     """Byte offset in the block's scratch of each running pool's int32 accumulators (after the line buffers),
     by layer index; the key None holds the end."""
-    from ..ops.fused_block import schedule_of
+    from ..ops.fused_block import strips_of
     from ..schedule.row_schedule import running_layers
-    sched = schedule_of(node)
-    at, out = align(sched.line_bytes), {}
+    sched = strips_of(node)[0].sched
+    at, out = align(line_bytes(node)), {}
     for li in running_layers(sched):
         out[li] = at
         y = node.attrs["graph"].tensors[sched.layers[li].outputs[0]]
@@ -86,14 +97,26 @@ def accumulator_offsets(node) -> dict:
     return out
 
 
+def input_row_bytes(node) -> int:
+    """A block in strips streaming its input holds one whole input row after the accumulators: the callback
+    gives whole rows, each strip copies its columns out of it (0 bytes otherwise)."""
+    from ..ops.fused_block import strips_of
+    if len(strips_of(node)) == 1 or not node.attrs.get("stream"):
+        return 0
+    x = node.attrs["graph"].tensors[node.inputs[0]]
+    return align(x.nbytes // x.shape[1])
+
+
 def own_work_offset(node) -> int:
-    """Bytes of the line buffers and accumulators: the start of the kernel scratch in the block's scratch."""
-    return accumulator_offsets(node)[None]
+    """Bytes of the line buffers, accumulators and a streamed input row: the start of the kernel scratch in the
+    block's scratch."""
+    return accumulator_offsets(node)[None] + input_row_bytes(node)
 
 
 def fast_work_bytes(node) -> int:
-    """The largest fast-kernel scratch of one of the block's layers (they run one at a time)."""
-    return max([0] + [fast_work_bytes_of(v) for v in layer_variants(node)])
+    """The largest fast-kernel scratch of one of the block's layers (they run one at a time), in any strip."""
+    from ..ops.fused_block import strips_of
+    return max([0] + [fast_work_bytes_of(v) for s in strips_of(node) for v in layer_variants(node, s)])
 
 
 class RowPlan:
@@ -111,22 +134,64 @@ class RowPlan:
 def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_bytes: int) -> tuple[list, str, int]:
     """(functions, body, MACs) of the block layer `fn(x0.., y, s)`: `render_kernel(graph, node, plan, has_work)`
     gives a row kernel's (body, kernel name, params, MACs per row), `render_pool(graph, node, part)` a running
-    pool's accumulate / finalize body; `work_bytes`: the block's scratch in the plan."""
-    from ..ops.fused_block import schedule_of
-    sched = schedule_of(node)
-    sub = node.attrs["graph"]
+    pool's accumulate / finalize body; `work_bytes`: the block's scratch in the plan. In patch mode the strips'
+    schedules follow one another; a strip's row kernel identical to an earlier one's is that function."""
+    from ..ops.fused_block import strips_of
+    strips = strips_of(node)
+    streamed = node.inputs[0] if node.attrs.get("stream") else None     # its rows: <prefix>_input_rows
+    xs = {name: f"x{j}" for j, name in enumerate(t for t in strips[0].sched.inputs if t != streamed)}
+    functions, lines, macs, loaded, known = [], [], 0, set(), dict(functions={}, layers=set())
+    if len(strips) > 1:
+        lines.append(f"  /* {len(strips[0].sched.layers)} layers in {len(strips)} column strips, each row by row; "
+                     f"line buffers {line_bytes(node)} bytes */")
+    for j, strip in enumerate(strips):
+        fs, body, m = _render_strip(node, strip, j if len(strips) > 1 else None, prefix, fn, render_kernel,
+                                    render_pool, work_bytes, xs, streamed, known)
+        functions += fs
+        lines += body
+        macs += m
+        loaded |= {a.tensor for a in strip.sched.actions if a.kind == "load"}
+    head = [f"  (void){x};     /* no row of '{comment_text(name)}' is read */" for name, x in xs.items()
+            if name not in loaded]
+    lines = lines[:1] + head + lines[1:]
+    return functions, "\n".join(lines), macs
+
+
+def _render_strip(node, strip, j, prefix, fn, render_kernel, render_pool, work_bytes, xs, streamed, known):
+    """(new functions, lines, MACs) of one strip of the block (`j`: its number in patch mode, None in row mode);
+    `known`: the earlier strips' row kernels ({(params, body): function}) and the layers they have, shared."""
+    sched, sub, whole = strip.sched, strip.graph, node.attrs["graph"]
     offsets = sched.offsets
     line = own_work_offset(node)
-    streamed = node.inputs[0] if node.attrs.get("stream") else None     # its rows: <prefix>_input_rows
-    xs = {name: f"x{j}" for j, name in enumerate(t for t in sched.inputs if t != streamed)}
+    staging = accumulator_offsets(node)[None]       # (a streamed input's whole row, in patch mode)
+
+    def row_bytes_of(name):
+        t = whole.tensors[name]
+        return t.shape[2] * t.shape[3] * (t.nbytes // t.size), t.shape[3] * (t.nbytes // t.size)
 
     def place(name, slot, row):
         """(base pointer, byte offset) of row `row` / slot `slot` of tensor `name`."""
         if name == sched.output:
-            t = sub.tensors[name]
-            return "y", row * t.shape[2] * t.shape[3] * (t.nbytes // t.size)
+            full, pixel = row_bytes_of(name)
+            return "y", row * full + strip.offset(name) * pixel
         b = sched.buffers[name]
         return "s", offsets[name] + slot * b.row_bytes
+
+    def view(n, pos):
+        """Byte offset of the view layer `n` reads of its input `pos` in the input's rows."""
+        views = n.attrs.get(VIEW_ATTR)
+        if not views or views[pos] is None:
+            return 0
+        t = sub.tensors[n.inputs[pos]]
+        return views[pos] * t.shape[3] * (t.nbytes // t.size)
+
+    def in_places(n, a):
+        ins = [(pos, t) for pos, t in enumerate(n.inputs) if not sub.tensors[t].is_const]
+        out = []
+        for (pos, t), slot in zip(ins, a.in_slots):
+            base, at = place(t, slot, 0)
+            out.append((base, at + view(n, pos)))
+        return out
 
     computes = {}
     rows_computed = [0] * len(sched.layers)     # (rows no window reads are not computed)
@@ -135,13 +200,13 @@ def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_by
             rows_computed[a.layer] += 1
             n = sched.layers[a.layer]
             ins = [t for t in n.inputs if not sub.tensors[t].is_const]
-            for t, slot in zip(ins, a.in_slots):
-                computes.setdefault((a.layer, t), set()).add(place(t, slot, 0)[1] % 4)
+            for t, (_, at) in zip(ins, in_places(n, a)):
+                computes.setdefault((a.layer, t), set()).add(at % 4)
     from ..schedule.row_schedule import running_layers
     running = running_layers(sched)
     accs = accumulator_offsets(node)
     functions, kernels, macs = [], {}, 0
-    variants = layer_variants(node)
+    variants = layer_variants(node, strip)
     rendered = {}
 
     def render(v):
@@ -174,11 +239,20 @@ def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_by
             continue
         body, kernel, params, row_macs, work = rendered[v.layer]
         macs += row_macs * rows_computed[v.layer]
-        name = f"{fn}_r{v.layer}"
-        functions.append(dict(fn=name, params=params, body=body,
-                              comment=f"row kernel of layer '{comment_text(n.name)}'",
-                              kernel=kernel, layer=v.layer, macs=row_macs * rows_computed[v.layer],
-                              layer_macs=row_macs * sub.tensors[n.outputs[0]].shape[1]))
+        same = known["functions"].get((tuple(params), body))
+        if same is not None and rows_computed[v.layer]:
+            same["macs"] += row_macs * rows_computed[v.layer]
+            name = same["fn"]
+        else:
+            name = f"{fn}_r{v.layer}" if not j else f"{fn}_s{j}_r{v.layer}"
+            whole_macs = 0 if v.layer in known["layers"] else layer_figure_macs(whole, n, row_macs, sub)
+            f = dict(fn=name, params=params, body=body, comment=f"row kernel of layer '{comment_text(n.name)}'"
+                     + (f", column strip {j}" if j is not None else ""),
+                     kernel=kernel, layer=v.layer, macs=row_macs * rows_computed[v.layer], layer_macs=whole_macs)
+            if rows_computed[v.layer]:
+                functions.append(f)
+                known["functions"][(tuple(params), body)] = f
+                known["layers"].add(v.layer)
         casts = [p.rsplit("*", 1)[0].strip() + " *" for p in params]
         kernels[v.layer] = (name, work, [sub.tensors[t] for t in n.inputs if not sub.tensors[t].is_const],
                             sub.tensors[n.outputs[0]], casts)
@@ -200,18 +274,25 @@ def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_by
             steps.append((("finalize", name, base, c_type(out.dtype)), (accs[a.layer], offset), None))
         elif a.kind == "compute":
             name, work, ins, out, casts = kernels[a.layer]
-            args = [place(t.name, slot, 0) for t, slot in zip(ins, a.in_slots)] + [place(out.name, a.slot, a.row)]
+            args = in_places(sched.layers[a.layer], a) + [place(out.name, a.slot, a.row)]
             key = ("compute", name, work, tuple(b for b, _ in args), tuple(casts))
             steps.append((key, tuple(o for _, o in args), None))
+        elif a.kind == "load" and a.tensor == streamed and j is not None:
+            full, pixel = row_bytes_of(a.tensor)
+            b = sched.buffers[a.tensor]
+            steps.append((("input_rows", 1, c_type(sub.tensors[a.tensor].dtype), full), (a.row, staging), None))
+            steps.append((("copy", b.row_bytes, "s", "s"),
+                          (staging + strip.offset(a.tensor) * pixel, offsets[a.tensor] + a.slot * b.row_bytes), None))
         elif a.kind == "load" and a.tensor == streamed:
             row_bytes = sched.buffers[a.tensor].row_bytes
             _input_rows(steps, a.row, c_type(sub.tensors[a.tensor].dtype), row_bytes,
                         offsets[a.tensor] + a.slot * row_bytes)
         elif a.kind == "load":
             b = sched.buffers[a.tensor]
-            row_bytes = b.row_bytes
-            key = ("copy", row_bytes, xs[a.tensor], "s")
-            steps.append((key, (a.row * row_bytes, offsets[a.tensor] + a.slot * row_bytes), None))
+            full, pixel = row_bytes_of(a.tensor)
+            key = ("copy", b.row_bytes, xs[a.tensor], "s")
+            at = offsets[a.tensor] + a.slot * b.row_bytes
+            steps.append((key, (a.row * full + strip.offset(a.tensor) * pixel, at), None))
         elif a.kind == "fill":
             b = sched.buffers[a.tensor]
             key = ("fill", b.row_bytes, b.pad_value)
@@ -221,12 +302,15 @@ def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_by
             key = ("copy", a.rows * b.row_bytes, "s", "s")
             steps.append((key, (offsets[a.tensor] + a.src * b.row_bytes, offsets[a.tensor] + a.slot * b.row_bytes),
                           None))
-    lines = [f"  /* {len(sched.layers)} layers row by row: {len(sched.actions)} steps; line buffers "
-             f"{sched.line_bytes} bytes ("
-             + ", ".join(f"'{comment_text(t)}' {b.capacity} rows" for t, b in sched.buffers.items()) + ") */"]
-    loaded = {a.tensor for a in sched.actions if a.kind == "load"}
-    lines += [f"  (void){x};     /* no row of '{comment_text(name)}' is read */" for name, x in xs.items()
-              if name not in loaded]
+    if j is None:
+        lines = [f"  /* {len(sched.layers)} layers row by row: {len(sched.actions)} steps; line buffers "
+                 f"{sched.line_bytes} bytes ("
+                 + ", ".join(f"'{comment_text(t)}' {b.capacity} rows" for t, b in sched.buffers.items()) + ") */"]
+    else:
+        lines = [f"  /* column strip {j}: output columns {strip.cols[0]}..{strip.cols[1] - 1}, "
+                 f"{len(sched.actions)} steps; line buffers {sched.line_bytes} bytes ("
+                 + ", ".join(f"'{comment_text(t)}' {b.capacity} x {b.row_bytes} B" for t, b in sched.buffers.items())
+                 + ") */"]
     for item in compress(steps):
         if item[0] == "loop":
             _, count, body = item
@@ -237,7 +321,14 @@ def render_block(node, prefix: str, fn: str, render_kernel, render_pool, work_by
         else:
             key, args = item[1], item[2]
             lines.append("  " + _statement(prefix, key, args, None))
-    return functions, "\n".join(lines), macs
+    return functions, lines, macs
+
+
+def layer_figure_macs(whole, n, row_macs, sub) -> int:
+    """The MACs of layer `n` computed whole (layer by layer): a strip's row kernel's MACs per output column times
+    the layer's output columns."""
+    y, ys = whole.tensors[n.outputs[0]], sub.tensors[n.outputs[0]]
+    return row_macs * y.shape[1] * y.shape[2] // ys.shape[2]
 
 
 def channel_major_pairs(sched, sub) -> dict:

@@ -33,6 +33,25 @@ def schedule_of(node):
     return cached[1]
 
 
+def strips_of(node) -> list:
+    """The block's column strips (schedule/column_strips.py), computed once per node: in row mode (no `strips`
+    attribute) one strip, the whole width, whose row schedule is `schedule_of(node)`."""
+    from ..schedule.column_strips import Strip, block_strips
+    count = node.attrs.get("strips", 1)
+    sub = node.attrs["graph"]
+    if count <= 1:
+        sched = schedule_of(node)
+        y = sub.tensors[sched.output]
+        ranges = {t: (0, sub.tensors[t].shape[2]) for t in list(sched.buffers) + [sched.output]}
+        return [Strip((0, y.shape[2]), sub, ranges, sched)]
+    key = ("strips", count, node.attrs.get("slack_rows", 0))
+    cached = node.attrs.get("_strips")
+    if cached is None or cached[0] != key:
+        cached = (key, block_strips(sub, [n.name for n in sub.nodes], count, node.attrs.get("slack_rows", 0)))
+        node.attrs["_strips"] = cached
+    return cached[1]
+
+
 def check(g, node):
     sub = node.attrs.get("graph")
     if sub is None or len(sub.outputs) != 1 or node.outputs != sub.outputs:
@@ -40,7 +59,7 @@ def check(g, node):
     runtime = [t for t in node.inputs if not g.tensors[t].is_const]
     if runtime != list(sub.inputs):
         raise TinycError(f"internal: fused block '{node.name}' reads {runtime}, its layers {sub.inputs}")
-    schedule_of(node)
+    strips_of(node)
 
 
 def work(g, node) -> int:

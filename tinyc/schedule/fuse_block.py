@@ -6,14 +6,19 @@ from __future__ import annotations
 import copy
 
 from ..ir import Graph, Node
+from .column_strips import block_strips
 from .row_schedule import block_nodes, row_schedule
 
 
-def fuse_block(g: Graph, names, stream: bool = False, slack_rows: int = 0) -> Graph:
+def fuse_block(g: Graph, names, stream: bool = False, slack_rows: int = 0, strips: int = 1) -> Graph:
     """A copy of `g` with the layers `names` as one FusedBlock node, placed where the last of them was.
-    `stream`: its first input, a model input, comes from the user's row callback."""
+    `stream`: its first input, a model input, comes from the user's row callback. `strips` >= 2: patch mode, the
+    output computed in that many column strips (schedule/column_strips.py)."""
     nodes, inputs, output = block_nodes(g, names)
-    row_schedule(g, names, slack_rows)          # refuses what cannot run row by row
+    if strips > 1:
+        block_strips(g, names, strips, slack_rows)      # refuses what cannot run in strips
+    else:
+        row_schedule(g, names, slack_rows)          # refuses what cannot run row by row
     h = g.copy()
     wanted = {n.name for n in nodes}
     sub = Graph(f"{nodes[0].name}..{nodes[-1].name}", g.source_format)
@@ -26,9 +31,10 @@ def fuse_block(g: Graph, names, stream: bool = False, slack_rows: int = 0) -> Gr
                 consts.append(t)
     sub.nodes = [copy.deepcopy(n) for n in nodes]
     sub.inputs, sub.outputs = list(inputs), [output]
-    block = Node("FusedBlock", list(inputs) + consts, [output],
-                 dict(graph=sub, stream=bool(stream), slack_rows=int(slack_rows)),
-                 name=h.unique_name(f"fused_{nodes[0].name}"))
+    attrs = dict(graph=sub, stream=bool(stream), slack_rows=int(slack_rows))
+    if strips > 1:
+        attrs["strips"] = int(strips)
+    block = Node("FusedBlock", list(inputs) + consts, [output], attrs, name=h.unique_name(f"fused_{nodes[0].name}"))
     last = max(i for i, n in enumerate(h.nodes) if n.name in wanted)
     h.nodes = [n for n in h.nodes[:last] if n.name not in wanted] + [block] + h.nodes[last + 1:]
     h.remove_unused_tensors()

@@ -109,7 +109,7 @@ def lead_for(g: Graph, node, i: int) -> tuple[bool, int | None] | None:
     if node.op not in WINDOWED or i != 0 or (node.op in ONE_IMAGE and _several_images(x)):
         return None
     if node.op == "FusedBlock":        # output rows in order; input rows are dead once loaded (row_schedule.py)
-        if node.attrs.get("stream"):
+        if node.attrs.get("stream") or node.attrs.get("strips", 1) > 1:     # (each strip reads the input again)
             return None
         from ..ops.fused_block import schedule_of
         sched = schedule_of(node)

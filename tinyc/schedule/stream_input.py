@@ -126,10 +126,19 @@ def input_row_loads(schedule, name: str) -> list[int]:
 
 
 def requested_rows(node) -> int:
-    """How many rows of its streamed input a FusedBlock asks the callback for: rows 0 .. this - 1, each once."""
-    from ..ops.fused_block import schedule_of     # (the ops import the schedule package: imported when used)
-    sched = schedule_of(node)
-    rows = input_row_loads(sched, node.inputs[0])
-    if rows != list(range(len(rows))):
-        raise TinycError(f"internal: fused block '{node.name}' loads its streamed input out of order")
-    return len(rows)
+    """How many rows of its streamed input a FusedBlock asks the callback for in each pass: rows 0 .. this - 1,
+    each once (a pass per column strip in patch mode, schedule/column_strips.py; one in row mode)."""
+    from ..ops.fused_block import strips_of     # (the ops import the schedule package: imported when used)
+    counts = set()
+    for strip in strips_of(node):
+        rows = input_row_loads(strip.sched, node.inputs[0])
+        if rows != list(range(len(rows))):
+            raise TinycError(f"internal: fused block '{node.name}' loads its streamed input out of order")
+        counts.add(len(rows))
+    return max(counts)
+
+
+def stream_passes(node) -> int:
+    """How many times a FusedBlock asks for its streamed input's rows per inference: once per column strip."""
+    from ..ops.fused_block import strips_of
+    return len(strips_of(node))
