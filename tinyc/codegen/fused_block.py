@@ -483,8 +483,8 @@ def block_scratch(node) -> list[dict]:
 def layer_figures(node, functions: list) -> list[dict]:
     """Per layer of the block `node` (render_block's functions grouped by layer): its name, op and kernel(s), the
     MACs the block runs and the MACs of the layer computed whole (layer by layer)."""
-    from ..ops.fused_block import schedule_of
-    layers = schedule_of(node).layers
+    from ..ops.fused_block import strips_of
+    layers = strips_of(node)[0].sched.layers
     out = {}
     for f in functions:
         n = layers[f["layer"]]
