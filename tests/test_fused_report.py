@@ -56,11 +56,11 @@ def layer_graph(path, int8=False):
     return g
 
 
-def compile_as_the_compiler(g, fused=None, kernels="fast"):
-    """A compile with the first `fused` layers as one block: the plan and library of the fused graph, and as
-    `Compiled.graph` the graph before fusion (the compiler's own is the fused graph: the report inlines the blocks
-    of either)."""
-    h = fuse_block(g, [n.name for n in g.nodes[:fused]]) if fused else g
+def compile_as_the_compiler(g, fused=None, kernels="fast", strips=1, stream=False):
+    """A compile with the first `fused` layers as one block (in `strips` column strips; its input streamed): the
+    plan and library of the fused graph, and as `Compiled.graph` the graph before fusion (the compiler's own is the
+    fused graph: the report inlines the blocks of either)."""
+    h = fuse_block(g, [n.name for n in g.nodes[:fused]], stream=stream, strips=strips) if fused else g
     plan = schedule_with_scratch(h) if kernels == "fast" else schedule(h)
     return Compiled("ir.onnx", g, plan, generate(plan, "m", "ir.onnx", kernels=kernels))
 
@@ -81,6 +81,9 @@ def test_report_names_the_block_its_line_buffers_and_the_peak_before_and_after(i
     assert block["index"] == 0 and block["mode"] == "rows" and block["output_rows_per_step"] == 1
     assert [row["name"] for row in block["layers"]] == ["expand", "dw", "project"]
     assert [(row["rows_computed"], row["rows"]) for row in block["layers"]] == [(24, 24), (12, 12), (12, 12)]
+    assert all(row["columns_computed"] == row["columns"] == row["output_shape"][2] for row in block["layers"])
+    assert block["strips"] == [dict(output_columns=[0, SIZE // 2], line_buffer_bytes=block["line_buffer_bytes"])]
+    assert block["widest_strip"] == 0 and block["input_row"] is None      # (row mode: one strip, the whole width)
     # the same layers layer by layer: the same MACs each, so no recomputation
     whole = {info["name"]: info["macs"] for info in plain.library.layers}
     assert [row["macs"] for row in block["layers"]] == [whole["expand"], whole["dw"], whole["project"]]
@@ -185,6 +188,110 @@ def test_running_pool_accumulators(tmp_path):
     _, _, rects, _, _ = _picture(fused)
     assert any(rect["kind"] == "linebuffer" and rect["label"] == "gap: accumulators" for rect in rects)
     assert "accumulators 32 B" in format_report(r)
+
+
+@pytest.fixture(scope="module")
+def int8_strips(tmp_path_factory):
+    """(layer by layer, the first three layers fused in 3 column strips) of the int8 inverted residual."""
+    g = layer_graph(inverted_residual_onnx(tmp_path_factory.mktemp("strips") / "ir.onnx"), int8=True)
+    return compile_as_the_compiler(g), compile_as_the_compiler(g, fused=3, strips=3)
+
+
+def test_report_of_a_block_in_column_strips(int8_strips):
+    """Patch mode: the strips' output columns, the widest strip's line buffers (the strips share their bytes), the
+    rows and columns each layer computes summed over the strips, and the recompute factor of the overlap."""
+    from tinyc.ops.fused_block import strips_of
+    from tinyc.schedule.depth_first_search import layer_macs
+    plain, fused = int8_strips
+    r = memory_report(fused)
+    json.dumps(r)
+    (block,) = r["fusion"]["blocks"]
+    assert block["mode"] == "strips" and block["output_rows_per_step"] == 1
+    assert [s["output_columns"] for s in block["strips"]] == [[0, 4], [4, 8], [8, 12]]
+    # output columns [4, 8) of the 12: the stride-2 depthwise reads expansion columns 7..15 (9 of 24), the 3x3
+    # expansion input columns 6..16 (11), the 1x1 projection its 4 columns: the widest strip (the others read
+    # 8 / 9 expansion columns and 9 / 10 input columns)
+    assert block["widest_strip"] == 1
+    rows = {lb["tensor"]: (lb["rows"], lb["row_bytes"], lb["role"]) for lb in block["line_buffers"]}
+    expand, dw = fused.graph.nodes[0], fused.graph.nodes[1]
+    assert rows == {expand.inputs[0]: (3, 11 * 3, "input"), expand.outputs[0]: (3, 9 * WIDE, "intermediate"),
+                    dw.outputs[0]: (1, 4 * WIDE, "intermediate")}
+    strips = strips_of(fused.plan.graph.nodes[0])
+    assert [s["line_buffer_bytes"] for s in block["strips"]] == [s.sched.line_bytes for s in strips]
+    assert block["line_buffer_bytes"] == max(s.sched.line_bytes for s in strips) == strips[1].sched.line_bytes
+    assert block["line_buffer_bytes"] < 1560                  # row mode's: 3 x 72 + 3 x 384 + 192 B
+    offsets = [lb["offset"] for lb in block["line_buffers"]]
+    assert all(o + lb["bytes"] <= block["line_buffer_bytes"] for o, lb in zip(offsets, block["line_buffers"]))
+    # every row of every layer in each strip; the expansion's columns 8 + 9 + 9 of 24, the others' exactly theirs
+    assert [(row["rows_computed"], row["rows"]) for row in block["layers"]] == [(72, 24), (36, 12), (36, 12)]
+    assert [(row["columns_computed"], row["columns"]) for row in block["layers"]] == [(26, 24), (12, 12), (12, 12)]
+    whole = {info["name"]: info["macs"] for info in plain.library.layers}
+    assert [row["layer_macs"] for row in block["layers"]] == [whole["expand"], whole["dw"], whole["project"]]
+    assert [row["macs"] for row in block["layers"]] == [whole["expand"] * 26 // 24, whole["dw"], whole["project"]]
+    # the library's MACs of the block are the strip graphs' (each row computed): the recompute factor's numerator
+    assert block["macs"] == fused.library.layers[0]["macs"] == sum(
+        layer_macs(s.graph, n) for s in strips for n in s.graph.nodes)
+    unfused = whole["expand"] + whole["dw"] + whole["project"]
+    assert block["recompute_factor"] == round(block["macs"] / unfused, 4) > 1
+    assert block["scratch_bytes"] == fused.plan.work[0].size == r["layers"][0]["scratch_bytes"]
+    assert block["input_row"] is None and block["input_passes"] == 0 and block["kernel_scratch_bytes"] > 0
+    assert block["line_buffer_bytes"] + block["kernel_scratch_bytes"] <= block["scratch_bytes"]
+
+
+def test_report_text_of_a_block_in_column_strips(int8_strips):
+    _, fused = int8_strips
+    r = memory_report(fused)
+    text = format_report(r)
+    f = r["fusion"]["blocks"][0]["recompute_factor"]
+    assert f"3 layers in 3 column strips, each row by row (1 output row per step), recompute x{f:.2f}" in text
+    assert "(3 layers in 3 column strips, below)" in text and "rows mode" not in text
+    assert "strips' output columns 0..3, 4..7, 8..11: line buffers " in text and "(strip 1's below)" in text
+    lines = text.splitlines()
+    assert any(line.split()[:1] == ["expand"] and "72/3x24 rows, 26/24 columns" in line for line in lines)
+    assert any(line.split()[:1] == ["project"] and "36/3x12 rows, 12/12 columns" in line for line in lines)
+    assert "the widest strip's" in text and f"'{fused.graph.inputs[0]}' 3 x 33 B" in text
+
+
+def test_plan_picture_of_a_block_in_column_strips(int8_strips):
+    _, fused = int8_strips
+    r, steps, rects, svg, page = _picture(fused)
+    (block,) = r["fusion"]["blocks"]
+    assert steps[0]["name"].endswith("(in 3 column strips, each row by row: expand, dw, project)")
+    bands = [rect for rect in rects if rect["kind"] == "linebuffer"]
+    assert sorted(b["label"] for b in bands) == sorted(
+        f"{lb['tensor']}: {lb['rows']} row{'s' * (lb['rows'] > 1)} x {lb['row_bytes']} B"
+        for lb in block["line_buffers"])
+    work = fused.plan.work[0]
+    assert all(work.offset <= b["offset"] and b["offset"] + b["nbytes"] <= work.offset + work.size for b in bands)
+    root = ET.fromstring(svg)
+    assert len([e for e in root.iter(SVG + "rect") if "linebuffer" in (e.get("class") or "").split()]) == len(bands)
+    assert "<td>strips \u00d73<br>output columns 0\u20133, 4\u20137, 8\u201311<br>line buffers of strip 1</td>" in page
+    assert f"{fused.graph.inputs[0]}: 3 rows \u00d7 33 B" in page
+
+
+def test_report_of_a_streamed_input_in_column_strips(tmp_path):
+    """Patch mode with the input streamed: the callback is asked once per strip (passes) and its whole row is held
+    in the block's scratch after the line buffers; each strip copies its columns out of it."""
+    g = layer_graph(inverted_residual_onnx(tmp_path / "ir.onnx"), int8=True)
+    fused = compile_as_the_compiler(g, fused=3, strips=2, stream=True)
+    r = memory_report(fused)
+    (block,) = r["fusion"]["blocks"]
+    x = g.inputs[0]
+    assert block["mode"] == "strips" and block["streamed_input"] and block["input_passes"] == 2
+    assert [s["output_columns"] for s in block["strips"]] == [[0, 6], [6, 12]]
+    assert {lb["tensor"]: lb["role"] for lb in block["line_buffers"]}[x] == "streamed input"
+    line = -(-block["line_buffer_bytes"] // 4) * 4          # (the row starts word-aligned)
+    assert block["input_row"] == dict(tensor=x, bytes=SIZE * 3, offset=line)
+    assert block["kernel_scratch_bytes"] == block["scratch_bytes"] - line - SIZE * 3 > 0
+    text = format_report(r)
+    assert "its input streamed from the row callback, once per strip (2 passes)" in text
+    assert f"streamed input row {SIZE * 3} B, kernel scratch" in text
+    assert f"'{x}' 1 whole row, {SIZE * 3} B at +{line}: the callback's rows, each strip copies its columns" in text
+    _, _, rects, svg, page = _picture(fused)
+    work = fused.plan.work[0]
+    (band,) = [rect for rect in rects if rect["label"] == f"{x}: 1 whole row x {SIZE * 3} B, streamed"]
+    assert band["offset"] == work.offset + line and band["nbytes"] == SIZE * 3 and band["kind"] == "linebuffer"
+    assert f"{x}: 1 whole input row, {SIZE * 3} B" in page
 
 
 def test_inline_blocks_gives_back_the_layers(int8_pair):

@@ -68,46 +68,66 @@ def memory_report(compiled, board: Board | None = None) -> dict:
 
 
 def fused_blocks(compiled) -> list:
-    """Per fused block of the plan (a FusedBlock layer: its layers run depth-first, row by row; docs/depth-first.md):
-    its layers with the rows each computes and their MACs, its line buffers (rows x row bytes each), the running
-    pools' accumulators and the kernel scratch, from the block's row schedule and the library."""
+    """Per fused block of the plan (a FusedBlock layer: its layers run depth-first, row by row, in patch mode in
+    column strips; docs/depth-first.md): its layers with the rows and columns each computes and their MACs, its
+    strips, its line buffers (rows x row bytes each; the widest strip's), the running pools' accumulators, a
+    streamed input's row and the kernel scratch, from the block's row schedules and the library."""
     plan, lib = compiled.plan, compiled.library
     return [_block_report(plan, step, node, info) for step, (node, info) in enumerate(zip(plan.graph.nodes, lib.layers))
             if node.op == "FusedBlock"]
 
 
 def _block_report(plan, step: int, node, info: dict) -> dict:
-    from .codegen.fused_block import block_scratch, own_work_offset
-    from .ops.fused_block import schedule_of
-    sched = schedule_of(node)
+    from .codegen.fused_block import block_scratch, line_bytes, own_work_offset, widest_strip
+    from .ops.fused_block import strips_of
+    strips = strips_of(node)
     sub = node.attrs["graph"]
-    computed = [0] * len(sched.layers)
-    for a in sched.actions:
-        if a.kind == "compute":
-            computed[a.layer] += 1
-    figures = {f["layer"]: f for f in info["block"]}      # (codegen/fused_block.layer_figures)
-    layers = []
-    for li, n in enumerate(sched.layers):
+    layers = strips[0].sched.layers         # (the same layers, in the same order, in every strip)
+    computed, columns = _computed(strips)
+    figures = {f["layer"]: f for f in info["block"]}      # (codegen/fused_block.layer_figures: over all strips)
+    rows = []
+    for li, n in enumerate(layers):
         y = sub.tensors[n.outputs[0]]
-        layers.append(dict(name=n.name, op=n.op, output_shape=list(y.shape), rows=int(y.shape[1]),
-                           rows_computed=computed[li], macs=figures[li]["macs"], layer_macs=figures[li]["layer_macs"],
-                           kernel=figures[li]["kernel"]))
+        rows.append(dict(name=n.name, op=n.op, output_shape=list(y.shape), rows=int(y.shape[1]),
+                         rows_computed=computed[n.name], columns=int(y.shape[2]), columns_computed=columns[n.name],
+                         macs=figures[li]["macs"], layer_macs=figures[li]["layer_macs"], kernel=figures[li]["kernel"]))
     parts = block_scratch(node)
     at = {p["tensor"]: p["offset"] for p in parts if p["kind"] == "line buffer"}
     streamed = node.inputs[0] if node.attrs.get("stream") else None
+    widest = widest_strip(node)
     buffers = [dict(tensor=b.tensor, rows=b.capacity, row_bytes=b.row_bytes, bytes=b.nbytes, offset=at[b.tensor],
                     role="streamed input" if b.tensor == streamed else "input" if b.external else "intermediate")
-               for b in sched.buffers.values()]
+               for b in strips[widest].sched.buffers.values()]
+    input_row = next((dict(tensor=p["tensor"], bytes=p["bytes"], offset=p["offset"]) for p in parts
+                      if p["kind"] == "input row"), None)
     total = plan.work[step].size if step in plan.work else 0
-    unfused = sum(row["layer_macs"] for row in layers)
+    unfused = sum(row["layer_macs"] for row in rows)
+    last = strips[0].sched
+    last_computed = sum(a.kind == "compute" and a.layer == len(layers) - 1 for a in last.actions)
     return dict(
-        index=step, name=node.name, layers=layers, mode="rows",
-        output_rows_per_step=sub.tensors[sched.output].shape[1] // max(computed[-1], 1),
+        index=step, name=node.name, layers=rows, mode="strips" if len(strips) > 1 else "rows",
+        strips=[dict(output_columns=list(s.cols), line_buffer_bytes=s.sched.line_bytes) for s in strips],
+        widest_strip=widest, output_rows_per_step=sub.tensors[last.output].shape[1] // max(last_computed, 1),
         recompute_factor=round(info["macs"] / unfused, 4) if unfused else 1.0, macs=info["macs"],
-        inputs=list(sched.inputs), output=sched.output, streamed_input=streamed is not None,
-        slack_rows=int(node.attrs.get("slack_rows", 0)), line_buffers=buffers, line_buffer_bytes=sched.line_bytes,
-        accumulator_bytes=sum(p["bytes"] for p in parts if p["kind"] == "accumulators"),
+        inputs=list(last.inputs), output=last.output, streamed_input=streamed is not None,
+        input_passes=len(strips) if streamed is not None else 0,
+        slack_rows=int(node.attrs.get("slack_rows", 0)), line_buffers=buffers, line_buffer_bytes=line_bytes(node),
+        accumulator_bytes=sum(p["bytes"] for p in parts if p["kind"] == "accumulators"), input_row=input_row,
         kernel_scratch_bytes=total - own_work_offset(node), scratch_bytes=total)
+
+
+def _computed(strips) -> tuple[dict, dict]:
+    """({layer: output rows computed}, {layer: output columns computed}), each summed over the block's strips (a
+    strip computes its strip graph's width of every row it computes; rows no window reads are not computed)."""
+    rows, columns = {}, {}
+    for s in strips:
+        for n in s.sched.layers:
+            rows.setdefault(n.name, 0)
+            columns[n.name] = columns.get(n.name, 0) + int(s.graph.tensors[n.outputs[0]].shape[2])
+        for a in s.sched.actions:
+            if a.kind == "compute":
+                rows[s.sched.layers[a.layer].name] += 1
+    return rows, columns
 
 
 def _peak_at(plan) -> dict | None:
@@ -206,9 +226,11 @@ def format_report(r: dict) -> str:
             f"{'in place':<12} kernel")
     lines = [f"{r['model']} ({r['name']}): schedule '{r['schedule']}', {r['order']} operator order", head,
              "-" * len(head)]
+    strips = {b["index"]: len(b.get("strips", ())) for b in r.get("fusion", {}).get("blocks", [])}
     for row in r["layers"]:
+        how = f"in {strips[row['index']]} column strips" if strips.get(row["index"], 1) > 1 else "row by row"
         mark = (f"  (fused: {', '.join(row['fused'])})" if row.get("fused") else "") + \
-            (f"  ({len(row['block_layers'])} layers row by row, below)" if row.get("block_layers") else "") + \
+            (f"  ({len(row['block_layers'])} layers {how}, below)" if row.get("block_layers") else "") + \
             ("  <- peak" if row["peak"] else "")
         how = row["in_place"] or ("(no code)" if row["no_code"] else "")
         shape = "+".join(_shape(s) for s in row.get("output_shapes", [row["output_shape"]]))
@@ -246,23 +268,7 @@ def format_fusion(f: dict) -> list[str]:
     none = f" ({planner['reason']})" if planner and not f["blocks"] and planner["reason"] else ""
     lines = [f"fused blocks (depth-first, docs/depth-first.md): {len(f['blocks']) or 'none'}{none}"]
     for b in f["blocks"]:
-        stream = "; its input streamed from the row callback" if b["streamed_input"] else ""
-        lines.append(f"  layer {b['index']} '{tail_text(b['name'], 48)}': {len(b['layers'])} layers, {b['mode']} mode "
-                     f"({b['output_rows_per_step']} output row per step), recompute x{b['recompute_factor']:.2f}, "
-                     f"{b['macs']:,} MACs{stream}")
-        for row in b["layers"]:
-            rows = f"{row['rows_computed']}/{row['rows']} rows"
-            lines.append(f"    {tail_text(row['name'], 40):<40} {row['op'][:10]:<10} {_shape(row['output_shape']):<14} "
-                         f"{rows:>11} {row['macs']:>11,} MACs  {row['kernel']}")
-        shared = " (buffers not live at once share bytes)" if b["line_buffer_bytes"] < sum(
-            lb["bytes"] for lb in b["line_buffers"]) else ""
-        lines.append(f"    scratch {b['scratch_bytes']:,} B: line buffers {b['line_buffer_bytes']:,} B{shared}, "
-                     + (f"accumulators {b['accumulator_bytes']:,} B, " if b["accumulator_bytes"] else "")
-                     + f"kernel scratch {b['kernel_scratch_bytes']:,} B")
-        for lb in b["line_buffers"]:
-            role = f", block {lb['role']}" if lb["role"] != "intermediate" else ""
-            lines.append(f"      '{tail_text(lb['tensor'], 44)}' {lb['rows']} x {lb['row_bytes']:,} B = "
-                         f"{lb['bytes']:,} B at +{lb['offset']:,}{role}")
+        lines += _block_lines(b)
     if not f["blocks"]:
         return lines
     before, after = f["peak_before"], f["peak_after"]
@@ -279,10 +285,50 @@ def format_fusion(f: dict) -> list[str]:
     return lines
 
 
+def _block_lines(b: dict) -> list[str]:
+    """One fused block of the terminal report: what it runs and how, its layers, its scratch and line buffers."""
+    count = len(b.get("strips", ())) if b["mode"] == "strips" else 1
+    stream = "; its input streamed from the row callback" if b["streamed_input"] else ""
+    if count > 1 and b["streamed_input"]:
+        stream += f", once per strip ({b['input_passes']} passes)"
+    how = (f"in {count} column strips, each row by row" if count > 1 else "rows mode")
+    lines = [f"  layer {b['index']} '{tail_text(b['name'], 48)}': {len(b['layers'])} layers"
+             f"{',' if count == 1 else ''} {how} ({b['output_rows_per_step']} output row per step), "
+             f"recompute x{b['recompute_factor']:.2f}, {b['macs']:,} MACs{stream}"]
+    if count > 1:
+        cols = ", ".join(f"{s['output_columns'][0]}..{s['output_columns'][1] - 1}" for s in b["strips"])
+        sizes = " / ".join(f"{s['line_buffer_bytes']:,}" for s in b["strips"])
+        lines.append(f"    strips' output columns {cols}: line buffers {sizes} B (strip {b['widest_strip']}'s below)")
+    done = [f"{row['rows_computed']}/{row['rows']} rows" if count == 1 else
+            f"{row['rows_computed']}/{count}x{row['rows']} rows, {row['columns_computed']}/{row['columns']} columns"
+            for row in b["layers"]]
+    wide = max([11] + [len(text) for text in done])
+    for row, text in zip(b["layers"], done):
+        lines.append(f"    {tail_text(row['name'], 40):<40} {row['op'][:10]:<10} {_shape(row['output_shape']):<14} "
+                     f"{text:>{wide}} {row['macs']:>11,} MACs  {row['kernel']}")
+    shared = " (buffers not live at once share bytes)" if b["line_buffer_bytes"] < sum(
+        lb["bytes"] for lb in b["line_buffers"]) else ""
+    widest = ", the widest strip's" if count > 1 else ""
+    row_in = b.get("input_row")
+    lines.append(f"    scratch {b['scratch_bytes']:,} B: line buffers {b['line_buffer_bytes']:,} B{widest}{shared}, "
+                 + (f"accumulators {b['accumulator_bytes']:,} B, " if b["accumulator_bytes"] else "")
+                 + (f"streamed input row {row_in['bytes']:,} B, " if row_in else "")
+                 + f"kernel scratch {b['kernel_scratch_bytes']:,} B")
+    for lb in b["line_buffers"]:
+        role = f", block {lb['role']}" if lb["role"] != "intermediate" else ""
+        lines.append(f"      '{tail_text(lb['tensor'], 44)}' {lb['rows']} x {lb['row_bytes']:,} B = "
+                     f"{lb['bytes']:,} B at +{lb['offset']:,}{role}")
+    if row_in:
+        lines.append(f"      '{tail_text(row_in['tensor'], 44)}' 1 whole row, {row_in['bytes']:,} B at "
+                     f"+{row_in['offset']:,}: the callback's rows, each strip copies its columns")
+    return lines
+
+
 def plan_picture_data(compiled) -> tuple[list, list]:
     """(steps, rects) for plan_picture: one rectangle per buffer (a tensor written over its input is drawn as
     "inplace"; scratch as "scratch"). A fused block is one step whose scratch is drawn as its parts: a band per
-    line buffer (and running pool accumulators), then its kernel scratch."""
+    line buffer (in patch mode the widest strip's; and running pool accumulators, a streamed input's whole row),
+    then its kernel scratch."""
     plan = compiled.plan
     g = plan.graph
     steps = [dict(index=s, op=n.op, name=_step_name(n), live_bytes=plan.live[s],
@@ -306,11 +352,14 @@ def plan_picture_data(compiled) -> tuple[list, list]:
 def _step_name(node) -> str:
     if node.op != "FusedBlock":
         return node.name
-    return f"{node.name} (row by row: {', '.join(n.name for n in node.attrs['graph'].nodes)})"
+    count = node.attrs.get("strips", 1)
+    how = f"in {count} column strips, each row by row" if count > 1 else "row by row"
+    return f"{node.name} ({how}: {', '.join(n.name for n in node.attrs['graph'].nodes)})"
 
 
 def _block_bands(node, work) -> list:
-    """A fused block's scratch buffer as bands: its line buffers and accumulators, then the kernel scratch."""
+    """A fused block's scratch buffer as bands: its line buffers, accumulators and streamed input row
+    (codegen/fused_block.block_scratch), then the kernel scratch."""
     from .codegen.fused_block import block_scratch
     rects, end = [], 0
     for part in block_scratch(node):

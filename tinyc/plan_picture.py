@@ -291,15 +291,18 @@ def _fusion_html(fusion: dict | None, h) -> list[str]:
         return []
     rows = []
     for b in fusion.get("blocks", []):
-        buffers = "<br>".join(h(f"{lb['tensor']}: {lb['rows']} row{'' if lb['rows'] == 1 else 's'} \u00d7 "
-                                f"{lb['row_bytes']} B") for lb in b["line_buffers"])
+        buffers = [h(f"{lb['tensor']}: {lb['rows']} row{'' if lb['rows'] == 1 else 's'} \u00d7 {lb['row_bytes']} B")
+                   for lb in b["line_buffers"]]
+        if b.get("input_row"):      # (patch mode, a streamed input: the callback's whole row)
+            buffers.append(h(f"{b['input_row']['tensor']}: 1 whole input row, {b['input_row']['bytes']} B"))
         rows.append(f"<tr><td>{h(b['index'])}</td><td>{h(b['name'])}</td>"
-                    f"<td>{'<br>'.join(h(row['name']) for row in b['layers'])}</td><td>{h(b['mode'])}</td>"
-                    f"<td>{buffers}</td><td>{h(b['line_buffer_bytes'])}</td><td>{h(b['accumulator_bytes'])}</td>"
+                    f"<td>{'<br>'.join(h(row['name']) for row in b['layers'])}</td><td>{_mode_html(b, h)}</td>"
+                    f"<td>{'<br>'.join(buffers)}</td><td>{h(b['line_buffer_bytes'])}</td>"
+                    f"<td>{h(b['accumulator_bytes'])}</td>"
                     f"<td>{h(b['kernel_scratch_bytes'])}</td><td>{h(b['recompute_factor'])}</td>"
                     f"<td>{h(b['macs'])}</td></tr>")
     before, after = fusion["peak_before"], fusion["peak_after"]
-    return ["<h2>Fused blocks (depth-first, row by row)</h2>",
+    return ["<h2>Fused blocks (depth-first: row by row, or in column strips each row by row)</h2>",
             f'<p class="fusion">layer by layer: arena {h(fusion["arena_before_bytes"])} B, peak at step '
             f"{h(before['step'])} ({h(before['op'])} {h(before['layer'])}); fused: arena "
             f"{h(fusion['arena_after_bytes'])} B, peak at step {h(after['step'])} ({h(after['op'])} "
@@ -308,3 +311,14 @@ def _fusion_html(fusion: dict | None, h) -> list[str]:
             "<th>line buffers</th><th>line buffer bytes</th><th>accumulator bytes</th><th>kernel scratch bytes</th>"
             "<th>recompute</th>"
             "<th>MACs</th></tr></thead>", "<tbody>", *rows, "</tbody>", "</table>"]
+
+
+def _mode_html(block: dict, h) -> str:
+    """The mode cell of a fused block: "rows", or "strips" with each strip's output columns and which strip's line
+    buffers the row lists (the widest: the strips run one after another in the same bytes)."""
+    strips = block.get("strips", ())
+    if block["mode"] != "strips" or not strips:
+        return h(block["mode"])
+    cols = ", ".join(f"{s['output_columns'][0]}\u2013{s['output_columns'][1] - 1}" for s in strips)
+    return (f"{h(block['mode'])} \u00d7{len(strips)}<br>output columns {h(cols)}<br>line buffers of strip "
+            f"{h(block['widest_strip'])}")

@@ -464,19 +464,35 @@ def compress(steps: list) -> list:
     return out
 
 
+def widest_strip(node) -> int:
+    """The index of the block's strip with the most line-buffer bytes (0 in row mode): its line buffers are the
+    block's (the strips run one after another in the same bytes, line_bytes)."""
+    from ..ops.fused_block import strips_of
+    strips = strips_of(node)
+    return max(range(len(strips)), key=lambda j: (strips[j].sched.line_bytes, -j))
+
+
 def block_scratch(node) -> list[dict]:
-    """The parts of the block's own scratch, in order (reports, the plan picture): each line buffer (rows x row
-    bytes), then each running pool's accumulators; the kernel scratch of its layers follows them."""
-    from ..ops.fused_block import schedule_of
-    sched = schedule_of(node)
+    """The parts of the block's own scratch, in order (reports, the plan picture): each line buffer of its widest
+    strip (rows x row bytes; in row mode the one strip), then each running pool's accumulators, then the whole
+    input row a block in strips streaming its input copies each strip's columns from; the kernel scratch of its
+    layers follows them."""
+    from ..ops.fused_block import strips_of
+    sched = strips_of(node)[widest_strip(node)].sched
     parts = [dict(kind="line buffer", tensor=name, offset=at, bytes=sched.buffers[name].nbytes,
                   label=f"{name}: {_rows(sched.buffers[name].capacity)} x {sched.buffers[name].row_bytes:,} B")
              for name, at in sched.offsets.items()]
     accs = accumulator_offsets(node)
+    layers = strips_of(node)[0].sched.layers        # (accumulator_offsets' indices)
     for li, at in sorted((k, v) for k, v in accs.items() if k is not None):
         end = min([v for k, v in accs.items() if k is not None and v > at] + [accs[None]])
-        parts.append(dict(kind="accumulators", tensor=sched.layers[li].outputs[0], offset=at, bytes=end - at,
-                          label=f"{sched.layers[li].name}: accumulators"))
+        parts.append(dict(kind="accumulators", tensor=layers[li].outputs[0], offset=at, bytes=end - at,
+                          label=f"{layers[li].name}: accumulators"))
+    if input_row_bytes(node):
+        x = node.inputs[0]
+        t = node.attrs["graph"].tensors[x]
+        parts.append(dict(kind="input row", tensor=x, offset=accs[None], bytes=input_row_bytes(node),
+                          label=f"{x}: 1 whole row x {t.nbytes // t.shape[1]:,} B, streamed"))
     return parts
 
 
