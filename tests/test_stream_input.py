@@ -7,6 +7,12 @@ the outputs are the same bytes, and the calls are what the header promises (rows
 increasing order, each once) and what the row schedule loads. The plan holds no byte of the input: the live
 bytes while the block runs are those of the unstreamed block minus the frame. Refusals are one line. With
 TINYC_FULL: a TFLite int8 model's streamed firmware under QEMU (Cortex-M4) equals the host build and TFLite.
+
+Several passes (`--stream-passes N`, codegen_options(stream_passes=N)): the streamed block may run in 2 .. N column
+strips (patch mode, schedule/column_strips.py); the callback is then asked for rows 0 .. STREAM_ROWS - 1 once per
+strip, in order (the header's STREAM_PASSES), the outputs are the unstreamed library's bytes, the arena is the
+smallest of every candidate block in every allowed strip count and holds no byte of the frame; QEMU (TINYC_FULL)
+on the Cortex-M0+.
 """
 import os
 import re
@@ -26,7 +32,9 @@ from tinyc.ops.fused_block import schedule_of
 from tinyc.passes import optimize
 from tinyc.schedule import VARIANTS, schedule
 from tinyc.schedule.fuse_block import fuse_block
-from tinyc.schedule.stream_input import input_row_loads, stream_input, streamed_block, streamed_blocks
+from tinyc.ops.fused_block import strips_of
+from tinyc.schedule.stream_input import (input_row_loads, stream_input, stream_passes, streamed_block,
+                                         streamed_blocks)
 from tinyc.verify import run_generated
 
 FULL = bool(os.environ.get("TINYC_FULL"))
@@ -156,17 +164,20 @@ int main(void) {
     for (int i = 0; i < calls && i < 4096; ++i) printf(" %%d:%%d", log_row[i], log_count[i]);
     printf("\n");
   }
+#ifdef S_INPUT0_STREAM_PASSES
+  printf("passes %%d\n", S_INPUT0_STREAM_PASSES);
+#endif
   printf("rows %%d row_size %%d\n", S_INPUT0_STREAM_ROWS, S_INPUT0_ROW_SIZE);
   return 0;
 }
 """
 
 
-def _run_both(tmp_path, g):
+def _run_both(tmp_path, g, options=STREAM):
     if shutil.which("gcc") is None:
         pytest.skip("needs gcc")
     plain = compile_graph(g, "a")
-    streamed = compile_graph(g, "s", options=STREAM)
+    streamed = compile_graph(g, "s", options=options)
     frames = _frames(g)
     for lib in (plain.library, streamed.library):
         write_library(lib, str(tmp_path), force=True)
@@ -199,6 +210,7 @@ def test_callback_rows_and_same_bytes(tmp_path, dtype, valid_stem):
         assert all(count >= 1 for _, count in calls) and any(count > 1 for _, count in calls)
     header = streamed.library.files["s.h"]
     assert "void s_input_rows(int row, int count, " in header
+    assert "STREAM_PASSES" not in header and "once. dst points into the arena" in header    # (one pass)
     assert "int s_invoke(" + ("int8_t" if dtype == "int8" else "float") + " *output0);" in header
     assert "s_input(void)" not in header and "s_input(void)" not in streamed.library.files["s.c"]
     if dtype == "int8":     # (no whole-frame conversion: there is no frame)
@@ -216,6 +228,110 @@ def test_verify_runner_serves_rows(tmp_path):
     assert "#define M_INPUT0_STREAM_ROWS 23\n" in streamed.library.files["m.h"]
     a, b = run_generated(plain, [frames]), run_generated(streamed, [frames])
     assert all(np.array_equal(p, q) for p, q in zip(a, b))
+
+
+# -- several passes: the streamed block in column strips ---------------------------------------------------------
+
+def _passes(n):
+    return codegen_options(stream_input=True, stream_passes=n)
+
+
+def _calls(line):
+    m = re.fullmatch(r"frame (\d+) same (\d) calls((?: \d+:\d+)*)", line)
+    assert m and m.group(2) == "1", line                  # the same output bytes as the unstreamed library
+    return [tuple(map(int, c.split(":"))) for c in m.group(3).split()]
+
+
+@pytest.mark.parametrize("dtype,passes", [("int8", 2), pytest.param(
+    "float32", 3, marks=pytest.mark.skipif(not FULL, reason="TINYC_FULL: 3 passes run by test_verify_runner too"))])
+def test_passes_callback_rows_and_same_bytes(tmp_path, dtype, passes):
+    """With N passes allowed the block runs in N strips here (each one lowers this arena): the callback is asked
+    for rows 0 .. STREAM_ROWS - 1 in increasing order, each once, in each of the N passes, as each strip's row
+    schedule loads them; the outputs are the unstreamed library's bytes; the header says so."""
+    g = net(dtype, h=16, w=24, valid_stem=dtype == "int8")
+    streamed, lines = _run_both(tmp_path, g, _passes(passes))
+    block = _block(streamed)
+    assert stream_passes(block) == len(strips_of(block)) == block.attrs["strips"] == passes
+    assert lines[-2] == f"passes {passes}"
+    rows = int(re.fullmatch(r"rows (\d+) row_size (\d+)", lines[-1]).group(1))
+    assert rows == (15 if dtype == "int8" else 16)        # (a valid stride-2 stem never reads the last row)
+    per_strip = [input_row_loads(strip.sched, "x") for strip in strips_of(block)]
+    assert per_strip == [list(range(rows))] * passes
+    for line in lines[:-2]:
+        served = [r for row, count in _calls(line) for r in range(row, row + count)]
+        assert served == list(range(rows)) * passes       # pass after pass, each the rows in order, each once
+    header = streamed.library.files["s.h"]
+    assert f"#define S_INPUT0_STREAM_PASSES {passes}\n" in header
+    words = " ".join(line.lstrip(" */") for line in header.splitlines())
+    assert (f"each row exactly once per pass, in S_INPUT0_STREAM_PASSES = {passes} passes (the first layers run in "
+            f"{passes} column strips, each reading the rows again") in words
+
+
+def test_passes_input_is_not_in_the_arena():
+    """In strips too the plan holds no byte of the frame: while the block runs, the live bytes are those of the
+    same block in strips with its input in the arena minus the frame; the arena is below the one-pass one."""
+    g = optimize(net(h=16, w=24))
+    streamed = compile_graph(g, "s", options=_passes(3))
+    block = _block(streamed)
+    plan = streamed.plan
+    assert "x" not in plan.buffer_of and not any("x" in b.tensors for b in plan.buffers)
+    names = [n.name for n in block.attrs["graph"].nodes]
+    step = next(i for i, n in enumerate(plan.graph.nodes) if n.op == "FusedBlock")
+    live = [schedule(fuse_block(g, names, stream=s, strips=3), variants=VARIANTS[:1]).live[step]
+            for s in (False, True)]
+    # (streamed, the block's scratch also holds the one whole input row the callback writes)
+    row = g.tensors["x"].nbytes // g.tensors["x"].shape[1]
+    assert live[0] - live[1] == g.tensors["x"].nbytes - -(-row // 4) * 4
+    assert plan.arena_bytes < compile_graph(g, "o", options=STREAM).plan.arena_bytes
+    assert f"#define S_ARENA_BYTES {plan.arena_bytes}\n" in streamed.library.files["s.h"]
+
+
+def test_passes_choose_the_smallest_arena():
+    """Of every streamable block in row mode and in 2 .. N strips, the smallest arena (of equal ones, the fewest
+    strips); N beyond what the output's width allows is no error: 3 strips of a 3-column output at most."""
+    g = optimize(net())                                 # (its output: 3 columns)
+    arenas = {}
+    for names in streamed_blocks(g):
+        for strips in (1, 2, 3):
+            try:
+                h = fuse_block(g, names, stream=True, strips=strips)
+            except TinycError:
+                continue
+            arenas[len(names), strips] = schedule_with_scratch(h).arena_bytes
+    assert any(strips > 1 for _, strips in arenas)
+    for passes in (1, 2, 3, 5):
+        h, plan = stream_input(g, schedule_with_scratch, passes)
+        chosen = next(n for n in h.nodes if n.op == "FusedBlock")
+        allowed = {k: v for k, v in arenas.items() if k[1] <= passes}
+        best = min(allowed.values())
+        assert plan.arena_bytes == best
+        key = (len(chosen.attrs["graph"].nodes), chosen.attrs.get("strips", 1))
+        assert allowed[key] == best and key[1] == min(k[1] for k, v in allowed.items() if v == best)
+
+
+def test_verify_runner_serves_passes(tmp_path):
+    """`tinyc verify`'s runner serves every pass and checks their order: the outputs of the streamed library in
+    strips are the unstreamed one's."""
+    g = net("float32", h=16, w=24, valid_stem=True)
+    frames = _frames(g)
+    plain, streamed = compile_graph(g, "m"), compile_graph(g, "m", options=_passes(3))
+    assert "#define M_INPUT0_STREAM_PASSES 3\n" in streamed.library.files["m.h"]
+    a, b = run_generated(plain, [frames]), run_generated(streamed, [frames])
+    assert all(np.array_equal(p, q) for p, q in zip(a, b))
+
+
+@pytest.mark.parametrize("options,words", [
+    (dict(stream_input=True, stream_passes=0), "--stream-passes 0: the number of times the application can serve "
+                                               "the input frame per inference must be a whole number >= 1"),
+    (dict(stream_input=True, stream_passes=-2), "--stream-passes -2: "),
+    (dict(stream_input=True, stream_passes=2.5), "--stream-passes 2.5: "),
+    (dict(stream_passes=2), "--stream-passes 2 says how often the streamed input's rows may be asked for; add "
+                            "--stream-input"),
+])
+def test_passes_refusals_are_one_line(options, words):
+    with pytest.raises(TinycError) as e:
+        codegen_options(**options)
+    assert words in str(e.value) and "\n" not in str(e.value)
 
 
 # -- refusals ----------------------------------------------------------------------------------------------------
@@ -317,6 +433,24 @@ def test_cli_stream_input(tmp_path):
     header = (tmp_path / "b" / "conv.h").read_text()
     assert "void conv_input_rows(int row, int count, float *dst);" in header
     assert "#define CONV_INPUT0_STREAM_ROWS 16" in header and "#define CONV_INPUT0_ROW_SIZE 36" in header
+    assert "asks for the rows" not in ok.output
+
+
+def test_cli_stream_passes(tmp_path):
+    """--stream-passes on the command line: compile says the passes; without --stream-input, or below 1, it is
+    refused in one line."""
+    model = tmp_path / "conv.onnx"
+    _onnx_conv(model)
+    runner = CliRunner()
+    base = ["compile", str(model), "--io-layout", "nhwc"]
+    ok = runner.invoke(cli_main, base + ["-o", str(tmp_path / "b"), "--stream-input", "--stream-passes", "2"])
+    assert ok.exit_code == 0, ok.output
+    assert "it asks for the rows 2 times per inference (the first layers run in 2 column strips)" in ok.output
+    assert "#define CONV_INPUT0_STREAM_PASSES 2" in (tmp_path / "b" / "conv.h").read_text()
+    for extra, words in ((["--stream-passes", "2"], "add --stream-input"),
+                         (["--stream-input", "--stream-passes", "0"], "--stream-passes 0: ")):
+        bad = runner.invoke(cli_main, base + ["-o", str(tmp_path / "c")] + extra)
+        assert bad.exit_code != 0 and words in str(bad.exception) and "\n" not in str(bad.exception)
 
 
 # -- on target ---------------------------------------------------------------------------------------------------

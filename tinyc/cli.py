@@ -241,6 +241,11 @@ _stream_opt = click.option(
     "--stream-input", "stream_input", is_flag=True,
     help="The model input (one batch-1 NHWC image) is never in the arena: the first layers run row by row and pull "
          "its rows from <name>_input_rows(row, count, dst), which your application defines (see <name>.h).")
+_passes_opt = click.option(
+    "--stream-passes", "stream_passes", type=int, default=1, show_default=True, metavar="N",
+    help="With --stream-input: the application can serve the frame up to N times per inference (a frame in "
+         "external RAM or flash, a camera FIFO that rewinds), so the first layers may run in up to N column strips, "
+         "each asking for the rows again: a smaller arena, some columns computed twice.")
 
 
 def _fusion_options(fusion, arena_budget, target) -> dict:
@@ -284,16 +289,17 @@ def main():
 @_fusion_opt
 @_budget_opt
 @_stream_opt
+@_passes_opt
 def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, calib, board, arena, arena_section,
             weights_section, do_build, opt, sample_files, seed, kernels, weights, binds, state_pairs, fusion,
-            arena_budget, stream_input):
+            arena_budget, stream_input, stream_passes):
     """Compile MODEL (.onnx, .keras, .h5, float32 or int8 .tflite) to a C library in OUT; with --board also a
     firmware project in OUT/firmware (main.c, startup, linker scripts, Makefile for arm-none-eabi-gcc)."""
     from .compiler import codegen_options, write_library
     from .memory_report import stored_weights_text
     target = _load_board(board)
     options = codegen_options(arena, arena_section, weights_section, kernels, _arena_limit(target), weights,
-                              stream_input)
+                              stream_input, stream_passes)
     options.update(_fusion_options(fusion, arena_budget, target))
     if target is None and (do_build or sample_files or opt):
         raise TinycError("--build, --opt and --sample make firmware and need --board (see `tinyc boards`)")
@@ -323,7 +329,7 @@ def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, cali
                + _blocks_text(lib))
     if stream_input:
         click.echo(f"input streamed by rows, not in the arena: your application defines {lib.prefix}_input_rows(row, "
-                   f"count, dst) ({lib.prefix}.h says when it is called and with which rows)")
+                   f"count, dst) ({lib.prefix}.h says when it is called and with which rows)" + _passes_text(c))
     for f in files:
         click.echo(f"  wrote {f}")
     from .codegen.cmake import target_name
@@ -331,6 +337,17 @@ def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, cali
                f"{target_name(lib.prefix)})")
     if do_build:
         _print_build(out_dir, None, False)
+
+
+def _passes_text(c) -> str:
+    """What `tinyc compile` adds about a streamed input asked for in several passes (patch mode's strips)."""
+    from .schedule.stream_input import stream_passes
+    passes = max((stream_passes(n) for n in c.plan.graph.nodes if n.op == "FusedBlock" and n.attrs.get("stream")),
+                 default=1)
+    if passes == 1:
+        return ""
+    return (f"; it asks for the rows {passes} times per inference (the first layers run in {passes} column "
+            f"strips): rows 0 .. last in increasing order in each pass")
 
 
 def _print_build(out_dir, opt, as_json):
@@ -407,8 +424,10 @@ def build(out_dir, opt, as_json):
 @_fusion_opt
 @_budget_opt
 @_stream_opt
+@_passes_opt
 def run_cmd(model, board, emulate, soc, as_json, out_dir, inputs, seed, no_profile, opt, name, input_shapes,
-            io_layout, quantize, calib, kernels, weights, state_pairs, fusion, arena_budget, stream_input):
+            io_layout, quantize, calib, kernels, weights, state_pairs, fusion, arena_budget, stream_input,
+            stream_passes):
     """Run MODEL's firmware for BOARD under emulation: instructions per inference, per layer and per MAC, and
     whether the outputs equal the host build and the reference runtime (exit 1 when they do not). With --soc the
     board image runs on an emulated RP2040 instead: cycles per inference and per MAC."""
@@ -424,7 +443,7 @@ def run_cmd(model, board, emulate, soc, as_json, out_dir, inputs, seed, no_profi
     from .compiler import codegen_options
     c, _ = _compile(model, name, input_shapes, io_layout, quantize, calib,
                     {**codegen_options(kernels=kernels, arena_limit=_arena_limit(target), weights=weights,
-                                       stream_input=stream_input),
+                                       stream_input=stream_input, stream_passes=stream_passes),
                      **_fusion_options(fusion, arena_budget, target)},
                     _state_pairs(state_pairs))
     from .firmware.project import DEFAULT_OPT, check_firmware_fits
@@ -475,8 +494,9 @@ def _oracle_text(report) -> str:
 @_fusion_opt
 @_budget_opt
 @_stream_opt
+@_passes_opt
 def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, name, input_shapes, io_layout,
-           quantize, calib, kernels, weights, binds, state_pairs, fusion, arena_budget, stream_input):
+           quantize, calib, kernels, weights, binds, state_pairs, fusion, arena_budget, stream_input, stream_passes):
     """Compile MODEL for the host (gcc, ASan+UBSan), run it and compare with the reference runtime (for
     --quantize int8: TFLite's reference kernels on the int8 model tinyc made, bit for bit)."""
     from .compiler import codegen_options
@@ -487,7 +507,8 @@ def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, n
         calib_arrays, progress = _calibration(path, quantize, calib, name, shapes, io_layout)
         report = run_verify(path, arrays, frames or samples, seed, per_layer, name, shapes, io_layout, keep_dir,
                             quantize, calib_arrays, progress,
-                            {**codegen_options(kernels=kernels, weights=weights, stream_input=stream_input),
+                            {**codegen_options(kernels=kernels, weights=weights, stream_input=stream_input,
+                                               stream_passes=stream_passes),
                              **_fusion_options(fusion, arena_budget, None)},
                             _state_pairs(state_pairs), hybrid=_hybrid_choice())
     if frames is not None and "frames" not in report:
@@ -550,8 +571,9 @@ def verify(model, inputs, samples, frames, seed, per_layer, as_json, keep_dir, n
 @_fusion_opt
 @_budget_opt
 @_stream_opt
+@_passes_opt
 def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_layout, quantize, calib, kernels,
-           weights, binds, state_pairs, fusion, arena_budget, stream_input):
+           weights, binds, state_pairs, fusion, arena_budget, stream_input, stream_passes):
     """Where the SRAM and flash go: per layer MACs, weights, live bytes, scratch, in-place decisions, the peak;
     the arena and its lower bound; with --board, whether the model fits."""
     from .memory_report import format_report, memory_report, plan_picture_data
@@ -560,7 +582,7 @@ def report(model, board, as_json, svg_file, html_file, name, input_shapes, io_la
     with _bound_model(model, binds) as path:
         c, _ = _compile(path, name, input_shapes, io_layout, quantize, calib,
                         {**codegen_options(kernels=kernels, arena_limit=_arena_limit(target), weights=weights,
-                                           stream_input=stream_input),
+                                           stream_input=stream_input, stream_passes=stream_passes),
                          **_fusion_options(fusion, arena_budget, target)},
                         _state_pairs(state_pairs))
     r = memory_report(c, target)

@@ -22,7 +22,7 @@ from .quant.ptq import quantize_graph
 from .quant.ptq_int16 import quantize_graph_int16
 from .schedule import MemoryPlan, schedule
 from .schedule.depth_first_search import CORES, FusionPlan, check_budget, plan_fusion
-from .schedule.stream_input import stream_input
+from .schedule.stream_input import check_passes, stream_input
 
 MARKER = ".tinyc"   # written into every output directory tinyc owns
 QUANTIZERS = {"int8": quantize_graph, "int16x8": quantize_graph_int16}    # --quantize: tinyc's own PTQ schemes
@@ -51,7 +51,7 @@ _SECTION = re.compile(r"[A-Za-z_.][A-Za-z0-9_.$]{0,63}")
 
 def codegen_options(arena: str = "static", arena_section: str | None = None,
                     weights_section: str | None = None, kernels: str = "fast", arena_limit: int | None = None,
-                    weights: str | None = None, stream_input: bool = False) -> dict:
+                    weights: str | None = None, stream_input: bool = False, stream_passes: int = 1) -> dict:
     """Checked options for `generate`: who owns the arena, linker sections for the arena and the weights, and
     the kernel set ("fast": optimized kernels where one applies; "reference": the plain-C twins only).
     `weights`: the form the weights are stored in (--weights, codegen/weight_storage.py; None: as the model has
@@ -59,7 +59,9 @@ def codegen_options(arena: str = "static", arena_section: str | None = None,
     `arena_limit`: bytes the target has for the arena; the fast kernels' scratch is reduced to stay within it
     (codegen/scratch_fit.py).
     `stream_input`: the model input is not in the arena; the first layers pull its rows from the user's callback
-    `<name>_input_rows` (schedule/stream_input.py)."""
+    `<name>_input_rows` (schedule/stream_input.py).
+    `stream_passes`: with `stream_input`, how many times per inference the callback may serve the frame (>= 2:
+    the first layers may run in that many column strips, each asking for rows 0 .. R - 1 again)."""
     if kernels not in KERNEL_SETS:
         raise TinycError(f"--kernels {kernels} is not supported; use {' or '.join(KERNEL_SETS)}")
     if arena not in ("static", "external"):
@@ -71,8 +73,13 @@ def codegen_options(arena: str = "static", arena_section: str | None = None,
     if arena == "external" and arena_section:
         raise TinycError("--arena-section places tinyc's static arena; with --arena external the caller places it")
     weight_form(weights)
+    check_passes(stream_passes)
+    if stream_passes > 1 and not stream_input:
+        raise TinycError(f"--stream-passes {stream_passes} says how often the streamed input's rows may be asked for; "
+                         "add --stream-input (or leave --stream-passes out)")
     return dict(arena=arena, arena_section=arena_section, weights_section=weights_section, kernels=kernels,
-                arena_limit=arena_limit, weights=weights, stream_input=bool(stream_input))
+                arena_limit=arena_limit, weights=weights, stream_input=bool(stream_input),
+                stream_passes=int(stream_passes))
 
 
 FUSION = ("auto", "none")     # --fusion
@@ -103,8 +110,9 @@ def compile_graph(g: Graph, name: str, source: str = "", options: dict | None = 
     if budget is not None:      # the fast kernels' scratch stays within the budget too
         arena_limit = budget if arena_limit is None else min(arena_limit, budget)
     planner = (lambda h: schedule_with_scratch(h, arena_limit)) if fast else schedule
+    passes = options.pop("stream_passes", 1)
     if options.pop("stream_input", False):
-        g, plan = stream_input(g, planner)
+        g, plan = stream_input(g, planner, passes)
     else:
         plan = planner(g)
     g, plan, chosen = _fused(g, plan, planner, fusion, arena_limit, options.get("kernels", "fast"))

@@ -10,16 +10,21 @@ block's "load" actions of it. (The longest is seldom the smallest: every layer a
 
 The rows come in the order the row schedule loads them: increasing, each once, rows 0 .. `requested_rows` - 1
 (the whole height unless the first layers never read the bottom rows, e.g. a valid convolution whose stride
-skips them).
+skips them). With `passes` >= 2 (`--stream-passes`: the application can serve the frame several times, e.g. from
+external RAM or flash) the candidates also run in patch mode (schedule/column_strips.py), in 2 .. `passes`
+column strips: each strip asks for the rows again, one pass of 0 .. `requested_rows` - 1 per strip, and holds
+line buffers a strip wide only.
 """
 from __future__ import annotations
 
 from ..errors import TinycError
 from ..ir import Graph
+from .column_strips import MAX_STRIPS, block_strips
 from .fuse_block import fuse_block
 from .row_schedule import block_nodes, row_schedule, windows
 
 FLAG = "--stream-input"
+PASSES_FLAG = "--stream-passes"
 
 
 def _input_name(g: Graph, name: str) -> str:
@@ -87,32 +92,60 @@ def streamed_block(g: Graph) -> list[str]:
     return streamed_blocks(g)[-1]
 
 
-def stream_input(g: Graph, plan) -> tuple[Graph, object]:
-    """`g` with its input streamed, and its plan: of the blocks that can stream it (`streamed_blocks`), the one
-    whose graph `plan(graph)` (a MemoryPlan) gives the smallest arena, fused with its rows pulled from the user's
-    callback. The blocks are planned in the order of a lower bound of the arena (their line buffers and output
-    are live together; the longer block first of equal bounds), until that bound reaches the smallest arena
-    found. Never worse: TinycError (one line) when every streamed arena is larger than `g`'s with its input in
-    the arena (a small input, line buffers and row-kernel scratch that cost more than it)."""
-    bounds = []
+def check_passes(passes) -> int:
+    """`passes` (--stream-passes) as an int >= 1, or a one-line TinycError."""
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise TinycError(f"{PASSES_FLAG} {passes}: the number of times the application can serve the input frame "
+                         f"per inference must be a whole number >= 1 (1: each row once)")
+    return passes
+
+
+def _candidates(g: Graph, passes: int) -> list[tuple[int, int, int, list]]:
+    """(lower bound of the arena, strips, -layers, names) of every streamed block in row mode and in 2 .. `passes`
+    strips (those patch mode refuses left out): its line buffers (the widest strip's), the whole input row a
+    block in strips holds, and its output are live together."""
+    x = g.inputs[0]
+    row_bytes = g.tensors[x].nbytes // g.tensors[x].shape[1]
+    found = []
     for names in streamed_blocks(g):
-        sched = row_schedule(g, names)
-        bounds.append((sched.line_bytes + g.tensors[sched.output].nbytes, -len(names), names))
+        output = g.tensors[block_nodes(g, names)[2]].nbytes
+        found.append((row_schedule(g, names).line_bytes + output, 1, -len(names), names))
+        for count in range(2, min(passes, MAX_STRIPS) + 1):
+            try:
+                strips = block_strips(g, names, count)
+            except TinycError:      # (too few columns, a running pool: this block streams in row mode only)
+                continue
+            found.append((max(s.sched.line_bytes for s in strips) + row_bytes + output, count, -len(names), names))
+    return found
+
+
+def stream_input(g: Graph, plan, passes: int = 1) -> tuple[Graph, object]:
+    """`g` with its input streamed, and its plan: of the blocks that can stream it (`streamed_blocks`), in row
+    mode or, with `passes` >= 2, in 2 .. `passes` column strips (one pass over the input each), the one whose
+    graph `plan(graph)` (a MemoryPlan) gives the smallest arena (of equal arenas, the fewest strips), fused with
+    its rows pulled from the user's callback. The candidates are planned in the order of a lower bound of the
+    arena (their line buffers and output are live together; the fewer strips, then the longer block first of
+    equal bounds), until that bound exceeds the smallest arena found. Never worse: TinycError (one line) when
+    every streamed arena is larger than `g`'s with its input in the arena (a small input, line buffers and
+    row-kernel scratch that cost more than it)."""
+    passes = check_passes(passes)
     best = None
-    for bound, _, names in sorted(bounds):
-        if best is not None and bound >= best[1].arena_bytes:
+    for bound, strips, _, names in sorted(_candidates(g, passes)):
+        if best is not None and bound > best[1].arena_bytes:
             break
-        h = fuse_block(g, names, stream=True)
+        if best is not None and bound == best[1].arena_bytes and strips >= best[2]:
+            continue            # (at best a tie, with no fewer strips)
+        h = fuse_block(g, names, stream=True, strips=strips)
         p = plan(h)
-        if best is None or p.arena_bytes < best[1].arena_bytes:
-            best = (h, p)
+        if best is None or (p.arena_bytes, strips) < (best[1].arena_bytes, best[2]):
+            best = (h, p, strips)
     base = plan(g)
     if best[1].arena_bytes > base.arena_bytes:
         peak = best[1].graph.nodes[best[1].peak_step]
         raise TinycError(f"{FLAG}: streaming the model input '{_input_name(g, g.inputs[0])}' saves no memory: the "
                          f"arena would be {best[1].arena_bytes:,} B (its peak at layer '{peak.name}' ({peak.op})), "
                          f"{base.arena_bytes:,} B with the input in it; compile without {FLAG}")
-    return best
+    return best[:2]
 
 
 def streamed_inputs(g: Graph) -> set:
