@@ -351,7 +351,7 @@ class Builder:
         self.g.inputs.append(self.tensor(name, shape))
         return name
 
-    def conv(self, x, name, out_channels, kernel, stride=1, pads=None, depthwise=False, relu=False):
+    def conv(self, x, name, out_channels, kernel, stride=1, pads=None, depthwise=False, relu=False, dilation=1):
         """A convolution (`kernel`: (kh, kw) or k; `pads`: (top, left, bottom, right), default SAME-like)."""
         _, h, w, c = self.g.tensors[x].shape
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
@@ -367,11 +367,24 @@ class Builder:
         else:
             wt = self.g.add_const(f"{name}_w", self.rng.standard_normal(shape) / np.sqrt(kh * kw * c / groups))
             b = self.g.add_const(f"{name}_b", self.rng.standard_normal(o) * 0.1)
-        oh = (h + pads[0] + pads[2] - kh) // sh + 1
-        ow = (w + pads[1] + pads[3] - kw) // sw + 1
+        oh = (h + pads[0] + pads[2] - (kh - 1) * dilation - 1) // sh + 1
+        ow = (w + pads[1] + pads[3] - (kw - 1) * dilation - 1) // sw + 1
         self.tensor(name, (1, oh, ow, o))
-        self.g.add_node("Conv2D", [x, wt, b], [name], name=name, strides=(sh, sw), dilations=(1, 1), pads=pads,
-                        groups=groups, activation={"fn": "relu"} if relu else None)
+        self.g.add_node("Conv2D", [x, wt, b], [name], name=name, strides=(sh, sw), dilations=(dilation, dilation),
+                        pads=pads, groups=groups, activation={"fn": "relu"} if relu else None)
+        return name
+
+    def pool(self, x, name, op, kernel, stride, pads):
+        """Max or average pooling, `kernel` (kh, kw), `stride` (sh, sw), horizontal `pads` (left, right) only."""
+        _, h, w, c = self.g.tensors[x].shape
+        self.tensor(name, (1, (h - kernel[0]) // stride[0] + 1, (w + sum(pads) - kernel[1]) // stride[1] + 1, c))
+        self.g.add_node(op, [x], [name], name=name, kernel=kernel, strides=stride, dilations=(1, 1),
+                        pads=(0, pads[0], 0, pads[1]))
+        return name
+
+    def binary(self, op, a, b, name):
+        self.tensor(name, self.g.tensors[a].shape)
+        self.g.add_node(op, [a, b], [name], name=name)
         return name
 
     def add(self, a, b, name, relu=False):
@@ -412,7 +425,7 @@ def inverted_residuals(dtype: str) -> tuple[Graph, list]:
     return m.block(m.add(p, p2, "b2"))
 
 
-def two_readers(dtype: str) -> tuple[Graph, list]:
+def shared_readers(dtype: str) -> tuple[Graph, list]:
     """One tensor read by three layers spanning rows, with different widths, strides and alignments (3x3 stride 2
     padded left, 3x3 stride 2 padded right, 5x1 stride 2 with a 5-row window), the sum of their outputs: each of
     them must widen its columns until its window starts at the tensor's first strip column."""
@@ -425,7 +438,25 @@ def two_readers(dtype: str) -> tuple[Graph, list]:
     return m.block(m.add(m.add(a, b, "ab"), c, "abc", relu=True))
 
 
-MODELS = {"resnet": resnet_stages, "inverted_residuals": inverted_residuals, "readers": two_readers}
+def one_row_windows(dtype: str) -> tuple[Graph, list]:
+    """Layers one row high reading views with horizontal windows and pads, beside readers spanning rows of the
+    same tensor: 1x3 convolutions (stride 1, and 2 beside a 3x3 stride 2), a 1x3 max pool, the tensor times
+    itself, a dilated 3x3."""
+    m = Builder(f"one_row_{dtype}", dtype)
+    x = m.input("x", (1, 8, 15, 4))
+    t = m.conv(x, "t", 4, 3, relu=True)
+    a = m.conv(t, "a", 4, (1, 3), pads=(0, 1, 0, 1))
+    b = m.conv(t, "b", 4, 3, dilation=2, pads=(2, 2, 2, 2))
+    p = m.pool(t, "p", "MaxPool2D", (1, 3), (1, 1), (1, 1))
+    sq = m.binary("Mul", t, t, "sq")
+    s = m.add(m.add(a, b, "ab"), m.add(p, sq, "psq"), "s", relu=True)
+    c = m.conv(s, "c", 4, (1, 3), stride=2, pads=(0, 1, 0, 1))
+    d = m.conv(s, "d", 4, 3, stride=2, pads=(1, 1, 1, 1))
+    return m.block(m.add(c, d, "cd"))
+
+
+MODELS = {"resnet": resnet_stages, "inverted_residuals": inverted_residuals, "readers": shared_readers,
+          "one_row": one_row_windows}
 
 
 @pytest.mark.parametrize("dtype", ["int8", "float32"])
@@ -449,15 +480,21 @@ def test_models_in_strips(model, dtype):
 
 def test_views_and_widening_happen():
     """What the models exercise: the ResNet stage's skip reads a view of the stage input; the readers of one
-    tensor widen their columns (and the sum reads views of them)."""
+    tensor widen their columns (and the sum reads views of them); 1x3 layers read views with their right pad in
+    the last strip."""
     g, names = resnet_stages("float32")
     viewers = {n.name for s in block_strips(g, names, 3) for n in s.graph.nodes if VIEW_ATTR in n.attrs}
     assert {"s1", "s2_skip"} <= viewers
-    g, names = two_readers("float32")
+    g, names = shared_readers("float32")
     strips = block_strips(g, names, 2)
     need = {"a": strips[1].ranges["a"][0], "b": strips[1].ranges["b"][0], "c": strips[1].ranges["c"][0]}
     assert min(need.values()) < strips[1].cols[0], need           # some reader computes columns of strip 0
     assert any(VIEW_ATTR in n.attrs for n in strips[1].graph.nodes if n.name in ("ab", "abc"))
+    g, names = one_row_windows("float32")
+    last = block_strips(g, names, 3)[-1]
+    views = {n.name: (n.attrs.get(VIEW_ATTR), n.attrs.get("pads")) for n in last.graph.nodes}
+    assert views["a"] == ((1, None, None), (0, 0, 0, 1)) and views["p"] == ((1,), (0, 0, 0, 1))   # the right pad
+    assert views["sq"][0] == (2, 2)                 # both inputs: the same view
 
 
 def test_slack_rows_compute_the_same():
