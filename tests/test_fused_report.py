@@ -353,6 +353,26 @@ def test_report_command_json_svg_html(tmp_path):
 
 
 
+def test_report_command_of_a_streamed_input_in_column_strips(tmp_path):
+    """`tinyc report --stream-input --stream-passes 3`: the streamed block in 3 column strips (the smallest arena
+    of this model's streamed plans), shown as such in the text, the JSON and the HTML page."""
+    from tinyc.cli import main
+    model = inverted_residual_onnx(tmp_path / "ir.onnx")
+    page = tmp_path / "p.html"
+    args = ["report", model, "--io-layout", "nhwc", "--quantize", "int8", "--calib", "random", "--stream-input",
+            "--stream-passes", "3"]
+    res = CliRunner().invoke(main, args + ["--json", "--html", str(page)])
+    assert res.exit_code == 0, res.output
+    (block,) = json.loads(res.output[res.output.index("{"):])["fusion"]["blocks"]
+    assert block["mode"] == "strips" and len(block["strips"]) == 3 and block["input_passes"] == 3
+    assert block["input_row"]["bytes"] == SIZE * 3 and block["streamed_input"]
+    assert "strips \u00d73<br>output columns 0\u20133, 4\u20137, 8\u201311" in page.read_text()
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "3 layers in 3 column strips, each row by row (1 output row per step), recompute x" in res.output
+    assert "its input streamed from the row callback, once per strip (3 passes)" in res.output
+
+
 def test_compile_summary_counts_the_blocks(int8_pair):
     from tinyc.cli import _blocks_text
     plain, fused = int8_pair
