@@ -263,8 +263,10 @@ def test_passes_callback_rows_and_same_bytes(tmp_path, dtype, passes):
     header = streamed.library.files["s.h"]
     assert f"#define S_INPUT0_STREAM_PASSES {passes}\n" in header
     words = " ".join(line.lstrip(" */") for line in header.splitlines())
-    assert (f"each row exactly once per pass, in S_INPUT0_STREAM_PASSES = {passes} passes (the first layers run in "
-            f"{passes} column strips, each reading the rows again") in words
+    again = ", and so on" if passes > 2 else ""
+    assert (f"each row exactly once per pass, in S_INPUT0_STREAM_PASSES = {passes} passes one after the other (the "
+            f"first layers run in {passes} column strips, each reading every row again): rows 0 .. {rows - 1}, then "
+            f"rows 0 .. {rows - 1} again{again}.") in words
 
 
 def test_passes_input_is_not_in_the_arena():
@@ -445,7 +447,8 @@ def test_cli_stream_passes(tmp_path):
     base = ["compile", str(model), "--io-layout", "nhwc"]
     ok = runner.invoke(cli_main, base + ["-o", str(tmp_path / "b"), "--stream-input", "--stream-passes", "2"])
     assert ok.exit_code == 0, ok.output
-    assert "it asks for the rows 2 times per inference (the first layers run in 2 column strips)" in ok.output
+    assert ("it asks for the rows 2 times per inference, rows 0 .. 15 in increasing order in each pass (the first "
+            "layers run in 2 column strips)") in ok.output
     assert "#define CONV_INPUT0_STREAM_PASSES 2" in (tmp_path / "b" / "conv.h").read_text()
     for extra, words in ((["--stream-passes", "2"], "add --stream-input"),
                          (["--stream-input", "--stream-passes", "0"], "--stream-passes 0: ")):
@@ -479,6 +482,32 @@ def test_streamed_firmware_under_qemu(tmp_path):
     assert streamed.library.arena_bytes < plain.library.arena_bytes
     main_c = (tmp_path / "s" / "firmware" / "main.c").read_text()
     assert "void cnn_input_rows(int row, int count, int8_t *dst)" in main_c
+
+
+@pytest.mark.skipif(not (FULL and shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
+                    reason="QEMU: TINYC_FULL=1 and arm-none-eabi-gcc + qemu-system-arm")
+def test_streamed_passes_firmware_under_qemu(tmp_path):
+    """--stream-passes 2: the streamed block of a TFLite int8 CNN in 2 column strips, its emulation image (main.c
+    serves each pass from the baked-in samples) on the Cortex-M0+ gives the host build's bytes and TFLite's, and
+    the unstreamed image's."""
+    from int8_zoo import build, to_int8_tflite
+
+    from tinyc.boards import load_board
+    from tinyc.compiler import compile_model
+    from tinyc.firmware.run import run_emulated
+    path = str(to_int8_tflite(build("residual_cnn"), tmp_path / "cnn.tflite"))
+    board = load_board("pico")
+    assert board.qemu_machine == "mps2-an385"
+    frames = [_frames_for(path, 3)]
+    streamed = compile_model(path, "cnn", options=_passes(2))
+    assert stream_passes(_block(streamed)) == 2
+    assert "#define CNN_INPUT0_STREAM_PASSES 2\n" in streamed.library.files["cnn.h"]
+    plain = compile_model(path, "cnn")
+    r = run_emulated(streamed, board, path, str(tmp_path / "s"), frames, profile=False)
+    assert r["outputs_match"], r["outputs"]
+    q = run_emulated(plain, board, path, str(tmp_path / "a"), frames, profile=False)
+    assert [o["data"] for o in r["outputs"]] == [o["data"] for o in q["outputs"]]
+    assert streamed.library.arena_bytes < compile_model(path, "cnn", options=STREAM).library.arena_bytes
 
 
 def _frames_for(path, n):

@@ -341,13 +341,13 @@ def compile(model, out_dir, name, input_shapes, io_layout, force, quantize, cali
 
 def _passes_text(c) -> str:
     """What `tinyc compile` adds about a streamed input asked for in several passes (patch mode's strips)."""
-    from .schedule.stream_input import stream_passes
-    passes = max((stream_passes(n) for n in c.plan.graph.nodes if n.op == "FusedBlock" and n.attrs.get("stream")),
-                 default=1)
+    from .schedule.stream_input import requested_rows, stream_passes
+    block = next(n for n in c.plan.graph.nodes if n.op == "FusedBlock" and n.attrs.get("stream"))
+    passes = stream_passes(block)
     if passes == 1:
         return ""
-    return (f"; it asks for the rows {passes} times per inference (the first layers run in {passes} column "
-            f"strips): rows 0 .. last in increasing order in each pass")
+    return (f"; it asks for the rows {passes} times per inference, rows 0 .. {requested_rows(block) - 1} in "
+            f"increasing order in each pass (the first layers run in {passes} column strips)")
 
 
 def _print_build(out_dir, opt, as_json):
