@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 from ..errors import TinycError
 from ..ir import Graph
-from .row_schedule import VIEW_ATTR, WINDOWED_OPS, RowSchedule, block_nodes, row_schedule, windows, running_layers
+from .row_schedule import (VIEW_ATTR, WINDOWED_OPS, RowSchedule, block_nodes, reduced_axes, row_schedule,
+                           running_layers, windows)
 MAX_STRIPS = 8
 
 
@@ -190,16 +191,32 @@ def view_width(g: Graph, node, i: int) -> int | None:
     return (y.shape[2] - 1) * c.stride + c.span - left - right
 
 
+def _columns_apart(g: Graph, node) -> None:
+    """Refuse a layer whose output columns are not computed apart from each other in a strip graph: a
+    normalization over the columns, a constant with one value per column (the strip graph keeps constants whole)."""
+    if 2 in reduced_axes(node):
+        raise TinycError(f"patch mode: layer '{node.name}' ({node.op}) normalizes over the columns; run the block in "
+                         "row mode")
+    if node.op in WINDOWED_OPS:
+        return
+    for t in node.inputs:
+        c = g.tensors[t]
+        if c.is_const and len(c.shape) >= 2 and c.shape[-2] != 1:
+            raise TinycError(f"patch mode: layer '{node.name}' ({node.op}) reads constant '{t}' with a value per "
+                             "column; run the block in row mode")
+
+
 def block_strips(g: Graph, names, strips: int, slack_rows: int = 0) -> list[Strip]:
     """The strips of the block of layers `names` of `g` in patch mode (`strips` >= 2), each with its row
     schedule; TinycError (one line) when the block cannot run in strips."""
     nodes, _, output = block_nodes(g, names)
+    for n in nodes:
+        windows(g, n)           # refuses what cannot run row by row
+        _columns_apart(g, n)
     width = g.tensors[output].shape[2]
     if not 2 <= strips <= min(MAX_STRIPS, width):
         raise TinycError(f"patch mode: {strips} strips of an output {width} columns wide; use 2 to "
                          f"{min(MAX_STRIPS, width)} strips, or row mode")
-    for n in nodes:
-        windows(g, n)           # refuses what cannot run row by row
     found = []
     whole = row_schedule(g, names, slack_rows)
     if running_layers(whole):

@@ -97,12 +97,24 @@ def windows(g, node) -> list:
                 k, s, d = a["kernel"][0], a["strides"][0], a.get("dilations", (1, 1))[0]
             found.append(Window(int(k), int(s), int(d), int(pt), int(pb), running=_running_pool(g, node)))
         elif REGISTRY[node.op].memory == "elementwise":
+            if reduced_axes(node) & {0, 1}:
+                _refuse(node, f"normalizes over the rows (axes {sorted(reduced_axes(node))})")
             if tuple(t.shape) != tuple(y.shape) and not _view(node, i, t.shape, y.shape):
                 _refuse(node, f"broadcasts '{name}' {tuple(t.shape)} to {tuple(y.shape)}")
             found.append(ONE_ROW)
         else:
             _refuse(node, "is not a row-streamed layer (convolution, pooling, elementwise)")
     return found
+
+
+def reduced_axes(node) -> set:
+    """The axes an elementwise-memory layer reduces over (a normalization's): its output at one index reads the
+    input along them, so a block cannot split them."""
+    if node.op == "Normalize":
+        return set(node.attrs["axes"])
+    if node.op == "LpNormalize":
+        return {node.attrs["axis"]}
+    return set()
 
 
 def _view(node, i: int, x: tuple, y: tuple) -> bool:
