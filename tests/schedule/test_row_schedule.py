@@ -354,6 +354,21 @@ def test_broadcast_input_is_refused():
     one_line_refusal(h, ["mul"], "'mul' .*reads constant 'tall'")
 
 
+@pytest.mark.parametrize("op, attrs", [("Normalize", dict(axes=(1, 2, 3), center=True, epsilon=1e-5)),
+                                       ("LpNormalize", dict(axis=1, p=2, epsilon=0.0))])
+def test_normalization_over_the_rows_is_refused(op, attrs):
+    """Row by row, a normalization over the rows would normalize each row alone: refused (over the channels, or
+    the columns and channels of each row, it streams)."""
+    g = base_graph()
+    g.add_tensor("y", (1, 8, 6, 3))
+    scale = [g.add_const("scale", np.ones((1, 1, 1, 3)))] if op == "Normalize" else []
+    g.add_node(op, ["x"] + scale, ["y"], name="norm", **attrs)
+    g.outputs = ["y"]
+    one_line_refusal(g, ["norm"], "'norm' .*normalizes over the rows")
+    g.nodes[0].attrs.update(dict(axes=(2, 3)) if op == "Normalize" else dict(axis=3))
+    assert row_schedule(g, ["norm"]).buffers["x"].capacity == 1
+
+
 def chain3():
     return float_graph([(8, 6, 3, [("conv", 3, 1, 1, True, 4), ("act", "relu"), ("conv", 1, 1, 1, True, 2)])])
 
