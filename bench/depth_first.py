@@ -11,7 +11,9 @@ profile; fused, the one FusedBlock layer. A second table: what `--fusion auto` c
 schedule/depth_first_search.py, with each core's cost figures, no budget: the smallest arena within 1.15x the
 estimated instructions), run on that core. With --rows a third: the instructions of each layer inside the fixed
 block (its row kernel, all its calls) beside the same layer run whole, and the block's row copies, from an
-instrumented copy of the fused project (row_profile).
+instrumented copy of the fused project (row_profile). A streamed-input table: the model input pulled from the
+row callback (`--stream-input`), once per inference and with --stream-passes 2 and 3 (the first block may then run
+in column strips, patch mode), each with `--fusion auto` for the core, run on that core.
 
 Usage: python bench/depth_first.py [--models mbv2,vww,resnet8,kws] [--cores m4,m0+] [--blocks mbv2=0:6,kws=0:10]
                                    [--rows] [--keep DIR] [--out FILE] [--json FILE]
@@ -48,6 +50,8 @@ BLOCKS = {
     "kws": (0, 10),       # every conv and the global average pool (accumulated row by row)
 }
 RATIO_GOAL = 1.15         # fused instructions / layer-by-layer instructions, at most (issue 21)
+STREAMED = ("vww", "mbv2")  # the camera models whose input the streamed table pulls from the row callback
+PASSES = (1, 2, 3)        # --stream-passes of the streamed table
 PLANNER_CORE = {"m0+": "cortex-m0plus", "m4": "cortex-m4", "m7": "cortex-m7", "m33": "cortex-m33"}
 
 
@@ -84,6 +88,29 @@ def compile_auto(path: str, model: str, core: str):
         return compile_model(path, model, options=options)
     except TinycError as e:
         return f"refused: {e}"
+
+
+def compile_streamed(path: str, model: str, core: str, passes: int):
+    """The library with the model input streamed (`--stream-input --stream-passes passes`, `--fusion auto` for
+    `core`), or the refusal."""
+    from tinyc.compiler import codegen_options, compile_model
+    from tinyc.errors import TinycError
+    options = dict(codegen_options(kernels="fast", stream_input=True, stream_passes=passes), fusion="auto",
+                   core=PLANNER_CORE[core])
+    try:
+        return compile_model(path, model, options=options)
+    except TinycError as e:
+        return f"refused: {e}"
+
+
+def block_modes(compiled) -> str:
+    """The fused blocks of a library: layers each, in strips ("8 in 2 strips") or row by row."""
+    out = []
+    for node in compiled.plan.graph.nodes:
+        if node.op == "FusedBlock":
+            layers, strips = len(node.attrs["graph"].nodes), node.attrs.get("strips", 1)
+            out.append(f"{layers} in {strips} strips" if strips > 1 else f"{layers} rows")
+    return ", ".join(out) or "none"
 
 
 def run_one(compiled, core: str, out: Path, samples, refs) -> dict:
@@ -220,6 +247,19 @@ def benchmark(models, cores, work_dir: Path, blocks: dict, log=lambda msg: None,
             row["auto"][core] = run
             log(f"[{time.time() - t0:6.1f}s] {model} --fusion auto on {core}: {len(run['blocks'])} block(s), arena "
                 f"{run['arena']:,}, {run['instructions']:,} instructions")
+        row["streamed"] = {}
+        for passes in PASSES if model in STREAMED else ():
+            for core in cores:
+                built = compile_streamed(path, model, core, passes)
+                if isinstance(built, str):
+                    row["streamed"][f"{passes}|{core}"] = dict(error=built)
+                    continue
+                out = work_dir / f"{model}-stream{passes}-{core.replace('+', 'p')}"
+                run = run_one(built, core, out, samples, refs)
+                run.update(arena=built.plan.arena_bytes, blocks=block_modes(built))
+                row["streamed"][f"{passes}|{core}"] = run
+                log(f"[{time.time() - t0:6.1f}s] {model} streamed, {passes} pass(es), on {core}: {run['blocks']}, "
+                    f"arena {run['arena']:,}, {run['instructions']:,} instructions")
         rows.append(row)
     return dict(cores=list(cores), rows=rows, seconds=round(time.time() - t0, 1))
 
@@ -256,7 +296,43 @@ def render(result: dict) -> str:
         "Depth-first fused blocks (bench/depth_first.py): int8, fast kernels, QEMU -icount instructions per "
         f"inference; LbL = layer by layer; ratio = fused / LbL (goal <= {RATIO_GOAL}); \"outputs\": every "
         "emulated output equals TFLite's reference kernels'.", "", *lines, "", *render_auto(result),
-        *render_rows(result)])
+        *render_streamed(result), *render_rows(result)])
+
+
+def render_streamed(result: dict) -> list:
+    """The streamed-input table: per model and --stream-passes, the blocks, the arena (the frame not in it) and
+    the instructions on each core against the layer-by-layer run (its input in the arena)."""
+    cores = result["cores"]
+    rows = [r for r in result["rows"] if r.get("streamed")]
+    if not rows:
+        return []
+    head = ["Model", "passes", "blocks (layers)", "arena"]
+    for c in cores:
+        head += [speed.CORES[c][1], "ratio"]
+    head.append("outputs")
+    lines = ["", "Streamed input (`--stream-input --stream-passes N`, `--fusion auto` for the core; the frame is not "
+             "in the arena; ratio against layer by layer with the frame in the arena; blocks and arena of the "
+             "first core's plan):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        for passes in sorted({int(k.split("|")[0]) for k in row["streamed"]}):
+            runs = [row["streamed"].get(f"{passes}|{c}", {}) for c in cores]
+            first = next((r for r in runs if "error" not in r), None)
+            if first is None:
+                lines.append(f"| {row['label']} | {passes} | {runs[0].get('error', '-')} |" + " |" * (len(head) - 3))
+                continue
+            cells = [row["label"], str(passes), first["blocks"], f"{first['arena']:,}"]
+            ok = True
+            for c, r in zip(cores, runs):
+                lbl = row["runs"].get(f"layer by layer|{c}", {}).get("instructions")
+                if "error" in r:
+                    cells += [r["error"], "-"]
+                    ok = False
+                    continue
+                ok = ok and r["outputs_match"]
+                cells += [f"{r['instructions']:,}", _ratio(lbl, r["instructions"])]
+            cells.append("equal" if ok else "DIFFER")
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def render_rows(result: dict) -> list:
@@ -353,7 +429,8 @@ def main(argv=None) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=1))
     broken = [r for r in result["rows"] if "error" in r or not all(v["outputs_match"] for v in r["runs"].values())
-              or not all(v.get("outputs_match", True) for v in r.get("auto", {}).values())]
+              or not all(v.get("outputs_match", True) for v in r.get("auto", {}).values())
+              or not all(v.get("outputs_match", True) for v in r.get("streamed", {}).values())]
     return 1 if broken else 0
 
 
