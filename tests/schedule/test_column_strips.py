@@ -22,7 +22,7 @@ from tinyc.interp import run_node
 from tinyc.ir import Graph, Quant
 from tinyc.schedule.column_strips import MAX_STRIPS, VIEW_ATTR, block_strips, view_width
 from tinyc.schedule.depth_first_search import layer_macs
-from tinyc.schedule.row_schedule import block_nodes, row_schedule
+from tinyc.schedule.row_schedule import block_nodes, row_schedule, running_layers
 
 FULL = bool(os.environ.get("TINYC_FULL"))
 EXAMPLES = 400 if FULL else 40
@@ -157,7 +157,8 @@ def execute_strip(strip, inputs: dict) -> np.ndarray:
     """The strip's output columns computed by its row schedule's actions alone, on line buffers of exactly the
     scheduled rows (as tests/schedule/test_row_schedule.execute, whose layers read whole rows: here a layer reads
     its view of a row). Every byte of the line memory records the (buffer, row) last written over it, so a window
-    reading a row overwritten (by its own buffer or one sharing its bytes), never loaded or never filled fails."""
+    reading a row overwritten (by its own buffer or one sharing its bytes), never loaded or never filled fails. A
+    pool over every row (running) takes its input rows one by one as they come."""
     g, sched = strip.graph, strip.sched
     rows = {t: np.full((b.capacity,) + g.tensors[t].shape[2:], np.nan) for t, b in sched.buffers.items()}
     tags = {t: [None] * b.capacity for t, b in sched.buffers.items()}
@@ -165,6 +166,7 @@ def execute_strip(strip, inputs: dict) -> np.ndarray:
     owner = np.zeros(max([1] + [sched.offsets[t] + b.nbytes for t, b in sched.buffers.items()]), np.int64)
     y = g.tensors[sched.output]
     out, written = np.full(y.shape, np.nan), []
+    accumulated = {}            # a pool over every row (running) -> the input rows it took, in order
 
     def span_of(t, slot, count=1):
         b = sched.buffers[t]
@@ -181,6 +183,13 @@ def execute_strip(strip, inputs: dict) -> np.ndarray:
         assert set(owner[span_of(t, slot)]) == {code[t] + row + 1000}, \
             f"row {row} of '{t}' overwritten by another line buffer before layer {node.name} reads it"
 
+    def put(a, row):
+        if a.tensor == sched.output:
+            out[0, a.row] = row
+            written.append(a.row)
+        else:
+            hold(a.tensor, a.slot, a.row, row)
+
     for a in sched.actions:
         if a.kind in ("load", "fill"):
             inside = 0 <= a.row < g.tensors[a.tensor].shape[1]
@@ -192,8 +201,19 @@ def execute_strip(strip, inputs: dict) -> np.ndarray:
             rows[a.tensor][a.slot:a.slot + a.rows] = rows[a.tensor][a.src:a.src + a.rows].copy()
             tags[a.tensor][a.slot:a.slot + a.rows] = tags[a.tensor][a.src:a.src + a.rows]
             owner[span_of(a.tensor, a.slot, a.rows)] = owner[span_of(a.tensor, a.src, a.rows)].copy()
+        elif a.kind == "clear":
+            accumulated[a.layer] = []
+        elif a.kind == "accumulate":
+            node = sched.layers[a.layer]
+            check_row(node.inputs[0], a.in_slots[0], a.row, node)
+            assert a.row == len(accumulated[a.layer]), "rows accumulated out of order"
+            accumulated[a.layer].append(rows[node.inputs[0]][a.in_slots[0]].copy())
+        elif getattr(sched.reads.get((a.layer, 0)), "running", False):
+            node = sched.layers[a.layer]
+            x = g.tensors[node.inputs[0]]
+            assert len(accumulated[a.layer]) == x.shape[1]
+            put(a, run_node(g, node, {node.inputs[0]: np.stack(accumulated[a.layer])[None].astype(x.dtype)})[0][0, 0])
         else:
-            assert a.kind == "compute", f"a strip runs no pool over whole rows: {a}"
             node = sched.layers[a.layer]
             reads = [sched.reads.get((a.layer, pos)) for pos in range(len(node.inputs))]
             variant_graph, variant = row_variant(g, node, reads)
@@ -206,12 +226,7 @@ def execute_strip(strip, inputs: dict) -> np.ndarray:
                 for tap in w.taps(a.row):
                     check_row(t, first + tap - w.first(a.row), tap, node)
                 windows[t] = rows[t][first:first + w.span][None].astype(g.tensors[t].dtype)
-            row = run_node(variant_graph, variant, viewed(g, node, windows))[0][0, 0]
-            if a.tensor == sched.output:
-                out[0, a.row] = row
-                written.append(a.row)
-            else:
-                hold(a.tensor, a.slot, a.row, row)
+            put(a, run_node(variant_graph, variant, viewed(g, node, windows))[0][0, 0])
     assert written == list(range(y.shape[1]))
     return out.astype(y.dtype)
 
@@ -696,3 +711,23 @@ def test_view_of_padding_only():
     first = check_strips(g, names, 2, schedules=True)[0].graph
     r0 = next(n for n in first.nodes if n.name == "r0")
     assert r0.attrs[VIEW_ATTR] == (0, None, None) and view_width(first, r0, 0) == 0 and r0.attrs["pads"][1] == 1
+
+
+def test_pool_running_in_some_strips():
+    """int8 2x7x3 -> relu -> 2x2 max pool of stride 2 padded right: the whole layer pads, so it is not running,
+    but in strips away from the right edge it pads nothing and pools over every row (running, its input one row);
+    each strip's schedule computes its columns either way."""
+    q = Quant(np.array(0.05, np.float32), np.array(3))
+    g = Graph("pool")
+    for name, shape in (("x", (1, 2, 7, 3)), ("a", (1, 2, 7, 3)), ("y", (1, 1, 4, 3))):
+        g.add_tensor(name, shape, "int8", quant=q)
+    g.add_node("Activation", ["x"], ["a"], name="relu", fn="relu")
+    g.add_node("MaxPool2D", ["a"], ["y"], name="pool", kernel=(2, 2), strides=(2, 2), dilations=(1, 1),
+               pads=(0, 0, 0, 1))
+    g.inputs, g.outputs = ["x"], ["y"]
+    names = ["relu", "pool"]
+    running = []
+    for count in (2, 3, 4):
+        strips = check_strips(g, names, count, schedules=True)
+        running.append([bool(running_layers(s.sched)) for s in strips])
+    assert running == [[True, False], [True, True, False], [True, True, True, False]]
