@@ -2,9 +2,11 @@
 the interpreter on its strip columns of the block's inputs (a layer reading a view: on the view's columns), gives
 output columns that, put side by side, equal the whole block (int8: equal; float: within 1e-4 * (1 + max
 |reference|)). Each strip's row schedule, executed on line buffers of exactly its rows with every byte tagged with
-the row it holds, computes the same. The strips recompute the columns their windows share (their MACs are at least
-the block's; a chain of 1x1 layers recomputes nothing), and what cannot run in strips is refused in one line
-starting "patch mode:".
+the row it holds, computes the same. The strips together compute every column the output depends on, recomputing
+the columns their windows share (their MACs are at least those columns'; a chain of 1x1 layers recomputes
+nothing), and what cannot run in strips is refused in one line starting "patch mode:". Blocks: random chains
+(tests/fused_chains.py), random blocks of one tensor read by several windows, ResNet stages and inverted residuals
+built as IR (int8 and float; TINYC_FULL: int8 zoo models through TFLiteConverter).
 
 (The interpreter evaluates an int8 layer in float on the stored integers, without requantization: the int8 cases
 check which columns each strip reads, computes and pads, not TFLite's arithmetic, which a strip does not change.)"""
