@@ -125,10 +125,17 @@ def check_columns(g, names, strips):
                         (n.name, i, at, width)
 
 
+def snapshot(g) -> tuple:
+    return ([(n.name, n.op, list(n.inputs), list(n.outputs), repr(sorted(n.attrs.items()))) for n in g.nodes],
+            {t: (v.shape, v.dtype) for t, v in g.tensors.items()}, list(g.inputs), list(g.outputs))
+
+
 def check_strips(g, names, count: int, seed: int = 0, schedules: bool = False) -> list:
     """The block of layers `names` in `count` strips: their columns, and their output equals the whole block's
     (`schedules`: also computed by each strip's row schedule)."""
+    before = snapshot(g)
     strips = block_strips(g, names, count)
+    assert snapshot(g) == before, "block_strips changed the graph"
     width = g.tensors[block_nodes(g, names)[2]].shape[2]
     assert [s.cols for s in strips] == equal_bounds(width, count)
     check_columns(g, names, strips)
