@@ -2,7 +2,9 @@
 instruction cap and the fused C computes what the unfused C computes; it never makes the arena larger (a plan it
 cannot improve comes back unchanged, with the reason); budgets are honoured (the fastest plan that fits; the
 layer-by-layer plan when it fits; a one-line refusal naming the smallest arena and its layer when nothing fits);
-the cost model counts what the row schedule copies and calls; the compiler's fusion option."""
+the cost model counts what the row schedule copies and calls; the compiler's fusion option. Patch mode: chosen
+where column strips lower the arena (a wide residual stage), with its recompute in the cost; never chosen where it
+does not (the plan is then the row-mode search's); budgets honoured with it."""
 import os
 import sys
 from pathlib import Path
@@ -17,7 +19,11 @@ from tinyc.errors import TinycError
 from tinyc.ir import Graph
 from tinyc.passes import optimize
 from tinyc.schedule import schedule
-from tinyc.schedule.depth_first_search import (M4, block_overhead, layer_instructions, layer_macs, plan_fusion)
+from tinyc.ops.fused_block import strips_of
+from tinyc.schedule.column_strips import block_strips
+from tinyc.schedule.depth_first_search import (M4, block_overhead, layer_instructions, layer_macs, plan_fusion,
+                                               recompute_factor, strips_instructions)
+from tinyc.schedule.fuse_block import fuse_block
 from tinyc.schedule.row_schedule import row_schedule
 from tinyc.verify import run_generated
 
@@ -53,6 +59,26 @@ def stem(size=32) -> Graph:
     y = conv(g, y, "dw2", 24, 3, s=2, pads=(0, 0, 1, 1), groups=24, rng=rng)
     y = conv(g, y, "pw2", 8, 1, rng=rng)
     g.add_tensor("m", (1, 8))
+    g.add_node("Mean", [y], ["m"], name="m", axes=[1, 2], keepdims=False)
+    g.outputs = ["m"]
+    return g
+
+
+def wide_stage(height=16, width=64, channels=16) -> Graph:
+    """A wide image through a residual stage (conv 3x3 -> conv 3x3 -> conv 3x3, + the first conv's output), a 1x1
+    projection to 4 channels, then a global mean: in row mode its 3-row line buffers of 64 x 16 floats are most of
+    the fused block's step, so column strips lower it."""
+    g = Graph("wide")
+    g.add_tensor("x", (1, height, width, 3))
+    g.inputs = ["x"]
+    rng = np.random.default_rng(2)
+    y = conv(g, "x", "c1", channels, 3, pads=(1, 1, 1, 1), rng=rng)
+    z = conv(g, y, "c2", channels, 3, pads=(1, 1, 1, 1), rng=rng)
+    z = conv(g, z, "c3", channels, 3, pads=(1, 1, 1, 1), rng=rng)
+    g.add_tensor("sum", g.tensors[y].shape)
+    g.add_node("Add", [y, z], ["sum"], name="sum")
+    y = conv(g, "sum", "pw", 4, 1, rng=rng)
+    g.add_tensor("m", (1, 4))
     g.add_node("Mean", [y], ["m"], name="m", axes=[1, 2], keepdims=False)
     g.outputs = ["m"]
     return g
@@ -224,6 +250,13 @@ def test_never_worse_and_budgets_on_random_chains(chain):
     assert fusion.arena_before == base and fusion.memory_plan.arena_bytes == fusion.arena_after <= base
     assert bool(fusion.blocks) == (fusion.arena_after < base) == (h is not g)
     assert fusion.est_instr_after <= 1.15 * fusion.est_instr_before
+    # patch mode: a plan with strips only where it is smaller than the row-mode search's; else that very plan
+    _, rows = plan_fusion(g, strip_counts=())
+    if any(b.mode == "strips" for b in fusion.blocks):
+        assert fusion.arena_after < rows.arena_after
+        assert all(b.recompute >= 1.0 and (b.mode == "strips") == (b.strips > 1) for b in fusion.blocks)
+    else:
+        assert fusion.blocks == rows.blocks and fusion.arena_after == rows.arena_after
     # a budget is honoured, or refused in one line
     for budget in (fusion.arena_after, max(1, fusion.arena_after * 3 // 4)):
         try:
@@ -232,3 +265,69 @@ def test_never_worse_and_budgets_on_random_chains(chain):
             assert budget < fusion.arena_after and "\n" not in str(e) and "no plan fits it" in str(e)
             continue
         assert fit.arena_after <= budget
+
+
+def test_patch_mode_wins_on_a_wide_residual_stage():
+    """Column strips lower the arena below the best row-mode plan, within the instruction cap; the report says the
+    mode, the strips and the recompute; the fused C computes what the layer-by-layer C computes."""
+    g = wide_stage()
+    _, rows = plan_fusion(g, strip_counts=())
+    h, fusion = plan_fusion(g)
+    assert fusion.arena_after < rows.arena_after < fusion.arena_before
+    assert fusion.est_instr_before < rows.est_instr_after < fusion.est_instr_after <= 1.15 * fusion.est_instr_before
+    [block] = fusion.blocks
+    [node] = [n for n in h.nodes if n.op == "FusedBlock"]
+    assert block.mode == "strips" and block.strips == node.attrs["strips"] >= 2
+    assert block.layers == ["c1", "c2", "c3", "sum", "pw"] == [n.name for n in node.attrs["graph"].nodes]
+    strips = strips_of(node)
+    assert block.line_bytes == max(s.sched.line_bytes for s in strips) < rows.blocks[0].line_bytes
+    assert 1.0 < block.recompute == recompute_factor(strips, g, g.nodes[:5]) < 1.15
+    d = fusion.as_dict()["blocks"][0]
+    assert (d["mode"], d["strips"], d["recompute"]) == ("strips", block.strips, block.recompute)
+    x = [np.random.default_rng(0).standard_normal((1, 16, 64, 3)).astype(np.float32)]
+    before = compile_graph(g, "m", options=dict(fusion="none"))
+    after = compile_graph(g, "m")
+    assert after.plan.arena_bytes == fusion.arena_after and after.fusion.blocks[0].strips == block.strips
+    ref, ours = run_generated(before, x)[0], run_generated(after, x)[0]
+    assert np.max(np.abs(ours - ref)) <= 1e-4 * (1 + np.max(np.abs(ref)))
+
+
+def test_strips_cost_counts_the_recompute():
+    """A block in strips costs each strip's layers on its columns (more MACs than the block's: the shared columns)
+    and each strip's copies and calls; the plan's estimate is that, and more than the same block in rows."""
+    g = wide_stage()
+    names = ["c1", "c2", "c3", "sum", "pw"]
+    for count in (2, 3, 4):
+        strips = block_strips(g, names, count)
+        macs = sum(layer_macs(s.graph, n) for s in strips for n in s.graph.nodes)
+        block_macs = sum(layer_macs(g, n) for n in g.nodes[:5])
+        assert macs > block_macs and recompute_factor(strips, g, g.nodes[:5]) == macs / block_macs
+        layers = sum(layer_instructions(s.graph, n, M4) for s in strips for n in s.graph.nodes)
+        assert layers == pytest.approx(macs * 8.5 + sum(s.graph.tensors["sum"].size for s in strips) * M4.add)
+        overhead = sum(block_overhead(s.graph, s.sched, M4) for s in strips)
+        assert overhead > 0 and strips_instructions(strips, M4) == pytest.approx(layers + overhead)
+        # the fused node's estimate (layer_instructions of a FusedBlock) counts every strip's layers
+        node = next(n for n in fuse_block(g, names, strips=count).nodes if n.op == "FusedBlock")
+        assert layer_instructions(g, node, M4) == pytest.approx(layers)
+    row_node = next(n for n in fuse_block(g, names).nodes if n.op == "FusedBlock")
+    assert layer_instructions(g, row_node, M4) == pytest.approx(sum(layer_instructions(g, n, M4) for n in g.nodes[:5]))
+    # the chosen plan's estimate: the layers outside the block, and the block's strips
+    h, fusion = plan_fusion(g)
+    [node] = [n for n in h.nodes if n.op == "FusedBlock"]
+    outside = sum(layer_instructions(h, n, M4) for n in h.nodes if n.op != "FusedBlock")
+    assert fusion.est_instr_after == round(outside + strips_instructions(strips_of(node), M4))
+
+
+def test_patch_mode_budgets():
+    """With a budget the row-mode plan meets, no strips (they are slower); one only strips meet: strips; below the
+    smallest: refused in one line."""
+    g = wide_stage()
+    _, rows = plan_fusion(g, strip_counts=())
+    _, smallest = plan_fusion(g)
+    h, fusion = plan_fusion(g, budget=rows.arena_after)
+    assert fusion.arena_after <= rows.arena_after and all(b.mode == "rows" for b in fusion.blocks)
+    h, fusion = plan_fusion(g, budget=rows.arena_after - 1)
+    assert fusion.arena_after < rows.arena_after and any(b.mode == "strips" for b in fusion.blocks)
+    with pytest.raises(TinycError) as e:
+        plan_fusion(g, budget=smallest.arena_after // 2)
+    assert "\n" not in str(e.value) and "no plan fits it" in str(e.value)

@@ -1,7 +1,8 @@
-"""Where to cut the network into fused blocks (issue 21): the planner that chooses them, never worse.
+"""Where to cut the network into fused blocks (issue 21) and in which mode: the planner that chooses, never worse.
 
 A fused block (schedule/row_schedule.py, schedule/fuse_block.py) runs consecutive layers row by row so their
-intermediate tensors are never whole. `plan_fusion` chooses which blocks, if any:
+intermediate tensors are never whole; in patch mode (schedule/column_strips.py) it does so in column strips, one
+after the other, with line buffers a strip wide. `plan_fusion` chooses which blocks, if any, and the mode of each:
 
 **Candidates.** Maximal runs of consecutive layers (graph order) that can stream rows (`row_schedule.windows`
 accepts them) and every sub-run of 2 .. MAX_BLOCK_LAYERS of them that `row_schedule` accepts as a block (one output
@@ -16,7 +17,16 @@ fast kernels' scratch; where it gave a block's kernels less scratch, `full_plann
 kernels) and keep the best; repeat until the peak stops falling (at most MAX_PLANS full plans).
 Estimated peak of a set of blocks: the layer-by-layer plan's live bytes at every step outside them, and per block
 the tensors live across it + its inputs that die in it + its output (less the part that may overlap its first
-input) + its line buffers.
+input, in row mode) + its line buffers.
+
+**Patch mode.** Then, unless the row-mode plan already fits the budget, the same greedy continues from it with
+block sets that hold a block in STRIP_COUNTS column strips (a block is a (first, end, strips) triple; strips 1:
+row mode): only a candidate that patch mode accepts by the cheap checks (no running pool, enough output columns,
+strip columns that settle) and whose estimate is below the same block's in row mode, and only sets whose estimated
+peak is not above the current plan's (both with guessed line buffers; the layers outside blocks at the current
+plan's live bytes); at most STRIP_PLANS more full plans. A block in strips is estimated with the widest strip's
+line buffers and no overlap of its output over its inputs (each strip reads them again). So a plan without strips
+is always the row-mode search's, and a plan with strips is chosen only where its arena is smaller.
 
 **Objective.** With a budget (`--arena-budget`, or the board's SRAM for the arena): the plan with the fewest
 estimated instructions whose arena fits it (the layer-by-layer plan when it fits); a budget no plan meets is a
@@ -41,17 +51,20 @@ row-kernel call, and where a row is not a multiple of 4 pixels `tail_per_pixel_m
 per call (the lone pixel of an odd row loads each weight for one pixel where a pair shares it), and
 `depthwise_rows` per MAC of its depthwise layers (negative: a depthwise row kernel reading channel-major rows costs
 less than the whole layer, bench/depth_first.py --rows: MobileNetV2's strided one 0.81x, VWW's 0.93-0.94x, KWS's
-0.99x). The fused-block terms and `least_scratch` are fitted to QEMU instruction counts on the M4 at 353a306
-(bench/depth_first.py, `run_emulated`, whole models; estimated vs measured instructions / layer by layer): KWS
-layers 0-9 with the running global pool (the planner's choice) 1.041 vs 1.050 (3,416,200 -> 3,585,340),
-MobileNetV2-0.35@144 layers 0-2 and 3-12 (the planner's) 1.005 vs 0.998 (42,915,360 -> 42,845,320), layers 0-5
-1.003 vs 0.995 (-> 42,697,400), IC ResNet-8 layers 0-7 (the planner's) 1.009 vs 0.988 (13,334,480 ->
-13,181,080), layers 0-3 1.006 vs 0.994 (-> 13,260,800), layers 0-12 at "small" scratch 1.171 vs 1.175 (->
-15,665,040), VWW conv_dw_1 .. conv_dw_2 (the planner's) 1.003 vs 1.010 (10,994,240 -> 11,103,840), layers 0-3 1.006
-vs 0.969 (-> 10,649,800: its first convolution costs 1,299,240 whole and 937,080 as rows, which the per-kind figure,
-the same for both, cannot tell apart). `copy_per_byte` and `fill_per_byte` are solved from the --rows "row copies" of
-the ResNet-8 and VWW blocks (61,240 and 75,280 instructions), `tail_per_pixel_mac` from KWS's pointwise rows (1.043x
-their layers: 24.2K per layer over 25 rows of 5 pixels).
+0.99x). A block in patch mode costs each strip's layers on the strip's columns (the columns strips share are
+computed by each: the recompute) and each strip's copies, fills, calls, tail and depthwise terms of its own row
+schedule (`strips_instructions`; not yet fitted to QEMU counts of blocks in strips). The fused-block terms and
+`least_scratch` are fitted to QEMU instruction counts on the M4 at 353a306 (bench/depth_first.py, `run_emulated`,
+whole models; estimated vs measured instructions / layer by layer): KWS layers 0-9 with the running global pool (the
+planner's choice) 1.041 vs 1.050 (3,416,200 -> 3,585,340), MobileNetV2-0.35@144 layers 0-2 and 3-12 (the planner's)
+1.005 vs 0.998 (42,915,360 -> 42,845,320), layers 0-5 1.003 vs 0.995 (-> 42,697,400), IC ResNet-8 layers 0-7 (the
+planner's) 1.009 vs 0.988 (13,334,480 -> 13,181,080), layers 0-3 1.006 vs 0.994 (-> 13,260,800), layers 0-12 at
+"small" scratch 1.171 vs 1.175 (-> 15,665,040), VWW conv_dw_1 .. conv_dw_2 (the planner's) 1.003 vs 1.010
+(10,994,240 -> 11,103,840), layers 0-3 1.006 vs 0.969 (-> 10,649,800: its first convolution costs 1,299,240 whole
+and 937,080 as rows, which the per-kind figure, the same for both, cannot tell apart). `copy_per_byte` and
+`fill_per_byte` are solved from the --rows "row copies" of the ResNet-8 and VWW blocks (61,240 and 75,280
+instructions), `tail_per_pixel_mac` from KWS's pointwise rows (1.043x their layers: 24.2K per layer over 25 rows of
+5 pixels).
 """
 from __future__ import annotations
 
@@ -63,6 +76,7 @@ from ..errors import TinycError
 from ..ir import Graph
 from ..ops import REGISTRY
 from .buffers import align
+from .column_strips import MAX_STRIPS, block_strips, column_ranges, strip_bounds
 from .fuse_block import fuse_block
 from .row_schedule import block_nodes, row_schedule, windows
 
@@ -70,6 +84,8 @@ MAX_BLOCK_LAYERS = 16      # longest candidate block (the candidates per peak la
 MOVES_PER_ROUND = 3        # candidate plans planned in full per greedy round
 SIMULATED_PER_ROUND = 12   # candidates whose row schedules are simulated per round (the best by the quick estimate)
 MAX_PLANS = 18             # full plans per search at most, the layer-by-layer one included
+STRIP_COUNTS = (2, 3, 4)   # patch mode: the column strips a block may be cut into
+STRIP_PLANS = 6            # full plans the patch-mode search may make after the row-mode search
 
 CORES = ("cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33")
 
@@ -119,12 +135,13 @@ class BlockChoice:
     """One fused block of the chosen plan, as `tinyc report` shows it."""
     name: str                  # the FusedBlock node
     layers: list               # its layers' names, in order
-    mode: str = "rows"         # row-streamed (the only mode so far; patches would recompute)
+    mode: str = "rows"         # "rows": row-streamed, each row once; "strips": patch mode, column strips
     rows_per_step: int = 1     # output rows computed per step
-    line_bytes: int = 0        # its line buffers
+    line_bytes: int = 0        # its line buffers (in strips: the widest strip's, which every strip reuses)
     kernel_scratch_bytes: int = 0   # the largest fast-kernel scratch of one of its layers (the planner's)
-    recompute: float = 1.0     # MACs computed / MACs of the layers (row streaming computes each row once)
-    macs: int = 0
+    recompute: float = 1.0     # MACs computed / MACs of the layers (rows: 1; strips recompute shared columns)
+    macs: int = 0              # MACs of its layers (computed once each)
+    strips: int = 1            # column strips (1 in row mode)
 
 
 @dataclass
@@ -185,8 +202,8 @@ def layer_instructions(g: Graph, node, costs: CoreCosts, kernels: str = "fast", 
     from ..ops.fused_block import SCRATCH_ATTR
     scratch = node.attrs.get(SCRATCH_ATTR, scratch)
     if node.op == "FusedBlock":
-        sub = node.attrs["graph"]
-        return sum(layer_instructions(sub, n, costs, kernels, scratch) for n in sub.nodes)
+        return sum(layer_instructions(sub, n, costs, kernels, scratch) for sub in computed_graphs(node)
+                   for n in sub.nodes)
     macs = layer_macs(g, node)
     if macs:
         plain = kernels == "reference" or scratch == "none" or g.tensors[node.outputs[0]].dtype.startswith("float")
@@ -205,6 +222,15 @@ def layer_instructions(g: Graph, node, costs: CoreCosts, kernels: str = "fast", 
     if REGISTRY[node.op].memory == "alias":
         return 0.0
     return elements * costs.other
+
+
+def computed_graphs(node) -> list:
+    """The graphs whose layers a FusedBlock computes: its layers' graph, or in patch mode each strip's graph (the
+    layers on the strip's columns: the columns strips share are computed by each)."""
+    if node.attrs.get("strips", 1) <= 1:
+        return [node.attrs["graph"]]
+    from ..ops.fused_block import strips_of
+    return [strip.graph for strip in strips_of(node)]
 
 
 def block_overhead(g: Graph, sched, costs: CoreCosts, kernels: str = "fast") -> float:
@@ -239,7 +265,7 @@ def block_overhead(g: Graph, sched, costs: CoreCosts, kernels: str = "fast") -> 
 
 @dataclass
 class _Evaluated:
-    ranges: tuple              # ((first, end) node indexes of g), sorted
+    ranges: tuple              # ((first, end, strips)): node indexes of g, column strips (1: row mode), sorted
     graph: Graph
     plan: object               # MemoryPlan
     instr: float
@@ -249,13 +275,31 @@ class _Evaluated:
         return self.plan.arena_bytes
 
 
+def _in_strips(ranges) -> bool:
+    return any(r[2] > 1 for r in ranges)
+
+
+def strips_instructions(strips, costs: CoreCosts, kernels: str = "fast") -> float:
+    """Estimated instructions of a block in patch mode: each strip's layers on its columns (the columns strips
+    share are computed by each) and its copies, fills and calls (`block_overhead` of its row schedule)."""
+    return sum(sum(layer_instructions(s.graph, n, costs, kernels) for n in s.graph.nodes)
+               + block_overhead(s.graph, s.sched, costs, kernels) for s in strips)
+
+
+def recompute_factor(strips, g: Graph, nodes) -> float:
+    """MACs the strips compute / MACs of the block's layers `nodes` of `g` (1.0 for a block without MACs)."""
+    macs = sum(layer_macs(g, n) for n in nodes)
+    return sum(layer_macs(s.graph, n) for s in strips for n in s.graph.nodes) / macs if macs else 1.0
+
+
 class _Search:
     def __init__(self, g: Graph, planner, full_planner, costs: CoreCosts, kernels: str):
         self.g, self.planner, self.full_planner, self.costs, self.kernels = g, planner, full_planner, costs, kernels
         self.index = {n.name: i for i, n in enumerate(g.nodes)}
         self.layer_cost = [self.node_instructions(g, n) for n in g.nodes]
-        self.schedules = {}    # (first, end) -> RowSchedule or None (not a block)
+        self.schedules = {}    # (first, end, strips) -> RowSchedule (1 strip) or list of Strips; None: cannot run so
         self.blocks = {}       # (first, end) -> do the layers form a block (row_schedule.block_nodes)
+        self.guesses = {}      # (first, end, strips) -> line bytes before simulating; None: cannot run in strips
         self.windows = {}      # layer name -> its Windows, None when it cannot stream rows
         self.plans = 0
         self._lifetimes()
@@ -295,40 +339,79 @@ class _Search:
                 self.windows[node.name] = None
         return self.windows[node.name] is not None
 
-    def is_block(self, r) -> bool:
-        """Do layers r form a block (one output, streamable layers)? Cheap: no row schedule."""
-        if r not in self.blocks:
+    def is_block(self, span) -> bool:
+        """Do layers span = (first, end) form a block (one output, streamable layers)? Cheap: no row schedule."""
+        if span not in self.blocks:
             try:
-                block_nodes(self.g, [n.name for n in self.g.nodes[r[0]:r[1]]])
-                self.blocks[r] = all(self._streams(n) for n in self.g.nodes[r[0]:r[1]])
+                block_nodes(self.g, [n.name for n in self.g.nodes[span[0]:span[1]]])
+                self.blocks[span] = all(self._streams(n) for n in self.g.nodes[span[0]:span[1]])
             except TinycError:
-                self.blocks[r] = False
-        return self.blocks[r]
+                self.blocks[span] = False
+        return self.blocks[span]
 
-    def line_guess(self, r) -> int:
+    def can_strip(self, r) -> bool:
+        """Can block r = (first, end, strips >= 2) run in patch mode, by the cheap checks (no running pool, enough
+        output columns, strip columns that settle: `line_guess`)? The simulation may still refuse it."""
+        a, b, count = r
+        nodes = self.g.nodes[a:b]
+        if count > min(MAX_STRIPS, self.g.tensors[nodes[-1].outputs[0]].shape[2]):
+            return False
+        if any(getattr(w, "running", False) for n in nodes for w in self.windows[n.name]):
+            return False
+        return self.line_guess(r) is not None
+
+    def line_guess(self, r) -> int | None:
         """Line-buffer bytes before the row schedule is simulated: each tensor the block reads, the most rows one
-        window of it spans (the simulation may need a row more or fewer)."""
-        g, rows = self.g, {}
-        for n in g.nodes[r[0]:r[1]]:
+        window of it spans (the simulation may need a row more or fewer), in patch mode as wide as its columns in
+        the widest strip (None: the strip columns do not settle, column_strips.column_ranges)."""
+        if r not in self.guesses:
+            self.guesses[r] = self._line_guess(r)
+        return self.guesses[r]
+
+    def _line_guess(self, r) -> int | None:
+        g, (a, b, count) = self.g, r
+        nodes, rows = g.nodes[a:b], {}
+        for n in nodes:
             for t, w in zip(n.inputs, self.windows[n.name]):
                 if w is not None:       # (a running pool takes its input row by row)
                     rows[t] = max(rows.get(t, 0), 1 if getattr(w, "running", False) else w.span)
-        return sum(align(k * g.tensors[t].nbytes // g.tensors[t].shape[1]) for t, k in rows.items())
+        if count == 1:
+            return sum(align(k * g.tensors[t].nbytes // g.tensors[t].shape[1]) for t, k in rows.items())
+        output = nodes[-1].outputs[0]
+        widest = 0
+        for cols in strip_bounds(g.tensors[output].shape[2], count):
+            try:
+                ranges = column_ranges(g, nodes, output, cols)
+            except TinycError:
+                return None
+            widest = max(widest, sum(align(k * (ranges[t][1] - ranges[t][0]) * g.tensors[t].nbytes
+                                           // (g.tensors[t].shape[1] * g.tensors[t].shape[2]))
+                                     for t, k in rows.items()))
+        return widest
 
     def schedule(self, r):
+        """Block r's row schedule (row mode) or its list of Strips (patch mode); None when it cannot run so."""
         if r not in self.schedules:
+            names = [n.name for n in self.g.nodes[r[0]:r[1]]]
             try:
-                self.schedules[r] = row_schedule(self.g, [n.name for n in self.g.nodes[r[0]:r[1]]])
+                self.schedules[r] = row_schedule(self.g, names) if r[2] == 1 else block_strips(self.g, names, r[2])
             except TinycError:
                 self.schedules[r] = None
         return self.schedules[r]
 
-    def block_estimate(self, r) -> int:
-        """Bytes live while the block runs (module docstring): crossing tensors, dying inputs, the output less
-        what may overlap its first input, its line buffers."""
-        g, (a, b) = self.g, r
+    def line_bytes(self, r) -> int:
+        """Block r's line buffers: simulated when its schedule is known, else guessed."""
         sched = self.schedules.get(r)
-        total = sched.line_bytes if sched is not None else self.line_guess(r)
+        if sched is None:
+            return self.line_guess(r)
+        return sched.line_bytes if r[2] == 1 else max(s.sched.line_bytes for s in sched)
+
+    def block_estimate(self, r, guessed: bool = False) -> int:
+        """Bytes live while the block runs (module docstring): crossing tensors, dying inputs, the output less
+        what may overlap its first input (in row mode: the strips read their inputs until the last one), its
+        line buffers (`guessed`: guessed even where simulated)."""
+        g, (a, b, count) = self.g, r
+        total = self.line_guess(r) if guessed else self.line_bytes(r)
         output = g.nodes[b - 1].outputs[0]
         out = align(g.tensors[output].nbytes)
         total += out
@@ -336,7 +419,7 @@ class _Search:
             if made < a and self.last.get(t, -1) >= a:
                 total += align(g.tensors[t].nbytes)
         first = next((t for n in g.nodes[a:b] for t in n.inputs if self.made.get(t, b) < a), None)
-        if first is not None and self.last.get(first, 0) < b:
+        if count == 1 and first is not None and self.last.get(first, 0) < b:
             total -= min(out, align(g.tensors[first].nbytes))
         return total
 
@@ -345,29 +428,39 @@ class _Search:
         return sum(self.layer_cost) + sum(self.overhead(r) for r in ranges)
 
     def overhead(self, r) -> float:
-        return block_overhead(self.g, self.schedule(r), self.costs, self.kernels)
+        """Instructions block r adds to its layers': in patch mode its strips' (with the recompute) less its
+        layers'."""
+        if r[2] == 1:
+            return block_overhead(self.g, self.schedule(r), self.costs, self.kernels)
+        return strips_instructions(self.schedule(r), self.costs, self.kernels) - sum(self.layer_cost[r[0]:r[1]])
 
     def planned_instructions(self, plan) -> float:
         """Estimated with the scratch the memory plan left each fast kernel."""
         return sum(self.node_instructions(plan.graph, n) for n in plan.graph.nodes)
 
     def node_instructions(self, g: Graph, node) -> float:
-        """A layer's estimate; a fused block's: its layers' and its overhead."""
+        """A layer's estimate; a fused block's: its layers' (each strip's in patch mode) and its overhead."""
         own = layer_instructions(g, node, self.costs, self.kernels)
         if node.op != "FusedBlock":
             return own
-        from ..ops.fused_block import schedule_of
-        return own + block_overhead(node.attrs["graph"], schedule_of(node), self.costs, self.kernels)
+        from ..ops.fused_block import strips_of
+        return own + sum(block_overhead(s.graph, s.sched, self.costs, self.kernels) for s in strips_of(node))
 
-    def estimated_peak(self, ranges, live: dict) -> int:
-        covered = {i for a, b in ranges for i in range(a, b)}
+    def current_live(self, live: dict, ev: _Evaluated) -> dict:
+        """`live` (bytes live at each layer of g, by name) with the live bytes of plan `ev` at its layers outside
+        blocks."""
+        now = {name: v for name, v in _live_by_layer(ev.plan).items() if name in self.index}
+        return {**live, **now}
+
+    def estimated_peak(self, ranges, live: dict, guessed: bool = False) -> int:
+        covered = {i for a, b, _ in ranges for i in range(a, b)}
         outside = [v for name, v in live.items() if self.index.get(name) not in covered]
-        return max(outside + [self.block_estimate(r) for r in ranges])
+        return max(outside + [self.block_estimate(r, guessed) for r in ranges])
 
     def fused(self, ranges) -> Graph:
         h = self.g
-        for a, b in ranges:
-            h = fuse_block(h, [n.name for n in self.g.nodes[a:b]])
+        for a, b, count in ranges:
+            h = fuse_block(h, [n.name for n in self.g.nodes[a:b]], strips=count)
         return h
 
     def evaluate(self, ranges) -> list:
@@ -392,9 +485,11 @@ class _Search:
         names = [n.name for n in node.attrs["graph"].nodes] if node.op == "FusedBlock" else [node.name]
         return [self.index[n] for n in names if n in self.index]
 
-    def moves(self, ev: _Evaluated) -> set:
+    def moves(self, ev: _Evaluated, strip_counts=()) -> set:
         """Block sets that change the blocks covering the peak: each candidate containing a peak layer replaces
-        the blocks it overlaps, keeping their parts outside it that still form blocks."""
+        the blocks it overlaps, keeping their parts outside it that still form blocks (in row mode). Each
+        candidate in row mode, and in each of `strip_counts` strips where the cheap checks pass and its estimate
+        is below its row mode's."""
         found = set()
         for i in self.peak_layers(ev):
             run = next((r for r in self.runs if r[0] <= i < r[1]), None)
@@ -405,16 +500,24 @@ class _Search:
                     if not self.is_block((a, b)):
                         continue
                     kept = []
-                    for c, d in ev.ranges:
+                    for c, d, count in ev.ranges:
                         if d <= a or c >= b:
-                            kept.append((c, d))
+                            kept.append((c, d, count))
                             continue
                         for part in ((c, a), (b, d)):
                             if part[1] - part[0] >= 2 and self.is_block(part):
-                                kept.append(part)
-                    found.add(tuple(sorted(kept + [(a, b)])))
+                                kept.append(part + (1,))
+                    modes = [1] + [count for count in strip_counts if self.worth_strips(a, b, count)]
+                    for count in modes:
+                        found.add(tuple(sorted(kept + [(a, b, count)])))
         found.discard(ev.ranges)
         return found
+
+    def worth_strips(self, a, b, count) -> bool:
+        """Is block (a, b) in `count` strips possible and estimated smaller than in row mode (line buffers
+        guessed in both: the guess is not the simulation's)?"""
+        r = (a, b, count)
+        return self.can_strip(r) and self.block_estimate(r, True) < self.block_estimate((a, b, 1), True)
 
 
 def _live_by_layer(plan) -> dict:
@@ -436,7 +539,7 @@ def check_budget(budget: int | None) -> None:
 
 def plan_fusion(g: Graph, budget: int | None = None, core: str = "cortex-m4", max_ratio: float = 1.15,
                 planner=None, kernels: str = "fast", base=None, full_planner=None,
-                refuse: bool = True) -> tuple[Graph, FusionPlan]:
+                refuse: bool = True, strip_counts: tuple = STRIP_COUNTS) -> tuple[Graph, FusionPlan]:
     """(graph with the chosen blocks fused, FusionPlan) for the optimized graph `g` (module docstring).
     `planner(graph) -> MemoryPlan` plans the arena as the compiler will (default: schedule without fast-kernel
     scratch); the chosen plan is `FusionPlan.memory_plan`. `kernels`: "fast" or "reference" (the cost figures).
@@ -444,7 +547,8 @@ def plan_fusion(g: Graph, budget: int | None = None, core: str = "cortex-m4", ma
     layer-by-layer plan of `g` when the caller has it (`planner(g)`). `full_planner(graph)`: a plan with every
     fast kernel's full scratch (codegen/scratch_fit.schedule_full_scratch), tried too where `planner` left a
     block's kernels less. `refuse`: a budget no plan meets is a TinycError; else (a board's SRAM, whose own check
-    then says the model does not fit it) the smallest plan found."""
+    then says the model does not fit it) the smallest plan found. `strip_counts`: the column strips a block may
+    run in (patch mode; () for row mode only)."""
     from . import schedule
     if core not in COSTS:
         raise TinycError(f"fusion: unknown core '{core}'; use one of {', '.join(CORES)}")
@@ -457,7 +561,7 @@ def plan_fusion(g: Graph, budget: int | None = None, core: str = "cortex-m4", ma
     if budget is not None and base.arena <= budget:
         fusion.reason = f"the layer-by-layer plan ({base.arena:,} B) fits the budget"
     else:
-        chosen = _greedy(search, base, budget, max_ratio) if search.runs else base
+        chosen = _greedy(search, base, budget, max_ratio, tuple(strip_counts)) if search.runs else base
         if budget is not None and chosen.arena > budget and refuse:
             raise TinycError(f"arena budget {budget:,} B: no plan fits it; the smallest arena tinyc finds is "
                              f"{chosen.arena:,} B, its peak at layer {_where(chosen.plan)}; raise the budget or "
@@ -488,13 +592,29 @@ def _better(a: _Evaluated, b: _Evaluated | None, budget) -> bool:
     return (a.arena, a.instr) < (b.arena, b.instr)
 
 
-def _greedy(search: _Search, base: _Evaluated, budget, max_ratio) -> _Evaluated:
+def _greedy(search: _Search, base: _Evaluated, budget, max_ratio, strip_counts) -> _Evaluated:
+    """The row-mode search, then from its plan the patch-mode search (each only to a smaller arena): a plan
+    without strips is the row-mode search's."""
     cap = None if budget is not None else max_ratio * base.instr
-    live = _live_by_layer(base.plan)
-    current, seen = base, {()}
-    while search.plans < MAX_PLANS and (budget is None or current.arena > budget):
-        quick = sorted((_quick_key(search, ranges, live, budget), ranges) for ranges in search.moves(current)
-                       if ranges not in seen)
+    live, seen = _live_by_layer(base.plan), {()}
+    rows = _descend(search, base, budget, cap, live, seen, (), MAX_PLANS)
+    if not strip_counts or budget is not None and rows.arena <= budget:
+        return rows
+    return _descend(search, rows, budget, cap, live, seen, strip_counts, search.plans + STRIP_PLANS)
+
+
+def _descend(search: _Search, current: _Evaluated, budget, cap, live: dict, seen: set, strip_counts,
+             max_plans: int) -> _Evaluated:
+    """Greedy rounds from `current` (module docstring) until the arena stops falling or `max_plans` full plans.
+    With `strip_counts`: only block sets with a block in strips, estimated below the current set."""
+    base_live = live
+    while search.plans < max_plans and (budget is None or current.arena > budget):
+        moves = search.moves(current, strip_counts)
+        if strip_counts:
+            live = search.current_live(base_live, current)
+            ceiling = search.estimated_peak(current.ranges, live, True)      # (guessed as the moves are)
+            moves = {m for m in moves if _in_strips(m) and search.estimated_peak(m, live, True) <= ceiling}
+        quick = sorted((_quick_key(search, ranges, live, budget), ranges) for ranges in moves if ranges not in seen)
         ranked = []
         for _, ranges in quick:
             if len(ranked) == SIMULATED_PER_ROUND:
@@ -511,7 +631,7 @@ def _greedy(search: _Search, base: _Evaluated, budget, max_ratio) -> _Evaluated:
         best = None
         acceptable = 0
         for _, ranges in ranked:
-            if acceptable == MOVES_PER_ROUND or search.plans >= MAX_PLANS:
+            if acceptable == MOVES_PER_ROUND or search.plans >= max_plans:
                 break
             seen.add(ranges)
             for ev in search.evaluate(ranges):
@@ -527,22 +647,26 @@ def _greedy(search: _Search, base: _Evaluated, budget, max_ratio) -> _Evaluated:
 
 
 def _quick_key(search: _Search, ranges, live: dict, budget) -> tuple:
-    """Before simulating: within the budget, the fewest row-kernel calls first (each layer's output height:
-    the calls a block adds), else the smallest estimated peak."""
+    """Before simulating: within the budget, the fewest row-kernel calls first (each layer's output height, per
+    strip: the calls a block adds), else the smallest estimated peak."""
     peak = search.estimated_peak(ranges, live)
     if budget is not None and peak <= budget:
         g = search.g
-        return (False, sum(g.tensors[n.outputs[0]].shape[1] for a, b in ranges for n in g.nodes[a:b]), peak)
+        return (False, sum(count * g.tensors[n.outputs[0]].shape[1] for a, b, count in ranges
+                           for n in g.nodes[a:b]), peak)
     return (True, peak, 0)
 
 
 def _block_choice(search: _Search, chosen: _Evaluated, r) -> BlockChoice:
-    sched = search.schedule(r)
-    layers = [n.name for n in search.g.nodes[r[0]:r[1]]]
+    a, b, count = r
+    layers = [n.name for n in search.g.nodes[a:b]]
     node = next(n for n in chosen.plan.graph.nodes if n.op == "FusedBlock"
                 and [m.name for m in n.attrs["graph"].nodes] == layers)
     step = chosen.plan.graph.nodes.index(node)
     work = chosen.plan.work.get(step)
-    scratch = max(0, (work.nbytes if work is not None else 0) - align(sched.line_bytes))
-    return BlockChoice(node.name, layers, line_bytes=sched.line_bytes, kernel_scratch_bytes=scratch,
-                       macs=sum(layer_macs(search.g, n) for n in search.g.nodes[r[0]:r[1]]))
+    line = search.line_bytes(r)
+    scratch = max(0, (work.nbytes if work is not None else 0) - align(line))
+    recompute = 1.0 if count == 1 else recompute_factor(search.schedule(r), search.g, search.g.nodes[a:b])
+    return BlockChoice(node.name, layers, mode="rows" if count == 1 else "strips", line_bytes=line,
+                       kernel_scratch_bytes=scratch, recompute=recompute,
+                       macs=sum(layer_macs(search.g, n) for n in search.g.nodes[a:b]), strips=count)
