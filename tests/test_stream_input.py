@@ -334,6 +334,7 @@ def test_passes_refusals_are_one_line(options, words):
     with pytest.raises(TinycError) as e:
         codegen_options(**options)
     assert words in str(e.value) and "\n" not in str(e.value)
+    assert codegen_options(stream_input=True, stream_passes=np.int64(2))["stream_passes"] == 2
 
 
 # -- refusals ----------------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ line buffers a strip wide only.
 """
 from __future__ import annotations
 
+import numbers
+
 from ..errors import TinycError
 from ..ir import Graph
 from .column_strips import MAX_STRIPS, block_strips
@@ -94,10 +96,10 @@ def streamed_block(g: Graph) -> list[str]:
 
 def check_passes(passes) -> int:
     """`passes` (--stream-passes) as an int >= 1, or a one-line TinycError."""
-    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+    if isinstance(passes, bool) or not isinstance(passes, numbers.Integral) or passes < 1:
         raise TinycError(f"{PASSES_FLAG} {passes}: the number of times the application can serve the input frame "
                          f"per inference must be a whole number >= 1 (1: each row once)")
-    return passes
+    return int(passes)
 
 
 def _candidates(g: Graph, passes: int) -> list[tuple[int, int, int, list]]:
