@@ -143,6 +143,11 @@ def strip_graph(g: Graph, names, cols: tuple) -> tuple[Graph, dict]:
     pads are the padding its strip window reads; a one-row reader of a view has the node attribute VIEW_ATTR."""
     nodes, inputs, output = block_nodes(g, names)
     ranges = column_ranges(g, nodes, output, cols)
+    empty = next((t for t, (x0, x1) in ranges.items() if x1 <= x0), None)
+    if empty is not None:
+        reader = next(n for n in nodes if empty in n.inputs)
+        raise TinycError(f"patch mode: for output columns {cols[0]}..{cols[1] - 1} layer '{reader.name}' reads only "
+                         f"padding of '{empty}'; use fewer strips or row mode")
     h = Graph(f"{nodes[0].name}..{nodes[-1].name} columns {cols[0]}..{cols[1] - 1}", g.source_format)
     for n in nodes:
         for t in n.inputs + n.outputs:
