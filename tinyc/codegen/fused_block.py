@@ -82,19 +82,26 @@ def line_bytes(node) -> int:
     return max(s.sched.line_bytes for s in strips_of(node))
 
 
-def accumulator_offsets(node) -> dict:
+def accumulator_offsets(node, strip=None) -> dict:
     """Byte offset in the block's scratch of each running pool's int32 accumulators (after the line buffers),
-    by layer index; the key None holds the end."""
+    by layer index, in `strip` (default the first: in row mode the only one); the key None holds the end, the
+    largest of the strips' (they run one after another in the same bytes; in patch mode a pool padded at an edge
+    of the tensor runs over every row in the strips away from it)."""
     from ..ops.fused_block import strips_of
     from ..schedule.row_schedule import running_layers
-    sched = strips_of(node)[0].sched
-    at, out = align(line_bytes(node)), {}
-    for li in running_layers(sched):
-        out[li] = at
-        y = node.attrs["graph"].tensors[sched.layers[li].outputs[0]]
-        at += 4 * y.shape[2] * y.shape[3]
-    out[None] = at
-    return out
+    strips = strips_of(node)
+    found = []
+    for s in strips:
+        at, out = align(line_bytes(node)), {}
+        for li in running_layers(s.sched):
+            out[li] = at
+            y = s.graph.tensors[s.sched.layers[li].outputs[0]]
+            at += 4 * y.shape[2] * y.shape[3]
+        out[None] = at
+        found.append(out)
+    chosen = dict(found[strips.index(strip) if strip is not None else 0])
+    chosen[None] = max(f[None] for f in found)
+    return chosen
 
 
 def input_row_bytes(node) -> int:
@@ -204,7 +211,7 @@ def _render_strip(node, strip, j, prefix, fn, render_kernel, render_pool, work_b
                 computes.setdefault((a.layer, t), set()).add(at % 4)
     from ..schedule.row_schedule import running_layers
     running = running_layers(sched)
-    accs = accumulator_offsets(node)
+    accs = accumulator_offsets(node, strip)
     functions, kernels, macs = [], {}, 0
     variants = layer_variants(node, strip)
     rendered = {}
@@ -231,10 +238,11 @@ def _render_strip(node, strip, j, prefix, fn, render_kernel, render_pool, work_b
     for v in variants:
         n = sched.layers[v.layer]
         if v.layer in running:
-            functions += running_pool_functions(v, fn, render_pool)
+            base = f"{fn}_r{v.layer}" if not j else f"{fn}_s{j}_r{v.layer}"
+            functions += running_pool_functions(v, base, render_pool)
             x = sub.tensors[n.inputs[0]]
             init = (-128 if x.dtype == "int8" else -32768) if n.op == "MaxPool2D" else 0
-            kernels[v.layer] = (f"{fn}_r{v.layer}", init, [x], sub.tensors[n.outputs[0]], None)
+            kernels[v.layer] = (base, init, [x], sub.tensors[n.outputs[0]], None)
             macs += x.size
             continue
         body, kernel, params, row_macs, work = rendered[v.layer]
@@ -364,15 +372,16 @@ def _mark_channel_major(variants: list, pairs: dict, layer: int, on: bool) -> No
                     variants[index].node.attrs.pop(attr, None)
 
 
-def running_pool_functions(v: RowVariant, fn: str, render_pool) -> list:
-    """The accumulate and finalize functions of a running pool (row_schedule._running_pool)."""
+def running_pool_functions(v: RowVariant, base: str, render_pool) -> list:
+    """The accumulate and finalize functions `<base>_accumulate`, `<base>_finalize` of a running pool
+    (row_schedule._running_pool)."""
     n = v.node
     x, y = v.graph.tensors[n.inputs[0]], v.graph.tensors[n.outputs[0]]
     out = []
     for part, params in (("accumulate", [f"const {c_type(x.dtype)} *restrict x0", "int32_t *restrict acc"]),
                          ("finalize", ["const int32_t *restrict acc", f"{c_type(y.dtype)} *restrict y"])):
         macs = x.size if part == "accumulate" else 0
-        out.append(dict(fn=f"{fn}_r{v.layer}_{part}", params=params, body=render_pool(v.graph, n, part),
+        out.append(dict(fn=f"{base}_{part}", params=params, body=render_pool(v.graph, n, part),
                         comment=f"running {part} of layer '{comment_text(n.name)}'", kernel=f"int8/pool_rows/{part}",
                         layer=v.layer, macs=macs, layer_macs=macs))
     return out
