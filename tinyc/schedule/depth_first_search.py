@@ -19,14 +19,16 @@ Estimated peak of a set of blocks: the layer-by-layer plan's live bytes at every
 the tensors live across it + its inputs that die in it + its output (less the part that may overlap its first
 input, in row mode) + its line buffers.
 
-**Patch mode.** Then, unless the row-mode plan already fits the budget, the same greedy continues from it with
-block sets that hold a block in STRIP_COUNTS column strips (a block is a (first, end, strips) triple; strips 1:
-row mode): only a candidate that patch mode accepts by the cheap checks (no running pool, enough output columns,
-strip columns that settle) and whose estimate is below the same block's in row mode, and only sets whose estimated
-peak is not above the current plan's (both with guessed line buffers; the layers outside blocks at the current
-plan's live bytes); at most STRIP_PLANS more full plans. A block in strips is estimated with the widest strip's
-line buffers and no overlap of its output over its inputs (each strip reads them again). So a plan without strips
-is always the row-mode search's, and a plan with strips is chosen only where its arena is smaller.
+**Patch mode.** Then, unless the row-mode plan already fits the budget, the same greedy continues from it with block
+sets that hold a block in STRIP_COUNTS column strips (a block is a (first, end, strips) triple; strips 1: row mode):
+the candidates covering the peak, and each block of the plan in another mode (a block away from the peak step can
+still lower the arena: MobileNetV2's second block in strips packs the arena 288 B tighter, its peak still at the
+first); only a candidate that patch mode accepts by the cheap checks (no running pool, enough output columns, strip
+columns that settle) and whose estimate is below the same block's in row mode, and only sets whose estimated peak is
+not above the current plan's (both with guessed line buffers; the layers outside blocks at the current plan's live
+bytes); at most STRIP_PLANS more full plans. A block in strips is estimated with the widest strip's line buffers and
+no overlap of its output over its inputs (each strip reads them again). So a plan without strips is always the
+row-mode search's, and a plan with strips is chosen only where its arena is smaller.
 
 **Objective.** With a budget (`--arena-budget`, or the board's SRAM for the arena): the plan with the fewest
 estimated instructions whose arena fits it (the layer-by-layer plan when it fits); a budget no plan meets is a
@@ -489,7 +491,7 @@ class _Search:
         """Block sets that change the blocks covering the peak: each candidate containing a peak layer replaces
         the blocks it overlaps, keeping their parts outside it that still form blocks (in row mode). Each
         candidate in row mode, and in each of `strip_counts` strips where the cheap checks pass and its estimate
-        is below its row mode's."""
+        is below its row mode's; with `strip_counts`, also each block of the plan in another number of strips."""
         found = set()
         for i in self.peak_layers(ev):
             run = next((r for r in self.runs if r[0] <= i < r[1]), None)
@@ -510,6 +512,11 @@ class _Search:
                     modes = [1] + [count for count in strip_counts if self.worth_strips(a, b, count)]
                     for count in modes:
                         found.add(tuple(sorted(kept + [(a, b, count)])))
+        for a, b, mode in ev.ranges:            # each block of the plan in another mode
+            others = [r for r in ev.ranges if r != (a, b, mode)]
+            for count in strip_counts:
+                if count != mode and self.worth_strips(a, b, count):
+                    found.add(tuple(sorted(others + [(a, b, count)])))
         found.discard(ev.ranges)
         return found
 
