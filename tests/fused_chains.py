@@ -11,7 +11,7 @@ A chain is (height, width, channels, layers); a layer is one of
 `chains()` draws them (hypothesis); `float_graph` builds chains as one float32 IR graph (a branch per chain: input
 `x<i>` (and `x<i>_<j>` for a join) -> output i), `keras_model` as one Keras model of the same branches.
 `branch_nodes` (the layers an output depends on) and `longest_block` find the longest run of layers that a fused
-block accepts.
+block accepts; `longest_strip_block`, in column strips (patch mode).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from tinyc.errors import TinycError
 from tinyc.ir import Graph
+from tinyc.schedule.column_strips import block_strips
 from tinyc.schedule.row_schedule import row_schedule
 
 ACTIVATIONS = ("relu", "tanh")
@@ -251,3 +252,24 @@ def to_int8_tflite(model, path, int16: bool = False) -> str:
     conv.inference_input_type = conv.inference_output_type = tf.int16 if int16 else tf.int8
     path.write_bytes(conv.convert())
     return str(path)
+
+
+def in_strips(g, names, strips: int = 2) -> bool:
+    """Does the block of layers `names` run in `strips` column strips (patch mode, schedule/column_strips.py)?"""
+    try:
+        block_strips(g, names, strips)
+    except TinycError:
+        return False
+    return True
+
+
+def longest_strip_block(g, names, strips: int = 2) -> list:
+    """The longest run of consecutive `names` that runs in `strips` column strips (the first of equal length); []
+    when none does."""
+    best = []
+    for i in range(len(names)):
+        for j in range(len(names), i + max(len(best), 1), -1):
+            if in_strips(g, names[i:j], strips):
+                best = names[i:j]
+                break
+    return best

@@ -18,7 +18,8 @@ import shutil
 
 import numpy as np
 import pytest
-from fused_chains import branch_nodes, chains, float_graph, fusable, keras_model, longest_block, to_int8_tflite
+from fused_chains import (branch_nodes, chains, float_graph, fusable, keras_model, longest_block, longest_strip_block,
+                          to_int8_tflite)
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -403,28 +404,27 @@ def test_random_int8_chains_in_strips(tmp_path_factory, chains_, data):
         check_strips_equal(g, blocks, int8_inputs(g), kernels, [strips])
 
 
-@pytest.mark.xfail(strict=True, raises=TinycError, reason="tinyc bug (reported, issue 21): the pool's whole layer "
-                   "pads its last column, so it is not running, but in the strips away from that edge it pads none "
-                   "and pools over every row (block_strips checks the whole block's row schedule only); two such "
-                   "strips of different widths emit accumulate functions of one name: gcc 'redefinition of "
-                   "fused_l0_fused_r1_accumulate'")
-def test_running_pool_in_some_strips():
-    """int8 2x7x3 -> relu -> 2x2 max pool of stride 2, right pad 1 (1x4x3): in 2 and 3 strips the C equals layer by
-    layer, or block_strips refuses the count in one line."""
+# Regressions (found here, fixed in 758213d): a pool over every row padding a column is not running
+# (row_schedule._running_pool), but in the strips away from that pad it pads none and is running. Two such strips of
+# different widths emitted accumulate functions of one name (gcc: redefinition); a running pool only after strip 0
+# had no accumulators (KeyError at generation); pads on both sides: the middle one of 3 strips.
+@pytest.mark.parametrize("width,pads", [(7, (0, 0, 0, 1)), (7, (0, 1, 0, 0)), (6, (0, 1, 0, 1))])
+def test_pool_over_every_row_in_strips(width, pads):
+    """int8 2 x `width` x 3 -> relu -> 2x2 max pool of stride 2 over both rows, horizontal `pads` (1x4x3 output): in 2
+    and 3 strips the C equals layer by layer."""
     from tinyc.ir import Graph, Quant
     q = Quant(np.array(0.05, np.float32), np.array(3))
     g = Graph("pool")
-    g.add_tensor("x", (1, 2, 7, 3), "int8", quant=q)
-    g.add_tensor("a", (1, 2, 7, 3), "int8", quant=q)
+    g.add_tensor("x", (1, 2, width, 3), "int8", quant=q)
+    g.add_tensor("a", (1, 2, width, 3), "int8", quant=q)
     g.add_node("Activation", ["x"], ["a"], name="relu", fn="relu")
     g.add_tensor("y", (1, 1, 4, 3), "int8", quant=q)
-    g.add_node("MaxPool2D", ["a"], ["y"], name="pool", kernel=(2, 2), strides=(2, 2), dilations=(1, 1),
-               pads=(0, 0, 0, 1))
+    g.add_node("MaxPool2D", ["a"], ["y"], name="pool", kernel=(2, 2), strides=(2, 2), dilations=(1, 1), pads=pads)
     g.inputs, g.outputs = ["x"], ["y"]
     blocks = [["relu", "pool"]]
-    plans = [[count] for count in strip_counts(g, blocks[0]) if count <= 3][::-1]
+    assert {2, 3} <= set(strip_counts(g, blocks[0]))
     for kernels in ("fast", "reference"):
-        check_strips_equal(g, blocks, int8_inputs(g), kernels, plans)
+        check_strips_equal(g, blocks, int8_inputs(g), kernels, [[2], [3]])
 
 
 # -- the int8 test zoo -----------------------------------------------------------------------------------------
@@ -455,6 +455,24 @@ def test_int8_zoo_longest_block(int8_models, name):
         check_fused_equal(g, [block], any_inputs(g), kernels)
 
 
+@pytest.mark.skipif(not FULL, reason="TINYC_FULL: every int8 zoo model in strips")
+@pytest.mark.parametrize("name", zoo_names())
+def test_int8_zoo_longest_block_in_strips(int8_models, name):
+    """The longest block of each int8 zoo model that runs in strips, in every count of 2-4 it takes, compared
+    directly and through the layers after it: fast kernels (plain and DSP paths) and reference kernels."""
+    from tinyc.frontends import load_model
+    g = optimize(load_model(int8_models(name)))
+    block = longest_strip_block(g, [n.name for n in g.nodes])
+    if len(block) < 2:
+        pytest.skip(f"{name}: no two layers run in strips")
+    out = next(n for n in g.nodes if n.name == block[-1]).outputs[0]
+    if out not in g.outputs:
+        g.outputs.append(out)
+    plans = [[count] for count in strip_counts(g, block)]
+    for kernels in ("fast", "reference"):
+        check_strips_equal(g, [block], any_inputs(g), kernels, plans)
+
+
 # -- on target ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.skipif(not FULL or not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
@@ -466,16 +484,26 @@ def test_int8_chains_under_qemu(keras_chains, tmp_path, board):
     check_under_qemu(keras_chains, int8_inputs(keras_chains), board, tmp_path)
 
 
-def check_under_qemu(g, xs, board, out):
+@pytest.mark.skipif(not FULL or not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
+                    reason="TINYC_FULL, with arm-none-eabi-gcc and qemu-system-arm")
+@pytest.mark.parametrize("board", ["nucleo-f412zg", "pico", "pico2"])
+def test_int8_chains_in_strips_under_qemu(keras_strip_chains, tmp_path, board):
+    """KERAS_STRIP_CHAINS in 2-4 strips (one round of strip_plans) on the emulated M4, M0+ and M33 give the
+    unfused library's bytes on the host."""
+    g = keras_strip_chains
+    _, plans = int8_strip_plans(g, True, 1)
+    check_under_qemu(g, int8_inputs(g), board, tmp_path, strips=plans[0])
+
+
+def check_under_qemu(g, xs, board, out, strips=None):
+    """`strips`: a strip count per output's branch (whole_branches; default: row mode)."""
     from tinyc.boards import load_board
     from tinyc.compiler import write_library
     from tinyc.firmware.emulate import emulate
     from tinyc.firmware.project import write_firmware
     want = run_generated(compile_with(g, "fast"), xs)
-    fused = g
-    for names in whole_branches(g):
-        fused = fuse_block(fused, names)
-    compiled = compile_with(fused, "fast")
+    compiled = compile_with(fuse_all(g, whole_branches(g), strips=strips), "fast")
+    assert blocks_in_strips(compiled) == sum(count > 1 for count in strips or [])
     write_library(compiled.library, str(out), force=True)
     write_firmware(compiled, load_board(board), str(out), xs)
     got = emulate(compiled, load_board(board), out, profile=False)["outputs"]
