@@ -408,23 +408,28 @@ def test_random_int8_chains_in_strips(tmp_path_factory, chains_, data):
 # (row_schedule._running_pool), but in the strips away from that pad it pads none and is running. Two such strips of
 # different widths emitted accumulate functions of one name (gcc: redefinition); a running pool only after strip 0
 # had no accumulators (KeyError at generation); pads on both sides: the middle one of 3 strips.
-@pytest.mark.parametrize("width,pads", [(7, (0, 0, 0, 1)), (7, (0, 1, 0, 0)), (6, (0, 1, 0, 1))])
-def test_pool_over_every_row_in_strips(width, pads):
-    """int8 2 x `width` x 3 -> relu -> 2x2 max pool of stride 2 over both rows, horizontal `pads` (1x4x3 output): in 2
-    and 3 strips the C equals layer by layer."""
+POOL_PADS = [(7, (0, 0, 0, 1)), (7, (0, 1, 0, 0)), (6, (0, 1, 0, 1))]
+
+
+def test_pool_over_every_row_in_strips():
+    """Branch i: int8 2 x width x 3 -> relu -> 2x2 max pool of stride 2 over both rows, horizontal pads (POOL_PADS[i];
+    1x4x3 output), in 2 and 3 strips: the C equals layer by layer."""
     from tinyc.ir import Graph, Quant
     q = Quant(np.array(0.05, np.float32), np.array(3))
-    g = Graph("pool")
-    g.add_tensor("x", (1, 2, width, 3), "int8", quant=q)
-    g.add_tensor("a", (1, 2, width, 3), "int8", quant=q)
-    g.add_node("Activation", ["x"], ["a"], name="relu", fn="relu")
-    g.add_tensor("y", (1, 1, 4, 3), "int8", quant=q)
-    g.add_node("MaxPool2D", ["a"], ["y"], name="pool", kernel=(2, 2), strides=(2, 2), dilations=(1, 1), pads=pads)
-    g.inputs, g.outputs = ["x"], ["y"]
-    blocks = [["relu", "pool"]]
-    assert {2, 3} <= set(strip_counts(g, blocks[0]))
+    g = Graph("pools")
+    for i, (width, pads) in enumerate(POOL_PADS):
+        g.add_tensor(f"x{i}", (1, 2, width, 3), "int8", quant=q)
+        g.add_tensor(f"a{i}", (1, 2, width, 3), "int8", quant=q)
+        g.add_node("Activation", [f"x{i}"], [f"a{i}"], name=f"relu{i}", fn="relu")
+        g.add_tensor(f"y{i}", (1, 1, 4, 3), "int8", quant=q)
+        g.add_node("MaxPool2D", [f"a{i}"], [f"y{i}"], name=f"pool{i}", kernel=(2, 2), strides=(2, 2),
+                   dilations=(1, 1), pads=pads)
+        g.inputs.append(f"x{i}")
+        g.outputs.append(f"y{i}")
+    blocks = [[f"relu{i}", f"pool{i}"] for i in range(len(POOL_PADS))]
+    assert all({2, 3} <= set(strip_counts(g, names)) for names in blocks)
     for kernels in ("fast", "reference"):
-        check_strips_equal(g, blocks, int8_inputs(g), kernels, [[2], [3]])
+        check_strips_equal(g, blocks, int8_inputs(g), kernels, [[2] * len(blocks), [3] * len(blocks)])
 
 
 # -- the int8 test zoo -----------------------------------------------------------------------------------------
