@@ -225,7 +225,7 @@ def test_int8_model_fast_kernels(int8_models):
     fused C gives the unfused C's bytes on the host and on the emulated Cortex-M4 (and TFLite's)."""
     from tinyc.compiler import compile_model
     path = int8_models("residual_cnn")
-    before = compile_model(path)
+    before = compile_model(path, options=dict(fusion="none"))
     after = compile_model(path, options=dict(fusion="auto"))
     fusion = after.fusion
     assert fusion.arena_before == before.plan.arena_bytes > fusion.arena_after == after.plan.arena_bytes
