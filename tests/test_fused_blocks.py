@@ -305,11 +305,17 @@ def strip_plans(counts: list, rounds: int) -> list:
 
 def blocks_in_strips(compiled) -> int:
     """The fused blocks of the plan in strips; none writes its output over its input (each strip loads the
-    input's rows again: schedule/overlap.py gives such a block no lead)."""
+    input's rows again: schedule/overlap.py gives such a block no lead), and the plan gives each the line buffers
+    of its widest strip (they overflow the block's scratch otherwise, which the outputs show only where the bytes
+    after it are live)."""
+    from tinyc.ops.fused_block import strips_of
     g = compiled.plan.graph
     in_strips = {i for i, n in enumerate(g.nodes) if n.op == "FusedBlock" and n.attrs.get("strips", 1) > 1}
     overlapped = [g.nodes[i].name for i, p in compiled.plan.in_place.items() if i in in_strips and p.kind == "overlap"]
     assert not overlapped, f"blocks in strips written over their input: {overlapped}"
+    for i in in_strips:
+        widest = max(strip.sched.line_bytes for strip in strips_of(g.nodes[i]))
+        assert compiled.plan.work[i].size >= widest, (g.nodes[i].name, compiled.plan.work[i].size, widest)
     return len(in_strips)
 
 
