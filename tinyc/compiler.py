@@ -22,6 +22,7 @@ from .quant.ptq import quantize_graph
 from .quant.ptq_int16 import quantize_graph_int16
 from .schedule import MemoryPlan, schedule
 from .schedule.depth_first_search import CORES, FusionPlan, check_budget, plan_fusion
+from .schedule.column_strips import MIN_STRIP_GAIN
 from .schedule.stream_input import check_passes, stream_input
 
 MARKER = ".tinyc"   # written into every output directory tinyc owns
@@ -111,14 +112,36 @@ def compile_graph(g: Graph, name: str, source: str = "", options: dict | None = 
         arena_limit = budget if arena_limit is None else min(arena_limit, budget)
     planner = (lambda h: schedule_with_scratch(h, arena_limit)) if fast else schedule
     passes = options.pop("stream_passes", 1)
+    kernels = options.get("kernels", "fast")
     if options.pop("stream_input", False):
-        g, plan = stream_input(g, planner, passes)
+        g, plan, chosen = _streamed(g, planner, passes, fusion, arena_limit, kernels)
     else:
-        plan = planner(g)
-    g, plan, chosen = _fused(g, plan, planner, fusion, arena_limit, options.get("kernels", "fast"))
+        g, plan, chosen = _fused(g, planner(g), planner, fusion, arena_limit, kernels)
     c = Compiled(source, g, plan, generate(plan, name, source or g.name, **options))
     c.fusion = chosen
     return c
+
+
+def _streamed(g: Graph, planner, passes: int, fusion: dict, arena_limit: int | None, kernels: str):
+    """(graph, plan, FusionPlan or None) with the model input streamed (schedule/stream_input.py) and the rest
+    fused as `_fused` does. With several passes allowed, a streamed block in strips is kept only where the whole
+    plan beats the one-pass plan by MIN_STRIP_GAIN of its arena (within the budget, when there is one, the one
+    that fits, of both the one-pass plan): what follows the block is fused afterwards, so the block's own arena
+    does not tell."""
+    h, plan = stream_input(g, planner, passes)
+    found = _fused(h, plan, planner, fusion, arena_limit, kernels)
+    if passes == 1 or not any(n.op == "FusedBlock" and n.attrs.get("strips", 1) > 1 for n in h.nodes):
+        return found
+    try:
+        once = _fused(*stream_input(g, planner, 1), planner, fusion, arena_limit, kernels)
+    except TinycError:
+        return found
+    budget = fusion["arena_budget"]
+    if budget is not None and once[1].arena_bytes <= budget:
+        return once
+    if budget is None and found[1].arena_bytes > (1 - MIN_STRIP_GAIN) * once[1].arena_bytes:
+        return once
+    return found
 
 
 def _fused(g: Graph, plan: MemoryPlan, planner, fusion: dict, arena_limit: int | None, kernels: str):

@@ -30,6 +30,9 @@ from ..ir import Graph
 from .row_schedule import (VIEW_ATTR, WINDOWED_OPS, RowSchedule, block_nodes, reduced_axes, row_schedule,
                            running_layers, windows)
 MAX_STRIPS = 8
+# The planners (depth_first_search.py, stream_input.py) take patch mode only where it lowers the arena by at least
+# this fraction: its recompute (and the estimate's few % error on it) is not spent on a few bytes.
+MIN_STRIP_GAIN = 0.02
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ from ..errors import TinycError
 from ..ir import Graph
 from ..ops import REGISTRY
 from .buffers import align
-from .column_strips import MAX_STRIPS, block_strips, column_ranges, strip_bounds
+from .column_strips import MAX_STRIPS, MIN_STRIP_GAIN, block_strips, column_ranges, strip_bounds
 from .fuse_block import fuse_block
 from .row_schedule import block_nodes, row_schedule, windows
 
@@ -607,7 +607,10 @@ def _greedy(search: _Search, base: _Evaluated, budget, max_ratio, strip_counts) 
     rows = _descend(search, base, budget, cap, live, seen, (), MAX_PLANS)
     if not strip_counts or budget is not None and rows.arena <= budget:
         return rows
-    return _descend(search, rows, budget, cap, live, seen, strip_counts, search.plans + STRIP_PLANS)
+    strips = _descend(search, rows, budget, cap, live, seen, strip_counts, search.plans + STRIP_PLANS)
+    if budget is None and strips.arena > (1 - MIN_STRIP_GAIN) * rows.arena:
+        return rows             # (without a budget: the recompute is not worth a few bytes)
+    return strips
 
 
 def _descend(search: _Search, current: _Evaluated, budget, cap, live: dict, seen: set, strip_counts,
