@@ -23,12 +23,13 @@ input, in row mode) + its line buffers.
 sets that hold a block in STRIP_COUNTS column strips (a block is a (first, end, strips) triple; strips 1: row mode):
 the candidates covering the peak, and each block of the plan in another mode (a block away from the peak step can
 still lower the arena: MobileNetV2's second block in strips packs the arena 288 B tighter, its peak still at the
-first); only a candidate that patch mode accepts by the cheap checks (no running pool, enough output columns, strip
-columns that settle) and whose estimate is below the same block's in row mode, and only sets whose estimated peak is
-not above the current plan's (both with guessed line buffers; the layers outside blocks at the current plan's live
-bytes); at most STRIP_PLANS more full plans. A block in strips is estimated with the widest strip's line buffers and
-no overlap of its output over its inputs (each strip reads them again). So a plan without strips is always the
-row-mode search's, and a plan with strips is chosen only where its arena is smaller.
+first, though below MIN_STRIP_GAIN); only a candidate that patch mode accepts by the cheap checks (no running pool,
+enough output columns, strip columns that settle) and whose estimate is below the same block's in row mode, and only
+sets whose estimated peak is not above the current plan's (both with guessed line buffers; the layers outside blocks
+at the current plan's live bytes); at most STRIP_PLANS more full plans. A block in strips is estimated with the
+widest strip's line buffers and no overlap of its output over its inputs (each strip reads them again). So a plan
+without strips is always the row-mode search's, and a plan with strips is chosen only where its arena is smaller:
+without a budget, by at least MIN_STRIP_GAIN of the row-mode plan's (schedule/column_strips.py).
 
 **Objective.** With a budget (`--arena-budget`, or the board's SRAM for the arena): the plan with the fewest
 estimated instructions whose arena fits it (the layer-by-layer plan when it fits); a budget no plan meets is a
