@@ -80,7 +80,7 @@ from ..ir import Graph
 from ..ops import REGISTRY
 from .buffers import align
 from .column_strips import MAX_STRIPS, MIN_STRIP_GAIN, block_strips, column_ranges, strip_bounds
-from .fuse_block import fuse_block
+from .fuse_block import fuse_block, inline_blocks
 from .row_schedule import block_nodes, row_schedule, windows
 
 MAX_BLOCK_LAYERS = 16      # longest candidate block (the candidates per peak layer grow as its square)
@@ -564,7 +564,11 @@ def plan_fusion(g: Graph, budget: int | None = None, core: str = "cortex-m4", ma
     planner = planner or schedule
     search = _Search(g, planner, full_planner, COSTS[core], kernels)
     base = search.evaluate(())[0] if base is None else _Evaluated((), g, base, search.planned_instructions(base))
-    fusion = FusionPlan(arena_before=base.arena, est_instr_before=round(base.instr), budget=budget, core=core)
+    before = base.instr
+    if any(n.op == "FusedBlock" for n in g.nodes):     # (the streamed input's block): layer by layer is without it
+        h = inline_blocks(g)
+        before = sum(layer_instructions(h, n, search.costs, kernels) for n in h.nodes)
+    fusion = FusionPlan(arena_before=base.arena, est_instr_before=round(before), budget=budget, core=core)
     chosen = base
     if budget is not None and base.arena <= budget:
         fusion.reason = f"the layer-by-layer plan ({base.arena:,} B) fits the budget"
