@@ -191,8 +191,7 @@ class RowSchedule:
 
     def output_rows_min_read(self, name: str) -> np.ndarray:
         """Per output row q: the lowest row of external input `name` still read when row q is written (the
-        rows loaded from then on; its height when none): the block's overlap contract (schedule/overlap.py)."""
-        height = None
+        rows loaded after it; its height when none): the block's overlap contract (schedule/overlap.py)."""
         loads, writes = [], []
         for i, a in enumerate(self.actions):
             if a.kind == "load" and a.tensor == name:
@@ -201,11 +200,9 @@ class RowSchedule:
                 writes.append(i)
         height = self.buffers[name].end_row
         out = []
-        prev = -1
-        for w in writes:
-            later = [r for i, r in loads if i > prev]
+        for w in writes:        # (a row loaded before row q is written is in its line buffer: dead in the arena)
+            later = [r for i, r in loads if i > w]
             out.append(min(later) if later else height)
-            prev = w
         return np.minimum.accumulate(np.array(out[::-1], dtype=np.int64))[::-1]
 
 
