@@ -7,8 +7,13 @@ copy of the layer whose input is `span` rows high, output one row high, top and 
 the row kernels are the whole-layer kernels, byte for byte the same arithmetic per output pixel, and the
 reference twin of a row kernel is the reference rule on the same copy.
 
-**Scratch** (the block node's arena scratch, `s`): the line buffers (packed by liveness, row_schedule.pack_buffers),
-the running pools' accumulators, then the largest fast kernel scratch of one layer (its layers run one at a time).
+**Patch mode** (schedule/column_strips.py): the block function runs each column strip's schedule in turn, each
+strip's layers being copies on the strip's columns (their row kernels made the same way; one identical to an earlier
+strip's is that function); loads and output rows at the strip's columns, views at their column offsets.
+
+**Scratch** (the block node's arena scratch, `s`): the line buffers (packed by liveness, row_schedule.pack_buffers;
+in patch mode the widest strip's, which every strip reuses), the running pools' accumulators, a streamed input's
+whole row (patch mode), then the largest fast kernel scratch of one layer (its layers run one at a time).
 """
 from __future__ import annotations
 
