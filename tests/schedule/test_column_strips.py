@@ -15,10 +15,10 @@ import os
 import numpy as np
 import pytest
 from fused_chains import chains, float_graph, longest_block
+from test_row_schedule import execute
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tinyc.codegen.fused_block import row_variant
 from tinyc.errors import TinycError
 from tinyc.interp import run_node
 from tinyc.ir import Graph, Quant
@@ -163,81 +163,13 @@ def outcome(g, names, count: int, **kw):
 # -- a strip's row schedule, executed --------------------------------------------------------------------------
 
 def execute_strip(strip, inputs: dict) -> np.ndarray:
-    """The strip's output columns computed by its row schedule's actions alone, on line buffers of exactly the
-    scheduled rows (as tests/schedule/test_row_schedule.execute, whose layers read whole rows: here a layer reads
-    its view of a row). Every byte of the line memory records the (buffer, row) last written over it, so a window
-    reading a row overwritten (by its own buffer or one sharing its bytes), never loaded or never filled fails. A
-    pool over every row (running) takes its input rows one by one as they come."""
-    g, sched = strip.graph, strip.sched
-    rows = {t: np.full((b.capacity,) + g.tensors[t].shape[2:], np.nan) for t, b in sched.buffers.items()}
-    tags = {t: [None] * b.capacity for t, b in sched.buffers.items()}
-    code = {t: (i + 1) << 20 for i, t in enumerate(sched.buffers)}
-    owner = np.zeros(max([1] + [sched.offsets[t] + b.nbytes for t, b in sched.buffers.items()]), np.int64)
-    y = g.tensors[sched.output]
-    out, written = np.full(y.shape, np.nan), []
-    accumulated = {}            # a pool over every row (running) -> the input rows it took, in order
-
-    def span_of(t, slot, count=1):
-        b = sched.buffers[t]
-        assert 0 <= slot and slot + count <= b.capacity, (t, slot, count)
-        return slice(sched.offsets[t] + slot * b.row_bytes, sched.offsets[t] + (slot + count) * b.row_bytes)
-
-    def hold(t, slot, row, value):
-        rows[t][slot] = value
-        tags[t][slot] = row
-        owner[span_of(t, slot)] = code[t] + row + 1000
-
-    def check_row(t, slot, row, node):
-        assert tags[t][slot] == row, (node.name, t, row)
-        assert set(owner[span_of(t, slot)]) == {code[t] + row + 1000}, \
-            f"row {row} of '{t}' overwritten by another line buffer before layer {node.name} reads it"
-
-    def put(a, row):
-        if a.tensor == sched.output:
-            out[0, a.row] = row
-            written.append(a.row)
-        else:
-            hold(a.tensor, a.slot, a.row, row)
-
-    for a in sched.actions:
-        if a.kind in ("load", "fill"):
-            inside = 0 <= a.row < g.tensors[a.tensor].shape[1]
-            assert inside == (a.kind == "load"), a
-            x0, x1 = strip.ranges[a.tensor]
-            hold(a.tensor, a.slot, a.row, inputs[a.tensor][0, a.row, x0:x1] if inside else 0.0)
-        elif a.kind == "move":
-            span_of(a.tensor, a.slot, a.rows)
-            rows[a.tensor][a.slot:a.slot + a.rows] = rows[a.tensor][a.src:a.src + a.rows].copy()
-            tags[a.tensor][a.slot:a.slot + a.rows] = tags[a.tensor][a.src:a.src + a.rows]
-            owner[span_of(a.tensor, a.slot, a.rows)] = owner[span_of(a.tensor, a.src, a.rows)].copy()
-        elif a.kind == "clear":
-            accumulated[a.layer] = []
-        elif a.kind == "accumulate":
-            node = sched.layers[a.layer]
-            check_row(node.inputs[0], a.in_slots[0], a.row, node)
-            assert a.row == len(accumulated[a.layer]), "rows accumulated out of order"
-            accumulated[a.layer].append(rows[node.inputs[0]][a.in_slots[0]].copy())
-        elif getattr(sched.reads.get((a.layer, 0)), "running", False):
-            node = sched.layers[a.layer]
-            x = g.tensors[node.inputs[0]]
-            assert len(accumulated[a.layer]) == x.shape[1]
-            put(a, run_node(g, node, {node.inputs[0]: np.stack(accumulated[a.layer])[None].astype(x.dtype)})[0][0, 0])
-        else:
-            node = sched.layers[a.layer]
-            reads = [sched.reads.get((a.layer, pos)) for pos in range(len(node.inputs))]
-            variant_graph, variant = row_variant(g, node, reads)
-            windows, firsts = {}, iter(a.in_slots)
-            for t, w in zip(node.inputs, reads):
-                if w is None:
-                    continue
-                first = next(firsts)
-                span_of(t, first, w.span)
-                for tap in w.taps(a.row):
-                    check_row(t, first + tap - w.first(a.row), tap, node)
-                windows[t] = rows[t][first:first + w.span][None].astype(g.tensors[t].dtype)
-            put(a, run_node(variant_graph, variant, viewed(g, node, windows))[0][0, 0])
-    assert written == list(range(y.shape[1]))
-    return out.astype(y.dtype)
+    """The strip's output columns computed by its row schedule's actions alone (test_row_schedule.execute: line
+    buffers of exactly the scheduled rows, every byte tagged with the row last written over it), its external
+    rows the strip's columns of `inputs`, each layer reading its view of its input rows."""
+    def load(t, row):
+        return inputs[t][0, row, slice(*strip.ranges[t])]
+    y = strip.graph.tensors[strip.sched.output]
+    return execute(strip.graph, strip.sched, {}, load=load, view=viewed).astype(y.dtype)
 
 
 # -- random chains ---------------------------------------------------------------------------------------------

@@ -23,10 +23,11 @@ FULL = bool(__import__("os").environ.get("TINYC_FULL"))
 EXAMPLES = 300 if FULL else 40
 
 
-def execute(g, sched, values: dict, load=None, store=None) -> np.ndarray:
+def execute(g, sched, values: dict, load=None, store=None, view=None) -> np.ndarray:
     """The block's output computed by its actions alone, on line buffers of exactly the scheduled rows. `load(name,
     row)` / `store(row, values)`: where external rows come from and output rows go (default: `values`, the
-    returned array)."""
+    returned array). `view(g, node, windows)`: what a layer reads of its input windows (default: them whole; a
+    strip's layer reads its view's columns, test_column_strips.py)."""
     rows = {name: np.full((b.capacity,) + g.tensors[name].shape[2:], np.nan) for name, b in sched.buffers.items()}
     tags = {name: [None] * b.capacity for name, b in sched.buffers.items()}
     out_shape = g.tensors[sched.output].shape
@@ -116,7 +117,7 @@ def execute(g, sched, values: dict, load=None, store=None) -> np.ndarray:
                     check_row(name, first + tap - w.first(a.row), tap, node)
                 window = rows[name][first:first + w.span][None]
                 ins[name] = window.astype(g.tensors[name].dtype) if g.tensors[name].dtype != "float32" else window
-            row = run_node(variant_graph, variant, ins)[0]
+            row = run_node(variant_graph, variant, view(g, node, ins) if view else ins)[0]
             assert row.shape[1] == 1
             put(a, row, store)
     assert written == list(range(out_shape[1]))        # each output row once, in order
