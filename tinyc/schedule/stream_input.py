@@ -21,7 +21,7 @@ import numbers
 
 from ..errors import TinycError
 from ..ir import Graph
-from .column_strips import MAX_STRIPS, MIN_STRIP_GAIN, block_strips
+from .column_strips import MAX_STRIPS, block_strips
 from .fuse_block import fuse_block
 from .row_schedule import block_nodes, row_schedule, windows
 
@@ -124,29 +124,24 @@ def _candidates(g: Graph, passes: int) -> list[tuple[int, int, int, list]]:
 def stream_input(g: Graph, plan, passes: int = 1) -> tuple[Graph, object]:
     """`g` with its input streamed, and its plan: of the blocks that can stream it (`streamed_blocks`), in row
     mode or, with `passes` >= 2, in 2 .. `passes` column strips (one pass over the input each), the one whose
-    graph `plan(graph)` (a MemoryPlan) gives the smallest arena (of equal arenas, the fewest strips; a block in
-    strips only where it saves MIN_STRIP_GAIN of the arena of the best in row mode), fused with
-    its rows pulled from the user's callback. The candidates are planned in the order of a lower bound of the
+    graph `plan(graph)` (a MemoryPlan) gives the smallest arena (of equal arenas, the fewest strips), fused with
+    its rows pulled from the user's callback (whether strips are worth their recompute is judged on the whole plan,
+    compiler._streamed). The candidates are planned in the order of a lower bound of the
     arena (their line buffers and output are live together; the fewer strips, then the longer block first of
     equal bounds), until that bound exceeds the smallest arena found. Never worse: TinycError (one line) when
     every streamed arena is larger than `g`'s with its input in the arena (a small input, line buffers and
     row-kernel scratch that cost more than it)."""
     passes = check_passes(passes)
     best = None
-
-    def weighed(arena: int, strips: int) -> float:
-        """A block in strips counts as MIN_STRIP_GAIN larger: it must save that much to be taken."""
-        return arena / (1 - MIN_STRIP_GAIN) if strips > 1 else arena
-
     for bound, strips, _, names in sorted(_candidates(g, passes)):
-        if best is not None and bound > best[3]:
+        if best is not None and bound > best[1].arena_bytes:
             break
-        if best is not None and weighed(bound, strips) >= best[3] and strips >= best[2]:
+        if best is not None and bound == best[1].arena_bytes and strips >= best[2]:
             continue            # (at best a tie, with no fewer strips)
         h = fuse_block(g, names, stream=True, strips=strips)
         p = plan(h)
-        if best is None or (weighed(p.arena_bytes, strips), strips) < (best[3], best[2]):
-            best = (h, p, strips, weighed(p.arena_bytes, strips))
+        if best is None or (p.arena_bytes, strips) < (best[1].arena_bytes, best[2]):
+            best = (h, p, strips)
     base = plan(g)
     if best[1].arena_bytes > base.arena_bytes:
         peak = best[1].graph.nodes[best[1].peak_step]
@@ -176,7 +171,9 @@ def requested_rows(node) -> int:
         if rows != list(range(len(rows))):
             raise TinycError(f"internal: fused block '{node.name}' loads its streamed input out of order")
         counts.add(len(rows))
-    return max(counts)
+    if len(counts) != 1:        # (the header promises the same rows in every pass)
+        raise TinycError(f"internal: the strips of fused block '{node.name}' load {sorted(counts)} input rows")
+    return counts.pop()
 
 
 def stream_passes(node) -> int:
